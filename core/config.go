@@ -1,0 +1,167 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Config sets up one node. Zero values pick the defaults noted per field.
+type Config struct {
+	// ID is this node's id; it must be non-zero.
+	ID NodeID
+	// Peers is the bootstrap membership (every voter, this node included).
+	// It is used only when the node starts with empty persistent state.
+	Peers []NodeID
+
+	// ElectionTick is the election timeout in ticks; each follower draws its
+	// actual timeout uniformly from [ElectionTick, 2*ElectionTick). Default 10.
+	ElectionTick int
+	// HeartbeatTick is how often, in ticks, a leader sends heartbeats.
+	// Default 1. Must be less than ElectionTick.
+	HeartbeatTick int
+
+	// Seed seeds the node's only source of randomness (election timeouts).
+	// Two nodes with equal seeds still draw differently: the ID is mixed in.
+	Seed uint64
+
+	// DisablePreVote turns off the PreVote phase (on by default), which stops
+	// a node rejoining after a partition from bumping the cluster's term.
+	DisablePreVote bool
+	// DisableCheckQuorum turns off CheckQuorum (on by default): a leader that
+	// has not heard from a majority within an election timeout steps down,
+	// and followers that hear from a leader ignore vote requests meanwhile.
+	DisableCheckQuorum bool
+	// LeaseRead answers ReadIndex from the leader's lease instead of a
+	// heartbeat round. It trades a network round trip for a dependence on
+	// bounded clock drift; it requires CheckQuorum. Off by default.
+	LeaseRead bool
+
+	// MaxInflightMsgs bounds the append messages in flight to one follower.
+	// Default 256.
+	MaxInflightMsgs int
+	// MaxMsgBytes bounds the entry bytes in one append message (a single
+	// larger entry is still sent alone). Default 1 MiB.
+	MaxMsgBytes uint64
+	// MaxInflightBytes bounds the entry bytes in flight to one follower;
+	// 0 means only MaxInflightMsgs bounds it.
+	MaxInflightBytes uint64
+	// MaxApplyBytes bounds the committed entry bytes handed out in one
+	// Ready (at least one entry is always handed out). Default 64 MiB.
+	MaxApplyBytes uint64
+
+	// Applied is, on restart, the index the runtime's state machine has
+	// already applied; entries up to it are not handed out again.
+	Applied uint64
+}
+
+// Defaults used when a Config field is zero.
+const (
+	DefaultElectionTick    = 10
+	DefaultHeartbeatTick   = 1
+	DefaultMaxInflightMsgs = 256
+	DefaultMaxMsgBytes     = 1 << 20
+	DefaultMaxApplyBytes   = 64 << 20
+)
+
+func (c *Config) validate() error {
+	if c.ID == None {
+		return errors.New("config: ID must be non-zero")
+	}
+	if c.ElectionTick == 0 {
+		c.ElectionTick = DefaultElectionTick
+	}
+	if c.HeartbeatTick == 0 {
+		c.HeartbeatTick = DefaultHeartbeatTick
+	}
+	if c.HeartbeatTick < 0 || c.ElectionTick <= c.HeartbeatTick {
+		return fmt.Errorf("config: ElectionTick (%d) must be greater than HeartbeatTick (%d) > 0", c.ElectionTick, c.HeartbeatTick)
+	}
+	if c.MaxInflightMsgs == 0 {
+		c.MaxInflightMsgs = DefaultMaxInflightMsgs
+	}
+	if c.MaxInflightMsgs < 0 {
+		return fmt.Errorf("config: MaxInflightMsgs %d must be positive", c.MaxInflightMsgs)
+	}
+	if c.MaxMsgBytes == 0 {
+		c.MaxMsgBytes = DefaultMaxMsgBytes
+	}
+	if c.MaxApplyBytes == 0 {
+		c.MaxApplyBytes = DefaultMaxApplyBytes
+	}
+	if c.LeaseRead && c.DisableCheckQuorum {
+		return errors.New("config: LeaseRead requires CheckQuorum")
+	}
+	for _, p := range c.Peers {
+		if p == None {
+			return errors.New("config: Peers must not contain id 0")
+		}
+	}
+	return nil
+}
+
+// PersistentState is what a node recovered from its stable storage: exactly
+// what earlier Readys asked to persist.
+type PersistentState struct {
+	HardState HardState
+	// Snapshot is the latest snapshot (or bootstrap configuration) persisted;
+	// nil for a brand-new node.
+	Snapshot *SnapshotMeta
+	// Entries follow Snapshot contiguously.
+	Entries []Entry
+}
+
+func (s PersistentState) isEmpty() bool {
+	return s.HardState.IsEmpty() && s.Snapshot == nil && len(s.Entries) == 0
+}
+
+func (s PersistentState) validate() error {
+	if s.Snapshot == nil {
+		return errors.New("persistent state has entries or a hard state but no snapshot or bootstrap configuration")
+	}
+	next := s.Snapshot.Index + 1
+	for _, e := range s.Entries {
+		if e.Index != next {
+			return fmt.Errorf("persistent state: entry index %d where %d was expected", e.Index, next)
+		}
+		next++
+	}
+	last := s.Snapshot.Index + uint64(len(s.Entries))
+	if s.HardState.Commit > last {
+		return fmt.Errorf("persistent state: commit %d beyond the last entry %d", s.HardState.Commit, last)
+	}
+	if len(s.Snapshot.Conf.Voters) == 0 {
+		return errors.New("persistent state: snapshot configuration has no voters")
+	}
+	return nil
+}
+
+func sortedIDs(ids []NodeID) []NodeID {
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// ErrNotLeader refuses a request that only the leader can serve. Leader is
+// the current leader as far as this node knows (None if unknown), so the
+// caller can retry there.
+type ErrNotLeader struct{ Leader NodeID }
+
+func (e *ErrNotLeader) Error() string {
+	if e.Leader == None {
+		return "not the leader, and no leader is known"
+	}
+	return fmt.Sprintf("not the leader; the leader is node %d", e.Leader)
+}
+
+var (
+	// ErrTransferring refuses a proposal while leadership is being handed
+	// to another node.
+	ErrTransferring = errors.New("leadership transfer in progress")
+	// ErrUnknownPeer names a node that is not a member.
+	ErrUnknownPeer = errors.New("unknown peer")
+	// ErrCompacted means the requested index is behind the latest snapshot.
+	ErrCompacted = errors.New("index compacted away by a snapshot")
+	// ErrUnavailable means the requested index is not in the log yet.
+	ErrUnavailable = errors.New("index not available")
+)

@@ -1,0 +1,252 @@
+package core
+
+import "fmt"
+
+// SoftState is volatile state worth reporting to the runtime: who leads,
+// and what this node is.
+type SoftState struct {
+	Lead NodeID
+	Role Role
+}
+
+// Ready is one batch of work for the runtime. Do it in this order:
+//
+//  1. Messages may be sent at once, even before anything is persisted (this
+//     is how a leader writes its log in parallel with replicating it).
+//  2. Persist Snapshot (if any), Entries (an entry with an index already in
+//     the log replaces that entry and everything after it) and HardState
+//     (if not empty). If MustSync, make all of it durable before going on;
+//     one fsync covers the whole batch.
+//  3. Only then send MessagesAfterPersist: votes and acknowledgements that
+//     promise what step 2 wrote.
+//  4. If Snapshot.Index > 0, restore the state machine from the snapshot's
+//     bytes (which arrived with the MsgSnap). Then apply CommittedEntries in
+//     order, and serve each ReadState once the applied index reaches it.
+//  5. Call Advance with this Ready.
+type Ready struct {
+	SoftState *SoftState
+	HardState HardState
+	Snapshot  *SnapshotMeta
+	Entries   []Entry
+
+	CommittedEntries []Entry
+
+	Messages             []Message
+	MessagesAfterPersist []Message
+
+	ReadStates []ReadState
+	MustSync   bool
+}
+
+// Node is the runtime's handle on the Raft state machine. It is not safe for
+// concurrent use: one event loop owns it.
+type Node struct {
+	r        *raft
+	prevSoft SoftState
+	prevHard HardState
+}
+
+// NewNode starts a node from what it recovered from stable storage. With
+// empty state it bootstraps a new cluster from cfg.Peers; its first Ready
+// then carries the bootstrap configuration as a Snapshot with Index 0, which
+// the runtime persists like any snapshot.
+func NewNode(cfg Config, st PersistentState) (*Node, error) {
+	r, err := newRaft(cfg, st)
+	if err != nil {
+		return nil, fmt.Errorf("core: %w", err)
+	}
+	n := &Node{r: r}
+	n.prevSoft = SoftState{Lead: r.lead, Role: r.role}
+	n.prevHard = r.hardState()
+	return n, nil
+}
+
+func (r *raft) hardState() HardState {
+	return HardState{Term: r.term, Vote: r.vote, Commit: r.log.committed}
+}
+
+// Tick advances the node's logical clock by one tick.
+func (n *Node) Tick() { n.r.tick() }
+
+// Step hands the node a message from a peer. Malformed messages are refused
+// with an error and change nothing.
+func (n *Node) Step(m Message) error { return n.r.step(m) }
+
+// Propose appends data to the log if this node is the leader. It returns the
+// index and term the entry got: the proposal succeeded if an entry with that
+// index and term is later committed (any other term there means it was
+// lost). A follower refuses with *ErrNotLeader naming the leader; the
+// runtime forwards the request there. Data must not be modified afterwards.
+func (n *Node) Propose(data []byte) (index, term uint64, err error) {
+	return n.r.propose(EntryNormal, data)
+}
+
+// ReadIndex asks for a linearizable read point. ctx must be unique among
+// outstanding requests; the answer arrives as a ReadState with that ctx. On
+// a follower the request is forwarded to the leader; with no known leader it
+// is refused. A request can be lost (with a message or a leader change):
+// the runtime times it out and retries.
+func (n *Node) ReadIndex(ctx []byte) error { return n.r.readIndex(ctx) }
+
+// TransferLeadership asks the leader to hand leadership to the voter to. It
+// stops taking proposals, brings the target up to date, and tells it to
+// campaign; if that has not happened within an election timeout, it gives up
+// and takes proposals again.
+func (n *Node) TransferLeadership(to NodeID) error { return n.r.transferLeadership(to) }
+
+// ReportUnreachable tells the leader that a message to id could not be
+// delivered; it stops streaming to id and probes instead.
+func (n *Node) ReportUnreachable(id NodeID) { n.r.reportUnreachable(id) }
+
+// ReportSnapshot tells the leader whether the snapshot it asked to send to
+// id was delivered.
+func (n *Node) ReportSnapshot(id NodeID, ok bool) { n.r.reportSnapshot(id, ok) }
+
+// SnapshotTaken tells the node that the runtime has captured its state
+// machine as of index (which must have been applied). The node drops its
+// in-memory log up to index and returns the metadata the runtime records
+// with the snapshot's bytes; later followers that need those entries are
+// sent this snapshot.
+func (n *Node) SnapshotTaken(index uint64) (SnapshotMeta, error) {
+	l := n.r.log
+	if index <= l.snap.Index {
+		return SnapshotMeta{}, fmt.Errorf("snapshot at %d (latest is %d): %w", index, l.snap.Index, ErrCompacted)
+	}
+	if index > l.applied {
+		return SnapshotMeta{}, fmt.Errorf("snapshot at %d beyond applied index %d: %w", index, l.applied, ErrUnavailable)
+	}
+	l.compact(index, n.r.trk.conf)
+	return l.snap, nil
+}
+
+// HasReady reports whether Ready has work to hand out.
+func (n *Node) HasReady() bool {
+	r := n.r
+	r.flush()
+	return len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || len(r.readStates) > 0 ||
+		r.pendingSnapshot != nil || len(r.log.unstable()) > 0 ||
+		len(r.log.toApply(1)) > 0 ||
+		r.hardState() != n.prevHard || (SoftState{Lead: r.lead, Role: r.role}) != n.prevSoft
+}
+
+// Ready returns the work accumulated since the last call. Call Advance when
+// it is done; a second Ready before that hands out only newer work.
+func (n *Node) Ready() Ready {
+	r := n.r
+	r.flush()
+	rd := Ready{
+		Entries:              r.log.unstable(),
+		CommittedEntries:     r.log.toApply(r.cfg.MaxApplyBytes),
+		Snapshot:             r.pendingSnapshot,
+		Messages:             r.msgs,
+		MessagesAfterPersist: r.msgsAfterPersist,
+		ReadStates:           r.readStates,
+	}
+	if ss := (SoftState{Lead: r.lead, Role: r.role}); ss != n.prevSoft {
+		rd.SoftState = &ss
+		n.prevSoft = ss
+	}
+	if hs := r.hardState(); hs != n.prevHard {
+		rd.HardState = hs
+		rd.MustSync = hs.Term != n.prevHard.Term || hs.Vote != n.prevHard.Vote
+		n.prevHard = hs
+	}
+	rd.MustSync = rd.MustSync || len(rd.Entries) > 0 || rd.Snapshot != nil
+	r.msgs, r.msgsAfterPersist, r.readStates = nil, nil, nil
+	r.pendingSnapshot = nil
+	if k := len(rd.Entries); k > 0 {
+		r.log.persisting = rd.Entries[k-1].Index
+	}
+	if k := len(rd.CommittedEntries); k > 0 {
+		r.log.applying = rd.CommittedEntries[k-1].Index
+	}
+	return rd
+}
+
+// Advance tells the node that the runtime has done everything rd asked.
+func (n *Node) Advance(rd Ready) {
+	r := n.r
+	l := r.log
+	if k := len(rd.Entries); k > 0 {
+		last := rd.Entries[k-1]
+		// Entries overwritten since this Ready was handed out are not stable.
+		if l.matchTerm(last.Index, last.Term) && last.Index > l.stable {
+			l.stable = last.Index
+		}
+	}
+	if k := len(rd.CommittedEntries); k > 0 {
+		l.applied = max(l.applied, rd.CommittedEntries[k-1].Index)
+	}
+	if r.role == Leader {
+		if pr := r.trk.progress[r.id]; pr != nil && pr.maybeUpdate(l.stable) {
+			r.maybeCommit()
+		}
+	}
+}
+
+// Status is a snapshot of a node's state, for metrics, tests and checkers.
+type Status struct {
+	ID             NodeID
+	Role           Role
+	Lead           NodeID
+	HardState      HardState
+	Applied        uint64
+	FirstIndex     uint64
+	LastIndex      uint64
+	Conf           ConfState
+	LeadTransferee NodeID
+	// Progress is the leader's view of each member (including itself),
+	// ordered by ID; empty on other nodes.
+	Progress []PeerProgress
+}
+
+// PeerProgress is one member's replication progress as the leader sees it.
+type PeerProgress struct {
+	ID    NodeID
+	Match uint64
+	Next  uint64
+	State ProgressState
+}
+
+// Status reports the node's current state.
+func (n *Node) Status() Status {
+	r := n.r
+	s := Status{
+		ID: r.id, Role: r.role, Lead: r.lead, HardState: r.hardState(),
+		Applied: r.log.applied, FirstIndex: r.log.firstIndex(), LastIndex: r.log.lastIndex(),
+		Conf: r.trk.conf, LeadTransferee: r.leadTransferee,
+	}
+	if r.role == Leader {
+		for _, id := range r.trk.ids {
+			pr := r.trk.progress[id]
+			s.Progress = append(s.Progress, PeerProgress{ID: id, Match: pr.Match, Next: pr.Next, State: pr.State})
+		}
+	}
+	return s
+}
+
+// Term returns the term of the entry at index i, for checkers and for the
+// runtime's snapshot bookkeeping.
+func (n *Node) Term(i uint64) (uint64, error) {
+	l := n.r.log
+	if i < l.snap.Index {
+		return 0, ErrCompacted
+	}
+	t, ok := l.term(i)
+	if !ok {
+		return 0, ErrUnavailable
+	}
+	return t, nil
+}
+
+// Entries returns a copy of the log entries in [lo, hi).
+func (n *Node) Entries(lo, hi uint64) ([]Entry, error) {
+	l := n.r.log
+	if lo < l.firstIndex() {
+		return nil, ErrCompacted
+	}
+	if hi > l.lastIndex()+1 || lo > hi {
+		return nil, ErrUnavailable
+	}
+	return append([]Entry(nil), l.slice(lo, hi)...), nil
+}

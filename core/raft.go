@@ -1,0 +1,794 @@
+package core
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+)
+
+// Role is a node's part in the protocol.
+type Role uint8
+
+const (
+	Follower Role = iota
+	PreCandidate
+	Candidate
+	Leader
+)
+
+func (r Role) String() string {
+	switch r {
+	case Follower:
+		return "Follower"
+	case PreCandidate:
+		return "PreCandidate"
+	case Candidate:
+		return "Candidate"
+	case Leader:
+		return "Leader"
+	}
+	return fmt.Sprintf("Role(%d)", uint8(r))
+}
+
+// transferContext marks a vote request caused by a leadership transfer:
+// voters grant it even while they still hear from the old leader.
+var transferContext = []byte("transfer")
+
+// ReadState releases a ReadIndex request: once the state machine has
+// applied Index, a read issued with Context sees every write that was
+// acknowledged before the request was made.
+type ReadState struct {
+	Index   uint64
+	Context []byte
+}
+
+// readRequest is a ReadIndex request waiting for a heartbeat round to
+// confirm that this node is still the leader.
+type readRequest struct {
+	ctx   []byte
+	from  NodeID
+	index uint64
+	acks  map[NodeID]bool
+}
+
+// raft is the protocol state of one node. Everything it decides to do is
+// queued in msgs, msgsAfterPersist, readStates and the log, and leaves
+// through Node.Ready.
+type raft struct {
+	id  NodeID
+	cfg Config
+
+	term uint64
+	vote NodeID
+	lead NodeID
+	role Role
+
+	log *raftLog
+	trk *tracker
+	// pendingSnapshot is a snapshot (or bootstrap configuration) accepted
+	// but not yet handed out for persisting.
+	pendingSnapshot *SnapshotMeta
+
+	votes map[NodeID]bool
+
+	msgs             []Message
+	msgsAfterPersist []Message
+	readStates       []ReadState
+
+	// ticks counts every Tick of this node's life; CheckQuorum compares
+	// followers' LastHeard against it.
+	ticks                     uint64
+	electionElapsed           int
+	heartbeatElapsed          int
+	randomizedElectionTimeout int
+	rng                       *rand.Rand
+
+	leadTransferee NodeID
+
+	// reads wait for a heartbeat round; pendingReads wait for the leader's
+	// first commit in its term; readRound asks flush for a heartbeat round.
+	reads        []*readRequest
+	pendingReads []readRequest
+	readRound    bool
+}
+
+func newRaft(cfg Config, st PersistentState) (*raft, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	r := &raft{
+		id:  cfg.ID,
+		cfg: cfg,
+		rng: rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID))),
+	}
+	if st.isEmpty() {
+		if len(cfg.Peers) == 0 {
+			return nil, errors.New("new node with empty state needs Config.Peers to bootstrap")
+		}
+		boot := SnapshotMeta{Conf: ConfState{Voters: sortedIDs(cfg.Peers)}}
+		r.log = newLog(boot, nil)
+		r.pendingSnapshot = &boot
+	} else {
+		if err := st.validate(); err != nil {
+			return nil, err
+		}
+		r.log = newLog(*st.Snapshot, append([]Entry(nil), st.Entries...))
+		r.term, r.vote = st.HardState.Term, st.HardState.Vote
+		r.log.committed = max(st.HardState.Commit, r.log.committed)
+		if cfg.Applied > r.log.committed {
+			// The state machine is durable and only ever applied committed
+			// entries, so its index is a lower bound on commit.
+			if cfg.Applied > r.log.lastIndex() {
+				return nil, fmt.Errorf("applied index %d is beyond the last log index %d", cfg.Applied, r.log.lastIndex())
+			}
+			r.log.committed = cfg.Applied
+		}
+		if cfg.Applied > r.log.applied {
+			r.log.applied, r.log.applying = cfg.Applied, cfg.Applied
+		}
+	}
+	r.trk = newTracker(r.log.snap.Conf)
+	r.becomeFollower(r.term, None)
+	return r, nil
+}
+
+// send queues a message that may leave at once.
+func (r *raft) send(m Message) {
+	m.From = r.id
+	if m.Term == 0 {
+		m.Term = r.term
+	}
+	r.msgs = append(r.msgs, m)
+}
+
+// sendAfterPersist queues a message that depends on this node's durable
+// state (a granted vote, an acknowledged append): it leaves only once the
+// Ready that carries that state has been persisted.
+func (r *raft) sendAfterPersist(m Message) {
+	m.From = r.id
+	if m.Term == 0 {
+		m.Term = r.term
+	}
+	r.msgsAfterPersist = append(r.msgsAfterPersist, m)
+}
+
+func (r *raft) promotable() bool { return r.trk.isVoter(r.id) }
+
+func (r *raft) resetRandomizedElectionTimeout() {
+	r.randomizedElectionTimeout = r.cfg.ElectionTick + r.rng.IntN(r.cfg.ElectionTick)
+}
+
+func (r *raft) reset(term uint64) {
+	if r.term != term {
+		r.term = term
+		r.vote = None
+	}
+	r.lead = None
+	r.electionElapsed = 0
+	r.heartbeatElapsed = 0
+	r.resetRandomizedElectionTimeout()
+	r.leadTransferee = None
+	r.votes = nil
+	r.reads = nil
+	r.pendingReads = nil
+	r.readRound = false
+}
+
+func (r *raft) becomeFollower(term uint64, lead NodeID) {
+	r.reset(term)
+	r.role = Follower
+	r.lead = lead
+}
+
+func (r *raft) becomePreCandidate() {
+	// A pre-candidate changes neither term nor vote: that is the point.
+	r.role = PreCandidate
+	r.lead = None
+	r.votes = make(map[NodeID]bool)
+	r.electionElapsed = 0
+	r.resetRandomizedElectionTimeout()
+}
+
+func (r *raft) becomeCandidate() {
+	r.reset(r.term + 1)
+	r.vote = r.id
+	r.role = Candidate
+	r.votes = make(map[NodeID]bool)
+}
+
+func (r *raft) becomeLeader() {
+	r.reset(r.term)
+	r.role = Leader
+	r.lead = r.id
+	last := r.log.lastIndex()
+	for _, id := range r.trk.ids {
+		pr := &Progress{Next: last + 1, LastHeard: r.ticks, learner: !r.trk.isVoter(id),
+			inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes)}
+		if id == r.id {
+			pr.Match = r.log.stable
+			pr.State = StateReplicate
+		}
+		r.trk.progress[id] = pr
+	}
+	// An entry of the new term: committing it commits everything before it
+	// (§5.4.2), and it tells ReadIndex when the leader knows the commit index.
+	r.appendEntry(Entry{Type: EntryNormal})
+}
+
+// appendEntry adds a leader's own entry at the end of its log.
+func (r *raft) appendEntry(e Entry) (uint64, uint64) {
+	e.Term = r.term
+	e.Index = r.log.lastIndex() + 1
+	r.log.entries = append(r.log.entries, e)
+	return e.Index, e.Term
+}
+
+// campaign starts a pre-vote round, or an election when preVote is false.
+func (r *raft) campaign(preVote, transfer bool) {
+	if !r.promotable() {
+		return
+	}
+	var typ MessageType
+	var term uint64
+	if preVote {
+		r.becomePreCandidate()
+		typ, term = MsgPreVote, r.term+1
+	} else {
+		r.becomeCandidate()
+		typ, term = MsgVote, r.term
+	}
+	r.votes[r.id] = true
+	if r.trk.tally(r.votes) == voteWon {
+		// A single-voter cluster wins at once.
+		r.advanceCampaign()
+		return
+	}
+	var ctx []byte
+	if transfer {
+		ctx = transferContext
+	}
+	for _, id := range r.trk.conf.Voters {
+		if id == r.id {
+			continue
+		}
+		m := Message{Type: typ, To: id, Term: term, Index: r.log.lastIndex(), LogTerm: r.log.lastTerm(), Context: ctx}
+		if preVote {
+			r.send(m)
+		} else {
+			// The candidate's own vote must be durable before it can help
+			// win: otherwise a crash could let it vote again in this term.
+			r.sendAfterPersist(m)
+		}
+	}
+}
+
+// advanceCampaign moves a pre-candidate that won to a real election and a
+// candidate that won to leadership.
+func (r *raft) advanceCampaign() {
+	if r.role == PreCandidate {
+		r.campaign(false, false)
+	} else {
+		r.becomeLeader()
+	}
+}
+
+func (r *raft) tick() {
+	r.ticks++
+	if r.role == Leader {
+		r.tickLeader()
+		return
+	}
+	r.electionElapsed++
+	if r.promotable() && r.electionElapsed >= r.randomizedElectionTimeout {
+		r.electionElapsed = 0
+		r.campaign(!r.cfg.DisablePreVote, false)
+	}
+}
+
+func (r *raft) tickLeader() {
+	r.heartbeatElapsed++
+	r.electionElapsed++
+	if !r.cfg.DisableCheckQuorum && !r.trk.quorumActive(r.id, r.ticks, uint64(r.cfg.ElectionTick)) {
+		r.becomeFollower(r.term, None)
+		return
+	}
+	if r.electionElapsed >= r.cfg.ElectionTick {
+		r.electionElapsed = 0
+		// A transfer that has not finished within an election timeout has
+		// failed; accept proposals again.
+		r.leadTransferee = None
+	}
+	if r.heartbeatElapsed >= r.cfg.HeartbeatTick {
+		r.heartbeatElapsed = 0
+		r.bcastHeartbeat()
+	}
+}
+
+// step is the single entry point for messages from other nodes.
+func (r *raft) step(m Message) error {
+	if err := r.validate(m); err != nil {
+		return err
+	}
+	switch {
+	case m.Term > r.term:
+		if m.Type == MsgVote || m.Type == MsgPreVote {
+			force := bytes.Equal(m.Context, transferContext)
+			inLease := !r.cfg.DisableCheckQuorum && r.lead != None && r.electionElapsed < r.cfg.ElectionTick
+			if !force && inLease {
+				// We heard from a leader within the election timeout: the
+				// candidate is the one cut off, so refuse without moving.
+				return nil
+			}
+		}
+		switch {
+		case m.Type == MsgPreVote:
+			// A pre-vote asks about a future term and never moves ours.
+		case m.Type == MsgPreVoteResp && !m.Reject:
+			// Granted for the term we would move to; we move when we campaign.
+		case m.Type == MsgApp || m.Type == MsgHeartbeat || m.Type == MsgSnap:
+			r.becomeFollower(m.Term, m.From)
+		default:
+			r.becomeFollower(m.Term, None)
+		}
+	case m.Term < r.term:
+		switch {
+		case (m.Type == MsgApp || m.Type == MsgHeartbeat) && (!r.cfg.DisableCheckQuorum || !r.cfg.DisablePreVote):
+			// A stale leader, perhaps cut off while we moved on. Tell it our
+			// term so it steps down; with PreVote or CheckQuorum it would
+			// otherwise never learn of it.
+			r.send(Message{Type: MsgAppResp, To: m.From})
+		case m.Type == MsgPreVote:
+			r.send(Message{Type: MsgPreVoteResp, To: m.From, Reject: true})
+		}
+		return nil
+	}
+
+	switch m.Type {
+	case MsgVote, MsgPreVote:
+		r.handleVoteRequest(m)
+		return nil
+	}
+	switch r.role {
+	case Leader:
+		r.stepLeader(m)
+	case Candidate, PreCandidate:
+		r.stepCandidate(m)
+	default:
+		r.stepFollower(m)
+	}
+	return nil
+}
+
+// validate rejects messages no correct peer sends, so that garbage from the
+// network is an error instead of a crash or a corrupted log.
+func (r *raft) validate(m Message) error {
+	if m.To != r.id {
+		return fmt.Errorf("message addressed to node %d delivered to node %d", m.To, r.id)
+	}
+	if m.From == None || m.From == r.id {
+		return fmt.Errorf("message from invalid sender %d", m.From)
+	}
+	if m.Type < MsgApp || m.Type > MsgReadIndexResp {
+		return fmt.Errorf("unknown message type %d", m.Type)
+	}
+	if m.Term == 0 {
+		return fmt.Errorf("%s with term 0", m.Type)
+	}
+	if m.Type == MsgSnap && m.Snapshot == nil {
+		return errors.New("MsgSnap without snapshot metadata")
+	}
+	for i, e := range m.Entries {
+		if e.Index != m.Index+1+uint64(i) {
+			return fmt.Errorf("%s: entry %d has index %d, expected %d", m.Type, i, e.Index, m.Index+1+uint64(i))
+		}
+		if e.Term > m.Term || (i > 0 && e.Term < m.Entries[i-1].Term) || (i == 0 && e.Term < m.LogTerm) {
+			return fmt.Errorf("%s: entry %d has impossible term %d", m.Type, e.Index, e.Term)
+		}
+	}
+	return nil
+}
+
+func (r *raft) handleVoteRequest(m Message) {
+	// Either we already voted for this candidate, or we have voted for no
+	// one and follow no leader in this term, or it is a pre-vote for a
+	// later term (which promises nothing).
+	canVote := r.vote == m.From ||
+		(r.vote == None && r.lead == None) ||
+		(m.Type == MsgPreVote && m.Term > r.term)
+	resp := MsgVoteResp
+	if m.Type == MsgPreVote {
+		resp = MsgPreVoteResp
+	}
+	if canVote && r.log.isUpToDate(m.Index, m.LogTerm) {
+		if m.Type == MsgVote {
+			r.electionElapsed = 0
+			r.vote = m.From
+		}
+		// Answer in the term asked about, so a pre-candidate counts it.
+		r.sendAfterPersist(Message{Type: resp, To: m.From, Term: m.Term})
+		return
+	}
+	r.sendAfterPersist(Message{Type: resp, To: m.From, Reject: true})
+}
+
+func (r *raft) stepFollower(m Message) {
+	switch m.Type {
+	case MsgApp:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.handleAppend(m)
+	case MsgHeartbeat:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.log.commitTo(m.Commit)
+		r.send(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context})
+	case MsgSnap:
+		r.electionElapsed = 0
+		r.lead = m.From
+		r.handleSnapshot(m)
+	case MsgTimeoutNow:
+		r.campaign(false, true)
+	case MsgReadIndex:
+		// A forwarded read that reached a follower: pass it on.
+		if r.lead != None {
+			m.To = r.lead
+			m.Term = 0
+			from := m.From
+			r.send(m)
+			r.msgs[len(r.msgs)-1].From = from
+		}
+	case MsgReadIndexResp:
+		r.readStates = append(r.readStates, ReadState{Index: m.Index, Context: m.Context})
+	}
+}
+
+func (r *raft) stepCandidate(m Message) {
+	switch m.Type {
+	case MsgApp, MsgHeartbeat, MsgSnap:
+		// Someone won this term.
+		r.becomeFollower(m.Term, m.From)
+		r.stepFollower(m)
+	case MsgVoteResp, MsgPreVoteResp:
+		if (m.Type == MsgPreVoteResp) != (r.role == PreCandidate) {
+			return
+		}
+		r.votes[m.From] = !m.Reject
+		switch r.trk.tally(r.votes) {
+		case voteWon:
+			r.advanceCampaign()
+		case voteLost:
+			r.becomeFollower(r.term, None)
+		}
+	}
+}
+
+func (r *raft) stepLeader(m Message) {
+	if m.Type == MsgReadIndex {
+		r.leaderReadIndex(m.Context, m.From)
+		return
+	}
+	pr := r.trk.progress[m.From]
+	if pr == nil {
+		return
+	}
+	pr.LastHeard = r.ticks
+	switch m.Type {
+	case MsgAppResp:
+		r.handleAppendResponse(m, pr)
+	case MsgHeartbeatResp:
+		pr.probeSent = false
+		if pr.State == StateReplicate && pr.Match < r.log.lastIndex() && pr.Match == pr.matchAtHeartbeat {
+			pr.becomeProbe()
+		}
+		pr.matchAtHeartbeat = pr.Match
+		if len(m.Context) > 0 {
+			r.ackRead(m.Context, m.From)
+		}
+	}
+}
+
+func (r *raft) handleAppend(m Message) {
+	if m.Index < r.log.committed {
+		// Everything up to our commit index is settled; say so.
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+		return
+	}
+	if !r.log.matchTerm(m.Index, m.LogTerm) {
+		hintIndex, hintTerm := r.log.findConflictByTerm(min(m.Index, r.log.lastIndex()), m.LogTerm)
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: m.Index,
+			Reject: true, RejectHint: hintIndex, LogTerm: hintTerm})
+		return
+	}
+	if len(m.Entries) > 0 {
+		// m.Index ≥ committed, so no committed entry can be overwritten.
+		r.log.appendAfterMatch(m.Entries)
+	}
+	lastNew := m.Index + uint64(len(m.Entries))
+	r.log.commitTo(min(m.Commit, lastNew))
+	r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: lastNew})
+}
+
+func (r *raft) handleSnapshot(m Message) {
+	s := *m.Snapshot
+	s.Conf = ConfState{Voters: sortedIDs(s.Conf.Voters), Learners: sortedIDs(s.Conf.Learners)}
+	switch {
+	case s.Index <= r.log.committed:
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+	case r.log.matchTerm(s.Index, s.Term):
+		// We already hold the snapshot's last entry, hence (Log Matching)
+		// everything before it: keep the log and just learn the commit.
+		r.log.commitTo(s.Index)
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: s.Index})
+	default:
+		r.log.restore(s)
+		r.trk = newTracker(s.Conf)
+		r.pendingSnapshot = &s
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: s.Index})
+	}
+}
+
+func (r *raft) handleAppendResponse(m Message, pr *Progress) {
+	if m.Reject {
+		next := m.RejectHint
+		if m.LogTerm > 0 {
+			next, _ = r.log.findConflictByTerm(m.RejectHint, m.LogTerm)
+		}
+		if pr.maybeDecrTo(m.Index, next) && pr.State == StateReplicate {
+			pr.becomeProbe()
+		}
+		return
+	}
+	updated := pr.maybeUpdate(m.Index)
+	if updated || (pr.State == StateProbe && m.Index == pr.Match) {
+		switch {
+		case pr.State == StateProbe:
+			pr.becomeReplicate()
+		case pr.State == StateSnapshot && pr.Match+1 >= r.log.firstIndex():
+			pr.becomeProbe()
+			pr.becomeReplicate()
+		case pr.State == StateReplicate:
+			pr.inflights.freeLE(m.Index)
+		}
+	}
+	if updated {
+		r.maybeCommit()
+		if m.From == r.leadTransferee && pr.Match == r.log.lastIndex() {
+			r.send(Message{Type: MsgTimeoutNow, To: m.From})
+		}
+	}
+}
+
+// maybeCommit advances the commit index to what a majority stores, but only
+// by counting replicas of an entry of the current term (Figure 8: an older
+// entry on a majority can still be overwritten).
+func (r *raft) maybeCommit() {
+	ci := r.trk.committedIndex()
+	if ci <= r.log.committed {
+		return
+	}
+	if t, _ := r.log.term(ci); t != r.term {
+		return
+	}
+	wasInTerm := r.committedInTerm()
+	r.log.commitTo(ci)
+	if !wasInTerm {
+		pending := r.pendingReads
+		r.pendingReads = nil
+		for _, rq := range pending {
+			r.serveRead(rq.ctx, rq.from)
+		}
+	}
+}
+
+func (r *raft) committedInTerm() bool {
+	t, _ := r.log.term(r.log.committed)
+	return t == r.term
+}
+
+// flush sends the appends the leader owes its followers. It runs when a
+// Ready is assembled, so that every proposal made since the last Ready
+// travels in the same message: that is where batching comes from.
+func (r *raft) flush() {
+	if r.role != Leader {
+		return
+	}
+	for _, id := range r.trk.ids {
+		if id != r.id {
+			r.sendAppends(id)
+		}
+	}
+	if r.readRound {
+		r.readRound = false
+		r.bcastHeartbeat()
+	}
+}
+
+// sendAppends sends to one follower as many appends as flow control allows,
+// a snapshot if it needs compacted entries, or an empty append to carry a
+// commit index it has not seen.
+func (r *raft) sendAppends(to NodeID) {
+	pr := r.trk.progress[to]
+	for !pr.paused() {
+		if pr.Next < r.log.firstIndex() {
+			r.sendSnapshot(to, pr)
+			return
+		}
+		prevIndex := pr.Next - 1
+		prevTerm, _ := r.log.term(prevIndex)
+		ents := r.entriesToSend(pr.Next)
+		if len(ents) == 0 && pr.State == StateReplicate && pr.sentCommit >= r.log.committed {
+			return
+		}
+		r.send(Message{Type: MsgApp, To: to, Index: prevIndex, LogTerm: prevTerm, Entries: ents, Commit: r.log.committed})
+		pr.sentCommit = max(pr.sentCommit, r.log.committed)
+		switch pr.State {
+		case StateReplicate:
+			if len(ents) == 0 {
+				return
+			}
+			last := ents[len(ents)-1].Index
+			pr.Next = last + 1
+			var size uint64
+			for _, e := range ents {
+				size += entrySize(e)
+			}
+			pr.inflights.add(last, size)
+		case StateProbe:
+			pr.probeSent = true
+			return
+		}
+	}
+}
+
+// entriesToSend returns the entries from next on that fit in one message
+// (always at least one, however large).
+func (r *raft) entriesToSend(next uint64) []Entry {
+	ents := r.log.slice(next, r.log.lastIndex()+1)
+	var size uint64
+	for i, e := range ents {
+		size += entrySize(e)
+		if size > r.cfg.MaxMsgBytes && i > 0 {
+			return ents[:i]
+		}
+	}
+	return ents
+}
+
+func (r *raft) sendSnapshot(to NodeID, pr *Progress) {
+	s := r.log.snap
+	s.Conf = ConfState{Voters: append([]NodeID(nil), s.Conf.Voters...), Learners: append([]NodeID(nil), s.Conf.Learners...)}
+	pr.becomeSnapshot(s.Index)
+	r.send(Message{Type: MsgSnap, To: to, Snapshot: &s})
+}
+
+func (r *raft) bcastHeartbeat() {
+	var ctx []byte
+	if n := len(r.reads); n > 0 {
+		ctx = r.reads[n-1].ctx
+	}
+	for _, id := range r.trk.ids {
+		if id == r.id {
+			continue
+		}
+		pr := r.trk.progress[id]
+		r.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.Match, r.log.committed), Context: ctx})
+	}
+}
+
+func (r *raft) propose(typ EntryType, data []byte) (uint64, uint64, error) {
+	if r.role != Leader {
+		return 0, 0, &ErrNotLeader{Leader: r.lead}
+	}
+	if r.leadTransferee != None {
+		return 0, 0, ErrTransferring
+	}
+	i, t := r.appendEntry(Entry{Type: typ, Data: data})
+	return i, t, nil
+}
+
+func (r *raft) readIndex(ctx []byte) error {
+	if r.role == Leader {
+		r.leaderReadIndex(ctx, r.id)
+		return nil
+	}
+	if r.lead == None {
+		return &ErrNotLeader{}
+	}
+	r.send(Message{Type: MsgReadIndex, To: r.lead, Context: ctx})
+	return nil
+}
+
+func (r *raft) leaderReadIndex(ctx []byte, from NodeID) {
+	if !r.committedInTerm() {
+		// Until an entry of our term commits we do not know the commit
+		// index a read must wait for (§6.4).
+		r.pendingReads = append(r.pendingReads, readRequest{ctx: ctx, from: from})
+		return
+	}
+	r.serveRead(ctx, from)
+}
+
+func (r *raft) serveRead(ctx []byte, from NodeID) {
+	index := r.log.committed
+	if len(r.trk.conf.Voters) == 1 || r.cfg.LeaseRead {
+		r.respondRead(ctx, from, index)
+		return
+	}
+	r.reads = append(r.reads, &readRequest{ctx: ctx, from: from, index: index, acks: map[NodeID]bool{r.id: true}})
+	r.readRound = true
+}
+
+// ackRead records a heartbeat answer for the read with ctx. Once a majority
+// answered a heartbeat sent after that read arrived, this node was still
+// leader at that moment, so that read and every earlier one may proceed.
+func (r *raft) ackRead(ctx []byte, from NodeID) {
+	for k := len(r.reads) - 1; k >= 0; k-- {
+		rq := r.reads[k]
+		if !bytes.Equal(rq.ctx, ctx) {
+			continue
+		}
+		rq.acks[from] = true
+		if r.trk.tally(rq.acks) != voteWon {
+			return
+		}
+		for _, done := range r.reads[:k+1] {
+			r.respondRead(done.ctx, done.from, done.index)
+		}
+		r.reads = r.reads[k+1:]
+		return
+	}
+}
+
+func (r *raft) respondRead(ctx []byte, from NodeID, index uint64) {
+	if from == r.id {
+		r.readStates = append(r.readStates, ReadState{Index: index, Context: ctx})
+		return
+	}
+	r.send(Message{Type: MsgReadIndexResp, To: from, Index: index, Context: ctx})
+}
+
+func (r *raft) transferLeadership(to NodeID) error {
+	if r.role != Leader {
+		return &ErrNotLeader{Leader: r.lead}
+	}
+	if !r.trk.isVoter(to) {
+		return fmt.Errorf("transfer leadership to node %d: %w", to, ErrUnknownPeer)
+	}
+	if to == r.id || to == r.leadTransferee {
+		return nil
+	}
+	r.leadTransferee = to
+	r.electionElapsed = 0
+	if r.trk.progress[to].Match == r.log.lastIndex() {
+		r.send(Message{Type: MsgTimeoutNow, To: to})
+	}
+	// Otherwise flush keeps replicating and the ack that catches the target
+	// up triggers MsgTimeoutNow.
+	return nil
+}
+
+func (r *raft) reportUnreachable(id NodeID) {
+	if r.role != Leader {
+		return
+	}
+	if pr := r.trk.progress[id]; pr != nil && pr.State == StateReplicate {
+		pr.becomeProbe()
+	}
+}
+
+func (r *raft) reportSnapshot(id NodeID, ok bool) {
+	if r.role != Leader {
+		return
+	}
+	pr := r.trk.progress[id]
+	if pr == nil || pr.State != StateSnapshot {
+		return
+	}
+	if !ok {
+		pr.PendingSnapshot = 0
+	}
+	pr.becomeProbe()
+	// Wait for a sign of life (a heartbeat answer) before probing again.
+	pr.probeSent = true
+}

@@ -1,0 +1,869 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func ents(terms ...uint64) []Entry {
+	out := make([]Entry, len(terms))
+	for i, t := range terms {
+		out[i] = Entry{Index: uint64(i + 1), Term: t, Data: []byte(fmt.Sprintf("e%d", i+1))}
+	}
+	return out
+}
+
+// newTestNode builds a node of a cluster of peers whose log holds entries
+// with the given terms, at the given term.
+func newTestNode(t *testing.T, id NodeID, peers []NodeID, term uint64, logTerms ...uint64) *Node {
+	t.Helper()
+	st := PersistentState{
+		HardState: HardState{Term: term},
+		Snapshot:  &SnapshotMeta{Conf: ConfState{Voters: peers}},
+		Entries:   ents(logTerms...),
+	}
+	n, err := NewNode(Config{ID: id, ElectionTick: 10, HeartbeatTick: 1, Seed: 1}, st)
+	require.NoError(t, err)
+	return n
+}
+
+func peers(n int) []NodeID {
+	out := make([]NodeID, n)
+	for i := range out {
+		out[i] = NodeID(i + 1)
+	}
+	return out
+}
+
+// drain collects every message the node has queued, persisting nothing.
+func drain(n *Node) []Message {
+	rd := n.Ready()
+	out := append(rd.Messages, rd.MessagesAfterPersist...)
+	n.Advance(rd)
+	return out
+}
+
+func only(t *testing.T, ms []Message, typ MessageType) []Message {
+	t.Helper()
+	var out []Message
+	for _, m := range ms {
+		if m.Type == typ {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func makeLeader(t *testing.T, n *Node) {
+	t.Helper()
+	n.r.becomeCandidate()
+	n.r.becomeLeader()
+	drain(n)
+}
+
+// Figure 2, AppendEntries 1: reply false if term < currentTerm, and tell
+// the stale leader the current term.
+func TestAppendRejectsStaleTerm(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 5, 1, 1)
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 4, Index: 2, LogTerm: 1,
+		Entries: []Entry{{Index: 3, Term: 4}}}))
+	require.Equal(t, uint64(2), n.Status().LastIndex, "stale append must not change the log")
+	resps := only(t, drain(n), MsgAppResp)
+	require.Len(t, resps, 1)
+	require.Equal(t, uint64(5), resps[0].Term)
+}
+
+// Figure 2, AppendEntries 2: reply false if the log has no entry at
+// prevLogIndex with prevLogTerm; the reply carries a conflict hint.
+func TestAppendRejectsMismatchWithHint(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 3, 1, 1, 2, 2, 2)
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 3, Index: 5, LogTerm: 3}))
+	resps := only(t, drain(n), MsgAppResp)
+	require.Len(t, resps, 1)
+	m := resps[0]
+	require.True(t, m.Reject)
+	require.Equal(t, uint64(5), m.Index)
+	// The last entry with term ≤ 3 is index 5 (term 2): the leader can jump
+	// straight past all of term 2 if it has none of it.
+	require.Equal(t, uint64(5), m.RejectHint)
+	require.Equal(t, uint64(2), m.LogTerm)
+
+	// Probe beyond the end: the hint points at our last entry.
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 3, Index: 9, LogTerm: 3}))
+	m = only(t, drain(n), MsgAppResp)[0]
+	require.True(t, m.Reject)
+	require.Equal(t, uint64(5), m.RejectHint)
+}
+
+// Figure 2, AppendEntries 3 and 4: a conflicting entry and all that follow
+// it are deleted; new entries are appended; entries already present stay.
+func TestAppendTruncatesConflicts(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 3, 1, 2, 2, 2)
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 3, Index: 1, LogTerm: 1,
+		Entries: []Entry{{Index: 2, Term: 2, Data: []byte("e2")}, {Index: 3, Term: 3, Data: []byte("x")}}}))
+	es, err := n.Entries(1, n.Status().LastIndex+1)
+	require.NoError(t, err)
+	require.Len(t, es, 3)
+	require.Equal(t, uint64(3), es[2].Term)
+	require.Equal(t, []byte("x"), es[2].Data)
+	rd := n.Ready()
+	require.Len(t, rd.Entries, 1, "only the replaced suffix is handed out for persisting")
+	require.Equal(t, uint64(3), rd.Entries[0].Index)
+	require.True(t, rd.MustSync)
+	n.Advance(rd)
+
+	// Re-delivering the same (older) message changes nothing.
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 3, Index: 1, LogTerm: 1,
+		Entries: []Entry{{Index: 2, Term: 2, Data: []byte("e2")}}}))
+	require.Equal(t, uint64(3), n.Status().LastIndex)
+}
+
+// Figure 2, AppendEntries 5: commit = min(leaderCommit, last new entry).
+func TestAppendCommitIsBoundedByNewEntries(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 3, 1, 1, 1, 1)
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 3, Index: 1, LogTerm: 1,
+		Entries: []Entry{{Index: 2, Term: 1, Data: []byte("e2")}}, Commit: 4}))
+	require.Equal(t, uint64(2), n.Status().HardState.Commit)
+}
+
+// An append behind the follower's commit index cannot change committed
+// entries: the follower answers with its commit index instead.
+func TestAppendNeverOverwritesCommitted(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 3, 1, 1, 1)
+	require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 1, To: 2, Term: 3, Commit: 3}))
+	require.Equal(t, uint64(3), n.Status().HardState.Commit)
+	drain(n)
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 3, Index: 1, LogTerm: 1,
+		Entries: []Entry{{Index: 2, Term: 2}}}))
+	tm, err := n.Term(2)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), tm)
+	resp := only(t, drain(n), MsgAppResp)
+	require.Len(t, resp, 1)
+	require.False(t, resp[0].Reject)
+	require.Equal(t, uint64(3), resp[0].Index)
+}
+
+// Figure 2, RequestVote: deny a stale term, deny a candidate whose log is
+// behind, grant at most one candidate per term.
+func TestVoteRules(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		logTerms      []uint64
+		index, lterm  uint64
+		grant         bool
+		existingVote  NodeID
+		candidateTerm uint64
+	}{
+		{"up-to-date longer log", []uint64{1, 1}, 3, 1, true, None, 2},
+		{"same log", []uint64{1, 1}, 2, 1, true, None, 2},
+		{"shorter log same term", []uint64{1, 1}, 1, 1, false, None, 2},
+		{"higher last term wins even if shorter", []uint64{1, 1, 1}, 1, 2, true, None, 3},
+		{"lower last term", []uint64{1, 2}, 5, 1, false, None, 3},
+		{"already voted for another", []uint64{1}, 1, 1, false, 3, 2},
+		{"already voted for this candidate", []uint64{1}, 1, 1, true, 2, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newTestNode(t, 1, peers(3), 2, tc.logTerms...)
+			n.r.vote = tc.existingVote
+			require.NoError(t, n.Step(Message{Type: MsgVote, From: 2, To: 1, Term: tc.candidateTerm, Index: tc.index, LogTerm: tc.lterm}))
+			rd := n.Ready()
+			require.Empty(t, only(t, rd.Messages, MsgVoteResp), "vote replies wait for persistence")
+			resps := only(t, rd.MessagesAfterPersist, MsgVoteResp)
+			require.Len(t, resps, 1)
+			require.Equal(t, !tc.grant, resps[0].Reject)
+			if tc.grant {
+				require.Equal(t, NodeID(2), rd.HardState.Vote)
+				require.True(t, rd.MustSync)
+			}
+		})
+	}
+	t.Run("stale term", func(t *testing.T) {
+		n := newTestNode(t, 1, peers(3), 5, 1)
+		require.NoError(t, n.Step(Message{Type: MsgVote, From: 2, To: 1, Term: 4, Index: 9, LogTerm: 4}))
+		require.Empty(t, only(t, drain(n), MsgVoteResp))
+		require.Equal(t, None, n.Status().HardState.Vote)
+	})
+}
+
+// All servers: a higher term in any message makes a node adopt it and
+// become a follower; a leader steps down.
+func TestHigherTermStepsLeaderDown(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	makeLeader(t, n)
+	require.Equal(t, Leader, n.Status().Role)
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 7}))
+	s := n.Status()
+	require.Equal(t, Follower, s.Role)
+	require.Equal(t, uint64(7), s.HardState.Term)
+	require.Equal(t, None, s.HardState.Vote)
+}
+
+// Candidates: increment the term, vote for self, ask every voter, and
+// become leader on a majority.
+func TestCandidateWinsWithMajority(t *testing.T) {
+	n := newTestNode(t, 1, peers(5), 1, 1)
+	n.r.cfg.DisablePreVote = true
+	for i := 0; i < 20 && n.Status().Role != Candidate; i++ {
+		n.Tick()
+	}
+	s := n.Status()
+	require.Equal(t, Candidate, s.Role)
+	require.Equal(t, uint64(2), s.HardState.Term)
+	require.Equal(t, NodeID(1), s.HardState.Vote)
+	rd := n.Ready()
+	require.True(t, rd.MustSync)
+	require.Empty(t, only(t, rd.Messages, MsgVote), "vote requests wait until the self-vote is durable")
+	require.Len(t, only(t, rd.MessagesAfterPersist, MsgVote), 4)
+	n.Advance(rd)
+	require.NoError(t, n.Step(Message{Type: MsgVoteResp, From: 2, To: 1, Term: 2}))
+	require.Equal(t, Candidate, n.Status().Role, "two of five is not a majority")
+	require.NoError(t, n.Step(Message{Type: MsgVoteResp, From: 3, To: 1, Term: 2, Reject: true}))
+	require.NoError(t, n.Step(Message{Type: MsgVoteResp, From: 4, To: 1, Term: 2}))
+	require.Equal(t, Leader, n.Status().Role)
+	// A new leader appends an empty entry of its own term.
+	last := n.Status().LastIndex
+	tm, _ := n.Term(last)
+	require.Equal(t, uint64(2), tm)
+}
+
+func TestCandidateLosesAndStepsDown(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	n.r.cfg.DisablePreVote = true
+	n.r.campaign(false, false)
+	require.NoError(t, n.Step(Message{Type: MsgVoteResp, From: 2, To: 1, Term: 2, Reject: true}))
+	require.NoError(t, n.Step(Message{Type: MsgVoteResp, From: 3, To: 1, Term: 2, Reject: true}))
+	require.Equal(t, Follower, n.Status().Role)
+}
+
+func TestCandidateYieldsToLeaderOfSameTerm(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	n.r.campaign(false, false)
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1}))
+	s := n.Status()
+	require.Equal(t, Follower, s.Role)
+	require.Equal(t, NodeID(2), s.Lead)
+}
+
+// Figure 8: a leader must not commit an entry of an earlier term by
+// counting replicas; it commits it only together with one of its own term.
+func TestFigure8NoCommitOfOlderTermByCounting(t *testing.T) {
+	n := newTestNode(t, 1, peers(5), 3, 1, 2)
+	makeLeader(t, n) // term 4, appends index 3
+	require.Equal(t, uint64(4), n.Status().HardState.Term)
+	// Index 2 (term 2) reaches a majority: self, 2, 3.
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 4, Index: 2}))
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 3, To: 1, Term: 4, Index: 2}))
+	require.Equal(t, uint64(0), n.Status().HardState.Commit, "an entry of term 2 must not commit by counting in term 4")
+	// Once the term-4 entry is on a majority, everything up to it commits.
+	rd := n.Ready()
+	n.Advance(rd) // the leader's own entry is now durable
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 4, Index: 3}))
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 3, To: 1, Term: 4, Index: 3}))
+	require.Equal(t, uint64(3), n.Status().HardState.Commit)
+}
+
+// Figure 8 played out in a cluster: an old-term entry reaches a majority
+// under a new leader, yet is not committed until an entry of the leader's
+// own term is on a majority too; and the checker sees no violation as the
+// cluster later converges.
+func TestFigure8Scenario(t *testing.T) {
+	c, err := newCluster(5, 8, func(cfg *Config) {
+		cfg.DisablePreVote = true
+		cfg.DisableCheckQuorum = true
+		cfg.MaxMsgBytes = 1 // one entry per append, so replication is step by step
+	})
+	require.NoError(t, err)
+	// winElection runs an election for id and cuts id off the moment it
+	// wins, before it can replicate anything.
+	winElection := func(id NodeID, thenIsolate bool) {
+		for attempt := 0; c.node(id).Status().Role != Leader; attempt++ {
+			// A term already voted in is lost; the next one can be won.
+			require.Less(t, attempt, 3, "node %d did not win", id)
+			c.node(id).r.campaign(false, false)
+			for c.node(id).Status().Role != Leader {
+				require.NoError(t, c.ready())
+				if len(c.queue) == 0 {
+					break
+				}
+				require.NoError(t, c.deliver(0))
+			}
+		}
+		if thenIsolate {
+			c.isolate(id)
+		}
+	}
+	onlyLink := func(ids ...NodeID) {
+		c.heal()
+		for _, a := range c.ids {
+			for _, b := range c.ids {
+				c.setCut(a, b, !slices.Contains(ids, a) || !slices.Contains(ids, b))
+			}
+		}
+	}
+	winElection(1, false)
+	require.NoError(t, c.deliverAll(10000))
+	// (a) S1 leads and writes an entry nobody else gets.
+	onlyLink(1)
+	_, _, err = c.node(1).Propose([]byte("a"))
+	require.NoError(t, err)
+	require.NoError(t, c.deliverAll(10000))
+	// (b) S5 wins with S3 and S4, writes an entry, and is cut off at once.
+	onlyLink(3, 4, 5)
+	winElection(5, true)
+	_, _, err = c.node(5).Propose([]byte("b"))
+	require.NoError(t, err)
+	require.NoError(t, c.deliverAll(10000))
+	// (c) S1 wins with S2 and S3 and brings them up to its old entry, but
+	// appends carrying its new term's entry are cut short in flight: the
+	// old entry is on a majority (S1, S2, S3), the new one is not.
+	c.crash(1) // S1 still thinks it leads: restart it, as in the paper
+	require.NoError(t, c.restart(1))
+	onlyLink(1, 2, 3)
+	winElection(1, false)
+	l := c.node(1)
+	term := l.Status().HardState.Term
+	c.rewrite = func(m *Message) {
+		if m.Type != MsgApp {
+			return
+		}
+		for i, e := range m.Entries {
+			if e.Term == term {
+				m.Entries = m.Entries[:i]
+				return
+			}
+		}
+	}
+	commitBefore := l.Status().HardState.Commit
+	for {
+		require.NoError(t, c.ready())
+		if len(c.queue) == 0 {
+			break
+		}
+		require.NoError(t, c.deliver(0))
+		st := l.Status()
+		if st.HardState.Commit == commitBefore {
+			continue
+		}
+		// Whatever S1 commits now must be an entry of its own term.
+		tm, err := l.Term(st.HardState.Commit)
+		require.NoError(t, err)
+		require.Equal(t, term, tm, "commit index %d has term %d: committed by counting an old entry", st.HardState.Commit, tm)
+	}
+	for _, id := range []NodeID{2, 3} {
+		tm, err := c.node(id).Term(2)
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), tm, "S%d holds S1's old entry", id)
+	}
+	require.Equal(t, commitBefore, l.Status().HardState.Commit, "the old entry is on a majority but must not commit")
+	c.rewrite = nil
+	// (d) Everyone reconnects; the cluster converges and agrees.
+	c.heal()
+	require.NoError(t, c.stabilize(200, func() bool { return c.leader() != None }))
+	idx, _, err := c.propose("c")
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(200, func() bool { return c.committedEverywhere(idx) }))
+}
+
+func TestProposalOnFollowerNamesLeader(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	other := NodeID(1)
+	if lead == 1 {
+		other = 2
+	}
+	_, _, err = c.node(other).Propose([]byte("x"))
+	var nl *ErrNotLeader
+	require.ErrorAs(t, err, &nl)
+	require.Equal(t, lead, nl.Leader)
+}
+
+func TestReplicationAndCommit(t *testing.T) {
+	c, err := newCluster(3, 2, nil)
+	require.NoError(t, err)
+	_, err = c.electLeader()
+	require.NoError(t, err)
+	var last uint64
+	for i := 0; i < 50; i++ {
+		last, _, err = c.propose(fmt.Sprintf("v%d", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.stabilize(50, func() bool { return c.committedEverywhere(last) }))
+	for _, id := range c.ids {
+		require.Equal(t, uint64(50), c.nodes[id].sm.count)
+	}
+}
+
+func TestSingleNodeCommits(t *testing.T) {
+	c, err := newCluster(1, 3, nil)
+	require.NoError(t, err)
+	_, err = c.electLeader()
+	require.NoError(t, err)
+	idx, _, err := c.propose("solo")
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(5, func() bool { return c.committedEverywhere(idx) }))
+}
+
+// PreVote: a node cut off from the cluster keeps failing pre-votes without
+// raising its term, so rejoining does not depose the leader.
+func TestPreVoteKeepsRejoiningNodeFromDisrupting(t *testing.T) {
+	c, err := newCluster(3, 4, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	term := c.node(lead).Status().HardState.Term
+	victim := NodeID(1)
+	if lead == 1 {
+		victim = 2
+	}
+	c.isolate(victim)
+	for i := 0; i < 100; i++ {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(10000))
+	}
+	require.Equal(t, term, c.node(victim).Status().HardState.Term, "pre-votes must not raise the term")
+	c.heal()
+	for i := 0; i < 50; i++ {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(10000))
+	}
+	require.Equal(t, lead, c.leader())
+	require.Equal(t, term, c.node(lead).Status().HardState.Term)
+}
+
+// Without PreVote the same partition does raise the term: the test above
+// can fail.
+func TestWithoutPreVoteRejoiningNodeDisrupts(t *testing.T) {
+	c, err := newCluster(3, 4, func(cfg *Config) { cfg.DisablePreVote = true; cfg.DisableCheckQuorum = true })
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	term := c.node(lead).Status().HardState.Term
+	victim := NodeID(1)
+	if lead == 1 {
+		victim = 2
+	}
+	c.isolate(victim)
+	for i := 0; i < 100; i++ {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(10000))
+	}
+	require.Greater(t, c.node(victim).Status().HardState.Term, term)
+}
+
+// CheckQuorum: a leader that hears from no majority steps down within an
+// election timeout.
+func TestCheckQuorumStepsDownIsolatedLeader(t *testing.T) {
+	c, err := newCluster(3, 5, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	c.isolate(lead)
+	for i := 0; i < 10; i++ { // ElectionTick
+		require.NoError(t, c.tick(lead))
+		require.NoError(t, c.deliverAll(1000))
+	}
+	require.NotEqual(t, Leader, c.node(lead).Status().Role)
+}
+
+func TestCheckQuorumKeepsConnectedLeader(t *testing.T) {
+	c, err := newCluster(3, 5, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	for i := 0; i < 100; i++ {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(1000))
+	}
+	require.Equal(t, lead, c.leader())
+}
+
+// ReadIndex on the leader needs a heartbeat round; the read is released at
+// the commit index the leader had when the request arrived.
+func TestReadIndexOnLeader(t *testing.T) {
+	c, err := newCluster(3, 6, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	idx, _, err := c.propose("w")
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(20, func() bool { return c.committedEverywhere(idx) }))
+	require.NoError(t, c.node(lead).ReadIndex([]byte("r1")))
+	require.NoError(t, c.readyNode(lead))
+	require.Empty(t, c.nodes[lead].reads, "no read before a quorum confirms leadership")
+	require.NoError(t, c.deliverAll(1000))
+	reads := c.nodes[lead].reads
+	require.Len(t, reads, 1)
+	require.Equal(t, []byte("r1"), reads[0].Context)
+	require.Equal(t, idx, reads[0].Index)
+}
+
+// A leader that has lost its quorum must never answer a read.
+func TestReadIndexIsolatedLeaderNeverAnswers(t *testing.T) {
+	c, err := newCluster(3, 6, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	c.isolate(lead)
+	require.NoError(t, c.node(lead).ReadIndex([]byte("r")))
+	for i := 0; i < 30; i++ {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(1000))
+	}
+	require.Empty(t, c.nodes[lead].reads)
+}
+
+// A follower forwards ReadIndex to the leader and gets the answer back.
+func TestReadIndexForwardedFromFollower(t *testing.T) {
+	c, err := newCluster(3, 7, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	f := NodeID(1)
+	if lead == 1 {
+		f = 2
+	}
+	require.NoError(t, c.node(f).ReadIndex([]byte("fr")))
+	require.NoError(t, c.deliverAll(1000))
+	reads := c.nodes[f].reads
+	require.Len(t, reads, 1)
+	require.Equal(t, c.node(lead).Status().HardState.Commit, reads[0].Index)
+}
+
+// A new leader holds reads until an entry of its term commits.
+func TestReadIndexWaitsForCommitInTerm(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1, 1)
+	makeLeader(t, n)
+	require.NoError(t, n.ReadIndex([]byte("early")))
+	rd := n.Ready()
+	require.Empty(t, rd.ReadStates)
+	require.Empty(t, only(t, rd.Messages, MsgHeartbeat), "no read round before commit in term")
+	n.Advance(rd)
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 3}))
+	hb := only(t, drain(n), MsgHeartbeat)
+	require.NotEmpty(t, hb)
+	require.Equal(t, []byte("early"), hb[0].Context)
+	require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: 2, To: 1, Term: 2, Context: []byte("early")}))
+	rd = n.Ready()
+	require.Len(t, rd.ReadStates, 1)
+	require.Equal(t, uint64(3), rd.ReadStates[0].Index)
+}
+
+func TestReadIndexWithoutLeaderIsRefused(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	var nl *ErrNotLeader
+	require.ErrorAs(t, n.ReadIndex([]byte("x")), &nl)
+}
+
+func TestLeaseReadAnswersWithoutRound(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	n.r.cfg.LeaseRead = true
+	makeLeader(t, n)
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 2}))
+	rd := n.Ready()
+	n.Advance(rd)
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 2}))
+	require.NoError(t, n.ReadIndex([]byte("lease")))
+	rd = n.Ready()
+	require.Len(t, rd.ReadStates, 1)
+}
+
+func TestLeadershipTransfer(t *testing.T) {
+	c, err := newCluster(3, 9, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	target := NodeID(1)
+	if lead == 1 {
+		target = 3
+	}
+	c.isolate(target)
+	idx, _, err := c.propose("behind")
+	require.NoError(t, err)
+	require.NoError(t, c.deliverAll(1000))
+	c.heal()
+	require.NoError(t, c.node(lead).TransferLeadership(target))
+	_, _, err = c.node(lead).Propose([]byte("refused"))
+	require.ErrorIs(t, err, ErrTransferring)
+	require.NoError(t, c.stabilize(5, func() bool { return c.leader() == target }))
+	require.GreaterOrEqual(t, c.node(target).Status().LastIndex, idx, "the target was caught up first")
+}
+
+func TestLeadershipTransferGivesUpAfterElectionTimeout(t *testing.T) {
+	c, err := newCluster(3, 9, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	target := NodeID(1)
+	if lead == 1 {
+		target = 3
+	}
+	c.crash(target)
+	require.NoError(t, c.node(lead).TransferLeadership(target))
+	for i := 0; i < 10; i++ {
+		require.NoError(t, c.tick(lead))
+		require.NoError(t, c.deliverAll(1000))
+	}
+	require.Equal(t, lead, c.leader())
+	_, _, err = c.node(lead).Propose([]byte("ok again"))
+	require.NoError(t, err)
+}
+
+func TestTransferToNonMemberRefused(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	makeLeader(t, n)
+	require.ErrorIs(t, n.TransferLeadership(9), ErrUnknownPeer)
+}
+
+// A follower that needs compacted entries gets a snapshot and catches up.
+func TestSnapshotInstallCatchesUpFollower(t *testing.T) {
+	c, err := newCluster(3, 10, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	lag := NodeID(1)
+	if lead == 1 {
+		lag = 2
+	}
+	c.isolate(lag)
+	var idx uint64
+	for i := 0; i < 20; i++ {
+		idx, _, err = c.propose(fmt.Sprintf("s%d", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.deliverAll(10000))
+	require.NoError(t, c.snapshot(lead))
+	require.Greater(t, c.node(lead).Status().FirstIndex, uint64(2))
+	c.heal()
+	var sawSnap bool
+	c.trace = func(id NodeID, rd Ready) {
+		if id == lag && rd.Snapshot != nil && rd.Snapshot.Index > 0 {
+			sawSnap = true
+		}
+	}
+	require.NoError(t, c.stabilize(50, func() bool { return c.committedEverywhere(idx) }))
+	require.True(t, sawSnap, "the lagging follower was brought up by a snapshot")
+	require.Equal(t, c.nodes[lead].sm, c.nodes[lag].sm)
+}
+
+// Installing a snapshot discards a conflicting log.
+func TestSnapshotDiscardsConflictingLog(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 3, 1, 2, 2, 2)
+	require.NoError(t, n.Step(Message{Type: MsgSnap, From: 1, To: 2, Term: 3,
+		Snapshot: &SnapshotMeta{Index: 3, Term: 3, Conf: ConfState{Voters: peers(3)}}}))
+	s := n.Status()
+	require.Equal(t, uint64(3), s.LastIndex)
+	require.Equal(t, uint64(4), s.FirstIndex)
+	require.Equal(t, uint64(3), s.HardState.Commit)
+	rd := n.Ready()
+	require.NotNil(t, rd.Snapshot)
+	require.Equal(t, uint64(3), rd.Snapshot.Index)
+	resp := only(t, rd.MessagesAfterPersist, MsgAppResp)
+	require.Len(t, resp, 1)
+	require.Equal(t, uint64(3), resp[0].Index)
+}
+
+// A snapshot whose last entry we already hold keeps the log after it.
+func TestSnapshotMatchingLogKeepsSuffix(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 3, 1, 2, 2, 2)
+	require.NoError(t, n.Step(Message{Type: MsgSnap, From: 1, To: 2, Term: 3,
+		Snapshot: &SnapshotMeta{Index: 2, Term: 2, Conf: ConfState{Voters: peers(3)}}}))
+	s := n.Status()
+	require.Equal(t, uint64(4), s.LastIndex)
+	require.Equal(t, uint64(2), s.HardState.Commit)
+	require.Nil(t, n.Ready().Snapshot)
+}
+
+// Fast backtracking: a follower whose log diverges for many entries of one
+// term is brought in line in a few round trips, not one per entry.
+func TestFastBacktracking(t *testing.T) {
+	leaderTerms := []uint64{1, 1, 1}
+	followerTerms := []uint64{1}
+	for i := 0; i < 100; i++ {
+		leaderTerms = append(leaderTerms, 5)
+		followerTerms = append(followerTerms, 3)
+	}
+	l := newTestNode(t, 1, peers(3), 5, leaderTerms...)
+	f := newTestNode(t, 2, peers(3), 5, followerTerms...)
+	makeLeader(t, l)
+	// The first probe went out with makeLeader; a heartbeat answer prompts
+	// the next one.
+	require.NoError(t, l.Step(Message{Type: MsgHeartbeatResp, From: 2, To: 1, Term: 6}))
+	rejections := 0
+	for round := 0; round < 20; round++ {
+		msgs := drain(l)
+		for _, m := range msgs {
+			if m.To != 2 || (m.Type != MsgApp && m.Type != MsgHeartbeat) {
+				continue
+			}
+			require.NoError(t, f.Step(m))
+		}
+		for _, m := range drain(f) {
+			if m.Type == MsgAppResp && m.Reject {
+				rejections++
+			}
+			require.NoError(t, l.Step(m))
+		}
+		if st := l.Status(); st.Progress[1].Match == st.LastIndex {
+			break
+		}
+	}
+	st := l.Status()
+	require.Equal(t, st.LastIndex, st.Progress[1].Match)
+	require.LessOrEqual(t, rejections, 3)
+}
+
+// Flow control: no more than MaxInflightMsgs appends are outstanding to a
+// follower that does not answer, and no message exceeds MaxMsgBytes.
+func TestFlowControl(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	n.r.cfg.MaxInflightMsgs = 4
+	n.r.cfg.MaxMsgBytes = 100
+	makeLeader(t, n)
+	// Move follower 2 to replicate state.
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 2}))
+	drain(n)
+	for i := 0; i < 100; i++ {
+		_, _, err := n.Propose(make([]byte, 40))
+		require.NoError(t, err)
+	}
+	apps := 0
+	for _, m := range only(t, drain(n), MsgApp) {
+		if m.To != 2 {
+			continue
+		}
+		apps++
+		var size uint64
+		for _, e := range m.Entries {
+			size += entrySize(e)
+		}
+		require.LessOrEqual(t, size, uint64(100))
+	}
+	require.Equal(t, 4, apps)
+	// An acknowledgement frees the window.
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 4}))
+	require.NotEmpty(t, only(t, drain(n), MsgApp))
+}
+
+// A probing follower gets one append at a time until it answers.
+func TestProbeSendsOneAppendAtATime(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	makeLeader(t, n)
+	for i := 0; i < 5; i++ {
+		_, _, err := n.Propose([]byte("p"))
+		require.NoError(t, err)
+		for _, m := range only(t, drain(n), MsgApp) {
+			require.NotEqual(t, NodeID(2), m.To, "follower 2 was already probed once")
+		}
+	}
+	require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: 2, To: 1, Term: 2}))
+	var to2 int
+	for _, m := range only(t, drain(n), MsgApp) {
+		if m.To == 2 {
+			to2++
+		}
+	}
+	require.Equal(t, 1, to2)
+}
+
+func TestPersistenceContract(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 1, 1)
+	require.NoError(t, n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 2, Index: 1, LogTerm: 1,
+		Entries: []Entry{{Index: 2, Term: 2}}}))
+	rd := n.Ready()
+	require.True(t, rd.MustSync)
+	require.Len(t, rd.Entries, 1)
+	require.Empty(t, only(t, rd.Messages, MsgAppResp), "acknowledgements wait for durability")
+	require.Len(t, only(t, rd.MessagesAfterPersist, MsgAppResp), 1)
+	n.Advance(rd)
+	require.False(t, n.HasReady())
+}
+
+// A node that voted and restarted from its stable storage does not vote
+// for someone else in the same term.
+func TestRestartKeepsVote(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	require.NoError(t, n.Step(Message{Type: MsgVote, From: 2, To: 1, Term: 2, Index: 1, LogTerm: 1}))
+	rd := n.Ready()
+	var st stable
+	st.snap = &SnapshotMeta{Conf: ConfState{Voters: peers(3)}}
+	st.ents = ents(1)
+	st.persist(rd)
+	n2, err := NewNode(Config{ID: 1, Seed: 1}, st.state())
+	require.NoError(t, err)
+	require.NoError(t, n2.Step(Message{Type: MsgVote, From: 3, To: 1, Term: 2, Index: 1, LogTerm: 1}))
+	resp := only(t, drain(n2), MsgVoteResp)
+	require.Len(t, resp, 1)
+	require.True(t, resp[0].Reject)
+}
+
+func TestMalformedMessagesAreRefused(t *testing.T) {
+	n := newTestNode(t, 2, peers(3), 1, 1)
+	for name, m := range map[string]Message{
+		"wrong recipient":   {Type: MsgApp, From: 1, To: 3, Term: 1},
+		"no sender":         {Type: MsgApp, To: 2, Term: 1},
+		"unknown type":      {Type: 99, From: 1, To: 2, Term: 1},
+		"zero term":         {Type: MsgApp, From: 1, To: 2},
+		"snap without meta": {Type: MsgSnap, From: 1, To: 2, Term: 1},
+		"gap in entries": {Type: MsgApp, From: 1, To: 2, Term: 1, Index: 1, LogTerm: 1,
+			Entries: []Entry{{Index: 2, Term: 1}, {Index: 4, Term: 1}}},
+		"entry term above message term": {Type: MsgApp, From: 1, To: 2, Term: 1, Index: 1, LogTerm: 1,
+			Entries: []Entry{{Index: 2, Term: 7}}},
+	} {
+		before := n.Status()
+		require.Error(t, n.Step(m), name)
+		require.Equal(t, before, n.Status(), name)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	_, err := NewNode(Config{}, PersistentState{})
+	require.Error(t, err)
+	_, err = NewNode(Config{ID: 1}, PersistentState{})
+	require.Error(t, err, "empty state needs peers")
+	_, err = NewNode(Config{ID: 1, Peers: peers(3), ElectionTick: 2, HeartbeatTick: 2}, PersistentState{})
+	require.Error(t, err)
+	_, err = NewNode(Config{ID: 1, Peers: peers(3), LeaseRead: true, DisableCheckQuorum: true}, PersistentState{})
+	require.Error(t, err)
+	_, err = NewNode(Config{ID: 1}, PersistentState{HardState: HardState{Term: 1}})
+	require.Error(t, err, "a hard state without a configuration")
+	_, err = NewNode(Config{ID: 1}, PersistentState{Snapshot: &SnapshotMeta{Conf: ConfState{Voters: peers(1)}},
+		Entries: []Entry{{Index: 2, Term: 1}}})
+	require.Error(t, err, "entries must follow the snapshot")
+}
+
+func TestBootstrapReadyCarriesConfiguration(t *testing.T) {
+	n, err := NewNode(Config{ID: 1, Peers: []NodeID{3, 1, 2, 2}}, PersistentState{})
+	require.NoError(t, err)
+	rd := n.Ready()
+	require.NotNil(t, rd.Snapshot)
+	require.Equal(t, uint64(0), rd.Snapshot.Index)
+	require.Equal(t, peers(3), rd.Snapshot.Conf.Voters)
+	require.True(t, rd.MustSync)
+}
+
+func TestSnapshotTakenBounds(t *testing.T) {
+	c, err := newCluster(1, 1, nil)
+	require.NoError(t, err)
+	_, err = c.electLeader()
+	require.NoError(t, err)
+	n := c.node(1)
+	idx, _, err := c.propose("x")
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(5, func() bool { return c.committedEverywhere(idx) }))
+	_, err = n.SnapshotTaken(100)
+	require.True(t, errors.Is(err, ErrUnavailable))
+	applied := n.Status().Applied
+	_, err = n.SnapshotTaken(applied)
+	require.NoError(t, err)
+	_, err = n.SnapshotTaken(applied)
+	require.True(t, errors.Is(err, ErrCompacted))
+	_, err = n.Entries(1, 2)
+	require.ErrorIs(t, err, ErrCompacted)
+}

@@ -184,6 +184,9 @@ func (n *Node) Advance(rd Ready) {
 	}
 }
 
+// SoftState reports the node's role and the leader it knows, cheaply.
+func (n *Node) SoftState() SoftState { return SoftState{Lead: n.r.lead, Role: n.r.role} }
+
 // Status is a snapshot of a node's state, for metrics, tests and checkers.
 type Status struct {
 	ID             NodeID

@@ -1,0 +1,398 @@
+// Package client is KeyVal's Go client: it talks to any members of a
+// cluster over gRPC, retries transient failures without ever applying a write
+// twice, and honours the caller's deadline.
+//
+// A write carries an exactly-once session (client id, sequence number). The
+// server applies a given (client id, seq) at most once and answers a retry
+// with the original result, so the client can retry a write whose reply was
+// lost, on any member, as long as it reuses the same pair. A session allows
+// one write in flight at a time; the Client keeps a pool of sessions so that
+// many goroutines can write at once.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+)
+
+// Defaults applied by New to zero fields of Config.
+const (
+	DefaultDialTimeout    = 2 * time.Second
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultMaxRetries     = 10
+	DefaultBackoffBase    = 25 * time.Millisecond
+	DefaultBackoffMax     = time.Second
+	// DefaultMaxRecvMsgSize bounds one answer (a Range page of large values
+	// can exceed gRPC's own 4 MiB default).
+	DefaultMaxRecvMsgSize = 64 << 20
+)
+
+// Config says where the cluster is and how patient to be.
+type Config struct {
+	// Endpoints are client addresses (host:port) of any cluster members.
+	// Any member can serve any request; the client starts with the first.
+	Endpoints []string
+	// DialTimeout bounds one connection attempt (TCP and TLS handshake).
+	DialTimeout time.Duration
+	// RequestTimeout is the deadline of a call whose context has none,
+	// covering all its retries.
+	RequestTimeout time.Duration
+	// AttemptTimeout, if set, bounds one attempt; when it expires the call
+	// moves on to the next endpoint (useful when a member hangs rather than
+	// refusing connections). Zero: an attempt may use the whole deadline.
+	AttemptTimeout time.Duration
+	// TLS, if set, is used for every connection; nil means plaintext.
+	TLS *tls.Config
+	// MaxRetries is how many attempts may follow the first when attempts
+	// fail transiently. Zero means DefaultMaxRetries; negative means none.
+	MaxRetries int
+	// BackoffBase and BackoffMax shape the pause after each full round of
+	// endpoints has failed: it doubles from BackoffBase up to BackoffMax,
+	// with jitter.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// MaxRecvMsgSize bounds one answer in bytes.
+	MaxRecvMsgSize int
+	// DialOptions are appended to the client's own gRPC dial options.
+	DialOptions []grpc.DialOption
+}
+
+// Client is safe for concurrent use by many goroutines; share one.
+type Client struct {
+	cfg        Config
+	maxRetries int
+	dialOpts   []grpc.DialOption
+	eps        []*endpoint
+	addrs      []string
+	// preferred indexes eps: where the next call starts. It follows the
+	// endpoint that last answered, or the leader when that is known.
+	preferred atomic.Int32
+	sessions  sessionPool
+	closed    atomic.Bool
+}
+
+// endpoint is one configured member: one gRPC connection, created at New but
+// dialled lazily by gRPC on first use and redialled after failures.
+type endpoint struct {
+	addr string
+	conn *grpc.ClientConn
+	kv   apipb.KVClient
+	// nodeID is the member's id as its answers' headers report it (0:
+	// unknown), used to find the leader's endpoint.
+	nodeID atomic.Uint64
+	// suspect is set when an attempt here failed transiently and cleared
+	// when one succeeds; a suspect endpoint is not preferred as leader.
+	suspect atomic.Bool
+}
+
+// New checks cfg and prepares a connection per endpoint. It does no network
+// I/O: connections are made on first use, so New succeeds even when no
+// member is up.
+func New(cfg Config) (*Client, error) {
+	addrs, err := cleanEndpoints(cfg.Endpoints)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Endpoints = addrs
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = DefaultBackoffBase
+	}
+	if cfg.BackoffMax < cfg.BackoffBase {
+		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffBase)
+	}
+	if cfg.MaxRecvMsgSize <= 0 {
+		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	c := &Client{cfg: cfg, addrs: addrs}
+	switch {
+	case cfg.MaxRetries == 0:
+		c.maxRetries = DefaultMaxRetries
+	case cfg.MaxRetries < 0:
+		c.maxRetries = 0
+	default:
+		c.maxRetries = cfg.MaxRetries
+	}
+
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
+	c.dialOpts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		// gRPC's own reconnect backoff grows to 120s by default, which would
+		// keep a restarted member out of use for minutes; the client does
+		// its own pacing, so keep gRPC's short.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  50 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   time.Second,
+			},
+			MinConnectTimeout: cfg.DialTimeout,
+		}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgSize)),
+	}, cfg.DialOptions...)
+
+	for _, addr := range addrs {
+		conn, err := grpc.NewClient(addr, c.dialOpts...)
+		if err != nil {
+			c.closeConns()
+			return nil, fmt.Errorf("client: endpoint %q: %w", addr, err)
+		}
+		c.eps = append(c.eps, &endpoint{addr: addr, conn: conn, kv: apipb.NewKVClient(conn)})
+	}
+	return c, nil
+}
+
+// cleanEndpoints trims, drops empties and duplicates, and refuses an empty
+// list.
+func cleanEndpoints(in []string) ([]string, error) {
+	var out []string
+	seen := make(map[string]bool, len(in))
+	for _, e := range in {
+		e = strings.TrimSpace(e)
+		if e == "" || seen[e] {
+			continue
+		}
+		seen[e] = true
+		out = append(out, e)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("client: no endpoints configured")
+	}
+	return out, nil
+}
+
+// Endpoints returns the configured endpoints, cleaned, in order.
+func (c *Client) Endpoints() []string { return append([]string(nil), c.addrs...) }
+
+// Close closes every connection. Calls in flight fail; later calls return
+// ErrClosed.
+func (c *Client) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	return c.closeConns()
+}
+
+func (c *Client) closeConns() error {
+	var errs []error
+	for _, ep := range c.eps {
+		if err := ep.conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing %s: %w", ep.addr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// headered is every KV answer: each carries a Header.
+type headered interface {
+	GetHeader() *apipb.Header
+}
+
+// rpc describes one KV method for the retry loop. Values are package-level
+// so a call allocates nothing to describe itself.
+type rpc[Req any, Resp headered] struct {
+	op   string
+	call func(apipb.KVClient, context.Context, Req, ...grpc.CallOption) (Resp, error)
+	// setSession attaches the exactly-once session; nil for reads.
+	setSession func(Req, *apipb.Session)
+}
+
+// maxReRegister bounds how often one call replaces an expired session.
+const maxReRegister = 3
+
+// do runs one call: it takes a session for a write, tries endpoints in turn
+// starting with the preferred one, retries transient failures with the same
+// session and seq (pausing after each full round of endpoints), and stops at
+// the first success, refusal, exhausted retry budget or done context.
+func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp], req Req) (Resp, error) {
+	var zero Resp
+	if c.closed.Load() {
+		return zero, fmt.Errorf("%s: %w", m.op, ErrClosed)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		defer cancel()
+	}
+
+	// A session is returned to the pool only after a success: after any
+	// failure the server may or may not hold this seq's result, and a
+	// fresh session is cheaper than reasoning about which.
+	var sess *session
+	if m.setSession != nil {
+		s, err := c.acquireSession(ctx)
+		if err != nil {
+			return zero, fmt.Errorf("%s: opening a session: %w", m.op, err)
+		}
+		sess = s
+		sess.pb.Seq++
+		m.setSession(req, &sess.pb)
+	}
+
+	n := len(c.eps)
+	idx := int(c.preferred.Load())
+	var lastErr error
+	mayHaveApplied := false // an earlier attempt of this write may have been applied
+	reRegistered := 0
+	for attempt := 0; ; {
+		ep := c.eps[idx]
+		actx, cancel := ctx, context.CancelFunc(nil)
+		if c.cfg.AttemptTimeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+		}
+		resp, err := m.call(ep.kv, actx, req)
+		if cancel != nil {
+			cancel()
+		}
+		if err == nil {
+			c.noteSuccess(idx, resp.GetHeader())
+			if sess != nil {
+				c.sessions.put(sess)
+			}
+			return resp, nil
+		}
+		if c.closed.Load() {
+			return zero, fmt.Errorf("%s: %w", m.op, ErrClosed)
+		}
+		if ctx.Err() != nil {
+			return zero, contextError(ctx, m.op, lastErr, err)
+		}
+		class, st := classify(err)
+		switch class {
+		case classFatal:
+			return zero, &StatusError{Op: m.op, Endpoint: ep.addr, Code: st.Code(), Message: st.Message()}
+		case classSessionExpired:
+			if mayHaveApplied || reRegistered >= maxReRegister {
+				return zero, fmt.Errorf("%s: %w: session expired after an attempt that may have been applied (%s: %s)",
+					m.op, ErrOutcomeUnknown, ep.addr, st.Message())
+			}
+			// The refused attempt was not applied: the store refuses
+			// unknown sessions before applying. Start a fresh session,
+			// without counting this against the retry budget.
+			s, err := c.register(ctx)
+			if err != nil {
+				return zero, fmt.Errorf("%s: replacing an expired session: %w", m.op, err)
+			}
+			reRegistered++
+			sess = s
+			sess.pb.Seq = 1
+			m.setSession(req, &sess.pb)
+			continue
+		}
+
+		lastErr = err
+		if sess != nil {
+			mayHaveApplied = true
+		}
+		c.noteFailure(idx)
+		if attempt >= c.maxRetries {
+			return zero, &UnavailableError{Op: m.op, Endpoints: c.addrs, Attempts: attempt + 1, Last: err}
+		}
+		attempt++
+		idx = (idx + 1) % n
+		if attempt%n == 0 {
+			if err := c.pause(ctx, attempt/n); err != nil {
+				return zero, contextError(ctx, m.op, lastErr, nil)
+			}
+		}
+	}
+}
+
+// contextError reports that the caller's context ended, with the last
+// transient error seen (if any) to say why the call had not finished.
+func contextError(ctx context.Context, op string, lastErr, attemptErr error) error {
+	if lastErr == nil {
+		lastErr = attemptErr
+	}
+	if lastErr == nil || errors.Is(lastErr, ctx.Err()) || isContextStatus(lastErr) {
+		return fmt.Errorf("%s: %w", op, ctx.Err())
+	}
+	return fmt.Errorf("%s: %w (last error: %v)", op, ctx.Err(), lastErr)
+}
+
+// isContextStatus says whether a gRPC error merely reflects the context
+// ending (adding nothing to the context's own error).
+func isContextStatus(err error) bool {
+	code := status.Code(err)
+	return code == codes.DeadlineExceeded || code == codes.Canceled
+}
+
+// pause sleeps before retry round `round` (1, 2, ...): BackoffBase doubled
+// per round up to BackoffMax, randomly between half and all of that so many
+// clients do not retry in step.
+func (c *Client) pause(ctx context.Context, round int) error {
+	d := c.cfg.BackoffMax
+	if round < 30 {
+		d = min(c.cfg.BackoffBase<<(round-1), c.cfg.BackoffMax)
+	}
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// noteSuccess remembers where to start the next call: the leader's endpoint
+// if the answer named a leader whose endpoint is known and healthy,
+// otherwise the endpoint that just answered.
+func (c *Client) noteSuccess(idx int, h *apipb.Header) {
+	ep := c.eps[idx]
+	if ep.suspect.Load() {
+		ep.suspect.Store(false)
+	}
+	pref := idx
+	if h != nil {
+		if h.NodeId != 0 && ep.nodeID.Load() != h.NodeId {
+			ep.nodeID.Store(h.NodeId)
+		}
+		if h.LeaderId != 0 && h.LeaderId != h.NodeId {
+			for i, other := range c.eps {
+				if other.nodeID.Load() == h.LeaderId && !other.suspect.Load() {
+					pref = i
+					break
+				}
+			}
+		}
+	}
+	if int(c.preferred.Load()) != pref {
+		c.preferred.Store(int32(pref))
+	}
+}
+
+// noteFailure moves the starting point off an endpoint that just failed, so
+// that other calls do not keep trying it first.
+func (c *Client) noteFailure(idx int) {
+	c.eps[idx].suspect.Store(true)
+	c.preferred.CompareAndSwap(int32(idx), int32((idx+1)%len(c.eps)))
+}
+
+// preferredEndpoint returns the address the next call will try first.
+func (c *Client) preferredEndpoint() string { return c.eps[c.preferred.Load()].addr }

@@ -1,0 +1,104 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Errors callers test with errors.Is. Every error a Client returns is one of:
+//   - a *StatusError (the server refused the request; never retried), which
+//     matches ErrInvalid when the server said the input was bad;
+//   - an *UnavailableError (every attempt failed with a transient error),
+//     which matches ErrUnavailable;
+//   - an error wrapping context.DeadlineExceeded or context.Canceled (the
+//     caller's deadline, or RequestTimeout, ran out first);
+//   - ErrOutcomeUnknown, ErrClosed, or a configuration error from New.
+var (
+	// ErrInvalid: the server rejected the input (empty key, key, value or
+	// request over a limit). Retrying the same request cannot succeed.
+	ErrInvalid = errors.New("invalid request")
+	// ErrUnavailable: no member answered, or none had a leader, within the
+	// retries allowed.
+	ErrUnavailable = errors.New("no member answered")
+	// ErrOutcomeUnknown: a write's session expired on the server after an
+	// earlier attempt of that write may have been applied, so the client
+	// cannot retry it without risking applying it twice.
+	ErrOutcomeUnknown = errors.New("write outcome unknown")
+	// ErrClosed: the Client was closed.
+	ErrClosed = errors.New("client closed")
+)
+
+// StatusError is a refusal from a server: a gRPC status the client does not
+// retry. Message is the server's own text, meant for a person.
+type StatusError struct {
+	Op       string // "put", "get", ...
+	Endpoint string // the member that answered
+	Code     codes.Code
+	Message  string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s: %s refused (%s): %s", e.Op, e.Endpoint, e.Code, e.Message)
+}
+
+// Is makes errors.Is(err, ErrInvalid) true for InvalidArgument refusals.
+func (e *StatusError) Is(target error) bool {
+	return target == ErrInvalid && e.Code == codes.InvalidArgument
+}
+
+// GRPCStatus lets status.FromError and status.Code see the original status.
+func (e *StatusError) GRPCStatus() *status.Status { return status.New(e.Code, e.Message) }
+
+// UnavailableError says every attempt failed with a transient error (no
+// member reachable, no leader, leader changed) and the retry budget ran out.
+type UnavailableError struct {
+	Op        string
+	Endpoints []string // every configured endpoint
+	Attempts  int
+	Last      error // the last attempt's error, as gRPC reported it
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("%s: no member answered at %s after %d attempts: last error: %v",
+		e.Op, strings.Join(e.Endpoints, ", "), e.Attempts, e.Last)
+}
+
+// Is makes errors.Is(err, ErrUnavailable) true.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// Unwrap returns the last attempt's error.
+func (e *UnavailableError) Unwrap() error { return e.Last }
+
+// errorClass says what the retry loop does after a failed attempt.
+type errorClass uint8
+
+const (
+	// classFatal: a refusal; return it to the caller.
+	classFatal errorClass = iota
+	// classRetry: transient; retry with the same session and seq, on the
+	// next endpoint.
+	classRetry
+	// classSessionExpired: the server does not know the session; register
+	// a new one. The refused attempt was not applied.
+	classSessionExpired
+)
+
+// classify sorts an attempt's error. The caller has already checked whether
+// its own context is done, so DeadlineExceeded and Canceled here come from a
+// per-attempt timeout or from the server side, and are worth retrying.
+func classify(err error) (errorClass, *status.Status) {
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
+		return classRetry, st
+	case codes.FailedPrecondition:
+		if strings.Contains(st.Message(), "session expired") {
+			return classSessionExpired, st
+		}
+	}
+	return classFatal, st
+}

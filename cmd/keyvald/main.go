@@ -1,0 +1,133 @@
+// Command keyvald runs one KeyVal node. Every flag can also be set with an
+// environment variable: --data-dir is KEYVALD_DATA_DIR, and so on.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/server"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "keyvald:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("keyvald", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `keyvald runs one member of a KeyVal cluster.
+
+Example: a three-node cluster on one machine (what make cluster-start does):
+  keyvald --id 1 --data-dir data/1 --listen-client 127.0.0.1:2379 --listen-peer 127.0.0.1:2380 \
+          --initial-cluster 1=127.0.0.1:2380,2=127.0.0.1:12380,3=127.0.0.1:22380
+  (and the same for ids 2 and 3 with their own directories and addresses)
+
+Starting again on an existing data directory resumes from it; --initial-cluster
+must stay the same. Every flag can be set by an environment variable named
+KEYVALD_ and the flag in capitals with _ for -, e.g. KEYVALD_DATA_DIR.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	id := fs.Uint64("id", 0, "this node's id (a positive integer, one of --initial-cluster)")
+	dataDir := fs.String("data-dir", "", "directory for the WAL, snapshots and state (created if missing)")
+	clientAddr := fs.String("listen-client", "127.0.0.1:2379", "address for the client API (gRPC)")
+	peerAddr := fs.String("listen-peer", "127.0.0.1:2380", "address for Raft traffic between members")
+	cluster := fs.String("initial-cluster", "", "every member as id=peer-address, comma-separated")
+	token := fs.String("cluster-token", server.DefaultClusterToken, "name that tells clusters with the same members apart")
+	heartbeat := fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often the leader sends heartbeats (one Raft tick)")
+	election := fs.Duration("election-timeout", server.DefaultElectionTimeout, "how long a follower waits for the leader before starting an election")
+	snapEvery := fs.Uint64("snapshot-interval", server.DefaultSnapshotEvery, "applied entries between snapshots (the log is compacted behind each)")
+	maxKey := fs.Int("max-key-bytes", server.DefaultMaxKeyBytes, "largest key accepted")
+	maxValue := fs.Int("max-value-bytes", server.DefaultMaxValueBytes, "largest value accepted")
+	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if err := fromEnv(fs); err != nil {
+		return err
+	}
+	logger, err := newLogger(*logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	members, err := server.ParseCluster(*cluster)
+	if err != nil {
+		return fmt.Errorf("--initial-cluster: %w", err)
+	}
+	srv, err := server.New(server.Config{
+		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, PeerAddr: *peerAddr,
+		InitialCluster: members, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
+		SnapshotEvery: *snapEvery, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
+		Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	srv.Start()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		logger.Info("shutting down", "signal", s.String())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Stop(ctx)
+		return nil
+	case <-srv.Done():
+		return srv.Err()
+	}
+}
+
+// fromEnv sets every flag not given on the command line from KEYVALD_*.
+func fromEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "KEYVALD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !given[f.Name] && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, e)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
+	switch format {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+	return slog.New(h), nil
+}

@@ -1,0 +1,116 @@
+// Command kvsim runs KeyVal's deterministic simulator: one seed
+// (`kvsim -seed 42`, what `make sim SEED=42` runs) or a swarm of seeds in
+// parallel (`kvsim -swarm -count 500`). A failing seed leaves its event log
+// and Porcupine's HTML visualization in a directory it names, and the swarm
+// prints the exact command that replays each failure.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/sim"
+)
+
+func main() {
+	seed := flag.Uint64("seed", 1, "seed to run")
+	nodes := flag.Int("nodes", 0, "cluster size (3 or 5); 0 lets the seed choose")
+	duration := flag.Duration("duration", 10*time.Second, "simulated time with faults on")
+	out := flag.String("out", filepath.Join(os.TempDir(), "keyval-sim"), "where failing runs leave their event log and visualization")
+	vis := flag.Bool("vis", false, "write the visualization and event log for a passing run too")
+	swarm := flag.Bool("swarm", false, "run many seeds, starting at -seed")
+	count := flag.Int("count", 100, "seeds to run with -swarm")
+	budget := flag.Duration("budget", 0, "with -swarm, stop starting new seeds after this wall time (0: no limit)")
+	workers := flag.Int("workers", runtime.NumCPU(), "seeds run in parallel with -swarm")
+	flag.Parse()
+	if *nodes != 0 && *nodes != 3 && *nodes != 5 {
+		fmt.Fprintln(os.Stderr, "kvsim: -nodes must be 3 or 5")
+		os.Exit(2)
+	}
+	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds()}
+	if *swarm {
+		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out))
+	}
+	opts.Seed = *seed
+	start := time.Now()
+	res := sim.Run(opts)
+	wall := time.Since(start)
+	fmt.Print(res)
+	fmt.Printf("wall time:     %v (%.0fx real time)\n", wall.Round(time.Millisecond), float64(res.SimTime)/float64(wall))
+	if !res.Passed() || *vis {
+		fmt.Printf("artifacts:     %s\n", writeArtifacts(*out, res))
+	}
+	if !res.Passed() {
+		os.Exit(1)
+	}
+}
+
+func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Duration, out string) int {
+	start := time.Now()
+	seeds := make(chan uint64)
+	var mu sync.Mutex
+	var failed []string
+	ran := 0
+	var simTime time.Duration
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range seeds {
+				o := opts
+				o.Seed = s
+				res := sim.Run(o)
+				mu.Lock()
+				ran++
+				simTime += res.SimTime
+				if !res.Passed() {
+					dir := writeArtifacts(out, res)
+					failed = append(failed, fmt.Sprintf("make sim SEED=%d   # %v (artifacts: %s)", s, res.Err, dir))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < count; i++ {
+		if budget > 0 && time.Since(start) > budget {
+			break
+		}
+		seeds <- first + uint64(i)
+	}
+	close(seeds)
+	wg.Wait()
+	wall := time.Since(start)
+	fmt.Printf("%d seeds in %v (%.0f seeds/min, %.0fx real time per core), %d failed\n", ran, wall.Round(time.Millisecond),
+		float64(ran)/wall.Minutes(), float64(simTime)/float64(wall)/float64(max(workers, 1)), len(failed))
+	for _, f := range failed {
+		fmt.Println(f)
+	}
+	if len(failed) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// writeArtifacts saves a run's event log and Porcupine visualization and
+// returns the directory.
+func writeArtifacts(out string, res sim.Result) string {
+	dir := filepath.Join(out, fmt.Sprintf("seed-%d", res.Seed))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "(could not write artifacts: " + err.Error() + ")"
+	}
+	summary := res.String()
+	if err := os.WriteFile(filepath.Join(dir, "events.log"), []byte(summary+"\n"+strings.Join(res.Log, "\n")+"\n"), 0o644); err != nil {
+		return "(could not write the event log: " + err.Error() + ")"
+	}
+	if err := res.Check.WriteVisualization(filepath.Join(dir, "history.html")); err != nil {
+		return dir + " (no visualization: " + err.Error() + ")"
+	}
+	return dir
+}

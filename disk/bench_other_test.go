@@ -1,0 +1,5 @@
+//go:build !linux
+
+package disk
+
+func onTmpfs(string) bool { return false }

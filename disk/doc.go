@@ -1,0 +1,18 @@
+// Package disk is KeyVal's durable storage: a write-ahead log of Raft entries
+// and hard state, and checksummed snapshot files, all written against a small
+// FS interface.
+//
+// The FS has two implementations. OSFS is the operating system's file system.
+// MemFS lives in memory and is driven by the deterministic simulator, which
+// uses it to lose unsynced writes, tear writes, rot bits, misdirect writes,
+// fail reads, fill the disk and charge latency to its virtual clock. The WAL
+// and the snapshot store run unchanged on either.
+//
+// Recovery tells a crash from corruption: a torn record at the very end of the
+// log is cut off, while damage anywhere else is reported as a
+// *CorruptionError naming the file and offset. The on-disk format and the
+// rules are documented in docs/disk.md.
+//
+// Nothing here starts goroutines or takes locks: a WAL or SnapshotStore
+// belongs to one event loop.
+package disk

@@ -1,0 +1,498 @@
+package kvstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+)
+
+// Bolt is the Store of the real server, kept in one bbolt file. Each Apply
+// is one bbolt write transaction that also records the applied index, so
+// after a restart the store is exactly at some batch boundary and replaying
+// entries it already has is skipped (idempotent).
+type Bolt struct {
+	db   *bbolt.DB
+	path string
+	opts Options
+
+	// writeMu serializes the writers (Apply, Restore, Close) so that the
+	// cached applied index and revision follow commits in order.
+	writeMu sync.Mutex
+	applied atomic.Uint64
+	rev     atomic.Uint64
+	closed  atomic.Bool
+}
+
+var _ Store = (*Bolt)(nil)
+
+// The bbolt layout; docs/kvstore.md describes it.
+var (
+	bucketMeta    = []byte("meta")       // the keys below
+	bucketKV      = []byte("kv")         // user key -> version u64 | value
+	bucketClients = []byte("clients")    // client id u64 -> kvpb.ClientRecord
+	bucketLRU     = []byte("client_lru") // last_index u64 -> client id u64
+
+	keyFormat      = []byte("format")
+	keyApplied     = []byte("applied_index")
+	keyRevision    = []byte("revision")
+	keyClientCount = []byte("client_count")
+)
+
+// boltFormatVersion is the layout version stored under meta/format.
+const boltFormatVersion = 1
+
+// OpenBolt opens (creating if needed) the store in the bbolt file at path.
+//
+// bbolt options: the freelist is not written on commit (NoFreelistSync)
+// and is kept as a hash map, which makes commits cheaper at the cost of
+// rebuilding the freelist by scanning when the file is opened; fsync on
+// every commit stays on unless opts.NoSync.
+func OpenBolt(path string, opts Options) (*Bolt, error) {
+	timeout := opts.LockTimeout
+	if timeout <= 0 {
+		timeout = DefaultLockTimeout
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout:        timeout,
+		NoSync:         opts.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open kv store %s: %w", path, err)
+	}
+	b := &Bolt{db: db, path: path, opts: opts}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return initBuckets(tx, SnapshotInfo{}, 0)
+		}
+		st, err := loadState(tx)
+		if err != nil {
+			return err
+		}
+		b.applied.Store(st.applied)
+		b.rev.Store(st.rev)
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open kv store %s: %w", path, err)
+	}
+	return b, nil
+}
+
+// initBuckets creates the buckets of an empty store holding info.
+func initBuckets(tx *bbolt.Tx, info SnapshotInfo, clients uint64) error {
+	for _, name := range [][]byte{bucketMeta, bucketKV, bucketClients, bucketLRU} {
+		if _, err := tx.CreateBucket(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	st := &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: clients}
+	if err := st.meta.Put(keyFormat, u64(boltFormatVersion)); err != nil {
+		return err
+	}
+	return st.flush()
+}
+
+// Path is the file the store lives in.
+func (b *Bolt) Path() string { return b.path }
+
+// Apply implements Store: one bbolt transaction for the whole batch.
+func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	if len(entries) == 0 || entries[len(entries)-1].Index <= b.applied.Load() {
+		// Nothing new (replay after a restart): answer without a write
+		// transaction and its fsync.
+		return applyBatch(&replayState{applied: b.applied.Load(), rev: b.rev.Load()}, entries, 0)
+	}
+	var (
+		results []Result
+		st      *boltState
+	)
+	err := b.db.Update(func(tx *bbolt.Tx) error {
+		var err error
+		if st, err = loadState(tx); err != nil {
+			return err
+		}
+		if results, err = applyBatch(st, entries, b.opts.maxClients()); err != nil {
+			return err
+		}
+		return st.flush()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+	}
+	b.applied.Store(st.applied)
+	b.rev.Store(st.rev)
+	return results, nil
+}
+
+// AppliedIndex implements Store.
+func (b *Bolt) AppliedIndex() uint64 { return b.applied.Load() }
+
+// Revision implements Store.
+func (b *Bolt) Revision() uint64 { return b.rev.Load() }
+
+// Get implements Store.
+func (b *Bolt) Get(key []byte) (GetResult, error) {
+	if b.closed.Load() {
+		return GetResult{}, ErrClosed
+	}
+	var r GetResult
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		st, err := loadState(tx)
+		if err != nil {
+			return err
+		}
+		r.Revision = st.rev
+		if len(key) == 0 {
+			return nil // bbolt has no empty keys, and neither do we
+		}
+		v, version, found, err := st.get(key)
+		r.Value, r.Version, r.Found = clone(v), version, found
+		return err
+	})
+	if err != nil {
+		return GetResult{}, fmt.Errorf("get %q: %w", key, err)
+	}
+	return r, nil
+}
+
+// Range implements Store.
+func (b *Bolt) Range(prefix, after []byte, limit int) (RangeResult, error) {
+	if b.closed.Load() {
+		return RangeResult{}, ErrClosed
+	}
+	var r RangeResult
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		st, err := loadState(tx)
+		if err != nil {
+			return err
+		}
+		r.Revision = st.rev
+		c := st.kv.Cursor()
+		for k, v := c.Seek([]byte(rangeStart(prefix, after))); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if limit > 0 && len(r.Entries) == limit {
+				r.More = true
+				break
+			}
+			version, value, err := splitValue(k, v)
+			if err != nil {
+				return err
+			}
+			r.Entries = append(r.Entries, KeyValue{Key: clone(k), Value: clone(value), Version: version})
+		}
+		return nil
+	})
+	if err != nil {
+		return RangeResult{}, fmt.Errorf("range %q: %w", prefix, err)
+	}
+	return r, nil
+}
+
+// Snapshot implements Store. It reads one bbolt read transaction, so it
+// is consistent and does not block Apply.
+func (b *Bolt) Snapshot(w io.Writer) (SnapshotInfo, error) {
+	if b.closed.Load() {
+		return SnapshotInfo{}, ErrClosed
+	}
+	var info SnapshotInfo
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		st, err := loadState(tx)
+		if err != nil {
+			return err
+		}
+		info = SnapshotInfo{AppliedIndex: st.applied, Revision: st.rev}
+		sw := newSnapshotWriter(w, info)
+		c := st.kv.Cursor()
+		for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
+			version, value, err := splitValue(k, v)
+			if err != nil {
+				return err
+			}
+			sw.keyValue(k, value, version)
+		}
+		c = st.clients.Cursor()
+		for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
+			rec, err := decodeClient(k, v)
+			if err != nil {
+				return err
+			}
+			sw.client(rec)
+		}
+		return sw.finish()
+	})
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", b.path, err)
+	}
+	return info, nil
+}
+
+// Restore implements Store: the old buckets are dropped and the snapshot
+// loaded in one transaction, which commits only if the whole stream
+// checks out. Otherwise it rolls back and the old state stays.
+func (b *Bolt) Restore(r io.Reader) error {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	var info SnapshotInfo
+	err := b.db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketKV, bucketClients, bucketLRU} {
+			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+				return fmt.Errorf("drop bucket %s: %w", name, err)
+			}
+		}
+		if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
+			return err
+		}
+		sink := &boltSink{kv: tx.Bucket(bucketKV), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU)}
+		// Snapshots arrive in key order: pack pages full.
+		sink.kv.FillPercent, sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95, 0.95
+		var err error
+		if info, err = readSnapshot(r, sink); err != nil {
+			return err
+		}
+		st := &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n}
+		return st.flush()
+	})
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", b.path, err)
+	}
+	b.applied.Store(info.AppliedIndex)
+	b.rev.Store(info.Revision)
+	return nil
+}
+
+type boltSink struct {
+	kv, clients, lru *bbolt.Bucket
+	n                uint64
+}
+
+func (s *boltSink) begin(*kvpb.SnapshotHeader) error { return nil }
+
+func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
+	return s.kv.Put(kv.Key, joinValue(kv.Value, kv.Version))
+}
+
+func (s *boltSink) client(rec *kvpb.ClientRecord) error {
+	data, err := proto.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode session %d: %w", rec.ClientId, err)
+	}
+	if err := s.clients.Put(u64(rec.ClientId), data); err != nil {
+		return err
+	}
+	s.n++
+	return s.lru.Put(u64(rec.LastIndex), u64(rec.ClientId))
+}
+
+// Sync implements Store: it flushes commits made under NoSync.
+func (b *Bolt) Sync() error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if err := b.db.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// Close implements Store.
+func (b *Bolt) Close() error {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if b.closed.Swap(true) {
+		return ErrClosed
+	}
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// boltState is the shared apply logic's view of one bbolt transaction.
+// The counters in meta are read once and written back by flush.
+type boltState struct {
+	meta, kv, clients, lru *bbolt.Bucket
+	applied, rev, nclients uint64
+}
+
+func loadState(tx *bbolt.Tx) (*boltState, error) {
+	st := &boltState{
+		meta:    tx.Bucket(bucketMeta),
+		kv:      tx.Bucket(bucketKV),
+		clients: tx.Bucket(bucketClients),
+		lru:     tx.Bucket(bucketLRU),
+	}
+	if st.meta == nil || st.kv == nil || st.clients == nil || st.lru == nil {
+		return nil, fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
+	}
+	format, err := st.metaU64(keyFormat)
+	if err != nil {
+		return nil, err
+	}
+	if format != boltFormatVersion {
+		return nil, fmt.Errorf("%w: layout version %d; this build reads version %d", ErrCorrupt, format, boltFormatVersion)
+	}
+	if st.applied, err = st.metaU64(keyApplied); err != nil {
+		return nil, err
+	}
+	if st.rev, err = st.metaU64(keyRevision); err != nil {
+		return nil, err
+	}
+	if st.nclients, err = st.metaU64(keyClientCount); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *boltState) metaU64(key []byte) (uint64, error) {
+	v := st.meta.Get(key)
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: meta/%s is %d bytes, want 8", ErrCorrupt, key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func (st *boltState) flush() error {
+	for _, kv := range []struct {
+		k []byte
+		v uint64
+	}{{keyApplied, st.applied}, {keyRevision, st.rev}, {keyClientCount, st.nclients}} {
+		if err := st.meta.Put(kv.k, u64(kv.v)); err != nil {
+			return fmt.Errorf("write meta/%s: %w", kv.k, err)
+		}
+	}
+	return nil
+}
+
+func (st *boltState) appliedIndex() uint64     { return st.applied }
+func (st *boltState) setAppliedIndex(i uint64) { st.applied = i }
+func (st *boltState) revision() uint64         { return st.rev }
+func (st *boltState) setRevision(r uint64)     { st.rev = r }
+func (st *boltState) clientCount() uint64      { return st.nclients }
+
+func (st *boltState) get(key []byte) ([]byte, uint64, bool, error) {
+	v := st.kv.Get(key)
+	if v == nil {
+		return nil, 0, false, nil
+	}
+	version, value, err := splitValue(key, v)
+	return value, version, err == nil, err
+}
+
+func (st *boltState) put(key, value []byte, version uint64) error {
+	if err := st.kv.Put(key, joinValue(value, version)); err != nil {
+		return fmt.Errorf("put %q: %w", key, err)
+	}
+	return nil
+}
+
+func (st *boltState) del(key []byte) error {
+	if err := st.kv.Delete(key); err != nil {
+		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	return nil
+}
+
+func (st *boltState) client(id uint64) (*kvpb.ClientRecord, error) {
+	k := u64(id)
+	v := st.clients.Get(k)
+	if v == nil {
+		return nil, nil
+	}
+	return decodeClient(k, v)
+}
+
+func (st *boltState) putClient(rec *kvpb.ClientRecord, prevIndex uint64, isNew bool) error {
+	data, err := proto.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode session %d: %w", rec.ClientId, err)
+	}
+	if err := st.clients.Put(u64(rec.ClientId), data); err != nil {
+		return fmt.Errorf("write session %d: %w", rec.ClientId, err)
+	}
+	if isNew {
+		st.nclients++
+	} else if err := st.lru.Delete(u64(prevIndex)); err != nil {
+		return fmt.Errorf("unlink session %d: %w", rec.ClientId, err)
+	}
+	if err := st.lru.Put(u64(rec.LastIndex), u64(rec.ClientId)); err != nil {
+		return fmt.Errorf("link session %d: %w", rec.ClientId, err)
+	}
+	return nil
+}
+
+func (st *boltState) evictOldest() error {
+	k, v := st.lru.Cursor().First()
+	if k == nil || len(v) != 8 {
+		return fmt.Errorf("%w: %d sessions counted but the LRU index is empty or damaged", ErrCorrupt, st.nclients)
+	}
+	// Copy before deleting: k and v point into the page being changed.
+	k, id := clone(k), binary.BigEndian.Uint64(v)
+	if err := st.lru.Delete(k); err != nil {
+		return fmt.Errorf("evict session %d: %w", id, err)
+	}
+	if err := st.clients.Delete(u64(id)); err != nil {
+		return fmt.Errorf("evict session %d: %w", id, err)
+	}
+	st.nclients--
+	return nil
+}
+
+// replayState answers a batch that is wholly already applied without a
+// transaction; applyBatch never reaches its data methods.
+type replayState struct {
+	state
+	applied, rev uint64
+}
+
+func (s *replayState) appliedIndex() uint64 { return s.applied }
+func (s *replayState) revision() uint64     { return s.rev }
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// joinValue is the stored form of a key's value: its version, then the
+// value. A fresh slice, as bbolt keeps it until the commit.
+func joinValue(value []byte, version uint64) []byte {
+	v := make([]byte, 8+len(value))
+	binary.BigEndian.PutUint64(v, version)
+	copy(v[8:], value)
+	return v
+}
+
+func splitValue(key, v []byte) (version uint64, value []byte, err error) {
+	if len(v) < 8 {
+		return 0, nil, fmt.Errorf("%w: value of key %q is %d bytes, shorter than its version", ErrCorrupt, key, len(v))
+	}
+	return binary.BigEndian.Uint64(v), v[8:], nil
+}
+
+func decodeClient(k, v []byte) (*kvpb.ClientRecord, error) {
+	rec := &kvpb.ClientRecord{}
+	if err := proto.Unmarshal(v, rec); err != nil || len(k) != 8 || rec.ClientId != binary.BigEndian.Uint64(k) {
+		return nil, fmt.Errorf("%w: session record under key %x does not decode", ErrCorrupt, k)
+	}
+	return rec, nil
+}

@@ -1,0 +1,180 @@
+package kvstore
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// TestBoltReopenReplay is the runtime's restart: entries applied before a
+// close are kept, and replaying the log from the start skips them and
+// continues exactly where the store stopped.
+func TestBoltReopenReplay(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	var log []Entry
+	for i := 1; i <= 20; i++ {
+		var data []byte
+		switch {
+		case i == 1:
+			data = registerCmd()
+		case i%5 == 0:
+			data = nil
+		default:
+			data = putCmd(1, uint64(i), string(rune('a'+i%4)), string(rune('A'+i)))
+		}
+		log = append(log, Entry{Index: uint64(i), Data: data})
+	}
+	ref := NewMemory(Options{})
+	want, err := ref.Apply(log)
+	require.NoError(t, err)
+
+	b, err := OpenBolt(path, Options{})
+	require.NoError(t, err)
+	require.Equal(t, path, b.Path())
+	_, err = b.Apply(log[:8])
+	require.NoError(t, err)
+	_, err = b.Apply(log[8:12])
+	require.NoError(t, err)
+	require.NoError(t, b.Close())
+
+	b, err = OpenBolt(path, Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	require.Equal(t, uint64(12), b.AppliedIndex())
+	got, err := b.Apply(log) // the whole log again, as a restarted node would
+	require.NoError(t, err)
+	for i := range log {
+		if i < 12 {
+			require.Equal(t, StatusAlreadyApplied, got[i].Status, "entry %d", i+1)
+			continue
+		}
+		require.Equal(t, want[i], got[i], "entry %d", i+1)
+	}
+	require.Equal(t, stateOf(t, ref), stateOf(t, b))
+}
+
+func TestBoltNoSync(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	b, err := OpenBolt(path, Options{NoSync: true})
+	require.NoError(t, err)
+	newApplier(t, b).apply(putCmd(0, 0, "k", "v"))
+	require.NoError(t, b.Sync())
+	require.NoError(t, b.Close())
+	b, err = OpenBolt(path, Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	got, err := b.Get([]byte("k"))
+	require.NoError(t, err)
+	require.True(t, got.Found)
+	require.NoError(t, b.Sync())
+}
+
+func TestBoltOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.db")
+	require.NoError(t, os.WriteFile(garbage, bytes.Repeat([]byte("not a bbolt file "), 1000), 0o600))
+	_, err := OpenBolt(garbage, Options{})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), garbage)
+
+	_, err = OpenBolt(filepath.Join(dir, "no", "such", "dir", "kv.db"), Options{})
+	require.Error(t, err)
+
+	// A second opener waits for the lock, then gives up.
+	path := filepath.Join(dir, "locked.db")
+	b, err := OpenBolt(path, Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = OpenBolt(path, Options{LockTimeout: 50 * time.Millisecond})
+	require.ErrorIs(t, err, bolterrors.ErrTimeout)
+}
+
+// damage opens the store's file with bbolt directly and changes it.
+func damage(t *testing.T, path string, fn func(tx *bbolt.Tx) error) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(fn))
+	require.NoError(t, db.Close())
+}
+
+// seeded returns the path of a closed store holding a key and a session.
+func seeded(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kv.db")
+	b, err := OpenBolt(path, Options{MaxClients: 1})
+	require.NoError(t, err)
+	newApplier(t, b).apply(putCmd(0, 0, "k", "v"), registerCmd())
+	require.NoError(t, b.Close())
+	return path
+}
+
+func TestBoltCorruptLayoutRefused(t *testing.T) {
+	cases := map[string]func(tx *bbolt.Tx) error{
+		"future format": func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, u64(2)) },
+		"short meta":    func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyRevision, []byte{1}) },
+		"no applied":    func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyApplied) },
+		"no count":      func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyClientCount) },
+		"lost bucket":   func(tx *bbolt.Tx) error { return tx.DeleteBucket(bucketLRU) },
+	}
+	for name, fn := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := seeded(t)
+			damage(t, path, fn)
+			_, err := OpenBolt(path, Options{})
+			require.ErrorIs(t, err, ErrCorrupt)
+		})
+	}
+}
+
+// TestBoltCorruptDataReported: data the store could not have written is
+// an error (the node must stop), never a panic or a wrong answer, and a
+// failed Apply leaves the store as it was.
+func TestBoltCorruptDataReported(t *testing.T) {
+	t.Run("short value", func(t *testing.T) {
+		path := seeded(t)
+		damage(t, path, func(tx *bbolt.Tx) error { return tx.Bucket(bucketKV).Put([]byte("k"), []byte{1, 2}) })
+		b, err := OpenBolt(path, Options{})
+		require.NoError(t, err)
+		defer b.Close()
+		_, err = b.Get([]byte("k"))
+		require.ErrorIs(t, err, ErrCorrupt)
+		_, err = b.Range(nil, nil, 0)
+		require.ErrorIs(t, err, ErrCorrupt)
+		_, err = b.Snapshot(&bytes.Buffer{})
+		require.ErrorIs(t, err, ErrCorrupt)
+		_, err = b.Apply([]Entry{{Index: 3, Data: putCmd(0, 0, "k", "new")}})
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.Equal(t, uint64(2), b.AppliedIndex())
+	})
+	t.Run("bad session", func(t *testing.T) {
+		path := seeded(t)
+		damage(t, path, func(tx *bbolt.Tx) error { return tx.Bucket(bucketClients).Put(u64(2), []byte{0xff}) })
+		b, err := OpenBolt(path, Options{})
+		require.NoError(t, err)
+		defer b.Close()
+		_, err = b.Apply([]Entry{{Index: 3, Data: putCmd(2, 1, "k", "new")}})
+		require.ErrorIs(t, err, ErrCorrupt)
+		_, err = b.Snapshot(&bytes.Buffer{})
+		require.ErrorIs(t, err, ErrCorrupt)
+		got, err := b.Get([]byte("k"))
+		require.NoError(t, err)
+		require.Equal(t, "v", string(got.Value), "the failed batch changed nothing")
+	})
+	t.Run("session count too high", func(t *testing.T) {
+		path := seeded(t)
+		damage(t, path, func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyClientCount, u64(5)) })
+		b, err := OpenBolt(path, Options{MaxClients: 1})
+		require.NoError(t, err)
+		defer b.Close()
+		_, err = b.Apply([]Entry{{Index: 3, Data: registerCmd()}})
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.Equal(t, uint64(2), b.AppliedIndex())
+	})
+}

@@ -1,0 +1,201 @@
+// Package kvstore is KeyVal's replicated state machine: the key-value state
+// that every node builds by applying the Raft log's committed entries in
+// index order.
+//
+// Applying is deterministic: the same entries give the same state and the
+// same results on every node, whichever implementation runs it. Both
+// implementations (bbolt for the real server, memory for the simulator)
+// share one apply function (apply.go) and differ only in where the state
+// lives. The memory one starts no goroutines, reads no clock, draws no
+// randomness and never lets map iteration order leak into behaviour.
+//
+// Semantics, the bbolt layout and the snapshot format are described in
+// docs/kvstore.md.
+package kvstore
+
+import (
+	"errors"
+	"io"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+)
+
+// Store is the state machine. Apply and Restore are called by one goroutine
+// (the node's applier); Get, Range, Snapshot and the accessors may be called
+// concurrently with them and see a state between whole batches.
+type Store interface {
+	// Apply applies a batch of committed entries atomically (one
+	// transaction) and returns one Result per entry, in order. Entries
+	// must have consecutive indexes; those at or below AppliedIndex are
+	// skipped (replay after a restart), and the first new one must be
+	// AppliedIndex()+1. An error means storage failed or the indexes do
+	// not line up; nothing of the batch was applied.
+	Apply(entries []Entry) ([]Result, error)
+	// AppliedIndex is the index of the last applied entry (0 if none).
+	AppliedIndex() uint64
+	// Revision is the store revision: the number of successful mutations.
+	Revision() uint64
+	// Get reads one key.
+	Get(key []byte) (GetResult, error)
+	// Range lists keys starting with prefix, in ascending byte order,
+	// strictly after the key after (nil: from the start), at most limit
+	// of them (limit <= 0: all). More says whether keys remain; pass the
+	// last returned key as after to continue.
+	Range(prefix, after []byte, limit int) (RangeResult, error)
+	// Snapshot writes a consistent image of the whole state to w and
+	// says which applied index and revision it holds.
+	Snapshot(w io.Writer) (SnapshotInfo, error)
+	// Restore replaces the whole state with a snapshot read from r. A
+	// damaged or invalid snapshot is refused with an error wrapping
+	// ErrBadSnapshot, and the previous state is kept untouched.
+	Restore(r io.Reader) error
+	// Sync makes everything applied so far durable. It is needed only
+	// when the store was opened with NoSync; otherwise each Apply is
+	// durable when it returns.
+	Sync() error
+	// Close releases the store. Later calls return ErrClosed.
+	Close() error
+}
+
+// Entry is one committed log entry handed to Apply. Data is an encoded
+// kvpb.Command, or empty for an entry that carries no command (Raft's empty
+// entries; the runtime should pass configuration changes this way too, so
+// the applied index covers every index).
+type Entry struct {
+	Index uint64
+	Data  []byte
+}
+
+// Status is the outcome class of an applied entry; see kvpb.Status.
+type Status = kvpb.Status
+
+// The statuses an entry can have. See docs/kvstore.md for when each occurs.
+const (
+	StatusOK             = kvpb.Status_STATUS_OK
+	StatusCASFailed      = kvpb.Status_STATUS_CAS_FAILED
+	StatusStaleDuplicate = kvpb.Status_STATUS_STALE_DUPLICATE
+	StatusInvalid        = kvpb.Status_STATUS_INVALID
+	StatusMalformed      = kvpb.Status_STATUS_MALFORMED
+	StatusSessionExpired = kvpb.Status_STATUS_SESSION_EXPIRED
+	StatusNoop           = kvpb.Status_STATUS_NOOP
+	StatusAlreadyApplied = kvpb.Status_STATUS_ALREADY_APPLIED
+)
+
+// Result is what applying one entry produced.
+type Result struct {
+	// Index is the log index of the entry this result answers.
+	Index  uint64
+	Status Status
+	// Err explains StatusInvalid, StatusMalformed, StatusStaleDuplicate
+	// and StatusSessionExpired, in words a person can act on.
+	Err string
+	// Revision is the store revision after the command. For a
+	// Duplicate it is the revision the original command produced.
+	Revision uint64
+	// Existed and Exists say whether the key was present before and
+	// after the command.
+	Existed bool
+	Exists  bool
+	// Version is the key's version after the command (0 when absent).
+	// For a failed CAS it is the key's current version.
+	Version uint64
+	// CurrentValue is the key's value when a CAS failed (nil if absent),
+	// so the client can retry without another read.
+	CurrentValue []byte
+	// ClientID is the new session's id, for a Register.
+	ClientID uint64
+	// Duplicate is set when the command's seq equals its session's last
+	// applied seq: it was not applied again and this is the remembered
+	// result.
+	Duplicate bool
+}
+
+// Succeeded reports whether the command did what it asked (StatusOK).
+func (r Result) Succeeded() bool { return r.Status == StatusOK }
+
+// GetResult is the answer to Get.
+type GetResult struct {
+	Value    []byte
+	Version  uint64
+	Found    bool
+	Revision uint64 // the store revision the read saw
+}
+
+// KeyValue is one key in a RangeResult.
+type KeyValue struct {
+	Key     []byte
+	Value   []byte
+	Version uint64
+}
+
+// RangeResult is the answer to Range.
+type RangeResult struct {
+	Entries  []KeyValue
+	More     bool   // more keys with the prefix follow the last entry
+	Revision uint64 // the store revision the read saw
+}
+
+// SnapshotInfo identifies the state a snapshot holds.
+type SnapshotInfo struct {
+	AppliedIndex uint64
+	Revision     uint64
+}
+
+// Options configure a store.
+type Options struct {
+	// MaxClients bounds the exactly-once sessions remembered; when a
+	// Register would exceed it, the least recently used session (smallest
+	// last log index) is evicted. It is part of the replicated semantics:
+	// every node of a cluster must use the same value. 0 means
+	// DefaultMaxClients.
+	MaxClients int
+
+	// NoSync (bbolt only) skips the fsync at the end of each Apply. A
+	// process crash loses nothing, but after a power loss or kernel crash
+	// recent batches may be gone (or, as bbolt warns, the file damaged):
+	// use it only when the WAL is the durable record and the runtime can
+	// replay it (or rebuild the store from a snapshot), and call Sync
+	// before relying on AppliedIndex for log compaction.
+	NoSync bool
+	// LockTimeout (bbolt only) is how long OpenBolt waits for another
+	// process's lock on the file. 0 means DefaultLockTimeout.
+	LockTimeout time.Duration
+}
+
+// Defaults for Options.
+const (
+	DefaultMaxClients  = 10000
+	DefaultLockTimeout = time.Second
+)
+
+// Hard limits, enforced the same way by every implementation so that an
+// oversized command is an Invalid result on every node rather than a
+// storage error on some. The server's configurable limits sit below them.
+const (
+	// MaxKeySize is bbolt's key limit.
+	MaxKeySize = 32 * 1024
+	// MaxValueSize keeps one value, and so one snapshot record, bounded.
+	MaxValueSize = 64 << 20
+)
+
+var (
+	// ErrClosed is returned by a store after Close.
+	ErrClosed = errors.New("kvstore: store is closed")
+	// ErrNotContiguous is returned by Apply for entries whose indexes do
+	// not continue the applied index one by one.
+	ErrNotContiguous = errors.New("kvstore: entry indexes are not contiguous with the applied index")
+	// ErrBadSnapshot is wrapped by every refusal of Restore and
+	// VerifySnapshot: the input is damaged, truncated, or not a snapshot.
+	ErrBadSnapshot = errors.New("kvstore: bad snapshot")
+	// ErrCorrupt is wrapped when the bbolt file holds data this package
+	// could not have written.
+	ErrCorrupt = errors.New("kvstore: corrupt store")
+)
+
+func (o Options) maxClients() uint64 {
+	if o.MaxClients <= 0 {
+		return DefaultMaxClients
+	}
+	return uint64(o.MaxClients)
+}

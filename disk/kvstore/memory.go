@@ -1,0 +1,279 @@
+package kvstore
+
+import (
+	"bytes"
+	"container/list"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+)
+
+// Memory is the in-memory Store, for the deterministic simulator (and any
+// test that wants a state machine without files). It is safe for
+// concurrent use, but starts no goroutines and reads no clock.
+type Memory struct {
+	mu     sync.RWMutex
+	opts   Options
+	closed bool
+	data   *memData
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory store.
+func NewMemory(opts Options) *Memory {
+	return &Memory{opts: opts, data: newMemData()}
+}
+
+// memData is the whole state of a Memory store; it is the state that the
+// shared apply logic works on.
+type memData struct {
+	applied uint64
+	rev     uint64
+	keys    orderedMap
+	clients map[uint64]*memClient
+	// lru holds the sessions by ascending last_index. Every command that
+	// names a session sets its last_index to the newest index, so moving
+	// it to the back keeps the order without sorting.
+	lru list.List
+}
+
+type memClient struct {
+	rec  *kvpb.ClientRecord
+	elem *list.Element
+}
+
+func newMemData() *memData {
+	return &memData{clients: map[uint64]*memClient{}}
+}
+
+// Apply implements Store.
+func (m *Memory) Apply(entries []Entry) ([]Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	return applyBatch(m.data, entries, m.opts.maxClients())
+}
+
+// AppliedIndex implements Store.
+func (m *Memory) AppliedIndex() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.data.applied
+}
+
+// Revision implements Store.
+func (m *Memory) Revision() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.data.rev
+}
+
+// Get implements Store.
+func (m *Memory) Get(key []byte) (GetResult, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return GetResult{}, ErrClosed
+	}
+	r := GetResult{Revision: m.data.rev}
+	if it, ok := m.data.keys.get(string(key)); ok {
+		r.Value, r.Version, r.Found = clone(it.value), it.version, true
+	}
+	return r, nil
+}
+
+// Range implements Store.
+func (m *Memory) Range(prefix, after []byte, limit int) (RangeResult, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return RangeResult{}, ErrClosed
+	}
+	r := RangeResult{Revision: m.data.rev}
+	p := string(prefix)
+	m.data.keys.ascend(rangeStart(prefix, after), func(it *item) bool {
+		if !strings.HasPrefix(it.key, p) {
+			return false
+		}
+		if limit > 0 && len(r.Entries) == limit {
+			r.More = true
+			return false
+		}
+		r.Entries = append(r.Entries, KeyValue{Key: []byte(it.key), Value: clone(it.value), Version: it.version})
+		return true
+	})
+	return r, nil
+}
+
+// rangeStart is the smallest key Range may return: the prefix itself, or
+// the key just after "after" when that is further on.
+func rangeStart(prefix, after []byte) string {
+	if after != nil && bytes.Compare(after, prefix) >= 0 {
+		return string(after) + "\x00"
+	}
+	return string(prefix)
+}
+
+// Snapshot implements Store.
+func (m *Memory) Snapshot(w io.Writer) (SnapshotInfo, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return SnapshotInfo{}, ErrClosed
+	}
+	d := m.data
+	info := SnapshotInfo{AppliedIndex: d.applied, Revision: d.rev}
+	sw := newSnapshotWriter(w, info)
+	d.keys.ascend("", func(it *item) bool {
+		sw.keyValue([]byte(it.key), it.value, it.version)
+		return sw.err == nil
+	})
+	ids := make([]uint64, 0, len(d.clients))
+	for id := range d.clients {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		sw.client(d.clients[id].rec)
+	}
+	if err := sw.finish(); err != nil {
+		return SnapshotInfo{}, err
+	}
+	return info, nil
+}
+
+// Restore implements Store. The snapshot is loaded into a fresh state
+// that replaces the current one only once the whole stream has checked
+// out.
+func (m *Memory) Restore(r io.Reader) error {
+	m.mu.RLock()
+	closed := m.closed
+	m.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	sink := &memSink{d: newMemData()}
+	if _, err := readSnapshot(r, sink); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	sink.finish()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.data = sink.d
+	return nil
+}
+
+// memSink builds a memData from snapshot records.
+type memSink struct {
+	d       *memData
+	clients []*memClient
+}
+
+func (s *memSink) begin(h *kvpb.SnapshotHeader) error {
+	s.d.applied, s.d.rev = h.AppliedIndex, h.Revision
+	return nil
+}
+
+func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
+	s.d.keys.set(string(kv.Key), clone(kv.Value), kv.Version)
+	return nil
+}
+
+func (s *memSink) client(rec *kvpb.ClientRecord) error {
+	c := &memClient{rec: rec}
+	s.d.clients[rec.ClientId] = c
+	s.clients = append(s.clients, c)
+	return nil
+}
+
+// finish builds the LRU order, which the stream (sorted by id) lacks.
+func (s *memSink) finish() {
+	sort.Slice(s.clients, func(i, j int) bool { return s.clients[i].rec.LastIndex < s.clients[j].rec.LastIndex })
+	for _, c := range s.clients {
+		c.elem = s.d.lru.PushBack(c)
+	}
+}
+
+// Sync implements Store; memory has nothing to make durable.
+func (m *Memory) Sync() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Close implements Store.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	m.closed = true
+	m.data = newMemData()
+	return nil
+}
+
+// memData implements state.
+
+func (d *memData) appliedIndex() uint64     { return d.applied }
+func (d *memData) setAppliedIndex(i uint64) { d.applied = i }
+func (d *memData) revision() uint64         { return d.rev }
+func (d *memData) setRevision(r uint64)     { d.rev = r }
+func (d *memData) clientCount() uint64      { return uint64(len(d.clients)) }
+
+func (d *memData) get(key []byte) ([]byte, uint64, bool, error) {
+	if it, ok := d.keys.get(string(key)); ok {
+		return it.value, it.version, true, nil
+	}
+	return nil, 0, false, nil
+}
+
+func (d *memData) put(key, value []byte, version uint64) error {
+	d.keys.set(string(key), clone(value), version)
+	return nil
+}
+
+func (d *memData) del(key []byte) error {
+	d.keys.delete(string(key))
+	return nil
+}
+
+func (d *memData) client(id uint64) (*kvpb.ClientRecord, error) {
+	if c, ok := d.clients[id]; ok {
+		return c.rec, nil
+	}
+	return nil, nil
+}
+
+func (d *memData) putClient(rec *kvpb.ClientRecord, _ uint64, isNew bool) error {
+	if isNew {
+		c := &memClient{rec: rec}
+		c.elem = d.lru.PushBack(c)
+		d.clients[rec.ClientId] = c
+		return nil
+	}
+	c := d.clients[rec.ClientId]
+	c.rec = rec
+	d.lru.MoveToBack(c.elem)
+	return nil
+}
+
+func (d *memData) evictOldest() error {
+	front := d.lru.Front()
+	c := d.lru.Remove(front).(*memClient)
+	delete(d.clients, c.rec.ClientId)
+	return nil
+}

@@ -1,0 +1,341 @@
+package kvstore
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+)
+
+// Snapshot stream layout (docs/kvstore.md has the full description):
+//
+//	magic "KVSTSNAP" | format version u32
+//	record*  where record = type u8 | length u32 | crc32c u32 | payload
+//	trailer  crc32c u32 of every byte before it
+//
+// All integers are big-endian. A record's CRC covers its type, length and
+// payload, so damage is reported at the record where it is; the trailer
+// covers the whole stream, and the end record's counts catch a stream cut
+// exactly at a record boundary. Records come in a fixed order: one header,
+// the keys in ascending order, the sessions in ascending id order, one end.
+const (
+	snapshotMagic         = "KVSTSNAP"
+	snapshotFormatVersion = 1
+
+	recHeader   byte = 1
+	recKeyValue byte = 2
+	recClient   byte = 3
+	recEnd      byte = 4
+
+	recordHeaderSize = 1 + 4 + 4
+	// maxRecordSize bounds a payload: a key-value record at the limits,
+	// plus room for protobuf tags.
+	maxRecordSize = MaxKeySize + MaxValueSize + 1024
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// snapshotWriter encodes a snapshot stream. Errors stick: after the first
+// one every call is a no-op and finish reports it.
+type snapshotWriter struct {
+	bw      *bufio.Writer
+	sum     hash.Hash32 // whole-stream checksum for the trailer
+	keys    uint64
+	clients uint64
+	payload []byte
+	frame   [recordHeaderSize]byte
+	err     error
+}
+
+func newSnapshotWriter(w io.Writer, info SnapshotInfo) *snapshotWriter {
+	sw := &snapshotWriter{bw: bufio.NewWriterSize(w, 64<<10), sum: crc32.New(castagnoli)}
+	var prefix [len(snapshotMagic) + 4]byte
+	copy(prefix[:], snapshotMagic)
+	binary.BigEndian.PutUint32(prefix[len(snapshotMagic):], snapshotFormatVersion)
+	sw.write(prefix[:])
+	sw.record(recHeader, &kvpb.SnapshotHeader{AppliedIndex: info.AppliedIndex, Revision: info.Revision})
+	return sw
+}
+
+func (sw *snapshotWriter) keyValue(key, value []byte, version uint64) {
+	sw.keys++
+	sw.record(recKeyValue, &kvpb.KeyValue{Key: key, Value: value, Version: version})
+}
+
+func (sw *snapshotWriter) client(rec *kvpb.ClientRecord) {
+	sw.clients++
+	sw.record(recClient, rec)
+}
+
+func (sw *snapshotWriter) finish() error {
+	sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: sw.keys, ClientCount: sw.clients})
+	var trailer [4]byte
+	binary.BigEndian.PutUint32(trailer[:], sw.sum.Sum32())
+	sw.write(trailer[:])
+	if sw.err == nil {
+		sw.err = sw.bw.Flush()
+	}
+	if sw.err != nil {
+		return fmt.Errorf("write snapshot: %w", sw.err)
+	}
+	return nil
+}
+
+func (sw *snapshotWriter) record(typ byte, msg proto.Message) {
+	if sw.err != nil {
+		return
+	}
+	sw.payload, sw.err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(sw.payload[:0], msg)
+	if sw.err != nil {
+		return
+	}
+	sw.frame[0] = typ
+	binary.BigEndian.PutUint32(sw.frame[1:5], uint32(len(sw.payload)))
+	crc := crc32.Update(crc32.Update(0, castagnoli, sw.frame[:5]), castagnoli, sw.payload)
+	binary.BigEndian.PutUint32(sw.frame[5:], crc)
+	sw.write(sw.frame[:])
+	sw.write(sw.payload)
+}
+
+func (sw *snapshotWriter) write(p []byte) {
+	if sw.err != nil {
+		return
+	}
+	sw.sum.Write(p)
+	_, sw.err = sw.bw.Write(p)
+}
+
+// snapshotSink receives a snapshot's records as they are read and checked.
+// Nothing read may be made visible before readSnapshot returns nil: the
+// trailer checksum is only known at the end.
+type snapshotSink interface {
+	begin(h *kvpb.SnapshotHeader) error
+	keyValue(kv *kvpb.KeyValue) error
+	client(rec *kvpb.ClientRecord) error
+}
+
+// VerifySnapshot reads a whole snapshot and checks it as Restore would,
+// without loading it anywhere.
+func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
+	return readSnapshot(r, discardSink{})
+}
+
+type discardSink struct{}
+
+func (discardSink) begin(*kvpb.SnapshotHeader) error { return nil }
+func (discardSink) keyValue(*kvpb.KeyValue) error    { return nil }
+func (discardSink) client(*kvpb.ClientRecord) error  { return nil }
+
+func badSnapshot(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrBadSnapshot}, args...)...)
+}
+
+// snapshotReader decodes and checks a stream. Besides framing and
+// checksums it checks the state is one the store could have produced
+// (keys ascending, versions within the revision, sessions within the
+// applied index), so that a snapshot written by a buggy or foreign writer
+// with a valid checksum is still refused rather than loaded.
+type snapshotReader struct {
+	br      *bufio.Reader
+	sum     hash.Hash32
+	offset  int64
+	payload bytes.Buffer
+}
+
+func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
+	sr := &snapshotReader{br: bufio.NewReaderSize(r, 64<<10), sum: crc32.New(castagnoli)}
+	var prefix [len(snapshotMagic) + 4]byte
+	if err := sr.readFull(prefix[:], true); err != nil {
+		return SnapshotInfo{}, err
+	}
+	if string(prefix[:len(snapshotMagic)]) != snapshotMagic {
+		return SnapshotInfo{}, badSnapshot("not a kvstore snapshot (magic %q, want %q)", prefix[:len(snapshotMagic)], snapshotMagic)
+	}
+	if v := binary.BigEndian.Uint32(prefix[len(snapshotMagic):]); v != snapshotFormatVersion {
+		return SnapshotInfo{}, badSnapshot("snapshot format version %d; this build reads version %d", v, snapshotFormatVersion)
+	}
+
+	var (
+		info       SnapshotInfo
+		keys       uint64
+		clients    uint64
+		lastKey    []byte
+		lastClient uint64
+		lastIdxs   = map[uint64]bool{} // sessions' last_index values must be distinct
+		stage      = recHeader         // the record type expected next at least
+	)
+	for {
+		typ, payload, at, err := sr.readRecord()
+		if err != nil {
+			return SnapshotInfo{}, err
+		}
+		if (stage == recHeader) != (typ == recHeader) || typ < stage {
+			return SnapshotInfo{}, badSnapshot("record of type %d at offset %d is out of order", typ, at)
+		}
+		switch typ {
+		case recHeader:
+			var h kvpb.SnapshotHeader
+			if err := proto.Unmarshal(payload, &h); err != nil {
+				return SnapshotInfo{}, badSnapshot("header record at offset %d does not decode", at)
+			}
+			info = SnapshotInfo{AppliedIndex: h.AppliedIndex, Revision: h.Revision}
+			if err := sink.begin(&h); err != nil {
+				return SnapshotInfo{}, err
+			}
+			stage = recKeyValue
+		case recKeyValue:
+			var kv kvpb.KeyValue
+			if err := proto.Unmarshal(payload, &kv); err != nil {
+				return SnapshotInfo{}, badSnapshot("key record at offset %d does not decode", at)
+			}
+			if msg := checkKeyValue(kv.Key, kv.Value); msg != "" {
+				return SnapshotInfo{}, badSnapshot("key record at offset %d: %s", at, msg)
+			}
+			if lastKey != nil && bytes.Compare(kv.Key, lastKey) <= 0 {
+				return SnapshotInfo{}, badSnapshot("key record at offset %d: key %q does not follow %q in order", at, kv.Key, lastKey)
+			}
+			if kv.Version == 0 || kv.Version > info.Revision {
+				return SnapshotInfo{}, badSnapshot("key record at offset %d: version %d outside 1..revision %d", at, kv.Version, info.Revision)
+			}
+			lastKey = kv.Key
+			keys++
+			if err := sink.keyValue(&kv); err != nil {
+				return SnapshotInfo{}, err
+			}
+		case recClient:
+			var rec kvpb.ClientRecord
+			if err := proto.Unmarshal(payload, &rec); err != nil {
+				return SnapshotInfo{}, badSnapshot("session record at offset %d does not decode", at)
+			}
+			if err := checkClient(&rec, lastClient, info.AppliedIndex, lastIdxs); err != nil {
+				return SnapshotInfo{}, badSnapshot("session record at offset %d: %v", at, err)
+			}
+			lastClient = rec.ClientId
+			lastIdxs[rec.LastIndex] = true
+			clients++
+			stage = recClient
+			if err := sink.client(&rec); err != nil {
+				return SnapshotInfo{}, err
+			}
+		case recEnd:
+			var end kvpb.SnapshotEnd
+			if err := proto.Unmarshal(payload, &end); err != nil {
+				return SnapshotInfo{}, badSnapshot("end record at offset %d does not decode", at)
+			}
+			if end.KeyCount != keys || end.ClientCount != clients {
+				return SnapshotInfo{}, badSnapshot("end record says %d keys and %d sessions, the stream has %d and %d", end.KeyCount, end.ClientCount, keys, clients)
+			}
+			return info, sr.finish()
+		default:
+			return SnapshotInfo{}, badSnapshot("unknown record type %d at offset %d", typ, at)
+		}
+	}
+}
+
+// checkClient checks one session against the rules apply keeps: ids are
+// register indexes (ascending in the stream), last_index lies between the
+// id and the applied index and is unique, and a result is remembered
+// exactly when a seq was applied, with a status apply records.
+func checkClient(rec *kvpb.ClientRecord, prevID, applied uint64, lastIdxs map[uint64]bool) error {
+	switch {
+	case rec.ClientId == 0 || rec.ClientId <= prevID:
+		return fmt.Errorf("client id %d does not follow %d in order", rec.ClientId, prevID)
+	case rec.LastIndex < rec.ClientId || rec.LastIndex > applied:
+		return fmt.Errorf("client %d: last index %d outside %d..applied index %d", rec.ClientId, rec.LastIndex, rec.ClientId, applied)
+	case lastIdxs[rec.LastIndex]:
+		return fmt.Errorf("client %d: last index %d used by another session", rec.ClientId, rec.LastIndex)
+	case (rec.LastSeq == 0) != (rec.Result == nil):
+		return fmt.Errorf("client %d: last seq %d does not match whether a result is remembered", rec.ClientId, rec.LastSeq)
+	}
+	if rec.Result != nil {
+		switch rec.Result.Status {
+		case StatusOK, StatusCASFailed, StatusInvalid:
+		default:
+			return fmt.Errorf("client %d: remembered status %v is not one apply records", rec.ClientId, rec.Result.Status)
+		}
+		if len(rec.Result.CurrentValue) > MaxValueSize {
+			return fmt.Errorf("client %d: remembered value of %d bytes exceeds the limit", rec.ClientId, len(rec.Result.CurrentValue))
+		}
+	}
+	return nil
+}
+
+// readRecord reads one framed record and checks its CRC. The payload is
+// valid until the next call.
+func (sr *snapshotReader) readRecord() (typ byte, payload []byte, at int64, err error) {
+	at = sr.offset
+	var frame [recordHeaderSize]byte
+	if err := sr.readFull(frame[:], false); err != nil {
+		return 0, nil, at, err
+	}
+	n := binary.BigEndian.Uint32(frame[1:5])
+	if n > maxRecordSize {
+		return 0, nil, at, badSnapshot("record at offset %d claims %d bytes; the limit is %d", at, n, maxRecordSize)
+	}
+	// Grow the buffer only as bytes actually arrive, so a damaged length
+	// cannot make us allocate what the stream does not hold.
+	sr.payload.Reset()
+	got, err := io.CopyN(&sr.payload, sr.br, int64(n))
+	sr.offset += got
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, nil, at, badSnapshot("truncated: record at offset %d needs %d payload bytes, only %d remain", at, n, got)
+		}
+		return 0, nil, at, fmt.Errorf("read snapshot at offset %d: %w", sr.offset, err)
+	}
+	payload = sr.payload.Bytes()
+	sr.sum.Write(payload)
+	crc := crc32.Update(crc32.Update(0, castagnoli, frame[:5]), castagnoli, payload)
+	if want := binary.BigEndian.Uint32(frame[5:]); crc != want {
+		return 0, nil, at, badSnapshot("checksum mismatch in record at offset %d (stored %08x, computed %08x)", at, want, crc)
+	}
+	return frame[0], payload, at, nil
+}
+
+// finish checks the trailer checksum and that nothing follows it.
+func (sr *snapshotReader) finish() error {
+	want := sr.sum.Sum32()
+	var trailer [4]byte
+	if _, err := io.ReadFull(sr.br, trailer[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return badSnapshot("truncated: trailer checksum missing at offset %d", sr.offset)
+		}
+		return fmt.Errorf("read snapshot at offset %d: %w", sr.offset, err)
+	}
+	if got := binary.BigEndian.Uint32(trailer[:]); got != want {
+		return badSnapshot("whole-stream checksum mismatch (stored %08x, computed %08x)", got, want)
+	}
+	if _, err := sr.br.ReadByte(); err == nil {
+		return badSnapshot("unexpected data after the trailer at offset %d", sr.offset+4)
+	} else if !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read snapshot after the trailer: %w", err)
+	}
+	return nil
+}
+
+// readFull reads exactly len(p) bytes into p and the running checksum.
+// start says p is the stream's first bytes, for a clearer message when
+// the input is empty.
+func (sr *snapshotReader) readFull(p []byte, start bool) error {
+	n, err := io.ReadFull(sr.br, p)
+	sr.offset += int64(n)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			if start {
+				return badSnapshot("truncated: %d bytes is too short for a snapshot", n)
+			}
+			return badSnapshot("truncated at offset %d: the stream ends before its end record", sr.offset)
+		}
+		return fmt.Errorf("read snapshot at offset %d: %w", sr.offset, err)
+	}
+	sr.sum.Write(p)
+	return nil
+}

@@ -1,0 +1,261 @@
+package kvstore
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+)
+
+// sampleSnapshot returns the snapshot of a small state with keys, an
+// empty value and sessions with every kind of remembered result.
+func sampleSnapshot(t *testing.T) []byte { return sampleSnapshotTB(t) }
+
+// stateOf is a store's snapshot, used to compare whole states.
+func stateOf(t *testing.T, s Store) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	_, err := s.Snapshot(&buf)
+	require.NoError(t, err)
+	return buf.Bytes()
+}
+
+// TestSnapshotDamageRefused flips every bit and cuts at every length of a
+// snapshot: each damaged copy must be refused by both implementations,
+// whose state stays what it was.
+func TestSnapshotDamageRefused(t *testing.T) {
+	snap := sampleSnapshot(t)
+	implementations(t, Options{NoSync: true}, func(t *testing.T, s Store) {
+		newApplier(t, s).apply(putCmd(0, 0, "before", "1"), registerCmd())
+		before := stateOf(t, s)
+		refuse := func(damaged []byte, what string, at int) {
+			err := s.Restore(bytes.NewReader(damaged))
+			if !errors.Is(err, ErrBadSnapshot) {
+				t.Fatalf("%s at %d: restore err %v, want ErrBadSnapshot", what, at, err)
+			}
+		}
+		for bit := 0; bit < len(snap)*8; bit++ {
+			damaged := append([]byte(nil), snap...)
+			damaged[bit/8] ^= 1 << (bit % 8)
+			refuse(damaged, "bit flip", bit)
+		}
+		for n := 0; n < len(snap); n++ {
+			refuse(snap[:n], "truncation", n)
+		}
+		refuse(append(append([]byte(nil), snap...), 0), "trailing byte", len(snap))
+		require.Equal(t, before, stateOf(t, s), "refused restores must not change the state")
+		require.NoError(t, s.Restore(bytes.NewReader(snap)))
+		require.Equal(t, snap, stateOf(t, s))
+	})
+}
+
+// craft writes a snapshot stream record by record, with valid checksums,
+// so the reader's checks beyond the checksums can be exercised.
+func craft(records ...func(sw *snapshotWriter)) []byte {
+	var buf bytes.Buffer
+	sw := &snapshotWriter{bw: bufio.NewWriter(&buf), sum: crc32.New(castagnoli)}
+	prefix := append([]byte(snapshotMagic), 0, 0, 0, snapshotFormatVersion)
+	sw.write(prefix)
+	for _, r := range records {
+		r(sw)
+	}
+	var trailer [4]byte
+	binary.BigEndian.PutUint32(trailer[:], sw.sum.Sum32())
+	sw.write(trailer[:])
+	if err := sw.bw.Flush(); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+func header(applied, rev uint64) func(*snapshotWriter) {
+	return func(sw *snapshotWriter) {
+		sw.record(recHeader, &kvpb.SnapshotHeader{AppliedIndex: applied, Revision: rev})
+	}
+}
+
+func kv(key string, version uint64) func(*snapshotWriter) {
+	return func(sw *snapshotWriter) { sw.keyValue([]byte(key), []byte("v"), version) }
+}
+
+func client(rec *kvpb.ClientRecord) func(*snapshotWriter) {
+	return func(sw *snapshotWriter) { sw.client(rec) }
+}
+
+func end(keys, clients uint64) func(*snapshotWriter) {
+	return func(sw *snapshotWriter) {
+		sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: keys, ClientCount: clients})
+	}
+}
+
+func raw(typ byte, payload []byte) func(*snapshotWriter) {
+	return func(sw *snapshotWriter) {
+		var frame [recordHeaderSize]byte
+		frame[0] = typ
+		binary.BigEndian.PutUint32(frame[1:5], uint32(len(payload)))
+		crc := crc32.Update(crc32.Update(0, castagnoli, frame[:5]), castagnoli, payload)
+		binary.BigEndian.PutUint32(frame[5:], crc)
+		sw.write(frame[:])
+		sw.write(payload)
+	}
+}
+
+func okResult() *kvpb.Result { return &kvpb.Result{Status: StatusOK, Revision: 1} }
+
+func TestSnapshotReaderChecks(t *testing.T) {
+	good := craft(header(10, 5), kv("a", 1), kv("b", 5),
+		client(&kvpb.ClientRecord{ClientId: 2, LastIndex: 3}),
+		client(&kvpb.ClientRecord{ClientId: 4, LastSeq: 1, LastIndex: 10, Result: okResult()}),
+		end(2, 2))
+	info, err := VerifySnapshot(bytes.NewReader(good))
+	require.NoError(t, err, "the crafting helper itself must produce a valid snapshot")
+	require.Equal(t, SnapshotInfo{AppliedIndex: 10, Revision: 5}, info)
+
+	cases := []struct {
+		name string
+		data []byte
+		msg  string
+	}{
+		{"empty input", nil, "too short"},
+		{"wrong magic", append([]byte("NOTASNAP"), 0, 0, 0, 1), "not a kvstore snapshot"},
+		{"future format", append([]byte(snapshotMagic), 0, 0, 0, 2), "format version 2"},
+		{"no header", craft(kv("a", 1), end(1, 0)), "out of order"},
+		{"two headers", craft(header(1, 1), header(1, 1), end(0, 0)), "out of order"},
+		{"key after session", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 1, LastIndex: 1}), kv("a", 1), end(1, 1)), "out of order"},
+		{"unknown record type", craft(header(1, 1), raw(9, nil), end(0, 0)), "unknown record type 9"},
+		{"header undecodable", craft(raw(recHeader, []byte{0xff})), "header record"},
+		{"key undecodable", craft(header(1, 1), raw(recKeyValue, []byte{0xff}), end(1, 0)), "key record"},
+		{"session undecodable", craft(header(1, 1), raw(recClient, []byte{0xff}), end(0, 1)), "session record"},
+		{"end undecodable", craft(header(1, 1), raw(recEnd, []byte{0xff})), "end record"},
+		{"keys out of order", craft(header(5, 5), kv("b", 1), kv("a", 2), end(2, 0)), "does not follow"},
+		{"duplicate key", craft(header(5, 5), kv("a", 1), kv("a", 2), end(2, 0)), "does not follow"},
+		{"empty key", craft(header(5, 5), kv("", 1), end(1, 0)), "key is empty"},
+		{"version zero", craft(header(5, 5), kv("a", 0), end(1, 0)), "version 0"},
+		{"version past revision", craft(header(5, 5), kv("a", 6), end(1, 0)), "version 6"},
+		{"session id zero", craft(header(5, 5), client(&kvpb.ClientRecord{LastIndex: 1}), end(0, 1)), "client id 0"},
+		{"sessions out of order", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 3, LastIndex: 3}), client(&kvpb.ClientRecord{ClientId: 2, LastIndex: 4}), end(0, 2)), "does not follow"},
+		{"last index before id", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 3, LastIndex: 2}), end(0, 1)), "last index 2"},
+		{"last index past applied", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 3, LastIndex: 6}), end(0, 1)), "last index 6"},
+		{"shared last index", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 1, LastIndex: 4}), client(&kvpb.ClientRecord{ClientId: 2, LastIndex: 4}), end(0, 2)), "used by another"},
+		{"seq without result", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 1, LastSeq: 1, LastIndex: 2}), end(0, 1)), "last seq 1"},
+		{"result without seq", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 1, LastIndex: 2, Result: okResult()}), end(0, 1)), "last seq 0"},
+		{"unrecorded status", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 1, LastSeq: 1, LastIndex: 2, Result: &kvpb.Result{Status: StatusNoop}}), end(0, 1)), "not one apply records"},
+		{"remembered value too big", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 1, LastSeq: 1, LastIndex: 2, Result: &kvpb.Result{Status: StatusCASFailed, CurrentValue: make([]byte, MaxValueSize+1)}}), end(0, 1)), "exceeds the limit"},
+		{"end count mismatch", craft(header(5, 5), kv("a", 1), end(2, 0)), "end record says 2 keys"},
+		{"no end record", craft(header(5, 5), kv("a", 1)), "truncated"},
+		{"giant record", append(craft(header(1, 1))[:len(craft(header(1, 1)))-4], 2, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0), "claims"},
+		{"payload cut", append(craft(header(1, 1))[:len(craft(header(1, 1)))-4], 2, 0, 0, 0, 50, 0, 0, 0, 0, 1, 2), "only 2 remain"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := VerifySnapshot(bytes.NewReader(c.data))
+			require.ErrorIs(t, err, ErrBadSnapshot)
+			require.Contains(t, err.Error(), c.msg)
+			// Restore says the same, and keeps the state.
+			s := NewMemory(Options{})
+			newApplier(t, s).one(putCmd(0, 0, "keep", "me"))
+			err = s.Restore(bytes.NewReader(c.data))
+			require.ErrorIs(t, err, ErrBadSnapshot)
+			got, gerr := s.Get([]byte("keep"))
+			require.NoError(t, gerr)
+			require.True(t, got.Found)
+		})
+	}
+}
+
+type failingReader struct {
+	data []byte
+	err  error
+}
+
+func (r *failingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, r.err
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+type failingWriter struct{ after int }
+
+var errInjected = errors.New("injected I/O error")
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.after < len(p) {
+		n := w.after
+		w.after = 0
+		return n, errInjected
+	}
+	w.after -= len(p)
+	return len(p), nil
+}
+
+// TestSnapshotIOErrors: a failing reader or writer is an I/O error, not a
+// bad snapshot, and is reported wrapped.
+func TestSnapshotIOErrors(t *testing.T) {
+	snap := sampleSnapshot(t)
+	for _, n := range []int{0, 5, 12, 20, len(snap) - 4, len(snap)} {
+		_, err := VerifySnapshot(&failingReader{data: snap[:n], err: errInjected})
+		require.ErrorIs(t, err, errInjected, "cut at %d", n)
+		require.NotErrorIs(t, err, ErrBadSnapshot)
+	}
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		newApplier(t, s).apply(putCmd(0, 0, "a", "1"), registerCmd())
+		for _, after := range []int{0, 10, 40} {
+			_, err := s.Snapshot(&failingWriter{after: after})
+			require.ErrorIs(t, err, errInjected)
+		}
+		err := s.Restore(&failingReader{data: snap[:40], err: errInjected})
+		require.ErrorIs(t, err, errInjected)
+	})
+}
+
+// TestSnapshotLargeRecords restores values bigger than the reader's buffer
+// through both implementations.
+func TestSnapshotLargeRecords(t *testing.T) {
+	big := string(bytes.Repeat([]byte{0xab}, 1<<20))
+	src := NewMemory(Options{})
+	newApplier(t, src).apply(putCmd(0, 0, "big", big), putCmd(0, 0, "small", "s"))
+	snap := stateOf(t, src)
+	implementations(t, Options{NoSync: true}, func(t *testing.T, s Store) {
+		require.NoError(t, s.Restore(bytes.NewReader(snap)))
+		got, err := s.Get([]byte("big"))
+		require.NoError(t, err)
+		require.Equal(t, big, string(got.Value))
+		require.Equal(t, snap, stateOf(t, s))
+	})
+}
+
+func TestStatusValuesMatchProto(t *testing.T) {
+	// The Go names are aliases of the protobuf enum: one numbering.
+	require.Equal(t, "STATUS_CAS_FAILED", StatusCASFailed.String())
+	require.Equal(t, int32(8), int32(StatusAlreadyApplied))
+	b, err := proto.Marshal(resultToProto(Result{Status: StatusSessionExpired}))
+	require.NoError(t, err)
+	var p kvpb.Result
+	require.NoError(t, proto.Unmarshal(b, &p))
+	require.Equal(t, StatusSessionExpired, resultFromProto(&p).Status)
+}
+
+func TestRestoreIntoBoltFromScratchFile(t *testing.T) {
+	// A bolt store can be built from nothing but a snapshot.
+	snap := sampleSnapshot(t)
+	path := filepath.Join(t.TempDir(), "kv.db")
+	b, err := OpenBolt(path, Options{})
+	require.NoError(t, err)
+	require.NoError(t, b.Restore(bytes.NewReader(snap)))
+	require.NoError(t, b.Close())
+	b, err = OpenBolt(path, Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	require.Equal(t, snap, stateOf(t, b))
+}

@@ -1,0 +1,443 @@
+package disk
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
+)
+
+// A snapshot file (all integers little-endian):
+//
+//	offset      size  field
+//	0           8     magic "KVALSNAP"
+//	8           4     format version (1)
+//	12          4     metadata length m
+//	16          4     CRC32C of the metadata
+//	20          4     CRC32C of bytes 0..20
+//	24          m     metadata: walpb.SnapshotMeta
+//	24+m        n     state machine data, as the state machine wrote it
+//	24+m+n      8     data length n
+//	32+m+n      4     CRC32C of the data
+//	36+m+n      4     CRC32C of the 12 bytes before it
+//
+// The data length and checksum sit in a trailer because the data is streamed
+// and its size is unknown until the end.
+const (
+	snapMagic         = "KVALSNAP"
+	snapFormatVersion = 1
+	snapHeaderSize    = 24
+	snapTrailerSize   = 16
+	snapExt           = ".snap"
+	maxSnapMeta       = 16 << 20
+	snapWriteBuffer   = 256 << 10
+)
+
+// ErrNoSnapshot is returned by Load when no valid snapshot exists.
+var ErrNoSnapshot = errors.New("disk: no valid snapshot")
+
+// SnapshotStore keeps snapshot files in a directory. Each is written under
+// a temporary name, synced, renamed into place and the directory synced, so
+// a snapshot either exists whole or not at all. Only the newest Keep are
+// kept. Like the WAL, a store belongs to one goroutine.
+type SnapshotStore struct {
+	fs   FS
+	dir  string
+	keep int
+}
+
+// NewSnapshotStore opens (creating if needed) the snapshot directory dir,
+// keeping the newest keep snapshots (at least 1; 2 or more lets Load fall
+// back when the newest is damaged). It removes temporary files left by a
+// crash mid-write.
+func NewSnapshotStore(fsys FS, dir string, keep int) (*SnapshotStore, error) {
+	if err := fsys.MkdirAll(dir); err != nil {
+		return nil, fmt.Errorf("snapshot: create %s: %w", dir, err)
+	}
+	if err := fsys.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
+		return nil, fmt.Errorf("snapshot: create %s: %w", dir, err)
+	}
+	names, err := fsys.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: list %s: %w", dir, err)
+	}
+	for _, n := range names {
+		if base, ok := strings.CutSuffix(n, tmpExt); ok {
+			if _, _, ok := parseSnapName(base); ok {
+				if err := fsys.Remove(filepath.Join(dir, n)); err != nil {
+					return nil, fmt.Errorf("snapshot: remove leftover %s: %w", n, err)
+				}
+			}
+		}
+	}
+	return &SnapshotStore{fs: fsys, dir: dir, keep: max(keep, 1)}, nil
+}
+
+func snapName(index, term uint64) string { return fmt.Sprintf("%016x-%016x%s", index, term, snapExt) }
+
+func parseSnapName(name string) (index, term uint64, ok bool) {
+	base, ok := strings.CutSuffix(name, snapExt)
+	if !ok || len(base) != 33 || base[16] != '-' {
+		return 0, 0, false
+	}
+	index, err1 := strconv.ParseUint(base[:16], 16, 64)
+	term, err2 := strconv.ParseUint(base[17:], 16, 64)
+	return index, term, err1 == nil && err2 == nil
+}
+
+// List returns the snapshot file names, oldest first.
+func (s *SnapshotStore) List() ([]string, error) {
+	names, err := s.fs.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: list %s: %w", s.dir, err)
+	}
+	var snaps []string
+	for _, n := range names {
+		if _, _, ok := parseSnapName(n); ok {
+			snaps = append(snaps, n) // fixed-width hex: name order is (index, term) order
+		}
+	}
+	return snaps, nil
+}
+
+// SnapshotWriter streams a snapshot's data to a temporary file. Write the
+// data, then Commit to install it, or Abort.
+type SnapshotWriter struct {
+	s     *SnapshotStore
+	meta  core.SnapshotMeta
+	f     File
+	tmp   string
+	final string
+	off   int64
+	buf   []byte
+	crc   uint32
+	n     int64
+	err   error
+	done  bool
+}
+
+// Create starts writing a snapshot with the given metadata.
+func (s *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error) {
+	metaBytes, err := proto.Marshal(snapshotMetaToPB(meta))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: encode metadata: %w", err)
+	}
+	if len(metaBytes) > maxSnapMeta {
+		return nil, fmt.Errorf("snapshot: metadata of %d bytes exceeds the %d-byte limit", len(metaBytes), maxSnapMeta)
+	}
+	final := filepath.Join(s.dir, snapName(meta.Index, meta.Term))
+	w := &SnapshotWriter{s: s, meta: meta, tmp: final + tmpExt, final: final, buf: make([]byte, 0, snapWriteBuffer)}
+	if w.f, err = s.fs.Create(w.tmp); err != nil {
+		return nil, fmt.Errorf("snapshot: create: %w", err)
+	}
+	hdr := make([]byte, snapHeaderSize, snapHeaderSize+len(metaBytes))
+	copy(hdr, snapMagic)
+	binary.LittleEndian.PutUint32(hdr[8:], snapFormatVersion)
+	binary.LittleEndian.PutUint32(hdr[12:], uint32(len(metaBytes)))
+	binary.LittleEndian.PutUint32(hdr[16:], crc32.Checksum(metaBytes, castagnoli))
+	binary.LittleEndian.PutUint32(hdr[20:], crc32.Checksum(hdr[:20], castagnoli))
+	w.buf = append(append(w.buf, hdr...), metaBytes...)
+	return w, nil
+}
+
+// Write appends state machine data.
+func (w *SnapshotWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.done {
+		return 0, errors.New("snapshot: write after commit or abort")
+	}
+	w.crc = crc32.Update(w.crc, castagnoli, p)
+	w.n += int64(len(p))
+	if len(w.buf)+len(p) <= cap(w.buf) {
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	}
+	if err := w.flush(); err != nil {
+		return 0, err
+	}
+	if len(p) >= cap(w.buf) {
+		return len(p), w.writeOut(p)
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+func (w *SnapshotWriter) flush() error {
+	if err := w.writeOut(w.buf); err != nil {
+		return err
+	}
+	w.buf = w.buf[:0]
+	return nil
+}
+
+func (w *SnapshotWriter) writeOut(p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	if _, err := w.f.WriteAt(p, w.off); err != nil {
+		w.err = fmt.Errorf("snapshot: write %s: %w", w.tmp, err)
+		return w.err
+	}
+	w.off += int64(len(p))
+	return nil
+}
+
+// Commit finishes the file and installs it atomically: trailer, fsync,
+// rename, directory fsync. It then prunes snapshots beyond the newest Keep.
+// When Commit returns nil the snapshot is durable.
+func (w *SnapshotWriter) Commit() error {
+	if w.err != nil {
+		w.Abort()
+		return w.err
+	}
+	if w.done {
+		return errors.New("snapshot: commit after commit or abort")
+	}
+	var tr [snapTrailerSize]byte
+	binary.LittleEndian.PutUint64(tr[0:], uint64(w.n))
+	binary.LittleEndian.PutUint32(tr[8:], w.crc)
+	binary.LittleEndian.PutUint32(tr[12:], crc32.Checksum(tr[:12], castagnoli))
+	w.buf = append(w.buf, tr[:]...)
+	if err := w.flush(); err != nil {
+		w.Abort()
+		return err
+	}
+	if err := w.f.Sync(); err != nil {
+		w.Abort()
+		return fmt.Errorf("snapshot: sync %s: %w", w.tmp, err)
+	}
+	w.done = true
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("snapshot: close %s: %w", w.tmp, err)
+	}
+	if err := w.s.fs.Rename(w.tmp, w.final); err != nil {
+		return fmt.Errorf("snapshot: install: %w", err)
+	}
+	if err := w.s.fs.SyncDir(w.s.dir); err != nil {
+		return fmt.Errorf("snapshot: install %s: %w", w.final, err)
+	}
+	return w.s.prune()
+}
+
+// Abort discards the snapshot being written.
+func (w *SnapshotWriter) Abort() error {
+	if w.done {
+		return nil
+	}
+	w.done = true
+	w.f.Close()
+	if err := w.s.fs.Remove(w.tmp); err != nil {
+		return fmt.Errorf("snapshot: abort: %w", err)
+	}
+	return nil
+}
+
+// prune removes all but the newest keep snapshots.
+func (s *SnapshotStore) prune() error {
+	names, err := s.List()
+	if err != nil {
+		return err
+	}
+	if len(names) <= s.keep {
+		return nil
+	}
+	for _, n := range names[:len(names)-s.keep] {
+		if err := s.fs.Remove(filepath.Join(s.dir, n)); err != nil {
+			return fmt.Errorf("snapshot: prune: %w", err)
+		}
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("snapshot: prune: %w", err)
+	}
+	return nil
+}
+
+// Snapshot is an open, verified snapshot: its metadata, and its data as an
+// io.Reader. Reading re-verifies the checksum as it goes and returns a
+// *CorruptionError instead of io.EOF if the data changed since Load checked
+// it. Close it when done.
+type Snapshot struct {
+	Meta core.SnapshotMeta
+	// Size is the length of the data in bytes.
+	Size int64
+	// File is the snapshot's path.
+	File string
+
+	f       File
+	data    *io.SectionReader
+	dataOff int64
+	want    uint32
+	crc     uint32
+}
+
+// Read implements io.Reader over the state machine data.
+func (s *Snapshot) Read(p []byte) (int, error) {
+	n, err := s.data.Read(p)
+	s.crc = crc32.Update(s.crc, castagnoli, p[:n])
+	if err == io.EOF && s.crc != s.want {
+		return n, corruptf(s.File, s.dataOff, "data checksum %08x, computed %08x", s.want, s.crc)
+	}
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("snapshot: read %s: %w", s.File, err)
+	}
+	return n, err
+}
+
+// Close closes the snapshot file.
+func (s *Snapshot) Close() error { return s.f.Close() }
+
+// SkippedSnapshot names a snapshot Load passed over, and why.
+type SkippedSnapshot struct {
+	File string
+	Err  error
+}
+
+// Load opens the newest valid snapshot. Damaged or unreadable newer ones are
+// skipped and reported (the caller should log them). It returns an error
+// wrapping ErrNoSnapshot if no snapshot is valid.
+//
+// Falling back to an older snapshot is only safe if the log still holds the
+// entries after it: see Recovered.EntriesAfter.
+func (s *SnapshotStore) Load() (*Snapshot, []SkippedSnapshot, error) {
+	return s.LoadAtMost(math.MaxUint64)
+}
+
+// LoadAtMost is Load among the snapshots at or below index. At startup the
+// runtime passes the WAL's snapshot marker: a newer snapshot file exists if
+// the node crashed after writing it but before its marker was synced, and
+// the log does not continue from it.
+func (s *SnapshotStore) LoadAtMost(index uint64) (*Snapshot, []SkippedSnapshot, error) {
+	names, err := s.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	var skipped []SkippedSnapshot
+	for _, n := range slices.Backward(names) {
+		if i, _, _ := parseSnapName(n); i > index {
+			continue
+		}
+		snap, err := s.Open(n)
+		if err == nil {
+			return snap, skipped, nil
+		}
+		skipped = append(skipped, SkippedSnapshot{File: filepath.Join(s.dir, n), Err: err})
+	}
+	return nil, skipped, fmt.Errorf("snapshot: load from %s: %w", s.dir, ErrNoSnapshot)
+}
+
+// Open opens and fully verifies one snapshot by file name (as List returns
+// it). Verification reads the whole file once; the data is then read again
+// through the returned Snapshot, never held in memory.
+func (s *SnapshotStore) Open(name string) (*Snapshot, error) {
+	p := filepath.Join(s.dir, name)
+	f, err := s.fs.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: open: %w", err)
+	}
+	snap, err := readSnapshot(f, p, name)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	// Verify the data now, so a damaged snapshot is skipped before anyone
+	// starts restoring from it.
+	if _, err := io.Copy(io.Discard, snap); err != nil {
+		f.Close()
+		return nil, err
+	}
+	snap.data.Seek(0, io.SeekStart)
+	snap.crc = 0
+	return snap, nil
+}
+
+// readSnapshot checks a snapshot file's header, metadata and trailer and
+// returns it positioned at the start of its data (unverified as yet). It
+// never panics, whatever the file holds.
+func readSnapshot(f File, path, name string) (*Snapshot, error) {
+	size, err := f.Size()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %s: %w", path, err)
+	}
+	if size < snapHeaderSize+snapTrailerSize {
+		return nil, corruptf(path, 0, "file of %d bytes is too short for a snapshot", size)
+	}
+	var hdr [snapHeaderSize]byte
+	if err := readAtFull(f, hdr[:], 0); err != nil {
+		return nil, fmt.Errorf("snapshot: read %s: %w", path, err)
+	}
+	if string(hdr[:8]) != snapMagic {
+		return nil, corruptf(path, 0, "not a snapshot file (magic %q)", hdr[:8])
+	}
+	if got, want := binary.LittleEndian.Uint32(hdr[20:]), crc32.Checksum(hdr[:20], castagnoli); got != want {
+		return nil, corruptf(path, 0, "header checksum %08x, computed %08x", got, want)
+	}
+	if v := binary.LittleEndian.Uint32(hdr[8:]); v != snapFormatVersion {
+		return nil, corruptf(path, 8, "format version %d, this code reads version %d", v, snapFormatVersion)
+	}
+	metaLen := int64(binary.LittleEndian.Uint32(hdr[12:]))
+	if metaLen > maxSnapMeta || snapHeaderSize+metaLen+snapTrailerSize > size {
+		return nil, corruptf(path, 12, "metadata length %d impossible in a file of %d bytes", metaLen, size)
+	}
+	metaBytes := make([]byte, metaLen)
+	if err := readAtFull(f, metaBytes, snapHeaderSize); err != nil {
+		return nil, fmt.Errorf("snapshot: read %s: %w", path, err)
+	}
+	if got, want := binary.LittleEndian.Uint32(hdr[16:]), crc32.Checksum(metaBytes, castagnoli); got != want {
+		return nil, corruptf(path, snapHeaderSize, "metadata checksum %08x, computed %08x", got, want)
+	}
+	var pb walpb.SnapshotMeta
+	if err := proto.Unmarshal(metaBytes, &pb); err != nil {
+		return nil, corruptf(path, snapHeaderSize, "undecodable metadata: %v", err)
+	}
+	meta := snapshotMetaFromPB(&pb)
+	if index, term, ok := parseSnapName(name); !ok || index != meta.Index || term != meta.Term {
+		return nil, corruptf(path, snapHeaderSize, "metadata (index %d, term %d) does not match the file name", meta.Index, meta.Term)
+	}
+	var tr [snapTrailerSize]byte
+	trOff := size - snapTrailerSize
+	if err := readAtFull(f, tr[:], trOff); err != nil {
+		return nil, fmt.Errorf("snapshot: read %s: %w", path, err)
+	}
+	if got, want := binary.LittleEndian.Uint32(tr[12:]), crc32.Checksum(tr[:12], castagnoli); got != want {
+		return nil, corruptf(path, trOff, "trailer checksum %08x, computed %08x", got, want)
+	}
+	dataOff := snapHeaderSize + metaLen
+	dataLen := trOff - dataOff
+	if n := binary.LittleEndian.Uint64(tr[0:]); n != uint64(dataLen) {
+		return nil, corruptf(path, trOff, "trailer records %d bytes of data, the file holds %d", n, dataLen)
+	}
+	return &Snapshot{
+		Meta:    meta,
+		Size:    dataLen,
+		File:    path,
+		f:       f,
+		data:    io.NewSectionReader(f, dataOff, dataLen),
+		dataOff: dataOff,
+		want:    binary.LittleEndian.Uint32(tr[8:]),
+	}, nil
+}
+
+// readAtFull fills p from offset off, accepting io.EOF only with a full read.
+func readAtFull(r io.ReaderAt, p []byte, off int64) error {
+	n, err := r.ReadAt(p, off)
+	if n == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}

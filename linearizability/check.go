@@ -1,0 +1,139 @@
+package linearizability
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// Verdict is the outcome of a check.
+type Verdict uint8
+
+const (
+	// Linearizable: a linearization exists for every key.
+	Linearizable Verdict = iota + 1
+	// NotLinearizable: for at least one key, no linearization exists.
+	NotLinearizable
+	// TimedOut: the checker gave up before deciding. Nothing illegal was
+	// found, but nothing was proven either.
+	TimedOut
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Linearizable:
+		return "linearizable"
+	case NotLinearizable:
+		return "NOT linearizable"
+	case TimedOut:
+		return "unknown (checker timed out)"
+	}
+	return fmt.Sprintf("Verdict(%d)", uint8(v))
+}
+
+// Result is the outcome of Check.
+type Result struct {
+	Verdict Verdict
+	Counts  Counts
+	// IllegalKeys lists, sorted, the keys whose operations have no
+	// linearization. Set only when Verdict is NotLinearizable. If the
+	// diagnostic pass hits the timeout it may be empty, or also name keys
+	// whose search was cut short.
+	IllegalKeys []string
+
+	ops     []porcupine.Operation
+	timeout time.Duration
+	info    *porcupine.LinearizationInfo
+}
+
+// Check decides whether h is linearizable against KeyVal's client API, one
+// key at a time. timeout bounds Porcupine's search (0: no bound); only when
+// it expires is the verdict TimedOut, so with no timeout, or one that is not
+// reached, the same history always gets the same verdict.
+//
+// When the history is not linearizable, Check runs a second, slower pass to
+// find which keys are at fault and keeps what the visualization needs.
+func Check(h History, timeout time.Duration) Result {
+	ops, counts := h.operations()
+	res := Result{Counts: counts, ops: ops, timeout: timeout}
+	switch porcupine.CheckOperationsTimeout(Model(), ops, timeout) {
+	case porcupine.Ok:
+		res.Verdict = Linearizable
+	case porcupine.Illegal:
+		res.Verdict = NotLinearizable
+		res.explain()
+	default:
+		res.Verdict = TimedOut
+	}
+	return res
+}
+
+// explain reruns the check keeping partial linearizations, which the
+// visualization draws, and names every key none of which covers all of its
+// operations.
+func (r *Result) explain() {
+	verdict, info := porcupine.CheckOperationsVerbose(Model(), r.ops, r.timeout)
+	r.info = &info
+	r.IllegalKeys = nil
+	if verdict != porcupine.Illegal {
+		return // timed out: which keys failed is not known
+	}
+	partials := info.PartialLinearizations()
+	for i, partition := range partitionOperations(r.ops) {
+		if i >= len(partials) {
+			break
+		}
+		complete := false
+		for _, lin := range partials[i] {
+			if len(lin) == len(partition) {
+				complete = true
+				break
+			}
+		}
+		if !complete {
+			r.IllegalKeys = append(r.IllegalKeys, partition[0].Input.(Input).Key)
+		}
+	}
+}
+
+// WriteVisualization writes Porcupine's HTML visualization of the checked
+// history to path: one row per client, operations grouped by key, and for
+// each key the longest linearizations found with the model's state after
+// every step. For a linearizable history it first reruns the check to
+// collect that information.
+func (r *Result) WriteVisualization(path string) error {
+	if r.info == nil {
+		_, info := porcupine.CheckOperationsVerbose(Model(), r.ops, r.timeout)
+		r.info = &info
+	}
+	if err := porcupine.VisualizePath(Model(), *r.info, path); err != nil {
+		return fmt.Errorf("write linearizability visualization to %s: %w", path, err)
+	}
+	return nil
+}
+
+// Summary is a one-line account of the check, for logs and the simulator's
+// report, e.g.
+//
+//	linearizability: linearizable: 1000 ops on 8 keys (put 250, get 400,
+//	delete 100, cas 250); 980 ok, 20 unknown writes; 3 unknown reads and
+//	5 failed ops left out
+func (r Result) Summary() string {
+	var b strings.Builder
+	c := r.Counts
+	fmt.Fprintf(&b, "linearizability: %v: %d ops on %d keys (", r.Verdict, c.OK+c.Unknown+c.Resolved, c.Keys)
+	for i, kind := range opKinds {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%v %d", kind, c.ByKind[kind])
+	}
+	fmt.Fprintf(&b, "); %d answered, %d unknown writes, %d resolved (%d of these seen to take effect); %d unknown reads and %d failed ops left out",
+		c.OK, c.Unknown, c.Resolved, c.Seen, c.UnknownReads, c.Dropped)
+	if len(r.IllegalKeys) > 0 {
+		fmt.Fprintf(&b, "; illegal keys: %s", strings.Join(r.IllegalKeys, ", "))
+	}
+	return b.String()
+}

@@ -1,0 +1,383 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+)
+
+// maxRangeLimit caps one Range page.
+const maxRangeLimit = 10000
+
+// forwardedKey marks a request a follower forwarded to the leader, so a
+// request is forwarded at most once.
+const forwardedKey = "keyval-forwarded"
+
+func registerHealth(s *grpc.Server) {
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	h.SetServingStatus("keyval.api.KV", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s, h)
+}
+
+// kvService is the client API. Writes are proposed through the event loop
+// (or forwarded to the leader); linearizable reads wait for a ReadIndex
+// barrier and then read bbolt directly, concurrently with the loop.
+type kvService struct {
+	apipb.UnimplementedKVServer
+	s *Server
+}
+
+func (k *kvService) checkKey(key []byte) error {
+	if len(key) == 0 {
+		return status.Error(codes.InvalidArgument, "the key is empty; keys must be 1 or more bytes")
+	}
+	if len(key) > k.s.cfg.MaxKeyBytes {
+		return status.Errorf(codes.InvalidArgument, "the key is %d bytes; the limit is %d (--max-key-bytes)", len(key), k.s.cfg.MaxKeyBytes)
+	}
+	return nil
+}
+
+func (k *kvService) checkValue(v []byte) error {
+	if len(v) > k.s.cfg.MaxValueBytes {
+		return status.Errorf(codes.InvalidArgument, "the value is %d bytes; the limit is %d (--max-value-bytes)", len(v), k.s.cfg.MaxValueBytes)
+	}
+	return nil
+}
+
+func (k *kvService) header(rev uint64) *apipb.Header {
+	return &apipb.Header{Revision: rev, NodeId: uint64(k.s.cfg.ID), LeaderId: k.s.leader.Load()}
+}
+
+func session(s *apipb.Session) (uint64, uint64) {
+	if s == nil {
+		return 0, 0
+	}
+	return s.ClientId, s.Seq
+}
+
+func (k *kvService) Register(ctx context.Context, req *apipb.RegisterRequest) (*apipb.RegisterResponse, error) {
+	cmd := &kvpb.Command{Op: &kvpb.Command_Register{Register: &kvpb.Register{}}}
+	res, leader, err := k.s.write(ctx, cmd)
+	if leader != nil {
+		return leader.Register(ctx, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &apipb.RegisterResponse{Header: k.header(res.Revision), ClientId: res.ClientID}, nil
+}
+
+func (k *kvService) Put(ctx context.Context, req *apipb.PutRequest) (*apipb.PutResponse, error) {
+	if err := errors.Join(k.checkKey(req.Key), k.checkValue(req.Value)); err != nil {
+		return nil, firstStatus(err)
+	}
+	id, seq := session(req.Session)
+	res, leader, err := k.s.write(ctx, &kvpb.Command{ClientId: id, Seq: seq,
+		Op: &kvpb.Command_Put{Put: &kvpb.Put{Key: req.Key, Value: req.Value}}})
+	if leader != nil {
+		return leader.Put(ctx, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &apipb.PutResponse{Header: k.header(res.Revision), Version: res.Version, Existed: res.Existed}, nil
+}
+
+func (k *kvService) Delete(ctx context.Context, req *apipb.DeleteRequest) (*apipb.DeleteResponse, error) {
+	if err := k.checkKey(req.Key); err != nil {
+		return nil, err
+	}
+	id, seq := session(req.Session)
+	res, leader, err := k.s.write(ctx, &kvpb.Command{ClientId: id, Seq: seq,
+		Op: &kvpb.Command_Delete{Delete: &kvpb.Delete{Key: req.Key}}})
+	if leader != nil {
+		return leader.Delete(ctx, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &apipb.DeleteResponse{Header: k.header(res.Revision), Existed: res.Existed}, nil
+}
+
+func (k *kvService) CompareAndSwap(ctx context.Context, req *apipb.CompareAndSwapRequest) (*apipb.CompareAndSwapResponse, error) {
+	if err := errors.Join(k.checkKey(req.Key), k.checkValue(req.Value)); err != nil {
+		return nil, firstStatus(err)
+	}
+	id, seq := session(req.Session)
+	res, leader, err := k.s.write(ctx, &kvpb.Command{ClientId: id, Seq: seq,
+		Op: &kvpb.Command_CompareAndSwap{CompareAndSwap: &kvpb.CompareAndSwap{Key: req.Key, ExpectedVersion: req.ExpectedVersion, NewValue: req.Value}}})
+	if leader != nil {
+		return leader.CompareAndSwap(ctx, req)
+	}
+	if err != nil && res.Status != kvstore.StatusCASFailed {
+		return nil, err
+	}
+	return &apipb.CompareAndSwapResponse{Header: k.header(res.Revision), Succeeded: res.Succeeded(),
+		Version: res.Version, Exists: res.Exists, CurrentValue: res.CurrentValue}, nil
+}
+
+func (k *kvService) Get(ctx context.Context, req *apipb.GetRequest) (*apipb.GetResponse, error) {
+	if err := k.checkKey(req.Key); err != nil {
+		return nil, err
+	}
+	if !req.Serializable {
+		if err := k.s.readBarrier(ctx); err != nil {
+			return nil, err
+		}
+	}
+	g, err := k.s.store.Get(req.Key)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read %q: %v", req.Key, err)
+	}
+	return &apipb.GetResponse{Header: k.header(g.Revision), Found: g.Found, Value: g.Value, Version: g.Version}, nil
+}
+
+func (k *kvService) Range(ctx context.Context, req *apipb.RangeRequest) (*apipb.RangeResponse, error) {
+	limit := int(req.Limit)
+	if limit <= 0 || limit > maxRangeLimit {
+		limit = maxRangeLimit
+	}
+	if !req.Serializable {
+		if err := k.s.readBarrier(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var after []byte
+	if len(req.StartAfter) > 0 {
+		after = req.StartAfter
+	}
+	rr, err := k.s.store.Range(req.Prefix, after, limit)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "range %q: %v", req.Prefix, err)
+	}
+	resp := &apipb.RangeResponse{Header: k.header(rr.Revision), More: rr.More}
+	for _, kv := range rr.Entries {
+		resp.Kvs = append(resp.Kvs, &apipb.KeyValue{Key: kv.Key, Value: kv.Value, Version: kv.Version})
+	}
+	return resp, nil
+}
+
+func (k *kvService) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.StatusResponse, error) {
+	var st core.Status
+	if err := k.s.do(ctx, func() { st = k.s.rep.Node().Status() }); err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &apipb.StatusResponse{
+		Header: k.header(k.s.store.Revision()), Id: uint64(st.ID), Role: st.Role.String(),
+		Term: st.HardState.Term, Commit: st.HardState.Commit, Applied: st.Applied, LeaderId: uint64(st.Lead),
+		FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, ClusterId: fmt.Sprintf("%016x", k.s.cfg.ClusterID()),
+	}
+	progress := map[core.NodeID]core.PeerProgress{}
+	for _, p := range st.Progress {
+		progress[p.ID] = p
+	}
+	for _, id := range st.Conf.Voters {
+		m := &apipb.Member{Id: uint64(id), PeerAddress: k.s.cfg.InitialCluster[id]}
+		if id == k.s.cfg.ID {
+			m.ClientAddress = k.s.ClientAddr()
+		}
+		if p, ok := progress[id]; ok {
+			m.Match, m.State = p.Match, p.State.String()
+		}
+		resp.Members = append(resp.Members, m)
+	}
+	return resp, nil
+}
+
+func firstStatus(err error) error {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus().Err()
+	}
+	return err
+}
+
+// write proposes cmd and waits for its outcome. If this node is not the
+// leader it returns a client for the leader, and the caller forwards the
+// request there (once: a forwarded request is not forwarded again).
+func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, apipb.KVClient, error) {
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return kvstore.Result{}, nil, status.Errorf(codes.InvalidArgument, "encode command: %v", err)
+	}
+	if _, has := ctx.Deadline(); !has {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	ch := make(chan replica.Outcome, 1)
+	var id uint64
+	var perr error
+	if err := s.do(ctx, func() {
+		s.nextID++
+		id = s.nextID
+		if perr = s.rep.Propose(id, data); perr == nil {
+			s.waiters[id] = ch
+		}
+	}); err != nil {
+		return kvstore.Result{}, nil, toStatus(err)
+	}
+	if perr != nil {
+		var nl *core.ErrNotLeader
+		if errors.As(perr, &nl) && nl.Leader != None && !forwarded(ctx) {
+			if c, err := s.leaderClient(nl.Leader); err == nil {
+				return kvstore.Result{}, c, nil
+			}
+		}
+		return kvstore.Result{}, nil, toStatus(perr)
+	}
+	select {
+	case out := <-ch:
+		if out.Err != nil {
+			return kvstore.Result{}, nil, toStatus(out.Err)
+		}
+		return out.Result, nil, resultError(out.Result)
+	case <-ctx.Done():
+		s.forget(id)
+		return kvstore.Result{}, nil, status.Errorf(codes.DeadlineExceeded,
+			"no outcome before the deadline: the write may or may not be applied; retry with the same session and seq to find out")
+	}
+}
+
+// None is the NodeID of no node.
+const None = core.None
+
+// readBarrier waits until this node's state machine reflects every write
+// acknowledged before the call (ReadIndex, answered by the leader).
+func (s *Server) readBarrier(ctx context.Context) error {
+	if _, has := ctx.Deadline(); !has {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	ch := make(chan replica.Outcome, 1)
+	var id uint64
+	var rerr error
+	if err := s.do(ctx, func() {
+		s.nextID++
+		id = s.nextID
+		if rerr = s.rep.Read(id); rerr == nil {
+			s.waiters[id] = ch
+		}
+	}); err != nil {
+		return toStatus(err)
+	}
+	if rerr != nil {
+		return toStatus(rerr)
+	}
+	select {
+	case out := <-ch:
+		return toStatus(out.Err)
+	case <-ctx.Done():
+		s.forget(id)
+		return status.Errorf(codes.DeadlineExceeded, "no leader confirmed the read before the deadline; retry")
+	}
+}
+
+func (s *Server) forget(id uint64) {
+	go func() {
+		_ = s.do(context.Background(), func() {
+			delete(s.waiters, id)
+			s.rep.Cancel(id)
+		})
+	}()
+}
+
+func forwarded(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(forwardedKey)) > 0
+}
+
+// leaderClient returns a KV client for the leader's peer port, marking
+// requests as forwarded.
+func (s *Server) leaderClient(leader core.NodeID) (apipb.KVClient, error) {
+	s.fwdMu.Lock()
+	defer s.fwdMu.Unlock()
+	if c, ok := s.forward[leader]; ok {
+		return c, nil
+	}
+	addr, ok := s.cfg.InitialCluster[leader]
+	if !ok {
+		return nil, fmt.Errorf("leader %d has no known address", leader)
+	}
+	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if s.cfg.PeerClientTLS != nil {
+		creds = grpc.WithTransportCredentials(credentials.NewTLS(s.cfg.PeerClientTLS))
+	}
+	conn, err := grpc.NewClient(addr, creds, grpc.WithUnaryInterceptor(markForwarded),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes)))
+	if err != nil {
+		return nil, err
+	}
+	s.fwdConn = append(s.fwdConn, conn)
+	c := apipb.NewKVClient(conn)
+	s.forward[leader] = c
+	return c, nil
+}
+
+func markForwarded(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), method, req, reply, cc, opts...)
+}
+
+// toStatus turns an internal error into a gRPC status a person can act on.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var nl *core.ErrNotLeader
+	switch {
+	case errors.As(err, &nl):
+		if nl.Leader == None {
+			return status.Error(codes.Unavailable, "no leader is known right now (an election may be under way); retry shortly")
+		}
+		return status.Errorf(codes.Unavailable, "this node is not the leader; the leader is node %d", nl.Leader)
+	case errors.Is(err, core.ErrTransferring):
+		return status.Error(codes.Unavailable, "leadership is being transferred; retry shortly")
+	case errors.Is(err, replica.ErrLost):
+		return status.Error(codes.Unavailable, "the leader changed before the write committed; it was not applied: retry")
+	case errors.Is(err, replica.ErrUnknown):
+		return status.Error(codes.Unavailable, "the write's outcome is unknown after a leader change; retry with the same session and seq")
+	case errors.Is(err, errStopping):
+		return status.Error(codes.Unavailable, "this node is shutting down; use another member")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "request canceled")
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// resultError maps a state machine refusal to a status.
+func resultError(r kvstore.Result) error {
+	switch r.Status {
+	case kvstore.StatusOK, kvstore.StatusCASFailed:
+		return nil
+	case kvstore.StatusInvalid, kvstore.StatusMalformed:
+		return status.Error(codes.InvalidArgument, r.Err)
+	case kvstore.StatusSessionExpired:
+		return status.Errorf(codes.FailedPrecondition, "session expired: %s; register a new session", r.Err)
+	case kvstore.StatusStaleDuplicate:
+		return status.Errorf(codes.FailedPrecondition, "stale duplicate: %s", r.Err)
+	}
+	return status.Errorf(codes.Internal, "unexpected result %v: %s", r.Status, r.Err)
+}

@@ -1,0 +1,169 @@
+// Package server is KeyVal's real runtime: one event loop per node that
+// drives a replica.Replica (the Raft core, WAL, snapshots and bbolt state
+// machine) with a ticker, the gRPC peer transport and client requests, and
+// serves the client API over gRPC. Everything protocol-related lives in the
+// replica; this package adds only goroutines, clocks, sockets and files.
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+)
+
+// Config is one node's configuration. keyvald fills it from flags.
+type Config struct {
+	// ID is this node's id in InitialCluster.
+	ID core.NodeID
+	// DataDir holds the WAL, snapshots and the bbolt state machine.
+	DataDir string
+	// ClientAddr serves the client API; PeerAddr serves Raft traffic (and
+	// requests forwarded from other members).
+	ClientAddr string
+	PeerAddr   string
+	// InitialCluster maps every member's id to its peer address.
+	InitialCluster map[core.NodeID]string
+	// ClusterToken distinguishes clusters with the same members; with the
+	// member list it makes the cluster id that peers check.
+	ClusterToken string
+
+	// HeartbeatInterval is one Raft tick; ElectionTimeout is rounded to a
+	// whole number of ticks.
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	// SnapshotEvery applied entries, a snapshot is taken and the log
+	// compacted.
+	SnapshotEvery uint64
+
+	// Limits on client requests.
+	MaxKeyBytes     int
+	MaxValueBytes   int
+	MaxRequestBytes int
+
+	// RequestTimeout bounds how long a request waits for its outcome.
+	RequestTimeout time.Duration
+
+	// TLS for clients and for peers (mutual), both optional.
+	ClientTLS     *tls.Config
+	PeerServerTLS *tls.Config
+	PeerClientTLS *tls.Config
+
+	Logger *slog.Logger
+}
+
+// Defaults for Config.
+const (
+	DefaultHeartbeatInterval = 100 * time.Millisecond
+	DefaultElectionTimeout   = 1000 * time.Millisecond
+	DefaultSnapshotEvery     = 10000
+	DefaultMaxKeyBytes       = 8 << 10
+	DefaultMaxValueBytes     = 1536 << 10 // 1.5 MiB, etcd's request limit
+	DefaultMaxRequestBytes   = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
+	DefaultRequestTimeout    = 5 * time.Second
+	DefaultClusterToken      = "keyval"
+)
+
+func (c *Config) setDefaults() error {
+	if c.ID == core.None {
+		return errors.New("node id must be set (and non-zero)")
+	}
+	if c.DataDir == "" {
+		return errors.New("data directory must be set")
+	}
+	if c.ClientAddr == "" || c.PeerAddr == "" {
+		return errors.New("client and peer listen addresses must be set")
+	}
+	if _, ok := c.InitialCluster[c.ID]; !ok {
+		return fmt.Errorf("node %d is not in the initial cluster %s", c.ID, FormatCluster(c.InitialCluster))
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.HeartbeatInterval <= 0 || c.ElectionTimeout < 2*c.HeartbeatInterval {
+		return fmt.Errorf("election timeout (%v) must be at least twice the heartbeat interval (%v)", c.ElectionTimeout, c.HeartbeatInterval)
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if c.MaxKeyBytes == 0 {
+		c.MaxKeyBytes = DefaultMaxKeyBytes
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = max(DefaultMaxRequestBytes, c.MaxKeyBytes+c.MaxValueBytes+1<<10)
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.ClusterToken == "" {
+		c.ClusterToken = DefaultClusterToken
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// ClusterID identifies the cluster: a hash of the token and the initial
+// members, so nodes started with a different member list refuse each other.
+func (c *Config) ClusterID() uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(c.ClusterToken))
+	h.Write([]byte{0})
+	h.Write([]byte(FormatCluster(c.InitialCluster)))
+	return h.Sum64()
+}
+
+// ParseCluster parses "1=host:port,2=host:port,...".
+func ParseCluster(s string) (map[core.NodeID]string, error) {
+	out := map[core.NodeID]string{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		idStr, addr, ok := strings.Cut(part, "=")
+		if !ok || addr == "" {
+			return nil, fmt.Errorf("initial cluster entry %q: want id=host:port", part)
+		}
+		id, err := strconv.ParseUint(idStr, 10, 64)
+		if err != nil || id == 0 {
+			return nil, fmt.Errorf("initial cluster entry %q: the id must be a positive integer", part)
+		}
+		if _, dup := out[core.NodeID(id)]; dup {
+			return nil, fmt.Errorf("initial cluster names node %d twice", id)
+		}
+		out[core.NodeID(id)] = addr
+	}
+	if len(out) == 0 {
+		return nil, errors.New("initial cluster is empty")
+	}
+	return out, nil
+}
+
+// FormatCluster is the inverse of ParseCluster, in id order.
+func FormatCluster(m map[core.NodeID]string) string {
+	ids := make([]core.NodeID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = fmt.Sprintf("%d=%s", id, m[id])
+	}
+	return strings.Join(parts, ",")
+}

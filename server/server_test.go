@@ -1,0 +1,244 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+)
+
+// testCluster runs real servers in this process, on loopback.
+type testCluster struct {
+	t       *testing.T
+	dir     string
+	members map[core.NodeID]string
+	clients map[core.NodeID]string
+	servers map[core.NodeID]*Server
+	conns   map[core.NodeID]apipb.KVClient
+	snap    uint64
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func newTestCluster(t *testing.T, n int, snapshotEvery uint64) *testCluster {
+	c := &testCluster{t: t, dir: t.TempDir(), members: map[core.NodeID]string{}, clients: map[core.NodeID]string{},
+		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}, snap: snapshotEvery}
+	for i := 1; i <= n; i++ {
+		c.members[core.NodeID(i)] = freeAddr(t)
+		c.clients[core.NodeID(i)] = freeAddr(t)
+	}
+	for id := range c.members {
+		c.start(id)
+	}
+	t.Cleanup(func() {
+		for _, s := range c.servers {
+			s.Stop(context.Background())
+		}
+	})
+	return c
+}
+
+func (c *testCluster) start(id core.NodeID) {
+	s, err := New(Config{
+		ID: id, DataDir: filepath.Join(c.dir, fmt.Sprint(id)), ClientAddr: c.clients[id], PeerAddr: c.members[id],
+		InitialCluster: c.members, HeartbeatInterval: 20 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		SnapshotEvery: c.snap, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	require.NoError(c.t, err)
+	s.Start()
+	c.servers[id] = s
+	conn, err := grpc.NewClient(c.clients[id], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { conn.Close() })
+	c.conns[id] = apipb.NewKVClient(conn)
+}
+
+func (c *testCluster) stop(id core.NodeID) {
+	c.servers[id].Stop(context.Background())
+	delete(c.servers, id)
+}
+
+// leader polls until some node reports itself leader.
+func (c *testCluster) leader() core.NodeID {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for id := range c.servers {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := c.conns[id].Status(ctx, &apipb.StatusRequest{})
+			cancel()
+			if err == nil && st.Role == "Leader" {
+				return id
+			}
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+	c.t.Fatal("no leader within 10s")
+	return 0
+}
+
+// eventually retries f until it succeeds or the deadline passes.
+func eventually(t *testing.T, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	t.Fatalf("not reached within 10s: %v", err)
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestWriteThroughAnyMemberReadFromEvery(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	for id := range c.members {
+		eventually(t, func() error {
+			_, err := c.conns[id].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", id)), Value: []byte("v")})
+			return err
+		})
+	}
+	for id := range c.members {
+		for w := range c.members {
+			resp, err := c.conns[id].Get(ctx(t), &apipb.GetRequest{Key: []byte(fmt.Sprintf("k%d", w))})
+			require.NoError(t, err)
+			require.True(t, resp.Found, "node %d reading k%d (leader %d)", id, w, lead)
+			require.Equal(t, []byte("v"), resp.Value)
+		}
+	}
+}
+
+func TestCompareAndSwapAndDelete(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	kv := c.conns[lead]
+	cas, err := kv.CompareAndSwap(ctx(t), &apipb.CompareAndSwapRequest{Key: []byte("a"), ExpectedVersion: 0, Value: []byte("1")})
+	require.NoError(t, err)
+	require.True(t, cas.Succeeded)
+	again, err := kv.CompareAndSwap(ctx(t), &apipb.CompareAndSwapRequest{Key: []byte("a"), ExpectedVersion: 0, Value: []byte("2")})
+	require.NoError(t, err)
+	require.False(t, again.Succeeded)
+	require.Equal(t, cas.Version, again.Version)
+	require.Equal(t, []byte("1"), again.CurrentValue)
+	del, err := kv.Delete(ctx(t), &apipb.DeleteRequest{Key: []byte("a")})
+	require.NoError(t, err)
+	require.True(t, del.Existed)
+	g, err := kv.Get(ctx(t), &apipb.GetRequest{Key: []byte("a")})
+	require.NoError(t, err)
+	require.False(t, g.Found)
+}
+
+func TestExactlyOnceRetry(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	kv := c.conns[c.leader()]
+	reg, err := kv.Register(ctx(t), &apipb.RegisterRequest{})
+	require.NoError(t, err)
+	sess := &apipb.Session{ClientId: reg.ClientId, Seq: 1}
+	first, err := kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("x"), Value: []byte("1"), Session: sess})
+	require.NoError(t, err)
+	retry, err := kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("x"), Value: []byte("1"), Session: sess})
+	require.NoError(t, err)
+	require.Equal(t, first.Version, retry.Version, "a retried write is applied once")
+	require.Equal(t, first.Header.Revision, retry.Header.Revision)
+}
+
+func TestLimitsAndBadInput(t *testing.T) {
+	c := newTestCluster(t, 1, 0)
+	kv := c.conns[c.leader()]
+	_, err := kv.Put(ctx(t), &apipb.PutRequest{Key: nil, Value: []byte("v")})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	_, err = kv.Put(ctx(t), &apipb.PutRequest{Key: make([]byte, DefaultMaxKeyBytes+1), Value: []byte("v")})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "limit")
+	_, err = kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: make([]byte, DefaultMaxValueBytes+1)})
+	require.Error(t, err)
+	_, err = kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v"), Session: &apipb.Session{ClientId: 12345, Seq: 1}})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "an unknown session is refused")
+	// The server is still up.
+	_, err = kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+	require.NoError(t, err)
+}
+
+func TestLeaderFailoverAndCatchUpBySnapshot(t *testing.T) {
+	c := newTestCluster(t, 3, 20)
+	lead := c.leader()
+	c.stop(lead)
+	var other core.NodeID
+	for id := range c.servers {
+		other = id
+	}
+	for i := 0; i < 100; i++ {
+		eventually(t, func() error {
+			_, err := c.conns[other].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte("v")})
+			return err
+		})
+	}
+	c.start(lead)
+	eventually(t, func() error {
+		g, err := c.conns[lead].Get(ctx(t), &apipb.GetRequest{Key: []byte("k99"), Serializable: true})
+		if err != nil {
+			return err
+		}
+		if !g.Found {
+			return fmt.Errorf("k99 not yet on the restarted node")
+		}
+		return nil
+	})
+}
+
+func TestWholeClusterRestartKeepsData(t *testing.T) {
+	c := newTestCluster(t, 3, 50)
+	lead := c.leader()
+	for i := 0; i < 120; i++ {
+		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
+		require.NoError(t, err)
+	}
+	for id := range c.members {
+		c.stop(id)
+	}
+	for id := range c.members {
+		c.start(id)
+	}
+	lead = c.leader()
+	for i := 0; i < 120; i++ {
+		g, err := c.conns[lead].Get(ctx(t), &apipb.GetRequest{Key: []byte(fmt.Sprintf("k%d", i))})
+		require.NoError(t, err)
+		require.True(t, g.Found, "k%d lost", i)
+		require.Equal(t, fmt.Sprint(i), string(g.Value))
+	}
+}
+
+func TestDataDirOfAnotherNodeRefused(t *testing.T) {
+	c := newTestCluster(t, 1, 0)
+	c.leader()
+	c.stop(1)
+	_, err := New(Config{ID: 2, DataDir: filepath.Join(c.dir, "1"), ClientAddr: freeAddr(t), PeerAddr: freeAddr(t),
+		InitialCluster: map[core.NodeID]string{2: "127.0.0.1:1"}})
+	require.ErrorContains(t, err, "belongs to node 1")
+}

@@ -1,0 +1,324 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
+	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+)
+
+const (
+	requestTimeout = 300_000 // µs a client waits for one attempt
+	maxAttempts    = 12      // attempts before an operation is given up
+)
+
+// request is one attempt of a client operation, as a node sees it.
+type request struct {
+	id     uint64
+	client *client
+	read   bool
+	key    string
+	cmd    []byte
+}
+
+// reply is a node's answer to one attempt.
+type reply struct {
+	notLeader core.NodeID // set (or -1 as None known) when refused by a non-leader
+	refused   bool
+	// definite: the write certainly was not applied (refused before
+	// proposing, or its entry was replaced).
+	definite bool
+	unknown  bool
+	result   kvstore.Result
+	get      kvstore.GetResult
+}
+
+// client runs operations one at a time, like a user of the Go client:
+// it retries on another node after a refusal or time-out, carrying the same
+// exactly-once session and sequence number, and records each operation's
+// call and outcome for the linearizability check.
+type client struct {
+	w       *world
+	id      int
+	rng     *rand.Rand
+	session uint64 // kvstore session id, after Register
+	seq     uint64
+	target  core.NodeID
+	stopped bool
+
+	// the operation in progress
+	op           *clientOp
+	attemptID    uint64
+	attemptDone  bool
+	versions     map[string]uint64
+	opsDone      int
+	registerSeen bool
+}
+
+type clientOp struct {
+	in        lin.Input
+	hid       lin.OpID
+	cmd       []byte
+	attempts  int
+	register  bool
+	mayApply  bool // some attempt may have been applied
+	isRead    bool
+	startedAt int64
+}
+
+func (w *world) newClient(id int, rng *rand.Rand) *client {
+	return &client{w: w, id: id, rng: rng, target: core.NodeID(1 + rng.IntN(len(w.nodes))), versions: map[string]uint64{}}
+}
+
+func (c *client) start() {
+	c.op = &clientOp{register: true, cmd: mustMarshal(&kvpb.Command{Op: &kvpb.Command_Register{Register: &kvpb.Register{}}})}
+	c.attempt()
+}
+
+// next starts the client's next operation after a think time.
+func (c *client) next() {
+	c.op = nil
+	if c.stopped {
+		return
+	}
+	c.w.clock.after(c.rng.Int64N(20_000), func() {
+		if c.stopped || c.op != nil {
+			return
+		}
+		c.begin()
+	})
+}
+
+func (c *client) begin() {
+	key := fmt.Sprintf("k%d", c.rng.IntN(c.w.keys))
+	c.opsDone++
+	value := fmt.Sprintf("c%d-%d", c.id, c.opsDone)
+	op := &clientOp{startedAt: c.w.clock.now}
+	var cmd *kvpb.Command
+	switch r := c.rng.IntN(10); {
+	case r < 4:
+		op.in = lin.Get(key)
+		op.isRead = true
+	case r < 7:
+		op.in = lin.Put(key, value)
+		cmd = &kvpb.Command{Op: &kvpb.Command_Put{Put: &kvpb.Put{Key: []byte(key), Value: []byte(value)}}}
+	case r < 8:
+		op.in = lin.Delete(key)
+		cmd = &kvpb.Command{Op: &kvpb.Command_Delete{Delete: &kvpb.Delete{Key: []byte(key)}}}
+	default:
+		expect := c.versions[key]
+		if c.rng.IntN(4) == 0 {
+			expect = 0
+		}
+		op.in = lin.CAS(key, expect, value)
+		cmd = &kvpb.Command{Op: &kvpb.Command_CompareAndSwap{CompareAndSwap: &kvpb.CompareAndSwap{
+			Key: []byte(key), ExpectedVersion: expect, NewValue: []byte(value)}}}
+	}
+	if cmd != nil {
+		c.seq++
+		cmd.ClientId, cmd.Seq = c.session, c.seq
+		op.cmd = mustMarshal(cmd)
+	}
+	op.hid = c.w.rec.Call(c.id, op.in, c.w.clock.now)
+	c.op = op
+	c.attempt()
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err) // a command built here always marshals
+	}
+	return b
+}
+
+// attempt sends the current operation to the target node.
+func (c *client) attempt() {
+	w := c.w
+	op := c.op
+	op.attempts++
+	w.nextRequest++
+	id := w.nextRequest
+	c.attemptID, c.attemptDone = id, false
+	rq := &request{id: id, client: c, read: op.isRead, key: op.in.Key, cmd: op.cmd}
+	target := w.nodes[c.target-1]
+	if !w.net.lose() {
+		w.clock.after(w.net.delay(), func() { target.handle(rq) })
+	}
+	w.clock.after(requestTimeout, func() {
+		if c.op == op && c.attemptID == id && !c.attemptDone {
+			// No answer: the write may or may not have been applied.
+			if !op.isRead {
+				op.mayApply = true
+			}
+			c.retry(None)
+		}
+	})
+}
+
+// None as a hint means "try another node at random".
+const None = core.None
+
+func (c *client) retry(hint core.NodeID) {
+	c.attemptDone = true
+	op := c.op
+	if hint != None {
+		c.target = hint
+	} else {
+		c.target = core.NodeID(1 + c.rng.IntN(len(c.w.nodes)))
+	}
+	if op.attempts >= maxAttempts && !op.register {
+		c.giveUp()
+		return
+	}
+	c.w.clock.after(1_000+c.rng.Int64N(10_000), c.attempt)
+}
+
+func (c *client) giveUp() {
+	op := c.op
+	var err error
+	switch {
+	case op.isRead || !op.mayApply:
+		err = c.w.rec.Drop(op.hid)
+		c.w.opsFailed++
+	default:
+		err = c.w.rec.Unknown(op.hid)
+		c.w.opsUnknown++
+	}
+	c.w.check(err)
+	c.next()
+}
+
+// receive handles a node's reply to attempt id.
+func (c *client) receive(id uint64, rp reply) {
+	op := c.op
+	if op == nil || id != c.attemptID || c.attemptDone {
+		return
+	}
+	switch {
+	case rp.refused:
+		c.retry(rp.notLeader)
+		return
+	case rp.unknown:
+		op.mayApply = true
+		c.retry(None)
+		return
+	case rp.definite:
+		c.retry(None)
+		return
+	}
+	c.attemptDone = true
+	if op.register {
+		if rp.result.Status != kvstore.StatusOK {
+			c.w.fail(fmt.Errorf("client %d: register failed: %v %s", c.id, rp.result.Status, rp.result.Err))
+			return
+		}
+		c.session = rp.result.ClientID
+		c.next()
+		return
+	}
+	out, err := c.output(rp)
+	if err != nil {
+		c.w.fail(fmt.Errorf("client %d: %v: %w", c.id, op.in, err))
+		return
+	}
+	c.w.check(c.w.rec.Return(op.hid, out, c.w.clock.now))
+	c.w.opsOK++
+	c.next()
+}
+
+func (c *client) output(rp reply) (lin.Output, error) {
+	op := c.op
+	if op.isRead {
+		g := rp.get
+		if !g.Found {
+			delete(c.versions, op.in.Key)
+			return lin.GetNotFound(), nil
+		}
+		c.versions[op.in.Key] = g.Version
+		return lin.GetFound(string(g.Value), g.Version), nil
+	}
+	r := rp.result
+	switch r.Status {
+	case kvstore.StatusOK:
+	case kvstore.StatusCASFailed:
+		if r.Exists {
+			c.versions[op.in.Key] = r.Version
+		}
+		return lin.Output{Found: r.Exists, Value: string(r.CurrentValue), Version: r.Version}, nil
+	default:
+		return lin.Output{}, fmt.Errorf("unexpected status %v: %s", r.Status, r.Err)
+	}
+	switch op.in.Kind {
+	case lin.OpPut:
+		c.versions[op.in.Key] = r.Version
+		return lin.PutOK(r.Version), nil
+	case lin.OpDelete:
+		delete(c.versions, op.in.Key)
+		return lin.DeleteOK(r.Existed), nil
+	default:
+		c.versions[op.in.Key] = r.Version
+		return lin.Output{Succeeded: true, Version: r.Version}, nil
+	}
+}
+
+// handle is a node receiving one client attempt.
+func (n *node) handle(rq *request) {
+	if !n.alive() {
+		return // the client times out
+	}
+	var err error
+	if rq.read {
+		err = n.rep.Read(rq.id)
+	} else {
+		err = n.rep.Propose(rq.id, rq.cmd)
+	}
+	if err != nil {
+		var nl *core.ErrNotLeader
+		rp := reply{refused: true}
+		if errors.As(err, &nl) {
+			rp.notLeader = nl.Leader
+		}
+		n.reply(rq, rp)
+		return
+	}
+	n.requests[rq.id] = rq
+	n.schedule()
+}
+
+// answer turns the replica's outcome into the reply the client gets.
+func (n *node) answer(rq *request, out replica.Outcome) {
+	switch {
+	case errors.Is(out.Err, replica.ErrLost):
+		n.reply(rq, reply{definite: true})
+	case out.Err != nil:
+		n.reply(rq, reply{unknown: true})
+	case rq.read:
+		g, err := n.rep.Store().Get([]byte(rq.key))
+		if err != nil {
+			n.w.fail(fmt.Errorf("node %d: get: %w", n.id, err))
+			return
+		}
+		n.reply(rq, reply{get: g})
+	default:
+		n.reply(rq, reply{result: out.Result})
+	}
+}
+
+func (n *node) reply(rq *request, rp reply) {
+	w := n.w
+	if w.net.lose() {
+		return
+	}
+	w.clock.after(n.sendDelay+w.net.delay(), func() {
+		w.hashReply(rq.id, rp)
+		rq.client.receive(rq.id, rp)
+	})
+}

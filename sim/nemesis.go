@@ -1,0 +1,184 @@
+package sim
+
+import (
+	"errors"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
+)
+
+// errPowerCut is what an intercepted disk operation returns when the
+// nemesis cuts the power in the middle of a node's disk work.
+var errPowerCut = errors.New("power cut")
+
+// The nemesis injects the process and network faults the seed switched on,
+// each on its own random schedule, until the faulty period ends.
+
+func (w *world) startNemesis(until int64) {
+	f := w.faults
+	rng := w.nemesisRng
+	every := func(mean int64, fn func()) {
+		var loop func()
+		loop = func() {
+			if w.clock.now >= until || w.err != nil {
+				return
+			}
+			fn()
+			w.clock.after(mean/2+rng.Int64N(mean), loop)
+		}
+		w.clock.after(mean/2+rng.Int64N(mean), loop)
+	}
+	if f.Partitions {
+		every(f.PartitionEvery, w.partition)
+	}
+	if f.Crashes {
+		every(f.CrashEvery, func() {
+			n := w.nodes[rng.IntN(len(w.nodes))]
+			if n.state != nodeUp {
+				return
+			}
+			if rng.IntN(2) == 0 {
+				n.crash()
+				w.clock.after(rng.Int64N(f.DownFor)+1, n.restart)
+				return
+			}
+			// Crash in the middle of the node's next disk work, before
+			// the k-th write or sync from now: what it wrote but did not
+			// sync may be lost or torn.
+			k := 1 + rng.IntN(4)
+			n.fs.Intercept = func(op disk.Op, _ string) error {
+				if op != disk.OpWriteAt && op != disk.OpSync {
+					return nil
+				}
+				if k--; k > 0 {
+					return nil
+				}
+				n.fs.Intercept = nil
+				return errPowerCut
+			}
+		})
+	}
+	if f.Pauses {
+		every(f.PauseEvery, func() {
+			n := w.pickPauseTarget()
+			if n == nil || !n.alive() {
+				return
+			}
+			n.paused = true
+			w.counts.Pauses++
+			w.logf("node %d paused", n.id)
+			epoch := n.epoch
+			w.clock.after(rng.Int64N(f.PauseFor)+1, func() {
+				if n.epoch == epoch && n.paused {
+					n.resume()
+				}
+			})
+		})
+	}
+}
+
+// pickPauseTarget prefers the leader: a paused leader that wakes up still
+// believing it leads is the stale-read trap.
+func (w *world) pickPauseTarget() *node {
+	if w.nemesisRng.IntN(2) == 0 {
+		if lead := w.leader(); lead != nil {
+			return lead
+		}
+	}
+	return w.nodes[w.nemesisRng.IntN(len(w.nodes))]
+}
+
+func (n *node) resume() {
+	n.paused = false
+	n.w.logf("node %d resumes", n.id)
+	n.schedule()
+}
+
+func (w *world) leader() *node {
+	var best *node
+	var term uint64
+	for _, n := range w.nodes {
+		if n.state != nodeUp {
+			continue
+		}
+		if st := n.rep.Node().Status(); st.Role == core.Leader && st.HardState.Term >= term {
+			best, term = n, st.HardState.Term
+		}
+	}
+	return best
+}
+
+// partition installs one randomly chosen kind of partition and heals it
+// later.
+func (w *world) partition() {
+	rng := w.nemesisRng
+	size := len(w.nodes)
+	w.net.heal()
+	cutBoth := func(a, b int) { w.net.cut[a][b], w.net.cut[b][a] = true, true }
+	var kind string
+	switch rng.IntN(5) {
+	case 0: // a random split into two sides
+		kind = "split"
+		side := make([]bool, size)
+		for i := range side {
+			side[i] = rng.IntN(2) == 0
+		}
+		for a := range size {
+			for b := range size {
+				if side[a] != side[b] {
+					w.net.cut[a][b] = true
+				}
+			}
+		}
+	case 1: // one-way: a node can send but not receive (or the reverse)
+		kind = "one-way"
+		a, b := rng.IntN(size), rng.IntN(size)
+		if a != b {
+			w.net.cut[a][b] = true
+		}
+	case 2: // a minority cut off from the majority
+		kind = "minority"
+		perm := rng.Perm(size)
+		minority := perm[:(size-1)/2]
+		for _, a := range minority {
+			for _, b := range perm[(size-1)/2:] {
+				cutBoth(a, b)
+			}
+		}
+	case 3: // the leader alone
+		kind = "leader-isolated"
+		if lead := w.leader(); lead != nil {
+			for b := range size {
+				if b != int(lead.id-1) {
+					cutBoth(int(lead.id-1), b)
+				}
+			}
+		}
+	default: // swizzle-clog: cut nodes one by one, heal in another order
+		kind = "swizzle"
+		perm := rng.Perm(size)
+		step := int64(20_000)
+		for k, a := range perm {
+			w.clock.after(int64(k)*step, func() {
+				for b := range size {
+					if b != a {
+						cutBoth(a, b)
+					}
+				}
+			})
+		}
+		heal := rng.Perm(size)
+		for k, a := range heal {
+			w.clock.after(int64(size+k)*step+w.faults.PartitionFor/2, func() {
+				for b := range size {
+					if b != a {
+						w.net.cut[a][b], w.net.cut[b][a] = false, false
+					}
+				}
+			})
+		}
+	}
+	w.counts.Partitions++
+	w.logf("partition: %s", kind)
+	w.clock.after(1+rng.Int64N(w.faults.PartitionFor), w.net.heal)
+}

@@ -1,0 +1,76 @@
+package sim
+
+import (
+	"math/rand/v2"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+)
+
+// network carries messages between simulated nodes with delay, loss,
+// duplication and partitions. Reordering falls out of random delays.
+type network struct {
+	w   *world
+	rng *rand.Rand
+	// cut[from][to] blocks messages from → to (index by id-1).
+	cut [][]bool
+}
+
+func newNetwork(w *world, rng *rand.Rand, size int) *network {
+	nw := &network{w: w, rng: rng}
+	nw.heal()
+	for range size {
+		nw.cut = append(nw.cut, make([]bool, size))
+	}
+	return nw
+}
+
+func (nw *network) heal() {
+	for _, row := range nw.cut {
+		clear(row)
+	}
+}
+
+func (nw *network) connected(from, to core.NodeID) bool {
+	return !nw.cut[from-1][to-1]
+}
+
+// delay draws one message's transit time.
+func (nw *network) delay() int64 {
+	f := nw.w.faults
+	d := f.MinDelay + nw.rng.Int64N(f.MaxDelay-f.MinDelay+1)
+	if f.SpikeProb > 0 && nw.rng.Float64() < f.SpikeProb {
+		d += nw.rng.Int64N(f.SpikeDelay)
+	}
+	return d
+}
+
+// lose reports whether a message is dropped.
+func (nw *network) lose() bool {
+	if p := nw.w.faults.DropProb; p > 0 && nw.rng.Float64() < p {
+		nw.w.counts.Dropped++
+		return true
+	}
+	return false
+}
+
+// send schedules m's delivery; it departs at departAt.
+func (nw *network) send(departAt int64, m core.Message) {
+	if nw.lose() {
+		return
+	}
+	copies := 1
+	if p := nw.w.faults.DupProb; p > 0 && nw.rng.Float64() < p {
+		copies = 2
+		nw.w.counts.Duplicated++
+	}
+	for range copies {
+		nw.w.clock.at(departAt+nw.delay(), func() {
+			// A partition that appeared in flight drops it too.
+			if !nw.connected(m.From, m.To) {
+				return
+			}
+			nw.w.hashMsg(m)
+			nw.w.nodes[m.To-1].deliver(m)
+		})
+	}
+}

@@ -1,0 +1,333 @@
+package sim
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+)
+
+type nodeState uint8
+
+const (
+	nodeUp nodeState = iota
+	nodeDown
+	nodeHalted
+)
+
+// node is one simulated KeyVal process: the real replica (core, WAL,
+// snapshots, state machine) over its own in-memory file system.
+type node struct {
+	w        *world
+	id       core.NodeID
+	fs       *disk.MemFS
+	rep      *replica.Replica
+	state    nodeState
+	paused   bool
+	halt     string
+	tickStep int64 // µs between ticks (clock drift makes them differ)
+	// epoch changes at every crash, so events scheduled for an earlier
+	// life of the node do nothing.
+	epoch     int
+	scheduled bool
+	busyUntil int64
+	// sendDelay is the disk time spent so far in the current Process: a
+	// message sent after an fsync leaves after the fsync.
+	sendDelay int64
+	// requests waiting for the replica's answer, by request id.
+	requests     map[uint64]*request
+	storageFault bool
+	restarts     int
+	lastApplied  uint64
+}
+
+func (w *world) newNode(id core.NodeID, rng *rand.Rand, storageFault bool) *node {
+	n := &node{w: w, id: id, fs: disk.NewMemFS(rng), requests: map[uint64]*request{}, storageFault: storageFault}
+	n.tickStep = tickMicros
+	if d := w.faults.ClockDrift; d > 0 {
+		n.tickStep = int64(float64(tickMicros) * (1 + d*(2*rng.Float64()-1)))
+	}
+	n.fs.Faults.PartialFlush = true
+	n.fs.Faults.TornWrites = true
+	f := w.faults
+	if storageFault {
+		n.fs.Faults.BitFlipProb = f.BitFlipProb
+		n.fs.Faults.MisdirectProb = f.MisdirectProb
+		n.fs.Faults.ReadErrorProb = f.ReadErrorProb
+		n.fs.Faults.CapacityBytes = f.DiskCapacity
+	}
+	syncMax := f.SlowSyncMax
+	if !storageFault {
+		syncMax = 0
+	}
+	n.fs.Faults.Latency = func(op disk.Op, _ string, size int) time.Duration {
+		// A disk like the one this project measured: a sync costs about
+		// 0.2 ms, writes cost a little per byte.
+		us := int64(size / 2000)
+		if op == disk.OpSync || op == disk.OpSyncDir {
+			us += 200
+			if syncMax > 0 {
+				us += rng.Int64N(syncMax)
+			}
+		}
+		return time.Duration(us) * time.Microsecond
+	}
+	return n
+}
+
+func (n *node) alive() bool { return n.state == nodeUp && !n.paused }
+
+// start opens the replica from the node's files. A corruption error halts
+// the node for good: it must not vote or acknowledge on data it lost.
+func (n *node) start() {
+	w := n.w
+	store := kvstore.NewMemory(kvstore.Options{})
+	rep, err := replica.Open(replica.Config{
+		Core: core.Config{
+			ID: n.id, Peers: w.ids, ElectionTick: electionTicks, HeartbeatTick: 1,
+			Seed: w.seed ^ uint64(n.id)<<32 ^ uint64(n.restarts), MaxMsgBytes: 64 << 10,
+		},
+		FS: n.fs, Dir: "/node", Store: store,
+		SnapshotEvery: w.snapshotEvery, KeepSnapshots: 2,
+		WAL:  disk.Options{SegmentSize: 64 << 10},
+		Send: n.send,
+		Done: n.done,
+	})
+	n.fs.TakeElapsed()
+	if err == nil {
+		if torn, _, _ := rep.Recovery(); torn != nil && n.storageFault && (n.fs.Faults.BitFlipProb > 0 || n.fs.Faults.MisdirectProb > 0) {
+			// On a disk that may corrupt synced data, a damaged last
+			// record cannot be told from a torn write: it may have been
+			// acknowledged. Refuse to run rather than forget it.
+			err = fmt.Errorf("torn tail in %s at %d on a disk that may corrupt data", torn.File, torn.Offset)
+		}
+	}
+	if err != nil {
+		var ce *disk.CorruptionError
+		if errors.As(err, &ce) || n.restarts >= 3 || !isTransient(err) {
+			n.state = nodeHalted
+			n.halt = err.Error()
+			w.counts.Halts++
+			w.logf("node %d HALTED: %v", n.id, err)
+			return
+		}
+		// A transient failure (a read error): try again later.
+		n.restarts++
+		w.logf("node %d failed to start (%v); retrying", n.id, err)
+		n.state = nodeDown
+		epoch := n.epoch
+		w.clock.after(100_000, func() {
+			if n.epoch == epoch && n.state == nodeDown {
+				n.restart()
+			}
+		})
+		return
+	}
+	n.rep = rep
+	n.state = nodeUp
+	n.lastApplied = store.AppliedIndex()
+	w.checker.Restarted(n.id)
+	w.check(w.checker.Observe(rep.Node()))
+	n.scheduleTick()
+	n.schedule()
+}
+
+func isTransient(err error) bool {
+	var ce *disk.CorruptionError
+	return !errors.As(err, &ce)
+}
+
+func (n *node) crash() {
+	if n.state != nodeUp {
+		return
+	}
+	n.w.logf("node %d crashes", n.id)
+	n.fs.Intercept = nil
+	n.fs.Crash()
+	n.state = nodeDown
+	n.epoch++
+	n.rep = nil
+	n.paused = false
+	n.scheduled = false
+	n.requests = map[uint64]*request{}
+	n.w.counts.Crashes++
+}
+
+func (n *node) restart() {
+	if n.state != nodeDown {
+		return
+	}
+	n.restarts++
+	n.w.logf("node %d restarts", n.id)
+	n.start()
+}
+
+func (n *node) scheduleTick() {
+	epoch := n.epoch
+	n.w.clock.after(n.tickStep, func() {
+		if n.epoch != epoch || n.state != nodeUp {
+			return
+		}
+		if !n.paused {
+			n.rep.Node().Tick()
+			n.w.check(n.w.checker.Observe(n.rep.Node()))
+			n.schedule()
+		}
+		n.scheduleTick()
+	})
+}
+
+// schedule asks for the replica's Ready to be processed, once the node's
+// disk is free.
+func (n *node) schedule() {
+	if n.scheduled || !n.alive() {
+		return
+	}
+	n.scheduled = true
+	epoch := n.epoch
+	n.w.clock.at(n.busyUntil, func() {
+		if n.epoch != epoch {
+			return
+		}
+		n.scheduled = false
+		if n.alive() {
+			n.process()
+		}
+	})
+}
+
+func (n *node) process() {
+	w := n.w
+	for i := 0; i < 4 && n.state == nodeUp && n.rep.Node().HasReady(); i++ {
+		n.sendDelay = 0
+		err := n.rep.Process()
+		n.sendDelay += int64(n.fs.TakeElapsed() / time.Microsecond)
+		n.busyUntil = w.clock.now + n.sendDelay
+		if err != nil {
+			// The disk failed under the node (or the power went): it dies,
+			// as a real process would on a failed fsync.
+			w.logf("node %d storage failure: %v", n.id, err)
+			n.crash()
+			n.scheduleRestart()
+			return
+		}
+		w.check(w.checker.Observe(n.rep.Node()))
+		n.checkState()
+	}
+	if n.state == nodeUp && n.rep.Node().HasReady() {
+		n.schedule()
+	}
+}
+
+func (n *node) scheduleRestart() {
+	epoch := n.epoch
+	n.w.clock.after(n.w.faults.DownFor+10_000, func() {
+		if n.epoch == epoch {
+			n.restart()
+		}
+	})
+}
+
+// checkState compares the state machine with every other node's at the
+// same applied index.
+func (n *node) checkState() {
+	store := n.rep.Store()
+	applied := store.AppliedIndex()
+	if applied == n.lastApplied {
+		return
+	}
+	n.lastApplied = applied
+	digest, err := stateDigest(store)
+	if err != nil {
+		n.w.fail(fmt.Errorf("node %d: read state: %w", n.id, err))
+		return
+	}
+	if prev, ok := n.w.digests[applied]; ok && prev != digest {
+		n.w.fail(fmt.Errorf("node %d: state at applied index %d differs from another node's", n.id, applied))
+		return
+	}
+	n.w.digests[applied] = digest
+}
+
+// send is the replica's network: messages leave once the disk work done so
+// far in this Process is finished.
+func (n *node) send(msgs []core.Message) {
+	n.sendDelay += int64(n.fs.TakeElapsed() / time.Microsecond)
+	for _, m := range msgs {
+		n.w.check(n.w.checker.ObserveSent(m))
+		if m.Type == core.MsgSnap {
+			n.sendSnapshot(m)
+			continue
+		}
+		n.w.net.send(n.w.clock.now+n.sendDelay, m)
+	}
+}
+
+func (n *node) sendSnapshot(m core.Message) {
+	s, err := n.rep.OpenSnapshot(m.Snapshot.Index)
+	var data []byte
+	if err == nil {
+		data, err = io.ReadAll(s)
+		s.Close()
+	}
+	to := n.w.nodes[m.To-1]
+	epoch := n.epoch
+	report := func(ok bool) {
+		if n.epoch == epoch && n.state == nodeUp {
+			n.rep.Node().ReportSnapshot(m.To, ok)
+			n.schedule()
+		}
+	}
+	if err != nil {
+		n.w.logf("node %d cannot read snapshot %d: %v", n.id, m.Snapshot.Index, err)
+		n.w.clock.after(1000, func() { report(false) })
+		return
+	}
+	delay := n.w.net.delay() + int64(len(data)/100) // ~100 MB/s
+	n.w.clock.after(n.sendDelay+delay, func() {
+		if !n.w.net.connected(m.From, m.To) || !to.alive() {
+			report(false)
+			return
+		}
+		n.w.snapshotsSent++
+		if err := to.rep.ReceiveSnapshot(m, bytes.NewReader(data)); err != nil {
+			n.w.logf("node %d: receive snapshot: %v", to.id, err)
+			report(false)
+			return
+		}
+		to.fs.TakeElapsed()
+		n.w.check(n.w.checker.Observe(to.rep.Node()))
+		to.schedule()
+		report(true)
+	})
+}
+
+// deliver hands a peer message to the node.
+func (n *node) deliver(m core.Message) {
+	if !n.alive() {
+		return
+	}
+	if err := n.rep.Step(m); err != nil {
+		n.w.fail(fmt.Errorf("node %d refused %v: %w", n.id, m, err))
+		return
+	}
+	n.w.check(n.w.checker.Observe(n.rep.Node()))
+	n.schedule()
+}
+
+// done receives the replica's answer to a client request.
+func (n *node) done(id uint64, out replica.Outcome) {
+	rq := n.requests[id]
+	if rq == nil {
+		return
+	}
+	delete(n.requests, id)
+	n.answer(rq, out)
+}

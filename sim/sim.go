@@ -1,0 +1,373 @@
+// Package sim is KeyVal's deterministic simulator: one thread, a virtual
+// clock and one seeded PRNG drive a whole cluster built from the real code
+// (core, the WAL and snapshot files over a fault-injecting in-memory file
+// system, the key-value state machine), with clients whose histories
+// Porcupine checks. A seed decides everything, including which faults are
+// on, so `make sim SEED=n` replays a run bit for bit. See docs/sim.md.
+package sim
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
+	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
+)
+
+const (
+	tickMicros    = 10_000 // one Raft tick: 10 ms
+	electionTicks = 10     // so a 100–200 ms election timeout
+)
+
+// Options configure a run. Zero values let the seed choose.
+type Options struct {
+	Seed uint64
+	// Nodes is 3 or 5; 0 lets the seed choose.
+	Nodes int
+	// Duration is the simulated time with faults on, µs. Default 10 s.
+	Duration int64
+	// Clients is the number of concurrent clients; 0 lets the seed choose.
+	Clients int
+	// Faults, if set, replaces the seed's choice of fault model.
+	Faults *Faults
+}
+
+// Result is what a run did and found.
+type Result struct {
+	Seed          uint64
+	Nodes         int
+	Clients       int
+	Faults        Faults
+	Counts        FaultCounts
+	OpsOK         int
+	OpsFailed     int
+	OpsUnknown    int
+	Elections     int
+	SnapshotsSent int
+	SimTime       time.Duration
+	TraceHash     uint64
+	Linearizable  string
+	// Err is the first violation, or nil when the run passed.
+	Err error
+	// Check is Porcupine's verdict on the history; it can write the HTML
+	// visualization. Log is the run's event log.
+	Check   lin.Result
+	History lin.History
+	Log     []string
+}
+
+// Passed reports whether the run found nothing wrong.
+func (r Result) Passed() bool { return r.Err == nil }
+
+// String is the run's summary, one fact per line.
+func (r Result) String() string {
+	var b strings.Builder
+	verdict := "PASS"
+	if r.Err != nil {
+		verdict = "FAIL: " + r.Err.Error()
+	}
+	fmt.Fprintf(&b, "seed:          %d\n", r.Seed)
+	fmt.Fprintf(&b, "cluster:       %d nodes, %d clients\n", r.Nodes, r.Clients)
+	fmt.Fprintf(&b, "faults on:     %s\n", r.Faults)
+	fmt.Fprintf(&b, "faults fired:  %s\n", r.Counts)
+	fmt.Fprintf(&b, "operations:    ok=%d failed=%d unknown=%d\n", r.OpsOK, r.OpsFailed, r.OpsUnknown)
+	fmt.Fprintf(&b, "elections:     %d\n", r.Elections)
+	fmt.Fprintf(&b, "snapshots:     %d sent to followers\n", r.SnapshotsSent)
+	fmt.Fprintf(&b, "simulated:     %v\n", r.SimTime)
+	fmt.Fprintf(&b, "linearizable:  %s\n", r.Linearizable)
+	fmt.Fprintf(&b, "trace hash:    %016x\n", r.TraceHash)
+	fmt.Fprintf(&b, "verdict:       %s\n", verdict)
+	return b.String()
+}
+
+// world is one simulated cluster and everything around it.
+type world struct {
+	seed          uint64
+	clock         clock
+	faults        Faults
+	counts        FaultCounts
+	ids           []core.NodeID
+	nodes         []*node
+	net           *network
+	clients       []*client
+	checker       *core.Checker
+	rec           *lin.Recorder
+	digests       map[uint64]uint64
+	keys          int
+	snapshotEvery uint64
+	nextRequest   uint64
+	nemesisRng    *rand.Rand
+
+	opsOK, opsFailed, opsUnknown int
+	elections                    int
+	snapshotsSent                int
+	lastLeader                   core.NodeID
+	lastTerm                     uint64
+
+	trace hash.Hash64
+	log   []string
+	err   error
+}
+
+// Run simulates one seed. It reads no clock and writes no file: the
+// caller measures wall time and saves the artifacts (see WriteArtifacts in
+// cmd/kvsim).
+func Run(opts Options) Result {
+	w, res := newWorld(opts)
+	w.run(opts)
+	res.Counts = w.counts
+	for _, n := range w.nodes {
+		c := n.fs.Injected()
+		res.Counts.TornWrites += c.TornWrites
+		res.Counts.FlippedWrites += c.FlippedWrites
+		res.Counts.MisdirectedWrites += c.MisdirectedWrites
+		res.Counts.ReadErrors += c.ReadErrors
+		res.Counts.NoSpace += c.NoSpace
+	}
+	res.OpsOK, res.OpsFailed, res.OpsUnknown = w.opsOK, w.opsFailed, w.opsUnknown
+	res.Elections = w.elections
+	res.SnapshotsSent = w.snapshotsSent
+	res.SimTime = time.Duration(w.clock.now) * time.Microsecond
+	res.TraceHash = w.trace.Sum64()
+	res.Err = w.err
+	res.History = w.rec.History()
+	res.Check = lin.Check(res.History, time.Minute)
+	res.Linearizable = res.Check.Summary()
+	if res.Err == nil && res.Check.Verdict != lin.Linearizable {
+		res.Err = fmt.Errorf("history is not linearizable (%v)", res.Check.Verdict)
+	}
+	res.Log = w.log
+	return res
+}
+
+func newWorld(opts Options) (*world, Result) {
+	root := rand.New(rand.NewPCG(opts.Seed, 0x6b657976616c)) // "keyval"
+	// Each component gets its own stream, split off in a fixed order, so
+	// that changing how one component draws does not shift the others.
+	split := func() *rand.Rand { return rand.New(rand.NewPCG(root.Uint64(), root.Uint64())) }
+	cfgRng, netRng, nemesisRng, clientRng := split(), split(), split(), split()
+
+	size := opts.Nodes
+	if size == 0 {
+		size = 3 + 2*cfgRng.IntN(2)
+	}
+	w := &world{
+		seed: opts.Seed, checker: core.NewChecker(), rec: lin.NewRecorder(),
+		digests: map[uint64]uint64{}, trace: fnv.New64a(), nemesisRng: nemesisRng,
+		keys: 2 + cfgRng.IntN(6), snapshotEvery: uint64(20 + cfgRng.IntN(200)),
+	}
+	if opts.Faults != nil {
+		w.faults = *opts.Faults
+	} else {
+		w.faults = chooseFaults(cfgRng, size)
+	}
+	nclients := opts.Clients
+	if nclients == 0 {
+		nclients = 2 + cfgRng.IntN(6)
+	}
+	for i := 1; i <= size; i++ {
+		w.ids = append(w.ids, core.NodeID(i))
+	}
+	w.net = newNetwork(w, netRng, size)
+	for i, id := range w.ids {
+		w.nodes = append(w.nodes, w.newNode(id, split(), i < w.faults.StorageNodes))
+	}
+	for i := range nclients {
+		w.clients = append(w.clients, w.newClient(i+1, rand.New(rand.NewPCG(clientRng.Uint64(), clientRng.Uint64()))))
+	}
+	return w, Result{Seed: opts.Seed, Nodes: size, Clients: nclients, Faults: w.faults}
+}
+
+func (w *world) run(opts Options) {
+	duration := opts.Duration
+	if duration == 0 {
+		duration = 10_000_000
+	}
+	for _, n := range w.nodes {
+		n.start()
+	}
+	for _, c := range w.clients {
+		w.clock.after(c.rng.Int64N(50_000), c.start)
+	}
+	w.startNemesis(duration)
+	w.clock.after(0, w.watchLeader)
+	for w.err == nil && w.clock.step(duration) {
+	}
+	if w.err != nil {
+		return
+	}
+	w.healAll()
+	w.checkLiveness(duration)
+}
+
+// watchLeader counts elections (a new leader or term) once per tick.
+func (w *world) watchLeader() {
+	for _, n := range w.nodes {
+		if n.state != nodeUp {
+			continue
+		}
+		st := n.rep.Node().Status()
+		if st.Role == core.Leader && (st.ID != w.lastLeader || st.HardState.Term != w.lastTerm) && st.HardState.Term > w.lastTerm {
+			w.elections++
+			w.lastLeader, w.lastTerm = st.ID, st.HardState.Term
+			w.logf("node %d leads term %d", st.ID, st.HardState.Term)
+		}
+	}
+	if w.err == nil {
+		w.clock.after(tickMicros, w.watchLeader)
+	}
+}
+
+// healAll ends every fault: partitions heal, paused nodes resume, crashed
+// nodes restart, and the disks stop lying.
+func (w *world) healAll() {
+	w.logf("faults off: healing everything")
+	w.net.heal()
+	w.faults.DropProb, w.faults.DupProb, w.faults.SpikeProb = 0, 0, 0
+	for _, n := range w.nodes {
+		n.fs.Faults.BitFlipProb, n.fs.Faults.MisdirectProb, n.fs.Faults.ReadErrorProb = 0, 0, 0
+		n.fs.Faults.CapacityBytes = 0
+		if n.paused {
+			n.resume()
+		}
+		if n.state == nodeDown {
+			n.restart()
+		}
+	}
+}
+
+// checkLiveness: with every fault healed, a connected majority must elect a
+// leader, serve new requests, and every live node must converge to the same
+// state, within a bounded simulated time.
+func (w *world) checkLiveness(start int64) {
+	const bound = 20_000_000
+	deadline := start + bound
+	probe := w.newClient(len(w.clients)+1, rand.New(rand.NewPCG(w.seed, 99)))
+	w.clients = append(w.clients, probe)
+	w.clock.after(0, probe.start)
+	for w.err == nil && w.clock.step(deadline) {
+		if probe.opsDone >= 3 && probe.op == nil {
+			break
+		}
+	}
+	if w.err != nil {
+		return
+	}
+	if probe.opsDone < 3 {
+		w.fail(fmt.Errorf("no convergence: no progress within %v after faults healed", time.Duration(bound)*time.Microsecond))
+		return
+	}
+	// Let clients finish, then wait for every live node to apply the same.
+	for _, c := range w.clients {
+		c.stopped = true
+	}
+	for w.err == nil && w.clock.step(deadline) {
+		if w.converged() {
+			break
+		}
+	}
+	if w.err == nil && !w.converged() {
+		w.fail(fmt.Errorf("no convergence: live nodes did not reach the same state within %v", time.Duration(bound)*time.Microsecond))
+	}
+	for _, c := range w.clients {
+		if c.op != nil && !c.op.register {
+			if !c.attemptDone && !c.op.isRead {
+				// An attempt is still out there and may yet be applied.
+				c.op.mayApply = true
+			}
+			c.giveUp()
+		}
+	}
+}
+
+func (w *world) converged() bool {
+	var applied uint64
+	var digest uint64
+	first := true
+	for _, n := range w.nodes {
+		if n.state == nodeHalted {
+			continue
+		}
+		if n.state != nodeUp {
+			return false
+		}
+		store := n.rep.Store()
+		d, err := stateDigest(store)
+		if err != nil {
+			return false
+		}
+		if first {
+			applied, digest, first = store.AppliedIndex(), d, false
+		} else if store.AppliedIndex() != applied || d != digest {
+			return false
+		}
+	}
+	return true
+}
+
+// stateDigest hashes the whole key-value state (the simulator's key space
+// is small) and its revision.
+func stateDigest(s kvstore.Store) (uint64, error) {
+	rr, err := s.Range(nil, nil, 0)
+	if err != nil {
+		return 0, err
+	}
+	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], s.Revision())
+	h.Write(b[:])
+	for _, kv := range rr.Entries {
+		h.Write(kv.Key)
+		h.Write([]byte{0})
+		h.Write(kv.Value)
+		binary.LittleEndian.PutUint64(b[:], kv.Version)
+		h.Write(b[:])
+	}
+	return h.Sum64(), nil
+}
+
+func (w *world) check(err error) {
+	if err != nil {
+		w.fail(err)
+	}
+}
+
+func (w *world) fail(err error) {
+	if w.err == nil {
+		w.err = fmt.Errorf("at %v: %w", time.Duration(w.clock.now)*time.Microsecond, err)
+		w.logf("VIOLATION: %v", err)
+	}
+}
+
+const maxLogLines = 200_000
+
+func (w *world) logf(format string, a ...any) {
+	line := fmt.Sprintf("%12.6fs ", float64(w.clock.now)/1e6) + fmt.Sprintf(format, a...)
+	w.trace.Write([]byte(line))
+	if len(w.log) < maxLogLines {
+		w.log = append(w.log, line)
+	}
+}
+
+func (w *world) hashMsg(m core.Message) {
+	var b [48]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(w.clock.now))
+	b[8] = byte(m.Type)
+	b[9], b[10] = byte(m.From), byte(m.To)
+	binary.LittleEndian.PutUint64(b[16:], m.Term)
+	binary.LittleEndian.PutUint64(b[24:], m.Index)
+	binary.LittleEndian.PutUint64(b[32:], m.Commit)
+	binary.LittleEndian.PutUint64(b[40:], uint64(len(m.Entries)))
+	w.trace.Write(b[:])
+}
+
+func (w *world) hashReply(id uint64, rp reply) {
+	fmt.Fprintf(w.trace, "%d r%d %v %v %v %d %d %v %d", w.clock.now, id, rp.refused, rp.unknown, rp.definite,
+		rp.result.Status, rp.result.Version, rp.get.Found, rp.get.Version)
+}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -36,7 +37,7 @@ const (
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultMaxRetries     = 10
 	DefaultBackoffBase    = 25 * time.Millisecond
-	DefaultBackoffMax     = time.Second
+	DefaultBackoffMax     = 500 * time.Millisecond
 	// DefaultMaxRecvMsgSize bounds one answer (a Range page of large values
 	// can exceed gRPC's own 4 MiB default).
 	DefaultMaxRecvMsgSize = 64 << 20
@@ -58,8 +59,13 @@ type Config struct {
 	AttemptTimeout time.Duration
 	// TLS, if set, is used for every connection; nil means plaintext.
 	TLS *tls.Config
-	// MaxRetries is how many attempts may follow the first when attempts
-	// fail transiently. Zero means DefaultMaxRetries; negative means none.
+	// MaxRetries is how many attempts of one call may fail because no
+	// member could be reached (connection refused or not completed, or
+	// AttemptTimeout expired) before the call gives up with ErrUnavailable.
+	// Transient refusals from a member that did answer ("no leader known"
+	// during an election, "leader changed") are retried until the deadline
+	// whatever this says, since they pass within an election timeout.
+	// Zero means DefaultMaxRetries; negative means no retries at all.
 	MaxRetries int
 	// BackoffBase and BackoffMax shape the pause after each full round of
 	// endpoints has failed: it doubles from BackoffBase up to BackoffMax,
@@ -75,7 +81,7 @@ type Config struct {
 // Client is safe for concurrent use by many goroutines; share one.
 type Client struct {
 	cfg        Config
-	maxRetries int
+	maxRetries int // negative: no retries
 	dialOpts   []grpc.DialOption
 	eps        []*endpoint
 	addrs      []string
@@ -84,6 +90,7 @@ type Client struct {
 	preferred atomic.Int32
 	sessions  sessionPool
 	closed    atomic.Bool
+	now       func() time.Time // time.Now; tests replace it
 }
 
 // endpoint is one configured member: one gRPC connection, created at New but
@@ -124,14 +131,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxRecvMsgSize <= 0 {
 		cfg.MaxRecvMsgSize = DefaultMaxRecvMsgSize
 	}
-	c := &Client{cfg: cfg, addrs: addrs}
-	switch {
-	case cfg.MaxRetries == 0:
+	c := &Client{cfg: cfg, addrs: addrs, now: time.Now, maxRetries: cfg.MaxRetries}
+	if cfg.MaxRetries == 0 {
 		c.maxRetries = DefaultMaxRetries
-	case cfg.MaxRetries < 0:
-		c.maxRetries = 0
-	default:
-		c.maxRetries = cfg.MaxRetries
 	}
 
 	creds := insecure.NewCredentials()
@@ -224,10 +226,18 @@ type rpc[Req any, Resp headered] struct {
 // maxReRegister bounds how often one call replaces an expired session.
 const maxReRegister = 3
 
+// MinSessionLifetime is how long the client assumes the server keeps a
+// session after the session's last applied write. A write refused with
+// "session expired" is re-sent on a new session only if no earlier attempt
+// of it that may have been applied is older than this; otherwise the call
+// fails with ErrOutcomeUnknown rather than risk applying the write twice.
+const MinSessionLifetime = 30 * time.Second
+
 // do runs one call: it takes a session for a write, tries endpoints in turn
 // starting with the preferred one, retries transient failures with the same
 // session and seq (pausing after each full round of endpoints), and stops at
-// the first success, refusal, exhausted retry budget or done context.
+// the first success, refusal, done context, or when MaxRetries attempts
+// found no member to answer.
 func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp], req Req) (Resp, error) {
 	var zero Resp
 	if c.closed.Load() {
@@ -256,7 +266,10 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 	n := len(c.eps)
 	idx := int(c.preferred.Load())
 	var lastErr error
-	mayHaveApplied := false // an earlier attempt of this write may have been applied
+	unreachable := 0 // attempts that found no member to answer
+	// When the first attempt of this write that may have been applied
+	// failed (zero: none yet).
+	var ambiguousSince time.Time
 	reRegistered := 0
 	for attempt := 0; ; {
 		ep := c.eps[idx]
@@ -265,7 +278,9 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 			actx, cancel = context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 		}
 		resp, err := m.call(ep.kv, actx, req)
+		attemptTimedOut := false
 		if cancel != nil {
+			attemptTimedOut = actx.Err() != nil
 			cancel()
 		}
 		if err == nil {
@@ -286,13 +301,21 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 		case classFatal:
 			return zero, &StatusError{Op: m.op, Endpoint: ep.addr, Code: st.Code(), Message: st.Message()}
 		case classSessionExpired:
-			if mayHaveApplied || reRegistered >= maxReRegister {
-				return zero, fmt.Errorf("%s: %w: session expired after an attempt that may have been applied (%s: %s)",
-					m.op, ErrOutcomeUnknown, ep.addr, st.Message())
-			}
 			// The refused attempt was not applied: the store refuses
-			// unknown sessions before applying. Start a fresh session,
-			// without counting this against the retry budget.
+			// unknown sessions before applying. An earlier attempt could
+			// only have been applied if the server expired the session
+			// after that write, and it keeps sessions MinSessionLifetime
+			// past their last write; past that, re-sending on a new
+			// session could apply the write twice.
+			if !ambiguousSince.IsZero() && c.now().Sub(ambiguousSince) >= MinSessionLifetime {
+				return zero, fmt.Errorf("%s: %w: session expired more than %v after an attempt that may have been applied (%s: %s)",
+					m.op, ErrOutcomeUnknown, MinSessionLifetime, ep.addr, st.Message())
+			}
+			if reRegistered >= maxReRegister {
+				return zero, &StatusError{Op: m.op, Endpoint: ep.addr, Code: st.Code(), Message: st.Message()}
+			}
+			// Start a fresh session, without counting this against the
+			// retry budget.
 			s, err := c.register(ctx)
 			if err != nil {
 				return zero, fmt.Errorf("%s: replacing an expired session: %w", m.op, err)
@@ -304,12 +327,23 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 			continue
 		}
 
-		lastErr = err
-		if sess != nil {
-			mayHaveApplied = true
+		// Keep the most telling error for the report: a timeout that
+		// merely shadows the caller's deadline says less than what came
+		// before it.
+		if lastErr == nil || !isContextStatus(err) {
+			lastErr = err
+		}
+		if sess != nil && ambiguousSince.IsZero() {
+			ambiguousSince = c.now()
 		}
 		c.noteFailure(idx)
-		if attempt >= c.maxRetries {
+		// A member that answered with a transient refusal has a working
+		// connection; one that could not be reached has not (or hung
+		// until AttemptTimeout).
+		if attemptTimedOut || ep.conn.GetState() != connectivity.Ready {
+			unreachable++
+		}
+		if c.maxRetries < 0 || unreachable > c.maxRetries {
 			return zero, &UnavailableError{Op: m.op, Endpoints: c.addrs, Attempts: attempt + 1, Last: err}
 		}
 		attempt++

@@ -184,6 +184,9 @@ func (n *Node) Advance(rd Ready) {
 	}
 }
 
+// Conf is the node's current membership.
+func (n *Node) Conf() ConfState { return n.r.trk.conf }
+
 // SoftState reports the node's role and the leader it knows, cheaply.
 func (n *Node) SoftState() SoftState { return SoftState{Lead: n.r.lead, Role: n.r.role} }
 

@@ -19,6 +19,9 @@ const (
 	// TimedOut: the checker gave up before deciding. Nothing illegal was
 	// found, but nothing was proven either.
 	TimedOut
+	// Malformed: the history could not be checked at all; Result.Err says
+	// why. The Recorder never produces such a history.
+	Malformed
 )
 
 func (v Verdict) String() string {
@@ -29,6 +32,8 @@ func (v Verdict) String() string {
 		return "NOT linearizable"
 	case TimedOut:
 		return "unknown (checker timed out)"
+	case Malformed:
+		return "malformed history"
 	}
 	return fmt.Sprintf("Verdict(%d)", uint8(v))
 }
@@ -42,6 +47,8 @@ type Result struct {
 	// diagnostic pass hits the timeout it may be empty, or also name keys
 	// whose search was cut short.
 	IllegalKeys []string
+	// Err says what is wrong with a Malformed history.
+	Err error
 
 	ops     []porcupine.Operation
 	timeout time.Duration
@@ -55,7 +62,14 @@ type Result struct {
 //
 // When the history is not linearizable, Check runs a second, slower pass to
 // find which keys are at fault and keeps what the visualization needs.
+//
+// A history the checker cannot interpret (an operation that returns before
+// its call, or of an unknown kind or status; the Recorder never produces
+// one) gets the verdict Malformed, with Err saying why.
 func Check(h History, timeout time.Duration) Result {
+	if err := h.validate(); err != nil {
+		return Result{Verdict: Malformed, Err: fmt.Errorf("check linearizability: %w", err)}
+	}
 	ops, counts := h.operations()
 	res := Result{Counts: counts, ops: ops, timeout: timeout}
 	switch porcupine.CheckOperationsTimeout(Model(), ops, timeout) {
@@ -104,6 +118,9 @@ func (r *Result) explain() {
 // every step. For a linearizable history it first reruns the check to
 // collect that information.
 func (r *Result) WriteVisualization(path string) error {
+	if r.Verdict == Malformed {
+		return fmt.Errorf("write linearizability visualization: %w", r.Err)
+	}
 	if r.info == nil {
 		_, info := porcupine.CheckOperationsVerbose(Model(), r.ops, r.timeout)
 		r.info = &info
@@ -121,6 +138,9 @@ func (r *Result) WriteVisualization(path string) error {
 //	delete 100, cas 250); 980 ok, 20 unknown writes; 3 unknown reads and
 //	5 failed ops left out
 func (r Result) Summary() string {
+	if r.Verdict == Malformed {
+		return fmt.Sprintf("linearizability: %v: %v", r.Verdict, r.Err)
+	}
 	var b strings.Builder
 	c := r.Counts
 	fmt.Fprintf(&b, "linearizability: %v: %d ops on %d keys (", r.Verdict, c.OK+c.Unknown+c.Resolved, c.Keys)
@@ -130,8 +150,8 @@ func (r Result) Summary() string {
 		}
 		fmt.Fprintf(&b, "%v %d", kind, c.ByKind[kind])
 	}
-	fmt.Fprintf(&b, "); %d answered, %d unknown writes, %d resolved (%d of these seen to take effect); %d unknown reads and %d failed ops left out",
-		c.OK, c.Unknown, c.Resolved, c.Seen, c.UnknownReads, c.Dropped)
+	fmt.Fprintf(&b, "); %d answered, %d resolved, %d unknown writes (%d seen to take effect); %d unknown reads and %d failed ops left out",
+		c.OK, c.Resolved, c.Unknown, c.Seen, c.UnknownReads, c.Dropped)
 	if len(r.IllegalKeys) > 0 {
 		fmt.Fprintf(&b, "; illegal keys: %s", strings.Join(r.IllegalKeys, ", "))
 	}

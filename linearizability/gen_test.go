@@ -137,7 +137,8 @@ func generate(rng *rand.Rand, cfg genConfig) []genOp {
 }
 
 // resolve plays the harness that learns, after the run, what some unknown
-// operations did: phantoms are dropped, the rest get their real output.
+// operations did: phantoms are dropped, the rest get their real output and
+// a time by which they took effect.
 func resolve(rng *rand.Rand, ops []genOp, cfg genConfig) {
 	var unresolved []int
 	for i := range ops {
@@ -182,6 +183,9 @@ func assignTimes(rng *rand.Rand, ops []genOp, clients int) {
 			// Called some time before its effect (or, for one that
 			// never took effect, around its point).
 			op.Call = op.point - rng.Int64N(200)
+			if op.Status == Resolved {
+				op.Return = op.point + rng.Int64N(300)
+			}
 			continue
 		}
 		prev := lastInChain[op.ClientID]
@@ -238,7 +242,7 @@ func record(ops []genOp) (History, error) {
 				err = r.Unknown(ids[i])
 			}
 			if err == nil {
-				err = r.Resolve(ids[i], op.Output)
+				err = r.Resolve(ids[i], op.Output, op.Return)
 			}
 		case Dropped:
 			if i%2 == 0 {

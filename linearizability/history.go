@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
-		"sync"
+	"sync"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -22,9 +22,9 @@ const (
 	// call, or never; a read is left out.
 	Unknown
 	// Resolved: the client never got an answer, but the harness learned
-	// the outcome, Output, from other evidence (for example by finding the
-	// request in the committed log). It took effect at some time after
-	// its call.
+	// from other evidence the outcome, Output, and a time, Return, by
+	// which it took effect (for example from the committed log and when
+	// the entry was first applied). Checked like Returned.
 	Resolved
 	// Dropped: the operation certainly had no effect (for example it was
 	// refused with "not leader" before being proposed, or the harness found
@@ -40,7 +40,7 @@ type Op struct {
 	Input    Input
 	Output   Output // meaningful when Status is Returned or Resolved
 	Call     int64
-	Return   int64 // meaningful when Status is Returned
+	Return   int64 // meaningful when Status is Returned or Resolved
 	Status   Status
 }
 
@@ -111,11 +111,17 @@ func (r *Recorder) Unknown(id OpID) error {
 }
 
 // Resolve records that operation id, pending or of unknown outcome, is
-// known from other evidence to have had outcome out, at some time after its
-// call. Resolving outcomes the clients never saw is optional but makes a
-// failing check much faster: each unknown write doubles the worst-case
-// search, while a resolved one is pinned down by its version.
-func (r *Recorder) Resolve(id OpID, out Output) error {
+// known from other evidence (not the client, which never got an answer) to
+// have had outcome out and to have taken effect no later than by. It is then
+// checked like an operation that returned out at by. Resolving unknown
+// writes is optional but makes checking a failing history much faster: each
+// unknown write can take effect anywhere after its call or not at all, so
+// each one doubles the worst-case search.
+//
+// The bound matters: an outcome known without a time would have to be
+// placed anywhere after the call, which makes the search far slower than
+// leaving the operation unknown. Without a bound, use Unknown.
+func (r *Recorder) Resolve(id OpID, out Output, by int64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if out.Unknown {
@@ -125,7 +131,11 @@ func (r *Recorder) Resolve(id OpID, out Output) error {
 	if err != nil {
 		return fmt.Errorf("resolve: %w", err)
 	}
+	if by < op.Call {
+		return fmt.Errorf("resolve operation %d (%v): took effect by %d, before its call at %d", id, op.Input, by, op.Call)
+	}
 	op.Output = out
+	op.Return = by
 	op.Status = Resolved
 	return nil
 }
@@ -199,13 +209,31 @@ type Counts struct {
 	// Resolved counts operations whose outcome the harness established
 	// although the client never saw it.
 	Resolved int
-	// Seen counts the unknown and resolved writes whose value an answered
-	// operation later saw, so they certainly took effect before it.
+	// Seen counts the unknown writes whose value an answered operation
+	// later saw, so they certainly took effect before it.
 	Seen int
 	// UnknownReads counts reads with an unknown outcome, left out.
 	UnknownReads int
 	// Dropped counts operations that certainly had no effect, left out.
 	Dropped int
+}
+
+// validate reports the first operation Porcupine could not check: an
+// unknown kind or status, or a known outcome returned before its call.
+// The Recorder never produces these; a History built by hand might.
+func (h History) validate() error {
+	for i, op := range h.Ops {
+		if op.Input.Kind < OpPut || op.Input.Kind > OpCAS {
+			return fmt.Errorf("operation %d: unknown kind %v", i, op.Input.Kind)
+		}
+		if op.Status > Dropped {
+			return fmt.Errorf("operation %d (%v): unknown status %v", i, op.Input, op.Status)
+		}
+		if as := op.checkedAs(); (as == Returned || as == Resolved) && op.Return < op.Call {
+			return fmt.Errorf("operation %d (%v): returns at %d, before its call at %d", i, op.Input, op.Return, op.Call)
+		}
+	}
+	return nil
 }
 
 // checkedAs tells how the checker treats op.
@@ -220,23 +248,23 @@ func (op Op) checkedAs() Status {
 }
 
 // operations converts h into what Porcupine checks. Dropped operations and
-// reads with unknown outcomes are left out. Writes with unknown outcomes,
-// and resolved operations, return after everything else in the history, so
-// the checker may place their effect anywhere after their call; for an
-// unknown write that includes the very end, where it affects nothing
-// observable, which stands for "never took effect".
+// reads with unknown outcomes are left out. Writes with unknown outcomes
+// return after everything else in the history with an output the model
+// accepts in any state, so the checker may place their effect anywhere after
+// their call, including the very end, where it affects nothing observable:
+// that stands for "never took effect".
 //
-// One refinement keeps the search small without changing the verdict: when
-// such a write is the only write of its value to its key, and an answered
-// operation saw that value there, the write certainly took effect before
-// that operation returned, so it returns then instead. Every linearization
-// that explains the sighting already places it there.
+// One refinement keeps the search smaller without changing the verdict:
+// when an unknown write is the only write of its value to its key, and an
+// answered operation saw that value there, the write certainly took effect
+// before that operation returned, so it returns then instead. Every
+// linearization that explains the sighting already places it there.
 func (h History) operations() ([]porcupine.Operation, Counts) {
 	counts := Counts{ByKind: make(map[OpKind]int)}
 	var end int64
 	for _, op := range h.Ops {
 		end = max(end, op.Call)
-		if op.checkedAs() == Returned {
+		if as := op.checkedAs(); as == Returned || as == Resolved {
 			end = max(end, op.Return)
 		}
 	}
@@ -256,36 +284,29 @@ func (h History) operations() ([]porcupine.Operation, Counts) {
 			Output:   op.Output,
 			Return:   op.Return,
 		}
-		floating := false // returns at the end: its effect's time is not known
 		switch op.checkedAs() {
 		case Dropped:
 			counts.Dropped++
 			continue
 		case Returned:
 			counts.OK++
+		case Resolved:
+			counts.Resolved++
+			pop.Metadata = "resolved by the harness: the client never saw this outcome"
 		case Unknown:
 			if !op.Input.Kind.isWrite() {
 				counts.UnknownReads++
 				continue
 			}
 			counts.Unknown++
-			floating = true
 			pop.Output = UnknownOutcome()
 			pop.Return = end
 			pop.Metadata = "outcome unknown: took effect any time after its call, or never"
-		case Resolved:
-			counts.Resolved++
-			floating = true
-			pop.Return = end
-			pop.Metadata = "outcome resolved by the harness: took effect any time after its call"
-		}
-		if floating && op.Input.Kind.isWrite() {
 			seen, ok := sightings[keyValue{op.Input.Key, op.Input.Value}]
 			if ok && seen.writers == 1 && seen.at < end {
 				counts.Seen++
 				pop.Return = max(op.Call, seen.at)
-				pop.Metadata = fmt.Sprintf("%s; its value was seen by an operation that returned at %d",
-					pop.Metadata, seen.at)
+				pop.Metadata = fmt.Sprintf("outcome unknown, but its value was seen by an operation that returned at %d", seen.at)
 			}
 		}
 		counts.ByKind[op.Input.Kind]++
@@ -302,7 +323,7 @@ type keyValue struct {
 
 type sighting struct {
 	writers int   // operations that may have written the value to the key
-	at      int64 // earliest return of an answered operation that saw it there; math.MaxInt64 if none
+	at      int64 // earliest return of a known-outcome operation that saw it there; math.MaxInt64 if none
 }
 
 // firstSightings finds, for each value written to each key, how many
@@ -324,7 +345,7 @@ func firstSightings(ops []Op) map[keyValue]sighting {
 		seen[kv] = s
 	}
 	for _, op := range ops {
-		if op.checkedAs() != Returned || !op.Output.Found {
+		if as := op.checkedAs(); (as != Returned && as != Resolved) || !op.Output.Found {
 			continue
 		}
 		if op.Input.Kind != OpGet && !(op.Input.Kind == OpCAS && !op.Output.Succeeded) {

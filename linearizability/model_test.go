@@ -1,9 +1,11 @@
 package linearizability
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -275,6 +277,16 @@ var nonLinearizableHistories = []historyCase{
 		done(1, 20, 30, Get("x"), GetFound("b", 3)),
 		done(1, 40, 50, Get("x"), GetFound("b", 4)),
 	}},
+	{"unknown put seen at the version it overwrote", []Op{
+		done(0, 0, 10, Put("x", "a"), PutOK(5)),
+		lost(1, 20, Put("x", "b")),
+		done(2, 30, 40, Get("x"), GetFound("b", 5)),
+	}},
+	{"cas failure reports an unknown put at the version it overwrote", []Op{
+		done(0, 0, 10, Put("x", "a"), PutOK(5)),
+		lost(1, 20, Put("x", "b")),
+		done(2, 30, 40, CAS("x", 4, "c"), CASFailed("b", 5)),
+	}},
 	{"unknown put seen before it was called", []Op{
 		done(1, 0, 10, Get("x"), GetFound("b", 3)),
 		lost(0, 20, Put("x", "b")),
@@ -292,7 +304,7 @@ var nonLinearizableHistories = []historyCase{
 func TestLinearizableHistoriesAccepted(t *testing.T) {
 	for _, tc := range linearizableHistories {
 		t.Run(tc.name, func(t *testing.T) {
-			res := Check(History{Ops: tc.ops}, 0)
+			res := mustCheck(t, History{Ops: tc.ops}, 0)
 			if res.Verdict != Linearizable || len(res.IllegalKeys) != 0 {
 				t.Errorf("want linearizable, got %s", res.Summary())
 			}
@@ -303,7 +315,7 @@ func TestLinearizableHistoriesAccepted(t *testing.T) {
 func TestNonLinearizableHistoriesRejected(t *testing.T) {
 	for _, tc := range nonLinearizableHistories {
 		t.Run(tc.name, func(t *testing.T) {
-			res := Check(History{Ops: tc.ops}, 0)
+			res := mustCheck(t, History{Ops: tc.ops}, 0)
 			if res.Verdict != NotLinearizable || !slices.Equal(res.IllegalKeys, []string{"x"}) {
 				t.Errorf("want NOT linearizable on key x, got %s", res.Summary())
 			}
@@ -321,7 +333,7 @@ func TestIllegalKeysNamesOnlyTheBadKey(t *testing.T) {
 		done(1, 20, 30, Get("bad"), GetNotFound()),
 		done(2, 0, 10, Put("also-good", "z"), PutOK(3)),
 	}
-	res := Check(History{Ops: ops}, 0)
+	res := mustCheck(t, History{Ops: ops}, 0)
 	if res.Verdict != NotLinearizable || !slices.Equal(res.IllegalKeys, []string{"bad"}) {
 		t.Fatalf("want NOT linearizable on key bad only, got %s", res.Summary())
 	}
@@ -425,5 +437,40 @@ func TestStateHashDistinguishesFields(t *testing.T) {
 		if base.hash() == other.hash() {
 			t.Errorf("%+v hashes like %+v", other, base)
 		}
+	}
+}
+
+// mustCheck checks h, failing the test if the history is malformed.
+func mustCheck(t interface{ Fatalf(string, ...any) }, h History, timeout time.Duration) Result {
+	res := Check(h, timeout)
+	if res.Verdict == Malformed {
+		t.Fatalf("%s", res.Summary())
+	}
+	return res
+}
+
+func TestMalformedHistoriesRefused(t *testing.T) {
+	for name, op := range map[string]Op{
+		"return before call":   done(0, 10, 5, Put("x", "a"), PutOK(1)),
+		"resolved before call": {Input: Put("x", "a"), Output: PutOK(1), Call: 10, Return: 5, Status: Resolved},
+		"unknown kind":         {Input: Input{Kind: 0, Key: "x"}, Status: Pending},
+		"unknown status":       {Input: Get("x"), Status: Dropped + 1},
+	} {
+		res := Check(History{Ops: []Op{op}}, 0)
+		if res.Verdict != Malformed || res.Err == nil {
+			t.Errorf("%s: verdict %v", name, res.Verdict)
+		}
+		if !strings.HasPrefix(res.Summary(), "linearizability: malformed history: ") {
+			t.Errorf("%s: summary %q", name, res.Summary())
+		}
+		if err := res.WriteVisualization(filepath.Join(t.TempDir(), "v.html")); err == nil {
+			t.Errorf("%s: visualization of a malformed history written", name)
+		}
+	}
+	// A return before the call is fine when the outcome is unknown: the
+	// return time is then not used.
+	stray := History{Ops: []Op{{Input: Put("x", "a"), Output: UnknownOutcome(), Call: 10, Return: 5, Status: Returned}}}
+	if res := Check(stray, 0); res.Verdict != Linearizable {
+		t.Errorf("unknown outcome with a stray return time: %s", res.Summary())
 	}
 }

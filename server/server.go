@@ -42,6 +42,8 @@ type Server struct {
 	// inbox carries work into the event loop: every touch of rep happens
 	// there, so the replica needs no locks.
 	inbox chan func()
+	// applyQ feeds the state machine's goroutine (see loop).
+	applyQ chan job
 	// waiters are the requests waiting for the replica's answer, by id;
 	// only the event loop touches them.
 	waiters map[uint64]chan replica.Outcome
@@ -78,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
-		inbox: make(chan func(), 4096), waiters: map[uint64]chan replica.Outcome{},
+		inbox: make(chan func(), 4096), applyQ: make(chan job, 4*maxInflight), waiters: map[uint64]chan replica.Outcome{},
 		forward: map[core.NodeID]apipb.KVClient{}, stopping: make(chan struct{}),
 		loopDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
@@ -213,21 +215,107 @@ func (s *Server) Done() <-chan struct{} { return s.stopped }
 // Err is the fatal error that stopped the node, if any.
 func (s *Server) Err() error { return s.fatalErr }
 
-// loop is the event loop: the only goroutine that touches the replica.
+// maxInflight bounds the batches between Ready and Finish: enough to keep
+// the WAL and the state machine busy while the loop goes on, few enough
+// that memory stays bounded.
+const maxInflight = 8
+
+// job is work for the WAL or state machine goroutine.
+type job struct {
+	batch *replica.Batch
+	// compact: release the WAL behind the snapshot batch took.
+	compact bool
+	// store: write a received snapshot's file (state machine side).
+	store func() error
+	done  chan error
+	// quit stops the state machine's goroutine.
+	quit bool
+}
+
+// loop is the event loop: the only goroutine that touches the Raft core
+// and the requests waiting on it. Each Ready goes down a pipeline — the WAL
+// goroutine persists it (one fsync), the state machine goroutine applies
+// it, and it comes back here to answer clients and Advance — so the loop
+// keeps taking messages and proposals while batches are fsynced and
+// applied.
 func (s *Server) loop() {
 	defer close(s.loopDone)
+	persistQ := make(chan job, 4*maxInflight)
+	finishQ := make(chan *replica.Batch, 4*maxInflight)
+	errc := make(chan error, 2)
+	var stages sync.WaitGroup
+	stages.Add(2)
+	go func() { // the WAL's goroutine
+		defer stages.Done()
+		defer func() { s.applyQ <- job{quit: true} }()
+		for j := range persistQ {
+			var err error
+			if j.compact {
+				err = s.rep.Compact(j.batch)
+			} else if err = s.rep.Persist(j.batch); err == nil {
+				s.applyQ <- job{batch: j.batch}
+			}
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	go func() { // the state machine's goroutine
+		defer stages.Done()
+		for j := range s.applyQ {
+			if j.quit {
+				return
+			}
+			if j.store != nil {
+				j.done <- j.store()
+				continue
+			}
+			if err := s.rep.Apply(j.batch); err != nil {
+				errc <- err
+				for j := range s.applyQ { // let the WAL goroutine finish
+					if j.quit {
+						return
+					}
+				}
+			}
+			finishQ <- j.batch
+		}
+	}()
+	defer func() {
+		close(persistQ)
+		stages.Wait()
+	}()
+
 	ticker := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer ticker.Stop()
+	inflight := 0
+	finish := func(b *replica.Batch) bool {
+		inflight--
+		if err := s.rep.Finish(b); err != nil {
+			s.fatal(err)
+			return false
+		}
+		persistQ <- job{batch: b, compact: true}
+		return true
+	}
 	var lastRole core.Role
 	var lastLead core.NodeID
 	for {
 		select {
 		case <-s.stopping:
 			return
+		case err := <-errc:
+			s.fatal(err)
+			return
 		case <-ticker.C:
 			s.rep.Node().Tick()
 		case f := <-s.inbox:
 			f()
+		case b := <-finishQ:
+			if !finish(b) {
+				return
+			}
 		}
 		// Take everything else that is waiting, so one Ready (one fsync)
 		// covers all of it: that is group commit.
@@ -236,15 +324,21 @@ func (s *Server) loop() {
 			select {
 			case f := <-s.inbox:
 				f()
+			case b := <-finishQ:
+				if !finish(b) {
+					return
+				}
 			default:
 				break drain
 			}
 		}
-		for s.rep.Node().HasReady() {
-			if err := s.rep.Process(); err != nil {
-				s.fatal(err)
-				return
+		for inflight < maxInflight {
+			b, ok := s.rep.Ready()
+			if !ok {
+				break
 			}
+			inflight++
+			persistQ <- job{batch: b}
 		}
 		if ss := s.rep.Node().SoftState(); ss.Role != lastRole || ss.Lead != lastLead {
 			lastRole, lastLead = ss.Role, ss.Lead
@@ -408,8 +502,24 @@ func (h *peerHandler) ReceiveSnapshot(m core.Message, data io.Reader) error {
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("spool snapshot: %w", err)
 	}
+	// Snapshot files are written on the state machine's goroutine; the
+	// core hears of the snapshot once its file is durable.
+	done := make(chan error, 1)
+	select {
+	case s.applyQ <- job{store: func() error { return s.rep.StoreSnapshot(m, spool) }, done: done}:
+	case <-s.stopping:
+		return errStopping
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+	case <-s.stopping:
+		return errStopping
+	}
 	var stepErr error
-	if err := s.do(context.Background(), func() { stepErr = s.rep.ReceiveSnapshot(m, spool) }); err != nil {
+	if err := s.do(context.Background(), func() { stepErr = s.rep.StepSnapshot(m) }); err != nil {
 		return err
 	}
 	if stepErr == nil {

@@ -22,7 +22,7 @@ import (
 
 // testCluster runs real servers in this process, on loopback.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	members map[core.NodeID]string
 	clients map[core.NodeID]string
@@ -31,7 +31,7 @@ type testCluster struct {
 	snap    uint64
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -39,7 +39,7 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func newTestCluster(t *testing.T, n int, snapshotEvery uint64) *testCluster {
+func newTestCluster(t testing.TB, n int, snapshotEvery uint64) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir(), members: map[core.NodeID]string{}, clients: map[core.NodeID]string{},
 		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}, snap: snapshotEvery}
 	for i := 1; i <= n; i++ {

@@ -55,6 +55,7 @@ type Store struct {
 	nodes      []*Node
 	applied    int
 	duplicates int
+	lost       int
 	violations []string
 }
 
@@ -93,6 +94,13 @@ func (s *Store) Duplicates() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.duplicates
+}
+
+// Lost counts the replies lost on purpose (see Node.LoseReplies).
+func (s *Store) Lost() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lost
 }
 
 // Registered counts the sessions ever opened.
@@ -349,6 +357,9 @@ func (n *Node) loseReply(method string) bool {
 	for _, m := range []string{method, ""} {
 		if n.lose[m] > 0 {
 			n.lose[m]--
+			n.store.mu.Lock()
+			n.store.lost++
+			n.store.mu.Unlock()
 			return true
 		}
 	}

@@ -97,8 +97,9 @@ type Replica struct {
 	asked map[uint64]bool
 	ready []pendingRead
 
-	lastSnapshot   uint64 // index of the newest snapshot file
-	prevSnapshot   uint64 // index of the one before (kept as a fallback)
+	// lastSnapshot is the index of the newest snapshot the state machine
+	// was saved or restored at (state machine side).
+	lastSnapshot   uint64
 	applyBuf       []kvstore.Entry
 	recoveredTorn  *disk.TornTail
 	skippedSnaps   []disk.SkippedSnapshot
@@ -164,16 +165,15 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 	if applied := r.store.AppliedIndex(); applied < snap.Index {
 		// The state machine is behind the log's snapshot (an in-memory
 		// store after a crash, or a store that lost unsynced work): load
-		// the newest valid snapshot file and replay the log after it.
-		s, skipped, err := r.snaps.Load()
+		// the newest valid snapshot file the WAL knows of (a newer file
+		// may exist if the node crashed before syncing its marker) and
+		// replay the log after it.
+		s, skipped, err := r.snaps.LoadAtMost(snap.Index)
 		r.skippedSnaps = skipped
 		if err != nil {
 			return core.PersistentState{}, fmt.Errorf("replica: state machine at %d needs the snapshot at %d: %w", applied, snap.Index, err)
 		}
 		defer s.Close()
-		if s.Meta.Index > snap.Index {
-			return core.PersistentState{}, fmt.Errorf("replica: snapshot file at %d is newer than the WAL's snapshot at %d", s.Meta.Index, snap.Index)
-		}
 		after, ok := rec.EntriesAfter(s.Meta.Index)
 		if !ok {
 			return core.PersistentState{}, fmt.Errorf("replica: snapshot at %d is usable but the WAL no longer holds the entries after it", s.Meta.Index)
@@ -208,8 +208,18 @@ func (r *Replica) Step(m core.Message) error {
 // ReceiveSnapshot stores a snapshot sent by the leader, durably, and then
 // hands its message to the core, which decides whether to install it.
 func (r *Replica) ReceiveSnapshot(m core.Message, data io.Reader) error {
+	if err := r.StoreSnapshot(m, data); err != nil {
+		return err
+	}
+	return r.node.Step(m)
+}
+
+// StoreSnapshot is the first half of ReceiveSnapshot: it writes the
+// snapshot's file (state machine side, where snapshot files are written).
+// The runtime then Steps the message on the loop.
+func (r *Replica) StoreSnapshot(m core.Message, data io.Reader) error {
 	if m.Type != core.MsgSnap || m.Snapshot == nil {
-		return errors.New("replica: ReceiveSnapshot needs a MsgSnap with metadata")
+		return errors.New("replica: a snapshot needs a MsgSnap with metadata")
 	}
 	w, err := r.snaps.Create(*m.Snapshot)
 	if err != nil {
@@ -222,8 +232,11 @@ func (r *Replica) ReceiveSnapshot(m core.Message, data io.Reader) error {
 	if err := w.Commit(); err != nil {
 		return fmt.Errorf("replica: receive snapshot at %d: %w", m.Snapshot.Index, err)
 	}
-	return r.node.Step(m)
+	return nil
 }
+
+// StepSnapshot hands a MsgSnap whose data StoreSnapshot saved to the core.
+func (r *Replica) StepSnapshot(m core.Message) error { return r.node.Step(m) }
 
 // OpenSnapshot opens the snapshot file at index, to send to a follower.
 func (r *Replica) OpenSnapshot(index uint64) (*disk.Snapshot, error) {
@@ -277,18 +290,40 @@ func (r *Replica) Cancel(id uint64) {
 	// dropped by the runtime when it comes.
 }
 
-// Process does one Ready's work, in the order of the persistence contract:
-// send what may go at once, persist (one fsync), send what waited for it,
-// restore a snapshot, apply, answer requests, Advance. An error means the
-// node's storage failed: the node must stop.
-func (r *Replica) Process() error {
+// Batch is one Ready on its way through the three stages of the pipeline:
+// Ready (on the loop), Persist (the WAL's goroutine), Apply (the state
+// machine's goroutine), and back to Finish (on the loop). The server runs
+// the stages concurrently, so the loop keeps stepping messages and taking
+// proposals while a batch is being fsynced or applied; the simulator runs
+// them one after the other (Process).
+type Batch struct {
+	rd      core.Ready
+	conf    core.ConfState
+	results []kvstore.Result
+	// snapshot is set by Apply when it took a snapshot after this batch;
+	// Compact then releases the WAL up to releaseTo (the snapshot before).
+	snapshot  *core.SnapshotMeta
+	releaseTo uint64
+}
+
+// Ready takes the node's next batch of work, if any, and sends the messages
+// that may leave before anything is persisted. Loop side.
+func (r *Replica) Ready() (*Batch, bool) {
 	if !r.node.HasReady() {
-		return nil
+		return nil, false
 	}
-	rd := r.node.Ready()
-	if len(rd.Messages) > 0 {
-		r.cfg.Send(rd.Messages)
+	b := &Batch{rd: r.node.Ready(), conf: r.node.Conf()}
+	if len(b.rd.Messages) > 0 {
+		r.cfg.Send(b.rd.Messages)
 	}
+	return b, true
+}
+
+// Persist makes the batch durable with one fsync and then sends the
+// messages that promised it (votes, acknowledgements). WAL side; batches
+// must be persisted in the order Ready returned them.
+func (r *Replica) Persist(b *Batch) error {
+	rd := &b.rd
 	if rd.Snapshot != nil {
 		if err := r.wal.InstallSnapshot(*rd.Snapshot); err != nil {
 			return fmt.Errorf("replica: %w", err)
@@ -305,13 +340,65 @@ func (r *Replica) Process() error {
 	if len(rd.MessagesAfterPersist) > 0 {
 		r.cfg.Send(rd.MessagesAfterPersist)
 	}
+	return nil
+}
+
+// Apply restores a snapshot the batch installs, applies its committed
+// entries to the state machine, and takes a snapshot when one is due.
+// State machine side; batches must be applied in order, after Persist.
+func (r *Replica) Apply(b *Batch) error {
+	rd := &b.rd
 	if rd.Snapshot != nil && rd.Snapshot.Index > 0 {
-		if err := r.installSnapshot(*rd.Snapshot); err != nil {
+		if err := r.restore(*rd.Snapshot); err != nil {
 			return err
 		}
 	}
-	if err := r.apply(rd.CommittedEntries); err != nil {
-		return err
+	if len(rd.CommittedEntries) > 0 {
+		batch := r.applyBuf[:0]
+		for _, e := range rd.CommittedEntries {
+			data := e.Data
+			if e.Type != core.EntryNormal {
+				data = nil // configuration changes carry no command
+			}
+			batch = append(batch, kvstore.Entry{Index: e.Index, Data: data})
+		}
+		r.applyBuf = batch
+		results, err := r.store.Apply(batch)
+		if err != nil {
+			return fmt.Errorf("replica: apply: %w", err)
+		}
+		b.results = results
+		last := rd.CommittedEntries[len(rd.CommittedEntries)-1]
+		if r.cfg.SnapshotEvery > 0 && last.Index >= r.lastSnapshot+r.cfg.SnapshotEvery {
+			meta := core.SnapshotMeta{Index: last.Index, Term: last.Term, Conf: b.conf}
+			b.releaseTo = r.lastSnapshot
+			if err := r.writeSnapshot(meta); err != nil {
+				return err
+			}
+			b.snapshot = &meta
+		}
+	}
+	return nil
+}
+
+// Finish answers the batch's requests and advances the node. Loop side, in
+// order.
+func (r *Replica) Finish(b *Batch) error {
+	rd := &b.rd
+	if rd.Snapshot != nil && rd.Snapshot.Index > 0 {
+		r.failCovered(rd.Snapshot.Index)
+	}
+	for i, e := range rd.CommittedEntries {
+		w, ok := r.writes[e.Index]
+		if !ok {
+			continue
+		}
+		delete(r.writes, e.Index)
+		if w.term != e.Term {
+			r.cfg.Done(w.id, Outcome{Err: ErrLost})
+			continue
+		}
+		r.cfg.Done(w.id, Outcome{Result: b.results[i]})
 	}
 	for _, rs := range rd.ReadStates {
 		if len(rs.Context) != 8 {
@@ -323,12 +410,58 @@ func (r *Replica) Process() error {
 			r.ready = append(r.ready, pendingRead{id: id, index: rs.Index})
 		}
 	}
+	r.node.Advance(*rd)
 	r.releaseReads()
-	r.node.Advance(rd)
-	return r.maybeSnapshot()
+	if b.snapshot != nil {
+		// A snapshot installed from the leader meanwhile may already have
+		// compacted past this one; that is fine.
+		if _, err := r.node.SnapshotTaken(b.snapshot.Index); err != nil && !errors.Is(err, core.ErrCompacted) {
+			return fmt.Errorf("replica: compact log: %w", err)
+		}
+	}
+	return nil
 }
 
-func (r *Replica) installSnapshot(meta core.SnapshotMeta) error {
+// Process runs one batch through every stage, one after the other: what
+// the simulator does, and a runtime that needs no pipelining.
+func (r *Replica) Process() error {
+	b, ok := r.Ready()
+	if !ok {
+		return nil
+	}
+	if err := r.Persist(b); err != nil {
+		return err
+	}
+	if err := r.Apply(b); err != nil {
+		return err
+	}
+	if err := r.Finish(b); err != nil {
+		return err
+	}
+	return r.Compact(b)
+}
+
+// Compact releases WAL segments after a snapshot Apply took. WAL side; the
+// server runs it on the WAL's goroutine after Finish.
+func (r *Replica) Compact(b *Batch) error {
+	if b.snapshot == nil {
+		return nil
+	}
+	if err := r.wal.MarkCompacted(*b.snapshot); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	if err := r.wal.Sync(); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	// Keep the log back to the previous snapshot, so a damaged newest
+	// snapshot file can be replaced by the older one plus the log.
+	if err := r.wal.ReleaseTo(b.releaseTo); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	return nil
+}
+
+func (r *Replica) restore(meta core.SnapshotMeta) error {
 	s, err := r.OpenSnapshot(meta.Index)
 	if err != nil {
 		return err
@@ -337,51 +470,22 @@ func (r *Replica) installSnapshot(meta core.SnapshotMeta) error {
 	if err := r.store.Restore(s); err != nil {
 		return fmt.Errorf("replica: install snapshot at %d: %w", meta.Index, err)
 	}
-	r.prevSnapshot, r.lastSnapshot = r.lastSnapshot, meta.Index
-	// Writes waiting at positions the snapshot covers can no longer be
-	// matched to their entries. Answer them in index order: map order is
-	// random, and the simulator must replay exactly.
-	for _, index := range slices.Sorted(maps.Keys(r.writes)) {
-		if index > meta.Index {
-			break
-		}
-		w := r.writes[index]
-		delete(r.writes, index)
-		r.cfg.Done(w.id, Outcome{Err: ErrUnknown})
-	}
+	r.lastSnapshot = meta.Index
 	return nil
 }
 
-func (r *Replica) apply(ents []core.Entry) error {
-	if len(ents) == 0 {
-		return nil
-	}
-	batch := r.applyBuf[:0]
-	for _, e := range ents {
-		data := e.Data
-		if e.Type != core.EntryNormal {
-			data = nil // configuration changes carry no command
+// failCovered answers the writes waiting at positions a snapshot covers:
+// they can no longer be matched to their entries. In index order, since map
+// order is random and the simulator must replay exactly.
+func (r *Replica) failCovered(index uint64) {
+	for _, i := range slices.Sorted(maps.Keys(r.writes)) {
+		if i > index {
+			break
 		}
-		batch = append(batch, kvstore.Entry{Index: e.Index, Data: data})
+		w := r.writes[i]
+		delete(r.writes, i)
+		r.cfg.Done(w.id, Outcome{Err: ErrUnknown})
 	}
-	r.applyBuf = batch
-	results, err := r.store.Apply(batch)
-	if err != nil {
-		return fmt.Errorf("replica: apply: %w", err)
-	}
-	for i, e := range ents {
-		w, ok := r.writes[e.Index]
-		if !ok {
-			continue
-		}
-		delete(r.writes, e.Index)
-		if w.term != e.Term {
-			r.cfg.Done(w.id, Outcome{Err: ErrLost})
-			continue
-		}
-		r.cfg.Done(w.id, Outcome{Result: results[i]})
-	}
-	return nil
 }
 
 func (r *Replica) releaseReads() {
@@ -398,24 +502,12 @@ func (r *Replica) releaseReads() {
 	r.ready = r.ready[:n]
 }
 
-func (r *Replica) maybeSnapshot() error {
-	applied := r.store.AppliedIndex()
-	if r.cfg.SnapshotEvery == 0 || applied < r.lastSnapshot+r.cfg.SnapshotEvery {
-		return nil
-	}
-	return r.TakeSnapshot()
-}
-
-// TakeSnapshot writes the state machine to a snapshot file, compacts the
-// core's log and releases WAL segments the older snapshot no longer needs.
-func (r *Replica) TakeSnapshot() error {
-	applied := r.store.AppliedIndex()
-	if applied <= r.lastSnapshot {
-		return nil
-	}
-	meta, err := r.node.SnapshotTaken(applied)
-	if err != nil {
-		return fmt.Errorf("replica: snapshot: %w", err)
+// writeSnapshot saves the state machine, as of meta.Index, to a snapshot
+// file. The state machine may apply without syncing (the WAL is the
+// durable record), so it is synced first: Compact then lets the log go.
+func (r *Replica) writeSnapshot(meta core.SnapshotMeta) error {
+	if err := r.store.Sync(); err != nil {
+		return fmt.Errorf("replica: sync state machine: %w", err)
 	}
 	w, err := r.snaps.Create(meta)
 	if err != nil {
@@ -428,23 +520,7 @@ func (r *Replica) TakeSnapshot() error {
 	if err := w.Commit(); err != nil {
 		return fmt.Errorf("replica: snapshot at %d: %w", meta.Index, err)
 	}
-	if err := r.wal.MarkCompacted(meta); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	if err := r.wal.Sync(); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	r.prevSnapshot, r.lastSnapshot = r.lastSnapshot, meta.Index
-	// The state machine may apply without syncing (the WAL is the durable
-	// record); it must be durable before the log it was built from goes.
-	if err := r.store.Sync(); err != nil {
-		return fmt.Errorf("replica: sync state machine: %w", err)
-	}
-	// Keep the log back to the previous snapshot, so a damaged newest
-	// snapshot file can be replaced by the older one plus the log.
-	if err := r.wal.ReleaseTo(r.prevSnapshot); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
+	r.lastSnapshot = meta.Index
 	return nil
 }
 

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client"
+)
+
+// DefaultEndpoints are the client addresses of the three members that
+// `make cluster-start` runs, so that `./bin/kvctl put k v` works as is.
+const DefaultEndpoints = "127.0.0.1:2379,127.0.0.1:12379,127.0.0.1:22379"
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitFailed      = 1 // key missing, CAS failed, server refused
+	exitUsage       = 2
+	exitUnavailable = 3 // no member answered, or timed out
+)
+
+// envPrefix prefixes the environment variable that sets each global flag's
+// default: --endpoints is KVCTL_ENDPOINTS, --cacert is KVCTL_CACERT.
+const envPrefix = "KVCTL_"
+
+// exitError carries an exit code and the message for stderr out of a
+// command. Commands return only exitErrors; any other error comes from
+// cobra's own parsing and is a usage error.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return &exitError{code: exitUsage, msg: fmt.Sprintf(format, args...)}
+}
+
+// app is one kvctl invocation.
+type app struct {
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+
+	endpoints string
+	timeout   time.Duration
+	output    string
+	cacert    string
+	cert      string
+	key       string
+
+	// cleanEndpoints is --endpoints as the client parsed it.
+	cleanEndpoints []string
+}
+
+// run executes kvctl with args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	a := &app{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(stderr, ee.msg)
+		}
+		if ee.code == exitUsage {
+			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		}
+		return ee.code
+	}
+	// Cobra's own complaints: unknown command or flag, bad flag value.
+	fmt.Fprintln(stderr, err)
+	fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	return exitUsage
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "kvctl",
+		Short: "Read and write a KeyVal cluster",
+		Long: `kvctl reads and writes a KeyVal cluster.
+
+Any member can serve any command: followers forward writes to the leader.
+Writes are applied exactly once even when kvctl retries them. Reads are
+linearizable unless --serializable is given.
+
+Exit codes: 0 success; 1 a key is missing (get), a CAS failed, or the server
+refused the request; 2 usage error; 3 no member answered or timed out.
+
+Every global flag can also be set by an environment variable named
+KVCTL_ and the flag's name in capitals (KVCTL_ENDPOINTS, KVCTL_TIMEOUT,
+KVCTL_OUTPUT, KVCTL_CACERT, KVCTL_CERT, KVCTL_KEY); a flag given on the
+command line wins.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.applyEnv(cmd.Root().PersistentFlags())
+		},
+	}
+	f := root.PersistentFlags()
+	f.StringVar(&a.endpoints, "endpoints", DefaultEndpoints, "comma-separated client addresses of cluster members (env KVCTL_ENDPOINTS)")
+	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "give up after this long, retries included (env KVCTL_TIMEOUT)")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json (env KVCTL_OUTPUT)")
+	f.StringVar(&a.cacert, "cacert", "", "PEM file of the CA that signed the members' certificates; enables TLS (env KVCTL_CACERT)")
+	f.StringVar(&a.cert, "cert", "", "PEM client certificate for TLS, with --key (env KVCTL_CERT)")
+	f.StringVar(&a.key, "key", "", "PEM private key of --cert (env KVCTL_KEY)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return usageErrorf("%v", err)
+	})
+	root.AddCommand(a.putCommand(), a.getCommand(), a.deleteCommand(), a.casCommand(), a.listCommand(), a.statusCommand())
+	return root
+}
+
+// applyEnv sets each global flag not given on the command line from its
+// environment variable, if set.
+func (a *app) applyEnv(flags *pflag.FlagSet) error {
+	var err error
+	flags.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		v, ok := a.lookupEnv(name)
+		if !ok {
+			return
+		}
+		if setErr := f.Value.Set(v); setErr != nil {
+			err = usageErrorf("invalid %s=%q: %v", name, v, setErr)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	switch a.output {
+	case "table", "json":
+	default:
+		return usageErrorf("invalid --output %q: use table or json", a.output)
+	}
+	if a.timeout <= 0 {
+		return usageErrorf("invalid --timeout %v: must be positive", a.timeout)
+	}
+	return nil
+}
+
+// exactArgs is cobra.ExactArgs with a message that shows the usage line.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErrorf("%s takes %d argument(s), got %d: usage: %s", cmd.Name(), n, len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// session is what a command needs to talk to the cluster.
+type session struct {
+	ctx    context.Context
+	c      *client.Client
+	cancel context.CancelFunc
+}
+
+func (s *session) close() {
+	s.cancel()
+	_ = s.c.Close()
+}
+
+// connect builds a client from the global flags and a context bounded by
+// --timeout for the whole command.
+func (a *app) connect(cmd *cobra.Command) (*session, error) {
+	tlsCfg, err := a.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(client.Config{
+		Endpoints:      strings.Split(a.endpoints, ","),
+		DialTimeout:    min(a.timeout, client.DefaultDialTimeout),
+		RequestTimeout: a.timeout,
+		TLS:            tlsCfg,
+	})
+	if err != nil {
+		return nil, usageErrorf("invalid --endpoints %q: %v", a.endpoints, err)
+	}
+	a.cleanEndpoints = c.Endpoints()
+	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
+	return &session{ctx: ctx, c: c, cancel: cancel}, nil
+}
+
+// tlsConfig builds the TLS configuration from --cacert, --cert and --key;
+// nil (plaintext) when none is given.
+func (a *app) tlsConfig() (*tls.Config, error) {
+	if a.cacert == "" && a.cert == "" && a.key == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if a.cacert != "" {
+		pem, err := os.ReadFile(a.cacert)
+		if err != nil {
+			return nil, usageErrorf("reading --cacert: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usageErrorf("--cacert %s holds no PEM certificate", a.cacert)
+		}
+		cfg.RootCAs = pool
+	}
+	if (a.cert == "") != (a.key == "") {
+		return nil, usageErrorf("--cert and --key go together: give both or neither")
+	}
+	if a.cert != "" {
+		pair, err := tls.LoadX509KeyPair(a.cert, a.key)
+		if err != nil {
+			return nil, usageErrorf("loading --cert/--key: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client"
+	"github.com/therealutkarshpriyadarshi/keyval/client/fakekv"
+)
+
+// cluster is a fake three-member cluster for kvctl to talk to.
+type cluster struct {
+	store *fakekv.Store
+	nodes []*fakekv.Node
+}
+
+func startCluster(t *testing.T) *cluster {
+	t.Helper()
+	c := &cluster{store: fakekv.NewStore()}
+	t.Cleanup(c.store.Close)
+	for id := uint64(1); id <= 3; id++ {
+		n, err := c.store.StartNode(id)
+		require.NoError(t, err)
+		c.nodes = append(c.nodes, n)
+	}
+	return c
+}
+
+func (c *cluster) endpoints() string {
+	var out []string
+	for _, n := range c.nodes {
+		out = append(out, n.Addr())
+	}
+	return strings.Join(out, ",")
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// kvctl runs the command in-process with env as its whole environment.
+func kvctl(env map[string]string, args ...string) result {
+	var stdout, stderr bytes.Buffer
+	lookup := func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}
+	code := run(context.Background(), args, &stdout, &stderr, lookup)
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
+}
+
+// kvctl runs kvctl against the cluster.
+func (c *cluster) kvctl(args ...string) result {
+	return kvctl(nil, append([]string{"--endpoints", c.endpoints()}, args...)...)
+}
+
+func TestDefaultEndpointsAreTheLocalCluster(t *testing.T) {
+	a := &app{}
+	f := a.rootCommand().PersistentFlags().Lookup("endpoints")
+	require.NotNil(t, f)
+	assert.Equal(t, "127.0.0.1:2379,127.0.0.1:12379,127.0.0.1:22379", f.DefValue)
+}
+
+func TestPutGetDelete(t *testing.T) {
+	c := startCluster(t)
+
+	r := c.kvctl("put", "greeting", "hello")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "OK (version 1)\n", r.stdout)
+
+	r = c.kvctl("get", "greeting")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "hello\n", r.stdout)
+
+	r = c.kvctl("get", "greeting", "--serializable")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "hello\n", r.stdout)
+
+	r = c.kvctl("delete", "greeting")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "deleted \"greeting\"\n", r.stdout)
+
+	r = c.kvctl("delete", "greeting")
+	require.Equal(t, 0, r.code, "deleting a missing key is not an error")
+	assert.Contains(t, r.stdout, "did not exist")
+
+	r = c.kvctl("get", "greeting")
+	assert.Equal(t, 1, r.code)
+	assert.Empty(t, r.stdout)
+	assert.Equal(t, "key \"greeting\" not found\n", r.stderr)
+	assert.Empty(t, c.store.Violations())
+}
+
+func TestJSONOutput(t *testing.T) {
+	c := startCluster(t)
+
+	r := c.kvctl("-o", "json", "put", "k", "v")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.JSONEq(t, `{"key":"k","version":1,"existed":false,"revision":1}`, r.stdout)
+
+	r = c.kvctl("--output", "json", "get", "k")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.JSONEq(t, `{"key":"k","found":true,"value":"v","version":1,"revision":1}`, r.stdout)
+
+	r = c.kvctl("--output", "json", "get", "nope")
+	assert.Equal(t, 1, r.code, "a missing key exits 1 in JSON mode too")
+	assert.JSONEq(t, `{"key":"nope","found":false,"version":0,"revision":1}`, r.stdout)
+
+	// Bytes that are not UTF-8 are base64 encoded under a _base64 name.
+	r = c.kvctl("put", "bin", "\xff\x00")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = c.kvctl("-o", "json", "get", "bin")
+	require.Equal(t, 0, r.code, r.stderr)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+	assert.Equal(t, "/wA=", got["value_base64"])
+	assert.NotContains(t, got, "value")
+
+	r = c.kvctl("-o", "json", "delete", "k")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.JSONEq(t, `{"key":"k","existed":true,"revision":3}`, r.stdout)
+}
+
+func TestCompareAndSwap(t *testing.T) {
+	c := startCluster(t)
+
+	r := c.kvctl("cas", "k", "0", "first")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "OK (version 1)\n", r.stdout)
+
+	r = c.kvctl("cas", "k", "0", "again")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, "cas failed: key \"k\" already exists at version 1, expected it absent (version 0)\n", r.stderr)
+
+	for range 6 {
+		require.Equal(t, 0, c.kvctl("put", "k", "x").code)
+	}
+	_, version := c.store.Value("k")
+	require.Equal(t, uint64(7), version)
+	r = c.kvctl("cas", "k", "5", "late")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, "cas failed: key \"k\" is at version 7, expected 5\n", r.stderr)
+	val, _ := c.store.Value("k")
+	assert.Equal(t, "x", string(val), "a failed cas writes nothing")
+
+	r = c.kvctl("cas", "absent", "3", "v")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "key \"absent\" does not exist, expected version 3")
+
+	r = c.kvctl("-o", "json", "cas", "k", "5", "late")
+	assert.Equal(t, 1, r.code)
+	assert.JSONEq(t, `{"key":"k","succeeded":false,"version":7,"exists":true,"current_value":"x","revision":7}`, r.stdout)
+
+	r = c.kvctl("cas", "k", "7", "now")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "OK (version 8)\n", r.stdout)
+
+	r = c.kvctl("cas", "k", "seven", "v")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "not a version number")
+}
+
+func TestList(t *testing.T) {
+	c := startCluster(t)
+	for _, kv := range [][2]string{{"app/b", "2"}, {"app/a", "1"}, {"app/c", "line1\nline2"}, {"other", "x"}} {
+		require.Equal(t, 0, c.kvctl("put", kv[0], kv[1]).code)
+	}
+
+	r := c.kvctl("list", "app/")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	require.Len(t, lines, 4)
+	assert.Equal(t, []string{"KEY", "VERSION", "VALUE"}, strings.Fields(lines[0]))
+	assert.Equal(t, []string{"app/a", "2", "1"}, strings.Fields(lines[1]))
+	assert.Equal(t, []string{"app/b", "1", "2"}, strings.Fields(lines[2]))
+	assert.Equal(t, []string{"app/c", "3", `"line1\nline2"`}, strings.Fields(lines[3]), "control characters are quoted")
+
+	r = c.kvctl("list", "app/", "--limit", "2")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Len(t, strings.Split(strings.TrimRight(r.stdout, "\n"), "\n"), 3)
+	assert.Contains(t, r.stderr, "more keys follow")
+
+	r = c.kvctl("list")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Len(t, strings.Split(strings.TrimRight(r.stdout, "\n"), "\n"), 5, "no prefix lists every key")
+
+	r = c.kvctl("list", "zzz")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Empty(t, r.stdout)
+	assert.Contains(t, r.stderr, `no keys with prefix "zzz"`)
+
+	r = c.kvctl("-o", "json", "list", "app/", "--limit", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.JSONEq(t, `{"prefix":"app/","kvs":[{"key":"app/a","value":"1","version":2}],"more":true,"revision":4}`, r.stdout)
+
+	r = c.kvctl("list", "app/", "--limit", "-1")
+	assert.Equal(t, 2, r.code)
+	r = c.kvctl("list", "a", "b")
+	assert.Equal(t, 2, r.code)
+}
+
+func TestListManyPages(t *testing.T) {
+	c := startCluster(t)
+	// Write with the client library: a kvctl run per key would be slow.
+	cl, err := client.New(client.Config{Endpoints: strings.Split(c.endpoints(), ",")})
+	require.NoError(t, err)
+	defer cl.Close()
+	const n = 1100
+	for i := range n {
+		_, err := cl.Put(context.Background(), []byte(fmt.Sprintf("p/%05d", i)), []byte("v"))
+		require.NoError(t, err)
+	}
+	r := c.kvctl("-o", "json", "list", "p/")
+	require.Equal(t, 0, r.code, r.stderr)
+	var out listJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	assert.Len(t, out.KVs, n)
+	assert.False(t, out.More)
+}
+
+func TestStatus(t *testing.T) {
+	c := startCluster(t)
+
+	r := c.kvctl("status")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	require.Len(t, lines, 4)
+	assert.Equal(t, []string{"ID", "ADDRESS", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER"}, strings.Fields(lines[0]))
+	assert.Equal(t, []string{"1", c.nodes[0].Addr(), "leader", "1", "0", "0", "1"}, strings.Fields(lines[1]))
+	assert.Equal(t, []string{"2", c.nodes[1].Addr(), "follower", "1", "0", "0", "1"}, strings.Fields(lines[2]))
+
+	c.nodes[1].Stop()
+	r = c.kvctl("status")
+	require.Equal(t, 0, r.code, "some members answered")
+	lines = strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	assert.Equal(t, []string{"-", c.nodes[1].Addr(), "unreachable", "-", "-", "-", "-"}, strings.Fields(lines[2]))
+	assert.Contains(t, r.stderr, c.nodes[1].Addr()+": ")
+
+	r = c.kvctl("-o", "json", "status")
+	require.Equal(t, 0, r.code, r.stderr)
+	var out statusJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	require.Len(t, out.Members, 3)
+	assert.True(t, out.Members[0].Reachable)
+	assert.Equal(t, "leader", out.Members[0].Role)
+	assert.False(t, out.Members[1].Reachable)
+	assert.NotEmpty(t, out.Members[1].Error)
+
+	c.nodes[0].Stop()
+	c.nodes[2].Stop()
+	r = c.kvctl("status")
+	assert.Equal(t, 3, r.code)
+	assert.Contains(t, r.stderr, "no member answered at "+strings.ReplaceAll(c.endpoints(), ",", ", ")+": is the cluster running? try make cluster-start")
+}
+
+func TestNoMemberAnswers(t *testing.T) {
+	c := startCluster(t)
+	for _, n := range c.nodes {
+		n.Stop()
+	}
+	for _, args := range [][]string{{"put", "k", "v"}, {"get", "k"}, {"delete", "k"}, {"cas", "k", "0", "v"}, {"list", "k"}} {
+		r := c.kvctl(args...)
+		assert.Equal(t, 3, r.code, "%v: %s", args, r.stderr)
+		assert.Contains(t, r.stderr, "no member answered at "+c.nodes[0].Addr(), args)
+		assert.Contains(t, r.stderr, "try make cluster-start", args)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	c := startCluster(t)
+	for _, n := range c.nodes {
+		h := n.Hold()
+		defer h.Release()
+	}
+	r := c.kvctl("--timeout", "100ms", "get", "k")
+	assert.Equal(t, 3, r.code)
+	assert.Contains(t, r.stderr, "timed out after 100ms")
+}
+
+func TestServerRefusal(t *testing.T) {
+	c := startCluster(t)
+	r := c.kvctl("put", "", "v")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "key is empty", "the server's message reaches the user")
+
+	r = c.kvctl("get", strings.Repeat("k", fakekv.MaxKeySize+1))
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "over the limit")
+}
+
+func TestUsageErrors(t *testing.T) {
+	c := startCluster(t)
+	for _, args := range [][]string{
+		{"put", "k"},
+		{"put", "k", "v", "extra"},
+		{"get"},
+		{"cas", "k", "1"},
+		{"status", "extra"},
+		{"frobnicate"},
+		{"get", "--bogus", "k"},
+		{"--output", "xml", "get", "k"},
+		{"--timeout", "0s", "get", "k"},
+		{"--timeout", "soon", "get", "k"},
+		{"--cert", "c.pem", "get", "k"},
+		{"--cacert", "/nonexistent/ca.pem", "get", "k"},
+		{"get", "k", "--endpoints", " , "},
+	} {
+		r := kvctl(nil, append([]string{"--endpoints", c.endpoints()}, args...)...)
+		assert.Equal(t, 2, r.code, "%v: stdout %q stderr %q", args, r.stdout, r.stderr)
+		assert.Contains(t, r.stderr, "--help' for usage", args)
+	}
+	assert.Zero(t, c.nodes[0].Calls("")+c.nodes[1].Calls("")+c.nodes[2].Calls(""), "usage errors reach no member")
+
+	r := kvctl(nil, "--help")
+	assert.Equal(t, 0, r.code)
+	assert.Contains(t, r.stdout, "Usage:")
+	assert.Contains(t, r.stdout, "Exit codes")
+}
+
+func TestEnvironmentSetsDefaults(t *testing.T) {
+	c := startCluster(t)
+	env := map[string]string{"KVCTL_ENDPOINTS": c.endpoints(), "KVCTL_OUTPUT": "json"}
+	r := kvctl(env, "put", "k", "v")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.JSONEq(t, `{"key":"k","version":1,"existed":false,"revision":1}`, r.stdout)
+
+	// A flag on the command line wins over the environment.
+	r = kvctl(env, "--output", "table", "get", "k")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Equal(t, "v\n", r.stdout)
+
+	r = kvctl(map[string]string{"KVCTL_ENDPOINTS": c.endpoints(), "KVCTL_TIMEOUT": "later"}, "get", "k")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "KVCTL_TIMEOUT")
+}

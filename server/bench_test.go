@@ -1,0 +1,44 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+)
+
+var benchWriters = 64
+
+// BenchmarkClusterPut runs a 3-node cluster in this process (real disk in a
+// temp dir, fsync on) and 64 concurrent writers of 256-byte values, for
+// profiling the whole write path in one place. The cluster benchmark of
+// record is `make bench-cluster` with separate processes.
+func BenchmarkClusterPut(b *testing.B) {
+	c := newTestCluster(b, 3, DefaultSnapshotEvery)
+	kv := c.conns[c.leader()]
+	val := make([]byte, 256)
+	var n atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for w := 0; w < benchWriters; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for {
+				i := n.Add(1)
+				if i > int64(b.N) {
+					return
+				}
+				if _, err := kv.Put(context.Background(), &apipb.PutRequest{Key: []byte(fmt.Sprintf("%08d", i%100000)), Value: val}); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+}

@@ -85,8 +85,8 @@ func Check(h History, timeout time.Duration) Result {
 }
 
 // explain reruns the check keeping partial linearizations, which the
-// visualization draws, and names every key none of which covers all of its
-// operations.
+// visualization draws, and names every key for which none of them covers
+// all of the key's operations.
 func (r *Result) explain() {
 	verdict, info := porcupine.CheckOperationsVerbose(Model(), r.ops, r.timeout)
 	r.info = &info
@@ -132,11 +132,12 @@ func (r *Result) WriteVisualization(path string) error {
 }
 
 // Summary is a one-line account of the check, for logs and the simulator's
-// report, e.g.
+// report, e.g. (wrapped here)
 //
-//	linearizability: linearizable: 1000 ops on 8 keys (put 250, get 400,
-//	delete 100, cas 250); 980 ok, 20 unknown writes; 3 unknown reads and
-//	5 failed ops left out
+//	linearizability: NOT linearizable: 1000 ops on 8 keys (put 250,
+//	get 400, delete 100, cas 250); 970 answered, 10 resolved, 20 unknown
+//	writes (4 seen to take effect); 3 unknown reads and 5 failed ops left
+//	out; illegal keys: k3
 func (r Result) Summary() string {
 	if r.Verdict == Malformed {
 		return fmt.Sprintf("linearizability: %v: %v", r.Verdict, r.Err)

@@ -5,7 +5,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # How many random schedules the core property tests run in `make test`.
 CORE_SCHEDULES ?= 600
 
-.PHONY: all build test test-short race cover lint bench proto fmt sim sim-swarm \
+.PHONY: all build test fuzz cover lint bench proto fmt sim sim-swarm \
 	cluster-start cluster-status cluster-stop integration-test
 
 # The local cluster of make cluster-start: three members on 127.0.0.1.
@@ -67,7 +67,19 @@ test: lint
 	$(GO) test -count=1 ./...
 	RAPID_CHECKS=$(CORE_SCHEDULES) $(GO) test -count=1 -run 'TestProperty' ./core/
 	$(GO) test -count=1 -race -short ./...
+	@$(MAKE) --no-print-directory fuzz
 	@$(MAKE) --no-print-directory cover
+
+# A few seconds of each fuzz target (the committed seed corpora also run in
+# every plain go test).
+FUZZTIME ?= 5s
+fuzz:
+	$(GO) test ./disk/ -run '^$$' -fuzz '^FuzzWALDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./disk/ -run '^$$' -fuzz '^FuzzSnapshotReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./disk/kvstore/ -run '^$$' -fuzz '^FuzzApplyCommand$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./disk/kvstore/ -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./disk/kvstore/ -run '^$$' -fuzz '^FuzzRestoreRecords$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./net/raftpb/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 cover:
 	@$(GO) test -count=1 -coverprofile=.cover.core.out ./core/ >/dev/null

@@ -54,12 +54,11 @@ type client struct {
 	stopped bool
 
 	// the operation in progress
-	op           *clientOp
-	attemptID    uint64
-	attemptDone  bool
-	versions     map[string]uint64
-	opsDone      int
-	registerSeen bool
+	op          *clientOp
+	attemptID   uint64
+	attemptDone bool
+	versions    map[string]uint64
+	opsDone     int
 }
 
 type clientOp struct {

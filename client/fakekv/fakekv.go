@@ -13,6 +13,7 @@ package fakekv
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strings"
@@ -126,13 +127,19 @@ func (s *Store) Value(key string) ([]byte, uint64) {
 	return e.value, e.version
 }
 
-// Close stops every node.
+// Close stops every node for good, releasing their ports.
 func (s *Store) Close() {
 	s.mu.Lock()
 	nodes := append([]*Node(nil), s.nodes...)
 	s.mu.Unlock()
 	for _, n := range nodes {
 		n.Stop()
+		n.mu.Lock()
+		if n.reserved != nil {
+			_ = n.reserved.Close()
+			n.reserved = nil
+		}
+		n.mu.Unlock()
 	}
 }
 
@@ -178,13 +185,15 @@ type Node struct {
 	id    uint64
 	store *Store
 
-	mu     sync.Mutex
-	addr   string
-	srv    *grpc.Server
-	faults []fault
-	lose   map[string]int
-	hold   *Hold
-	calls  map[string]int
+	mu       sync.Mutex
+	addr     string
+	srv      *grpc.Server
+	served   chan struct{} // closed when srv.Serve returns
+	reserved io.Closer     // holds the port while stopped (see reservePort)
+	faults   []fault
+	lose     map[string]int
+	hold     *Hold
+	calls    map[string]int
 }
 
 type fault struct {
@@ -217,10 +226,14 @@ func (n *Node) listen(addr string) error {
 	}
 	srv := grpc.NewServer()
 	apipb.RegisterKVServer(srv, n)
+	served := make(chan struct{})
 	n.mu.Lock()
-	n.addr, n.srv = lis.Addr().String(), srv
+	n.addr, n.srv, n.served = lis.Addr().String(), srv, served
 	n.mu.Unlock()
-	go func() { _ = srv.Serve(lis) }()
+	go func() {
+		defer close(served)
+		_ = srv.Serve(lis)
+	}()
 	return nil
 }
 
@@ -238,23 +251,37 @@ func (n *Node) Addr() string {
 // and calls in flight fail. Stopping a stopped node does nothing.
 func (n *Node) Stop() {
 	n.mu.Lock()
-	srv := n.srv
+	srv, served := n.srv, n.served
 	n.srv = nil
 	n.mu.Unlock()
-	if srv != nil {
-		srv.Stop()
+	if srv == nil {
+		return
 	}
+	srv.Stop()
+	// The listening socket is closed for good only once Serve has
+	// returned (its pending Accept holds the socket open until then).
+	<-served
+	// Best effort: if the port cannot be held, Restart may find it taken.
+	reserved, _ := reservePort(n.Addr())
+	n.mu.Lock()
+	n.reserved = reserved
+	n.mu.Unlock()
 }
 
 // Restart brings a stopped node back on the same address.
 func (n *Node) Restart() error {
 	n.mu.Lock()
-	running := n.srv != nil
+	running, reserved := n.srv != nil, n.reserved
+	n.reserved = nil
 	n.mu.Unlock()
 	if running {
 		return nil
 	}
-	return n.listen(n.Addr())
+	err := n.listen(n.Addr())
+	if reserved != nil {
+		_ = reserved.Close()
+	}
+	return err
 }
 
 // Fail makes the next `times` calls of method ("Put", "Get", ...; "" for

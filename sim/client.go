@@ -70,6 +70,8 @@ type clientOp struct {
 	mayApply  bool // some attempt may have been applied
 	isRead    bool
 	startedAt int64
+	// session and seq identify a write for exactly-once application.
+	session, seq uint64
 }
 
 func (w *world) newClient(id int, rng *rand.Rand) *client {
@@ -123,6 +125,7 @@ func (c *client) begin() {
 	if cmd != nil {
 		c.seq++
 		cmd.ClientId, cmd.Seq = c.session, c.seq
+		op.session, op.seq = c.session, c.seq
 		op.cmd = mustMarshal(cmd)
 	}
 	op.hid = c.w.rec.Call(c.id, op.in, c.w.clock.now)
@@ -188,7 +191,8 @@ func (c *client) giveUp() {
 		err = c.w.rec.Drop(op.hid)
 		c.w.opsFailed++
 	default:
-		err = c.w.rec.Unknown(op.hid)
+		// Settled at the end of the run from what the cluster applied.
+		c.w.unresolved = append(c.w.unresolved, op)
 		c.w.opsUnknown++
 	}
 	c.w.check(err)
@@ -244,26 +248,34 @@ func (c *client) output(rp reply) (lin.Output, error) {
 		c.versions[op.in.Key] = g.Version
 		return lin.GetFound(string(g.Value), g.Version), nil
 	}
-	r := rp.result
+	out, err := resultOutput(op.in, rp.result)
+	if err != nil {
+		return out, err
+	}
+	switch {
+	case op.in.Kind == lin.OpDelete:
+		delete(c.versions, op.in.Key)
+	case rp.result.Exists || rp.result.Status == kvstore.StatusOK:
+		c.versions[op.in.Key] = rp.result.Version
+	}
+	return out, nil
+}
+
+// resultOutput is what a client is told for a write's state machine result.
+func resultOutput(in lin.Input, r kvstore.Result) (lin.Output, error) {
 	switch r.Status {
 	case kvstore.StatusOK:
 	case kvstore.StatusCASFailed:
-		if r.Exists {
-			c.versions[op.in.Key] = r.Version
-		}
 		return lin.Output{Found: r.Exists, Value: string(r.CurrentValue), Version: r.Version}, nil
 	default:
 		return lin.Output{}, fmt.Errorf("unexpected status %v: %s", r.Status, r.Err)
 	}
-	switch op.in.Kind {
+	switch in.Kind {
 	case lin.OpPut:
-		c.versions[op.in.Key] = r.Version
 		return lin.PutOK(r.Version), nil
 	case lin.OpDelete:
-		delete(c.versions, op.in.Key)
 		return lin.DeleteOK(r.Existed), nil
 	default:
-		c.versions[op.in.Key] = r.Version
 		return lin.Output{Succeeded: true, Version: r.Version}, nil
 	}
 }

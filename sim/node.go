@@ -94,7 +94,7 @@ func (n *node) start() {
 			ID: n.id, Peers: w.ids, ElectionTick: electionTicks, HeartbeatTick: 1,
 			Seed: w.seed ^ uint64(n.id)<<32 ^ uint64(n.restarts), MaxMsgBytes: 64 << 10,
 		},
-		FS: n.fs, Dir: "/node", Store: store,
+		FS: n.fs, Dir: "/node", Store: recordingStore{Store: store, w: w},
 		SnapshotEvery: w.snapshotEvery, KeepSnapshots: 2,
 		WAL:  disk.Options{SegmentSize: 64 << 10},
 		Send: n.send,

@@ -99,6 +99,9 @@ type world struct {
 	checker       *core.Checker
 	rec           *lin.Recorder
 	digests       map[uint64]uint64
+	applied       map[sessionSeq]appliedWrite
+	// unresolved are writes whose clients gave up without an answer.
+	unresolved []*clientOp
 	keys          int
 	snapshotEvery uint64
 	nextRequest   uint64
@@ -136,6 +139,7 @@ func Run(opts Options) Result {
 	res.SimTime = time.Duration(w.clock.now) * time.Microsecond
 	res.TraceHash = w.trace.Sum64()
 	res.Err = w.err
+	w.resolveUnknown()
 	res.History = w.rec.History()
 	res.Check = lin.Check(res.History, time.Minute)
 	res.Linearizable = res.Check.Summary()
@@ -159,7 +163,7 @@ func newWorld(opts Options) (*world, Result) {
 	}
 	w := &world{
 		seed: opts.Seed, checker: core.NewChecker(), rec: lin.NewRecorder(),
-		digests: map[uint64]uint64{}, trace: fnv.New64a(), nemesisRng: nemesisRng,
+		digests: map[uint64]uint64{}, applied: map[sessionSeq]appliedWrite{}, trace: fnv.New64a(), nemesisRng: nemesisRng,
 		keys: 2 + cfgRng.IntN(6), snapshotEvery: uint64(20 + cfgRng.IntN(200)),
 	}
 	if opts.Faults != nil {
@@ -284,6 +288,28 @@ func (w *world) checkLiveness(start int64) {
 			c.giveUp()
 		}
 	}
+}
+
+// resolveUnknown settles the writes whose clients never heard back: one the
+// cluster applied is recorded with its result, taking effect no later than
+// its first application; one nobody applied stays unknown (it may still have
+// been in some log).
+func (w *world) resolveUnknown() {
+	for _, op := range w.unresolved {
+		a, ok := w.applied[sessionSeq{op.session, op.seq}]
+		if !ok {
+			w.check(w.rec.Unknown(op.hid))
+			continue
+		}
+		out, err := resultOutput(op.in, a.result)
+		if err != nil {
+			w.fail(err)
+			w.check(w.rec.Unknown(op.hid))
+			continue
+		}
+		w.check(w.rec.Resolve(op.hid, out, max(a.at, op.startedAt)))
+	}
+	w.unresolved = nil
 }
 
 func (w *world) converged() bool {

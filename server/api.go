@@ -355,6 +355,8 @@ func toStatus(err error) error {
 		return status.Error(codes.Unavailable, "leadership is being transferred; retry shortly")
 	case errors.Is(err, replica.ErrLost):
 		return status.Error(codes.Unavailable, "the leader changed before the write committed; it was not applied: retry")
+	case errors.Is(err, replica.ErrReadAborted):
+		return status.Error(codes.Unavailable, "the leader changed before the read was confirmed; retry")
 	case errors.Is(err, replica.ErrUnknown):
 		return status.Error(codes.Unavailable, "the write's outcome is unknown after a leader change; retry with the same session and seq")
 	case errors.Is(err, errStopping):

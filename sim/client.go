@@ -309,6 +309,8 @@ func (n *node) answer(rq *request, out replica.Outcome) {
 	switch {
 	case errors.Is(out.Err, replica.ErrLost):
 		n.reply(rq, reply{definite: true})
+	case errors.Is(out.Err, replica.ErrReadAborted):
+		n.reply(rq, reply{definite: true})
 	case out.Err != nil:
 		n.reply(rq, reply{unknown: true})
 	case rq.read:

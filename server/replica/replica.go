@@ -71,6 +71,9 @@ var (
 	// ErrUnknown: the node jumped past the write's log index by installing
 	// a snapshot and cannot tell whether it was applied.
 	ErrUnknown = errors.New("outcome unknown: the log position was replaced by a snapshot")
+	// ErrReadAborted: the leader changed before it confirmed a read; the
+	// request is lost with it. Retrying is safe.
+	ErrReadAborted = errors.New("the leader changed before the read was confirmed; retry")
 )
 
 type pendingWrite struct {
@@ -96,6 +99,8 @@ type Replica struct {
 	// answered, for the state machine to reach the index (in order).
 	asked map[uint64]bool
 	ready []pendingRead
+	// lead is the leader as of the last batch Finish saw.
+	lead core.NodeID
 
 	// lastSnapshot is the index of the newest snapshot the state machine
 	// was saved or restored at (state machine side).
@@ -399,6 +404,25 @@ func (r *Replica) Finish(b *Batch) error {
 			continue
 		}
 		r.cfg.Done(w.id, Outcome{Result: b.results[i]})
+	}
+	if rd.SoftState != nil && rd.SoftState.Lead != r.lead {
+		r.lead = rd.SoftState.Lead
+		// A ReadIndex request travels to the leader of the moment; when the
+		// leader changes it is lost (or dropped by a leader stepping down).
+		// Fail such reads now rather than at the client's deadline. Reads
+		// answered in this same batch are still served below.
+		answered := map[uint64]bool{}
+		for _, rs := range rd.ReadStates {
+			if len(rs.Context) == 8 {
+				answered[binary.BigEndian.Uint64(rs.Context)] = true
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(r.asked)) {
+			if !answered[id] {
+				delete(r.asked, id)
+				r.cfg.Done(id, Outcome{Err: ErrReadAborted})
+			}
+		}
 	}
 	for _, rs := range rd.ReadStates {
 		if len(rs.Context) != 8 {

@@ -88,20 +88,20 @@ func (r Result) String() string {
 
 // world is one simulated cluster and everything around it.
 type world struct {
-	seed          uint64
-	clock         clock
-	faults        Faults
-	counts        FaultCounts
-	ids           []core.NodeID
-	nodes         []*node
-	net           *network
-	clients       []*client
-	checker       *core.Checker
-	rec           *lin.Recorder
-	digests       map[uint64]uint64
-	applied       map[sessionSeq]appliedWrite
+	seed    uint64
+	clock   clock
+	faults  Faults
+	counts  FaultCounts
+	ids     []core.NodeID
+	nodes   []*node
+	net     *network
+	clients []*client
+	checker *core.Checker
+	rec     *lin.Recorder
+	digests map[uint64]uint64
+	applied map[sessionSeq]appliedWrite
 	// unresolved are writes whose clients gave up without an answer.
-	unresolved []*clientOp
+	unresolved    []*clientOp
 	keys          int
 	snapshotEvery uint64
 	nextRequest   uint64

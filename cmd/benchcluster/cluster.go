@@ -1,0 +1,402 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client"
+)
+
+// node is one keyvald process of the benchmark cluster.
+type node struct {
+	id         uint64
+	clientAddr string
+	peerAddr   string
+	dataDir    string
+	logPath    string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the current process has exited
+	exitErr error
+	// expectExit is set before the driver itself stops or kills the node,
+	// so that its exit is not reported as a crash.
+	expectExit bool
+}
+
+// cluster is the three members and how to run them.
+type cluster struct {
+	keyvald string   // binary
+	args    []string // flags every member gets besides its own
+	nodes   []*node
+	initial string // --initial-cluster
+	// commands records each distinct command line used to start a member.
+	commands []string
+}
+
+// newCluster lays out three members under dir with client ports base,
+// base+10000, base+20000 and each peer port one above its client port.
+func newCluster(keyvald, dir string, basePort int, extra []string) *cluster {
+	c := &cluster{keyvald: keyvald, args: extra}
+	var peers []string
+	for i := range 3 {
+		port := basePort + 10000*i
+		n := &node{
+			id:         uint64(i + 1),
+			clientAddr: "127.0.0.1:" + strconv.Itoa(port),
+			peerAddr:   "127.0.0.1:" + strconv.Itoa(port+1),
+			dataDir:    filepath.Join(dir, "data", strconv.Itoa(i+1)),
+			logPath:    filepath.Join(dir, "logs", strconv.Itoa(i+1)+".log"),
+		}
+		c.nodes = append(c.nodes, n)
+		peers = append(peers, fmt.Sprintf("%d=%s", n.id, n.peerAddr))
+	}
+	c.initial = strings.Join(peers, ",")
+	return c
+}
+
+// endpoints returns the members' client addresses, comma-separated.
+func (c *cluster) endpoints(except ...*node) string {
+	var out []string
+	for _, n := range c.nodes {
+		if !containsNode(except, n) {
+			out = append(out, n.clientAddr)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func containsNode(ns []*node, n *node) bool {
+	for _, x := range ns {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPortsFree refuses to start when another process (a make
+// cluster-start cluster, another benchmark) holds one of the ports.
+func (c *cluster) checkPortsFree() error {
+	for _, n := range c.nodes {
+		for _, addr := range []string{n.clientAddr, n.peerAddr} {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("port %s is in use (another cluster or benchmark running? pick others with --base-port): %w", addr, err)
+			}
+			_ = l.Close()
+		}
+	}
+	return nil
+}
+
+// start launches the member (resuming from its data directory if it has
+// one). Its output is appended to its log file.
+func (c *cluster) start(n *node) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil && !isClosed(n.exited) {
+		return fmt.Errorf("node %d is already running (pid %d)", n.id, n.cmd.Process.Pid)
+	}
+	if err := os.MkdirAll(filepath.Dir(n.logPath), 0o755); err != nil {
+		return fmt.Errorf("node %d: %w", n.id, err)
+	}
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("node %d: %w", n.id, err)
+	}
+	args := append([]string{
+		"--id", strconv.FormatUint(n.id, 10), "--data-dir", n.dataDir,
+		"--listen-client", n.clientAddr, "--listen-peer", n.peerAddr, "--initial-cluster", c.initial,
+	}, c.args...)
+	cmd := exec.Command(c.keyvald, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = childAttrs()
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return fmt.Errorf("starting node %d: %w", n.id, err)
+	}
+	track(cmd.Process)
+	n.cmd, n.exited, n.exitErr, n.expectExit = cmd, make(chan struct{}), nil, false
+	exited := n.exited
+	go func() {
+		err := cmd.Wait()
+		_ = logf.Close()
+		untrack(cmd.Process)
+		n.mu.Lock()
+		n.exitErr = err
+		n.mu.Unlock()
+		close(exited)
+	}()
+	if line := shellQuote(c.keyvald, args); !containsString(c.commands, line) {
+		c.commands = append(c.commands, line)
+	}
+	return nil
+}
+
+// startAll starts every member.
+func (c *cluster) startAll() error {
+	for _, n := range c.nodes {
+		if err := c.start(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pid returns the running process's id (0 if not running).
+func (n *node) pid() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil || isClosed(n.exited) {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+// crashed returns an error if the member exited without the driver asking
+// it to.
+func (n *node) crashed() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil || n.expectExit || !isClosed(n.exited) {
+		return nil
+	}
+	return fmt.Errorf("node %d exited unexpectedly (%v); its log ends:\n%s", n.id, n.exitErr, logTail(n.logPath, 15))
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (n *node) kill() error { return n.signalAndWait(syscall.SIGKILL, 10*time.Second) }
+
+// stop sends SIGTERM (a clean shutdown) and waits up to timeout, then
+// SIGKILL.
+func (n *node) stop(timeout time.Duration) error {
+	if err := n.signalAndWait(syscall.SIGTERM, timeout); err == nil {
+		return nil
+	}
+	return n.kill()
+}
+
+func (n *node) signalAndWait(sig syscall.Signal, timeout time.Duration) error {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	if cmd == nil || isClosed(exited) {
+		n.mu.Unlock()
+		return nil
+	}
+	n.expectExit = true
+	n.mu.Unlock()
+	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signalling node %d: %w", n.id, err)
+	}
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(timeout):
+		return fmt.Errorf("node %d did not exit %v after %v", n.id, timeout, sig)
+	}
+}
+
+// stopAll shuts every member down cleanly (SIGKILL after 10s).
+func (c *cluster) stopAll() {
+	var wg sync.WaitGroup
+	for _, n := range c.nodes {
+		wg.Go(func() { _ = n.stop(10 * time.Second) })
+	}
+	wg.Wait()
+}
+
+// checkRunning returns the first member that crashed.
+func (c *cluster) checkRunning() error {
+	for _, n := range c.nodes {
+		if err := n.crashed(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// statusOf asks one member for its status over a fresh connection. A
+// fresh connection per question matters right after a member restarts:
+// a long-lived one would wait out gRPC's reconnect backoff and make the
+// member look slower to come back than it is.
+func statusOf(ctx context.Context, addr string, timeout time.Duration) (client.NodeStatus, error) {
+	c, err := client.New(client.Config{Endpoints: []string{addr}, DialTimeout: timeout, RequestTimeout: timeout})
+	if err != nil {
+		return client.NodeStatus{}, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return c.Status(ctx, addr)
+}
+
+// view is one round of status answers from the members given.
+type view struct {
+	st  map[*node]client.NodeStatus
+	err map[*node]error
+}
+
+func (c *cluster) view(ctx context.Context, nodes []*node) view {
+	v := view{st: map[*node]client.NodeStatus{}, err: map[*node]error{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() {
+			st, err := statusOf(ctx, n.clientAddr, time.Second)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				v.err[n] = err
+			} else {
+				v.st[n] = st
+			}
+		})
+	}
+	wg.Wait()
+	return v
+}
+
+// leader returns the member that claims to lead with the highest term,
+// and that term (nil if none does).
+func (v view) leader() (*node, uint64) {
+	var best *node
+	var term uint64
+	for n, st := range v.st {
+		if strings.EqualFold(st.Role, "leader") && (best == nil || st.Term > term) {
+			best, term = n, st.Term
+		}
+	}
+	return best, term
+}
+
+// maxTerm is the highest term any member reported.
+func (v view) maxTerm() uint64 {
+	var t uint64
+	for _, st := range v.st {
+		t = max(t, st.Term)
+	}
+	return t
+}
+
+// waitHealthy waits until every member of nodes answers, they all follow
+// the same leader, and each has applied everything the leader had
+// committed when the wait began. It returns the leader.
+func (c *cluster) waitHealthy(ctx context.Context, nodes []*node, timeout time.Duration) (*node, error) {
+	deadline := time.Now().Add(timeout)
+	var target uint64 // the leader's commit index when first seen
+	var last string
+	for {
+		if err := c.checkRunningOf(nodes); err != nil {
+			return nil, err
+		}
+		v := c.view(ctx, nodes)
+		l, _ := v.leader()
+		if l != nil && len(v.err) == 0 {
+			if target == 0 {
+				target = v.st[l].Commit
+			}
+			ok := true
+			for n, st := range v.st {
+				if st.LeaderID != l.id || st.Applied < target {
+					ok = false
+					last = fmt.Sprintf("node %d: leader %d, applied %d of %d", n.id, st.LeaderID, st.Applied, target)
+				}
+			}
+			if ok {
+				return l, nil
+			}
+		} else if l == nil {
+			last = "no leader"
+			for n, err := range v.err {
+				last += fmt.Sprintf("; node %d: %v", n.id, err)
+			}
+		} else {
+			for n, err := range v.err {
+				last = fmt.Sprintf("node %d: %v", n.id, err)
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("cluster not healthy after %v: %s", timeout, last)
+		}
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (c *cluster) checkRunningOf(nodes []*node) error {
+	for _, n := range nodes {
+		if err := n.crashed(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rssKiB reads a process's resident set size from /proc.
+func rssKiB(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseVmRSS(string(raw))
+}
+
+// parseVmRSS finds the VmRSS line of a /proc/PID/status file.
+func parseVmRSS(status string) (int64, error) {
+	for _, line := range strings.Split(status, "\n") {
+		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		if !ok {
+			continue
+		}
+		fields := strings.Fields(rest)
+		if len(fields) != 2 || fields[1] != "kB" {
+			return 0, fmt.Errorf("unexpected VmRSS line %q", line)
+		}
+		return strconv.ParseInt(fields[0], 10, 64)
+	}
+	return 0, errors.New("no VmRSS line (is the process a zombie?)")
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+func containsString(xs []string, s string) bool {
+	for _, x := range xs {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -41,7 +41,7 @@ cluster-start: build
 	  echo $$! > $$pidf; \
 	  echo "node $$id: client 127.0.0.1:$$port, peer 127.0.0.1:$$peer, log $(CLUSTER_DIR)/logs/$$id.log"; \
 	done
-	@for i in $$(seq 1 100); do ./bin/kvctl status >/dev/null 2>&1 && break; sleep 0.1; done
+	@for i in $$(seq 1 100); do ./bin/kvctl status -o json 2>/dev/null | grep -q '"leader_id": [1-9]' && break; sleep 0.1; done
 	@./bin/kvctl status || (echo "the cluster did not come up; see $(CLUSTER_DIR)/logs"; exit 1)
 
 cluster-status:

@@ -222,19 +222,36 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
 		defer cancel()
 	}
+	// One channel carries both a refusal to propose and the outcome, so a
+	// write costs one hand-off into the loop and one back.
 	ch := make(chan replica.Outcome, 1)
-	var id uint64
+	id := s.nextID.Add(1)
 	var perr error
-	if err := s.do(ctx, func() {
-		s.nextID++
-		id = s.nextID
-		if perr = s.rep.Propose(id, data); perr == nil {
-			s.waiters[id] = ch
+	select {
+	case s.inbox <- func() {
+		if err := s.rep.Propose(id, data); err != nil {
+			perr = err
+			ch <- replica.Outcome{Err: errRefused}
+			return
 		}
-	}); err != nil {
-		return kvstore.Result{}, nil, toStatus(err)
+		s.waiters[id] = ch
+	}:
+	case <-s.stopping:
+		return kvstore.Result{}, nil, toStatus(errStopping)
+	case <-ctx.Done():
+		return kvstore.Result{}, nil, toStatus(ctx.Err())
 	}
-	if perr != nil {
+	var out replica.Outcome
+	select {
+	case out = <-ch:
+	case <-s.loopDone:
+		return kvstore.Result{}, nil, toStatus(errStopping)
+	case <-ctx.Done():
+		s.forget(id)
+		return kvstore.Result{}, nil, status.Errorf(codes.DeadlineExceeded,
+			"no outcome before the deadline: the write may or may not be applied; retry with the same session and seq to find out")
+	}
+	if out.Err == errRefused {
 		var nl *core.ErrNotLeader
 		if errors.As(perr, &nl) && nl.Leader != None && !forwarded(ctx) {
 			if c, err := s.leaderClient(nl.Leader); err == nil {
@@ -243,18 +260,14 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 		}
 		return kvstore.Result{}, nil, toStatus(perr)
 	}
-	select {
-	case out := <-ch:
-		if out.Err != nil {
-			return kvstore.Result{}, nil, toStatus(out.Err)
-		}
-		return out.Result, nil, resultError(out.Result)
-	case <-ctx.Done():
-		s.forget(id)
-		return kvstore.Result{}, nil, status.Errorf(codes.DeadlineExceeded,
-			"no outcome before the deadline: the write may or may not be applied; retry with the same session and seq to find out")
+	if out.Err != nil {
+		return kvstore.Result{}, nil, toStatus(out.Err)
 	}
+	return out.Result, nil, resultError(out.Result)
 }
+
+// errRefused tells write that the loop refused to propose (perr says why).
+var errRefused = errors.New("refused")
 
 // None is the NodeID of no node.
 const None = core.None
@@ -268,11 +281,9 @@ func (s *Server) readBarrier(ctx context.Context) error {
 		defer cancel()
 	}
 	ch := make(chan replica.Outcome, 1)
-	var id uint64
+	id := s.nextID.Add(1)
 	var rerr error
 	if err := s.do(ctx, func() {
-		s.nextID++
-		id = s.nextID
 		if rerr = s.rep.Read(id); rerr == nil {
 			s.waiters[id] = ch
 		}

@@ -47,7 +47,7 @@ type Server struct {
 	// waiters are the requests waiting for the replica's answer, by id;
 	// only the event loop touches them.
 	waiters map[uint64]chan replica.Outcome
-	nextID  uint64
+	nextID  atomic.Uint64
 	// leader is the leader the loop last saw, for response headers.
 	leader atomic.Uint64
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,17 +45,16 @@ type cluster struct {
 	commands []string
 }
 
-// newCluster lays out three members under dir with client ports base,
-// base+10000, base+20000 and each peer port one above its client port.
-func newCluster(keyvald, dir string, basePort int, extra []string) *cluster {
+// newCluster lays out three members under dir. ports holds each member's
+// client and peer port.
+func newCluster(keyvald, dir string, ports [3][2]int, extra []string) *cluster {
 	c := &cluster{keyvald: keyvald, args: extra}
 	var peers []string
-	for i := range 3 {
-		port := basePort + 10000*i
+	for i, p := range ports {
 		n := &node{
 			id:         uint64(i + 1),
-			clientAddr: "127.0.0.1:" + strconv.Itoa(port),
-			peerAddr:   "127.0.0.1:" + strconv.Itoa(port+1),
+			clientAddr: "127.0.0.1:" + strconv.Itoa(p[0]),
+			peerAddr:   "127.0.0.1:" + strconv.Itoa(p[1]),
 			dataDir:    filepath.Join(dir, "data", strconv.Itoa(i+1)),
 			logPath:    filepath.Join(dir, "logs", strconv.Itoa(i+1)+".log"),
 		}
@@ -65,24 +65,47 @@ func newCluster(keyvald, dir string, basePort int, extra []string) *cluster {
 	return c
 }
 
+// fixedPorts gives member i the client port base+10000*i and the peer port
+// one above (3379/3380, 13379/13380, 23379/23380 for base 3379), beside
+// make cluster-start's 2379/2380, 12379/12380, 22379/22380.
+func fixedPorts(base int) [3][2]int {
+	var ports [3][2]int
+	for i := range ports {
+		ports[i] = [2]int{base + 10000*i, base + 10000*i + 1}
+	}
+	return ports
+}
+
+// freePorts asks the kernel for six unused loopback ports. Another process
+// could take one before keyvald binds it; the start then fails loudly.
+func freePorts() ([3][2]int, error) {
+	var ports [3][2]int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	for i := range 6 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return ports, fmt.Errorf("finding a free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports[i/2][i%2] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports, nil
+}
+
 // endpoints returns the members' client addresses, comma-separated.
 func (c *cluster) endpoints(except ...*node) string {
 	var out []string
 	for _, n := range c.nodes {
-		if !containsNode(except, n) {
+		if !slices.Contains(except, n) {
 			out = append(out, n.clientAddr)
 		}
 	}
 	return strings.Join(out, ",")
-}
-
-func containsNode(ns []*node, n *node) bool {
-	for _, x := range ns {
-		if x == n {
-			return true
-		}
-	}
-	return false
 }
 
 // checkPortsFree refuses to start when another process (a make
@@ -92,7 +115,7 @@ func (c *cluster) checkPortsFree() error {
 		for _, addr := range []string{n.clientAddr, n.peerAddr} {
 			l, err := net.Listen("tcp", addr)
 			if err != nil {
-				return fmt.Errorf("port %s is in use (another cluster or benchmark running? pick others with --base-port): %w", addr, err)
+				return fmt.Errorf("port %s is in use (another cluster or benchmark running? pick others with --base-port, or 0 for any free ones): %w", addr, err)
 			}
 			_ = l.Close()
 		}
@@ -138,7 +161,7 @@ func (c *cluster) start(n *node) error {
 		n.mu.Unlock()
 		close(exited)
 	}()
-	if line := shellQuote(c.keyvald, args); !containsString(c.commands, line) {
+	if line := shellQuote(c.keyvald, args); !slices.Contains(c.commands, line) {
 		c.commands = append(c.commands, line)
 	}
 	return nil
@@ -390,13 +413,4 @@ func isClosed(ch chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-func containsString(xs []string, s string) bool {
-	for _, x := range xs {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

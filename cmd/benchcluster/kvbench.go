@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/cmd/kvbench/stats"
+)
+
+// benchResult is the part of kvbench's --json report the driver uses.
+type benchResult struct {
+	stats.Summary
+	Op          string  `json:"op"`
+	Target      string  `json:"target"`
+	Clients     int     `json:"clients"`
+	Conns       int     `json:"conns"`
+	Interrupted bool    `json:"interrupted"`
+	LoadAverage loadAvg `json:"load_average"`
+	Cluster     struct {
+		LeaderStart uint64 `json:"leader_start"`
+		TermStart   uint64 `json:"term_start"`
+		LeaderEnd   uint64 `json:"leader_end"`
+		TermEnd     uint64 `json:"term_end"`
+	} `json:"cluster"`
+}
+
+type loadAvg struct {
+	Start []float64 `json:"start"`
+	End   []float64 `json:"end"`
+}
+
+// kvbenchRun is one kvbench process.
+type kvbenchRun struct {
+	bin      string
+	args     []string
+	progress io.Writer // kvbench's stderr (progress lines), or nil
+	cmd      *exec.Cmd
+	stdout   bytes.Buffer
+	stderr   bytes.Buffer
+}
+
+// commandLine is the command as a person would type it.
+func (r *kvbenchRun) commandLine() string { return shellQuote(r.bin, r.args) }
+
+// start launches kvbench; the context kills it if cancelled.
+func (r *kvbenchRun) start(ctx context.Context) error {
+	cmd := exec.CommandContext(ctx, r.bin, r.args...)
+	cmd.SysProcAttr = childAttrs()
+	cmd.Stdout = &r.stdout
+	cmd.Stderr = &r.stderr
+	if r.progress != nil {
+		cmd.Stderr = io.MultiWriter(&r.stderr, r.progress)
+	}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", r.commandLine(), err)
+	}
+	track(cmd.Process)
+	r.cmd = cmd
+	return nil
+}
+
+// wait waits for kvbench and decodes its report. kvbench exits 1 when some
+// operations failed: the report is still returned (with its error count)
+// and so is an error saying so.
+func (r *kvbenchRun) wait() (*benchResult, error) {
+	err := r.cmd.Wait()
+	untrack(r.cmd.Process)
+	var exitErr *exec.ExitError
+	if err != nil && !(errors.As(err, &exitErr) && exitErr.ExitCode() == 1) {
+		return nil, fmt.Errorf("%s: %w\n%s", r.commandLine(), err, lastLines(r.stderr.String(), 10))
+	}
+	var res benchResult
+	if jerr := json.Unmarshal(r.stdout.Bytes(), &res); jerr != nil {
+		return nil, fmt.Errorf("%s: reading its report: %w\n%s", r.commandLine(), jerr, lastLines(r.stderr.String(), 10))
+	}
+	if err != nil {
+		return &res, fmt.Errorf("%s: %d operations failed: %s", r.commandLine(), res.Errors, summariseErrors(res.ErrorSummary))
+	}
+	return &res, nil
+}
+
+// runKvbench runs kvbench to completion.
+func runKvbench(ctx context.Context, bin string, args []string, progress io.Writer) (*benchResult, string, error) {
+	r := &kvbenchRun{bin: bin, args: args, progress: progress}
+	if err := r.start(ctx); err != nil {
+		return nil, r.commandLine(), err
+	}
+	res, err := r.wait()
+	return res, r.commandLine(), err
+}
+
+func summariseErrors(es []stats.ErrorCount) string {
+	var parts []string
+	for i, e := range es {
+		if i == 3 {
+			parts = append(parts, "...")
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%d× %s", e.Count, e.Message))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// shellQuote renders a command line that can be pasted into a shell; bin
+// is taken as written (it may be "go run ./cmd/x").
+func shellQuote(bin string, args []string) string {
+	parts := []string{bin}
+	for _, a := range args {
+		parts = append(parts, quoteArg(a))
+	}
+	return strings.Join(parts, " ")
+}
+
+func quoteArg(a string) string {
+	if a != "" && strings.IndexFunc(a, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,@+", r))
+	}) < 0 {
+		return a
+	}
+	return "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+}
+
+// stderrIfVerbose is where kvbench progress lines go: the driver's own
+// stderr, unless quiet.
+func stderrIfVerbose(quiet bool) io.Writer {
+	if quiet {
+		return nil
+	}
+	return os.Stderr
+}

@@ -1,0 +1,294 @@
+// Command benchcluster is the cluster benchmark behind make bench-cluster:
+// it builds keyvald and kvbench, starts a fresh three-member cluster on
+// loopback with its data on the real disk (keyvald always fsyncs its WAL),
+// and measures writes at 1 to 256 clients, linearizable and serializable
+// reads, memory over a sustained-overwrite run, failover after kill -9 of
+// the leader, and the catch-up of a member restarted behind many writes.
+// Everything measured goes to a markdown file with the exact commands.
+//
+// --smoke runs every step with tiny counts in a few seconds so CI can
+// check that the tooling works; it exits non-zero if anything fails.
+//
+// It is a Go program rather than a shell script because the failover
+// figure needs the kill and the next acknowledged write timed in one
+// process, and because a Go driver can read Status through the client
+// library, sample /proc, and guarantee cleanup (children in their own
+// process group, killed by the kernel if the driver itself dies).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Exit statuses.
+const (
+	exitOK          = 0
+	exitFailed      = 1
+	exitUsage       = 2
+	exitInterrupted = 130
+)
+
+// options are the command line.
+type options struct {
+	smoke            bool
+	out              string
+	dir              string
+	binDir           string
+	goCmd            string
+	basePort         int
+	steps            map[string]bool
+	writeOps         int
+	readOps          int
+	keySpace         int
+	failoverTrials   int
+	catchupKeys      int
+	catchupTimeout   time.Duration
+	rssDuration      time.Duration
+	snapshotInterval int
+	keep             bool
+	quiet            bool
+	args             []string
+}
+
+// allSteps in the order they run. Memory is measured before failover and
+// catch-up: those leave a million keys and restarted members behind.
+var allSteps = []string{"writes", "reads", "rss", "failover", "catchup"}
+
+func main() {
+	os.Exit(realMain(os.Args[1:], os.Stderr))
+}
+
+func realMain(args []string, stderr io.Writer) int {
+	opt, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "benchcluster:", err)
+		return exitUsage
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	// A second signal after the first: stop waiting for a clean shutdown.
+	go func() {
+		<-ctx.Done()
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+		<-again
+		fmt.Fprintln(stderr, "benchcluster: killing every child process now")
+		killTracked()
+		os.Exit(exitInterrupted)
+	}()
+	defer killTracked() // last resort; the cluster is normally stopped before
+
+	err = run(ctx, opt, stderr)
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintln(stderr, "benchcluster: interrupted; processes stopped; partial results in", opt.out)
+		return exitInterrupted
+	case err != nil:
+		fmt.Fprintln(stderr, "benchcluster: FAILED:", err)
+		return exitFailed
+	}
+	fmt.Fprintln(stderr, "benchcluster: done; results in", opt.out)
+	return exitOK
+}
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	opt := options{args: args}
+	fs := flag.NewFlagSet("benchcluster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `benchcluster starts a fresh three-member KeyVal cluster on 127.0.0.1 and
+benchmarks it with kvbench (run from the repository root):
+
+  go run ./cmd/benchcluster                 the full matrix (tens of minutes)
+  go run ./cmd/benchcluster --smoke         every step with tiny counts (seconds)
+  go run ./cmd/benchcluster --steps writes,failover --failover-trials 20
+
+Results, with the exact commands, go to --out. Exit status: 0 all steps
+ran without errors, 1 something failed (the report says what), 2 usage,
+130 interrupted (every process started is stopped either way).
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.BoolVar(&opt.smoke, "smoke", false, "tiny counts: check the tooling works in a few seconds (flags given explicitly still win)")
+	fs.StringVar(&opt.out, "out", "", "markdown file for the results (default .benchdata/bench-cluster.md, or -smoke.md)")
+	fs.StringVar(&opt.dir, "dir", ".benchdata/cluster", "directory for the members' data and logs (emptied first)")
+	fs.StringVar(&opt.binDir, "bin-dir", ".benchdata/bin", "where keyvald and kvbench are built")
+	fs.StringVar(&opt.goCmd, "go", "go", "the go command used to build")
+	fs.IntVar(&opt.basePort, "base-port", 3379, "client port of member 1; members 2 and 3 are +10000 and +20000, peer ports one above (0: any free ports; --smoke's default)")
+	steps := fs.String("steps", strings.Join(allSteps, ","), "steps to run, comma-separated: "+strings.Join(allSteps, ", "))
+	fs.IntVar(&opt.writeOps, "write-ops", 100000, "operations per write row (the 1-client row runs a tenth, the 16-client row half)")
+	fs.IntVar(&opt.readOps, "read-ops", 100000, "operations per read row")
+	fs.IntVar(&opt.keySpace, "key-space", 100000, "keys the writes and reads range over (preloaded for the reads)")
+	fs.IntVar(&opt.failoverTrials, "failover-trials", 10, "kill -9 the leader this many times")
+	fs.IntVar(&opt.catchupKeys, "catchup-keys", 1000000, "distinct keys written while a follower is down")
+	fs.DurationVar(&opt.catchupTimeout, "catchup-timeout", 20*time.Minute, "how long the restarted follower may take to catch up")
+	fs.DurationVar(&opt.rssDuration, "rss-duration", 2*time.Minute, "length of the sustained-overwrite run sampled for memory")
+	fs.IntVar(&opt.snapshotInterval, "snapshot-interval", 0, "keyvald --snapshot-interval (0: keyvald's default)")
+	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
+	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
+	if err := fs.Parse(args); err != nil {
+		return opt, err
+	}
+	if fs.NArg() > 0 {
+		return opt, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if opt.smoke {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for name, v := range map[string]string{
+			"write-ops": "300", "read-ops": "300", "key-space": "1000", "failover-trials": "1",
+			"catchup-keys": "3000", "catchup-timeout": "1m", "rss-duration": "3s", "snapshot-interval": "500",
+			"quiet": "true", "base-port": "0",
+		} {
+			if !given[name] {
+				if err := fs.Set(name, v); err != nil {
+					return opt, err
+				}
+			}
+		}
+	}
+	if opt.out == "" {
+		opt.out = ".benchdata/bench-cluster.md"
+		if opt.smoke {
+			opt.out = ".benchdata/bench-cluster-smoke.md"
+		}
+	}
+	opt.steps = map[string]bool{}
+	for _, s := range strings.Split(*steps, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(allSteps, s) {
+			return opt, fmt.Errorf("--steps: unknown step %q (want some of %s)", s, strings.Join(allSteps, ", "))
+		}
+		opt.steps[s] = true
+	}
+	switch {
+	case len(opt.steps) == 0:
+		return opt, errors.New("--steps: no steps given")
+	case opt.writeOps < 1 || opt.readOps < 1 || opt.keySpace < 1 || opt.catchupKeys < 1:
+		return opt, errors.New("--write-ops, --read-ops, --key-space and --catchup-keys must be positive")
+	case opt.keySpace > 100000000:
+		return opt, errors.New("--key-space must fit in 8-digit keys (at most 100000000)")
+	case opt.failoverTrials < 0:
+		return opt, errors.New("--failover-trials must not be negative")
+	case opt.basePort < 0 || opt.basePort+20001 > 65535:
+		return opt, fmt.Errorf("--base-port %d: members need ports up to base+20001", opt.basePort)
+	case opt.rssDuration < time.Second:
+		return opt, errors.New("--rss-duration must be at least 1s")
+	}
+	return opt, nil
+}
+
+// run builds, starts the cluster, runs the steps and writes the report.
+// Whatever happens, the cluster is stopped before it returns.
+func run(ctx context.Context, opt options, stderr io.Writer) error {
+	if _, err := os.Stat("go.mod"); err != nil {
+		return errors.New("run from the repository root (no go.mod here)")
+	}
+	if err := build(ctx, opt, stderr); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(opt.dir); err != nil {
+		return fmt.Errorf("emptying %s: %w", opt.dir, err)
+	}
+	var extra []string
+	if opt.snapshotInterval > 0 {
+		extra = append(extra, "--snapshot-interval", fmt.Sprint(opt.snapshotInterval))
+	}
+	ports := fixedPorts(opt.basePort)
+	if opt.basePort == 0 {
+		var err error
+		if ports, err = freePorts(); err != nil {
+			return err
+		}
+	}
+	c := newCluster(filepath.Join(opt.binDir, "keyvald"), opt.dir, ports, extra)
+	if err := c.checkPortsFree(); err != nil {
+		return err
+	}
+	rep := newReport(opt, c)
+	d := &driver{opt: opt, c: c, kvbench: filepath.Join(opt.binDir, "kvbench"), rep: rep, progress: stderrIfVerbose(opt.quiet)}
+
+	defer func() {
+		c.stopAll()
+		if !opt.keep {
+			_ = os.RemoveAll(filepath.Join(opt.dir, "data"))
+		}
+	}()
+	if err := c.startAll(); err != nil {
+		return err
+	}
+	if _, err := c.waitHealthy(ctx, c.nodes, time.Minute); err != nil {
+		return fmt.Errorf("the cluster did not come up: %w", err)
+	}
+	rep.loadStart = currentLoad()
+
+	steps := map[string]func(context.Context) error{
+		"writes": d.stepWrites, "reads": d.stepReads, "rss": d.stepRSS,
+		"failover": d.stepFailover, "catchup": d.stepCatchup,
+	}
+	var failed []error
+	for _, name := range allSteps {
+		if !opt.steps[name] {
+			continue
+		}
+		fmt.Fprintf(stderr, "benchcluster: step %s\n", name)
+		start := time.Now()
+		err := steps[name](ctx)
+		rep.stepTimes = append(rep.stepTimes, stepTime{name, time.Since(start)})
+		if ctx.Err() != nil {
+			rep.failures = append(rep.failures, "interrupted during "+name)
+			break
+		}
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s: %w", name, err))
+			rep.failures = append(rep.failures, fmt.Sprintf("%s: %v", name, err))
+			fmt.Fprintf(stderr, "benchcluster: step %s failed: %v\n", name, err)
+		}
+		// Whatever the step left behind, the next one starts from three
+		// healthy members.
+		if err := d.recover(ctx); err != nil {
+			failed = append(failed, fmt.Errorf("recovering after %s: %w", name, err))
+			rep.failures = append(rep.failures, fmt.Sprintf("recovering after %s: %v (remaining steps skipped)", name, err))
+			break
+		}
+	}
+	rep.loadEnd = currentLoad()
+	rep.finished = time.Now()
+	if err := rep.write(); err != nil {
+		failed = append(failed, err)
+	}
+	return errors.Join(failed...)
+}
+
+// build compiles keyvald and kvbench from this checkout.
+func build(ctx context.Context, opt options, stderr io.Writer) error {
+	for _, pkg := range []string{"keyvald", "kvbench"} {
+		cmd := exec.CommandContext(ctx, opt.goCmd, "build", "-o", filepath.Join(opt.binDir, pkg), "./cmd/"+pkg)
+		cmd.Stdout, cmd.Stderr = stderr, stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building %s: %w", pkg, err)
+		}
+	}
+	return nil
+}

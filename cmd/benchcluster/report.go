@@ -1,0 +1,409 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// report gathers the results and renders them as markdown.
+type report struct {
+	opt       options
+	c         *cluster
+	started   time.Time
+	finished  time.Time
+	loadStart []float64
+	loadEnd   []float64
+	env       []envLine
+	writes    []benchRow
+	preload   *benchRow
+	reads     []benchRow
+	rss       *rssResult
+	failover  *failoverResult
+	catchup   *catchupResult
+	stepTimes []stepTime
+	failures  []string
+}
+
+type stepTime struct {
+	name string
+	took time.Duration
+}
+
+type envLine struct{ key, value string }
+
+func newReport(opt options, c *cluster) *report {
+	r := &report{opt: opt, c: c, started: time.Now()}
+	r.env = environment(opt)
+	return r
+}
+
+// save writes what is known so far, so an interrupted or failed run still
+// leaves its results behind. Errors are reported by the final write.
+func (r *report) save() { _ = r.write() }
+
+func (r *report) write() error {
+	if err := os.MkdirAll(filepath.Dir(r.opt.out), 0o755); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	tmp := r.opt.out + ".tmp"
+	if err := os.WriteFile(tmp, []byte(r.markdown()), 0o644); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	if err := os.Rename(tmp, r.opt.out); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	return nil
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	kind := "full run"
+	if r.opt.smoke {
+		kind = "smoke run (tiny counts: checks the tooling, the figures mean nothing)"
+	}
+	fmt.Fprintf(&b, "# KeyVal cluster benchmark: %s\n\n", kind)
+	fmt.Fprintf(&b, "Three keyvald members on 127.0.0.1, data on the real disk, WAL fsync on; load from kvbench on the same machine. ")
+	fmt.Fprintf(&b, "The machine may be shared: the load average is given beside each figure.\n\n")
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| started | %s |\n", r.started.UTC().Format("2006-01-02 15:04:05 UTC"))
+	if !r.finished.IsZero() {
+		fmt.Fprintf(&b, "| finished | %s (%s) |\n", r.finished.UTC().Format("2006-01-02 15:04:05 UTC"), r.finished.Sub(r.started).Round(time.Second))
+	} else {
+		fmt.Fprintf(&b, "| finished | not yet (partial results) |\n")
+	}
+	for _, e := range r.env {
+		fmt.Fprintf(&b, "| %s | %s |\n", e.key, e.value)
+	}
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s at start, %s at end |\n", loadString(r.loadStart), loadString(r.loadEnd))
+	fmt.Fprintf(&b, "| driver | `%s` |\n\n", shellQuote("go run ./cmd/benchcluster", r.opt.args))
+
+	if len(r.failures) > 0 {
+		fmt.Fprintf(&b, "## FAILURES\n\n")
+		for _, f := range r.failures {
+			fmt.Fprintf(&b, "- %s\n", strings.ReplaceAll(f, "\n", "\n  "))
+		}
+		b.WriteString("\n")
+	}
+
+	if len(r.writes) > 0 {
+		fmt.Fprintf(&b, "## Writes\n\nPuts to the leader, 8-byte random keys over a %d-key space, 256-byte values.\n\n", r.opt.keySpace)
+		writeRows(&b, "clients / conns", r.writes)
+	}
+	if r.preload != nil || len(r.reads) > 0 {
+		fmt.Fprintf(&b, "## Reads\n\n64 clients over 8 connections, random keys over the %d keys preloaded first; "+
+			"`leader`: every connection to the leader, `all`: connections spread over the three members.\n\n", r.opt.keySpace)
+		rows := r.reads
+		if r.preload != nil {
+			rows = append([]benchRow{*r.preload}, rows...)
+		}
+		writeRows(&b, "op → target", rows)
+	}
+	if r.rss != nil {
+		r.writeRSS(&b)
+	}
+	if r.failover != nil {
+		r.writeFailover(&b)
+	}
+	if r.catchup != nil {
+		r.writeCatchup(&b)
+	}
+
+	fmt.Fprintf(&b, "## How the cluster was run\n\n```\n")
+	for _, cmd := range r.c.commands {
+		fmt.Fprintf(&b, "%s\n", cmd)
+	}
+	fmt.Fprintf(&b, "```\n\nLogs: `%s`.\n", filepath.Join(r.opt.dir, "logs"))
+	if len(r.stepTimes) > 0 {
+		fmt.Fprintf(&b, "\nStep durations:")
+		for _, s := range r.stepTimes {
+			fmt.Fprintf(&b, " %s %s;", s.name, s.took.Round(100*time.Millisecond))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// writeRows renders kvbench runs as a table followed by their commands.
+func writeRows(b *strings.Builder, first string, rows []benchRow) {
+	fmt.Fprintf(b, "| %s | ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | elections | load avg 1m start → end |\n", first)
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, row := range rows {
+		res := row.res
+		if res == nil {
+			fmt.Fprintf(b, "| %s | failed: %s | | | | | | | | | |\n", row.label, firstLine(row.err))
+			continue
+		}
+		l := res.Latency
+		fmt.Fprintf(b, "| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.1f | %s | %s | %s → %s |\n",
+			row.label, res.Requests, thousands(res.RequestsPerSec), l.P50, l.P90, l.P99, l.P999, l.Slowest,
+			errorCell(row), electionCell(row), oneMinute(res.LoadAverage.Start), oneMinute(res.LoadAverage.End))
+	}
+	fmt.Fprintf(b, "\n```\n")
+	for _, row := range rows {
+		fmt.Fprintf(b, "%s\n", row.cmd)
+	}
+	fmt.Fprintf(b, "```\n\n")
+	for _, row := range rows {
+		if len(row.roles.Lines) > 0 {
+			fmt.Fprintf(b, "Role changes logged during %s:\n\n```\n%s\n```\n\n", row.label, strings.Join(row.roles.Lines, "\n"))
+		}
+	}
+}
+
+func errorCell(row benchRow) string {
+	if row.res.Errors == 0 && row.err == nil {
+		return "0"
+	}
+	if row.res.Errors == 0 {
+		return "run failed: " + firstLine(row.err)
+	}
+	return fmt.Sprintf("**%d**: %s", row.res.Errors, strings.ReplaceAll(summariseErrors(row.res.ErrorSummary), "|", `\|`))
+}
+
+// electionCell says how many terms began (from Status) and how many
+// leaders the logs show elected during the run.
+func electionCell(row benchRow) string {
+	n := row.elections()
+	if n == 0 && row.roles.Leader == 0 && row.roles.Candidate == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("**%d** (term %d → %d; %d leader, %d candidate, %d pre-candidate log lines)",
+		n, row.termBefore, row.termAfter, row.roles.Leader, row.roles.Candidate, row.roles.PreCandidate)
+}
+
+func (r *report) writeRSS(b *strings.Builder) {
+	res := r.rss
+	fmt.Fprintf(b, "## Memory over a sustained-overwrite run\n\n")
+	fmt.Fprintf(b, "Puts at 64 clients / 8 connections for %s over the %d-key space; each member's VmRSS sampled once a second; "+
+		"a compaction is the member's first log index moving forward (a snapshot was taken and the log cut behind it).\n\n",
+		res.duration, r.opt.keySpace)
+	if res.row.res != nil {
+		l := res.row.res.Latency
+		fmt.Fprintf(b, "Load: %d writes, %s/s, p50 %.2f ms, p99 %.2f ms, max %.1f ms, errors %s, elections %s, load avg 1m %s → %s.\n\n",
+			res.row.res.Requests, thousands(res.row.res.RequestsPerSec), l.P50, l.P99, l.Slowest, errorCell(res.row),
+			electionCell(res.row), oneMinute(res.row.res.LoadAverage.Start), oneMinute(res.row.res.LoadAverage.End))
+	}
+	fmt.Fprintf(b, "| member | samples | first MiB | min MiB | max MiB | last MiB | max / first | last / first | compactions |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|\n")
+	for _, s := range res.nodes {
+		if len(s.samples) == 0 {
+			fmt.Fprintf(b, "| %d | 0 | | | | | | | |\n", s.id)
+			continue
+		}
+		first, last := s.samples[0], s.samples[len(s.samples)-1]
+		lo, hi := slices.Min(s.samples), slices.Max(s.samples)
+		fmt.Fprintf(b, "| %d | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %d |\n", s.id, len(s.samples),
+			mib(first), mib(lo), mib(hi), mib(last), float64(hi)/float64(first), float64(last)/float64(first), s.compactions)
+	}
+	fmt.Fprintf(b, "\n```\n%s\n```\n\n", res.row.cmd)
+}
+
+func (r *report) writeFailover(b *strings.Builder) {
+	res := r.failover
+	fmt.Fprintf(b, "## Failover\n\n")
+	fmt.Fprintf(b, "Each trial: %d goroutines write continuously through a client that knows all three members "+
+		"(retry backoff 5–50 ms instead of the default 25–500 ms, so the client's pauses barely show); once they are "+
+		"acknowledged steadily, the leader is killed with SIGKILL. *Kill → ack* is the time from the kill to the first "+
+		"acknowledgement of a write begun after the killed process was gone (so it cannot be a reply the old leader "+
+		"sent); it includes one write's latency on the new leader. *Kill → leader seen* is when polling the survivors' "+
+		"Status (every ~5 ms) first found one leading in a higher term. The killed member is restarted and caught up "+
+		"between trials. keyvald defaults: heartbeat 100 ms, election timeout 1 s (followers wait 1–2 s).\n\n", res.writers)
+	fmt.Fprintf(b, "| trial | killed | new leader | term | kill → leader seen ms | kill → ack ms | writes acked / failed |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|\n")
+	var toAck, toLeader []time.Duration
+	for i, t := range res.trials {
+		if t.err != nil {
+			fmt.Fprintf(b, "| %d | %d | failed: %s | | | | %d / %d |\n", i+1, t.killed, firstLine(t.err), t.acks, t.writeErrors)
+			continue
+		}
+		toAck = append(toAck, t.toAck)
+		toLeader = append(toLeader, t.toLeader)
+		fmt.Fprintf(b, "| %d | %d | %d | %d → %d | %.0f | %.0f | %d / %d |\n", i+1, t.killed, t.newLeader, t.oldTerm, t.newTerm,
+			msOf(t.toLeader), msOf(t.toAck), t.acks, t.writeErrors)
+	}
+	if len(toAck) > 0 {
+		fmt.Fprintf(b, "\n| of %d trials | median ms | mean ms | min ms | max ms |\n|---|---|---|---|---|\n", len(toAck))
+		for _, s := range []struct {
+			name string
+			xs   []time.Duration
+		}{{"kill → ack", toAck}, {"kill → leader seen", toLeader}} {
+			med, mean, lo, hi := describe(s.xs)
+			fmt.Fprintf(b, "| %s | %.0f | %.0f | %.0f | %.0f |\n", s.name, msOf(med), msOf(mean), msOf(lo), msOf(hi))
+		}
+	}
+	b.WriteString("\n")
+}
+
+func (r *report) writeCatchup(b *strings.Builder) {
+	res := r.catchup
+	fmt.Fprintf(b, "## Restart catch-up\n\n")
+	fmt.Fprintf(b, "Follower %d stopped with SIGTERM; %d distinct keys (256-byte values) written through the other two "+
+		"by kvbench at 256 clients; the follower restarted and its Status polled every 20 ms (a fresh connection each "+
+		"time) until its applied index reached the leader's commit index at the restart.\n\n", res.follower, res.keys)
+	if res.load.res != nil {
+		l := res.load.res.Latency
+		fmt.Fprintf(b, "Load: %d writes in %.1f s, %s/s, p50 %.2f ms, p99 %.2f ms, errors %s, elections %s.\n\n",
+			res.load.res.Requests, res.load.res.TotalSeconds, thousands(res.load.res.RequestsPerSec), l.P50, l.P99,
+			errorCell(res.load), electionCell(res.load))
+	}
+	fmt.Fprintf(b, "| leader commit | restart → answering Status | restart → caught up | snapshots received | leader data dir |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|\n")
+	caught := "not reached"
+	if res.toCaughtUp > 0 {
+		caught = fmt.Sprintf("%.2f s", res.toCaughtUp.Seconds())
+	}
+	fmt.Fprintf(b, "| %d | %.2f s | %s | %d | %.1f MiB |\n\n", res.target, res.toAnswer.Seconds(), caught, res.snapshots,
+		float64(res.dataBytes)/(1<<20))
+	fmt.Fprintf(b, "```\n%s\n```\n\n", res.load.cmd)
+}
+
+// describe returns the median, mean, minimum and maximum (the median of
+// an even count is the mean of the middle two).
+func describe(xs []time.Duration) (med, mean, lo, hi time.Duration) {
+	if len(xs) == 0 {
+		return 0, 0, 0, 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	med = s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	var sum time.Duration
+	for _, x := range s {
+		sum += x
+	}
+	return med, sum / time.Duration(n), s[0], s[n-1]
+}
+
+func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func mib(kib int64) float64        { return float64(kib) / 1024 }
+
+// thousands formats a rate with a thousands separator, as the issue does.
+func thousands(x float64) string {
+	s := strconv.FormatInt(int64(x+0.5), 10)
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
+
+func oneMinute(l []float64) string {
+	if len(l) == 0 {
+		return "?"
+	}
+	return strconv.FormatFloat(l[0], 'f', 2, 64)
+}
+
+func loadString(l []float64) string {
+	if len(l) == 0 {
+		return "unknown"
+	}
+	var parts []string
+	for _, x := range l {
+		parts = append(parts, strconv.FormatFloat(x, 'f', 2, 64))
+	}
+	return strings.Join(parts, " ")
+}
+
+func firstLine(err error) string {
+	if err == nil {
+		return ""
+	}
+	line, _, _ := strings.Cut(err.Error(), "\n")
+	return strings.ReplaceAll(line, "|", `\|`)
+}
+
+// currentLoad reads /proc/loadavg (nil where there is none).
+func currentLoad() []float64 {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return nil
+	}
+	fields := strings.Fields(string(raw))
+	if len(fields) < 3 {
+		return nil
+	}
+	var out []float64
+	for _, f := range fields[:3] {
+		x, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// environment describes the machine and the code measured.
+func environment(opt options) []envLine {
+	var out []envLine
+	commit := strings.TrimSpace(commandOutput("git", "rev-parse", "--short", "HEAD"))
+	if commit == "" {
+		commit = "unknown"
+	} else if exec.Command("git", "diff-index", "--quiet", "HEAD", "--").Run() != nil ||
+		strings.TrimSpace(commandOutput("git", "ls-files", "--others", "--exclude-standard", "*.go")) != "" {
+		// Read-only plumbing: diff-index compares without refreshing (or
+		// writing) the index.
+		commit += " plus uncommitted changes"
+	}
+	out = append(out, envLine{"commit", commit})
+	out = append(out, envLine{"go", runtime.Version()})
+	cpu := "unknown CPU"
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	kernel := strings.TrimSpace(commandOutput("uname", "-r"))
+	out = append(out, envLine{"machine", fmt.Sprintf("%d CPUs (%s), %s %s", runtime.NumCPU(), cpu, runtime.GOOS, kernel)})
+	disk := strings.Join(strings.Fields(lastLines(commandOutput("df", "-hT", "."), 1)), " ")
+	out = append(out, envLine{"data", fmt.Sprintf("`%s` on `%s`", opt.dir, disk)})
+	flags := "defaults (heartbeat 100ms, election timeout 1s, snapshot every 10000 entries)"
+	if opt.snapshotInterval > 0 {
+		flags = fmt.Sprintf("defaults but --snapshot-interval %d", opt.snapshotInterval)
+	}
+	out = append(out, envLine{"keyvald flags", flags})
+	return out
+}
+
+func commandOutput(name string, args ...string) string {
+	var out bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout = &out
+	if cmd.Run() != nil {
+		return ""
+	}
+	return out.String()
+}
+
+// dirSize adds up the sizes of the files under dir.
+func dirSize(dir string) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				total += fi.Size()
+			}
+		}
+		return nil
+	})
+	return total
+}

@@ -397,7 +397,8 @@ func (s *Server) send(msgs []core.Message) {
 		}
 		snap, err := s.rep.OpenSnapshot(m.Snapshot.Index)
 		if err != nil {
-			s.log.Error("cannot send snapshot", "to", uint64(m.To), "err", err)
+			s.log.Error("cannot read the snapshot to send; taking a new one", "to", uint64(m.To), "err", err)
+			s.rep.RequestSnapshot()
 			s.rep.Node().ReportSnapshot(m.To, false)
 			continue
 		}

@@ -41,6 +41,54 @@ type Faults struct {
 	ReadErrorProb float64 // per read
 	DiskCapacity  int64   // bytes; 0 = unlimited
 	SlowSyncMax   int64   // µs added to a sync, at most
+	// RotProb is the chance that a crash of a storage-faulty node leaves
+	// one flipped bit among the last RotSpan bytes of its newest WAL
+	// segment, in data that was synced: bit rot found at restart, where a
+	// write that landed whole can be told from a torn one only by its
+	// checksum.
+	RotProb float64
+	RotSpan int64
+
+	// Not faults, but drawn per seed like them: flow control. Small
+	// messages make a follower catch up one entry per append, so a new
+	// leader learns of old-term entries on a majority before its own.
+	MaxMsgBytes     uint64 // 0 = the simulator's default (64 KiB)
+	MaxInflightMsgs int    // 0 = core's default
+
+	// LeaderChurn is the chance that a node is cut off from its peers at
+	// the moment it wins an election, before its first appends arrive, and
+	// CommitIsolate the chance that a leader is cut off at the moment an
+	// acknowledgement advances its commit index, when it alone knows. Both
+	// heal after up to half a second. A run of such leaders leaves the
+	// diverging logs of the Raft paper's Figure 8 behind.
+	LeaderChurn   float64
+	CommitIsolate float64
+	// PauseIsolate is the chance that a paused leader is also cut off from
+	// its peers until up to 200 ms after it resumes (the stale-read trap:
+	// its clock stood still, so it still believes in its leadership).
+	PauseIsolate float64
+}
+
+// chooseExtras draws the knobs added after the first fault model, from
+// their own stream, so that every seed keeps the rest of its fault model.
+func chooseExtras(rng *rand.Rand, f *Faults) {
+	if f.StorageNodes > 0 && rng.IntN(2) == 0 {
+		f.RotProb = 0.2 + rng.Float64()*0.6
+		f.RotSpan = 1 + rng.Int64N(256)
+	}
+	if rng.IntN(2) == 0 {
+		f.MaxMsgBytes = 1 + uint64(rng.Int64N(1024))
+	}
+	if rng.IntN(2) == 0 {
+		f.MaxInflightMsgs = 1 + rng.IntN(16)
+	}
+	if rng.IntN(3) == 0 {
+		f.LeaderChurn = 0.2 + rng.Float64()*0.6
+		f.CommitIsolate = rng.Float64() * 0.1
+	}
+	if f.Pauses && rng.IntN(2) == 0 {
+		f.PauseIsolate = 0.5 + rng.Float64()*0.5
+	}
 }
 
 // chooseFaults draws a fault model from rng.
@@ -119,7 +167,13 @@ func (f Faults) String() string {
 		add(f.ReadErrorProb > 0, "eio=%.1f%%", f.ReadErrorProb*100)
 		add(f.DiskCapacity > 0, "disk=%dKiB", f.DiskCapacity>>10)
 		add(f.SlowSyncMax > 0, "slowsync≤%dms", f.SlowSyncMax/1000)
+		add(f.RotProb > 0, "rot=%.0f%%/last %dB", f.RotProb*100, f.RotSpan)
 	}
+	add(f.MaxMsgBytes > 0, "msg≤%dB", f.MaxMsgBytes)
+	add(f.MaxInflightMsgs > 0, "inflight≤%d", f.MaxInflightMsgs)
+	add(f.LeaderChurn > 0, "churn=%.0f%%", f.LeaderChurn*100)
+	add(f.CommitIsolate > 0, "commit-isolate=%.1f%%", f.CommitIsolate*100)
+	add(f.PauseIsolate > 0, "pause-isolate=%.0f%%", f.PauseIsolate*100)
 	return strings.Join(on, " ")
 }
 
@@ -128,10 +182,11 @@ type FaultCounts struct {
 	Dropped, Duplicated, Partitions, Crashes, Pauses int
 	TornWrites, FlippedWrites, MisdirectedWrites     int
 	ReadErrors, NoSpace, Halts                       int
+	Rotted, Isolations                               int
 }
 
 func (c FaultCounts) String() string {
-	return fmt.Sprintf("dropped=%d duplicated=%d partitions=%d crashes=%d pauses=%d torn=%d flipped=%d misdirected=%d eio=%d enospc=%d halts=%d",
+	return fmt.Sprintf("dropped=%d duplicated=%d partitions=%d crashes=%d pauses=%d torn=%d flipped=%d misdirected=%d eio=%d enospc=%d rotted=%d isolations=%d halts=%d",
 		c.Dropped, c.Duplicated, c.Partitions, c.Crashes, c.Pauses, c.TornWrites, c.FlippedWrites,
-		c.MisdirectedWrites, c.ReadErrors, c.NoSpace, c.Halts)
+		c.MisdirectedWrites, c.ReadErrors, c.NoSpace, c.Rotted, c.Isolations, c.Halts)
 }

@@ -68,11 +68,19 @@ func (w *world) startNemesis(until int64) {
 			w.counts.Pauses++
 			w.logf("node %d paused", n.id)
 			epoch := n.epoch
-			w.clock.after(rng.Int64N(f.PauseFor)+1, func() {
+			pauseFor := rng.Int64N(f.PauseFor) + 1
+			w.clock.after(pauseFor, func() {
 				if n.epoch == epoch && n.paused {
 					n.resume()
 				}
 			})
+			if f.PauseIsolate > 0 && n == w.leader() && w.extraRng.Float64() < f.PauseIsolate {
+				// The stalled leader's peer links break too and come back
+				// only after it resumes: it wakes up with its ticks
+				// frozen, believing it still leads, and hears of no newer
+				// term until the links heal.
+				w.isolateFor(n, pauseFor+w.extraRng.Int64N(200_000), "while paused")
+			}
 		})
 	}
 }
@@ -181,4 +189,26 @@ func (w *world) partition() {
 	w.counts.Partitions++
 	w.logf("partition: %s", kind)
 	w.clock.after(1+rng.Int64N(w.faults.PartitionFor), w.net.heal)
+}
+
+// isolate cuts n off from every peer (clients still reach it) and heals
+// its links after up to half a second.
+func (w *world) isolate(n *node, why string) {
+	w.isolateFor(n, 20_000+w.extraRng.Int64N(500_000), why)
+}
+
+// isolateFor cuts n off from every peer for d µs.
+func (w *world) isolateFor(n *node, d int64, why string) {
+	i := int(n.id - 1)
+	set := func(cut bool) {
+		for b := range w.nodes {
+			if b != i {
+				w.net.cut[i][b], w.net.cut[b][i] = cut, cut
+			}
+		}
+	}
+	set(true)
+	w.counts.Isolations++
+	w.logf("node %d isolated %s", n.id, why)
+	w.clock.after(d, func() { set(false) })
 }

@@ -2,10 +2,12 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
@@ -46,6 +48,39 @@ type node struct {
 	storageFault bool
 	restarts     int
 	lastApplied  uint64
+	// durable is what the node had synced after its last successful
+	// Process: restarting with less, without a corruption error, means
+	// storage lost what the node may have promised (a vote, an append).
+	durable durableState
+	// cleanCrash: the node died between Processes, with nothing written
+	// and not synced, so its whole synced log must come back.
+	cleanCrash bool
+}
+
+type durableState struct {
+	term, lastIndex, lastTerm uint64
+	vote                      core.NodeID
+}
+
+func durableOf(nd *core.Node) durableState {
+	st := nd.Status()
+	t, _ := nd.Term(st.LastIndex)
+	return durableState{term: st.HardState.Term, vote: st.HardState.Vote, lastIndex: st.LastIndex, lastTerm: t}
+}
+
+// checkDurable compares what a restarted node recovered with what it had
+// synced before the crash.
+func (n *node) checkDurable(got durableState) error {
+	want := n.durable
+	if got.term < want.term || (got.term == want.term && want.vote != core.None && got.vote != want.vote) {
+		return fmt.Errorf("node %d restarted with term %d vote %d, but had synced term %d vote %d (durable state lost without a corruption error)",
+			n.id, got.term, got.vote, want.term, want.vote)
+	}
+	if n.cleanCrash && (got.lastTerm < want.lastTerm || (got.lastTerm == want.lastTerm && got.lastIndex < want.lastIndex)) {
+		return fmt.Errorf("node %d restarted with its log ending at %d (term %d), but had synced up to %d (term %d) (durable entries lost without a corruption error)",
+			n.id, got.lastIndex, got.lastTerm, want.lastIndex, want.lastTerm)
+	}
+	return nil
 }
 
 func (w *world) newNode(id core.NodeID, rng *rand.Rand, storageFault bool) *node {
@@ -92,7 +127,8 @@ func (n *node) start() {
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
 			ID: n.id, Peers: w.ids, ElectionTick: electionTicks, HeartbeatTick: 1,
-			Seed: w.seed ^ uint64(n.id)<<32 ^ uint64(n.restarts), MaxMsgBytes: 64 << 10,
+			Seed: w.seed ^ uint64(n.id)<<32 ^ uint64(n.restarts), MaxMsgBytes: cmp.Or(w.faults.MaxMsgBytes, 64<<10),
+			MaxInflightMsgs: w.faults.MaxInflightMsgs,
 		},
 		FS: n.fs, Dir: "/node", Store: recordingStore{Store: store, w: w},
 		SnapshotEvery: w.snapshotEvery, KeepSnapshots: 2,
@@ -116,6 +152,11 @@ func (n *node) start() {
 			n.halt = err.Error()
 			w.counts.Halts++
 			w.logf("node %d HALTED: %v", n.id, err)
+			if !n.storageFault {
+				// docs/sim.md: a node that halts without storage faults
+				// fails the run.
+				w.fail(fmt.Errorf("node %d halted without storage faults: %v", n.id, err))
+			}
 			return
 		}
 		// A transient failure (a read error): try again later.
@@ -133,6 +174,9 @@ func (n *node) start() {
 	n.rep = rep
 	n.state = nodeUp
 	n.lastApplied = store.AppliedIndex()
+	got := durableOf(rep.Node())
+	w.check(n.checkDurable(got))
+	n.durable = got
 	w.checker.Restarted(n.id)
 	w.check(w.checker.Observe(rep.Node()))
 	n.scheduleTick()
@@ -151,6 +195,8 @@ func (n *node) crash() {
 	n.w.logf("node %d crashes", n.id)
 	n.fs.Intercept = nil
 	n.fs.Crash()
+	n.cleanCrash = true
+	n.rot()
 	n.state = nodeDown
 	n.epoch++
 	n.rep = nil
@@ -215,10 +261,12 @@ func (n *node) process() {
 			// as a real process would on a failed fsync.
 			w.logf("node %d storage failure: %v", n.id, err)
 			n.crash()
+			n.cleanCrash = false
 			n.scheduleRestart()
 			return
 		}
 		w.check(w.checker.Observe(n.rep.Node()))
+		n.durable = durableOf(n.rep.Node())
 		n.checkState()
 	}
 	if n.state == nodeUp && n.rep.Node().HasReady() {
@@ -287,6 +335,7 @@ func (n *node) sendSnapshot(m core.Message) {
 	}
 	if err != nil {
 		n.w.logf("node %d cannot read snapshot %d: %v", n.id, m.Snapshot.Index, err)
+		n.rep.RequestSnapshot()
 		n.w.clock.after(1000, func() { report(false) })
 		return
 	}
@@ -314,11 +363,29 @@ func (n *node) deliver(m core.Message) {
 	if !n.alive() {
 		return
 	}
+	// Two moments worth a fault (see Faults.LeaderChurn): a node that has
+	// just won an election, and a leader that has just learned of a commit
+	// no one else knows of yet.
+	nd := n.rep.Node()
+	f := n.w.faults
+	wasLeader := nd.SoftState().Role == core.Leader
+	var commit uint64
+	if wasLeader && f.CommitIsolate > 0 {
+		commit = nd.Status().HardState.Commit
+	}
 	if err := n.rep.Step(m); err != nil {
 		n.w.fail(fmt.Errorf("node %d refused %v: %w", n.id, m, err))
 		return
 	}
-	n.w.check(n.w.checker.Observe(n.rep.Node()))
+	n.w.check(n.w.checker.Observe(nd))
+	if n.w.clock.now < n.w.faultsUntil && nd.SoftState().Role == core.Leader {
+		switch {
+		case !wasLeader && f.LeaderChurn > 0 && n.w.extraRng.Float64() < f.LeaderChurn:
+			n.w.isolate(n, "right after winning an election")
+		case wasLeader && f.CommitIsolate > 0 && nd.Status().HardState.Commit > commit && n.w.extraRng.Float64() < f.CommitIsolate:
+			n.w.isolate(n, "right after advancing its commit index")
+		}
+	}
 	n.schedule()
 }
 
@@ -330,4 +397,41 @@ func (n *node) done(id uint64, out replica.Outcome) {
 	}
 	delete(n.requests, id)
 	n.answer(rq, out)
+}
+
+// rot flips one bit near the end of a storage-faulty node's newest WAL
+// segment while it is down (see Faults.RotProb).
+func (n *node) rot() {
+	f := n.w.faults
+	if !n.storageFault || f.RotProb == 0 || n.w.extraRng.Float64() >= f.RotProb {
+		return
+	}
+	names, err := n.fs.ReadDir("/node/wal")
+	if err != nil {
+		return
+	}
+	var last string
+	for _, name := range names {
+		if strings.HasSuffix(name, ".wal") {
+			last = name
+		}
+	}
+	if last == "" {
+		return
+	}
+	path := "/node/wal/" + last
+	file, err := n.fs.Open(path)
+	if err != nil {
+		return
+	}
+	size, err := file.Size()
+	file.Close()
+	if err != nil || size == 0 {
+		return
+	}
+	off := size - 1 - n.w.extraRng.Int64N(min(f.RotSpan, size))
+	if n.fs.FlipBit(path, off, n.w.extraRng.UintN(8)) == nil {
+		n.w.counts.Rotted++
+		n.w.logf("node %d: bit rot in %s at %d", n.id, path, off)
+	}
 }

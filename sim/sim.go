@@ -106,6 +106,8 @@ type world struct {
 	snapshotEvery uint64
 	nextRequest   uint64
 	nemesisRng    *rand.Rand
+	extraRng      *rand.Rand // bit rot at crashes, isolating leaders
+	faultsUntil   int64
 
 	opsOK, opsFailed, opsUnknown int
 	elections                    int
@@ -182,6 +184,11 @@ func newWorld(opts Options) (*world, Result) {
 	for i, id := range w.ids {
 		w.nodes = append(w.nodes, w.newNode(id, split(), i < w.faults.StorageNodes))
 	}
+	// Split last, so the streams above are the same as before it existed.
+	w.extraRng = split()
+	if opts.Faults == nil {
+		chooseExtras(w.extraRng, &w.faults)
+	}
 	for i := range nclients {
 		w.clients = append(w.clients, w.newClient(i+1, rand.New(rand.NewPCG(clientRng.Uint64(), clientRng.Uint64()))))
 	}
@@ -199,6 +206,7 @@ func (w *world) run(opts Options) {
 	for _, c := range w.clients {
 		w.clock.after(c.rng.Int64N(50_000), c.start)
 	}
+	w.faultsUntil = duration
 	w.startNemesis(duration)
 	w.clock.after(0, w.watchLeader)
 	for w.err == nil && w.clock.step(duration) {
@@ -237,6 +245,7 @@ func (w *world) healAll() {
 	for _, n := range w.nodes {
 		n.fs.Faults.BitFlipProb, n.fs.Faults.MisdirectProb, n.fs.Faults.ReadErrorProb = 0, 0, 0
 		n.fs.Faults.CapacityBytes = 0
+		n.fs.Intercept = nil // a power cut armed during the faults stays unfired
 		if n.paused {
 			n.resume()
 		}

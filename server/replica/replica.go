@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
@@ -103,8 +104,13 @@ type Replica struct {
 	lead core.NodeID
 
 	// lastSnapshot is the index of the newest snapshot the state machine
-	// was saved or restored at (state machine side).
-	lastSnapshot   uint64
+	// was saved or restored at, and appliedTerm the term of the last entry
+	// applied (state machine side).
+	lastSnapshot uint64
+	appliedTerm  uint64
+	// forceSnapshot asks Apply for a snapshot now, whatever the interval:
+	// the newest snapshot file could not be read to send it.
+	forceSnapshot  atomic.Bool
 	applyBuf       []kvstore.Entry
 	recoveredTorn  *disk.TornTail
 	skippedSnaps   []disk.SkippedSnapshot
@@ -154,8 +160,16 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	r.node = node
+	if t, err := node.Term(r.store.AppliedIndex()); err == nil {
+		r.appliedTerm = t
+	}
 	return r, nil
 }
+
+// RequestSnapshot asks for a fresh snapshot at the next batch: the runtime
+// calls it when the newest snapshot file cannot be read to send to a
+// follower, so that one does not wait forever on a damaged file.
+func (r *Replica) RequestSnapshot() { r.forceSnapshot.Store(true) }
 
 // recover brings the store in line with the recovered log and returns what
 // the Raft core restarts from.
@@ -374,14 +388,17 @@ func (r *Replica) Apply(b *Batch) error {
 		}
 		b.results = results
 		last := rd.CommittedEntries[len(rd.CommittedEntries)-1]
-		if r.cfg.SnapshotEvery > 0 && last.Index >= r.lastSnapshot+r.cfg.SnapshotEvery {
-			meta := core.SnapshotMeta{Index: last.Index, Term: last.Term, Conf: b.conf}
-			b.releaseTo = r.lastSnapshot
-			if err := r.writeSnapshot(meta); err != nil {
-				return err
-			}
-			b.snapshot = &meta
+		r.appliedTerm = last.Term
+	}
+	applied := r.store.AppliedIndex()
+	due := r.cfg.SnapshotEvery > 0 && applied >= r.lastSnapshot+r.cfg.SnapshotEvery
+	if (due || r.forceSnapshot.Swap(false)) && applied > 0 && r.appliedTerm > 0 {
+		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: b.conf}
+		b.releaseTo = r.lastSnapshot
+		if err := r.writeSnapshot(meta); err != nil {
+			return err
 		}
+		b.snapshot = &meta
 	}
 	return nil
 }
@@ -494,7 +511,7 @@ func (r *Replica) restore(meta core.SnapshotMeta) error {
 	if err := r.store.Restore(s); err != nil {
 		return fmt.Errorf("replica: install snapshot at %d: %w", meta.Index, err)
 	}
-	r.lastSnapshot = meta.Index
+	r.lastSnapshot, r.appliedTerm = meta.Index, meta.Term
 	return nil
 }
 

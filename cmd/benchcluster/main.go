@@ -59,6 +59,7 @@ type options struct {
 	snapshotInterval int
 	keep             bool
 	quiet            bool
+	timeout          time.Duration
 	args             []string
 }
 
@@ -94,8 +95,16 @@ func realMain(args []string, stderr io.Writer) int {
 	}()
 	defer killTracked() // last resort; the cluster is normally stopped before
 
-	err = run(ctx, opt, stderr)
+	runCtx, cancel := ctx, context.CancelFunc(func() {})
+	if opt.timeout > 0 {
+		runCtx, cancel = context.WithTimeout(ctx, opt.timeout)
+	}
+	defer cancel()
+	err = run(runCtx, opt, stderr)
 	switch {
+	case ctx.Err() == nil && runCtx.Err() != nil:
+		fmt.Fprintf(stderr, "benchcluster: FAILED: gave up after --timeout %v; processes stopped; partial results in %s\n", opt.timeout, opt.out)
+		return exitFailed
 	case ctx.Err() != nil:
 		fmt.Fprintln(stderr, "benchcluster: interrupted; processes stopped; partial results in", opt.out)
 		return exitInterrupted
@@ -144,6 +153,7 @@ Flags:
 	fs.IntVar(&opt.snapshotInterval, "snapshot-interval", 0, "keyvald --snapshot-interval (0: keyvald's default)")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
+	fs.DurationVar(&opt.timeout, "timeout", 0, "give up (and fail) after this long; 0: no limit (--smoke: 3m)")
 	if err := fs.Parse(args); err != nil {
 		return opt, err
 	}
@@ -156,7 +166,7 @@ Flags:
 		for name, v := range map[string]string{
 			"write-ops": "300", "read-ops": "300", "key-space": "1000", "failover-trials": "1",
 			"catchup-keys": "3000", "catchup-timeout": "1m", "rss-duration": "3s", "snapshot-interval": "500",
-			"quiet": "true", "base-port": "0",
+			"quiet": "true", "base-port": "0", "timeout": "3m",
 		} {
 			if !given[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -257,7 +267,7 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 		err := steps[name](ctx)
 		rep.stepTimes = append(rep.stepTimes, stepTime{name, time.Since(start)})
 		if ctx.Err() != nil {
-			rep.failures = append(rep.failures, "interrupted during "+name)
+			rep.failures = append(rep.failures, fmt.Sprintf("interrupted or timed out during %s: %v", name, err))
 			break
 		}
 		if err != nil {

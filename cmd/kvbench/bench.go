@@ -98,7 +98,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 
 	b := &bench{cfg: cfg, value: makeValue(cfg.valSize)}
 	defer b.close()
-	if err := b.connect(ctx, targets); err != nil {
+	if err := b.connect(ctx, targets, cfg.endpoints); err != nil {
 		return nil, err
 	}
 	b.makeWorkers()
@@ -155,21 +155,29 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	return rep, nil
 }
 
-// connect makes --conns clients, connection i pinned to targets[i mod
-// len(targets)], and opens each connection before the clock starts.
-func (b *bench) connect(ctx context.Context, targets []string) error {
+// connect makes --conns clients: connection i starts at targets[i mod
+// len(targets)] and opens its connection there before the clock starts.
+// Each client also knows the other endpoints, after its own: a client stays
+// with the endpoint that answers (it is told nothing that would move it
+// while that works), so --target leader keeps the leader and --target all
+// keeps the spread; but if the member dies mid-run, the client moves on
+// rather than failing every remaining operation.
+func (b *bench) connect(ctx context.Context, targets, all []string) error {
 	for i := range b.cfg.conns {
-		ep := targets[i%len(targets)]
-		// One endpoint per client: a client given several would move to
-		// the leader once it learnt which member leads, and --target all
-		// would quietly become --target leader.
-		c, err := client.New(client.Config{Endpoints: []string{ep}, RequestTimeout: b.cfg.requestTimeout})
+		first := targets[i%len(targets)]
+		eps := []string{first}
+		for _, e := range all {
+			if e != first {
+				eps = append(eps, e)
+			}
+		}
+		c, err := client.New(client.Config{Endpoints: eps, RequestTimeout: b.cfg.requestTimeout})
 		if err != nil {
-			return fmt.Errorf("%w: connection %d to %s: %w", errUnreachable, i, ep, err)
+			return fmt.Errorf("%w: connection %d to %s: %w", errUnreachable, i, first, err)
 		}
 		b.conns = append(b.conns, c)
-		if _, err := c.Status(ctx, ep); err != nil {
-			return fmt.Errorf("%w: connection %d to %s: %w", errUnreachable, i, ep, err)
+		if _, err := c.Status(ctx, first); err != nil {
+			return fmt.Errorf("%w: connection %d to %s: %w", errUnreachable, i, first, err)
 		}
 	}
 	return nil

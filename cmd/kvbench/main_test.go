@@ -105,6 +105,27 @@ func TestTargetAllSpreadsConnections(t *testing.T) {
 	}
 }
 
+func TestRunSurvivesTheLeaderGoingDown(t *testing.T) {
+	store, nodes, eps := fakeCluster(t, 3)
+	// Take the leader down as soon as the timed run starts: the workers'
+	// connections move to the other members instead of failing every
+	// remaining operation.
+	testHookTimedStart = func() { nodes[0].Stop(); store.SetLeader(2) }
+	defer func() { testHookTimedStart = nil }()
+	code, out, errOut := kvbench(t, context.Background(), "--endpoints", eps, "--clients", "4", "--conns", "2",
+		"--total", "200", "--json", "--progress=false")
+	if code != exitOK && code != exitFailures {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	r := decode(t, out)
+	if r.Requests+r.Errors != 200 || r.Requests < 190 {
+		t.Errorf("%d succeeded and %d failed of 200 after the leader went down", r.Requests, r.Errors)
+	}
+	if r.Cluster.LeaderEnd != 2 {
+		t.Errorf("leader at the end %d, want 2", r.Cluster.LeaderEnd)
+	}
+}
+
 func TestSequentialKeysWriteTheWholeKeySpace(t *testing.T) {
 	store, _, eps := fakeCluster(t, 1)
 	code, _, errOut := kvbench(t, context.Background(), "--endpoints", eps, "--sequential-keys", "--key-space-size", "100",

@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
@@ -108,9 +107,10 @@ type Replica struct {
 	// applied (state machine side).
 	lastSnapshot uint64
 	appliedTerm  uint64
-	// forceSnapshot asks Apply for a snapshot now, whatever the interval:
-	// the newest snapshot file could not be read to send it.
-	forceSnapshot  atomic.Bool
+	// wantSnapshot asks for a snapshot with the next batch, whatever the
+	// interval: the newest snapshot file could not be read to send it
+	// (loop side; it travels to Apply in the Batch).
+	wantSnapshot   bool
 	applyBuf       []kvstore.Entry
 	recoveredTorn  *disk.TornTail
 	skippedSnaps   []disk.SkippedSnapshot
@@ -169,7 +169,7 @@ func Open(cfg Config) (*Replica, error) {
 // RequestSnapshot asks for a fresh snapshot at the next batch: the runtime
 // calls it when the newest snapshot file cannot be read to send to a
 // follower, so that one does not wait forever on a damaged file.
-func (r *Replica) RequestSnapshot() { r.forceSnapshot.Store(true) }
+func (r *Replica) RequestSnapshot() { r.wantSnapshot = true }
 
 // recover brings the store in line with the recovered log and returns what
 // the Raft core restarts from.
@@ -323,6 +323,8 @@ type Batch struct {
 	// Compact then releases the WAL up to releaseTo (the snapshot before).
 	snapshot  *core.SnapshotMeta
 	releaseTo uint64
+	// forceSnapshot: take a snapshot after this batch in any case.
+	forceSnapshot bool
 }
 
 // Ready takes the node's next batch of work, if any, and sends the messages
@@ -331,7 +333,8 @@ func (r *Replica) Ready() (*Batch, bool) {
 	if !r.node.HasReady() {
 		return nil, false
 	}
-	b := &Batch{rd: r.node.Ready(), conf: r.node.Conf()}
+	b := &Batch{rd: r.node.Ready(), conf: r.node.Conf(), forceSnapshot: r.wantSnapshot}
+	r.wantSnapshot = false
 	if len(b.rd.Messages) > 0 {
 		r.cfg.Send(b.rd.Messages)
 	}
@@ -392,7 +395,7 @@ func (r *Replica) Apply(b *Batch) error {
 	}
 	applied := r.store.AppliedIndex()
 	due := r.cfg.SnapshotEvery > 0 && applied >= r.lastSnapshot+r.cfg.SnapshotEvery
-	if (due || r.forceSnapshot.Swap(false)) && applied > 0 && r.appliedTerm > 0 {
+	if (due || b.forceSnapshot) && applied > 0 && r.appliedTerm > 0 {
 		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: b.conf}
 		b.releaseTo = r.lastSnapshot
 		if err := r.writeSnapshot(meta); err != nil {

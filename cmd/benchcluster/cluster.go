@@ -33,6 +33,8 @@ type node struct {
 	// expectExit is set before the driver itself stops or kills the node,
 	// so that its exit is not reported as a crash.
 	expectExit bool
+	// crashReported: crashed has already reported this exit.
+	crashReported bool
 }
 
 // cluster is the three members and how to run them.
@@ -150,7 +152,7 @@ func (c *cluster) start(n *node) error {
 		return fmt.Errorf("starting node %d: %w", n.id, err)
 	}
 	track(cmd.Process)
-	n.cmd, n.exited, n.exitErr, n.expectExit = cmd, make(chan struct{}), nil, false
+	n.cmd, n.exited, n.exitErr, n.expectExit, n.crashReported = cmd, make(chan struct{}), nil, false, false
 	exited := n.exited
 	go func() {
 		err := cmd.Wait()
@@ -187,15 +189,26 @@ func (n *node) pid() int {
 	return n.cmd.Process.Pid
 }
 
-// crashed returns an error if the member exited without the driver asking
-// it to.
+// crashed returns an error, once, if the member exited without the driver
+// asking it to.
 func (n *node) crashed() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.cmd == nil || n.expectExit || !isClosed(n.exited) {
+	if n.cmd == nil || n.expectExit || n.crashReported || !isClosed(n.exited) {
 		return nil
 	}
-	return fmt.Errorf("node %d exited unexpectedly (%v); its log ends:\n%s", n.id, n.exitErr, logTail(n.logPath, 15))
+	n.crashReported = true
+	return fmt.Errorf("node %d exited unexpectedly (%v); its log ends:\n%s", n.id, n.exitErr, logTail(n.logPath, 8))
+}
+
+// allRunning says whether every member is up.
+func (c *cluster) allRunning() bool {
+	for _, n := range c.nodes {
+		if n.pid() == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // kill sends SIGKILL and waits for the process to be gone.
@@ -374,6 +387,42 @@ func rssKiB(pid int) (int64, error) {
 		return 0, err
 	}
 	return parseVmRSS(string(raw))
+}
+
+// userHZ is the unit of the CPU times in /proc/PID/stat: fixed at 100 a
+// second in the Linux user ABI whatever the kernel's own tick rate.
+const userHZ = 100
+
+// cpuTime reads the CPU time (user and system) a process has used.
+func cpuTime(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, errors.New("not running")
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseStatCPU(string(raw))
+}
+
+// parseStatCPU adds utime and stime, fields 14 and 15 of /proc/PID/stat.
+// The command name (field 2) is in parentheses and may hold spaces, so the
+// fields are counted from the last ')'.
+func parseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat line")
+	}
+	f := strings.Fields(stat[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat line")
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("malformed CPU times in /proc stat line")
+	}
+	return time.Duration(utime+stime) * time.Second / userHZ, nil
 }
 
 // parseVmRSS finds the VmRSS line of a /proc/PID/status file.

@@ -45,6 +45,9 @@ type kvbenchRun struct {
 	cmd      *exec.Cmd
 	stdout   bytes.Buffer
 	stderr   bytes.Buffer
+	// cpu is the CPU time (user and system) kvbench used, known once it
+	// has exited.
+	cpu time.Duration
 }
 
 // commandLine is the command as a person would type it.
@@ -74,6 +77,9 @@ func (r *kvbenchRun) start(ctx context.Context) error {
 func (r *kvbenchRun) wait() (*benchResult, error) {
 	err := r.cmd.Wait()
 	untrack(r.cmd.Process)
+	if ps := r.cmd.ProcessState; ps != nil {
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
 	var exitErr *exec.ExitError
 	if err != nil && !(errors.As(err, &exitErr) && exitErr.ExitCode() == 1) {
 		return nil, fmt.Errorf("%s: %w\n%s", r.commandLine(), err, lastLines(r.stderr.String(), 10))
@@ -88,14 +94,15 @@ func (r *kvbenchRun) wait() (*benchResult, error) {
 	return &res, nil
 }
 
-// runKvbench runs kvbench to completion.
-func runKvbench(ctx context.Context, bin string, args []string, progress io.Writer) (*benchResult, string, error) {
+// runKvbench runs kvbench to completion; it returns the report, the
+// command line and the CPU time kvbench used.
+func runKvbench(ctx context.Context, bin string, args []string, progress io.Writer) (*benchResult, string, time.Duration, error) {
 	r := &kvbenchRun{bin: bin, args: args, progress: progress}
 	if err := r.start(ctx); err != nil {
-		return nil, r.commandLine(), err
+		return nil, r.commandLine(), 0, err
 	}
 	res, err := r.wait()
-	return res, r.commandLine(), err
+	return res, r.commandLine(), r.cpu, err
 }
 
 func summariseErrors(es []stats.ErrorCount) string {

@@ -134,18 +134,18 @@ func (r *report) markdown() string {
 
 // writeRows renders kvbench runs as a table followed by their commands.
 func writeRows(b *strings.Builder, first string, rows []benchRow) {
-	fmt.Fprintf(b, "| %s | ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | elections | load avg 1m start → end |\n", first)
-	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "| %s | ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | elections | load avg 1m start → end | CPU %% of a core: leader / followers / kvbench |\n", first)
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range rows {
 		res := row.res
 		if res == nil {
-			fmt.Fprintf(b, "| %s | failed: %s | | | | | | | | | |\n", row.label, firstLine(row.err))
+			fmt.Fprintf(b, "| %s | failed: %s | | | | | | | | | | |\n", row.label, firstLine(row.err))
 			continue
 		}
 		l := res.Latency
-		fmt.Fprintf(b, "| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.1f | %s | %s | %s → %s |\n",
+		fmt.Fprintf(b, "| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.1f | %s | %s | %s → %s | %s |\n",
 			row.label, res.Requests, thousands(res.RequestsPerSec), l.P50, l.P90, l.P99, l.P999, l.Slowest,
-			errorCell(row), electionCell(row), oneMinute(res.LoadAverage.Start), oneMinute(res.LoadAverage.End))
+			errorCell(row), electionCell(row), oneMinute(res.LoadAverage.Start), oneMinute(res.LoadAverage.End), cpuCell(row.cpu))
 	}
 	fmt.Fprintf(b, "\n```\n")
 	for _, row := range rows {
@@ -157,6 +157,19 @@ func writeRows(b *strings.Builder, first string, rows []benchRow) {
 			fmt.Fprintf(b, "Role changes logged during %s:\n\n```\n%s\n```\n\n", row.label, strings.Join(row.roles.Lines, "\n"))
 		}
 	}
+}
+
+// cpuCell lists the CPU shares as "leader / follower / follower /
+// kvbench", percentages of one core (the machine has runtime.NumCPU()).
+func cpuCell(cpu []cpuShare) string {
+	if len(cpu) == 0 {
+		return "?"
+	}
+	parts := make([]string, len(cpu))
+	for i, c := range cpu {
+		parts[i] = strconv.FormatFloat(c.percent, 'f', 0, 64)
+	}
+	return strings.Join(parts, " / ")
 }
 
 func errorCell(row benchRow) string {
@@ -188,9 +201,10 @@ func (r *report) writeRSS(b *strings.Builder) {
 		res.duration, r.opt.keySpace)
 	if res.row.res != nil {
 		l := res.row.res.Latency
-		fmt.Fprintf(b, "Load: %d writes, %s/s, p50 %.2f ms, p99 %.2f ms, max %.1f ms, errors %s, elections %s, load avg 1m %s → %s.\n\n",
+		fmt.Fprintf(b, "Load: %d writes, %s/s, p50 %.2f ms, p99 %.2f ms, max %.1f ms, errors %s, elections %s, load avg 1m %s → %s, "+
+			"CPU %% of a core (leader / followers / kvbench) %s.\n\n",
 			res.row.res.Requests, thousands(res.row.res.RequestsPerSec), l.P50, l.P99, l.Slowest, errorCell(res.row),
-			electionCell(res.row), oneMinute(res.row.res.LoadAverage.Start), oneMinute(res.row.res.LoadAverage.End))
+			electionCell(res.row), oneMinute(res.row.res.LoadAverage.Start), oneMinute(res.row.res.LoadAverage.End), cpuCell(res.row.cpu))
 	}
 	fmt.Fprintf(b, "| member | samples | first MiB | min MiB | max MiB | last MiB | max / first | last / first | compactions |\n")
 	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|\n")
@@ -261,8 +275,9 @@ func (r *report) writeCatchup(b *strings.Builder) {
 	if res.toCaughtUp > 0 {
 		caught = fmt.Sprintf("%.2f s", res.toCaughtUp.Seconds())
 	}
-	fmt.Fprintf(b, "| %d | %.2f s | %s | %d | %.1f MiB |\n\n", res.target, res.toAnswer.Seconds(), caught, res.snapshots,
-		float64(res.dataBytes)/(1<<20))
+	fmt.Fprintf(b, "| %d | %.2f s | %s | %d | %.1f MiB (WAL %.1f, snapshots %.1f, bbolt %.1f) |\n\n", res.target,
+		res.toAnswer.Seconds(), caught, res.snapshots, mib(res.dataBytes>>10), mib(res.walBytes>>10),
+		mib(res.snapBytes>>10), mib(res.stateBytes>>10))
 	fmt.Fprintf(b, "```\n%s\n```\n\n", res.load.cmd)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -34,7 +35,15 @@ type benchRow struct {
 	termBefore, termAfter     uint64
 	leaderBefore, leaderAfter uint64
 	roles                     roleChanges
-	err                       error
+	// CPU use over the run, as a percentage of one core: each member's
+	// (leader first) and kvbench's. Nil where unknown.
+	cpu []cpuShare
+	err error
+}
+
+type cpuShare struct {
+	who     string // "leader", "follower", "kvbench"
+	percent float64
 }
 
 // elections is how many terms began during the run.
@@ -64,11 +73,35 @@ func (d *driver) runRow(ctx context.Context, label string, args []string) benchR
 		row.leaderBefore = l.id
 	}
 	offsets := map[*node]int64{}
+	cpuBefore := map[*node]time.Duration{}
 	for _, n := range d.c.nodes {
 		offsets[n] = logSize(n.logPath)
+		if cpu, err := cpuTime(n.pid()); err == nil {
+			cpuBefore[n] = cpu
+		}
 	}
-	row.res, row.cmd, row.err = runKvbench(ctx, d.kvbench, args, d.progress)
+	start := time.Now()
+	var benchCPU time.Duration
+	row.res, row.cmd, benchCPU, row.err = runKvbench(ctx, d.kvbench, args, d.progress)
+	wall := time.Since(start)
+	// Members in a fixed order: the leader at the end, then the others.
 	after := d.c.view(ctx, d.c.nodes)
+	leaderAfter, _ := after.leader()
+	for _, n := range d.c.nodes {
+		before, ok := cpuBefore[n]
+		now, err := cpuTime(n.pid())
+		if !ok || err != nil {
+			continue
+		}
+		share := cpuShare{who: "follower", percent: 100 * (now - before).Seconds() / wall.Seconds()}
+		if n == leaderAfter {
+			share.who = "leader"
+			row.cpu = append([]cpuShare{share}, row.cpu...)
+		} else {
+			row.cpu = append(row.cpu, share)
+		}
+	}
+	row.cpu = append(row.cpu, cpuShare{who: "kvbench", percent: 100 * benchCPU.Seconds() / wall.Seconds()})
 	row.termAfter = after.maxTerm()
 	if l, _ := after.leader(); l != nil {
 		row.leaderAfter = l.id
@@ -108,7 +141,10 @@ func (d *driver) stepWrites(ctx context.Context) error {
 		d.rep.save()
 		if row.err != nil {
 			errs = append(errs, row.err)
-			if ctx.Err() != nil {
+			// With a member down the remaining rows would measure a
+			// different cluster; the driver restarts it before the
+			// next step.
+			if ctx.Err() != nil || !d.c.allRunning() {
 				break
 			}
 		}
@@ -140,7 +176,10 @@ func (d *driver) stepReads(ctx context.Context) error {
 		d.rep.save()
 		if row.err != nil {
 			errs = append(errs, row.err)
-			if ctx.Err() != nil {
+			// With a member down the remaining rows would measure a
+			// different cluster; the driver restarts it before the
+			// next step.
+			if ctx.Err() != nil || !d.c.allRunning() {
 				break
 			}
 		}
@@ -419,7 +458,9 @@ type catchupResult struct {
 	toAnswer   time.Duration // restart → first Status answer
 	toCaughtUp time.Duration // restart → applied ≥ target
 	snapshots  int           // "received snapshot" lines in its log after the restart
-	dataBytes  int64         // the leader's data directory after the load
+	// The leader's data directory after the load: in all, and its WAL,
+	// snapshots and bbolt file.
+	dataBytes, walBytes, snapBytes, stateBytes int64
 }
 
 // stepCatchup stops a follower cleanly, writes --catchup-keys distinct
@@ -466,6 +507,9 @@ func (d *driver) stepCatchup(ctx context.Context) error {
 	}
 	res.target = st.Commit
 	res.dataBytes = dirSize(leader.dataDir)
+	res.walBytes = dirSize(filepath.Join(leader.dataDir, "wal"))
+	res.snapBytes = dirSize(filepath.Join(leader.dataDir, "snap"))
+	res.stateBytes = dirSize(filepath.Join(leader.dataDir, "state.db"))
 
 	offset := logSize(follower.logPath)
 	restarted := time.Now()

@@ -15,7 +15,7 @@ import (
 )
 
 // fakeCluster starts n fake members sharing one store; the first leads.
-func fakeCluster(t *testing.T, n int) (*fakekv.Store, []*fakekv.Node, string) {
+func fakeCluster(t testing.TB, n int) (*fakekv.Store, []*fakekv.Node, string) {
 	t.Helper()
 	store := fakekv.NewStore()
 	t.Cleanup(store.Close)

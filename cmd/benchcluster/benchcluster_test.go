@@ -1,0 +1,171 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/cmd/kvbench/stats"
+)
+
+func TestParseVmRSS(t *testing.T) {
+	status := "Name:\tkeyvald\nVmPeak:\t 2000000 kB\nVmRSS:\t   20544 kB\nRssAnon:\t 10000 kB\n"
+	if got, err := parseVmRSS(status); err != nil || got != 20544 {
+		t.Errorf("parseVmRSS = %d, %v; want 20544", got, err)
+	}
+	if _, err := parseVmRSS("Name:\tzombie\nState:\tZ (zombie)\n"); err == nil {
+		t.Error("no VmRSS line accepted")
+	}
+	if _, err := parseVmRSS("VmRSS:\t12 MB\n"); err == nil {
+		t.Error("unexpected unit accepted")
+	}
+}
+
+func TestScanRoleChanges(t *testing.T) {
+	log := strings.Join([]string{
+		`time=2026-11-25T23:43:56.950Z level=INFO msg="node started" node=1 client=127.0.0.1:3379`,
+		`time=2026-11-25T23:43:57.952Z level=INFO msg="role changed" node=1 role=PreCandidate leader=0 term=0`,
+		`time=2026-11-25T23:43:57.954Z level=INFO msg="role changed" node=1 role=Candidate leader=0 term=1`,
+		`time=2026-11-25T23:43:57.954Z level=INFO msg="role changed" node=1 role=Leader leader=1 term=1`,
+		`time=2026-11-25T23:44:00.000Z level=INFO msg="role changed" node=1 role=Follower leader=2 term=2`,
+		`{"time":"2026-11-25T23:45:00Z","level":"INFO","msg":"role changed","node":2,"role":"Leader","leader":2,"term":3}`,
+		`time=2026-11-25T23:43:57.954Z level=INFO msg="something else" role=Leader`,
+	}, "\n")
+	rc, err := scanRoleChanges(strings.NewReader(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Leader != 2 || rc.Candidate != 1 || rc.PreCandidate != 1 || len(rc.Lines) != 3 {
+		t.Errorf("got %+v", rc)
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	// A command name with spaces and parentheses; utime 250 and stime 50
+	// ticks of 1/100 s.
+	stat := "4242 (key val) d) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 12 0 100 2000000 5000 18446744073709551615"
+	if got, err := parseStatCPU(stat); err != nil || got != 3*time.Second {
+		t.Errorf("parseStatCPU = %v, %v; want 3s", got, err)
+	}
+	for _, bad := range []string{"", "4242 (x) S 1 2", "4242 (x) S 1 2 3 4 5 6 7 8 9 a b c d"} {
+		if _, err := parseStatCPU(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	ms := func(xs ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range xs {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	med, mean, lo, hi := describe(ms(900, 100, 500))
+	if med != 500*time.Millisecond || mean != 500*time.Millisecond || lo != 100*time.Millisecond || hi != 900*time.Millisecond {
+		t.Errorf("odd count: %v %v %v %v", med, mean, lo, hi)
+	}
+	if med, _, _, _ := describe(ms(4, 1, 2, 3)); med != 2500*time.Microsecond {
+		t.Errorf("even count median %v, want the mean of the middle two", med)
+	}
+	if med, mean, lo, hi := describe(nil); med|mean|lo|hi != 0 {
+		t.Error("empty input gives non-zero figures")
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for in, want := range map[float64]string{0: "0", 999.4: "999", 999.6: "1,000", 4509: "4,509", 1234567: "1,234,567"} {
+		if got := thousands(in); got != want {
+			t.Errorf("thousands(%v) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	got := shellQuote("bin/kvbench", []string{"--endpoints", "127.0.0.1:1,127.0.0.1:2", "--op", "a b", "it's", ""})
+	want := `bin/kvbench --endpoints 127.0.0.1:1,127.0.0.1:2 --op 'a b' 'it'\''s' ''`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestSmokePresetsYieldToExplicitFlags(t *testing.T) {
+	opt, err := parseOptions([]string{"--smoke", "--failover-trials", "3"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opt.failoverTrials != 3 || opt.writeOps != 300 || opt.catchupKeys != 3000 || opt.basePort != 0 ||
+		opt.timeout != 3*time.Minute || !opt.quiet || opt.out != ".benchdata/bench-cluster-smoke.md" {
+		t.Errorf("smoke options %+v", opt)
+	}
+	full, err := parseOptions(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.failoverTrials != 10 || full.catchupKeys != 1000000 || full.basePort != 3379 || len(full.steps) != len(allSteps) {
+		t.Errorf("full options %+v", full)
+	}
+	for _, bad := range [][]string{{"--steps", "writes,nope"}, {"--steps", ""}, {"--key-space", "0"}, {"--base-port", "60000"}, {"stray"}} {
+		if _, err := parseOptions(bad, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestMarkdownReport(t *testing.T) {
+	opt, err := parseOptions([]string{"--smoke"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster("bin/keyvald", ".benchdata/cluster", fixedPorts(3379), nil)
+	r := &report{opt: opt, c: c, started: time.Now(), loadStart: []float64{1.5, 1, 0.5}}
+	c.commands = []string{"bin/keyvald --id 1 ..."}
+	res := &benchResult{Summary: stats.Summary{Requests: 1000, RequestsPerSec: 4509.4, Latency: stats.Latency{P50: 1.25, P99: 9.5, Slowest: 20}}}
+	res.LoadAverage.Start, res.LoadAverage.End = []float64{1.5}, []float64{2.25}
+	failed := &benchResult{Summary: stats.Summary{Requests: 990, Errors: 10, ErrorSummary: []stats.ErrorCount{{Message: "put: no leader | retry", Count: 10}}}}
+	r.writes = []benchRow{
+		{label: "64 / 8", cmd: "bin/kvbench --clients 64", res: res,
+			cpu: []cpuShare{{"leader", 95.4}, {"follower", 40}, {"follower", 38.6}, {"kvbench", 60}}},
+		{label: "256 / 16", cmd: "bin/kvbench --clients 256", res: failed, termBefore: 2, termAfter: 3,
+			roles: roleChanges{Leader: 1, Candidate: 1, Lines: []string{`msg="role changed" role=Leader`}}},
+		{label: "1 / 1", cmd: "bin/kvbench --clients 1", err: errors.New("kvbench crashed\nsecond line")},
+	}
+	r.failover = &failoverResult{writers: 4, trials: []failoverTrial{
+		{killed: 1, newLeader: 2, oldTerm: 2, newTerm: 3, toAck: 1200 * time.Millisecond, toLeader: 1100 * time.Millisecond},
+		{killed: 2, newLeader: 3, oldTerm: 3, newTerm: 4, toAck: 800 * time.Millisecond, toLeader: 700 * time.Millisecond},
+		{killed: 3, err: errors.New("no write acknowledged")},
+	}}
+	r.catchup = &catchupResult{keys: 3000, follower: 2, target: 4000, toAnswer: 50 * time.Millisecond, toCaughtUp: 1500 * time.Millisecond,
+		snapshots: 1, dataBytes: 3 << 20, walBytes: 1 << 20, snapBytes: 1 << 20, stateBytes: 1 << 20}
+	r.rss = &rssResult{duration: 3 * time.Second, nodes: []rssSeries{{id: 1, samples: []int64{20480, 30720, 25600}, compactions: 2}}}
+	r.failures = []string{"writes: kvbench crashed"}
+	md := r.markdown()
+	for _, want := range []string{
+		"# KeyVal cluster benchmark: smoke run",
+		"| load average (1, 5, 15 min) | 1.50 1.00 0.50 at start, unknown at end |",
+		"## FAILURES\n\n- writes: kvbench crashed",
+		"| 64 / 8 | 1000 | 4,509 | 1.25 |",
+		"| 0 | 0 | 1.50 → 2.25 | 95 / 40 / 39 / 60 |",
+		`**10**: 10× put: no leader \| retry`,
+		"**1** (term 2 → 3; 1 leader, 1 candidate, 0 pre-candidate log lines)",
+		"| 1 / 1 | failed: kvbench crashed |",
+		"bin/kvbench --clients 256\n",
+		"Role changes logged during 256 / 16",
+		"| 3 | 3 | failed: no write acknowledged |",
+		"| kill → ack | 1000 | 1000 | 800 | 1200 |",
+		"| 4000 | 0.05 s | 1.50 s | 1 | 3.0 MiB (WAL 1.0, snapshots 1.0, bbolt 1.0) |",
+		"| 1 | 3 | 20.0 | 20.0 | 30.0 | 25.0 | 1.50 | 1.25 | 2 |",
+		"bin/keyvald --id 1 ...",
+		"| finished | not yet (partial results) |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+}

@@ -61,8 +61,8 @@ type Config struct {
 
 // Defaults for Config.
 const (
-	DefaultHeartbeatInterval = 100 * time.Millisecond
-	DefaultElectionTimeout   = 1000 * time.Millisecond
+	DefaultHeartbeatInterval = 50 * time.Millisecond
+	DefaultElectionTimeout   = 250 * time.Millisecond
 	DefaultSnapshotEvery     = 10000
 	DefaultMaxKeyBytes       = 8 << 10
 	DefaultMaxValueBytes     = 1536 << 10 // 1.5 MiB, etcd's request limit

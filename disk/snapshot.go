@@ -137,7 +137,7 @@ func (s *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error) 
 		return nil, fmt.Errorf("snapshot: metadata of %d bytes exceeds the %d-byte limit", len(metaBytes), maxSnapMeta)
 	}
 	final := filepath.Join(s.dir, snapName(meta.Index, meta.Term))
-	w := &SnapshotWriter{s: s, meta: meta, tmp: final + tmpExt, final: final, buf: make([]byte, 0, snapWriteBuffer)}
+	w := &SnapshotWriter{s: s, meta: meta, tmp: final + tmpExt, final: final, buf: make([]byte, 0, 4<<10)}
 	if w.f, err = s.fs.Create(w.tmp); err != nil {
 		return nil, fmt.Errorf("snapshot: create: %w", err)
 	}
@@ -161,14 +161,16 @@ func (w *SnapshotWriter) Write(p []byte) (int, error) {
 	}
 	w.crc = crc32.Update(w.crc, castagnoli, p)
 	w.n += int64(len(p))
-	if len(w.buf)+len(p) <= cap(w.buf) {
+	// The buffer grows as needed up to snapWriteBuffer, so small
+	// snapshots (the simulator takes thousands) stay cheap.
+	if len(w.buf)+len(p) <= snapWriteBuffer {
 		w.buf = append(w.buf, p...)
 		return len(p), nil
 	}
 	if err := w.flush(); err != nil {
 		return 0, err
 	}
-	if len(p) >= cap(w.buf) {
+	if len(p) >= snapWriteBuffer {
 		return len(p), w.writeOut(p)
 	}
 	w.buf = append(w.buf, p...)

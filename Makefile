@@ -5,7 +5,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # How many random schedules the core property tests run in `make test`.
 CORE_SCHEDULES ?= 600
 
-.PHONY: all build test fuzz cover lint bench proto fmt sim sim-swarm \
+.PHONY: all build test fuzz cover lint bench bench-cluster bench-cluster-smoke proto fmt sim sim-swarm \
 	cluster-start cluster-status cluster-stop integration-test
 
 # The local cluster of make cluster-start: three members on 127.0.0.1.
@@ -98,6 +98,17 @@ fmt:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The cluster benchmark: a fresh 3-member cluster on the real disk (under
+# .benchdata/), the write/read matrix, failover trials, restart catch-up and
+# memory; the report goes to .benchdata/bench-cluster.md (docs/bench.md holds
+# the figures of record). The smoke mode runs everything tiny, for CI.
+BENCH_FLAGS ?=
+bench-cluster:
+	$(GO) run ./cmd/benchcluster $(BENCH_FLAGS)
+
+bench-cluster-smoke:
+	$(GO) run ./cmd/benchcluster --smoke
 
 sim:
 	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis)

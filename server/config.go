@@ -63,7 +63,7 @@ type Config struct {
 const (
 	DefaultHeartbeatInterval = 50 * time.Millisecond
 	DefaultElectionTimeout   = 250 * time.Millisecond
-	DefaultSnapshotEvery     = 10000
+	DefaultSnapshotEvery     = 100000
 	DefaultMaxKeyBytes       = 8 << 10
 	DefaultMaxValueBytes     = 1536 << 10 // 1.5 MiB, etcd's request limit
 	DefaultMaxRequestBytes   = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10

@@ -80,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
-		inbox: make(chan func(), 4096), applyQ: make(chan job, 4*maxInflight), waiters: map[uint64]chan replica.Outcome{},
+		inbox: make(chan func(), 4096), applyQ: make(chan job, maxInflight+8), waiters: map[uint64]chan replica.Outcome{},
 		forward: map[core.NodeID]apipb.KVClient{}, stopping: make(chan struct{}),
 		loopDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
@@ -215,10 +215,11 @@ func (s *Server) Done() <-chan struct{} { return s.stopped }
 // Err is the fatal error that stopped the node, if any.
 func (s *Server) Err() error { return s.fatalErr }
 
-// maxInflight bounds the batches between Ready and Finish: enough to keep
-// the WAL and the state machine busy while the loop goes on, few enough
-// that memory stays bounded.
-const maxInflight = 8
+// maxInflight bounds the batches between Ready and Finish. It is large so
+// that the loop keeps answering heartbeats and votes (which leave with
+// every Ready) while the state machine is busy, e.g. writing a snapshot;
+// a batch holds only references to entries already in the log.
+const maxInflight = 256
 
 // job is work for the WAL or state machine goroutine.
 type job struct {
@@ -240,8 +241,8 @@ type job struct {
 // applied.
 func (s *Server) loop() {
 	defer close(s.loopDone)
-	persistQ := make(chan job, 4*maxInflight)
-	finishQ := make(chan *replica.Batch, 4*maxInflight)
+	persistQ := make(chan job, 2*maxInflight+1)
+	finishQ := make(chan *replica.Batch, maxInflight)
 	errc := make(chan error, 2)
 	var stages sync.WaitGroup
 	stages.Add(2)
@@ -296,7 +297,9 @@ func (s *Server) loop() {
 			s.fatal(err)
 			return false
 		}
-		persistQ <- job{batch: b, compact: true}
+		if b.TookSnapshot() {
+			persistQ <- job{batch: b, compact: true}
+		}
 		return true
 	}
 	var lastRole core.Role

@@ -124,7 +124,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		fmt.Fprintf(fs.Output(), `benchcluster starts a fresh three-member KeyVal cluster on 127.0.0.1 and
 benchmarks it with kvbench (run from the repository root):
 
-  go run ./cmd/benchcluster                 the full matrix (tens of minutes)
+  go run ./cmd/benchcluster                 the full matrix (about 6-10 minutes on 2 cores)
   go run ./cmd/benchcluster --smoke         every step with tiny counts (seconds)
   go run ./cmd/benchcluster --steps writes,failover --failover-trials 20
 

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/server"
 )
 
 // report gathers the results and renders them as markdown.
@@ -230,7 +232,7 @@ func (r *report) writeFailover(b *strings.Builder) {
 		"acknowledgement of a write begun after the killed process was gone (so it cannot be a reply the old leader "+
 		"sent); it includes one write's latency on the new leader. *Kill → leader seen* is when polling the survivors' "+
 		"Status (every ~5 ms) first found one leading in a higher term. The killed member is restarted and caught up "+
-		"between trials. keyvald defaults: heartbeat 100 ms, election timeout 1 s (followers wait 1–2 s).\n\n", res.writers)
+		"between trials. %s\n\n", res.writers, keyvaldTiming())
 	fmt.Fprintf(b, "| trial | killed | new leader | term | kill → leader seen ms | kill → ack ms | writes acked / failed |\n")
 	fmt.Fprintf(b, "|---|---|---|---|---|---|---|\n")
 	var toAck, toLeader []time.Duration
@@ -391,12 +393,22 @@ func environment(opt options) []envLine {
 	out = append(out, envLine{"machine", fmt.Sprintf("%d CPUs (%s), %s %s", runtime.NumCPU(), cpu, runtime.GOOS, kernel)})
 	disk := strings.Join(strings.Fields(lastLines(commandOutput("df", "-hT", "."), 1)), " ")
 	out = append(out, envLine{"data", fmt.Sprintf("`%s` on `%s`", opt.dir, disk)})
-	flags := "defaults (heartbeat 100ms, election timeout 1s, snapshot every 10000 entries)"
+	flags := fmt.Sprintf("defaults (heartbeat %v, election timeout %v, snapshot every %d entries)",
+		server.DefaultHeartbeatInterval, server.DefaultElectionTimeout, server.DefaultSnapshotEvery)
 	if opt.snapshotInterval > 0 {
-		flags = fmt.Sprintf("defaults but --snapshot-interval %d", opt.snapshotInterval)
+		flags = fmt.Sprintf("defaults (heartbeat %v, election timeout %v) but --snapshot-interval %d",
+			server.DefaultHeartbeatInterval, server.DefaultElectionTimeout, opt.snapshotInterval)
 	}
 	out = append(out, envLine{"keyvald flags", flags})
 	return out
+}
+
+// keyvaldTiming states the election settings the members ran with: the
+// defaults of the keyvald built from this checkout (the driver is built
+// from the same one).
+func keyvaldTiming() string {
+	return fmt.Sprintf("keyvald defaults: heartbeat %v, election timeout %v (followers wait 1–2× that).",
+		server.DefaultHeartbeatInterval, server.DefaultElectionTimeout)
 }
 
 func commandOutput(name string, args ...string) string {

@@ -80,7 +80,7 @@ Flags:
 	fs.StringVar(&c.target, "target", targetLeader, "leader: every connection to the leader (found with Status); all: connections spread over every endpoint")
 	fs.IntVar(&c.clients, "clients", 1, "concurrent workers, each with one operation in flight")
 	fs.IntVar(&c.conns, "conns", 1, "gRPC connections the workers share (worker i uses connection i mod conns)")
-	fs.IntVar(&c.total, "total", 10000, "timed operations in all (ignored when --duration is set)")
+	fs.IntVar(&c.total, "total", 10000, "timed operations in all (or give --duration instead)")
 	fs.DurationVar(&c.duration, "duration", 0, "run for this long instead of a --total count")
 	fs.IntVar(&c.keySize, "key-size", 8, "key size in bytes")
 	fs.IntVar(&c.valSize, "val-size", 256, "value size in bytes (writes)")

@@ -327,6 +327,10 @@ type Batch struct {
 	forceSnapshot bool
 }
 
+// TookSnapshot reports whether Apply took a snapshot after this batch, so
+// that Compact has work to do.
+func (b *Batch) TookSnapshot() bool { return b.snapshot != nil }
+
 // Ready takes the node's next batch of work, if any, and sends the messages
 // that may leave before anything is persisted. Loop side.
 func (r *Replica) Ready() (*Batch, bool) {
@@ -547,12 +551,10 @@ func (r *Replica) releaseReads() {
 }
 
 // writeSnapshot saves the state machine, as of meta.Index, to a snapshot
-// file. The state machine may apply without syncing (the WAL is the
-// durable record), so it is synced first: Compact then lets the log go.
+// file. The file, not the state machine, is what makes compacting the log
+// safe: a state machine that applies without syncing and loses work in a
+// crash is restored from the snapshot file at restart (see recover).
 func (r *Replica) writeSnapshot(meta core.SnapshotMeta) error {
-	if err := r.store.Sync(); err != nil {
-		return fmt.Errorf("replica: sync state machine: %w", err)
-	}
 	w, err := r.snaps.Create(meta)
 	if err != nil {
 		return fmt.Errorf("replica: snapshot: %w", err)

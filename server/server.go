@@ -249,21 +249,64 @@ func (s *Server) loop() {
 	go func() { // the WAL's goroutine
 		defer stages.Done()
 		defer func() { s.applyQ <- job{quit: true} }()
+		var group []*replica.Batch
 		for j := range persistQ {
-			var err error
 			if j.compact {
-				err = s.rep.Compact(j.batch)
-			} else if err = s.rep.Persist(j.batch); err == nil {
-				s.applyQ <- job{batch: j.batch}
+				if err := s.rep.Compact(j.batch); err != nil {
+					errc <- err
+					return
+				}
+				continue
 			}
-			if err != nil {
-				errc <- err
-				return
+			// Group commit across batches: write every batch already
+			// waiting, fsync once, then acknowledge them all.
+			group = append(group[:0], j.batch)
+			var next *job
+		gather:
+			for len(group) < maxInflight {
+				select {
+				case j2, ok := <-persistQ:
+					if !ok {
+						break gather
+					}
+					if j2.compact {
+						next = &j2
+						break gather
+					}
+					group = append(group, j2.batch)
+				default:
+					break gather
+				}
+			}
+			sync := false
+			for _, b := range group {
+				if err := s.rep.Write(b); err != nil {
+					errc <- err
+					return
+				}
+				sync = sync || b.MustSync()
+			}
+			if sync {
+				if err := s.rep.Sync(); err != nil {
+					errc <- err
+					return
+				}
+			}
+			for _, b := range group {
+				s.rep.Acknowledge(b)
+				s.applyQ <- job{batch: b}
+			}
+			if next != nil {
+				if err := s.rep.Compact(next.batch); err != nil {
+					errc <- err
+					return
+				}
 			}
 		}
 	}()
 	go func() { // the state machine's goroutine
 		defer stages.Done()
+		var group []*replica.Batch
 		for j := range s.applyQ {
 			if j.quit {
 				return
@@ -272,7 +315,23 @@ func (s *Server) loop() {
 				j.done <- j.store()
 				continue
 			}
-			if err := s.rep.Apply(j.batch); err != nil {
+			// Apply every batch already waiting in one transaction.
+			group = append(group[:0], j.batch)
+			var next *job
+		gather:
+			for len(group) < maxInflight {
+				select {
+				case j2 := <-s.applyQ:
+					if j2.batch == nil {
+						next = &j2
+						break gather
+					}
+					group = append(group, j2.batch)
+				default:
+					break gather
+				}
+			}
+			if err := s.rep.ApplyGroup(group); err != nil {
 				errc <- err
 				for j := range s.applyQ { // let the WAL goroutine finish
 					if j.quit {
@@ -280,7 +339,15 @@ func (s *Server) loop() {
 					}
 				}
 			}
-			finishQ <- j.batch
+			for _, b := range group {
+				finishQ <- b
+			}
+			if next != nil {
+				if next.quit {
+					return
+				}
+				next.done <- next.store()
+			}
 		}
 	}()
 	defer func() {

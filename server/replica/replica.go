@@ -347,8 +347,24 @@ func (r *Replica) Ready() (*Batch, bool) {
 
 // Persist makes the batch durable with one fsync and then sends the
 // messages that promised it (votes, acknowledgements). WAL side; batches
-// must be persisted in the order Ready returned them.
+// must be persisted in the order Ready returned them. It is Write, Sync and
+// Acknowledge in one; a runtime with several batches waiting can Write them
+// all and Sync once (group commit across batches).
 func (r *Replica) Persist(b *Batch) error {
+	if err := r.Write(b); err != nil {
+		return err
+	}
+	if b.rd.MustSync {
+		if err := r.Sync(); err != nil {
+			return err
+		}
+	}
+	r.Acknowledge(b)
+	return nil
+}
+
+// Write appends the batch to the WAL without making it durable.
+func (r *Replica) Write(b *Batch) error {
 	rd := &b.rd
 	if rd.Snapshot != nil {
 		if err := r.wal.InstallSnapshot(*rd.Snapshot); err != nil {
@@ -358,54 +374,95 @@ func (r *Replica) Persist(b *Batch) error {
 	if err := r.wal.Append(rd.HardState, rd.Entries); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
-	if rd.MustSync {
-		if err := r.wal.Sync(); err != nil {
-			return fmt.Errorf("replica: %w", err)
-		}
-	}
-	if len(rd.MessagesAfterPersist) > 0 {
-		r.cfg.Send(rd.MessagesAfterPersist)
+	return nil
+}
+
+// Sync makes everything written so far durable with one fsync.
+func (r *Replica) Sync() error {
+	if err := r.wal.Sync(); err != nil {
+		return fmt.Errorf("replica: %w", err)
 	}
 	return nil
 }
 
+// Acknowledge sends the batch's messages that had to wait for durability.
+// Only after the batch was written and synced.
+func (r *Replica) Acknowledge(b *Batch) {
+	if len(b.rd.MessagesAfterPersist) > 0 {
+		r.cfg.Send(b.rd.MessagesAfterPersist)
+	}
+}
+
+// MustSync reports whether the batch needs an fsync before Acknowledge.
+func (b *Batch) MustSync() bool { return b.rd.MustSync }
+
 // Apply restores a snapshot the batch installs, applies its committed
 // entries to the state machine, and takes a snapshot when one is due.
 // State machine side; batches must be applied in order, after Persist.
-func (r *Replica) Apply(b *Batch) error {
-	rd := &b.rd
-	if rd.Snapshot != nil && rd.Snapshot.Index > 0 {
-		if err := r.restore(*rd.Snapshot); err != nil {
+func (r *Replica) Apply(b *Batch) error { return r.ApplyGroup([]*Batch{b}) }
+
+// ApplyGroup applies several batches in order with one state machine
+// transaction for all of their entries (a snapshot to install splits the
+// group), then takes a snapshot if one is due.
+func (r *Replica) ApplyGroup(bs []*Batch) error {
+	for len(bs) > 0 {
+		// Up to (not including) the next batch that installs a snapshot.
+		n := 1
+		for n < len(bs) && bs[n].rd.Snapshot == nil {
+			n++
+		}
+		if s := bs[0].rd.Snapshot; s != nil && s.Index > 0 {
+			if err := r.restore(*s); err != nil {
+				return err
+			}
+		}
+		if err := r.applyEntries(bs[:n]); err != nil {
 			return err
 		}
+		bs = bs[n:]
 	}
-	if len(rd.CommittedEntries) > 0 {
-		batch := r.applyBuf[:0]
-		for _, e := range rd.CommittedEntries {
+	return nil
+}
+
+func (r *Replica) applyEntries(bs []*Batch) error {
+	batch := r.applyBuf[:0]
+	for _, b := range bs {
+		for _, e := range b.rd.CommittedEntries {
 			data := e.Data
 			if e.Type != core.EntryNormal {
 				data = nil // configuration changes carry no command
 			}
 			batch = append(batch, kvstore.Entry{Index: e.Index, Data: data})
 		}
-		r.applyBuf = batch
+	}
+	r.applyBuf = batch
+	last := bs[len(bs)-1]
+	if len(batch) > 0 {
 		results, err := r.store.Apply(batch)
 		if err != nil {
 			return fmt.Errorf("replica: apply: %w", err)
 		}
-		b.results = results
-		last := rd.CommittedEntries[len(rd.CommittedEntries)-1]
-		r.appliedTerm = last.Term
+		for _, b := range bs {
+			k := len(b.rd.CommittedEntries)
+			b.results, results = results[:k:k], results[k:]
+			if k > 0 {
+				r.appliedTerm = b.rd.CommittedEntries[k-1].Term
+			}
+		}
+	}
+	force := false
+	for _, b := range bs {
+		force = force || b.forceSnapshot
 	}
 	applied := r.store.AppliedIndex()
 	due := r.cfg.SnapshotEvery > 0 && applied >= r.lastSnapshot+r.cfg.SnapshotEvery
-	if (due || b.forceSnapshot) && applied > 0 && r.appliedTerm > 0 {
-		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: b.conf}
-		b.releaseTo = r.lastSnapshot
+	if (due || force) && applied > 0 && r.appliedTerm > 0 {
+		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: last.conf}
+		last.releaseTo = r.lastSnapshot
 		if err := r.writeSnapshot(meta); err != nil {
 			return err
 		}
-		b.snapshot = &meta
+		last.snapshot = &meta
 	}
 	return nil
 }

@@ -187,6 +187,8 @@ type worker struct {
 	rng     *rand.Rand
 	acked   atomic.Int64
 	target  int
+	// versions are the last versions this worker saw, for its CAS.
+	versions map[string]uint64
 }
 
 func (w *worker) call(f func(kv apipb.KVClient) error, deadline time.Time) error {
@@ -249,20 +251,61 @@ func (w *worker) op(keys int) {
 	w.seq++
 	value := fmt.Sprintf("w%d-%d", w.id, w.seq)
 	sess := &apipb.Session{ClientId: w.session, Seq: w.seq}
-	id := w.rec.Call(w.id, lin.Put(key, value), now())
-	var resp *apipb.PutResponse
+	var in lin.Input
+	var send func(kv apipb.KVClient, ctx context.Context) (lin.Output, error)
+	switch r := w.rng.IntN(4); {
+	case r < 2:
+		in = lin.Put(key, value)
+		send = func(kv apipb.KVClient, ctx context.Context) (lin.Output, error) {
+			resp, err := kv.Put(ctx, &apipb.PutRequest{Key: []byte(key), Value: []byte(value), Session: sess})
+			if err != nil {
+				return lin.Output{}, err
+			}
+			w.versions[key] = resp.Version
+			return lin.PutOK(resp.Version), nil
+		}
+	case r < 3:
+		in = lin.Delete(key)
+		send = func(kv apipb.KVClient, ctx context.Context) (lin.Output, error) {
+			resp, err := kv.Delete(ctx, &apipb.DeleteRequest{Key: []byte(key), Session: sess})
+			if err != nil {
+				return lin.Output{}, err
+			}
+			delete(w.versions, key)
+			return lin.DeleteOK(resp.Existed), nil
+		}
+	default:
+		expect := w.versions[key]
+		in = lin.CAS(key, expect, value)
+		send = func(kv apipb.KVClient, ctx context.Context) (lin.Output, error) {
+			resp, err := kv.CompareAndSwap(ctx, &apipb.CompareAndSwapRequest{Key: []byte(key), ExpectedVersion: expect, Value: []byte(value), Session: sess})
+			if err != nil {
+				return lin.Output{}, err
+			}
+			if resp.Succeeded {
+				w.versions[key] = resp.Version
+				return lin.Output{Succeeded: true, Version: resp.Version}, nil
+			}
+			if resp.Exists {
+				w.versions[key] = resp.Version
+			}
+			return lin.Output{Found: resp.Exists, Value: string(resp.CurrentValue), Version: resp.Version}, nil
+		}
+	}
+	id := w.rec.Call(w.id, in, now())
+	var out lin.Output
 	err := w.call(func(kv apipb.KVClient) error {
 		ctx, cancel := timeout()
 		defer cancel()
 		var err error
-		resp, err = kv.Put(ctx, &apipb.PutRequest{Key: []byte(key), Value: []byte(value), Session: sess})
+		out, err = send(kv, ctx)
 		return err
 	}, deadline)
 	if err != nil {
 		_ = w.rec.Unknown(id) // it may have been applied
 		return
 	}
-	_ = w.rec.Return(id, lin.PutOK(resp.Version), now())
+	_ = w.rec.Return(id, out, now())
 	w.acked.Add(1)
 }
 
@@ -270,7 +313,7 @@ func runWorkers(t *testing.T, c *cluster, rec *lin.Recorder, n, keys int, stop <
 	var wg sync.WaitGroup
 	var workers []*worker
 	for i := 0; i < n; i++ {
-		w := &worker{id: i + 1, c: c, rec: rec, rng: rand.New(rand.NewPCG(uint64(i), 1)), target: i}
+		w := &worker{id: i + 1, c: c, rec: rec, rng: rand.New(rand.NewPCG(uint64(i), 1)), target: i, versions: map[string]uint64{}}
 		require.NoError(t, w.register())
 		workers = append(workers, w)
 		wg.Add(1)

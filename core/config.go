@@ -15,7 +15,7 @@ type Config struct {
 	Peers []NodeID
 
 	// ElectionTick is the election timeout in ticks; each follower draws its
-	// actual timeout uniformly from [ElectionTick, 2*ElectionTick). Default 10.
+	// actual timeout uniformly from (ElectionTick, 2*ElectionTick]. Default 10.
 	ElectionTick int
 	// HeartbeatTick is how often, in ticks, a leader sends heartbeats.
 	// Default 1. Must be less than ElectionTick.

@@ -155,8 +155,14 @@ func (r *raft) sendAfterPersist(m Message) {
 
 func (r *raft) promotable() bool { return r.trk.isVoter(r.id) }
 
+// resetRandomizedElectionTimeout draws the next timeout from
+// (ElectionTick, 2·ElectionTick]. Strictly more than ElectionTick: nodes'
+// tick phases differ by up to one tick, and a peer that heard the leader
+// less than ElectionTick ticks ago ignores a (pre-)vote request as in its
+// lease (CheckQuorum). Waiting one tick past it means the first candidate
+// after a leader dies is not ignored, which costs a whole extra timeout.
 func (r *raft) resetRandomizedElectionTimeout() {
-	r.randomizedElectionTimeout = r.cfg.ElectionTick + r.rng.IntN(r.cfg.ElectionTick)
+	r.randomizedElectionTimeout = r.cfg.ElectionTick + 1 + r.rng.IntN(r.cfg.ElectionTick)
 }
 
 func (r *raft) reset(term uint64) {

@@ -56,7 +56,7 @@ Flags:
 	maxKey := fs.Int("max-key-bytes", server.DefaultMaxKeyBytes, "largest key accepted")
 	maxValue := fs.Int("max-value-bytes", server.DefaultMaxValueBytes, "largest value accepted")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
-	gcPercent := fs.Int("gc-percent", 200, "garbage collector target (as GOGC); the default trades memory for CPU, which is what limits throughput on a small machine; GOGC in the environment wins")
+	gcPercent := fs.Int("gc-percent", 100, "garbage collector target (as GOGC); higher trades memory for CPU; GOGC in the environment wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {

@@ -184,6 +184,12 @@ func (n *Node) Advance(rd Ready) {
 	}
 }
 
+// HardState reports the node's term, vote and commit index, cheaply.
+func (n *Node) HardState() HardState { return n.r.hardState() }
+
+// LastIndex is the index of the last entry in the node's log.
+func (n *Node) LastIndex() uint64 { return n.r.log.lastIndex() }
+
 // Conf is the node's current membership.
 func (n *Node) Conf() ConfState { return n.r.trk.conf }
 

@@ -109,8 +109,9 @@ func (w *world) leader() *node {
 		if n.state != nodeUp {
 			continue
 		}
-		if st := n.rep.Node().Status(); st.Role == core.Leader && st.HardState.Term >= term {
-			best, term = n, st.HardState.Term
+		nd := n.rep.Node()
+		if t := nd.HardState().Term; nd.SoftState().Role == core.Leader && t >= term {
+			best, term = n, t
 		}
 	}
 	return best

@@ -63,9 +63,9 @@ type durableState struct {
 }
 
 func durableOf(nd *core.Node) durableState {
-	st := nd.Status()
-	t, _ := nd.Term(st.LastIndex)
-	return durableState{term: st.HardState.Term, vote: st.HardState.Vote, lastIndex: st.LastIndex, lastTerm: t}
+	hs, last := nd.HardState(), nd.LastIndex()
+	t, _ := nd.Term(last)
+	return durableState{term: hs.Term, vote: hs.Vote, lastIndex: last, lastTerm: t}
 }
 
 // checkDurable compares what a restarted node recovered with what it had
@@ -371,7 +371,7 @@ func (n *node) deliver(m core.Message) {
 	wasLeader := nd.SoftState().Role == core.Leader
 	var commit uint64
 	if wasLeader && f.CommitIsolate > 0 {
-		commit = nd.Status().HardState.Commit
+		commit = nd.HardState().Commit
 	}
 	if err := n.rep.Step(m); err != nil {
 		n.w.fail(fmt.Errorf("node %d refused %v: %w", n.id, m, err))
@@ -382,7 +382,7 @@ func (n *node) deliver(m core.Message) {
 		switch {
 		case !wasLeader && f.LeaderChurn > 0 && n.w.extraRng.Float64() < f.LeaderChurn:
 			n.w.isolate(n, "right after winning an election")
-		case wasLeader && f.CommitIsolate > 0 && nd.Status().HardState.Commit > commit && n.w.extraRng.Float64() < f.CommitIsolate:
+		case wasLeader && f.CommitIsolate > 0 && nd.HardState().Commit > commit && n.w.extraRng.Float64() < f.CommitIsolate:
 			n.w.isolate(n, "right after advancing its commit index")
 		}
 	}

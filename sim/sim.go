@@ -224,11 +224,11 @@ func (w *world) watchLeader() {
 		if n.state != nodeUp {
 			continue
 		}
-		st := n.rep.Node().Status()
-		if st.Role == core.Leader && (st.ID != w.lastLeader || st.HardState.Term != w.lastTerm) && st.HardState.Term > w.lastTerm {
+		nd := n.rep.Node()
+		if term := nd.HardState().Term; nd.SoftState().Role == core.Leader && term > w.lastTerm {
 			w.elections++
-			w.lastLeader, w.lastTerm = st.ID, st.HardState.Term
-			w.logf("node %d leads term %d", st.ID, st.HardState.Term)
+			w.lastLeader, w.lastTerm = n.id, term
+			w.logf("node %d leads term %d", n.id, term)
 		}
 	}
 	if w.err == nil {

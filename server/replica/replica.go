@@ -101,6 +101,8 @@ type Replica struct {
 	ready []pendingRead
 	// lead is the leader as of the last batch Finish saw.
 	lead core.NodeID
+	// scratch is the Batch Process reuses.
+	scratch Batch
 
 	// lastSnapshot is the index of the newest snapshot the state machine
 	// was saved or restored at, and appliedTerm the term of the last entry
@@ -334,15 +336,21 @@ func (b *Batch) TookSnapshot() bool { return b.snapshot != nil }
 // Ready takes the node's next batch of work, if any, and sends the messages
 // that may leave before anything is persisted. Loop side.
 func (r *Replica) Ready() (*Batch, bool) {
+	b := new(Batch)
+	return b, r.fill(b)
+}
+
+// fill puts the next batch into b (Process reuses one Batch).
+func (r *Replica) fill(b *Batch) bool {
 	if !r.node.HasReady() {
-		return nil, false
+		return false
 	}
-	b := &Batch{rd: r.node.Ready(), conf: r.node.Conf(), forceSnapshot: r.wantSnapshot}
+	*b = Batch{rd: r.node.Ready(), conf: r.node.Conf(), forceSnapshot: r.wantSnapshot}
 	r.wantSnapshot = false
 	if len(b.rd.Messages) > 0 {
 		r.cfg.Send(b.rd.Messages)
 	}
-	return b, true
+	return true
 }
 
 // Persist makes the batch durable with one fsync and then sends the
@@ -530,8 +538,8 @@ func (r *Replica) Finish(b *Batch) error {
 // Process runs one batch through every stage, one after the other: what
 // the simulator does, and a runtime that needs no pipelining.
 func (r *Replica) Process() error {
-	b, ok := r.Ready()
-	if !ok {
+	b := &r.scratch
+	if !r.fill(b) {
 		return nil
 	}
 	if err := r.Persist(b); err != nil {

@@ -220,6 +220,20 @@ func (r *report) writeRSS(b *strings.Builder) {
 		fmt.Fprintf(b, "| %d | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %d |\n", s.id, len(s.samples),
 			mib(first), mib(lo), mib(hi), mib(last), float64(hi)/float64(first), float64(last)/float64(first), s.compactions)
 	}
+	fmt.Fprintf(b, "\nThe steady state: from each member's first compaction (its log has filled to the snapshot interval once) to the end.\n\n")
+	fmt.Fprintf(b, "| member | samples | at first compaction MiB | min MiB | max MiB | last MiB | max / min | last / first |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|\n")
+	for _, s := range res.nodes {
+		if s.compactions == 0 || s.steadyFrom >= len(s.samples) {
+			fmt.Fprintf(b, "| %d | 0 | no compaction during the run | | | | | |\n", s.id)
+			continue
+		}
+		steady := s.samples[s.steadyFrom:]
+		first, last := steady[0], steady[len(steady)-1]
+		lo, hi := slices.Min(steady), slices.Max(steady)
+		fmt.Fprintf(b, "| %d | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f |\n", s.id, len(steady),
+			mib(first), mib(lo), mib(hi), mib(last), float64(hi)/float64(lo), float64(last)/float64(first))
+	}
 	fmt.Fprintf(b, "\n```\n%s\n```\n\n", res.row.cmd)
 }
 

@@ -200,6 +200,10 @@ type rssSeries struct {
 	// compactions counts the times the member's first log index moved
 	// forward: each is a snapshot followed by compaction.
 	compactions int
+	// steadyFrom is the sample taken right after the first compaction:
+	// from there on the log has filled to the snapshot interval once, so
+	// the samples show the steady state rather than the climb to it.
+	steadyFrom int
 }
 
 // stepRSS overwrites keys of the key space for --rss-duration at 64
@@ -228,6 +232,9 @@ func (d *driver) stepRSS(ctx context.Context) error {
 			if st, ok := v.st[n]; ok {
 				if firstIndex[i] != 0 && st.FirstIndex > firstIndex[i] {
 					series[i].compactions++
+					if series[i].compactions == 1 {
+						series[i].steadyFrom = len(series[i].samples) - 1
+					}
 				}
 				firstIndex[i] = max(firstIndex[i], st.FirstIndex)
 			}

@@ -61,6 +61,13 @@ func (k *kvService) checkValue(v []byte) error {
 	return nil
 }
 
+func (k *kvService) checkKeyValue(key, value []byte) error {
+	if err := k.checkKey(key); err != nil {
+		return err
+	}
+	return k.checkValue(value)
+}
+
 func (k *kvService) header(rev uint64) *apipb.Header {
 	return &apipb.Header{Revision: rev, NodeId: uint64(k.s.cfg.ID), LeaderId: k.s.leader.Load()}
 }
@@ -85,8 +92,8 @@ func (k *kvService) Register(ctx context.Context, req *apipb.RegisterRequest) (*
 }
 
 func (k *kvService) Put(ctx context.Context, req *apipb.PutRequest) (*apipb.PutResponse, error) {
-	if err := errors.Join(k.checkKey(req.Key), k.checkValue(req.Value)); err != nil {
-		return nil, firstStatus(err)
+	if err := k.checkKeyValue(req.Key, req.Value); err != nil {
+		return nil, err
 	}
 	id, seq := session(req.Session)
 	res, leader, err := k.s.write(ctx, &kvpb.Command{ClientId: id, Seq: seq,
@@ -117,8 +124,8 @@ func (k *kvService) Delete(ctx context.Context, req *apipb.DeleteRequest) (*apip
 }
 
 func (k *kvService) CompareAndSwap(ctx context.Context, req *apipb.CompareAndSwapRequest) (*apipb.CompareAndSwapResponse, error) {
-	if err := errors.Join(k.checkKey(req.Key), k.checkValue(req.Value)); err != nil {
-		return nil, firstStatus(err)
+	if err := k.checkKeyValue(req.Key, req.Value); err != nil {
+		return nil, err
 	}
 	id, seq := session(req.Session)
 	res, leader, err := k.s.write(ctx, &kvpb.Command{ClientId: id, Seq: seq,
@@ -201,14 +208,6 @@ func (k *kvService) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.
 	return resp, nil
 }
 
-func firstStatus(err error) error {
-	var se interface{ GRPCStatus() *status.Status }
-	if errors.As(err, &se) {
-		return se.GRPCStatus().Err()
-	}
-	return err
-}
-
 // write proposes cmd and waits for its outcome. If this node is not the
 // leader it returns a client for the leader, and the caller forwards the
 // request there (once: a forwarded request is not forwarded again).
@@ -253,7 +252,7 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 	}
 	if out.Err == errRefused {
 		var nl *core.ErrNotLeader
-		if errors.As(perr, &nl) && nl.Leader != None && !forwarded(ctx) {
+		if errors.As(perr, &nl) && nl.Leader != core.None && !forwarded(ctx) {
 			if c, err := s.leaderClient(nl.Leader); err == nil {
 				return kvstore.Result{}, c, nil
 			}
@@ -268,9 +267,6 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 
 // errRefused tells write that the loop refused to propose (perr says why).
 var errRefused = errors.New("refused")
-
-// None is the NodeID of no node.
-const None = core.None
 
 // readBarrier waits until this node's state machine reflects every write
 // acknowledged before the call (ReadIndex, answered by the leader).
@@ -358,7 +354,7 @@ func toStatus(err error) error {
 	var nl *core.ErrNotLeader
 	switch {
 	case errors.As(err, &nl):
-		if nl.Leader == None {
+		if nl.Leader == core.None {
 			return status.Error(codes.Unavailable, "no leader is known right now (an election may be under way); retry shortly")
 		}
 		return status.Errorf(codes.Unavailable, "this node is not the leader; the leader is node %d", nl.Leader)

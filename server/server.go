@@ -529,32 +529,30 @@ func (s *Server) closeStorage() {
 // peerHandler receives from the transport and hands everything to the loop.
 type peerHandler Server
 
+// post hands f to the event loop without waiting for it to run; dropped
+// once the node is stopping.
+func (h *peerHandler) post(f func()) {
+	select {
+	case h.inbox <- f:
+	case <-h.stopping:
+	}
+}
+
 func (h *peerHandler) Step(m core.Message) {
 	s := (*Server)(h)
-	select {
-	case s.inbox <- func() {
+	h.post(func() {
 		if err := s.rep.Step(m); err != nil {
 			s.log.Warn("refused a peer message", "from", uint64(m.From), "type", m.Type.String(), "err", err)
 		}
-	}:
-	case <-s.stopping:
-	}
+	})
 }
 
 func (h *peerHandler) ReportUnreachable(id core.NodeID) {
-	s := (*Server)(h)
-	select {
-	case s.inbox <- func() { s.rep.Node().ReportUnreachable(id) }:
-	case <-s.stopping:
-	}
+	h.post(func() { h.rep.Node().ReportUnreachable(id) })
 }
 
 func (h *peerHandler) ReportSnapshot(id core.NodeID, ok bool) {
-	s := (*Server)(h)
-	select {
-	case s.inbox <- func() { s.rep.Node().ReportSnapshot(id, ok) }:
-	case <-s.stopping:
-	}
+	h.post(func() { h.rep.Node().ReportSnapshot(id, ok) })
 }
 
 // ReceiveSnapshot spools the snapshot to a file first, on the transport's

@@ -30,7 +30,7 @@ type request struct {
 
 // reply is a node's answer to one attempt.
 type reply struct {
-	notLeader core.NodeID // set (or -1 as None known) when refused by a non-leader
+	notLeader core.NodeID // the leader a refusing node named (core.None if it knew none)
 	refused   bool
 	// definite: the write certainly was not applied (refused before
 	// proposing, or its entry was replaced).
@@ -160,18 +160,15 @@ func (c *client) attempt() {
 			if !op.isRead {
 				op.mayApply = true
 			}
-			c.retry(None)
+			c.retry(core.None)
 		}
 	})
 }
 
-// None as a hint means "try another node at random".
-const None = core.None
-
 func (c *client) retry(hint core.NodeID) {
 	c.attemptDone = true
 	op := c.op
-	if hint != None {
+	if hint != core.None { // none: try another node at random
 		c.target = hint
 	} else {
 		c.target = core.NodeID(1 + c.rng.IntN(len(c.w.nodes)))
@@ -211,10 +208,10 @@ func (c *client) receive(id uint64, rp reply) {
 		return
 	case rp.unknown:
 		op.mayApply = true
-		c.retry(None)
+		c.retry(core.None)
 		return
 	case rp.definite:
-		c.retry(None)
+		c.retry(core.None)
 		return
 	}
 	c.attemptDone = true

@@ -147,7 +147,7 @@ func (n *node) start() {
 	}
 	if err != nil {
 		var ce *disk.CorruptionError
-		if errors.As(err, &ce) || n.restarts >= 3 || !isTransient(err) {
+		if errors.As(err, &ce) || n.restarts >= 3 {
 			n.state = nodeHalted
 			n.halt = err.Error()
 			w.counts.Halts++
@@ -181,11 +181,6 @@ func (n *node) start() {
 	w.check(w.checker.Observe(rep.Node()))
 	n.scheduleTick()
 	n.schedule()
-}
-
-func isTransient(err error) bool {
-	var ce *disk.CorruptionError
-	return !errors.As(err, &ce)
 }
 
 func (n *node) crash() {

@@ -75,7 +75,9 @@ type testNode struct {
 }
 
 type cluster struct {
+	// ids is every node ever started, initial the bootstrap voters.
 	ids     []NodeID
+	initial []NodeID
 	nodes   map[NodeID]*testNode
 	queue   []Message
 	checker *Checker
@@ -99,8 +101,12 @@ func newCluster(n int, seed uint64, tweak func(*Config)) (*cluster, error) {
 	for i := 1; i <= n; i++ {
 		c.ids = append(c.ids, NodeID(i))
 	}
+	c.initial = slices.Clone(c.ids)
 	c.cfg = func(id NodeID) Config {
-		cfg := Config{ID: id, Peers: c.ids, ElectionTick: 10, HeartbeatTick: 1, Seed: seed}
+		cfg := Config{ID: id, Peers: c.initial, ElectionTick: 10, HeartbeatTick: 1, Seed: seed}
+		if !slices.Contains(c.initial, id) {
+			cfg.Peers, cfg.Join = nil, true
+		}
 		if tweak != nil {
 			tweak(&cfg)
 		}
@@ -117,6 +123,38 @@ func newCluster(n int, seed uint64, tweak func(*Config)) (*cluster, error) {
 }
 
 func (c *cluster) node(id NodeID) *Node { return c.nodes[id].node }
+
+// join starts a new, empty node that waits to be added to the cluster.
+func (c *cluster) join(id NodeID) error {
+	nd, err := NewNode(c.cfg(id), PersistentState{})
+	if err != nil {
+		return err
+	}
+	c.nodes[id] = &testNode{node: nd, incoming: map[uint64]smState{}, snaps: map[uint64]smState{}}
+	c.ids = append(c.ids, id)
+	slices.Sort(c.ids)
+	return nil
+}
+
+// changeConf proposes a membership change at the current leader.
+func (c *cluster) changeConf(typ ConfChangeType, id NodeID) (uint64, error) {
+	lead := c.leader()
+	if lead == None {
+		return 0, fmt.Errorf("no leader")
+	}
+	i, _, err := c.node(lead).ProposeConfChange(ConfChange{Type: typ, Node: id})
+	return i, err
+}
+
+// members is the membership the current leader has in force.
+func (c *cluster) members() []NodeID {
+	lead := c.leader()
+	if lead == None {
+		return c.ids
+	}
+	conf := c.node(lead).Conf()
+	return sortedIDs(append(slices.Clone(conf.Voters), conf.Learners...))
+}
 
 // ready processes every node's pending Ready, in the order the contract
 // prescribes, and returns the first invariant violation.
@@ -387,8 +425,10 @@ func (c *cluster) propose(data string) (uint64, uint64, error) {
 	return c.node(lead).Propose([]byte(data))
 }
 
+// committedEverywhere reports whether every member (of the leader's
+// configuration) has applied index.
 func (c *cluster) committedEverywhere(index uint64) bool {
-	for _, id := range c.ids {
+	for _, id := range c.members() {
 		tn := c.nodes[id]
 		if tn.down || tn.sm.index < index {
 			return false

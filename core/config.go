@@ -50,6 +50,15 @@ type Config struct {
 	// Ready (at least one entry is always handed out). Default 64 MiB.
 	MaxApplyBytes uint64
 
+	// Join starts a node with empty state that is not part of the bootstrap
+	// membership: it has no configuration, never campaigns, and waits for
+	// the leader of the cluster that added it (as a learner) to send it the
+	// log or a snapshot. Peers must be empty.
+	Join bool
+	// MaxLearnerLag is how many entries behind the leader's log a learner
+	// may be and still be promoted to voter. Default 1000.
+	MaxLearnerLag uint64
+
 	// Applied is, on restart, the index the runtime's state machine has
 	// already applied; entries up to it are not handed out again.
 	Applied uint64
@@ -62,6 +71,7 @@ const (
 	DefaultMaxInflightMsgs = 256
 	DefaultMaxMsgBytes     = 1 << 20
 	DefaultMaxApplyBytes   = 64 << 20
+	DefaultMaxLearnerLag   = 1000
 )
 
 func (c *Config) validate() error {
@@ -88,6 +98,12 @@ func (c *Config) validate() error {
 	}
 	if c.MaxApplyBytes == 0 {
 		c.MaxApplyBytes = DefaultMaxApplyBytes
+	}
+	if c.MaxLearnerLag == 0 {
+		c.MaxLearnerLag = DefaultMaxLearnerLag
+	}
+	if c.Join && len(c.Peers) > 0 {
+		return errors.New("config: a joining node takes its membership from the cluster, not from Peers")
 	}
 	if c.LeaseRead && c.DisableCheckQuorum {
 		return errors.New("config: LeaseRead requires CheckQuorum")
@@ -129,9 +145,6 @@ func (s PersistentState) validate() error {
 	last := s.Snapshot.Index + uint64(len(s.Entries))
 	if s.HardState.Commit > last {
 		return fmt.Errorf("persistent state: commit %d beyond the last entry %d", s.HardState.Commit, last)
-	}
-	if len(s.Snapshot.Conf.Voters) == 0 {
-		return errors.New("persistent state: snapshot configuration has no voters")
 	}
 	return nil
 }

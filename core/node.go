@@ -88,6 +88,18 @@ func (n *Node) Propose(data []byte) (index, term uint64, err error) {
 // the runtime times it out and retries.
 func (n *Node) ReadIndex(ctx []byte) error { return n.r.readIndex(ctx) }
 
+// ProposeConfChange proposes one membership change. The leader refuses it
+// (with ErrConfChangePending, ErrNoTermCommit, ErrLearnerBehind or
+// ErrInvalidConfChange) unless it fits: one change at a time, after the
+// leader has committed an entry of its term, promoting only a caught-up
+// learner, never removing the last voter. The change is in force on each
+// node from the moment the entry is in its log; it succeeded if the entry
+// at the returned index and term commits. The runtime reads the change back
+// from the committed entry with DecodeConfChange.
+func (n *Node) ProposeConfChange(cc ConfChange) (index, term uint64, err error) {
+	return n.r.proposeConfChange(cc)
+}
+
 // TransferLeadership asks the leader to hand leadership to the voter to. It
 // stops taking proposals, brings the target up to date, and tells it to
 // campaign; if that has not happened within an election timeout, it gives up
@@ -115,7 +127,8 @@ func (n *Node) SnapshotTaken(index uint64) (SnapshotMeta, error) {
 	if index > l.applied {
 		return SnapshotMeta{}, fmt.Errorf("snapshot at %d beyond applied index %d: %w", index, l.applied, ErrUnavailable)
 	}
-	l.compact(index, n.r.trk.conf)
+	conf, _ := l.confAt(index)
+	l.compact(index, conf)
 	return l.snap, nil
 }
 
@@ -214,10 +227,11 @@ type Status struct {
 
 // PeerProgress is one member's replication progress as the leader sees it.
 type PeerProgress struct {
-	ID    NodeID
-	Match uint64
-	Next  uint64
-	State ProgressState
+	ID      NodeID
+	Match   uint64
+	Next    uint64
+	State   ProgressState
+	Learner bool
 }
 
 // Status reports the node's current state.
@@ -231,7 +245,7 @@ func (n *Node) Status() Status {
 	if r.role == Leader {
 		for _, id := range r.trk.ids {
 			pr := r.trk.progress[id]
-			s.Progress = append(s.Progress, PeerProgress{ID: id, Match: pr.Match, Next: pr.Next, State: pr.State})
+			s.Progress = append(s.Progress, PeerProgress{ID: id, Match: pr.Match, Next: pr.Next, State: pr.State, Learner: pr.learner})
 		}
 	}
 	return s

@@ -55,6 +55,10 @@ type Progress struct {
 	matchAtHeartbeat uint64
 	inflights        inflights
 	learner          bool
+	// removedAt is the index of the configuration entry that removed this
+	// node; the leader keeps replicating to it until it has that entry and
+	// knows it is committed, so the node learns of its removal.
+	removedAt uint64
 }
 
 func (p *Progress) becomeProbe() {
@@ -168,8 +172,9 @@ func (in *inflights) reset() { in.start, in.count, in.bytes = 0, 0, 0 }
 // tracker holds the progress of every member, and the membership itself.
 type tracker struct {
 	conf ConfState
-	// ids is every member, voters and learners, sorted: iteration over it
-	// (never over the map) keeps behaviour independent of map order.
+	// ids is every member, voters and learners, and on a leader the
+	// removed nodes not yet told so, sorted: iteration over it (never over
+	// the map) keeps behaviour independent of map order.
 	ids      []NodeID
 	progress map[NodeID]*Progress
 }
@@ -185,6 +190,24 @@ func newTracker(conf ConfState) *tracker {
 func (t *tracker) isVoter(id NodeID) bool {
 	_, found := slices.BinarySearch(t.conf.Voters, id)
 	return found
+}
+
+func (t *tracker) isMember(id NodeID) bool {
+	_, learner := slices.BinarySearch(t.conf.Learners, id)
+	return learner || t.isVoter(id)
+}
+
+// dropInformed forgets removed nodes that have been sent the commit of
+// their own removal, which they had already stored.
+func (t *tracker) dropInformed() {
+	t.ids = slices.DeleteFunc(t.ids, func(id NodeID) bool {
+		pr := t.progress[id]
+		if pr == nil || pr.removedAt == 0 || pr.Match < pr.removedAt || pr.sentCommit < pr.removedAt {
+			return false
+		}
+		delete(t.progress, id)
+		return true
+	})
 }
 
 // committedIndex is the highest index stored on a majority of voters.

@@ -32,6 +32,9 @@ func runSchedule(rt *rapid.T, size int) {
 	preVote := rapid.Bool().Draw(rt, "preVote")
 	checkQuorum := rapid.Bool().Draw(rt, "checkQuorum")
 	smallMsgs := rapid.Bool().Draw(rt, "smallMsgs")
+	// Membership changes need PreVote or CheckQuorum: without either, a
+	// node removed while cut off can disrupt the cluster forever (§4.2.3).
+	membership := rapid.Bool().Draw(rt, "membership") && (preVote || checkQuorum)
 	c, err := newCluster(size, rapid.Uint64().Draw(rt, "seed"), func(cfg *Config) {
 		// Short timeouts, so that a schedule sees many elections.
 		cfg.ElectionTick = 4
@@ -80,6 +83,13 @@ func runSchedule(rt *rapid.T, size int) {
 	steps := intn(50, 600)
 	for step := 0; step < steps; step++ {
 		var err error
+		if membership && intn(0, 19) == 0 {
+			err = changeMembership(c, intn, size)
+			if err != nil {
+				rt.Fatalf("step %d: %v", step, err)
+			}
+			continue
+		}
 		switch a := intn(0, 99); {
 		case a < 20:
 			if len(c.queue) > 0 {
@@ -208,6 +218,39 @@ func runSchedule(rt *rapid.T, size int) {
 		rt.Fatalf("no progress after healing: %v", err)
 	}
 	checkReads()
+}
+
+// changeMembership proposes a random membership change at the leader: add a
+// brand-new node as a learner, promote a learner, or remove any member.
+// Refusals (a change pending, a lagging learner, …) are part of the test.
+func changeMembership(c *cluster, intn func(lo, hi int) int, size int) error {
+	lead := c.leader()
+	if lead == None {
+		return nil
+	}
+	conf := c.node(lead).Conf()
+	var cc ConfChange
+	switch intn(0, 2) {
+	case 0:
+		if len(c.ids) >= size+3 {
+			return nil
+		}
+		id := c.ids[len(c.ids)-1] + 1
+		if err := c.join(id); err != nil {
+			return err
+		}
+		cc = ConfChange{Type: ConfAddLearner, Node: id}
+	case 1:
+		if len(conf.Learners) == 0 {
+			return nil
+		}
+		cc = ConfChange{Type: ConfPromote, Node: conf.Learners[intn(0, len(conf.Learners)-1)]}
+	default:
+		members := append(slices.Clone(conf.Voters), conf.Learners...)
+		cc = ConfChange{Type: ConfRemove, Node: members[intn(0, len(members)-1)]}
+	}
+	_, _, _ = c.node(lead).ProposeConfChange(cc)
+	return nil
 }
 
 // readyDigest renders a Ready deterministically (no pointers), so two runs

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 )
 
 // Role is a node's part in the protocol.
@@ -66,6 +67,10 @@ type raft struct {
 
 	log *raftLog
 	trk *tracker
+	// confIndex is the index of the configuration entry trk.conf comes from
+	// (or of the snapshot). A node uses the latest configuration in its log,
+	// committed or not; while confIndex > committed a change is pending.
+	confIndex uint64
 	// pendingSnapshot is a snapshot (or bootstrap configuration) accepted
 	// but not yet handed out for persisting.
 	pendingSnapshot *SnapshotMeta
@@ -103,10 +108,15 @@ func newRaft(cfg Config, st PersistentState) (*raft, error) {
 		rng: rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID))),
 	}
 	if st.isEmpty() {
-		if len(cfg.Peers) == 0 {
-			return nil, errors.New("new node with empty state needs Config.Peers to bootstrap")
+		if len(cfg.Peers) == 0 && !cfg.Join {
+			return nil, errors.New("new node with empty state needs Config.Peers to bootstrap, or Config.Join")
 		}
-		boot := SnapshotMeta{Conf: ConfState{Voters: sortedIDs(cfg.Peers)}}
+		// A joining node starts with no members at all: it cannot campaign,
+		// and learns the membership from the log the leader sends it.
+		boot := SnapshotMeta{}
+		if !cfg.Join {
+			boot.Conf = ConfState{Voters: sortedIDs(cfg.Peers)}
+		}
 		r.log = newLog(boot, nil)
 		r.pendingSnapshot = &boot
 	} else {
@@ -128,7 +138,9 @@ func newRaft(cfg Config, st PersistentState) (*raft, error) {
 			r.log.applied, r.log.applying = cfg.Applied, cfg.Applied
 		}
 	}
-	r.trk = newTracker(r.log.snap.Conf)
+	conf, at := r.log.confAt(r.log.lastIndex())
+	r.trk = newTracker(conf)
+	r.confIndex = at
 	r.becomeFollower(r.term, None)
 	return r, nil
 }
@@ -153,7 +165,25 @@ func (r *raft) sendAfterPersist(m Message) {
 	r.msgsAfterPersist = append(r.msgsAfterPersist, m)
 }
 
-func (r *raft) promotable() bool { return r.trk.isVoter(r.id) }
+// promotable reports whether this node may campaign: it is a voter in its
+// latest configuration — or it was one before a change that is not yet
+// committed. Without the second case a node holding an uncommitted change
+// that removes it could deadlock the cluster: it alone has the entry, so
+// the remaining voters cannot win without its vote, which they never get
+// because their logs are behind, and it would never campaign itself. As a
+// candidate it still counts votes by its latest configuration; if it wins
+// it commits its own removal and hands over.
+func (r *raft) promotable() bool {
+	if r.trk.isVoter(r.id) {
+		return true
+	}
+	if r.confIndex <= r.log.committed {
+		return false
+	}
+	prev, _ := r.log.confAt(r.log.committed)
+	_, voter := slices.BinarySearch(prev.Voters, r.id)
+	return voter
+}
 
 // resetRandomizedElectionTimeout draws the next timeout from
 // (ElectionTick, 2·ElectionTick]. Strictly more than ElectionTick: nodes'
@@ -208,6 +238,9 @@ func (r *raft) becomeLeader() {
 	r.role = Leader
 	r.lead = r.id
 	last := r.log.lastIndex()
+	// Start from the members alone: progress kept for nodes leaving under
+	// an earlier leadership is stale.
+	r.trk = newTracker(r.trk.conf)
 	for _, id := range r.trk.ids {
 		pr := &Progress{Next: last + 1, LastHeard: r.ticks, learner: !r.trk.isVoter(id),
 			inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes)}
@@ -304,6 +337,12 @@ func (r *raft) tickLeader() {
 		// A transfer that has not finished within an election timeout has
 		// failed; accept proposals again.
 		r.leadTransferee = None
+		if r.removedLeader() {
+			// The hand-over after our own removal did not happen in time;
+			// stop leading anyway and let the voters elect someone.
+			r.becomeFollower(r.term, None)
+			return
+		}
 	}
 	if r.heartbeatElapsed >= r.cfg.HeartbeatTick {
 		r.heartbeatElapsed = 0
@@ -390,6 +429,13 @@ func (r *raft) validate(m Message) error {
 		}
 		if e.Term > m.Term || (i > 0 && e.Term < m.Entries[i-1].Term) || (i == 0 && e.Term < m.LogTerm) {
 			return fmt.Errorf("%s: entry %d has impossible term %d", m.Type, e.Index, e.Term)
+		}
+		if e.Type == EntryConfChange {
+			if _, err := decodeConfEntry(e.Data); err != nil {
+				return fmt.Errorf("%s: entry %d: %w", m.Type, e.Index, err)
+			}
+		} else if e.Type != EntryNormal {
+			return fmt.Errorf("%s: entry %d has unknown type %d", m.Type, e.Index, e.Type)
 		}
 	}
 	return nil
@@ -508,7 +554,12 @@ func (r *raft) handleAppend(m Message) {
 	}
 	if len(m.Entries) > 0 {
 		// m.Index ≥ committed, so no committed entry can be overwritten.
+		rewrites := r.log.rewrites
 		r.log.appendAfterMatch(m.Entries)
+		if r.log.rewrites != rewrites || hasConfEntry(m.Entries) {
+			// A new configuration arrived, or one was truncated away.
+			r.switchConf(r.log.confAt(r.log.lastIndex()))
+		}
 	}
 	lastNew := m.Index + uint64(len(m.Entries))
 	r.log.commitTo(min(m.Commit, lastNew))
@@ -529,6 +580,7 @@ func (r *raft) handleSnapshot(m Message) {
 	default:
 		r.log.restore(s)
 		r.trk = newTracker(s.Conf)
+		r.confIndex = s.Index
 		r.pendingSnapshot = &s
 		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: s.Index})
 	}
@@ -578,6 +630,9 @@ func (r *raft) maybeCommit() {
 	}
 	wasInTerm := r.committedInTerm()
 	r.log.commitTo(ci)
+	if r.removedLeader() && r.confIndex <= ci && r.leadTransferee == None {
+		r.handOver()
+	}
 	if !wasInTerm {
 		pending := r.pendingReads
 		r.pendingReads = nil
@@ -604,6 +659,7 @@ func (r *raft) flush() {
 			r.sendAppends(id)
 		}
 	}
+	r.trk.dropInformed()
 	if r.readRound {
 		r.readRound = false
 		r.bcastHeartbeat()
@@ -717,7 +773,7 @@ func (r *raft) leaderReadIndex(ctx []byte, from NodeID) {
 
 func (r *raft) serveRead(ctx []byte, from NodeID) {
 	index := r.log.committed
-	if len(r.trk.conf.Voters) == 1 || r.cfg.LeaseRead {
+	if r.soleVoter() || r.cfg.LeaseRead {
 		r.respondRead(ctx, from, index)
 		return
 	}

@@ -1,0 +1,336 @@
+package core
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
+)
+
+// grow elects a leader of a 3-node cluster, starts node 4 empty and adds it
+// as a learner, and waits until it has the whole log.
+func grow(t *testing.T) (*cluster, NodeID) {
+	t.Helper()
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	require.NoError(t, c.join(4))
+	i, err := c.changeConf(ConfAddLearner, 4)
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(50, func() bool { return c.nodes[4].sm.index >= i }))
+	return c, lead
+}
+
+func TestLearnerReceivesLogButDoesNotVoteOrCount(t *testing.T) {
+	c, lead := grow(t)
+	require.Equal(t, ConfState{Voters: []NodeID{1, 2, 3}, Learners: []NodeID{4}}, c.node(4).Conf())
+
+	// With two voters down, the learner does not make a majority.
+	for _, id := range []NodeID{1, 2, 3} {
+		if id != lead {
+			c.crash(id)
+		}
+	}
+	i, _, err := c.node(lead).Propose([]byte("x"))
+	require.NoError(t, err)
+	require.NoError(t, c.deliverAll(1000))
+	require.Equal(t, i, c.nodes[4].node.r.log.lastIndex(), "the learner stores the entry")
+	require.Less(t, c.node(lead).HardState().Commit, i, "a learner must not count towards commit")
+
+	// A learner never campaigns, however long it hears nothing.
+	c.isolate(4)
+	for range 100 {
+		require.NoError(t, c.tick(4))
+	}
+	require.Equal(t, Follower, c.node(4).Status().Role)
+}
+
+func TestPromoteCaughtUpLearner(t *testing.T) {
+	c, lead := grow(t)
+	i, err := c.changeConf(ConfPromote, 4)
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(50, func() bool { return c.committedEverywhere(i) }))
+	require.Equal(t, []NodeID{1, 2, 3, 4}, c.node(4).Conf().Voters)
+
+	// Now 4 counts: with two of the old voters down there is no majority of
+	// four, with one down there is.
+	others := slices.DeleteFunc([]NodeID{1, 2, 3}, func(id NodeID) bool { return id == lead })
+	c.crash(others[0])
+	j, _, err := c.node(lead).Propose([]byte("y"))
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(20, func() bool { return c.node(lead).HardState().Commit >= j }))
+
+	// And it can lead.
+	require.NoError(t, c.node(lead).TransferLeadership(4))
+	require.NoError(t, c.stabilize(50, func() bool { return c.leader() == 4 }))
+}
+
+func TestPromoteLaggingLearnerRefused(t *testing.T) {
+	c, err := newCluster(3, 1, func(cfg *Config) { cfg.MaxLearnerLag = 5 })
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	require.NoError(t, c.join(4))
+	c.isolate(4) // it never catches up
+	_, err = c.changeConf(ConfAddLearner, 4)
+	require.NoError(t, err)
+	for k := range 20 {
+		_, _, err := c.node(lead).Propose([]byte{byte(k)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.deliverAll(10000))
+	_, err = c.changeConf(ConfPromote, 4)
+	require.ErrorIs(t, err, ErrLearnerBehind)
+	require.Equal(t, []NodeID{4}, c.node(lead).Conf().Learners, "a refused change changes nothing")
+
+	c.heal()
+	require.NoError(t, c.stabilize(50, func() bool { return c.nodes[4].sm.index == c.node(lead).LastIndex() }))
+	_, err = c.changeConf(ConfPromote, 4)
+	require.NoError(t, err)
+}
+
+func TestConfChangesGoOneAtATime(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	_, err = c.electLeader()
+	require.NoError(t, err)
+	require.NoError(t, c.join(4))
+	require.NoError(t, c.join(5))
+	i, err := c.changeConf(ConfAddLearner, 4)
+	require.NoError(t, err)
+	// Back to back: the second waits for the first to commit.
+	_, err = c.changeConf(ConfAddLearner, 5)
+	require.ErrorIs(t, err, ErrConfChangePending)
+	require.NoError(t, c.stabilize(20, func() bool { return c.committedEverywhere(i) }))
+	_, err = c.changeConf(ConfAddLearner, 5)
+	require.NoError(t, err)
+
+	// Invalid changes are refused with a reason.
+	require.NoError(t, c.stabilize(20, func() bool { return c.node(c.leader()).HardState().Commit == c.node(c.leader()).LastIndex() }))
+	_, err = c.changeConf(ConfAddLearner, 5)
+	require.ErrorIs(t, err, ErrInvalidConfChange)
+	_, err = c.changeConf(ConfPromote, 1)
+	require.ErrorIs(t, err, ErrInvalidConfChange)
+	_, err = c.changeConf(ConfRemove, 9)
+	require.ErrorIs(t, err, ErrInvalidConfChange)
+	// Followers refuse and name the leader.
+	follower := c.leader()%3 + 1
+	var nl *ErrNotLeader
+	_, _, err = c.node(follower).ProposeConfChange(ConfChange{Type: ConfRemove, Node: 5})
+	require.ErrorAs(t, err, &nl)
+	require.Equal(t, c.leader(), nl.Leader)
+}
+
+func TestNewLeaderMustCommitInTermBeforeChange(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	// Make node 1 leader by hand, and ask before its empty entry commits.
+	c.node(1).r.campaign(false, false)
+	for c.node(1).Status().Role != Leader {
+		require.NoError(t, c.ready())
+		require.NotEmpty(t, c.queue)
+		require.NoError(t, c.deliver(0))
+	}
+	require.False(t, c.node(1).r.committedInTerm())
+	_, _, err = c.node(1).ProposeConfChange(ConfChange{Type: ConfRemove, Node: 3})
+	require.ErrorIs(t, err, ErrNoTermCommit)
+	require.NoError(t, c.stabilize(20, func() bool { return c.node(1).r.committedInTerm() }))
+	_, _, err = c.node(1).ProposeConfChange(ConfChange{Type: ConfRemove, Node: 3})
+	require.NoError(t, err)
+}
+
+func TestUncommittedChangeUndoneWhenTruncated(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	old, err := c.electLeader()
+	require.NoError(t, err)
+	require.NoError(t, c.join(4))
+	// The leader is cut off with its change: it takes effect there at once…
+	c.isolate(old)
+	_, err = c.changeConf(ConfAddLearner, 4)
+	require.NoError(t, err)
+	require.Equal(t, []NodeID{4}, c.node(old).Conf().Learners)
+	// …the majority moves on without it…
+	require.NoError(t, c.stabilize(100, func() bool { l := c.leader(); return l != None && l != old }))
+	fresh := c.leader()
+	i, _, err := c.node(fresh).Propose([]byte("new term"))
+	require.NoError(t, err)
+	// …and after healing the old leader's change is overwritten and undone.
+	c.heal()
+	require.NoError(t, c.stabilize(100, func() bool { return c.committedEverywhere(i) }))
+	require.Empty(t, c.node(old).Conf().Learners)
+	require.Equal(t, []NodeID{1, 2, 3}, c.node(old).Conf().Voters)
+}
+
+func TestRemoveLeaderHandsOver(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	old, err := c.electLeader()
+	require.NoError(t, err)
+	i, err := c.changeConf(ConfRemove, old)
+	require.NoError(t, err)
+	// The old leader commits its own removal, then another voter leads
+	// without waiting for an election timeout.
+	require.NoError(t, c.stabilize(5, func() bool { l := c.leader(); return l != None && l != old }))
+	fresh := c.leader()
+	require.NotContains(t, c.node(fresh).Conf().Voters, old)
+	require.GreaterOrEqual(t, c.node(fresh).HardState().Commit, i)
+	j, _, err := c.node(fresh).Propose([]byte("after"))
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(20, func() bool { return c.committedEverywhere(j) }))
+	// The removed node knows, and never campaigns again.
+	require.NotContains(t, c.node(old).Conf().Voters, old)
+	term := c.node(fresh).HardState().Term
+	for range 100 {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(1000))
+	}
+	require.Equal(t, fresh, c.leader())
+	require.Equal(t, term, c.node(fresh).HardState().Term)
+	require.NotEqual(t, Leader, c.node(old).Status().Role)
+}
+
+func TestLeaderRemovedWhileChangePending(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	old, err := c.electLeader()
+	require.NoError(t, err)
+	require.NoError(t, c.join(4))
+	// A change is pending on a leader that is then cut off; the others
+	// elect a new leader, which must commit in its term and then removes
+	// the old leader.
+	c.isolate(old)
+	_, err = c.changeConf(ConfAddLearner, 4)
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(100, func() bool { l := c.leader(); return l != None && l != old }))
+	fresh := c.leader()
+	var i uint64
+	require.NoError(t, c.stabilize(50, func() bool {
+		var err error
+		i, _, err = c.node(fresh).ProposeConfChange(ConfChange{Type: ConfRemove, Node: old})
+		return err == nil
+	}))
+	require.NoError(t, c.stabilize(20, func() bool { return c.node(fresh).HardState().Commit >= i }))
+	c.heal()
+	require.NoError(t, c.stabilize(100, func() bool {
+		return !slices.Contains(c.node(old).Conf().Voters, old) && c.nodes[old].sm.index >= i
+	}))
+	require.Equal(t, ConfState{Voters: sortedIDs(slices.DeleteFunc([]NodeID{1, 2, 3}, func(id NodeID) bool { return id == old }))},
+		c.node(fresh).Conf())
+}
+
+func TestRemovedNodeDoesNotDisrupt(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	victim := NodeID(1)
+	if victim == lead {
+		victim = 2
+	}
+	// The victim is removed while it cannot hear about it, and campaigns
+	// the whole time (it still believes it is a voter).
+	c.isolate(victim)
+	i, err := c.changeConf(ConfRemove, victim)
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(20, func() bool { return c.node(lead).HardState().Commit >= i }))
+	for range 60 {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(1000))
+	}
+	c.heal()
+	term := c.node(lead).HardState().Term
+	require.NoError(t, c.stabilize(100, func() bool { return !slices.Contains(c.node(victim).Conf().Voters, victim) }))
+	for range 100 {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(1000))
+	}
+	require.Equal(t, lead, c.leader(), "the removed node disrupted the leader")
+	require.Equal(t, term, c.node(lead).HardState().Term)
+}
+
+func TestJoiningNodeGetsSnapshot(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	for k := range 10 {
+		_, _, err := c.node(lead).Propose([]byte{byte(k)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.deliverAll(10000))
+	require.NoError(t, c.snapshot(lead))
+	require.NoError(t, c.join(4))
+	i, err := c.changeConf(ConfAddLearner, 4)
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(50, func() bool { return c.nodes[4].sm.index >= i }))
+	require.Equal(t, c.nodes[lead].sm.hash, c.nodes[4].sm.hash)
+	require.Equal(t, []NodeID{4}, c.node(4).Conf().Learners)
+
+	// A snapshot taken past a configuration entry records it.
+	require.NoError(t, c.snapshot(4))
+	require.Equal(t, []NodeID{4}, c.nodes[4].store.snap.Conf.Learners)
+	// Restarting the joined node keeps its membership.
+	c.crash(4)
+	require.NoError(t, c.restart(4))
+	require.Equal(t, []NodeID{4}, c.node(4).Conf().Learners)
+}
+
+func TestJoinConfigValidation(t *testing.T) {
+	_, err := NewNode(Config{ID: 4, Join: true, Peers: []NodeID{1}}, PersistentState{})
+	require.Error(t, err)
+	n, err := NewNode(Config{ID: 4, Join: true}, PersistentState{})
+	require.NoError(t, err)
+	for range 100 {
+		n.Tick()
+	}
+	require.Equal(t, Follower, n.Status().Role, "a node with no membership never campaigns")
+}
+
+func TestConfEntryRoundTrip(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		ids := func(label string) []NodeID {
+			raw := rapid.SliceOfDistinct(rapid.Uint64Range(1, 1<<40), func(v uint64) uint64 { return v }).Draw(rt, label)
+			out := make([]NodeID, len(raw))
+			for i, v := range raw {
+				out[i] = NodeID(v)
+			}
+			return sortedIDs(out)
+		}
+		c := confEntry{
+			Change: ConfChange{Type: ConfChangeType(rapid.IntRange(1, 3).Draw(rt, "type")),
+				Node: NodeID(rapid.Uint64Range(1, 1<<40).Draw(rt, "node")), Context: rapid.SliceOf(rapid.Byte()).Draw(rt, "ctx")},
+			Result: ConfState{Voters: ids("voters"), Learners: ids("learners")},
+		}
+		cc, conf, err := DecodeConfChange(c.encode())
+		require.NoError(rt, err)
+		if len(c.Change.Context) == 0 {
+			c.Change.Context = nil
+		}
+		require.Equal(rt, c.Change, cc)
+		require.True(rt, c.Result.Equal(conf))
+	})
+}
+
+func TestDecodeConfChangeGarbage(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		data := rapid.SliceOf(rapid.Byte()).Draw(rt, "data")
+		_, _, _ = DecodeConfChange(data) // must not panic
+	})
+	for _, bad := range [][]byte{nil, {1}, {2, 1, 1, 0, 0, 0}, {1, 9, 1, 0, 0, 0}, {1, 1, 0, 0, 0, 0}, {1, 1, 1, 5}, {1, 1, 1, 0, 2, 2, 1, 0}, {1, 1, 1, 0, 0, 0, 7}} {
+		_, _, err := DecodeConfChange(bad)
+		require.Error(t, err, "%v", bad)
+	}
+}
+
+func TestMalformedConfEntryRefused(t *testing.T) {
+	n, err := NewNode(Config{ID: 2, Peers: []NodeID{1, 2, 3}}, PersistentState{})
+	require.NoError(t, err)
+	err = n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 1, Entries: []Entry{{Term: 1, Index: 1, Type: EntryConfChange, Data: []byte{1, 1}}}})
+	require.Error(t, err)
+	err = n.Step(Message{Type: MsgApp, From: 1, To: 2, Term: 1, Entries: []Entry{{Term: 1, Index: 1, Type: 7}}})
+	require.Error(t, err)
+	require.Zero(t, n.LastIndex())
+}

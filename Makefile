@@ -36,10 +36,10 @@ cluster-start: build
 	  pidf=$(CLUSTER_DIR)/$$id.pid; \
 	  if [ -f $$pidf ] && kill -0 $$(cat $$pidf) 2>/dev/null; then echo "node $$id already running (pid $$(cat $$pidf))"; continue; fi; \
 	  nohup ./bin/keyvald --id $$id --data-dir $(CLUSTER_DIR)/data/$$id \
-	    --listen-client 127.0.0.1:$$port --listen-peer 127.0.0.1:$$peer \
+	    --listen-client 127.0.0.1:$$port --listen-peer 127.0.0.1:$$peer --listen-metrics 127.0.0.1:$$((port+2)) \
 	    --initial-cluster $(CLUSTER) >> $(CLUSTER_DIR)/logs/$$id.log 2>&1 & \
 	  echo $$! > $$pidf; \
-	  echo "node $$id: client 127.0.0.1:$$port, peer 127.0.0.1:$$peer, log $(CLUSTER_DIR)/logs/$$id.log"; \
+	  echo "node $$id: client 127.0.0.1:$$port, peer 127.0.0.1:$$peer, metrics http://127.0.0.1:$$((port+2))/metrics, log $(CLUSTER_DIR)/logs/$$id.log"; \
 	done
 	@for i in $$(seq 1 100); do ./bin/kvctl status -o json 2>/dev/null | grep -q '"leader_id": [1-9]' && break; sleep 0.1; done
 	@./bin/kvctl status || (echo "the cluster did not come up; see $(CLUSTER_DIR)/logs"; exit 1)

@@ -233,6 +233,8 @@ type Member struct {
 	// leader sees it).
 	Match uint64
 	State string
+	// Learner: receives the log but does not vote.
+	Learner bool
 }
 
 // NodeStatus describes one member, as it answered for itself.
@@ -302,11 +304,7 @@ func (c *Client) Status(ctx context.Context, endpoint string) (NodeStatus, error
 	out.ID, out.Role, out.Term = resp.Id, resp.Role, resp.Term
 	out.Commit, out.Applied, out.LeaderID = resp.Commit, resp.Applied, resp.LeaderId
 	out.FirstIndex, out.LastIndex, out.ClusterID = resp.FirstIndex, resp.LastIndex, resp.ClusterId
-	for _, m := range resp.Members {
-		out.Members = append(out.Members, Member{
-			ID: m.Id, PeerAddress: m.PeerAddress, ClientAddress: m.ClientAddress, Match: m.Match, State: m.State,
-		})
-	}
+	out.Members = toMembers(resp.Members)
 	return out, nil
 }
 

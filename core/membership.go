@@ -32,9 +32,12 @@ func (r *raft) proposeConfChange(cc ConfChange) (uint64, uint64, error) {
 		return 0, 0, err
 	}
 	if cc.Type == ConfPromote {
+		// Caught up means: it has answered, its log matches ours, and it
+		// is at most MaxLearnerLag entries behind. A learner that never
+		// answered has Match 0, which a short log would otherwise excuse.
 		pr := r.trk.progress[cc.Node]
 		last := r.log.lastIndex()
-		if pr == nil || pr.Match+r.cfg.MaxLearnerLag < last {
+		if pr == nil || pr.State != StateReplicate || pr.Match+r.cfg.MaxLearnerLag < last {
 			var match uint64
 			if pr != nil {
 				match = pr.Match

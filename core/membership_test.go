@@ -76,6 +76,11 @@ func TestPromoteLaggingLearnerRefused(t *testing.T) {
 	c.isolate(4) // it never catches up
 	_, err = c.changeConf(ConfAddLearner, 4)
 	require.NoError(t, err)
+	require.NoError(t, c.deliverAll(10000))
+	// The log is shorter than the allowed lag, but a learner that has not
+	// answered is not caught up.
+	_, _, err = c.node(lead).ProposeConfChange(ConfChange{Type: ConfPromote, Node: 4})
+	require.ErrorIs(t, err, ErrLearnerBehind)
 	for k := range 20 {
 		_, _, err := c.node(lead).Propose([]byte{byte(k)})
 		require.NoError(t, err)

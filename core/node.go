@@ -203,7 +203,22 @@ func (n *Node) HardState() HardState { return n.r.hardState() }
 // LastIndex is the index of the last entry in the node's log.
 func (n *Node) LastIndex() uint64 { return n.r.log.lastIndex() }
 
-// Conf is the node's current membership.
+// ConfAt is the membership in force at log index i (ErrCompacted below the
+// latest snapshot, ErrUnavailable beyond the log).
+func (n *Node) ConfAt(i uint64) (ConfState, error) {
+	l := n.r.log
+	if i < l.snap.Index {
+		return ConfState{}, ErrCompacted
+	}
+	if i > l.lastIndex() {
+		return ConfState{}, ErrUnavailable
+	}
+	conf, _ := l.confAt(i)
+	return conf, nil
+}
+
+// Conf is the node's current membership: that of the latest configuration
+// entry in its log, committed or not.
 func (n *Node) Conf() ConfState { return n.r.trk.conf }
 
 // SoftState reports the node's role and the leader it knows, cheaply.

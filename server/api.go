@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -29,13 +28,6 @@ const maxRangeLimit = 10000
 // request is forwarded at most once.
 const forwardedKey = "keyval-forwarded"
 
-func registerHealth(s *grpc.Server) {
-	h := health.NewServer()
-	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	h.SetServingStatus("keyval.api.KV", healthpb.HealthCheckResponse_SERVING)
-	healthpb.RegisterHealthServer(s, h)
-}
-
 // kvService is the client API. Writes are proposed through the event loop
 // (or forwarded to the leader); linearizable reads wait for a ReadIndex
 // barrier and then read bbolt directly, concurrently with the loop.
@@ -50,6 +42,9 @@ func (k *kvService) checkKey(key []byte) error {
 	}
 	if len(key) > k.s.cfg.MaxKeyBytes {
 		return status.Errorf(codes.InvalidArgument, "the key is %d bytes; the limit is %d (--max-key-bytes)", len(key), k.s.cfg.MaxKeyBytes)
+	}
+	if replica.IsReservedKey(key) {
+		return status.Errorf(codes.InvalidArgument, "keys starting with %q are reserved for KeyVal's own records", "\\x00keyval/")
 	}
 	return nil
 }
@@ -170,15 +165,23 @@ func (k *kvService) Range(ctx context.Context, req *apipb.RangeRequest) (*apipb.
 	if len(req.StartAfter) > 0 {
 		after = req.StartAfter
 	}
-	rr, err := k.s.store.Range(req.Prefix, after, limit)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "range %q: %v", req.Prefix, err)
+	for {
+		rr, err := k.s.store.Range(req.Prefix, after, limit)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "range %q: %v", req.Prefix, err)
+		}
+		resp := &apipb.RangeResponse{Header: k.header(rr.Revision), More: rr.More}
+		for _, kv := range rr.Entries {
+			// KeyVal's own records (the members' addresses) are not data.
+			if !replica.IsReservedKey(kv.Key) {
+				resp.Kvs = append(resp.Kvs, &apipb.KeyValue{Key: kv.Key, Value: kv.Value, Version: kv.Version})
+			}
+		}
+		if len(resp.Kvs) > 0 || !rr.More {
+			return resp, nil
+		}
+		after = rr.Entries[len(rr.Entries)-1].Key
 	}
-	resp := &apipb.RangeResponse{Header: k.header(rr.Revision), More: rr.More}
-	for _, kv := range rr.Entries {
-		resp.Kvs = append(resp.Kvs, &apipb.KeyValue{Key: kv.Key, Value: kv.Value, Version: kv.Version})
-	}
-	return resp, nil
 }
 
 func (k *kvService) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.StatusResponse, error) {
@@ -189,22 +192,9 @@ func (k *kvService) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.
 	resp := &apipb.StatusResponse{
 		Header: k.header(k.s.store.Revision()), Id: uint64(st.ID), Role: st.Role.String(),
 		Term: st.HardState.Term, Commit: st.HardState.Commit, Applied: st.Applied, LeaderId: uint64(st.Lead),
-		FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, ClusterId: fmt.Sprintf("%016x", k.s.cfg.ClusterID()),
+		FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, ClusterId: fmt.Sprintf("%016x", k.s.clusterID),
 	}
-	progress := map[core.NodeID]core.PeerProgress{}
-	for _, p := range st.Progress {
-		progress[p.ID] = p
-	}
-	for _, id := range st.Conf.Voters {
-		m := &apipb.Member{Id: uint64(id), PeerAddress: k.s.cfg.InitialCluster[id]}
-		if id == k.s.cfg.ID {
-			m.ClientAddress = k.s.ClientAddr()
-		}
-		if p, ok := progress[id]; ok {
-			m.Match, m.State = p.Match, p.State.String()
-		}
-		resp.Members = append(resp.Members, m)
-	}
+	resp.Members = k.s.members(st)
 	return resp, nil
 }
 
@@ -225,6 +215,7 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 	// write costs one hand-off into the loop and one back.
 	ch := make(chan replica.Outcome, 1)
 	id := s.nextID.Add(1)
+	wt := s.obs.writeStarted(ctx) // nil unless tracing
 	var perr error
 	select {
 	case s.inbox <- func() {
@@ -234,6 +225,7 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 			return
 		}
 		s.waiters[id] = ch
+		s.obs.writeProposed(wt, id)
 	}:
 	case <-s.stopping:
 		return kvstore.Result{}, nil, toStatus(errStopping)
@@ -243,10 +235,13 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 	var out replica.Outcome
 	select {
 	case out = <-ch:
+		s.obs.writeAnswered(wt, out.Err, perr)
 	case <-s.loopDone:
+		s.obs.writeAbandoned(wt, errStopping)
 		return kvstore.Result{}, nil, toStatus(errStopping)
 	case <-ctx.Done():
 		s.forget(id)
+		s.obs.writeAbandoned(wt, ctx.Err())
 		return kvstore.Result{}, nil, status.Errorf(codes.DeadlineExceeded,
 			"no outcome before the deadline: the write may or may not be applied; retry with the same session and seq to find out")
 	}
@@ -270,7 +265,8 @@ var errRefused = errors.New("refused")
 
 // readBarrier waits until this node's state machine reflects every write
 // acknowledged before the call (ReadIndex, answered by the leader).
-func (s *Server) readBarrier(ctx context.Context) error {
+func (s *Server) readBarrier(ctx context.Context) (err error) {
+	defer s.obs.readIndexDone(ctx, time.Now(), &err)
 	if _, has := ctx.Deadline(); !has {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -315,28 +311,37 @@ func forwarded(ctx context.Context) bool {
 // leaderClient returns a KV client for the leader's peer port, marking
 // requests as forwarded.
 func (s *Server) leaderClient(leader core.NodeID) (apipb.KVClient, error) {
+	conn, err := s.peerConn(leader)
+	if err != nil {
+		return nil, err
+	}
+	return apipb.NewKVClient(conn), nil
+}
+
+// peerConn is a client connection to member id's peer port, where requests
+// forwarded to a leader arrive.
+func (s *Server) peerConn(id core.NodeID) (*grpc.ClientConn, error) {
 	s.fwdMu.Lock()
 	defer s.fwdMu.Unlock()
-	if c, ok := s.forward[leader]; ok {
+	if c, ok := s.forward[id]; ok {
 		return c, nil
 	}
-	addr, ok := s.cfg.InitialCluster[leader]
+	addr, ok := s.book.address(id)
 	if !ok {
-		return nil, fmt.Errorf("leader %d has no known address", leader)
+		return nil, fmt.Errorf("member %d has no known address", id)
 	}
 	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
 	if s.cfg.PeerClientTLS != nil {
 		creds = grpc.WithTransportCredentials(credentials.NewTLS(s.cfg.PeerClientTLS))
 	}
-	conn, err := grpc.NewClient(addr, creds, grpc.WithUnaryInterceptor(markForwarded),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes)))
+	conn, err := grpc.NewClient(addr, append(s.obs.forwardDialOptions(id), creds, grpc.WithUnaryInterceptor(markForwarded),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes)))...)
 	if err != nil {
 		return nil, err
 	}
 	s.fwdConn = append(s.fwdConn, conn)
-	c := apipb.NewKVClient(conn)
-	s.forward[leader] = c
-	return c, nil
+	s.forward[id] = conn
+	return conn, nil
 }
 
 func markForwarded(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {

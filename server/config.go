@@ -31,6 +31,12 @@ type Config struct {
 	PeerAddr   string
 	// InitialCluster maps every member's id to its peer address.
 	InitialCluster map[core.NodeID]string
+	// Join lists client addresses of a running cluster's members. A node
+	// started with an empty data directory and Join joins that cluster (it
+	// must have been added as a learner first) instead of bootstrapping;
+	// InitialCluster is then not needed. JoinTLS is how it reaches them.
+	Join    []string
+	JoinTLS *tls.Config
 	// ClusterToken distinguishes clusters with the same members; with the
 	// member list it makes the cluster id that peers check.
 	ClusterToken string
@@ -57,6 +63,9 @@ type Config struct {
 	PeerClientTLS *tls.Config
 
 	Logger *slog.Logger
+
+	// Observability: metrics address and tracer provider (observe.go).
+	Observability
 }
 
 // Defaults for Config.
@@ -80,9 +89,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ClientAddr == "" || c.PeerAddr == "" {
 		return errors.New("client and peer listen addresses must be set")
-	}
-	if _, ok := c.InitialCluster[c.ID]; !ok {
-		return fmt.Errorf("node %d is not in the initial cluster %s", c.ID, FormatCluster(c.InitialCluster))
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
@@ -113,6 +119,18 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// checkMember makes sure a node that bootstraps (or bootstrapped) the
+// cluster is one of its initial members.
+func (c *Config) checkMember() error {
+	if len(c.InitialCluster) == 0 {
+		return errors.New("--initial-cluster is required (or --join, for a node that joins a running cluster)")
+	}
+	if _, ok := c.InitialCluster[c.ID]; !ok {
+		return fmt.Errorf("node %d is not in the initial cluster %s (a node that joins a running cluster starts with --join)", c.ID, FormatCluster(c.InitialCluster))
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,10 +53,15 @@ type Server struct {
 	leader atomic.Uint64
 
 	// forward holds client connections to other members' peer ports, to
-	// forward writes to the leader.
+	// forward writes and membership changes to the leader.
 	fwdMu   sync.Mutex
-	forward map[core.NodeID]apipb.KVClient
+	forward map[core.NodeID]*grpc.ClientConn
 	fwdConn []*grpc.ClientConn
+
+	// book is every member's peer address; clusterID is what peers check
+	// (from the initial cluster, or learned when this node joined).
+	book      addressBook
+	clusterID uint64
 
 	stopping  chan struct{}
 	loopDone  chan struct{}
@@ -63,6 +69,9 @@ type Server struct {
 	fatalOnce sync.Once
 	closeOnce sync.Once
 	stopped   chan struct{}
+
+	// obs is metrics, tracing, health and state logging (observe.go).
+	obs *observer
 }
 
 // identity is written into the data directory on first start, so that a
@@ -70,6 +79,10 @@ type Server struct {
 type identity struct {
 	NodeID    uint64 `json:"node_id"`
 	ClusterID string `json:"cluster_id"`
+	// Joined marks a node that joined a running cluster (--join) instead
+	// of bootstrapping one; Peers are the members it was told of then.
+	Joined bool              `json:"joined,omitempty"`
+	Peers  map[string]string `json:"peers,omitempty"`
 }
 
 // New opens the node's storage (recovering from it if present) and binds
@@ -81,10 +94,12 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
 		inbox: make(chan func(), 4096), applyQ: make(chan job, maxInflight+8), waiters: map[uint64]chan replica.Outcome{},
-		forward: map[core.NodeID]apipb.KVClient{}, stopping: make(chan struct{}),
+		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}),
 		loopDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
-	if err := s.checkIdentity(); err != nil {
+	s.obs = newObserver(s)
+	joined, known, err := s.checkIdentity()
+	if err != nil {
 		return nil, err
 	}
 	store, err := kvstore.OpenBolt(filepath.Join(cfg.DataDir, "state.db"), kvstore.Options{NoSync: true})
@@ -92,20 +107,25 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("open state machine: %w", err)
 	}
 	s.store = store
-	peers := make([]core.NodeID, 0, len(cfg.InitialCluster))
-	for id := range cfg.InitialCluster {
-		peers = append(peers, id)
+	if err := s.loadAddressBook(known); err != nil {
+		store.Close()
+		return nil, err
 	}
-	slices.Sort(peers)
+	// A joining node has no membership of its own: the leader that added
+	// it sends the log (or a snapshot) that holds it.
+	var peers []core.NodeID
+	if !joined {
+		peers = sortedPeerIDs(cfg.InitialCluster)
+	}
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
-			ID: cfg.ID, Peers: peers, ElectionTick: electionTicks, HeartbeatTick: 1,
+			ID: cfg.ID, Peers: peers, Join: joined, ElectionTick: electionTicks, HeartbeatTick: 1,
 			Seed: uint64(time.Now().UnixNano()),
 		},
 		FS: disk.OSFS{}, Dir: cfg.DataDir, Store: store,
 		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2,
-		Send: s.send, Done: s.done,
+		Send: s.send, Done: s.done, ConfChanged: s.confChanged,
 	})
 	if err != nil {
 		store.Close()
@@ -115,15 +135,11 @@ func New(cfg Config) (*Server, error) {
 	if torn, skipped, restored := rep.Recovery(); torn != nil || len(skipped) > 0 || restored > 0 {
 		s.log.Warn("recovered from a crash", "torn_tail", torn, "skipped_snapshots", skipped, "restored_snapshot", restored)
 	}
-	others := map[core.NodeID]string{}
-	for id, addr := range cfg.InitialCluster {
-		if id != cfg.ID {
-			others[id] = addr
-		}
-	}
+	others := s.book.snapshot()
+	delete(others, cfg.ID)
 	tr, err := transport.New(transport.Config{
-		ID: cfg.ID, ClusterID: cfg.ClusterID(), Peers: others,
-		ServerTLS: cfg.PeerServerTLS, ClientTLS: cfg.PeerClientTLS, Logger: s.log,
+		ID: cfg.ID, ClusterID: s.clusterID, Peers: others,
+		ServerTLS: cfg.PeerServerTLS, ClientTLS: cfg.PeerClientTLS, Logger: cfg.Logger, // the transport adds the node id
 	}, (*peerHandler)(s))
 	if err != nil {
 		s.closeStorage()
@@ -138,35 +154,75 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) checkIdentity() error {
+// checkIdentity makes sure the data directory belongs to this node of this
+// cluster, writing its identity on first start. It sets s.clusterID and
+// reports whether the node joined a running cluster, and the peer
+// addresses it learned then (a first start with --join asks the cluster).
+func (s *Server) checkIdentity() (joined bool, peers map[core.NodeID]string, err error) {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
+		return false, nil, fmt.Errorf("create data directory: %w", err)
 	}
-	want := identity{NodeID: uint64(s.cfg.ID), ClusterID: fmt.Sprintf("%016x", s.cfg.ClusterID())}
 	path := filepath.Join(s.cfg.DataDir, "identity.json")
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		want := identity{NodeID: uint64(s.cfg.ID)}
+		if len(s.cfg.Join) > 0 {
+			info, err := s.askToJoin(context.Background())
+			if err != nil {
+				return false, nil, err
+			}
+			s.clusterID, peers, joined = info.clusterID, info.peers, true
+			want.Joined, want.Peers = true, map[string]string{}
+			for id, a := range peers {
+				want.Peers[strconv.FormatUint(uint64(id), 10)] = a
+			}
+		} else {
+			if err := s.cfg.checkMember(); err != nil {
+				return false, nil, err
+			}
+			s.clusterID, peers = s.cfg.ClusterID(), s.cfg.InitialCluster
+		}
+		want.ClusterID = fmt.Sprintf("%016x", s.clusterID)
 		b, _ = json.Marshal(want)
 		if err := os.WriteFile(path, b, 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", path, err)
+			return false, nil, fmt.Errorf("write %s: %w", path, err)
 		}
-		return nil
+		return joined, peers, nil
 	case err != nil:
-		return fmt.Errorf("read %s: %w", path, err)
+		return false, nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	var have identity
 	if err := json.Unmarshal(b, &have); err != nil {
-		return fmt.Errorf("%s is damaged (%v); is this a KeyVal data directory?", path, err)
+		return false, nil, fmt.Errorf("%s is damaged (%v); is this a KeyVal data directory?", path, err)
 	}
-	if have.NodeID != want.NodeID {
-		return fmt.Errorf("data directory %s belongs to node %d, not node %d: use that node's id or another directory", s.cfg.DataDir, have.NodeID, want.NodeID)
+	if have.NodeID != uint64(s.cfg.ID) {
+		return false, nil, fmt.Errorf("data directory %s belongs to node %d, not node %d: use that node's id or another directory", s.cfg.DataDir, have.NodeID, s.cfg.ID)
 	}
-	if have.ClusterID != want.ClusterID {
-		return fmt.Errorf("data directory %s belongs to another cluster (id %s; this configuration makes %s): check --initial-cluster and --cluster-token, or use another directory",
-			s.cfg.DataDir, have.ClusterID, want.ClusterID)
+	cid, err := strconv.ParseUint(have.ClusterID, 16, 64)
+	if err != nil {
+		return false, nil, fmt.Errorf("%s is damaged (cluster id %q); is this a KeyVal data directory?", path, have.ClusterID)
 	}
-	return nil
+	if have.Joined {
+		s.clusterID, peers = cid, map[core.NodeID]string{}
+		for k, a := range have.Peers {
+			id, err := strconv.ParseUint(k, 10, 64)
+			if err != nil || id == 0 {
+				return false, nil, fmt.Errorf("%s is damaged (peer id %q)", path, k)
+			}
+			peers[core.NodeID(id)] = a
+		}
+		return true, peers, nil
+	}
+	if err := s.cfg.checkMember(); err != nil {
+		return false, nil, err
+	}
+	if want := s.cfg.ClusterID(); cid != want {
+		return false, nil, fmt.Errorf("data directory %s belongs to another cluster (id %s; this configuration makes %016x): check --initial-cluster and --cluster-token, or use another directory",
+			s.cfg.DataDir, have.ClusterID, want)
+	}
+	s.clusterID = cid
+	return false, s.cfg.InitialCluster, nil
 }
 
 func (s *Server) listen() error {
@@ -181,17 +237,24 @@ func (s *Server) listen() error {
 		return fmt.Errorf("listen for clients on %s: %w", s.cfg.ClientAddr, err)
 	}
 	maxMsg := grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes)
-	s.peerSrv = grpc.NewServer(append(s.tr.ServerOptions(), maxMsg)...)
+	s.peerSrv = grpc.NewServer(append(append(s.tr.ServerOptions(), maxMsg), s.obs.peerServerOptions()...)...)
 	s.tr.Register(s.peerSrv)
 	api := &kvService{s: s}
 	apipb.RegisterKVServer(s.peerSrv, api) // forwarded requests arrive here
-	opts := []grpc.ServerOption{maxMsg}
+	apipb.RegisterClusterServer(s.peerSrv, &clusterService{s: s})
+	opts := append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
 	}
 	s.clientSrv = grpc.NewServer(opts...)
 	apipb.RegisterKVServer(s.clientSrv, api)
-	registerHealth(s.clientSrv)
+	apipb.RegisterClusterServer(s.clientSrv, &clusterService{s: s})
+	s.obs.registerHealth(s.clientSrv)
+	if err := s.obs.listenHTTP(); err != nil {
+		s.peerLis.Close()
+		s.clientLis.Close()
+		return err
+	}
 	return nil
 }
 
@@ -201,6 +264,7 @@ func (s *Server) PeerAddr() string   { return s.peerLis.Addr().String() }
 
 // Start runs the event loop and serves both ports. It returns at once.
 func (s *Server) Start() {
+	s.obs.start()
 	go s.loop()
 	go func() { _ = s.peerSrv.Serve(s.peerLis) }()
 	go func() { _ = s.clientSrv.Serve(s.clientLis) }()
@@ -287,7 +351,7 @@ func (s *Server) loop() {
 				sync = sync || b.MustSync()
 			}
 			if sync {
-				if err := s.rep.Sync(); err != nil {
+				if err := s.obs.walSync(s.rep.Sync); err != nil {
 					errc <- err
 					return
 				}
@@ -331,7 +395,7 @@ func (s *Server) loop() {
 					break gather
 				}
 			}
-			if err := s.rep.ApplyGroup(group); err != nil {
+			if err := s.obs.applyGroup(s.rep, group); err != nil {
 				errc <- err
 				for j := range s.applyQ { // let the WAL goroutine finish
 					if j.quit {
@@ -360,6 +424,7 @@ func (s *Server) loop() {
 	inflight := 0
 	finish := func(b *replica.Batch) bool {
 		inflight--
+		s.obs.finishing(b)
 		if err := s.rep.Finish(b); err != nil {
 			s.fatal(err)
 			return false
@@ -408,14 +473,15 @@ func (s *Server) loop() {
 				break
 			}
 			inflight++
+			s.obs.batchReady(b)
 			persistQ <- job{batch: b}
 		}
 		if ss := s.rep.Node().SoftState(); ss.Role != lastRole || ss.Lead != lastLead {
-			lastRole, lastLead = ss.Role, ss.Lead
 			s.leader.Store(uint64(ss.Lead))
-			s.log.Info("role changed", "role", ss.Role.String(), "leader", uint64(ss.Lead),
-				"term", s.rep.Node().Status().HardState.Term)
+			s.obs.stateChanged(core.SoftState{Role: lastRole, Lead: lastLead}, ss, s.rep.Node().HardState().Term)
+			lastRole, lastLead = ss.Role, ss.Lead
 		}
+		s.obs.loopIteration(s.rep.Node())
 	}
 }
 
@@ -480,6 +546,7 @@ func (s *Server) send(msgs []core.Message) {
 
 // done receives the replica's answer to request id (on the event loop).
 func (s *Server) done(id uint64, out replica.Outcome) {
+	s.obs.answered(id)
 	if ch, ok := s.waiters[id]; ok {
 		delete(s.waiters, id)
 		ch <- out
@@ -490,6 +557,7 @@ func (s *Server) done(id uint64, out replica.Outcome) {
 // the WAL and bbolt are closed.
 func (s *Server) Stop(ctx context.Context) {
 	s.closeOnce.Do(func() {
+		s.obs.shuttingDown()
 		graceful := make(chan struct{})
 		go func() {
 			s.clientSrv.GracefulStop()
@@ -515,6 +583,7 @@ func (s *Server) Stop(ctx context.Context) {
 			s.log.Error("close WAL", "err", err)
 		}
 		s.closeStorage()
+		s.obs.close()
 		s.log.Info("node stopped")
 		close(s.stopped)
 	})
@@ -542,7 +611,7 @@ func (h *peerHandler) Step(m core.Message) {
 	s := (*Server)(h)
 	h.post(func() {
 		if err := s.rep.Step(m); err != nil {
-			s.log.Warn("refused a peer message", "from", uint64(m.From), "type", m.Type.String(), "err", err)
+			s.obs.peerMessageRefused(m, err)
 		}
 	})
 }

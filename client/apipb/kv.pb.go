@@ -953,8 +953,10 @@ type Member struct {
 	PeerAddress   string                 `protobuf:"bytes,2,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
 	ClientAddress string                 `protobuf:"bytes,3,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
 	// As the leader sees it: how far the member's log matches.
-	Match         uint64 `protobuf:"varint,4,opt,name=match,proto3" json:"match,omitempty"`
-	State         string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Match uint64 `protobuf:"varint,4,opt,name=match,proto3" json:"match,omitempty"`
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// A learner receives the log but does not vote (see the Cluster service).
+	Learner       bool `protobuf:"varint,6,opt,name=learner,proto3" json:"learner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1022,6 +1024,13 @@ func (x *Member) GetState() string {
 		return x.State
 	}
 	return ""
+}
+
+func (x *Member) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
 }
 
 type StatusResponse struct {
@@ -1148,6 +1157,220 @@ func (x *StatusResponse) GetClusterId() string {
 	return ""
 }
 
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_client_apipb_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_client_apipb_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_client_apipb_kv_proto_rawDescGZIP(), []int{18}
+}
+
+// SnapshotInfo describes a backup's contents.
+type SnapshotInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// applied_index is the log index the state is as of; revision the store
+	// revision there.
+	AppliedIndex uint64 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Revision     uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	KeyCount     uint64 `protobuf:"varint,3,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
+	// session_count counts the exactly-once sessions the state remembers.
+	SessionCount uint64 `protobuf:"varint,4,opt,name=session_count,json=sessionCount,proto3" json:"session_count,omitempty"`
+	// size is the number of data bytes that follow.
+	Size uint64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// node_id and cluster_id say which member of which cluster made it.
+	NodeId    uint64 `protobuf:"varint,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ClusterId string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// created_unix_nano is when the member made it (its clock).
+	CreatedUnixNano int64 `protobuf:"varint,8,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SnapshotInfo) Reset() {
+	*x = SnapshotInfo{}
+	mi := &file_client_apipb_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotInfo) ProtoMessage() {}
+
+func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_client_apipb_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
+func (*SnapshotInfo) Descriptor() ([]byte, []int) {
+	return file_client_apipb_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SnapshotInfo) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetKeyCount() uint64 {
+	if x != nil {
+		return x.KeyCount
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetSessionCount() uint64 {
+	if x != nil {
+		return x.SessionCount
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *SnapshotInfo) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+type SnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// header and info come in the first message only.
+	Header *Header       `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Info   *SnapshotInfo `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	// data is the next piece of the state (a kvstore snapshot stream).
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// sha256 comes in the last message only: the SHA-256 of all the data.
+	Sha256        []byte `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotResponse) Reset() {
+	*x = SnapshotResponse{}
+	mi := &file_client_apipb_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotResponse) ProtoMessage() {}
+
+func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_client_apipb_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_client_apipb_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SnapshotResponse) GetHeader() *Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetInfo() *SnapshotInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SnapshotResponse) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
 var File_client_apipb_kv_proto protoreflect.FileDescriptor
 
 const file_client_apipb_kv_proto_rawDesc = "" +
@@ -1214,13 +1437,14 @@ const file_client_apipb_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x12.keyval.api.HeaderR\x06header\x12&\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x14.keyval.api.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\"\x0f\n" +
-	"\rStatusRequest\"\x8e\x01\n" +
+	"\rStatusRequest\"\xa8\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12!\n" +
 	"\fpeer_address\x18\x02 \x01(\tR\vpeerAddress\x12%\n" +
 	"\x0eclient_address\x18\x03 \x01(\tR\rclientAddress\x12\x14\n" +
 	"\x05match\x18\x04 \x01(\x04R\x05match\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\"\xd0\x02\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x18\n" +
+	"\alearner\x18\x06 \x01(\bR\alearner\"\xd0\x02\n" +
 	"\x0eStatusResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.keyval.api.HeaderR\x06header\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x12\n" +
@@ -1236,7 +1460,23 @@ const file_client_apipb_kv_proto_rawDesc = "" +
 	"\amembers\x18\n" +
 	" \x03(\v2\x12.keyval.api.MemberR\amembers\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\v \x01(\tR\tclusterId2\xd4\x03\n" +
+	"cluster_id\x18\v \x01(\tR\tclusterId\"\x11\n" +
+	"\x0fSnapshotRequest\"\x89\x02\n" +
+	"\fSnapshotInfo\x12#\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1b\n" +
+	"\tkey_count\x18\x03 \x01(\x04R\bkeyCount\x12#\n" +
+	"\rsession_count\x18\x04 \x01(\x04R\fsessionCount\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x04R\x04size\x12\x17\n" +
+	"\anode_id\x18\x06 \x01(\x04R\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\x12*\n" +
+	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\"\x98\x01\n" +
+	"\x10SnapshotResponse\x12*\n" +
+	"\x06header\x18\x01 \x01(\v2\x12.keyval.api.HeaderR\x06header\x12,\n" +
+	"\x04info\x18\x02 \x01(\v2\x18.keyval.api.SnapshotInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha2562\x9d\x04\n" +
 	"\x02KV\x12E\n" +
 	"\bRegister\x12\x1b.keyval.api.RegisterRequest\x1a\x1c.keyval.api.RegisterResponse\x126\n" +
 	"\x03Put\x12\x16.keyval.api.PutRequest\x1a\x17.keyval.api.PutResponse\x126\n" +
@@ -1244,7 +1484,8 @@ const file_client_apipb_kv_proto_rawDesc = "" +
 	"\x06Delete\x12\x19.keyval.api.DeleteRequest\x1a\x1a.keyval.api.DeleteResponse\x12W\n" +
 	"\x0eCompareAndSwap\x12!.keyval.api.CompareAndSwapRequest\x1a\".keyval.api.CompareAndSwapResponse\x12<\n" +
 	"\x05Range\x12\x18.keyval.api.RangeRequest\x1a\x19.keyval.api.RangeResponse\x12?\n" +
-	"\x06Status\x12\x19.keyval.api.StatusRequest\x1a\x1a.keyval.api.StatusResponseB:Z8github.com/therealutkarshpriyadarshi/keyval/client/apipbb\x06proto3"
+	"\x06Status\x12\x19.keyval.api.StatusRequest\x1a\x1a.keyval.api.StatusResponse\x12G\n" +
+	"\bSnapshot\x12\x1b.keyval.api.SnapshotRequest\x1a\x1c.keyval.api.SnapshotResponse0\x01B:Z8github.com/therealutkarshpriyadarshi/keyval/client/apipbb\x06proto3"
 
 var (
 	file_client_apipb_kv_proto_rawDescOnce sync.Once
@@ -1258,7 +1499,7 @@ func file_client_apipb_kv_proto_rawDescGZIP() []byte {
 	return file_client_apipb_kv_proto_rawDescData
 }
 
-var file_client_apipb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_client_apipb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_client_apipb_kv_proto_goTypes = []any{
 	(*Session)(nil),                // 0: keyval.api.Session
 	(*Header)(nil),                 // 1: keyval.api.Header
@@ -1278,6 +1519,9 @@ var file_client_apipb_kv_proto_goTypes = []any{
 	(*StatusRequest)(nil),          // 15: keyval.api.StatusRequest
 	(*Member)(nil),                 // 16: keyval.api.Member
 	(*StatusResponse)(nil),         // 17: keyval.api.StatusResponse
+	(*SnapshotRequest)(nil),        // 18: keyval.api.SnapshotRequest
+	(*SnapshotInfo)(nil),           // 19: keyval.api.SnapshotInfo
+	(*SnapshotResponse)(nil),       // 20: keyval.api.SnapshotResponse
 }
 var file_client_apipb_kv_proto_depIdxs = []int32{
 	1,  // 0: keyval.api.RegisterResponse.header:type_name -> keyval.api.Header
@@ -1292,25 +1536,29 @@ var file_client_apipb_kv_proto_depIdxs = []int32{
 	13, // 9: keyval.api.RangeResponse.kvs:type_name -> keyval.api.KeyValue
 	1,  // 10: keyval.api.StatusResponse.header:type_name -> keyval.api.Header
 	16, // 11: keyval.api.StatusResponse.members:type_name -> keyval.api.Member
-	2,  // 12: keyval.api.KV.Register:input_type -> keyval.api.RegisterRequest
-	4,  // 13: keyval.api.KV.Put:input_type -> keyval.api.PutRequest
-	6,  // 14: keyval.api.KV.Get:input_type -> keyval.api.GetRequest
-	8,  // 15: keyval.api.KV.Delete:input_type -> keyval.api.DeleteRequest
-	10, // 16: keyval.api.KV.CompareAndSwap:input_type -> keyval.api.CompareAndSwapRequest
-	12, // 17: keyval.api.KV.Range:input_type -> keyval.api.RangeRequest
-	15, // 18: keyval.api.KV.Status:input_type -> keyval.api.StatusRequest
-	3,  // 19: keyval.api.KV.Register:output_type -> keyval.api.RegisterResponse
-	5,  // 20: keyval.api.KV.Put:output_type -> keyval.api.PutResponse
-	7,  // 21: keyval.api.KV.Get:output_type -> keyval.api.GetResponse
-	9,  // 22: keyval.api.KV.Delete:output_type -> keyval.api.DeleteResponse
-	11, // 23: keyval.api.KV.CompareAndSwap:output_type -> keyval.api.CompareAndSwapResponse
-	14, // 24: keyval.api.KV.Range:output_type -> keyval.api.RangeResponse
-	17, // 25: keyval.api.KV.Status:output_type -> keyval.api.StatusResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	1,  // 12: keyval.api.SnapshotResponse.header:type_name -> keyval.api.Header
+	19, // 13: keyval.api.SnapshotResponse.info:type_name -> keyval.api.SnapshotInfo
+	2,  // 14: keyval.api.KV.Register:input_type -> keyval.api.RegisterRequest
+	4,  // 15: keyval.api.KV.Put:input_type -> keyval.api.PutRequest
+	6,  // 16: keyval.api.KV.Get:input_type -> keyval.api.GetRequest
+	8,  // 17: keyval.api.KV.Delete:input_type -> keyval.api.DeleteRequest
+	10, // 18: keyval.api.KV.CompareAndSwap:input_type -> keyval.api.CompareAndSwapRequest
+	12, // 19: keyval.api.KV.Range:input_type -> keyval.api.RangeRequest
+	15, // 20: keyval.api.KV.Status:input_type -> keyval.api.StatusRequest
+	18, // 21: keyval.api.KV.Snapshot:input_type -> keyval.api.SnapshotRequest
+	3,  // 22: keyval.api.KV.Register:output_type -> keyval.api.RegisterResponse
+	5,  // 23: keyval.api.KV.Put:output_type -> keyval.api.PutResponse
+	7,  // 24: keyval.api.KV.Get:output_type -> keyval.api.GetResponse
+	9,  // 25: keyval.api.KV.Delete:output_type -> keyval.api.DeleteResponse
+	11, // 26: keyval.api.KV.CompareAndSwap:output_type -> keyval.api.CompareAndSwapResponse
+	14, // 27: keyval.api.KV.Range:output_type -> keyval.api.RangeResponse
+	17, // 28: keyval.api.KV.Status:output_type -> keyval.api.StatusResponse
+	20, // 29: keyval.api.KV.Snapshot:output_type -> keyval.api.SnapshotResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_client_apipb_kv_proto_init() }
@@ -1324,7 +1572,7 @@ func file_client_apipb_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_apipb_kv_proto_rawDesc), len(file_client_apipb_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

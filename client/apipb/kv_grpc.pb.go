@@ -29,6 +29,7 @@ const (
 	KV_CompareAndSwap_FullMethodName = "/keyval.api.KV/CompareAndSwap"
 	KV_Range_FullMethodName          = "/keyval.api.KV/Range"
 	KV_Status_FullMethodName         = "/keyval.api.KV/Status"
+	KV_Snapshot_FullMethodName       = "/keyval.api.KV/Snapshot"
 )
 
 // KVClient is the client API for KV service.
@@ -49,6 +50,11 @@ type KVClient interface {
 	Range(ctx context.Context, in *RangeRequest, opts ...grpc.CallOption) (*RangeResponse, error)
 	// Status describes this node and its view of the cluster.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Snapshot streams a consistent copy of this member's key-value state,
+	// for a backup: the state as of one applied index that includes every
+	// write acknowledged before the call. The first message carries info,
+	// the following ones the data in order, the last one its SHA-256.
+	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error)
 }
 
 type kVClient struct {
@@ -129,6 +135,25 @@ func (c *kVClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *kVClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Snapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SnapshotRequest, SnapshotResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_SnapshotClient = grpc.ServerStreamingClient[SnapshotResponse]
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -147,6 +172,11 @@ type KVServer interface {
 	Range(context.Context, *RangeRequest) (*RangeResponse, error)
 	// Status describes this node and its view of the cluster.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Snapshot streams a consistent copy of this member's key-value state,
+	// for a backup: the state as of one applied index that includes every
+	// write acknowledged before the call. The first message carries info,
+	// the following ones the data in order, the last one its SHA-256.
+	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -177,6 +207,9 @@ func (UnimplementedKVServer) Range(context.Context, *RangeRequest) (*RangeRespon
 }
 func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedKVServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -325,6 +358,17 @@ func _KV_Status_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVServer).Snapshot(m, &grpc.GenericServerStream[SnapshotRequest, SnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_SnapshotServer = grpc.ServerStreamingServer[SnapshotResponse]
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -361,6 +405,12 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_Status_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Snapshot",
+			Handler:       _KV_Snapshot_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "client/apipb/kv.proto",
 }

@@ -36,6 +36,13 @@ Example: a three-node cluster on one machine (what make cluster-start does):
           --initial-cluster 1=127.0.0.1:2380,2=127.0.0.1:12380,3=127.0.0.1:22380
   (and the same for ids 2 and 3 with their own directories and addresses)
 
+Adding a fourth member to that running cluster (it receives a snapshot and
+the log; see docs/membership.md):
+  kvctl member add-learner --id 4 --peer-addr 127.0.0.1:32380
+  keyvald --id 4 --data-dir data/4 --listen-client 127.0.0.1:32379 --listen-peer 127.0.0.1:32380 \
+          --join 127.0.0.1:2379,127.0.0.1:12379,127.0.0.1:22379
+  kvctl member promote --id 4
+
 Starting again on an existing data directory resumes from it; --initial-cluster
 must stay the same. Every flag can be set by an environment variable named
 KEYVALD_ and the flag in capitals with _ for -, e.g. KEYVALD_DATA_DIR.
@@ -49,6 +56,7 @@ Flags:
 	clientAddr := fs.String("listen-client", "127.0.0.1:2379", "address for the client API (gRPC)")
 	peerAddr := fs.String("listen-peer", "127.0.0.1:2380", "address for Raft traffic between members")
 	cluster := fs.String("initial-cluster", "", "every member as id=peer-address, comma-separated")
+	join := fs.String("join", "", "client addresses (comma-separated) of members of a running cluster to join, instead of --initial-cluster; add the node first with kvctl member add-learner")
 	token := fs.String("cluster-token", server.DefaultClusterToken, "name that tells clusters with the same members apart")
 	heartbeat := fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often the leader sends heartbeats (one Raft tick)")
 	election := fs.Duration("election-timeout", server.DefaultElectionTimeout, "how long a follower waits for the leader before starting an election")
@@ -59,6 +67,9 @@ Flags:
 	gcPercent := fs.Int("gc-percent", 100, "garbage collector target (as GOGC); higher trades memory for CPU; GOGC in the environment wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	setup := addSetupFlags(fs) // TLS and --restore: setup.go
+	// --listen-metrics and --trace-*: observability.go
+	observe := addObservabilityFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -75,15 +86,26 @@ Flags:
 	if err != nil {
 		return err
 	}
-	members, err := server.ParseCluster(*cluster)
+	obs, stopTracing, err := observe.start(core.NodeID(*id), logger)
 	if err != nil {
-		return fmt.Errorf("--initial-cluster: %w", err)
+		return err
 	}
-	srv, err := server.New(server.Config{
+	defer stopTracing()
+	var members map[core.NodeID]string
+	var joinAddrs []string
+	if *join != "" {
+		joinAddrs = strings.Split(*join, ",")
+	}
+	if *cluster != "" {
+		if members, err = server.ParseCluster(*cluster); err != nil {
+			return fmt.Errorf("--initial-cluster: %w", err)
+		}
+	}
+	srv, err := setup.newServer(server.Config{
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, PeerAddr: *peerAddr,
-		InitialCluster: members, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
+		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
-		Logger: logger,
+		Logger: logger, Observability: obs,
 	})
 	if err != nil {
 		return err
@@ -93,7 +115,7 @@ Flags:
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case s := <-sig:
-		logger.Info("shutting down", "signal", s.String())
+		logger.Info("shutting down", "node", *id, "signal", s.String())
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Stop(ctx)

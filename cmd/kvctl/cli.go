@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -123,7 +121,8 @@ command line wins.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageErrorf("%v", err)
 	})
-	root.AddCommand(a.putCommand(), a.getCommand(), a.deleteCommand(), a.casCommand(), a.listCommand(), a.statusCommand())
+	root.AddCommand(a.putCommand(), a.getCommand(), a.deleteCommand(), a.casCommand(), a.listCommand(), a.statusCommand(),
+		a.snapshotCommand(), a.memberCommand())
 	return root
 }
 
@@ -207,27 +206,9 @@ func (a *app) tlsConfig() (*tls.Config, error) {
 	if a.cacert == "" && a.cert == "" && a.key == "" {
 		return nil, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if a.cacert != "" {
-		pem, err := os.ReadFile(a.cacert)
-		if err != nil {
-			return nil, usageErrorf("reading --cacert: %v", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, usageErrorf("--cacert %s holds no PEM certificate", a.cacert)
-		}
-		cfg.RootCAs = pool
-	}
-	if (a.cert == "") != (a.key == "") {
-		return nil, usageErrorf("--cert and --key go together: give both or neither")
-	}
-	if a.cert != "" {
-		pair, err := tls.LoadX509KeyPair(a.cert, a.key)
-		if err != nil {
-			return nil, usageErrorf("loading --cert/--key: %v", err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
+	cfg, err := client.TLSConfig(a.cacert, a.cert, a.key)
+	if err != nil {
+		return nil, usageErrorf("TLS (--cacert, --cert, --key): %v", err)
 	}
 	return cfg, nil
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/net/raftpb"
@@ -35,6 +36,10 @@ const (
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// cachedSize reads the size a message was last encoded at (gRPC's codec
+// sizes every message before marshalling it).
+var cachedSize = proto.MarshalOptions{UseCachedSize: true}
 
 // peer is the sending side towards one member: its queue, its connection,
 // and the goroutine that keeps a stream open and drains the queue into it.
@@ -232,7 +237,8 @@ func (p *peer) session(onAccepted func()) (accepted bool, err error) {
 			}
 		}
 		n := p.fillBatch()
-		if err := stream.Send(p.enc.Batch()); err != nil {
+		batch := p.enc.Batch()
+		if err := stream.Send(batch); err != nil {
 			p.c.dropped.Add(uint64(n))
 			// Send reports only that the stream is gone; the status
 			// (why) arrives on the receive side.
@@ -243,6 +249,9 @@ func (p *peer) session(onAccepted func()) (accepted bool, err error) {
 				return true, fmt.Errorf("send: %w", err)
 			}
 		}
+		// gRPC sized the batch to encode it; reading that cached size back
+		// costs nothing.
+		p.c.sentBytes.Add(uint64(cachedSize.Size(batch)))
 		p.enc.Reset() // let go of the messages' bytes now, not at the next batch
 		p.c.sent.Add(uint64(n))
 		p.c.sentBatches.Add(1)
@@ -288,6 +297,7 @@ func (p *peer) sendSnapshot(m core.Message, data io.ReadCloser) {
 		log.Warn("snapshot send failed", "err", err, "bytes_sent", size)
 	} else {
 		p.c.snapsSent.Add(1)
+		p.c.sentBytes.Add(size)
 		log.Info("snapshot sent", "bytes", size)
 	}
 	if p.t.closing.Load() {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/net/raftpb"
@@ -128,6 +129,7 @@ func (s *peerService) Messages(stream raftpb.Peer_MessagesServer) error {
 		}
 		c.received.Add(uint64(len(msgs)))
 		c.receivedBatches.Add(1)
+		c.receivedBytes.Add(uint64(proto.Size(b)))
 	}
 }
 
@@ -172,7 +174,9 @@ func (s *peerService) Snapshot(stream raftpb.Peer_SnapshotServer) error {
 	case !errors.Is(r.err, io.EOF):
 		return status.Errorf(codes.Internal, "node %d stopped reading the snapshot from node %d before its end", t.cfg.ID, from)
 	}
-	t.counters(from).snapsRecvd.Add(1)
+	c := t.counters(from)
+	c.snapsRecvd.Add(1)
+	c.receivedBytes.Add(r.size)
 	return stream.SendAndClose(&raftpb.SnapshotAck{Size: r.size})
 }
 

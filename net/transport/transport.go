@@ -45,14 +45,18 @@ type Handler interface {
 }
 
 // PeerStats counts one peer's traffic. Sent and Dropped are outbound
-// messages; Received are inbound ones, from that node.
+// messages; Received are inbound ones, from that node. SentBytes and
+// ReceivedBytes are the encoded size of the message batches and snapshot
+// data (gRPC's framing and TLS excluded).
 type PeerStats struct {
 	Connected         bool // the outbound stream is established
 	Sent              uint64
 	SentBatches       uint64
+	SentBytes         uint64
 	Dropped           uint64
 	Received          uint64
 	ReceivedBatches   uint64
+	ReceivedBytes     uint64
 	SnapshotsSent     uint64
 	SnapshotsFailed   uint64
 	SnapshotsReceived uint64
@@ -62,6 +66,7 @@ type counters struct {
 	connected                          atomic.Bool
 	sent, sentBatches, dropped         atomic.Uint64
 	received, receivedBatches          atomic.Uint64
+	sentBytes, receivedBytes           atomic.Uint64
 	snapsSent, snapsFailed, snapsRecvd atomic.Uint64
 }
 
@@ -70,9 +75,11 @@ func (c *counters) snapshot() PeerStats {
 		Connected:         c.connected.Load(),
 		Sent:              c.sent.Load(),
 		SentBatches:       c.sentBatches.Load(),
+		SentBytes:         c.sentBytes.Load(),
 		Dropped:           c.dropped.Load(),
 		Received:          c.received.Load(),
 		ReceivedBatches:   c.receivedBatches.Load(),
+		ReceivedBytes:     c.receivedBytes.Load(),
 		SnapshotsSent:     c.snapsSent.Load(),
 		SnapshotsFailed:   c.snapsFailed.Load(),
 		SnapshotsReceived: c.snapsRecvd.Load(),
@@ -99,6 +106,8 @@ type Transport struct {
 	stats   map[core.NodeID]*counters
 
 	reports reporter
+	// limit keeps complaints that repeat per message to a line now and then.
+	limit logLimiter
 }
 
 // New builds a Transport and starts a sender for every peer in cfg.Peers.
@@ -157,8 +166,11 @@ func (t *Transport) Send(msgs []core.Message) {
 		}
 		if raftpb.EncodedSizeEstimate(m) > t.cfg.MaxMessageBytes {
 			p.c.dropped.Add(1)
-			t.log.Error("message larger than MaxMessageBytes dropped", "to", uint64(m.To),
-				"type", m.Type.String(), "entries", len(m.Entries), "max", t.cfg.MaxMessageBytes)
+			if ok, skipped := t.limit.allow("oversized", m.To); ok {
+				t.log.Error("message larger than MaxMessageBytes dropped", "to", uint64(m.To),
+					"type", m.Type.String(), "entries", len(m.Entries), "max", t.cfg.MaxMessageBytes,
+					"similar_not_logged", skipped)
+			}
 			continue
 		}
 		select {

@@ -122,13 +122,17 @@ func tail(b []byte, n int) string {
 	return string(b)
 }
 
-func (c *cluster) start(m *member) {
+func (c *cluster) start(m *member) { c.startWith(m, "--initial-cluster", c.initial) }
+
+// startWith starts member m's keyvald with its own flags and extra.
+func (c *cluster) startWith(m *member, extra ...string) {
 	logf, err := os.OpenFile(m.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(c.t, err)
-	m.cmd = exec.Command(keyvald, "--id", fmt.Sprint(m.id), "--data-dir", m.dir,
-		"--listen-client", m.client, "--listen-peer", m.peer, "--initial-cluster", c.initial,
+	args := append([]string{"--id", fmt.Sprint(m.id), "--data-dir", m.dir,
+		"--listen-client", m.client, "--listen-peer", m.peer,
 		"--heartbeat-interval", "50ms", "--election-timeout", "500ms",
-		"--snapshot-interval", fmt.Sprint(c.snap))
+		"--snapshot-interval", fmt.Sprint(c.snap)}, extra...)
+	m.cmd = exec.Command(keyvald, args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	require.NoError(c.t, m.cmd.Start())
 	m.waitResult = make(chan error, 1)
@@ -186,7 +190,10 @@ type worker struct {
 	seq     uint64
 	rng     *rand.Rand
 	acked   atomic.Int64
-	target  int
+	// failed counts operations that gave up (every retry failed): the
+	// cluster was unavailable to this client for the whole retry window.
+	failed atomic.Int64
+	target int
 	// versions are the last versions this worker saw, for its CAS.
 	versions map[string]uint64
 }
@@ -239,6 +246,7 @@ func (w *worker) op(keys int) {
 		}, deadline)
 		if err != nil {
 			_ = w.rec.Drop(id)
+			w.failed.Add(1)
 			return
 		}
 		out := lin.GetNotFound()
@@ -303,6 +311,7 @@ func (w *worker) op(keys int) {
 	}, deadline)
 	if err != nil {
 		_ = w.rec.Unknown(id) // it may have been applied
+		w.failed.Add(1)
 		return
 	}
 	_ = w.rec.Return(id, out, now())
@@ -330,6 +339,45 @@ func runWorkers(t *testing.T, c *cluster, rec *lin.Recorder, n, keys int, stop <
 		}()
 	}
 	return &wg, workers
+}
+
+// readEveryKey reads each key once more, recording the reads in rec after
+// every other operation: a lost acknowledged write then makes the history
+// non-linearizable.
+func readEveryKey(t *testing.T, c *cluster, rec *lin.Recorder, keys int) {
+	t.Helper()
+	for k := 0; k < keys; k++ {
+		key := fmt.Sprintf("k%d", k)
+		w := &worker{id: 100, c: c, rec: rec, rng: rand.New(rand.NewPCG(9, 9))}
+		id := rec.Call(100, lin.Get(key), time.Now().UnixNano())
+		var resp *apipb.GetResponse
+		err := w.call(func(kv apipb.KVClient) error {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			var err error
+			resp, err = kv.Get(ctx, &apipb.GetRequest{Key: []byte(key)})
+			return err
+		}, time.Now().Add(10*time.Second))
+		require.NoError(t, err)
+		out := lin.GetNotFound()
+		if resp.Found {
+			out = lin.GetFound(string(resp.Value), resp.Version)
+		}
+		require.NoError(t, rec.Return(id, out, time.Now().UnixNano()))
+	}
+}
+
+// checkLinearizable fails the test if rec's history is not linearizable,
+// leaving Porcupine's visualization in the temp directory.
+func checkLinearizable(t *testing.T, rec *lin.Recorder, name string) {
+	t.Helper()
+	res := lin.Check(rec.History(), time.Minute)
+	t.Log(res.Summary())
+	if res.Verdict != lin.Linearizable {
+		path := filepath.Join(os.TempDir(), name+".html")
+		_ = res.WriteVisualization(path)
+		t.Fatalf("not linearizable; visualization at %s", path)
+	}
 }
 
 func totalAcked(ws []*worker) int64 {
@@ -422,35 +470,11 @@ func TestCluster(t *testing.T) {
 		// Read every key after the restart: recorded as operations after
 		// all others, so a lost acknowledged write makes the history
 		// non-linearizable.
-		for k := 0; k < keys; k++ {
-			key := fmt.Sprintf("k%d", k)
-			w := &worker{id: 100, c: c, rec: rec, rng: rand.New(rand.NewPCG(9, 9))}
-			id := rec.Call(100, lin.Get(key), time.Now().UnixNano())
-			var resp *apipb.GetResponse
-			err := w.call(func(kv apipb.KVClient) error {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				defer cancel()
-				var err error
-				resp, err = kv.Get(ctx, &apipb.GetRequest{Key: []byte(key)})
-				return err
-			}, time.Now().Add(10*time.Second))
-			require.NoError(t, err)
-			out := lin.GetNotFound()
-			if resp.Found {
-				out = lin.GetFound(string(resp.Value), resp.Version)
-			}
-			require.NoError(t, rec.Return(id, out, time.Now().UnixNano()))
-		}
+		readEveryKey(t, c, rec, keys)
 	})
 
 	t.Run("history is linearizable", func(t *testing.T) {
-		res := lin.Check(rec.History(), time.Minute)
-		t.Log(res.Summary())
-		if res.Verdict != lin.Linearizable {
-			path := filepath.Join(os.TempDir(), "keyval-integration-history.html")
-			_ = res.WriteVisualization(path)
-			t.Fatalf("not linearizable; visualization at %s", path)
-		}
+		checkLinearizable(t, rec, "keyval-integration-history")
 	})
 
 	t.Run("bad input is refused and the servers stay up", func(t *testing.T) {

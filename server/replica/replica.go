@@ -53,6 +53,10 @@ type Config struct {
 	// read may now be served from Store. It must not call back into the
 	// Replica.
 	Done func(id uint64, out Outcome)
+	// ConfChanged, if set, hears of every committed membership change, in
+	// log order, with the membership it produced (loop side, from Finish).
+	// It must not call back into the Replica.
+	ConfChanged func(index uint64, cc core.ConfChange, conf core.ConfState)
 }
 
 // Outcome answers one request.
@@ -112,8 +116,11 @@ type Replica struct {
 	// wantSnapshot asks for a snapshot with the next batch, whatever the
 	// interval: the newest snapshot file could not be read to send it
 	// (loop side; it travels to Apply in the Batch).
-	wantSnapshot   bool
-	applyBuf       []kvstore.Entry
+	wantSnapshot bool
+	applyBuf     []kvstore.Entry
+	// appliedConf is the membership as of the store's applied index
+	// (state machine side), recorded in the snapshots Apply takes.
+	appliedConf    core.ConfState
 	recoveredTorn  *disk.TornTail
 	skippedSnaps   []disk.SkippedSnapshot
 	restoredAtOpen uint64
@@ -164,6 +171,9 @@ func Open(cfg Config) (*Replica, error) {
 	r.node = node
 	if t, err := node.Term(r.store.AppliedIndex()); err == nil {
 		r.appliedTerm = t
+	}
+	if conf, err := node.ConfAt(r.store.AppliedIndex()); err == nil {
+		r.appliedConf = conf
 	}
 	return r, nil
 }
@@ -319,7 +329,6 @@ func (r *Replica) Cancel(id uint64) {
 // them one after the other (Process).
 type Batch struct {
 	rd      core.Ready
-	conf    core.ConfState
 	results []kvstore.Result
 	// snapshot is set by Apply when it took a snapshot after this batch;
 	// Compact then releases the WAL up to releaseTo (the snapshot before).
@@ -345,7 +354,7 @@ func (r *Replica) fill(b *Batch) bool {
 	if !r.node.HasReady() {
 		return false
 	}
-	*b = Batch{rd: r.node.Ready(), conf: r.node.Conf(), forceSnapshot: r.wantSnapshot}
+	*b = Batch{rd: r.node.Ready(), forceSnapshot: r.wantSnapshot}
 	r.wantSnapshot = false
 	if len(b.rd.Messages) > 0 {
 		r.cfg.Send(b.rd.Messages)
@@ -437,8 +446,8 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 	for _, b := range bs {
 		for _, e := range b.rd.CommittedEntries {
 			data := e.Data
-			if e.Type != core.EntryNormal {
-				data = nil // configuration changes carry no command
+			if e.Type == core.EntryConfChange {
+				data = memberCommand(e.Data)
 			}
 			batch = append(batch, kvstore.Entry{Index: e.Index, Data: data})
 		}
@@ -456,6 +465,9 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 			if k > 0 {
 				r.appliedTerm = b.rd.CommittedEntries[k-1].Term
 			}
+			for _, e := range b.rd.CommittedEntries {
+				r.appliedConfAfter(e)
+			}
 		}
 	}
 	force := false
@@ -465,7 +477,7 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 	applied := r.store.AppliedIndex()
 	due := r.cfg.SnapshotEvery > 0 && applied >= r.lastSnapshot+r.cfg.SnapshotEvery
 	if (due || force) && applied > 0 && r.appliedTerm > 0 {
-		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: last.conf}
+		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: r.appliedConf}
 		last.releaseTo = r.lastSnapshot
 		if err := r.writeSnapshot(meta); err != nil {
 			return err
@@ -483,6 +495,11 @@ func (r *Replica) Finish(b *Batch) error {
 		r.failCovered(rd.Snapshot.Index)
 	}
 	for i, e := range rd.CommittedEntries {
+		if e.Type == core.EntryConfChange && r.cfg.ConfChanged != nil {
+			if cc, conf, err := core.DecodeConfChange(e.Data); err == nil {
+				r.cfg.ConfChanged(e.Index, cc, conf)
+			}
+		}
 		w, ok := r.writes[e.Index]
 		if !ok {
 			continue
@@ -583,7 +600,7 @@ func (r *Replica) restore(meta core.SnapshotMeta) error {
 	if err := r.store.Restore(s); err != nil {
 		return fmt.Errorf("replica: install snapshot at %d: %w", meta.Index, err)
 	}
-	r.lastSnapshot, r.appliedTerm = meta.Index, meta.Term
+	r.lastSnapshot, r.appliedTerm, r.appliedConf = meta.Index, meta.Term, meta.Conf
 	return nil
 }
 

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client"
+	"github.com/therealutkarshpriyadarshi/keyval/server"
+)
+
+// setupFlags prepare a node before it starts: its TLS certificates (for
+// clients, for peers, and for reaching --join members), and restoring it
+// from a backup.
+type setupFlags struct {
+	client, peer, join server.TLSFiles
+	restore            string
+}
+
+func addSetupFlags(fs *flag.FlagSet) *setupFlags {
+	f := &setupFlags{}
+	fs.StringVar(&f.client.CertFile, "client-cert-file", "", "PEM certificate the client port shows; enables TLS for clients (with --client-key-file)")
+	fs.StringVar(&f.client.KeyFile, "client-key-file", "", "PEM private key of --client-cert-file")
+	fs.StringVar(&f.client.CAFile, "client-ca-file", "", "PEM CA certificate(s); when set, every client must show a certificate signed by it")
+	fs.StringVar(&f.peer.CertFile, "peer-cert-file", "", "PEM certificate this member shows other members; enables mutual TLS between members (with --peer-key-file and --peer-ca-file); it must name the host of this member's peer address")
+	fs.StringVar(&f.peer.KeyFile, "peer-key-file", "", "PEM private key of --peer-cert-file")
+	fs.StringVar(&f.peer.CAFile, "peer-ca-file", "", "PEM CA certificate(s) that signed the members' peer certificates")
+	fs.StringVar(&f.join.CAFile, "join-ca-file", "", "with --join over TLS: PEM CA certificate(s) of the members' client ports (as kvctl --cacert)")
+	fs.StringVar(&f.join.CertFile, "join-cert-file", "", "with --join, if the members require client certificates: PEM certificate to show (as kvctl --cert)")
+	fs.StringVar(&f.join.KeyFile, "join-key-file", "", "PEM private key of --join-cert-file")
+	fs.StringVar(&f.restore, "restore", "", "start this member of a NEW cluster from a backup file (kvctl snapshot save): needs an empty --data-dir; start every member with the same file, and drop the flag on later restarts")
+	return f
+}
+
+// newServer loads the TLS files into cfg, restores the data directory if
+// asked, and creates the node.
+func (f *setupFlags) newServer(cfg server.Config) (*server.Server, error) {
+	var err error
+	if cfg.ClientTLS, err = server.ClientTLS(f.client); err != nil {
+		return nil, fmt.Errorf("client TLS: %w", err)
+	}
+	if cfg.PeerServerTLS, cfg.PeerClientTLS, err = server.PeerTLS(f.peer); err != nil {
+		return nil, fmt.Errorf("peer TLS: %w", err)
+	}
+	if !f.join.IsZero() {
+		if cfg.JoinTLS, err = client.TLSConfig(f.join.CAFile, f.join.CertFile, f.join.KeyFile); err != nil {
+			return nil, fmt.Errorf("--join-ca-file, --join-cert-file, --join-key-file: %w", err)
+		}
+	}
+	if f.restore != "" {
+		if err := server.Restore(cfg, f.restore); err != nil {
+			return nil, err
+		}
+	}
+	return server.New(cfg)
+}

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// listenHTTP binds the metrics address, if one is configured. The server
+// starts serving in start.
+func (o *observer) listenHTTP() error {
+	addr := o.s.cfg.MetricsAddr
+	if addr == "" {
+		return nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for metrics on %s: %w", addr, err)
+	}
+	o.httpLis = lis
+	o.httpSrv = &http.Server{Handler: o.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+// httpHandler serves, on a mux of its own (never http.DefaultServeMux):
+//
+//	/metrics       Prometheus text format, this node's registry only
+//	/healthz       200 while the process serves HTTP
+//	/readyz        200 when ready (see observer.ready), else 503 and why
+//	/debug/pprof/  Go's profiler
+func (o *observer) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.m.reg, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      slogPrinter{o},
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if o.ready() {
+			fmt.Fprintln(w, "ready")
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready:", o.notReadyReason())
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves the named profiles: heap, goroutine, …
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// slogPrinter sends promhttp's error messages to the node's log.
+type slogPrinter struct{ o *observer }
+
+func (p slogPrinter) Println(v ...any) {
+	p.o.log.Warn("serving metrics", "err", fmt.Sprint(v...))
+}

@@ -1,0 +1,336 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+)
+
+// addressBook is every member's peer address as this node knows it: the
+// initial cluster, the peers a joining node was told of, and the records
+// that configuration changes leave in the state machine (which also mark
+// removed ids, never to be used again).
+type addressBook struct {
+	mu      sync.Mutex
+	addrs   map[core.NodeID]string
+	removed map[core.NodeID]bool
+}
+
+func (b *addressBook) address(id core.NodeID) (string, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a, ok := b.addrs[id]
+	return a, ok
+}
+
+func (b *addressBook) set(id core.NodeID, addr string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.addrs[id] = addr
+	delete(b.removed, id)
+}
+
+func (b *addressBook) remove(id core.NodeID) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.addrs, id)
+	b.removed[id] = true
+}
+
+func (b *addressBook) isRemoved(id core.NodeID) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.removed[id]
+}
+
+// snapshot returns a copy of the known addresses.
+func (b *addressBook) snapshot() map[core.NodeID]string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.addrs)
+}
+
+// loadAddressBook fills the book at start: configured addresses first, the
+// state machine's records over them.
+func (s *Server) loadAddressBook(known map[core.NodeID]string) error {
+	s.book = addressBook{addrs: maps.Clone(known), removed: map[core.NodeID]bool{}}
+	if s.book.addrs == nil {
+		s.book.addrs = map[core.NodeID]string{}
+	}
+	addrs, removed, err := replica.Addresses(s.store)
+	if err != nil {
+		return err
+	}
+	for id, a := range addrs {
+		s.book.addrs[id] = a
+	}
+	for id := range removed {
+		delete(s.book.addrs, id)
+		s.book.removed[id] = true
+	}
+	if removed[s.cfg.ID] {
+		return fmt.Errorf("node %d was removed from the cluster: it cannot serve again; to add this machine back, start a node with a new --id and an empty --data-dir, after kvctl member add-learner", s.cfg.ID)
+	}
+	return nil
+}
+
+// ErrRemoved is why a node stops after a configuration change removed it.
+var ErrRemoved = errors.New("this node was removed from the cluster")
+
+// confChanged follows a committed membership change (event loop): new
+// members become reachable, removed ones are dropped after a grace period
+// in which the leader tells them, and a node that was itself removed stops.
+func (s *Server) confChanged(index uint64, cc core.ConfChange, conf core.ConfState) {
+	s.log.Info("membership changed", "change", cc.Type.String(), "member", uint64(cc.Node),
+		"index", index, "voters", conf.Voters, "learners", conf.Learners)
+	grace := 4 * s.cfg.ElectionTimeout
+	switch cc.Type {
+	case core.ConfAddLearner:
+		addr := string(cc.Context)
+		s.book.set(cc.Node, addr)
+		if cc.Node != s.cfg.ID {
+			if err := s.tr.AddPeer(cc.Node, addr); err != nil {
+				_ = s.tr.UpdatePeer(cc.Node, addr)
+			}
+		}
+	case core.ConfRemove:
+		s.book.remove(cc.Node)
+		if cc.Node == s.cfg.ID {
+			// Stay up a little: as leader, to hand over; as follower, to
+			// acknowledge. Then stop for good.
+			s.log.Warn("this node was removed from the cluster; it stops serving", "index", index, "after", grace)
+			time.AfterFunc(grace, func() {
+				s.fatalOnce.Do(func() {
+					s.fatalErr = fmt.Errorf("%w (configuration change at log index %d); its data directory cannot be used to rejoin", ErrRemoved, index)
+					go s.Stop(context.Background())
+				})
+			})
+			return
+		}
+		id := cc.Node
+		time.AfterFunc(grace, func() { _ = s.tr.RemovePeer(id) })
+	}
+}
+
+// members describes the membership in st with addresses and, on the
+// leader, replication progress.
+func (s *Server) members(st core.Status) []*apipb.Member {
+	progress := map[core.NodeID]core.PeerProgress{}
+	for _, p := range st.Progress {
+		progress[p.ID] = p
+	}
+	var out []*apipb.Member
+	add := func(id core.NodeID, learner bool) {
+		addr, _ := s.book.address(id)
+		m := &apipb.Member{Id: uint64(id), PeerAddress: addr, Learner: learner}
+		if id == s.cfg.ID {
+			m.ClientAddress = s.ClientAddr()
+		}
+		if p, ok := progress[id]; ok {
+			m.Match, m.State = p.Match, p.State.String()
+		}
+		out = append(out, m)
+	}
+	for _, id := range st.Conf.Voters {
+		add(id, false)
+	}
+	for _, id := range st.Conf.Learners {
+		add(id, true)
+	}
+	return out
+}
+
+// clusterService is the membership API (client/apipb/cluster.proto).
+type clusterService struct {
+	apipb.UnimplementedClusterServer
+	s *Server
+}
+
+func (c *clusterService) MemberList(ctx context.Context, req *apipb.MemberListRequest) (*apipb.MemberListResponse, error) {
+	var st core.Status
+	if err := c.s.do(ctx, func() { st = c.s.rep.Node().Status() }); err != nil {
+		return nil, toStatus(err)
+	}
+	if st.Role != core.Leader && st.Lead != core.None && !forwarded(ctx) {
+		// Only the leader knows how far each member has got; ask it, and
+		// answer from here if it cannot be reached.
+		if conn, err := c.s.peerConn(st.Lead); err == nil {
+			if resp, err := apipb.NewClusterClient(conn).MemberList(ctx, req); err == nil {
+				return resp, nil
+			}
+		}
+	}
+	resp := &apipb.MemberListResponse{ClusterId: fmt.Sprintf("%016x", c.s.clusterID), Members: c.s.members(st), LeaderId: uint64(st.Lead)}
+	if st.Role == core.Leader {
+		resp.LastIndex = st.LastIndex
+	}
+	return resp, nil
+}
+
+func (c *clusterService) MemberAddLearner(ctx context.Context, req *apipb.MemberAddLearnerRequest) (*apipb.MemberChangeResponse, error) {
+	if req.Id == 0 {
+		return nil, status.Error(codes.InvalidArgument, "the member id must be a positive integer")
+	}
+	if _, _, err := net.SplitHostPort(req.PeerAddr); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "peer address %q: %v (want host:port)", req.PeerAddr, err)
+	}
+	if c.s.book.isRemoved(core.NodeID(req.Id)) {
+		return nil, status.Errorf(codes.FailedPrecondition, "id %d belonged to a member that was removed; ids are never reused: pick a new one", req.Id)
+	}
+	return c.change(ctx, core.ConfChange{Type: core.ConfAddLearner, Node: core.NodeID(req.Id), Context: []byte(req.PeerAddr)},
+		func(cl apipb.ClusterClient) (*apipb.MemberChangeResponse, error) {
+			return cl.MemberAddLearner(ctx, req)
+		})
+}
+
+func (c *clusterService) MemberPromote(ctx context.Context, req *apipb.MemberPromoteRequest) (*apipb.MemberChangeResponse, error) {
+	return c.change(ctx, core.ConfChange{Type: core.ConfPromote, Node: core.NodeID(req.Id)},
+		func(cl apipb.ClusterClient) (*apipb.MemberChangeResponse, error) { return cl.MemberPromote(ctx, req) })
+}
+
+func (c *clusterService) MemberRemove(ctx context.Context, req *apipb.MemberRemoveRequest) (*apipb.MemberChangeResponse, error) {
+	return c.change(ctx, core.ConfChange{Type: core.ConfRemove, Node: core.NodeID(req.Id)},
+		func(cl apipb.ClusterClient) (*apipb.MemberChangeResponse, error) { return cl.MemberRemove(ctx, req) })
+}
+
+// change proposes cc on the leader and waits until it is applied here. A
+// follower forwards the call (once) to the leader.
+func (c *clusterService) change(ctx context.Context, cc core.ConfChange, forward func(apipb.ClusterClient) (*apipb.MemberChangeResponse, error)) (*apipb.MemberChangeResponse, error) {
+	s := c.s
+	if cc.Node == core.None {
+		return nil, status.Error(codes.InvalidArgument, "the member id must be a positive integer")
+	}
+	if _, has := ctx.Deadline(); !has {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	ch := make(chan replica.Outcome, 1)
+	id := s.nextID.Add(1)
+	var perr error
+	var index uint64
+	if err := s.do(ctx, func() {
+		if perr = s.rep.ProposeConfChange(id, cc); perr == nil {
+			index = s.rep.Node().LastIndex()
+			s.waiters[id] = ch
+		}
+	}); err != nil {
+		return nil, toStatus(err)
+	}
+	if perr != nil {
+		var nl *core.ErrNotLeader
+		if errors.As(perr, &nl) && nl.Leader != core.None && !forwarded(ctx) {
+			conn, err := s.peerConn(nl.Leader)
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "forward to leader %d: %v", nl.Leader, err)
+			}
+			return forward(apipb.NewClusterClient(conn))
+		}
+		return nil, confChangeStatus(perr)
+	}
+	select {
+	case out := <-ch:
+		if out.Err != nil {
+			return nil, toStatus(out.Err)
+		}
+	case <-s.loopDone:
+		return nil, toStatus(errStopping)
+	case <-ctx.Done():
+		s.forget(id)
+		return nil, status.Errorf(codes.DeadlineExceeded, "the change at log index %d was not applied before the deadline; check kvctl member list", index)
+	}
+	var st core.Status
+	if err := s.do(ctx, func() { st = s.rep.Node().Status() }); err != nil {
+		return nil, toStatus(err)
+	}
+	return &apipb.MemberChangeResponse{Index: index, Members: s.members(st)}, nil
+}
+
+// confChangeStatus explains a refused membership change.
+func confChangeStatus(err error) error {
+	switch {
+	case errors.Is(err, core.ErrLearnerBehind), errors.Is(err, core.ErrInvalidConfChange):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, core.ErrConfChangePending), errors.Is(err, core.ErrNoTermCommit), errors.Is(err, core.ErrTransferring):
+		return status.Errorf(codes.Unavailable, "%v; retry shortly", err)
+	}
+	return toStatus(err)
+}
+
+// joinInfo is what a new node learns from the cluster it joins.
+type joinInfo struct {
+	clusterID uint64
+	peers     map[core.NodeID]string
+}
+
+// askToJoin asks the members at endpoints (client addresses) for the
+// cluster id and the members' peer addresses, and checks that this node
+// was added (as a learner) first.
+func (s *Server) askToJoin(ctx context.Context) (joinInfo, error) {
+	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
+	if s.cfg.JoinTLS != nil {
+		creds = grpc.WithTransportCredentials(credentials.NewTLS(s.cfg.JoinTLS))
+	}
+	var errs []error
+	for _, ep := range s.cfg.Join {
+		info, err := func() (joinInfo, error) {
+			conn, err := grpc.NewClient(ep, creds)
+			if err != nil {
+				return joinInfo{}, err
+			}
+			defer conn.Close()
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			resp, err := apipb.NewClusterClient(conn).MemberList(cctx, &apipb.MemberListRequest{})
+			if err != nil {
+				return joinInfo{}, err
+			}
+			cid, err := strconv.ParseUint(resp.ClusterId, 16, 64)
+			if err != nil {
+				return joinInfo{}, fmt.Errorf("bad cluster id %q", resp.ClusterId)
+			}
+			info := joinInfo{clusterID: cid, peers: map[core.NodeID]string{}}
+			added := false
+			for _, m := range resp.Members {
+				if core.NodeID(m.Id) == s.cfg.ID {
+					added = true
+					continue
+				}
+				if m.PeerAddress != "" {
+					info.peers[core.NodeID(m.Id)] = m.PeerAddress
+				}
+			}
+			if !added {
+				return joinInfo{}, fmt.Errorf("node %d is not a member of that cluster: add it first with kvctl member add-learner --id %d --peer-addr %s",
+					s.cfg.ID, s.cfg.ID, s.cfg.PeerAddr)
+			}
+			return info, nil
+		}()
+		if err == nil {
+			return info, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", ep, err))
+	}
+	return joinInfo{}, fmt.Errorf("join: no member answered: %w", errors.Join(errs...))
+}
+
+// sortedPeerIDs lists the ids of a peer map in order.
+func sortedPeerIDs(m map[core.NodeID]string) []core.NodeID {
+	return slices.Sorted(maps.Keys(m))
+}

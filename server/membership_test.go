@@ -1,0 +1,116 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+)
+
+func (c *testCluster) startWith(id core.NodeID, extra Config) {
+	cfg := extra
+	cfg.ID, cfg.DataDir, cfg.ClientAddr, cfg.PeerAddr = id, filepath.Join(c.dir, fmt.Sprint(id)), c.clients[id], c.members[id]
+	cfg.HeartbeatInterval, cfg.ElectionTimeout, cfg.SnapshotEvery = 20*time.Millisecond, 200*time.Millisecond, c.snap
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := New(cfg)
+	require.NoError(c.t, err)
+	s.Start()
+	c.servers[id] = s
+	conn, err := grpc.NewClient(c.clients[id], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { conn.Close() })
+	c.conns[id] = apipb.NewKVClient(conn)
+}
+
+func (c *testCluster) admin(id core.NodeID) apipb.ClusterClient {
+	conn, err := grpc.NewClient(c.clients[id], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() { conn.Close() })
+	return apipb.NewClusterClient(conn)
+}
+
+func TestJoinBySnapshotPromoteAndRemove(t *testing.T) {
+	c := newTestCluster(t, 3, 20) // snapshots every 20 entries: the joiner needs one
+	lead := c.leader()
+	for k := range 60 {
+		eventually(t, func() error {
+			_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", k)), Value: []byte("v")})
+			return err
+		})
+	}
+	follower := lead%3 + 1
+	admin := c.admin(follower) // a follower forwards changes to the leader
+
+	// Joining before being added is refused with the command to run.
+	c.members[4], c.clients[4] = freeAddr(t), freeAddr(t)
+	_, err := New(Config{ID: 4, DataDir: filepath.Join(c.dir, "4"), ClientAddr: c.clients[4], PeerAddr: c.members[4],
+		Join: []string{c.clients[lead]}})
+	require.ErrorContains(t, err, "member add-learner --id 4")
+	require.NoError(t, os.RemoveAll(filepath.Join(c.dir, "4")))
+
+	_, err = admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: 4, PeerAddr: c.members[4]})
+	require.NoError(t, err)
+	// Promoting a learner that has not even started is refused.
+	_, err = admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: 4})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+
+	c.startWith(4, Config{Join: []string{c.clients[follower]}})
+	eventually(t, func() error {
+		resp, err := c.conns[4].Get(ctx(t), &apipb.GetRequest{Key: []byte("k59"), Serializable: true})
+		if err == nil && !resp.Found {
+			err = fmt.Errorf("not caught up")
+		}
+		return err
+	})
+	eventually(t, func() error {
+		_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: 4})
+		return err
+	})
+
+	// The address book is KeyVal's own: clients neither see nor write it.
+	list, err := c.conns[4].Range(ctx(t), &apipb.RangeRequest{})
+	require.NoError(t, err)
+	require.Len(t, list.Kvs, 60)
+	_, err = c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("\x00keyval/member/9"), Value: []byte("x")})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+
+	// A joined node restarts from its own data directory.
+	c.stop(4)
+	c.startWith(4, Config{})
+	eventually(t, func() error {
+		_, err := c.conns[4].Put(ctx(t), &apipb.PutRequest{Key: []byte("after-restart"), Value: []byte("v")})
+		return err
+	})
+
+	// Remove the leader: it hands over, stops, and says why.
+	_, err = admin.MemberRemove(ctx(t), &apipb.MemberRemoveRequest{Id: uint64(lead)})
+	require.NoError(t, err)
+	select {
+	case <-c.servers[lead].Done():
+		require.ErrorIs(t, c.servers[lead].Err(), ErrRemoved)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removed leader did not stop")
+	}
+	delete(c.servers, lead)
+	list2, err := admin.MemberList(ctx(t), &apipb.MemberListRequest{})
+	require.NoError(t, err)
+	require.Len(t, list2.Members, 3)
+	require.NotEqual(t, uint64(lead), list2.LeaderId)
+	// Its id is never used again, and its data directory refuses to serve.
+	_, err = admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: uint64(lead), PeerAddr: c.members[lead]})
+	require.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	_, err = New(Config{ID: lead, DataDir: filepath.Join(c.dir, fmt.Sprint(lead)), ClientAddr: freeAddr(t), PeerAddr: freeAddr(t),
+		InitialCluster: map[core.NodeID]string{1: c.members[1], 2: c.members[2], 3: c.members[3]}})
+	require.ErrorContains(t, err, "was removed from the cluster")
+}

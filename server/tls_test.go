@@ -1,0 +1,273 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client"
+	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/server/testpki"
+)
+
+// startClusterWith runs n members on loopback like newTestCluster, but lets
+// configure adjust each member's Config (TLS, a restore) before it is
+// created, and dials the client ports with dial.
+func startClusterWith(t *testing.T, n int, configure func(id core.NodeID, cfg *Config), dial grpc.DialOption) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, dir: t.TempDir(), members: map[core.NodeID]string{}, clients: map[core.NodeID]string{},
+		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}}
+	for i := 1; i <= n; i++ {
+		c.members[core.NodeID(i)] = freeAddr(t)
+		c.clients[core.NodeID(i)] = freeAddr(t)
+	}
+	t.Cleanup(func() {
+		for _, s := range c.servers {
+			s.Stop(context.Background())
+		}
+	})
+	for id := range c.members {
+		cfg := Config{
+			ID: id, DataDir: filepath.Join(c.dir, fmt.Sprint(id)), ClientAddr: c.clients[id], PeerAddr: c.members[id],
+			InitialCluster: c.members, HeartbeatInterval: 20 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		}
+		if configure != nil {
+			configure(id, &cfg)
+		}
+		s, err := New(cfg)
+		require.NoError(t, err)
+		s.Start()
+		c.servers[id] = s
+		conn, err := grpc.NewClient(c.clients[id], dial)
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		c.conns[id] = apipb.NewKVClient(conn)
+	}
+	return c
+}
+
+// pki is one cluster's certificates: a CA, a certificate for each member's
+// peer port and client port, and one for a client application.
+type pki struct {
+	ca                  *testpki.CA
+	peerCert, peerKey   string
+	serveCert, serveKey string
+	appCert, appKey     string
+}
+
+func newPKI(t *testing.T) *pki {
+	p := &pki{ca: testpki.NewCA(t, "keyval-test")}
+	// Every member runs on 127.0.0.1, so one peer certificate naming it
+	// serves them all here; a real cluster gives each member its own.
+	p.peerCert, p.peerKey = p.ca.Issue(t, "peer", "127.0.0.1")
+	p.serveCert, p.serveKey = p.ca.Issue(t, "client-port", "127.0.0.1", "localhost")
+	p.appCert, p.appKey = p.ca.Issue(t, "app", "app.example")
+	return p
+}
+
+// secure turns on TLS for clients (certificates required) and mutual TLS
+// between members.
+func (p *pki) secure(t *testing.T) func(core.NodeID, *Config) {
+	return func(_ core.NodeID, cfg *Config) {
+		var err error
+		cfg.ClientTLS, err = ClientTLS(TLSFiles{CertFile: p.serveCert, KeyFile: p.serveKey, CAFile: p.ca.File})
+		require.NoError(t, err)
+		cfg.PeerServerTLS, cfg.PeerClientTLS, err = PeerTLS(TLSFiles{CertFile: p.peerCert, KeyFile: p.peerKey, CAFile: p.ca.File})
+		require.NoError(t, err)
+	}
+}
+
+func tlsDial(t *testing.T, caFile, certFile, keyFile string) grpc.DialOption {
+	cfg, err := client.TLSConfig(caFile, certFile, keyFile)
+	require.NoError(t, err)
+	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
+}
+
+// statusVia asks addr for its status over a fresh connection with dial.
+func statusVia(t *testing.T, addr string, dial grpc.DialOption) error {
+	conn, err := grpc.NewClient(addr, dial)
+	require.NoError(t, err)
+	defer conn.Close()
+	c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err = apipb.NewKVClient(conn).Status(c, &apipb.StatusRequest{}, grpc.WaitForReady(false))
+	return err
+}
+
+// TestMutualTLSClusterServesPutGet: with TLS on the client port and mutual
+// TLS between members, writes through every member (followers forward to
+// the leader over the peer port, with the peer certificate) are read back
+// from every member.
+func TestMutualTLSClusterServesPutGet(t *testing.T) {
+	p := newPKI(t)
+	c := startClusterWith(t, 3, p.secure(t), tlsDial(t, p.ca.File, p.appCert, p.appKey))
+	lead := c.leader()
+	for id := range c.members {
+		eventually(t, func() error {
+			_, err := c.conns[id].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", id)), Value: []byte("v")})
+			return err
+		})
+	}
+	for id := range c.members {
+		for w := range c.members {
+			eventually(t, func() error { // retried only if the read fails (a leader change)
+				resp, err := c.conns[id].Get(ctx(t), &apipb.GetRequest{Key: []byte(fmt.Sprintf("k%d", w))})
+				if err == nil {
+					require.True(t, resp.Found, "node %d reading k%d (leader %d)", id, w, lead)
+				}
+				return err
+			})
+		}
+	}
+
+	// The Go client with the matching options.
+	kc, err := client.New(client.Config{Endpoints: []string{c.clients[1], c.clients[2], c.clients[3]}, TLS: mustTLS(t, p.ca.File, p.appCert, p.appKey)})
+	require.NoError(t, err)
+	defer kc.Close()
+	_, err = kc.Put(ctx(t), []byte("via-client"), []byte("x"))
+	require.NoError(t, err)
+	got, err := kc.Get(ctx(t), []byte("via-client"))
+	require.NoError(t, err)
+	require.Equal(t, "x", string(got.Value))
+}
+
+func mustTLS(t *testing.T, ca, cert, key string) *tls.Config {
+	cfg, err := client.TLSConfig(ca, cert, key)
+	require.NoError(t, err)
+	return cfg
+}
+
+// TestTLSRefusals: a client without a certificate, a plaintext client and
+// a peer with a certificate of another CA are refused; the same calls with
+// the right credentials succeed (so the refusals are about the
+// credentials).
+func TestTLSRefusals(t *testing.T) {
+	p := newPKI(t)
+	c := startClusterWith(t, 3, p.secure(t), tlsDial(t, p.ca.File, p.appCert, p.appKey))
+	c.leader()
+	clientAddr, peerAddr := c.clients[1], c.members[1]
+
+	require.NoError(t, statusVia(t, clientAddr, tlsDial(t, p.ca.File, p.appCert, p.appKey)))
+	err := statusVia(t, clientAddr, tlsDial(t, p.ca.File, "", ""))
+	require.Equal(t, codes.Unavailable, status.Code(err), "a client without a certificate: %v", err)
+	err = statusVia(t, clientAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.Equal(t, codes.Unavailable, status.Code(err), "a plaintext client: %v", err)
+
+	// The peer port (which also takes forwarded client requests).
+	require.NoError(t, statusVia(t, peerAddr, tlsDial(t, p.ca.File, p.peerCert, p.peerKey)))
+	rogue := testpki.NewCA(t, "rogue")
+	rogueCert, rogueKey := rogue.Issue(t, "intruder", "127.0.0.1")
+	err = statusVia(t, peerAddr, tlsDial(t, p.ca.File, rogueCert, rogueKey))
+	require.Equal(t, codes.Unavailable, status.Code(err), "a peer certificate of another CA: %v", err)
+	err = statusVia(t, peerAddr, tlsDial(t, p.ca.File, "", ""))
+	require.Equal(t, codes.Unavailable, status.Code(err), "a peer without a certificate: %v", err)
+}
+
+// TestPeerWithBadCertificateKeptOut: a member whose peer certificate comes
+// from another CA, or from the right CA but naming another host than its
+// peer address, never joins: the two others elect a leader and serve
+// writes, and it never hears from them.
+func TestPeerWithBadCertificateKeptOut(t *testing.T) {
+	p := newPKI(t)
+	rogue := testpki.NewCA(t, "rogue")
+	rogueCert, rogueKey := rogue.Issue(t, "peer", "127.0.0.1")
+	strangerCert, strangerKey := p.ca.Issue(t, "stranger", "10.9.9.9")
+	for name, files := range map[string]TLSFiles{
+		"another CA":   {CertFile: rogueCert, KeyFile: rogueKey, CAFile: rogue.File},
+		"another host": {CertFile: strangerCert, KeyFile: strangerKey, CAFile: p.ca.File},
+	} {
+		t.Run(name, func(t *testing.T) {
+			secure := p.secure(t)
+			c := startClusterWith(t, 3, func(id core.NodeID, cfg *Config) {
+				secure(id, cfg)
+				if id == 3 {
+					var err error
+					cfg.PeerServerTLS, cfg.PeerClientTLS, err = PeerTLS(files)
+					require.NoError(t, err)
+				}
+			}, tlsDial(t, p.ca.File, p.appCert, p.appKey))
+			lead := c.leader()
+			require.NotEqual(t, core.NodeID(3), lead)
+			eventually(t, func() error {
+				_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+				return err
+			})
+			st, err := c.conns[3].Status(ctx(t), &apipb.StatusRequest{})
+			require.NoError(t, err)
+			require.Zero(t, st.LeaderId, "node 3 must not hear from the leader")
+			require.Zero(t, st.Commit, "node 3 must not receive entries")
+		})
+	}
+}
+
+func TestTLSConfigErrors(t *testing.T) {
+	p := newPKI(t)
+	_, _, err := PeerTLS(TLSFiles{CertFile: p.peerCert, KeyFile: p.peerKey})
+	require.ErrorContains(t, err, "--peer-ca-file is required")
+	_, err = ClientTLS(TLSFiles{CAFile: p.ca.File})
+	require.ErrorContains(t, err, "--client-cert-file and --client-key-file go together")
+	_, err = ClientTLS(TLSFiles{CertFile: p.serveCert, KeyFile: p.appKey})
+	require.ErrorContains(t, err, "--client-cert-file")
+	_, _, err = PeerTLS(TLSFiles{CertFile: p.peerCert, KeyFile: p.peerKey, CAFile: p.peerKey})
+	require.ErrorContains(t, err, "holds no PEM certificate")
+	cfg, err := ClientTLS(TLSFiles{})
+	require.NoError(t, err)
+	require.Nil(t, cfg, "no files: plaintext")
+}
+
+// TestJoinWithMutualTLS: a member added while the cluster runs joins over
+// TLS (--join reaches the client ports with JoinTLS) and then replicates
+// over mutual TLS, although no member knew its address at start.
+func TestJoinWithMutualTLS(t *testing.T) {
+	p := newPKI(t)
+	secure := p.secure(t)
+	dial := tlsDial(t, p.ca.File, p.appCert, p.appKey)
+	c := startClusterWith(t, 3, secure, dial)
+	lead := c.leader()
+	eventually(t, func() error {
+		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("before-join"), Value: []byte("v")})
+		return err
+	})
+	conn, err := grpc.NewClient(c.clients[lead], dial)
+	require.NoError(t, err)
+	defer conn.Close()
+	c.members[4], c.clients[4] = freeAddr(t), freeAddr(t)
+	eventually(t, func() error {
+		_, err := apipb.NewClusterClient(conn).MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: 4, PeerAddr: c.members[4]})
+		return err
+	})
+
+	cfg := Config{ID: 4, DataDir: filepath.Join(c.dir, "4"), ClientAddr: c.clients[4], PeerAddr: c.members[4],
+		Join: []string{c.clients[1], c.clients[2], c.clients[3]}, JoinTLS: mustTLS(t, p.ca.File, p.appCert, p.appKey),
+		HeartbeatInterval: 20 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	secure(4, &cfg)
+	s, err := New(cfg)
+	require.NoError(t, err)
+	s.Start()
+	c.servers[4] = s
+	conn4, err := grpc.NewClient(c.clients[4], dial)
+	require.NoError(t, err)
+	defer conn4.Close()
+	eventually(t, func() error {
+		g, err := apipb.NewKVClient(conn4).Get(ctx(t), &apipb.GetRequest{Key: []byte("before-join"), Serializable: true})
+		if err == nil && !g.Found {
+			return fmt.Errorf("not replicated to the new member yet")
+		}
+		return err
+	})
+}

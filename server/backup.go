@@ -12,6 +12,7 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
 )
 
 // backupChunkBytes is the data carried by one message of a Snapshot
@@ -40,7 +41,16 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 	if os.Remove(spool.Name()) != nil {
 		defer os.Remove(spool.Name()) // the OS keeps open files: remove after closing
 	}
-	if _, err := s.store.Snapshot(spool); err != nil {
+	// KeyVal's own records (the members' addresses) describe this cluster,
+	// not the data: a backup leaves them out.
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := s.store.Snapshot(pw)
+		pw.CloseWithError(err)
+	}()
+	_, err = kvstore.CopySnapshot(pr, spool, replica.IsReservedKey)
+	pr.CloseWithError(err) // unblocks the writer if the copy stopped early
+	if err != nil {
 		return status.Errorf(codes.Internal, "snapshot the state machine: %v", err)
 	}
 	size, err := spool.Seek(0, io.SeekCurrent)
@@ -54,7 +64,7 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 	}
 	info := &apipb.SnapshotInfo{
 		AppliedIndex: sum.AppliedIndex, Revision: sum.Revision, KeyCount: sum.Keys, SessionCount: sum.Sessions,
-		Size: uint64(size), NodeId: uint64(s.cfg.ID), ClusterId: fmt.Sprintf("%016x", s.cfg.ClusterID()),
+		Size: uint64(size), NodeId: uint64(s.cfg.ID), ClusterId: fmt.Sprintf("%016x", s.clusterID),
 		CreatedUnixNano: time.Now().UnixNano(),
 	}
 	if err := stream.Send(&apipb.SnapshotResponse{Header: k.header(sum.Revision), Info: info}); err != nil {

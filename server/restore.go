@@ -12,6 +12,7 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
 )
 
 // restoreTerm is the term a restored cluster's log starts in. Every member
@@ -91,13 +92,20 @@ func writeRestored(dir string, meta core.SnapshotMeta, data func() io.Reader) er
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(w, data()); err != nil {
+	// The old cluster's own records (its members' addresses, the ids it
+	// removed) do not describe the new cluster: leave them out.
+	if _, err := kvstore.CopySnapshot(data(), w, replica.IsReservedKey); err != nil {
 		_ = w.Abort()
 		return fmt.Errorf("write snapshot: %w", err)
 	}
 	if err := w.Commit(); err != nil {
 		return err
 	}
+	written, _, err := snaps.LoadAtMost(meta.Index)
+	if err != nil {
+		return err
+	}
+	defer written.Close()
 	// The file New opens. Loading it here (rather than leaving the replica
 	// to find it behind the snapshot at start) makes the restore whole
 	// before the node starts, and spares a "recovered from a crash" warning.
@@ -106,7 +114,7 @@ func writeRestored(dir string, meta core.SnapshotMeta, data func() io.Reader) er
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(store.Restore(data()), store.Close()); err != nil {
+	if err := errors.Join(store.Restore(written), store.Close()); err != nil {
 		return fmt.Errorf("load the state machine: %w", err)
 	}
 	wal, err := disk.Create(fsys, filepath.Join(dir, "wal"), disk.Options{})

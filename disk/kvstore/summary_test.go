@@ -3,6 +3,7 @@ package kvstore
 import (
 	"bytes"
 	"errors"
+	"io"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -22,4 +23,29 @@ func TestSummarizeSnapshotCountsAndChecks(t *testing.T) {
 	damaged[len(damaged)/2] ^= 1
 	_, err = SummarizeSnapshot(bytes.NewReader(damaged))
 	require.True(t, errors.Is(err, ErrBadSnapshot), "a damaged snapshot: %v", err)
+}
+
+func TestCopySnapshotDropsKeys(t *testing.T) {
+	snap := sampleSnapshot(t) // keys "alpha" and "beta"
+	var out bytes.Buffer
+	sum, err := CopySnapshot(bytes.NewReader(snap), &out, func(k []byte) bool { return string(k) == "alpha" })
+	require.NoError(t, err)
+	require.Equal(t, SnapshotSummary{SnapshotInfo: SnapshotInfo{AppliedIndex: 7, Revision: 2}, Keys: 1, Sessions: 2}, sum)
+
+	// The copy is a valid snapshot of the same state without the key.
+	s := NewMemory(Options{})
+	require.NoError(t, s.Restore(bytes.NewReader(out.Bytes())))
+	g, err := s.Get([]byte("alpha"))
+	require.NoError(t, err)
+	require.False(t, g.Found)
+	g, err = s.Get([]byte("beta"))
+	require.NoError(t, err)
+	require.True(t, g.Found)
+	require.Equal(t, uint64(7), s.AppliedIndex())
+
+	// Damage in the source is reported, as Restore would.
+	damaged := append([]byte(nil), snap...)
+	damaged[len(damaged)/2] ^= 1
+	_, err = CopySnapshot(bytes.NewReader(damaged), io.Discard, func([]byte) bool { return false })
+	require.ErrorIs(t, err, ErrBadSnapshot)
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,6 +60,7 @@ type member struct {
 	id         int
 	client     string
 	peer       string
+	metrics    string
 	dir        string
 	log        string
 	cmd        *exec.Cmd
@@ -85,7 +89,7 @@ func newCluster(t *testing.T, n, snapshotEvery int) *cluster {
 	base := t.TempDir()
 	var parts []string
 	for i := 1; i <= n; i++ {
-		m := &member{id: i, client: freePort(t), peer: freePort(t), dir: filepath.Join(base, fmt.Sprint(i)),
+		m := &member{id: i, client: freePort(t), peer: freePort(t), metrics: freePort(t), dir: filepath.Join(base, fmt.Sprint(i)),
 			log: filepath.Join(base, fmt.Sprintf("%d.log", i))}
 		c.members = append(c.members, m)
 		parts = append(parts, fmt.Sprintf("%d=%s", i, m.peer))
@@ -129,7 +133,7 @@ func (c *cluster) startWith(m *member, extra ...string) {
 	logf, err := os.OpenFile(m.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(c.t, err)
 	args := append([]string{"--id", fmt.Sprint(m.id), "--data-dir", m.dir,
-		"--listen-client", m.client, "--listen-peer", m.peer,
+		"--listen-client", m.client, "--listen-peer", m.peer, "--listen-metrics", m.metrics,
 		"--heartbeat-interval", "50ms", "--election-timeout", "500ms",
 		"--snapshot-interval", fmt.Sprint(c.snap)}, extra...)
 	m.cmd = exec.Command(keyvald, args...)
@@ -380,6 +384,32 @@ func checkLinearizable(t *testing.T, rec *lin.Recorder, name string) {
 	}
 }
 
+// scrape reads member m's /metrics and sums each metric over its labels
+// (histograms as name_count).
+func scrape(t *testing.T, m *member) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + m.metrics + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for name, f := range families {
+		for _, mt := range f.GetMetric() {
+			switch {
+			case mt.GetCounter() != nil:
+				out[name] += mt.GetCounter().GetValue()
+			case mt.GetGauge() != nil:
+				out[name] += mt.GetGauge().GetValue()
+			case mt.GetHistogram() != nil:
+				out[name+"_count"] += float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
 func totalAcked(ws []*worker) int64 {
 	var n int64
 	for _, w := range ws {
@@ -422,6 +452,28 @@ func TestCluster(t *testing.T) {
 			require.True(t, g.Found)
 			require.Equal(t, "world", string(g.Value))
 		}
+	})
+
+	t.Run("metrics move with traffic", func(t *testing.T) {
+		lead := c.leader()
+		before := scrape(t, lead)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for i := range 20 {
+			_, err := lead.kv.Put(ctx, &apipb.PutRequest{Key: []byte(fmt.Sprintf("m%d", i)), Value: []byte("v")})
+			require.NoError(t, err)
+		}
+		after := scrape(t, lead)
+		for _, name := range []string{"keyval_proposals_committed_total", "keyval_request_duration_seconds_count",
+			"keyval_wal_fsync_duration_seconds_count", "keyval_apply_duration_seconds_count", "keyval_peer_messages_sent_total"} {
+			require.Greater(t, after[name], before[name], "%s did not move", name)
+		}
+		require.GreaterOrEqual(t, after["keyval_request_duration_seconds_count"]-before["keyval_request_duration_seconds_count"], 20.0)
+		require.Equal(t, 1.0, after["keyval_has_leader"])
+		resp, err := http.Get("http://" + lead.metrics + "/readyz")
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
 	})
 
 	stop := make(chan struct{})

@@ -37,7 +37,7 @@ func TestMembership(t *testing.T) {
 	// so the clients' member list never changes under them; until a node
 	// runs, calls to it fail over to another member.
 	for id := 4; id <= 5; id++ {
-		m := &member{id: id, client: freePort(t), peer: freePort(t), dir: filepath.Join(base, fmt.Sprint(id)),
+		m := &member{id: id, client: freePort(t), peer: freePort(t), metrics: freePort(t), dir: filepath.Join(base, fmt.Sprint(id)),
 			log: filepath.Join(base, fmt.Sprintf("%d.log", id))}
 		conn, err := grpc.NewClient(m.client, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		require.NoError(t, err)

@@ -6,7 +6,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 CORE_SCHEDULES ?= 600
 
 .PHONY: all build test fuzz cover lint bench bench-cluster bench-cluster-smoke proto fmt sim sim-swarm \
-	cluster-start cluster-status cluster-stop integration-test
+	cluster-start cluster-status cluster-stop integration-test chaos-test
 
 # The local cluster of make cluster-start: three members on 127.0.0.1.
 CLUSTER_DIR ?= .cluster
@@ -60,6 +60,18 @@ cluster-stop:
 # with every client operation checked for linearizability.
 integration-test: build
 	$(GO) test -count=1 -tags integration -timeout 10m ./server/integration/...
+
+# The chaos test (docs/chaos.md): real keyvald processes, in network
+# namespaces when run as root, under kill -9, pauses, partitions, rolling
+# restarts and membership changes while clients write; judged for
+# linearizability and lost writes. A fresh seed each run unless CHAOS_SEED.
+CHAOS_DURATION ?= 2m
+CHAOS_NODES    ?= 3
+CHAOS_SEED     ?= $(shell date +%s)
+CHAOS_NEMESES  ?= all
+chaos-test: build
+	$(GO) build -o bin/kvchaos ./cmd/kvchaos
+	./bin/kvchaos --duration $(CHAOS_DURATION) --nodes $(CHAOS_NODES) --seed $(CHAOS_SEED) --nemeses $(CHAOS_NEMESES)
 
 # The README's test command: unit, property and determinism tests, the race
 # detector, lint, and statement coverage of core/.

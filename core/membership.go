@@ -37,13 +37,13 @@ func (r *raft) proposeConfChange(cc ConfChange) (uint64, uint64, error) {
 		// answered has Match 0, which a short log would otherwise excuse.
 		pr := r.trk.progress[cc.Node]
 		last := r.log.lastIndex()
-		if pr == nil || pr.State != StateReplicate || pr.Match+r.cfg.MaxLearnerLag < last {
-			var match uint64
-			if pr != nil {
-				match = pr.Match
-			}
+		switch {
+		case pr == nil || pr.State != StateReplicate:
+			return 0, 0, fmt.Errorf("promote node %d: %w (the leader is still finding where its log matches: is it running?)",
+				cc.Node, ErrLearnerBehind)
+		case pr.Match+r.cfg.MaxLearnerLag < last:
 			return 0, 0, fmt.Errorf("promote node %d: %w (it has %d of %d entries; at most %d behind is allowed)",
-				cc.Node, ErrLearnerBehind, match, last, r.cfg.MaxLearnerLag)
+				cc.Node, ErrLearnerBehind, pr.Match, last, r.cfg.MaxLearnerLag)
 		}
 	}
 	cc.Context = slices.Clone(cc.Context)
@@ -89,6 +89,34 @@ func (r *raft) switchConf(conf ConfState, at uint64) {
 		r.trk.progress[id] = pr
 		r.trk.ids = append(r.trk.ids, id)
 	}
+	slices.Sort(r.trk.ids)
+}
+
+// keepRemovedInformed, on a new leader whose latest configuration entry is
+// not committed yet, keeps replicating to the nodes that entry removes
+// (like the leader that made the change would have), so that they learn of
+// their removal once this leader commits it.
+func (r *raft) keepRemovedInformed() {
+	if r.confIndex <= r.log.committed {
+		return
+	}
+	prev, _ := r.log.confAt(r.confIndex - 1)
+	for _, id := range append(slices.Clone(prev.Voters), prev.Learners...) {
+		if id != r.id && !r.trk.isMember(id) {
+			r.informRemoved(id, r.confIndex)
+		}
+	}
+}
+
+// informRemoved has the leader replicate to node id, which is no member,
+// until it holds the log up to index at least and knows it committed.
+func (r *raft) informRemoved(id NodeID, index uint64) {
+	if r.role != Leader || id == r.id || r.trk.isMember(id) || r.trk.progress[id] != nil {
+		return
+	}
+	r.trk.progress[id] = &Progress{Next: r.log.lastIndex() + 1, LastHeard: r.ticks, learner: true, removedAt: index,
+		inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes)}
+	r.trk.ids = append(r.trk.ids, id)
 	slices.Sort(r.trk.ids)
 }
 

@@ -339,3 +339,58 @@ func TestMalformedConfEntryRefused(t *testing.T) {
 	require.Error(t, err)
 	require.Zero(t, n.LastIndex())
 }
+
+func TestRemovedLeaderLearnsCommitFromNextLeader(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	old, err := c.electLeader()
+	require.NoError(t, err)
+	// The leader proposes its own removal, but no acknowledgement reaches
+	// it (a slow disk, a one-way cut): it cannot commit, loses its quorum
+	// and steps down; another voter, which has the entry, commits it.
+	for _, id := range c.ids {
+		if id != old {
+			c.setCut(id, old, true)
+		}
+	}
+	i, err := c.changeConf(ConfRemove, old)
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(100, func() bool { l := c.leader(); return l != None && l != old }))
+	c.heal()
+	// The new leader replicates to the removed node until it has the
+	// commit, so it learns it is out (and its runtime stops it).
+	require.NoError(t, c.stabilize(100, func() bool { return c.node(old).HardState().Commit >= i }))
+	require.NotContains(t, c.node(old).Conf().Voters, old)
+	require.NotEqual(t, Leader, c.node(old).Status().Role)
+}
+
+func TestInformRemovedReachesNodeCutOffDuringRemoval(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	victim := lead%3 + 1
+	other := victim%3 + 1
+	if other == lead {
+		other = other%3 + 1
+	}
+	c.isolate(victim)
+	i, err := c.changeConf(ConfRemove, victim)
+	require.NoError(t, err)
+	require.NoError(t, c.stabilize(20, func() bool { return c.committedEverywhere(i) }))
+	// Leadership moves on before the victim is back: the new leader has
+	// no reason to talk to it, so it never hears of its removal…
+	require.NoError(t, c.node(lead).TransferLeadership(other))
+	require.NoError(t, c.stabilize(50, func() bool { return c.leader() == other }))
+	c.heal()
+	for range 50 {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(1000))
+	}
+	require.Contains(t, c.node(victim).Conf().Voters, victim)
+	// …until the runtime, which has the tombstone, tells the leader.
+	c.node(other).InformRemoved(victim)
+	require.NoError(t, c.stabilize(50, func() bool { return !slices.Contains(c.node(victim).Conf().Voters, victim) }))
+	require.GreaterOrEqual(t, c.node(victim).HardState().Commit, i)
+	require.Equal(t, other, c.leader())
+}

@@ -100,6 +100,13 @@ func (n *Node) ProposeConfChange(cc ConfChange) (index, term uint64, err error) 
 	return n.r.proposeConfChange(cc)
 }
 
+// InformRemoved tells the leader that node id, which the runtime knows was
+// removed from the cluster (its records say so), is still sending: the
+// leader replicates the log to it until it holds everything committed now,
+// so it applies its own removal and stops. A node removed while cut off
+// learns it this way. It does nothing on a follower or for a member.
+func (n *Node) InformRemoved(id NodeID) { n.r.informRemoved(id, max(n.r.log.committed, 1)) }
+
 // TransferLeadership asks the leader to hand leadership to the voter to. It
 // stops taking proposals, brings the target up to date, and tells it to
 // campaign; if that has not happened within an election timeout, it gives up

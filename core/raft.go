@@ -250,6 +250,7 @@ func (r *raft) becomeLeader() {
 		}
 		r.trk.progress[id] = pr
 	}
+	r.keepRemovedInformed()
 	// An entry of the new term: committing it commits everything before it
 	// (§5.4.2), and it tells ReadIndex when the leader knows the commit index.
 	r.appendEntry(Entry{Type: EntryNormal})
@@ -337,9 +338,11 @@ func (r *raft) tickLeader() {
 		// A transfer that has not finished within an election timeout has
 		// failed; accept proposals again.
 		r.leadTransferee = None
-		if r.removedLeader() {
-			// The hand-over after our own removal did not happen in time;
-			// stop leading anyway and let the voters elect someone.
+		if r.removedLeader() && r.confIndex <= r.log.committed {
+			// Our removal is committed but the hand-over did not happen in
+			// time; stop leading anyway and let the voters elect someone.
+			// (Before it commits we keep leading: we are the one who will
+			// tell ourselves, and everyone else, that it did.)
 			r.becomeFollower(r.term, None)
 			return
 		}

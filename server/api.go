@@ -211,6 +211,9 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
 		defer cancel()
 	}
+	if s.removed.Load() {
+		return kvstore.Result{}, nil, removedStatus
+	}
 	// One channel carries both a refusal to propose and the outcome, so a
 	// write costs one hand-off into the loop and one back.
 	ch := make(chan replica.Outcome, 1)
@@ -271,6 +274,9 @@ func (s *Server) readBarrier(ctx context.Context) (err error) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
 		defer cancel()
+	}
+	if s.removed.Load() {
+		return removedStatus
 	}
 	ch := make(chan replica.Outcome, 1)
 	id := s.nextID.Add(1)

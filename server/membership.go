@@ -29,7 +29,7 @@ import (
 type addressBook struct {
 	mu      sync.Mutex
 	addrs   map[core.NodeID]string
-	removed map[core.NodeID]bool
+	removed map[core.NodeID]string // id → its last address ("" if unknown)
 }
 
 func (b *addressBook) address(id core.NodeID) (string, bool) {
@@ -46,17 +46,31 @@ func (b *addressBook) set(id core.NodeID, addr string) {
 	delete(b.removed, id)
 }
 
-func (b *addressBook) remove(id core.NodeID) {
+// remove records that id was removed; addr is its last address, kept to
+// tell it so if it is still around (informRemoved).
+func (b *addressBook) remove(id core.NodeID, addr string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if addr == "" {
+		addr = b.addrs[id]
+	}
 	delete(b.addrs, id)
-	b.removed[id] = true
+	b.removed[id] = addr
 }
 
 func (b *addressBook) isRemoved(id core.NodeID) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.removed[id]
+	_, ok := b.removed[id]
+	return ok
+}
+
+// removedAddress is the last known address of removed node id.
+func (b *addressBook) removedAddress(id core.NodeID) (string, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a, ok := b.removed[id]
+	return a, ok && a != ""
 }
 
 // snapshot returns a copy of the known addresses.
@@ -69,7 +83,7 @@ func (b *addressBook) snapshot() map[core.NodeID]string {
 // loadAddressBook fills the book at start: configured addresses first, the
 // state machine's records over them.
 func (s *Server) loadAddressBook(known map[core.NodeID]string) error {
-	s.book = addressBook{addrs: maps.Clone(known), removed: map[core.NodeID]bool{}}
+	s.book = addressBook{addrs: maps.Clone(known), removed: map[core.NodeID]string{}}
 	if s.book.addrs == nil {
 		s.book.addrs = map[core.NodeID]string{}
 	}
@@ -80,11 +94,11 @@ func (s *Server) loadAddressBook(known map[core.NodeID]string) error {
 	for id, a := range addrs {
 		s.book.addrs[id] = a
 	}
-	for id := range removed {
+	for id, a := range removed {
 		delete(s.book.addrs, id)
-		s.book.removed[id] = true
+		s.book.removed[id] = a
 	}
-	if removed[s.cfg.ID] {
+	if _, out := removed[s.cfg.ID]; out {
 		return fmt.Errorf("node %d was removed from the cluster: it cannot serve again; to add this machine back, start a node with a new --id and an empty --data-dir, after kvctl member add-learner", s.cfg.ID)
 	}
 	return nil
@@ -92,6 +106,10 @@ func (s *Server) loadAddressBook(known map[core.NodeID]string) error {
 
 // ErrRemoved is why a node stops after a configuration change removed it.
 var ErrRemoved = errors.New("this node was removed from the cluster")
+
+// removedStatus answers requests at a node that was removed.
+var removedStatus = status.Error(codes.Unavailable,
+	"this node was removed from the cluster: use another member (a write sent here may or may not have been applied; retrying it with the same session and seq is safe)")
 
 // confChanged follows a committed membership change (event loop): new
 // members become reachable, removed ones are dropped after a grace period
@@ -110,12 +128,20 @@ func (s *Server) confChanged(index uint64, cc core.ConfChange, conf core.ConfSta
 			}
 		}
 	case core.ConfRemove:
-		s.book.remove(cc.Node)
+		s.book.remove(cc.Node, string(cc.Context))
 		if cc.Node == s.cfg.ID {
-			// Stay up a little: as leader, to hand over; as follower, to
-			// acknowledge. Then stop for good.
+			// Take no new requests; stay up a little — as leader, to hand
+			// over; as follower, to acknowledge — then answer whatever still
+			// waits and stop for good.
+			s.removed.Store(true)
 			s.log.Warn("this node was removed from the cluster; it stops serving", "index", index, "after", grace)
 			time.AfterFunc(grace, func() {
+				(*peerHandler)(s).post(func() {
+					for id, ch := range s.waiters {
+						ch <- replica.Outcome{Err: removedStatus}
+						delete(s.waiters, id)
+					}
+				})
 				s.fatalOnce.Do(func() {
 					s.fatalErr = fmt.Errorf("%w (configuration change at log index %d); its data directory cannot be used to rejoin", ErrRemoved, index)
 					go s.Stop(context.Background())
@@ -126,6 +152,20 @@ func (s *Server) confChanged(index uint64, cc core.ConfChange, conf core.ConfSta
 		id := cc.Node
 		time.AfterFunc(grace, func() { _ = s.tr.RemovePeer(id) })
 	}
+}
+
+// informRemoved reacts to a message from a node that was removed: it has
+// not heard (it was cut off, or its leader lost office before telling it),
+// so the leader replicates to it until it applies its own removal and stops.
+// Loop side.
+func (s *Server) informRemoved(id core.NodeID) {
+	if s.rep.Node().SoftState().Role != core.Leader {
+		return
+	}
+	if addr, ok := s.book.removedAddress(id); ok {
+		_ = s.tr.AddPeer(id, addr) // fails harmlessly if it is still known
+	}
+	s.rep.Node().InformRemoved(id)
 }
 
 // members describes the membership in st with addresses and, on the
@@ -205,7 +245,10 @@ func (c *clusterService) MemberPromote(ctx context.Context, req *apipb.MemberPro
 }
 
 func (c *clusterService) MemberRemove(ctx context.Context, req *apipb.MemberRemoveRequest) (*apipb.MemberChangeResponse, error) {
-	return c.change(ctx, core.ConfChange{Type: core.ConfRemove, Node: core.NodeID(req.Id)},
+	// The address goes into the tombstone: whoever leads later can still
+	// reach the node to tell it, should it not have heard.
+	addr, _ := c.s.book.address(core.NodeID(req.Id))
+	return c.change(ctx, core.ConfChange{Type: core.ConfRemove, Node: core.NodeID(req.Id), Context: []byte(addr)},
 		func(cl apipb.ClusterClient) (*apipb.MemberChangeResponse, error) { return cl.MemberRemove(ctx, req) })
 }
 
@@ -213,6 +256,9 @@ func (c *clusterService) MemberRemove(ctx context.Context, req *apipb.MemberRemo
 // follower forwards the call (once) to the leader.
 func (c *clusterService) change(ctx context.Context, cc core.ConfChange, forward func(apipb.ClusterClient) (*apipb.MemberChangeResponse, error)) (*apipb.MemberChangeResponse, error) {
 	s := c.s
+	if s.removed.Load() {
+		return nil, removedStatus
+	}
 	if cc.Node == core.None {
 		return nil, status.Error(codes.InvalidArgument, "the member id must be a positive integer")
 	}

@@ -62,6 +62,8 @@ type Server struct {
 	// (from the initial cluster, or learned when this node joined).
 	book      addressBook
 	clusterID uint64
+	// removed is set once this node applied its own removal.
+	removed atomic.Bool
 
 	stopping  chan struct{}
 	loopDone  chan struct{}
@@ -609,6 +611,9 @@ func (h *peerHandler) post(f func()) {
 
 func (h *peerHandler) Step(m core.Message) {
 	s := (*Server)(h)
+	if s.book.isRemoved(m.From) {
+		h.post(func() { s.informRemoved(m.From) })
+	}
 	h.post(func() {
 		if err := s.rep.Step(m); err != nil {
 			s.obs.peerMessageRefused(m, err)

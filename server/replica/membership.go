@@ -47,7 +47,10 @@ func memberCommand(data []byte) []byte {
 		}
 		cmd.Op = &kvpb.Command_Put{Put: &kvpb.Put{Key: memberKey(cc.Node), Value: cc.Context}}
 	case core.ConfRemove:
-		cmd.Op = &kvpb.Command_Put{Put: &kvpb.Put{Key: memberKey(cc.Node), Value: []byte(removedMark)}}
+		// The tombstone keeps the node's last address (the change's
+		// context), so a later leader can still tell the node if it never
+		// heard.
+		cmd.Op = &kvpb.Command_Put{Put: &kvpb.Put{Key: memberKey(cc.Node), Value: append([]byte(removedMark), cc.Context...)}}
 	default:
 		return nil
 	}
@@ -58,14 +61,15 @@ func memberCommand(data []byte) []byte {
 	return b
 }
 
-// removedMark is the address book's tombstone for a removed node.
-const removedMark = "\x00removed"
+// removedMark starts the address book's tombstone for a removed node; its
+// last address follows.
+const removedMark = "\x00removed:"
 
 // Addresses reads the address book from a store: every node added through
 // a configuration change with the address it was added with, and every
-// node ever removed.
-func Addresses(st kvstore.Store) (addrs map[core.NodeID]string, removed map[core.NodeID]bool, err error) {
-	addrs, removed = map[core.NodeID]string{}, map[core.NodeID]bool{}
+// node ever removed, with its last address if known.
+func Addresses(st kvstore.Store) (addrs map[core.NodeID]string, removed map[core.NodeID]string, err error) {
+	addrs, removed = map[core.NodeID]string{}, map[core.NodeID]string{}
 	var after []byte
 	for {
 		res, err := st.Range(MemberKeyPrefix, after, 256)
@@ -77,8 +81,8 @@ func Addresses(st kvstore.Store) (addrs map[core.NodeID]string, removed map[core
 			if err != nil || id == 0 {
 				return nil, nil, fmt.Errorf("replica: damaged member record %q", kv.Key)
 			}
-			if string(kv.Value) == removedMark {
-				removed[core.NodeID(id)] = true
+			if a, ok := bytes.CutPrefix(kv.Value, []byte(removedMark)); ok {
+				removed[core.NodeID(id)] = string(a)
 			} else {
 				addrs[core.NodeID(id)] = string(kv.Value)
 			}

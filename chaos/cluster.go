@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,16 @@ const (
 	catchUpTimeout  = 60 * time.Second
 	convergeTimeout = 60 * time.Second
 	pollInterval    = 50 * time.Millisecond
+	// A removed member stops by itself about four election timeouts (1 s
+	// with keyvald's defaults) after its removal commits.
+	removedExitTimeout = 10 * time.Second
+	// How long one membership change (remove, add a learner, promote) may
+	// take, retries included.
+	memberChangeTimeout = 60 * time.Second
+	memberCallTimeout   = 5 * time.Second
+	// firstReplacementID is the Raft id of the first replacement member;
+	// each later one gets the next, so no id is ever used twice in a run.
+	firstReplacementID = 100
 )
 
 type nodeState uint8
@@ -34,13 +45,17 @@ const (
 	paused
 )
 
-// node is one member: its files and, while it runs, its process.
+// node is one member's host: its addresses (by index), its files and,
+// while it runs, its process. A replaced member keeps the host, the data
+// directory's path and the log file, under a new Raft id.
 type node struct {
 	idx     int
 	dataDir string
 	logPath string
 
 	// Guarded by cluster.mu.
+	id         uint64 // current Raft id: idx+1 until the member is replaced
+	joined     bool   // the member joined with --join (a replacement) rather than --initial-cluster
 	state      nodeState
 	cmd        *exec.Cmd
 	done       chan struct{} // closed once the current process has exited
@@ -56,21 +71,23 @@ type cluster struct {
 	args    []string // extra keyvald flags
 	initial string
 	nodes   []*node
-	status  *client.Client // Status calls only
+	status  *client.Client // Status and membership calls
 	events  *eventLog
 
-	mu sync.Mutex
+	mu     sync.Mutex
+	nextID uint64 // the Raft id the next replacement member gets
 	// problems are what the processes did that they should not have
 	// (exited on their own, failed a clean shutdown); each fails the run.
 	problems []string
 }
 
 func newCluster(hosts Hosts, n int, keyvald, dir string, args []string, events *eventLog) (*cluster, error) {
-	c := &cluster{hosts: hosts, keyvald: keyvald, args: args, events: events}
+	c := &cluster{hosts: hosts, keyvald: keyvald, args: args, events: events, nextID: firstReplacementID}
 	var parts, endpoints []string
 	for i := 0; i < n; i++ {
 		c.nodes = append(c.nodes, &node{
 			idx:     i,
+			id:      uint64(i + 1),
 			dataDir: filepath.Join(dir, "data", nodeName(i)),
 			logPath: filepath.Join(dir, "logs", nodeName(i)+".log"),
 		})
@@ -107,6 +124,9 @@ func (c *cluster) Problems() []string {
 	return append([]string(nil), c.problems...)
 }
 
+// startMarker begins the line written to a member's log before each start.
+const startMarker = "=== kvchaos: start #"
+
 // launch starts node i's process without waiting for it to answer.
 func (c *cluster) launch(i int) error {
 	n := c.nodes[i]
@@ -120,13 +140,12 @@ func (c *cluster) launch(i int) error {
 		return fmt.Errorf("opening %s: %w", n.logPath, err)
 	}
 	n.starts++
-	fmt.Fprintf(logf, "=== kvchaos: start #%d of %s at t=%.3fs ===\n", n.starts, nodeName(i), time.Duration(c.events.since()).Seconds())
-	args := append([]string{
-		"--id", fmt.Sprint(i + 1), "--data-dir", n.dataDir,
-		"--listen-client", c.hosts.ClientAddr(i), "--listen-peer", c.hosts.PeerAddr(i),
-		"--initial-cluster", c.initial,
-	}, c.args...)
-	cmd := c.hosts.Command(i, c.keyvald, args...)
+	how := ""
+	if n.joined {
+		how = ", joining"
+	}
+	fmt.Fprintf(logf, startMarker+"%d of %s (raft id %d%s) at t=%.3fs ===\n", n.starts, nodeName(i), n.id, how, time.Duration(c.events.since()).Seconds())
+	cmd := c.hosts.Command(i, c.keyvald, c.keyvaldArgs(i)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group keeps a Ctrl-C at the terminal away from the
 	// members (the driver stops them); the parent-death signal takes them
@@ -134,9 +153,9 @@ func (c *cluster) launch(i int) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return fmt.Errorf("starting %s: %w", nodeName(i), err)
+		return fmt.Errorf("starting %s: %w", hostAndID(i, n.id), err)
 	}
-	pid := cmd.Process.Pid
+	pid, id := cmd.Process.Pid, n.id
 	if err := recordPid(pid, n.dataDir); err != nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -155,10 +174,65 @@ func (c *cluster) launch(i int) error {
 		c.mu.Unlock()
 		close(done)
 		if !expected {
-			c.problem("%s (pid %d) exited on its own: %v; see %s", nodeName(i), pid, err, n.logPath)
+			c.problem("%s (pid %d) exited on its own: %v; see %s", hostAndID(i, id), pid, err, n.logPath)
 		}
 	}()
 	return nil
+}
+
+// keyvaldArgs is node i's command line (cluster.mu held). A member of the
+// initial cluster always starts with --initial-cluster; a replacement with
+// --join and the client addresses of the other hosts (on a restart its data
+// directory remembers that it joined, and --join is not used).
+func (c *cluster) keyvaldArgs(i int) []string {
+	n := c.nodes[i]
+	args := []string{
+		"--id", fmt.Sprint(n.id), "--data-dir", n.dataDir,
+		"--listen-client", c.hosts.ClientAddr(i), "--listen-peer", c.hosts.PeerAddr(i),
+	}
+	if n.joined {
+		var others []string
+		for j := range c.nodes {
+			if j != i {
+				others = append(others, c.hosts.ClientAddr(j))
+			}
+		}
+		args = append(args, "--join", strings.Join(others, ","))
+	} else {
+		args = append(args, "--initial-cluster", c.initial)
+	}
+	return append(args, c.args...)
+}
+
+// ID is node i's current Raft id.
+func (c *cluster) ID(i int) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i].id
+}
+
+// IDs lists every node's current Raft id, by index.
+func (c *cluster) IDs() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := make([]uint64, len(c.nodes))
+	for i, n := range c.nodes {
+		ids[i] = n.id
+	}
+	return ids
+}
+
+// name is node i's name for the event log: its host (n2), with its Raft id
+// once that differs from the host's number (n2 (id 100)).
+func (c *cluster) name(i int) string {
+	return hostAndID(i, c.ID(i))
+}
+
+func hostAndID(i int, id uint64) string {
+	if id == uint64(i+1) {
+		return nodeName(i)
+	}
+	return fmt.Sprintf("%s (id %d)", nodeName(i), id)
 }
 
 // Start starts node i (if stopped) and waits until it answers Status.
@@ -180,7 +254,7 @@ func (c *cluster) waitAnswering(ctx context.Context, i int) error {
 		if done != nil {
 			select {
 			case <-done:
-				return fmt.Errorf("%s exited while starting: see %s", nodeName(i), n.logPath)
+				return fmt.Errorf("%s exited while starting: see %s", c.name(i), n.logPath)
 			default:
 			}
 		}
@@ -195,7 +269,7 @@ func (c *cluster) waitAnswering(ctx context.Context, i int) error {
 			return ctx.Err()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not answer within %v of starting (last error: %v); see %s", nodeName(i), startTimeout, last, n.logPath)
+			return fmt.Errorf("%s did not answer within %v of starting (last error: %v); see %s", c.name(i), startTimeout, last, n.logPath)
 		}
 		if err := hold(ctx, pollInterval); err != nil {
 			return err
@@ -217,7 +291,7 @@ func (c *cluster) signal(i int, sig syscall.Signal, expectExit bool) (chan struc
 	}
 	if err := n.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		// (Done: it exited just now and its waiter has not noted it yet.)
-		return nil, fmt.Errorf("%v to %s: %w", sig, nodeName(i), err)
+		return nil, fmt.Errorf("%v to %s: %w", sig, hostAndID(i, n.id), err)
 	}
 	return n.done, nil
 }
@@ -231,7 +305,7 @@ func (c *cluster) Kill(i int) error {
 	case <-done:
 		return nil
 	case <-time.After(stopTimeout):
-		return fmt.Errorf("%s did not exit within %v of SIGKILL", nodeName(i), stopTimeout)
+		return fmt.Errorf("%s did not exit within %v of SIGKILL", c.name(i), stopTimeout)
 	}
 }
 
@@ -253,7 +327,7 @@ func (c *cluster) Stop(ctx context.Context, i int) error {
 	select {
 	case <-done:
 	case <-time.After(stopTimeout):
-		c.problem("%s did not stop within %v of SIGTERM; killed", nodeName(i), stopTimeout)
+		c.problem("%s did not stop within %v of SIGTERM; killed", c.name(i), stopTimeout)
 		return c.Kill(i)
 	case <-ctx.Done():
 		return ctx.Err()
@@ -262,7 +336,7 @@ func (c *cluster) Stop(ctx context.Context, i int) error {
 	exitErr := c.nodes[i].exitErr
 	c.mu.Unlock()
 	if exitErr != nil {
-		c.problem("%s exited with an error on SIGTERM: %v; see %s", nodeName(i), exitErr, c.nodes[i].logPath)
+		c.problem("%s exited with an error on SIGTERM: %v; see %s", c.name(i), exitErr, c.nodes[i].logPath)
 	}
 	return nil
 }
@@ -272,10 +346,10 @@ func (c *cluster) Pause(i int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n.state != running {
-		return fmt.Errorf("pause %s: it is not running", nodeName(i))
+		return fmt.Errorf("pause %s: it is not running", hostAndID(i, n.id))
 	}
 	if err := n.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		return fmt.Errorf("SIGSTOP to %s: %w", nodeName(i), err)
+		return fmt.Errorf("SIGSTOP to %s: %w", hostAndID(i, n.id), err)
 	}
 	n.state = paused
 	return nil
@@ -289,7 +363,7 @@ func (c *cluster) Resume(i int) error {
 		return nil
 	}
 	if err := n.cmd.Process.Signal(syscall.SIGCONT); err != nil {
-		return fmt.Errorf("SIGCONT to %s: %w", nodeName(i), err)
+		return fmt.Errorf("SIGCONT to %s: %w", hostAndID(i, n.id), err)
 	}
 	n.state = running
 	return nil
@@ -348,12 +422,228 @@ func (c *cluster) WaitCaughtUp(ctx context.Context, i int) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not catch up within %v (leader's commit %d; its status: %s)", nodeName(i), catchUpTimeout, target, describeStatus(sts[i]))
+			return fmt.Errorf("%s did not catch up within %v (leader's commit %d; its status: %s)", c.name(i), catchUpTimeout, target, describeStatus(sts[i]))
 		}
 		if err := hold(ctx, pollInterval); err != nil {
 			return err
 		}
 	}
+}
+
+// Replace swaps node i's member for a new one on the same host, as an
+// operator replaces a machine's identity: remove its Raft id, wait for the
+// process to exit by itself (a removed member must), wipe its data
+// directory, add a new id (never used before in the run) as a learner at
+// the same peer address, start it with --join, wait until it has caught up
+// and promote it. Each step is noted. It returns once the cluster has as
+// many voters as before, the new id among them. A removed member that does
+// not exit within removedExitTimeout, or exits without saying it was
+// removed, is a problem of the run (it is killed and the replacement goes
+// on); a step that cannot be done is an error.
+func (c *cluster) Replace(ctx context.Context, i int) error {
+	n := c.nodes[i]
+	c.mu.Lock()
+	oldID, state, done := n.id, n.state, n.done
+	if state == running {
+		n.expectExit = true // from now on its exit is what the removal should cause
+	}
+	c.mu.Unlock()
+	old := hostAndID(i, oldID)
+	if state != running {
+		return fmt.Errorf("replace %s: it is not running", old)
+	}
+	c.Note("replace %s: removing id %d", old, oldID)
+	if _, err := changeMembers(ctx, fmt.Sprintf("remove id %d", oldID), memberChangeTimeout,
+		func(ctx context.Context) error { _, err := c.status.MemberRemove(ctx, oldID); return err },
+		c.status.MemberList, func(ms client.Members) bool { return !hasMember(ms, oldID) }, c.Note); err != nil {
+		c.mu.Lock()
+		if n.done == done && n.state != stopped {
+			n.expectExit = false // still the same member, still running: an exit would be a crash again
+		}
+		c.mu.Unlock()
+		return err
+	}
+	c.Note("id %d removed; waiting for %s to exit by itself", oldID, old)
+	select {
+	case <-done:
+		c.mu.Lock()
+		exitErr := n.exitErr
+		c.mu.Unlock()
+		if exitedAsRemoved(readLastStart(n.logPath)) {
+			c.Note("%s exited by itself after its removal (%v)", old, exitErr)
+		} else {
+			c.problem("%s exited after its removal (%v) but its log does not say it was removed; see %s", old, exitErr, n.logPath)
+		}
+	case <-time.After(removedExitTimeout):
+		c.problem("%s still ran %v after its removal was acknowledged (a removed member must stop by itself); killing it; see %s",
+			old, removedExitTimeout, n.logPath)
+		if err := c.Kill(i); err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	// The same host under a new identity: an empty data directory, a new
+	// id, and --join from now on (restarts too).
+	if err := os.RemoveAll(n.dataDir); err != nil {
+		return fmt.Errorf("replace %s: wiping its data directory: %w", old, err)
+	}
+	c.mu.Lock()
+	newID := c.nextID
+	c.nextID++
+	n.id, n.joined = newID, true
+	c.mu.Unlock()
+	now, peer := hostAndID(i, newID), c.hosts.PeerAddr(i)
+	c.Note("wiped %s; adding id %d as a learner at %s", n.dataDir, newID, peer)
+	if _, err := changeMembers(ctx, fmt.Sprintf("add learner id %d", newID), memberChangeTimeout,
+		func(ctx context.Context) error { _, err := c.status.MemberAddLearner(ctx, newID, peer); return err },
+		c.status.MemberList, func(ms client.Members) bool { return hasMember(ms, newID) }, c.Note); err != nil {
+		return err
+	}
+	c.Note("id %d added as a learner; starting %s with --join", newID, now)
+	if err := c.Start(ctx, i); err != nil {
+		return err
+	}
+	if err := c.WaitCaughtUp(ctx, i); err != nil {
+		return err
+	}
+	c.Note("%s caught up; promoting it", now)
+	refused, err := changeMembers(ctx, fmt.Sprintf("promote id %d", newID), memberChangeTimeout,
+		func(ctx context.Context) error { _, err := c.status.MemberPromote(ctx, newID); return err },
+		c.status.MemberList, func(ms client.Members) bool { return isVoter(ms, newID) }, c.Note)
+	if err != nil {
+		return err
+	}
+	// The promotion was applied where it was acknowledged; wait until the
+	// membership as a whole shows every host a voter again.
+	want := len(c.nodes)
+	deadline := time.Now().Add(memberChangeTimeout)
+	for {
+		lctx, cancel := context.WithTimeout(ctx, memberCallTimeout)
+		ms, err := c.status.MemberList(lctx)
+		cancel()
+		if err == nil && voters(ms) == want && len(ms.Members) == want && isVoter(ms, newID) {
+			c.Note("%s replaced by %s: members %s%s", old, now, describeMembers(ms), attempts(refused))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replace %s by %s: the membership is not %d voters within %v of the promotion (last seen: %s, %v)",
+				old, now, want, memberChangeTimeout, describeMembers(ms), err)
+		}
+		if err := hold(ctx, 4*pollInterval); err != nil {
+			return err
+		}
+	}
+}
+
+// changeMembers makes one membership change (call), retrying until done
+// says the membership shows it or timeout passes, and returns how many
+// attempts failed on the way (a learner not yet caught up is refused with
+// FailedPrecondition until it is). A failed call may still have taken
+// effect (a deadline, or the member lost, after the change was proposed)
+// and repeating it would be refused, so after each failure the membership
+// is looked at first. An input refused as invalid is not retried.
+// Each failure with a new message is noted (note may be nil).
+func changeMembers(ctx context.Context, what string, timeout time.Duration, call func(context.Context) error,
+	list func(context.Context) (client.Members, error), done func(client.Members) bool,
+	note func(format string, args ...any)) (failed int, err error) {
+	deadline := time.Now().Add(timeout)
+	lastNoted := ""
+	for {
+		cctx, cancel := context.WithTimeout(ctx, memberCallTimeout)
+		err := call(cctx)
+		cancel()
+		if err == nil {
+			return failed, nil
+		}
+		if ctx.Err() != nil {
+			return failed, ctx.Err()
+		}
+		failed++
+		if msg := err.Error(); msg != lastNoted && note != nil {
+			note("%s: attempt %d failed: %v", what, failed, err)
+			lastNoted = msg
+		}
+		if errors.Is(err, client.ErrInvalid) {
+			return failed, fmt.Errorf("%s: %w", what, err)
+		}
+		lctx, cancel := context.WithTimeout(ctx, memberCallTimeout)
+		ms, lerr := list(lctx)
+		cancel()
+		if lerr == nil && done(ms) {
+			return failed, nil
+		}
+		if time.Now().After(deadline) {
+			return failed, fmt.Errorf("%s: not done within %v (%d attempts; last error: %w)", what, timeout, failed, err)
+		}
+		if err := hold(ctx, 4*pollInterval); err != nil {
+			return failed, err
+		}
+	}
+}
+
+// attempts says how many promotion attempts failed, if any.
+func attempts(failed int) string {
+	if failed == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (the promotion failed %d times first)", failed)
+}
+
+func hasMember(ms client.Members, id uint64) bool {
+	return slices.ContainsFunc(ms.Members, func(m client.Member) bool { return m.ID == id })
+}
+
+func isVoter(ms client.Members, id uint64) bool {
+	return slices.ContainsFunc(ms.Members, func(m client.Member) bool { return m.ID == id && !m.Learner })
+}
+
+func voters(ms client.Members) int {
+	k := 0
+	for _, m := range ms.Members {
+		if !m.Learner {
+			k++
+		}
+	}
+	return k
+}
+
+// describeMembers lists the ids, learners marked: "1 3 100(learner)".
+func describeMembers(ms client.Members) string {
+	parts := make([]string, len(ms.Members))
+	for j, m := range ms.Members {
+		parts[j] = fmt.Sprint(m.ID)
+		if m.Learner {
+			parts[j] += "(learner)"
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// removedMessage is what keyvald's last words say when a configuration
+// change removed it (server.ErrRemoved).
+const removedMessage = "removed from the cluster"
+
+// exitedAsRemoved says whether a member's log, from its last start on,
+// shows it stopped because it was removed.
+func exitedAsRemoved(log string) bool { return strings.Contains(log, removedMessage) }
+
+// readLastStart returns a member's log from the last start marker on (""
+// if it cannot be read).
+func readLastStart(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if k := strings.LastIndex(s, startMarker); k >= 0 {
+		s = s[k:]
+	}
+	return s
 }
 
 // HealAll undoes every fault: wakes paused nodes, heals the network and
@@ -419,7 +709,7 @@ func describeStatus(st client.NodeStatus) string {
 	if st.Err != nil {
 		return fmt.Sprintf("%s: no answer (%v)", st.Endpoint, st.Err)
 	}
-	return fmt.Sprintf("n%d %s term %d commit %d applied %d last %d leader %d", st.ID, st.Role, st.Term, st.Commit, st.Applied, st.LastIndex, st.LeaderID)
+	return fmt.Sprintf("id %d %s term %d commit %d applied %d last %d leader %d", st.ID, st.Role, st.Term, st.Commit, st.Applied, st.LastIndex, st.LeaderID)
 }
 
 // StopAll shuts every member down cleanly (the end of a finished run).
@@ -486,7 +776,7 @@ func (c *cluster) watchLeaders(ctx context.Context, w *leaderWatch) {
 			}
 			w.elections++
 			w.lastTerm, w.lastID = sts[l].Term, sts[l].ID
-			c.events.note("leader: n%d in term %d", sts[l].ID, sts[l].Term)
+			c.events.note("leader: %s in term %d", hostAndID(l, sts[l].ID), sts[l].Term)
 		}
 		w.mu.Unlock()
 		select {

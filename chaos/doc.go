@@ -2,9 +2,10 @@
 // cluster (each member in its own network namespace when it can), runs
 // concurrent clients against it through the Go client while a seeded
 // schedule of faults — kill -9, SIGSTOP pauses, network partitions, rolling
-// restarts — hits the members, then judges what the clients saw: the whole
-// history with Porcupine (via the linearizability package), and every
-// acknowledged write against the cluster's final state.
+// restarts, members replaced by new ones — hits the members, then judges
+// what the clients saw: the whole history with Porcupine (via the
+// linearizability package), and every acknowledged write against the
+// cluster's final state.
 //
 // The parts, one job each:
 //
@@ -12,7 +13,8 @@
 //   - hosts.go, netns.go: where members run and how the network between
 //     them is cut (network namespaces on a bridge, or plain loopback);
 //   - leftovers.go: the run lock, and removing what a crashed run left;
-//   - cluster.go: the keyvald processes (start, kill, pause, readiness);
+//   - cluster.go: the keyvald processes (start, kill, pause, readiness) and
+//     membership (replacing a member through the client's member calls);
 //   - events.go: the timeline on the run clock;
 //   - workers.go: the clients and what they record;
 //   - judge.go: the verdicts (pure);

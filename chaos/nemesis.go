@@ -10,7 +10,9 @@ import (
 )
 
 // Env is what a nemesis acts on: the running cluster. Nodes are indexes
-// 0..Size()-1 (node i has Raft id i+1).
+// 0..Size()-1: hosts, each with its own addresses. Node i starts with Raft
+// id i+1; Replace gives it a new one, and every method follows the node's
+// current id.
 type Env interface {
 	Size() int
 	// Leader returns the node that leads now, waiting a few seconds for
@@ -35,6 +37,12 @@ type Env interface {
 	Cut(from, to int) error
 	// HealNetwork removes every cut.
 	HealNetwork() error
+	// Replace swaps node i's member for a new one on the same host: its
+	// Raft id is removed (the process must exit by itself), its data wiped,
+	// a new id added as a learner at the same address, started with --join,
+	// caught up and promoted. It returns when the cluster has as many
+	// voters as before.
+	Replace(ctx context.Context, i int) error
 	// Note records an event for the log and the report.
 	Note(format string, args ...any)
 }
@@ -58,6 +66,9 @@ func (f Fault) String() string {
 		// The leader is only known when the fault starts.
 		who = strings.Join(append([]string{"leader"}, strings.Split(nodeNames(f.Nodes[1:]), ",")...), ",")
 		who = strings.TrimSuffix(who, ",")
+	}
+	if f.Hold == 0 {
+		return fmt.Sprintf("%s/%s %s", f.Kind, f.Variant, who)
 	}
 	return fmt.Sprintf("%s/%s %s hold %v", f.Kind, f.Variant, who, f.Hold.Round(time.Millisecond))
 }
@@ -93,8 +104,6 @@ type Nemesis struct {
 }
 
 // Nemeses lists every kind of fault, in the order --nemeses=all names them.
-// Membership changes (kvctl member add-learner/promote/remove) will be one
-// more entry here.
 var Nemeses = []Nemesis{
 	{
 		Name: "kill",
@@ -117,6 +126,15 @@ var Nemeses = []Nemesis{
 		Plan:   planRollingRestart,
 		Takes:  func(f Fault, n int) time.Duration { return time.Duration(n) * (2*time.Second + f.Hold) },
 		Inject: injectRollingRestart,
+	},
+	{
+		Name: "membership",
+		Doc:  "replace the leader or another node by a new member on the same host: remove its id (it must exit by itself), wipe its data, add a new id as a learner, start it with --join, promote it once caught up",
+		Plan: planMembership,
+		// Removal, the removed member's exit (a second after the removal),
+		// the join and the catch-up.
+		Takes:  func(Fault, int) time.Duration { return 5 * time.Second },
+		Inject: injectMembership,
 	},
 }
 
@@ -483,6 +501,29 @@ func injectRollingRestart(ctx context.Context, env Env, f Fault) error {
 		}
 	}
 	return nil
+}
+
+// Membership variants: which member is replaced.
+const (
+	memberLeader = "leader" // whoever leads when the fault starts
+	memberNode   = "node"   // the planned node, leader or not
+)
+
+func planMembership(rng *rand.Rand, n int) Fault {
+	f := Fault{Kind: "membership", Variant: memberNode, Nodes: someNodes(rng, n, 1)}
+	if rng.IntN(2) == 0 {
+		f.Variant, f.Leader = memberLeader, true
+	}
+	return f
+}
+
+func injectMembership(ctx context.Context, env Env, f Fault) error {
+	if env.Size() < 2 {
+		// Removing the only voter would leave no cluster to add to.
+		env.Note("membership: a one-node cluster cannot replace its only member; skipped")
+		return nil
+	}
+	return env.Replace(ctx, resolve(ctx, env, f)[0])
 }
 
 // resolve returns the fault's nodes with the current leader first when the

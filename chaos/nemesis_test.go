@@ -3,6 +3,8 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -40,13 +42,18 @@ func TestSchedulePinned(t *testing.T) {
 	steps, err := PlanSchedule(ScheduleConfig{Seed: 1, Nodes: 3, Duration: time.Minute, Kinds: allKinds(t)})
 	require.NoError(t, err)
 	var got []string
-	for _, s := range steps[:3] {
+	for _, s := range steps {
 		got = append(got, fmt.Sprintf("%v %v", s.At, s.Fault))
 	}
+	// (Adding the membership nemesis changed every schedule drawn from all.)
 	require.Equal(t, []string{
-		"3s rolling-restart/graceful n3,n1,n2 hold 604ms",
-		"13.767s kill/node n2 hold 2.443s",
-		"17.541s rolling-restart/crash n3,n2,n1 hold 385ms",
+		"3s partition/split n1 hold 5.036s",
+		"10.688s partition/isolate leader hold 6.031s",
+		"18.615s pause/node n2 hold 2.878s",
+		"24.412s rolling-restart/graceful n1,n2,n3 hold 848ms",
+		"34.804s rolling-restart/graceful n1,n2,n3 hold 170ms",
+		"43.261s pause/leader-cut-off leader hold 3.172s",
+		"48.701s membership/node n1",
 	}, got)
 }
 
@@ -65,7 +72,7 @@ func TestEveryKindIsScheduled(t *testing.T) {
 		}
 		for _, v := range []string{"kill/leader", "kill/node", "kill/majority", "pause/leader", "pause/node", "pause/leader-cut-off",
 			"partition/isolate", "partition/split", "partition/one-way-out", "partition/one-way-in", "partition/bridge",
-			"rolling-restart/graceful", "rolling-restart/crash"} {
+			"rolling-restart/graceful", "rolling-restart/crash", "membership/leader", "membership/node"} {
 			require.True(t, variants[v], "%d nodes: %s never scheduled in 30 minutes", n, v)
 		}
 	}
@@ -212,6 +219,7 @@ func (e *fakeEnv) Resume(i int) error                      { return e.record("re
 func (e *fakeEnv) CanPartition() bool                      { return true }
 func (e *fakeEnv) Cut(from, to int) error                  { return e.record("cut n%d->n%d", from+1, to+1) }
 func (e *fakeEnv) HealNetwork() error                      { return e.record("heal") }
+func (e *fakeEnv) Replace(_ context.Context, i int) error  { return e.record("replace n%d", i+1) }
 func (e *fakeEnv) Note(string, ...any)                     {}
 
 func inject(t *testing.T, env *fakeEnv, f Fault) []string {
@@ -277,4 +285,40 @@ func TestInjectStopsWhenCancelled(t *testing.T) {
 	err := kind.Inject(ctx, env, Fault{Kind: "pause", Variant: "node", Nodes: []int{1}, Hold: time.Hour})
 	require.ErrorIs(t, err, context.Canceled)
 	require.Equal(t, []string{"pause n2"}, env.calls, "the run heals what a cancelled fault left")
+}
+
+func TestInjectMembership(t *testing.T) {
+	// The leader variant replaces whoever leads when the fault starts.
+	env := &fakeEnv{n: 3, leader: 2}
+	require.Equal(t, []string{"replace n3"},
+		inject(t, env, Fault{Kind: "membership", Variant: memberLeader, Nodes: []int{0}, Leader: true}))
+	// No leader to be found: the planned node.
+	env = &fakeEnv{n: 3, leader: -1}
+	require.Equal(t, []string{"replace n1"},
+		inject(t, env, Fault{Kind: "membership", Variant: memberLeader, Nodes: []int{0}, Leader: true}))
+	// The node variant replaces the planned node, leader or not.
+	env = &fakeEnv{n: 5, leader: 1}
+	require.Equal(t, []string{"replace n2"},
+		inject(t, env, Fault{Kind: "membership", Variant: memberNode, Nodes: []int{1}}))
+	// A one-node cluster has nobody to keep the data while its only
+	// member is replaced: nothing is done.
+	env = &fakeEnv{n: 1, leader: 0}
+	require.Empty(t, inject(t, env, Fault{Kind: "membership", Variant: memberNode, Nodes: []int{0}}))
+}
+
+func TestPlanMembership(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		n := rapid.IntRange(1, MaxNetnsNodes).Draw(t, "nodes")
+		seed := rapid.Uint64().Draw(t, "seed")
+		f := planMembership(rand.New(rand.NewPCG(seed, 1)), n)
+		if f.Kind != "membership" || len(f.Nodes) != 1 || f.Nodes[0] < 0 || f.Nodes[0] >= n {
+			t.Fatalf("bad fault %+v for %d nodes", f, n)
+		}
+		if (f.Variant == memberLeader) != f.Leader || (f.Variant != memberLeader && f.Variant != memberNode) {
+			t.Fatalf("variant %q with Leader %v", f.Variant, f.Leader)
+		}
+		if again := planMembership(rand.New(rand.NewPCG(seed, 1)), n); !reflect.DeepEqual(f, again) {
+			t.Fatalf("the same seed planned %v, then %v", f, again)
+		}
+	})
 }

@@ -60,7 +60,7 @@ func TestReportVerdicts(t *testing.T) {
 	}}
 	rep := &Report{Seed: 9, Nodes: 3, Duration: time.Minute, Verdict: lin.Linearizable.String(),
 		Faults: map[string]int{"kill": 2}, FaultVariants: map[string]int{"kill/leader": 1, "kill/node": 1},
-		Logs: []string{"/x/logs/n1.log"}, Visualization: "/x/history.html"}
+		Logs: []string{"/x/logs/n1.log"}, Visualization: "/x/history.html", NodeIDs: []uint64{1, 100, 3}}
 	rep.countOps(h)
 	require.Equal(t, OpCounts{OK: 2, Failed: 1, Unknown: 1}, rep.Ops)
 	require.Equal(t, OpCounts{OK: 1, Unknown: 1}, rep.OpsByKind["put"])
@@ -71,7 +71,7 @@ func TestReportVerdicts(t *testing.T) {
 	rep.Text(&b)
 	for _, want := range []string{"== kvchaos: PASS ==", "operations: 2 ok, 1 failed, 1 unknown",
 		"kill               2  (leader 1, node 1)", "linearizable: yes", "lost acknowledged writes: 0",
-		"visualization: /x/history.html", "node logs: /x/logs/n1.log"} {
+		"visualization: /x/history.html", "node logs: /x/logs/n1.log", "raft ids at the end: n1=1 n2=100 n3=3"} {
 		require.Contains(t, b.String(), want)
 	}
 

@@ -54,6 +54,10 @@ type Report struct {
 	Faults        map[string]int `json:"faults"`
 	FaultVariants map[string]int `json:"fault_variants"`
 
+	// NodeIDs is each node's Raft id at the end, by index (i+1 unless the
+	// membership nemesis replaced it).
+	NodeIDs []uint64 `json:"node_ids"`
+
 	LeaderElections int    `json:"leader_elections"`
 	LeaderChanges   int    `json:"leader_changes"`
 	FinalTerm       uint64 `json:"final_term"`
@@ -135,6 +139,13 @@ func (r *Report) Text(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "leader changes: %d (%d elections observed, final term %d)\n", r.LeaderChanges, r.LeaderElections, r.FinalTerm)
+	if len(r.NodeIDs) > 0 {
+		ids := make([]string, len(r.NodeIDs))
+		for i, id := range r.NodeIDs {
+			ids[i] = fmt.Sprintf("%s=%d", nodeName(i), id)
+		}
+		fmt.Fprintf(w, "raft ids at the end: %s\n", strings.Join(ids, " "))
+	}
 	if r.Interrupted || r.Verdict == notChecked {
 		fmt.Fprintln(w, "linearizable: not checked (the run was cut short); lost writes: not checked")
 	} else {

@@ -235,6 +235,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	r.work = &workload{rec: lin.NewRecorder(), clock: events.since, keys: cfg.Keys, think: cfg.Think}
 
 	err = r.run(runCtx, kinds, spawn)
+	rep.NodeIDs = cl.IDs()
 	panicMu.Lock()
 	rep.Problems = append(rep.Problems, panics...)
 	panicMu.Unlock()

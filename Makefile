@@ -128,7 +128,7 @@ sim:
 	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis)
 
 sim-swarm:
-	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s
+	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership)
 
 # Regenerate protobuf code (committed, so a build needs only Go).
 proto:

@@ -26,6 +26,9 @@ type request struct {
 	read   bool
 	key    string
 	cmd    []byte
+	// onDone, if set, takes the answer instead of a client (a membership
+	// change the nemesis proposed).
+	onDone func(replica.Outcome)
 }
 
 // reply is a node's answer to one attempt.
@@ -75,7 +78,7 @@ type clientOp struct {
 }
 
 func (w *world) newClient(id int, rng *rand.Rand) *client {
-	return &client{w: w, id: id, rng: rng, target: core.NodeID(1 + rng.IntN(len(w.nodes))), versions: map[string]uint64{}}
+	return &client{w: w, id: id, rng: rng, target: w.randomMember(rng), versions: map[string]uint64{}}
 }
 
 func (c *client) start() {
@@ -150,7 +153,10 @@ func (c *client) attempt() {
 	id := w.nextRequest
 	c.attemptID, c.attemptDone = id, false
 	rq := &request{id: id, client: c, read: op.isRead, key: op.in.Key, cmd: op.cmd}
-	target := w.nodes[c.target-1]
+	target := w.node(c.target)
+	if target == nil {
+		target = w.node(w.randomMember(c.rng))
+	}
 	if !w.net.lose() {
 		w.clock.after(w.net.delay(), func() { target.handle(rq) })
 	}
@@ -171,7 +177,7 @@ func (c *client) retry(hint core.NodeID) {
 	if hint != core.None { // none: try another node at random
 		c.target = hint
 	} else {
-		c.target = core.NodeID(1 + c.rng.IntN(len(c.w.nodes)))
+		c.target = c.w.randomMember(c.rng)
 	}
 	if op.attempts >= maxAttempts && !op.register {
 		c.giveUp()

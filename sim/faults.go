@@ -67,6 +67,47 @@ type Faults struct {
 	// its peers until up to 200 ms after it resumes (the stale-read trap:
 	// its clock stood still, so it still believes in its leadership).
 	PauseIsolate float64
+
+	// Membership turns on the membership nemesis (sim/membership.go): every
+	// MemberEvery µs on average it asks the leader to add a fresh node as a
+	// learner, promote a learner, remove a learner or a voter (the leader
+	// too), or replace a voter by a fresh node with an empty disk.
+	// MaxLearnerLag is how far behind a learner may be and still be
+	// promoted (0: core's default), small values make the leader refuse
+	// promotions it would otherwise accept.
+	Membership    bool
+	MemberEvery   int64
+	MaxLearnerLag uint64
+	// ChangeIsolate is the chance that a leader is cut off from some or
+	// all of its peers the moment it accepts a membership change, so the
+	// change stays in its log alone while the others elect a new leader;
+	// NewLeaderChange the chance that the nemesis asks a newly elected
+	// leader for a change at once (before it has committed in its term).
+	// Together they set up the known trap of single-server changes: a
+	// deposed leader's uncommitted change coming back after a newer one
+	// committed.
+	ChangeIsolate   float64
+	NewLeaderChange float64
+}
+
+// chooseMembership draws the membership knobs, from their own stream (split
+// off after every other), so seeds without membership changes keep the
+// rest of their run exactly.
+func chooseMembership(rng *rand.Rand, f *Faults) {
+	if rng.IntN(2) != 0 {
+		return
+	}
+	f.Membership = true
+	f.MemberEvery = 100_000 + rng.Int64N(900_000)
+	if rng.IntN(2) == 0 {
+		f.MaxLearnerLag = 1 + uint64(rng.IntN(64))
+	}
+	if rng.IntN(2) == 0 {
+		f.ChangeIsolate = 0.1 + 0.4*rng.Float64()
+	}
+	if rng.IntN(2) == 0 {
+		f.NewLeaderChange = 0.2 + 0.6*rng.Float64()
+	}
 }
 
 // chooseExtras draws the knobs added after the first fault model, from
@@ -174,6 +215,10 @@ func (f Faults) String() string {
 	add(f.LeaderChurn > 0, "churn=%.0f%%", f.LeaderChurn*100)
 	add(f.CommitIsolate > 0, "commit-isolate=%.1f%%", f.CommitIsolate*100)
 	add(f.PauseIsolate > 0, "pause-isolate=%.0f%%", f.PauseIsolate*100)
+	add(f.Membership, "membership/%dms", f.MemberEvery/1000)
+	add(f.MaxLearnerLag > 0, "learner-lag≤%d", f.MaxLearnerLag)
+	add(f.ChangeIsolate > 0, "change-isolate=%.0f%%", f.ChangeIsolate*100)
+	add(f.NewLeaderChange > 0, "new-leader-change=%.0f%%", f.NewLeaderChange*100)
 	return strings.Join(on, " ")
 }
 

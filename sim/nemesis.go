@@ -33,7 +33,8 @@ func (w *world) startNemesis(until int64) {
 	}
 	if f.Crashes {
 		every(f.CrashEvery, func() {
-			n := w.nodes[rng.IntN(len(w.nodes))]
+			active := w.active()
+			n := active[rng.IntN(len(active))]
 			if n.state != nodeUp {
 				return
 			}
@@ -93,7 +94,8 @@ func (w *world) pickPauseTarget() *node {
 			return lead
 		}
 	}
-	return w.nodes[w.nemesisRng.IntN(len(w.nodes))]
+	active := w.active()
+	return active[w.nemesisRng.IntN(len(active))]
 }
 
 func (n *node) resume() {
@@ -117,13 +119,15 @@ func (w *world) leader() *node {
 	return best
 }
 
-// partition installs one randomly chosen kind of partition and heals it
-// later.
+// partition installs one randomly chosen kind of partition among the
+// members (nodes outside the membership stay connected) and heals it later.
 func (w *world) partition() {
 	rng := w.nemesisRng
-	size := len(w.nodes)
+	ids := w.members()
+	size := len(ids)
 	w.net.heal()
-	cutBoth := func(a, b int) { w.net.cut[a][b], w.net.cut[b][a] = true, true }
+	cut := func(a, b int) { w.net.cutLink(ids[a], ids[b], true) }
+	cutBoth := func(a, b int) { cut(a, b); cut(b, a) }
 	var kind string
 	switch rng.IntN(5) {
 	case 0: // a random split into two sides
@@ -135,7 +139,7 @@ func (w *world) partition() {
 		for a := range size {
 			for b := range size {
 				if side[a] != side[b] {
-					w.net.cut[a][b] = true
+					cut(a, b)
 				}
 			}
 		}
@@ -143,7 +147,7 @@ func (w *world) partition() {
 		kind = "one-way"
 		a, b := rng.IntN(size), rng.IntN(size)
 		if a != b {
-			w.net.cut[a][b] = true
+			cut(a, b)
 		}
 	case 2: // a minority cut off from the majority
 		kind = "minority"
@@ -157,9 +161,10 @@ func (w *world) partition() {
 	case 3: // the leader alone
 		kind = "leader-isolated"
 		if lead := w.leader(); lead != nil {
-			for b := range size {
-				if b != int(lead.id-1) {
-					cutBoth(int(lead.id-1), b)
+			for _, b := range ids {
+				if b != lead.id {
+					w.net.cutLink(lead.id, b, true)
+					w.net.cutLink(b, lead.id, true)
 				}
 			}
 		}
@@ -181,7 +186,8 @@ func (w *world) partition() {
 			w.clock.after(int64(size+k)*step+w.faults.PartitionFor/2, func() {
 				for b := range size {
 					if b != a {
-						w.net.cut[a][b], w.net.cut[b][a] = false, false
+						w.net.cutLink(ids[a], ids[b], false)
+						w.net.cutLink(ids[b], ids[a], false)
 					}
 				}
 			})
@@ -200,11 +206,11 @@ func (w *world) isolate(n *node, why string) {
 
 // isolateFor cuts n off from every peer for d µs.
 func (w *world) isolateFor(n *node, d int64, why string) {
-	i := int(n.id - 1)
 	set := func(cut bool) {
-		for b := range w.nodes {
-			if b != i {
-				w.net.cut[i][b], w.net.cut[b][i] = cut, cut
+		for _, b := range w.nodes {
+			if b != n {
+				w.net.cutLink(n.id, b.id, cut)
+				w.net.cutLink(b.id, n.id, cut)
 			}
 		}
 	}

@@ -17,11 +17,21 @@ type network struct {
 
 func newNetwork(w *world, rng *rand.Rand, size int) *network {
 	nw := &network{w: w, rng: rng}
-	nw.heal()
-	for range size {
+	nw.grow(size)
+	return nw
+}
+
+// grow makes room for nodes up to id size (a node joining the cluster),
+// connected to everyone.
+func (nw *network) grow(size int) {
+	for i := range nw.cut {
+		for len(nw.cut[i]) < size {
+			nw.cut[i] = append(nw.cut[i], false)
+		}
+	}
+	for len(nw.cut) < size {
 		nw.cut = append(nw.cut, make([]bool, size))
 	}
-	return nw
 }
 
 func (nw *network) heal() {
@@ -31,7 +41,15 @@ func (nw *network) heal() {
 }
 
 func (nw *network) connected(from, to core.NodeID) bool {
+	if int(from) > len(nw.cut) || int(to) > len(nw.cut) {
+		return false
+	}
 	return !nw.cut[from-1][to-1]
+}
+
+// cutLink blocks (or unblocks) messages from → to.
+func (nw *network) cutLink(from, to core.NodeID, cut bool) {
+	nw.cut[from-1][to-1] = cut
 }
 
 // delay draws one message's transit time.
@@ -69,8 +87,12 @@ func (nw *network) send(departAt int64, m core.Message) {
 			if !nw.connected(m.From, m.To) {
 				return
 			}
+			to := nw.w.node(m.To)
+			if to == nil {
+				return // an id the simulator never started
+			}
 			nw.w.hashMsg(m)
-			nw.w.nodes[m.To-1].deliver(m)
+			to.deliver(m)
 		})
 	}
 }

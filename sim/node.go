@@ -22,6 +22,9 @@ const (
 	nodeUp nodeState = iota
 	nodeDown
 	nodeHalted
+	// nodeRemoved: the node applied its own removal from the cluster and
+	// stopped for good, as the server does.
+	nodeRemoved
 )
 
 // node is one simulated KeyVal process: the real replica (core, WAL,
@@ -55,6 +58,14 @@ type node struct {
 	// cleanCrash: the node died between Processes, with nothing written
 	// and not synced, so its whole synced log must come back.
 	cleanCrash bool
+	// join: the node was started empty after the cluster was bootstrapped,
+	// to be added by a membership change (core.Config.Join); it restarts
+	// that way too, from its own disk.
+	join bool
+	// removedAt is the entry of the node's own removal once it has applied
+	// it; leaving is set once its stop is arranged.
+	removedAt uint64
+	leaving   bool
 }
 
 type durableState struct {
@@ -124,17 +135,22 @@ func (n *node) alive() bool { return n.state == nodeUp && !n.paused }
 func (n *node) start() {
 	w := n.w
 	store := kvstore.NewMemory(kvstore.Options{})
+	peers := w.ids
+	if n.join {
+		peers = nil
+	}
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
-			ID: n.id, Peers: w.ids, ElectionTick: electionTicks, HeartbeatTick: 1,
+			ID: n.id, Peers: peers, Join: n.join, ElectionTick: electionTicks, HeartbeatTick: 1,
 			Seed: w.seed ^ uint64(n.id)<<32 ^ uint64(n.restarts), MaxMsgBytes: cmp.Or(w.faults.MaxMsgBytes, 64<<10),
-			MaxInflightMsgs: w.faults.MaxInflightMsgs,
+			MaxInflightMsgs: w.faults.MaxInflightMsgs, MaxLearnerLag: w.faults.MaxLearnerLag,
 		},
 		FS: n.fs, Dir: "/node", Store: recordingStore{Store: store, w: w},
 		SnapshotEvery: w.snapshotEvery, KeepSnapshots: 2,
-		WAL:  disk.Options{SegmentSize: 64 << 10},
-		Send: n.send,
-		Done: n.done,
+		WAL:         disk.Options{SegmentSize: 64 << 10},
+		Send:        n.send,
+		Done:        n.done,
+		ConfChanged: n.confChanged,
 	})
 	n.fs.TakeElapsed()
 	if err == nil {
@@ -263,6 +279,9 @@ func (n *node) process() {
 		w.check(w.checker.Observe(n.rep.Node()))
 		n.durable = durableOf(n.rep.Node())
 		n.checkState()
+		if n.removedAt > 0 && !n.leaving {
+			n.arrangeLeave()
+		}
 	}
 	if n.state == nodeUp && n.rep.Node().HasReady() {
 		n.schedule()
@@ -320,7 +339,7 @@ func (n *node) sendSnapshot(m core.Message) {
 		data, err = io.ReadAll(s)
 		s.Close()
 	}
-	to := n.w.nodes[m.To-1]
+	to := n.w.node(m.To)
 	epoch := n.epoch
 	report := func(ok bool) {
 		if n.epoch == epoch && n.state == nodeUp {
@@ -336,7 +355,7 @@ func (n *node) sendSnapshot(m core.Message) {
 	}
 	delay := n.w.net.delay() + int64(len(data)/100) // ~100 MB/s
 	n.w.clock.after(n.sendDelay+delay, func() {
-		if !n.w.net.connected(m.From, m.To) || !to.alive() {
+		if to == nil || !n.w.net.connected(m.From, m.To) || !to.alive() {
 			report(false)
 			return
 		}
@@ -368,6 +387,9 @@ func (n *node) deliver(m core.Message) {
 	if wasLeader && f.CommitIsolate > 0 {
 		commit = nd.HardState().Commit
 	}
+	if wasLeader && n.w.mem.removed[m.From] {
+		nd.InformRemoved(m.From)
+	}
 	if err := n.rep.Step(m); err != nil {
 		n.w.fail(fmt.Errorf("node %d refused %v: %w", n.id, m, err))
 		return
@@ -391,6 +413,10 @@ func (n *node) done(id uint64, out replica.Outcome) {
 		return
 	}
 	delete(n.requests, id)
+	if rq.onDone != nil {
+		rq.onDone(out)
+		return
+	}
 	n.answer(rq, out)
 }
 

@@ -12,6 +12,7 @@ import (
 	"hash"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,11 +41,15 @@ type Options struct {
 
 // Result is what a run did and found.
 type Result struct {
-	Seed          uint64
-	Nodes         int
-	Clients       int
-	Faults        Faults
-	Counts        FaultCounts
+	Seed    uint64
+	Nodes   int
+	Clients int
+	Faults  Faults
+	Counts  FaultCounts
+	// Joined is how many fresh nodes the membership nemesis started, and
+	// Membership what it did (see sim/membership.go).
+	Joined        int
+	Membership    MemberCounts
 	OpsOK         int
 	OpsFailed     int
 	OpsUnknown    int
@@ -73,9 +78,12 @@ func (r Result) String() string {
 		verdict = "FAIL: " + r.Err.Error()
 	}
 	fmt.Fprintf(&b, "seed:          %d\n", r.Seed)
-	fmt.Fprintf(&b, "cluster:       %d nodes, %d clients\n", r.Nodes, r.Clients)
+	fmt.Fprintf(&b, "cluster:       %d nodes (+%d joined), %d clients\n", r.Nodes, r.Joined, r.Clients)
 	fmt.Fprintf(&b, "faults on:     %s\n", r.Faults)
 	fmt.Fprintf(&b, "faults fired:  %s\n", r.Counts)
+	if r.Faults.Membership {
+		fmt.Fprintf(&b, "membership:    %s\n", r.Membership)
+	}
 	fmt.Fprintf(&b, "operations:    ok=%d failed=%d unknown=%d\n", r.OpsOK, r.OpsFailed, r.OpsUnknown)
 	fmt.Fprintf(&b, "elections:     %d\n", r.Elections)
 	fmt.Fprintf(&b, "snapshots:     %d sent to followers\n", r.SnapshotsSent)
@@ -88,18 +96,23 @@ func (r Result) String() string {
 
 // world is one simulated cluster and everything around it.
 type world struct {
-	seed    uint64
-	clock   clock
-	faults  Faults
-	counts  FaultCounts
-	ids     []core.NodeID
-	nodes   []*node
-	net     *network
-	clients []*client
-	checker *core.Checker
-	rec     *lin.Recorder
-	digests map[uint64]uint64
-	applied map[sessionSeq]appliedWrite
+	seed   uint64
+	clock  clock
+	faults Faults
+	counts FaultCounts
+	ids    []core.NodeID // the bootstrap members
+	nodes  []*node       // every node ever started, nodes[id-1]
+	// conf is the latest committed membership any node has applied, at
+	// entry confIndex.
+	conf      core.ConfState
+	confIndex uint64
+	mem       *membership
+	net       *network
+	clients   []*client
+	checker   *core.Checker
+	rec       *lin.Recorder
+	digests   map[uint64]uint64
+	applied   map[sessionSeq]appliedWrite
 	// unresolved are writes whose clients gave up without an answer.
 	unresolved    []*clientOp
 	keys          int
@@ -127,6 +140,8 @@ func Run(opts Options) Result {
 	w, res := newWorld(opts)
 	w.run(opts)
 	res.Counts = w.counts
+	res.Joined = len(w.nodes) - len(w.ids)
+	res.Membership = w.mem.counts
 	for _, n := range w.nodes {
 		c := n.fs.Injected()
 		res.Counts.TornWrites += c.TornWrites
@@ -150,6 +165,13 @@ func Run(opts Options) Result {
 	}
 	res.Log = w.log
 	return res
+}
+
+// FaultModel is the fault model opts's seed chooses, without running it
+// (to pick seeds with a given kind of fault).
+func FaultModel(opts Options) Faults {
+	_, res := newWorld(opts)
+	return res.Faults
 }
 
 func newWorld(opts Options) (*world, Result) {
@@ -189,6 +211,12 @@ func newWorld(opts Options) (*world, Result) {
 	if opts.Faults == nil {
 		chooseExtras(w.extraRng, &w.faults)
 	}
+	// And the membership stream after that, for the same reason.
+	w.mem = newMembership(split())
+	if opts.Faults == nil {
+		chooseMembership(w.mem.rng, &w.faults)
+	}
+	w.conf = core.ConfState{Voters: w.ids}
 	for i := range nclients {
 		w.clients = append(w.clients, w.newClient(i+1, rand.New(rand.NewPCG(clientRng.Uint64(), clientRng.Uint64()))))
 	}
@@ -208,6 +236,9 @@ func (w *world) run(opts Options) {
 	}
 	w.faultsUntil = duration
 	w.startNemesis(duration)
+	if w.faults.Membership {
+		w.startMembership(duration)
+	}
 	w.clock.after(0, w.watchLeader)
 	for w.err == nil && w.clock.step(duration) {
 	}
@@ -229,6 +260,7 @@ func (w *world) watchLeader() {
 			w.elections++
 			w.lastLeader, w.lastTerm = n.id, term
 			w.logf("node %d leads term %d", n.id, term)
+			w.newLeader()
 		}
 	}
 	if w.err == nil {
@@ -246,6 +278,9 @@ func (w *world) healAll() {
 		n.fs.Faults.BitFlipProb, n.fs.Faults.MisdirectProb, n.fs.Faults.ReadErrorProb = 0, 0, 0
 		n.fs.Faults.CapacityBytes = 0
 		n.fs.Intercept = nil // a power cut armed during the faults stays unfired
+		if n.state == nodeRemoved {
+			continue
+		}
 		if n.paused {
 			n.resume()
 		}
@@ -276,7 +311,7 @@ func (w *world) checkLiveness(start int64) {
 		w.fail(fmt.Errorf("no convergence: no progress within %v after faults healed", time.Duration(bound)*time.Microsecond))
 		return
 	}
-	// Let clients finish, then wait for every live node to apply the same.
+	// Let clients finish, then wait for every live member to apply the same.
 	for _, c := range w.clients {
 		c.stopped = true
 	}
@@ -286,7 +321,7 @@ func (w *world) checkLiveness(start int64) {
 		}
 	}
 	if w.err == nil && !w.converged() {
-		w.fail(fmt.Errorf("no convergence: live nodes did not reach the same state within %v", time.Duration(bound)*time.Microsecond))
+		w.fail(fmt.Errorf("no convergence: live members %v did not reach the same state within %v", w.members(), time.Duration(bound)*time.Microsecond))
 	}
 	for _, c := range w.clients {
 		if c.op != nil && !c.op.register {
@@ -321,11 +356,16 @@ func (w *world) resolveUnknown() {
 	w.unresolved = nil
 }
 
+// converged reports whether every member of the latest committed
+// configuration that has not halted is up and has applied the same entries
+// to the same state. Nodes outside it (removed, or started but never added)
+// are not waited for.
 func (w *world) converged() bool {
 	var applied uint64
 	var digest uint64
 	first := true
-	for _, n := range w.nodes {
+	for _, id := range w.members() {
+		n := w.node(id)
 		if n.state == nodeHalted {
 			continue
 		}
@@ -344,6 +384,39 @@ func (w *world) converged() bool {
 		}
 	}
 	return true
+}
+
+// node is the node with id, or nil if the simulator never started one.
+func (w *world) node(id core.NodeID) *node {
+	if id == core.None || int(id) > len(w.nodes) {
+		return nil
+	}
+	return w.nodes[id-1]
+}
+
+// members are the voters and learners of the latest committed
+// configuration, in id order.
+func (w *world) members() []core.NodeID {
+	return slices.Sorted(slices.Values(append(slices.Clone(w.conf.Voters), w.conf.Learners...)))
+}
+
+// randomMember is where a client sends a request when it knows no leader.
+func (w *world) randomMember(rng *rand.Rand) core.NodeID {
+	ids := w.members()
+	return ids[rng.IntN(len(ids))]
+}
+
+// active are the nodes that have not stopped for good after their removal
+// (halted and crashed nodes included), in id order: what process faults
+// pick from.
+func (w *world) active() []*node {
+	out := make([]*node, 0, len(w.nodes))
+	for _, n := range w.nodes {
+		if n.state != nodeRemoved {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // stateDigest hashes the whole key-value state (the simulator's key space

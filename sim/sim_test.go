@@ -103,10 +103,58 @@ func TestRandomSeeds(t *testing.T) {
 	runSeeds(t, seeds)
 }
 
+// TestMembershipSeeds runs fresh seeds whose fault model changes the
+// membership (the swarm turns it on for about half of all seeds): the first
+// KEYVAL_SIM_MEMBERSHIP_SEEDS such seeds (default 200; 10 with -short) from
+// KEYVAL_SIM_BASE (default: from the clock, printed). Each must pass, and
+// together they must have done what the membership nemesis is for: changes
+// committed in nearly every seed, leaders removed, nodes replaced.
+func TestMembershipSeeds(t *testing.T) {
+	n := 200
+	if testing.Short() {
+		n = 10
+	}
+	if v := os.Getenv("KEYVAL_SIM_MEMBERSHIP_SEEDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("KEYVAL_SIM_MEMBERSHIP_SEEDS: %v", err)
+		}
+	}
+	base := uint64(time.Now().UnixNano()) % 1_000_000_000 * 1000
+	if v := os.Getenv("KEYVAL_SIM_BASE"); v != "" {
+		var err error
+		if base, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("KEYVAL_SIM_BASE: %v", err)
+		}
+	}
+	var seeds []uint64
+	for s := base; len(seeds) < n; s++ {
+		if FaultModel(Options{Seed: s}).Membership {
+			seeds = append(seeds, s)
+		}
+	}
+	t.Logf("%d seeds with membership changes in %d..%d", n, seeds[0], seeds[len(seeds)-1])
+	sum := runSeeds(t, seeds)
+	t.Logf("membership changes in %d of %d seeds: %s", sum.withChanges, n, sum.members)
+	if sum.withChanges < n*9/10 {
+		t.Errorf("only %d of %d seeds committed a membership change", sum.withChanges, n)
+	}
+	if n >= 100 && (sum.members.LeaderRemovals == 0 || sum.members.Replacements == 0 || sum.members.Stopped == 0) {
+		t.Errorf("the membership nemesis never removed a leader, replaced a node or stopped a removed one: %s", sum.members)
+	}
+}
+
+// swarmSummary adds up what the membership nemesis did over many seeds.
+type swarmSummary struct {
+	members     MemberCounts
+	withChanges int // seeds with at least one committed change
+}
+
 // runSeeds runs seeds on every core and reports each failure with the
 // command that replays it.
-func runSeeds(t *testing.T, seeds []uint64) {
+func runSeeds(t *testing.T, seeds []uint64) swarmSummary {
 	t.Helper()
+	var sum swarmSummary
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	next := make(chan uint64)
@@ -116,11 +164,15 @@ func runSeeds(t *testing.T, seeds []uint64) {
 			defer wg.Done()
 			for s := range next {
 				res := Run(Options{Seed: s})
+				mu.Lock()
 				if !res.Passed() {
-					mu.Lock()
 					t.Errorf("make sim SEED=%d   # %v", s, res.Err)
-					mu.Unlock()
 				}
+				sum.members.Add(res.Membership)
+				if res.Membership.Committed() > 0 {
+					sum.withChanges++
+				}
+				mu.Unlock()
 			}
 		}()
 	}
@@ -129,6 +181,7 @@ func runSeeds(t *testing.T, seeds []uint64) {
 	}
 	close(next)
 	wg.Wait()
+	return sum
 }
 
 func ExampleRun() {

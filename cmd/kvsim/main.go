@@ -1,6 +1,7 @@
 // Command kvsim runs KeyVal's deterministic simulator: one seed
 // (`kvsim -seed 42`, what `make sim SEED=42` runs) or a swarm of seeds in
-// parallel (`kvsim -swarm -count 500`). A failing seed leaves its event log
+// parallel (`kvsim -swarm -count 500`; `-membership` runs only seeds whose
+// fault model changes the membership). A failing seed leaves its event log
 // and Porcupine's HTML visualization in a directory it names, and the swarm
 // prints the exact command that replays each failure.
 package main
@@ -28,6 +29,7 @@ func main() {
 	count := flag.Int("count", 100, "seeds to run with -swarm")
 	budget := flag.Duration("budget", 0, "with -swarm, stop starting new seeds after this wall time (0: no limit)")
 	workers := flag.Int("workers", runtime.NumCPU(), "seeds run in parallel with -swarm")
+	membership := flag.Bool("membership", false, "with -swarm, run only seeds whose fault model changes the membership (-count of them)")
 	flag.Parse()
 	if *nodes != 0 && *nodes != 3 && *nodes != 5 {
 		fmt.Fprintln(os.Stderr, "kvsim: -nodes must be 3 or 5")
@@ -35,7 +37,7 @@ func main() {
 	}
 	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds()}
 	if *swarm {
-		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out))
+		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out, *membership))
 	}
 	opts.Seed = *seed
 	start := time.Now()
@@ -51,13 +53,15 @@ func main() {
 	}
 }
 
-func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Duration, out string) int {
+func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Duration, out string, membershipOnly bool) int {
 	start := time.Now()
 	seeds := make(chan uint64)
 	var mu sync.Mutex
 	var failed []string
 	ran := 0
 	var simTime time.Duration
+	var members sim.MemberCounts
+	withChanges := 0
 	var wg sync.WaitGroup
 	for range max(workers, 1) {
 		wg.Add(1)
@@ -70,6 +74,10 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 				mu.Lock()
 				ran++
 				simTime += res.SimTime
+				members.Add(res.Membership)
+				if res.Membership.Committed() > 0 {
+					withChanges++
+				}
 				if !res.Passed() {
 					dir := writeArtifacts(out, res)
 					failed = append(failed, fmt.Sprintf("make sim SEED=%d   # %v (artifacts: %s)", s, res.Err, dir))
@@ -78,17 +86,26 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 			}
 		}()
 	}
-	for i := 0; i < count; i++ {
+	for s, sent := first, 0; sent < count; s++ {
 		if budget > 0 && time.Since(start) > budget {
 			break
 		}
-		seeds <- first + uint64(i)
+		if membershipOnly {
+			o := opts
+			o.Seed = s
+			if !sim.FaultModel(o).Membership {
+				continue
+			}
+		}
+		seeds <- s
+		sent++
 	}
 	close(seeds)
 	wg.Wait()
 	wall := time.Since(start)
 	fmt.Printf("%d seeds in %v (%.0f seeds/min, %.0fx real time per core), %d failed\n", ran, wall.Round(time.Millisecond),
 		float64(ran)/wall.Minutes(), float64(simTime)/float64(wall)/float64(max(workers, 1)), len(failed))
+	fmt.Printf("membership changes in %d seeds: %s\n", withChanges, members)
 	for _, f := range failed {
 		fmt.Println(f)
 	}

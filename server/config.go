@@ -48,6 +48,9 @@ type Config struct {
 	// SnapshotEvery applied entries, a snapshot is taken and the log
 	// compacted.
 	SnapshotEvery uint64
+	// MaxLearnerLag is how many entries behind the leader a learner may be
+	// and still be promoted (0: core's default, 1000).
+	MaxLearnerLag uint64
 
 	// Limits on client requests.
 	MaxKeyBytes     int

@@ -122,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
-			ID: cfg.ID, Peers: peers, Join: joined, ElectionTick: electionTicks, HeartbeatTick: 1,
+			ID: cfg.ID, Peers: peers, Join: joined, ElectionTick: electionTicks, HeartbeatTick: 1, MaxLearnerLag: cfg.MaxLearnerLag,
 			Seed: uint64(time.Now().UnixNano()),
 		},
 		FS: disk.OSFS{}, Dir: cfg.DataDir, Store: store,

@@ -61,6 +61,7 @@ Flags:
 	heartbeat := fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often the leader sends heartbeats (one Raft tick)")
 	election := fs.Duration("election-timeout", server.DefaultElectionTimeout, "how long a follower waits for the leader before starting an election")
 	snapEvery := fs.Uint64("snapshot-interval", server.DefaultSnapshotEvery, "applied entries between snapshots (the log is compacted behind each)")
+	learnerLag := fs.Uint64("max-learner-lag", core.DefaultMaxLearnerLag, "how many entries behind the leader a learner may be and still be promoted to voter")
 	maxKey := fs.Int("max-key-bytes", server.DefaultMaxKeyBytes, "largest key accepted")
 	maxValue := fs.Int("max-value-bytes", server.DefaultMaxValueBytes, "largest value accepted")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
@@ -104,7 +105,7 @@ Flags:
 	srv, err := setup.newServer(server.Config{
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
-		SnapshotEvery: *snapEvery, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
+		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
 		Logger: logger, Observability: obs,
 	})
 	if err != nil {

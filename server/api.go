@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -75,8 +76,7 @@ func session(s *apipb.Session) (uint64, uint64) {
 }
 
 func (k *kvService) Register(ctx context.Context, req *apipb.RegisterRequest) (*apipb.RegisterResponse, error) {
-	cmd := &kvpb.Command{Op: &kvpb.Command_Register{Register: &kvpb.Register{}}}
-	res, leader, err := k.s.write(ctx, cmd)
+	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{Op: &kvpb.Command_Register{Register: &kvpb.Register{}}}))
 	if leader != nil {
 		return leader.Register(ctx, req)
 	}
@@ -91,8 +91,7 @@ func (k *kvService) Put(ctx context.Context, req *apipb.PutRequest) (*apipb.PutR
 		return nil, err
 	}
 	id, seq := session(req.Session)
-	res, leader, err := k.s.write(ctx, &kvpb.Command{ClientId: id, Seq: seq,
-		Op: &kvpb.Command_Put{Put: &kvpb.Put{Key: req.Key, Value: req.Value}}})
+	res, leader, err := k.s.write(ctx, kvstore.EncodePut(id, seq, req.Key, req.Value))
 	if leader != nil {
 		return leader.Put(ctx, req)
 	}
@@ -107,8 +106,8 @@ func (k *kvService) Delete(ctx context.Context, req *apipb.DeleteRequest) (*apip
 		return nil, err
 	}
 	id, seq := session(req.Session)
-	res, leader, err := k.s.write(ctx, &kvpb.Command{ClientId: id, Seq: seq,
-		Op: &kvpb.Command_Delete{Delete: &kvpb.Delete{Key: req.Key}}})
+	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{ClientId: id, Seq: seq,
+		Op: &kvpb.Command_Delete{Delete: &kvpb.Delete{Key: req.Key}}}))
 	if leader != nil {
 		return leader.Delete(ctx, req)
 	}
@@ -123,8 +122,8 @@ func (k *kvService) CompareAndSwap(ctx context.Context, req *apipb.CompareAndSwa
 		return nil, err
 	}
 	id, seq := session(req.Session)
-	res, leader, err := k.s.write(ctx, &kvpb.Command{ClientId: id, Seq: seq,
-		Op: &kvpb.Command_CompareAndSwap{CompareAndSwap: &kvpb.CompareAndSwap{Key: req.Key, ExpectedVersion: req.ExpectedVersion, NewValue: req.Value}}})
+	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{ClientId: id, Seq: seq,
+		Op: &kvpb.Command_CompareAndSwap{CompareAndSwap: &kvpb.CompareAndSwap{Key: req.Key, ExpectedVersion: req.ExpectedVersion, NewValue: req.Value}}}))
 	if leader != nil {
 		return leader.CompareAndSwap(ctx, req)
 	}
@@ -198,14 +197,51 @@ func (k *kvService) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.
 	return resp, nil
 }
 
-// write proposes cmd and waits for its outcome. If this node is not the
-// leader it returns a client for the leader, and the caller forwards the
-// request there (once: a forwarded request is not forwarded again).
-func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, apipb.KVClient, error) {
-	data, err := proto.Marshal(cmd)
-	if err != nil {
-		return kvstore.Result{}, nil, status.Errorf(codes.InvalidArgument, "encode command: %v", err)
+// encodeCommand encodes a command other than a put (puts, the hot path,
+// use kvstore.EncodePut). The messages are built here and cannot fail to
+// encode.
+func encodeCommand(cmd *kvpb.Command) []byte {
+	data, _ := proto.Marshal(cmd)
+	return data
+}
+
+// proposal is one write on its way through the event loop. Proposals are
+// reused (proposals pool) and run is bound once, so handing a write to the
+// loop allocates nothing.
+type proposal struct {
+	s    *Server
+	id   uint64
+	data []byte
+	// ch carries both a refusal to propose (err says why) and the
+	// outcome, so a write costs one hand-off into the loop and one back.
+	ch  chan replica.Outcome
+	err error
+	wt  *writeTrace // nil unless tracing
+	run func()
+}
+
+var proposals = sync.Pool{New: func() any {
+	p := &proposal{ch: make(chan replica.Outcome, 1)}
+	p.run = p.propose
+	return p
+}}
+
+// propose runs on the loop.
+func (p *proposal) propose() {
+	if err := p.s.rep.Propose(p.id, p.data); err != nil {
+		p.err = err
+		p.ch <- replica.Outcome{Err: errRefused}
+		return
 	}
+	p.s.waiters[p.id] = p.ch
+	p.s.obs.writeProposed(p.wt, p.id)
+}
+
+// write proposes data (an encoded command) and waits for its outcome. If
+// this node is not the leader it returns a client for the leader, and the
+// caller forwards the request there (once: a forwarded request is not
+// forwarded again).
+func (s *Server) write(ctx context.Context, data []byte) (kvstore.Result, apipb.KVClient, error) {
 	if _, has := ctx.Deadline(); !has {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -214,40 +250,36 @@ func (s *Server) write(ctx context.Context, cmd *kvpb.Command) (kvstore.Result, 
 	if s.removed.Load() {
 		return kvstore.Result{}, nil, removedStatus
 	}
-	// One channel carries both a refusal to propose and the outcome, so a
-	// write costs one hand-off into the loop and one back.
-	ch := make(chan replica.Outcome, 1)
-	id := s.nextID.Add(1)
-	wt := s.obs.writeStarted(ctx) // nil unless tracing
-	var perr error
+	p := proposals.Get().(*proposal)
+	p.s, p.id, p.data, p.err = s, s.nextID.Add(1), data, nil
+	p.wt = s.obs.writeStarted(ctx) // nil unless tracing
 	select {
-	case s.inbox <- func() {
-		if err := s.rep.Propose(id, data); err != nil {
-			perr = err
-			ch <- replica.Outcome{Err: errRefused}
-			return
-		}
-		s.waiters[id] = ch
-		s.obs.writeProposed(wt, id)
-	}:
+	case s.inbox <- p.run:
 	case <-s.stopping:
+		proposals.Put(p)
 		return kvstore.Result{}, nil, toStatus(errStopping)
 	case <-ctx.Done():
+		proposals.Put(p)
 		return kvstore.Result{}, nil, toStatus(ctx.Err())
 	}
+	// From here the loop may still hold p (a waiter to answer), so it goes
+	// back to the pool only once its outcome has been taken.
 	var out replica.Outcome
 	select {
-	case out = <-ch:
-		s.obs.writeAnswered(wt, out.Err, perr)
+	case out = <-p.ch:
+		s.obs.writeAnswered(p.wt, out.Err, p.err)
 	case <-s.loopDone:
-		s.obs.writeAbandoned(wt, errStopping)
+		s.obs.writeAbandoned(p.wt, errStopping)
 		return kvstore.Result{}, nil, toStatus(errStopping)
 	case <-ctx.Done():
-		s.forget(id)
-		s.obs.writeAbandoned(wt, ctx.Err())
+		s.forget(p.id)
+		s.obs.writeAbandoned(p.wt, ctx.Err())
 		return kvstore.Result{}, nil, status.Errorf(codes.DeadlineExceeded,
 			"no outcome before the deadline: the write may or may not be applied; retry with the same session and seq to find out")
 	}
+	perr := p.err
+	p.s, p.data, p.err, p.wt = nil, nil, nil, nil
+	proposals.Put(p)
 	if out.Err == errRefused {
 		var nl *core.ErrNotLeader
 		if errors.As(perr, &nl) && nl.Leader != core.None && !forwarded(ctx) {

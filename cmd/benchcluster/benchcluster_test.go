@@ -3,12 +3,25 @@ package main
 import (
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/cmd/kvbench/stats"
 )
+
+func TestParseStatusKiB(t *testing.T) {
+	status := "Name:\tkeyvald\nVmRSS:\t   20544 kB\nRssAnon:\t 10000 kB\nRssFile:\t  9000 kB\n"
+	for name, want := range map[string]int64{"VmRSS": 20544, "RssAnon": 10000, "RssFile": 9000} {
+		if got, err := parseStatusKiB(status, name); err != nil || got != want {
+			t.Errorf("parseStatusKiB(%s) = %d, %v; want %d", name, got, err, want)
+		}
+	}
+	if _, err := parseStatusKiB(status, "RssShmem"); err == nil {
+		t.Error("a missing line accepted")
+	}
+}
 
 func TestParseVmRSS(t *testing.T) {
 	status := "Name:\tkeyvald\nVmPeak:\t 2000000 kB\nVmRSS:\t   20544 kB\nRssAnon:\t 10000 kB\n"
@@ -140,7 +153,8 @@ func TestMarkdownReport(t *testing.T) {
 	}}
 	r.catchup = &catchupResult{keys: 3000, follower: 2, target: 4000, toAnswer: 50 * time.Millisecond, toCaughtUp: 1500 * time.Millisecond,
 		snapshots: 1, dataBytes: 3 << 20, walBytes: 1 << 20, snapBytes: 1 << 20, stateBytes: 1 << 20}
-	r.rss = &rssResult{duration: 3 * time.Second, nodes: []rssSeries{{id: 1, samples: []int64{20480, 30720, 25600}, compactions: 2}}}
+	r.rss = &rssResult{duration: 3 * time.Second, nodes: []rssSeries{{id: 1, samples: []int64{20480, 30720, 25600},
+		anon: []int64{10240, 20480, 15360}, file: []int64{10240, 10240, 10240}, compactions: 2, compactedAt: []int{0, 2}}}}
 	r.failures = []string{"writes: kvbench crashed"}
 	md := r.markdown()
 	for _, want := range []string{
@@ -158,6 +172,8 @@ func TestMarkdownReport(t *testing.T) {
 		"| kill → ack | 1000 | 1000 | 800 | 1200 |",
 		"| 4000 | 0.05 s | 1.50 s | 1 | 3.0 MiB (WAL 1.0, snapshots 1.0, bbolt 1.0) |",
 		"| 1 | 3 | 20.0 | 20.0 | 30.0 | 25.0 | 1.50 | 1.25 | 2 |",
+		"| 1 | 1 | 30 | 1.00 | 25 | 1.00 |",
+		"| 1 | 20 | 1.00 | 10 | 1.00 |",
 		"bin/keyvald --id 1 ...",
 		"| finished | not yet (partial results) |",
 	} {
@@ -167,5 +183,22 @@ func TestMarkdownReport(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(md)
+	}
+}
+
+// A sawtooth whose teeth keep their height is flat by cycle even though
+// its samples range widely; teeth that grow show as a peak ratio above 1.
+func TestRSSCycles(t *testing.T) {
+	flat := rssSeries{samples: []int64{100, 60, 80, 100, 61, 79, 101, 60}, compactedAt: []int{1, 4, 7}}
+	peaks, troughs := flat.cycles()
+	if !slices.Equal(peaks, []int64{100, 101}) || !slices.Equal(troughs, []int64{61, 60}) {
+		t.Errorf("flat sawtooth: peaks %v troughs %v, want [100 101] [61 60]", peaks, troughs)
+	}
+	growing := rssSeries{samples: []int64{100, 60, 150, 70, 200, 80}, compactedAt: []int{1, 3, 5}}
+	if peaks, _ := growing.cycles(); !slices.Equal(peaks, []int64{150, 200}) {
+		t.Errorf("growing sawtooth: peaks %v, want [150 200]", peaks)
+	}
+	if peaks, _ := (rssSeries{samples: []int64{1, 2}, compactedAt: []int{1}}).cycles(); peaks != nil {
+		t.Errorf("one compaction: peaks %v, want none", peaks)
 	}
 }

@@ -380,13 +380,26 @@ func (c *cluster) checkRunningOf(nodes []*node) error {
 	return nil
 }
 
-// rssKiB reads a process's resident set size from /proc.
-func rssKiB(pid int) (int64, error) {
+// residentKiB is a process's resident memory, from /proc/PID/status: the
+// whole set, and its anonymous (Go heap, stacks) and file-backed (bbolt's
+// memory map, the binary) parts.
+type residentKiB struct{ rss, anon, file int64 }
+
+func memKiB(pid int) (residentKiB, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return residentKiB{}, err
 	}
-	return parseVmRSS(string(raw))
+	var m residentKiB
+	for _, f := range []struct {
+		name string
+		v    *int64
+	}{{"VmRSS", &m.rss}, {"RssAnon", &m.anon}, {"RssFile", &m.file}} {
+		if *f.v, err = parseStatusKiB(string(raw), f.name); err != nil {
+			return residentKiB{}, err
+		}
+	}
+	return m, nil
 }
 
 // userHZ is the unit of the CPU times in /proc/PID/stat: fixed at 100 a
@@ -426,19 +439,22 @@ func parseStatCPU(stat string) (time.Duration, error) {
 }
 
 // parseVmRSS finds the VmRSS line of a /proc/PID/status file.
-func parseVmRSS(status string) (int64, error) {
+func parseVmRSS(status string) (int64, error) { return parseStatusKiB(status, "VmRSS") }
+
+// parseStatusKiB finds the line "name: N kB" of a /proc/PID/status file.
+func parseStatusKiB(status, name string) (int64, error) {
 	for _, line := range strings.Split(status, "\n") {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
+		rest, ok := strings.CutPrefix(line, name+":")
 		if !ok {
 			continue
 		}
 		fields := strings.Fields(rest)
 		if len(fields) != 2 || fields[1] != "kB" {
-			return 0, fmt.Errorf("unexpected VmRSS line %q", line)
+			return 0, fmt.Errorf("unexpected %s line %q", name, line)
 		}
 		return strconv.ParseInt(fields[0], 10, 64)
 	}
-	return 0, errors.New("no VmRSS line (is the process a zombie?)")
+	return 0, fmt.Errorf("no %s line (is the process a zombie?)", name)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -201,6 +201,10 @@ func (r *report) writeRSS(b *strings.Builder) {
 	fmt.Fprintf(b, "Puts at 64 clients / 8 connections for %s over the %d-key space; each member's VmRSS sampled once a second; "+
 		"a compaction is the member's first log index moving forward (a snapshot was taken and the log cut behind it).\n\n",
 		res.duration, r.opt.keySpace)
+	if p := res.preload; p != nil && p.res != nil {
+		fmt.Fprintf(b, "Before sampling, every key was written once in order, so that the store is at its full size "+
+			"(%d writes, %s/s, errors %s):\n\n```\n%s\n```\n\n", p.res.Requests, thousands(p.res.RequestsPerSec), errorCell(*p), p.cmd)
+	}
 	if res.row.res != nil {
 		l := res.row.res.Latency
 		fmt.Fprintf(b, "Load: %d writes, %s/s, p50 %.2f ms, p99 %.2f ms, max %.1f ms, errors %s, elections %s, load avg 1m %s → %s, "+
@@ -234,7 +238,44 @@ func (r *report) writeRSS(b *strings.Builder) {
 		fmt.Fprintf(b, "| %d | %d | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f |\n", s.id, len(steady),
 			mib(first), mib(lo), mib(hi), mib(last), float64(hi)/float64(lo), float64(last)/float64(first))
 	}
+	fmt.Fprintf(b, "\nBy snapshot cycle: the log fills to the snapshot interval and is cut once per cycle, so memory rises and falls once "+
+		"per cycle by design; what must stay flat is the cycle's peak (and trough) from one cycle to the next. "+
+		"A complete cycle runs from the sample after one compaction to the first sample after the next.\n\n")
+	fmt.Fprintf(b, "| member | complete cycles | peaks MiB | peaks max / min | troughs MiB | troughs max / min |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|---|\n")
+	for _, s := range res.nodes {
+		peaks, troughs := s.cycles()
+		if len(peaks) == 0 {
+			fmt.Fprintf(b, "| %d | 0 | fewer than two compactions during the run | | | |\n", s.id)
+			continue
+		}
+		fmt.Fprintf(b, "| %d | %d | %s | %.2f | %s | %.2f |\n", s.id, len(peaks), mibList(peaks),
+			float64(slices.Max(peaks))/float64(slices.Min(peaks)), mibList(troughs), float64(slices.Max(troughs))/float64(slices.Min(troughs)))
+	}
+	fmt.Fprintf(b, "\nBy kind, over the same cycles: anonymous memory (Go's heap and stacks: what the program holds) and "+
+		"file-backed memory (mostly bbolt's memory map, which grows with the store's file and the pages read).\n\n")
+	fmt.Fprintf(b, "| member | anonymous peaks MiB | anonymous peaks max / min | file-backed peaks MiB | file-backed peaks max / min |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|\n")
+	for _, s := range res.nodes {
+		anon, _ := cyclesOf(s.anon, s.compactedAt)
+		file, _ := cyclesOf(s.file, s.compactedAt)
+		if len(anon) == 0 || len(file) == 0 {
+			fmt.Fprintf(b, "| %d | fewer than two compactions during the run | | | |\n", s.id)
+			continue
+		}
+		fmt.Fprintf(b, "| %d | %s | %.2f | %s | %.2f |\n", s.id, mibList(anon), float64(slices.Max(anon))/float64(slices.Min(anon)),
+			mibList(file), float64(slices.Max(file))/float64(slices.Min(file)))
+	}
 	fmt.Fprintf(b, "\n```\n%s\n```\n\n", res.row.cmd)
+}
+
+// mibList formats KiB figures as MiB, comma-separated.
+func mibList(kib []int64) string {
+	parts := make([]string, len(kib))
+	for i, k := range kib {
+		parts[i] = fmt.Sprintf("%.0f", mib(k))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (r *report) writeFailover(b *strings.Builder) {

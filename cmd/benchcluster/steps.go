@@ -189,6 +189,10 @@ func (d *driver) stepReads(ctx context.Context) error {
 
 // rssResult is the memory of each member over a sustained-overwrite run.
 type rssResult struct {
+	// preload, if the step wrote the key space once first (not sampled):
+	// run alone, the step would otherwise measure the store growing to
+	// its size rather than memory at a steady size.
+	preload  *benchRow
 	row      benchRow
 	duration time.Duration
 	nodes    []rssSeries
@@ -197,6 +201,9 @@ type rssResult struct {
 type rssSeries struct {
 	id      uint64
 	samples []int64 // KiB, one a second
+	// anon and file split each sample into its anonymous part (Go's heap,
+	// stacks) and its file-backed part (bbolt's memory map, the binary).
+	anon, file []int64
 	// compactions counts the times the member's first log index moved
 	// forward: each is a snapshot followed by compaction.
 	compactions int
@@ -204,6 +211,32 @@ type rssSeries struct {
 	// from there on the log has filled to the snapshot interval once, so
 	// the samples show the steady state rather than the climb to it.
 	steadyFrom int
+	// compactedAt holds, for each compaction, the first sample taken
+	// after it.
+	compactedAt []int
+}
+
+// cycles returns the highest and lowest sample of each complete snapshot
+// cycle: the samples after one compaction up to and including the first
+// after the next. The in-memory log fills and empties once per cycle, so
+// memory is a sawtooth whose teeth should match from cycle to cycle;
+// growth shows as teeth getting taller.
+func (s rssSeries) cycles() (peaks, troughs []int64) { return cyclesOf(s.samples, s.compactedAt) }
+
+// cyclesOf is cycles over any of the series' samples (all, anon, file).
+func cyclesOf(samples []int64, compactedAt []int) (peaks, troughs []int64) {
+	for i := 1; i < len(compactedAt); i++ {
+		if compactedAt[i]+1 > len(samples) {
+			break
+		}
+		window := samples[compactedAt[i-1]+1 : compactedAt[i]+1]
+		if len(window) == 0 {
+			continue
+		}
+		peaks = append(peaks, slices.Max(window))
+		troughs = append(troughs, slices.Min(window))
+	}
+	return peaks, troughs
 }
 
 // stepRSS overwrites keys of the key space for --rss-duration at 64
@@ -212,6 +245,17 @@ type rssSeries struct {
 func (d *driver) stepRSS(ctx context.Context) error {
 	res := &rssResult{duration: d.opt.rssDuration}
 	d.rep.rss = res
+	if d.rep.preload == nil { // the reads step has not written every key
+		ks := strconv.Itoa(d.opt.keySpace)
+		pre := append(d.commonArgs(d.c.endpoints(), 8), "--target", "leader", "--op", "put", "--sequential-keys",
+			"--clients", "64", "--conns", "8", "--total", ks, "--key-space-size", ks)
+		row := d.runRow(ctx, "preload", pre)
+		res.preload = &row
+		d.rep.save()
+		if row.err != nil {
+			return fmt.Errorf("preloading the key space: %w", row.err)
+		}
+	}
 	series := make([]rssSeries, len(d.c.nodes))
 	firstIndex := make([]uint64, len(d.c.nodes))
 	for i, n := range d.c.nodes {
@@ -224,14 +268,17 @@ func (d *driver) stepRSS(ctx context.Context) error {
 			if pid == 0 {
 				return fmt.Errorf("node %d is not running", n.id)
 			}
-			kib, err := rssKiB(pid)
+			m, err := memKiB(pid)
 			if err != nil {
 				return fmt.Errorf("node %d: %w", n.id, err)
 			}
-			series[i].samples = append(series[i].samples, kib)
+			series[i].samples = append(series[i].samples, m.rss)
+			series[i].anon = append(series[i].anon, m.anon)
+			series[i].file = append(series[i].file, m.file)
 			if st, ok := v.st[n]; ok {
 				if firstIndex[i] != 0 && st.FirstIndex > firstIndex[i] {
 					series[i].compactions++
+					series[i].compactedAt = append(series[i].compactedAt, len(series[i].samples)-1)
 					if series[i].compactions == 1 {
 						series[i].steadyFrom = len(series[i].samples) - 1
 					}

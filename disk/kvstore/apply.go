@@ -3,6 +3,7 @@ package kvstore
 import (
 	"fmt"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
@@ -89,44 +90,164 @@ const (
 	errNoSession    = "session expired: client %d has no session (never registered, or evicted as least recently used); register a new one"
 )
 
+// command is a decoded kvpb.Command, flat: what apply needs of it, with
+// no protobuf structures to allocate on the hot path.
+type command struct {
+	clientID, seq uint64
+	op            opKind
+	key, value    []byte // value: Put's value or CompareAndSwap's new value
+	expected      uint64 // CompareAndSwap's expected version
+}
+
+type opKind uint8
+
+const (
+	opNone opKind = iota
+	opPut
+	opDelete
+	opCAS
+	opRegister
+)
+
+// decodeCommand reads an entry's bytes. A put, with or without a session,
+// encoded field by field in order as proto.Marshal writes it (the only
+// thing the server proposes per write), is read in place: key and value
+// alias data. Anything else — other operations, repeated or reordered
+// fields, unknown fields — goes through proto.Unmarshal, so the outcome is
+// the same as decoding every command with it.
+func decodeCommand(data []byte, c *command) error {
+	if decodePut(data, c) {
+		return nil
+	}
+	var pb kvpb.Command
+	if err := proto.Unmarshal(data, &pb); err != nil {
+		return err
+	}
+	*c = command{clientID: pb.ClientId, seq: pb.Seq}
+	switch op := pb.Op.(type) {
+	case *kvpb.Command_Put:
+		c.op, c.key, c.value = opPut, op.Put.GetKey(), op.Put.GetValue()
+	case *kvpb.Command_Delete:
+		c.op, c.key = opDelete, op.Delete.GetKey()
+	case *kvpb.Command_CompareAndSwap:
+		cas := op.CompareAndSwap
+		c.op, c.key, c.value, c.expected = opCAS, cas.GetKey(), cas.GetNewValue(), cas.GetExpectedVersion()
+	case *kvpb.Command_Register:
+		c.op = opRegister
+	}
+	return nil
+}
+
+// The field numbers decodePut reads (kvstore.proto).
+const (
+	fieldClientID = 1
+	fieldSeq      = 2
+	fieldPut      = 3
+	fieldPutKey   = 1
+	fieldPutValue = 2
+)
+
+// decodePut fills c from data if data is a put in the canonical layout:
+// client_id and seq (each optional, as varints), then the put message
+// holding key and value (each optional), every field at most once and in
+// that order, nothing else. It reports false for any other input, without
+// judging whether it is valid.
+func decodePut(data []byte, c *command) bool {
+	*c = command{op: opPut}
+	next := protowire.Number(fieldClientID) // the lowest field that may come next
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 || num < next {
+			return false
+		}
+		data = data[n:]
+		switch {
+		case (num == fieldClientID || num == fieldSeq) && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(data)
+			if n < 0 {
+				return false
+			}
+			data = data[n:]
+			if num == fieldClientID {
+				c.clientID = v
+			} else {
+				c.seq = v
+			}
+		case num == fieldPut && typ == protowire.BytesType:
+			msg, n := protowire.ConsumeBytes(data)
+			if n < 0 || n != len(data) || !decodePutFields(msg, c) {
+				return false // the put must be the last field
+			}
+			return true
+		default:
+			return false
+		}
+		next = num + 1
+	}
+	return false // no put
+}
+
+func decodePutFields(msg []byte, c *command) bool {
+	next := protowire.Number(fieldPutKey)
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 || num < next || num > fieldPutValue || typ != protowire.BytesType {
+			return false
+		}
+		msg = msg[n:]
+		v, n := protowire.ConsumeBytes(msg)
+		if n < 0 {
+			return false
+		}
+		msg = msg[n:]
+		if num == fieldPutKey {
+			c.key = v
+		} else {
+			c.value = v
+		}
+		next = num + 1
+	}
+	return true
+}
+
 func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 	if len(e.Data) == 0 {
 		return Result{Status: StatusNoop, Revision: st.revision()}, nil
 	}
-	var cmd kvpb.Command
-	if err := proto.Unmarshal(e.Data, &cmd); err != nil {
+	var cmd command
+	if err := decodeCommand(e.Data, &cmd); err != nil {
 		return invalid(st, StatusMalformed, errMalformed), nil
 	}
-	if cmd.GetRegister() != nil {
+	if cmd.op == opRegister {
 		return register(st, &cmd, e.Index, maxClients)
 	}
-	if cmd.ClientId == 0 {
+	if cmd.clientID == 0 {
 		return execute(st, &cmd)
 	}
-	if cmd.Seq == 0 {
+	if cmd.seq == 0 {
 		return invalid(st, StatusInvalid, errSeqZero), nil
 	}
-	rec, err := st.client(cmd.ClientId)
+	rec, err := st.client(cmd.clientID)
 	if err != nil {
 		return Result{}, err
 	}
 	if rec == nil {
-		return invalid(st, StatusSessionExpired, fmt.Sprintf(errNoSession, cmd.ClientId)), nil
+		return invalid(st, StatusSessionExpired, fmt.Sprintf(errNoSession, cmd.clientID)), nil
 	}
 	prevIndex := rec.LastIndex
 	rec.LastIndex = e.Index // every command naming the session refreshes it
 	var r Result
 	switch {
-	case cmd.Seq < rec.LastSeq:
-		r = invalid(st, StatusStaleDuplicate, fmt.Sprintf(errStale, cmd.Seq, cmd.ClientId, rec.LastSeq))
-	case cmd.Seq == rec.LastSeq:
+	case cmd.seq < rec.LastSeq:
+		r = invalid(st, StatusStaleDuplicate, fmt.Sprintf(errStale, cmd.seq, cmd.clientID, rec.LastSeq))
+	case cmd.seq == rec.LastSeq:
 		r = resultFromProto(rec.Result)
 		r.Duplicate = true
 	default:
 		if r, err = execute(st, &cmd); err != nil {
 			return Result{}, err
 		}
-		rec.LastSeq = cmd.Seq
+		rec.LastSeq = cmd.seq
 		rec.Result = resultToProto(r)
 	}
 	if err := st.putClient(rec, prevIndex, false); err != nil {
@@ -139,8 +260,8 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 // reused, and the same on every node. Making room evicts the least
 // recently used sessions; a later command naming one of them gets
 // StatusSessionExpired instead of being applied a second time.
-func register(st state, cmd *kvpb.Command, index, maxClients uint64) (Result, error) {
-	if cmd.ClientId != 0 || cmd.Seq != 0 {
+func register(st state, cmd *command, index, maxClients uint64) (Result, error) {
+	if cmd.clientID != 0 || cmd.seq != 0 {
 		return invalid(st, StatusInvalid, errRegisterIDs), nil
 	}
 	rec := &kvpb.ClientRecord{ClientId: index, LastIndex: index}
@@ -156,22 +277,22 @@ func register(st state, cmd *kvpb.Command, index, maxClients uint64) (Result, er
 }
 
 // execute runs the command's operation on the data.
-func execute(st state, cmd *kvpb.Command) (Result, error) {
-	switch op := cmd.Op.(type) {
-	case *kvpb.Command_Put:
-		if msg := checkKeyValue(op.Put.Key, op.Put.Value); msg != "" {
+func execute(st state, cmd *command) (Result, error) {
+	switch cmd.op {
+	case opPut:
+		if msg := checkKeyValue(cmd.key, cmd.value); msg != "" {
 			return invalid(st, StatusInvalid, msg), nil
 		}
-		_, _, found, err := st.get(op.Put.Key)
+		_, _, found, err := st.get(cmd.key)
 		if err != nil {
 			return Result{}, err
 		}
-		return write(st, op.Put.Key, op.Put.Value, found)
-	case *kvpb.Command_Delete:
-		if msg := checkKeyValue(op.Delete.Key, nil); msg != "" {
+		return write(st, cmd.key, cmd.value, found)
+	case opDelete:
+		if msg := checkKeyValue(cmd.key, nil); msg != "" {
 			return invalid(st, StatusInvalid, msg), nil
 		}
-		_, _, found, err := st.get(op.Delete.Key)
+		_, _, found, err := st.get(cmd.key)
 		if err != nil {
 			return Result{}, err
 		}
@@ -179,28 +300,27 @@ func execute(st state, cmd *kvpb.Command) (Result, error) {
 			return Result{Status: StatusOK, Revision: st.revision()}, nil
 		}
 		rev := st.revision() + 1
-		if err := st.del(op.Delete.Key); err != nil {
+		if err := st.del(cmd.key); err != nil {
 			return Result{}, err
 		}
 		st.setRevision(rev)
 		return Result{Status: StatusOK, Revision: rev, Existed: true}, nil
-	case *kvpb.Command_CompareAndSwap:
-		cas := op.CompareAndSwap
-		if msg := checkKeyValue(cas.Key, cas.NewValue); msg != "" {
+	case opCAS:
+		if msg := checkKeyValue(cmd.key, cmd.value); msg != "" {
 			return invalid(st, StatusInvalid, msg), nil
 		}
-		cur, version, found, err := st.get(cas.Key)
+		cur, version, found, err := st.get(cmd.key)
 		if err != nil {
 			return Result{}, err
 		}
-		if version != cas.ExpectedVersion { // an absent key has version 0
+		if version != cmd.expected { // an absent key has version 0
 			r := Result{Status: StatusCASFailed, Revision: st.revision(), Existed: found, Exists: found, Version: version}
 			if found {
 				r.CurrentValue = clone(cur)
 			}
 			return r, nil
 		}
-		return write(st, cas.Key, cas.NewValue, found)
+		return write(st, cmd.key, cmd.value, found)
 	}
 	return invalid(st, StatusInvalid, errNoOp), nil
 }

@@ -129,6 +129,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 		if st, err = loadState(tx); err != nil {
 			return err
 		}
+		st.arena = make([]byte, 0, arenaSize(entries))
 		if results, err = applyBatch(st, entries, b.opts.maxClients()); err != nil {
 			return err
 		}
@@ -329,9 +330,77 @@ func (b *Bolt) Close() error {
 
 // boltState is the shared apply logic's view of one bbolt transaction.
 // The counters in meta are read once and written back by flush.
+//
+// Every entry of a batch looks up, writes and deletes several keys; the
+// state keeps what those need from one operation to the next, so that a
+// batch allocates per transaction rather than per key: one cursor per
+// bucket for lookups and deletes (bbolt's Get and Delete make a fresh
+// cursor, and grow its stack, on every call), and an arena for the values
+// written (bbolt keeps them, without copying, until the commit).
 type boltState struct {
 	meta, kv, clients, lru *bbolt.Bucket
 	applied, rev, nclients uint64
+
+	kvCur, clientsCur, lruCur *bbolt.Cursor
+	arena                     []byte
+}
+
+// Apply sizes the arena for its batch: every command's bytes (a value is
+// stored with its 8-byte version) plus arenaPerEntry for the session
+// record and index a write also stores. A batch that needs more (long
+// error texts in remembered results) continues in blocks of arenaChunk.
+const (
+	arenaPerEntry = 96
+	arenaChunk    = 4 << 10
+)
+
+func arenaSize(entries []Entry) int {
+	n := 64 // the counters flush writes
+	for _, e := range entries {
+		n += len(e.Data) + arenaPerEntry
+	}
+	return n
+}
+
+// alloc returns n bytes that stay valid until the transaction ends.
+func (st *boltState) alloc(n int) []byte {
+	if cap(st.arena)-len(st.arena) < n {
+		st.arena = make([]byte, 0, max(n, arenaChunk))
+	}
+	start := len(st.arena)
+	st.arena = st.arena[:start+n]
+	return st.arena[start : start+n : start+n]
+}
+
+// u64 is v in the stored form, in the arena (for values bbolt keeps).
+func (st *boltState) u64(v uint64) []byte {
+	b := st.alloc(8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// seek returns the value stored under key, or nil. c is one of the
+// state's cursors (created on first use).
+func seek(c **bbolt.Cursor, b *bbolt.Bucket, key []byte) []byte {
+	if *c == nil {
+		*c = b.Cursor()
+	}
+	k, v := (*c).Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
+}
+
+// remove deletes key, if present, through the cursor c.
+func remove(c **bbolt.Cursor, b *bbolt.Bucket, key []byte) error {
+	if *c == nil {
+		*c = b.Cursor()
+	}
+	if k, _ := (*c).Seek(key); !bytes.Equal(k, key) {
+		return nil
+	}
+	return (*c).Delete()
 }
 
 func loadState(tx *bbolt.Tx) (*boltState, error) {
@@ -376,7 +445,7 @@ func (st *boltState) flush() error {
 		k []byte
 		v uint64
 	}{{keyApplied, st.applied}, {keyRevision, st.rev}, {keyClientCount, st.nclients}} {
-		if err := st.meta.Put(kv.k, u64(kv.v)); err != nil {
+		if err := st.meta.Put(kv.k, st.u64(kv.v)); err != nil {
 			return fmt.Errorf("write meta/%s: %w", kv.k, err)
 		}
 	}
@@ -390,7 +459,7 @@ func (st *boltState) setRevision(r uint64)     { st.rev = r }
 func (st *boltState) clientCount() uint64      { return st.nclients }
 
 func (st *boltState) get(key []byte) ([]byte, uint64, bool, error) {
-	v := st.kv.Get(key)
+	v := seek(&st.kvCur, st.kv, key)
 	if v == nil {
 		return nil, 0, false, nil
 	}
@@ -399,42 +468,53 @@ func (st *boltState) get(key []byte) ([]byte, uint64, bool, error) {
 }
 
 func (st *boltState) put(key, value []byte, version uint64) error {
-	if err := st.kv.Put(key, joinValue(value, version)); err != nil {
+	v := st.alloc(8 + len(value))
+	binary.BigEndian.PutUint64(v, version)
+	copy(v[8:], value)
+	if err := st.kv.Put(key, v); err != nil {
 		return fmt.Errorf("put %q: %w", key, err)
 	}
 	return nil
 }
 
 func (st *boltState) del(key []byte) error {
-	if err := st.kv.Delete(key); err != nil {
+	if err := remove(&st.kvCur, st.kv, key); err != nil {
 		return fmt.Errorf("delete %q: %w", key, err)
 	}
 	return nil
 }
 
 func (st *boltState) client(id uint64) (*kvpb.ClientRecord, error) {
-	k := u64(id)
-	v := st.clients.Get(k)
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], id)
+	v := seek(&st.clientsCur, st.clients, k[:])
 	if v == nil {
 		return nil, nil
 	}
-	return decodeClient(k, v)
+	return decodeClient(k[:], v)
 }
 
 func (st *boltState) putClient(rec *kvpb.ClientRecord, prevIndex uint64, isNew bool) error {
-	data, err := proto.Marshal(rec)
+	data, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(st.alloc(proto.Size(rec))[:0], rec)
 	if err != nil {
 		return fmt.Errorf("encode session %d: %w", rec.ClientId, err)
 	}
-	if err := st.clients.Put(u64(rec.ClientId), data); err != nil {
+	// Keys are copied by bbolt's Put; only values must outlive the call.
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], rec.ClientId)
+	if err := st.clients.Put(k[:], data); err != nil {
 		return fmt.Errorf("write session %d: %w", rec.ClientId, err)
 	}
 	if isNew {
 		st.nclients++
-	} else if err := st.lru.Delete(u64(prevIndex)); err != nil {
-		return fmt.Errorf("unlink session %d: %w", rec.ClientId, err)
+	} else {
+		binary.BigEndian.PutUint64(k[:], prevIndex)
+		if err := remove(&st.lruCur, st.lru, k[:]); err != nil {
+			return fmt.Errorf("unlink session %d: %w", rec.ClientId, err)
+		}
 	}
-	if err := st.lru.Put(u64(rec.LastIndex), u64(rec.ClientId)); err != nil {
+	binary.BigEndian.PutUint64(k[:], rec.LastIndex)
+	if err := st.lru.Put(k[:], st.u64(rec.ClientId)); err != nil {
 		return fmt.Errorf("link session %d: %w", rec.ClientId, err)
 	}
 	return nil

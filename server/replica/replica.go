@@ -101,7 +101,9 @@ type Replica struct {
 	writes map[uint64]pendingWrite // by log index
 	// reads waiting for their ReadIndex answer (by request id) and, once
 	// answered, for the state machine to reach the index (in order).
-	asked map[uint64]bool
+	// asked maps each read to the leader it went to (as the core knew it
+	// when asked), so a leader change aborts only the reads sent before it.
+	asked map[uint64]core.NodeID
 	ready []pendingRead
 	// lead is the leader as of the last batch Finish saw.
 	lead core.NodeID
@@ -134,7 +136,7 @@ func Open(cfg Config) (*Replica, error) {
 	if cfg.Store == nil || cfg.FS == nil || cfg.Send == nil || cfg.Done == nil {
 		return nil, errors.New("replica: Store, FS, Send and Done are required")
 	}
-	r := &Replica{cfg: cfg, store: cfg.Store, writes: make(map[uint64]pendingWrite), asked: make(map[uint64]bool)}
+	r := &Replica{cfg: cfg, store: cfg.Store, writes: make(map[uint64]pendingWrite), asked: make(map[uint64]core.NodeID)}
 	snaps, err := disk.NewSnapshotStore(cfg.FS, filepath.Join(cfg.Dir, "snap"), max(cfg.KeepSnapshots, 2))
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
@@ -304,7 +306,7 @@ func (r *Replica) Read(id uint64) error {
 	if err := r.node.ReadIndex(ctx[:]); err != nil {
 		return err
 	}
-	r.asked[id] = true
+	r.asked[id] = r.node.SoftState().Lead
 	return nil
 }
 
@@ -524,7 +526,9 @@ func (r *Replica) Finish(b *Batch) error {
 			}
 		}
 		for _, id := range slices.Sorted(maps.Keys(r.asked)) {
-			if !answered[id] {
+			// A read asked once the core already knew the new leader went
+			// there, and is still on its way.
+			if !answered[id] && r.asked[id] != rd.SoftState.Lead {
 				delete(r.asked, id)
 				r.cfg.Done(id, Outcome{Err: ErrReadAborted})
 			}
@@ -535,7 +539,7 @@ func (r *Replica) Finish(b *Batch) error {
 			continue
 		}
 		id := binary.BigEndian.Uint64(rs.Context)
-		if r.asked[id] {
+		if _, ok := r.asked[id]; ok {
 			delete(r.asked, id)
 			r.ready = append(r.ready, pendingRead{id: id, index: rs.Index})
 		}

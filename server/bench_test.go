@@ -18,14 +18,19 @@ var benchWriters = 64
 // record is `make bench-cluster` with separate processes.
 func BenchmarkClusterPut(b *testing.B) {
 	c := newTestCluster(b, 3, DefaultSnapshotEvery)
-	kv := c.conns[c.leader()]
+	benchPuts(b, c.conns[c.leader()])
+}
+
+// benchPuts has benchWriters goroutines write b.N 256-byte values through
+// kv, over 100,000 keys, and reports writes/s.
+func benchPuts(b *testing.B, kv apipb.KVClient) {
 	val := make([]byte, 256)
 	var n atomic.Int64
 	b.ResetTimer()
 	var wg sync.WaitGroup
-	for w := 0; w < benchWriters; w++ {
+	for range benchWriters {
 		wg.Add(1)
-		go func(w int) {
+		go func() {
 			defer wg.Done()
 			for {
 				i := n.Add(1)
@@ -37,7 +42,7 @@ func BenchmarkClusterPut(b *testing.B) {
 					return
 				}
 			}
-		}(w)
+		}()
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")

@@ -2,14 +2,9 @@ package server
 
 import (
 	"context"
-	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
-	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
 )
 
 // discardExporter takes spans and forgets them.
@@ -26,27 +21,5 @@ func BenchmarkClusterPutTraced(b *testing.B) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	c := newObservedCluster(b, 3, DefaultSnapshotEvery, tp)
-	kv := c.conns[c.leader()]
-	val := make([]byte, 256)
-	var n atomic.Int64
-	b.ResetTimer()
-	var wg sync.WaitGroup
-	for w := 0; w < benchWriters; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := n.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				if _, err := kv.Put(context.Background(), &apipb.PutRequest{Key: []byte(fmt.Sprintf("%08d", i%100000)), Value: val}); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+	benchPuts(b, c.conns[c.leader()])
 }

@@ -244,7 +244,7 @@ func (s *Server) listen() error {
 	api := &kvService{s: s}
 	apipb.RegisterKVServer(s.peerSrv, api) // forwarded requests arrive here
 	apipb.RegisterClusterServer(s.peerSrv, &clusterService{s: s})
-	opts := append([]grpc.ServerOption{maxMsg, grpc.NumStreamWorkers(clientStreamWorkers)}, s.obs.clientServerOptions()...)
+	opts := append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
 	}
@@ -259,15 +259,6 @@ func (s *Server) listen() error {
 	}
 	return nil
 }
-
-// clientStreamWorkers is how many goroutines gRPC keeps to run client
-// requests. A request on a fresh goroutine grows its stack several times
-// on its way through gRPC and the write path (7 % of the leader's CPU under
-// load went to copying stacks); a worker keeps its grown stack from one
-// request to the next. Requests beyond this many at once get a goroutine
-// of their own, as without workers; a write waits for its commit, so this
-// is sized for a few hundred clients at once.
-const clientStreamWorkers = 256
 
 // ClientAddr and PeerAddr are the bound addresses (useful with port 0).
 func (s *Server) ClientAddr() string { return s.clientLis.Addr().String() }

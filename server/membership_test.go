@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,21 +16,6 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 )
-
-func (c *testCluster) startWith(id core.NodeID, extra Config) {
-	cfg := extra
-	cfg.ID, cfg.DataDir, cfg.ClientAddr, cfg.PeerAddr = id, filepath.Join(c.dir, fmt.Sprint(id)), c.clients[id], c.members[id]
-	cfg.HeartbeatInterval, cfg.ElectionTimeout, cfg.SnapshotEvery = 20*time.Millisecond, 200*time.Millisecond, c.snap
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	s, err := New(cfg)
-	require.NoError(c.t, err)
-	s.Start()
-	c.servers[id] = s
-	conn, err := grpc.NewClient(c.clients[id], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(c.t, err)
-	c.t.Cleanup(func() { conn.Close() })
-	c.conns[id] = apipb.NewKVClient(conn)
-}
 
 func (c *testCluster) admin(id core.NodeID) apipb.ClusterClient {
 	conn, err := grpc.NewClient(c.clients[id], grpc.WithTransportCredentials(insecure.NewCredentials()))

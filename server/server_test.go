@@ -57,12 +57,16 @@ func newTestCluster(t testing.TB, n int, snapshotEvery uint64) *testCluster {
 	return c
 }
 
-func (c *testCluster) start(id core.NodeID) {
-	s, err := New(Config{
-		ID: id, DataDir: filepath.Join(c.dir, fmt.Sprint(id)), ClientAddr: c.clients[id], PeerAddr: c.members[id],
-		InitialCluster: c.members, HeartbeatInterval: 20 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		SnapshotEvery: c.snap, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+func (c *testCluster) start(id core.NodeID) { c.startWith(id, Config{InitialCluster: c.members}) }
+
+// startWith starts node id with extra's settings (InitialCluster, Join, …)
+// and the test cluster's timing, addresses and data directory.
+func (c *testCluster) startWith(id core.NodeID, extra Config) {
+	cfg := extra
+	cfg.ID, cfg.DataDir, cfg.ClientAddr, cfg.PeerAddr = id, filepath.Join(c.dir, fmt.Sprint(id)), c.clients[id], c.members[id]
+	cfg.HeartbeatInterval, cfg.ElectionTimeout, cfg.SnapshotEvery = 20*time.Millisecond, 200*time.Millisecond, c.snap
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s, err := New(cfg)
 	require.NoError(c.t, err)
 	s.Start()
 	c.servers[id] = s

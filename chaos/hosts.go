@@ -2,8 +2,9 @@ package chaos
 
 import (
 	"fmt"
-	"net"
 	"os/exec"
+
+	"github.com/therealutkarshpriyadarshi/keyval/internal/freeport"
 )
 
 // Hosts is where the members run: their addresses, how a member's process
@@ -49,15 +50,14 @@ func newLoopbackHosts(n int) (*loopbackHosts, error) {
 	return h, nil
 }
 
-// freeLoopbackAddr asks the kernel for a free port. Another process could
-// take it before keyvald binds it; keyvald then fails to start and says so.
+// freeLoopbackAddr picks a free port. Another process could take it before
+// keyvald binds it; keyvald then fails to start and says so.
 func freeLoopbackAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Loopback()
 	if err != nil {
 		return "", fmt.Errorf("finding a free port on 127.0.0.1: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addr, nil
 }
 
 func (h *loopbackHosts) Describe() string {

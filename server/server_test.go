@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/freeport"
 )
 
 // testCluster runs real servers in this process, on loopback.
@@ -33,10 +33,9 @@ type testCluster struct {
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Loopback()
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func newTestCluster(t testing.TB, n int, snapshotEvery uint64) *testCluster {

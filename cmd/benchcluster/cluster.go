@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/freeport"
 )
 
 // node is one keyvald process of the benchmark cluster.
@@ -78,23 +79,22 @@ func fixedPorts(base int) [3][2]int {
 	return ports
 }
 
-// freePorts asks the kernel for six unused loopback ports. Another process
-// could take one before keyvald binds it; the start then fails loudly.
+// freePorts picks six unused loopback ports. Another process could take
+// one before keyvald binds it; the start then fails loudly.
 func freePorts() ([3][2]int, error) {
 	var ports [3][2]int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			_ = l.Close()
-		}
-	}()
 	for i := range 6 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := freeport.Loopback()
 		if err != nil {
 			return ports, fmt.Errorf("finding a free port: %w", err)
 		}
-		ls = append(ls, l)
-		ports[i/2][i%2] = l.Addr().(*net.TCPAddr).Port
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return ports, fmt.Errorf("finding a free port: %w", err)
+		}
+		if ports[i/2][i%2], err = strconv.Atoi(p); err != nil {
+			return ports, fmt.Errorf("finding a free port: %w", err)
+		}
 	}
 	return ports, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,16 +12,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/freeport"
 	"github.com/therealutkarshpriyadarshi/keyval/server"
 	"github.com/therealutkarshpriyadarshi/keyval/server/testpki"
 )
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Loopback()
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // startTLSNode runs a real one-member cluster whose client port speaks TLS

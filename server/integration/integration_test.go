@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/freeport"
 	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
 )
 
@@ -78,10 +79,9 @@ type cluster struct {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeport.Loopback()
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func newCluster(t *testing.T, n, snapshotEvery int) *cluster {

@@ -77,6 +77,7 @@ chaos-test: build
 # detector, lint, and statement coverage of core/.
 test: lint
 	$(GO) test -count=1 ./...
+	KEYVAL_CLIENT_UNARY=1 $(GO) test -count=1 ./client/
 	RAPID_CHECKS=$(CORE_SCHEDULES) $(GO) test -count=1 -run 'TestProperty' ./core/
 	$(GO) test -count=1 -race -short ./...
 	@$(MAKE) --no-print-directory fuzz

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/client/pipeline"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -76,6 +77,11 @@ type Config struct {
 	MaxRecvMsgSize int
 	// DialOptions are appended to the client's own gRPC dial options.
 	DialOptions []grpc.DialOption
+	// Unary sends every Put, Get, Delete and CompareAndSwap as its own
+	// gRPC call. By default they share one stream per endpoint (see
+	// client/pipeline), which costs both ends far less CPU under load;
+	// answers and errors are the same either way.
+	Unary bool
 }
 
 // Client is safe for concurrent use by many goroutines; share one.
@@ -99,6 +105,8 @@ type endpoint struct {
 	addr string
 	conn *grpc.ClientConn
 	kv   apipb.KVClient
+	// pipe carries calls over one stream; nil with Config.Unary.
+	pipe *pipeline.Conn
 	// nodeID is the member's id as its answers' headers report it (0:
 	// unknown), used to find the leader's endpoint.
 	nodeID atomic.Uint64
@@ -163,7 +171,11 @@ func New(cfg Config) (*Client, error) {
 			c.closeConns()
 			return nil, fmt.Errorf("client: endpoint %q: %w", addr, err)
 		}
-		c.eps = append(c.eps, &endpoint{addr: addr, conn: conn, kv: apipb.NewKVClient(conn)})
+		ep := &endpoint{addr: addr, conn: conn, kv: apipb.NewKVClient(conn)}
+		if !cfg.Unary {
+			ep.pipe = pipeline.NewConn(ep.kv)
+		}
+		c.eps = append(c.eps, ep)
 	}
 	return c, nil
 }
@@ -202,6 +214,9 @@ func (c *Client) Close() error {
 func (c *Client) closeConns() error {
 	var errs []error
 	for _, ep := range c.eps {
+		if ep.pipe != nil {
+			ep.pipe.Close()
+		}
 		if err := ep.conn.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing %s: %w", ep.addr, err))
 		}
@@ -221,6 +236,32 @@ type rpc[Req any, Resp headered] struct {
 	call func(apipb.KVClient, context.Context, Req, ...grpc.CallOption) (Resp, error)
 	// setSession attaches the exactly-once session; nil for reads.
 	setSession func(Req, *apipb.Session)
+	// toCall and fromReply carry the method over a pipeline; nil for
+	// methods that are only unary. fromReply says false if the reply has
+	// no result of the right kind.
+	toCall    func(Req) *apipb.Call
+	fromReply func(*apipb.Reply) (Resp, bool)
+}
+
+// invoke makes one attempt at ep: over its pipeline if it has one and the
+// method can go there, otherwise as a unary call.
+func invoke[Req any, Resp headered](ctx context.Context, ep *endpoint, m *rpc[Req, Resp], req Req) (Resp, error) {
+	if ep.pipe != nil && m.toCall != nil {
+		r, err := ep.pipe.Call(ctx, m.toCall(req))
+		switch {
+		case err == nil:
+			if resp, ok := m.fromReply(r); ok {
+				return resp, nil
+			}
+			var zero Resp
+			return zero, status.Errorf(codes.Internal, "%s: the server's pipeline reply carries no %s result", ep.addr, m.op)
+		case !errors.Is(err, pipeline.ErrUnsupported):
+			var zero Resp
+			return zero, err
+		}
+		// An older server: unary from now on (the pipeline remembers).
+	}
+	return m.call(ep.kv, ctx, req)
 }
 
 // maxReRegister bounds how often one call replaces an expired session.
@@ -277,7 +318,7 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 		if c.cfg.AttemptTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 		}
-		resp, err := m.call(ep.kv, actx, req)
+		resp, err := invoke(actx, ep, m, req)
 		attemptTimedOut := false
 		if cancel != nil {
 			attemptTimedOut = actx.Err() != nil

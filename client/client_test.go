@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -42,8 +43,15 @@ func addrs(nodes ...*fakekv.Node) []string {
 
 // newClient makes a client with quick backoff so that retry tests run fast;
 // cfg.Endpoints must be set.
+// unaryTests runs every client test with Config.Unary (make test runs the
+// package both ways): the retry and session rules must hold on both paths.
+var unaryTests = os.Getenv("KEYVAL_CLIENT_UNARY") == "1"
+
 func newClient(t testing.TB, cfg Config) *Client {
 	t.Helper()
+	if unaryTests {
+		cfg.Unary = true
+	}
 	if cfg.BackoffBase == 0 {
 		cfg.BackoffBase, cfg.BackoffMax = time.Millisecond, 5*time.Millisecond
 	}

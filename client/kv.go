@@ -56,6 +56,11 @@ var putRPC = rpc[*apipb.PutRequest, *apipb.PutResponse]{
 	op:         "put",
 	call:       apipb.KVClient.Put,
 	setSession: func(r *apipb.PutRequest, s *apipb.Session) { r.Session = s },
+	toCall:     func(r *apipb.PutRequest) *apipb.Call { return &apipb.Call{Op: &apipb.Call_Put{Put: r}} },
+	fromReply: func(r *apipb.Reply) (*apipb.PutResponse, bool) {
+		resp := r.GetPut()
+		return resp, resp != nil
+	},
 }
 
 // Put sets key to value, exactly once however often it is retried. The
@@ -76,7 +81,15 @@ type GetResult struct {
 	Version uint64
 }
 
-var getRPC = rpc[*apipb.GetRequest, *apipb.GetResponse]{op: "get", call: apipb.KVClient.Get}
+var getRPC = rpc[*apipb.GetRequest, *apipb.GetResponse]{
+	op:     "get",
+	call:   apipb.KVClient.Get,
+	toCall: func(r *apipb.GetRequest) *apipb.Call { return &apipb.Call{Op: &apipb.Call_Get{Get: r}} },
+	fromReply: func(r *apipb.Reply) (*apipb.GetResponse, bool) {
+		resp := r.GetGet()
+		return resp, resp != nil
+	},
+}
 
 // Get reads key, linearizably unless Serializable is given.
 func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (GetResult, error) {
@@ -98,6 +111,11 @@ var deleteRPC = rpc[*apipb.DeleteRequest, *apipb.DeleteResponse]{
 	op:         "delete",
 	call:       apipb.KVClient.Delete,
 	setSession: func(r *apipb.DeleteRequest, s *apipb.Session) { r.Session = s },
+	toCall:     func(r *apipb.DeleteRequest) *apipb.Call { return &apipb.Call{Op: &apipb.Call_Delete{Delete: r}} },
+	fromReply: func(r *apipb.Reply) (*apipb.DeleteResponse, bool) {
+		resp := r.GetDelete()
+		return resp, resp != nil
+	},
 }
 
 // Delete removes key, exactly once. Deleting a missing key succeeds with
@@ -128,6 +146,13 @@ var casRPC = rpc[*apipb.CompareAndSwapRequest, *apipb.CompareAndSwapResponse]{
 	op:         "cas",
 	call:       apipb.KVClient.CompareAndSwap,
 	setSession: func(r *apipb.CompareAndSwapRequest, s *apipb.Session) { r.Session = s },
+	toCall: func(r *apipb.CompareAndSwapRequest) *apipb.Call {
+		return &apipb.Call{Op: &apipb.Call_CompareAndSwap{CompareAndSwap: r}}
+	},
+	fromReply: func(r *apipb.Reply) (*apipb.CompareAndSwapResponse, bool) {
+		resp := r.GetCompareAndSwap()
+		return resp, resp != nil
+	},
 }
 
 // CompareAndSwap sets key to value only if the key's version is

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/client/pipeline"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
@@ -34,7 +35,20 @@ const forwardedKey = "keyval-forwarded"
 // barrier and then read bbolt directly, concurrently with the loop.
 type kvService struct {
 	apipb.UnimplementedKVServer
-	s *Server
+	s    *Server
+	port string // "client" or "peer", for metrics
+}
+
+// Pipeline serves many calls over one stream (see client/pipeline), each
+// exactly as its unary method.
+func (k *kvService) Pipeline(stream apipb.KV_PipelineServer) error {
+	return pipeline.Serve(stream, k, pipeline.ServeOptions{
+		Timeout:  k.s.cfg.RequestTimeout,
+		Draining: k.s.draining,
+		Observe: func(method string, code codes.Code, d time.Duration) {
+			k.s.obs.m.observeRequest(k.port, method, code, d)
+		},
+	})
 }
 
 func (k *kvService) checkKey(key []byte) error {

@@ -65,6 +65,8 @@ type Server struct {
 	// removed is set once this node applied its own removal.
 	removed atomic.Bool
 
+	// draining closes when Stop begins: pipelines stop taking calls.
+	draining  chan struct{}
 	stopping  chan struct{}
 	loopDone  chan struct{}
 	fatalErr  error
@@ -97,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
 		inbox: make(chan func(), 4096), applyQ: make(chan job, maxInflight+8), waiters: map[uint64]chan replica.Outcome{},
 		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}),
-		loopDone: make(chan struct{}), stopped: make(chan struct{}),
+		draining: make(chan struct{}), loopDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	s.obs = newObserver(s)
 	joined, known, err := s.checkIdentity()
@@ -241,15 +243,14 @@ func (s *Server) listen() error {
 	maxMsg := grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes)
 	s.peerSrv = grpc.NewServer(append(append(s.tr.ServerOptions(), maxMsg), s.obs.peerServerOptions()...)...)
 	s.tr.Register(s.peerSrv)
-	api := &kvService{s: s}
-	apipb.RegisterKVServer(s.peerSrv, api) // forwarded requests arrive here
+	apipb.RegisterKVServer(s.peerSrv, &kvService{s: s, port: "peer"}) // forwarded requests arrive here
 	apipb.RegisterClusterServer(s.peerSrv, &clusterService{s: s})
 	opts := append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
 	}
 	s.clientSrv = grpc.NewServer(opts...)
-	apipb.RegisterKVServer(s.clientSrv, api)
+	apipb.RegisterKVServer(s.clientSrv, &kvService{s: s, port: "client"})
 	apipb.RegisterClusterServer(s.clientSrv, &clusterService{s: s})
 	s.obs.registerHealth(s.clientSrv)
 	if err := s.obs.listenHTTP(); err != nil {
@@ -565,6 +566,7 @@ func (s *Server) done(id uint64, out replica.Outcome) {
 func (s *Server) Stop(ctx context.Context) {
 	s.closeOnce.Do(func() {
 		s.obs.shuttingDown()
+		close(s.draining)
 		graceful := make(chan struct{})
 		go func() {
 			s.clientSrv.GracefulStop()

@@ -1371,6 +1371,367 @@ func (x *SnapshotResponse) GetSha256() []byte {
 	return nil
 }
 
+type PipelineRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Calls         []*Call                `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipelineRequest) Reset() {
+	*x = PipelineRequest{}
+	mi := &file_client_apipb_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipelineRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipelineRequest) ProtoMessage() {}
+
+func (x *PipelineRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_client_apipb_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipelineRequest.ProtoReflect.Descriptor instead.
+func (*PipelineRequest) Descriptor() ([]byte, []int) {
+	return file_client_apipb_kv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PipelineRequest) GetCalls() []*Call {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+// Call is one request on a Pipeline stream.
+type Call struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the client's: unique among its calls in flight on the stream.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// timeout_ms bounds the call on the server (0: the server's default).
+	TimeoutMs uint32 `protobuf:"varint,2,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*Call_Put
+	//	*Call_Get
+	//	*Call_Delete
+	//	*Call_CompareAndSwap
+	Op            isCall_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Call) Reset() {
+	*x = Call{}
+	mi := &file_client_apipb_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Call) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Call) ProtoMessage() {}
+
+func (x *Call) ProtoReflect() protoreflect.Message {
+	mi := &file_client_apipb_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Call.ProtoReflect.Descriptor instead.
+func (*Call) Descriptor() ([]byte, []int) {
+	return file_client_apipb_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Call) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Call) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *Call) GetOp() isCall_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *Call) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *Call) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *Call) GetDelete() *DeleteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *Call) GetCompareAndSwap() *CompareAndSwapRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_CompareAndSwap); ok {
+			return x.CompareAndSwap
+		}
+	}
+	return nil
+}
+
+type isCall_Op interface {
+	isCall_Op()
+}
+
+type Call_Put struct {
+	Put *PutRequest `protobuf:"bytes,3,opt,name=put,proto3,oneof"`
+}
+
+type Call_Get struct {
+	Get *GetRequest `protobuf:"bytes,4,opt,name=get,proto3,oneof"`
+}
+
+type Call_Delete struct {
+	Delete *DeleteRequest `protobuf:"bytes,5,opt,name=delete,proto3,oneof"`
+}
+
+type Call_CompareAndSwap struct {
+	CompareAndSwap *CompareAndSwapRequest `protobuf:"bytes,6,opt,name=compare_and_swap,json=compareAndSwap,proto3,oneof"`
+}
+
+func (*Call_Put) isCall_Op() {}
+
+func (*Call_Get) isCall_Op() {}
+
+func (*Call_Delete) isCall_Op() {}
+
+func (*Call_CompareAndSwap) isCall_Op() {}
+
+type PipelineResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replies       []*Reply               `protobuf:"bytes,1,rep,name=replies,proto3" json:"replies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PipelineResponse) Reset() {
+	*x = PipelineResponse{}
+	mi := &file_client_apipb_kv_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PipelineResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PipelineResponse) ProtoMessage() {}
+
+func (x *PipelineResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_client_apipb_kv_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PipelineResponse.ProtoReflect.Descriptor instead.
+func (*PipelineResponse) Descriptor() ([]byte, []int) {
+	return file_client_apipb_kv_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *PipelineResponse) GetReplies() []*Reply {
+	if x != nil {
+		return x.Replies
+	}
+	return nil
+}
+
+// Reply answers the Call with the same id: either an error (code is a gRPC
+// status code, as the unary method would have returned) or a result.
+type Reply struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Code    uint32                 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*Reply_Put
+	//	*Reply_Get
+	//	*Reply_Delete
+	//	*Reply_CompareAndSwap
+	Result        isReply_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reply) Reset() {
+	*x = Reply{}
+	mi := &file_client_apipb_kv_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reply) ProtoMessage() {}
+
+func (x *Reply) ProtoReflect() protoreflect.Message {
+	mi := &file_client_apipb_kv_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reply.ProtoReflect.Descriptor instead.
+func (*Reply) Descriptor() ([]byte, []int) {
+	return file_client_apipb_kv_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Reply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Reply) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Reply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Reply) GetResult() isReply_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *Reply) GetPut() *PutResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetGet() *GetResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetDelete() *DeleteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetCompareAndSwap() *CompareAndSwapResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_CompareAndSwap); ok {
+			return x.CompareAndSwap
+		}
+	}
+	return nil
+}
+
+type isReply_Result interface {
+	isReply_Result()
+}
+
+type Reply_Put struct {
+	Put *PutResponse `protobuf:"bytes,4,opt,name=put,proto3,oneof"`
+}
+
+type Reply_Get struct {
+	Get *GetResponse `protobuf:"bytes,5,opt,name=get,proto3,oneof"`
+}
+
+type Reply_Delete struct {
+	Delete *DeleteResponse `protobuf:"bytes,6,opt,name=delete,proto3,oneof"`
+}
+
+type Reply_CompareAndSwap struct {
+	CompareAndSwap *CompareAndSwapResponse `protobuf:"bytes,7,opt,name=compare_and_swap,json=compareAndSwap,proto3,oneof"`
+}
+
+func (*Reply_Put) isReply_Result() {}
+
+func (*Reply_Get) isReply_Result() {}
+
+func (*Reply_Delete) isReply_Result() {}
+
+func (*Reply_CompareAndSwap) isReply_Result() {}
+
 var File_client_apipb_kv_proto protoreflect.FileDescriptor
 
 const file_client_apipb_kv_proto_rawDesc = "" +
@@ -1476,7 +1837,29 @@ const file_client_apipb_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x12.keyval.api.HeaderR\x06header\x12,\n" +
 	"\x04info\x18\x02 \x01(\v2\x18.keyval.api.SnapshotInfoR\x04info\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
-	"\x06sha256\x18\x04 \x01(\fR\x06sha2562\x9d\x04\n" +
+	"\x06sha256\x18\x04 \x01(\fR\x06sha256\"9\n" +
+	"\x0fPipelineRequest\x12&\n" +
+	"\x05calls\x18\x01 \x03(\v2\x10.keyval.api.CallR\x05calls\"\x97\x02\n" +
+	"\x04Call\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x02 \x01(\rR\ttimeoutMs\x12*\n" +
+	"\x03put\x18\x03 \x01(\v2\x16.keyval.api.PutRequestH\x00R\x03put\x12*\n" +
+	"\x03get\x18\x04 \x01(\v2\x16.keyval.api.GetRequestH\x00R\x03get\x123\n" +
+	"\x06delete\x18\x05 \x01(\v2\x19.keyval.api.DeleteRequestH\x00R\x06delete\x12M\n" +
+	"\x10compare_and_swap\x18\x06 \x01(\v2!.keyval.api.CompareAndSwapRequestH\x00R\x0ecompareAndSwapB\x04\n" +
+	"\x02op\"?\n" +
+	"\x10PipelineResponse\x12+\n" +
+	"\areplies\x18\x01 \x03(\v2\x11.keyval.api.ReplyR\areplies\"\xaf\x02\n" +
+	"\x05Reply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12+\n" +
+	"\x03put\x18\x04 \x01(\v2\x17.keyval.api.PutResponseH\x00R\x03put\x12+\n" +
+	"\x03get\x18\x05 \x01(\v2\x17.keyval.api.GetResponseH\x00R\x03get\x124\n" +
+	"\x06delete\x18\x06 \x01(\v2\x1a.keyval.api.DeleteResponseH\x00R\x06delete\x12N\n" +
+	"\x10compare_and_swap\x18\a \x01(\v2\".keyval.api.CompareAndSwapResponseH\x00R\x0ecompareAndSwapB\b\n" +
+	"\x06result2\xe8\x04\n" +
 	"\x02KV\x12E\n" +
 	"\bRegister\x12\x1b.keyval.api.RegisterRequest\x1a\x1c.keyval.api.RegisterResponse\x126\n" +
 	"\x03Put\x12\x16.keyval.api.PutRequest\x1a\x17.keyval.api.PutResponse\x126\n" +
@@ -1485,7 +1868,8 @@ const file_client_apipb_kv_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12!.keyval.api.CompareAndSwapRequest\x1a\".keyval.api.CompareAndSwapResponse\x12<\n" +
 	"\x05Range\x12\x18.keyval.api.RangeRequest\x1a\x19.keyval.api.RangeResponse\x12?\n" +
 	"\x06Status\x12\x19.keyval.api.StatusRequest\x1a\x1a.keyval.api.StatusResponse\x12G\n" +
-	"\bSnapshot\x12\x1b.keyval.api.SnapshotRequest\x1a\x1c.keyval.api.SnapshotResponse0\x01B:Z8github.com/therealutkarshpriyadarshi/keyval/client/apipbb\x06proto3"
+	"\bSnapshot\x12\x1b.keyval.api.SnapshotRequest\x1a\x1c.keyval.api.SnapshotResponse0\x01\x12I\n" +
+	"\bPipeline\x12\x1b.keyval.api.PipelineRequest\x1a\x1c.keyval.api.PipelineResponse(\x010\x01B:Z8github.com/therealutkarshpriyadarshi/keyval/client/apipbb\x06proto3"
 
 var (
 	file_client_apipb_kv_proto_rawDescOnce sync.Once
@@ -1499,7 +1883,7 @@ func file_client_apipb_kv_proto_rawDescGZIP() []byte {
 	return file_client_apipb_kv_proto_rawDescData
 }
 
-var file_client_apipb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_client_apipb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_client_apipb_kv_proto_goTypes = []any{
 	(*Session)(nil),                // 0: keyval.api.Session
 	(*Header)(nil),                 // 1: keyval.api.Header
@@ -1522,6 +1906,10 @@ var file_client_apipb_kv_proto_goTypes = []any{
 	(*SnapshotRequest)(nil),        // 18: keyval.api.SnapshotRequest
 	(*SnapshotInfo)(nil),           // 19: keyval.api.SnapshotInfo
 	(*SnapshotResponse)(nil),       // 20: keyval.api.SnapshotResponse
+	(*PipelineRequest)(nil),        // 21: keyval.api.PipelineRequest
+	(*Call)(nil),                   // 22: keyval.api.Call
+	(*PipelineResponse)(nil),       // 23: keyval.api.PipelineResponse
+	(*Reply)(nil),                  // 24: keyval.api.Reply
 }
 var file_client_apipb_kv_proto_depIdxs = []int32{
 	1,  // 0: keyval.api.RegisterResponse.header:type_name -> keyval.api.Header
@@ -1538,27 +1926,39 @@ var file_client_apipb_kv_proto_depIdxs = []int32{
 	16, // 11: keyval.api.StatusResponse.members:type_name -> keyval.api.Member
 	1,  // 12: keyval.api.SnapshotResponse.header:type_name -> keyval.api.Header
 	19, // 13: keyval.api.SnapshotResponse.info:type_name -> keyval.api.SnapshotInfo
-	2,  // 14: keyval.api.KV.Register:input_type -> keyval.api.RegisterRequest
-	4,  // 15: keyval.api.KV.Put:input_type -> keyval.api.PutRequest
-	6,  // 16: keyval.api.KV.Get:input_type -> keyval.api.GetRequest
-	8,  // 17: keyval.api.KV.Delete:input_type -> keyval.api.DeleteRequest
-	10, // 18: keyval.api.KV.CompareAndSwap:input_type -> keyval.api.CompareAndSwapRequest
-	12, // 19: keyval.api.KV.Range:input_type -> keyval.api.RangeRequest
-	15, // 20: keyval.api.KV.Status:input_type -> keyval.api.StatusRequest
-	18, // 21: keyval.api.KV.Snapshot:input_type -> keyval.api.SnapshotRequest
-	3,  // 22: keyval.api.KV.Register:output_type -> keyval.api.RegisterResponse
-	5,  // 23: keyval.api.KV.Put:output_type -> keyval.api.PutResponse
-	7,  // 24: keyval.api.KV.Get:output_type -> keyval.api.GetResponse
-	9,  // 25: keyval.api.KV.Delete:output_type -> keyval.api.DeleteResponse
-	11, // 26: keyval.api.KV.CompareAndSwap:output_type -> keyval.api.CompareAndSwapResponse
-	14, // 27: keyval.api.KV.Range:output_type -> keyval.api.RangeResponse
-	17, // 28: keyval.api.KV.Status:output_type -> keyval.api.StatusResponse
-	20, // 29: keyval.api.KV.Snapshot:output_type -> keyval.api.SnapshotResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	22, // 14: keyval.api.PipelineRequest.calls:type_name -> keyval.api.Call
+	4,  // 15: keyval.api.Call.put:type_name -> keyval.api.PutRequest
+	6,  // 16: keyval.api.Call.get:type_name -> keyval.api.GetRequest
+	8,  // 17: keyval.api.Call.delete:type_name -> keyval.api.DeleteRequest
+	10, // 18: keyval.api.Call.compare_and_swap:type_name -> keyval.api.CompareAndSwapRequest
+	24, // 19: keyval.api.PipelineResponse.replies:type_name -> keyval.api.Reply
+	5,  // 20: keyval.api.Reply.put:type_name -> keyval.api.PutResponse
+	7,  // 21: keyval.api.Reply.get:type_name -> keyval.api.GetResponse
+	9,  // 22: keyval.api.Reply.delete:type_name -> keyval.api.DeleteResponse
+	11, // 23: keyval.api.Reply.compare_and_swap:type_name -> keyval.api.CompareAndSwapResponse
+	2,  // 24: keyval.api.KV.Register:input_type -> keyval.api.RegisterRequest
+	4,  // 25: keyval.api.KV.Put:input_type -> keyval.api.PutRequest
+	6,  // 26: keyval.api.KV.Get:input_type -> keyval.api.GetRequest
+	8,  // 27: keyval.api.KV.Delete:input_type -> keyval.api.DeleteRequest
+	10, // 28: keyval.api.KV.CompareAndSwap:input_type -> keyval.api.CompareAndSwapRequest
+	12, // 29: keyval.api.KV.Range:input_type -> keyval.api.RangeRequest
+	15, // 30: keyval.api.KV.Status:input_type -> keyval.api.StatusRequest
+	18, // 31: keyval.api.KV.Snapshot:input_type -> keyval.api.SnapshotRequest
+	21, // 32: keyval.api.KV.Pipeline:input_type -> keyval.api.PipelineRequest
+	3,  // 33: keyval.api.KV.Register:output_type -> keyval.api.RegisterResponse
+	5,  // 34: keyval.api.KV.Put:output_type -> keyval.api.PutResponse
+	7,  // 35: keyval.api.KV.Get:output_type -> keyval.api.GetResponse
+	9,  // 36: keyval.api.KV.Delete:output_type -> keyval.api.DeleteResponse
+	11, // 37: keyval.api.KV.CompareAndSwap:output_type -> keyval.api.CompareAndSwapResponse
+	14, // 38: keyval.api.KV.Range:output_type -> keyval.api.RangeResponse
+	17, // 39: keyval.api.KV.Status:output_type -> keyval.api.StatusResponse
+	20, // 40: keyval.api.KV.Snapshot:output_type -> keyval.api.SnapshotResponse
+	23, // 41: keyval.api.KV.Pipeline:output_type -> keyval.api.PipelineResponse
+	33, // [33:42] is the sub-list for method output_type
+	24, // [24:33] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_client_apipb_kv_proto_init() }
@@ -1566,13 +1966,25 @@ func file_client_apipb_kv_proto_init() {
 	if File_client_apipb_kv_proto != nil {
 		return
 	}
+	file_client_apipb_kv_proto_msgTypes[22].OneofWrappers = []any{
+		(*Call_Put)(nil),
+		(*Call_Get)(nil),
+		(*Call_Delete)(nil),
+		(*Call_CompareAndSwap)(nil),
+	}
+	file_client_apipb_kv_proto_msgTypes[24].OneofWrappers = []any{
+		(*Reply_Put)(nil),
+		(*Reply_Get)(nil),
+		(*Reply_Delete)(nil),
+		(*Reply_CompareAndSwap)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_apipb_kv_proto_rawDesc), len(file_client_apipb_kv_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	KV_Range_FullMethodName          = "/keyval.api.KV/Range"
 	KV_Status_FullMethodName         = "/keyval.api.KV/Status"
 	KV_Snapshot_FullMethodName       = "/keyval.api.KV/Snapshot"
+	KV_Pipeline_FullMethodName       = "/keyval.api.KV/Pipeline"
 )
 
 // KVClient is the client API for KV service.
@@ -55,6 +56,12 @@ type KVClient interface {
 	// write acknowledged before the call. The first message carries info,
 	// the following ones the data in order, the last one its SHA-256.
 	Snapshot(ctx context.Context, in *SnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotResponse], error)
+	// Pipeline carries many Put, Get, Delete and CompareAndSwap calls over
+	// one stream, several to a message, so that a busy client pays for one
+	// stream rather than one RPC per call. Each call is independent (not a
+	// transaction) and is answered as it completes, in any order, by a Reply
+	// with the call's id; it behaves exactly as the unary method would.
+	Pipeline(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PipelineRequest, PipelineResponse], error)
 }
 
 type kVClient struct {
@@ -154,6 +161,19 @@ func (c *kVClient) Snapshot(ctx context.Context, in *SnapshotRequest, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_SnapshotClient = grpc.ServerStreamingClient[SnapshotResponse]
 
+func (c *kVClient) Pipeline(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PipelineRequest, PipelineResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[1], KV_Pipeline_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PipelineRequest, PipelineResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_PipelineClient = grpc.BidiStreamingClient[PipelineRequest, PipelineResponse]
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -177,6 +197,12 @@ type KVServer interface {
 	// write acknowledged before the call. The first message carries info,
 	// the following ones the data in order, the last one its SHA-256.
 	Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error
+	// Pipeline carries many Put, Get, Delete and CompareAndSwap calls over
+	// one stream, several to a message, so that a busy client pays for one
+	// stream rather than one RPC per call. Each call is independent (not a
+	// transaction) and is answered as it completes, in any order, by a Reply
+	// with the call's id; it behaves exactly as the unary method would.
+	Pipeline(grpc.BidiStreamingServer[PipelineRequest, PipelineResponse]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -210,6 +236,9 @@ func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusRes
 }
 func (UnimplementedKVServer) Snapshot(*SnapshotRequest, grpc.ServerStreamingServer[SnapshotResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Snapshot not implemented")
+}
+func (UnimplementedKVServer) Pipeline(grpc.BidiStreamingServer[PipelineRequest, PipelineResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Pipeline not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -369,6 +398,13 @@ func _KV_Snapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_SnapshotServer = grpc.ServerStreamingServer[SnapshotResponse]
 
+func _KV_Pipeline_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVServer).Pipeline(&grpc.GenericServerStream[PipelineRequest, PipelineResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_PipelineServer = grpc.BidiStreamingServer[PipelineRequest, PipelineResponse]
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -410,6 +446,12 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Snapshot",
 			Handler:       _KV_Snapshot_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Pipeline",
+			Handler:       _KV_Pipeline_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "client/apipb/kv.proto",

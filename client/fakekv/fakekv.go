@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/client/pipeline"
 )
 
 // Limits the fake enforces, like the real server's defaults in spirit.
@@ -194,6 +195,9 @@ type Node struct {
 	lose     map[string]int
 	hold     *Hold
 	calls    map[string]int
+	// unaryOnly makes Pipeline unimplemented, as on an older server.
+	unaryOnly bool
+	streams   int // Pipeline streams served
 }
 
 type fault struct {
@@ -346,6 +350,36 @@ func (h *Hold) Release() {
 		h.node.mu.Unlock()
 		close(h.release)
 	})
+}
+
+// Pipeline serves calls over one stream, each through its unary method, so
+// faults injected for a method apply to its pipelined calls too.
+func (n *Node) Pipeline(stream apipb.KV_PipelineServer) error {
+	n.mu.Lock()
+	unaryOnly := n.unaryOnly
+	if !unaryOnly {
+		n.streams++
+	}
+	n.mu.Unlock()
+	if unaryOnly {
+		return status.Error(codes.Unimplemented, "fakekv: this node serves unary calls only")
+	}
+	return pipeline.Serve(stream, n, pipeline.ServeOptions{})
+}
+
+// Streams counts the Pipeline streams the node has served.
+func (n *Node) Streams() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.streams
+}
+
+// UnaryOnly makes the node refuse Pipeline streams as unimplemented, as a
+// server from before pipelines would.
+func (n *Node) UnaryOnly() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.unaryOnly = true
 }
 
 // enter runs a call's injected behaviour: counting, holding, failing.

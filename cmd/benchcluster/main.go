@@ -57,6 +57,7 @@ type options struct {
 	catchupTimeout   time.Duration
 	rssDuration      time.Duration
 	snapshotInterval int
+	unary            bool
 	keep             bool
 	quiet            bool
 	timeout          time.Duration
@@ -151,6 +152,7 @@ Flags:
 	fs.DurationVar(&opt.catchupTimeout, "catchup-timeout", 20*time.Minute, "how long the restarted follower may take to catch up")
 	fs.DurationVar(&opt.rssDuration, "rss-duration", 2*time.Minute, "length of the sustained-overwrite run sampled for memory")
 	fs.IntVar(&opt.snapshotInterval, "snapshot-interval", 0, "keyvald --snapshot-interval (0: keyvald's default)")
+	fs.BoolVar(&opt.unary, "unary", false, "kvbench --unary: one gRPC call per operation, as etcd's tool makes, instead of the client's pipeline")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "give up (and fail) after this long; 0: no limit (--smoke: 3m)")

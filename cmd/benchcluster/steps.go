@@ -58,10 +58,14 @@ func (r benchRow) elections() uint64 {
 // (256-byte values, 8-byte keys unless more digits are needed) over the
 // given endpoints.
 func (d *driver) commonArgs(endpoints string, keySize int) []string {
-	return []string{
+	args := []string{
 		"--endpoints", endpoints, "--key-size", strconv.Itoa(keySize), "--val-size", "256",
 		"--json", "--progress=" + strconv.FormatBool(d.progress != nil),
 	}
+	if d.opt.unary {
+		args = append(args, "--unary")
+	}
+	return args
 }
 
 // runRow runs kvbench once with args and watches terms and logs around it.

@@ -74,7 +74,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	rep := &Report{
 		Tool: "kvbench", Op: cfg.op, Target: cfg.target, Clients: cfg.clients, Conns: cfg.conns,
 		Total: cfg.total, DurationSeconds: cfg.duration.Seconds(), KeySize: cfg.keySize, ValSize: cfg.valSize,
-		KeySpaceSize: cfg.keySpace, SequentialKeys: cfg.sequentialKeys,
+		KeySpaceSize: cfg.keySpace, SequentialKeys: cfg.sequentialKeys, Unary: cfg.unary,
 	}
 	if cfg.op == opMix {
 		rep.ReadRatio = &cfg.readRatio
@@ -171,7 +171,7 @@ func (b *bench) connect(ctx context.Context, targets, all []string) error {
 				eps = append(eps, e)
 			}
 		}
-		c, err := client.New(client.Config{Endpoints: eps, RequestTimeout: b.cfg.requestTimeout})
+		c, err := client.New(client.Config{Endpoints: eps, RequestTimeout: b.cfg.requestTimeout, Unary: b.cfg.unary})
 		if err != nil {
 			return fmt.Errorf("%w: connection %d to %s: %w", errUnreachable, i, first, err)
 		}

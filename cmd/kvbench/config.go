@@ -47,6 +47,7 @@ type config struct {
 	buckets        int
 	json           bool
 	progress       bool
+	unary          bool
 }
 
 // parseFlags reads the command line. The flag names follow etcd's
@@ -93,6 +94,7 @@ Flags:
 	fs.IntVar(&c.buckets, "histogram-buckets", 10, "bars in the latency histogram")
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON on stdout (progress still goes to stderr)")
 	fs.BoolVar(&c.progress, "progress", true, "print a progress line on stderr about once a second")
+	fs.BoolVar(&c.unary, "unary", false, "one gRPC call per operation, as etcd's tool does, instead of the client's default of one pipelined stream per connection")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -316,3 +316,26 @@ func TestJSONReportFields(t *testing.T) {
 		}
 	}
 }
+
+// --unary sends one gRPC call per operation (as etcd's tool does); by
+// default the client pipelines them over a stream per connection.
+func TestUnaryFlagChoosesTheCallPath(t *testing.T) {
+	for _, unary := range []bool{false, true} {
+		_, nodes, eps := fakeCluster(t, 1)
+		args := []string{"--endpoints", eps, "--op", "mix", "--clients", "4", "--conns", "2", "--total", "200", "--json", "--progress=false"}
+		if unary {
+			args = append(args, "--unary")
+		}
+		code, out, errOut := kvbench(t, context.Background(), args...)
+		if code != exitOK {
+			t.Fatalf("unary=%v: exit %d: %s", unary, code, errOut)
+		}
+		r := decode(t, out)
+		if r.Unary != unary || r.Requests != 200 || r.Errors != 0 {
+			t.Errorf("unary=%v: report says unary=%v, %d requests, %d errors", unary, r.Unary, r.Requests, r.Errors)
+		}
+		if streams := nodes[0].Streams(); (streams > 0) == unary {
+			t.Errorf("unary=%v: the member served %d pipeline streams", unary, streams)
+		}
+	}
+}

@@ -28,7 +28,9 @@ type Report struct {
 	ValSize         int      `json:"val_size"`
 	KeySpaceSize    uint64   `json:"key_space_size"`
 	SequentialKeys  bool     `json:"sequential_keys"`
-	ReadRatio       *float64 `json:"read_ratio,omitempty"`
+	// Unary: one gRPC call per operation (--unary), not the pipeline.
+	Unary     bool     `json:"unary"`
+	ReadRatio *float64 `json:"read_ratio,omitempty"`
 	// Interrupted: the run was stopped (Ctrl-C) before it was done.
 	Interrupted bool `json:"interrupted"`
 	stats.Summary
@@ -88,6 +90,9 @@ func (r *Report) writeText(w io.Writer) error {
 	fmt.Fprintf(&b, "kvbench: %s, %s, %d clients over %d connections to %s (%s)\n",
 		op, what, r.Clients, r.Conns, r.Target, strings.Join(r.Endpoints, ","))
 	fmt.Fprintf(&b, "  keys %d B (%s, %d-key space), values %d B\n", r.KeySize, keys, r.KeySpaceSize, r.ValSize)
+	if r.Unary {
+		fmt.Fprintf(&b, "  one gRPC call per operation (--unary)\n")
+	}
 	if r.Interrupted {
 		fmt.Fprintf(&b, "  INTERRUPTED: the figures cover only the part that ran\n")
 	}

@@ -1,0 +1,266 @@
+package pipeline
+
+import (
+	"context"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+)
+
+// Full method names, as the unary calls are known to metrics.
+const (
+	MethodPut            = "/keyval.api.KV/Put"
+	MethodGet            = "/keyval.api.KV/Get"
+	MethodDelete         = "/keyval.api.KV/Delete"
+	MethodCompareAndSwap = "/keyval.api.KV/CompareAndSwap"
+)
+
+const shuttingDown = "this node is shutting down; use another member"
+
+// ServeOptions shape how Serve runs calls.
+type ServeOptions struct {
+	// Timeout bounds a call that brings no timeout of its own, and caps
+	// one that does.
+	Timeout time.Duration
+	// MaxInFlight bounds the calls running at once on one stream; past it
+	// Serve stops reading, so the client is held back by flow control.
+	MaxInFlight int
+	// Draining, when closed, makes Serve stop taking calls, finish the ones
+	// running and end the stream as Unavailable (the server is stopping).
+	Draining <-chan struct{}
+	// Observe, if set, is told of every call as the unary interceptor
+	// would be: method, outcome and duration.
+	Observe func(method string, code codes.Code, d time.Duration)
+}
+
+// Serve answers the calls arriving on stream with kv's unary methods, each
+// call in its own goroutine, and sends the answers as they complete, as
+// many to a message as are ready. It returns when the client ends the
+// stream (nil), the stream breaks, or opt.Draining closes.
+func Serve(stream apipb.KV_PipelineServer, kv apipb.KVServer, opt ServeOptions) error {
+	ctx := stream.Context()
+	if opt.MaxInFlight <= 0 {
+		opt.MaxInFlight = 4096
+	}
+	out := &outbox{wake: make(chan struct{}, 1)}
+	slots := make(chan struct{}, opt.MaxInFlight)
+	var running sync.WaitGroup
+
+	sendDone := make(chan error, 1)
+	senderCtx, stopSender := context.WithCancel(ctx)
+	defer stopSender()
+	go func() { sendDone <- out.sendLoop(senderCtx, stream) }()
+
+	reqs := make(chan *apipb.PipelineRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var result error
+loop:
+	for {
+		if closed(opt.Draining) {
+			result = status.Error(codes.Unavailable, shuttingDown)
+			break
+		}
+		select {
+		case req := <-reqs:
+			for _, call := range req.Calls {
+				if closed(opt.Draining) {
+					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: shuttingDown})
+					continue
+				}
+				select {
+				case slots <- struct{}{}:
+				case <-opt.Draining:
+					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: shuttingDown})
+					continue
+				case <-ctx.Done():
+					break loop
+				}
+				running.Add(1)
+				go func() {
+					defer func() { <-slots; running.Done() }()
+					out.add(serveCall(ctx, kv, call, opt))
+				}()
+			}
+		case err := <-recvErr:
+			if err != io.EOF {
+				result = err
+			}
+			break loop
+		case err := <-sendDone:
+			running.Wait()
+			return err
+		case <-opt.Draining:
+			result = status.Error(codes.Unavailable, shuttingDown)
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	// Answer what is running before ending the stream.
+	running.Wait()
+	stopSender()
+	if err := <-sendDone; err != nil && result == nil && ctx.Err() == nil {
+		result = err
+	}
+	return result
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// serveCall runs one call through the unary method it names.
+func serveCall(ctx context.Context, kv apipb.KVServer, call *apipb.Call, opt ServeOptions) *apipb.Reply {
+	timeout := opt.Timeout
+	if t := time.Duration(call.TimeoutMs) * time.Millisecond; t > 0 && (timeout <= 0 || t < timeout) {
+		timeout = t
+	}
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	start := time.Now()
+	r := &apipb.Reply{Id: call.Id}
+	var method string
+	var err error
+	switch op := call.Op.(type) {
+	case *apipb.Call_Put:
+		method = MethodPut
+		var resp *apipb.PutResponse
+		if resp, err = kv.Put(ctx, op.Put); err == nil {
+			r.Result = &apipb.Reply_Put{Put: resp}
+		}
+	case *apipb.Call_Get:
+		method = MethodGet
+		var resp *apipb.GetResponse
+		if resp, err = kv.Get(ctx, op.Get); err == nil {
+			r.Result = &apipb.Reply_Get{Get: resp}
+		}
+	case *apipb.Call_Delete:
+		method = MethodDelete
+		var resp *apipb.DeleteResponse
+		if resp, err = kv.Delete(ctx, op.Delete); err == nil {
+			r.Result = &apipb.Reply_Delete{Delete: resp}
+		}
+	case *apipb.Call_CompareAndSwap:
+		method = MethodCompareAndSwap
+		var resp *apipb.CompareAndSwapResponse
+		if resp, err = kv.CompareAndSwap(ctx, op.CompareAndSwap); err == nil {
+			r.Result = &apipb.Reply_CompareAndSwap{CompareAndSwap: resp}
+		}
+	default:
+		// A newer client's call this server does not know: refuse it
+		// alone, not the stream.
+		r.Code, r.Message = uint32(codes.Unimplemented), "pipeline: call with no operation this server knows"
+		return r
+	}
+	if err != nil {
+		st := status.Convert(err)
+		r.Code, r.Message = uint32(st.Code()), st.Message()
+	}
+	if opt.Observe != nil {
+		opt.Observe(method, codes.Code(r.Code), time.Since(start))
+	}
+	return r
+}
+
+// outbox gathers replies for the sender.
+type outbox struct {
+	mu      sync.Mutex
+	replies []*apipb.Reply
+	wake    chan struct{}
+}
+
+func (o *outbox) add(r *apipb.Reply) {
+	o.mu.Lock()
+	o.replies = append(o.replies, r)
+	o.mu.Unlock()
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sendLoop sends gathered replies until ctx ends, then sends what is left.
+func (o *outbox) sendLoop(ctx context.Context, stream apipb.KV_PipelineServer) error {
+	var batch []*apipb.Reply
+	for {
+		stopping := false
+		select {
+		case <-o.wake:
+		case <-ctx.Done():
+			stopping = true
+		}
+		for {
+			batch = o.take(batch[:0])
+			if len(batch) == 0 {
+				break
+			}
+			if err := stream.Send(&apipb.PipelineResponse{Replies: batch}); err != nil {
+				return err
+			}
+			clear(batch)
+		}
+		if stopping {
+			return nil
+		}
+	}
+}
+
+// take moves gathered replies into batch, up to maxMessageBytes of them.
+func (o *outbox) take(batch []*apipb.Reply) []*apipb.Reply {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	size, n := 0, 0
+	for n < len(o.replies) {
+		size += replySize(o.replies[n])
+		if n > 0 && size > maxMessageBytes {
+			break
+		}
+		n++
+	}
+	batch = append(batch, o.replies[:n]...)
+	rest := copy(o.replies, o.replies[n:])
+	clear(o.replies[rest:])
+	o.replies = o.replies[:rest]
+	return batch
+}
+
+// replySize is exact only where it matters: replies with values.
+func replySize(r *apipb.Reply) int {
+	switch res := r.Result.(type) {
+	case *apipb.Reply_Get:
+		return 48 + len(res.Get.Value)
+	case *apipb.Reply_CompareAndSwap:
+		return 48 + len(res.CompareAndSwap.CurrentValue)
+	case nil:
+		return 48 + len(r.Message)
+	}
+	return 48
+}

@@ -77,3 +77,35 @@ func BenchmarkPutParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPutConcurrent compares the two call paths with 64 writers: the
+// fake server runs in the same process, so ns/op is the CPU of both ends
+// of the gRPC conversation per put.
+func BenchmarkPutConcurrent(b *testing.B) {
+	for _, path := range []struct {
+		name  string
+		unary bool
+	}{{"pipeline", false}, {"unary", true}} {
+		b.Run(path.name, func(b *testing.B) {
+			_, nodes := startCluster(b, 1)
+			c, err := New(Config{Endpoints: addrs(nodes...), Unary: path.unary})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			value := make([]byte, 256)
+			b.SetParallelism(32) // 64 goroutines on 2 cores
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				key := []byte("key")
+				for pb.Next() {
+					if _, err := c.Put(ctx, key, value); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -56,11 +56,25 @@ var putRPC = rpc[*apipb.PutRequest, *apipb.PutResponse]{
 	op:         "put",
 	call:       apipb.KVClient.Put,
 	setSession: func(r *apipb.PutRequest, s *apipb.Session) { r.Session = s },
-	toCall:     func(r *apipb.PutRequest) *apipb.Call { return &apipb.Call{Op: &apipb.Call_Put{Put: r}} },
+	toCall: func(r *apipb.PutRequest) *apipb.Call {
+		return &apipb.Call{Op: &apipb.Call_Put{Put: &apipb.PutRequest{
+			Key: bytes.Clone(r.Key), Value: bytes.Clone(r.Value), Session: cloneSession(r.Session)}}}
+	},
 	fromReply: func(r *apipb.Reply) (*apipb.PutResponse, bool) {
 		resp := r.GetPut()
 		return resp, resp != nil
 	},
+}
+
+// cloneSession copies a request's session for a pipelined call: the
+// pipeline may still be encoding a call after its attempt has returned
+// (it timed out, or the stream broke), while the retry loop changes the
+// session (a new one after expiry) and the caller reuses its buffers.
+func cloneSession(s *apipb.Session) *apipb.Session {
+	if s == nil {
+		return nil
+	}
+	return &apipb.Session{ClientId: s.ClientId, Seq: s.Seq}
 }
 
 // Put sets key to value, exactly once however often it is retried. The
@@ -82,9 +96,11 @@ type GetResult struct {
 }
 
 var getRPC = rpc[*apipb.GetRequest, *apipb.GetResponse]{
-	op:     "get",
-	call:   apipb.KVClient.Get,
-	toCall: func(r *apipb.GetRequest) *apipb.Call { return &apipb.Call{Op: &apipb.Call_Get{Get: r}} },
+	op:   "get",
+	call: apipb.KVClient.Get,
+	toCall: func(r *apipb.GetRequest) *apipb.Call {
+		return &apipb.Call{Op: &apipb.Call_Get{Get: &apipb.GetRequest{Key: bytes.Clone(r.Key), Serializable: r.Serializable}}}
+	},
 	fromReply: func(r *apipb.Reply) (*apipb.GetResponse, bool) {
 		resp := r.GetGet()
 		return resp, resp != nil
@@ -111,7 +127,9 @@ var deleteRPC = rpc[*apipb.DeleteRequest, *apipb.DeleteResponse]{
 	op:         "delete",
 	call:       apipb.KVClient.Delete,
 	setSession: func(r *apipb.DeleteRequest, s *apipb.Session) { r.Session = s },
-	toCall:     func(r *apipb.DeleteRequest) *apipb.Call { return &apipb.Call{Op: &apipb.Call_Delete{Delete: r}} },
+	toCall: func(r *apipb.DeleteRequest) *apipb.Call {
+		return &apipb.Call{Op: &apipb.Call_Delete{Delete: &apipb.DeleteRequest{Key: bytes.Clone(r.Key), Session: cloneSession(r.Session)}}}
+	},
 	fromReply: func(r *apipb.Reply) (*apipb.DeleteResponse, bool) {
 		resp := r.GetDelete()
 		return resp, resp != nil
@@ -147,7 +165,8 @@ var casRPC = rpc[*apipb.CompareAndSwapRequest, *apipb.CompareAndSwapResponse]{
 	call:       apipb.KVClient.CompareAndSwap,
 	setSession: func(r *apipb.CompareAndSwapRequest, s *apipb.Session) { r.Session = s },
 	toCall: func(r *apipb.CompareAndSwapRequest) *apipb.Call {
-		return &apipb.Call{Op: &apipb.Call_CompareAndSwap{CompareAndSwap: r}}
+		return &apipb.Call{Op: &apipb.Call_CompareAndSwap{CompareAndSwap: &apipb.CompareAndSwapRequest{
+			Key: bytes.Clone(r.Key), ExpectedVersion: r.ExpectedVersion, Value: bytes.Clone(r.Value), Session: cloneSession(r.Session)}}}
 	},
 	fromReply: func(r *apipb.Reply) (*apipb.CompareAndSwapResponse, bool) {
 		resp := r.GetCompareAndSwap()

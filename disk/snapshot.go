@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -55,6 +56,11 @@ type SnapshotStore struct {
 	fs   FS
 	dir  string
 	keep int
+	// writing is held from Create to Commit or Abort: one snapshot is
+	// written at a time (a node's own, taken in the background, and one
+	// received from the leader could otherwise share a temporary file or
+	// prune the same old one).
+	writing sync.Mutex
 }
 
 // NewSnapshotStore opens (creating if needed) the snapshot directory dir,
@@ -125,9 +131,19 @@ type SnapshotWriter struct {
 	n     int64
 	err   error
 	done  bool
+	held  bool // holds s.writing
 }
 
-// Create starts writing a snapshot with the given metadata.
+// release lets the next writer in, once.
+func (w *SnapshotWriter) release() {
+	if w.held {
+		w.held = false
+		w.s.writing.Unlock()
+	}
+}
+
+// Create starts writing a snapshot with the given metadata. Another
+// Create waits until this one is committed or aborted.
 func (s *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error) {
 	metaBytes, err := proto.Marshal(snapshotMetaToPB(meta))
 	if err != nil {
@@ -138,7 +154,10 @@ func (s *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error) 
 	}
 	final := filepath.Join(s.dir, snapName(meta.Index, meta.Term))
 	w := &SnapshotWriter{s: s, meta: meta, tmp: final + tmpExt, final: final, buf: make([]byte, 0, 4<<10)}
+	s.writing.Lock()
+	w.held = true
 	if w.f, err = s.fs.Create(w.tmp); err != nil {
+		w.release()
 		return nil, fmt.Errorf("snapshot: create: %w", err)
 	}
 	hdr := make([]byte, snapHeaderSize, snapHeaderSize+len(metaBytes))
@@ -201,6 +220,7 @@ func (w *SnapshotWriter) writeOut(p []byte) error {
 // rename, directory fsync. It then prunes snapshots beyond the newest Keep.
 // When Commit returns nil the snapshot is durable.
 func (w *SnapshotWriter) Commit() error {
+	defer w.release()
 	if w.err != nil {
 		w.Abort()
 		return w.err
@@ -236,6 +256,7 @@ func (w *SnapshotWriter) Commit() error {
 
 // Abort discards the snapshot being written.
 func (w *SnapshotWriter) Abort() error {
+	defer w.release()
 	if w.done {
 		return nil
 	}

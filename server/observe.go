@@ -6,10 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -305,8 +302,8 @@ func (o *observer) walSync(sync func() error) error {
 	return err
 }
 
-// applyGroup applies a group of batches, timing it, and records the
-// snapshot it may have taken (state machine goroutine).
+// applyGroup applies a group of batches, timing it (state machine
+// goroutine).
 func (o *observer) applyGroup(r *replica.Replica, group []*replica.Batch) error {
 	start := time.Now()
 	err := r.ApplyGroup(group)
@@ -315,40 +312,15 @@ func (o *observer) applyGroup(r *replica.Replica, group []*replica.Batch) error 
 	if o.tr != nil {
 		o.tr.batchesApplied(group)
 	}
-	if err != nil {
-		return err
-	}
-	for _, b := range group {
-		if b.TookSnapshot() {
-			o.snapshotTaken(d)
-			break
-		}
-	}
-	return nil
+	return err
 }
 
-// snapshotTaken records a snapshot the state machine goroutine just wrote.
-// Snapshots are rare (every --snapshot-interval entries), so reading the
-// directory for the file's size costs nothing that matters.
-func (o *observer) snapshotTaken(d time.Duration) {
+// snapshotTaken records a snapshot the snapshot goroutine wrote: its index,
+// data size and how long writing it took.
+func (o *observer) snapshotTaken(index uint64, size int64, d time.Duration) {
 	o.m.snapshots.Inc()
 	o.m.snapshotDur.Observe(d.Seconds())
-	index := o.s.store.AppliedIndex()
-	size := int64(-1)
-	dir := filepath.Join(o.s.cfg.DataDir, "snap")
-	if names, err := os.ReadDir(dir); err == nil {
-		for i := len(names) - 1; i >= 0; i-- { // newest last: names are fixed-width hex index-term
-			if strings.HasSuffix(names[i].Name(), ".snap") {
-				if fi, err := names[i].Info(); err == nil {
-					size = fi.Size()
-				}
-				break
-			}
-		}
-	}
-	if size >= 0 {
-		o.m.snapshotSize.Set(float64(size))
-	}
+	o.m.snapshotSize.Set(float64(size))
 	o.log.Info("snapshot taken", "index", index, "bytes", size, "duration", d.Round(time.Millisecond).String())
 }
 

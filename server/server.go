@@ -128,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 			Seed: uint64(time.Now().UnixNano()),
 		},
 		FS: disk.OSFS{}, Dir: cfg.DataDir, Store: store,
-		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2,
+		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2, BackgroundSnapshots: true,
 		Send: s.send, Done: s.done, ConfChanged: s.confChanged,
 	})
 	if err != nil {
@@ -284,16 +284,18 @@ func (s *Server) Err() error { return s.fatalErr }
 
 // maxInflight bounds the batches between Ready and Finish. It is large so
 // that the loop keeps answering heartbeats and votes (which leave with
-// every Ready) while the state machine is busy, e.g. writing a snapshot;
-// a batch holds only references to entries already in the log.
+// every Ready) while the state machine is busy, e.g. restoring a snapshot
+// from the leader (its own snapshots are written on a goroutine of their
+// own); a batch holds only references to entries already in the log.
 const maxInflight = 256
 
 // job is work for the WAL or state machine goroutine.
 type job struct {
 	batch *replica.Batch
-	// compact: release the WAL behind the snapshot batch took.
-	compact bool
-	// store: write a received snapshot's file (state machine side).
+	// snap: release the WAL behind this snapshot, now written.
+	snap *replica.PendingSnapshot
+	// store: run on the state machine's goroutine, in order with the
+	// batches (writing a received snapshot's file; SnapshotDone).
 	store func() error
 	done  chan error
 	// quit stops the state machine's goroutine.
@@ -310,16 +312,20 @@ func (s *Server) loop() {
 	defer close(s.loopDone)
 	persistQ := make(chan job, 2*maxInflight+1)
 	finishQ := make(chan *replica.Batch, maxInflight)
-	errc := make(chan error, 2)
+	// One snapshot is written at a time (the replica captures the next
+	// only once this one is written), so snapQ never fills.
+	snapQ := make(chan *replica.PendingSnapshot, 1)
+	quit := make(chan struct{})
+	errc := make(chan error, 3)
 	var stages sync.WaitGroup
-	stages.Add(2)
+	stages.Add(3)
 	go func() { // the WAL's goroutine
 		defer stages.Done()
 		defer func() { s.applyQ <- job{quit: true} }()
 		var group []*replica.Batch
 		for j := range persistQ {
-			if j.compact {
-				if err := s.rep.Compact(j.batch); err != nil {
+			if j.snap != nil {
+				if err := s.rep.CompactTo(j.snap); err != nil {
 					errc <- err
 					return
 				}
@@ -336,7 +342,7 @@ func (s *Server) loop() {
 					if !ok {
 						break gather
 					}
-					if j2.compact {
+					if j2.snap != nil {
 						next = &j2
 						break gather
 					}
@@ -368,10 +374,46 @@ func (s *Server) loop() {
 			// since: drop the references now that the batches moved on.
 			clear(group)
 			if next != nil {
-				if err := s.rep.Compact(next.batch); err != nil {
+				if err := s.rep.CompactTo(next.snap); err != nil {
 					errc <- err
 					return
 				}
+			}
+		}
+	}()
+	go func() { // the snapshot writer's goroutine
+		defer stages.Done()
+		for p := range snapQ {
+			select {
+			case <-quit: // stopping: not worth writing now
+				continue
+			default:
+			}
+			start := time.Now()
+			size, err := s.rep.WriteSnapshot(p)
+			if err != nil {
+				errc <- err
+				return
+			}
+			s.obs.snapshotTaken(p.Index(), size, time.Since(start))
+			// Let the state machine side capture the next one, then
+			// compact the log (loop) and the WAL (behind every batch
+			// already queued for it).
+			select {
+			case s.applyQ <- job{store: func() error { s.rep.SnapshotDone(); return nil }, done: make(chan error, 1)}:
+			case <-quit:
+				return
+			}
+			select {
+			case s.inbox <- func() {
+				if err := s.rep.SnapshotWritten(p); err != nil {
+					s.fatal(err)
+					return
+				}
+				persistQ <- job{snap: p}
+			}:
+			case <-quit:
+				return
 			}
 		}
 	}()
@@ -423,8 +465,13 @@ func (s *Server) loop() {
 		}
 	}()
 	defer func() {
+		close(quit)
+		close(snapQ)
 		close(persistQ)
 		stages.Wait()
+		// A snapshot captured but not written holds a bbolt read
+		// transaction, which would keep the store from closing.
+		s.rep.AbandonSnapshot()
 	}()
 
 	ticker := time.NewTicker(s.cfg.HeartbeatInterval)
@@ -437,8 +484,8 @@ func (s *Server) loop() {
 			s.fatal(err)
 			return false
 		}
-		if b.TookSnapshot() {
-			persistQ <- job{batch: b, compact: true}
+		if p := b.TakePendingSnapshot(); p != nil {
+			snapQ <- p
 		}
 		return true
 	}

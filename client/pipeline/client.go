@@ -62,6 +62,9 @@ type stream struct {
 }
 
 // Call sends call (its id is set here) and waits for its reply or ctx.
+// The pipeline may still be encoding call into a message after Call has
+// returned, so nothing may change call (or the buffers it points to)
+// afterwards: pass a copy of what the caller will reuse.
 // A reply carrying an error code is returned as that status error. The
 // other errors are status errors too: Unavailable when the stream broke or
 // could not be opened, DeadlineExceeded or Canceled when ctx ended first,

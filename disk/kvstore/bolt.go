@@ -51,22 +51,29 @@ var (
 // boltFormatVersion is the layout version stored under meta/format.
 const boltFormatVersion = 1
 
+// initialMmapSize is bbolt's first memory map: address space, not memory.
+const initialMmapSize = 1 << 30
+
 // OpenBolt opens (creating if needed) the store in the bbolt file at path.
 //
 // bbolt options: the freelist is not written on commit (NoFreelistSync)
 // and is kept as a hash map, which makes commits cheaper at the cost of
 // rebuilding the freelist by scanning when the file is opened; fsync on
-// every commit stays on unless opts.NoSync.
+// every commit stays on unless opts.NoSync. The memory map starts at 1 GiB
+// of address space (not memory): a commit that must grow the map waits
+// for every open read transaction, and a snapshot being written holds one
+// for as long as writing takes.
 func OpenBolt(path string, opts Options) (*Bolt, error) {
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout:        timeout,
-		NoSync:         opts.NoSync,
-		NoFreelistSync: true,
-		FreelistType:   bbolt.FreelistMapType,
+		Timeout:         timeout,
+		NoSync:          opts.NoSync,
+		NoFreelistSync:  true,
+		FreelistType:    bbolt.FreelistMapType,
+		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open kv store %s: %w", path, err)
@@ -209,40 +216,70 @@ func (b *Bolt) Range(prefix, after []byte, limit int) (RangeResult, error) {
 // Snapshot implements Store. It reads one bbolt read transaction, so it
 // is consistent and does not block Apply.
 func (b *Bolt) Snapshot(w io.Writer) (SnapshotInfo, error) {
-	if b.closed.Load() {
-		return SnapshotInfo{}, ErrClosed
-	}
-	var info SnapshotInfo
-	err := b.db.View(func(tx *bbolt.Tx) error {
-		st, err := loadState(tx)
-		if err != nil {
-			return err
-		}
-		info = SnapshotInfo{AppliedIndex: st.applied, Revision: st.rev}
-		sw := newSnapshotWriter(w, info)
-		c := st.kv.Cursor()
-		for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
-			version, value, err := splitValue(k, v)
-			if err != nil {
-				return err
-			}
-			sw.keyValue(k, value, version)
-		}
-		c = st.clients.Cursor()
-		for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
-			rec, err := decodeClient(k, v)
-			if err != nil {
-				return err
-			}
-			sw.client(rec)
-		}
-		return sw.finish()
-	})
+	f, err := b.Freeze()
 	if err != nil {
-		return SnapshotInfo{}, fmt.Errorf("snapshot %s: %w", b.path, err)
+		return SnapshotInfo{}, err
 	}
-	return info, nil
+	defer f.Close()
+	if err := f.WriteSnapshot(w); err != nil {
+		return SnapshotInfo{}, err
+	}
+	return f.Info(), nil
 }
+
+// Freeze implements Store: the state is a bbolt read transaction, begun
+// now and read when the snapshot is written.
+func (b *Bolt) Freeze() (Frozen, error) {
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	tx, err := b.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", b.path, err)
+	}
+	st, err := loadState(tx)
+	if err != nil {
+		_ = tx.Rollback()
+		return nil, fmt.Errorf("snapshot %s: %w", b.path, err)
+	}
+	return &boltFrozen{b: b, tx: tx, st: st}, nil
+}
+
+type boltFrozen struct {
+	b  *Bolt
+	tx *bbolt.Tx
+	st *boltState
+}
+
+func (f *boltFrozen) Info() SnapshotInfo {
+	return SnapshotInfo{AppliedIndex: f.st.applied, Revision: f.st.rev}
+}
+
+func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
+	sw := newSnapshotWriter(w, f.Info())
+	c := f.st.kv.Cursor()
+	for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
+		version, value, err := splitValue(k, v)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", f.b.path, err)
+		}
+		sw.keyValue(k, value, version)
+	}
+	c = f.st.clients.Cursor()
+	for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
+		rec, err := decodeClient(k, v)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", f.b.path, err)
+		}
+		sw.client(rec)
+	}
+	if err := sw.finish(); err != nil {
+		return fmt.Errorf("snapshot %s: %w", f.b.path, err)
+	}
+	return nil
+}
+
+func (f *boltFrozen) Close() error { return f.tx.Rollback() }
 
 // Restore implements Store: the old buckets are dropped and the snapshot
 // loaded in one transaction, which commits only if the whole stream

@@ -46,6 +46,10 @@ type Store interface {
 	// Snapshot writes a consistent image of the whole state to w and
 	// says which applied index and revision it holds.
 	Snapshot(w io.Writer) (SnapshotInfo, error)
+	// Freeze captures the state as it is now (between batches), to be
+	// written as a snapshot later while Apply goes on: taking it is cheap,
+	// writing it costs what Snapshot does. Close it when done.
+	Freeze() (Frozen, error)
 	// Restore replaces the whole state with a snapshot read from r. A
 	// damaged or invalid snapshot is refused with an error wrapping
 	// ErrBadSnapshot, and the previous state is kept untouched.
@@ -55,6 +59,20 @@ type Store interface {
 	// durable when it returns.
 	Sync() error
 	// Close releases the store. Later calls return ErrClosed.
+	Close() error
+}
+
+// Frozen is a state captured by Freeze. Its methods may be called from
+// another goroutine than Apply's, concurrently with it.
+type Frozen interface {
+	// Info says which applied index and revision the state holds.
+	Info() SnapshotInfo
+	// WriteSnapshot writes the captured state to w in the snapshot format
+	// (what Snapshot would have written when Freeze was called).
+	WriteSnapshot(w io.Writer) error
+	// Close releases what holds the state (for bbolt, a read
+	// transaction, which keeps the pages it reads from being reused).
+	// Closing again does nothing (it may report that it is closed).
 	Close() error
 }
 

@@ -149,6 +149,34 @@ func (m *Memory) Snapshot(w io.Writer) (SnapshotInfo, error) {
 	return info, nil
 }
 
+// Freeze implements Store. The memory store is the simulator's: it writes
+// the snapshot into memory at once, so what is frozen cannot change and no
+// lock is held while it waits to be written.
+func (m *Memory) Freeze() (Frozen, error) {
+	var buf bytes.Buffer
+	info, err := m.Snapshot(&buf)
+	if err != nil {
+		return nil, err
+	}
+	return &memoryFrozen{info: info, data: buf.Bytes()}, nil
+}
+
+type memoryFrozen struct {
+	info SnapshotInfo
+	data []byte
+}
+
+func (f *memoryFrozen) Info() SnapshotInfo { return f.info }
+
+func (f *memoryFrozen) WriteSnapshot(w io.Writer) error {
+	if _, err := w.Write(f.data); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+func (f *memoryFrozen) Close() error { return nil }
+
 // Restore implements Store. The snapshot is loaded into a fresh state
 // that replaces the current one only once the whole stream has checked
 // out.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"path/filepath"
 	"testing"
@@ -258,4 +259,45 @@ func TestRestoreIntoBoltFromScratchFile(t *testing.T) {
 	require.NoError(t, err)
 	defer b.Close()
 	require.Equal(t, snap, stateOf(t, b))
+}
+
+// A frozen state is the state when Freeze was called, however much is
+// applied before it is written, and writing it (from another goroutine)
+// does not hold Apply up.
+func TestFreezeCapturesTheStateOfItsMoment(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		for i := range 100 {
+			a.one(putCmd(0, 0, fmt.Sprintf("k%03d", i), "before"))
+		}
+		want := stateOf(t, s)
+		f, err := s.Freeze()
+		require.NoError(t, err)
+		require.Equal(t, SnapshotInfo{AppliedIndex: 100, Revision: 100}, f.Info())
+
+		written := make(chan []byte)
+		go func() {
+			var buf bytes.Buffer
+			if err := f.WriteSnapshot(&buf); err != nil {
+				buf.Reset()
+			}
+			written <- buf.Bytes()
+		}()
+		// Overwrite every key and add more while the frozen state waits
+		// or is being written.
+		for i := range 200 {
+			a.one(putCmd(0, 0, fmt.Sprintf("k%03d", i), "after"))
+		}
+		got := <-written
+		require.NoError(t, f.Close())
+		require.Equal(t, want, got, "the frozen state is the one at Freeze")
+
+		fresh := NewMemory(Options{})
+		defer fresh.Close()
+		require.NoError(t, fresh.Restore(bytes.NewReader(got)))
+		g, err := fresh.Get([]byte("k050"))
+		require.NoError(t, err)
+		require.Equal(t, "before", string(g.Value))
+		require.Equal(t, uint64(300), s.AppliedIndex(), "Apply went on meanwhile")
+	})
 }

@@ -43,6 +43,13 @@ type Config struct {
 	// KeepSnapshots is how many snapshot files to keep (at least 2, so a
 	// damaged newest one can be skipped).
 	KeepSnapshots int
+	// BackgroundSnapshots makes ApplyGroup only capture the state for a
+	// due snapshot (cheap); the batch then carries a PendingSnapshot that
+	// the runtime writes with WriteSnapshot away from the state machine's
+	// goroutine, so applying never waits on a large state being written.
+	// Without it ApplyGroup writes the snapshot itself (the simulator's
+	// way: one goroutine, every stage in turn).
+	BackgroundSnapshots bool
 	// WAL tunes the write-ahead log.
 	WAL disk.Options
 	// Send hands messages to the network. It must not block and must not
@@ -115,6 +122,9 @@ type Replica struct {
 	// applied (state machine side).
 	lastSnapshot uint64
 	appliedTerm  uint64
+	// inflight is the background snapshot captured and not yet done with
+	// (one at a time). State machine side: SnapshotDone clears it.
+	inflight *PendingSnapshot
 	// wantSnapshot asks for a snapshot with the next batch, whatever the
 	// interval: the newest snapshot file could not be read to send it
 	// (loop side; it travels to Apply in the Batch).
@@ -338,6 +348,32 @@ type Batch struct {
 	releaseTo uint64
 	// forceSnapshot: take a snapshot after this batch in any case.
 	forceSnapshot bool
+	// pending is a snapshot captured after this batch, to be written in
+	// the background (Config.BackgroundSnapshots).
+	pending *PendingSnapshot
+}
+
+// PendingSnapshot is the state captured for a snapshot after a batch,
+// not yet written to its file. The runtime takes it from the batch once
+// the batch is finished (TakePendingSnapshot), writes it on a goroutine of
+// its own (WriteSnapshot), then hands it to SnapshotWritten on the loop
+// and to CompactTo on the WAL side, in that order, and tells the state
+// machine side with SnapshotDone.
+type PendingSnapshot struct {
+	meta      core.SnapshotMeta
+	releaseTo uint64
+	frozen    kvstore.Frozen
+}
+
+// Index is the log index the snapshot is taken at.
+func (p *PendingSnapshot) Index() uint64 { return p.meta.Index }
+
+// TakePendingSnapshot returns the snapshot captured after this batch, if
+// any, and forgets it. Call it after Finish.
+func (b *Batch) TakePendingSnapshot() *PendingSnapshot {
+	p := b.pending
+	b.pending = nil
+	return p
 }
 
 // TookSnapshot reports whether Apply took a snapshot after this batch, so
@@ -480,6 +516,9 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 	due := r.cfg.SnapshotEvery > 0 && applied >= r.lastSnapshot+r.cfg.SnapshotEvery
 	if (due || force) && applied > 0 && r.appliedTerm > 0 {
 		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: r.appliedConf}
+		if r.cfg.BackgroundSnapshots {
+			return r.freeze(last, meta)
+		}
 		last.releaseTo = r.lastSnapshot
 		if err := r.writeSnapshot(meta); err != nil {
 			return err
@@ -487,6 +526,88 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 		last.snapshot = &meta
 	}
 	return nil
+}
+
+// freeze captures the state for a background snapshot at meta, unless one
+// is still being written (the next batch asks again: the interval is
+// measured from the last snapshot taken).
+func (r *Replica) freeze(last *Batch, meta core.SnapshotMeta) error {
+	if r.inflight != nil {
+		return nil
+	}
+	f, err := r.store.Freeze()
+	if err != nil {
+		return fmt.Errorf("replica: snapshot at %d: %w", meta.Index, err)
+	}
+	if got := f.Info().AppliedIndex; got != meta.Index {
+		_ = f.Close()
+		return fmt.Errorf("replica: snapshot at %d: the store froze its state at %d", meta.Index, got)
+	}
+	last.pending = &PendingSnapshot{meta: meta, releaseTo: r.lastSnapshot, frozen: f}
+	r.inflight = last.pending
+	r.lastSnapshot = meta.Index
+	return nil
+}
+
+// SnapshotDone tells the state machine side that the snapshot in flight
+// has been written (or given up), so the next due one may be captured.
+func (r *Replica) SnapshotDone() { r.inflight = nil }
+
+// AbandonSnapshot releases a captured snapshot that will not be written
+// (the runtime is stopping). Call it only when no other stage is running.
+func (r *Replica) AbandonSnapshot() {
+	if r.inflight != nil {
+		_ = r.inflight.frozen.Close() // closing twice is harmless
+		r.inflight = nil
+	}
+}
+
+// WriteSnapshot writes a pending snapshot's file and returns its data size.
+// It may run on any goroutine, concurrently with the other stages: it
+// touches only the snapshot and the snapshot files.
+func (r *Replica) WriteSnapshot(p *PendingSnapshot) (int64, error) {
+	defer p.frozen.Close()
+	w, err := r.snaps.Create(p.meta)
+	if err != nil {
+		return 0, fmt.Errorf("replica: snapshot: %w", err)
+	}
+	cw := &countingWriter{w: w}
+	if err := p.frozen.WriteSnapshot(cw); err != nil {
+		_ = w.Abort()
+		return 0, fmt.Errorf("replica: snapshot at %d: %w", p.meta.Index, err)
+	}
+	if err := w.Commit(); err != nil {
+		return 0, fmt.Errorf("replica: snapshot at %d: %w", p.meta.Index, err)
+	}
+	return cw.n, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// SnapshotWritten compacts the in-memory log behind a snapshot whose file
+// WriteSnapshot wrote. Loop side.
+func (r *Replica) SnapshotWritten(p *PendingSnapshot) error {
+	// A snapshot installed from the leader meanwhile may already have
+	// compacted past this one; that is fine.
+	if _, err := r.node.SnapshotTaken(p.meta.Index); err != nil && !errors.Is(err, core.ErrCompacted) {
+		return fmt.Errorf("replica: compact log: %w", err)
+	}
+	return nil
+}
+
+// CompactTo releases WAL segments behind a written snapshot. WAL side,
+// after SnapshotWritten.
+func (r *Replica) CompactTo(p *PendingSnapshot) error {
+	return r.compactWAL(p.meta, p.releaseTo)
 }
 
 // Finish answers the batch's requests and advances the node. Loop side, in
@@ -572,6 +693,16 @@ func (r *Replica) Process() error {
 	if err := r.Finish(b); err != nil {
 		return err
 	}
+	if p := b.TakePendingSnapshot(); p != nil {
+		if _, err := r.WriteSnapshot(p); err != nil {
+			return err
+		}
+		if err := r.SnapshotWritten(p); err != nil {
+			return err
+		}
+		r.SnapshotDone()
+		return r.CompactTo(p)
+	}
 	return r.Compact(b)
 }
 
@@ -581,7 +712,13 @@ func (r *Replica) Compact(b *Batch) error {
 	if b.snapshot == nil {
 		return nil
 	}
-	if err := r.wal.MarkCompacted(*b.snapshot); err != nil {
+	return r.compactWAL(*b.snapshot, b.releaseTo)
+}
+
+// compactWAL records in the WAL that a snapshot at meta is durable and
+// releases the segments before releaseTo.
+func (r *Replica) compactWAL(meta core.SnapshotMeta, releaseTo uint64) error {
+	if err := r.wal.MarkCompacted(meta); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
 	if err := r.wal.Sync(); err != nil {
@@ -589,7 +726,7 @@ func (r *Replica) Compact(b *Batch) error {
 	}
 	// Keep the log back to the previous snapshot, so a damaged newest
 	// snapshot file can be replaced by the older one plus the log.
-	if err := r.wal.ReleaseTo(b.releaseTo); err != nil {
+	if err := r.wal.ReleaseTo(releaseTo); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
 	return nil

@@ -25,10 +25,14 @@ type single struct {
 }
 
 func openSingle(t *testing.T, fs *disk.MemFS, snapshotEvery uint64) (*single, error) {
+	return openSingleWith(t, fs, snapshotEvery, false)
+}
+
+func openSingleWith(t *testing.T, fs *disk.MemFS, snapshotEvery uint64, background bool) (*single, error) {
 	s := &single{t: t, fs: fs, store: kvstore.NewMemory(kvstore.Options{}), done: map[uint64]Outcome{}}
 	rep, err := Open(Config{
 		Core: core.Config{ID: 1, Peers: []core.NodeID{1}, Seed: 1},
-		FS:   fs, Dir: "/n", Store: s.store, SnapshotEvery: snapshotEvery,
+		FS:   fs, Dir: "/n", Store: s.store, SnapshotEvery: snapshotEvery, BackgroundSnapshots: background,
 		Send: func([]core.Message) {},
 		Done: func(id uint64, out Outcome) { s.done[id] = out },
 	})
@@ -115,4 +119,88 @@ func TestFollowerRefusesProposalsNamingNoLeader(t *testing.T) {
 	require.ErrorAs(t, rep.Propose(1, put(t, "k", "v")), &nl)
 	require.ErrorAs(t, rep.Read(2), &nl)
 	require.Error(t, rep.Step(core.Message{Type: core.MsgSnap}), "a MsgSnap must come with its data")
+}
+
+// runBatch takes one batch through Persist, Apply and Finish, as the
+// server's stages do, and returns it.
+func (s *single) runBatch() *Batch {
+	s.t.Helper()
+	b, ok := s.rep.Ready()
+	require.True(s.t, ok)
+	require.NoError(s.t, s.rep.Persist(b))
+	require.NoError(s.t, s.rep.Apply(b))
+	require.NoError(s.t, s.rep.Finish(b))
+	return b
+}
+
+// With background snapshots, Apply only captures the state; batches go on
+// being applied while the snapshot waits to be written, one snapshot is in
+// flight at a time, and the file written holds the state at its index.
+func TestBackgroundSnapshotHoldsTheStateAtItsIndex(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(1, 2)))
+	s, err := openSingleWith(t, fs, 10, true)
+	require.NoError(t, err)
+	s.settle()
+	require.Equal(t, core.Leader, s.rep.Node().Status().Role)
+
+	var pending *PendingSnapshot
+	id := uint64(0)
+	for pending == nil {
+		id++
+		require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprintf("v%d", id))))
+		pending = s.runBatch().TakePendingSnapshot()
+		if pending == nil {
+			pending = s.runBatch().TakePendingSnapshot()
+		}
+		require.Less(t, id, uint64(30), "no snapshot was captured")
+	}
+	at := pending.Index()
+	g, err := s.store.Get([]byte("k"))
+	require.NoError(t, err)
+	valueAtSnapshot := string(g.Value)
+
+	// Twenty more writes, more than the interval: applied at once, and no
+	// second snapshot is captured while the first is unwritten.
+	for range 20 {
+		id++
+		require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprintf("v%d", id))))
+		for range 2 {
+			if b, ok := s.rep.Ready(); ok {
+				require.NoError(t, s.rep.Persist(b))
+				require.NoError(t, s.rep.Apply(b))
+				require.NoError(t, s.rep.Finish(b))
+				require.Nil(t, b.TakePendingSnapshot(), "a second snapshot while the first is unwritten")
+			}
+		}
+	}
+	require.Equal(t, at+20, s.store.AppliedIndex(), "applying went on")
+	require.Less(t, s.rep.Node().Status().FirstIndex, at, "the log is not compacted before the file is written")
+
+	_, err = s.rep.WriteSnapshot(pending)
+	require.NoError(t, err)
+	require.NoError(t, s.rep.SnapshotWritten(pending))
+	require.NoError(t, s.rep.CompactTo(pending))
+	s.rep.SnapshotDone()
+	require.Equal(t, at+1, s.rep.Node().Status().FirstIndex, "the log is compacted behind the written snapshot")
+
+	snap, err := s.rep.OpenSnapshot(at)
+	require.NoError(t, err)
+	restored := kvstore.NewMemory(kvstore.Options{})
+	require.NoError(t, restored.Restore(snap))
+	require.NoError(t, snap.Close())
+	g, err = restored.Get([]byte("k"))
+	require.NoError(t, err)
+	require.Equal(t, valueAtSnapshot, string(g.Value), "the file holds the state at its own index")
+	require.Equal(t, at, restored.AppliedIndex())
+
+	// The next due snapshot is captured again once this one is written.
+	var next *PendingSnapshot
+	for i := 0; next == nil && i < 30; i++ {
+		id++
+		require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprintf("v%d", id))))
+		next = s.runBatch().TakePendingSnapshot()
+	}
+	require.NotNil(t, next)
+	s.rep.AbandonSnapshot()
+	require.Greater(t, next.Index(), at)
 }

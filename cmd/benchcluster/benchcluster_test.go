@@ -162,7 +162,7 @@ func TestMarkdownReport(t *testing.T) {
 		"| load average (1, 5, 15 min) | 1.50 1.00 0.50 at start, unknown at end |",
 		"## FAILURES\n\n- writes: kvbench crashed",
 		"| 64 / 8 | 1000 | 4,509 | 1.25 |",
-		"| 0 | 0 | 1.50 → 2.25 | 95 / 40 / 39 / 60 |",
+		"| 0 | 0 | 1.50 → 2.25 | 95 / 40 / 39 / 60 | 519 |",
 		`**10**: 10× put: no leader \| retry`,
 		"**1** (term 2 → 3; 1 leader, 1 candidate, 0 pre-candidate log lines)",
 		"| 1 / 1 | failed: kvbench crashed |",

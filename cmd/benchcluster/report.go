@@ -136,18 +136,19 @@ func (r *report) markdown() string {
 
 // writeRows renders kvbench runs as a table followed by their commands.
 func writeRows(b *strings.Builder, first string, rows []benchRow) {
-	fmt.Fprintf(b, "| %s | ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | elections | load avg 1m start → end | CPU %% of a core: leader / followers / kvbench |\n", first)
-	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(b, "| %s | ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | elections | load avg 1m start → end | CPU %% of a core: leader / followers / kvbench | CPU µs per op, all four |\n", first)
+	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range rows {
 		res := row.res
 		if res == nil {
-			fmt.Fprintf(b, "| %s | failed: %s | | | | | | | | | | |\n", row.label, firstLine(row.err))
+			fmt.Fprintf(b, "| %s | failed: %s | | | | | | | | | | | |\n", row.label, firstLine(row.err))
 			continue
 		}
 		l := res.Latency
-		fmt.Fprintf(b, "| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.1f | %s | %s | %s → %s | %s |\n",
+		fmt.Fprintf(b, "| %s | %d | %s | %.2f | %.2f | %.2f | %.2f | %.1f | %s | %s | %s → %s | %s | %s |\n",
 			row.label, res.Requests, thousands(res.RequestsPerSec), l.P50, l.P90, l.P99, l.P999, l.Slowest,
-			errorCell(row), electionCell(row), oneMinute(res.LoadAverage.Start), oneMinute(res.LoadAverage.End), cpuCell(row.cpu))
+			errorCell(row), electionCell(row), oneMinute(res.LoadAverage.Start), oneMinute(res.LoadAverage.End), cpuCell(row.cpu),
+			cpuPerOp(row.cpu, res.RequestsPerSec))
 	}
 	fmt.Fprintf(b, "\n```\n")
 	for _, row := range rows {
@@ -172,6 +173,20 @@ func cpuCell(cpu []cpuShare) string {
 		parts[i] = strconv.FormatFloat(c.percent, 'f', 0, 64)
 	}
 	return strings.Join(parts, " / ")
+}
+
+// cpuPerOp is the CPU time the three members and kvbench spent per
+// operation, in µs: steadier than ops/s when the machine's speed varies
+// from run to run.
+func cpuPerOp(cpu []cpuShare, opsPerSec float64) string {
+	if len(cpu) == 0 || opsPerSec <= 0 {
+		return "?"
+	}
+	total := 0.0
+	for _, c := range cpu {
+		total += c.percent
+	}
+	return strconv.FormatFloat(total/100/opsPerSec*1e6, 'f', 0, 64)
 }
 
 func errorCell(row benchRow) string {

@@ -179,21 +179,27 @@ func (st *stream) run(ctx context.Context) {
 
 // take moves queued calls into batch, up to maxMessageBytes of them.
 func (st *stream) take(batch []*apipb.Call) []*apipb.Call {
-	c := st.conn
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	size, n := 0, 0
-	for n < len(st.queue) {
-		size += approxSize(st.queue[n])
-		if n > 0 && size > maxMessageBytes {
+	st.conn.mu.Lock()
+	defer st.conn.mu.Unlock()
+	return takeMessage(&st.queue, batch, approxSize)
+}
+
+// takeMessage moves items from the front of *queue into batch, as many as
+// fit in maxMessageBytes by size (at least one), and returns batch.
+func takeMessage[T any](queue *[]T, batch []T, size func(T) int) []T {
+	q := *queue
+	total, n := 0, 0
+	for n < len(q) {
+		total += size(q[n])
+		if n > 0 && total > maxMessageBytes {
 			break
 		}
 		n++
 	}
-	batch = append(batch, st.queue[:n]...)
-	rest := copy(st.queue, st.queue[n:])
-	clear(st.queue[rest:])
-	st.queue = st.queue[:rest]
+	batch = append(batch, q[:n]...)
+	rest := copy(q, q[n:])
+	clear(q[rest:]) // no stale references behind the new end
+	*queue = q[:rest]
 	return batch
 }
 

@@ -237,19 +237,7 @@ func (o *outbox) sendLoop(ctx context.Context, stream apipb.KV_PipelineServer) e
 func (o *outbox) take(batch []*apipb.Reply) []*apipb.Reply {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	size, n := 0, 0
-	for n < len(o.replies) {
-		size += replySize(o.replies[n])
-		if n > 0 && size > maxMessageBytes {
-			break
-		}
-		n++
-	}
-	batch = append(batch, o.replies[:n]...)
-	rest := copy(o.replies, o.replies[n:])
-	clear(o.replies[rest:])
-	o.replies = o.replies[:rest]
-	return batch
+	return takeMessage(&o.replies, batch, replySize)
 }
 
 // replySize is exact only where it matters: replies with values.

@@ -7,7 +7,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"google.golang.org/grpc"
+
 	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/client/pipeline"
 )
 
 var benchWriters = 64
@@ -46,4 +49,27 @@ func benchPuts(b *testing.B, kv apipb.KVClient) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+}
+
+// BenchmarkClusterPutPipelined is BenchmarkClusterPut with the writers'
+// calls sharing one pipeline stream, as the Go client sends them.
+func BenchmarkClusterPutPipelined(b *testing.B) {
+	c := newTestCluster(b, 3, DefaultSnapshotEvery)
+	p := pipeline.NewConn(c.conns[c.leader()])
+	defer p.Close()
+	benchPuts(b, pipelinedKV{KVClient: c.conns[c.leader()], p: p})
+}
+
+// pipelinedKV sends Put over a pipeline.
+type pipelinedKV struct {
+	apipb.KVClient
+	p *pipeline.Conn
+}
+
+func (k pipelinedKV) Put(ctx context.Context, req *apipb.PutRequest, _ ...grpc.CallOption) (*apipb.PutResponse, error) {
+	r, err := k.p.Call(ctx, &apipb.Call{Op: &apipb.Call_Put{Put: req}})
+	if err != nil {
+		return nil, err
+	}
+	return r.GetPut(), nil
 }

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"sync"
 	"time"
 
@@ -162,6 +163,12 @@ func (st *stream) run(ctx context.Context) {
 			st.fail(ctx.Err())
 			return
 		}
+		// Yield once before taking the queue: the goroutines woken by the
+		// same message of replies are about to queue their next calls, and
+		// sending at once would give each its own message. Measured in
+		// process (BenchmarkClusterPutPipelined, 64 writers): 13 calls a
+		// message instead of 1.1, and 18-24k writes/s instead of 8-17k.
+		runtime.Gosched()
 		for {
 			batch = st.take(batch[:0])
 			if len(batch) == 0 {

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -214,6 +215,9 @@ func (o *outbox) sendLoop(ctx context.Context, stream apipb.KV_PipelineServer) e
 		stopping := false
 		select {
 		case <-o.wake:
+			// Let the calls finishing alongside this one add their
+			// replies first (see the sender in client.go).
+			runtime.Gosched()
 		case <-ctx.Done():
 			stopping = true
 		}

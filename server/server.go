@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -508,7 +509,11 @@ func (s *Server) loop() {
 			}
 		}
 		// Take everything else that is waiting, so one Ready (one fsync)
-		// covers all of it: that is group commit.
+		// covers all of it: that is group commit. Yield first: requests
+		// woken by the same batch of answers are about to arrive, and a
+		// Ready taken at once would leave them to the next one (paired
+		// cluster runs: +27-30 % writes at 256 clients, +10 % at 64).
+		runtime.Gosched()
 	drain:
 		for range 4096 {
 			select {

@@ -123,11 +123,11 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 
 	m.walFsync = histogram("keyval_wal_fsync_duration_seconds", "Duration of one WAL fsync (one per group of Ready batches).", fastBuckets)
 	m.apply = histogram("keyval_apply_duration_seconds",
-		"Duration of applying one group of batches to the state machine (one bbolt transaction; a snapshot taken with it included).", fastBuckets)
+		"Duration of applying one group of batches to the state machine (one bbolt transaction).", fastBuckets)
 	m.snapshots = counter("keyval_snapshots_total", "Snapshots this node took of its state machine.")
 	m.snapshotDur = histogram("keyval_snapshot_duration_seconds",
-		"Duration of the apply step that took a snapshot: writing and fsyncing the snapshot file dominates it.", snapshotBuckets)
-	m.snapshotSize = gauge("keyval_snapshot_size_bytes", "Size of the newest snapshot file this node took.")
+		"Duration of writing one snapshot file (data and fsync), on its own goroutine.", snapshotBuckets)
+	m.snapshotSize = gauge("keyval_snapshot_size_bytes", "Data bytes of the newest snapshot this node took.")
 
 	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keyval_request_duration_seconds",
 		Help: "Duration of gRPC requests, by port (client, or peer for forwarded requests), method and status code.", Buckets: fastBuckets},

@@ -129,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 			Seed: uint64(time.Now().UnixNano()),
 		},
 		FS: disk.OSFS{}, Dir: cfg.DataDir, Store: store,
-		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2, BackgroundSnapshots: true,
+		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2,
 		Send: s.send, Done: s.done, ConfChanged: s.confChanged,
 	})
 	if err != nil {

@@ -43,13 +43,6 @@ type Config struct {
 	// KeepSnapshots is how many snapshot files to keep (at least 2, so a
 	// damaged newest one can be skipped).
 	KeepSnapshots int
-	// BackgroundSnapshots makes ApplyGroup only capture the state for a
-	// due snapshot (cheap); the batch then carries a PendingSnapshot that
-	// the runtime writes with WriteSnapshot away from the state machine's
-	// goroutine, so applying never waits on a large state being written.
-	// Without it ApplyGroup writes the snapshot itself (the simulator's
-	// way: one goroutine, every stage in turn).
-	BackgroundSnapshots bool
 	// WAL tunes the write-ahead log.
 	WAL disk.Options
 	// Send hands messages to the network. It must not block and must not
@@ -122,7 +115,7 @@ type Replica struct {
 	// applied (state machine side).
 	lastSnapshot uint64
 	appliedTerm  uint64
-	// inflight is the background snapshot captured and not yet done with
+	// inflight is the snapshot captured and not yet done with
 	// (one at a time). State machine side: SnapshotDone clears it.
 	inflight *PendingSnapshot
 	// wantSnapshot asks for a snapshot with the next batch, whatever the
@@ -342,23 +335,21 @@ func (r *Replica) Cancel(id uint64) {
 type Batch struct {
 	rd      core.Ready
 	results []kvstore.Result
-	// snapshot is set by Apply when it took a snapshot after this batch;
-	// Compact then releases the WAL up to releaseTo (the snapshot before).
-	snapshot  *core.SnapshotMeta
-	releaseTo uint64
 	// forceSnapshot: take a snapshot after this batch in any case.
 	forceSnapshot bool
-	// pending is a snapshot captured after this batch, to be written in
-	// the background (Config.BackgroundSnapshots).
+	// pending is a snapshot captured after this batch, still to be
+	// written (see PendingSnapshot).
 	pending *PendingSnapshot
 }
 
-// PendingSnapshot is the state captured for a snapshot after a batch,
-// not yet written to its file. The runtime takes it from the batch once
-// the batch is finished (TakePendingSnapshot), writes it on a goroutine of
-// its own (WriteSnapshot), then hands it to SnapshotWritten on the loop
-// and to CompactTo on the WAL side, in that order, and tells the state
-// machine side with SnapshotDone.
+// PendingSnapshot is the state captured for a snapshot after a batch (a
+// due one: every SnapshotEvery entries), not yet written to its file.
+// Capturing is cheap, so applying never waits on a large state being
+// written. The runtime takes it from the batch once the batch is finished
+// (TakePendingSnapshot), writes it (WriteSnapshot: the server on a
+// goroutine of its own, Process at once), then hands it to SnapshotWritten
+// on the loop and to CompactTo on the WAL side, in that order, and tells
+// the state machine side with SnapshotDone.
 type PendingSnapshot struct {
 	meta      core.SnapshotMeta
 	releaseTo uint64
@@ -375,10 +366,6 @@ func (b *Batch) TakePendingSnapshot() *PendingSnapshot {
 	b.pending = nil
 	return p
 }
-
-// TookSnapshot reports whether Apply took a snapshot after this batch, so
-// that Compact has work to do.
-func (b *Batch) TookSnapshot() bool { return b.snapshot != nil }
 
 // Ready takes the node's next batch of work, if any, and sends the messages
 // that may leave before anything is persisted. Loop side.
@@ -452,13 +439,14 @@ func (r *Replica) Acknowledge(b *Batch) {
 func (b *Batch) MustSync() bool { return b.rd.MustSync }
 
 // Apply restores a snapshot the batch installs, applies its committed
-// entries to the state machine, and takes a snapshot when one is due.
+// entries to the state machine, and captures a snapshot when one is due
+// (see PendingSnapshot).
 // State machine side; batches must be applied in order, after Persist.
 func (r *Replica) Apply(b *Batch) error { return r.ApplyGroup([]*Batch{b}) }
 
 // ApplyGroup applies several batches in order with one state machine
 // transaction for all of their entries (a snapshot to install splits the
-// group), then takes a snapshot if one is due.
+// group), then captures a snapshot if one is due.
 func (r *Replica) ApplyGroup(bs []*Batch) error {
 	for len(bs) > 0 {
 		// Up to (not including) the next batch that installs a snapshot.
@@ -516,19 +504,12 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 	due := r.cfg.SnapshotEvery > 0 && applied >= r.lastSnapshot+r.cfg.SnapshotEvery
 	if (due || force) && applied > 0 && r.appliedTerm > 0 {
 		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: r.appliedConf}
-		if r.cfg.BackgroundSnapshots {
-			return r.freeze(last, meta)
-		}
-		last.releaseTo = r.lastSnapshot
-		if err := r.writeSnapshot(meta); err != nil {
-			return err
-		}
-		last.snapshot = &meta
+		return r.freeze(last, meta)
 	}
 	return nil
 }
 
-// freeze captures the state for a background snapshot at meta, unless one
+// freeze captures the state for a snapshot at meta, unless one
 // is still being written (the next batch asks again: the interval is
 // measured from the last snapshot taken).
 func (r *Replica) freeze(last *Batch, meta core.SnapshotMeta) error {
@@ -604,10 +585,21 @@ func (r *Replica) SnapshotWritten(p *PendingSnapshot) error {
 	return nil
 }
 
-// CompactTo releases WAL segments behind a written snapshot. WAL side,
-// after SnapshotWritten.
+// CompactTo records in the WAL that the snapshot is durable and releases
+// the segments behind the snapshot before it (so a damaged newest file can
+// be replaced by the older one plus the log). WAL side, after
+// SnapshotWritten.
 func (r *Replica) CompactTo(p *PendingSnapshot) error {
-	return r.compactWAL(p.meta, p.releaseTo)
+	if err := r.wal.MarkCompacted(p.meta); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	if err := r.wal.Sync(); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	if err := r.wal.ReleaseTo(p.releaseTo); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	return nil
 }
 
 // Finish answers the batch's requests and advances the node. Loop side, in
@@ -667,13 +659,6 @@ func (r *Replica) Finish(b *Batch) error {
 	}
 	r.node.Advance(*rd)
 	r.releaseReads()
-	if b.snapshot != nil {
-		// A snapshot installed from the leader meanwhile may already have
-		// compacted past this one; that is fine.
-		if _, err := r.node.SnapshotTaken(b.snapshot.Index); err != nil && !errors.Is(err, core.ErrCompacted) {
-			return fmt.Errorf("replica: compact log: %w", err)
-		}
-	}
 	return nil
 }
 
@@ -702,32 +687,6 @@ func (r *Replica) Process() error {
 		}
 		r.SnapshotDone()
 		return r.CompactTo(p)
-	}
-	return r.Compact(b)
-}
-
-// Compact releases WAL segments after a snapshot Apply took. WAL side; the
-// server runs it on the WAL's goroutine after Finish.
-func (r *Replica) Compact(b *Batch) error {
-	if b.snapshot == nil {
-		return nil
-	}
-	return r.compactWAL(*b.snapshot, b.releaseTo)
-}
-
-// compactWAL records in the WAL that a snapshot at meta is durable and
-// releases the segments before releaseTo.
-func (r *Replica) compactWAL(meta core.SnapshotMeta, releaseTo uint64) error {
-	if err := r.wal.MarkCompacted(meta); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	if err := r.wal.Sync(); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	// Keep the log back to the previous snapshot, so a damaged newest
-	// snapshot file can be replaced by the older one plus the log.
-	if err := r.wal.ReleaseTo(releaseTo); err != nil {
-		return fmt.Errorf("replica: %w", err)
 	}
 	return nil
 }
@@ -771,26 +730,6 @@ func (r *Replica) releaseReads() {
 		n++
 	}
 	r.ready = r.ready[:n]
-}
-
-// writeSnapshot saves the state machine, as of meta.Index, to a snapshot
-// file. The file, not the state machine, is what makes compacting the log
-// safe: a state machine that applies without syncing and loses work in a
-// crash is restored from the snapshot file at restart (see recover).
-func (r *Replica) writeSnapshot(meta core.SnapshotMeta) error {
-	w, err := r.snaps.Create(meta)
-	if err != nil {
-		return fmt.Errorf("replica: snapshot: %w", err)
-	}
-	if _, err := r.store.Snapshot(w); err != nil {
-		_ = w.Abort()
-		return fmt.Errorf("replica: snapshot at %d: %w", meta.Index, err)
-	}
-	if err := w.Commit(); err != nil {
-		return fmt.Errorf("replica: snapshot at %d: %w", meta.Index, err)
-	}
-	r.lastSnapshot = meta.Index
-	return nil
 }
 
 // Close syncs and closes the WAL. The store is the caller's to close.

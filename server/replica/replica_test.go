@@ -25,14 +25,10 @@ type single struct {
 }
 
 func openSingle(t *testing.T, fs *disk.MemFS, snapshotEvery uint64) (*single, error) {
-	return openSingleWith(t, fs, snapshotEvery, false)
-}
-
-func openSingleWith(t *testing.T, fs *disk.MemFS, snapshotEvery uint64, background bool) (*single, error) {
 	s := &single{t: t, fs: fs, store: kvstore.NewMemory(kvstore.Options{}), done: map[uint64]Outcome{}}
 	rep, err := Open(Config{
 		Core: core.Config{ID: 1, Peers: []core.NodeID{1}, Seed: 1},
-		FS:   fs, Dir: "/n", Store: s.store, SnapshotEvery: snapshotEvery, BackgroundSnapshots: background,
+		FS:   fs, Dir: "/n", Store: s.store, SnapshotEvery: snapshotEvery,
 		Send: func([]core.Message) {},
 		Done: func(id uint64, out Outcome) { s.done[id] = out },
 	})
@@ -133,12 +129,12 @@ func (s *single) runBatch() *Batch {
 	return b
 }
 
-// With background snapshots, Apply only captures the state; batches go on
+// Apply only captures the state for a snapshot; batches go on
 // being applied while the snapshot waits to be written, one snapshot is in
 // flight at a time, and the file written holds the state at its index.
 func TestBackgroundSnapshotHoldsTheStateAtItsIndex(t *testing.T) {
 	fs := disk.NewMemFS(rand.New(rand.NewPCG(1, 2)))
-	s, err := openSingleWith(t, fs, 10, true)
+	s, err := openSingle(t, fs, 10)
 	require.NoError(t, err)
 	s.settle()
 	require.Equal(t, core.Leader, s.rep.Node().Status().Role)

@@ -170,6 +170,9 @@ func (s *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error) 
 	return w, nil
 }
 
+// Size is how many bytes of state machine data have been written.
+func (w *SnapshotWriter) Size() int64 { return w.n }
+
 // Write appends state machine data.
 func (w *SnapshotWriter) Write(p []byte) (int, error) {
 	if w.err != nil {

@@ -68,8 +68,8 @@ type stream struct {
 // afterwards: pass a copy of what the caller will reuse.
 // A reply carrying an error code is returned as that status error. The
 // other errors are status errors too: Unavailable when the stream broke or
-// could not be opened, DeadlineExceeded or Canceled when ctx ended first,
-// and ErrUnsupported, wrapped, when the server has no Pipeline method.
+// could not be opened, DeadlineExceeded or Canceled when ctx ended first;
+// and ErrUnsupported itself when the server has no Pipeline method.
 func (c *Conn) Call(ctx context.Context, call *apipb.Call) (*apipb.Reply, error) {
 	if d, ok := ctx.Deadline(); ok {
 		call.TimeoutMs = timeoutMillis(d)

@@ -552,26 +552,14 @@ func (r *Replica) WriteSnapshot(p *PendingSnapshot) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("replica: snapshot: %w", err)
 	}
-	cw := &countingWriter{w: w}
-	if err := p.frozen.WriteSnapshot(cw); err != nil {
+	if err := p.frozen.WriteSnapshot(w); err != nil {
 		_ = w.Abort()
 		return 0, fmt.Errorf("replica: snapshot at %d: %w", p.meta.Index, err)
 	}
 	if err := w.Commit(); err != nil {
 		return 0, fmt.Errorf("replica: snapshot at %d: %w", p.meta.Index, err)
 	}
-	return cw.n, nil
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return w.Size(), nil
 }
 
 // SnapshotWritten compacts the in-memory log behind a snapshot whose file

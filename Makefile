@@ -23,9 +23,7 @@ all: build
 
 build:
 	$(GO) build ./...
-	$(GO) build -o bin/keyvald ./cmd/keyvald
-	$(GO) build -o bin/kvctl ./cmd/kvctl
-	$(GO) build -o bin/kvsim ./cmd/kvsim
+	$(GO) build -o bin/ ./cmd/...
 
 # Start three members in the background: data and logs under $(CLUSTER_DIR),
 # pids recorded. Starting again resumes from the same data.
@@ -91,9 +89,9 @@ FUZZTIME ?= 20000x
 fuzz:
 	$(GO) test ./disk/ -run '^$$' -fuzz '^FuzzWALDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./disk/ -run '^$$' -fuzz '^FuzzSnapshotReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
-	$(GO) test ./disk/kvstore/ -run '^$$' -fuzz '^FuzzApplyCommand$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
-	$(GO) test ./disk/kvstore/ -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
-	$(GO) test ./disk/kvstore/ -run '^$$' -fuzz '^FuzzRestoreRecords$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./kvstore/ -run '^$$' -fuzz '^FuzzApplyCommand$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./kvstore/ -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./kvstore/ -run '^$$' -fuzz '^FuzzRestoreRecords$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./net/raftpb/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 cover:

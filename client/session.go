@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 )
 
 // session is one exactly-once session. Its pb is attached to the write in

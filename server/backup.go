@@ -10,9 +10,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
-	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
 // backupChunkBytes is the data carried by one message of a Snapshot

@@ -17,9 +17,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
 // addressBook is every member's peer address as this node knows it: the
@@ -196,7 +196,7 @@ func (s *Server) members(st core.Status) []*apipb.Member {
 	return out
 }
 
-// clusterService is the membership API (client/apipb/cluster.proto).
+// clusterService is the membership API (api/apipb/cluster.proto).
 type clusterService struct {
 	apipb.UnimplementedClusterServer
 	s *Server

@@ -11,8 +11,8 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/client/backup"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
-	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
 // restoreTerm is the term a restored cluster's log starts in. Every member

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
 // tracerName names the spans this package makes.

@@ -8,10 +8,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
-	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
 const (

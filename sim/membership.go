@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/server/replica"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
 // The membership nemesis changes who is in the cluster while the other

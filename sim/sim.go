@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
 )
 

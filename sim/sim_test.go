@@ -16,7 +16,7 @@ import (
 // The simulator and the replica it drives must be as deterministic as the
 // core.
 func TestSimIsDeterministic(t *testing.T) {
-	for _, dir := range []string{".", "../server/replica"} {
+	for _, dir := range []string{".", "../replica"} {
 		violations, err := detguard.Check(dir, detguard.Sim)
 		if err != nil {
 			t.Fatal(err)

@@ -5,8 +5,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // sessionSeq names one client write: its exactly-once session and number.

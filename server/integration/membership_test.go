@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client"
-	"github.com/therealutkarshpriyadarshi/keyval/client/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
 )
 

@@ -5,7 +5,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.5.1
 // - protoc             v3.21.12
-// source: client/apipb/kv.proto
+// source: api/apipb/kv.proto
 
 package apipb
 
@@ -454,5 +454,5 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			ClientStreams: true,
 		},
 	},
-	Metadata: "client/apipb/kv.proto",
+	Metadata: "api/apipb/kv.proto",
 }

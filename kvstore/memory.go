@@ -9,7 +9,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // Memory is the in-memory Store, for the deterministic simulator (and any

@@ -3,7 +3,7 @@ package kvstore
 import (
 	"io"
 
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // SnapshotSummary describes what a snapshot holds.

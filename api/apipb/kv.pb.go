@@ -5,7 +5,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: client/apipb/kv.proto
+// source: api/apipb/kv.proto
 
 package apipb
 
@@ -36,7 +36,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_client_apipb_kv_proto_msgTypes[0]
+	mi := &file_api_apipb_kv_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +48,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[0]
+	mi := &file_api_apipb_kv_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +61,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{0}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Session) GetClientId() uint64 {
@@ -92,7 +92,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_client_apipb_kv_proto_msgTypes[1]
+	mi := &file_api_apipb_kv_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -104,7 +104,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[1]
+	mi := &file_api_apipb_kv_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -117,7 +117,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{1}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Header) GetRevision() uint64 {
@@ -149,7 +149,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[2]
+	mi := &file_api_apipb_kv_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -161,7 +161,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[2]
+	mi := &file_api_apipb_kv_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -174,7 +174,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{2}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{2}
 }
 
 type RegisterResponse struct {
@@ -187,7 +187,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[3]
+	mi := &file_api_apipb_kv_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -199,7 +199,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[3]
+	mi := &file_api_apipb_kv_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -212,7 +212,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{3}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RegisterResponse) GetHeader() *Header {
@@ -240,7 +240,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[4]
+	mi := &file_api_apipb_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -252,7 +252,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[4]
+	mi := &file_api_apipb_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -265,7 +265,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{4}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PutRequest) GetKey() []byte {
@@ -302,7 +302,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[5]
+	mi := &file_api_apipb_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +314,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[5]
+	mi := &file_api_apipb_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +327,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{5}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutResponse) GetHeader() *Header {
@@ -363,7 +363,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[6]
+	mi := &file_api_apipb_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +375,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[6]
+	mi := &file_api_apipb_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +388,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{6}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetRequest) GetKey() []byte {
@@ -417,7 +417,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[7]
+	mi := &file_api_apipb_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +429,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[7]
+	mi := &file_api_apipb_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +442,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{7}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetResponse) GetHeader() *Header {
@@ -483,7 +483,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[8]
+	mi := &file_api_apipb_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +495,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[8]
+	mi := &file_api_apipb_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +508,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{8}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
@@ -535,7 +535,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[9]
+	mi := &file_api_apipb_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +547,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[9]
+	mi := &file_api_apipb_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +560,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{9}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteResponse) GetHeader() *Header {
@@ -589,7 +589,7 @@ type CompareAndSwapRequest struct {
 
 func (x *CompareAndSwapRequest) Reset() {
 	*x = CompareAndSwapRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[10]
+	mi := &file_api_apipb_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +601,7 @@ func (x *CompareAndSwapRequest) String() string {
 func (*CompareAndSwapRequest) ProtoMessage() {}
 
 func (x *CompareAndSwapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[10]
+	mi := &file_api_apipb_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +614,7 @@ func (x *CompareAndSwapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareAndSwapRequest.ProtoReflect.Descriptor instead.
 func (*CompareAndSwapRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{10}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CompareAndSwapRequest) GetKey() []byte {
@@ -660,7 +660,7 @@ type CompareAndSwapResponse struct {
 
 func (x *CompareAndSwapResponse) Reset() {
 	*x = CompareAndSwapResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[11]
+	mi := &file_api_apipb_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +672,7 @@ func (x *CompareAndSwapResponse) String() string {
 func (*CompareAndSwapResponse) ProtoMessage() {}
 
 func (x *CompareAndSwapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[11]
+	mi := &file_api_apipb_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +685,7 @@ func (x *CompareAndSwapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareAndSwapResponse.ProtoReflect.Descriptor instead.
 func (*CompareAndSwapResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{11}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CompareAndSwapResponse) GetHeader() *Header {
@@ -735,7 +735,7 @@ type RangeRequest struct {
 
 func (x *RangeRequest) Reset() {
 	*x = RangeRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[12]
+	mi := &file_api_apipb_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +747,7 @@ func (x *RangeRequest) String() string {
 func (*RangeRequest) ProtoMessage() {}
 
 func (x *RangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[12]
+	mi := &file_api_apipb_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +760,7 @@ func (x *RangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRequest.ProtoReflect.Descriptor instead.
 func (*RangeRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{12}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RangeRequest) GetPrefix() []byte {
@@ -802,7 +802,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_client_apipb_kv_proto_msgTypes[13]
+	mi := &file_api_apipb_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +814,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[13]
+	mi := &file_api_apipb_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +827,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{13}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -862,7 +862,7 @@ type RangeResponse struct {
 
 func (x *RangeResponse) Reset() {
 	*x = RangeResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[14]
+	mi := &file_api_apipb_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +874,7 @@ func (x *RangeResponse) String() string {
 func (*RangeResponse) ProtoMessage() {}
 
 func (x *RangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[14]
+	mi := &file_api_apipb_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +887,7 @@ func (x *RangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeResponse.ProtoReflect.Descriptor instead.
 func (*RangeResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{14}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RangeResponse) GetHeader() *Header {
@@ -919,7 +919,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[15]
+	mi := &file_api_apipb_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +931,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[15]
+	mi := &file_api_apipb_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +944,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{15}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{15}
 }
 
 type Member struct {
@@ -963,7 +963,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_client_apipb_kv_proto_msgTypes[16]
+	mi := &file_api_apipb_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +975,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[16]
+	mi := &file_api_apipb_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +988,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{16}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Member) GetId() uint64 {
@@ -1052,7 +1052,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[17]
+	mi := &file_api_apipb_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1064,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[17]
+	mi := &file_api_apipb_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1077,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{17}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetHeader() *Header {
@@ -1165,7 +1165,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[18]
+	mi := &file_api_apipb_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1177,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[18]
+	mi := &file_api_apipb_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1190,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{18}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{18}
 }
 
 // SnapshotInfo describes a backup's contents.
@@ -1216,7 +1216,7 @@ type SnapshotInfo struct {
 
 func (x *SnapshotInfo) Reset() {
 	*x = SnapshotInfo{}
-	mi := &file_client_apipb_kv_proto_msgTypes[19]
+	mi := &file_api_apipb_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1228,7 +1228,7 @@ func (x *SnapshotInfo) String() string {
 func (*SnapshotInfo) ProtoMessage() {}
 
 func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[19]
+	mi := &file_api_apipb_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1241,7 +1241,7 @@ func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
 func (*SnapshotInfo) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{19}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotInfo) GetAppliedIndex() uint64 {
@@ -1315,7 +1315,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[20]
+	mi := &file_api_apipb_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1327,7 +1327,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[20]
+	mi := &file_api_apipb_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1340,7 +1340,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{20}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotResponse) GetHeader() *Header {
@@ -1380,7 +1380,7 @@ type PipelineRequest struct {
 
 func (x *PipelineRequest) Reset() {
 	*x = PipelineRequest{}
-	mi := &file_client_apipb_kv_proto_msgTypes[21]
+	mi := &file_api_apipb_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1392,7 @@ func (x *PipelineRequest) String() string {
 func (*PipelineRequest) ProtoMessage() {}
 
 func (x *PipelineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[21]
+	mi := &file_api_apipb_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1405,7 @@ func (x *PipelineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipelineRequest.ProtoReflect.Descriptor instead.
 func (*PipelineRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{21}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PipelineRequest) GetCalls() []*Call {
@@ -1435,7 +1435,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_client_apipb_kv_proto_msgTypes[22]
+	mi := &file_api_apipb_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1447,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[22]
+	mi := &file_api_apipb_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1460,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{22}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Call) GetId() uint64 {
@@ -1557,7 +1557,7 @@ type PipelineResponse struct {
 
 func (x *PipelineResponse) Reset() {
 	*x = PipelineResponse{}
-	mi := &file_client_apipb_kv_proto_msgTypes[23]
+	mi := &file_api_apipb_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1569,7 @@ func (x *PipelineResponse) String() string {
 func (*PipelineResponse) ProtoMessage() {}
 
 func (x *PipelineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[23]
+	mi := &file_api_apipb_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1582,7 @@ func (x *PipelineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PipelineResponse.ProtoReflect.Descriptor instead.
 func (*PipelineResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{23}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PipelineResponse) GetReplies() []*Reply {
@@ -1612,7 +1612,7 @@ type Reply struct {
 
 func (x *Reply) Reset() {
 	*x = Reply{}
-	mi := &file_client_apipb_kv_proto_msgTypes[24]
+	mi := &file_api_apipb_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1624,7 @@ func (x *Reply) String() string {
 func (*Reply) ProtoMessage() {}
 
 func (x *Reply) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_kv_proto_msgTypes[24]
+	mi := &file_api_apipb_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1637,7 @@ func (x *Reply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reply.ProtoReflect.Descriptor instead.
 func (*Reply) Descriptor() ([]byte, []int) {
-	return file_client_apipb_kv_proto_rawDescGZIP(), []int{24}
+	return file_api_apipb_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Reply) GetId() uint64 {
@@ -1732,11 +1732,11 @@ func (*Reply_Delete) isReply_Result() {}
 
 func (*Reply_CompareAndSwap) isReply_Result() {}
 
-var File_client_apipb_kv_proto protoreflect.FileDescriptor
+var File_api_apipb_kv_proto protoreflect.FileDescriptor
 
-const file_client_apipb_kv_proto_rawDesc = "" +
+const file_api_apipb_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x15client/apipb/kv.proto\x12\n" +
+	"\x12api/apipb/kv.proto\x12\n" +
 	"keyval.api\"8\n" +
 	"\aSession\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
@@ -1869,22 +1869,22 @@ const file_client_apipb_kv_proto_rawDesc = "" +
 	"\x05Range\x12\x18.keyval.api.RangeRequest\x1a\x19.keyval.api.RangeResponse\x12?\n" +
 	"\x06Status\x12\x19.keyval.api.StatusRequest\x1a\x1a.keyval.api.StatusResponse\x12G\n" +
 	"\bSnapshot\x12\x1b.keyval.api.SnapshotRequest\x1a\x1c.keyval.api.SnapshotResponse0\x01\x12I\n" +
-	"\bPipeline\x12\x1b.keyval.api.PipelineRequest\x1a\x1c.keyval.api.PipelineResponse(\x010\x01B:Z8github.com/therealutkarshpriyadarshi/keyval/client/apipbb\x06proto3"
+	"\bPipeline\x12\x1b.keyval.api.PipelineRequest\x1a\x1c.keyval.api.PipelineResponse(\x010\x01B7Z5github.com/therealutkarshpriyadarshi/keyval/api/apipbb\x06proto3"
 
 var (
-	file_client_apipb_kv_proto_rawDescOnce sync.Once
-	file_client_apipb_kv_proto_rawDescData []byte
+	file_api_apipb_kv_proto_rawDescOnce sync.Once
+	file_api_apipb_kv_proto_rawDescData []byte
 )
 
-func file_client_apipb_kv_proto_rawDescGZIP() []byte {
-	file_client_apipb_kv_proto_rawDescOnce.Do(func() {
-		file_client_apipb_kv_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_client_apipb_kv_proto_rawDesc), len(file_client_apipb_kv_proto_rawDesc)))
+func file_api_apipb_kv_proto_rawDescGZIP() []byte {
+	file_api_apipb_kv_proto_rawDescOnce.Do(func() {
+		file_api_apipb_kv_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_api_apipb_kv_proto_rawDesc), len(file_api_apipb_kv_proto_rawDesc)))
 	})
-	return file_client_apipb_kv_proto_rawDescData
+	return file_api_apipb_kv_proto_rawDescData
 }
 
-var file_client_apipb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
-var file_client_apipb_kv_proto_goTypes = []any{
+var file_api_apipb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_api_apipb_kv_proto_goTypes = []any{
 	(*Session)(nil),                // 0: keyval.api.Session
 	(*Header)(nil),                 // 1: keyval.api.Header
 	(*RegisterRequest)(nil),        // 2: keyval.api.RegisterRequest
@@ -1911,7 +1911,7 @@ var file_client_apipb_kv_proto_goTypes = []any{
 	(*PipelineResponse)(nil),       // 23: keyval.api.PipelineResponse
 	(*Reply)(nil),                  // 24: keyval.api.Reply
 }
-var file_client_apipb_kv_proto_depIdxs = []int32{
+var file_api_apipb_kv_proto_depIdxs = []int32{
 	1,  // 0: keyval.api.RegisterResponse.header:type_name -> keyval.api.Header
 	0,  // 1: keyval.api.PutRequest.session:type_name -> keyval.api.Session
 	1,  // 2: keyval.api.PutResponse.header:type_name -> keyval.api.Header
@@ -1961,18 +1961,18 @@ var file_client_apipb_kv_proto_depIdxs = []int32{
 	0,  // [0:24] is the sub-list for field type_name
 }
 
-func init() { file_client_apipb_kv_proto_init() }
-func file_client_apipb_kv_proto_init() {
-	if File_client_apipb_kv_proto != nil {
+func init() { file_api_apipb_kv_proto_init() }
+func file_api_apipb_kv_proto_init() {
+	if File_api_apipb_kv_proto != nil {
 		return
 	}
-	file_client_apipb_kv_proto_msgTypes[22].OneofWrappers = []any{
+	file_api_apipb_kv_proto_msgTypes[22].OneofWrappers = []any{
 		(*Call_Put)(nil),
 		(*Call_Get)(nil),
 		(*Call_Delete)(nil),
 		(*Call_CompareAndSwap)(nil),
 	}
-	file_client_apipb_kv_proto_msgTypes[24].OneofWrappers = []any{
+	file_api_apipb_kv_proto_msgTypes[24].OneofWrappers = []any{
 		(*Reply_Put)(nil),
 		(*Reply_Get)(nil),
 		(*Reply_Delete)(nil),
@@ -1982,17 +1982,17 @@ func file_client_apipb_kv_proto_init() {
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_apipb_kv_proto_rawDesc), len(file_client_apipb_kv_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_apipb_kv_proto_rawDesc), len(file_api_apipb_kv_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_client_apipb_kv_proto_goTypes,
-		DependencyIndexes: file_client_apipb_kv_proto_depIdxs,
-		MessageInfos:      file_client_apipb_kv_proto_msgTypes,
+		GoTypes:           file_api_apipb_kv_proto_goTypes,
+		DependencyIndexes: file_api_apipb_kv_proto_depIdxs,
+		MessageInfos:      file_api_apipb_kv_proto_msgTypes,
 	}.Build()
-	File_client_apipb_kv_proto = out.File
-	file_client_apipb_kv_proto_goTypes = nil
-	file_client_apipb_kv_proto_depIdxs = nil
+	File_api_apipb_kv_proto = out.File
+	file_api_apipb_kv_proto_goTypes = nil
+	file_api_apipb_kv_proto_depIdxs = nil
 }

@@ -11,8 +11,8 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // single is a one-node replica on an in-memory disk, driven by hand.

@@ -13,7 +13,7 @@ import (
 // benchKeys keys (new keys first, then overwrites), one Apply per batch.
 // Run them with, for example:
 //
-//	go test ./disk/kvstore/ -run '^$' -bench 'Apply' -benchtime 3s
+//	go test ./kvstore/ -run '^$' -bench 'Apply' -benchtime 3s
 //
 // entries/s is the figure that matters; MB/s counts value bytes only.
 

@@ -18,7 +18,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // Store is the state machine. Apply and Restore are called by one goroutine

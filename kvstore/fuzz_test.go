@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // Seed corpus: testdata/fuzz/<target>/ holds the committed seeds (written
@@ -215,7 +215,7 @@ func checkRestore(t *testing.T, data []byte) {
 }
 
 // TestWriteFuzzCorpus regenerates the committed seed corpus. It runs only
-// when asked: KVSTORE_WRITE_FUZZ_CORPUS=1 go test ./disk/kvstore/ -run TestWriteFuzzCorpus
+// when asked: KVSTORE_WRITE_FUZZ_CORPUS=1 go test ./kvstore/ -run TestWriteFuzzCorpus
 func TestWriteFuzzCorpus(t *testing.T) {
 	if os.Getenv("KVSTORE_WRITE_FUZZ_CORPUS") == "" {
 		t.Skip("set KVSTORE_WRITE_FUZZ_CORPUS=1 to rewrite testdata/fuzz")

@@ -6,7 +6,7 @@
 // versions:
 // - protoc-gen-go-grpc v1.5.1
 // - protoc             v3.21.12
-// source: client/apipb/cluster.proto
+// source: api/apipb/cluster.proto
 
 package apipb
 
@@ -251,5 +251,5 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
-	Metadata: "client/apipb/cluster.proto",
+	Metadata: "api/apipb/cluster.proto",
 }

@@ -6,7 +6,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: client/apipb/cluster.proto
+// source: api/apipb/cluster.proto
 
 package apipb
 
@@ -33,7 +33,7 @@ type MemberListRequest struct {
 
 func (x *MemberListRequest) Reset() {
 	*x = MemberListRequest{}
-	mi := &file_client_apipb_cluster_proto_msgTypes[0]
+	mi := &file_api_apipb_cluster_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +45,7 @@ func (x *MemberListRequest) String() string {
 func (*MemberListRequest) ProtoMessage() {}
 
 func (x *MemberListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_cluster_proto_msgTypes[0]
+	mi := &file_api_apipb_cluster_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +58,7 @@ func (x *MemberListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberListRequest.ProtoReflect.Descriptor instead.
 func (*MemberListRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_cluster_proto_rawDescGZIP(), []int{0}
+	return file_api_apipb_cluster_proto_rawDescGZIP(), []int{0}
 }
 
 type MemberListResponse struct {
@@ -78,7 +78,7 @@ type MemberListResponse struct {
 
 func (x *MemberListResponse) Reset() {
 	*x = MemberListResponse{}
-	mi := &file_client_apipb_cluster_proto_msgTypes[1]
+	mi := &file_api_apipb_cluster_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -90,7 +90,7 @@ func (x *MemberListResponse) String() string {
 func (*MemberListResponse) ProtoMessage() {}
 
 func (x *MemberListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_cluster_proto_msgTypes[1]
+	mi := &file_api_apipb_cluster_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -103,7 +103,7 @@ func (x *MemberListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberListResponse.ProtoReflect.Descriptor instead.
 func (*MemberListResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_cluster_proto_rawDescGZIP(), []int{1}
+	return file_api_apipb_cluster_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *MemberListResponse) GetClusterId() string {
@@ -144,7 +144,7 @@ type MemberAddLearnerRequest struct {
 
 func (x *MemberAddLearnerRequest) Reset() {
 	*x = MemberAddLearnerRequest{}
-	mi := &file_client_apipb_cluster_proto_msgTypes[2]
+	mi := &file_api_apipb_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -156,7 +156,7 @@ func (x *MemberAddLearnerRequest) String() string {
 func (*MemberAddLearnerRequest) ProtoMessage() {}
 
 func (x *MemberAddLearnerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_cluster_proto_msgTypes[2]
+	mi := &file_api_apipb_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -169,7 +169,7 @@ func (x *MemberAddLearnerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberAddLearnerRequest.ProtoReflect.Descriptor instead.
 func (*MemberAddLearnerRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_cluster_proto_rawDescGZIP(), []int{2}
+	return file_api_apipb_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MemberAddLearnerRequest) GetId() uint64 {
@@ -195,7 +195,7 @@ type MemberPromoteRequest struct {
 
 func (x *MemberPromoteRequest) Reset() {
 	*x = MemberPromoteRequest{}
-	mi := &file_client_apipb_cluster_proto_msgTypes[3]
+	mi := &file_api_apipb_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -207,7 +207,7 @@ func (x *MemberPromoteRequest) String() string {
 func (*MemberPromoteRequest) ProtoMessage() {}
 
 func (x *MemberPromoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_cluster_proto_msgTypes[3]
+	mi := &file_api_apipb_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -220,7 +220,7 @@ func (x *MemberPromoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberPromoteRequest.ProtoReflect.Descriptor instead.
 func (*MemberPromoteRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_cluster_proto_rawDescGZIP(), []int{3}
+	return file_api_apipb_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MemberPromoteRequest) GetId() uint64 {
@@ -239,7 +239,7 @@ type MemberRemoveRequest struct {
 
 func (x *MemberRemoveRequest) Reset() {
 	*x = MemberRemoveRequest{}
-	mi := &file_client_apipb_cluster_proto_msgTypes[4]
+	mi := &file_api_apipb_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -251,7 +251,7 @@ func (x *MemberRemoveRequest) String() string {
 func (*MemberRemoveRequest) ProtoMessage() {}
 
 func (x *MemberRemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_cluster_proto_msgTypes[4]
+	mi := &file_api_apipb_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -264,7 +264,7 @@ func (x *MemberRemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRemoveRequest.ProtoReflect.Descriptor instead.
 func (*MemberRemoveRequest) Descriptor() ([]byte, []int) {
-	return file_client_apipb_cluster_proto_rawDescGZIP(), []int{4}
+	return file_api_apipb_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MemberRemoveRequest) GetId() uint64 {
@@ -285,7 +285,7 @@ type MemberChangeResponse struct {
 
 func (x *MemberChangeResponse) Reset() {
 	*x = MemberChangeResponse{}
-	mi := &file_client_apipb_cluster_proto_msgTypes[5]
+	mi := &file_api_apipb_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -297,7 +297,7 @@ func (x *MemberChangeResponse) String() string {
 func (*MemberChangeResponse) ProtoMessage() {}
 
 func (x *MemberChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_apipb_cluster_proto_msgTypes[5]
+	mi := &file_api_apipb_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -310,7 +310,7 @@ func (x *MemberChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberChangeResponse.ProtoReflect.Descriptor instead.
 func (*MemberChangeResponse) Descriptor() ([]byte, []int) {
-	return file_client_apipb_cluster_proto_rawDescGZIP(), []int{5}
+	return file_api_apipb_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MemberChangeResponse) GetIndex() uint64 {
@@ -327,12 +327,12 @@ func (x *MemberChangeResponse) GetMembers() []*Member {
 	return nil
 }
 
-var File_client_apipb_cluster_proto protoreflect.FileDescriptor
+var File_api_apipb_cluster_proto protoreflect.FileDescriptor
 
-const file_client_apipb_cluster_proto_rawDesc = "" +
+const file_api_apipb_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1aclient/apipb/cluster.proto\x12\n" +
-	"keyval.api\x1a\x15client/apipb/kv.proto\"\x13\n" +
+	"\x17api/apipb/cluster.proto\x12\n" +
+	"keyval.api\x1a\x12api/apipb/kv.proto\"\x13\n" +
 	"\x11MemberListRequest\"\x9d\x01\n" +
 	"\x12MemberListResponse\x12\x1d\n" +
 	"\n" +
@@ -356,22 +356,22 @@ const file_client_apipb_cluster_proto_rawDesc = "" +
 	"MemberList\x12\x1d.keyval.api.MemberListRequest\x1a\x1e.keyval.api.MemberListResponse\x12Y\n" +
 	"\x10MemberAddLearner\x12#.keyval.api.MemberAddLearnerRequest\x1a .keyval.api.MemberChangeResponse\x12S\n" +
 	"\rMemberPromote\x12 .keyval.api.MemberPromoteRequest\x1a .keyval.api.MemberChangeResponse\x12Q\n" +
-	"\fMemberRemove\x12\x1f.keyval.api.MemberRemoveRequest\x1a .keyval.api.MemberChangeResponseB:Z8github.com/therealutkarshpriyadarshi/keyval/client/apipbb\x06proto3"
+	"\fMemberRemove\x12\x1f.keyval.api.MemberRemoveRequest\x1a .keyval.api.MemberChangeResponseB7Z5github.com/therealutkarshpriyadarshi/keyval/api/apipbb\x06proto3"
 
 var (
-	file_client_apipb_cluster_proto_rawDescOnce sync.Once
-	file_client_apipb_cluster_proto_rawDescData []byte
+	file_api_apipb_cluster_proto_rawDescOnce sync.Once
+	file_api_apipb_cluster_proto_rawDescData []byte
 )
 
-func file_client_apipb_cluster_proto_rawDescGZIP() []byte {
-	file_client_apipb_cluster_proto_rawDescOnce.Do(func() {
-		file_client_apipb_cluster_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_client_apipb_cluster_proto_rawDesc), len(file_client_apipb_cluster_proto_rawDesc)))
+func file_api_apipb_cluster_proto_rawDescGZIP() []byte {
+	file_api_apipb_cluster_proto_rawDescOnce.Do(func() {
+		file_api_apipb_cluster_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_api_apipb_cluster_proto_rawDesc), len(file_api_apipb_cluster_proto_rawDesc)))
 	})
-	return file_client_apipb_cluster_proto_rawDescData
+	return file_api_apipb_cluster_proto_rawDescData
 }
 
-var file_client_apipb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
-var file_client_apipb_cluster_proto_goTypes = []any{
+var file_api_apipb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_api_apipb_cluster_proto_goTypes = []any{
 	(*MemberListRequest)(nil),       // 0: keyval.api.MemberListRequest
 	(*MemberListResponse)(nil),      // 1: keyval.api.MemberListResponse
 	(*MemberAddLearnerRequest)(nil), // 2: keyval.api.MemberAddLearnerRequest
@@ -380,7 +380,7 @@ var file_client_apipb_cluster_proto_goTypes = []any{
 	(*MemberChangeResponse)(nil),    // 5: keyval.api.MemberChangeResponse
 	(*Member)(nil),                  // 6: keyval.api.Member
 }
-var file_client_apipb_cluster_proto_depIdxs = []int32{
+var file_api_apipb_cluster_proto_depIdxs = []int32{
 	6, // 0: keyval.api.MemberListResponse.members:type_name -> keyval.api.Member
 	6, // 1: keyval.api.MemberChangeResponse.members:type_name -> keyval.api.Member
 	0, // 2: keyval.api.Cluster.MemberList:input_type -> keyval.api.MemberListRequest
@@ -398,27 +398,27 @@ var file_client_apipb_cluster_proto_depIdxs = []int32{
 	0, // [0:2] is the sub-list for field type_name
 }
 
-func init() { file_client_apipb_cluster_proto_init() }
-func file_client_apipb_cluster_proto_init() {
-	if File_client_apipb_cluster_proto != nil {
+func init() { file_api_apipb_cluster_proto_init() }
+func file_api_apipb_cluster_proto_init() {
+	if File_api_apipb_cluster_proto != nil {
 		return
 	}
-	file_client_apipb_kv_proto_init()
+	file_api_apipb_kv_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_apipb_cluster_proto_rawDesc), len(file_client_apipb_cluster_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_apipb_cluster_proto_rawDesc), len(file_api_apipb_cluster_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_client_apipb_cluster_proto_goTypes,
-		DependencyIndexes: file_client_apipb_cluster_proto_depIdxs,
-		MessageInfos:      file_client_apipb_cluster_proto_msgTypes,
+		GoTypes:           file_api_apipb_cluster_proto_goTypes,
+		DependencyIndexes: file_api_apipb_cluster_proto_depIdxs,
+		MessageInfos:      file_api_apipb_cluster_proto_msgTypes,
 	}.Build()
-	File_client_apipb_cluster_proto = out.File
-	file_client_apipb_cluster_proto_goTypes = nil
-	file_client_apipb_cluster_proto_depIdxs = nil
+	File_api_apipb_cluster_proto = out.File
+	file_api_apipb_cluster_proto_goTypes = nil
+	file_api_apipb_cluster_proto_depIdxs = nil
 }

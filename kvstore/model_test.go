@@ -7,7 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // model is the reference the implementations are checked against: the

@@ -9,7 +9,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: disk/kvstore/kvpb/kvstore.proto
+// source: kvstore/kvpb/kvstore.proto
 
 package kvpb
 
@@ -89,11 +89,11 @@ func (x Status) String() string {
 }
 
 func (Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_disk_kvstore_kvpb_kvstore_proto_enumTypes[0].Descriptor()
+	return file_kvstore_kvpb_kvstore_proto_enumTypes[0].Descriptor()
 }
 
 func (Status) Type() protoreflect.EnumType {
-	return &file_disk_kvstore_kvpb_kvstore_proto_enumTypes[0]
+	return &file_kvstore_kvpb_kvstore_proto_enumTypes[0]
 }
 
 func (x Status) Number() protoreflect.EnumNumber {
@@ -102,7 +102,7 @@ func (x Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{0}
 }
 
 // Command is one state machine operation, proposed by the server and applied
@@ -128,7 +128,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[0]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +140,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[0]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +153,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Command) GetClientId() uint64 {
@@ -252,7 +252,7 @@ type Put struct {
 
 func (x *Put) Reset() {
 	*x = Put{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[1]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +264,7 @@ func (x *Put) String() string {
 func (*Put) ProtoMessage() {}
 
 func (x *Put) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[1]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +277,7 @@ func (x *Put) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Put.ProtoReflect.Descriptor instead.
 func (*Put) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{1}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Put) GetKey() []byte {
@@ -304,7 +304,7 @@ type Delete struct {
 
 func (x *Delete) Reset() {
 	*x = Delete{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[2]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +316,7 @@ func (x *Delete) String() string {
 func (*Delete) ProtoMessage() {}
 
 func (x *Delete) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[2]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +329,7 @@ func (x *Delete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delete.ProtoReflect.Descriptor instead.
 func (*Delete) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{2}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Delete) GetKey() []byte {
@@ -352,7 +352,7 @@ type CompareAndSwap struct {
 
 func (x *CompareAndSwap) Reset() {
 	*x = CompareAndSwap{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[3]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +364,7 @@ func (x *CompareAndSwap) String() string {
 func (*CompareAndSwap) ProtoMessage() {}
 
 func (x *CompareAndSwap) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[3]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +377,7 @@ func (x *CompareAndSwap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareAndSwap.ProtoReflect.Descriptor instead.
 func (*CompareAndSwap) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{3}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CompareAndSwap) GetKey() []byte {
@@ -411,7 +411,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +423,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +436,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4}
 }
 
 // Result is what applying one entry produced; the store remembers the last
@@ -457,7 +457,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +469,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +482,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Result) GetStatus() Status {
@@ -559,7 +559,7 @@ type ClientRecord struct {
 
 func (x *ClientRecord) Reset() {
 	*x = ClientRecord{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +571,7 @@ func (x *ClientRecord) String() string {
 func (*ClientRecord) ProtoMessage() {}
 
 func (x *ClientRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +584,7 @@ func (x *ClientRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRecord.ProtoReflect.Descriptor instead.
 func (*ClientRecord) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ClientRecord) GetClientId() uint64 {
@@ -626,7 +626,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +638,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +651,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SnapshotHeader) GetAppliedIndex() uint64 {
@@ -680,7 +680,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +692,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +705,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -741,7 +741,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +753,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +766,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SnapshotEnd) GetKeyCount() uint64 {
@@ -783,11 +783,11 @@ func (x *SnapshotEnd) GetClientCount() uint64 {
 	return 0
 }
 
-var File_disk_kvstore_kvpb_kvstore_proto protoreflect.FileDescriptor
+var File_kvstore_kvpb_kvstore_proto protoreflect.FileDescriptor
 
-const file_disk_kvstore_kvpb_kvstore_proto_rawDesc = "" +
+const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\n" +
-	"\x1fdisk/kvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\x9d\x02\n" +
+	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\x9d\x02\n" +
 	"\aCommand\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12'\n" +
@@ -841,23 +841,23 @@ const file_disk_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x10STATUS_MALFORMED\x10\x05\x12\x1a\n" +
 	"\x16STATUS_SESSION_EXPIRED\x10\x06\x12\x0f\n" +
 	"\vSTATUS_NOOP\x10\a\x12\x1a\n" +
-	"\x16STATUS_ALREADY_APPLIED\x10\bB?Z=github.com/therealutkarshpriyadarshi/keyval/disk/kvstore/kvpbb\x06proto3"
+	"\x16STATUS_ALREADY_APPLIED\x10\bB:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
 
 var (
-	file_disk_kvstore_kvpb_kvstore_proto_rawDescOnce sync.Once
-	file_disk_kvstore_kvpb_kvstore_proto_rawDescData []byte
+	file_kvstore_kvpb_kvstore_proto_rawDescOnce sync.Once
+	file_kvstore_kvpb_kvstore_proto_rawDescData []byte
 )
 
-func file_disk_kvstore_kvpb_kvstore_proto_rawDescGZIP() []byte {
-	file_disk_kvstore_kvpb_kvstore_proto_rawDescOnce.Do(func() {
-		file_disk_kvstore_kvpb_kvstore_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_disk_kvstore_kvpb_kvstore_proto_rawDesc), len(file_disk_kvstore_kvpb_kvstore_proto_rawDesc)))
+func file_kvstore_kvpb_kvstore_proto_rawDescGZIP() []byte {
+	file_kvstore_kvpb_kvstore_proto_rawDescOnce.Do(func() {
+		file_kvstore_kvpb_kvstore_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kvstore_proto_rawDesc), len(file_kvstore_kvpb_kvstore_proto_rawDesc)))
 	})
-	return file_disk_kvstore_kvpb_kvstore_proto_rawDescData
+	return file_kvstore_kvpb_kvstore_proto_rawDescData
 }
 
-var file_disk_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_disk_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
-var file_disk_kvstore_kvpb_kvstore_proto_goTypes = []any{
+var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(Status)(0),            // 0: keyval.kvstore.Status
 	(*Command)(nil),        // 1: keyval.kvstore.Command
 	(*Put)(nil),            // 2: keyval.kvstore.Put
@@ -870,7 +870,7 @@ var file_disk_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(*KeyValue)(nil),       // 9: keyval.kvstore.KeyValue
 	(*SnapshotEnd)(nil),    // 10: keyval.kvstore.SnapshotEnd
 }
-var file_disk_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
+var file_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
 	2, // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
 	3, // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
 	4, // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
@@ -884,12 +884,12 @@ var file_disk_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
 	0, // [0:6] is the sub-list for field type_name
 }
 
-func init() { file_disk_kvstore_kvpb_kvstore_proto_init() }
-func file_disk_kvstore_kvpb_kvstore_proto_init() {
-	if File_disk_kvstore_kvpb_kvstore_proto != nil {
+func init() { file_kvstore_kvpb_kvstore_proto_init() }
+func file_kvstore_kvpb_kvstore_proto_init() {
+	if File_kvstore_kvpb_kvstore_proto != nil {
 		return
 	}
-	file_disk_kvstore_kvpb_kvstore_proto_msgTypes[0].OneofWrappers = []any{
+	file_kvstore_kvpb_kvstore_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_Put)(nil),
 		(*Command_Delete)(nil),
 		(*Command_CompareAndSwap)(nil),
@@ -899,18 +899,18 @@ func file_disk_kvstore_kvpb_kvstore_proto_init() {
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_disk_kvstore_kvpb_kvstore_proto_rawDesc), len(file_disk_kvstore_kvpb_kvstore_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kvstore_proto_rawDesc), len(file_kvstore_kvpb_kvstore_proto_rawDesc)),
 			NumEnums:      1,
 			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
-		GoTypes:           file_disk_kvstore_kvpb_kvstore_proto_goTypes,
-		DependencyIndexes: file_disk_kvstore_kvpb_kvstore_proto_depIdxs,
-		EnumInfos:         file_disk_kvstore_kvpb_kvstore_proto_enumTypes,
-		MessageInfos:      file_disk_kvstore_kvpb_kvstore_proto_msgTypes,
+		GoTypes:           file_kvstore_kvpb_kvstore_proto_goTypes,
+		DependencyIndexes: file_kvstore_kvpb_kvstore_proto_depIdxs,
+		EnumInfos:         file_kvstore_kvpb_kvstore_proto_enumTypes,
+		MessageInfos:      file_kvstore_kvpb_kvstore_proto_msgTypes,
 	}.Build()
-	File_disk_kvstore_kvpb_kvstore_proto = out.File
-	file_disk_kvstore_kvpb_kvstore_proto_goTypes = nil
-	file_disk_kvstore_kvpb_kvstore_proto_depIdxs = nil
+	File_kvstore_kvpb_kvstore_proto = out.File
+	file_kvstore_kvpb_kvstore_proto_goTypes = nil
+	file_kvstore_kvpb_kvstore_proto_depIdxs = nil
 }

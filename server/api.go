@@ -440,10 +440,9 @@ func resultError(r kvstore.Result) error {
 		return nil
 	case kvstore.StatusInvalid, kvstore.StatusMalformed:
 		return status.Error(codes.InvalidArgument, r.Err)
-	case kvstore.StatusSessionExpired:
-		return status.Errorf(codes.FailedPrecondition, "session expired: %s; register a new session", r.Err)
-	case kvstore.StatusStaleDuplicate:
-		return status.Errorf(codes.FailedPrecondition, "stale duplicate: %s", r.Err)
+	case kvstore.StatusSessionExpired, kvstore.StatusStaleDuplicate:
+		// The store's text already names the refusal and its remedy.
+		return status.Error(codes.FailedPrecondition, r.Err)
 	}
 	return status.Errorf(codes.Internal, "unexpected result %v: %s", r.Status, r.Err)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,6 +184,9 @@ func TestLimitsAndBadInput(t *testing.T) {
 	require.Error(t, err)
 	_, err = kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v"), Session: &apipb.Session{ClientId: 12345, Seq: 1}})
 	require.Equal(t, codes.FailedPrecondition, status.Code(err), "an unknown session is refused")
+	msg := status.Convert(err).Message()
+	require.Equal(t, 1, strings.Count(msg, "session expired"), "the reason is said once: %s", msg)
+	require.Equal(t, 1, strings.Count(msg, "register a new"), "the remedy is said once: %s", msg)
 	// The server is still up.
 	_, err = kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v")})
 	require.NoError(t, err)

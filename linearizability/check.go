@@ -134,17 +134,17 @@ func (r *Result) WriteVisualization(path string) error {
 // Summary is a one-line account of the check, for logs and the simulator's
 // report, e.g. (wrapped here)
 //
-//	linearizability: NOT linearizable: 1000 ops on 8 keys (put 250,
+//	NOT linearizable: 1000 ops on 8 keys (put 250,
 //	get 400, delete 100, cas 250); 970 answered, 10 resolved, 20 unknown
 //	writes (4 seen to take effect); 3 unknown reads and 5 failed ops left
 //	out; illegal keys: k3
 func (r Result) Summary() string {
 	if r.Verdict == Malformed {
-		return fmt.Sprintf("linearizability: %v: %v", r.Verdict, r.Err)
+		return fmt.Sprintf("%v: %v", r.Verdict, r.Err)
 	}
 	var b strings.Builder
 	c := r.Counts
-	fmt.Fprintf(&b, "linearizability: %v: %d ops on %d keys (", r.Verdict, c.OK+c.Unknown+c.Resolved, c.Keys)
+	fmt.Fprintf(&b, "%v: %d ops on %d keys (", r.Verdict, c.OK+c.Unknown+c.Resolved, c.Keys)
 	for i, kind := range opKinds {
 		if i > 0 {
 			b.WriteString(", ")

@@ -20,7 +20,7 @@ func TestSummaryCountsAndVerdict(t *testing.T) {
 		{ClientID: 3, Input: Put("x", "d"), Call: 27, Status: Dropped},
 	}}
 	res := mustCheck(t, h, 0)
-	want := "linearizability: linearizable: 5 ops on 2 keys (put 2, get 1, delete 1, cas 1); " +
+	want := "linearizable: 5 ops on 2 keys (put 2, get 1, delete 1, cas 1); " +
 		"4 answered, 0 resolved, 1 unknown writes (0 seen to take effect); 1 unknown reads and 1 failed ops left out"
 	if got := res.Summary(); got != want {
 		t.Errorf("summary\n got: %s\nwant: %s", got, want)
@@ -28,7 +28,7 @@ func TestSummaryCountsAndVerdict(t *testing.T) {
 
 	h.Ops = append(h.Ops, done(3, 40, 50, Get("x"), GetFound("a", 1)))
 	res = mustCheck(t, h, 0)
-	if !strings.HasPrefix(res.Summary(), "linearizability: NOT linearizable: ") ||
+	if !strings.HasPrefix(res.Summary(), "NOT linearizable: ") ||
 		!strings.HasSuffix(res.Summary(), "; illegal keys: x") {
 		t.Errorf("summary of a failing check: %s", res.Summary())
 	}

@@ -460,7 +460,7 @@ func TestMalformedHistoriesRefused(t *testing.T) {
 		if res.Verdict != Malformed || res.Err == nil {
 			t.Errorf("%s: verdict %v", name, res.Verdict)
 		}
-		if !strings.HasPrefix(res.Summary(), "linearizability: malformed history: ") {
+		if !strings.HasPrefix(res.Summary(), "malformed history: ") {
 			t.Errorf("%s: summary %q", name, res.Summary())
 		}
 		if err := res.WriteVisualization(filepath.Join(t.TempDir(), "v.html")); err == nil {

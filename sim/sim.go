@@ -88,7 +88,7 @@ func (r Result) String() string {
 	fmt.Fprintf(&b, "elections:     %d\n", r.Elections)
 	fmt.Fprintf(&b, "snapshots:     %d sent to followers\n", r.SnapshotsSent)
 	fmt.Fprintf(&b, "simulated:     %v\n", r.SimTime)
-	fmt.Fprintf(&b, "linearizable:  %s\n", r.Linearizable)
+	fmt.Fprintf(&b, "history:       %s\n", r.Linearizable)
 	fmt.Fprintf(&b, "trace hash:    %016x\n", r.TraceHash)
 	fmt.Fprintf(&b, "verdict:       %s\n", verdict)
 	return b.String()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -75,6 +76,12 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		FreelistType:    bbolt.FreelistMapType,
 		InitialMmapSize: initialMmapSize,
 	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		// bbolt's own word for a lock it could not take is "timeout",
+		// which does not tell the operator what to do.
+		return nil, fmt.Errorf("open kv store %s: %s is in use by another process, most likely another keyvald on the same data directory: "+
+			"its lock was not released within %v (stop that process, or use another data directory): %w", path, filepath.Dir(path), timeout, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open kv store %s: %w", path, err)
 	}

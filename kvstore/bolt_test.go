@@ -93,6 +93,7 @@ func TestBoltOpenErrors(t *testing.T) {
 	defer b.Close()
 	_, err = OpenBolt(path, Options{LockTimeout: 50 * time.Millisecond})
 	require.ErrorIs(t, err, bolterrors.ErrTimeout)
+	require.ErrorContains(t, err, dir+" is in use by another process, most likely another keyvald", "the lock is named, not just a timeout")
 }
 
 // damage opens the store's file with bbolt directly and changes it.

@@ -17,8 +17,10 @@ import (
 )
 
 // Metrics are one node's Prometheus metrics, in a registry of its own (so
-// several nodes in one process do not collide). Every series is named
-// keyval_… and carries the label node="<id>".
+// several nodes in one process do not collide). Every series carries the
+// label node="<id>" and is named keyval_…, except the Go runtime's and the
+// process's, which keep their standard go_… and process_… names so that
+// ready-made dashboards for Go programs work as they are.
 //
 // The event loop only sets gauges and bumps counters (atomic operations);
 // what can be read at scrape time instead (the applied index, the
@@ -123,7 +125,7 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 
 	m.walFsync = histogram("keyval_wal_fsync_duration_seconds", "Duration of one WAL fsync (one per group of Ready batches).", fastBuckets)
 	m.apply = histogram("keyval_apply_duration_seconds",
-		"Duration of applying one group of batches to the state machine (one bbolt transaction).", fastBuckets)
+		"Duration of applying one group of batches that carried entries or a snapshot to the state machine (one bbolt transaction).", fastBuckets)
 	m.snapshots = counter("keyval_snapshots_total", "Snapshots this node took of its state machine.")
 	m.snapshotDur = histogram("keyval_snapshot_duration_seconds",
 		"Duration of writing one snapshot file (data and fsync), on its own goroutine.", snapshotBuckets)
@@ -136,8 +138,7 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 
 	r.MustRegister(&peerCollector{tr: tr})
 
-	runtime := prometheus.WrapRegistererWithPrefix("keyval_", r)
-	runtime.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -208,9 +208,11 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		require.GreaterOrEqual(t, a.value("keyval_leader_changes_total"), 1.0)
 		require.Equal(t, 3.0, a.value("keyval_members", "kind", "voter"))
 		require.Positive(t, a.value("keyval_term"))
-		require.Positive(t, a.value("keyval_go_goroutines"), "Go runtime metrics")
+		require.Positive(t, a.value("go_goroutines"), "Go runtime metrics, by their standard names")
+		require.Positive(t, a.value("process_resident_memory_bytes"), "process metrics, by their standard names")
 		for name, fam := range a {
-			require.True(t, strings.HasPrefix(name, "keyval_"), "series %s", name)
+			require.True(t, strings.HasPrefix(name, "keyval_") || strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_"),
+				"series %s", name)
 			for _, m := range fam.Metric {
 				require.Contains(t, m.Label, &dto.LabelPair{Name: strPtr("node"), Value: strPtr(fmt.Sprint(id))}, "series %s", name)
 			}
@@ -227,6 +229,41 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 
 func strPtr(s string) *string { return &s }
 
+// TestApplySamplesOnlyGroupsThatApplied: most batches of an idle cluster
+// carry heartbeats and nothing to apply; they are not apply samples. Each
+// sample applied at least one entry, so no node has more samples than its
+// applied index, however long the cluster idles.
+func TestApplySamplesOnlyGroupsThatApplied(t *testing.T) {
+	c := newObservedCluster(t, 3, 0, nil)
+	lead := c.leader()
+	_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+	require.NoError(t, err)
+	var follower core.NodeID
+	for id := range c.servers {
+		if id != lead {
+			follower = id
+		}
+	}
+	// Idle for 50 heartbeats to one follower: a batch each on the leader
+	// and on that follower.
+	sent := func() float64 {
+		return scrapeMetrics(t, c.servers[lead]).value("keyval_peer_messages_sent_total", "peer", fmt.Sprint(follower))
+	}
+	from := sent()
+	eventually(t, func() error {
+		if n := sent() - from; n < 50 {
+			return fmt.Errorf("%v heartbeats so far", n)
+		}
+		return nil
+	})
+	for id, s := range c.servers {
+		sc := scrapeMetrics(t, s)
+		samples, applied := sc.value("keyval_apply_duration_seconds"), sc.value("keyval_applied_index")
+		require.GreaterOrEqual(t, samples, 1.0, "node %d: the put was applied", id)
+		require.LessOrEqual(t, samples, applied, "node %d: %v apply samples for %v entries", id, samples, applied)
+	}
+}
+
 // checkDashboard: every series the Grafana dashboard queries is one a node
 // exports.
 func checkDashboard(t *testing.T, sc scrape) {
@@ -240,7 +277,7 @@ func checkDashboard(t *testing.T, sc scrape) {
 		}
 	}
 	require.NoError(t, json.Unmarshal(raw, &dash))
-	names := regexp.MustCompile(`keyval_[a-z0-9_]+`)
+	names := regexp.MustCompile(`\b(?:keyval|go|process)_[a-z0-9_]+`)
 	queried := 0
 	for _, p := range dash.Panels {
 		for _, tg := range p.Targets {

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
-	"github.com/therealutkarshpriyadarshi/keyval/client/pipeline"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
@@ -39,10 +38,10 @@ type kvService struct {
 	port string // "client" or "peer", for metrics
 }
 
-// Pipeline serves many calls over one stream (see client/pipeline), each
+// Pipeline serves many calls over one stream (see ServePipeline), each
 // exactly as its unary method.
 func (k *kvService) Pipeline(stream apipb.KV_PipelineServer) error {
-	return pipeline.Serve(stream, k, pipeline.ServeOptions{
+	return ServePipeline(stream, k, PipelineOptions{
 		Timeout:  k.s.cfg.RequestTimeout,
 		Draining: k.s.draining,
 		Observe: func(method string, code codes.Code, d time.Duration) {
@@ -424,7 +423,7 @@ func toStatus(err error) error {
 	case errors.Is(err, replica.ErrUnknown):
 		return status.Error(codes.Unavailable, "the write's outcome is unknown after a leader change; retry with the same session and seq")
 	case errors.Is(err, errStopping):
-		return status.Error(codes.Unavailable, "this node is shutting down; use another member")
+		return status.Error(codes.Unavailable, stoppingMessage)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
 	case errors.Is(err, context.Canceled):

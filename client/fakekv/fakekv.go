@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
-	"github.com/therealutkarshpriyadarshi/keyval/client/pipeline"
+	"github.com/therealutkarshpriyadarshi/keyval/server"
 )
 
 // Limits the fake enforces, like the real server's defaults in spirit.
@@ -364,7 +364,7 @@ func (n *Node) Pipeline(stream apipb.KV_PipelineServer) error {
 	if unaryOnly {
 		return status.Error(codes.Unimplemented, "fakekv: this node serves unary calls only")
 	}
-	return pipeline.Serve(stream, n, pipeline.ServeOptions{})
+	return server.ServePipeline(stream, n, server.PipelineOptions{})
 }
 
 // Streams counts the Pipeline streams the node has served.

@@ -10,6 +10,8 @@
 // stream breaks before it is answered fails as Unavailable, like a unary
 // call whose connection breaks (a write's outcome is then unknown, and the
 // client's exactly-once session makes the retry safe).
+//
+// This is the client half; the server half is server.ServePipeline.
 package pipeline
 
 import (
@@ -24,15 +26,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/api/pipemsg"
 )
 
 // ErrUnsupported means the server does not implement Pipeline; the caller
 // should use the unary methods with this connection from now on.
 var ErrUnsupported = errors.New("pipeline: the server does not implement KV.Pipeline")
-
-// maxMessageBytes bounds the calls gathered into one message (a single
-// larger call still goes alone), well under the server's request limit.
-const maxMessageBytes = 1 << 20
 
 // Conn multiplexes calls over one stream on a gRPC connection. The stream
 // is opened on first use and again after it breaks. Safe for concurrent use.
@@ -184,30 +183,11 @@ func (st *stream) run(ctx context.Context) {
 	}
 }
 
-// take moves queued calls into batch, up to maxMessageBytes of them.
+// take moves queued calls into batch, a message's worth.
 func (st *stream) take(batch []*apipb.Call) []*apipb.Call {
 	st.conn.mu.Lock()
 	defer st.conn.mu.Unlock()
-	return takeMessage(&st.queue, batch, approxSize)
-}
-
-// takeMessage moves items from the front of *queue into batch, as many as
-// fit in maxMessageBytes by size (at least one), and returns batch.
-func takeMessage[T any](queue *[]T, batch []T, size func(T) int) []T {
-	q := *queue
-	total, n := 0, 0
-	for n < len(q) {
-		total += size(q[n])
-		if n > 0 && total > maxMessageBytes {
-			break
-		}
-		n++
-	}
-	batch = append(batch, q[:n]...)
-	rest := copy(q, q[n:])
-	clear(q[rest:]) // no stale references behind the new end
-	*queue = q[:rest]
-	return batch
+	return pipemsg.Take(&st.queue, batch, approxSize)
 }
 
 // receive hands each reply to the call waiting for it.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/server"
 )
 
 // kv is a KVServer whose answers the tests script: a put answers with the
@@ -48,10 +49,10 @@ func (k *kv) Get(ctx context.Context, r *apipb.GetRequest) (*apipb.GetResponse, 
 	return &apipb.GetResponse{Found: true, Value: r.Key}, nil
 }
 
-// server runs Serve for kv on loopback and counts the messages it receives.
-type server struct {
+// fakeServer runs ServePipeline for kv on loopback and counts the messages it receives.
+type fakeServer struct {
 	kv       apipb.KVServer
-	opt      ServeOptions
+	opt      server.PipelineOptions
 	srv      *grpc.Server
 	addr     string
 	messages atomic.Int32
@@ -62,7 +63,7 @@ type server struct {
 
 type pipeService struct {
 	apipb.UnimplementedKVServer
-	s *server
+	s *fakeServer
 }
 
 func (p *pipeService) Put(ctx context.Context, r *apipb.PutRequest) (*apipb.PutResponse, error) {
@@ -74,12 +75,12 @@ func (p *pipeService) Pipeline(stream apipb.KV_PipelineServer) error {
 		return status.Error(codes.Unimplemented, "no pipelines here")
 	}
 	p.s.streams.Add(1)
-	return Serve(&countingStream{KV_PipelineServer: stream, s: p.s}, p.s.kv, p.s.opt)
+	return server.ServePipeline(&countingStream{KV_PipelineServer: stream, s: p.s}, p.s.kv, p.s.opt)
 }
 
 type countingStream struct {
 	apipb.KV_PipelineServer
-	s *server
+	s *fakeServer
 }
 
 func (c *countingStream) Recv() (*apipb.PipelineRequest, error) {
@@ -91,7 +92,7 @@ func (c *countingStream) Recv() (*apipb.PipelineRequest, error) {
 	return req, err
 }
 
-func startServer(t *testing.T, s *server) {
+func startServer(t *testing.T, s *fakeServer) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -126,7 +127,7 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 }
 
 func TestCallsAreAnsweredAsTheUnaryMethodWould(t *testing.T) {
-	s := &server{kv: &kv{}}
+	s := &fakeServer{kv: &kv{}}
 	startServer(t, s)
 	c := dial(t, s.addr)
 	ctx := ctxTimeout(t, 5*time.Second)
@@ -149,7 +150,7 @@ func TestCallsAreAnsweredAsTheUnaryMethodWould(t *testing.T) {
 // and every caller gets its own answer.
 func TestConcurrentCallsShareMessagesAndGetTheirOwnAnswers(t *testing.T) {
 	k := &kv{release: make(chan struct{})}
-	s := &server{kv: k}
+	s := &fakeServer{kv: k}
 	startServer(t, s)
 	c := dial(t, s.addr)
 	ctx := ctxTimeout(t, 10*time.Second)
@@ -182,7 +183,7 @@ func TestConcurrentCallsShareMessagesAndGetTheirOwnAnswers(t *testing.T) {
 
 func TestABrokenStreamFailsItsCallsAsUnavailableAndTheNextCallReopens(t *testing.T) {
 	k := &kv{release: make(chan struct{})}
-	s := &server{kv: k}
+	s := &fakeServer{kv: k}
 	startServer(t, s)
 	c := dial(t, s.addr)
 	ctx := ctxTimeout(t, 10*time.Second)
@@ -199,7 +200,7 @@ func TestABrokenStreamFailsItsCallsAsUnavailableAndTheNextCallReopens(t *testing
 	assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 
 	// A new server on the same address: the next call opens a new stream.
-	s2 := &server{kv: &kv{}}
+	s2 := &fakeServer{kv: &kv{}}
 	lis, err := net.Listen("tcp", s.addr)
 	require.NoError(t, err)
 	s2.srv = grpc.NewServer()
@@ -216,7 +217,7 @@ func TestABrokenStreamFailsItsCallsAsUnavailableAndTheNextCallReopens(t *testing
 
 func TestAnAbandonedCallIsNotAnsweredToTheNextOne(t *testing.T) {
 	k := &kv{release: make(chan struct{})}
-	s := &server{kv: k}
+	s := &fakeServer{kv: k}
 	startServer(t, s)
 	c := dial(t, s.addr)
 
@@ -234,7 +235,7 @@ func TestAnAbandonedCallIsNotAnsweredToTheNextOne(t *testing.T) {
 // The client's deadline travels with the call and bounds the server's work.
 func TestTheCallersDeadlineBoundsTheServerSide(t *testing.T) {
 	k := &kv{release: make(chan struct{})} // never released
-	s := &server{kv: k, opt: ServeOptions{Timeout: time.Hour}}
+	s := &fakeServer{kv: k, opt: server.PipelineOptions{Timeout: time.Hour}}
 	startServer(t, s)
 	c := dial(t, s.addr)
 
@@ -247,7 +248,7 @@ func TestTheCallersDeadlineBoundsTheServerSide(t *testing.T) {
 }
 
 func TestAServerWithoutPipelineIsReportedUnsupported(t *testing.T) {
-	s := &server{kv: &kv{}, unary: true}
+	s := &fakeServer{kv: &kv{}, unary: true}
 	startServer(t, s)
 	c := dial(t, s.addr)
 	ctx := ctxTimeout(t, 5*time.Second)
@@ -260,7 +261,7 @@ func TestAServerWithoutPipelineIsReportedUnsupported(t *testing.T) {
 func TestDrainingAnswersRunningCallsThenEndsTheStream(t *testing.T) {
 	k := &kv{release: make(chan struct{})}
 	draining := make(chan struct{})
-	s := &server{kv: k, opt: ServeOptions{Draining: draining}}
+	s := &fakeServer{kv: k, opt: server.PipelineOptions{Draining: draining}}
 	startServer(t, s)
 	c := dial(t, s.addr)
 	ctx := ctxTimeout(t, 10*time.Second)
@@ -284,11 +285,11 @@ func TestDrainingAnswersRunningCallsThenEndsTheStream(t *testing.T) {
 }
 
 func TestMessagesStayUnderTheSizeBound(t *testing.T) {
-	s := &server{kv: &kv{}}
+	s := &fakeServer{kv: &kv{}}
 	startServer(t, s)
 	c := dial(t, s.addr)
 	ctx := ctxTimeout(t, 10*time.Second)
-	value := string(make([]byte, 300<<10)) // four of these exceed maxMessageBytes
+	value := string(make([]byte, 300<<10)) // four of these exceed pipemsg.MaxBytes
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
@@ -301,7 +302,7 @@ func TestMessagesStayUnderTheSizeBound(t *testing.T) {
 }
 
 func TestACallWithNoOperationIsRefusedAlone(t *testing.T) {
-	s := &server{kv: &kv{}}
+	s := &fakeServer{kv: &kv{}}
 	startServer(t, s)
 	c := dial(t, s.addr)
 	ctx := ctxTimeout(t, 5*time.Second)

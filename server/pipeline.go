@@ -1,4 +1,4 @@
-package pipeline
+package server
 
 import (
 	"context"
@@ -11,44 +11,47 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/api/pipemsg"
 )
 
-// Full method names, as the unary calls are known to metrics.
-const (
-	MethodPut            = "/keyval.api.KV/Put"
-	MethodGet            = "/keyval.api.KV/Get"
-	MethodDelete         = "/keyval.api.KV/Delete"
-	MethodCompareAndSwap = "/keyval.api.KV/CompareAndSwap"
-)
+// The server half of KV.Pipeline (the client half is client/pipeline): many
+// Put, Get, Delete and CompareAndSwap calls over one stream, each answered
+// exactly as its unary method would answer it.
 
-const shuttingDown = "this node is shutting down; use another member"
+// stoppingMessage is what a call hears when this node is stopping, unary
+// or pipelined.
+const stoppingMessage = "this node is shutting down; use another member"
 
-// ServeOptions shape how Serve runs calls.
-type ServeOptions struct {
+// PipelineOptions shape how ServePipeline runs calls.
+type PipelineOptions struct {
 	// Timeout bounds a call that brings no timeout of its own, and caps
 	// one that does.
 	Timeout time.Duration
 	// MaxInFlight bounds the calls running at once on one stream; past it
-	// Serve stops reading, so the client is held back by flow control.
+	// ServePipeline stops reading, so the client is held back by flow
+	// control.
 	MaxInFlight int
-	// Draining, when closed, makes Serve stop taking calls, finish the ones
-	// running and end the stream as Unavailable (the server is stopping).
+	// Draining, when closed, makes ServePipeline stop taking calls, finish
+	// the ones running and end the stream as Unavailable (the server is
+	// stopping).
 	Draining <-chan struct{}
 	// Observe, if set, is told of every call as the unary interceptor
 	// would be: method, outcome and duration.
 	Observe func(method string, code codes.Code, d time.Duration)
 }
 
-// Serve answers the calls arriving on stream with kv's unary methods, each
-// call in its own goroutine, and sends the answers as they complete, as
-// many to a message as are ready. It returns when the client ends the
-// stream (nil), the stream breaks, or opt.Draining closes.
-func Serve(stream apipb.KV_PipelineServer, kv apipb.KVServer, opt ServeOptions) error {
+// ServePipeline answers the calls arriving on stream with kv's unary
+// methods, each call in its own goroutine, and sends the answers as they
+// complete, as many to a message as are ready. It returns when the client
+// ends the stream (nil), the stream breaks, or opt.Draining closes. kv is
+// any implementation of the unary methods: the server's own, or a test's
+// fake.
+func ServePipeline(stream apipb.KV_PipelineServer, kv apipb.KVServer, opt PipelineOptions) error {
 	ctx := stream.Context()
 	if opt.MaxInFlight <= 0 {
 		opt.MaxInFlight = 4096
 	}
-	out := &outbox{wake: make(chan struct{}, 1)}
+	out := &pipelineOutbox{wake: make(chan struct{}, 1)}
 	slots := make(chan struct{}, opt.MaxInFlight)
 	var running sync.WaitGroup
 
@@ -77,21 +80,21 @@ func Serve(stream apipb.KV_PipelineServer, kv apipb.KVServer, opt ServeOptions) 
 	var result error
 loop:
 	for {
-		if closed(opt.Draining) {
-			result = status.Error(codes.Unavailable, shuttingDown)
+		if isClosed(opt.Draining) {
+			result = status.Error(codes.Unavailable, stoppingMessage)
 			break
 		}
 		select {
 		case req := <-reqs:
 			for _, call := range req.Calls {
-				if closed(opt.Draining) {
-					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: shuttingDown})
+				if isClosed(opt.Draining) {
+					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: stoppingMessage})
 					continue
 				}
 				select {
 				case slots <- struct{}{}:
 				case <-opt.Draining:
-					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: shuttingDown})
+					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: stoppingMessage})
 					continue
 				case <-ctx.Done():
 					break loop
@@ -99,7 +102,7 @@ loop:
 				running.Add(1)
 				go func() {
 					defer func() { <-slots; running.Done() }()
-					out.add(serveCall(ctx, kv, call, opt))
+					out.add(servePipelineCall(ctx, kv, call, opt))
 				}()
 			}
 		case err := <-recvErr:
@@ -111,7 +114,7 @@ loop:
 			running.Wait()
 			return err
 		case <-opt.Draining:
-			result = status.Error(codes.Unavailable, shuttingDown)
+			result = status.Error(codes.Unavailable, stoppingMessage)
 			break loop
 		case <-ctx.Done():
 			break loop
@@ -126,7 +129,7 @@ loop:
 	return result
 }
 
-func closed(ch <-chan struct{}) bool {
+func isClosed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true
@@ -135,8 +138,8 @@ func closed(ch <-chan struct{}) bool {
 	}
 }
 
-// serveCall runs one call through the unary method it names.
-func serveCall(ctx context.Context, kv apipb.KVServer, call *apipb.Call, opt ServeOptions) *apipb.Reply {
+// servePipelineCall runs one call through the unary method it names.
+func servePipelineCall(ctx context.Context, kv apipb.KVServer, call *apipb.Call, opt PipelineOptions) *apipb.Reply {
 	timeout := opt.Timeout
 	if t := time.Duration(call.TimeoutMs) * time.Millisecond; t > 0 && (timeout <= 0 || t < timeout) {
 		timeout = t
@@ -152,25 +155,25 @@ func serveCall(ctx context.Context, kv apipb.KVServer, call *apipb.Call, opt Ser
 	var err error
 	switch op := call.Op.(type) {
 	case *apipb.Call_Put:
-		method = MethodPut
+		method = apipb.KV_Put_FullMethodName
 		var resp *apipb.PutResponse
 		if resp, err = kv.Put(ctx, op.Put); err == nil {
 			r.Result = &apipb.Reply_Put{Put: resp}
 		}
 	case *apipb.Call_Get:
-		method = MethodGet
+		method = apipb.KV_Get_FullMethodName
 		var resp *apipb.GetResponse
 		if resp, err = kv.Get(ctx, op.Get); err == nil {
 			r.Result = &apipb.Reply_Get{Get: resp}
 		}
 	case *apipb.Call_Delete:
-		method = MethodDelete
+		method = apipb.KV_Delete_FullMethodName
 		var resp *apipb.DeleteResponse
 		if resp, err = kv.Delete(ctx, op.Delete); err == nil {
 			r.Result = &apipb.Reply_Delete{Delete: resp}
 		}
 	case *apipb.Call_CompareAndSwap:
-		method = MethodCompareAndSwap
+		method = apipb.KV_CompareAndSwap_FullMethodName
 		var resp *apipb.CompareAndSwapResponse
 		if resp, err = kv.CompareAndSwap(ctx, op.CompareAndSwap); err == nil {
 			r.Result = &apipb.Reply_CompareAndSwap{CompareAndSwap: resp}
@@ -191,14 +194,14 @@ func serveCall(ctx context.Context, kv apipb.KVServer, call *apipb.Call, opt Ser
 	return r
 }
 
-// outbox gathers replies for the sender.
-type outbox struct {
+// pipelineOutbox gathers replies for the sender.
+type pipelineOutbox struct {
 	mu      sync.Mutex
 	replies []*apipb.Reply
 	wake    chan struct{}
 }
 
-func (o *outbox) add(r *apipb.Reply) {
+func (o *pipelineOutbox) add(r *apipb.Reply) {
 	o.mu.Lock()
 	o.replies = append(o.replies, r)
 	o.mu.Unlock()
@@ -209,14 +212,14 @@ func (o *outbox) add(r *apipb.Reply) {
 }
 
 // sendLoop sends gathered replies until ctx ends, then sends what is left.
-func (o *outbox) sendLoop(ctx context.Context, stream apipb.KV_PipelineServer) error {
+func (o *pipelineOutbox) sendLoop(ctx context.Context, stream apipb.KV_PipelineServer) error {
 	var batch []*apipb.Reply
 	for {
 		stopping := false
 		select {
 		case <-o.wake:
 			// Let the calls finishing alongside this one add their
-			// replies first (see the sender in client.go).
+			// replies first (see the sender in client/pipeline).
 			runtime.Gosched()
 		case <-ctx.Done():
 			stopping = true
@@ -237,11 +240,11 @@ func (o *outbox) sendLoop(ctx context.Context, stream apipb.KV_PipelineServer) e
 	}
 }
 
-// take moves gathered replies into batch, up to maxMessageBytes of them.
-func (o *outbox) take(batch []*apipb.Reply) []*apipb.Reply {
+// take moves gathered replies into batch, a message's worth.
+func (o *pipelineOutbox) take(batch []*apipb.Reply) []*apipb.Reply {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return takeMessage(&o.replies, batch, replySize)
+	return pipemsg.Take(&o.replies, batch, replySize)
 }
 
 // replySize is exact only where it matters: replies with values.

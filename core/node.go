@@ -224,6 +224,19 @@ func (n *Node) ConfAt(i uint64) (ConfState, error) {
 	return conf, nil
 }
 
+// Match is how far the leader knows id's log to match its own; for the
+// leader itself, how far its own log is durable (as of Advance). 0 on a
+// node that does not lead, or for an id it does not track.
+func (n *Node) Match(id NodeID) uint64 {
+	if n.r.role != Leader {
+		return 0
+	}
+	if pr := n.r.trk.progress[id]; pr != nil {
+		return pr.Match
+	}
+	return 0
+}
+
 // Conf is the node's current membership: that of the latest configuration
 // entry in its log, committed or not.
 func (n *Node) Conf() ConfState { return n.r.trk.conf }

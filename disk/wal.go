@@ -68,8 +68,11 @@ type WAL struct {
 	hs        core.HardState
 	snap      core.SnapshotMeta
 	lastIndex uint64
-	// durableSnap is snap as of the last successful Sync.
+	lastTerm  uint64
+	// durableSnap is snap as of the last successful Sync, durable the
+	// log's end and hard state then.
 	durableSnap core.SnapshotMeta
+	durable     Durable
 
 	err error // sticky failure
 
@@ -226,6 +229,17 @@ func (w *WAL) fail(err error) error {
 // no entry follows it).
 func (w *WAL) LastIndex() uint64 { return w.lastIndex }
 
+// Durable is what a crash can no longer take back: the hard state and the
+// log's last entry as of the last successful Sync.
+type Durable struct {
+	HardState           core.HardState
+	LastIndex, LastTerm uint64
+}
+
+// Durable reports what the WAL has made durable. Checkers compare it with
+// what a node promises (votes, acknowledgements, its own match index).
+func (w *WAL) Durable() Durable { return w.durable }
+
 // Segments returns the file names of the live segments, oldest first.
 func (w *WAL) Segments() []string {
 	names := make([]string, len(w.segs))
@@ -276,7 +290,7 @@ func (w *WAL) Append(hs core.HardState, ents []core.Entry) error {
 		if err != nil {
 			return err
 		}
-		w.lastIndex = ents[i].Index
+		w.lastIndex, w.lastTerm = ents[i].Index, ents[i].Term
 		seg := &w.segs[len(w.segs)-1]
 		seg.maxIndex = max(seg.maxIndex, ents[i].Index)
 	}
@@ -308,7 +322,7 @@ func (w *WAL) InstallSnapshot(meta core.SnapshotMeta) error {
 		return err
 	}
 	w.snap = meta
-	w.lastIndex = meta.Index
+	w.lastIndex, w.lastTerm = meta.Index, meta.Term
 	return nil
 }
 
@@ -403,6 +417,7 @@ func (w *WAL) Sync() error {
 		w.dirty = false
 	}
 	w.durableSnap = w.snap
+	w.durable = Durable{HardState: w.hs, LastIndex: w.lastIndex, LastTerm: w.lastTerm}
 	return nil
 }
 

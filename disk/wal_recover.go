@@ -100,6 +100,11 @@ func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 			"entries %d to %d are missing: their segments are gone and no snapshot covers them", st.snap.Index+1, st.first-1)
 	}
 	w.hs, w.snap, w.durableSnap, w.lastIndex = st.hs, st.snap, st.snap, st.last()
+	w.lastTerm = st.snap.Term
+	if n := len(st.ents); n > 0 && st.last() > st.snap.Index {
+		w.lastTerm = st.ents[n-1].Term
+	}
+	w.durable = Durable{HardState: w.hs, LastIndex: w.lastIndex, LastTerm: w.lastTerm}
 	rec := &Recovered{HardState: st.hs, Snapshot: st.snap, TornTail: torn}
 	k := st.snap.Index + 1 - st.first
 	if k > 0 {

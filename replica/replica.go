@@ -2,16 +2,52 @@
 // core, its write-ahead log and snapshot files, and the key-value state
 // machine, wired together by the persistence contract of docs/core.md.
 //
-// Both runtimes drive it: the real server from its event-loop goroutine
-// (with the OS file system and bbolt), and the deterministic simulator from
-// its single thread (with the fault-injecting in-memory file system and the
-// in-memory store). Whatever the simulator proves about a Replica holds for
-// the server, because it is the same code.
+// A node's work is a pipeline of stages, and the stage functions are here.
+// Both runtimes call exactly these functions and differ only in how they
+// schedule them: the server runs each stage on a goroutine of its own (with
+// the OS file system and bbolt), and the deterministic simulator runs each
+// as a separate event at a seeded delay (with the fault-injecting in-memory
+// file system and the in-memory store). Either way batches overlap: while
+// one batch is being fsynced and another applied, the loop keeps stepping
+// messages, taking proposals and reads, and taking further batches.
 //
-// A Replica is not safe for concurrent use.
+//	stage     function                   server runs it on     simulator
+//	take      Ready                      the event loop        a loop event after any input
+//	persist   RunWAL(WALJob...)          the WAL goroutine     a "wal" event, seeded prefix of its queue
+//	apply     RunStore(StoreJob...)      the state machine's   an "apply" event, seeded prefix of its queue
+//	finish    Finish                     the event loop        a loop event
+//	snapshot  WriteSnapshot              its own goroutine     a "snapshot" event
+//	          SnapshotDone               (as a StoreJob)       (as a StoreJob)
+//	          SnapshotWritten            the event loop        a loop event
+//	          compact                    (as a WALJob)         (as a WALJob)
+//
+// The rules the stages keep, whatever the schedule:
+//
+//   - Ready sends only messages that promise nothing durable; at most
+//     Config.MaxInflight batches are between Ready and Finish.
+//   - Every batch goes Ready → RunWAL → RunStore → Finish, each stage taking
+//     batches in the order Ready made them; a stage handed a batch out of
+//     order, or one that skipped a stage, fails with an error.
+//   - RunWAL sends a batch's votes and acknowledgements only after the batch
+//     and every batch before it is written and synced (one fsync per run of
+//     batches: group commit).
+//   - RunStore applies only persisted batches; Finish answers a write only
+//     once RunStore applied its entry, releases a read only once the store's
+//     applied index reaches the read's index, and calls Advance (so a
+//     leader counts its own entries towards a quorum only once they are
+//     durable).
+//   - A snapshot is captured by RunStore, written off the pipeline, and the
+//     log is compacted (SnapshotWritten, then the WAL job) only after its
+//     file is durable.
+//
+// A Replica is not safe for concurrent use, except that the stages may run
+// concurrently with each other as above: each touches only its own part
+// (the loop: the core and the requests; the WAL stage: the WAL; the state
+// machine stage: the store and the snapshot it captures).
 package replica
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -53,14 +89,45 @@ type Config struct {
 	// read may now be served from Store. It must not call back into the
 	// Replica.
 	Done func(id uint64, out Outcome)
+	// MaxInflight bounds the batches between Ready and Finish (0:
+	// DefaultMaxInflight).
+	MaxInflight int
+	// Observe, if set, times the stages' work, for metrics.
+	Observe Observer
 	// ConfChanged, if set, hears of every committed membership change, in
 	// log order, with the membership it produced (loop side, from Finish).
 	// It must not call back into the Replica.
 	ConfChanged func(index uint64, cc core.ConfChange, conf core.ConfState)
 }
 
+// Observer lets a runtime time the pipeline's disk work. Either field may
+// be nil.
+type Observer struct {
+	// Sync wraps the WAL stage's fsync.
+	Sync func(sync func() error) error
+	// Apply wraps the state machine stage's work on one group of batches.
+	Apply func(group []*Batch, apply func() error) error
+}
+
+func (o Observer) sync(f func() error) error {
+	if o.Sync == nil {
+		return f()
+	}
+	return o.Sync(f)
+}
+
+func (o Observer) apply(group []*Batch, f func() error) error {
+	if o.Apply == nil {
+		return f()
+	}
+	return o.Apply(group, f)
+}
+
 // Outcome answers one request.
 type Outcome struct {
+	// Index is the log index of a write's entry, or a read's read index:
+	// what the checkers compare with the applied index at release.
+	Index uint64
 	// Result is the state machine's answer to a write.
 	Result kvstore.Result
 	// Err is set when the request failed. ErrLost means the write was
@@ -107,8 +174,13 @@ type Replica struct {
 	ready []pendingRead
 	// lead is the leader as of the last batch Finish saw.
 	lead core.NodeID
-	// scratch is the Batch Process reuses.
-	scratch Batch
+
+	// The pipeline's progress: the seq of the last batch each stage
+	// handled. taken and finished are the loop's, persisted the WAL
+	// stage's, applied the state machine stage's.
+	taken, persisted, applied, finished uint64
+	maxInflight                         int
+	groupBuf                            []*Batch
 
 	// lastSnapshot is the index of the newest snapshot the state machine
 	// was saved or restored at, and appliedTerm the term of the last entry
@@ -139,7 +211,8 @@ func Open(cfg Config) (*Replica, error) {
 	if cfg.Store == nil || cfg.FS == nil || cfg.Send == nil || cfg.Done == nil {
 		return nil, errors.New("replica: Store, FS, Send and Done are required")
 	}
-	r := &Replica{cfg: cfg, store: cfg.Store, writes: make(map[uint64]pendingWrite), asked: make(map[uint64]core.NodeID)}
+	r := &Replica{cfg: cfg, store: cfg.Store, writes: make(map[uint64]pendingWrite), asked: make(map[uint64]core.NodeID),
+		maxInflight: cmp.Or(cfg.MaxInflight, DefaultMaxInflight)}
 	snaps, err := disk.NewSnapshotStore(cfg.FS, filepath.Join(cfg.Dir, "snap"), max(cfg.KeepSnapshots, 2))
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
@@ -326,359 +399,6 @@ func (r *Replica) Cancel(id uint64) {
 	// dropped by the runtime when it comes.
 }
 
-// Batch is one Ready on its way through the three stages of the pipeline:
-// Ready (on the loop), Persist (the WAL's goroutine), Apply (the state
-// machine's goroutine), and back to Finish (on the loop). The server runs
-// the stages concurrently, so the loop keeps stepping messages and taking
-// proposals while a batch is being fsynced or applied; the simulator runs
-// them one after the other (Process).
-type Batch struct {
-	rd      core.Ready
-	results []kvstore.Result
-	// forceSnapshot: take a snapshot after this batch in any case.
-	forceSnapshot bool
-	// pending is a snapshot captured after this batch, still to be
-	// written (see PendingSnapshot).
-	pending *PendingSnapshot
-}
-
-// PendingSnapshot is the state captured for a snapshot after a batch (a
-// due one: every SnapshotEvery entries), not yet written to its file.
-// Capturing is cheap, so applying never waits on a large state being
-// written. The runtime takes it from the batch once the batch is finished
-// (TakePendingSnapshot), writes it (WriteSnapshot: the server on a
-// goroutine of its own, Process at once), then hands it to SnapshotWritten
-// on the loop and to CompactTo on the WAL side, in that order, and tells
-// the state machine side with SnapshotDone.
-type PendingSnapshot struct {
-	meta      core.SnapshotMeta
-	releaseTo uint64
-	frozen    kvstore.Frozen
-}
-
-// Index is the log index the snapshot is taken at.
-func (p *PendingSnapshot) Index() uint64 { return p.meta.Index }
-
-// TakePendingSnapshot returns the snapshot captured after this batch, if
-// any, and forgets it. Call it after Finish.
-func (b *Batch) TakePendingSnapshot() *PendingSnapshot {
-	p := b.pending
-	b.pending = nil
-	return p
-}
-
-// Ready takes the node's next batch of work, if any, and sends the messages
-// that may leave before anything is persisted. Loop side.
-func (r *Replica) Ready() (*Batch, bool) {
-	b := new(Batch)
-	return b, r.fill(b)
-}
-
-// fill puts the next batch into b (Process reuses one Batch).
-func (r *Replica) fill(b *Batch) bool {
-	if !r.node.HasReady() {
-		return false
-	}
-	*b = Batch{rd: r.node.Ready(), forceSnapshot: r.wantSnapshot}
-	r.wantSnapshot = false
-	if len(b.rd.Messages) > 0 {
-		r.cfg.Send(b.rd.Messages)
-	}
-	return true
-}
-
-// Persist makes the batch durable with one fsync and then sends the
-// messages that promised it (votes, acknowledgements). WAL side; batches
-// must be persisted in the order Ready returned them. It is Write, Sync and
-// Acknowledge in one; a runtime with several batches waiting can Write them
-// all and Sync once (group commit across batches).
-func (r *Replica) Persist(b *Batch) error {
-	if err := r.Write(b); err != nil {
-		return err
-	}
-	if b.rd.MustSync {
-		if err := r.Sync(); err != nil {
-			return err
-		}
-	}
-	r.Acknowledge(b)
-	return nil
-}
-
-// Write appends the batch to the WAL without making it durable.
-func (r *Replica) Write(b *Batch) error {
-	rd := &b.rd
-	if rd.Snapshot != nil {
-		if err := r.wal.InstallSnapshot(*rd.Snapshot); err != nil {
-			return fmt.Errorf("replica: %w", err)
-		}
-	}
-	if err := r.wal.Append(rd.HardState, rd.Entries); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	return nil
-}
-
-// Sync makes everything written so far durable with one fsync.
-func (r *Replica) Sync() error {
-	if err := r.wal.Sync(); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	return nil
-}
-
-// Acknowledge sends the batch's messages that had to wait for durability.
-// Only after the batch was written and synced.
-func (r *Replica) Acknowledge(b *Batch) {
-	if len(b.rd.MessagesAfterPersist) > 0 {
-		r.cfg.Send(b.rd.MessagesAfterPersist)
-	}
-}
-
-// MustSync reports whether the batch needs an fsync before Acknowledge.
-func (b *Batch) MustSync() bool { return b.rd.MustSync }
-
-// Apply restores a snapshot the batch installs, applies its committed
-// entries to the state machine, and captures a snapshot when one is due
-// (see PendingSnapshot).
-// State machine side; batches must be applied in order, after Persist.
-func (r *Replica) Apply(b *Batch) error { return r.ApplyGroup([]*Batch{b}) }
-
-// ApplyGroup applies several batches in order with one state machine
-// transaction for all of their entries (a snapshot to install splits the
-// group), then captures a snapshot if one is due.
-func (r *Replica) ApplyGroup(bs []*Batch) error {
-	for len(bs) > 0 {
-		// Up to (not including) the next batch that installs a snapshot.
-		n := 1
-		for n < len(bs) && bs[n].rd.Snapshot == nil {
-			n++
-		}
-		if s := bs[0].rd.Snapshot; s != nil && s.Index > 0 {
-			if err := r.restore(*s); err != nil {
-				return err
-			}
-		}
-		if err := r.applyEntries(bs[:n]); err != nil {
-			return err
-		}
-		bs = bs[n:]
-	}
-	return nil
-}
-
-func (r *Replica) applyEntries(bs []*Batch) error {
-	batch := r.applyBuf[:0]
-	for _, b := range bs {
-		for _, e := range b.rd.CommittedEntries {
-			data := e.Data
-			if e.Type == core.EntryConfChange {
-				data = memberCommand(e.Data)
-			}
-			batch = append(batch, kvstore.Entry{Index: e.Index, Data: data})
-		}
-	}
-	r.applyBuf = batch
-	last := bs[len(bs)-1]
-	if len(batch) > 0 {
-		results, err := r.store.Apply(batch)
-		if err != nil {
-			return fmt.Errorf("replica: apply: %w", err)
-		}
-		for _, b := range bs {
-			k := len(b.rd.CommittedEntries)
-			b.results, results = results[:k:k], results[k:]
-			if k > 0 {
-				r.appliedTerm = b.rd.CommittedEntries[k-1].Term
-			}
-			for _, e := range b.rd.CommittedEntries {
-				r.appliedConfAfter(e)
-			}
-		}
-	}
-	force := false
-	for _, b := range bs {
-		force = force || b.forceSnapshot
-	}
-	applied := r.store.AppliedIndex()
-	due := r.cfg.SnapshotEvery > 0 && applied >= r.lastSnapshot+r.cfg.SnapshotEvery
-	if (due || force) && applied > 0 && r.appliedTerm > 0 {
-		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: r.appliedConf}
-		return r.freeze(last, meta)
-	}
-	return nil
-}
-
-// freeze captures the state for a snapshot at meta, unless one
-// is still being written (the next batch asks again: the interval is
-// measured from the last snapshot taken).
-func (r *Replica) freeze(last *Batch, meta core.SnapshotMeta) error {
-	if r.inflight != nil {
-		return nil
-	}
-	f, err := r.store.Freeze()
-	if err != nil {
-		return fmt.Errorf("replica: snapshot at %d: %w", meta.Index, err)
-	}
-	if got := f.Info().AppliedIndex; got != meta.Index {
-		_ = f.Close()
-		return fmt.Errorf("replica: snapshot at %d: the store froze its state at %d", meta.Index, got)
-	}
-	last.pending = &PendingSnapshot{meta: meta, releaseTo: r.lastSnapshot, frozen: f}
-	r.inflight = last.pending
-	r.lastSnapshot = meta.Index
-	return nil
-}
-
-// SnapshotDone tells the state machine side that the snapshot in flight
-// has been written (or given up), so the next due one may be captured.
-func (r *Replica) SnapshotDone() { r.inflight = nil }
-
-// AbandonSnapshot releases a captured snapshot that will not be written
-// (the runtime is stopping). Call it only when no other stage is running.
-func (r *Replica) AbandonSnapshot() {
-	if r.inflight != nil {
-		_ = r.inflight.frozen.Close() // closing twice is harmless
-		r.inflight = nil
-	}
-}
-
-// WriteSnapshot writes a pending snapshot's file and returns its data size.
-// It may run on any goroutine, concurrently with the other stages: it
-// touches only the snapshot and the snapshot files.
-func (r *Replica) WriteSnapshot(p *PendingSnapshot) (int64, error) {
-	defer p.frozen.Close()
-	w, err := r.snaps.Create(p.meta)
-	if err != nil {
-		return 0, fmt.Errorf("replica: snapshot: %w", err)
-	}
-	if err := p.frozen.WriteSnapshot(w); err != nil {
-		_ = w.Abort()
-		return 0, fmt.Errorf("replica: snapshot at %d: %w", p.meta.Index, err)
-	}
-	if err := w.Commit(); err != nil {
-		return 0, fmt.Errorf("replica: snapshot at %d: %w", p.meta.Index, err)
-	}
-	return w.Size(), nil
-}
-
-// SnapshotWritten compacts the in-memory log behind a snapshot whose file
-// WriteSnapshot wrote. Loop side.
-func (r *Replica) SnapshotWritten(p *PendingSnapshot) error {
-	// A snapshot installed from the leader meanwhile may already have
-	// compacted past this one; that is fine.
-	if _, err := r.node.SnapshotTaken(p.meta.Index); err != nil && !errors.Is(err, core.ErrCompacted) {
-		return fmt.Errorf("replica: compact log: %w", err)
-	}
-	return nil
-}
-
-// CompactTo records in the WAL that the snapshot is durable and releases
-// the segments behind the snapshot before it (so a damaged newest file can
-// be replaced by the older one plus the log). WAL side, after
-// SnapshotWritten.
-func (r *Replica) CompactTo(p *PendingSnapshot) error {
-	if err := r.wal.MarkCompacted(p.meta); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	if err := r.wal.Sync(); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	if err := r.wal.ReleaseTo(p.releaseTo); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	return nil
-}
-
-// Finish answers the batch's requests and advances the node. Loop side, in
-// order.
-func (r *Replica) Finish(b *Batch) error {
-	rd := &b.rd
-	if rd.Snapshot != nil && rd.Snapshot.Index > 0 {
-		r.failCovered(rd.Snapshot.Index)
-	}
-	for i, e := range rd.CommittedEntries {
-		if e.Type == core.EntryConfChange && r.cfg.ConfChanged != nil {
-			if cc, conf, err := core.DecodeConfChange(e.Data); err == nil {
-				r.cfg.ConfChanged(e.Index, cc, conf)
-			}
-		}
-		w, ok := r.writes[e.Index]
-		if !ok {
-			continue
-		}
-		delete(r.writes, e.Index)
-		if w.term != e.Term {
-			r.cfg.Done(w.id, Outcome{Err: ErrLost})
-			continue
-		}
-		r.cfg.Done(w.id, Outcome{Result: b.results[i]})
-	}
-	if rd.SoftState != nil && rd.SoftState.Lead != r.lead {
-		r.lead = rd.SoftState.Lead
-		// A ReadIndex request travels to the leader of the moment; when the
-		// leader changes it is lost (or dropped by a leader stepping down).
-		// Fail such reads now rather than at the client's deadline. Reads
-		// answered in this same batch are still served below.
-		answered := map[uint64]bool{}
-		for _, rs := range rd.ReadStates {
-			if len(rs.Context) == 8 {
-				answered[binary.BigEndian.Uint64(rs.Context)] = true
-			}
-		}
-		for _, id := range slices.Sorted(maps.Keys(r.asked)) {
-			// A read asked once the core already knew the new leader went
-			// there, and is still on its way.
-			if !answered[id] && r.asked[id] != rd.SoftState.Lead {
-				delete(r.asked, id)
-				r.cfg.Done(id, Outcome{Err: ErrReadAborted})
-			}
-		}
-	}
-	for _, rs := range rd.ReadStates {
-		if len(rs.Context) != 8 {
-			continue
-		}
-		id := binary.BigEndian.Uint64(rs.Context)
-		if _, ok := r.asked[id]; ok {
-			delete(r.asked, id)
-			r.ready = append(r.ready, pendingRead{id: id, index: rs.Index})
-		}
-	}
-	r.node.Advance(*rd)
-	r.releaseReads()
-	return nil
-}
-
-// Process runs one batch through every stage, one after the other: what
-// the simulator does, and a runtime that needs no pipelining.
-func (r *Replica) Process() error {
-	b := &r.scratch
-	if !r.fill(b) {
-		return nil
-	}
-	if err := r.Persist(b); err != nil {
-		return err
-	}
-	if err := r.Apply(b); err != nil {
-		return err
-	}
-	if err := r.Finish(b); err != nil {
-		return err
-	}
-	if p := b.TakePendingSnapshot(); p != nil {
-		if _, err := r.WriteSnapshot(p); err != nil {
-			return err
-		}
-		if err := r.SnapshotWritten(p); err != nil {
-			return err
-		}
-		r.SnapshotDone()
-		return r.CompactTo(p)
-	}
-	return nil
-}
-
 func (r *Replica) restore(meta core.SnapshotMeta) error {
 	s, err := r.OpenSnapshot(meta.Index)
 	if err != nil {
@@ -711,7 +431,7 @@ func (r *Replica) releaseReads() {
 	n := 0
 	for _, p := range r.ready {
 		if p.index <= applied {
-			r.cfg.Done(p.id, Outcome{})
+			r.cfg.Done(p.id, Outcome{Index: p.index})
 			continue
 		}
 		r.ready[n] = p
@@ -719,6 +439,10 @@ func (r *Replica) releaseReads() {
 	}
 	r.ready = r.ready[:n]
 }
+
+// Durable is what the WAL has made durable (WAL side): for checkers, which
+// compare it with what the node promises.
+func (r *Replica) Durable() disk.Durable { return r.wal.Durable() }
 
 // Close syncs and closes the WAL. The store is the caller's to close.
 func (r *Replica) Close() error {

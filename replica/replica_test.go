@@ -117,16 +117,24 @@ func TestFollowerRefusesProposalsNamingNoLeader(t *testing.T) {
 	require.Error(t, rep.Step(core.Message{Type: core.MsgSnap}), "a MsgSnap must come with its data")
 }
 
-// runBatch takes one batch through Persist, Apply and Finish, as the
-// server's stages do, and returns it.
-func (s *single) runBatch() *Batch {
+// runBatch takes one batch through the WAL and state machine stages and
+// Finish, and returns the snapshot Finish handed back, if any.
+func (s *single) runBatch() *PendingSnapshot {
 	s.t.Helper()
 	b, ok := s.rep.Ready()
 	require.True(s.t, ok)
-	require.NoError(s.t, s.rep.Persist(b))
-	require.NoError(s.t, s.rep.Apply(b))
-	require.NoError(s.t, s.rep.Finish(b))
-	return b
+	return s.finishBatch(b)
+}
+
+func (s *single) finishBatch(b *Batch) *PendingSnapshot {
+	s.t.Helper()
+	persisted, err := s.rep.RunWAL(nil, []WALJob{{Batch: b}})
+	require.NoError(s.t, err)
+	applied, err := s.rep.RunStore(nil, []StoreJob{{Batch: persisted[0]}})
+	require.NoError(s.t, err)
+	p, err := s.rep.Finish(applied[0])
+	require.NoError(s.t, err)
+	return p
 }
 
 // Apply only captures the state for a snapshot; batches go on
@@ -144,9 +152,9 @@ func TestBackgroundSnapshotHoldsTheStateAtItsIndex(t *testing.T) {
 	for pending == nil {
 		id++
 		require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprintf("v%d", id))))
-		pending = s.runBatch().TakePendingSnapshot()
+		pending = s.runBatch()
 		if pending == nil {
-			pending = s.runBatch().TakePendingSnapshot()
+			pending = s.runBatch()
 		}
 		require.Less(t, id, uint64(30), "no snapshot was captured")
 	}
@@ -162,10 +170,7 @@ func TestBackgroundSnapshotHoldsTheStateAtItsIndex(t *testing.T) {
 		require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprintf("v%d", id))))
 		for range 2 {
 			if b, ok := s.rep.Ready(); ok {
-				require.NoError(t, s.rep.Persist(b))
-				require.NoError(t, s.rep.Apply(b))
-				require.NoError(t, s.rep.Finish(b))
-				require.Nil(t, b.TakePendingSnapshot(), "a second snapshot while the first is unwritten")
+				require.Nil(t, s.finishBatch(b), "a second snapshot while the first is unwritten")
 			}
 		}
 	}
@@ -174,8 +179,10 @@ func TestBackgroundSnapshotHoldsTheStateAtItsIndex(t *testing.T) {
 
 	_, err = s.rep.WriteSnapshot(pending)
 	require.NoError(t, err)
-	require.NoError(t, s.rep.SnapshotWritten(pending))
-	require.NoError(t, s.rep.CompactTo(pending))
+	job, err := s.rep.SnapshotWritten(pending)
+	require.NoError(t, err)
+	_, err = s.rep.RunWAL(nil, []WALJob{job})
+	require.NoError(t, err)
 	s.rep.SnapshotDone()
 	require.Equal(t, at+1, s.rep.Node().Status().FirstIndex, "the log is compacted behind the written snapshot")
 
@@ -194,9 +201,107 @@ func TestBackgroundSnapshotHoldsTheStateAtItsIndex(t *testing.T) {
 	for i := 0; next == nil && i < 30; i++ {
 		id++
 		require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprintf("v%d", id))))
-		next = s.runBatch().TakePendingSnapshot()
+		next = s.runBatch()
 	}
 	require.NotNil(t, next)
 	s.rep.AbandonSnapshot()
 	require.Greater(t, next.Index(), at)
+}
+
+// Batches overlap: a second batch is taken while the first is still
+// between the stages, both are persisted by one WAL run, and each is
+// applied and finished in order; every answer names its entry.
+func TestBatchesOverlapThroughTheStages(t *testing.T) {
+	s, err := openSingle(t, disk.NewMemFS(rand.New(rand.NewPCG(1, 2))), 0)
+	require.NoError(t, err)
+	s.settle()
+	require.NoError(t, s.rep.Propose(1, put(t, "a", "1")))
+	b1, ok := s.rep.Ready()
+	require.True(t, ok)
+	require.NoError(t, s.rep.Propose(2, put(t, "b", "2")))
+	b2, ok := s.rep.Ready()
+	require.True(t, ok)
+	require.Equal(t, 2, s.rep.Inflight())
+
+	persisted, err := s.rep.RunWAL(nil, []WALJob{{Batch: b1}, {Batch: b2}})
+	require.NoError(t, err)
+	require.Equal(t, []*Batch{b1, b2}, persisted)
+	applied, err := s.rep.RunStore(nil, []StoreJob{{Batch: b1}})
+	require.NoError(t, err)
+	_, err = s.rep.Finish(applied[0])
+	require.NoError(t, err)
+	require.Empty(t, s.done, "the entries are durable only now; nothing is committed before the leader counts them")
+
+	// The leader counts its entries once their batches finish; the commit
+	// comes in later batches.
+	for s.rep.Inflight() > 0 || s.rep.Node().HasReady() {
+		if s.rep.Inflight() > 0 {
+			applied, err = s.rep.RunStore(nil, []StoreJob{{Batch: b2}})
+			require.NoError(t, err)
+			_, err = s.rep.Finish(applied[0])
+			require.NoError(t, err)
+			continue
+		}
+		require.NoError(t, s.rep.Process())
+	}
+	for id, key := range map[uint64]string{1: "a", 2: "b"} {
+		out, ok := s.done[id]
+		require.True(t, ok, "write %d answered", id)
+		require.NoError(t, out.Err)
+		require.LessOrEqual(t, out.Index, s.store.AppliedIndex())
+		g, err := s.store.Get([]byte(key))
+		require.NoError(t, err)
+		require.True(t, g.Found)
+	}
+	require.Less(t, s.done[1].Index, s.done[2].Index)
+}
+
+// A stage handed a batch out of order, or one that skipped the stage
+// before it, refuses it.
+func TestStagesRefuseBatchesOutOfOrder(t *testing.T) {
+	s, err := openSingle(t, disk.NewMemFS(rand.New(rand.NewPCG(1, 2))), 0)
+	require.NoError(t, err)
+	s.settle()
+	require.NoError(t, s.rep.Propose(1, put(t, "a", "1")))
+	b1, ok := s.rep.Ready()
+	require.True(t, ok)
+	require.NoError(t, s.rep.Propose(2, put(t, "b", "2")))
+	b2, ok := s.rep.Ready()
+	require.True(t, ok)
+
+	_, err = s.rep.RunStore(nil, []StoreJob{{Batch: b1}})
+	require.ErrorContains(t, err, "pipeline order broken", "applied before persisted")
+	_, err = s.rep.Finish(b1)
+	require.ErrorContains(t, err, "pipeline order broken", "finished before applied")
+	_, err = s.rep.RunWAL(nil, []WALJob{{Batch: b2}})
+	require.ErrorContains(t, err, "pipeline order broken", "persisted before the batch taken first")
+}
+
+// At most MaxInflight batches are between Ready and Finish.
+func TestReadyStopsAtMaxInflight(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(1, 2)))
+	s := &single{t: t, fs: fs, store: kvstore.NewMemory(kvstore.Options{}), done: map[uint64]Outcome{}}
+	rep, err := Open(Config{
+		Core: core.Config{ID: 1, Peers: []core.NodeID{1}, Seed: 1},
+		FS:   fs, Dir: "/n", Store: s.store, MaxInflight: 2,
+		Send: func([]core.Message) {},
+		Done: func(id uint64, out Outcome) { s.done[id] = out },
+	})
+	require.NoError(t, err)
+	s.rep = rep
+	s.settle()
+	var taken []*Batch
+	for id := uint64(1); id <= 3; id++ {
+		require.NoError(t, rep.Propose(id, put(t, "k", "v")))
+		if b, ok := rep.Ready(); ok {
+			taken = append(taken, b)
+		}
+	}
+	require.Len(t, taken, 2)
+	require.True(t, rep.Node().HasReady(), "work is waiting")
+	_, ok := rep.Ready()
+	require.False(t, ok, "a third batch while two are in flight")
+	require.Nil(t, s.finishBatch(taken[0]))
+	_, ok = rep.Ready()
+	require.True(t, ok, "room again once one finished")
 }

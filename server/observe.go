@@ -302,15 +302,15 @@ func (o *observer) walSync(sync func() error) error {
 	return err
 }
 
-// applyGroup applies a group of batches, timing it if it applied anything
-// (state machine goroutine). Most batches of an idle cluster carry only
-// heartbeats; counting them would bury the real applies.
-func (o *observer) applyGroup(r *replica.Replica, group []*replica.Batch) error {
-	before := r.Store().AppliedIndex()
+// applyGroup times the state machine stage's work on a group of batches,
+// if it applied anything (state machine goroutine). Most batches of an
+// idle cluster carry only heartbeats; counting them would bury the real
+// applies.
+func (o *observer) applyGroup(group []*replica.Batch, apply func() error) error {
 	start := time.Now()
-	err := r.ApplyGroup(group)
+	err := apply()
 	d := time.Since(start)
-	if r.Store().AppliedIndex() != before {
+	if slices.ContainsFunc(group, func(b *replica.Batch) bool { return len(b.CommittedEntries()) > 0 }) {
 		o.m.apply.Observe(d.Seconds())
 	}
 	if o.tr != nil {

@@ -44,8 +44,9 @@ type Server struct {
 	// inbox carries work into the event loop: every touch of rep happens
 	// there, so the replica needs no locks.
 	inbox chan func()
-	// applyQ feeds the state machine's goroutine (see loop).
-	applyQ chan job
+	// storeQ feeds the state machine stage (stages.go); received
+	// snapshots are written there too, in order with applying.
+	storeQ chan replica.StoreJob
 	// waiters are the requests waiting for the replica's answer, by id;
 	// only the event loop touches them.
 	waiters map[uint64]chan replica.Outcome
@@ -98,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
-		inbox: make(chan func(), 4096), applyQ: make(chan job, maxInflight+8), waiters: map[uint64]chan replica.Outcome{},
+		inbox: make(chan func(), 4096), storeQ: make(chan replica.StoreJob, replica.DefaultMaxInflight+8), waiters: map[uint64]chan replica.Outcome{},
 		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}),
 		draining: make(chan struct{}), loopDone: make(chan struct{}), stopped: make(chan struct{}),
 	}
@@ -131,6 +132,7 @@ func New(cfg Config) (*Server, error) {
 		FS: disk.OSFS{}, Dir: cfg.DataDir, Store: store,
 		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2,
 		Send: s.send, Done: s.done, ConfChanged: s.confChanged,
+		Observe: replica.Observer{Sync: s.obs.walSync, Apply: s.obs.applyGroup},
 	})
 	if err != nil {
 		store.Close()
@@ -283,228 +285,31 @@ func (s *Server) Done() <-chan struct{} { return s.stopped }
 // Err is the fatal error that stopped the node, if any.
 func (s *Server) Err() error { return s.fatalErr }
 
-// maxInflight bounds the batches between Ready and Finish. It is large so
-// that the loop keeps answering heartbeats and votes (which leave with
-// every Ready) while the state machine is busy, e.g. restoring a snapshot
-// from the leader (its own snapshots are written on a goroutine of their
-// own); a batch holds only references to entries already in the log.
-const maxInflight = 256
-
-// job is work for the WAL or state machine goroutine.
-type job struct {
-	batch *replica.Batch
-	// snap: release the WAL behind this snapshot, now written.
-	snap *replica.PendingSnapshot
-	// store: run on the state machine's goroutine, in order with the
-	// batches (writing a received snapshot's file; SnapshotDone).
-	store func() error
-	done  chan error
-	// quit stops the state machine's goroutine.
-	quit bool
-}
-
 // loop is the event loop: the only goroutine that touches the Raft core
-// and the requests waiting on it. Each Ready goes down a pipeline — the WAL
-// goroutine persists it (one fsync), the state machine goroutine applies
-// it, and it comes back here to answer clients and Advance — so the loop
+// and the requests waiting on it. It takes batches and finishes them; the
+// stages between run on their own goroutines (stages.go), so the loop
 // keeps taking messages and proposals while batches are fsynced and
 // applied.
 func (s *Server) loop() {
 	defer close(s.loopDone)
-	persistQ := make(chan job, 2*maxInflight+1)
-	finishQ := make(chan *replica.Batch, maxInflight)
-	// One snapshot is written at a time (the replica captures the next
-	// only once this one is written), so snapQ never fills.
-	snapQ := make(chan *replica.PendingSnapshot, 1)
-	quit := make(chan struct{})
-	errc := make(chan error, 3)
-	var stages sync.WaitGroup
-	stages.Add(3)
-	go func() { // the WAL's goroutine
-		defer stages.Done()
-		defer func() { s.applyQ <- job{quit: true} }()
-		var group []*replica.Batch
-		for j := range persistQ {
-			if j.snap != nil {
-				if err := s.rep.CompactTo(j.snap); err != nil {
-					errc <- err
-					return
-				}
-				continue
-			}
-			// Group commit across batches: write every batch already
-			// waiting, fsync once, then acknowledge them all.
-			group = append(group[:0], j.batch)
-			var next *job
-		gather:
-			for len(group) < maxInflight {
-				select {
-				case j2, ok := <-persistQ:
-					if !ok {
-						break gather
-					}
-					if j2.snap != nil {
-						next = &j2
-						break gather
-					}
-					group = append(group, j2.batch)
-				default:
-					break gather
-				}
-			}
-			sync := false
-			for _, b := range group {
-				if err := s.rep.Write(b); err != nil {
-					errc <- err
-					return
-				}
-				sync = sync || b.MustSync()
-			}
-			if sync {
-				if err := s.obs.walSync(s.rep.Sync); err != nil {
-					errc <- err
-					return
-				}
-			}
-			for _, b := range group {
-				s.rep.Acknowledge(b)
-				s.applyQ <- job{batch: b}
-			}
-			// A batch left in group's spare capacity would pin its slice
-			// of an old log array, and with it every entry compacted away
-			// since: drop the references now that the batches moved on.
-			clear(group)
-			if next != nil {
-				if err := s.rep.CompactTo(next.snap); err != nil {
-					errc <- err
-					return
-				}
-			}
-		}
-	}()
-	go func() { // the snapshot writer's goroutine
-		defer stages.Done()
-		for p := range snapQ {
-			select {
-			case <-quit: // stopping: not worth writing now
-				continue
-			default:
-			}
-			start := time.Now()
-			size, err := s.rep.WriteSnapshot(p)
-			if err != nil {
-				errc <- err
-				return
-			}
-			s.obs.snapshotTaken(p.Index(), size, time.Since(start))
-			// Let the state machine side capture the next one, then
-			// compact the log (loop) and the WAL (behind every batch
-			// already queued for it).
-			select {
-			case s.applyQ <- job{store: func() error { s.rep.SnapshotDone(); return nil }, done: make(chan error, 1)}:
-			case <-quit:
-				return
-			}
-			select {
-			case s.inbox <- func() {
-				if err := s.rep.SnapshotWritten(p); err != nil {
-					s.fatal(err)
-					return
-				}
-				persistQ <- job{snap: p}
-			}:
-			case <-quit:
-				return
-			}
-		}
-	}()
-	go func() { // the state machine's goroutine
-		defer stages.Done()
-		var group []*replica.Batch
-		for j := range s.applyQ {
-			if j.quit {
-				return
-			}
-			if j.store != nil {
-				j.done <- j.store()
-				continue
-			}
-			// Apply every batch already waiting in one transaction.
-			group = append(group[:0], j.batch)
-			var next *job
-		gather:
-			for len(group) < maxInflight {
-				select {
-				case j2 := <-s.applyQ:
-					if j2.batch == nil {
-						next = &j2
-						break gather
-					}
-					group = append(group, j2.batch)
-				default:
-					break gather
-				}
-			}
-			if err := s.obs.applyGroup(s.rep, group); err != nil {
-				errc <- err
-				for j := range s.applyQ { // let the WAL goroutine finish
-					if j.quit {
-						return
-					}
-				}
-			}
-			for _, b := range group {
-				finishQ <- b
-			}
-			clear(group) // as on the WAL side: do not pin finished batches
-			if next != nil {
-				if next.quit {
-					return
-				}
-				next.done <- next.store()
-			}
-		}
-	}()
-	defer func() {
-		close(quit)
-		close(snapQ)
-		close(persistQ)
-		stages.Wait()
-		// A snapshot captured but not written holds a bbolt read
-		// transaction, which would keep the store from closing.
-		s.rep.AbandonSnapshot()
-	}()
-
+	p := s.startStages()
+	defer p.stop()
 	ticker := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer ticker.Stop()
-	inflight := 0
-	finish := func(b *replica.Batch) bool {
-		inflight--
-		s.obs.finishing(b)
-		if err := s.rep.Finish(b); err != nil {
-			s.fatal(err)
-			return false
-		}
-		if p := b.TakePendingSnapshot(); p != nil {
-			snapQ <- p
-		}
-		return true
-	}
-	var lastRole core.Role
-	var lastLead core.NodeID
+	var last core.SoftState
 	for {
 		select {
 		case <-s.stopping:
 			return
-		case err := <-errc:
+		case err := <-p.errc:
 			s.fatal(err)
 			return
 		case <-ticker.C:
 			s.rep.Node().Tick()
 		case f := <-s.inbox:
 			f()
-		case b := <-finishQ:
-			if !finish(b) {
+		case b := <-p.finishQ:
+			if !p.finish(b) {
 				return
 			}
 		}
@@ -514,35 +319,42 @@ func (s *Server) loop() {
 		// Ready taken at once would leave them to the next one (paired
 		// cluster runs: +27-30 % writes at 256 clients, +10 % at 64).
 		runtime.Gosched()
-	drain:
-		for range 4096 {
-			select {
-			case f := <-s.inbox:
-				f()
-			case b := <-finishQ:
-				if !finish(b) {
-					return
-				}
-			default:
-				break drain
-			}
+		if !s.drainInbox(p) {
+			return
 		}
-		for inflight < maxInflight {
-			b, ok := s.rep.Ready()
-			if !ok {
-				break
-			}
-			inflight++
-			s.obs.batchReady(b)
-			persistQ <- job{batch: b}
-		}
-		if ss := s.rep.Node().SoftState(); ss.Role != lastRole || ss.Lead != lastLead {
-			s.leader.Store(uint64(ss.Lead))
-			s.obs.stateChanged(core.SoftState{Role: lastRole, Lead: lastLead}, ss, s.rep.Node().HardState().Term)
-			lastRole, lastLead = ss.Role, ss.Lead
-		}
+		p.take()
+		last = s.noteState(last)
 		s.obs.loopIteration(s.rep.Node())
 	}
+}
+
+// drainInbox runs the work and finishes the batches already waiting, up to
+// a bound so that ticks are not starved; false means the node must stop.
+func (s *Server) drainInbox(p *stages) bool {
+	for range 4096 {
+		select {
+		case f := <-s.inbox:
+			f()
+		case b := <-p.finishQ:
+			if !p.finish(b) {
+				return false
+			}
+		default:
+			return true
+		}
+	}
+	return true
+}
+
+// noteState publishes a change of role or leader (for response headers,
+// metrics and the log) and returns the state now.
+func (s *Server) noteState(last core.SoftState) core.SoftState {
+	ss := s.rep.Node().SoftState()
+	if ss != last {
+		s.leader.Store(uint64(ss.Lead))
+		s.obs.stateChanged(last, ss, s.rep.Node().HardState().Term)
+	}
+	return ss
 }
 
 // fatal stops the node after a storage failure: continuing could
@@ -708,7 +520,7 @@ func (h *peerHandler) ReceiveSnapshot(m core.Message, data io.Reader) error {
 	// core hears of the snapshot once its file is durable.
 	done := make(chan error, 1)
 	select {
-	case s.applyQ <- job{store: func() error { return s.rep.StoreSnapshot(m, spool) }, done: done}:
+	case s.storeQ <- replica.StoreJob{Do: func() { done <- s.rep.StoreSnapshot(m, spool) }}:
 	case <-s.stopping:
 		return errStopping
 	}

@@ -29,6 +29,9 @@ type request struct {
 	// onDone, if set, takes the answer instead of a client (a membership
 	// change the nemesis proposed).
 	onDone func(replica.Outcome)
+	// commitAtAsk is the node's commit index when a read was asked: the
+	// least index it may be released at.
+	commitAtAsk uint64
 }
 
 // reply is a node's answer to one attempt.
@@ -290,6 +293,7 @@ func (n *node) handle(rq *request) {
 	}
 	var err error
 	if rq.read {
+		rq.commitAtAsk = n.rep.Node().HardState().Commit
 		err = n.rep.Read(rq.id)
 	} else {
 		err = n.rep.Propose(rq.id, rq.cmd)

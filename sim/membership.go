@@ -546,11 +546,7 @@ func (n *node) stop() {
 	n.halt = fmt.Sprintf("removed from the cluster by entry %d", n.removedAt)
 	n.w.logf("node %d stops: %s", n.id, n.halt)
 	n.state = nodeRemoved
-	n.epoch++
-	n.rep = nil
-	n.paused = false
-	n.scheduled = false
-	n.requests = map[uint64]*request{}
+	n.endLife()
 	n.fs.Intercept = nil
 	n.w.mem.counts.Stopped++
 }

@@ -101,7 +101,7 @@ func (w *world) pickPauseTarget() *node {
 func (n *node) resume() {
 	n.paused = false
 	n.w.logf("node %d resumes", n.id)
-	n.schedule()
+	n.kickAll()
 }
 
 func (w *world) leader() *node {

@@ -40,23 +40,27 @@ type node struct {
 	tickStep int64 // µs between ticks (clock drift makes them differ)
 	// epoch changes at every crash, so events scheduled for an earlier
 	// life of the node do nothing.
-	epoch     int
-	scheduled bool
-	busyUntil int64
-	// sendDelay is the disk time spent so far in the current Process: a
-	// message sent after an fsync leaves after the fsync.
+	epoch int
+	// pipe is the node's pipeline (sim/pipeline.go), scheduled with
+	// timing and pipeRng.
+	pipe    pipeline
+	timing  pipelineTiming
+	pipeRng *rand.Rand
+	// sendDelay is the disk time spent so far in the current stage's
+	// event: a message sent after an fsync leaves after the fsync.
 	sendDelay int64
 	// requests waiting for the replica's answer, by request id.
 	requests     map[uint64]*request
 	storageFault bool
 	restarts     int
 	lastApplied  uint64
-	// durable is what the node had synced after its last successful
-	// Process: restarting with less, without a corruption error, means
-	// storage lost what the node may have promised (a vote, an append).
+	// durable is what the node's WAL had synced after its last
+	// successful WAL stage: restarting with less, without a corruption
+	// error, means storage lost what the node may have promised (a vote,
+	// an append).
 	durable durableState
-	// cleanCrash: the node died between Processes, with nothing written
-	// and not synced, so its whole synced log must come back.
+	// cleanCrash: the node died between stages, with nothing written and
+	// not synced, so its whole synced log must come back.
 	cleanCrash bool
 	// join: the node was started empty after the cluster was bootstrapped,
 	// to be added by a membership change (core.Config.Join); it restarts
@@ -71,12 +75,6 @@ type node struct {
 type durableState struct {
 	term, lastIndex, lastTerm uint64
 	vote                      core.NodeID
-}
-
-func durableOf(nd *core.Node) durableState {
-	hs, last := nd.HardState(), nd.LastIndex()
-	t, _ := nd.Term(last)
-	return durableState{term: hs.Term, vote: hs.Vote, lastIndex: last, lastTerm: t}
 }
 
 // checkDurable compares what a restarted node recovered with what it had
@@ -96,6 +94,8 @@ func (n *node) checkDurable(got durableState) error {
 
 func (w *world) newNode(id core.NodeID, rng *rand.Rand, storageFault bool) *node {
 	n := &node{w: w, id: id, fs: disk.NewMemFS(rng), requests: map[uint64]*request{}, storageFault: storageFault}
+	n.pipeRng = rand.New(rand.NewPCG(w.pipeRng.Uint64(), w.pipeRng.Uint64()))
+	n.timing = drawPipelineTiming(n.pipeRng)
 	n.tickStep = tickMicros
 	if d := w.faults.ClockDrift; d > 0 {
 		n.tickStep = int64(float64(tickMicros) * (1 + d*(2*rng.Float64()-1)))
@@ -190,7 +190,8 @@ func (n *node) start() {
 	n.rep = rep
 	n.state = nodeUp
 	n.lastApplied = store.AppliedIndex()
-	got := durableOf(rep.Node())
+	d := rep.Durable()
+	got := durableState{term: d.HardState.Term, vote: d.HardState.Vote, lastIndex: d.LastIndex, lastTerm: d.LastTerm}
 	w.check(n.checkDurable(got))
 	n.durable = got
 	w.checker.Restarted(n.id)
@@ -209,11 +210,7 @@ func (n *node) crash() {
 	n.cleanCrash = true
 	n.rot()
 	n.state = nodeDown
-	n.epoch++
-	n.rep = nil
-	n.paused = false
-	n.scheduled = false
-	n.requests = map[uint64]*request{}
+	n.endLife()
 	n.w.counts.Crashes++
 }
 
@@ -241,51 +238,14 @@ func (n *node) scheduleTick() {
 	})
 }
 
-// schedule asks for the replica's Ready to be processed, once the node's
-// disk is free.
-func (n *node) schedule() {
-	if n.scheduled || !n.alive() {
-		return
-	}
-	n.scheduled = true
-	epoch := n.epoch
-	n.w.clock.at(n.busyUntil, func() {
-		if n.epoch != epoch {
-			return
-		}
-		n.scheduled = false
-		if n.alive() {
-			n.process()
-		}
-	})
-}
-
-func (n *node) process() {
-	w := n.w
-	for i := 0; i < 4 && n.state == nodeUp && n.rep.Node().HasReady(); i++ {
-		n.sendDelay = 0
-		err := n.rep.Process()
-		n.sendDelay += int64(n.fs.TakeElapsed() / time.Microsecond)
-		n.busyUntil = w.clock.now + n.sendDelay
-		if err != nil {
-			// The disk failed under the node (or the power went): it dies,
-			// as a real process would on a failed fsync.
-			w.logf("node %d storage failure: %v", n.id, err)
-			n.crash()
-			n.cleanCrash = false
-			n.scheduleRestart()
-			return
-		}
-		w.check(w.checker.Observe(n.rep.Node()))
-		n.durable = durableOf(n.rep.Node())
-		n.checkState()
-		if n.removedAt > 0 && !n.leaving {
-			n.arrangeLeave()
-		}
-	}
-	if n.state == nodeUp && n.rep.Node().HasReady() {
-		n.schedule()
-	}
+// endLife forgets everything of the node's process (a crash, or its stop
+// after removal): the events scheduled for it, its pipeline, its requests.
+func (n *node) endLife() {
+	n.epoch++
+	n.rep = nil
+	n.paused = false
+	n.pipe = pipeline{}
+	n.requests = map[uint64]*request{}
 }
 
 func (n *node) scheduleRestart() {
@@ -319,11 +279,12 @@ func (n *node) checkState() {
 }
 
 // send is the replica's network: messages leave once the disk work done so
-// far in this Process is finished.
+// far in this stage is finished.
 func (n *node) send(msgs []core.Message) {
 	n.sendDelay += int64(n.fs.TakeElapsed() / time.Microsecond)
 	for _, m := range msgs {
 		n.w.check(n.w.checker.ObserveSent(m))
+		n.w.check(n.checkPromise(m))
 		if m.Type == core.MsgSnap {
 			n.sendSnapshot(m)
 			continue
@@ -413,6 +374,7 @@ func (n *node) done(id uint64, out replica.Outcome) {
 		return
 	}
 	delete(n.requests, id)
+	n.w.check(n.checkRelease(rq, out))
 	if rq.onDone != nil {
 		rq.onDone(out)
 		return

@@ -55,9 +55,11 @@ type Result struct {
 	OpsUnknown    int
 	Elections     int
 	SnapshotsSent int
-	SimTime       time.Duration
-	TraceHash     uint64
-	Linearizable  string
+	// Pipeline says how much the nodes' pipelines overlapped.
+	Pipeline     PipeStats
+	SimTime      time.Duration
+	TraceHash    uint64
+	Linearizable string
 	// Err is the first violation, or nil when the run passed.
 	Err error
 	// Check is Porcupine's verdict on the history; it can write the HTML
@@ -87,6 +89,8 @@ func (r Result) String() string {
 	fmt.Fprintf(&b, "operations:    ok=%d failed=%d unknown=%d\n", r.OpsOK, r.OpsFailed, r.OpsUnknown)
 	fmt.Fprintf(&b, "elections:     %d\n", r.Elections)
 	fmt.Fprintf(&b, "snapshots:     %d sent to followers\n", r.SnapshotsSent)
+	fmt.Fprintf(&b, "pipeline:      %d batches, %d taken while others were in flight, at most %d in flight\n",
+		r.Pipeline.Batches, r.Pipeline.Overlapped, r.Pipeline.MaxInflight)
 	fmt.Fprintf(&b, "simulated:     %v\n", r.SimTime)
 	fmt.Fprintf(&b, "history:       %s\n", r.Linearizable)
 	fmt.Fprintf(&b, "trace hash:    %016x\n", r.TraceHash)
@@ -120,6 +124,8 @@ type world struct {
 	nextRequest   uint64
 	nemesisRng    *rand.Rand
 	extraRng      *rand.Rand // bit rot at crashes, isolating leaders
+	pipeRng       *rand.Rand // seeds each node's pipeline timing
+	pipeStats     PipeStats
 	faultsUntil   int64
 
 	opsOK, opsFailed, opsUnknown int
@@ -153,6 +159,7 @@ func Run(opts Options) Result {
 	res.OpsOK, res.OpsFailed, res.OpsUnknown = w.opsOK, w.opsFailed, w.opsUnknown
 	res.Elections = w.elections
 	res.SnapshotsSent = w.snapshotsSent
+	res.Pipeline = w.pipeStats
 	res.SimTime = time.Duration(w.clock.now) * time.Microsecond
 	res.TraceHash = w.trace.Sum64()
 	res.Err = w.err
@@ -180,6 +187,8 @@ func newWorld(opts Options) (*world, Result) {
 	// that changing how one component draws does not shift the others.
 	split := func() *rand.Rand { return rand.New(rand.NewPCG(root.Uint64(), root.Uint64())) }
 	cfgRng, netRng, nemesisRng, clientRng := split(), split(), split(), split()
+	// The pipelines' timing, one stream per node split from this one.
+	pipeRng := split()
 
 	size := opts.Nodes
 	if size == 0 {
@@ -188,7 +197,7 @@ func newWorld(opts Options) (*world, Result) {
 	w := &world{
 		seed: opts.Seed, checker: core.NewChecker(), rec: lin.NewRecorder(),
 		digests: map[uint64]uint64{}, applied: map[sessionSeq]appliedWrite{}, trace: fnv.New64a(), nemesisRng: nemesisRng,
-		keys: 2 + cfgRng.IntN(6), snapshotEvery: uint64(20 + cfgRng.IntN(200)),
+		keys: 2 + cfgRng.IntN(6), snapshotEvery: uint64(20 + cfgRng.IntN(200)), pipeRng: pipeRng,
 	}
 	if opts.Faults != nil {
 		w.faults = *opts.Faults

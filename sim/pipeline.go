@@ -1,0 +1,341 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
+)
+
+// The simulator's schedule of the replica's pipeline: the same stage
+// functions the server runs on its goroutines (see the replica package
+// comment), each run here as an event of its own at a seeded delay, so
+// that batches overlap and any input (a message, a proposal, a read, a
+// tick, a crash) can fall between any two stages. Each stage has its own
+// queue and is busy for the disk time its work took, as a goroutine would
+// be.
+
+// pipeline is one node's stage queues and schedule. It lives and dies with
+// the node's process: a crash throws it away.
+type pipeline struct {
+	walQ    []replica.WALJob
+	storeQ  []replica.StoreJob
+	finishQ []*replica.Batch
+	snapQ   []*replica.PendingSnapshot
+	// A stage's event is scheduled (at most one per stage), and when
+	// the stage is free again (its last run's disk time).
+	loopSched, walSched, storeSched, snapSched bool
+	walBusy, storeBusy, snapBusy               int64
+}
+
+// pipelineTiming is how a node's stages are scheduled, drawn per node from
+// the seed: the delay before a stage takes its queue (goroutine wake-up),
+// and how often it takes only part of what is waiting.
+type pipelineTiming struct {
+	maxDelay    int64   // µs
+	partialProb float64 // chance a stage takes a random prefix of its queue
+}
+
+func drawPipelineTiming(rng *rand.Rand) pipelineTiming {
+	delays := [...]int64{1, 50, 300, 2000}
+	return pipelineTiming{maxDelay: delays[rng.IntN(len(delays))], partialProb: rng.Float64()}
+}
+
+// stageDelay is the wait before a stage runs.
+func (n *node) stageDelay() int64 { return n.pipeRng.Int64N(n.timing.maxDelay) }
+
+// takeCount is how many of queued jobs a stage takes now.
+func (n *node) takeCount(queued int) int {
+	if queued > 1 && n.pipeRng.Float64() < n.timing.partialProb {
+		return 1 + n.pipeRng.IntN(queued)
+	}
+	return queued
+}
+
+// stageEvent schedules fn on the node's current life at time at; nothing
+// runs while the node is paused (resume kicks every stage again).
+func (n *node) stageEvent(at int64, sched *bool, fn func()) {
+	if *sched {
+		return
+	}
+	*sched = true
+	epoch := n.epoch
+	n.w.clock.at(at, func() {
+		if n.epoch != epoch {
+			return
+		}
+		*sched = false
+		if n.alive() {
+			n.sendDelay = 0
+			fn()
+		}
+	})
+}
+
+// schedule asks the loop to take the replica's next batches.
+func (n *node) schedule() {
+	if n.alive() {
+		n.stageEvent(n.w.clock.now+n.stageDelay(), &n.pipe.loopSched, n.runLoop)
+	}
+}
+
+// kickAll schedules every stage with work waiting (after a pause).
+func (n *node) kickAll() {
+	n.schedule()
+	n.kickWAL()
+	n.kickStore()
+	n.kickSnapshots()
+}
+
+func (n *node) kickWAL() {
+	if p := &n.pipe; len(p.walQ) > 0 {
+		n.stageEvent(max(n.w.clock.now, p.walBusy)+n.stageDelay(), &p.walSched, n.runWAL)
+	}
+}
+
+func (n *node) kickStore() {
+	if p := &n.pipe; len(p.storeQ) > 0 {
+		n.stageEvent(max(n.w.clock.now, p.storeBusy)+n.stageDelay(), &p.storeSched, n.runStore)
+	}
+}
+
+func (n *node) kickSnapshots() {
+	if p := &n.pipe; len(p.snapQ) > 0 {
+		n.stageEvent(max(n.w.clock.now, p.snapBusy)+n.stageDelay(), &p.snapSched, n.runSnapshot)
+	}
+}
+
+// later runs fn on the node's current life d µs from now, unless the node
+// crashed or stopped meanwhile.
+func (n *node) later(d int64, fn func()) {
+	epoch := n.epoch
+	n.w.clock.after(d, func() {
+		if n.epoch == epoch && n.state == nodeUp {
+			fn()
+		}
+	})
+}
+
+// runLoop is the event loop's turn: finish the batches the state machine
+// stage handed back, then take every batch the replica has ready.
+func (n *node) runLoop() {
+	p := &n.pipe
+	for len(p.finishQ) > 0 && n.state == nodeUp {
+		b := p.finishQ[0]
+		p.finishQ = p.finishQ[1:]
+		snap, err := n.rep.Finish(b)
+		if err != nil {
+			n.w.fail(fmt.Errorf("node %d: finish: %w", n.id, err))
+			return
+		}
+		if snap != nil {
+			p.snapQ = append(p.snapQ, snap)
+			n.kickSnapshots()
+		}
+		n.afterStep()
+	}
+	if n.state != nodeUp {
+		return
+	}
+	for {
+		b, ok := n.rep.Ready()
+		if !ok {
+			break
+		}
+		p.walQ = append(p.walQ, replica.WALJob{Batch: b})
+		n.w.pipeStats.noteInflight(n.rep.Inflight())
+	}
+	n.w.check(n.w.checker.Observe(n.rep.Node()))
+	n.kickWAL()
+}
+
+// runWAL is the WAL stage's turn: persist (write, one fsync, acknowledge)
+// what it takes from its queue, and hand the batches to the state machine
+// stage once the fsync is done.
+func (n *node) runWAL() {
+	p := &n.pipe
+	k := n.takeCount(len(p.walQ))
+	jobs := p.walQ[:k:k]
+	p.walQ = p.walQ[k:]
+	persisted, err := n.rep.RunWAL(nil, jobs)
+	elapsed := n.diskTime()
+	p.walBusy = n.w.clock.now + elapsed
+	if err != nil {
+		n.storageFailure(err)
+		return
+	}
+	n.noteDurable()
+	n.later(elapsed, func() {
+		for _, b := range persisted {
+			p.storeQ = append(p.storeQ, replica.StoreJob{Batch: b})
+		}
+		n.kickStore()
+	})
+	n.kickWAL()
+}
+
+// runStore is the state machine stage's turn: apply what it takes from its
+// queue and hand the batches back to the loop.
+func (n *node) runStore() {
+	p := &n.pipe
+	k := n.takeCount(len(p.storeQ))
+	jobs := p.storeQ[:k:k]
+	p.storeQ = p.storeQ[k:]
+	applied, err := n.rep.RunStore(nil, jobs)
+	elapsed := n.diskTime()
+	p.storeBusy = n.w.clock.now + elapsed
+	if err != nil {
+		n.storageFailure(err)
+		return
+	}
+	n.checkState()
+	n.later(elapsed, func() {
+		p.finishQ = append(p.finishQ, applied...)
+		n.schedule()
+	})
+	n.kickStore()
+}
+
+// runSnapshot is the snapshot writer's turn: write the captured snapshot,
+// then let the state machine capture the next, and have the loop compact
+// the log and queue the WAL's compaction.
+func (n *node) runSnapshot() {
+	p := &n.pipe
+	snap := p.snapQ[0]
+	p.snapQ = p.snapQ[1:]
+	_, err := n.rep.WriteSnapshot(snap)
+	elapsed := n.diskTime()
+	p.snapBusy = n.w.clock.now + elapsed
+	if err != nil {
+		n.storageFailure(err)
+		return
+	}
+	n.later(elapsed, func() {
+		p.storeQ = append(p.storeQ, replica.StoreJob{Do: n.rep.SnapshotDone})
+		n.kickStore()
+		n.later(n.stageDelay(), func() {
+			job, err := n.rep.SnapshotWritten(snap)
+			if err != nil {
+				n.w.fail(fmt.Errorf("node %d: %w", n.id, err))
+				return
+			}
+			p.walQ = append(p.walQ, job)
+			n.kickWAL()
+		})
+	})
+	n.kickSnapshots()
+}
+
+// diskTime is the simulated disk time the stage's work took, µs.
+func (n *node) diskTime() int64 {
+	n.sendDelay += int64(n.fs.TakeElapsed() / time.Microsecond)
+	return n.sendDelay
+}
+
+// storageFailure: the disk failed under the node (or the power went); it
+// dies, as a real process does on a failed fsync.
+func (n *node) storageFailure(err error) {
+	n.w.logf("node %d storage failure: %v", n.id, err)
+	n.crash()
+	n.cleanCrash = false
+	n.scheduleRestart()
+}
+
+// noteDurable records what the node's WAL has made durable, and checks the
+// leader's own match index against it.
+func (n *node) noteDurable() {
+	d := n.rep.Durable()
+	n.durable = durableState{term: d.HardState.Term, vote: d.HardState.Vote, lastIndex: d.LastIndex, lastTerm: d.LastTerm}
+	n.checkSelfMatch()
+}
+
+// afterStep runs the checks due after any change to the node.
+func (n *node) afterStep() {
+	n.w.check(n.w.checker.Observe(n.rep.Node()))
+	n.checkSelfMatch()
+	if n.removedAt > 0 && !n.leaving {
+		n.arrangeLeave()
+	}
+}
+
+// PipeStats counts how much the simulated pipelines overlapped.
+type PipeStats struct {
+	Batches     int // batches taken
+	Overlapped  int // batches taken while an earlier one was still in flight
+	MaxInflight int
+}
+
+func (s *PipeStats) noteInflight(inflight int) {
+	s.Batches++
+	if inflight > 1 {
+		s.Overlapped++
+	}
+	s.MaxInflight = max(s.MaxInflight, inflight)
+}
+
+// checkSelfMatch: a leader counts its own log towards a quorum only as far
+// as it is durable (the release point of Advance).
+func (n *node) checkSelfMatch() {
+	nd := n.rep.Node()
+	if nd.SoftState().Role != core.Leader {
+		return
+	}
+	match := nd.Match(n.id)
+	if err := n.checkDurableUpTo(match, "counts its own log as matched"); err != nil {
+		n.w.fail(err)
+	}
+}
+
+// checkDurableUpTo fails unless the node's durable log holds its current
+// entry at index i: the last durable entry must be at or past i, and of a
+// term no lower than the entry at i (a durable log that still ends in an
+// overwritten suffix does not hold it).
+func (n *node) checkDurableUpTo(i uint64, what string) error {
+	d := n.rep.Durable()
+	t, err := n.rep.Node().Term(i)
+	if err != nil || i == 0 {
+		return nil // compacted: applied, so durable long ago
+	}
+	if d.LastIndex < i || d.LastTerm < t {
+		return fmt.Errorf("node %d %s up to %d (term %d), but its WAL has made durable only up to %d (term %d)",
+			n.id, what, i, t, d.LastIndex, d.LastTerm)
+	}
+	return nil
+}
+
+// checkPromise fails a message that promises what the node has not made
+// durable: an acknowledgement of entries, a vote, a candidate's own vote.
+func (n *node) checkPromise(m core.Message) error {
+	hs := n.rep.Durable().HardState
+	// The vote durable in the message's term (a later term may already be
+	// durable too: then the node has moved on, which is fine).
+	votedFor := func(id core.NodeID) bool { return hs.Term > m.Term || (hs.Term == m.Term && hs.Vote == id) }
+	switch {
+	case m.Type == core.MsgAppResp && !m.Reject:
+		return n.checkDurableUpTo(m.Index, "acknowledged entries")
+	case m.Type == core.MsgVoteResp && !m.Reject && !votedFor(m.To):
+		return fmt.Errorf("node %d granted its vote in term %d to %d, but its WAL has made durable term %d vote %d", n.id, m.Term, m.To, hs.Term, hs.Vote)
+	case m.Type == core.MsgVote && !votedFor(n.id):
+		return fmt.Errorf("node %d asked for votes in term %d, but its WAL has made durable term %d vote %d", n.id, m.Term, hs.Term, hs.Vote)
+	}
+	return nil
+}
+
+// checkRelease fails an answer released before the state machine reflects
+// it: a write before its entry is applied; a read at an index not yet
+// applied, or below the commit index the node knew when asked.
+func (n *node) checkRelease(rq *request, out replica.Outcome) error {
+	if out.Err != nil {
+		return nil
+	}
+	applied := n.rep.Store().AppliedIndex()
+	switch {
+	case out.Index > applied:
+		return fmt.Errorf("node %d answered request %d at index %d with only %d applied", n.id, rq.id, out.Index, applied)
+	case rq.read && out.Index < rq.commitAtAsk:
+		return fmt.Errorf("node %d released read %d at index %d, below the commit index %d it had when asked", n.id, rq.id, out.Index, rq.commitAtAsk)
+	}
+	return nil
+}

@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"path/filepath"
+	"strings"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client"
 	"github.com/therealutkarshpriyadarshi/keyval/server"
@@ -51,5 +53,31 @@ func (f *setupFlags) newServer(cfg server.Config) (*server.Server, error) {
 			return nil, err
 		}
 	}
-	return server.New(cfg)
+	srv, err := server.New(cfg)
+	if err != nil {
+		return nil, explainStartFailure(cfg, err)
+	}
+	return srv, nil
+}
+
+// walBehindState is how core refuses a state database ahead of the log;
+// it has no error value of its own to test for.
+const walBehindState = "is beyond the last log index"
+
+// explainStartFailure adds, to the failures of server.New whose text names
+// only a symptom, what happened and what an operator can safely do.
+func explainStartFailure(cfg server.Config, err error) error {
+	if !strings.Contains(err.Error(), walBehindState) {
+		return err
+	}
+	return fmt.Errorf("%w\n"+
+		"what happened: the state database %s has applied entries that the write-ahead log %s no longer holds: "+
+		"the WAL lost its tail (a segment cut short or replaced by an older copy, or a disk that acknowledged writes it did not keep)\n"+
+		"why keyvald stops: that tail may hold entries and votes this member already acknowledged; "+
+		"running without them could lose committed writes or let two leaders be elected in one term\n"+
+		"what to do: do not start this directory again, whole or with some of its files deleted; keep it for inspection "+
+		"and replace the member (docs/membership.md, \"Replace a member\"): kvctl member add-learner --id NEW ..., "+
+		"keyvald --id NEW --join ..., kvctl member promote --id NEW, then kvctl member remove --id %d. "+
+		"If the other members cannot form a majority without this one, start a new cluster from a backup (keyvald --restore FILE)",
+		err, filepath.Join(cfg.DataDir, "state.db"), filepath.Join(cfg.DataDir, "wal"), cfg.ID)
 }

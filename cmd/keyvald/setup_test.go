@@ -1,11 +1,23 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/freeport"
+	"github.com/therealutkarshpriyadarshi/keyval/server"
 )
 
 // TestSetupFlagErrors: incomplete TLS flags and a restore into a data
@@ -25,4 +37,59 @@ func TestSetupFlagErrors(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "identity.json"), []byte("{}"), 0o600))
 	err = run(append(base, "--restore", filepath.Join(dir, "missing.kvb")))
 	require.ErrorContains(t, err, "is not empty")
+}
+
+// TestAWALCutShortSaysWhatHappenedAndWhatToDo: a data directory whose
+// state database is ahead of its WAL (the WAL lost its tail) is refused
+// with the cause and the safe way out, not only the two indexes.
+func TestAWALCutShortSaysWhatHappenedAndWhatToDo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "1")
+	peer, err := freeport.Loopback()
+	require.NoError(t, err)
+	writeEntries(t, server.Config{ID: 1, DataDir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: peer,
+		InitialCluster: map[core.NodeID]string{1: peer}}, 50)
+
+	segs, err := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
+	require.NoError(t, err)
+	require.NotEmpty(t, segs)
+	last := segs[len(segs)-1]
+	fi, err := os.Stat(last)
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(last, fi.Size()/2))
+
+	err = run([]string{"--id", "1", "--data-dir", dir, "--listen-client", "127.0.0.1:0", "--listen-peer", peer,
+		"--initial-cluster", "1=" + peer, "--listen-metrics", ""})
+	require.ErrorContains(t, err, "is beyond the last log index", "the symptom")
+	require.ErrorContains(t, err, "the WAL lost its tail", "what happened")
+	require.ErrorContains(t, err, "kvctl member remove --id 1", "what to do")
+	require.ErrorContains(t, err, "keyvald --restore", "what to do without a majority")
+}
+
+// writeEntries runs a node with cfg long enough to apply n writes, then
+// stops it.
+func writeEntries(t *testing.T, cfg server.Config, n int) {
+	t.Helper()
+	s, err := server.New(cfg)
+	require.NoError(t, err)
+	s.Start()
+	defer s.Stop(context.Background())
+	conn, err := grpc.NewClient(s.ClientAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	kv := apipb.NewKVClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range n {
+		key := []byte(fmt.Sprint("k", i))
+		// Until the node has elected itself, puts are refused.
+		for {
+			_, err := kv.Put(ctx, &apipb.PutRequest{Key: key, Value: key})
+			if err == nil {
+				break
+			}
+			require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+			require.NoError(t, ctx.Err(), "no leader in time")
+			time.Sleep(10 * time.Millisecond) // polling interval
+		}
+	}
 }

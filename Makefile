@@ -92,7 +92,7 @@ fuzz:
 	$(GO) test ./kvstore/ -run '^$$' -fuzz '^FuzzApplyCommand$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./kvstore/ -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./kvstore/ -run '^$$' -fuzz '^FuzzRestoreRecords$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
-	$(GO) test ./net/raftpb/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./raftpb/ -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 cover:
 	@$(GO) test -count=1 -coverprofile=.cover.core.out ./core/ >/dev/null

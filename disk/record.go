@@ -16,7 +16,7 @@ import (
 //	12      1     record type
 //	13      3     reserved, zero
 //	16      8     the record's own offset within its segment file
-//	24      n     payload (a protobuf message from walpb)
+//	24      n     payload (a protobuf message from walpb or raftpb)
 //	24+n    1     trailer: 0xFF
 //
 // The header has its own checksum so that a damaged length is never trusted.
@@ -37,8 +37,8 @@ type recordType uint8
 
 const (
 	recSegmentStart recordType = 1 // walpb.SegmentStart, first in every segment
-	recEntry        recordType = 2 // walpb.Entry
-	recHardState    recordType = 3 // walpb.HardState
+	recEntry        recordType = 2 // raftpb.Entry
+	recHardState    recordType = 3 // raftpb.HardState
 	recSnapshot     recordType = 4 // walpb.SnapshotMarker
 )
 

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 // A snapshot file (all integers little-endian):
@@ -27,7 +27,7 @@ import (
 //	12          4     metadata length m
 //	16          4     CRC32C of the metadata
 //	20          4     CRC32C of bytes 0..20
-//	24          m     metadata: walpb.SnapshotMeta
+//	24          m     metadata: raftpb.SnapshotMeta
 //	24+m        n     state machine data, as the state machine wrote it
 //	24+m+n      8     data length n
 //	32+m+n      4     CRC32C of the data
@@ -145,7 +145,7 @@ func (w *SnapshotWriter) release() {
 // Create starts writing a snapshot with the given metadata. Another
 // Create waits until this one is committed or aborted.
 func (s *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error) {
-	metaBytes, err := proto.Marshal(snapshotMetaToPB(meta))
+	metaBytes, err := proto.Marshal(raftpb.SnapshotMetaFromCore(meta))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: encode metadata: %w", err)
 	}
@@ -424,11 +424,11 @@ func readSnapshot(f File, path, name string) (*Snapshot, error) {
 	if got, want := binary.LittleEndian.Uint32(hdr[16:]), crc32.Checksum(metaBytes, castagnoli); got != want {
 		return nil, corruptf(path, snapHeaderSize, "metadata checksum %08x, computed %08x", got, want)
 	}
-	var pb walpb.SnapshotMeta
+	var pb raftpb.SnapshotMeta
 	if err := proto.Unmarshal(metaBytes, &pb); err != nil {
 		return nil, corruptf(path, snapHeaderSize, "undecodable metadata: %v", err)
 	}
-	meta := snapshotMetaFromPB(&pb)
+	meta := raftpb.SnapshotMetaToCore(&pb)
 	if index, term, ok := parseSnapName(name); !ok || index != meta.Index || term != meta.Term {
 		return nil, corruptf(path, snapHeaderSize, "metadata (index %d, term %d) does not match the file name", meta.Index, meta.Term)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 const (
@@ -76,8 +77,8 @@ type WAL struct {
 
 	err error // sticky failure
 
-	pbEntry walpb.Entry // reused to marshal without allocating
-	pbHard  walpb.HardState
+	pbEntry raftpb.Entry // reused to marshal without allocating
+	pbHard  raftpb.HardState
 	marshal proto.MarshalOptions
 }
 
@@ -177,8 +178,8 @@ func (w *WAL) startSegment(seq uint64) error {
 		FormatVersion: walFormatVersion,
 		Sequence:      seq,
 		LastIndex:     w.lastIndex,
-		HardState:     hardStateToPB(w.hs),
-		Snapshot:      snapshotMetaToPB(w.snap),
+		HardState:     raftpb.HardStateFromCore(w.hs),
+		Snapshot:      raftpb.SnapshotMetaFromCore(w.snap),
 	}
 	buf, begin := beginFrame(nil)
 	buf, err := w.marshal.MarshalAppend(buf, start)
@@ -284,7 +285,7 @@ func (w *WAL) Append(hs core.HardState, ents []core.Entry) error {
 		return fmt.Errorf("wal: append: commit index %d beyond the last entry %d", hs.Commit, last)
 	}
 	for i := range ents {
-		entryToPB(&ents[i], &w.pbEntry)
+		raftpb.FillEntry(&w.pbEntry, &ents[i])
 		err := w.appendRecord(recEntry, &w.pbEntry)
 		w.pbEntry.Data = nil
 		if err != nil {
@@ -295,7 +296,7 @@ func (w *WAL) Append(hs core.HardState, ents []core.Entry) error {
 		seg.maxIndex = max(seg.maxIndex, ents[i].Index)
 	}
 	if writeHS {
-		w.pbHard.Term, w.pbHard.Vote, w.pbHard.Commit = hs.Term, uint64(hs.Vote), hs.Commit
+		raftpb.FillHardState(&w.pbHard, hs)
 		if err := w.appendRecord(recHardState, &w.pbHard); err != nil {
 			return err
 		}
@@ -318,7 +319,7 @@ func (w *WAL) InstallSnapshot(meta core.SnapshotMeta) error {
 	if meta.Index < w.hs.Commit {
 		return fmt.Errorf("wal: install snapshot at %d: below the commit index %d", meta.Index, w.hs.Commit)
 	}
-	if err := w.appendRecord(recSnapshot, &walpb.SnapshotMarker{Meta: snapshotMetaToPB(meta), ReplacesLog: true}); err != nil {
+	if err := w.appendRecord(recSnapshot, &walpb.SnapshotMarker{Meta: raftpb.SnapshotMetaFromCore(meta), ReplacesLog: true}); err != nil {
 		return err
 	}
 	w.snap = meta
@@ -337,7 +338,7 @@ func (w *WAL) MarkCompacted(meta core.SnapshotMeta) error {
 	if meta.Index < w.snap.Index || meta.Index > w.lastIndex {
 		return fmt.Errorf("wal: compact to %d: outside the log (%d, %d]", meta.Index, w.snap.Index, w.lastIndex)
 	}
-	if err := w.appendRecord(recSnapshot, &walpb.SnapshotMarker{Meta: snapshotMetaToPB(meta)}); err != nil {
+	if err := w.appendRecord(recSnapshot, &walpb.SnapshotMarker{Meta: raftpb.SnapshotMetaFromCore(meta)}); err != nil {
 		return err
 	}
 	w.snap = meta

@@ -10,6 +10,7 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 // Records with good checksums that this code could never have written are
@@ -40,12 +41,12 @@ func craftSegment(t *testing.T, seq uint64, recs ...craftRecord) []byte {
 func startRec(seq, last uint64, hs core.HardState, snap core.SnapshotMeta) craftRecord {
 	return craftRecord{typ: recSegmentStart, msg: &walpb.SegmentStart{
 		FormatVersion: walFormatVersion, Sequence: seq, LastIndex: last,
-		HardState: hardStateToPB(hs), Snapshot: snapshotMetaToPB(snap),
+		HardState: raftpb.HardStateFromCore(hs), Snapshot: raftpb.SnapshotMetaFromCore(snap),
 	}}
 }
 
 func entryRec(term, index uint64) craftRecord {
-	return craftRecord{typ: recEntry, msg: &walpb.Entry{Term: term, Index: index}}
+	return craftRecord{typ: recEntry, msg: &raftpb.Entry{Term: term, Index: index}}
 }
 
 func TestWALImpossibleRecords(t *testing.T) {
@@ -59,13 +60,16 @@ func TestWALImpossibleRecords(t *testing.T) {
 		{"entry gap", []craftRecord{start, entryRec(1, 1), entryRec(1, 3)}, "gap"},
 		{"entry below snapshot", []craftRecord{startRec(1, 5, zeroHS, core.SnapshotMeta{Index: 5}), entryRec(1, 5)}, "covered by the snapshot"},
 		{"rewrite committed", []craftRecord{start, entryRec(1, 1), entryRec(1, 2),
-			{typ: recHardState, msg: &walpb.HardState{Term: 1, Commit: 2}}, entryRec(2, 2)}, "committed"},
-		{"commit beyond log", []craftRecord{start, {typ: recHardState, msg: &walpb.HardState{Commit: 1}}}, "beyond the last entry"},
+			{typ: recHardState, msg: &raftpb.HardState{Term: 1, Commit: 2}}, entryRec(2, 2)}, "committed"},
+		{"commit beyond log", []craftRecord{start, {typ: recHardState, msg: &raftpb.HardState{Commit: 1}}}, "beyond the last entry"},
 		{"install older", []craftRecord{startRec(1, 5, zeroHS, core.SnapshotMeta{Index: 5}),
-			{typ: recSnapshot, msg: &walpb.SnapshotMarker{Meta: &walpb.SnapshotMeta{Index: 4}, ReplacesLog: true}}}, "older"},
+			{typ: recSnapshot, msg: &walpb.SnapshotMarker{Meta: &raftpb.SnapshotMeta{Index: 4}, ReplacesLog: true}}}, "older"},
 		{"compact beyond log", []craftRecord{start,
-			{typ: recSnapshot, msg: &walpb.SnapshotMarker{Meta: &walpb.SnapshotMeta{Index: 4}}}}, "outside the log"},
-		{"entry type", []craftRecord{start, {typ: recEntry, msg: &walpb.Entry{Index: 1, Type: 300}}}, "out of range"},
+			{typ: recSnapshot, msg: &walpb.SnapshotMarker{Meta: &raftpb.SnapshotMeta{Index: 4}}}}, "outside the log"},
+		{"entry type", []craftRecord{start, {typ: recEntry, msg: &raftpb.Entry{Index: 1, Type: 2}}}, "unknown type 2"},
+		// index 1, type 2^32-1: what the first format's uint32 type field
+		// could hold, beyond any enum value.
+		{"entry type uint32", []craftRecord{start, {typ: recEntry, raw: []byte{0x10, 0x01, 0x18, 0xff, 0xff, 0xff, 0xff, 0x0f}}}, "unknown type"},
 		{"undecodable entry", []craftRecord{start, {typ: recEntry, raw: []byte{0xff, 0xff}}}, "undecodable"},
 		{"undecodable hard state", []craftRecord{start, {typ: recHardState, raw: []byte{0x08}}}, "undecodable"},
 		{"undecodable marker", []craftRecord{start, {typ: recSnapshot, raw: []byte{0x0a, 0x05}}}, "undecodable"},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 // Recovered is what Open read back from the WAL.
@@ -188,9 +189,9 @@ type logState struct {
 	first uint64
 	ents  []core.Entry
 
-	pbEntry  walpb.Entry
+	pbEntry  raftpb.Entry
 	pbStart  walpb.SegmentStart
-	pbHard   walpb.HardState
+	pbHard   raftpb.HardState
 	pbMarker walpb.SnapshotMarker
 }
 
@@ -257,7 +258,7 @@ func (s *logState) apply(typ recordType, payload []byte, seq uint64, firstSegmen
 		if err := proto.Unmarshal(payload, &s.pbEntry); err != nil {
 			return 0, "undecodable: " + err.Error()
 		}
-		e, err := entryFromPB(&s.pbEntry)
+		e, err := raftpb.EntryToCore(&s.pbEntry)
 		if err != nil {
 			return 0, err.Error()
 		}
@@ -266,7 +267,7 @@ func (s *logState) apply(typ recordType, payload []byte, seq uint64, firstSegmen
 		if err := proto.Unmarshal(payload, &s.pbHard); err != nil {
 			return 0, "undecodable: " + err.Error()
 		}
-		hs := hardStateFromPB(&s.pbHard)
+		hs := raftpb.HardStateToCore(&s.pbHard)
 		if hs.Commit > s.last() {
 			return 0, fmt.Sprintf("commit index %d beyond the last entry %d", hs.Commit, s.last())
 		}
@@ -276,7 +277,7 @@ func (s *logState) apply(typ recordType, payload []byte, seq uint64, firstSegmen
 		if err := proto.Unmarshal(payload, &s.pbMarker); err != nil {
 			return 0, "undecodable: " + err.Error()
 		}
-		return 0, s.applyMarker(snapshotMetaFromPB(s.pbMarker.GetMeta()), s.pbMarker.GetReplacesLog())
+		return 0, s.applyMarker(raftpb.SnapshotMetaToCore(s.pbMarker.GetMeta()), s.pbMarker.GetReplacesLog())
 	}
 	return 0, fmt.Sprintf("unknown record type %d", uint8(typ))
 }
@@ -288,7 +289,7 @@ func (s *logState) applyStart(pb *walpb.SegmentStart, seq uint64, firstSegment b
 	if pb.Sequence != seq {
 		return fmt.Sprintf("start record of segment %d in the file of segment %d", pb.Sequence, seq)
 	}
-	hs, snap := hardStateFromPB(pb.GetHardState()), snapshotMetaFromPB(pb.GetSnapshot())
+	hs, snap := raftpb.HardStateToCore(pb.GetHardState()), raftpb.SnapshotMetaToCore(pb.GetSnapshot())
 	if snap.Index > pb.LastIndex || hs.Commit > pb.LastIndex {
 		return fmt.Sprintf("last index %d below the snapshot (%d) or commit index (%d)", pb.LastIndex, snap.Index, hs.Commit)
 	}
@@ -300,6 +301,11 @@ func (s *logState) applyStart(pb *walpb.SegmentStart, seq uint64, firstSegment b
 		return "the state it repeats disagrees with the segments before it"
 	}
 	return ""
+}
+
+// sameMeta compares snapshot metadata, treating nil and empty lists alike.
+func sameMeta(a, b core.SnapshotMeta) bool {
+	return a.Index == b.Index && a.Term == b.Term && a.Conf.Equal(b.Conf)
 }
 
 func (s *logState) applyEntry(e core.Entry) string {

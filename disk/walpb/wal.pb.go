@@ -1,4 +1,6 @@
-// Payloads of KeyVal's write-ahead log records and snapshot files.
+// Payloads of KeyVal's write-ahead log records that are the WAL's own; the
+// Raft types it stores (entries, hard state, snapshot metadata) are
+// raftpb/raft.proto's.
 //
 // The framing around these messages (length, type, checksums) is described in
 // docs/disk.md; this file only defines what a record carries. Field numbers
@@ -13,6 +15,7 @@
 package walpb
 
 import (
+	raftpb "github.com/therealutkarshpriyadarshi/keyval/raftpb"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -27,255 +30,10 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Entry is one slot of the replicated log (core.Entry).
-type Entry struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Term  uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
-	Index uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
-	// type is core.EntryType: 0 normal, 1 configuration change.
-	Type          uint32 `protobuf:"varint,3,opt,name=type,proto3" json:"type,omitempty"`
-	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Entry) Reset() {
-	*x = Entry{}
-	mi := &file_disk_walpb_wal_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Entry) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Entry) ProtoMessage() {}
-
-func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_walpb_wal_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Entry.ProtoReflect.Descriptor instead.
-func (*Entry) Descriptor() ([]byte, []int) {
-	return file_disk_walpb_wal_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *Entry) GetTerm() uint64 {
-	if x != nil {
-		return x.Term
-	}
-	return 0
-}
-
-func (x *Entry) GetIndex() uint64 {
-	if x != nil {
-		return x.Index
-	}
-	return 0
-}
-
-func (x *Entry) GetType() uint32 {
-	if x != nil {
-		return x.Type
-	}
-	return 0
-}
-
-func (x *Entry) GetData() []byte {
-	if x != nil {
-		return x.Data
-	}
-	return nil
-}
-
-// HardState is the state a node must persist before it speaks (core.HardState).
-type HardState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Term          uint64                 `protobuf:"varint,1,opt,name=term,proto3" json:"term,omitempty"`
-	Vote          uint64                 `protobuf:"varint,2,opt,name=vote,proto3" json:"vote,omitempty"`
-	Commit        uint64                 `protobuf:"varint,3,opt,name=commit,proto3" json:"commit,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *HardState) Reset() {
-	*x = HardState{}
-	mi := &file_disk_walpb_wal_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *HardState) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*HardState) ProtoMessage() {}
-
-func (x *HardState) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_walpb_wal_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use HardState.ProtoReflect.Descriptor instead.
-func (*HardState) Descriptor() ([]byte, []int) {
-	return file_disk_walpb_wal_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *HardState) GetTerm() uint64 {
-	if x != nil {
-		return x.Term
-	}
-	return 0
-}
-
-func (x *HardState) GetVote() uint64 {
-	if x != nil {
-		return x.Vote
-	}
-	return 0
-}
-
-func (x *HardState) GetCommit() uint64 {
-	if x != nil {
-		return x.Commit
-	}
-	return 0
-}
-
-// ConfState is a cluster membership (core.ConfState).
-type ConfState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Voters        []uint64               `protobuf:"varint,1,rep,packed,name=voters,proto3" json:"voters,omitempty"`
-	Learners      []uint64               `protobuf:"varint,2,rep,packed,name=learners,proto3" json:"learners,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ConfState) Reset() {
-	*x = ConfState{}
-	mi := &file_disk_walpb_wal_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ConfState) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ConfState) ProtoMessage() {}
-
-func (x *ConfState) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_walpb_wal_proto_msgTypes[2]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ConfState.ProtoReflect.Descriptor instead.
-func (*ConfState) Descriptor() ([]byte, []int) {
-	return file_disk_walpb_wal_proto_rawDescGZIP(), []int{2}
-}
-
-func (x *ConfState) GetVoters() []uint64 {
-	if x != nil {
-		return x.Voters
-	}
-	return nil
-}
-
-func (x *ConfState) GetLearners() []uint64 {
-	if x != nil {
-		return x.Learners
-	}
-	return nil
-}
-
-// SnapshotMeta locates a snapshot in the log (core.SnapshotMeta).
-type SnapshotMeta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Conf          *ConfState             `protobuf:"bytes,3,opt,name=conf,proto3" json:"conf,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SnapshotMeta) Reset() {
-	*x = SnapshotMeta{}
-	mi := &file_disk_walpb_wal_proto_msgTypes[3]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SnapshotMeta) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SnapshotMeta) ProtoMessage() {}
-
-func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_walpb_wal_proto_msgTypes[3]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
-func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_disk_walpb_wal_proto_rawDescGZIP(), []int{3}
-}
-
-func (x *SnapshotMeta) GetIndex() uint64 {
-	if x != nil {
-		return x.Index
-	}
-	return 0
-}
-
-func (x *SnapshotMeta) GetTerm() uint64 {
-	if x != nil {
-		return x.Term
-	}
-	return 0
-}
-
-func (x *SnapshotMeta) GetConf() *ConfState {
-	if x != nil {
-		return x.Conf
-	}
-	return nil
-}
-
 // SnapshotMarker records in the WAL that a snapshot exists.
 type SnapshotMarker struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	Meta  *SnapshotMeta          `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
+	Meta  *raftpb.SnapshotMeta   `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
 	// replaces_log is true when the snapshot replaced the whole log (installed
 	// from the leader): every entry written before the marker is dropped. When
 	// false the node compacted its own log: entries after meta.index stay.
@@ -286,7 +44,7 @@ type SnapshotMarker struct {
 
 func (x *SnapshotMarker) Reset() {
 	*x = SnapshotMarker{}
-	mi := &file_disk_walpb_wal_proto_msgTypes[4]
+	mi := &file_disk_walpb_wal_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -298,7 +56,7 @@ func (x *SnapshotMarker) String() string {
 func (*SnapshotMarker) ProtoMessage() {}
 
 func (x *SnapshotMarker) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_walpb_wal_proto_msgTypes[4]
+	mi := &file_disk_walpb_wal_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -311,10 +69,10 @@ func (x *SnapshotMarker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMarker.ProtoReflect.Descriptor instead.
 func (*SnapshotMarker) Descriptor() ([]byte, []int) {
-	return file_disk_walpb_wal_proto_rawDescGZIP(), []int{4}
+	return file_disk_walpb_wal_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *SnapshotMarker) GetMeta() *SnapshotMeta {
+func (x *SnapshotMarker) GetMeta() *raftpb.SnapshotMeta {
 	if x != nil {
 		return x.Meta
 	}
@@ -339,16 +97,16 @@ type SegmentStart struct {
 	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// last_index is the index of the last log entry (or of the snapshot, if
 	// the log was empty) when the segment was created.
-	LastIndex     uint64        `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	HardState     *HardState    `protobuf:"bytes,4,opt,name=hard_state,json=hardState,proto3" json:"hard_state,omitempty"`
-	Snapshot      *SnapshotMeta `protobuf:"bytes,5,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	LastIndex     uint64               `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	HardState     *raftpb.HardState    `protobuf:"bytes,4,opt,name=hard_state,json=hardState,proto3" json:"hard_state,omitempty"`
+	Snapshot      *raftpb.SnapshotMeta `protobuf:"bytes,5,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SegmentStart) Reset() {
 	*x = SegmentStart{}
-	mi := &file_disk_walpb_wal_proto_msgTypes[5]
+	mi := &file_disk_walpb_wal_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +118,7 @@ func (x *SegmentStart) String() string {
 func (*SegmentStart) ProtoMessage() {}
 
 func (x *SegmentStart) ProtoReflect() protoreflect.Message {
-	mi := &file_disk_walpb_wal_proto_msgTypes[5]
+	mi := &file_disk_walpb_wal_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +131,7 @@ func (x *SegmentStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentStart.ProtoReflect.Descriptor instead.
 func (*SegmentStart) Descriptor() ([]byte, []int) {
-	return file_disk_walpb_wal_proto_rawDescGZIP(), []int{5}
+	return file_disk_walpb_wal_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *SegmentStart) GetFormatVersion() uint32 {
@@ -397,14 +155,14 @@ func (x *SegmentStart) GetLastIndex() uint64 {
 	return 0
 }
 
-func (x *SegmentStart) GetHardState() *HardState {
+func (x *SegmentStart) GetHardState() *raftpb.HardState {
 	if x != nil {
 		return x.HardState
 	}
 	return nil
 }
 
-func (x *SegmentStart) GetSnapshot() *SnapshotMeta {
+func (x *SegmentStart) GetSnapshot() *raftpb.SnapshotMeta {
 	if x != nil {
 		return x.Snapshot
 	}
@@ -415,34 +173,18 @@ var File_disk_walpb_wal_proto protoreflect.FileDescriptor
 
 const file_disk_walpb_wal_proto_rawDesc = "" +
 	"\n" +
-	"\x14disk/walpb/wal.proto\x12\x11keyval.disk.walpb\"Y\n" +
-	"\x05Entry\x12\x12\n" +
-	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x12\n" +
-	"\x04type\x18\x03 \x01(\rR\x04type\x12\x12\n" +
-	"\x04data\x18\x04 \x01(\fR\x04data\"K\n" +
-	"\tHardState\x12\x12\n" +
-	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04vote\x18\x02 \x01(\x04R\x04vote\x12\x16\n" +
-	"\x06commit\x18\x03 \x01(\x04R\x06commit\"?\n" +
-	"\tConfState\x12\x16\n" +
-	"\x06voters\x18\x01 \x03(\x04R\x06voters\x12\x1a\n" +
-	"\blearners\x18\x02 \x03(\x04R\blearners\"j\n" +
-	"\fSnapshotMeta\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
-	"\x04term\x18\x02 \x01(\x04R\x04term\x120\n" +
-	"\x04conf\x18\x03 \x01(\v2\x1c.keyval.disk.walpb.ConfStateR\x04conf\"h\n" +
-	"\x0eSnapshotMarker\x123\n" +
-	"\x04meta\x18\x01 \x01(\v2\x1f.keyval.disk.walpb.SnapshotMetaR\x04meta\x12!\n" +
-	"\freplaces_log\x18\x02 \x01(\bR\vreplacesLog\"\xea\x01\n" +
+	"\x14disk/walpb/wal.proto\x12\x11keyval.disk.walpb\x1a\x11raftpb/raft.proto\"d\n" +
+	"\x0eSnapshotMarker\x12/\n" +
+	"\x04meta\x18\x01 \x01(\v2\x1b.keyval.raftpb.SnapshotMetaR\x04meta\x12!\n" +
+	"\freplaces_log\x18\x02 \x01(\bR\vreplacesLog\"\xe2\x01\n" +
 	"\fSegmentStart\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12;\n" +
+	"last_index\x18\x03 \x01(\x04R\tlastIndex\x127\n" +
 	"\n" +
-	"hard_state\x18\x04 \x01(\v2\x1c.keyval.disk.walpb.HardStateR\thardState\x12;\n" +
-	"\bsnapshot\x18\x05 \x01(\v2\x1f.keyval.disk.walpb.SnapshotMetaR\bsnapshotB8Z6github.com/therealutkarshpriyadarshi/keyval/disk/walpbb\x06proto3"
+	"hard_state\x18\x04 \x01(\v2\x18.keyval.raftpb.HardStateR\thardState\x127\n" +
+	"\bsnapshot\x18\x05 \x01(\v2\x1b.keyval.raftpb.SnapshotMetaR\bsnapshotB8Z6github.com/therealutkarshpriyadarshi/keyval/disk/walpbb\x06proto3"
 
 var (
 	file_disk_walpb_wal_proto_rawDescOnce sync.Once
@@ -456,25 +198,22 @@ func file_disk_walpb_wal_proto_rawDescGZIP() []byte {
 	return file_disk_walpb_wal_proto_rawDescData
 }
 
-var file_disk_walpb_wal_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_disk_walpb_wal_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_disk_walpb_wal_proto_goTypes = []any{
-	(*Entry)(nil),          // 0: keyval.disk.walpb.Entry
-	(*HardState)(nil),      // 1: keyval.disk.walpb.HardState
-	(*ConfState)(nil),      // 2: keyval.disk.walpb.ConfState
-	(*SnapshotMeta)(nil),   // 3: keyval.disk.walpb.SnapshotMeta
-	(*SnapshotMarker)(nil), // 4: keyval.disk.walpb.SnapshotMarker
-	(*SegmentStart)(nil),   // 5: keyval.disk.walpb.SegmentStart
+	(*SnapshotMarker)(nil),      // 0: keyval.disk.walpb.SnapshotMarker
+	(*SegmentStart)(nil),        // 1: keyval.disk.walpb.SegmentStart
+	(*raftpb.SnapshotMeta)(nil), // 2: keyval.raftpb.SnapshotMeta
+	(*raftpb.HardState)(nil),    // 3: keyval.raftpb.HardState
 }
 var file_disk_walpb_wal_proto_depIdxs = []int32{
-	2, // 0: keyval.disk.walpb.SnapshotMeta.conf:type_name -> keyval.disk.walpb.ConfState
-	3, // 1: keyval.disk.walpb.SnapshotMarker.meta:type_name -> keyval.disk.walpb.SnapshotMeta
-	1, // 2: keyval.disk.walpb.SegmentStart.hard_state:type_name -> keyval.disk.walpb.HardState
-	3, // 3: keyval.disk.walpb.SegmentStart.snapshot:type_name -> keyval.disk.walpb.SnapshotMeta
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	2, // 0: keyval.disk.walpb.SnapshotMarker.meta:type_name -> keyval.raftpb.SnapshotMeta
+	3, // 1: keyval.disk.walpb.SegmentStart.hard_state:type_name -> keyval.raftpb.HardState
+	2, // 2: keyval.disk.walpb.SegmentStart.snapshot:type_name -> keyval.raftpb.SnapshotMeta
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_disk_walpb_wal_proto_init() }
@@ -488,7 +227,7 @@ func file_disk_walpb_wal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_disk_walpb_wal_proto_rawDesc), len(file_disk_walpb_wal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/net/raftpb"
+	"github.com/therealutkarshpriyadarshi/keyval/net/peerpb"
 )
 
 // waitTimeout bounds every wait in these tests; reaching it is a failure.
@@ -212,14 +212,14 @@ func app(from, to core.NodeID, seq uint64, dataLen int) core.Message {
 }
 
 // rawConn dials addr without the transport, to play a misbehaving peer.
-func rawConn(t testing.TB, addr string) raftpb.PeerClient {
+func rawConn(t testing.TB, addr string) peerpb.PeerClient {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return raftpb.NewPeerClient(conn)
+	return peerpb.NewPeerClient(conn)
 }
 
 // streamCtx is a context carrying stream metadata as a peer would send it.

@@ -21,7 +21,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/net/raftpb"
+	"github.com/therealutkarshpriyadarshi/keyval/net/peerpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 // Metadata keys every stream carries. The receiver checks them before it
@@ -48,7 +49,7 @@ type peer struct {
 	id     core.NodeID
 	addr   string
 	conn   *grpc.ClientConn
-	client raftpb.PeerClient
+	client peerpb.PeerClient
 	queue  chan core.Message
 	c      *counters
 
@@ -100,7 +101,7 @@ func newPeer(t *Transport, id core.NodeID, addr string) (*peer, error) {
 		id:     id,
 		addr:   addr,
 		conn:   conn,
-		client: raftpb.NewPeerClient(conn),
+		client: peerpb.NewPeerClient(conn),
 		queue:  make(chan core.Message, t.cfg.QueueSize),
 		c:      t.counters(id),
 		ctx:    ctx,
@@ -215,7 +216,7 @@ func (p *peer) session(onAccepted func()) (accepted bool, err error) {
 	var brokenErr error
 	go func() {
 		defer close(broken)
-		var ack raftpb.BatchAck
+		var ack peerpb.BatchAck
 		if brokenErr = stream.RecvMsg(&ack); brokenErr == nil {
 			brokenErr = errors.New("peer ended the stream")
 		}
@@ -315,7 +316,7 @@ func (p *peer) streamSnapshot(m core.Message, data io.Reader) (uint64, error) {
 	}
 	// send sends one chunk; when the peer has ended the stream it returns
 	// the peer's status rather than gRPC's bare io.EOF.
-	send := func(c *raftpb.SnapshotChunk) error {
+	send := func(c *peerpb.SnapshotChunk) error {
 		if err := stream.Send(c); err != nil {
 			if errors.Is(err, io.EOF) {
 				_, err = stream.CloseAndRecv()
@@ -324,11 +325,11 @@ func (p *peer) streamSnapshot(m core.Message, data io.Reader) (uint64, error) {
 		}
 		return nil
 	}
-	if err := send(&raftpb.SnapshotChunk{Kind: &raftpb.SnapshotChunk_Header{Header: raftpb.FromCore(&m)}}); err != nil {
+	if err := send(&peerpb.SnapshotChunk{Kind: &peerpb.SnapshotChunk_Header{Header: raftpb.FromCore(&m)}}); err != nil {
 		return 0, err
 	}
 	buf := make([]byte, p.t.cfg.SnapshotChunkBytes)
-	chunk := &raftpb.SnapshotChunk_Data{}
+	chunk := &peerpb.SnapshotChunk_Data{}
 	var size uint64
 	var sum uint32
 	for {
@@ -337,7 +338,7 @@ func (p *peer) streamSnapshot(m core.Message, data io.Reader) (uint64, error) {
 			sum = crc32.Update(sum, castagnoli, buf[:n])
 			size += uint64(n)
 			chunk.Data = buf[:n] // encoded by Send before it returns, so buf can be reused
-			if err := send(&raftpb.SnapshotChunk{Kind: chunk}); err != nil {
+			if err := send(&peerpb.SnapshotChunk{Kind: chunk}); err != nil {
 				return size, err
 			}
 		}
@@ -348,8 +349,8 @@ func (p *peer) streamSnapshot(m core.Message, data io.Reader) (uint64, error) {
 			return size, fmt.Errorf("read snapshot data: %w", rerr)
 		}
 	}
-	trailer := &raftpb.SnapshotChunk_Trailer{Trailer: &raftpb.SnapshotTrailer{Size: size, Crc32C: sum}}
-	if err := send(&raftpb.SnapshotChunk{Kind: trailer}); err != nil {
+	trailer := &peerpb.SnapshotChunk_Trailer{Trailer: &peerpb.SnapshotTrailer{Size: size, Crc32C: sum}}
+	if err := send(&peerpb.SnapshotChunk{Kind: trailer}); err != nil {
 		return size, err
 	}
 	if _, err := stream.CloseAndRecv(); err != nil {
@@ -360,7 +361,7 @@ func (p *peer) streamSnapshot(m core.Message, data io.Reader) (uint64, error) {
 
 // awaitAccept waits for the peer's response headers, which it sends once it
 // has accepted the stream, and returns the peer's refusal otherwise.
-func awaitAccept(stream raftpb.Peer_MessagesClient) error {
+func awaitAccept(stream peerpb.Peer_MessagesClient) error {
 	md, err := stream.Header()
 	if err != nil {
 		return err
@@ -368,7 +369,7 @@ func awaitAccept(stream raftpb.Peer_MessagesClient) error {
 	if md == nil {
 		// gRPC's Header hides why a stream ended without headers; the
 		// status comes from the receive side.
-		var ack raftpb.BatchAck
+		var ack peerpb.BatchAck
 		if err := stream.RecvMsg(&ack); err != nil {
 			return err
 		}

@@ -21,7 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/net/raftpb"
+	"github.com/therealutkarshpriyadarshi/keyval/net/peerpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 // TestClusterIDMismatchRefused: a node of another cluster is refused with
@@ -65,7 +66,7 @@ func newTextLogger(w io.Writer) *slog.Logger {
 
 // openRaw opens a Messages stream with the given metadata and returns the
 // stream and the error of its acceptance.
-func openRaw(t *testing.T, addr string, cluster uint64, from, to core.NodeID) (raftpb.Peer_MessagesClient, error) {
+func openRaw(t *testing.T, addr string, cluster uint64, from, to core.NodeID) (peerpb.Peer_MessagesClient, error) {
 	t.Helper()
 	stream, err := rawConn(t, addr).Messages(streamCtx(t, cluster, from, to))
 	if err != nil {
@@ -75,7 +76,7 @@ func openRaw(t *testing.T, addr string, cluster uint64, from, to core.NodeID) (r
 }
 
 // finish sends batches on a raw stream and returns the stream's status.
-func finish(stream raftpb.Peer_MessagesClient, batches ...*raftpb.Batch) error {
+func finish(stream peerpb.Peer_MessagesClient, batches ...*raftpb.Batch) error {
 	for _, b := range batches {
 		if err := stream.Send(b); err != nil {
 			break
@@ -188,7 +189,7 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	stream, err := raftpb.NewPeerClient(conn).Messages(streamCtx(t, 7, 1, 2))
+	stream, err := peerpb.NewPeerClient(conn).Messages(streamCtx(t, 7, 1, 2))
 	if err == nil {
 		err = awaitAccept(stream)
 	}

@@ -14,7 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/net/raftpb"
+	"github.com/therealutkarshpriyadarshi/keyval/net/peerpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 // ErrChecksum is returned by a snapshot's data reader when the bytes that
@@ -26,7 +27,7 @@ var errProtocol = errors.New("peer protocol violation")
 
 // peerService is the receiving side: the Peer gRPC service.
 type peerService struct {
-	raftpb.UnimplementedPeerServer
+	peerpb.UnimplementedPeerServer
 	t *Transport
 }
 
@@ -92,7 +93,7 @@ func (s *peerService) checkAddressing(m *core.Message, from core.NodeID) error {
 }
 
 // Messages receives a peer's stream of batches and steps every message.
-func (s *peerService) Messages(stream raftpb.Peer_MessagesServer) error {
+func (s *peerService) Messages(stream peerpb.Peer_MessagesServer) error {
 	t := s.t
 	from, err := s.accept(stream.Context())
 	if err != nil {
@@ -107,7 +108,7 @@ func (s *peerService) Messages(stream raftpb.Peer_MessagesServer) error {
 	for {
 		b, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(&raftpb.BatchAck{})
+			return stream.SendAndClose(&peerpb.BatchAck{})
 		}
 		if err != nil {
 			return err
@@ -134,7 +135,7 @@ func (s *peerService) Messages(stream raftpb.Peer_MessagesServer) error {
 }
 
 // Snapshot receives a MsgSnap and streams its data to the handler.
-func (s *peerService) Snapshot(stream raftpb.Peer_SnapshotServer) error {
+func (s *peerService) Snapshot(stream peerpb.Peer_SnapshotServer) error {
 	t := s.t
 	from, err := s.accept(stream.Context())
 	if err != nil {
@@ -177,7 +178,7 @@ func (s *peerService) Snapshot(stream raftpb.Peer_SnapshotServer) error {
 	c := t.counters(from)
 	c.snapsRecvd.Add(1)
 	c.receivedBytes.Add(r.size)
-	return stream.SendAndClose(&raftpb.SnapshotAck{Size: r.size})
+	return stream.SendAndClose(&peerpb.SnapshotAck{Size: r.size})
 }
 
 // snapshotReader hands a snapshot's data chunks to the handler as they
@@ -186,7 +187,7 @@ func (s *peerService) Snapshot(stream raftpb.Peer_SnapshotServer) error {
 // So the receiver never holds the whole snapshot in memory, but the handler
 // sees data before it is verified and must treat it as tentative until EOF.
 type snapshotReader struct {
-	stream raftpb.Peer_SnapshotServer
+	stream peerpb.Peer_SnapshotServer
 	buf    []byte // unread rest of the current chunk
 	sum    uint32
 	size   uint64
@@ -216,12 +217,12 @@ func (r *snapshotReader) next() error {
 		return fmt.Errorf("receive snapshot chunk: %w", err)
 	}
 	switch k := c.Kind.(type) {
-	case *raftpb.SnapshotChunk_Data:
+	case *peerpb.SnapshotChunk_Data:
 		r.sum = crc32.Update(r.sum, castagnoli, k.Data)
 		r.size += uint64(len(k.Data))
 		r.buf = k.Data
 		return nil
-	case *raftpb.SnapshotChunk_Trailer:
+	case *peerpb.SnapshotChunk_Trailer:
 		tr := k.Trailer
 		if tr.GetSize() != r.size || tr.GetCrc32C() != r.sum {
 			return fmt.Errorf("%w: received %d bytes with CRC-32C %08x, sender sent %d bytes with %08x",

@@ -13,7 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/net/raftpb"
+	"github.com/therealutkarshpriyadarshi/keyval/net/peerpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 func snapMsg(from, to core.NodeID) core.Message {
@@ -165,15 +166,15 @@ func TestSnapshotCorruptionRejected(t *testing.T) {
 	data := randomBytes(200<<10, 2)
 	sum := crc32.Checksum(data, castagnoli)
 	chunks := [][]byte{data[:64<<10], data[64<<10 : 128<<10], data[128<<10:]}
-	hdr := func() *raftpb.SnapshotChunk {
+	hdr := func() *peerpb.SnapshotChunk {
 		m := snapMsg(1, 2)
-		return &raftpb.SnapshotChunk{Kind: &raftpb.SnapshotChunk_Header{Header: raftpb.FromCore(&m)}}
+		return &peerpb.SnapshotChunk{Kind: &peerpb.SnapshotChunk_Header{Header: raftpb.FromCore(&m)}}
 	}
-	dataChunk := func(b []byte) *raftpb.SnapshotChunk {
-		return &raftpb.SnapshotChunk{Kind: &raftpb.SnapshotChunk_Data{Data: b}}
+	dataChunk := func(b []byte) *peerpb.SnapshotChunk {
+		return &peerpb.SnapshotChunk{Kind: &peerpb.SnapshotChunk_Data{Data: b}}
 	}
-	trailer := func(size uint64, sum uint32) *raftpb.SnapshotChunk {
-		return &raftpb.SnapshotChunk{Kind: &raftpb.SnapshotChunk_Trailer{Trailer: &raftpb.SnapshotTrailer{Size: size, Crc32C: sum}}}
+	trailer := func(size uint64, sum uint32) *peerpb.SnapshotChunk {
+		return &peerpb.SnapshotChunk{Kind: &peerpb.SnapshotChunk_Trailer{Trailer: &peerpb.SnapshotTrailer{Size: size, Crc32C: sum}}}
 	}
 	flipped := bytes.Clone(chunks[1])
 	flipped[777] ^= 0x10
@@ -181,19 +182,19 @@ func TestSnapshotCorruptionRejected(t *testing.T) {
 
 	cases := []struct {
 		name      string
-		send      []*raftpb.SnapshotChunk
+		send      []*peerpb.SnapshotChunk
 		code      codes.Code
 		readerErr error // what the handler's reader must fail with; nil if not called
 	}{
-		{"intact (control)", []*raftpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), dataChunk(chunks[1]), dataChunk(chunks[2]), trailer(uint64(len(data)), sum)}, codes.OK, nil},
-		{"flipped bit", []*raftpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), dataChunk(flipped), dataChunk(chunks[2]), trailer(uint64(len(data)), sum)}, codes.DataLoss, ErrChecksum},
-		{"wrong size", []*raftpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), dataChunk(chunks[1]), dataChunk(chunks[2]), trailer(uint64(len(data))+1, sum)}, codes.DataLoss, ErrChecksum},
-		{"chunk missing", []*raftpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), dataChunk(chunks[2]), trailer(uint64(len(data)), sum)}, codes.DataLoss, ErrChecksum},
-		{"no trailer", []*raftpb.SnapshotChunk{hdr(), dataChunk(chunks[0])}, codes.InvalidArgument, io.ErrUnexpectedEOF},
-		{"chunk after trailer", []*raftpb.SnapshotChunk{hdr(), dataChunk(data), trailer(uint64(len(data)), sum), dataChunk(chunks[0])}, codes.InvalidArgument, errProtocol},
-		{"second header", []*raftpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), hdr()}, codes.InvalidArgument, errProtocol},
-		{"no header", []*raftpb.SnapshotChunk{dataChunk(chunks[0]), trailer(uint64(len(chunks[0])), 0)}, codes.InvalidArgument, nil},
-		{"not a MsgSnap", []*raftpb.SnapshotChunk{{Kind: &raftpb.SnapshotChunk_Header{Header: raftpb.FromCore(&notSnap)}}}, codes.InvalidArgument, nil},
+		{"intact (control)", []*peerpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), dataChunk(chunks[1]), dataChunk(chunks[2]), trailer(uint64(len(data)), sum)}, codes.OK, nil},
+		{"flipped bit", []*peerpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), dataChunk(flipped), dataChunk(chunks[2]), trailer(uint64(len(data)), sum)}, codes.DataLoss, ErrChecksum},
+		{"wrong size", []*peerpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), dataChunk(chunks[1]), dataChunk(chunks[2]), trailer(uint64(len(data))+1, sum)}, codes.DataLoss, ErrChecksum},
+		{"chunk missing", []*peerpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), dataChunk(chunks[2]), trailer(uint64(len(data)), sum)}, codes.DataLoss, ErrChecksum},
+		{"no trailer", []*peerpb.SnapshotChunk{hdr(), dataChunk(chunks[0])}, codes.InvalidArgument, io.ErrUnexpectedEOF},
+		{"chunk after trailer", []*peerpb.SnapshotChunk{hdr(), dataChunk(data), trailer(uint64(len(data)), sum), dataChunk(chunks[0])}, codes.InvalidArgument, errProtocol},
+		{"second header", []*peerpb.SnapshotChunk{hdr(), dataChunk(chunks[0]), hdr()}, codes.InvalidArgument, errProtocol},
+		{"no header", []*peerpb.SnapshotChunk{dataChunk(chunks[0]), trailer(uint64(len(chunks[0])), 0)}, codes.InvalidArgument, nil},
+		{"not a MsgSnap", []*peerpb.SnapshotChunk{{Kind: &peerpb.SnapshotChunk_Header{Header: raftpb.FromCore(&notSnap)}}}, codes.InvalidArgument, nil},
 	}
 	client := rawConn(t, b.addr)
 	for _, c := range cases {

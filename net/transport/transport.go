@@ -22,7 +22,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
-	"github.com/therealutkarshpriyadarshi/keyval/net/raftpb"
+	"github.com/therealutkarshpriyadarshi/keyval/net/peerpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
 // Handler is what the transport delivers to. Its methods are called from the
@@ -321,7 +322,7 @@ func (t *Transport) ServerOptions() []grpc.ServerOption {
 // Register serves the peer service on s, a server the caller owns (build it
 // with ServerOptions). The caller stops s; Close does not.
 func (t *Transport) Register(s grpc.ServiceRegistrar) {
-	raftpb.RegisterPeerServer(s, &peerService{t: t})
+	peerpb.RegisterPeerServer(s, &peerService{t: t})
 }
 
 // Serve serves the peer service on lis with a server of its own until Close,

@@ -1,11 +1,11 @@
-// Package raftpb holds the protobuf form of the Raft messages that travel
-// between KeyVal nodes, the gRPC Peer service that carries them, and the
-// conversions to and from core's types.
+// Package raftpb holds the protobuf form of KeyVal's Raft types, the one
+// definition both the WAL and snapshot files (disk) and the transport (net)
+// encode, and the one conversion to and from core's types.
 //
-// raft.pb.go and raft_grpc.pb.go are generated from raft.proto by `make
-// proto`; this file is written by hand. Encoding trusts its input (it comes
-// from core); decoding does not: every enum is range-checked and a malformed
-// message is an error, never a panic.
+// raft.pb.go is generated from raft.proto by `make proto`; this file is
+// written by hand. Encoding trusts its input (it comes from core); decoding
+// does not (the bytes come from the network or a disk): every enum is
+// range-checked and a malformed message is an error, never a panic.
 package raftpb
 
 import (
@@ -16,8 +16,8 @@ import (
 )
 
 // ErrMalformed is wrapped by every decoding error, so a caller can tell bad
-// input from the network apart from its own failures.
-var ErrMalformed = errors.New("malformed raft message")
+// input apart from its own failures.
+var ErrMalformed = errors.New("malformed raft data")
 
 // lastMessageType is the highest core.MessageType this build knows.
 const lastMessageType = core.MsgReadIndexResp
@@ -70,8 +70,7 @@ func fillMessage(pm *Message, m *core.Message, ents []*Entry) {
 	pm.Index = m.Index
 	pm.LogTerm = m.LogTerm
 	for i := range m.Entries {
-		e, pe := &m.Entries[i], ents[i]
-		pe.Term, pe.Index, pe.Type, pe.Data = e.Term, e.Index, EntryType(e.Type), e.Data
+		FillEntry(ents[i], &m.Entries[i])
 	}
 	pm.Entries = ents
 	pm.Commit = m.Commit
@@ -79,16 +78,63 @@ func fillMessage(pm *Message, m *core.Message, ents []*Entry) {
 	pm.RejectHint = m.RejectHint
 	pm.Snapshot = nil
 	if m.Snapshot != nil {
-		pm.Snapshot = snapshotMetaFromCore(m.Snapshot)
+		pm.Snapshot = SnapshotMetaFromCore(*m.Snapshot)
 	}
 	pm.Context = m.Context
 }
 
-func snapshotMetaFromCore(s *core.SnapshotMeta) *SnapshotMeta {
+// FillEntry sets pb to e, sharing e.Data; filling a reused Entry spares the
+// hot paths an allocation per entry.
+func FillEntry(pb *Entry, e *core.Entry) {
+	pb.Term, pb.Index, pb.Type, pb.Data = e.Term, e.Index, EntryType(e.Type), e.Data
+}
+
+// EntryToCore converts a decoded entry, refusing an entry type core does
+// not know. The result shares Data with pb.
+func EntryToCore(pb *Entry) (core.Entry, error) {
+	if pb.Type != EntryType_ENTRY_NORMAL && pb.Type != EntryType_ENTRY_CONF_CHANGE {
+		return core.Entry{}, fmt.Errorf("%w: entry %d has unknown type %d", ErrMalformed, pb.Index, int32(pb.Type))
+	}
+	return core.Entry{Term: pb.Term, Index: pb.Index, Type: core.EntryType(pb.Type), Data: pb.Data}, nil
+}
+
+// FillHardState sets pb to h.
+func FillHardState(pb *HardState, h core.HardState) {
+	pb.Term, pb.Vote, pb.Commit = h.Term, uint64(h.Vote), h.Commit
+}
+
+// HardStateFromCore returns the protobuf form of h.
+func HardStateFromCore(h core.HardState) *HardState {
+	pb := &HardState{}
+	FillHardState(pb, h)
+	return pb
+}
+
+// HardStateToCore converts a decoded hard state; nil is the zero state.
+func HardStateToCore(pb *HardState) core.HardState {
+	return core.HardState{Term: pb.GetTerm(), Vote: core.NodeID(pb.GetVote()), Commit: pb.GetCommit()}
+}
+
+// SnapshotMetaFromCore returns the protobuf form of m. Conf is always set,
+// even when empty: the bytes written so far (disk/testdata/golden) carry it.
+func SnapshotMetaFromCore(m core.SnapshotMeta) *SnapshotMeta {
 	return &SnapshotMeta{
-		Index: s.Index,
-		Term:  s.Term,
-		Conf:  &ConfState{Voters: idsFromCore(s.Conf.Voters), Learners: idsFromCore(s.Conf.Learners)},
+		Index: m.Index,
+		Term:  m.Term,
+		Conf:  &ConfState{Voters: idsFromCore(m.Conf.Voters), Learners: idsFromCore(m.Conf.Learners)},
+	}
+}
+
+// SnapshotMetaToCore converts decoded snapshot metadata; nil is the zero
+// metadata.
+func SnapshotMetaToCore(pb *SnapshotMeta) core.SnapshotMeta {
+	return core.SnapshotMeta{
+		Index: pb.GetIndex(),
+		Term:  pb.GetTerm(),
+		Conf: core.ConfState{
+			Voters:   idsToCore(pb.GetConf().GetVoters()),
+			Learners: idsToCore(pb.GetConf().GetLearners()),
+		},
 	}
 }
 
@@ -126,11 +172,11 @@ func toCore(pm *Message, ents []core.Entry) (core.Message, error) {
 		if pe == nil {
 			return core.Message{}, fmt.Errorf("%w: nil entry %d", ErrMalformed, i)
 		}
-		if pe.Type != EntryType_ENTRY_NORMAL && pe.Type != EntryType_ENTRY_CONF_CHANGE {
-			return core.Message{}, fmt.Errorf("%w: entry %d (index %d) has unknown type %d",
-				ErrMalformed, i, pe.Index, int32(pe.Type))
+		e, err := EntryToCore(pe)
+		if err != nil {
+			return core.Message{}, fmt.Errorf("entry %d of message: %w", i, err)
 		}
-		ents[i] = core.Entry{Term: pe.Term, Index: pe.Index, Type: core.EntryType(pe.Type), Data: pe.Data}
+		ents[i] = e
 	}
 	m := core.Message{
 		Type:       core.MessageType(t),
@@ -145,15 +191,9 @@ func toCore(pm *Message, ents []core.Entry) (core.Message, error) {
 		RejectHint: pm.RejectHint,
 		Context:    pm.Context,
 	}
-	if s := pm.Snapshot; s != nil {
-		m.Snapshot = &core.SnapshotMeta{
-			Index: s.Index,
-			Term:  s.Term,
-			Conf: core.ConfState{
-				Voters:   idsToCore(s.GetConf().GetVoters()),
-				Learners: idsToCore(s.GetConf().GetLearners()),
-			},
-		}
+	if pm.Snapshot != nil {
+		s := SnapshotMetaToCore(pm.Snapshot)
+		m.Snapshot = &s
 	}
 	return m, nil
 }

@@ -188,8 +188,9 @@ func TestValidMessageType(t *testing.T) {
 	}
 }
 
-// FuzzDecode: arbitrary bytes from the network either fail to parse or
-// decode without panicking, for both stream payloads.
+// FuzzDecode: arbitrary bytes from the network or a disk either fail to
+// parse or decode without panicking, as a batch, a message (the header of a
+// snapshot stream), an entry, snapshot metadata.
 func FuzzDecode(f *testing.F) {
 	var enc Encoder
 	enc.Add(&core.Message{Type: core.MsgApp, From: 1, To: 2, Entries: []core.Entry{{Index: 1, Data: []byte("x")}}})
@@ -201,9 +202,17 @@ func FuzzDecode(f *testing.F) {
 		if proto.Unmarshal(data, &b) == nil {
 			_, _ = DecodeBatch(&b, nil)
 		}
-		var c SnapshotChunk
-		if proto.Unmarshal(data, &c) == nil && c.GetHeader() != nil {
-			_, _ = ToCore(c.GetHeader())
+		var m Message
+		if proto.Unmarshal(data, &m) == nil {
+			_, _ = ToCore(&m)
+		}
+		var e Entry
+		if proto.Unmarshal(data, &e) == nil {
+			_, _ = EntryToCore(&e)
+		}
+		var s SnapshotMeta
+		if proto.Unmarshal(data, &s) == nil {
+			_ = SnapshotMetaToCore(&s)
 		}
 	})
 }

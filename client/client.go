@@ -308,6 +308,9 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 	idx := int(c.preferred.Load())
 	var lastErr error
 	unreachable := 0 // attempts that found no member to answer
+	// answered[i]: endpoint i answered an attempt but could not serve it
+	// (no leader known, leader changed); made on the first such answer.
+	var answered []bool
 	// When the first attempt of this write that may have been applied
 	// failed (zero: none yet).
 	var ambiguousSince time.Time
@@ -383,9 +386,14 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 		// until AttemptTimeout).
 		if attemptTimedOut || ep.conn.GetState() != connectivity.Ready {
 			unreachable++
+		} else if !isContextStatus(err) {
+			if answered == nil {
+				answered = make([]bool, n)
+			}
+			answered[idx] = true
 		}
 		if c.maxRetries < 0 || unreachable > c.maxRetries {
-			return zero, &UnavailableError{Op: m.op, Endpoints: c.addrs, Attempts: attempt + 1, Last: err}
+			return zero, &UnavailableError{Op: m.op, Endpoints: c.addrs, Answered: c.pick(answered), Attempts: attempt + 1, Last: err}
 		}
 		attempt++
 		idx = (idx + 1) % n
@@ -395,6 +403,17 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 			}
 		}
 	}
+}
+
+// pick returns the addresses of the endpoints marked in marks, in order.
+func (c *Client) pick(marks []bool) []string {
+	var out []string
+	for i, marked := range marks {
+		if marked {
+			out = append(out, c.addrs[i])
+		}
+	}
+	return out
 }
 
 // contextError reports that the caller's context ended, with the last

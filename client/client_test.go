@@ -288,10 +288,28 @@ func TestNoMemberAnswers(t *testing.T) {
 	var ue *UnavailableError
 	require.ErrorAs(t, err, &ue)
 	assert.Equal(t, 4, ue.Attempts)
-	for _, a := range addrs(nodes...) {
-		assert.Contains(t, err.Error(), a)
-	}
+	assert.Empty(t, ue.Answered)
+	assert.Contains(t, err.Error(), "no member answered at "+strings.Join(addrs(nodes...), ", "))
 	assert.Equal(t, codes.Unavailable, status.Code(ue.Last))
+}
+
+// Members that answer but know no leader, beside members that cannot be
+// reached, are a lost quorum, not a cluster that is down: the error names
+// the members that answered.
+func TestLostQuorumIsToldFromNoMemberAnswering(t *testing.T) {
+	_, nodes := startCluster(t, 3)
+	nodes[0].Stop()
+	nodes[1].Stop()
+	nodes[2].Fail("", codes.Unavailable, "no leader is known right now (an election may be under way); retry shortly", 1000)
+	c := newClient(t, Config{Endpoints: addrs(nodes...), MaxRetries: 3})
+
+	_, err := c.Put(context.Background(), []byte("q"), []byte("1"))
+	require.ErrorIs(t, err, ErrUnavailable)
+	var ue *UnavailableError
+	require.ErrorAs(t, err, &ue)
+	assert.Equal(t, []string{nodes[2].Addr()}, ue.Answered)
+	assert.Contains(t, err.Error(), "no leader: a quorum of members is not reachable (1 of 3 answered: "+nodes[2].Addr()+")")
+	assert.NotContains(t, err.Error(), "no member answered")
 }
 
 // "No leader known" comes from a member that answered: it passes within an

@@ -22,8 +22,8 @@ var (
 	// request over a limit). Retrying the same request cannot succeed.
 	ErrInvalid = errors.New("invalid request")
 	// ErrUnavailable: no member answered, or none had a leader, within the
-	// retries allowed.
-	ErrUnavailable = errors.New("no member answered")
+	// retries allowed (UnavailableError.Diagnosis says which).
+	ErrUnavailable = errors.New("no member answered or no leader")
 	// ErrOutcomeUnknown: a write's session expired on the server after an
 	// earlier attempt of that write may have been applied, so the client
 	// cannot retry it without risking applying it twice.
@@ -58,13 +58,27 @@ func (e *StatusError) GRPCStatus() *status.Status { return status.New(e.Code, e.
 type UnavailableError struct {
 	Op        string
 	Endpoints []string // every configured endpoint
-	Attempts  int
-	Last      error // the last attempt's error, as gRPC reported it
+	// Answered are the endpoints that answered but could not serve the
+	// call (no leader known, leader changed): reachable members without a
+	// working leader. Empty when no member answered at all.
+	Answered []string
+	Attempts int
+	Last     error // the last attempt's error, as gRPC reported it
 }
 
 func (e *UnavailableError) Error() string {
-	return fmt.Sprintf("%s: no member answered at %s after %d attempts: last error: %v",
-		e.Op, strings.Join(e.Endpoints, ", "), e.Attempts, e.Last)
+	return fmt.Sprintf("%s: %s after %d attempts: last error: %v", e.Op, e.Diagnosis(), e.Attempts, e.Last)
+}
+
+// Diagnosis says in a line why the call could not be served: no member
+// answered at all, or some did but none had a leader, which is what
+// members that cannot reach a majority of the cluster say.
+func (e *UnavailableError) Diagnosis() string {
+	if len(e.Answered) == 0 {
+		return "no member answered at " + strings.Join(e.Endpoints, ", ")
+	}
+	return fmt.Sprintf("no leader: a quorum of members is not reachable (%d of %d answered: %s)",
+		len(e.Answered), len(e.Endpoints), strings.Join(e.Answered, ", "))
 }
 
 // Is makes errors.Is(err, ErrUnavailable) true.

@@ -280,11 +280,14 @@ func (a *app) failure(err error) error {
 		return &exitError{code: exitUnavailable, msg: fmt.Sprintf("the write may or may not have been applied: %v", err)}
 	case errors.Is(err, client.ErrUnavailable):
 		var ue *client.UnavailableError
-		last := ""
-		if errors.As(err, &ue) {
-			last = "\nlast error: " + describe(ue.Last)
+		if !errors.As(err, &ue) {
+			return &exitError{code: exitUnavailable, msg: noMemberMessage(endpoints)}
 		}
-		return &exitError{code: exitUnavailable, msg: noMemberMessage(endpoints) + last}
+		msg := noMemberMessage(endpoints)
+		if len(ue.Answered) > 0 {
+			msg = ue.Diagnosis() + ": start the members that are down (kvctl status shows which)"
+		}
+		return &exitError{code: exitUnavailable, msg: msg + "\nlast error: " + describe(ue.Last)}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &exitError{code: exitUnavailable, msg: fmt.Sprintf(
 			"timed out after %v waiting for the cluster at %s: is the cluster running and does it have a leader? check with kvctl status, or raise --timeout\n%v",

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client"
 	"github.com/therealutkarshpriyadarshi/keyval/client/fakekv"
@@ -272,6 +273,20 @@ func TestNoMemberAnswers(t *testing.T) {
 		assert.Contains(t, r.stderr, "no member answered at "+c.nodes[0].Addr(), args)
 		assert.Contains(t, r.stderr, "try make cluster-start", args)
 	}
+}
+
+// With members 1 and 2 down and member 3 up but without a leader, the
+// cluster has lost its quorum: kvctl says so and names the member that
+// answered, rather than asking whether the cluster runs at all.
+func TestLostQuorum(t *testing.T) {
+	c := startCluster(t)
+	c.nodes[0].Stop()
+	c.nodes[1].Stop()
+	c.nodes[2].Fail("", codes.Unavailable, "no leader is known right now (an election may be under way); retry shortly", 1000)
+	r := c.kvctl("put", "q", "1")
+	assert.Equal(t, 3, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "no leader: a quorum of members is not reachable (1 of 3 answered: "+c.nodes[2].Addr()+")")
+	assert.NotContains(t, r.stderr, "make cluster-start")
 }
 
 func TestTimeout(t *testing.T) {

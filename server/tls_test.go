@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client"
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/client"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/server/testpki"
 )

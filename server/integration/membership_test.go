@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client"
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/client"
 	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
 )
 

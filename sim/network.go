@@ -82,17 +82,19 @@ func (nw *network) send(departAt int64, m core.Message) {
 		nw.w.counts.Duplicated++
 	}
 	for range copies {
-		nw.w.clock.at(departAt+nw.delay(), func() {
-			// A partition that appeared in flight drops it too.
-			if !nw.connected(m.From, m.To) {
-				return
-			}
-			to := nw.w.node(m.To)
-			if to == nil {
-				return // an id the simulator never started
-			}
-			nw.w.hashMsg(m)
-			to.deliver(m)
-		})
+		nw.w.clock.push(departAt+nw.delay(), event{kind: evDeliver, msg: m})
 	}
+}
+
+// arrive delivers m unless a partition appeared while it was in flight.
+func (nw *network) arrive(m core.Message) {
+	if !nw.connected(m.From, m.To) {
+		return
+	}
+	to := nw.w.node(m.To)
+	if to == nil {
+		return // an id the simulator never started
+	}
+	nw.w.hashMsg(m)
+	to.deliver(m)
 }

@@ -224,18 +224,20 @@ func (n *node) restart() {
 }
 
 func (n *node) scheduleTick() {
-	epoch := n.epoch
-	n.w.clock.after(n.tickStep, func() {
-		if n.epoch != epoch || n.state != nodeUp {
-			return
-		}
-		if !n.paused {
-			n.rep.Node().Tick()
-			n.w.check(n.w.checker.Observe(n.rep.Node()))
-			n.schedule()
-		}
-		n.scheduleTick()
-	})
+	n.w.clock.push(n.w.clock.now+n.tickStep, event{kind: evTick, n: n, epoch: n.epoch})
+}
+
+// tick is the Raft clock's tick on the node's life epoch.
+func (n *node) tick(epoch int) {
+	if n.epoch != epoch || n.state != nodeUp {
+		return
+	}
+	if !n.paused {
+		n.rep.Node().Tick()
+		n.w.check(n.w.checker.Observe(n.rep.Node()))
+		n.schedule()
+	}
+	n.scheduleTick()
 }
 
 // endLife forgets everything of the node's process (a crash, or its stop

@@ -26,9 +26,20 @@ type pipeline struct {
 	snapQ   []*replica.PendingSnapshot
 	// A stage's event is scheduled (at most one per stage), and when
 	// the stage is free again (its last run's disk time).
-	loopSched, walSched, storeSched, snapSched bool
-	walBusy, storeBusy, snapBusy               int64
+	sched                        [numStages]bool
+	walBusy, storeBusy, snapBusy int64
 }
+
+// stage names one of a node's pipeline stages.
+type stage uint8
+
+const (
+	stageLoop stage = iota
+	stageWAL
+	stageStore
+	stageSnapshot
+	numStages
+)
 
 // pipelineTiming is how a node's stages are scheduled, drawn per node from
 // the seed: the delay before a stage takes its queue (goroutine wake-up),
@@ -54,30 +65,43 @@ func (n *node) takeCount(queued int) int {
 	return queued
 }
 
-// stageEvent schedules fn on the node's current life at time at; nothing
-// runs while the node is paused (resume kicks every stage again).
-func (n *node) stageEvent(at int64, sched *bool, fn func()) {
-	if *sched {
+// stageEvent schedules stage s's turn on the node's current life at time
+// at; nothing runs while the node is paused (resume kicks every stage
+// again).
+func (n *node) stageEvent(at int64, s stage) {
+	if n.pipe.sched[s] {
 		return
 	}
-	*sched = true
-	epoch := n.epoch
-	n.w.clock.at(at, func() {
-		if n.epoch != epoch {
-			return
-		}
-		*sched = false
-		if n.alive() {
-			n.sendDelay = 0
-			fn()
-		}
-	})
+	n.pipe.sched[s] = true
+	n.w.clock.push(at, event{kind: evStage, n: n, epoch: n.epoch, stage: s})
+}
+
+// runStage is stage s's turn, scheduled on the node's life epoch.
+func (n *node) runStage(epoch int, s stage) {
+	if n.epoch != epoch {
+		return
+	}
+	n.pipe.sched[s] = false
+	if !n.alive() {
+		return
+	}
+	n.sendDelay = 0
+	switch s {
+	case stageLoop:
+		n.runLoop()
+	case stageWAL:
+		n.runWAL()
+	case stageStore:
+		n.runStore()
+	case stageSnapshot:
+		n.runSnapshot()
+	}
 }
 
 // schedule asks the loop to take the replica's next batches.
 func (n *node) schedule() {
 	if n.alive() {
-		n.stageEvent(n.w.clock.now+n.stageDelay(), &n.pipe.loopSched, n.runLoop)
+		n.stageEvent(n.w.clock.now+n.stageDelay(), stageLoop)
 	}
 }
 
@@ -91,19 +115,19 @@ func (n *node) kickAll() {
 
 func (n *node) kickWAL() {
 	if p := &n.pipe; len(p.walQ) > 0 {
-		n.stageEvent(max(n.w.clock.now, p.walBusy)+n.stageDelay(), &p.walSched, n.runWAL)
+		n.stageEvent(max(n.w.clock.now, p.walBusy)+n.stageDelay(), stageWAL)
 	}
 }
 
 func (n *node) kickStore() {
 	if p := &n.pipe; len(p.storeQ) > 0 {
-		n.stageEvent(max(n.w.clock.now, p.storeBusy)+n.stageDelay(), &p.storeSched, n.runStore)
+		n.stageEvent(max(n.w.clock.now, p.storeBusy)+n.stageDelay(), stageStore)
 	}
 }
 
 func (n *node) kickSnapshots() {
 	if p := &n.pipe; len(p.snapQ) > 0 {
-		n.stageEvent(max(n.w.clock.now, p.snapBusy)+n.stageDelay(), &p.snapSched, n.runSnapshot)
+		n.stageEvent(max(n.w.clock.now, p.snapBusy)+n.stageDelay(), stageSnapshot)
 	}
 }
 
@@ -167,13 +191,17 @@ func (n *node) runWAL() {
 		return
 	}
 	n.noteDurable()
-	n.later(elapsed, func() {
-		for _, b := range persisted {
-			p.storeQ = append(p.storeQ, replica.StoreJob{Batch: b})
-		}
-		n.kickStore()
-	})
+	n.w.clock.push(n.w.clock.now+elapsed, event{kind: evWALDone, n: n, epoch: n.epoch, batches: persisted})
 	n.kickWAL()
+}
+
+// persisted hands batches whose fsync is over to the state machine stage.
+func (n *node) persisted(batches []*replica.Batch) {
+	p := &n.pipe
+	for _, b := range batches {
+		p.storeQ = append(p.storeQ, replica.StoreJob{Batch: b})
+	}
+	n.kickStore()
 }
 
 // runStore is the state machine stage's turn: apply what it takes from its
@@ -191,11 +219,14 @@ func (n *node) runStore() {
 		return
 	}
 	n.checkState()
-	n.later(elapsed, func() {
-		p.finishQ = append(p.finishQ, applied...)
-		n.schedule()
-	})
+	n.w.clock.push(n.w.clock.now+elapsed, event{kind: evStoreDone, n: n, epoch: n.epoch, batches: applied})
 	n.kickStore()
+}
+
+// applied hands batches whose state machine work is over back to the loop.
+func (n *node) applied(batches []*replica.Batch) {
+	n.pipe.finishQ = append(n.pipe.finishQ, batches...)
+	n.schedule()
 }
 
 // runSnapshot is the snapshot writer's turn: write the captured snapshot,

@@ -1,46 +1,79 @@
 package sim
 
-import "container/heap"
+import (
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
+)
 
-// event is something that happens at a virtual time. seq breaks ties in the
-// order events were scheduled, so the run never depends on heap internals.
+// eventKind says what an event does. The frequent events (messages, stage
+// turns, ticks, batches moving between stages) are plain data rather than
+// closures: a run schedules millions of them, and a closure per event was
+// the simulator's largest source of garbage.
+type eventKind uint8
+
+const (
+	evFunc      eventKind = iota // call fn
+	evDeliver                    // msg arrives at msg.To
+	evStage                      // node n takes its turn at stage
+	evTick                       // node n's Raft clock ticks
+	evWALDone                    // batches persisted by n's WAL stage reach its state machine stage
+	evStoreDone                  // batches applied by n's state machine stage reach its loop
+)
+
+// event is something that happens at a virtual time. The n-specific kinds
+// do nothing once the node's life (epoch) they were scheduled for is over.
 type event struct {
+	kind    eventKind
+	stage   stage
+	epoch   int
+	n       *node
+	fn      func()
+	msg     core.Message
+	batches []*replica.Batch
+}
+
+// slot orders one event in the agenda: by virtual time, then by the order
+// events were scheduled (seq), so the run never depends on heap internals.
+// It holds no pointers, so moving slots costs no write barriers.
+type slot struct {
 	at  int64
 	seq uint64
-	fn  func()
+	idx int32 // into clock.events
 }
 
-type eventQueue []*event
-
-func (q eventQueue) Len() int { return len(q) }
-func (q eventQueue) Less(i, j int) bool {
-	if q[i].at != q[j].at {
-		return q[i].at < q[j].at
-	}
-	return q[i].seq < q[j].seq
-}
-func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*event)) }
-func (q *eventQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return e
+func (a slot) before(b slot) bool {
+	return a.at < b.at || (a.at == b.at && a.seq < b.seq)
 }
 
-// clock is the simulator's virtual time and its agenda.
+// clock is the simulator's virtual time and its agenda: a 4-ary min-heap of
+// slots over a reused slab of events.
 type clock struct {
-	now int64
-	seq uint64
-	q   eventQueue
+	now    int64
+	seq    uint64
+	heap   []slot
+	events []event
+	free   []int32
+	w      *world
+}
+
+// push schedules e at virtual time t (never in the past).
+func (c *clock) push(t int64, e event) {
+	var idx int32
+	if k := len(c.free); k > 0 {
+		idx = c.free[k-1]
+		c.free = c.free[:k-1]
+		c.events[idx] = e
+	} else {
+		idx = int32(len(c.events))
+		c.events = append(c.events, e)
+	}
+	c.seq++
+	c.heap = append(c.heap, slot{at: max(t, c.now), seq: c.seq, idx: idx})
+	c.up(len(c.heap) - 1)
 }
 
 // at schedules fn at virtual time t (never in the past).
-func (c *clock) at(t int64, fn func()) {
-	c.seq++
-	heap.Push(&c.q, &event{at: max(t, c.now), seq: c.seq, fn: fn})
-}
+func (c *clock) at(t int64, fn func()) { c.push(t, event{kind: evFunc, fn: fn}) }
 
 // after schedules fn d microseconds from now.
 func (c *clock) after(d int64, fn func()) { c.at(c.now+d, fn) }
@@ -48,11 +81,82 @@ func (c *clock) after(d int64, fn func()) { c.at(c.now+d, fn) }
 // step runs the next event; false when nothing is left or the next event is
 // past until.
 func (c *clock) step(until int64) bool {
-	if len(c.q) == 0 || c.q[0].at > until {
+	if len(c.heap) == 0 || c.heap[0].at > until {
 		return false
 	}
-	e := heap.Pop(&c.q).(*event)
-	c.now = e.at
-	e.fn()
+	top := c.heap[0]
+	last := len(c.heap) - 1
+	c.heap[0] = c.heap[last]
+	c.heap = c.heap[:last]
+	if last > 0 {
+		c.down(0)
+	}
+	c.now = top.at
+	e := c.events[top.idx]
+	c.events[top.idx] = event{} // drop its references for the collector
+	c.free = append(c.free, top.idx)
+	c.w.fire(&e)
 	return true
+}
+
+func (c *clock) up(i int) {
+	h := c.heap
+	s := h[i]
+	for i > 0 {
+		parent := (i - 1) / 4
+		if !s.before(h[parent]) {
+			break
+		}
+		h[i] = h[parent]
+		i = parent
+	}
+	h[i] = s
+}
+
+func (c *clock) down(i int) {
+	h := c.heap
+	n := len(h)
+	s := h[i]
+	for {
+		first := 4*i + 1
+		if first >= n {
+			break
+		}
+		best := first
+		for j := first + 1; j < min(first+4, n); j++ {
+			if h[j].before(h[best]) {
+				best = j
+			}
+		}
+		if !h[best].before(s) {
+			break
+		}
+		h[i] = h[best]
+		i = best
+	}
+	h[i] = s
+}
+
+// fire runs one event.
+func (w *world) fire(e *event) {
+	switch e.kind {
+	case evFunc:
+		e.fn()
+	case evDeliver:
+		w.net.arrive(e.msg)
+	case evStage:
+		e.n.runStage(e.epoch, e.stage)
+	case evTick:
+		e.n.tick(e.epoch)
+	case evWALDone, evStoreDone:
+		n := e.n
+		if n.epoch != e.epoch || n.state != nodeUp {
+			return
+		}
+		if e.kind == evWALDone {
+			n.persisted(e.batches)
+		} else {
+			n.applied(e.batches)
+		}
+	}
 }

@@ -199,6 +199,7 @@ func newWorld(opts Options) (*world, Result) {
 		digests: map[uint64]uint64{}, applied: map[sessionSeq]appliedWrite{}, trace: fnv.New64a(), nemesisRng: nemesisRng,
 		keys: 2 + cfgRng.IntN(6), snapshotEvery: uint64(20 + cfgRng.IntN(200)), pipeRng: pipeRng,
 	}
+	w.clock.w = w
 	if opts.Faults != nil {
 		w.faults = *opts.Faults
 	} else {

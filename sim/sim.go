@@ -9,10 +9,9 @@ package sim
 import (
 	"encoding/binary"
 	"fmt"
-	"hash"
-	"hash/fnv"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -134,9 +133,11 @@ type world struct {
 	lastLeader                   core.NodeID
 	lastTerm                     uint64
 
-	trace hash.Hash64
-	log   []string
-	err   error
+	trace fnv64a
+	// scratch is reused to hash a message or reply without allocating.
+	scratch []byte
+	log     []string
+	err     error
 }
 
 // Run simulates one seed. It reads no clock and writes no file: the
@@ -161,7 +162,7 @@ func Run(opts Options) Result {
 	res.SnapshotsSent = w.snapshotsSent
 	res.Pipeline = w.pipeStats
 	res.SimTime = time.Duration(w.clock.now) * time.Microsecond
-	res.TraceHash = w.trace.Sum64()
+	res.TraceHash = uint64(w.trace)
 	res.Err = w.err
 	w.resolveUnknown()
 	res.History = w.rec.History()
@@ -196,7 +197,7 @@ func newWorld(opts Options) (*world, Result) {
 	}
 	w := &world{
 		seed: opts.Seed, checker: core.NewChecker(), rec: lin.NewRecorder(),
-		digests: map[uint64]uint64{}, applied: map[sessionSeq]appliedWrite{}, trace: fnv.New64a(), nemesisRng: nemesisRng,
+		digests: map[uint64]uint64{}, applied: map[sessionSeq]appliedWrite{}, trace: fnvOffset, nemesisRng: nemesisRng,
 		keys: 2 + cfgRng.IntN(6), snapshotEvery: uint64(20 + cfgRng.IntN(200)), pipeRng: pipeRng,
 	}
 	w.clock.w = w
@@ -436,18 +437,18 @@ func stateDigest(s kvstore.Store) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	h := fnv.New64a()
+	h := fnvOffset
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], s.Revision())
-	h.Write(b[:])
+	h.add(b[:])
 	for _, kv := range rr.Entries {
-		h.Write(kv.Key)
-		h.Write([]byte{0})
-		h.Write(kv.Value)
+		h.add(kv.Key)
+		h.add([]byte{0})
+		h.add(kv.Value)
 		binary.LittleEndian.PutUint64(b[:], kv.Version)
-		h.Write(b[:])
+		h.add(b[:])
 	}
-	return h.Sum64(), nil
+	return uint64(h), nil
 }
 
 func (w *world) check(err error) {
@@ -467,7 +468,7 @@ const maxLogLines = 200_000
 
 func (w *world) logf(format string, a ...any) {
 	line := fmt.Sprintf("%12.6fs ", float64(w.clock.now)/1e6) + fmt.Sprintf(format, a...)
-	w.trace.Write([]byte(line))
+	w.trace.add([]byte(line))
 	if len(w.log) < maxLogLines {
 		w.log = append(w.log, line)
 	}
@@ -482,10 +483,41 @@ func (w *world) hashMsg(m core.Message) {
 	binary.LittleEndian.PutUint64(b[24:], m.Index)
 	binary.LittleEndian.PutUint64(b[32:], m.Commit)
 	binary.LittleEndian.PutUint64(b[40:], uint64(len(m.Entries)))
-	w.trace.Write(b[:])
+	w.trace.add(b[:])
 }
 
+// hashReply hashes a reply as the text "now rID refused unknown definite
+// status version found version" (as fmt's %d and %v print them), without
+// fmt: it runs for every reply.
 func (w *world) hashReply(id uint64, rp reply) {
-	fmt.Fprintf(w.trace, "%d r%d %v %v %v %d %d %v %d", w.clock.now, id, rp.refused, rp.unknown, rp.definite,
-		rp.result.Status, rp.result.Version, rp.get.Found, rp.get.Version)
+	b := strconv.AppendInt(w.scratch[:0], w.clock.now, 10)
+	b = append(b, " r"...)
+	b = strconv.AppendUint(b, id, 10)
+	for _, f := range [...]bool{rp.refused, rp.unknown, rp.definite} {
+		b = strconv.AppendBool(append(b, ' '), f)
+	}
+	b = strconv.AppendInt(append(b, ' '), int64(rp.result.Status), 10)
+	b = strconv.AppendUint(append(b, ' '), rp.result.Version, 10)
+	b = strconv.AppendBool(append(b, ' '), rp.get.Found)
+	b = strconv.AppendUint(append(b, ' '), rp.get.Version, 10)
+	w.trace.add(b)
+	w.scratch = b
+}
+
+// fnv64a is the trace hash: 64-bit FNV-1a, as hash/fnv computes it, kept
+// as a value so that hashing a stack buffer does not move it to the heap.
+type fnv64a uint64
+
+const (
+	fnvOffset fnv64a = 14695981039346656037
+	fnvPrime         = 1099511628211
+)
+
+func (h *fnv64a) add(b []byte) {
+	v := *h
+	for _, c := range b {
+		v ^= fnv64a(c)
+		v *= fnvPrime
+	}
+	*h = v
 }

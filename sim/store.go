@@ -3,10 +3,9 @@ package sim
 import (
 	"fmt"
 
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
-	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // sessionSeq names one client write: its exactly-once session and number.
@@ -35,15 +34,14 @@ func (s recordingStore) Apply(entries []kvstore.Entry) ([]kvstore.Result, error)
 	if err != nil {
 		return results, err
 	}
-	var cmd kvpb.Command
 	for i, e := range entries {
 		if e.Index <= before || len(e.Data) == 0 {
 			continue
 		}
-		if proto.Unmarshal(e.Data, &cmd) != nil || cmd.ClientId == 0 || results[i].Duplicate {
+		k, ok := sessionOf(e.Data)
+		if !ok || k.session == 0 || results[i].Duplicate {
 			continue
 		}
-		k := sessionSeq{cmd.ClientId, cmd.Seq}
 		r := results[i]
 		if prev, ok := s.w.applied[k]; ok {
 			if prev.result.Status != r.Status || prev.result.Version != r.Version || prev.result.Existed != r.Existed {
@@ -56,3 +54,39 @@ func (s recordingStore) Apply(entries []kvstore.Entry) ([]kvstore.Result, error)
 	}
 	return results, nil
 }
+
+// sessionOf reads a command's session and sequence number (kvpb.Command's
+// client_id and seq) without decoding the rest: it runs for every applied
+// entry on every node. False if the command is not well-formed protobuf.
+func sessionOf(data []byte) (sessionSeq, bool) {
+	var k sessionSeq
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 {
+			return k, false
+		}
+		data = data[n:]
+		if typ == protowire.VarintType && (num == fieldClientID || num == fieldSeq) {
+			v, m := protowire.ConsumeVarint(data)
+			if m < 0 {
+				return k, false
+			}
+			if num == fieldClientID {
+				k.session = v
+			} else {
+				k.seq = v
+			}
+			n = m
+		} else if n = protowire.ConsumeFieldValue(num, typ, data); n < 0 {
+			return k, false
+		}
+		data = data[n:]
+	}
+	return k, true
+}
+
+// The field numbers of kvpb.Command that sessionOf reads (kvstore.proto).
+const (
+	fieldClientID = 1
+	fieldSeq      = 2
+)

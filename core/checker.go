@@ -21,8 +21,11 @@ type Checker struct {
 	leaders   map[uint64]NodeID
 	votes     map[termVote]NodeID
 	committed []digest // committed[i-1] is the entry committed at index i
-	positions map[position]posDigest
-	nodes     map[NodeID]*nodeWatch
+	// committedBy[i-1] is the term of the node first seen with index i
+	// committed: the term in which it was committed, or a later one.
+	committedBy []uint64
+	positions   map[position]posDigest
+	nodes       map[NodeID]*nodeWatch
 }
 
 type termVote struct {
@@ -180,6 +183,7 @@ func (c *Checker) checkCommitted(r *raft, w *nodeWatch) error {
 			}
 		case int(i) == len(c.committed)+1:
 			c.committed = append(c.committed, d)
+			c.committedBy = append(c.committedBy, r.term)
 		default:
 			// A gap: the node learned a commit beyond what anyone recorded
 			// (e.g. after a snapshot). Record it once the prefix is known.
@@ -202,8 +206,13 @@ func (c *Checker) checkLeader(r *raft, w *nodeWatch) error {
 			return fmt.Errorf("leader append-only violated: leader %d overwrote index %d", r.id, w.leaderLast)
 		}
 	} else {
-		// Newly elected: it must hold every entry committed so far.
+		// Newly elected: it must hold every entry committed in an earlier
+		// term. (A leader of an older term, elected on votes that reached
+		// it late, may lack what later terms committed; it cannot commit.)
 		for i := l.firstIndex(); i <= uint64(len(c.committed)); i++ {
+			if c.committedBy[i-1] >= r.term {
+				continue
+			}
 			t, ok := l.term(i)
 			if !ok || t != c.committed[i-1].term {
 				return fmt.Errorf("leader completeness violated: leader %d of term %d lacks committed entry %d", r.id, r.term, i)

@@ -11,6 +11,17 @@ import (
 // storage, a message queue the test controls, and a state machine that is a
 // running hash of what it applied. Unit, property and benchmark tests build
 // on it.
+//
+// Each node's Readys go through a pipeline shaped like the server's: take
+// the Ready (its Messages leave at once), persist it (then its
+// MessagesAfterPersist leave), apply it, Advance. Every stage runs the
+// batches in Ready order, and a batch enters a stage only after the one
+// before it; several batches may be in flight, and Step, Propose, ReadIndex
+// and Tick happen between any two stages. readyNode runs one Ready through
+// all the stages at once; the pipelined property tests run the stages as
+// separate steps. The release points are checked where they happen: a
+// message that waited for durability against what is durable, a read
+// against the applied index, a leader's own match against its stable log.
 
 // stable is a node's durable storage: exactly what its Readys asked to
 // persist, plus the state machine bytes of its latest snapshot.
@@ -23,6 +34,25 @@ type stable struct {
 
 func (s *stable) state() PersistentState {
 	return PersistentState{HardState: s.hs, Snapshot: s.snap, Entries: slices.Clone(s.ents)}
+}
+
+// lastIndex is the index of the last durable entry.
+func (s *stable) lastIndex() uint64 {
+	if s.snap == nil {
+		return 0
+	}
+	return s.snap.Index + uint64(len(s.ents))
+}
+
+// term is the term of the durable entry at i, if there is one.
+func (s *stable) term(i uint64) (uint64, bool) {
+	switch {
+	case s.snap == nil || i < s.snap.Index || i > s.lastIndex():
+		return 0, false
+	case i == s.snap.Index:
+		return s.snap.Term, true
+	}
+	return s.ents[i-s.snap.Index-1].Term, true
 }
 
 func (s *stable) persist(rd Ready) {
@@ -62,16 +92,49 @@ func (s smState) apply(e Entry) smState {
 	return s
 }
 
+// batch is one Ready on its way through a node's pipeline.
+type batch struct {
+	rd        Ready
+	persisted bool
+	applied   bool
+	// snapData is the state machine of rd.Snapshot, stored with it.
+	snapData smState
+	// smAfter is the state machine once this batch is applied.
+	smAfter smState
+}
+
+// maxBatchesInFlight is how many Readys a node may have taken and not yet
+// advanced: the server's bound (replica.DefaultMaxInflight).
+const maxBatchesInFlight = 256
+
+// servedRead is a read released to its client, with the state machine's
+// applied index at that moment.
+type servedRead struct {
+	ReadState
+	applied uint64
+}
+
 type testNode struct {
 	node  *Node
 	store stable
 	sm    smState
+	// advanced is the state machine as of the node's applied index (the
+	// last batch advanced): what a snapshot of the node captures.
+	advanced smState
 	// incoming holds state machine data that arrived with a MsgSnap.
 	incoming map[uint64]smState
-	reads    []ReadState
+	// inflight holds the batches taken and not yet advanced, oldest first.
+	inflight []*batch
+	// waiting holds read states handed out whose index is not applied yet;
+	// reads the ones served.
+	waiting []ReadState
+	reads   []servedRead
 	// snaps holds this node's own snapshots, by index, for sending.
 	snaps map[uint64]smState
 	down  bool
+	// stalled: the node's clock stops and messages to it wait in the queue
+	// (a process pause, a congested link), as opposed to being lost.
+	stalled bool
 }
 
 type cluster struct {
@@ -93,6 +156,17 @@ type cluster struct {
 	// rewrite, if set, may alter a message in flight (as a network that cut
 	// an append short would).
 	rewrite func(*Message)
+	// overlap counts what the pipeline did, so tests can show that batches
+	// really overlapped.
+	overlap overlapStats
+}
+
+type overlapStats struct {
+	// maxInflight is the most batches one node had in flight at once.
+	maxInflight int
+	// steps counts inputs (messages, ticks) given to a node while it had a
+	// batch taken and not yet advanced.
+	steps int
 }
 
 func newCluster(n int, seed uint64, tweak func(*Config)) (*cluster, error) {
@@ -167,41 +241,133 @@ func (c *cluster) ready() error {
 	return nil
 }
 
-func (c *cluster) readyNode(id NodeID) error { return c.readyNodeCrashing(id, false) }
+// readyNode finishes whatever node id has in flight, then runs its next
+// Ready through every stage at once.
+func (c *cluster) readyNode(id NodeID) error {
+	if err := c.drainNode(id); err != nil {
+		return err
+	}
+	if !c.takeReady(id) {
+		return nil
+	}
+	return c.drainNode(id)
+}
 
 // readyNodeCrashing processes a Ready; with crash set, the node dies right
 // after sending the messages that may leave early, before persisting.
 func (c *cluster) readyNodeCrashing(id NodeID, crash bool) error {
+	if !crash {
+		return c.readyNode(id)
+	}
+	if c.takeReady(id) {
+		c.crash(id)
+	}
+	return nil
+}
+
+// drainNode runs every batch node id has in flight through the remaining
+// stages, in order.
+func (c *cluster) drainNode(id NodeID) error {
 	tn := c.nodes[id]
-	if tn.down || !tn.node.HasReady() {
-		return nil
+	for !tn.down && len(tn.inflight) > 0 {
+		if err := c.persistNext(id); err != nil {
+			return err
+		}
+		if err := c.applyNext(id); err != nil {
+			return err
+		}
+		if err := c.advanceNext(id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// takeReady is the first stage: it takes node id's next Ready, sends the
+// messages that may leave before anything is durable, and queues the batch.
+// It reports whether there was one.
+func (c *cluster) takeReady(id NodeID) bool {
+	tn := c.nodes[id]
+	if tn.down || len(tn.inflight) >= maxBatchesInFlight || !tn.node.HasReady() {
+		return false
 	}
 	rd := tn.node.Ready()
 	if c.trace != nil {
 		c.trace(id, rd)
 	}
 	c.enqueue(rd.Messages)
-	if crash {
-		c.crash(id)
+	tn.waiting = append(tn.waiting, rd.ReadStates...)
+	tn.inflight = append(tn.inflight, &batch{rd: rd})
+	c.overlap.maxInflight = max(c.overlap.maxInflight, len(tn.inflight))
+	return true
+}
+
+// persistNext makes node id's oldest unpersisted batch durable, then sends
+// the messages that waited for it.
+func (c *cluster) persistNext(id NodeID) error {
+	tn := c.nodes[id]
+	k := slices.IndexFunc(tn.inflight, func(b *batch) bool { return !b.persisted })
+	if tn.down || k < 0 {
 		return nil
 	}
-	tn.store.persist(rd)
-	if rd.Snapshot != nil && rd.Snapshot.Index > 0 {
-		data, ok := tn.incoming[rd.Snapshot.Index]
+	b := tn.inflight[k]
+	tn.store.persist(b.rd)
+	if s := b.rd.Snapshot; s != nil && s.Index > 0 {
+		data, ok := tn.incoming[s.Index]
 		if !ok {
-			return fmt.Errorf("node %d: snapshot %d installed without its data", id, rd.Snapshot.Index)
+			return fmt.Errorf("node %d: snapshot %d installed without its data", id, s.Index)
 		}
-		tn.sm = data
+		b.snapData = data
 		tn.store.snapData = data
-		tn.snaps[rd.Snapshot.Index] = data
+		tn.snaps[s.Index] = data
 	}
-	for _, m := range rd.MessagesAfterPersist {
+	b.persisted = true
+	for _, m := range b.rd.MessagesAfterPersist {
+		if err := checkPromise(&tn.store, m); err != nil {
+			return fmt.Errorf("node %d: %w", id, err)
+		}
 		if err := c.checker.ObserveSent(m); err != nil {
 			return err
 		}
 	}
-	c.enqueue(rd.MessagesAfterPersist)
-	for _, e := range rd.CommittedEntries {
+	c.enqueue(b.rd.MessagesAfterPersist)
+	return nil
+}
+
+// checkPromise is the release point of a message that had to wait for
+// durability: what it promises must be on stable storage when it leaves. A
+// granted vote needs the vote; an acknowledged append needs the entries,
+// unless a later term (in the same write) has already replaced them, as it
+// could have on a node that wrote the ack and then the newer entries.
+func checkPromise(st *stable, m Message) error {
+	switch {
+	case m.Reject:
+	case m.Type == MsgVoteResp:
+		if st.hs.Term < m.Term || (st.hs.Term == m.Term && st.hs.Vote != m.To) {
+			return fmt.Errorf("vote for %d in term %d sent, but the durable hard state is %+v", m.To, m.Term, st.hs)
+		}
+	case m.Type == MsgAppResp:
+		if st.hs.Term < m.Term || (st.hs.Term == m.Term && st.lastIndex() < m.Index) {
+			return fmt.Errorf("append to %d acknowledged in term %d, but the durable log ends at %d in term %d",
+				m.Index, m.Term, st.lastIndex(), st.hs.Term)
+		}
+	}
+	return nil
+}
+
+// applyNext applies node id's oldest unapplied batch, if it is persisted,
+// and serves the reads whose index the state machine has now reached.
+func (c *cluster) applyNext(id NodeID) error {
+	tn := c.nodes[id]
+	k := slices.IndexFunc(tn.inflight, func(b *batch) bool { return !b.applied })
+	if tn.down || k < 0 || !tn.inflight[k].persisted {
+		return nil
+	}
+	b := tn.inflight[k]
+	if s := b.rd.Snapshot; s != nil && s.Index > 0 {
+		tn.sm = b.snapData
+	}
+	for _, e := range b.rd.CommittedEntries {
 		if e.Index != tn.sm.index+1 {
 			return fmt.Errorf("node %d: applying %d after %d", id, e.Index, tn.sm.index)
 		}
@@ -211,9 +377,75 @@ func (c *cluster) readyNodeCrashing(id NodeID, crash bool) error {
 		}
 		c.applied[e.Index] = tn.sm.hash
 	}
-	tn.reads = append(tn.reads, rd.ReadStates...)
-	tn.node.Advance(rd)
-	return c.checker.Observe(tn.node)
+	b.applied = true
+	b.smAfter = tn.sm
+	c.serveReads(tn)
+	return nil
+}
+
+// serveReads releases the waiting reads whose index is applied: the release
+// point of a read.
+func (c *cluster) serveReads(tn *testNode) {
+	n := 0
+	for _, rs := range tn.waiting {
+		if rs.Index <= tn.sm.index {
+			tn.reads = append(tn.reads, servedRead{ReadState: rs, applied: tn.sm.index})
+			continue
+		}
+		tn.waiting[n] = rs
+		n++
+	}
+	tn.waiting = tn.waiting[:n]
+}
+
+// advanceNext tells node id that its oldest batch is done, if it is
+// applied.
+func (c *cluster) advanceNext(id NodeID) error {
+	tn := c.nodes[id]
+	if tn.down || len(tn.inflight) == 0 || !tn.inflight[0].applied {
+		return nil
+	}
+	b := tn.inflight[0]
+	tn.inflight = tn.inflight[1:]
+	tn.node.Advance(b.rd)
+	tn.advanced = b.smAfter
+	return c.observe(id)
+}
+
+// observe checks node id after an input: the Checker's invariants, and that
+// a leader counts itself for commit only with entries it has made durable.
+func (c *cluster) observe(id NodeID) error {
+	tn := c.nodes[id]
+	if len(tn.inflight) > 0 {
+		c.overlap.steps++
+	}
+	if err := c.checker.Observe(tn.node); err != nil {
+		return err
+	}
+	return checkDurableMatch(tn)
+}
+
+// checkDurableMatch is the release point of a leader's own acknowledgement:
+// its Match (what it counts towards a commit for itself) must be on its
+// stable storage, the very entry it holds at that index.
+func checkDurableMatch(tn *testNode) error {
+	if tn.down {
+		return nil
+	}
+	s := tn.node.Status()
+	k := slices.IndexFunc(s.Progress, func(p PeerProgress) bool { return p.ID == s.ID })
+	if k < 0 || s.Progress[k].Match == 0 {
+		return nil
+	}
+	match := s.Progress[k].Match
+	durable, ok := tn.store.term(match)
+	if !ok {
+		return fmt.Errorf("leader %d: own match %d beyond its durable log (last index %d)", s.ID, match, tn.store.lastIndex())
+	}
+	if t, err := tn.node.Term(match); err == nil && t != durable {
+		return fmt.Errorf("leader %d: own match %d has term %d in its log but %d on stable storage", s.ID, match, t, durable)
+	}
+	return nil
 }
 
 func (c *cluster) enqueue(ms []Message) {
@@ -226,11 +458,38 @@ func (c *cluster) enqueue(ms []Message) {
 	}
 }
 
-// deliver hands message k of the queue to its recipient.
+// deliver hands message k of the queue to its recipient, unless that one
+// is stalled.
 func (c *cluster) deliver(k int) error {
 	m := c.queue[k]
+	if c.held(m) {
+		return nil
+	}
 	c.queue = append(c.queue[:k], c.queue[k+1:]...)
 	return c.deliverMsg(m)
+}
+
+// burst delivers everything queued now, in order, but what waits for a
+// stalled node.
+func (c *cluster) burst() error {
+	q := c.queue
+	c.queue = nil
+	for i, m := range q {
+		if c.held(m) {
+			c.queue = append(c.queue, m)
+			continue
+		}
+		if err := c.deliverMsg(m); err != nil {
+			c.queue = append(c.queue, q[i+1:]...)
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *cluster) held(m Message) bool {
+	to := c.nodes[m.To]
+	return to != nil && to.stalled && !to.down
 }
 
 // lost tells the sender of a snapshot that it did not arrive, as a real
@@ -267,7 +526,7 @@ func (c *cluster) deliverMsg(m Message) error {
 		// The stream finished: the runtime reports it, ack or no ack.
 		from.node.ReportSnapshot(m.To, true)
 	}
-	return c.checker.Observe(to.node)
+	return c.observe(m.To)
 }
 
 // deliverAll delivers queued messages (and processes Readys) until the
@@ -289,11 +548,11 @@ func (c *cluster) deliverAll(limit int) error {
 
 func (c *cluster) tick(id NodeID) error {
 	tn := c.nodes[id]
-	if tn.down {
+	if tn.down || tn.stalled {
 		return nil
 	}
 	tn.node.Tick()
-	return c.checker.Observe(tn.node)
+	return c.observe(id)
 }
 
 func (c *cluster) tickAll() error {
@@ -345,10 +604,12 @@ func (c *cluster) electLeader() (NodeID, error) {
 	return c.leader(), err
 }
 
-// crash stops a node: whatever it had not persisted is gone.
+// crash stops a node: whatever it had not persisted is gone, and so are
+// the batches in its pipeline and the reads it had not served.
 func (c *cluster) crash(id NodeID) {
 	tn := c.nodes[id]
 	tn.down = true
+	tn.inflight, tn.waiting = nil, nil
 	tn.snaps = map[uint64]smState{}
 	if tn.store.snap != nil && tn.store.snap.Index > 0 {
 		tn.snaps[tn.store.snap.Index] = tn.store.snapData
@@ -370,31 +631,33 @@ func (c *cluster) restart(id NodeID) error {
 		return err
 	}
 	tn.node = nd
-	tn.down = false
+	tn.down, tn.stalled = false, false
+	tn.advanced = tn.sm
 	c.checker.Restarted(id)
-	return c.checker.Observe(nd)
+	return c.observe(id)
 }
 
-// snapshot has node id capture its state machine and compact its log.
+// snapshot has node id capture its state machine as of its applied index
+// and compact its log.
 func (c *cluster) snapshot(id NodeID) error {
 	tn := c.nodes[id]
 	applied := tn.node.Status().Applied
 	if tn.down || applied <= tn.node.r.log.snap.Index {
 		return nil
 	}
-	if tn.sm.index != applied {
-		return fmt.Errorf("node %d: state machine at %d, node says applied %d", id, tn.sm.index, applied)
+	if tn.advanced.index != applied {
+		return fmt.Errorf("node %d: state machine advanced to %d, node says applied %d", id, tn.advanced.index, applied)
 	}
 	meta, err := tn.node.SnapshotTaken(applied)
 	if err != nil {
 		return err
 	}
-	tn.snaps[meta.Index] = tn.sm
+	tn.snaps[meta.Index] = tn.advanced
 	// The snapshot is durable, and the log it replaces can go.
 	drop := min(int(meta.Index-tn.store.snap.Index), len(tn.store.ents))
 	tn.store.ents = slices.Clone(tn.store.ents[drop:])
 	tn.store.snap = &meta
-	tn.store.snapData = tn.sm
+	tn.store.snapData = tn.advanced
 	return nil
 }
 
@@ -407,7 +670,13 @@ func (c *cluster) isolate(id NodeID) {
 	}
 }
 
-func (c *cluster) heal() { c.cut = make(map[NodeID]map[NodeID]bool) }
+// heal reconnects every link and resumes every stalled node.
+func (c *cluster) heal() {
+	c.cut = make(map[NodeID]map[NodeID]bool)
+	for _, tn := range c.nodes {
+		tn.stalled = false
+	}
+}
 
 func (c *cluster) setCut(from, to NodeID, v bool) {
 	if c.cut[from] == nil {
@@ -435,4 +704,14 @@ func (c *cluster) committedEverywhere(index uint64) bool {
 		}
 	}
 	return true
+}
+
+// checkDurableMatches runs checkDurableMatch on every node.
+func (c *cluster) checkDurableMatches() error {
+	for _, id := range c.ids {
+		if err := checkDurableMatch(c.nodes[id]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

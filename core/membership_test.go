@@ -169,6 +169,81 @@ func TestUncommittedChangeUndoneWhenTruncated(t *testing.T) {
 	require.Equal(t, []NodeID{1, 2, 3}, c.node(old).Conf().Voters)
 }
 
+// A node takes its membership from the latest configuration entry in its
+// log, committed or not — also when it restarts from stable storage, where
+// the snapshot still holds an older membership.
+func TestRestartTakesMembershipFromLatestConfEntry(t *testing.T) {
+	confEnt := func(i uint64, cc ConfChange, conf ConfState) Entry {
+		return Entry{Index: i, Term: 1, Type: EntryConfChange, Data: confEntry{Change: cc, Result: conf}.encode()}
+	}
+	withLearner := ConfState{Voters: peers(3), Learners: []NodeID{4}}
+	log := []Entry{
+		{Index: 1, Term: 1, Data: []byte("a")},
+		confEnt(2, ConfChange{Type: ConfAddLearner, Node: 4}, withLearner),
+		{Index: 3, Term: 1, Data: []byte("b")},
+		confEnt(4, ConfChange{Type: ConfPromote, Node: 4}, ConfState{Voters: peers(4)}),
+	}
+	for _, tc := range []struct {
+		name       string
+		last       int
+		commit     uint64
+		want       ConfState
+		candidates []NodeID // whom it asks for votes when it campaigns
+	}{
+		{"learner added, uncommitted", 3, 1, withLearner, []NodeID{2, 3}},
+		{"learner added, committed", 3, 3, withLearner, []NodeID{2, 3}},
+		{"promoted, uncommitted", 4, 3, ConfState{Voters: peers(4)}, []NodeID{2, 3, 4}},
+		{"promoted, committed", 4, 4, ConfState{Voters: peers(4)}, []NodeID{2, 3, 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := PersistentState{
+				HardState: HardState{Term: 1, Commit: tc.commit},
+				Snapshot:  &SnapshotMeta{Conf: ConfState{Voters: peers(3)}},
+				Entries:   slices.Clone(log[:tc.last]),
+			}
+			n, err := NewNode(Config{ID: 1, Seed: 1}, st)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, n.Conf())
+			for i := 0; i < 100 && n.Status().Role == Follower; i++ {
+				n.Tick()
+			}
+			var asked []NodeID
+			for _, m := range only(t, drain(n), MsgPreVote) {
+				asked = append(asked, m.To)
+			}
+			slices.Sort(asked)
+			require.Equal(t, tc.candidates, asked)
+		})
+	}
+}
+
+// The same through a crash: a follower that stored a removal its leader
+// proposed, and crashed before learning that it committed, comes back
+// from its stable storage with the removal in force.
+func TestRestartedFollowerKeepsUncommittedRemoval(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	f := c.ids[slices.IndexFunc(c.ids, func(id NodeID) bool { return id != lead })]
+	gone := c.ids[slices.IndexFunc(c.ids, func(id NodeID) bool { return id != lead && id != f })]
+	i, err := c.changeConf(ConfRemove, gone)
+	require.NoError(t, err)
+	require.NoError(t, c.readyNode(lead))
+	for k := 0; k < len(c.queue); {
+		if m := c.queue[k]; m.To != f || m.Type != MsgApp {
+			k++
+			continue
+		}
+		require.NoError(t, c.deliver(k))
+	}
+	require.NoError(t, c.readyNode(f))
+	require.Less(t, c.node(f).HardState().Commit, i, "the removal must still be uncommitted on the follower")
+	c.crash(f)
+	require.NoError(t, c.restart(f))
+	require.Equal(t, ConfState{Voters: sortedIDs([]NodeID{lead, f})}, c.node(f).Conf())
+}
+
 func TestRemoveLeaderHandsOver(t *testing.T) {
 	c, err := newCluster(3, 1, nil)
 	require.NoError(t, err)

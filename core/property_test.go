@@ -2,10 +2,13 @@ package core
 
 import (
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 )
@@ -13,14 +16,82 @@ import (
 // The property tests drive whole clusters through random schedules: ticks,
 // message delivery in any order, loss, duplication, partitions, crashes
 // that lose everything not persisted, snapshots, reads, transfers. After
-// every step the Checker verifies Raft's safety properties; every released
-// read must cover every write committed before it was asked for; and at the
-// end, once the network heals, the cluster must elect a leader and commit.
-// `make test` runs them with RAPID_CHECKS schedules each.
+// every step the Checker verifies Raft's safety properties, and the release
+// points hold: a read is served only at or below the applied index and
+// covers every write committed before it was asked for; a leader counts
+// only its durable entries as its own match; a vote or an acknowledgement
+// leaves only once what it promises is durable. At the end, once the
+// network heals, the cluster must elect a leader and commit.
+//
+// Each test runs in two modes. Atomic: a node's Ready is persisted, applied
+// and advanced in one step. Pipelined: like the server, taking a Ready,
+// persisting it, applying it and advancing are separate steps, several
+// batches may be in flight per node, and anything else (messages, ticks,
+// proposals, reads, crashes) happens in between.
+//
+// `make test` runs them with RAPID_CHECKS schedules each; with
+// KEYVAL_PROPERTY_BUDGET set (a duration such as 20s), each test keeps
+// drawing fresh schedules, RAPID_CHECKS at a time, until the budget is spent.
 
-func TestPropertyCluster3(t *testing.T) { rapid.Check(t, func(rt *rapid.T) { runSchedule(rt, 3) }) }
+func TestPropertyCluster3(t *testing.T) { checkSchedules(t, 3, atomic) }
 
-func TestPropertyCluster5(t *testing.T) { rapid.Check(t, func(rt *rapid.T) { runSchedule(rt, 5) }) }
+func TestPropertyCluster5(t *testing.T) { checkSchedules(t, 5, atomic) }
+
+func TestPropertyCluster3Pipelined(t *testing.T) { checkSchedules(t, 3, pipelined) }
+
+func TestPropertyCluster5Pipelined(t *testing.T) { checkSchedules(t, 5, pipelined) }
+
+// pipelineMode says how a schedule runs each node's Readys.
+type pipelineMode bool
+
+const (
+	atomic    pipelineMode = false
+	pipelined pipelineMode = true
+)
+
+// budgetVar names the environment variable with the time each property test
+// may spend drawing schedules beyond the first RAPID_CHECKS.
+const budgetVar = "KEYVAL_PROPERTY_BUDGET"
+
+func checkSchedules(t *testing.T, size int, mode pipelineMode) {
+	budget, err := propertyBudget()
+	if err != nil {
+		t.Fatal(err)
+	}
+	schedules := 0
+	prop := func(rt *rapid.T) {
+		schedules++
+		runSchedule(rt, size, mode)
+	}
+	start := time.Now()
+	rapid.Check(t, prop)
+	// Another round draws a fresh base seed, unless one is pinned (then it
+	// would only repeat the same schedules).
+	for !pinnedSeed() && time.Since(start) < budget {
+		rapid.Check(t, prop)
+	}
+	t.Logf("%d schedules in %v", schedules, time.Since(start).Round(time.Millisecond))
+}
+
+func propertyBudget() (time.Duration, error) {
+	v := os.Getenv(budgetVar)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: %w", budgetVar, v, err)
+	}
+	return d, nil
+}
+
+// pinnedSeed reports whether rapid was given a seed (-rapid.seed or
+// RAPID_SEED) or a fail file to replay.
+func pinnedSeed() bool {
+	// The flags' defaults come from RAPID_SEED and RAPID_FAILFILE.
+	seed, file := flag.Lookup("rapid.seed"), flag.Lookup("rapid.failfile")
+	return (seed != nil && seed.Value.String() != "0") || (file != nil && file.Value.String() != "")
+}
 
 type readProbe struct {
 	// minIndex is the highest commit index any node knew when the read was
@@ -28,7 +99,9 @@ type readProbe struct {
 	minIndex uint64
 }
 
-func runSchedule(rt *rapid.T, size int) {
+// runSchedule runs one random schedule and returns its cluster, for tests
+// that look at what the schedule did.
+func runSchedule(rt *rapid.T, size int, mode pipelineMode) *cluster {
 	preVote := rapid.Bool().Draw(rt, "preVote")
 	checkQuorum := rapid.Bool().Draw(rt, "checkQuorum")
 	smallMsgs := rapid.Bool().Draw(rt, "smallMsgs")
@@ -66,6 +139,9 @@ func runSchedule(rt *rapid.T, size int) {
 				if rs.Index < p.minIndex {
 					rt.Fatalf("node %d: read %q released at %d, but %d was committed before it was asked", id, rs.Context, rs.Index, p.minIndex)
 				}
+				if rs.applied < rs.Index {
+					rt.Fatalf("node %d: read %q at %d served with only %d applied", id, rs.Context, rs.Index, rs.applied)
+				}
 			}
 			tn.reads = nil
 		}
@@ -97,9 +173,7 @@ func runSchedule(rt *rapid.T, size int) {
 			}
 		case a < 38:
 			// A burst: everything queued now arrives, in order.
-			for k := len(c.queue); k > 0 && err == nil; k-- {
-				err = c.deliver(0)
-			}
+			err = c.burst()
 		case a < 41:
 			if len(c.queue) > 0 {
 				k := intn(0, len(c.queue)-1)
@@ -119,6 +193,8 @@ func runSchedule(rt *rapid.T, size int) {
 			}
 		case a < 52:
 			err = c.tick(pick("tick"))
+		case a < 70 && mode == pipelined:
+			err = pipelineStep(c, rng)
 		case a < 70:
 			err = c.ready()
 		case a < 73:
@@ -136,9 +212,15 @@ func runSchedule(rt *rapid.T, size int) {
 				}
 			}
 		case a < 87:
-			if rng.IntN(2) == 0 {
+			switch rng.IntN(4) {
+			case 0:
 				c.heal()
-			} else {
+			case 1:
+				// A pause: a stalled leader that resumes and answers from
+				// stale state is the classic trap for reads.
+				tn := c.nodes[pick("stall")]
+				tn.stalled = !tn.stalled
+			default:
 				from, to := pick("cutFrom"), pick("cutTo")
 				c.setCut(from, to, true)
 				if rng.IntN(2) == 0 {
@@ -170,6 +252,9 @@ func runSchedule(rt *rapid.T, size int) {
 				tn.node.ReportUnreachable(pick("unreachable"))
 				tn.node.ReportSnapshot(pick("snapFailed"), false)
 			}
+		}
+		if err == nil {
+			err = c.checkDurableMatches()
 		}
 		if err != nil {
 			rt.Fatalf("step %d: %v", step, err)
@@ -218,6 +303,35 @@ func runSchedule(rt *rapid.T, size int) {
 		rt.Fatalf("no progress after healing: %v", err)
 	}
 	checkReads()
+	return c
+}
+
+// pipelineStep moves the pipelines on: each node, with probability three
+// in four, runs one to four stages drawn at random (take a Ready, persist,
+// apply, advance; a stage with nothing to do does nothing).
+func pipelineStep(c *cluster, rng *rand.Rand) error {
+	for _, id := range c.ids {
+		if rng.IntN(4) == 0 {
+			continue
+		}
+		for k := 1 + rng.IntN(4); k > 0; k-- {
+			var err error
+			switch rng.IntN(4) {
+			case 0:
+				c.takeReady(id)
+			case 1:
+				err = c.persistNext(id)
+			case 2:
+				err = c.applyNext(id)
+			default:
+				err = c.advanceNext(id)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // changeMembership proposes a random membership change at the leader: add a

@@ -231,6 +231,84 @@ func TestCandidateWinsWithMajority(t *testing.T) {
 	require.Equal(t, uint64(2), tm)
 }
 
+// Half of an even number of voters is not a majority: a leader of 2, 4 or
+// 6 voters commits an entry only once 2, 3 or 4 of them (itself included)
+// store it.
+func TestEvenVoterSetsCommitOnlyWithTrueMajority(t *testing.T) {
+	for _, size := range []int{2, 4, 6} {
+		t.Run(fmt.Sprintf("%d voters", size), func(t *testing.T) {
+			n := newTestNode(t, 1, peers(size), 1, 1)
+			makeLeader(t, n)
+			const index = 2 // the new leader's entry, durable on the leader
+			majority := size/2 + 1
+			for stored := 1; stored <= size; stored++ {
+				if stored > 1 {
+					require.NoError(t, n.Step(Message{Type: MsgAppResp, From: NodeID(stored), To: 1, Term: 2, Index: index}))
+				}
+				commit := n.HardState().Commit
+				if stored < majority {
+					require.Zero(t, commit, "committed with %d of %d voters", stored, size)
+				} else {
+					require.Equal(t, uint64(index), commit, "not committed with %d of %d voters", stored, size)
+				}
+			}
+		})
+	}
+}
+
+// Likewise a candidate with the votes of exactly half of an even number of
+// voters, its own included, has not won.
+func TestEvenVoterSetsElectOnlyWithTrueMajority(t *testing.T) {
+	for _, size := range []int{2, 4, 6} {
+		t.Run(fmt.Sprintf("%d voters", size), func(t *testing.T) {
+			n := newTestNode(t, 1, peers(size), 1, 1)
+			n.r.cfg.DisablePreVote = true
+			n.r.campaign(false, false)
+			for from := 2; from <= size/2+1; from++ {
+				require.Equal(t, Candidate, n.Status().Role, "won with %d of %d votes", from-1, size)
+				require.NoError(t, n.Step(Message{Type: MsgVoteResp, From: NodeID(from), To: 1, Term: 2}))
+			}
+			require.Equal(t, Leader, n.Status().Role)
+		})
+	}
+}
+
+// A 4-voter cluster split 2|2 commits nothing on either side; healed, it
+// commits again.
+func TestFourVotersSplitInHalvesCommitNothing(t *testing.T) {
+	c, err := newCluster(4, 3, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	partner := c.ids[slices.IndexFunc(c.ids, func(id NodeID) bool { return id != lead })]
+	for _, a := range []NodeID{lead, partner} {
+		for _, b := range c.ids {
+			if b != lead && b != partner {
+				c.setCut(a, b, true)
+				c.setCut(b, a, true)
+			}
+		}
+	}
+	before := c.node(lead).HardState().Commit
+	i, _, err := c.node(lead).Propose([]byte("half"))
+	require.NoError(t, err)
+	for k := 0; k < 30; k++ {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(1000))
+	}
+	for _, id := range c.ids {
+		require.LessOrEqual(t, c.node(id).HardState().Commit, before, "node %d: committed without a majority", id)
+	}
+	c.heal()
+	require.NoError(t, c.stabilize(100, func() bool {
+		l := c.leader()
+		if l != None && c.node(l).HardState().Commit < i {
+			_, _, _ = c.node(l).Propose([]byte("healed"))
+		}
+		return l != None && c.node(l).HardState().Commit > i
+	}))
+}
+
 func TestCandidateLosesAndStepsDown(t *testing.T) {
 	n := newTestNode(t, 1, peers(3), 1, 1)
 	n.r.cfg.DisablePreVote = true
@@ -502,6 +580,113 @@ func TestReadIndexOnLeader(t *testing.T) {
 	require.Len(t, reads, 1)
 	require.Equal(t, []byte("r1"), reads[0].Context)
 	require.Equal(t, idx, reads[0].Index)
+}
+
+// A heartbeat round vouches only for the reads that had arrived when it
+// was sent: the leader may have been deposed after sending it, so a read
+// that arrives later is released by the next round, never by the acks of
+// one already on its way.
+func TestReadArrivingAfterRoundWaitsForNextRound(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	makeLeader(t, n)
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 2}))
+	drain(n)
+	require.Equal(t, uint64(2), n.HardState().Commit)
+
+	require.NoError(t, n.ReadIndex([]byte("before")))
+	first := only(t, drain(n), MsgHeartbeat)
+	require.Len(t, first, 2)
+	require.Equal(t, []byte("before"), first[0].Context)
+	require.NoError(t, n.ReadIndex([]byte("after")))
+	ack := func(from NodeID, ctx string) {
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: from, To: 1, Term: 2, Context: []byte(ctx)}))
+	}
+
+	// A majority answers the first round: only the earlier read goes.
+	ack(2, "before")
+	rd := n.Ready()
+	require.Equal(t, []ReadState{{Index: 2, Context: []byte("before")}}, rd.ReadStates)
+	second := only(t, rd.Messages, MsgHeartbeat)
+	require.Len(t, second, 2, "the later read gets a round of its own")
+	require.Equal(t, []byte("after"), second[0].Context)
+	n.Advance(rd)
+
+	// The rest of the first round changes nothing for the later read.
+	ack(3, "before")
+	require.Empty(t, n.Ready().ReadStates)
+	ack(3, "after")
+	require.Equal(t, []ReadState{{Index: 2, Context: []byte("after")}}, n.Ready().ReadStates)
+}
+
+// The same rule seen from a client: a leader that is deposed while a round
+// is on its way, and then asked for a read, must not release that read on
+// the round's late acks, at its stale commit index, missing a write the new
+// leader committed before the read was asked.
+func TestStaleRoundDoesNotReleaseReadOnDeposedLeader(t *testing.T) {
+	c, err := newCluster(3, 6, nil)
+	require.NoError(t, err)
+	old, err := c.electLeader()
+	require.NoError(t, err)
+	require.NoError(t, c.node(old).ReadIndex([]byte("before")))
+	require.NoError(t, c.readyNode(old))
+	// The followers answer the round; the answers are held on the way back.
+	for k := 0; k < len(c.queue); {
+		if c.queue[k].To == old {
+			k++
+			continue
+		}
+		require.NoError(t, c.deliver(k))
+		require.NoError(t, c.ready())
+	}
+	var acks []Message
+	c.queue = slices.DeleteFunc(c.queue, func(m Message) bool {
+		if m.Type == MsgHeartbeatResp && m.To == old {
+			acks = append(acks, m)
+			return true
+		}
+		return false
+	})
+	require.Len(t, acks, 2)
+
+	// The others elect a new leader and commit a write, ticking only
+	// themselves: the old leader, cut off, still thinks it leads.
+	c.isolate(old)
+	var fresh NodeID
+	for i := 0; i < 100 && fresh == None; i++ {
+		for _, id := range c.ids {
+			if id != old {
+				require.NoError(t, c.tick(id))
+			}
+		}
+		require.NoError(t, c.deliverAll(1000))
+		if l := c.leader(); l != old {
+			fresh = l
+		}
+	}
+	require.NotEqual(t, None, fresh)
+	w, _, err := c.node(fresh).Propose([]byte("w"))
+	require.NoError(t, err)
+	require.NoError(t, c.deliverAll(1000))
+	require.GreaterOrEqual(t, c.node(fresh).HardState().Commit, w)
+	require.Equal(t, Leader, c.node(old).Status().Role)
+
+	// Now the old leader is asked for a read, and the late acks arrive.
+	require.NoError(t, c.node(old).ReadIndex([]byte("after")))
+	require.NoError(t, c.readyNode(old))
+	c.heal()
+	c.queue = nil
+	for _, m := range acks {
+		require.NoError(t, c.deliverMsg(m))
+	}
+	require.NoError(t, c.readyNode(old))
+	var served []string
+	for _, rs := range c.nodes[old].reads {
+		served = append(served, string(rs.Context))
+		if string(rs.Context) == "after" {
+			require.GreaterOrEqual(t, rs.Index, w, "read asked after %d was committed released at %d", w, rs.Index)
+		}
+	}
+	require.Equal(t, []string{"before"}, served)
 }
 
 // A leader that has lost its quorum must never answer a read.

@@ -48,6 +48,7 @@ const (
 type Config struct {
 	// Endpoints are client addresses (host:port) of any cluster members.
 	// Any member can serve any request; the client starts with the first.
+	// An http:// or https:// prefix is accepted; https:// requires TLS.
 	Endpoints []string
 	// DialTimeout bounds one connection attempt (TCP and TLS handshake).
 	DialTimeout time.Duration
@@ -119,7 +120,7 @@ type endpoint struct {
 // I/O: connections are made on first use, so New succeeds even when no
 // member is up.
 func New(cfg Config) (*Client, error) {
-	addrs, err := cleanEndpoints(cfg.Endpoints)
+	addrs, err := cleanEndpoints(cfg.Endpoints, cfg.TLS != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -181,12 +182,25 @@ func New(cfg Config) (*Client, error) {
 }
 
 // cleanEndpoints trims, drops empties and duplicates, and refuses an empty
-// list.
-func cleanEndpoints(in []string) ([]string, error) {
+// list. It takes off an http:// or https:// prefix (and a trailing slash),
+// as etcd's tools accept them, refusing one that contradicts useTLS.
+func cleanEndpoints(in []string, useTLS bool) ([]string, error) {
 	var out []string
 	seen := make(map[string]bool, len(in))
 	for _, e := range in {
 		e = strings.TrimSpace(e)
+		if rest, ok := strings.CutPrefix(e, "https://"); ok {
+			if !useTLS {
+				return nil, fmt.Errorf("client: endpoint %q is https:// but no TLS configuration was given", e)
+			}
+			e = rest
+		} else if rest, ok := strings.CutPrefix(e, "http://"); ok {
+			if useTLS {
+				return nil, fmt.Errorf("client: endpoint %q is http:// (plaintext) but a TLS configuration was given", e)
+			}
+			e = rest
+		}
+		e = strings.TrimSuffix(e, "/")
 		if e == "" || seen[e] {
 			continue
 		}

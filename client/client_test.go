@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -75,6 +76,25 @@ func TestNewRefusesNoEndpoints(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close()
 	assert.Equal(t, []string{"a:1", "b:2"}, c.Endpoints())
+}
+
+// Endpoints written as URLs, as etcd's tools take them, are accepted when
+// the scheme agrees with the TLS setting.
+func TestEndpointsMayBeURLs(t *testing.T) {
+	c, err := New(Config{Endpoints: []string{"http://a:1", "b:2", "http://b:2/"}})
+	require.NoError(t, err)
+	defer c.Close()
+	assert.Equal(t, []string{"a:1", "b:2"}, c.Endpoints())
+
+	c, err = New(Config{Endpoints: []string{"https://a:1"}, TLS: &tls.Config{}})
+	require.NoError(t, err)
+	defer c.Close()
+	assert.Equal(t, []string{"a:1"}, c.Endpoints())
+
+	_, err = New(Config{Endpoints: []string{"https://a:1"}})
+	require.ErrorContains(t, err, "https:// but no TLS configuration")
+	_, err = New(Config{Endpoints: []string{"http://a:1"}, TLS: &tls.Config{}})
+	require.ErrorContains(t, err, "http:// (plaintext) but a TLS configuration")
 }
 
 func TestPutGetDeleteRoundTrip(t *testing.T) {

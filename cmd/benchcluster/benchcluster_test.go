@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"io"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -102,6 +103,14 @@ func TestShellQuote(t *testing.T) {
 	want := `bin/kvbench --endpoints 127.0.0.1:1,127.0.0.1:2 --op 'a b' 'it'\''s' ''`
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out strings.Builder
+	if code := realMain([]string{"--version"}, &out, io.Discard); code != exitOK ||
+		!strings.HasPrefix(out.String(), "benchcluster ") || !strings.Contains(out.String(), runtime.Version()) {
+		t.Errorf("exit %d, output %q: want 0 and a line naming benchcluster and %s", code, out.String(), runtime.Version())
 	}
 }
 

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/internal/version"
 )
 
 // Exit statuses.
@@ -69,12 +71,16 @@ type options struct {
 var allSteps = []string{"writes", "reads", "rss", "failover", "catchup"}
 
 func main() {
-	os.Exit(realMain(os.Args[1:], os.Stderr))
+	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func realMain(args []string, stderr io.Writer) int {
+func realMain(args []string, stdout, stderr io.Writer) int {
 	opt, err := parseOptions(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if errors.Is(err, version.ErrRequested) {
+		fmt.Fprintln(stdout, version.String("benchcluster"))
 		return exitOK
 	}
 	if err != nil {
@@ -156,8 +162,12 @@ Flags:
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "give up (and fail) after this long; 0: no limit (--smoke: 3m)")
+	showVersion := version.AddFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return opt, err
+	}
+	if *showVersion {
+		return opt, version.ErrRequested
 	}
 	if fs.NArg() > 0 {
 		return opt, fmt.Errorf("unexpected argument %q", fs.Arg(0))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -16,17 +17,26 @@ import (
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/version"
 	"github.com/therealutkarshpriyadarshi/keyval/server"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "keyvald:", err)
+		var usage usageError
+		if errors.As(err, &usage) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+// usageError is a mistake in how keyvald was started: a flag it does not
+// know, or an argument it does not take (exit status 2).
+type usageError struct{ error }
+
+func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("keyvald", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `keyvald runs one member of a KeyVal cluster.
@@ -71,11 +81,19 @@ Flags:
 	setup := addSetupFlags(fs) // TLS and --restore: setup.go
 	// --listen-metrics and --trace-*: observability.go
 	observe := addObservabilityFlags(fs)
+	showVersion := version.AddFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
+		return usageError{err}
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, version.String("keyvald"))
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q (keyvald takes only flags; see keyvald --help)", fs.Arg(0))}
 	}
 	if err := fromEnv(fs); err != nil {
 		return err

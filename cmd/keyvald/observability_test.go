@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -34,9 +35,9 @@ func TestTracingFlags(t *testing.T) {
 	dir := t.TempDir()
 	base := []string{"--id", "1", "--data-dir", dir, "--listen-client", "127.0.0.1:0", "--listen-peer", "127.0.0.1:0",
 		"--initial-cluster", "1=127.0.0.1:1"}
-	require.ErrorContains(t, run(append(base, "--trace-exporter", "jaeger")), "want none, stdout or otlp")
-	require.ErrorContains(t, run(append(base, "--trace-sample-ratio", "2")), "want a fraction from 0 to 1")
-	require.ErrorContains(t, run(append(base, "--listen-metrics", "127.0.0.1:-1")), "listen for metrics")
+	require.ErrorContains(t, run(append(base, "--trace-exporter", "jaeger"), io.Discard), "want none, stdout or otlp")
+	require.ErrorContains(t, run(append(base, "--trace-sample-ratio", "2"), io.Discard), "want a fraction from 0 to 1")
+	require.ErrorContains(t, run(append(base, "--listen-metrics", "127.0.0.1:-1"), io.Discard), "listen for metrics")
 }
 
 func TestOTLPEndpoint(t *testing.T) {

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +24,21 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/server"
 )
 
+// TestVersionAndStrayArguments: --version prints the build and starts
+// nothing; an argument keyvald does not take is a usage error.
+func TestVersionAndStrayArguments(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run([]string{"--version"}, &out))
+	require.True(t, strings.HasPrefix(out.String(), "keyvald "), out.String())
+	require.Contains(t, out.String(), runtime.Version())
+
+	err := run([]string{"--id", "1", "data-dir"}, io.Discard)
+	var usage usageError
+	require.ErrorAs(t, err, &usage)
+	require.ErrorContains(t, err, `unexpected argument "data-dir"`)
+	require.ErrorAs(t, run([]string{"--bogus"}, io.Discard), &usage)
+}
+
 // TestSetupFlagErrors: incomplete TLS flags and a restore into a data
 // directory in use stop keyvald before it starts, saying what to fix.
 func TestSetupFlagErrors(t *testing.T) {
@@ -29,13 +48,13 @@ func TestSetupFlagErrors(t *testing.T) {
 	ca := filepath.Join(dir, "ca.pem")
 	require.NoError(t, os.WriteFile(ca, []byte("not a certificate"), 0o600))
 
-	err := run(append(base, "--client-ca-file", ca))
+	err := run(append(base, "--client-ca-file", ca), io.Discard)
 	require.ErrorContains(t, err, "--client-cert-file and --client-key-file go together")
-	err = run(append(base, "--peer-cert-file", ca, "--peer-key-file", ca))
+	err = run(append(base, "--peer-cert-file", ca, "--peer-key-file", ca), io.Discard)
 	require.ErrorContains(t, err, "--peer-ca-file is required")
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "identity.json"), []byte("{}"), 0o600))
-	err = run(append(base, "--restore", filepath.Join(dir, "missing.kvb")))
+	err = run(append(base, "--restore", filepath.Join(dir, "missing.kvb")), io.Discard)
 	require.ErrorContains(t, err, "is not empty")
 }
 
@@ -58,7 +77,7 @@ func TestAWALCutShortSaysWhatHappenedAndWhatToDo(t *testing.T) {
 	require.NoError(t, os.Truncate(last, fi.Size()/2))
 
 	err = run([]string{"--id", "1", "--data-dir", dir, "--listen-client", "127.0.0.1:0", "--listen-peer", peer,
-		"--initial-cluster", "1=" + peer, "--listen-metrics", ""})
+		"--initial-cluster", "1=" + peer, "--listen-metrics", ""}, io.Discard)
 	require.ErrorContains(t, err, "is beyond the last log index", "the symptom")
 	require.ErrorContains(t, err, "the WAL lost its tail", "what happened")
 	require.ErrorContains(t, err, "kvctl member remove --id 1", "what to do")

@@ -8,6 +8,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/therealutkarshpriyadarshi/keyval/internal/version"
 )
 
 // DefaultEndpoints are the members make cluster-start runs.
@@ -95,8 +97,12 @@ Flags:
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON on stdout (progress still goes to stderr)")
 	fs.BoolVar(&c.progress, "progress", true, "print a progress line on stderr about once a second")
 	fs.BoolVar(&c.unary, "unary", false, "one gRPC call per operation, as etcd's tool does, instead of the client's default of one pipelined stream per connection")
+	showVersion := version.AddFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *showVersion {
+		return c, version.ErrRequested
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q (kvbench takes only flags)", fs.Arg(0))

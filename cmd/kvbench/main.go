@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/therealutkarshpriyadarshi/keyval/internal/version"
 )
 
 // Exit statuses.
@@ -37,6 +39,10 @@ func main() {
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if errors.Is(err, version.ErrRequested) {
+		fmt.Fprintln(stdout, version.String("kvbench"))
 		return exitOK
 	}
 	if err != nil {

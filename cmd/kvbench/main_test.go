@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -245,6 +246,13 @@ func TestNoLeader(t *testing.T) {
 	code, _, errOut := kvbench(t, context.Background(), "--endpoints", eps, "--request-timeout", "300ms")
 	if code != exitUnreachable || !strings.Contains(errOut, "reports being the leader") {
 		t.Errorf("exit %d, want %d: %s", code, exitUnreachable, errOut)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out, _ := kvbench(t, context.Background(), "--version")
+	if code != exitOK || !strings.HasPrefix(out, "kvbench ") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("exit %d, output %q: want 0 and a line naming kvbench and %s", code, out, runtime.Version())
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/chaos"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/version"
 	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
 )
 
@@ -72,11 +73,16 @@ Nemeses (--nemeses all, or a comma-separated list):
 	fs.BoolVar(&cfg.KeepData, "keep-data", false, "keep the members' data directories after a passing run (always kept after a failure)")
 	cleanup := fs.Bool("cleanup", false, "only remove what a crashed earlier run left behind (processes, namespaces, links), then exit")
 	recheck := fs.String("recheck", "", "only check a saved history.json for linearizability again and write its visualization beside it, then exit")
+	showVersion := version.AddFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitPass
 		}
 		return exitHarness
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("kvchaos"))
+		return exitPass
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kvchaos: unexpected arguments %q\n", fs.Args())

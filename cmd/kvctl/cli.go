@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/version"
 )
 
 // DefaultEndpoints are the client addresses of the three members that
@@ -47,6 +48,7 @@ func usageErrorf(format string, args ...any) error {
 
 // app is one kvctl invocation.
 type app struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
 
@@ -62,8 +64,8 @@ type app struct {
 }
 
 // run executes kvctl with args and returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	a := &app{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -83,9 +85,26 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 		return ee.code
 	}
 	// Cobra's own complaints: unknown command or flag, bad flag value.
+	if strings.HasPrefix(err.Error(), "unknown command") {
+		if flagErr := leadingFlagError(root, args); flagErr != nil {
+			err = flagErr
+		}
+	}
 	fmt.Fprintln(stderr, err)
 	fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	return exitUsage
+}
+
+// leadingFlagError parses the global flags in front of the command name.
+// Cobra looks for the command before it parses flags, and takes the word
+// after an unknown flag for that flag's value: "kvctl --bogus get k" would
+// be reported as the unknown command "k" rather than the unknown flag.
+func leadingFlagError(root *cobra.Command, args []string) error {
+	fs := pflag.NewFlagSet(root.Name(), pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SetInterspersed(false) // stop at the command name
+	fs.AddFlagSet(root.PersistentFlags())
+	return fs.Parse(args)
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -105,6 +124,7 @@ Every global flag can also be set by an environment variable named
 KVCTL_ and the flag's name in capitals (KVCTL_ENDPOINTS, KVCTL_TIMEOUT,
 KVCTL_OUTPUT, KVCTL_CACERT, KVCTL_CERT, KVCTL_KEY); a flag given on the
 command line wins.`,
+		Version:       version.String("kvctl"),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -112,7 +132,8 @@ command line wins.`,
 		},
 	}
 	f := root.PersistentFlags()
-	f.StringVar(&a.endpoints, "endpoints", DefaultEndpoints, "comma-separated client addresses of cluster members (env KVCTL_ENDPOINTS)")
+	f.StringVar(&a.endpoints, "endpoints", DefaultEndpoints,
+		"comma-separated client addresses (host:port) of cluster members; an http:// or https:// prefix is accepted, https:// with --cacert (env KVCTL_ENDPOINTS)")
 	f.DurationVar(&a.timeout, "timeout", 5*time.Second, "give up after this long, retries included (env KVCTL_TIMEOUT)")
 	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json (env KVCTL_OUTPUT)")
 	f.StringVar(&a.cacert, "cacert", "", "PEM file of the CA that signed the members' certificates; enables TLS (env KVCTL_CACERT)")
@@ -121,6 +142,8 @@ command line wins.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageErrorf("%v", err)
 	})
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.Flags().Bool("version", false, version.Usage)
 	root.AddCommand(a.putCommand(), a.getCommand(), a.deleteCommand(), a.casCommand(), a.listCommand(), a.statusCommand(),
 		a.snapshotCommand(), a.memberCommand())
 	return root
@@ -157,6 +180,31 @@ func (a *app) applyEnv(flags *pflag.FlagSet) error {
 	return nil
 }
 
+// commandGroup adds subs to cmd, which only holds them, and makes a missing
+// or unknown subcommand a usage error (cobra would print the help and
+// succeed).
+func commandGroup(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.AddCommand(subs...)
+	uses := make([]string, len(subs))
+	for i, sub := range subs {
+		uses[i] = cmd.Name() + " " + sub.Use
+	}
+	choices := strings.Join(uses, ", ")
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return usageErrorf("%s needs a command: %s", cmd.Name(), choices)
+		}
+		hint := ""
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
+		}
+		return usageErrorf("unknown %s command %q%s: use %s", cmd.Name(), args[0], hint, choices)
+	}
+	return cmd
+}
+
 // exactArgs is cobra.ExactArgs with a message that shows the usage line.
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
@@ -185,6 +233,9 @@ func (a *app) connect(cmd *cobra.Command) (*session, error) {
 	tlsCfg, err := a.tlsConfig()
 	if err != nil {
 		return nil, err
+	}
+	if tlsCfg == nil && strings.Contains(a.endpoints, "https://") {
+		return nil, usageErrorf("--endpoints %q: https:// needs TLS: give --cacert (the CA that signed the members' certificates)", a.endpoints)
 	}
 	c, err := client.New(client.Config{
 		Endpoints:      strings.Split(a.endpoints, ","),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -14,17 +16,22 @@ import (
 )
 
 func (a *app) putCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "put KEY VALUE",
-		Short: "Set KEY to VALUE",
-		Args:  exactArgs(2),
+	var fromFile string
+	cmd := &cobra.Command{
+		Use:   "put KEY {VALUE | - | --from-file FILE}",
+		Short: "Set KEY to VALUE (- reads it from stdin, --from-file from a file)",
+		Args:  valueArgs(1, &fromFile),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			value, err := a.value(args, 1, fromFile)
+			if err != nil {
+				return err
+			}
 			s, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			res, err := s.c.Put(s.ctx, []byte(args[0]), []byte(args[1]))
+			res, err := s.c.Put(s.ctx, []byte(args[0]), value)
 			if err != nil {
 				return a.failure(err)
 			}
@@ -35,6 +42,8 @@ func (a *app) putCommand() *cobra.Command {
 			return nil
 		},
 	}
+	addFromFileFlag(cmd, &fromFile)
+	return cmd
 }
 
 func (a *app) getCommand() *cobra.Command {
@@ -103,26 +112,32 @@ func (a *app) deleteCommand() *cobra.Command {
 }
 
 func (a *app) casCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "cas KEY EXPECTED_VERSION VALUE",
+	var fromFile string
+	cmd := &cobra.Command{
+		Use:   "cas KEY EXPECTED_VERSION {VALUE | - | --from-file FILE}",
 		Short: "Set KEY to VALUE only if KEY is at EXPECTED_VERSION (0: only if absent)",
 		Long: `cas sets KEY to VALUE only if the key's version is EXPECTED_VERSION; 0 means
 the key must be absent. A key's version is printed by put, get and list. On a
 mismatch nothing is written, the key's current version is reported, and kvctl
-exits with 1.`,
-		Args: exactArgs(3),
+exits with 1. VALUE - reads the value from stdin; --from-file FILE reads it
+from FILE.`,
+		Args: valueArgs(2, &fromFile),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			key, value := args[0], args[2]
+			key := args[0]
 			expected, err := strconv.ParseUint(args[1], 10, 64)
 			if err != nil {
 				return usageErrorf("EXPECTED_VERSION %q is not a version number (0, 1, 2, ...)", args[1])
+			}
+			value, err := a.value(args, 2, fromFile)
+			if err != nil {
+				return err
 			}
 			s, err := a.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			res, err := s.c.CompareAndSwap(s.ctx, []byte(key), expected, []byte(value))
+			res, err := s.c.CompareAndSwap(s.ctx, []byte(key), expected, value)
 			if err != nil {
 				return a.failure(err)
 			}
@@ -146,6 +161,60 @@ exits with 1.`,
 			return nil
 		},
 	}
+	addFromFileFlag(cmd, &fromFile)
+	return cmd
+}
+
+// maxValueInput bounds a value read from stdin or a file: far above any
+// server's value limit, low enough that a wrong file or an endless pipe
+// cannot exhaust kvctl's memory.
+const maxValueInput = 64 << 20
+
+func addFromFileFlag(cmd *cobra.Command, fromFile *string) {
+	cmd.Flags().StringVar(fromFile, "from-file", "", "read the value from this file instead of the command line (for large or binary values)")
+}
+
+// valueArgs checks the arguments of a command whose value, the last
+// argument, is given inline, as - (stdin), or by --from-file: n arguments
+// come before the value.
+func valueArgs(n int, fromFile *string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if *fromFile != "" {
+			if len(args) != n {
+				return usageErrorf("%s with --from-file takes %d argument(s) before it, got %d: usage: %s", cmd.Name(), n, len(args), cmd.UseLine())
+			}
+			return nil
+		}
+		return exactArgs(n+1)(cmd, args)
+	}
+}
+
+// value returns the command's value: args[i] itself, stdin if args[i] is
+// "-", or the contents of fromFile.
+func (a *app) value(args []string, i int, fromFile string) ([]byte, error) {
+	var r io.Reader
+	var from string
+	switch {
+	case fromFile != "":
+		f, err := os.Open(fromFile)
+		if err != nil {
+			return nil, usageErrorf("--from-file: %v", err)
+		}
+		defer f.Close()
+		r, from = f, fromFile
+	case args[i] == "-":
+		r, from = a.stdin, "stdin"
+	default:
+		return []byte(args[i]), nil
+	}
+	v, err := io.ReadAll(io.LimitReader(r, maxValueInput+1))
+	if err != nil {
+		return nil, &exitError{code: exitFailed, msg: fmt.Sprintf("reading the value from %s: %v", from, err)}
+	}
+	if len(v) > maxValueInput {
+		return nil, usageErrorf("the value from %s is over %d MiB, more than kvctl reads", from, maxValueInput>>20)
+	}
+	return v, nil
 }
 
 // casFailure explains a failed CAS in the key's terms.

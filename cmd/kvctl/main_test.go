@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -47,14 +50,19 @@ type result struct {
 	code           int
 }
 
-// kvctl runs the command in-process with env as its whole environment.
+// kvctl runs the command in-process with env as its whole environment and
+// nothing on stdin.
 func kvctl(env map[string]string, args ...string) result {
+	return kvctlStdin(env, "", args...)
+}
+
+func kvctlStdin(env map[string]string, stdin string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	lookup := func(k string) (string, bool) {
 		v, ok := env[k]
 		return v, ok
 	}
-	code := run(context.Background(), args, &stdout, &stderr, lookup)
+	code := run(context.Background(), args, strings.NewReader(stdin), &stdout, &stderr, lookup)
 	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 
@@ -338,6 +346,85 @@ func TestUsageErrors(t *testing.T) {
 	assert.Equal(t, 0, r.code)
 	assert.Contains(t, r.stdout, "Usage:")
 	assert.Contains(t, r.stdout, "Exit codes")
+}
+
+// Values too large for the command line, or not text, come from stdin
+// (VALUE -) or a file (--from-file), byte for byte.
+func TestValueFromStdinOrFile(t *testing.T) {
+	c := startCluster(t)
+	r := kvctlStdin(nil, "from\x00stdin\n", "--endpoints", c.endpoints(), "put", "k", "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	v, _ := c.store.Value("k")
+	assert.Equal(t, "from\x00stdin\n", string(v))
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+	file := filepath.Join(t.TempDir(), "value")
+	require.NoError(t, os.WriteFile(file, big, 0o600))
+	r = c.kvctl("put", "big", "--from-file", file)
+	require.Equal(t, 0, r.code, r.stderr)
+	v, version := c.store.Value("big")
+	assert.Equal(t, big, v)
+
+	r = c.kvctl("cas", "big", fmt.Sprint(version), "--from-file", file)
+	require.Equal(t, 0, r.code, r.stderr)
+	_, version = c.store.Value("big")
+	r = kvctlStdin(nil, "new", "--endpoints", c.endpoints(), "cas", "big", fmt.Sprint(version), "-")
+	require.Equal(t, 0, r.code, r.stderr)
+	v, _ = c.store.Value("big")
+	assert.Equal(t, "new", string(v))
+
+	// Over the server's limit: the server says so (the shell did before).
+	r = kvctlStdin(nil, strings.Repeat("x", 2<<20), "--endpoints", c.endpoints(), "put", "huge", "-")
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "over the limit")
+
+	for _, args := range [][]string{
+		{"put", "k", "v", "--from-file", file},
+		{"put", "--from-file", file},
+		{"put", "k", "--from-file", filepath.Join(t.TempDir(), "missing")},
+		{"cas", "k", "--from-file", file},
+	} {
+		r = c.kvctl(args...)
+		assert.Equal(t, 2, r.code, "%v: %s", args, r.stderr)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	r := kvctl(nil, "--version")
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stdout, "kvctl "), r.stdout)
+	assert.Contains(t, r.stdout, runtime.Version())
+}
+
+// Endpoints as etcdctl users write them.
+func TestEndpointsWithAScheme(t *testing.T) {
+	c := startCluster(t)
+	urls := "http://" + strings.ReplaceAll(c.endpoints(), ",", ",http://")
+	r := kvctl(nil, "--endpoints", urls, "put", "k", "v")
+	require.Equal(t, 0, r.code, r.stderr)
+
+	r = kvctl(nil, "--endpoints", "https://"+c.nodes[0].Addr(), "get", "k")
+	assert.Equal(t, 2, r.code)
+	assert.Contains(t, r.stderr, "https:// needs TLS: give --cacert")
+}
+
+// A command group refuses a subcommand it does not have, as the top level
+// does, and an unknown flag is named as such wherever it stands.
+func TestUnknownSubcommandsAndFlags(t *testing.T) {
+	for _, args := range [][]string{{"member", "lst"}, {"snapshot", "lst"}, {"member"}, {"snapshot"}, {"frobnicate"}} {
+		r := kvctl(nil, args...)
+		assert.Equal(t, 2, r.code, "%v: stdout %q stderr %q", args, r.stdout, r.stderr)
+		assert.Empty(t, r.stdout, args)
+	}
+	r := kvctl(nil, "member", "lst")
+	assert.Contains(t, r.stderr, `unknown member command "lst" (did you mean list?)`)
+
+	for _, args := range [][]string{{"--bogus", "get", "k"}, {"get", "--bogus", "k"}, {"--endpoints", "127.0.0.1:1", "--bogus", "get", "k"}} {
+		r := kvctl(nil, args...)
+		assert.Equal(t, 2, r.code, args)
+		assert.Contains(t, r.stderr, "unknown flag: --bogus", args)
+		assert.NotContains(t, r.stderr, "unknown command", args)
+	}
 }
 
 func TestEnvironmentSetsDefaults(t *testing.T) {

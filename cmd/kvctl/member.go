@@ -37,8 +37,7 @@ Shrink: remove a member (also the leader: it hands leadership over first).
 Replace: add the new node, promote it, then remove the old one. A removed
 node stops; its id is never used again. See docs/membership.md.`,
 	}
-	cmd.AddCommand(a.memberListCommand(), a.memberAddLearnerCommand(), a.memberPromoteCommand(), a.memberRemoveCommand())
-	return cmd
+	return commandGroup(cmd, a.memberListCommand(), a.memberAddLearnerCommand(), a.memberPromoteCommand(), a.memberRemoveCommand())
 }
 
 func (a *app) memberListCommand() *cobra.Command {

@@ -34,16 +34,8 @@ func (a *app) snapshotCommand() *cobra.Command {
 key-value state (including every write acknowledged before the command) and
 writes it to FILE as a checksummed backup; keyvald --restore FILE starts a new
 cluster from it. snapshot status FILE checks a backup and describes it.`,
-		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("unknown snapshot command %q: use snapshot save FILE or snapshot status FILE", args[0])
-			}
-			return usageErrorf("snapshot needs a command: snapshot save FILE or snapshot status FILE")
-		},
 	}
-	cmd.AddCommand(a.snapshotSaveCommand(), a.snapshotStatusCommand())
-	return cmd
+	return commandGroup(cmd, a.snapshotSaveCommand(), a.snapshotStatusCommand())
 }
 
 func (a *app) snapshotSaveCommand() *cobra.Command {

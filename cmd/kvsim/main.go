@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/therealutkarshpriyadarshi/keyval/internal/version"
 	"github.com/therealutkarshpriyadarshi/keyval/sim"
 )
 
@@ -30,7 +31,16 @@ func main() {
 	budget := flag.Duration("budget", 0, "with -swarm, stop starting new seeds after this wall time (0: no limit)")
 	workers := flag.Int("workers", runtime.NumCPU(), "seeds run in parallel with -swarm")
 	membership := flag.Bool("membership", false, "with -swarm, run only seeds whose fault model changes the membership (-count of them)")
+	showVersion := version.AddFlag(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.String("kvsim"))
+		return
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "kvsim: unexpected argument %q (kvsim takes only flags; see kvsim -help)\n", flag.Arg(0))
+		os.Exit(2)
+	}
 	if *nodes != 0 && *nodes != 3 && *nodes != 5 {
 		fmt.Fprintln(os.Stderr, "kvsim: -nodes must be 3 or 5")
 		os.Exit(2)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -99,9 +101,26 @@ func (s *Server) loadAddressBook(known map[core.NodeID]string) error {
 		s.book.removed[id] = a
 	}
 	if _, out := removed[s.cfg.ID]; out {
+		s.markRemoved("")
 		return fmt.Errorf("node %d was removed from the cluster: it cannot serve again; to add this machine back, start a node with a new --id and an empty --data-dir, after kvctl member add-learner", s.cfg.ID)
 	}
 	return nil
+}
+
+// RemovedMarker is the file a node writes into its data directory once it
+// knows it was removed from the cluster. The state database is the record;
+// the marker is for tools that cannot read it (make cluster-start skips
+// such directories).
+const RemovedMarker = "removed"
+
+// markRemoved writes RemovedMarker, saying where the removal happened if
+// known (at says "at log index N"). Only a hint for tools: a failure is
+// logged, not fatal.
+func (s *Server) markRemoved(at string) {
+	text := fmt.Sprintf("node %d was removed from the cluster%s; this data directory cannot serve again\n", s.cfg.ID, at)
+	if err := os.WriteFile(filepath.Join(s.cfg.DataDir, RemovedMarker), []byte(text), 0o644); err != nil {
+		s.log.Warn("could not mark the data directory as removed", "file", RemovedMarker, "err", err)
+	}
 }
 
 // ErrRemoved is why a node stops after a configuration change removed it.
@@ -135,6 +154,7 @@ func (s *Server) confChanged(index uint64, cc core.ConfChange, conf core.ConfSta
 			// waits and stop for good.
 			s.removed.Store(true)
 			s.log.Warn("this node was removed from the cluster; it stops serving", "index", index, "after", grace)
+			s.markRemoved(fmt.Sprintf(" (configuration change at log index %d)", index))
 			time.AfterFunc(grace, func() {
 				(*peerHandler)(s).post(func() {
 					for id, ch := range s.waiters {

@@ -87,6 +87,12 @@ func TestJoinBySnapshotPromoteAndRemove(t *testing.T) {
 		t.Fatal("the removed leader did not stop")
 	}
 	delete(c.servers, lead)
+	// Its data directory says so to tools that cannot read the state
+	// database (make cluster-start).
+	marker := filepath.Join(c.dir, fmt.Sprint(lead), RemovedMarker)
+	text, err := os.ReadFile(marker)
+	require.NoError(t, err)
+	require.Contains(t, string(text), fmt.Sprintf("node %d was removed from the cluster (configuration change at log index", lead))
 	list2, err := admin.MemberList(ctx(t), &apipb.MemberListRequest{})
 	require.NoError(t, err)
 	require.Len(t, list2.Members, 3)
@@ -97,4 +103,10 @@ func TestJoinBySnapshotPromoteAndRemove(t *testing.T) {
 	_, err = New(Config{ID: lead, DataDir: filepath.Join(c.dir, fmt.Sprint(lead)), ClientAddr: freeAddr(t), PeerAddr: freeAddr(t),
 		InitialCluster: map[core.NodeID]string{1: c.members[1], 2: c.members[2], 3: c.members[3]}})
 	require.ErrorContains(t, err, "was removed from the cluster")
+	// A directory removed before markers existed gets one when it is refused.
+	require.NoError(t, os.Remove(marker))
+	_, err = New(Config{ID: lead, DataDir: filepath.Join(c.dir, fmt.Sprint(lead)), ClientAddr: freeAddr(t), PeerAddr: freeAddr(t),
+		InitialCluster: map[core.NodeID]string{1: c.members[1], 2: c.members[2], 3: c.members[3]}})
+	require.ErrorContains(t, err, "was removed from the cluster")
+	require.FileExists(t, marker)
 }

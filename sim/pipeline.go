@@ -20,14 +20,59 @@ import (
 // pipeline is one node's stage queues and schedule. It lives and dies with
 // the node's process: a crash throws it away.
 type pipeline struct {
-	walQ    []replica.WALJob
-	storeQ  []replica.StoreJob
-	finishQ []*replica.Batch
+	walQ    fifo[replica.WALJob]
+	storeQ  fifo[replica.StoreJob]
+	finishQ fifo[*replica.Batch]
 	snapQ   []*replica.PendingSnapshot
+	// spare are batch lists that finished moving between stages, reused
+	// for the next stage's output.
+	spare [][]*replica.Batch
 	// A stage's event is scheduled (at most one per stage), and when
 	// the stage is free again (its last run's disk time).
 	sched                        [numStages]bool
 	walBusy, storeBusy, snapBusy int64
+}
+
+// fifo is a stage's queue. Its backing array is reused once the queue has
+// been drained, so a steady pipeline allocates nothing for its queues.
+type fifo[T any] struct {
+	items []T
+	head  int
+}
+
+func (q *fifo[T]) len() int { return len(q.items) - q.head }
+
+func (q *fifo[T]) push(v ...T) {
+	if q.head > 0 && q.head == len(q.items) {
+		clear(q.items) // do not pin what was taken
+		q.items, q.head = q.items[:0], 0
+	}
+	q.items = append(q.items, v...)
+}
+
+// take removes the first k items and returns them; the slice is valid
+// until the next push, so it is for the stage's own turn only.
+func (q *fifo[T]) take(k int) []T {
+	out := q.items[q.head : q.head+k : q.head+k]
+	q.head += k
+	return out
+}
+
+// spareList is an empty batch list to collect a stage's output in.
+func (p *pipeline) spareList() []*replica.Batch {
+	k := len(p.spare)
+	if k == 0 {
+		return nil
+	}
+	l := p.spare[k-1]
+	p.spare = p.spare[:k-1]
+	return l
+}
+
+// recycle takes back a batch list whose batches have moved on.
+func (p *pipeline) recycle(l []*replica.Batch) {
+	clear(l)
+	p.spare = append(p.spare, l[:0])
 }
 
 // stage names one of a node's pipeline stages.
@@ -114,13 +159,13 @@ func (n *node) kickAll() {
 }
 
 func (n *node) kickWAL() {
-	if p := &n.pipe; len(p.walQ) > 0 {
+	if p := &n.pipe; p.walQ.len() > 0 {
 		n.stageEvent(max(n.w.clock.now, p.walBusy)+n.stageDelay(), stageWAL)
 	}
 }
 
 func (n *node) kickStore() {
-	if p := &n.pipe; len(p.storeQ) > 0 {
+	if p := &n.pipe; p.storeQ.len() > 0 {
 		n.stageEvent(max(n.w.clock.now, p.storeBusy)+n.stageDelay(), stageStore)
 	}
 }
@@ -146,9 +191,8 @@ func (n *node) later(d int64, fn func()) {
 // stage handed back, then take every batch the replica has ready.
 func (n *node) runLoop() {
 	p := &n.pipe
-	for len(p.finishQ) > 0 && n.state == nodeUp {
-		b := p.finishQ[0]
-		p.finishQ = p.finishQ[1:]
+	for p.finishQ.len() > 0 && n.state == nodeUp {
+		b := p.finishQ.take(1)[0]
 		snap, err := n.rep.Finish(b)
 		if err != nil {
 			n.w.fail(fmt.Errorf("node %d: finish: %w", n.id, err))
@@ -168,7 +212,7 @@ func (n *node) runLoop() {
 		if !ok {
 			break
 		}
-		p.walQ = append(p.walQ, replica.WALJob{Batch: b})
+		p.walQ.push(replica.WALJob{Batch: b})
 		n.w.pipeStats.noteInflight(n.rep.Inflight())
 	}
 	n.w.check(n.w.checker.Observe(n.rep.Node()))
@@ -180,10 +224,8 @@ func (n *node) runLoop() {
 // stage once the fsync is done.
 func (n *node) runWAL() {
 	p := &n.pipe
-	k := n.takeCount(len(p.walQ))
-	jobs := p.walQ[:k:k]
-	p.walQ = p.walQ[k:]
-	persisted, err := n.rep.RunWAL(nil, jobs)
+	jobs := p.walQ.take(n.takeCount(p.walQ.len()))
+	persisted, err := n.rep.RunWAL(p.spareList(), jobs)
 	elapsed := n.diskTime()
 	p.walBusy = n.w.clock.now + elapsed
 	if err != nil {
@@ -199,8 +241,9 @@ func (n *node) runWAL() {
 func (n *node) persisted(batches []*replica.Batch) {
 	p := &n.pipe
 	for _, b := range batches {
-		p.storeQ = append(p.storeQ, replica.StoreJob{Batch: b})
+		p.storeQ.push(replica.StoreJob{Batch: b})
 	}
+	p.recycle(batches)
 	n.kickStore()
 }
 
@@ -208,10 +251,8 @@ func (n *node) persisted(batches []*replica.Batch) {
 // queue and hand the batches back to the loop.
 func (n *node) runStore() {
 	p := &n.pipe
-	k := n.takeCount(len(p.storeQ))
-	jobs := p.storeQ[:k:k]
-	p.storeQ = p.storeQ[k:]
-	applied, err := n.rep.RunStore(nil, jobs)
+	jobs := p.storeQ.take(n.takeCount(p.storeQ.len()))
+	applied, err := n.rep.RunStore(p.spareList(), jobs)
 	elapsed := n.diskTime()
 	p.storeBusy = n.w.clock.now + elapsed
 	if err != nil {
@@ -225,7 +266,8 @@ func (n *node) runStore() {
 
 // applied hands batches whose state machine work is over back to the loop.
 func (n *node) applied(batches []*replica.Batch) {
-	n.pipe.finishQ = append(n.pipe.finishQ, batches...)
+	n.pipe.finishQ.push(batches...)
+	n.pipe.recycle(batches)
 	n.schedule()
 }
 
@@ -244,7 +286,7 @@ func (n *node) runSnapshot() {
 		return
 	}
 	n.later(elapsed, func() {
-		p.storeQ = append(p.storeQ, replica.StoreJob{Do: n.rep.SnapshotDone})
+		p.storeQ.push(replica.StoreJob{Do: n.rep.SnapshotDone})
 		n.kickStore()
 		n.later(n.stageDelay(), func() {
 			job, err := n.rep.SnapshotWritten(snap)
@@ -252,7 +294,7 @@ func (n *node) runSnapshot() {
 				n.w.fail(fmt.Errorf("node %d: %w", n.id, err))
 				return
 			}
-			p.walQ = append(p.walQ, job)
+			p.walQ.push(job)
 			n.kickWAL()
 		})
 	})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 
 	"google.golang.org/protobuf/proto"
 
@@ -104,9 +105,9 @@ func (c *client) next() {
 }
 
 func (c *client) begin() {
-	key := fmt.Sprintf("k%d", c.rng.IntN(c.w.keys))
+	key := c.w.keyName(c.rng.IntN(c.w.keys))
 	c.opsDone++
-	value := fmt.Sprintf("c%d-%d", c.id, c.opsDone)
+	value := "c" + strconv.Itoa(c.id) + "-" + strconv.Itoa(c.opsDone)
 	op := &clientOp{startedAt: c.w.clock.now}
 	var cmd *kvpb.Command
 	switch r := c.rng.IntN(10); {
@@ -145,6 +146,15 @@ func mustMarshal(m proto.Message) []byte {
 		panic(err) // a command built here always marshals
 	}
 	return b
+}
+
+// keyName is the name of key i of the key space ("k0", "k1", ...), made
+// once per run rather than once per operation.
+func (w *world) keyName(i int) string {
+	for len(w.keyNames) <= i {
+		w.keyNames = append(w.keyNames, "k"+strconv.Itoa(len(w.keyNames)))
+	}
+	return w.keyNames[i]
 }
 
 // attempt sends the current operation to the target node.

@@ -119,6 +119,7 @@ type world struct {
 	// unresolved are writes whose clients gave up without an answer.
 	unresolved    []*clientOp
 	keys          int
+	keyNames      []string
 	snapshotEvery uint64
 	nextRequest   uint64
 	nemesisRng    *rand.Rand

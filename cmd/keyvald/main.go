@@ -129,6 +129,8 @@ Flags:
 	if err != nil {
 		return err
 	}
+	removePIDFile := writePIDFile(*dataDir, logger)
+	defer removePIDFile()
 	srv.Start()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)

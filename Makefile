@@ -8,10 +8,17 @@ CORE_SCHEDULES ?= 600
 .PHONY: all build test fuzz cover lint bench bench-cluster bench-cluster-smoke proto fmt sim sim-swarm \
 	cluster-start cluster-status cluster-stop integration-test chaos-test
 
-# The local cluster of make cluster-start: three members on 127.0.0.1.
+# The local cluster of make cluster-start: three members on 127.0.0.1, each
+# with its data directory under $(CLUSTER_DIR)/data. A running keyvald keeps
+# its pid in <data dir>/keyvald.pid; one removed from the cluster leaves
+# <data dir>/removed.
 CLUSTER_DIR ?= .cluster
 CLUSTER     := 1=127.0.0.1:2380,2=127.0.0.1:12380,3=127.0.0.1:22380
 CLIENT_PORTS := 1:2379 2:12379 3:22379
+# kvctl's --endpoints for them (its default when the ports are these).
+comma := ,
+space := $() $()
+CLUSTER_ENDPOINTS = $(subst $(space),$(comma),$(foreach p,$(CLIENT_PORTS),127.0.0.1:$(word 2,$(subst :, ,$(p)))))
 
 # make sim SEED=n replays one simulator seed; make sim-swarm runs many.
 SEED    ?= 1
@@ -25,34 +32,54 @@ build:
 	$(GO) build ./...
 	$(GO) build -o bin/ ./cmd/...
 
-# Start three members in the background: data and logs under $(CLUSTER_DIR),
-# pids recorded. Starting again resumes from the same data.
-cluster-start: build
+# The binaries the local cluster needs, and only those (incremental: about
+# a second when nothing changed).
+.PHONY: cluster-bins
+cluster-bins:
+	@$(GO) build -o bin/ ./cmd/keyvald ./cmd/kvctl
+
+# Shell, with f a pid file: pid is the keyvald it names, or empty if there
+# is none (a file left by a crash names a process that is gone, or that is
+# no longer keyvald).
+KEYVALD_PID = pid=$$(cat "$$f" 2>/dev/null); \
+	[ -n "$$pid" ] && [ "$$(ps -p "$$pid" -o comm= 2>/dev/null)" = keyvald ] || pid=
+
+# Start the three members in the background, logs under $(CLUSTER_DIR)/logs.
+# Starting again resumes from the same data; a member already running, or
+# removed from the cluster, is left alone.
+cluster-start: cluster-bins
 	@mkdir -p $(CLUSTER_DIR)/logs
 	@for pair in $(CLIENT_PORTS); do \
-	  id=$${pair%%:*}; port=$${pair##*:}; peer=$$((port+1)); \
-	  pidf=$(CLUSTER_DIR)/$$id.pid; \
-	  if [ -f $$pidf ] && kill -0 $$(cat $$pidf) 2>/dev/null; then echo "node $$id already running (pid $$(cat $$pidf))"; continue; fi; \
-	  nohup ./bin/keyvald --id $$id --data-dir $(CLUSTER_DIR)/data/$$id \
+	  id=$${pair%%:*}; port=$${pair##*:}; peer=$$((port+1)); dir=$(CLUSTER_DIR)/data/$$id; f=$$dir/keyvald.pid; \
+	  if [ -f $$dir/removed ]; then echo "not starting node $$id: $$(cat $$dir/removed)"; continue; fi; \
+	  $(KEYVALD_PID); \
+	  if [ -n "$$pid" ]; then echo "node $$id already running (pid $$pid)"; continue; fi; \
+	  nohup ./bin/keyvald --id $$id --data-dir $$dir \
 	    --listen-client 127.0.0.1:$$port --listen-peer 127.0.0.1:$$peer --listen-metrics 127.0.0.1:$$((port+2)) \
 	    --initial-cluster $(CLUSTER) >> $(CLUSTER_DIR)/logs/$$id.log 2>&1 & \
-	  echo $$! > $$pidf; \
 	  echo "node $$id: client 127.0.0.1:$$port, peer 127.0.0.1:$$peer, metrics http://127.0.0.1:$$((port+2))/metrics, log $(CLUSTER_DIR)/logs/$$id.log"; \
 	done
-	@for i in $$(seq 1 100); do ./bin/kvctl status -o json 2>/dev/null | grep -q '"leader_id": [1-9]' && break; sleep 0.1; done
-	@./bin/kvctl status || (echo "the cluster did not come up; see $(CLUSTER_DIR)/logs"; exit 1)
+	@for i in $$(seq 1 100); do ./bin/kvctl --endpoints $(CLUSTER_ENDPOINTS) status -o json 2>/dev/null | grep -q '"leader_id": [1-9]' && break; sleep 0.1; done
+	@./bin/kvctl --endpoints $(CLUSTER_ENDPOINTS) status || (echo "the cluster did not come up; see $(CLUSTER_DIR)/logs"; exit 1)
 
-cluster-status:
-	@./bin/kvctl status
+cluster-status: cluster-bins
+	@./bin/kvctl --endpoints $(CLUSTER_ENDPOINTS) status
 
+# Stop every keyvald with its data directory under $(CLUSTER_DIR), those
+# started by hand too: SIGTERM to all, then wait for each. ($(CLUSTER_DIR)/*.pid
+# are the pid files of earlier versions of this Makefile.)
 cluster-stop:
-	@for f in $(CLUSTER_DIR)/*.pid; do \
-	  [ -f "$$f" ] || continue; pid=$$(cat $$f); \
-	  if kill -0 $$pid 2>/dev/null; then kill -TERM $$pid; \
-	    for i in $$(seq 1 100); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
-	    echo "stopped $$(basename $$f .pid) (pid $$pid)"; fi; \
-	  rm -f $$f; \
-	done
+	@pids=; for f in $(CLUSTER_DIR)/data/*/keyvald.pid $(CLUSTER_DIR)/*.pid; do \
+	  $(KEYVALD_PID); \
+	  [ -n "$$pid" ] || continue; \
+	  case " $$pids " in *" $$pid "*) continue;; esac; \
+	  kill -TERM $$pid && pids="$$pids $$pid" && echo "stopping keyvald $$pid ($$f)"; \
+	done; \
+	for pid in $$pids; do \
+	  for i in $$(seq 1 100); do kill -0 $$pid 2>/dev/null || break; sleep 0.1; done; \
+	  if kill -0 $$pid 2>/dev/null; then echo "pid $$pid is still running after 10s"; fi; \
+	done; \
+	rm -f $(CLUSTER_DIR)/*.pid
 
 # Real keyvald processes on loopback: failover, catch-up, restarts, bad input,
 # with every client operation checked for linearizability.

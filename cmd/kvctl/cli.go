@@ -25,7 +25,7 @@ const (
 	exitOK          = 0
 	exitFailed      = 1 // key missing, CAS failed, server refused
 	exitUsage       = 2
-	exitUnavailable = 3 // no member answered, or timed out
+	exitUnavailable = 3 // no member answered, no leader, or timed out
 )
 
 // envPrefix prefixes the environment variable that sets each global flag's
@@ -118,7 +118,8 @@ Writes are applied exactly once even when kvctl retries them. Reads are
 linearizable unless --serializable is given.
 
 Exit codes: 0 success; 1 a key is missing (get), a CAS failed, or the server
-refused the request; 2 usage error; 3 no member answered or timed out.
+refused the request; 2 usage error; 3 no member answered, no leader, or timed
+out.
 
 Every global flag can also be set by an environment variable named
 KVCTL_ and the flag's name in capitals (KVCTL_ENDPOINTS, KVCTL_TIMEOUT,

@@ -3,8 +3,8 @@
 // `make cluster-start` runs unless given --endpoints.
 //
 // Exit codes: 0 success; 1 a key is missing (get), a CAS failed, or the
-// server refused the request; 2 usage errors; 3 no member answered or the
-// command timed out.
+// server refused the request; 2 usage errors; 3 no member answered, none
+// had a leader, or the command timed out.
 package main
 
 import (

@@ -163,7 +163,8 @@ func (n *Node) Ready() Ready {
 		ReadStates:           r.readStates,
 	}
 	if ss := (SoftState{Lead: r.lead, Role: r.role}); ss != n.prevSoft {
-		rd.SoftState = &ss
+		changed := ss // only a change costs an allocation: Ready runs for every batch
+		rd.SoftState = &changed
 		n.prevSoft = ss
 	}
 	if hs := r.hardState(); hs != n.prevHard {

@@ -178,7 +178,7 @@ func (r *Replica) persist(group []WALJob) error {
 		mustSync = mustSync || j.Batch.rd.MustSync
 	}
 	if mustSync {
-		if err := r.cfg.Observe.sync(r.wal.Sync); err != nil {
+		if err := r.cfg.Observe.sync(r.wal); err != nil {
 			return fmt.Errorf("replica: %w", err)
 		}
 	}
@@ -237,7 +237,7 @@ func (r *Replica) RunStore(dst []*Batch, jobs []StoreJob) ([]*Batch, error) {
 			for _, j := range jobs[:n] {
 				group = append(group, j.Batch)
 			}
-			err := r.cfg.Observe.apply(group, func() error { return r.applyGroup(group) })
+			err := r.cfg.Observe.apply(r, group)
 			clear(group) // do not pin finished batches (and their log arrays)
 			r.groupBuf = group
 			if err != nil {

@@ -82,7 +82,7 @@ func (nw *network) send(departAt int64, m core.Message) {
 		nw.w.counts.Duplicated++
 	}
 	for range copies {
-		nw.w.clock.push(departAt+nw.delay(), event{kind: evDeliver, msg: m})
+		nw.w.clock.deliverAt(departAt+nw.delay(), m)
 	}
 }
 

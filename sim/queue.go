@@ -23,12 +23,15 @@ const (
 // event is something that happens at a virtual time. The n-specific kinds
 // do nothing once the node's life (epoch) they were scheduled for is over.
 type event struct {
-	kind    eventKind
-	stage   stage
+	kind  eventKind
+	stage stage
+	// msg indexes clock.msgs (evDeliver). A message is three times the
+	// size of the rest, and while the collector runs every copy of a
+	// struct with pointers into the slab costs write barriers.
+	msg     int32
 	epoch   int
 	n       *node
 	fn      func()
-	msg     core.Message
 	batches []*replica.Batch
 }
 
@@ -53,7 +56,10 @@ type clock struct {
 	heap   []slot
 	events []event
 	free   []int32
-	w      *world
+	// msgs holds the messages in flight; freeMsgs are the unused slots.
+	msgs     []core.Message
+	freeMsgs []int32
+	w        *world
 }
 
 // push schedules e at virtual time t (never in the past).
@@ -70,6 +76,27 @@ func (c *clock) push(t int64, e event) {
 	c.seq++
 	c.heap = append(c.heap, slot{at: max(t, c.now), seq: c.seq, idx: idx})
 	c.up(len(c.heap) - 1)
+}
+
+// deliverAt schedules m's arrival at virtual time t.
+func (c *clock) deliverAt(t int64, m core.Message) {
+	var idx int32
+	if k := len(c.freeMsgs); k > 0 {
+		idx = c.freeMsgs[k-1]
+		c.freeMsgs = c.freeMsgs[:k-1]
+		c.msgs[idx] = m
+	} else {
+		idx = int32(len(c.msgs))
+		c.msgs = append(c.msgs, m)
+	}
+	c.push(t, event{kind: evDeliver, msg: idx})
+}
+
+// takeMsg frees message idx's slot and returns the message. The slot is
+// not cleared: it is reused soon, and clearing would cost barriers too.
+func (c *clock) takeMsg(idx int32) core.Message {
+	c.freeMsgs = append(c.freeMsgs, idx)
+	return c.msgs[idx]
 }
 
 // at schedules fn at virtual time t (never in the past).
@@ -92,8 +119,9 @@ func (c *clock) step(until int64) bool {
 		c.down(0)
 	}
 	c.now = top.at
+	// The slot is freed but not cleared (what it references lives until
+	// the slot is reused, soon): clearing costs write barriers.
 	e := c.events[top.idx]
-	c.events[top.idx] = event{} // drop its references for the collector
 	c.free = append(c.free, top.idx)
 	c.w.fire(&e)
 	return true
@@ -143,7 +171,7 @@ func (w *world) fire(e *event) {
 	case evFunc:
 		e.fn()
 	case evDeliver:
-		w.net.arrive(e.msg)
+		w.net.arrive(w.clock.takeMsg(e.msg))
 	case evStage:
 		e.n.runStage(e.epoch, e.stage)
 	case evTick:

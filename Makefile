@@ -81,6 +81,14 @@ cluster-stop:
 	done; \
 	rm -f $(CLUSTER_DIR)/*.pid
 
+# Every runnable example of README.md and docs/*.md (blocks marked
+# <!-- doctest -->), typed in order on a fresh make cluster-start in a
+# copy of the working tree; uses make cluster-start's fixed ports, so no
+# other local cluster may run meanwhile (internal/doctest).
+.PHONY: doc-test
+doc-test:
+	$(GO) test -count=1 -v -tags docs -timeout 30m -run TestDocumentExamples ./internal/doctest/
+
 # Real keyvald processes on loopback: failover, catch-up, restarts, bad input,
 # with every client operation checked for linearizability.
 integration-test: build

@@ -247,8 +247,8 @@ func (c *cluster) readyNode(id NodeID) error {
 	if err := c.drainNode(id); err != nil {
 		return err
 	}
-	if !c.takeReady(id) {
-		return nil
+	if taken, err := c.takeReady(id); !taken || err != nil {
+		return err
 	}
 	return c.drainNode(id)
 }
@@ -259,10 +259,11 @@ func (c *cluster) readyNodeCrashing(id NodeID, crash bool) error {
 	if !crash {
 		return c.readyNode(id)
 	}
-	if c.takeReady(id) {
+	taken, err := c.takeReady(id)
+	if taken {
 		c.crash(id)
 	}
-	return nil
+	return err
 }
 
 // drainNode runs every batch node id has in flight through the remaining
@@ -286,20 +287,26 @@ func (c *cluster) drainNode(id NodeID) error {
 // takeReady is the first stage: it takes node id's next Ready, sends the
 // messages that may leave before anything is durable, and queues the batch.
 // It reports whether there was one.
-func (c *cluster) takeReady(id NodeID) bool {
+func (c *cluster) takeReady(id NodeID) (bool, error) {
 	tn := c.nodes[id]
 	if tn.down || len(tn.inflight) >= maxBatchesInFlight || !tn.node.HasReady() {
-		return false
+		return false, nil
 	}
 	rd := tn.node.Ready()
 	if c.trace != nil {
 		c.trace(id, rd)
 	}
+	// These leave at once, so they must promise nothing not yet durable.
+	for _, m := range rd.Messages {
+		if err := checkPromise(&tn.store, m); err != nil {
+			return false, fmt.Errorf("node %d: sent before persisting: %w", id, err)
+		}
+	}
 	c.enqueue(rd.Messages)
 	tn.waiting = append(tn.waiting, rd.ReadStates...)
 	tn.inflight = append(tn.inflight, &batch{rd: rd})
 	c.overlap.maxInflight = max(c.overlap.maxInflight, len(tn.inflight))
-	return true
+	return true, nil
 }
 
 // persistNext makes node id's oldest unpersisted batch durable, then sends
@@ -334,11 +341,11 @@ func (c *cluster) persistNext(id NodeID) error {
 	return nil
 }
 
-// checkPromise is the release point of a message that had to wait for
-// durability: what it promises must be on stable storage when it leaves. A
-// granted vote needs the vote; an acknowledged append needs the entries,
-// unless a later term (in the same write) has already replaced them, as it
-// could have on a node that wrote the ack and then the newer entries.
+// checkPromise is the release point of a message: what it promises must be
+// on stable storage when it leaves. A granted vote needs the vote; an
+// acknowledged append needs the entries, unless a later term (in the same
+// write) has already replaced them, as it could have on a node that wrote
+// the ack and then the newer entries.
 func checkPromise(st *stable, m Message) error {
 	switch {
 	case m.Reject:
@@ -347,7 +354,7 @@ func checkPromise(st *stable, m Message) error {
 			return fmt.Errorf("vote for %d in term %d sent, but the durable hard state is %+v", m.To, m.Term, st.hs)
 		}
 	case m.Type == MsgAppResp:
-		if st.hs.Term < m.Term || (st.hs.Term == m.Term && st.lastIndex() < m.Index) {
+		if st.lastIndex() < m.Index && st.hs.Term <= m.Term {
 			return fmt.Errorf("append to %d acknowledged in term %d, but the durable log ends at %d in term %d",
 				m.Index, m.Term, st.lastIndex(), st.hs.Term)
 		}
@@ -412,13 +419,17 @@ func (c *cluster) advanceNext(id NodeID) error {
 	return c.observe(id)
 }
 
+// countOverlap notes an input given to a node with batches in flight.
+func (c *cluster) countOverlap(tn *testNode) {
+	if len(tn.inflight) > 0 {
+		c.overlap.steps++
+	}
+}
+
 // observe checks node id after an input: the Checker's invariants, and that
 // a leader counts itself for commit only with entries it has made durable.
 func (c *cluster) observe(id NodeID) error {
 	tn := c.nodes[id]
-	if len(tn.inflight) > 0 {
-		c.overlap.steps++
-	}
 	if err := c.checker.Observe(tn.node); err != nil {
 		return err
 	}
@@ -519,6 +530,7 @@ func (c *cluster) deliverMsg(m Message) error {
 		}
 		to.incoming[m.Snapshot.Index] = data
 	}
+	c.countOverlap(to)
 	if err := to.node.Step(m); err != nil {
 		return fmt.Errorf("node %d rejected %v: %w", m.To, m, err)
 	}
@@ -551,6 +563,7 @@ func (c *cluster) tick(id NodeID) error {
 	if tn.down || tn.stalled {
 		return nil
 	}
+	c.countOverlap(tn)
 	tn.node.Tick()
 	return c.observe(id)
 }

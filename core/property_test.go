@@ -14,14 +14,16 @@ import (
 )
 
 // The property tests drive whole clusters through random schedules: ticks,
-// message delivery in any order, loss, duplication, partitions, crashes
-// that lose everything not persisted, snapshots, reads, transfers. After
-// every step the Checker verifies Raft's safety properties, and the release
-// points hold: a read is served only at or below the applied index and
-// covers every write committed before it was asked for; a leader counts
-// only its durable entries as its own match; a vote or an acknowledgement
-// leaves only once what it promises is durable. At the end, once the
-// network heals, the cluster must elect a leader and commit.
+// message delivery in any order, loss, duplication, partitions, stalled
+// nodes whose messages wait, crashes that lose everything not persisted,
+// snapshots, reads, transfers, membership changes; each kind of fault is on
+// in some schedules and off in others. After every step the Checker
+// verifies Raft's safety properties, and the release points hold: a read is
+// served only at or below the applied index and covers every write
+// committed before it was asked for; a leader counts only its durable
+// entries as its own match; a vote or an acknowledgement leaves only once
+// what it promises is durable. At the end, once the network heals, the
+// cluster must elect a leader and commit.
 //
 // Each test runs in two modes. Atomic: a node's Ready is persisted, applied
 // and advanced in one step. Pipelined: like the server, taking a Ready,
@@ -99,6 +101,28 @@ type readProbe struct {
 	minIndex uint64
 }
 
+// schedule is one random run: a cluster, the PRNG that draws its steps,
+// and the reads asked so far.
+type schedule struct {
+	rt       *rapid.T
+	c        *cluster
+	rng      *rand.Rand
+	mode     pipelineMode
+	size     int
+	actions  []action
+	reads    map[string]readProbe
+	nextRead int
+	// slowStage is the pipeline stage that lags in this schedule (see
+	// pipelineStep).
+	slowStage int
+}
+
+// action is one kind of step; weight is how often a schedule draws it.
+type action struct {
+	weight int
+	run    func(s *schedule, step int) error
+}
+
 // runSchedule runs one random schedule and returns its cluster, for tests
 // that look at what the schedule did.
 func runSchedule(rt *rapid.T, size int, mode pipelineMode) *cluster {
@@ -121,161 +145,268 @@ func runSchedule(rt *rapid.T, size int, mode pipelineMode) *cluster {
 	if err != nil {
 		rt.Fatal(err)
 	}
+	s := &schedule{rt: rt, c: c, mode: mode, size: size, reads: map[string]readProbe{}}
+	s.actions = scheduleActions(rt, mode, membership)
 	// Rapid draws the seed; a PRNG draws the schedule from it. (Rapid's own
 	// integer draws lean towards small values, which starves a schedule of
 	// variety; it still shrinks the configuration and reports the seed.)
-	rng := rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "schedule"), 7))
-	intn := func(lo, hi int) int { return lo + rng.IntN(hi-lo+1) }
-	reads := map[string]readProbe{}
-	nextRead := 0
-	checkReads := func() {
-		for _, id := range c.ids {
-			tn := c.nodes[id]
-			for _, rs := range tn.reads {
-				p, ok := reads[string(rs.Context)]
-				if !ok {
-					rt.Fatalf("node %d: read state for unknown request %q", id, rs.Context)
-				}
-				if rs.Index < p.minIndex {
-					rt.Fatalf("node %d: read %q released at %d, but %d was committed before it was asked", id, rs.Context, rs.Index, p.minIndex)
-				}
-				if rs.applied < rs.Index {
-					rt.Fatalf("node %d: read %q at %d served with only %d applied", id, rs.Context, rs.Index, rs.applied)
-				}
-			}
-			tn.reads = nil
-		}
-	}
-	maxCommit := func() uint64 {
-		var m uint64
-		for _, id := range c.ids {
-			m = max(m, c.nodes[id].node.Status().HardState.Commit)
-		}
-		return m
-	}
-	pick := func(string) NodeID {
-		return c.ids[intn(0, len(c.ids)-1)]
-	}
-	steps := intn(50, 600)
+	s.rng = rand.New(rand.NewPCG(rapid.Uint64().Draw(rt, "schedule"), 7))
+	s.slowStage = s.rng.IntN(4)
+	steps := s.intn(50, 600)
 	for step := 0; step < steps; step++ {
-		var err error
-		if membership && intn(0, 19) == 0 {
-			err = changeMembership(c, intn, size)
-			if err != nil {
-				rt.Fatalf("step %d: %v", step, err)
-			}
-			continue
-		}
-		switch a := intn(0, 99); {
-		case a < 20:
-			if len(c.queue) > 0 {
-				err = c.deliver(intn(0, len(c.queue)-1))
-			}
-		case a < 38:
-			// A burst: everything queued now arrives, in order.
-			err = c.burst()
-		case a < 41:
-			if len(c.queue) > 0 {
-				k := intn(0, len(c.queue)-1)
-				c.lost(c.queue[k])
-				c.queue = slices.Delete(c.queue, k, k+1)
-			}
-		case a < 43:
-			if len(c.queue) > 0 {
-				c.queue = append(c.queue, c.queue[intn(0, len(c.queue)-1)])
-			}
-		case a < 50:
-			// Time passes for everyone (a node may miss the tick: drift).
-			for _, id := range c.ids {
-				if err == nil && intn(0, 9) > 0 {
-					err = c.tick(id)
-				}
-			}
-		case a < 52:
-			err = c.tick(pick("tick"))
-		case a < 70 && mode == pipelined:
-			err = pipelineStep(c, rng)
-		case a < 70:
-			err = c.ready()
-		case a < 73:
-			err = c.readyNode(pick("ready"))
-		case a < 74:
-			err = c.readyNodeCrashing(pick("readyCrash"), true)
-		case a < 84:
-			id := c.leader()
-			if id == None || intn(0, 9) == 0 {
-				id = pick("propose")
-			}
-			if tn := c.nodes[id]; !tn.down {
-				for k := intn(1, 3); k > 0; k-- {
-					_, _, _ = tn.node.Propose([]byte(fmt.Sprintf("p%d.%d", step, k)))
-				}
-			}
-		case a < 87:
-			switch rng.IntN(4) {
-			case 0:
-				c.heal()
-			case 1:
-				// A pause: a stalled leader that resumes and answers from
-				// stale state is the classic trap for reads.
-				tn := c.nodes[pick("stall")]
-				tn.stalled = !tn.stalled
-			default:
-				from, to := pick("cutFrom"), pick("cutTo")
-				c.setCut(from, to, true)
-				if rng.IntN(2) == 0 {
-					c.setCut(to, from, true)
-				}
-			}
-		case a < 90:
-			id := pick("crash")
-			if c.nodes[id].down {
-				err = c.restart(id)
-			} else {
-				c.crash(id)
-			}
-		case a < 92:
-			err = c.snapshot(pick("snapshot"))
-		case a < 95:
-			if tn := c.nodes[pick("read")]; !tn.down {
-				ctx := fmt.Sprintf("r%d", nextRead)
-				nextRead++
-				reads[ctx] = readProbe{minIndex: maxCommit()}
-				_ = tn.node.ReadIndex([]byte(ctx))
-			}
-		case a < 97:
-			if tn := c.nodes[pick("transferFrom")]; !tn.down {
-				_ = tn.node.TransferLeadership(pick("transferTo"))
-			}
-		default:
-			if tn := c.nodes[pick("unreachableAt")]; !tn.down {
-				tn.node.ReportUnreachable(pick("unreachable"))
-				tn.node.ReportSnapshot(pick("snapFailed"), false)
-			}
-		}
+		err := s.draw().run(s, step)
 		if err == nil {
 			err = c.checkDurableMatches()
 		}
 		if err != nil {
 			rt.Fatalf("step %d: %v", step, err)
 		}
-		checkReads()
+		s.checkReads()
 	}
+	s.checkLiveness()
+	return c
+}
 
-	// Liveness: heal everything; a leader must emerge and commit a new
-	// proposal on every node within a bounded number of ticks.
+// scheduleActions is the mix of steps a schedule draws from. Each kind of
+// fault is on in some schedules and off in others (swarm testing): a
+// schedule without crashes, say, spends its steps on what else can go
+// wrong, and keeps a leader long enough for slower bugs to show.
+func scheduleActions(rt *rapid.T, mode pipelineMode, membership bool) []action {
+	on := func(fault string) int {
+		if rapid.Bool().Draw(rt, fault) {
+			return 1
+		}
+		return 0
+	}
+	crashes, partitions, stalls, lossy := on("crashes"), on("partitions"), on("stalls"), on("lossy")
+	// A Ready takes four pipelined steps to go through, not one.
+	pipeline := 18
+	if mode == pipelined {
+		pipeline = 30
+	}
+	mix := []action{
+		{20, (*schedule).deliverOne},
+		{18, (*schedule).burst},
+		{3 * lossy, (*schedule).drop},
+		{2 * lossy, (*schedule).duplicate},
+		{3 * lossy, (*schedule).unreachable},
+		{10, (*schedule).tickAll},
+		{2, (*schedule).tickOne},
+		{pipeline, (*schedule).pipeline},
+		{3, (*schedule).readyOne},
+		{1 * crashes, (*schedule).readyAndCrash},
+		{2 * crashes, (*schedule).crash},
+		{4 * crashes, (*schedule).restart},
+		{3 * partitions, (*schedule).partition},
+		{2 * stalls, (*schedule).stall},
+		{10, (*schedule).propose},
+		{5, (*schedule).read},
+		{2, (*schedule).snapshot},
+		{2, (*schedule).transfer},
+	}
+	if membership {
+		mix = append(mix, action{5, (*schedule).changeMembership})
+	}
+	return mix
+}
+
+func (s *schedule) intn(lo, hi int) int { return lo + s.rng.IntN(hi-lo+1) }
+
+func (s *schedule) pick() NodeID { return s.c.ids[s.rng.IntN(len(s.c.ids))] }
+
+func (s *schedule) draw() action {
+	total := 0
+	for _, a := range s.actions {
+		total += a.weight
+	}
+	x := s.rng.IntN(total)
+	for _, a := range s.actions {
+		if x < a.weight {
+			return a
+		}
+		x -= a.weight
+	}
+	panic("unreachable")
+}
+
+func (s *schedule) deliverOne(int) error {
+	if len(s.c.queue) == 0 {
+		return nil
+	}
+	return s.c.deliver(s.rng.IntN(len(s.c.queue)))
+}
+
+// burst: everything queued now arrives, in order.
+func (s *schedule) burst(int) error { return s.c.burst() }
+
+func (s *schedule) drop(int) error {
+	if len(s.c.queue) > 0 {
+		k := s.rng.IntN(len(s.c.queue))
+		s.c.lost(s.c.queue[k])
+		s.c.queue = slices.Delete(s.c.queue, k, k+1)
+	}
+	return nil
+}
+
+func (s *schedule) duplicate(int) error {
+	if len(s.c.queue) > 0 {
+		s.c.queue = append(s.c.queue, s.c.queue[s.rng.IntN(len(s.c.queue))])
+	}
+	return nil
+}
+
+func (s *schedule) unreachable(int) error {
+	if tn := s.c.nodes[s.pick()]; !tn.down {
+		tn.node.ReportUnreachable(s.pick())
+		tn.node.ReportSnapshot(s.pick(), false)
+	}
+	return nil
+}
+
+// tickAll: time passes for everyone (a node may miss the tick: drift).
+func (s *schedule) tickAll(int) error {
+	for _, id := range s.c.ids {
+		if s.rng.IntN(10) > 0 {
+			if err := s.c.tick(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *schedule) tickOne(int) error { return s.c.tick(s.pick()) }
+
+// pipeline moves every node's Readys on: all the way through at once, or
+// by a few stages each.
+func (s *schedule) pipeline(int) error {
+	if s.mode == pipelined {
+		return pipelineStep(s.c, s.rng, s.slowStage)
+	}
+	return s.c.ready()
+}
+
+func (s *schedule) readyOne(int) error { return s.c.readyNode(s.pick()) }
+
+func (s *schedule) readyAndCrash(int) error { return s.c.readyNodeCrashing(s.pick(), true) }
+
+func (s *schedule) crash(int) error {
+	if id := s.pick(); !s.c.nodes[id].down {
+		s.c.crash(id)
+	}
+	return nil
+}
+
+func (s *schedule) restart(int) error {
+	if id := s.pick(); s.c.nodes[id].down {
+		return s.c.restart(id)
+	}
+	return nil
+}
+
+func (s *schedule) partition(int) error {
+	if s.rng.IntN(3) == 0 {
+		s.c.heal()
+		return nil
+	}
+	from, to := s.pick(), s.pick()
+	s.c.setCut(from, to, true)
+	if s.rng.IntN(2) == 0 {
+		s.c.setCut(to, from, true)
+	}
+	return nil
+}
+
+// stall pauses or resumes a node, often the leader: a leader that resumes
+// and answers from stale state is the classic trap for reads.
+func (s *schedule) stall(int) error {
+	id := s.c.leader()
+	if id == None || s.rng.IntN(2) == 0 {
+		id = s.pick()
+	}
+	tn := s.c.nodes[id]
+	tn.stalled = !tn.stalled
+	return nil
+}
+
+func (s *schedule) propose(step int) error {
+	id := s.c.leader()
+	if id == None || s.rng.IntN(10) == 0 {
+		id = s.pick()
+	}
+	if tn := s.c.nodes[id]; !tn.down {
+		for k := s.intn(1, 3); k > 0; k-- {
+			_, _, _ = tn.node.Propose([]byte(fmt.Sprintf("p%d.%d", step, k)))
+		}
+	}
+	return nil
+}
+
+func (s *schedule) read(int) error {
+	tn := s.c.nodes[s.pick()]
+	if tn.down {
+		return nil
+	}
+	ctx := fmt.Sprintf("r%d", s.nextRead)
+	s.nextRead++
+	var commit uint64
+	for _, id := range s.c.ids {
+		commit = max(commit, s.c.nodes[id].node.HardState().Commit)
+	}
+	s.reads[ctx] = readProbe{minIndex: commit}
+	_ = tn.node.ReadIndex([]byte(ctx))
+	return nil
+}
+
+func (s *schedule) snapshot(int) error { return s.c.snapshot(s.pick()) }
+
+func (s *schedule) transfer(int) error {
+	if tn := s.c.nodes[s.pick()]; !tn.down {
+		_ = tn.node.TransferLeadership(s.pick())
+	}
+	return nil
+}
+
+func (s *schedule) changeMembership(int) error { return changeMembership(s.c, s.intn, s.size) }
+
+// checkReads checks every read served since the last call at its release
+// point: at or below the applied index, and covering every write committed
+// before it was asked for.
+func (s *schedule) checkReads() {
+	for _, id := range s.c.ids {
+		tn := s.c.nodes[id]
+		for _, rs := range tn.reads {
+			p, ok := s.reads[string(rs.Context)]
+			if !ok {
+				s.rt.Fatalf("node %d: read state for unknown request %q", id, rs.Context)
+			}
+			if rs.Index < p.minIndex {
+				s.rt.Fatalf("node %d: read %q released at %d, but %d was committed before it was asked", id, rs.Context, rs.Index, p.minIndex)
+			}
+			if rs.applied < rs.Index {
+				s.rt.Fatalf("node %d: read %q at %d served with only %d applied", id, rs.Context, rs.Index, rs.applied)
+			}
+		}
+		tn.reads = nil
+	}
+}
+
+// checkLiveness heals everything; a leader must emerge and commit a new
+// proposal on every node within a bounded number of ticks.
+func (s *schedule) checkLiveness() {
+	c := s.c
 	c.heal()
 	for _, id := range c.ids {
 		if c.nodes[id].down {
 			if err := c.restart(id); err != nil {
-				rt.Fatal(err)
+				s.rt.Fatal(err)
 			}
 		}
 	}
 	const bound = 400
 	var idx, term uint64
 	proposed := false
-	err = c.stabilize(bound, func() bool {
+	err := c.stabilize(bound, func() bool {
 		lead := c.leader()
 		if lead == None {
 			return false
@@ -298,36 +429,36 @@ func runSchedule(rt *rapid.T, size int, mode pipelineMode) *cluster {
 	if err != nil {
 		for _, id := range c.ids {
 			st := c.nodes[id].node.Status()
-			rt.Logf("node %d down=%v %+v lastTerm=%d", id, c.nodes[id].down, st, c.nodes[id].node.r.log.lastTerm())
+			s.rt.Logf("node %d down=%v %+v lastTerm=%d", id, c.nodes[id].down, st, c.nodes[id].node.r.log.lastTerm())
 		}
-		rt.Fatalf("no progress after healing: %v", err)
+		s.rt.Fatalf("no progress after healing: %v", err)
 	}
-	checkReads()
-	return c
+	s.checkReads()
 }
 
 // pipelineStep moves the pipelines on: each node, with probability three
-// in four, runs one to four stages drawn at random (take a Ready, persist,
-// apply, advance; a stage with nothing to do does nothing).
-func pipelineStep(c *cluster, rng *rand.Rand) error {
+// in four, may take a Ready, then persists, applies and advances up to two
+// batches each (a stage with nothing to do does nothing). The slow stage
+// (1 persist, 2 apply, 3 advance; 0 none) mostly waits, as behind a slow
+// disk or state machine, so batches pile up before it.
+func pipelineStep(c *cluster, rng *rand.Rand, slow int) error {
 	for _, id := range c.ids {
 		if rng.IntN(4) == 0 {
 			continue
 		}
-		for k := 1 + rng.IntN(4); k > 0; k-- {
-			var err error
-			switch rng.IntN(4) {
-			case 0:
-				c.takeReady(id)
-			case 1:
-				err = c.persistNext(id)
-			case 2:
-				err = c.applyNext(id)
-			default:
-				err = c.advanceNext(id)
-			}
-			if err != nil {
+		if rng.IntN(2) == 0 {
+			if _, err := c.takeReady(id); err != nil {
 				return err
+			}
+		}
+		for i, stage := range []func(NodeID) error{c.persistNext, c.applyNext, c.advanceNext} {
+			if i+1 == slow && rng.IntN(4) > 0 {
+				continue
+			}
+			for k := rng.IntN(3); k > 0; k-- {
+				if err := stage(id); err != nil {
+					return err
+				}
 			}
 		}
 	}

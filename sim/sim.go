@@ -511,7 +511,7 @@ type fnv64a uint64
 
 const (
 	fnvOffset fnv64a = 14695981039346656037
-	fnvPrime         = 1099511628211
+	fnvPrime  fnv64a = 1099511628211
 )
 
 func (h *fnv64a) add(b []byte) {

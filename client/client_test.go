@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client/fakekv"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/fakekv"
 )
 
 // startCluster starts n fake members sharing one store, ids 1..n; node 1

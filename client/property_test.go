@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"pgregory.net/rapid"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client/fakekv"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/fakekv"
 )
 
 type modelEntry struct {

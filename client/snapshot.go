@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
-	"github.com/therealutkarshpriyadarshi/keyval/client/backup"
+	"github.com/therealutkarshpriyadarshi/keyval/api/backup"
 )
 
 // ErrSnapshotDamaged: a snapshot download was cut short, carried more or

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
-	"github.com/therealutkarshpriyadarshi/keyval/client/backup"
+	"github.com/therealutkarshpriyadarshi/keyval/api/backup"
 )
 
 // snapshotServer sends a fixed snapshot, possibly mangled: the data is

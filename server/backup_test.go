@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/api/backup"
 	"github.com/therealutkarshpriyadarshi/keyval/client"
-	"github.com/therealutkarshpriyadarshi/keyval/client/backup"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 )
 

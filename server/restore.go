@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client/backup"
+	"github.com/therealutkarshpriyadarshi/keyval/api/backup"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"

@@ -12,7 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client/fakekv"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/fakekv"
 )
 
 // fakeCluster starts n fake members sharing one store; the first leads.

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client"
-	"github.com/therealutkarshpriyadarshi/keyval/client/fakekv"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/fakekv"
 )
 
 // cluster is a fake three-member cluster for kvctl to talk to.

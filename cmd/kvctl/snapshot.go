@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/therealutkarshpriyadarshi/keyval/client/backup"
+	"github.com/therealutkarshpriyadarshi/keyval/api/backup"
 )
 
 // snapshotJSON describes a backup file, for both snapshot commands.

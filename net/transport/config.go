@@ -61,6 +61,15 @@ type Config struct {
 	// ClientTLS, if set, is used to dial peers (with Certificates for
 	// mutual TLS). Without it peers are dialled in plaintext.
 	ClientTLS *tls.Config
+	// PeerIdentity binds member ids to certificates (needs ServerTLS
+	// requiring client certificates, and ClientTLS): a stream is accepted
+	// only from the member its verified client certificate names
+	// (MemberURI), and a dialled member's certificate must name it.
+	PeerIdentity bool
+	// Refused, if set, hears of every peer refused for its identity or a
+	// failed TLS handshake (the Refused* reasons), with the id it claimed
+	// (None when unknown). It is called from the transport's goroutines.
+	Refused func(reason string, claimed core.NodeID)
 	// DialOptions are added to the transport's own options for every peer.
 	DialOptions []grpc.DialOption
 	// DialTimeout bounds connecting to a peer and the peer's acceptance of
@@ -135,6 +144,9 @@ func (c *Config) setDefaults() error {
 	if c.SnapshotChunkBytes > c.MaxMessageBytes-1024 {
 		return fmt.Errorf("transport config: SnapshotChunkBytes %d does not fit in MaxMessageBytes %d",
 			c.SnapshotChunkBytes, c.MaxMessageBytes)
+	}
+	if c.PeerIdentity && (c.ClientTLS == nil || c.ServerTLS == nil || c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert) {
+		return errors.New("transport config: PeerIdentity needs ClientTLS and a ServerTLS that requires and verifies client certificates")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -69,7 +69,7 @@ type peer struct {
 func newPeer(t *Transport, id core.NodeID, addr string) (*peer, error) {
 	creds := insecure.NewCredentials()
 	if t.cfg.ClientTLS != nil {
-		creds = credentials.NewTLS(t.cfg.ClientTLS)
+		creds = credentials.NewTLS(t.dialTLS(id))
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

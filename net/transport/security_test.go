@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,8 +238,8 @@ func newCA(t *testing.T) *testCA {
 }
 
 // issue makes a certificate for a node, valid as server and client on
-// 127.0.0.1.
-func (ca *testCA) issue(t *testing.T, id core.NodeID) tls.Certificate {
+// 127.0.0.1, naming uris (MemberURI) as subject alternative names.
+func (ca *testCA) issue(t *testing.T, id core.NodeID, uris ...*url.URL) tls.Certificate {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -250,10 +252,178 @@ func (ca *testCA) issue(t *testing.T, id core.NodeID) tls.Certificate {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		URIs:         uris,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// refusals counts Config.Refused calls by reason.
+type refusals struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *refusals) add(reason string, _ core.NodeID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = map[string]int{}
+	}
+	r.n[reason]++
+}
+
+func (r *refusals) count(reason string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[reason]
+}
+
+// identityTLS is mutual TLS with PeerIdentity on for cfg, showing cert.
+func identityTLS(cfg *Config, ca *testCA, cert tls.Certificate) {
+	cfg.ServerTLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: ca.pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	cfg.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: ca.pool, MinVersion: tls.VersionTLS13}
+	cfg.PeerIdentity = true
+}
+
+// tlsConn dials addr showing cert (none if nil), to play another peer.
+func tlsConn(t *testing.T, addr string, ca *testCA, cert *tls.Certificate) peerpb.PeerClient {
+	t.Helper()
+	c := &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(c)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return peerpb.NewPeerClient(conn)
+}
+
+// TestPeerIdentity: with PeerIdentity, members whose certificates name
+// them talk; a stream is refused (PermissionDenied, counted by reason,
+// nothing delivered) when the certificate names another member, no member,
+// a member of another cluster, and a caller without a certificate is
+// refused in the handshake (counted too).
+func TestPeerIdentity(t *testing.T) {
+	ca := newCA(t)
+	var seen refusals
+	nodes := cluster(t, 2, func(c *Config) {
+		identityTLS(c, ca, ca.issue(t, c.ID, MemberURI(c.ClusterID, c.ID)))
+		c.Refused = seen.add
+	})
+	a, b := nodes[0], nodes[1]
+	a.tr.Send([]core.Message{app(1, 2, 0, 8)})
+	if m := b.h.next(t); m.From != 1 {
+		t.Fatalf("got %v", m)
+	}
+	b.tr.SendSnapshot(snapMsg(2, 1), readCloser(strings.NewReader("bound to node 2")))
+	if rep := b.h.waitSnapshotReport(t); !rep.ok {
+		t.Fatal("snapshot between members with identity failed")
+	}
+
+	hb := core.Message{Type: core.MsgHeartbeat, From: 1, To: 2, Term: 1}
+	batch := &raftpb.Batch{Messages: []*raftpb.Message{raftpb.FromCore(&hb)}}
+	cases := []struct {
+		name, reason string
+		cert         tls.Certificate
+	}{
+		{"certificate of node 3 claiming node 1", RefusedImpersonation, ca.issue(t, 3, MemberURI(7, 3))},
+		{"certificate without a member URI", RefusedCertificate, ca.issue(t, 1)},
+		{"certificate of node 1 of another cluster", RefusedCertificate, ca.issue(t, 1, MemberURI(8, 1))},
+		{"certificate naming two members", RefusedCertificate, ca.issue(t, 1, MemberURI(7, 1), MemberURI(7, 3))},
+	}
+	for _, c := range cases {
+		before := seen.count(c.reason)
+		stream, err := tlsConn(t, b.addr, ca, &c.cert).Messages(streamCtx(t, 7, 1, 2))
+		if err == nil {
+			if err = awaitAccept(stream); err == nil {
+				err = finish(stream, batch)
+			}
+		}
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: %v, want PermissionDenied", c.name, err)
+		}
+		if got := seen.count(c.reason); got != before+1 {
+			t.Errorf("%s: %d refusals for %q, want %d", c.name, got, c.reason, before+1)
+		}
+	}
+	stream, err := tlsConn(t, b.addr, ca, nil).Messages(streamCtx(t, 7, 1, 2))
+	if err == nil {
+		err = awaitAccept(stream)
+	}
+	if err == nil {
+		t.Fatal("a caller without a certificate was accepted")
+	}
+	eventually(t, "the failed handshake counted", func() bool { return seen.count(RefusedHandshake) > 0 })
+	select {
+	case m := <-b.h.msgs:
+		t.Fatalf("a message of a refused stream was delivered: %v", m)
+	default:
+	}
+}
+
+// TestDialChecksMemberIdentity: a server at node 2's address that answers
+// as node 2 but holds a certificate of node 3 (a stranger with a
+// certificate of the CA) is never sent anything.
+func TestDialChecksMemberIdentity(t *testing.T) {
+	ca := newCA(t)
+	lis1, lis2 := listen(t), listen(t)
+	peers := map[core.NodeID]string{1: lis1.Addr().String(), 2: lis2.Addr().String()}
+	cfgA := testConfig(1, peers)
+	identityTLS(&cfgA, ca, ca.issue(t, 1, MemberURI(7, 1)))
+	a := startNode(t, cfgA, newRecorder(), lis1)
+	cfgB := testConfig(2, nil)
+	identityTLS(&cfgB, ca, ca.issue(t, 3, MemberURI(7, 3)))
+	cfgB.PeerIdentity = false // the impostor checks nothing
+	b := startNode(t, cfgB, newRecorder(), lis2)
+
+	a.tr.Send([]core.Message{app(1, 2, 0, 8)})
+	a.h.waitUnreachable(t, 2)
+	if st := a.tr.Stats()[2]; st.Connected || st.Sent != 0 {
+		t.Errorf("stream to a server that is not node 2 counted as live: %+v", st)
+	}
+	select {
+	case m := <-b.h.msgs:
+		t.Fatalf("delivered to the wrong member: %v", m)
+	default:
+	}
+}
+
+func TestCertMember(t *testing.T) {
+	u := func(s string) *url.URL {
+		v, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	cid := uint64(0xdfed251b1d404cca)
+	if got := MemberURI(cid, 3).String(); got != "keyval://dfed251b1d404cca/member/3" {
+		t.Fatalf("MemberURI = %s", got)
+	}
+	cases := []struct {
+		uris []*url.URL
+		want core.NodeID // 0: an error
+	}{
+		{[]*url.URL{MemberURI(cid, 3)}, 3},
+		{[]*url.URL{u("spiffe://x/y"), MemberURI(cid, 12), MemberURI(1, 4)}, 12},
+		{nil, 0},
+		{[]*url.URL{MemberURI(1, 3)}, 0},
+		{[]*url.URL{u("keyval://dfed251b1d404cca/member/0")}, 0},
+		{[]*url.URL{u("keyval://dfed251b1d404cca/member/x")}, 0},
+		{[]*url.URL{u("keyval://dfed251b1d404cca/node/3")}, 0},
+		{[]*url.URL{MemberURI(cid, 3), MemberURI(cid, 4)}, 0},
+	}
+	for _, c := range cases {
+		got, err := CertMember(&x509.Certificate{URIs: c.uris}, cid)
+		if got != c.want || (err == nil) != (c.want != 0) {
+			t.Errorf("%v: %d, %v; want %d", c.uris, got, err, c.want)
+		}
+	}
 }

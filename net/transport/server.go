@@ -75,6 +75,9 @@ func (s *peerService) accept(ctx context.Context) (core.NodeID, error) {
 	if from == 0 || core.NodeID(from) == t.cfg.ID {
 		return 0, status.Errorf(codes.InvalidArgument, "invalid sender node id %d", from)
 	}
+	if err := t.checkIdentity(ctx, core.NodeID(from)); err != nil {
+		return 0, err
+	}
 	return core.NodeID(from), nil
 }
 

@@ -314,7 +314,7 @@ func (t *Transport) ServerOptions() []grpc.ServerOption {
 		}),
 	}
 	if t.cfg.ServerTLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(t.cfg.ServerTLS)))
+		opts = append(opts, grpc.Creds(countingCreds{credentials.NewTLS(t.cfg.ServerTLS), t}))
 	}
 	return opts
 }

@@ -5,14 +5,16 @@ import (
 	"os"
 )
 
-// OSFS is the operating system's file system.
+// OSFS is the operating system's file system. The files and directories
+// it creates are the owner's alone (0600 and 0700): they hold every key
+// and value. Directories that already exist keep their mode.
 type OSFS struct{}
 
 var _ FS = OSFS{}
 
 // Create implements FS.
 func (OSFS) Create(name string) (File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +50,7 @@ func (OSFS) ReadDir(dir string) ([]string, error) {
 }
 
 // MkdirAll implements FS.
-func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
+func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o700) }
 
 // SyncDir implements FS.
 func (OSFS) SyncDir(dir string) error {

@@ -166,7 +166,9 @@ func New(cfg Config) (*Server, error) {
 // reports whether the node joined a running cluster, and the peer
 // addresses it learned then (a first start with --join asks the cluster).
 func (s *Server) checkIdentity() (joined bool, peers map[core.NodeID]string, err error) {
-	if err := os.MkdirAll(s.cfg.DataDir, 0o755); err != nil {
+	// Only the owner may read the keys and values kept here (a directory
+	// that already exists keeps its mode: the operator chose it).
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return false, nil, fmt.Errorf("create data directory: %w", err)
 	}
 	path := filepath.Join(s.cfg.DataDir, "identity.json")
@@ -192,8 +194,9 @@ func (s *Server) checkIdentity() (joined bool, peers map[core.NodeID]string, err
 		}
 		want.ClusterID = fmt.Sprintf("%016x", s.clusterID)
 		b, _ = json.Marshal(want)
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			return false, nil, fmt.Errorf("write %s: %w", path, err)
+		// Whole or not at all: a torn identity would refuse every start.
+		if err := disk.WriteFile(disk.OSFS{}, path, b); err != nil {
+			return false, nil, fmt.Errorf("record the node's identity: %w", err)
 		}
 		return joined, peers, nil
 	case err != nil:

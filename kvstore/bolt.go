@@ -64,18 +64,26 @@ const initialMmapSize = 1 << 30
 // of address space (not memory): a commit that must grow the map waits
 // for every open read transaction, and a snapshot being written holds one
 // for as long as writing takes.
+//
+// An existing file is checked first (every page its trees reach is read);
+// a file bbolt refuses or that fails the check is an error wrapping
+// ErrDamaged, and the file is left as it was.
 func OpenBolt(path string, opts Options) (*Bolt, error) {
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout:         timeout,
-		NoSync:          opts.NoSync,
-		NoFreelistSync:  true,
-		FreelistType:    bbolt.FreelistMapType,
-		InitialMmapSize: initialMmapSize,
-	})
+	var db *bbolt.DB
+	err := checkBolt(path, timeout)
+	if err == nil {
+		db, err = openRecovering(path, &bbolt.Options{
+			Timeout:         timeout,
+			NoSync:          opts.NoSync,
+			NoFreelistSync:  true,
+			FreelistType:    bbolt.FreelistMapType,
+			InitialMmapSize: initialMmapSize,
+		})
+	}
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		// bbolt's own word for a lock it could not take is "timeout",
 		// which does not tell the operator what to do.

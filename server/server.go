@@ -108,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := kvstore.OpenBolt(filepath.Join(cfg.DataDir, "state.db"), kvstore.Options{NoSync: true})
+	store, err := s.openStateDB()
 	if err != nil {
 		return nil, fmt.Errorf("open state machine: %w", err)
 	}

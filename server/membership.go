@@ -174,6 +174,62 @@ func (s *Server) confChanged(index uint64, cc core.ConfChange, conf core.ConfSta
 	}
 }
 
+// Reasons admit refuses a peer message for (keyval_peer_refused_total).
+const (
+	refusedNotMember = "not_member"
+	refusedRemoved   = "removed"
+)
+
+// admit decides, before the core sees it, whether m comes from a node that
+// may speak to this one: a member of the configuration this node uses (the
+// latest in its log, so a learner the leader just added is one). Outside
+// it, only two kinds of message get through: a node still joining (no
+// configuration yet) takes a leader's messages from the members it was told
+// of when it joined, and a leader takes the acknowledgements of a removed
+// node it is bringing up to its own removal (informRemoved), at no higher
+// term than its own. Anything else is counted and dropped, and a removed
+// sender is told of its removal. Loop side.
+func (s *Server) admit(m core.Message) bool {
+	n := s.rep.Node()
+	conf := n.Conf()
+	if slices.Contains(conf.Voters, m.From) || slices.Contains(conf.Learners, m.From) {
+		return true
+	}
+	if len(conf.Voters)+len(conf.Learners) == 0 {
+		if _, told := s.book.address(m.From); told && leaderMessage(m.Type) {
+			return true
+		}
+	} else if s.informing(m) {
+		return true
+	}
+	reason := refusedNotMember
+	if s.book.isRemoved(m.From) {
+		reason = refusedRemoved
+		s.informRemoved(m.From)
+	}
+	s.obs.peerRefused(reason, m.From)
+	s.obs.peerMessageRefused(m, fmt.Errorf("node %d is not in this node's configuration (voters %v, learners %v): %s",
+		m.From, conf.Voters, conf.Learners, reason))
+	return false
+}
+
+// leaderMessage reports whether t is what a leader sends a follower.
+func leaderMessage(t core.MessageType) bool {
+	return t == core.MsgApp || t == core.MsgHeartbeat || t == core.MsgSnap
+}
+
+// informing reports whether m acknowledges the replication by which this
+// leader tells a removed node of its removal: without those answers the
+// leader cannot find where the node's log ends.
+func (s *Server) informing(m core.Message) bool {
+	n := s.rep.Node()
+	if (m.Type != core.MsgAppResp && m.Type != core.MsgHeartbeatResp) || m.Term > n.HardState().Term {
+		return false
+	}
+	st := n.Status() // Progress only on a leader; it lists removed nodes being informed
+	return slices.ContainsFunc(st.Progress, func(p core.PeerProgress) bool { return p.ID == m.From })
+}
+
 // informRemoved reacts to a message from a node that was removed: it has
 // not heard (it was cut off, or its leader lost office before telling it),
 // so the leader replicates to it until it applies its own removal and stops.

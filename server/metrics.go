@@ -54,6 +54,8 @@ type Metrics struct {
 	snapshotSize prometheus.Gauge
 
 	requests *prometheus.HistogramVec
+	// peerRefused counts peers and peer messages kept from the core.
+	peerRefused *prometheus.CounterVec
 	// reqObs caches requests' observers by label values: WithLabelValues
 	// allocates on every call, a map lookup does not.
 	reqMu  sync.RWMutex
@@ -137,6 +139,15 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 	r.MustRegister(m.requests)
 
 	r.MustRegister(&peerCollector{tr: tr})
+	m.peerRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyval_peer_refused_total",
+		Help: "Peers and peer messages refused before reaching Raft, by reason: handshake (peer TLS handshake failed), " +
+			"certificate (no member id of this cluster in it), impersonation (it names another member than the sender claims), " +
+			"not_member (sender not in the configuration), removed (sender was removed)."}, []string{"reason"})
+	r.MustRegister(m.peerRefused)
+	for _, reason := range []string{transport.RefusedHandshake, transport.RefusedCertificate, transport.RefusedImpersonation,
+		refusedNotMember, refusedRemoved} {
+		m.peerRefused.WithLabelValues(reason)
+	}
 
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -410,6 +410,12 @@ func (o *observer) peerMessageRefused(m core.Message, err error) {
 	}
 }
 
+// peerRefused counts a peer or peer message kept from the core (the
+// transport logs its own refusals; admit logs the rest).
+func (o *observer) peerRefused(reason string, _ core.NodeID) {
+	o.m.peerRefused.WithLabelValues(reason).Inc()
+}
+
 // limiter lets one event per key through every interval and counts the
 // rest.
 type limiter struct {

@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
@@ -147,6 +149,7 @@ func New(cfg Config) (*Server, error) {
 	tr, err := transport.New(transport.Config{
 		ID: cfg.ID, ClusterID: s.clusterID, Peers: others,
 		ServerTLS: cfg.PeerServerTLS, ClientTLS: cfg.PeerClientTLS, Logger: cfg.Logger, // the transport adds the node id
+		PeerIdentity: cfg.PeerServerTLS != nil, Refused: s.obs.peerRefused,
 	}, (*peerHandler)(s))
 	if err != nil {
 		s.closeStorage()
@@ -485,10 +488,10 @@ func (h *peerHandler) post(f func()) {
 
 func (h *peerHandler) Step(m core.Message) {
 	s := (*Server)(h)
-	if s.book.isRemoved(m.From) {
-		h.post(func() { s.informRemoved(m.From) })
-	}
 	h.post(func() {
+		if !s.admit(m) {
+			return
+		}
 		if err := s.rep.Step(m); err != nil {
 			s.obs.peerMessageRefused(m, err)
 		}
@@ -507,6 +510,13 @@ func (h *peerHandler) ReportSnapshot(id core.NodeID, ok bool) {
 // goroutine, so the event loop is never stuck reading from the network.
 func (h *peerHandler) ReceiveSnapshot(m core.Message, data io.Reader) error {
 	s := (*Server)(h)
+	var admitted bool
+	if err := s.do(context.Background(), func() { admitted = s.admit(m) }); err != nil {
+		return err
+	}
+	if !admitted {
+		return status.Errorf(codes.PermissionDenied, "node %d takes no snapshot from node %d: it is not in its configuration", s.cfg.ID, m.From)
+	}
 	spool, err := os.CreateTemp(s.cfg.DataDir, "incoming-snapshot-*")
 	if err != nil {
 		return fmt.Errorf("spool snapshot: %w", err)

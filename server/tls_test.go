@@ -61,32 +61,50 @@ func startClusterWith(t *testing.T, n int, configure func(id core.NodeID, cfg *C
 }
 
 // pki is one cluster's certificates: a CA, a certificate for each member's
-// peer port and client port, and one for a client application.
+// client port, one for a client application, and peer certificates made
+// per member (they name its id) once the cluster id is known.
 type pki struct {
 	ca                  *testpki.CA
-	peerCert, peerKey   string
+	peerCert, peerKey   string // names no member: refused as a peer
 	serveCert, serveKey string
 	appCert, appKey     string
+	cluster             uint64 // of the last bootstrapping member secured
 }
 
 func newPKI(t *testing.T) *pki {
 	p := &pki{ca: testpki.NewCA(t, "keyval-test")}
-	// Every member runs on 127.0.0.1, so one peer certificate naming it
-	// serves them all here; a real cluster gives each member its own.
 	p.peerCert, p.peerKey = p.ca.Issue(t, "peer", "127.0.0.1")
 	p.serveCert, p.serveKey = p.ca.Issue(t, "client-port", "127.0.0.1", "localhost")
 	p.appCert, p.appKey = p.ca.Issue(t, "app", "app.example")
 	return p
 }
 
+// clusterIDOf is the cluster id cfg makes once its defaults are in.
+func clusterIDOf(cfg Config) uint64 {
+	if cfg.ClusterToken == "" {
+		cfg.ClusterToken = DefaultClusterToken
+	}
+	return cfg.ClusterID()
+}
+
+// member issues the peer certificate of member id of cluster, on 127.0.0.1.
+func (p *pki) member(t *testing.T, cluster uint64, id core.NodeID) TLSFiles {
+	cert, key := p.ca.IssueMember(t, fmt.Sprintf("member-%d", id), cluster, id, "127.0.0.1")
+	return TLSFiles{CertFile: cert, KeyFile: key, CAFile: p.ca.File}
+}
+
 // secure turns on TLS for clients (certificates required) and mutual TLS
-// between members.
+// between members, each with a certificate naming it. A joining member
+// (no initial cluster) gets one for the cluster secured before it.
 func (p *pki) secure(t *testing.T) func(core.NodeID, *Config) {
-	return func(_ core.NodeID, cfg *Config) {
+	return func(id core.NodeID, cfg *Config) {
 		var err error
 		cfg.ClientTLS, err = ClientTLS(TLSFiles{CertFile: p.serveCert, KeyFile: p.serveKey, CAFile: p.ca.File})
 		require.NoError(t, err)
-		cfg.PeerServerTLS, cfg.PeerClientTLS, err = PeerTLS(TLSFiles{CertFile: p.peerCert, KeyFile: p.peerKey, CAFile: p.ca.File})
+		if len(cfg.InitialCluster) > 0 {
+			p.cluster = clusterIDOf(*cfg)
+		}
+		cfg.PeerServerTLS, cfg.PeerClientTLS, err = PeerTLS(p.member(t, p.cluster, id))
 		require.NoError(t, err)
 	}
 }
@@ -185,15 +203,17 @@ func TestPeerWithBadCertificateKeptOut(t *testing.T) {
 	p := newPKI(t)
 	rogue := testpki.NewCA(t, "rogue")
 	rogueCert, rogueKey := rogue.Issue(t, "peer", "127.0.0.1")
-	strangerCert, strangerKey := p.ca.Issue(t, "stranger", "10.9.9.9")
 	for name, files := range map[string]TLSFiles{
 		"another CA":   {CertFile: rogueCert, KeyFile: rogueKey, CAFile: rogue.File},
-		"another host": {CertFile: strangerCert, KeyFile: strangerKey, CAFile: p.ca.File},
+		"another host": {CAFile: p.ca.File}, // a certificate of node 3 for 10.9.9.9, issued below
 	} {
 		t.Run(name, func(t *testing.T) {
 			secure := p.secure(t)
 			c := startClusterWith(t, 3, func(id core.NodeID, cfg *Config) {
 				secure(id, cfg)
+				if name == "another host" {
+					files.CertFile, files.KeyFile = p.ca.IssueMember(t, "stranger", clusterIDOf(*cfg), 3, "10.9.9.9")
+				}
 				if id == 3 {
 					var err error
 					cfg.PeerServerTLS, cfg.PeerClientTLS, err = PeerTLS(files)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"math"
 	"path/filepath"
 	"slices"
@@ -41,6 +42,7 @@ const (
 	snapHeaderSize    = 24
 	snapTrailerSize   = 16
 	snapExt           = ".snap"
+	receivedExt       = ".received"
 	maxSnapMeta       = 16 << 20
 	snapWriteBuffer   = 256 << 10
 )
@@ -52,6 +54,11 @@ var ErrNoSnapshot = errors.New("disk: no valid snapshot")
 // a temporary name, synced, renamed into place and the directory synced, so
 // a snapshot either exists whole or not at all. Only the newest Keep are
 // kept. Like the WAL, a store belongs to one goroutine.
+//
+// A snapshot received from a leader is kept apart (CreateReceived) until
+// the node accepts it (Promote): the core may refuse it, and a refused
+// snapshot must neither count among the Keep nor make the store prune a
+// file the log still needs.
 type SnapshotStore struct {
 	fs   FS
 	dir  string
@@ -61,6 +68,10 @@ type SnapshotStore struct {
 	// received from the leader could otherwise share a temporary file or
 	// prune the same old one).
 	writing sync.Mutex
+	// names is held while listing and renaming or removing snapshot
+	// files (pruning, promoting), which a snapshot of the node's own and
+	// a received one being installed may do at the same time.
+	names sync.Mutex
 }
 
 // NewSnapshotStore opens (creating if needed) the snapshot directory dir,
@@ -80,7 +91,7 @@ func NewSnapshotStore(fsys FS, dir string, keep int) (*SnapshotStore, error) {
 	}
 	for _, n := range names {
 		if base, ok := strings.CutSuffix(n, tmpExt); ok {
-			if _, _, ok := parseSnapName(base); ok {
+			if _, _, ok := parseSnapName(strings.TrimSuffix(base, receivedExt)); ok {
 				if err := fsys.Remove(filepath.Join(dir, n)); err != nil {
 					return nil, fmt.Errorf("snapshot: remove leftover %s: %w", n, err)
 				}
@@ -100,6 +111,16 @@ func parseSnapName(name string) (index, term uint64, ok bool) {
 	index, err1 := strconv.ParseUint(base[:16], 16, 64)
 	term, err2 := strconv.ParseUint(base[17:], 16, 64)
 	return index, term, err1 == nil && err2 == nil
+}
+
+// parseReceivedName parses the name of a received snapshot left apart.
+func parseReceivedName(name string) (index uint64, ok bool) {
+	base, ok := strings.CutSuffix(name, receivedExt)
+	if !ok {
+		return 0, false
+	}
+	index, _, ok = parseSnapName(base)
+	return index, ok
 }
 
 // List returns the snapshot file names, oldest first.
@@ -132,6 +153,9 @@ type SnapshotWriter struct {
 	err   error
 	done  bool
 	held  bool // holds s.writing
+	// received: committed apart from the snapshots in use, without
+	// pruning (see CreateReceived).
+	received bool
 }
 
 // release lets the next writer in, once.
@@ -142,9 +166,22 @@ func (w *SnapshotWriter) release() {
 	}
 }
 
-// Create starts writing a snapshot with the given metadata. Another
-// Create waits until this one is committed or aborted.
+// Create starts writing a snapshot of the node's own with the given
+// metadata. Another Create waits until this one is committed or aborted.
 func (s *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error) {
+	return s.create(meta, false)
+}
+
+// CreateReceived starts writing a snapshot received from a leader. Its
+// Commit makes it durable apart from the snapshots in use — List, Load and
+// pruning do not see it — and prunes nothing; Promote puts it in use once
+// the node has accepted it. One left apart is removed by a later Promote
+// past its index, or by DropReceived.
+func (s *SnapshotStore) CreateReceived(meta core.SnapshotMeta) (*SnapshotWriter, error) {
+	return s.create(meta, true)
+}
+
+func (s *SnapshotStore) create(meta core.SnapshotMeta, received bool) (*SnapshotWriter, error) {
 	metaBytes, err := proto.Marshal(raftpb.SnapshotMetaFromCore(meta))
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: encode metadata: %w", err)
@@ -153,7 +190,10 @@ func (s *SnapshotStore) Create(meta core.SnapshotMeta) (*SnapshotWriter, error) 
 		return nil, fmt.Errorf("snapshot: metadata of %d bytes exceeds the %d-byte limit", len(metaBytes), maxSnapMeta)
 	}
 	final := filepath.Join(s.dir, snapName(meta.Index, meta.Term))
-	w := &SnapshotWriter{s: s, meta: meta, tmp: final + tmpExt, final: final, buf: make([]byte, 0, 4<<10)}
+	if received {
+		final += receivedExt
+	}
+	w := &SnapshotWriter{s: s, meta: meta, tmp: final + tmpExt, final: final, buf: make([]byte, 0, 4<<10), received: received}
 	s.writing.Lock()
 	w.held = true
 	if w.f, err = s.fs.Create(w.tmp); err != nil {
@@ -220,7 +260,8 @@ func (w *SnapshotWriter) writeOut(p []byte) error {
 }
 
 // Commit finishes the file and installs it atomically: trailer, fsync,
-// rename, directory fsync. It then prunes snapshots beyond the newest Keep.
+// rename, directory fsync. A snapshot of the node's own then prunes the
+// snapshots beyond the newest Keep (a received one waits for Promote).
 // When Commit returns nil the snapshot is durable.
 func (w *SnapshotWriter) Commit() error {
 	defer w.release()
@@ -254,7 +295,10 @@ func (w *SnapshotWriter) Commit() error {
 	if err := w.s.fs.SyncDir(w.s.dir); err != nil {
 		return fmt.Errorf("snapshot: install %s: %w", w.final, err)
 	}
-	return w.s.prune()
+	if w.received {
+		return nil
+	}
+	return w.s.Prune(w.meta.Index)
 }
 
 // Abort discards the snapshot being written.
@@ -271,22 +315,84 @@ func (w *SnapshotWriter) Abort() error {
 	return nil
 }
 
-// prune removes all but the newest keep snapshots.
-func (s *SnapshotStore) prune() error {
-	names, err := s.List()
+// Prune removes all but the newest Keep snapshots in use, and the received
+// snapshots left apart at or below index (the node has installed or taken
+// a snapshot at index, so it will accept none of them). Call it once a
+// snapshot at index is in use: taken by the node (Commit calls it) or
+// received and installed.
+func (s *SnapshotStore) Prune(index uint64) error {
+	s.names.Lock()
+	defer s.names.Unlock()
+	all, err := s.fs.ReadDir(s.dir)
 	if err != nil {
-		return err
+		return fmt.Errorf("snapshot: prune: list %s: %w", s.dir, err)
 	}
-	if len(names) <= s.keep {
+	var inUse, stale []string
+	for _, n := range all {
+		if _, _, ok := parseSnapName(n); ok {
+			inUse = append(inUse, n) // fixed-width hex: name order is (index, term) order
+		} else if i, ok := parseReceivedName(n); ok && i <= index {
+			stale = append(stale, n)
+		}
+	}
+	if len(inUse) > s.keep {
+		stale = append(stale, inUse[:len(inUse)-s.keep]...)
+	}
+	return s.remove(stale, "prune")
+}
+
+// DropReceived removes every received snapshot left apart. At startup,
+// after Promote of the WAL's snapshot, none of them is needed: the node
+// either refused them or accepted one without making that durable.
+func (s *SnapshotStore) DropReceived() error {
+	s.names.Lock()
+	defer s.names.Unlock()
+	all, err := s.fs.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("snapshot: list %s: %w", s.dir, err)
+	}
+	var received []string
+	for _, n := range all {
+		if _, ok := parseReceivedName(n); ok {
+			received = append(received, n)
+		}
+	}
+	return s.remove(received, "drop received snapshots")
+}
+
+// remove deletes names from the directory and makes that durable.
+func (s *SnapshotStore) remove(names []string, what string) error {
+	if len(names) == 0 {
 		return nil
 	}
-	for _, n := range names[:len(names)-s.keep] {
+	for _, n := range names {
 		if err := s.fs.Remove(filepath.Join(s.dir, n)); err != nil {
-			return fmt.Errorf("snapshot: prune: %w", err)
+			return fmt.Errorf("snapshot: %s: %w", what, err)
 		}
 	}
 	if err := s.fs.SyncDir(s.dir); err != nil {
-		return fmt.Errorf("snapshot: prune: %w", err)
+		return fmt.Errorf("snapshot: %s: %w", what, err)
+	}
+	return nil
+}
+
+// Promote puts the received snapshot meta in use, durably, if it was left
+// apart (CreateReceived); a snapshot already in use is left as it is. Call
+// it once the node's log holds the snapshot durably (the WAL's marker),
+// and before opening it. It prunes nothing: call Prune once installed.
+func (s *SnapshotStore) Promote(meta core.SnapshotMeta) error {
+	s.names.Lock()
+	defer s.names.Unlock()
+	final := filepath.Join(s.dir, snapName(meta.Index, meta.Term))
+	err := s.fs.Rename(final+receivedExt, final)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot: promote %s: %w", final, err)
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("snapshot: promote %s: %w", final, err)
 	}
 	return nil
 }

@@ -39,6 +39,10 @@
 //   - A snapshot is captured by RunStore, written off the pipeline, and the
 //     log is compacted (SnapshotWritten, then the WAL job) only after its
 //     file is durable.
+//   - A snapshot received from the leader is written apart
+//     (StoreSnapshot) and put in use, with older files pruned, only by the
+//     RunStore that installs it: after the core accepted it and the WAL
+//     made that durable. A refused one never costs a file the log needs.
 //
 // A Replica is not safe for concurrent use, except that the stages may run
 // concurrently with each other as above: each touches only its own part
@@ -234,6 +238,9 @@ func Open(cfg Config) (*Replica, error) {
 		}
 		r.wal = w
 		r.recoveredTorn = rec.TornTail
+		if err := r.adoptReceived(rec.Snapshot); err != nil {
+			return nil, err
+		}
 		if st, err = r.recover(rec); err != nil {
 			return nil, err
 		}
@@ -263,6 +270,21 @@ func Open(cfg Config) (*Replica, error) {
 // calls it when the newest snapshot file cannot be read to send to a
 // follower, so that one does not wait forever on a damaged file.
 func (r *Replica) RequestSnapshot() { r.wantSnapshot = true }
+
+// adoptReceived puts in use the received snapshot the WAL says was
+// installed, if the node stopped before RunStore did so, and drops the
+// received snapshots nothing refers to.
+func (r *Replica) adoptReceived(marker core.SnapshotMeta) error {
+	if marker.Index > 0 {
+		if err := r.snaps.Promote(marker); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+	}
+	if err := r.snaps.DropReceived(); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	return nil
+}
 
 // recover brings the store in line with the recovered log and returns what
 // the Raft core restarts from.
@@ -327,13 +349,14 @@ func (r *Replica) ReceiveSnapshot(m core.Message, data io.Reader) error {
 }
 
 // StoreSnapshot is the first half of ReceiveSnapshot: it writes the
-// snapshot's file (state machine side, where snapshot files are written).
-// The runtime then Steps the message on the loop.
+// snapshot's file (state machine side, where snapshot files are written),
+// apart from the snapshots in use until a batch installs it. The runtime
+// then Steps the message on the loop.
 func (r *Replica) StoreSnapshot(m core.Message, data io.Reader) error {
 	if m.Type != core.MsgSnap || m.Snapshot == nil {
 		return errors.New("replica: a snapshot needs a MsgSnap with metadata")
 	}
-	w, err := r.snaps.Create(*m.Snapshot)
+	w, err := r.snaps.CreateReceived(*m.Snapshot)
 	if err != nil {
 		return fmt.Errorf("replica: receive snapshot: %w", err)
 	}
@@ -402,7 +425,13 @@ func (r *Replica) Cancel(id uint64) {
 	// dropped by the runtime when it comes.
 }
 
+// restore installs a snapshot the core accepted (the batch carrying it is
+// durable): its file is put in use, the store restored from it, and only
+// then are older files pruned.
 func (r *Replica) restore(meta core.SnapshotMeta) error {
+	if err := r.snaps.Promote(meta); err != nil {
+		return fmt.Errorf("replica: install snapshot at %d: %w", meta.Index, err)
+	}
 	s, err := r.OpenSnapshot(meta.Index)
 	if err != nil {
 		return err
@@ -412,6 +441,9 @@ func (r *Replica) restore(meta core.SnapshotMeta) error {
 		return fmt.Errorf("replica: install snapshot at %d: %w", meta.Index, err)
 	}
 	r.lastSnapshot, r.appliedTerm, r.appliedConf = meta.Index, meta.Term, meta.Conf
+	if err := r.snaps.Prune(meta.Index); err != nil {
+		return fmt.Errorf("replica: install snapshot at %d: %w", meta.Index, err)
+	}
 	return nil
 }
 

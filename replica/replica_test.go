@@ -1,9 +1,11 @@
 package replica
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -304,4 +306,116 @@ func TestReadyStopsAtMaxInflight(t *testing.T) {
 	require.Nil(t, s.finishBatch(taken[0]))
 	_, ok = rep.Ready()
 	require.True(t, ok, "room again once one finished")
+}
+
+// snapFiles lists the snapshot directory.
+func snapFiles(t *testing.T, fs *disk.MemFS) []string {
+	t.Helper()
+	names, err := fs.ReadDir("/n/snap")
+	require.NoError(t, err)
+	return names
+}
+
+// TestRefusedSnapshotsPruneNothing: snapshots the core refuses (from a
+// stale term, or older than what the node has committed) are written apart
+// and cost no file the log needs: after a crash the node still recovers
+// from its own newest snapshot, and the refused ones are gone.
+func TestRefusedSnapshotsPruneNothing(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(7, 8)))
+	s, err := openSingle(t, fs, 10)
+	require.NoError(t, err)
+	s.settle()
+	for i := 1; i <= 35; i++ {
+		require.NoError(t, s.rep.Propose(uint64(i), put(t, fmt.Sprintf("k%d", i), "v")))
+		require.NoError(t, s.rep.Process())
+		require.NoError(t, s.rep.Process())
+	}
+	ownSnaps := snapFiles(t, fs)
+	require.Len(t, ownSnaps, 2, "the newest two of the node's own snapshots")
+	fs.Crash() // a new election moves the term on, so that term 1 is stale
+	s, err = openSingle(t, fs, 10)
+	require.NoError(t, err)
+	s.settle()
+	term := s.rep.Node().HardState().Term
+	require.Greater(t, term, uint64(1))
+
+	refused := []core.Message{
+		{Type: core.MsgSnap, From: 2, To: 1, Term: term - 1, Snapshot: &core.SnapshotMeta{Index: 40, Term: 1, Conf: core.ConfState{Voters: []core.NodeID{1, 2}}}},
+		{Type: core.MsgSnap, From: 2, To: 1, Term: term - 1, Snapshot: &core.SnapshotMeta{Index: 50, Term: 1, Conf: core.ConfState{Voters: []core.NodeID{1, 2}}}},
+		{Type: core.MsgSnap, From: 2, To: 1, Term: term + 1, Snapshot: &core.SnapshotMeta{Index: 5, Term: 1, Conf: core.ConfState{Voters: []core.NodeID{1, 2}}}},
+	}
+	for _, m := range refused {
+		require.NoError(t, s.rep.ReceiveSnapshot(m, strings.NewReader("not a state the store could restore")))
+		for s.rep.Node().HasReady() {
+			b, ok := s.rep.Ready()
+			require.True(t, ok)
+			require.Nil(t, b.rd.Snapshot, "the core refused the snapshot at %d", m.Snapshot.Index)
+			s.finishBatch(b)
+		}
+	}
+	require.Subset(t, snapFiles(t, fs), ownSnaps, "a refused snapshot pruned a file in use")
+
+	fs.Crash()
+	s, err = openSingle(t, fs, 10)
+	require.NoError(t, err, "recovery finds the snapshot the WAL needs")
+	_, _, restored := s.rep.Recovery()
+	require.Equal(t, uint64(30), restored)
+	require.Equal(t, ownSnaps, snapFiles(t, fs), "the refused snapshots are dropped at start")
+	s.settle() // replays the log after the snapshot
+	for i := 1; i <= 35; i++ {
+		g, err := s.store.Get([]byte(fmt.Sprintf("k%d", i)))
+		require.NoError(t, err)
+		require.True(t, g.Found, "k%d after restart", i)
+	}
+}
+
+// TestAcceptedSnapshotSurvivesCrashBeforeInstall: the node crashes after
+// the WAL recorded a received snapshot as installed but before the state
+// machine stage put its file in use; recovery does that, and restores it.
+func TestAcceptedSnapshotSurvivesCrashBeforeInstall(t *testing.T) {
+	leaderState := kvstore.NewMemory(kvstore.Options{})
+	var batch []kvstore.Entry
+	for i := 1; i <= 50; i++ {
+		batch = append(batch, kvstore.Entry{Index: uint64(i), Data: put(t, fmt.Sprintf("k%d", i), "v")})
+	}
+	_, err := leaderState.Apply(batch)
+	require.NoError(t, err)
+	var data bytes.Buffer
+	_, err = leaderState.Snapshot(&data)
+	require.NoError(t, err)
+
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(9, 10)))
+	open := func() *single {
+		s := &single{t: t, fs: fs, store: kvstore.NewMemory(kvstore.Options{}), done: map[uint64]Outcome{}}
+		rep, err := Open(Config{
+			Core: core.Config{ID: 1, Peers: []core.NodeID{1, 2, 3}, Seed: 1},
+			FS:   fs, Dir: "/n", Store: s.store,
+			Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
+		})
+		require.NoError(t, err)
+		s.rep = rep
+		return s
+	}
+	s := open()
+	m := core.Message{Type: core.MsgSnap, From: 2, To: 1, Term: 3,
+		Snapshot: &core.SnapshotMeta{Index: 50, Term: 2, Conf: core.ConfState{Voters: []core.NodeID{1, 2, 3}}}}
+	require.NoError(t, s.rep.ReceiveSnapshot(m, bytes.NewReader(data.Bytes())))
+	inUse, err := s.rep.snaps.List()
+	require.NoError(t, err)
+	require.Empty(t, inUse, "not in use before the core accepts it")
+	b, ok := s.rep.Ready()
+	require.True(t, ok)
+	require.NotNil(t, b.rd.Snapshot, "the core accepted the snapshot")
+	_, err = s.rep.RunWAL(nil, []WALJob{{Batch: b}})
+	require.NoError(t, err)
+
+	fs.Crash() // before RunStore installed it
+	s = open()
+	_, _, restored := s.rep.Recovery()
+	require.Equal(t, uint64(50), restored)
+	for i := 1; i <= 50; i++ {
+		g, err := s.store.Get([]byte(fmt.Sprintf("k%d", i)))
+		require.NoError(t, err)
+		require.True(t, g.Found, "k%d after restart", i)
+	}
 }

@@ -68,9 +68,10 @@ func ExampleNode() {
 
 	// Output:
 	// persist membership [1]
+	// role Candidate
+	// persist term 1, vote 1, commit 0
 	// role Leader
 	// persist entry 1 (term 1) ""
-	// persist term 1, vote 1, commit 0
 	// persist term 1, vote 1, commit 1
 	// proposed at index 2, term 1
 	// persist entry 2 (term 1) "x=1"

@@ -188,6 +188,7 @@ func (n *Node) Ready() Ready {
 func (n *Node) Advance(rd Ready) {
 	r := n.r
 	l := r.log
+	r.selfVoteDurable(rd.HardState.Term)
 	if k := len(rd.Entries); k > 0 {
 		last := rd.Entries[k-1]
 		// Entries overwritten since this Ready was handed out are not stable.

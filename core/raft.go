@@ -64,6 +64,10 @@ type raft struct {
 	vote NodeID
 	lead NodeID
 	role Role
+	// durableTerm is the highest term the runtime has reported persisted
+	// (Advance): a candidate counts its own vote only once it is durable
+	// (see campaign).
+	durableTerm uint64
 
 	log *raftLog
 	trk *tracker
@@ -125,6 +129,7 @@ func newRaft(cfg Config, st PersistentState) (*raft, error) {
 		}
 		r.log = newLog(*st.Snapshot, append([]Entry(nil), st.Entries...))
 		r.term, r.vote = st.HardState.Term, st.HardState.Vote
+		r.durableTerm = r.term
 		r.log.committed = max(st.HardState.Commit, r.log.committed)
 		if cfg.Applied > r.log.committed {
 			// The state machine is durable and only ever applied committed
@@ -280,8 +285,16 @@ func (r *raft) campaign(preVote, transfer bool) {
 	}
 	r.votes[r.id] = true
 	if r.trk.tally(r.votes) == voteWon {
-		// A single-voter cluster wins at once.
-		r.advanceCampaign()
+		// A sole voter wins on its own vote. A pre-candidate moves on at
+		// once; a candidate only once its term and vote are durable
+		// (selfVoteDurable): leading earlier, it would append and send
+		// entries in a term a crash could take back, come back in the old
+		// term, win the same term again and write other entries at the
+		// same indexes — two different entries at one index and term on
+		// its learners.
+		if preVote || r.durableTerm >= r.term {
+			r.advanceCampaign()
+		}
 		return
 	}
 	var ctx []byte
@@ -300,6 +313,15 @@ func (r *raft) campaign(preVote, transfer bool) {
 			// win: otherwise a crash could let it vote again in this term.
 			r.sendAfterPersist(m)
 		}
+	}
+}
+
+// selfVoteDurable is told that the runtime persisted term: a candidate that
+// won on its own vote alone may now lead.
+func (r *raft) selfVoteDurable(term uint64) {
+	r.durableTerm = max(r.durableTerm, term)
+	if r.role == Candidate && r.durableTerm >= r.term && r.trk.tally(r.votes) == voteWon {
+		r.becomeLeader()
 	}
 }
 

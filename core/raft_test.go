@@ -1052,3 +1052,37 @@ func TestSnapshotTakenBounds(t *testing.T) {
 	_, err = n.Entries(1, 2)
 	require.ErrorIs(t, err, ErrCompacted)
 }
+
+// A sole voter wins on its own vote, but leads only once its new term and
+// vote are durable: leading at once, it would append (and send to its
+// learners) entries in a term that a crash could take back, then win the
+// same term again after the restart and write other entries at the same
+// indexes.
+func TestSoleVoterLeadsOnlyOnceItsTermIsDurable(t *testing.T) {
+	n, err := NewNode(Config{ID: 1, Peers: []NodeID{1}, ElectionTick: 10, HeartbeatTick: 1, Seed: 1}, PersistentState{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Advance(n.Ready()) // the bootstrap membership
+	for i := 0; i < 100 && n.SoftState().Role == Follower; i++ {
+		n.Tick()
+	}
+	if got := n.SoftState().Role; got != Candidate {
+		t.Fatalf("role %v after the election timeout, want Candidate until the term is durable", got)
+	}
+	rd := n.Ready()
+	if len(rd.Entries) > 0 || !rd.MustSync || rd.HardState.Vote != 1 {
+		t.Fatalf("the first Ready must persist the term and vote and carry no entry: %+v", rd)
+	}
+	n.Tick() // more time passes while the Ready is being persisted
+	if got := n.SoftState().Role; got == Leader {
+		t.Fatal("led before its term was durable")
+	}
+	n.Advance(rd)
+	if got := n.SoftState().Role; got != Leader {
+		t.Fatalf("role %v once the term is durable, want Leader", got)
+	}
+	if rd := n.Ready(); len(rd.Entries) != 1 || rd.Entries[0].Term != n.HardState().Term {
+		t.Fatalf("a new leader appends its empty entry in its durable term: %+v", rd)
+	}
+}

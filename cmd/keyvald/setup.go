@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 
@@ -16,6 +17,7 @@ import (
 type setupFlags struct {
 	client, peer, join server.TLSFiles
 	restore            string
+	peerInsecure       bool
 }
 
 func addSetupFlags(fs *flag.FlagSet) *setupFlags {
@@ -26,6 +28,7 @@ func addSetupFlags(fs *flag.FlagSet) *setupFlags {
 	fs.StringVar(&f.peer.CertFile, "peer-cert-file", "", "PEM certificate this member shows other members; enables mutual TLS between members (with --peer-key-file and --peer-ca-file); it must name the host of this member's peer address")
 	fs.StringVar(&f.peer.KeyFile, "peer-key-file", "", "PEM private key of --peer-cert-file")
 	fs.StringVar(&f.peer.CAFile, "peer-ca-file", "", "PEM CA certificate(s) that signed the members' peer certificates")
+	fs.BoolVar(&f.peerInsecure, "peer-insecure", false, "allow a plaintext peer port on an address other than loopback: anyone who reaches it can act as a member")
 	fs.StringVar(&f.join.CAFile, "join-ca-file", "", "with --join over TLS: PEM CA certificate(s) of the members' client ports (as kvctl --cacert)")
 	fs.StringVar(&f.join.CertFile, "join-cert-file", "", "with --join, if the members require client certificates: PEM certificate to show (as kvctl --cert)")
 	fs.StringVar(&f.join.KeyFile, "join-key-file", "", "PEM private key of --join-cert-file")
@@ -43,6 +46,14 @@ func (f *setupFlags) newServer(cfg server.Config) (*server.Server, error) {
 	if cfg.PeerServerTLS, cfg.PeerClientTLS, err = server.PeerTLS(f.peer); err != nil {
 		return nil, fmt.Errorf("peer TLS: %w", err)
 	}
+	if cfg.PeerServerTLS == nil {
+		if !loopback(cfg.PeerAddr) && !f.peerInsecure {
+			return nil, fmt.Errorf("--listen-peer %s is not a loopback address and peer TLS is off: anyone who reaches it could act as a member; "+
+				"give --peer-cert-file, --peer-key-file and --peer-ca-file (kvctl certs makes them), or --peer-insecure to accept the risk", cfg.PeerAddr)
+		}
+		cfg.Logger.Warn("the peer port is plaintext: whoever reaches it can send Raft messages as any member id; use peer TLS outside a single machine",
+			"listen_peer", cfg.PeerAddr)
+	}
 	if !f.join.IsZero() {
 		if cfg.JoinTLS, err = client.TLSConfig(f.join.CAFile, f.join.CertFile, f.join.KeyFile); err != nil {
 			return nil, fmt.Errorf("--join-ca-file, --join-cert-file, --join-key-file: %w", err)
@@ -58,6 +69,19 @@ func (f *setupFlags) newServer(cfg server.Config) (*server.Server, error) {
 		return nil, explainStartFailure(cfg, err)
 	}
 	return srv, nil
+}
+
+// loopback reports whether addr (host:port) listens on loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // walBehindState is how core refuses a state database ahead of the log;

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -111,4 +112,30 @@ func writeEntries(t *testing.T, cfg server.Config, n int) {
 			time.Sleep(10 * time.Millisecond) // polling interval
 		}
 	}
+}
+
+// TestPlaintextPeerPortOnlyOnLoopback: without peer TLS keyvald refuses a
+// peer address beyond loopback (before binding anything) unless
+// --peer-insecure is given, and warns when it runs a plaintext peer port.
+func TestPlaintextPeerPortOnlyOnLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{"127.0.0.1:2380": true, "[::1]:2380": true, "localhost:2380": true,
+		"0.0.0.0:2380": false, ":2380": false, "10.0.0.1:2380": false, "db.example:2380": false, "nonsense": false} {
+		require.Equal(t, want, loopback(addr), addr)
+	}
+	dir := t.TempDir()
+	err := run([]string{"--id", "1", "--data-dir", dir, "--listen-client", "127.0.0.1:0", "--listen-peer", "0.0.0.0:0",
+		"--initial-cluster", "1=127.0.0.1:1", "--listen-metrics", ""}, io.Discard)
+	require.ErrorContains(t, err, "--peer-insecure")
+	_, statErr := os.Stat(filepath.Join(dir, "identity.json"))
+	require.ErrorIs(t, statErr, os.ErrNotExist, "refused before the data directory was touched")
+
+	var logs bytes.Buffer
+	peer, err := freeport.Loopback()
+	require.NoError(t, err)
+	srv, err := (&setupFlags{}).newServer(server.Config{ID: 1, DataDir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: peer,
+		InitialCluster: map[core.NodeID]string{1: peer}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	srv.Start()
+	srv.Stop(context.Background())
+	require.Contains(t, logs.String(), "the peer port is plaintext")
 }

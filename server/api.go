@@ -42,8 +42,11 @@ type kvService struct {
 // exactly as its unary method.
 func (k *kvService) Pipeline(stream apipb.KV_PipelineServer) error {
 	return ServePipeline(stream, k, PipelineOptions{
-		Timeout:  k.s.cfg.RequestTimeout,
-		Draining: k.s.draining,
+		Timeout:       k.s.cfg.RequestTimeout,
+		MaxReplyBytes: k.s.cfg.MaxPipelineReplyBytes,
+		MaxValueBytes: k.s.cfg.MaxValueBytes,
+		Draining:      k.s.draining,
+		Held:          k.s.obs.m.pipelineHeld,
 		Observe: func(method string, code codes.Code, d time.Duration) {
 			k.s.obs.m.observeRequest(k.port, method, code, d)
 		},
@@ -155,6 +158,9 @@ func (k *kvService) Get(ctx context.Context, req *apipb.GetRequest) (*apipb.GetR
 		if err := k.s.readBarrier(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if err := reserveValue(ctx); err != nil {
+		return nil, err
 	}
 	g, err := k.s.store.Get(req.Key)
 	if err != nil {

@@ -57,6 +57,10 @@ type Config struct {
 	MaxValueBytes   int
 	MaxRequestBytes int
 
+	// MaxPipelineReplyBytes bounds the replies one pipeline stream holds
+	// for a client that does not read them (PipelineOptions.MaxReplyBytes).
+	MaxPipelineReplyBytes int
+
 	// RequestTimeout bounds how long a request waits for its outcome.
 	RequestTimeout time.Duration
 
@@ -113,6 +117,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = max(DefaultMaxRequestBytes, c.MaxKeyBytes+c.MaxValueBytes+1<<10)
+	}
+	if c.MaxPipelineReplyBytes == 0 {
+		c.MaxPipelineReplyBytes = DefaultMaxPipelineReplyBytes
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout

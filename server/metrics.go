@@ -53,6 +53,10 @@ type Metrics struct {
 	snapshotDur  prometheus.Histogram
 	snapshotSize prometheus.Gauge
 
+	// Limits on what one client can make a node hold.
+	pipelinesHeld prometheus.Gauge
+	pipelineHolds prometheus.Counter
+
 	requests *prometheus.HistogramVec
 	// peerRefused counts peers and peer messages kept from the core.
 	peerRefused *prometheus.CounterVec
@@ -133,6 +137,10 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 		"Duration of writing one snapshot file (data and fsync), on its own goroutine.", snapshotBuckets)
 	m.snapshotSize = gauge("keyval_snapshot_size_bytes", "Data bytes of the newest snapshot this node took.")
 
+	m.pipelinesHeld = gauge("keyval_pipeline_streams_held",
+		"Pipeline streams held back (not read further, or their Gets waiting to read values) because the replies their clients have not read reached --max-pipeline-reply-bytes (or 4096 calls).")
+	m.pipelineHolds = counter("keyval_pipeline_holds_total", "Times a pipeline stream was held back by --max-pipeline-reply-bytes (or 4096 calls).")
+
 	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keyval_request_duration_seconds",
 		Help: "Duration of gRPC requests, by port (client, or peer for forwarded requests), method and status code.", Buckets: fastBuckets},
 		[]string{"port", "method", "code"})
@@ -151,6 +159,16 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// pipelineHeld records a pipeline stream held back or let go.
+func (m *Metrics) pipelineHeld(held bool) {
+	if held {
+		m.pipelineHolds.Inc()
+		m.pipelinesHeld.Inc()
+		return
+	}
+	m.pipelinesHeld.Dec()
 }
 
 // Registry is the registry /metrics serves.

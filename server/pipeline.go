@@ -27,10 +27,22 @@ type PipelineOptions struct {
 	// Timeout bounds a call that brings no timeout of its own, and caps
 	// one that does.
 	Timeout time.Duration
-	// MaxInFlight bounds the calls running at once on one stream; past it
-	// ServePipeline stops reading, so the client is held back by flow
-	// control.
-	MaxInFlight int
+	// MaxInFlight bounds the calls one stream holds: running, or answered
+	// and waiting to be sent. MaxReplyBytes bounds their bytes: the replies
+	// waiting to be sent, and for each running call the largest reply it
+	// could produce (replyReserve). Past either, ServePipeline stops
+	// reading the stream, so gRPC flow control holds the client back
+	// instead of replies piling up for a client that does not read them.
+	MaxInFlight   int
+	MaxReplyBytes int
+	// MaxValueBytes is the largest value a reply can carry (the server's
+	// --max-value-bytes): what a CompareAndSwap reserves from the start,
+	// and a Get once its read barrier has passed.
+	MaxValueBytes int
+	// Held, if set, is told when the stream starts (true) and stops
+	// (false) being held back by those bounds: its loop or a call waits
+	// for replies to be sent.
+	Held func(held bool)
 	// Draining, when closed, makes ServePipeline stop taking calls, finish
 	// the ones running and end the stream as Unavailable (the server is
 	// stopping).
@@ -47,12 +59,15 @@ type PipelineOptions struct {
 // any implementation of the unary methods: the server's own, or a test's
 // fake.
 func ServePipeline(stream apipb.KV_PipelineServer, kv apipb.KVServer, opt PipelineOptions) error {
+	opt.setDefaults()
+	return servePipeline(stream, kv, opt, newReplyBudget(opt.MaxReplyBytes, opt.MaxInFlight, opt.MaxValueBytes, opt.Held))
+}
+
+// servePipeline is ServePipeline with the stream's budget given, so tests
+// can watch what the stream holds.
+func servePipeline(stream apipb.KV_PipelineServer, kv apipb.KVServer, opt PipelineOptions, budget *replyBudget) error {
 	ctx := stream.Context()
-	if opt.MaxInFlight <= 0 {
-		opt.MaxInFlight = 4096
-	}
-	out := &pipelineOutbox{wake: make(chan struct{}, 1)}
-	slots := make(chan struct{}, opt.MaxInFlight)
+	out := &pipelineOutbox{wake: make(chan struct{}, 1), budget: budget}
 	var running sync.WaitGroup
 
 	sendDone := make(chan error, 1)
@@ -87,22 +102,20 @@ loop:
 		select {
 		case req := <-reqs:
 			for _, call := range req.Calls {
-				if isClosed(opt.Draining) {
-					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: stoppingMessage})
+				reserve := replyReserve(call, opt.MaxValueBytes)
+				switch admitCall(ctx, out.budget, reserve, opt.Draining) {
+				case callDraining:
+					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: stoppingMessage}, 0)
 					continue
-				}
-				select {
-				case slots <- struct{}{}:
-				case <-opt.Draining:
-					out.add(&apipb.Reply{Id: call.Id, Code: uint32(codes.Unavailable), Message: stoppingMessage})
-					continue
-				case <-ctx.Done():
+				case callCanceled:
 					break loop
 				}
 				running.Add(1)
 				go func() {
-					defer func() { <-slots; running.Done() }()
-					out.add(servePipelineCall(ctx, kv, call, opt))
+					defer running.Done()
+					share := &callShare{b: out.budget, reserved: reserve, maxValue: opt.MaxValueBytes}
+					r := servePipelineCall(context.WithValue(ctx, callShareKey{}, share), kv, call, opt)
+					out.add(r, share.reserved)
 				}()
 			}
 		case err := <-recvErr:
@@ -199,9 +212,17 @@ type pipelineOutbox struct {
 	mu      sync.Mutex
 	replies []*apipb.Reply
 	wake    chan struct{}
+	budget  *replyBudget
 }
 
-func (o *pipelineOutbox) add(r *apipb.Reply) {
+// add queues r, whose call reserved reserved bytes of the budget (0: a
+// reply the loop makes itself, for a call never admitted).
+func (o *pipelineOutbox) add(r *apipb.Reply, reserved int) {
+	if reserved == 0 {
+		o.budget.charge(replySize(r))
+	} else {
+		o.budget.settle(reserved, replySize(r))
+	}
 	o.mu.Lock()
 	o.replies = append(o.replies, r)
 	o.mu.Unlock()
@@ -232,6 +253,7 @@ func (o *pipelineOutbox) sendLoop(ctx context.Context, stream apipb.KV_PipelineS
 			if err := stream.Send(&apipb.PipelineResponse{Replies: batch}); err != nil {
 				return err
 			}
+			o.budget.releaseSent(batch)
 			clear(batch)
 		}
 		if stopping {

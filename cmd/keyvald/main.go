@@ -74,6 +74,8 @@ Flags:
 	learnerLag := fs.Uint64("max-learner-lag", core.DefaultMaxLearnerLag, "how many entries behind the leader a learner may be and still be promoted to voter")
 	maxKey := fs.Int("max-key-bytes", server.DefaultMaxKeyBytes, "largest key accepted")
 	maxValue := fs.Int("max-value-bytes", server.DefaultMaxValueBytes, "largest value accepted")
+	maxPipeReplies := fs.Int("max-pipeline-reply-bytes", server.DefaultMaxPipelineReplyBytes,
+		"bytes of replies one pipeline stream may hold (unsent, or reserved by running calls) before the server stops reading it")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
 	gcPercent := fs.Int("gc-percent", 100, "garbage collector target (as GOGC); higher trades memory for CPU; GOGC in the environment wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -124,7 +126,7 @@ Flags:
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
-		Logger: logger, Observability: obs,
+		MaxPipelineReplyBytes: *maxPipeReplies, Logger: logger, Observability: obs,
 	})
 	if err != nil {
 		return err

@@ -46,13 +46,12 @@ func ClientTLS(f TLSFiles) (*tls.Config, error) {
 // when no file is named. All three files are required: each member shows
 // its certificate and checks the other's against the CA.
 //
-// Which certificates are trusted: when dialling, the member's certificate
-// must be signed by the CA and name the host being dialled (ordinary TLS
-// server verification, so a certificate is bound to its member's address).
-// When accepting, any certificate signed by the CA is: the peer port does
-// not know the caller's id or address before the handshake, and members
-// come and go (docs/membership.md). Use a CA that signs peer certificates
-// only; see docs/operations.md.
+// Which certificates are trusted: each names its member as the URI
+// keyval://<cluster-id>/member/<id> (transport.MemberURI), and the server
+// turns on the transport's PeerIdentity with these configurations. When
+// dialling, the member's certificate must be signed by the CA and name the
+// host being dialled and the member id; when accepting, the sender is the
+// member its verified certificate names. See docs/operations.md.
 func PeerTLS(f TLSFiles) (server, client *tls.Config, err error) {
 	if f.IsZero() {
 		return nil, nil, nil

@@ -25,7 +25,7 @@ func addSetupFlags(fs *flag.FlagSet) *setupFlags {
 	fs.StringVar(&f.client.CertFile, "client-cert-file", "", "PEM certificate the client port shows; enables TLS for clients (with --client-key-file)")
 	fs.StringVar(&f.client.KeyFile, "client-key-file", "", "PEM private key of --client-cert-file")
 	fs.StringVar(&f.client.CAFile, "client-ca-file", "", "PEM CA certificate(s); when set, every client must show a certificate signed by it")
-	fs.StringVar(&f.peer.CertFile, "peer-cert-file", "", "PEM certificate this member shows other members; enables mutual TLS between members (with --peer-key-file and --peer-ca-file); it must name the host of this member's peer address")
+	fs.StringVar(&f.peer.CertFile, "peer-cert-file", "", "PEM certificate this member shows other members; enables mutual TLS between members (with --peer-key-file and --peer-ca-file); it must name the host of this member's peer address and, as keyval://<cluster-id>/member/<id>, this member (kvctl certs makes such certificates)")
 	fs.StringVar(&f.peer.KeyFile, "peer-key-file", "", "PEM private key of --peer-cert-file")
 	fs.StringVar(&f.peer.CAFile, "peer-ca-file", "", "PEM CA certificate(s) that signed the members' peer certificates")
 	fs.BoolVar(&f.peerInsecure, "peer-insecure", false, "allow a plaintext peer port on an address other than loopback: anyone who reaches it can act as a member")

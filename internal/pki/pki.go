@@ -105,3 +105,24 @@ func encode(der []byte, key *ecdsa.PrivateKey) (Pair, error) {
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
 	}, nil
 }
+
+// LoadCA reads a CA that NewCA made from its PEM certificate and key.
+func LoadCA(pair Pair) (*CA, error) {
+	certBlock, _ := pem.Decode(pair.CertPEM)
+	keyBlock, _ := pem.Decode(pair.KeyPEM)
+	if certBlock == nil || keyBlock == nil {
+		return nil, fmt.Errorf("load CA: no PEM certificate and key")
+	}
+	cert, err := x509.ParseCertificate(certBlock.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("load CA certificate: %w", err)
+	}
+	key, err := x509.ParseECPrivateKey(keyBlock.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("load CA key: %w", err)
+	}
+	if !cert.IsCA || !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("load CA: the certificate is not a CA or does not match the key")
+	}
+	return &CA{Cert: cert, key: key}, nil
+}

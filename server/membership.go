@@ -187,12 +187,20 @@ const (
 // configuration yet) takes a leader's messages from the members it was told
 // of when it joined, and a leader takes the acknowledgements of a removed
 // node it is bringing up to its own removal (informRemoved), at no higher
-// term than its own. Anything else is counted and dropped, and a removed
-// sender is told of its removal. Loop side.
+// term than its own. A sender that was never removed may be a member added
+// while this node was behind: its members are asked (vouch.go). Anything
+// else is counted and dropped, and a removed sender is told of its
+// removal. Loop side.
 func (s *Server) admit(m core.Message) bool {
 	n := s.rep.Node()
 	conf := n.Conf()
 	if slices.Contains(conf.Voters, m.From) || slices.Contains(conf.Learners, m.From) {
+		return true
+	}
+	// A member the latest configuration in the log leaves out is still one
+	// until that change commits (a leader removing itself leads until
+	// then): the address book, kept from applied changes, still has it.
+	if _, known := s.book.address(m.From); known && !s.book.isRemoved(m.From) && len(conf.Voters) > 0 {
 		return true
 	}
 	if len(conf.Voters)+len(conf.Learners) == 0 {
@@ -206,6 +214,8 @@ func (s *Server) admit(m core.Message) bool {
 	if s.book.isRemoved(m.From) {
 		reason = refusedRemoved
 		s.informRemoved(m.From)
+	} else if len(conf.Voters)+len(conf.Learners) > 0 && s.vouched(m, conf) {
+		return true // a member added while this node was behind (vouch.go)
 	}
 	s.obs.peerRefused(reason, m.From)
 	s.obs.peerMessageRefused(m, fmt.Errorf("node %d is not in this node's configuration (voters %v, learners %v): %s",

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
@@ -109,4 +110,54 @@ func TestJoinBySnapshotPromoteAndRemove(t *testing.T) {
 		InitialCluster: map[core.NodeID]string{1: c.members[1], 2: c.members[2], 3: c.members[3]}})
 	require.ErrorContains(t, err, "was removed from the cluster")
 	require.FileExists(t, marker)
+}
+
+// A member that was down while the membership changed does not know the
+// members added meanwhile. When one of them leads, the lagging member must
+// still catch up from it — its members vouch for the newcomer and tell its
+// address — rather than drop its messages as coming from outside its
+// configuration.
+func TestLaggingMemberCatchesUpFromANewLeader(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	lagging := lead%3 + 1
+	admin := c.admin(lead)
+	c.stop(lagging)
+	delete(c.conns, lagging)
+	initial := maps.Clone(c.members)
+
+	c.members[4], c.clients[4] = freeAddr(t), freeAddr(t)
+	_, err := admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: 4, PeerAddr: c.members[4]})
+	require.NoError(t, err)
+	c.startWith(4, Config{Join: []string{c.clients[lead]}})
+	eventually(t, func() error {
+		_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: 4})
+		return err
+	})
+	eventually(t, func() error {
+		s := c.servers[c.leader()]
+		if s.cfg.ID == 4 {
+			return nil
+		}
+		var err error
+		if derr := s.do(ctx(t), func() { err = s.rep.Node().TransferLeadership(4) }); derr != nil {
+			return derr
+		}
+		if err == nil {
+			err = fmt.Errorf("leadership is moving to 4")
+		}
+		return err
+	})
+	c.startWith(lagging, Config{InitialCluster: initial}) // its log still says {1, 2, 3}
+	eventually(t, func() error {
+		_, err := c.conns[4].Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+		return err
+	})
+	eventually(t, func() error {
+		g, err := c.conns[lagging].Get(ctx(t), &apipb.GetRequest{Key: []byte("k"), Serializable: true})
+		if err == nil && !g.Found {
+			err = fmt.Errorf("node %d has not caught up", lagging)
+		}
+		return err
+	})
 }

@@ -68,6 +68,10 @@ type Server struct {
 	clusterID uint64
 	// removed is set once this node applied its own removal.
 	removed atomic.Bool
+	// vouches and asking are what this node's members said of peers
+	// outside its configuration (vouch.go); loop side.
+	vouches map[core.NodeID]vouchState
+	asking  int
 
 	// draining closes when Stop begins: pipelines stop taking calls.
 	draining  chan struct{}
@@ -101,7 +105,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
-		inbox: make(chan func(), 4096), storeQ: make(chan replica.StoreJob, replica.DefaultMaxInflight+8), waiters: map[uint64]chan replica.Outcome{},
+		inbox: make(chan func(), 4096), storeQ: make(chan replica.StoreJob, replica.DefaultMaxInflight+8), waiters: map[uint64]chan replica.Outcome{}, vouches: map[core.NodeID]vouchState{},
 		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}),
 		draining: make(chan struct{}), loopDone: make(chan struct{}), stopped: make(chan struct{}),
 	}

@@ -153,7 +153,7 @@ func (r *Report) Text(w io.Writer) {
 		if r.Verdict == lin.Linearizable.String() {
 			yes = "yes"
 		}
-		fmt.Fprintf(w, "linearizable: %s\nhistory: %s\n", yes, r.Linearizability)
+		fmt.Fprintf(w, "linearizable: %s\nporcupine: %s\n", yes, r.Linearizability)
 		fmt.Fprintf(w, "lost acknowledged writes: %d (of %d acknowledged changes)\n", len(r.Lost), r.AckedChanges)
 		for _, l := range r.Lost {
 			fmt.Fprintf(w, "  %v: %s\n", l.Write, l.Why)

@@ -27,13 +27,20 @@ type single struct {
 }
 
 func openSingle(t *testing.T, fs *disk.MemFS, snapshotEvery uint64) (*single, error) {
+	return openSingleWith(t, fs, func(c *Config) { c.SnapshotEvery = snapshotEvery })
+}
+
+// openSingleWith opens the node with a configuration tune changes.
+func openSingleWith(t *testing.T, fs *disk.MemFS, tune func(*Config)) (*single, error) {
 	s := &single{t: t, fs: fs, store: kvstore.NewMemory(kvstore.Options{}), done: map[uint64]Outcome{}}
-	rep, err := Open(Config{
+	cfg := Config{
 		Core: core.Config{ID: 1, Peers: []core.NodeID{1}, Seed: 1},
-		FS:   fs, Dir: "/n", Store: s.store, SnapshotEvery: snapshotEvery,
+		FS:   fs, Dir: "/n", Store: s.store,
 		Send: func([]core.Message) {},
 		Done: func(id uint64, out Outcome) { s.done[id] = out },
-	})
+	}
+	tune(&cfg)
+	rep, err := Open(cfg)
 	s.rep = rep
 	return s, err
 }
@@ -281,16 +288,9 @@ func TestStagesRefuseBatchesOutOfOrder(t *testing.T) {
 
 // At most MaxInflight batches are between Ready and Finish.
 func TestReadyStopsAtMaxInflight(t *testing.T) {
-	fs := disk.NewMemFS(rand.New(rand.NewPCG(1, 2)))
-	s := &single{t: t, fs: fs, store: kvstore.NewMemory(kvstore.Options{}), done: map[uint64]Outcome{}}
-	rep, err := Open(Config{
-		Core: core.Config{ID: 1, Peers: []core.NodeID{1}, Seed: 1},
-		FS:   fs, Dir: "/n", Store: s.store, MaxInflight: 2,
-		Send: func([]core.Message) {},
-		Done: func(id uint64, out Outcome) { s.done[id] = out },
-	})
+	s, err := openSingleWith(t, disk.NewMemFS(rand.New(rand.NewPCG(1, 2))), func(c *Config) { c.MaxInflight = 2 })
 	require.NoError(t, err)
-	s.rep = rep
+	rep := s.rep
 	s.settle()
 	var taken []*Batch
 	for id := uint64(1); id <= 3; id++ {

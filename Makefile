@@ -178,6 +178,13 @@ sim:
 sim-swarm:
 	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership)
 
+# Every bug planted by sim/testdata/teeth/*.patch, each in a scratch copy of
+# the working tree, must be caught by the check its header records, and
+# main must pass that check (docs/sim.md, "The simulator has teeth").
+.PHONY: teeth
+teeth:
+	@GO=$(GO) sim/testdata/teeth/run.sh
+
 # Regenerate protobuf code (committed, so a build needs only Go).
 proto:
 	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)

@@ -198,10 +198,16 @@ func (b *Bolt) Get(key []byte) (GetResult, error) {
 
 // Range implements Store.
 func (b *Bolt) Range(prefix, after []byte, limit int) (RangeResult, error) {
+	return b.RangeBytes(prefix, after, limit, 0)
+}
+
+// RangeBytes implements Store.
+func (b *Bolt) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResult, error) {
 	if b.closed.Load() {
 		return RangeResult{}, ErrClosed
 	}
 	var r RangeResult
+	page := rangePage{limit: limit, maxBytes: maxBytes}
 	err := b.db.View(func(tx *bbolt.Tx) error {
 		st, err := loadState(tx)
 		if err != nil {
@@ -210,13 +216,12 @@ func (b *Bolt) Range(prefix, after []byte, limit int) (RangeResult, error) {
 		r.Revision = st.rev
 		c := st.kv.Cursor()
 		for k, v := c.Seek([]byte(rangeStart(prefix, after))); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if limit > 0 && len(r.Entries) == limit {
-				r.More = true
-				break
-			}
 			version, value, err := splitValue(k, v)
 			if err != nil {
 				return err
+			}
+			if !page.room(len(k)+len(value), &r) {
+				break
 			}
 			r.Entries = append(r.Entries, KeyValue{Key: clone(k), Value: clone(value), Version: version})
 		}

@@ -221,21 +221,22 @@ func (c *conformance) get(t *rapid.T) {
 	}
 }
 
-// rangeAll pages through a prefix with a random limit and checks every
-// page against the model.
+// rangeAll pages through a prefix with a random key limit and byte budget
+// and checks every page against the model.
 func (c *conformance) rangeAll(t *rapid.T) {
 	prefix := rapid.SampledFrom(conformancePrefixes).Draw(t, "prefix")
 	limit := rapid.IntRange(0, 4).Draw(t, "limit")
+	maxBytes := rapid.IntRange(0, 12).Draw(t, "maxBytes")
 	var after []byte
 	if rapid.Bool().Draw(t, "startAfter") {
 		after = []byte(rapid.SampledFrom(conformanceKeys).Draw(t, "after"))
 	}
 	for name, s := range c.stores() {
-		c.checkRange(t, name, s, prefix, after, limit)
+		c.checkRange(t, name, s, prefix, after, limit, maxBytes)
 	}
 }
 
-func (c *conformance) checkRange(t *rapid.T, name string, s Store, prefix string, after []byte, limit int) {
+func (c *conformance) checkRange(t *rapid.T, name string, s Store, prefix string, after []byte, limit, maxBytes int) {
 	var want []string
 	for _, k := range c.model.sortedKeys(prefix) {
 		if after == nil || k > string(after) {
@@ -243,9 +244,13 @@ func (c *conformance) checkRange(t *rapid.T, name string, s Store, prefix string
 		}
 	}
 	for pages := 0; ; pages++ {
-		got, err := s.Range([]byte(prefix), after, limit)
+		got, err := s.RangeBytes([]byte(prefix), after, limit, maxBytes)
 		if err != nil {
 			t.Fatalf("%s range %q: %v", name, prefix, err)
+		}
+		if n, byBytes := c.model.pageLen(want, limit, maxBytes); len(got.Entries) != n || got.ByteLimited != byBytes {
+			t.Fatalf("%s range %q (limit %d, %d bytes) page %d: %d entries, byte-limited %v; want %d, %v",
+				name, prefix, limit, maxBytes, pages, len(got.Entries), got.ByteLimited, n, byBytes)
 		}
 		if got.Revision != c.model.rev {
 			t.Fatalf("%s range revision %d, want %d", name, got.Revision, c.model.rev)
@@ -357,6 +362,24 @@ func (c *conformance) check(t *rapid.T) {
 		if s.AppliedIndex() != c.model.applied || s.Revision() != c.model.rev {
 			t.Fatalf("%s: applied %d revision %d, want %d %d", name, s.AppliedIndex(), s.Revision(), c.model.applied, c.model.rev)
 		}
-		c.checkRange(t, name, s, "", nil, 0)
+		c.checkRange(t, name, s, "", nil, 0, 0)
 	}
+}
+
+// pageLen is how many of the keys left (want) a Range page holds under
+// limit keys and maxBytes bytes of keys and values: as many as fit, but
+// never none. byBytes says the byte budget ended a page that left keys.
+func (m *model) pageLen(want []string, limit, maxBytes int) (n int, byBytes bool) {
+	size := 0
+	for _, k := range want {
+		kv := len(k) + len(m.data[k].value)
+		if n > 0 && limit > 0 && n == limit {
+			return n, false
+		}
+		if n > 0 && maxBytes > 0 && size+kv > maxBytes {
+			return n, true
+		}
+		n, size = n+1, size+kv
+	}
+	return n, false
 }

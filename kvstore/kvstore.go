@@ -43,6 +43,12 @@ type Store interface {
 	// of them (limit <= 0: all). More says whether keys remain; pass the
 	// last returned key as after to continue.
 	Range(prefix, after []byte, limit int) (RangeResult, error)
+	// RangeBytes is Range that also stops before the page's keys and
+	// values would exceed maxBytes (maxBytes <= 0: no byte bound). The
+	// bound holds while the values are copied, so a page of large values
+	// never costs more memory than the budget; the first key is always
+	// returned, whatever its size, so a caller paging through advances.
+	RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResult, error)
 	// Snapshot writes a consistent image of the whole state to w and
 	// says which applied index and revision it holds.
 	Snapshot(w io.Writer) (SnapshotInfo, error)
@@ -152,6 +158,34 @@ type RangeResult struct {
 	Entries  []KeyValue
 	More     bool   // more keys with the prefix follow the last entry
 	Revision uint64 // the store revision the read saw
+	// ByteLimited says the byte budget, not the key limit, ended the page.
+	ByteLimited bool
+}
+
+// rangePage decides which entries a Range page takes, in order.
+type rangePage struct {
+	limit, maxBytes int // <= 0: unbounded
+	keys, bytes     int // taken so far
+}
+
+// room reports whether the next entry, of size bytes of key and value, may
+// join the page, and counts it if so. The first entry always may, so that a
+// caller paging through always advances; otherwise it marks r as cut
+// short, saying which bound did it.
+func (p *rangePage) room(size int, r *RangeResult) bool {
+	if p.keys > 0 {
+		if p.limit > 0 && p.keys >= p.limit {
+			r.More = true
+			return false
+		}
+		if p.maxBytes > 0 && p.bytes+size > p.maxBytes {
+			r.More, r.ByteLimited = true, true
+			return false
+		}
+	}
+	p.keys++
+	p.bytes += size
+	return true
 }
 
 // SnapshotInfo identifies the state a snapshot holds.

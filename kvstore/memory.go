@@ -91,19 +91,24 @@ func (m *Memory) Get(key []byte) (GetResult, error) {
 
 // Range implements Store.
 func (m *Memory) Range(prefix, after []byte, limit int) (RangeResult, error) {
+	return m.RangeBytes(prefix, after, limit, 0)
+}
+
+// RangeBytes implements Store.
+func (m *Memory) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResult, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.closed {
 		return RangeResult{}, ErrClosed
 	}
 	r := RangeResult{Revision: m.data.rev}
+	page := rangePage{limit: limit, maxBytes: maxBytes}
 	p := string(prefix)
 	m.data.keys.ascend(rangeStart(prefix, after), func(it *item) bool {
 		if !strings.HasPrefix(it.key, p) {
 			return false
 		}
-		if limit > 0 && len(r.Entries) == limit {
-			r.More = true
+		if !page.room(len(it.key)+len(it.value), &r) {
 			return false
 		}
 		r.Entries = append(r.Entries, KeyValue{Key: []byte(it.key), Value: clone(it.value), Version: it.version})

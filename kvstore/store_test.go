@@ -364,6 +364,62 @@ func TestRange(t *testing.T) {
 	})
 }
 
+func TestRangeByteBudget(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		const n, valueSize, budget = 10, 1000, 3500 // 3 keys of 1,004 bytes fit
+		for i := range n {
+			a.one(putCmd(0, 0, fmt.Sprintf("k/%02d", i), strings.Repeat("v", valueSize)))
+		}
+		a.one(putCmd(0, 0, "z", strings.Repeat("z", 2*budget)))
+
+		var after []byte
+		var got []string
+		for pages := 1; ; pages++ {
+			r, err := s.RangeBytes([]byte("k/"), after, 0, budget)
+			require.NoError(t, err)
+			size := 0
+			for _, kv := range r.Entries {
+				size += len(kv.Key) + len(kv.Value)
+				got = append(got, string(kv.Key))
+			}
+			require.LessOrEqual(t, size, budget)
+			require.NotEmpty(t, r.Entries)
+			if !r.More {
+				require.False(t, r.ByteLimited)
+				require.Equal(t, 4, pages, "three full pages of three, then one")
+				break
+			}
+			require.Len(t, r.Entries, 3)
+			require.True(t, r.ByteLimited)
+			after = r.Entries[len(r.Entries)-1].Key
+		}
+		require.Len(t, got, n)
+		for i, k := range got {
+			require.Equal(t, fmt.Sprintf("k/%02d", i), k)
+		}
+
+		// A key larger than the budget still comes, alone, so paging advances.
+		r, err := s.RangeBytes(nil, []byte("k/09"), 0, budget)
+		require.NoError(t, err)
+		require.Len(t, r.Entries, 1)
+		require.Equal(t, "z", string(r.Entries[0].Key))
+		require.False(t, r.More)
+		r, err = s.RangeBytes(nil, []byte("k/08"), 0, budget)
+		require.NoError(t, err)
+		require.Len(t, r.Entries, 1, "k/09 fits, z does not join it")
+		require.True(t, r.More)
+		require.True(t, r.ByteLimited)
+
+		// The key limit still applies, and wins when it ends the page first.
+		r, err = s.RangeBytes([]byte("k/"), nil, 2, budget)
+		require.NoError(t, err)
+		require.Len(t, r.Entries, 2)
+		require.True(t, r.More)
+		require.False(t, r.ByteLimited)
+	})
+}
+
 func TestReadsReturnCopies(t *testing.T) {
 	implementations(t, Options{}, func(t *testing.T, s Store) {
 		a := newApplier(t, s)

@@ -184,7 +184,7 @@ func (k *kvService) Range(ctx context.Context, req *apipb.RangeRequest) (*apipb.
 		after = req.StartAfter
 	}
 	for {
-		rr, err := k.s.store.Range(req.Prefix, after, limit)
+		rr, err := k.s.store.RangeBytes(req.Prefix, after, limit, k.s.cfg.MaxRangeBytes)
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "range %q: %v", req.Prefix, err)
 		}
@@ -196,6 +196,9 @@ func (k *kvService) Range(ctx context.Context, req *apipb.RangeRequest) (*apipb.
 			}
 		}
 		if len(resp.Kvs) > 0 || !rr.More {
+			if rr.ByteLimited {
+				k.s.obs.m.rangesCut.Inc()
+			}
 			return resp, nil
 		}
 		after = rr.Entries[len(rr.Entries)-1].Key

@@ -61,6 +61,11 @@ type Config struct {
 	// for a client that does not read them (PipelineOptions.MaxReplyBytes).
 	MaxPipelineReplyBytes int
 
+	// MaxRangeBytes bounds the keys and values of one Range answer, so that
+	// a Range over many large values does not copy them all at once; the
+	// answer stops at the budget with more set (0: DefaultMaxRangeBytes).
+	MaxRangeBytes int
+
 	// RequestTimeout bounds how long a request waits for its outcome.
 	RequestTimeout time.Duration
 
@@ -83,6 +88,7 @@ const (
 	DefaultMaxKeyBytes       = 8 << 10
 	DefaultMaxValueBytes     = 1536 << 10 // 1.5 MiB, etcd's request limit
 	DefaultMaxRequestBytes   = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
+	DefaultMaxRangeBytes     = 32 << 20
 	DefaultRequestTimeout    = 5 * time.Second
 	DefaultClusterToken      = "keyval"
 )
@@ -120,6 +126,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxPipelineReplyBytes == 0 {
 		c.MaxPipelineReplyBytes = DefaultMaxPipelineReplyBytes
+	}
+	if c.MaxRangeBytes == 0 {
+		c.MaxRangeBytes = DefaultMaxRangeBytes
+	}
+	if c.MaxRangeBytes < 0 {
+		return fmt.Errorf("the Range byte budget (--max-range-bytes) is %d; it must be positive", c.MaxRangeBytes)
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout

@@ -56,6 +56,7 @@ type Metrics struct {
 	// Limits on what one client can make a node hold.
 	pipelinesHeld prometheus.Gauge
 	pipelineHolds prometheus.Counter
+	rangesCut     prometheus.Counter
 
 	requests *prometheus.HistogramVec
 	// peerRefused counts peers and peer messages kept from the core.
@@ -140,6 +141,7 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 	m.pipelinesHeld = gauge("keyval_pipeline_streams_held",
 		"Pipeline streams held back (not read further, or their Gets waiting to read values) because the replies their clients have not read reached --max-pipeline-reply-bytes (or 4096 calls).")
 	m.pipelineHolds = counter("keyval_pipeline_holds_total", "Times a pipeline stream was held back by --max-pipeline-reply-bytes (or 4096 calls).")
+	m.rangesCut = counter("keyval_range_truncated_total", "Range answers that stopped at --max-range-bytes, with more set, before their key limit.")
 
 	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keyval_request_duration_seconds",
 		Help: "Duration of gRPC requests, by port (client, or peer for forwarded requests), method and status code.", Buckets: fastBuckets},

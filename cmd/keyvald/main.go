@@ -76,6 +76,8 @@ Flags:
 	maxValue := fs.Int("max-value-bytes", server.DefaultMaxValueBytes, "largest value accepted")
 	maxPipeReplies := fs.Int("max-pipeline-reply-bytes", server.DefaultMaxPipelineReplyBytes,
 		"bytes of replies one pipeline stream may hold (unsent, or reserved by running calls) before the server stops reading it")
+	maxRange := fs.Int("max-range-bytes", server.DefaultMaxRangeBytes,
+		"bytes of keys and values one Range answer may carry; it stops there with more set (at least one key is always returned)")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
 	gcPercent := fs.Int("gc-percent", 100, "garbage collector target (as GOGC); higher trades memory for CPU; GOGC in the environment wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -126,7 +128,7 @@ Flags:
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
-		MaxPipelineReplyBytes: *maxPipeReplies, Logger: logger, Observability: obs,
+		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, Logger: logger, Observability: obs,
 	})
 	if err != nil {
 		return err

@@ -8,8 +8,8 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 PROPERTY_SCHEDULES ?= 2000
 PROPERTY_BUDGET    ?= 10s
 # make test-deep: the longer searches CI runs after make test.
-DEEP_PROPERTY_BUDGET ?= 45s
-DEEP_SWARM_BUDGET    ?= 150
+DEEP_PROPERTY_BUDGET ?= 30s
+DEEP_SWARM_BUDGET    ?= 120
 
 .PHONY: all build test test-deep fuzz cover lint bench bench-cluster bench-cluster-smoke proto fmt sim sim-swarm \
 	cluster-start cluster-status cluster-stop integration-test chaos-test

@@ -84,6 +84,9 @@ type PendingSnapshot struct {
 	meta      core.SnapshotMeta
 	releaseTo uint64
 	frozen    kvstore.Frozen
+	// written is set once WriteSnapshot made the file durable: nothing
+	// may be compacted behind the snapshot before (SnapshotWritten checks).
+	written bool
 }
 
 // Index is the log index the snapshot is taken at.
@@ -378,6 +381,7 @@ func (r *Replica) WriteSnapshot(p *PendingSnapshot) (int64, error) {
 	if err := w.Commit(); err != nil {
 		return 0, fmt.Errorf("replica: snapshot at %d: %w", p.meta.Index, err)
 	}
+	p.written = true
 	return w.Size(), nil
 }
 
@@ -385,6 +389,9 @@ func (r *Replica) WriteSnapshot(p *PendingSnapshot) (int64, error) {
 // WriteSnapshot wrote, and returns the job that compacts the WAL behind it
 // (queue it for the WAL stage). Loop side.
 func (r *Replica) SnapshotWritten(p *PendingSnapshot) (WALJob, error) {
+	if !p.written {
+		return WALJob{}, fmt.Errorf("replica: pipeline order broken: compacting behind the snapshot at %d before its file is durable", p.meta.Index)
+	}
 	// A snapshot installed from the leader meanwhile may already have
 	// compacted past this one; that is fine.
 	if _, err := r.node.SnapshotTaken(p.meta.Index); err != nil && !errors.Is(err, core.ErrCompacted) {

@@ -38,7 +38,8 @@
 //     durable).
 //   - A snapshot is captured by RunStore, written off the pipeline, and the
 //     log is compacted (SnapshotWritten, then the WAL job) only after its
-//     file is durable.
+//     file is durable: SnapshotWritten refuses a snapshot WriteSnapshot has
+//     not committed.
 //   - A snapshot received from the leader is written apart
 //     (StoreSnapshot) and put in use, with older files pruned, only by the
 //     RunStore that installs it: after the core accepted it and the WAL

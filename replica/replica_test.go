@@ -419,3 +419,23 @@ func TestAcceptedSnapshotSurvivesCrashBeforeInstall(t *testing.T) {
 		require.True(t, g.Found, "k%d after restart", i)
 	}
 }
+
+// Nothing is compacted behind a snapshot whose file is not yet durable,
+// whatever order a runtime calls the stages in.
+func TestNoCompactionBeforeTheSnapshotFileIsDurable(t *testing.T) {
+	s, err := openSingle(t, disk.NewMemFS(rand.New(rand.NewPCG(1, 2))), 5)
+	require.NoError(t, err)
+	s.settle()
+	var pending *PendingSnapshot
+	for id := uint64(1); pending == nil && id < 30; id++ {
+		require.NoError(t, s.rep.Propose(id, put(t, "k", "v")))
+		pending = s.runBatch()
+	}
+	require.NotNil(t, pending, "no snapshot was captured")
+	_, err = s.rep.SnapshotWritten(pending)
+	require.ErrorContains(t, err, "before its file is durable")
+	_, err = s.rep.WriteSnapshot(pending)
+	require.NoError(t, err)
+	_, err = s.rep.SnapshotWritten(pending)
+	require.NoError(t, err)
+}

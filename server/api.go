@@ -9,7 +9,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -19,6 +18,7 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
+	"github.com/therealutkarshpriyadarshi/keyval/net/transport"
 	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
@@ -392,7 +392,7 @@ func (s *Server) peerConn(id core.NodeID) (*grpc.ClientConn, error) {
 	}
 	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
 	if s.cfg.PeerClientTLS != nil {
-		creds = grpc.WithTransportCredentials(credentials.NewTLS(s.cfg.PeerClientTLS))
+		creds = grpc.WithTransportCredentials(transport.DialCreds(s.cfg.PeerClientTLS))
 	}
 	conn, err := grpc.NewClient(addr, append(s.obs.forwardDialOptions(id), creds, grpc.WithUnaryInterceptor(markForwarded),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes)))...)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +22,9 @@ func (o *observer) listenHTTP() error {
 	if err != nil {
 		return fmt.Errorf("listen for metrics on %s: %w", addr, err)
 	}
+	if o.s.cfg.MetricsTLS != nil {
+		lis = tls.NewListener(lis, o.s.cfg.MetricsTLS)
+	}
 	o.httpLis = lis
 	o.httpSrv = &http.Server{Handler: o.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return nil
@@ -31,7 +35,7 @@ func (o *observer) listenHTTP() error {
 //	/metrics       Prometheus text format, this node's registry only
 //	/healthz       200 while the process serves HTTP
 //	/readyz        200 when ready (see observer.ready), else 503 and why
-//	/debug/pprof/  Go's profiler
+//	/debug/pprof/  Go's profiler, with EnablePprof only
 func (o *observer) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.m.reg, promhttp.HandlerOpts{
@@ -51,12 +55,18 @@ func (o *observer) httpHandler() http.Handler {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "not ready:", o.notReadyReason())
 	})
+	if o.s.cfg.EnablePprof {
+		handlePprof(mux)
+	}
+	return mux
+}
+
+func handlePprof(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves the named profiles: heap, goroutine, …
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
 }
 
 // slogPrinter sends promhttp's error messages to the node's log.

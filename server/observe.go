@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -25,9 +26,14 @@ import (
 // serves no HTTP and traces nothing; metrics are kept either way (a few
 // atomic operations per batch and request).
 type Observability struct {
-	// MetricsAddr, if set, serves Prometheus metrics (/metrics), health
-	// (/healthz, /readyz) and Go's profiler (/debug/pprof/) over HTTP.
+	// MetricsAddr, if set, serves Prometheus metrics (/metrics) and health
+	// (/healthz, /readyz) over HTTP.
 	MetricsAddr string
+	// MetricsTLS, if set, makes MetricsAddr serve HTTPS (MetricsTLS).
+	MetricsTLS *tls.Config
+	// EnablePprof adds Go's profiler (/debug/pprof/) to MetricsAddr. Off by
+	// default: it shows the command line and can spend CPU on demand.
+	EnablePprof bool
 	// TracerProvider, if set, receives a span per client request with
 	// child spans for the stages inside the server, and the trace context
 	// travels with writes forwarded to the leader. Nil is tracing off at no

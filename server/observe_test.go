@@ -296,14 +296,29 @@ func checkDashboard(t *testing.T, sc scrape) {
 	require.Greater(t, queried, 30)
 }
 
-// TestPprofServed: the profiler answers on the metrics address.
-func TestPprofServed(t *testing.T) {
-	c := newObservedCluster(t, 1, 0, nil)
-	code, body := httpGet(t, c.servers[1].MetricsAddr(), "/debug/pprof/goroutine?debug=1")
-	require.Equal(t, http.StatusOK, code)
-	require.Contains(t, body, "goroutine profile")
-	code, _ = httpGet(t, c.servers[1].MetricsAddr(), "/nothing-here")
-	require.Equal(t, http.StatusNotFound, code)
+// TestPprofOnlyWhenEnabled: the profiler (whose /cmdline shows the
+// command line) is not on the metrics address unless enabled; when it is,
+// it answers.
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, enable := range []bool{false, true} {
+		c := startClusterWith(t, 1, func(_ core.NodeID, cfg *Config) {
+			cfg.MetricsAddr, cfg.EnablePprof = "127.0.0.1:0", enable
+		}, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		addr := c.servers[1].MetricsAddr()
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine?debug=1"} {
+			code, body := httpGet(t, addr, path)
+			if !enable {
+				require.Equal(t, http.StatusNotFound, code, path)
+				continue
+			}
+			require.Equal(t, http.StatusOK, code, path)
+			if path == "/debug/pprof/goroutine?debug=1" {
+				require.Contains(t, body, "goroutine profile")
+			}
+		}
+		code, _ := httpGet(t, addr, "/nothing-here")
+		require.Equal(t, http.StatusNotFound, code)
+	}
 }
 
 // TestHealthAndReadiness: /healthz answers as soon as the node runs;

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/client"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/net/transport"
 )
@@ -32,14 +32,9 @@ func attack(t *testing.T, cluster uint64, claimed, target core.NodeID, addr stri
 	cfg := transport.Config{ID: claimed, ClusterID: cluster, Peers: map[core.NodeID]string{target: addr},
 		Logger: slog.New(slog.DiscardHandler)}
 	if files != nil {
-		pool, err := loadPool(files.CAFile, "ca")
+		var err error
+		cfg.ClientTLS, err = client.TLSConfig(files.CAFile, files.CertFile, files.KeyFile)
 		require.NoError(t, err)
-		cfg.ClientTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		if files.CertFile != "" {
-			pair, err := loadPair(*files, "cert", "key")
-			require.NoError(t, err)
-			cfg.ClientTLS.Certificates = []tls.Certificate{pair}
-		}
 	}
 	tr, err := transport.New(cfg, ignoreAll{})
 	require.NoError(t, err)

@@ -29,11 +29,13 @@ type observabilityFlags struct {
 	exporter    string
 	endpoint    string
 	sampleRatio float64
+	enablePprof bool
 }
 
 func addObservabilityFlags(fs *flag.FlagSet) *observabilityFlags {
 	f := &observabilityFlags{}
-	fs.StringVar(&f.metricsAddr, "listen-metrics", "", "HTTP address for /metrics (Prometheus), /healthz, /readyz and /debug/pprof/, e.g. 127.0.0.1:2381; empty: off")
+	fs.StringVar(&f.metricsAddr, "listen-metrics", "", "HTTP address for /metrics (Prometheus), /healthz, /readyz (and /debug/pprof/ with --enable-pprof), e.g. 127.0.0.1:2381; empty: off")
+	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's profiler at /debug/pprof/ on --listen-metrics (it shows keyvald's command line and runs profiles on demand)")
 	fs.StringVar(&f.exporter, "trace-exporter", "none", "where OpenTelemetry traces go: none (off, no cost), stdout, or otlp (OTLP over gRPC to --trace-endpoint)")
 	fs.StringVar(&f.endpoint, "trace-endpoint", "", "OTLP gRPC collector for --trace-exporter otlp: host:port (plaintext) or http(s)://host:port; empty: OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317")
 	fs.Float64Var(&f.sampleRatio, "trace-sample-ratio", 1, "fraction of requests traced (0 to 1) when tracing is on; a request forwarded from another member follows that member's choice")
@@ -47,6 +49,7 @@ func (f *observabilityFlags) start(id core.NodeID, log *slog.Logger) (obs server
 	log = log.With("node", uint64(id))
 	grpcLogOnce.Do(func() { grpclog.SetLoggerV2(grpcLogger{log}) }) // before any gRPC use; once per process
 	obs.MetricsAddr = f.metricsAddr
+	obs.EnablePprof = f.enablePprof
 	stop = func() {}
 	if f.sampleRatio < 0 || f.sampleRatio > 1 {
 		return obs, stop, fmt.Errorf("--trace-sample-ratio %v: want a fraction from 0 to 1", f.sampleRatio)

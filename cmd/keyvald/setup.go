@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -18,6 +20,16 @@ type setupFlags struct {
 	client, peer, join server.TLSFiles
 	restore            string
 	peerInsecure       bool
+	tls                tlsPolicyFlags
+}
+
+// tlsPolicyFlags are the TLS version and the certificate names allowed,
+// as given (comma-separated lists).
+type tlsPolicyFlags struct {
+	minVersion             string
+	metrics                server.TLSFiles
+	clientCNs, clientHosts string
+	peerCNs, peerHosts     string
 }
 
 func addSetupFlags(fs *flag.FlagSet) *setupFlags {
@@ -32,6 +44,13 @@ func addSetupFlags(fs *flag.FlagSet) *setupFlags {
 	fs.StringVar(&f.join.CAFile, "join-ca-file", "", "with --join over TLS: PEM CA certificate(s) of the members' client ports (as kvctl --cacert)")
 	fs.StringVar(&f.join.CertFile, "join-cert-file", "", "with --join, if the members require client certificates: PEM certificate to show (as kvctl --cert)")
 	fs.StringVar(&f.join.KeyFile, "join-key-file", "", "PEM private key of --join-cert-file")
+	fs.StringVar(&f.tls.minVersion, "tls-min-version", "1.3", "oldest TLS version accepted and offered on every TLS port and connection: 1.3 or 1.2")
+	fs.StringVar(&f.tls.clientCNs, "client-cert-allowed-cn", "", "comma-separated common names; with --client-ca-file, only client certificates with one of them (or matching --client-cert-allowed-hostname) are accepted")
+	fs.StringVar(&f.tls.clientHosts, "client-cert-allowed-hostname", "", "comma-separated hostnames or IP addresses; with --client-ca-file, only client certificates valid for one of them (or matching --client-cert-allowed-cn) are accepted")
+	fs.StringVar(&f.tls.peerCNs, "peer-cert-allowed-cn", "", "comma-separated common names; only peer certificates with one of them (or matching --peer-cert-allowed-hostname) are accepted, both when accepting and when dialling")
+	fs.StringVar(&f.tls.peerHosts, "peer-cert-allowed-hostname", "", "comma-separated hostnames or IP addresses; only peer certificates valid for one of them (or matching --peer-cert-allowed-cn) are accepted, both when accepting and when dialling")
+	fs.StringVar(&f.tls.metrics.CertFile, "metrics-cert-file", "", "PEM certificate for --listen-metrics; serves HTTPS instead of HTTP (with --metrics-key-file)")
+	fs.StringVar(&f.tls.metrics.KeyFile, "metrics-key-file", "", "PEM private key of --metrics-cert-file")
 	fs.StringVar(&f.restore, "restore", "", "start this member of a NEW cluster from a backup file (kvctl snapshot save): needs an empty --data-dir; start every member with the same file, and drop the flag on later restarts")
 	return f
 }
@@ -39,6 +58,9 @@ func addSetupFlags(fs *flag.FlagSet) *setupFlags {
 // newServer loads the TLS files into cfg, restores the data directory if
 // asked, and creates the node.
 func (f *setupFlags) newServer(cfg server.Config) (*server.Server, error) {
+	if err := f.tls.apply(f); err != nil {
+		return nil, err
+	}
 	var err error
 	if cfg.ClientTLS, err = server.ClientTLS(f.client); err != nil {
 		return nil, fmt.Errorf("client TLS: %w", err)
@@ -58,6 +80,13 @@ func (f *setupFlags) newServer(cfg server.Config) (*server.Server, error) {
 		if cfg.JoinTLS, err = client.TLSConfig(f.join.CAFile, f.join.CertFile, f.join.KeyFile); err != nil {
 			return nil, fmt.Errorf("--join-ca-file, --join-cert-file, --join-key-file: %w", err)
 		}
+		cfg.JoinTLS.MinVersion = f.client.MinVersion
+	}
+	if !f.tls.metrics.IsZero() && cfg.MetricsAddr == "" {
+		return nil, errors.New("--metrics-cert-file and --metrics-key-file need --listen-metrics")
+	}
+	if cfg.MetricsTLS, err = server.MetricsTLS(f.tls.metrics); err != nil {
+		return nil, fmt.Errorf("metrics TLS: %w", err)
 	}
 	if f.restore != "" {
 		if err := server.Restore(cfg, f.restore); err != nil {
@@ -69,6 +98,33 @@ func (f *setupFlags) newServer(cfg server.Config) (*server.Server, error) {
 		return nil, explainStartFailure(cfg, err)
 	}
 	return srv, nil
+}
+
+// apply puts the TLS version and the allowed names into the endpoints'
+// files.
+func (p *tlsPolicyFlags) apply(f *setupFlags) error {
+	v := uint16(tls.VersionTLS13) // also when unset (setupFlags made without flags)
+	if p.minVersion != "" {
+		var err error
+		if v, err = server.ParseTLSVersion(p.minVersion); err != nil {
+			return fmt.Errorf("--tls-min-version: %w", err)
+		}
+	}
+	f.client.MinVersion, f.peer.MinVersion, p.metrics.MinVersion = v, v, v
+	f.client.AllowedCNs, f.client.AllowedHostnames = splitList(p.clientCNs), splitList(p.clientHosts)
+	f.peer.AllowedCNs, f.peer.AllowedHostnames = splitList(p.peerCNs), splitList(p.peerHosts)
+	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 // loopback reports whether addr (host:port) listens on loopback only.

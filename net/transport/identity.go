@@ -124,7 +124,13 @@ func (t *Transport) dialTLS(id core.NodeID) *tls.Config {
 	if !t.cfg.PeerIdentity {
 		return c
 	}
+	verify := c.VerifyConnection // the configuration's own checks come first
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if verify != nil {
+			if err := verify(cs); err != nil {
+				return err
+			}
+		}
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("the member showed no certificate")
 		}
@@ -156,4 +162,45 @@ func (c countingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Aut
 
 func (c countingCreds) Clone() credentials.TransportCredentials {
 	return countingCreds{c.TransportCredentials.Clone(), c.t}
+}
+
+// DialCreds are gRPC's TLS credentials for dialling with cfg, except that
+// when cfg verifies the server itself (VerifyConnection) and the address
+// dialled is an IP address, that address reaches the check as
+// ConnectionState.ServerName: crypto/tls leaves it empty then (no SNI for
+// addresses), and server.PeerTLS verifies against the CA file as it is at
+// each handshake, which needs the name.
+func DialCreds(cfg *tls.Config) credentials.TransportCredentials {
+	return dialCreds{credentials.NewTLS(cfg), cfg}
+}
+
+type dialCreds struct {
+	credentials.TransportCredentials
+	cfg *tls.Config
+}
+
+func (d dialCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if d.cfg.VerifyConnection == nil {
+		return d.TransportCredentials.ClientHandshake(ctx, authority, conn)
+	}
+	host := d.cfg.ServerName
+	if host == "" {
+		var err error
+		if host, _, err = net.SplitHostPort(authority); err != nil {
+			host = authority
+		}
+	}
+	cfg := d.cfg.Clone()
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if cs.ServerName == "" {
+			cs.ServerName = host
+		}
+		return verify(cs)
+	}
+	return credentials.NewTLS(cfg).ClientHandshake(ctx, authority, conn)
+}
+
+func (d dialCreds) Clone() credentials.TransportCredentials {
+	return dialCreds{d.TransportCredentials.Clone(), d.cfg}
 }

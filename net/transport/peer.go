@@ -14,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -69,7 +68,7 @@ type peer struct {
 func newPeer(t *Transport, id core.NodeID, addr string) (*peer, error) {
 	creds := insecure.NewCredentials()
 	if t.cfg.ClientTLS != nil {
-		creds = credentials.NewTLS(t.dialTLS(id))
+		creds = DialCreds(t.dialTLS(id))
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

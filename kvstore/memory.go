@@ -117,6 +117,23 @@ func (m *Memory) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeRes
 	return r, nil
 }
 
+// Each calls fn for every key in order with the store's own bytes, which
+// fn must neither keep nor change, and returns the revision they are at:
+// for checkers that hash the whole state after every apply without
+// copying it (the simulator).
+func (m *Memory) Each(fn func(key string, value []byte, version uint64)) (revision uint64, err error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return 0, ErrClosed
+	}
+	m.data.keys.ascend("", func(it *item) bool {
+		fn(it.key, it.value, it.version)
+		return true
+	})
+	return m.data.rev, nil
+}
+
 // rangeStart is the smallest key Range may return: the prefix itself, or
 // the key just after "after" when that is further on.
 func rangeStart(prefix, after []byte) string {

@@ -34,6 +34,7 @@ type node struct {
 	id       core.NodeID
 	fs       *disk.MemFS
 	rep      *replica.Replica
+	mem      *kvstore.Memory // the store under rep, read in place by checkers
 	state    nodeState
 	paused   bool
 	halt     string
@@ -187,7 +188,7 @@ func (n *node) start() {
 		})
 		return
 	}
-	n.rep = rep
+	n.rep, n.mem = rep, store
 	n.state = nodeUp
 	n.lastApplied = store.AppliedIndex()
 	d := rep.Durable()
@@ -268,7 +269,7 @@ func (n *node) checkState() {
 		return
 	}
 	n.lastApplied = applied
-	digest, err := stateDigest(store)
+	digest, err := stateDigest(n.mem)
 	if err != nil {
 		n.w.fail(fmt.Errorf("node %d: read state: %w", n.id, err))
 		return

@@ -385,7 +385,7 @@ func (w *world) converged() bool {
 			return false
 		}
 		store := n.rep.Store()
-		d, err := stateDigest(store)
+		d, err := stateDigest(n.mem)
 		if err != nil {
 			return false
 		}
@@ -432,23 +432,24 @@ func (w *world) active() []*node {
 }
 
 // stateDigest hashes the whole key-value state (the simulator's key space
-// is small) and its revision.
-func stateDigest(s kvstore.Store) (uint64, error) {
-	rr, err := s.Range(nil, nil, 0)
+// is small) and its revision, reading the store in place.
+func stateDigest(s *kvstore.Memory) (uint64, error) {
+	h := fnvOffset
+	var b [8]byte
+	rev, err := s.Each(func(key string, value []byte, version uint64) {
+		h.addString(key)
+		h.add([]byte{0})
+		h.add(value)
+		binary.LittleEndian.PutUint64(b[:], version)
+		h.add(b[:])
+	})
 	if err != nil {
 		return 0, err
 	}
-	h := fnvOffset
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], s.Revision())
+	// The revision goes last (it is known only after the walk), which
+	// changes no comparison: every node hashes the same way.
+	binary.LittleEndian.PutUint64(b[:], rev)
 	h.add(b[:])
-	for _, kv := range rr.Entries {
-		h.add(kv.Key)
-		h.add([]byte{0})
-		h.add(kv.Value)
-		binary.LittleEndian.PutUint64(b[:], kv.Version)
-		h.add(b[:])
-	}
 	return uint64(h), nil
 }
 
@@ -518,6 +519,15 @@ func (h *fnv64a) add(b []byte) {
 	v := *h
 	for _, c := range b {
 		v ^= fnv64a(c)
+		v *= fnvPrime
+	}
+	*h = v
+}
+
+func (h *fnv64a) addString(s string) {
+	v := *h
+	for i := 0; i < len(s); i++ {
+		v ^= fnv64a(s[i])
 		v *= fnvPrime
 	}
 	*h = v

@@ -29,6 +29,11 @@ const backupChunkBytes = 1 << 20
 // unlinked at once where the OS allows it, so a crash leaves nothing.
 func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotServer) error {
 	s := k.s
+	release, err := s.takeBackupSlot()
+	if err != nil {
+		return err
+	}
+	defer release()
 	ctx := stream.Context()
 	if err := s.readBarrier(ctx); err != nil {
 		return err
@@ -86,4 +91,22 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 	}
 	s.log.Info("sent a snapshot for a backup", "index", info.AppliedIndex, "keys", info.KeyCount, "bytes", size)
 	return stream.Send(&apipb.SnapshotResponse{Sha256: h.Sum(nil)})
+}
+
+// takeBackupSlot reserves one of --max-concurrent-backups slots, or refuses
+// at once: each backup spools the whole state to disk, and a call waiting
+// for a slot would still hold its client's connection.
+func (s *Server) takeBackupSlot() (release func(), err error) {
+	select {
+	case s.backupSlots <- struct{}{}:
+	default:
+		s.obs.m.backupsRefused.Inc()
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"node %d is serving %d backups already, its limit (--max-concurrent-backups): retry when one has finished", s.cfg.ID, cap(s.backupSlots))
+	}
+	s.obs.m.backupsRunning.Inc()
+	return func() {
+		s.obs.m.backupsRunning.Dec()
+		<-s.backupSlots
+	}, nil
 }

@@ -66,6 +66,15 @@ type Config struct {
 	// answer stops at the budget with more set (0: DefaultMaxRangeBytes).
 	MaxRangeBytes int
 
+	// MaxConcurrentBackups bounds the Snapshot (backup) calls one member
+	// serves at once: each copies the whole state to a spool file, so
+	// without a bound clients could fill its disk (0: the default).
+	MaxConcurrentBackups int
+	// MaxSnapshotBytes bounds a snapshot received from a peer; it is
+	// spooled to disk before it is checked, so this bounds the disk one
+	// peer stream can take (0: the default).
+	MaxSnapshotBytes int64
+
 	// RequestTimeout bounds how long a request waits for its outcome.
 	RequestTimeout time.Duration
 
@@ -82,15 +91,17 @@ type Config struct {
 
 // Defaults for Config.
 const (
-	DefaultHeartbeatInterval = 50 * time.Millisecond
-	DefaultElectionTimeout   = 250 * time.Millisecond
-	DefaultSnapshotEvery     = 100000
-	DefaultMaxKeyBytes       = 8 << 10
-	DefaultMaxValueBytes     = 1536 << 10 // 1.5 MiB, etcd's request limit
-	DefaultMaxRequestBytes   = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
-	DefaultMaxRangeBytes     = 32 << 20
-	DefaultRequestTimeout    = 5 * time.Second
-	DefaultClusterToken      = "keyval"
+	DefaultHeartbeatInterval          = 50 * time.Millisecond
+	DefaultElectionTimeout            = 250 * time.Millisecond
+	DefaultSnapshotEvery              = 100000
+	DefaultMaxKeyBytes                = 8 << 10
+	DefaultMaxValueBytes              = 1536 << 10 // 1.5 MiB, etcd's request limit
+	DefaultMaxRequestBytes            = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
+	DefaultMaxRangeBytes              = 32 << 20
+	DefaultMaxConcurrentBackups       = 2
+	DefaultMaxSnapshotBytes     int64 = 8 << 30
+	DefaultRequestTimeout             = 5 * time.Second
+	DefaultClusterToken               = "keyval"
 )
 
 func (c *Config) setDefaults() error {
@@ -133,6 +144,9 @@ func (c *Config) setDefaults() error {
 	if c.MaxRangeBytes < 0 {
 		return fmt.Errorf("the Range byte budget (--max-range-bytes) is %d; it must be positive", c.MaxRangeBytes)
 	}
+	if err := c.setBackupLimits(); err != nil {
+		return err
+	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
@@ -141,6 +155,22 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+func (c *Config) setBackupLimits() error {
+	if c.MaxConcurrentBackups == 0 {
+		c.MaxConcurrentBackups = DefaultMaxConcurrentBackups
+	}
+	if c.MaxConcurrentBackups < 0 {
+		return fmt.Errorf("--max-concurrent-backups is %d; it must be positive", c.MaxConcurrentBackups)
+	}
+	if c.MaxSnapshotBytes == 0 {
+		c.MaxSnapshotBytes = DefaultMaxSnapshotBytes
+	}
+	if c.MaxSnapshotBytes < 0 || c.MaxSnapshotBytes > 1<<60 {
+		return fmt.Errorf("--max-snapshot-bytes is %d; it must be positive and at most 2^60", c.MaxSnapshotBytes)
 	}
 	return nil
 }

@@ -57,6 +57,10 @@ type Metrics struct {
 	pipelinesHeld prometheus.Gauge
 	pipelineHolds prometheus.Counter
 	rangesCut     prometheus.Counter
+	// Limits on what clients and peers can make a node write to disk.
+	backupsRunning   prometheus.Gauge
+	backupsRefused   prometheus.Counter
+	peerSnapsRefused *prometheus.CounterVec
 
 	requests *prometheus.HistogramVec
 	// peerRefused counts peers and peer messages kept from the core.
@@ -142,6 +146,16 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 		"Pipeline streams held back (not read further, or their Gets waiting to read values) because the replies their clients have not read reached --max-pipeline-reply-bytes (or 4096 calls).")
 	m.pipelineHolds = counter("keyval_pipeline_holds_total", "Times a pipeline stream was held back by --max-pipeline-reply-bytes (or 4096 calls).")
 	m.rangesCut = counter("keyval_range_truncated_total", "Range answers that stopped at --max-range-bytes, with more set, before their key limit.")
+
+	m.backupsRunning = gauge("keyval_backups_running", "Snapshot (backup) calls this node is serving now, at most --max-concurrent-backups.")
+	m.backupsRefused = counter("keyval_backups_refused_total", "Snapshot (backup) calls refused because --max-concurrent-backups were running.")
+	m.peerSnapsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keyval_peer_snapshots_refused_total",
+		Help: "Snapshots from peers refused before install, by reason: busy (another was being received), " +
+			"too_large (over --max-snapshot-bytes)."}, []string{"reason"})
+	r.MustRegister(m.peerSnapsRefused)
+	for _, reason := range []string{refusedSnapBusy, refusedSnapTooLarge} {
+		m.peerSnapsRefused.WithLabelValues(reason)
+	}
 
 	m.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keyval_request_duration_seconds",
 		Help: "Duration of gRPC requests, by port (client, or peer for forwarded requests), method and status code.", Buckets: fastBuckets},

@@ -84,6 +84,12 @@ type Server struct {
 
 	// obs is metrics, tracing, health and state logging (observe.go).
 	obs *observer
+
+	// backupSlots holds one token per Snapshot call being served;
+	// receivingSnap is set while a peer's snapshot is being received. Both
+	// bound what clients and peers can make this node spool to disk.
+	backupSlots   chan struct{}
+	receivingSnap atomic.Bool
 }
 
 // identity is written into the data directory on first start, so that a
@@ -108,6 +114,7 @@ func New(cfg Config) (*Server, error) {
 		inbox: make(chan func(), 4096), storeQ: make(chan replica.StoreJob, replica.DefaultMaxInflight+8), waiters: map[uint64]chan replica.Outcome{}, vouches: map[core.NodeID]vouchState{},
 		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}),
 		draining: make(chan struct{}), loopDone: make(chan struct{}), stopped: make(chan struct{}),
+		backupSlots: make(chan struct{}, cfg.MaxConcurrentBackups),
 	}
 	s.obs = newObserver(s)
 	joined, known, err := s.checkIdentity()
@@ -521,17 +528,21 @@ func (h *peerHandler) ReceiveSnapshot(m core.Message, data io.Reader) error {
 	if !admitted {
 		return status.Errorf(codes.PermissionDenied, "node %d takes no snapshot from node %d: it is not in its configuration", s.cfg.ID, m.From)
 	}
+	// One at a time: a second sender (a stale leader) would only double
+	// the disk taken; it retries after the first is installed.
+	if !s.receivingSnap.CompareAndSwap(false, true) {
+		s.obs.m.peerSnapsRefused.WithLabelValues(refusedSnapBusy).Inc()
+		return status.Errorf(codes.ResourceExhausted, "node %d is already receiving a snapshot: it takes one at a time", s.cfg.ID)
+	}
+	defer s.receivingSnap.Store(false)
 	spool, err := os.CreateTemp(s.cfg.DataDir, "incoming-snapshot-*")
 	if err != nil {
 		return fmt.Errorf("spool snapshot: %w", err)
 	}
 	defer os.Remove(spool.Name())
 	defer spool.Close()
-	if _, err := io.Copy(spool, data); err != nil {
-		return fmt.Errorf("receive snapshot at %d: %w", m.Snapshot.Index, err)
-	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return fmt.Errorf("spool snapshot: %w", err)
+	if err := s.spoolSnapshot(m, data, spool); err != nil {
+		return err
 	}
 	// Snapshot files are written on the state machine's goroutine; the
 	// core hears of the snapshot once its file is durable.
@@ -557,4 +568,30 @@ func (h *peerHandler) ReceiveSnapshot(m core.Message, data io.Reader) error {
 		s.log.Info("received snapshot", "from", uint64(m.From), "index", m.Snapshot.Index)
 	}
 	return stepErr
+}
+
+// Reasons a peer's snapshot is refused (keyval_peer_snapshots_refused_total).
+const (
+	refusedSnapBusy     = "busy"
+	refusedSnapTooLarge = "too_large"
+)
+
+// spoolSnapshot copies a peer's snapshot data into spool, stopping one
+// byte past --max-snapshot-bytes: the size is known only from the stream's
+// trailer, so the bound is enforced while copying.
+func (s *Server) spoolSnapshot(m core.Message, data io.Reader, spool *os.File) error {
+	limit := s.cfg.MaxSnapshotBytes
+	n, err := io.Copy(spool, io.LimitReader(data, limit+1))
+	if err != nil {
+		return fmt.Errorf("receive snapshot at %d: %w", m.Snapshot.Index, err)
+	}
+	if n > limit {
+		s.obs.m.peerSnapsRefused.WithLabelValues(refusedSnapTooLarge).Inc()
+		return status.Errorf(codes.ResourceExhausted, "the snapshot at %d from node %d is over node %d's limit of %d bytes (--max-snapshot-bytes)",
+			m.Snapshot.Index, m.From, s.cfg.ID, limit)
+	}
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("spool snapshot: %w", err)
+	}
+	return nil
 }

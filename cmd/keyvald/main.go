@@ -78,6 +78,10 @@ Flags:
 		"bytes of replies one pipeline stream may hold (unsent, or reserved by running calls) before the server stops reading it")
 	maxRange := fs.Int("max-range-bytes", server.DefaultMaxRangeBytes,
 		"bytes of keys and values one Range answer may carry; it stops there with more set (at least one key is always returned)")
+	maxBackups := fs.Int("max-concurrent-backups", server.DefaultMaxConcurrentBackups,
+		"Snapshot (backup) calls served at once; more are refused with ResourceExhausted (each spools the whole state to the data directory)")
+	maxSnap := fs.Int64("max-snapshot-bytes", server.DefaultMaxSnapshotBytes,
+		"largest snapshot taken from a peer; a larger one is refused and its spool file removed")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
 	gcPercent := fs.Int("gc-percent", 100, "garbage collector target (as GOGC); higher trades memory for CPU; GOGC in the environment wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -128,7 +132,8 @@ Flags:
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
-		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, Logger: logger, Observability: obs,
+		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange,
+		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap, Logger: logger, Observability: obs,
 	})
 	if err != nil {
 		return err

@@ -568,7 +568,7 @@ func (r *raft) stepLeader(m Message) {
 func (r *raft) handleAppend(m Message) {
 	if m.Index < r.log.committed {
 		// Everything up to our commit index is settled; say so.
-		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+		r.ackAppend(m.From, r.log.committed)
 		return
 	}
 	if !r.log.matchTerm(m.Index, m.LogTerm) {
@@ -588,7 +588,16 @@ func (r *raft) handleAppend(m Message) {
 	}
 	lastNew := m.Index + uint64(len(m.Entries))
 	r.log.commitTo(min(m.Commit, lastNew))
-	r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: lastNew})
+	r.ackAppend(m.From, lastNew)
+}
+
+// ackAppend acknowledges that this node's log holds the leader's entries up
+// to index, once the Ready carrying them is durable. LogTerm names the
+// entry acknowledged, so that a checker can tell it from one that replaces
+// it later; the leader does not need it.
+func (r *raft) ackAppend(to NodeID, index uint64) {
+	t, _ := r.log.term(index)
+	r.sendAfterPersist(Message{Type: MsgAppResp, To: to, Index: index, LogTerm: t})
 }
 
 func (r *raft) handleSnapshot(m Message) {
@@ -596,18 +605,18 @@ func (r *raft) handleSnapshot(m Message) {
 	s.Conf = ConfState{Voters: sortedIDs(s.Conf.Voters), Learners: sortedIDs(s.Conf.Learners)}
 	switch {
 	case s.Index <= r.log.committed:
-		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: r.log.committed})
+		r.ackAppend(m.From, r.log.committed)
 	case r.log.matchTerm(s.Index, s.Term):
 		// We already hold the snapshot's last entry, hence (Log Matching)
 		// everything before it: keep the log and just learn the commit.
 		r.log.commitTo(s.Index)
-		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: s.Index})
+		r.ackAppend(m.From, s.Index)
 	default:
 		r.log.restore(s)
 		r.trk = newTracker(s.Conf)
 		r.confIndex = s.Index
 		r.pendingSnapshot = &s
-		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: s.Index})
+		r.ackAppend(m.From, s.Index)
 	}
 }
 

@@ -356,21 +356,26 @@ func (n *node) checkSelfMatch() {
 		return
 	}
 	match := nd.Match(n.id)
-	if err := n.checkDurableUpTo(match, "counts its own log as matched"); err != nil {
+	t, err := nd.Term(match)
+	if err != nil {
+		return // compacted: applied, so durable long ago
+	}
+	// A leader never overwrites its own log, so the entry it holds at
+	// match is the one it counted.
+	if err := n.checkDurableUpTo(match, t, "counts its own log as matched"); err != nil {
 		n.w.fail(err)
 	}
 }
 
-// checkDurableUpTo fails unless the node's durable log holds its current
-// entry at index i: the last durable entry must be at or past i, and of a
-// term no lower than the entry at i (a durable log that still ends in an
-// overwritten suffix does not hold it).
-func (n *node) checkDurableUpTo(i uint64, what string) error {
-	d := n.rep.Durable()
-	t, err := n.rep.Node().Term(i)
-	if err != nil || i == 0 {
-		return nil // compacted: applied, so durable long ago
+// checkDurableUpTo fails unless the node's durable log holds the entry at
+// index i of term t: the last durable entry must be at or past i, and of a
+// term no lower than t (a durable log that still ends in an overwritten
+// suffix of a lower term does not hold it). t == 0 checks the index only.
+func (n *node) checkDurableUpTo(i, t uint64, what string) error {
+	if i == 0 {
+		return nil
 	}
+	d := n.rep.Durable()
 	if d.LastIndex < i || d.LastTerm < t {
 		return fmt.Errorf("node %d %s up to %d (term %d), but its WAL has made durable only up to %d (term %d)",
 			n.id, what, i, t, d.LastIndex, d.LastTerm)
@@ -387,7 +392,9 @@ func (n *node) checkPromise(m core.Message) error {
 	votedFor := func(id core.NodeID) bool { return hs.Term > m.Term || (hs.Term == m.Term && hs.Vote == id) }
 	switch {
 	case m.Type == core.MsgAppResp && !m.Reject:
-		return n.checkDurableUpTo(m.Index, "acknowledged entries")
+		// The acknowledgement names the entry's term as it was when the
+		// node acknowledged it: the entry may have been replaced since.
+		return n.checkDurableUpTo(m.Index, m.LogTerm, "acknowledged entries")
 	case m.Type == core.MsgVoteResp && !m.Reject && !votedFor(m.To):
 		return fmt.Errorf("node %d granted its vote in term %d to %d, but its WAL has made durable term %d vote %d", n.id, m.Term, m.To, hs.Term, hs.Vote)
 	case m.Type == core.MsgVote && !votedFor(n.id):

@@ -50,13 +50,7 @@ type Batch struct {
 	pending *PendingSnapshot
 }
 
-// MustSync reports whether the batch needs an fsync before its
-// acknowledgements leave.
-func (b *Batch) MustSync() bool { return b.rd.MustSync }
-
-// Entries and CommittedEntries say what the batch persists and applies
-// (for tracing and metrics).
-func (b *Batch) Entries() []core.Entry          { return b.rd.Entries }
+// CommittedEntries is what the batch applies (for metrics).
 func (b *Batch) CommittedEntries() []core.Entry { return b.rd.CommittedEntries }
 
 // WALJob is one item of the WAL stage's queue: a batch to persist, or a

@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
@@ -68,10 +69,19 @@ func (c *copySink) keyValue(kv *kvpb.KeyValue) error {
 	if !c.drop(kv.Key) {
 		c.sw.keyValue(kv.Key, kv.Value, kv.Version)
 	}
-	return nil
+	return c.written()
 }
 
 func (c *copySink) client(rec *kvpb.ClientRecord) error {
 	c.sw.client(rec)
+	return c.written()
+}
+
+// written ends the copy at the first failed write (a backup's client gone,
+// say): reading on would only be thrown away.
+func (c *copySink) written() error {
+	if c.sw.err != nil {
+		return fmt.Errorf("write snapshot: %w", c.sw.err)
+	}
 	return nil
 }

@@ -2,9 +2,10 @@ package server
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"hash"
 	"io"
-	"os"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -22,11 +23,14 @@ const backupChunkBytes = 1 << 20
 // Snapshot streams a backup of this node's state (see apipb.KV.Snapshot).
 //
 // A ReadIndex barrier first makes the state include every write
-// acknowledged before the call. The state is then copied to a spool file
-// in one bbolt read transaction (a point-in-time view as of one applied
-// index, taken while applying goes on) and streamed from there, so a slow
-// client never holds the read transaction open. The spool file is
-// unlinked at once where the OS allows it, so a crash leaves nothing.
+// acknowledged before the call. The state is then frozen in one bbolt read
+// transaction (a point-in-time view as of one applied index, while
+// applying goes on) and encoded from it twice: once to learn the size and
+// counts the first message must announce, once onto the stream. Nothing
+// is written to disk, and no more than a message or two of the backup is
+// held in memory: Send blocks on the client's flow-control window, and
+// reading the view waits for it. The cost is that the read transaction is
+// open for as long as the client takes to read (docs/operations.md).
 func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotServer) error {
 	s := k.s
 	release, err := s.takeBackupSlot()
@@ -34,38 +38,19 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 		return err
 	}
 	defer release()
-	ctx := stream.Context()
-	if err := s.readBarrier(ctx); err != nil {
+	if err := s.readBarrier(stream.Context()); err != nil {
 		return err
 	}
-	spool, err := os.CreateTemp(s.cfg.DataDir, "backup-*.tmp")
+	frozen, err := s.store.Freeze()
 	if err != nil {
-		return status.Errorf(codes.Internal, "make a spool file for the snapshot: %v", err)
+		return status.Errorf(codes.Internal, "freeze the state machine for a backup: %v", err)
 	}
-	defer spool.Close()
-	if os.Remove(spool.Name()) != nil {
-		defer os.Remove(spool.Name()) // the OS keeps open files: remove after closing
-	}
-	// KeyVal's own records (the members' addresses) describe this cluster,
-	// not the data: a backup leaves them out.
-	pr, pw := io.Pipe()
-	go func() {
-		_, err := s.store.Snapshot(pw)
-		pw.CloseWithError(err)
-	}()
-	_, err = kvstore.CopySnapshot(pr, spool, replica.IsReservedKey)
-	pr.CloseWithError(err) // unblocks the writer if the copy stopped early
+	defer frozen.Close()
+	// The first pass also checks the encoding before anything is sent.
+	var size byteCounter
+	sum, err := encodeBackup(frozen, &size)
 	if err != nil {
 		return status.Errorf(codes.Internal, "snapshot the state machine: %v", err)
-	}
-	size, err := spool.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return status.Errorf(codes.Internal, "spool snapshot: %v", err)
-	}
-	// Reading it back checks what we are about to send and counts it.
-	sum, err := kvstore.SummarizeSnapshot(io.NewSectionReader(spool, 0, size))
-	if err != nil {
-		return status.Errorf(codes.Internal, "the snapshot just taken does not verify: %v", err)
 	}
 	info := &apipb.SnapshotInfo{
 		AppliedIndex: sum.AppliedIndex, Revision: sum.Revision, KeyCount: sum.Keys, SessionCount: sum.Sessions,
@@ -75,27 +60,98 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 	if err := stream.Send(&apipb.SnapshotResponse{Header: k.header(sum.Revision), Info: info}); err != nil {
 		return err
 	}
-	h := sha256.New()
-	for off := int64(0); off < size; {
-		// A fresh buffer per message: gRPC may use a sent message lazily
-		// (stats handlers, tracing), so it must not be reused.
-		buf := make([]byte, min(backupChunkBytes, size-off))
-		if _, err := spool.ReadAt(buf, off); err != nil {
-			return status.Errorf(codes.Internal, "read the spooled snapshot: %v", err)
-		}
-		h.Write(buf)
-		if err := stream.Send(&apipb.SnapshotResponse{Data: buf}); err != nil {
-			return err
-		}
-		off += int64(len(buf))
+	out := &backupSender{stream: stream, h: sha256.New()}
+	again, err := encodeBackup(frozen, out)
+	if err == nil {
+		err = out.flush()
 	}
-	s.log.Info("sent a snapshot for a backup", "index", info.AppliedIndex, "keys", info.KeyCount, "bytes", size)
-	return stream.Send(&apipb.SnapshotResponse{Sha256: h.Sum(nil)})
+	if out.err != nil {
+		return out.err // the stream's own status (the client went away)
+	}
+	if err != nil {
+		return status.Errorf(codes.Internal, "snapshot the state machine: %v", err)
+	}
+	if out.sent != int64(size) || again != sum {
+		return status.Errorf(codes.Internal, "the backup's second encoding (%d bytes, %+v) differs from its first (%d bytes, %+v)",
+			out.sent, again, size, sum)
+	}
+	s.log.Info("sent a snapshot for a backup", "index", info.AppliedIndex, "keys", info.KeyCount, "bytes", info.Size)
+	return stream.Send(&apipb.SnapshotResponse{Sha256: out.h.Sum(nil)})
+}
+
+// encodeBackup writes the frozen state to w as a backup's data: KeyVal's
+// own records (the members' addresses) describe this cluster, not the
+// data, so a backup leaves them out. The same view always gives the same
+// bytes.
+func encodeBackup(f kvstore.Frozen, w io.Writer) (kvstore.SnapshotSummary, error) {
+	pr, pw := io.Pipe()
+	written := make(chan error, 1)
+	go func() {
+		err := f.WriteSnapshot(pw)
+		pw.CloseWithError(err)
+		written <- err
+	}()
+	sum, err := kvstore.CopySnapshot(pr, w, replica.IsReservedKey)
+	pr.CloseWithError(errors.New("backup stopped")) // unblocks the writer if the copy stopped early
+	// The read transaction must not be used by two goroutines, nor closed
+	// under the writer: wait for it.
+	if werr := <-written; err == nil && werr != nil {
+		err = werr
+	}
+	return sum, err
+}
+
+// byteCounter is an io.Writer that only counts.
+type byteCounter int64
+
+func (c *byteCounter) Write(p []byte) (int, error) {
+	*c += byteCounter(len(p))
+	return len(p), nil
+}
+
+// backupSender cuts a backup's data into messages of backupChunkBytes,
+// hashing what it sends.
+type backupSender struct {
+	stream apipb.KV_SnapshotServer
+	h      hash.Hash
+	buf    []byte
+	sent   int64
+	err    error // from Send: sticks
+}
+
+func (b *backupSender) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if b.buf == nil {
+			b.buf = make([]byte, 0, backupChunkBytes)
+		}
+		c := copy(b.buf[len(b.buf):cap(b.buf)], p)
+		b.buf, p, n = b.buf[:len(b.buf)+c], p[c:], n+c
+		if len(b.buf) == cap(b.buf) {
+			if err := b.flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (b *backupSender) flush() error {
+	if b.err != nil || len(b.buf) == 0 {
+		return b.err
+	}
+	b.h.Write(b.buf)
+	b.sent += int64(len(b.buf))
+	b.err = b.stream.Send(&apipb.SnapshotResponse{Data: b.buf})
+	// A fresh buffer per message: gRPC may use a sent message lazily
+	// (stats handlers, tracing), so it must not be reused.
+	b.buf = nil
+	return b.err
 }
 
 // takeBackupSlot reserves one of --max-concurrent-backups slots, or refuses
-// at once: each backup spools the whole state to disk, and a call waiting
-// for a slot would still hold its client's connection.
+// at once: each backup holds a bbolt read transaction open while it runs,
+// and a call waiting for a slot would still hold its client's connection.
 func (s *Server) takeBackupSlot() (release func(), err error) {
 	select {
 	case s.backupSlots <- struct{}{}:

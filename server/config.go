@@ -67,8 +67,9 @@ type Config struct {
 	MaxRangeBytes int
 
 	// MaxConcurrentBackups bounds the Snapshot (backup) calls one member
-	// serves at once: each copies the whole state to a spool file, so
-	// without a bound clients could fill its disk (0: the default).
+	// serves at once: each holds a bbolt read transaction open for as long
+	// as its client reads, which keeps freed pages from being reused and
+	// holds back a write that must grow the memory map (0: the default).
 	MaxConcurrentBackups int
 	// MaxSnapshotBytes bounds a snapshot received from a peer; it is
 	// spooled to disk before it is checked, so this bounds the disk one

@@ -79,7 +79,7 @@ Flags:
 	maxRange := fs.Int("max-range-bytes", server.DefaultMaxRangeBytes,
 		"bytes of keys and values one Range answer may carry; it stops there with more set (at least one key is always returned)")
 	maxBackups := fs.Int("max-concurrent-backups", server.DefaultMaxConcurrentBackups,
-		"Snapshot (backup) calls served at once; more are refused with ResourceExhausted (each spools the whole state to the data directory)")
+		"Snapshot (backup) calls served at once; more are refused with ResourceExhausted (each holds a read transaction of the state open while its client reads)")
 	maxSnap := fs.Int64("max-snapshot-bytes", server.DefaultMaxSnapshotBytes,
 		"largest snapshot taken from a peer; a larger one is refused and its spool file removed")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")

@@ -177,6 +177,9 @@ type tracker struct {
 	// the map) keeps behaviour independent of map order.
 	ids      []NodeID
 	progress map[NodeID]*Progress
+	// members is how many of ids are voters or learners; the rest are
+	// removed nodes still being told.
+	members int
 }
 
 func newTracker(conf ConfState) *tracker {
@@ -184,6 +187,7 @@ func newTracker(conf ConfState) *tracker {
 	t.ids = append(append([]NodeID(nil), conf.Voters...), conf.Learners...)
 	slices.Sort(t.ids)
 	t.ids = slices.Compact(t.ids)
+	t.members = len(t.ids)
 	return t
 }
 
@@ -200,6 +204,9 @@ func (t *tracker) isMember(id NodeID) bool {
 // dropInformed forgets removed nodes that have been sent the commit of
 // their own removal, which they had already stored.
 func (t *tracker) dropInformed() {
+	if len(t.ids) == t.members {
+		return // nobody removed: the usual case, and the leader calls this at every Ready
+	}
 	t.ids = slices.DeleteFunc(t.ids, func(id NodeID) bool {
 		pr := t.progress[id]
 		if pr == nil || pr.removedAt == 0 || pr.Match < pr.removedAt || pr.sentCommit < pr.removedAt {

@@ -83,7 +83,10 @@ type raft struct {
 
 	msgs             []Message
 	msgsAfterPersist []Message
-	readStates       []ReadState
+	// spareMsgs are emptied message arrays the runtime handed back
+	// (Node.RecycleMessages), reused so that a Ready allocates none.
+	spareMsgs  [][]Message
+	readStates []ReadState
 
 	// ticks counts every Tick of this node's life; CheckQuorum compares
 	// followers' LastHeard against it.
@@ -156,6 +159,9 @@ func (r *raft) send(m Message) {
 	if m.Term == 0 {
 		m.Term = r.term
 	}
+	if r.msgs == nil {
+		r.msgs = r.spareMessages()
+	}
 	r.msgs = append(r.msgs, m)
 }
 
@@ -167,7 +173,21 @@ func (r *raft) sendAfterPersist(m Message) {
 	if m.Term == 0 {
 		m.Term = r.term
 	}
+	if r.msgsAfterPersist == nil {
+		r.msgsAfterPersist = r.spareMessages()
+	}
 	r.msgsAfterPersist = append(r.msgsAfterPersist, m)
+}
+
+// spareMessages is an empty array handed back by the runtime, or nil.
+func (r *raft) spareMessages() []Message {
+	k := len(r.spareMsgs)
+	if k == 0 {
+		return nil
+	}
+	m := r.spareMsgs[k-1]
+	r.spareMsgs = r.spareMsgs[:k-1]
+	return m
 }
 
 // promotable reports whether this node may campaign: it is a voter in its

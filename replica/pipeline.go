@@ -94,12 +94,30 @@ func (r *Replica) Ready() (*Batch, bool) {
 		return nil, false
 	}
 	r.taken++
-	b := &Batch{rd: r.node.Ready(), seq: r.taken, forceSnapshot: r.wantSnapshot}
+	b := r.spareBatch
+	if b != nil {
+		r.spareBatch = nil
+	} else {
+		b = new(Batch)
+	}
+	*b = Batch{rd: r.node.Ready(), seq: r.taken, forceSnapshot: r.wantSnapshot}
 	r.wantSnapshot = false
-	if len(b.rd.Messages) > 0 {
-		r.cfg.Send(b.rd.Messages)
+	if msgs := b.rd.Messages; len(msgs) > 0 {
+		r.cfg.Send(msgs)
+		// Send keeps nothing (see Config.Send), so the array can carry a
+		// later batch's messages.
+		b.rd.Messages = nil
+		r.node.RecycleMessages(msgs)
 	}
 	return b, true
+}
+
+// Release hands back a batch Finish is done with, for Ready to reuse. The
+// runtime must hold no reference to it afterwards. Optional: a runtime
+// that keeps batches around (to trace them) need not call it.
+func (r *Replica) Release(b *Batch) {
+	*b = Batch{}
+	r.spareBatch = b
 }
 
 // Inflight is the number of batches between Ready and Finish. Loop side.
@@ -422,6 +440,11 @@ func (r *Replica) Finish(b *Batch) (*PendingSnapshot, error) {
 		}
 	}
 	r.node.Advance(*rd)
+	if msgs := rd.MessagesAfterPersist; len(msgs) > 0 {
+		// RunWAL sent them before the batch reached this stage.
+		rd.MessagesAfterPersist = nil
+		r.node.RecycleMessages(msgs)
+	}
 	r.releaseReads()
 	p := b.pending
 	b.pending = nil

@@ -86,8 +86,9 @@ type Config struct {
 	KeepSnapshots int
 	// WAL tunes the write-ahead log.
 	WAL disk.Options
-	// Send hands messages to the network. It must not block and must not
-	// call back into the Replica. A MsgSnap's data is fetched with
+	// Send hands messages to the network. It must not block, must not
+	// call back into the Replica, and must not keep msgs once it returns
+	// (the array is reused; copy the messages out). A MsgSnap's data is fetched with
 	// OpenSnapshot.
 	Send func([]core.Message)
 	// Done answers a request: a write's outcome, or that a linearizable
@@ -189,6 +190,8 @@ type Replica struct {
 	taken, persisted, applied, finished uint64
 	maxInflight                         int
 	groupBuf                            []*Batch
+	// spareBatch is a batch Release handed back, for the next Ready.
+	spareBatch *Batch
 
 	// lastSnapshot is the index of the newest snapshot the state machine
 	// was saved or restored at, and appliedTerm the term of the last entry

@@ -198,6 +198,7 @@ func (n *node) runLoop() {
 			n.w.fail(fmt.Errorf("node %d: finish: %w", n.id, err))
 			return
 		}
+		n.rep.Release(b)
 		if snap != nil {
 			p.snapQ = append(p.snapQ, snap)
 			n.kickSnapshots()

@@ -4,7 +4,9 @@
 // what a user would: any member serves, a killed leader is replaced and
 // writes resume, a restarted node catches up (by snapshot too), a whole
 // cluster restart keeps every acknowledged write, bad input is refused
-// without harm — and every client operation of the run is linearizable.
+// without harm, a client that reads no pipelined replies cannot grow a
+// member's memory past its bound — and every client operation of the run
+// is linearizable.
 // Run it with `make integration-test`.
 package integration
 
@@ -75,6 +77,8 @@ type cluster struct {
 	members []*member
 	initial string
 	snap    int
+	// flags are more flags for every member.
+	flags []string
 }
 
 func freePort(t *testing.T) string {
@@ -84,8 +88,8 @@ func freePort(t *testing.T) string {
 	return addr
 }
 
-func newCluster(t *testing.T, n, snapshotEvery int) *cluster {
-	c := &cluster{t: t, snap: snapshotEvery}
+func newCluster(t *testing.T, n, snapshotEvery int, flags ...string) *cluster {
+	c := &cluster{t: t, snap: snapshotEvery, flags: flags}
 	base := t.TempDir()
 	var parts []string
 	for i := 1; i <= n; i++ {
@@ -128,14 +132,16 @@ func tail(b []byte, n int) string {
 
 func (c *cluster) start(m *member) { c.startWith(m, "--initial-cluster", c.initial) }
 
-// startWith starts member m's keyvald with its own flags and extra.
+// startWith starts member m's keyvald with its own flags, the cluster's
+// and extra.
 func (c *cluster) startWith(m *member, extra ...string) {
 	logf, err := os.OpenFile(m.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(c.t, err)
-	args := append([]string{"--id", fmt.Sprint(m.id), "--data-dir", m.dir,
+	args := []string{"--id", fmt.Sprint(m.id), "--data-dir", m.dir,
 		"--listen-client", m.client, "--listen-peer", m.peer, "--listen-metrics", m.metrics,
 		"--heartbeat-interval", "50ms", "--election-timeout", "500ms",
-		"--snapshot-interval", fmt.Sprint(c.snap)}, extra...)
+		"--snapshot-interval", fmt.Sprint(c.snap)}
+	args = append(append(args, c.flags...), extra...)
 	m.cmd = exec.Command(keyvald, args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	require.NoError(c.t, m.cmd.Start())

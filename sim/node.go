@@ -225,7 +225,7 @@ func (n *node) restart() {
 }
 
 func (n *node) scheduleTick() {
-	n.w.clock.push(n.w.clock.now+n.tickStep, event{kind: evTick, n: n, epoch: n.epoch})
+	n.w.clock.nodeEvent(n.w.clock.now+n.tickStep, evTick, n, 0)
 }
 
 // tick is the Raft clock's tick on the node's life epoch.

@@ -118,7 +118,7 @@ func (n *node) stageEvent(at int64, s stage) {
 		return
 	}
 	n.pipe.sched[s] = true
-	n.w.clock.push(at, event{kind: evStage, n: n, epoch: n.epoch, stage: s})
+	n.w.clock.nodeEvent(at, evStage, n, s)
 }
 
 // runStage is stage s's turn, scheduled on the node's life epoch.
@@ -234,7 +234,7 @@ func (n *node) runWAL() {
 		return
 	}
 	n.noteDurable()
-	n.w.clock.push(n.w.clock.now+elapsed, event{kind: evWALDone, n: n, epoch: n.epoch, batches: persisted})
+	n.w.clock.batchesEvent(n.w.clock.now+elapsed, evWALDone, n, persisted)
 	n.kickWAL()
 }
 
@@ -261,7 +261,7 @@ func (n *node) runStore() {
 		return
 	}
 	n.checkState()
-	n.w.clock.push(n.w.clock.now+elapsed, event{kind: evStoreDone, n: n, epoch: n.epoch, batches: applied})
+	n.w.clock.batchesEvent(n.w.clock.now+elapsed, evStoreDone, n, applied)
 	n.kickStore()
 }
 

@@ -22,140 +22,144 @@ const (
 	evStoreDone                  // batches applied by n's state machine stage reach its loop
 )
 
-// event is something that happens at a virtual time. The n-specific kinds
-// do nothing once the node's life (epoch) they were scheduled for is over.
+// event is something that happens at a virtual time. The node-specific
+// kinds do nothing once the node's life (epoch) they were scheduled for is
+// over. It holds no pointers (what it refers to lives in the clock's
+// slabs), so the agenda moves it without write barriers and the collector
+// never scans the agenda.
 type event struct {
 	kind  eventKind
 	stage stage
-	// msg indexes clock.msgs (evDeliver). A message is three times the
-	// size of the rest, and while the collector runs every copy of a
-	// struct with pointers into the slab costs write barriers.
-	msg     int32
-	epoch   int
-	n       *node
-	fn      func()
-	batches []*replica.Batch
+	node  int32 // index into world.nodes
+	epoch int32
+	// ref indexes the slab of the kind: clock.msgs (evDeliver), clock.fns
+	// (evFunc), clock.lists (evWALDone, evStoreDone).
+	ref int32
 }
 
 // slot orders one event in the agenda: by virtual time, then by the order
 // events were scheduled (seq), so the run never depends on heap internals.
-// It holds no pointers, so moving slots costs no write barriers.
 type slot struct {
 	at  int64
 	seq uint64
-	idx int32 // into clock.events
+	ev  event
 }
 
 // before compares (at, seq) as one 128-bit number: a subtraction with
 // borrow instead of two data-dependent branches, which the heap's sift
 // mispredicted about half the time.
-func (a slot) before(b slot) bool {
+func (a *slot) before(b *slot) bool {
 	_, borrow := bits.Sub64(a.seq, b.seq, 0)
 	_, borrow = bits.Sub64(uint64(a.at), uint64(b.at), borrow)
 	return borrow != 0
 }
 
-// clock is the simulator's virtual time and its agenda over a reused slab
-// of events: a 4-ary min-heap of slots for the future, and a FIFO for
-// events due now. A third of all events are scheduled for the current
-// instant (a stage with no wake-up delay, a stage's work that took no disk
-// time); they need no sifting, because they run after everything already
-// due now and in the order they were scheduled. Every event in the heap
-// due now was scheduled before the clock reached now, so before anything
-// in the FIFO: the order is exactly (time, seq).
+// slab holds what events refer to, by index, reusing freed slots. A slot
+// is not cleared when freed: it is reused soon, and clearing would cost
+// write barriers too.
+type slab[T any] struct {
+	items []T
+	free  []int32
+}
+
+func (s *slab[T]) put(v T) int32 {
+	if k := len(s.free); k > 0 {
+		i := s.free[k-1]
+		s.free = s.free[:k-1]
+		s.items[i] = v
+		return i
+	}
+	s.items = append(s.items, v)
+	return int32(len(s.items) - 1)
+}
+
+func (s *slab[T]) take(i int32) T {
+	s.free = append(s.free, i)
+	return s.items[i]
+}
+
+// clock is the simulator's virtual time and its agenda: a 4-ary min-heap
+// of slots for the future, and a FIFO for events due now. A third of all
+// events are scheduled for the current instant (a stage with no wake-up
+// delay, a stage's work that took no disk time); they need no sifting,
+// because they run after everything already due now and in the order they
+// were scheduled. Every event in the heap due now was scheduled before the
+// clock reached now, so before anything in the FIFO: the order is exactly
+// (time, seq).
 type clock struct {
-	now    int64
-	seq    uint64
-	heap   []slot
-	nowQ   fifo[int32] // into events, all due at now
-	events []event
-	free   []int32
-	// msgs holds the messages in flight; freeMsgs are the unused slots.
-	msgs     []core.Message
-	freeMsgs []int32
-	w        *world
+	now  int64
+	seq  uint64
+	heap []slot
+	nowQ fifo[event]
+	// The slabs events refer to. A message is large and full of pointers,
+	// so it is copied once into its slot rather than moved with the event.
+	msgs  slab[core.Message]
+	fns   slab[func()]
+	lists slab[[]*replica.Batch]
+	w     *world
 }
 
 // push schedules e at virtual time t (never in the past).
 func (c *clock) push(t int64, e event) {
-	var idx int32
-	if k := len(c.free); k > 0 {
-		idx = c.free[k-1]
-		c.free = c.free[:k-1]
-		c.events[idx] = e
-	} else {
-		idx = int32(len(c.events))
-		c.events = append(c.events, e)
-	}
 	c.seq++
 	if t <= c.now {
-		c.nowQ.push(idx)
+		c.nowQ.push(e)
 		return
 	}
-	c.heap = append(c.heap, slot{at: t, seq: c.seq, idx: idx})
+	c.heap = append(c.heap, slot{at: t, seq: c.seq, ev: e})
 	c.up(len(c.heap) - 1)
 }
 
 // deliverAt schedules m's arrival at virtual time t.
 func (c *clock) deliverAt(t int64, m core.Message) {
-	var idx int32
-	if k := len(c.freeMsgs); k > 0 {
-		idx = c.freeMsgs[k-1]
-		c.freeMsgs = c.freeMsgs[:k-1]
-		c.msgs[idx] = m
-	} else {
-		idx = int32(len(c.msgs))
-		c.msgs = append(c.msgs, m)
-	}
-	c.push(t, event{kind: evDeliver, msg: idx})
-}
-
-// takeMsg frees message idx's slot and returns the message. The slot is
-// not cleared: it is reused soon, and clearing would cost barriers too.
-func (c *clock) takeMsg(idx int32) core.Message {
-	c.freeMsgs = append(c.freeMsgs, idx)
-	return c.msgs[idx]
+	c.push(t, event{kind: evDeliver, ref: c.msgs.put(m)})
 }
 
 // at schedules fn at virtual time t (never in the past).
-func (c *clock) at(t int64, fn func()) { c.push(t, event{kind: evFunc, fn: fn}) }
+func (c *clock) at(t int64, fn func()) { c.push(t, event{kind: evFunc, ref: c.fns.put(fn)}) }
 
 // after schedules fn d microseconds from now.
 func (c *clock) after(d int64, fn func()) { c.at(c.now+d, fn) }
 
+// nodeEvent schedules an event of kind for node n's current life.
+func (c *clock) nodeEvent(t int64, kind eventKind, n *node, s stage) {
+	c.push(t, event{kind: kind, stage: s, node: int32(n.id - 1), epoch: int32(n.epoch)})
+}
+
+// batchesEvent schedules batches to move on from one of n's stages.
+func (c *clock) batchesEvent(t int64, kind eventKind, n *node, batches []*replica.Batch) {
+	c.push(t, event{kind: kind, node: int32(n.id - 1), epoch: int32(n.epoch), ref: c.lists.put(batches)})
+}
+
 // step runs the next event; false when nothing is left or the next event is
 // past until.
 func (c *clock) step(until int64) bool {
-	var idx int32
+	var e event
 	switch {
 	case len(c.heap) > 0 && c.heap[0].at == c.now:
-		idx = c.pop()
+		e = c.pop()
 	case c.nowQ.len() > 0:
-		idx = c.nowQ.take(1)[0]
+		e = c.nowQ.take(1)[0]
 	case len(c.heap) > 0 && c.heap[0].at <= until:
 		c.now = c.heap[0].at
-		idx = c.pop()
+		e = c.pop()
 	default:
 		return false
 	}
-	// The slot is freed but not cleared (what it references lives until
-	// the slot is reused, soon): clearing costs write barriers.
-	e := c.events[idx]
-	c.free = append(c.free, idx)
-	c.w.fire(&e)
+	c.w.fire(e)
 	return true
 }
 
 // pop removes the heap's first slot and returns its event.
-func (c *clock) pop() int32 {
-	top := c.heap[0]
+func (c *clock) pop() event {
+	top := c.heap[0].ev
 	last := len(c.heap) - 1
 	c.heap[0] = c.heap[last]
 	c.heap = c.heap[:last]
 	if last > 0 {
 		c.down(0)
 	}
-	return top.idx
+	return top
 }
 
 func (c *clock) up(i int) {
@@ -163,7 +167,7 @@ func (c *clock) up(i int) {
 	s := h[i]
 	for i > 0 {
 		parent := (i - 1) / 4
-		if !s.before(h[parent]) {
+		if !s.before(&h[parent]) {
 			break
 		}
 		h[i] = h[parent]
@@ -183,11 +187,11 @@ func (c *clock) down(i int) {
 		}
 		best := first
 		for j := first + 1; j < min(first+4, n); j++ {
-			if h[j].before(h[best]) {
+			if h[j].before(&h[best]) {
 				best = j
 			}
 		}
-		if !h[best].before(s) {
+		if !h[best].before(&s) {
 			break
 		}
 		h[i] = h[best]
@@ -197,25 +201,26 @@ func (c *clock) down(i int) {
 }
 
 // fire runs one event.
-func (w *world) fire(e *event) {
+func (w *world) fire(e event) {
 	switch e.kind {
 	case evFunc:
-		e.fn()
+		w.clock.fns.take(e.ref)()
 	case evDeliver:
-		w.net.arrive(w.clock.takeMsg(e.msg))
+		w.net.arrive(w.clock.msgs.take(e.ref))
 	case evStage:
-		e.n.runStage(e.epoch, e.stage)
+		w.nodes[e.node].runStage(int(e.epoch), e.stage)
 	case evTick:
-		e.n.tick(e.epoch)
+		w.nodes[e.node].tick(int(e.epoch))
 	case evWALDone, evStoreDone:
-		n := e.n
-		if n.epoch != e.epoch || n.state != nodeUp {
+		batches := w.clock.lists.take(e.ref)
+		n := w.nodes[e.node]
+		if n.epoch != int(e.epoch) || n.state != nodeUp {
 			return
 		}
 		if e.kind == evWALDone {
-			n.persisted(e.batches)
+			n.persisted(batches)
 		} else {
-			n.applied(e.batches)
+			n.applied(batches)
 		}
 	}
 }

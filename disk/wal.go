@@ -77,8 +77,6 @@ type WAL struct {
 
 	err error // sticky failure
 
-	pbEntry raftpb.Entry // reused to marshal without allocating
-	pbHard  raftpb.HardState
 	marshal proto.MarshalOptions
 }
 
@@ -285,10 +283,8 @@ func (w *WAL) Append(hs core.HardState, ents []core.Entry) error {
 		return fmt.Errorf("wal: append: commit index %d beyond the last entry %d", hs.Commit, last)
 	}
 	for i := range ents {
-		raftpb.FillEntry(&w.pbEntry, &ents[i])
-		err := w.appendRecord(recEntry, &w.pbEntry)
-		w.pbEntry.Data = nil
-		if err != nil {
+		e := &ents[i]
+		if err := w.appendFramed(recEntry, func(b []byte) ([]byte, error) { return appendEntryPayload(b, e), nil }); err != nil {
 			return err
 		}
 		w.lastIndex, w.lastTerm = ents[i].Index, ents[i].Term
@@ -296,8 +292,7 @@ func (w *WAL) Append(hs core.HardState, ents []core.Entry) error {
 		seg.maxIndex = max(seg.maxIndex, ents[i].Index)
 	}
 	if writeHS {
-		raftpb.FillHardState(&w.pbHard, hs)
-		if err := w.appendRecord(recHardState, &w.pbHard); err != nil {
+		if err := w.appendFramed(recHardState, func(b []byte) ([]byte, error) { return appendHardStatePayload(b, hs), nil }); err != nil {
 			return err
 		}
 		w.hs = hs
@@ -348,6 +343,12 @@ func (w *WAL) MarkCompacted(meta core.SnapshotMeta) error {
 // appendRecord frames msg into the buffer, first starting a new segment if
 // the active one is full.
 func (w *WAL) appendRecord(typ recordType, msg proto.Message) error {
+	return w.appendFramed(typ, func(b []byte) ([]byte, error) { return w.marshal.MarshalAppend(b, msg) })
+}
+
+// appendFramed is appendRecord for a payload that encode appends to a
+// buffer.
+func (w *WAL) appendFramed(typ recordType, encode func([]byte) ([]byte, error)) error {
 	if w.off+int64(len(w.buf)) >= w.opts.segmentSize() && w.off+int64(len(w.buf)) > w.startSize {
 		if err := w.rotate(); err != nil {
 			return err
@@ -355,7 +356,7 @@ func (w *WAL) appendRecord(typ recordType, msg proto.Message) error {
 	}
 	at := w.off + int64(len(w.buf))
 	buf, start := beginFrame(w.buf)
-	buf, err := w.marshal.MarshalAppend(buf, msg)
+	buf, err := encode(buf)
 	if err != nil {
 		w.buf = buf[:start]
 		return fmt.Errorf("wal: encode %s record: %w", typ, err)

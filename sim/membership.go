@@ -463,8 +463,7 @@ func (w *world) freshNode(conf core.ConfState) *node {
 // follows the newest, and each change is counted and logged once.
 func (w *world) confCommitted(n *node, index uint64, cc core.ConfChange, conf core.ConfState) {
 	if index > w.confIndex {
-		w.conf = core.ConfState{Voters: slices.Clone(conf.Voters), Learners: slices.Clone(conf.Learners)}
-		w.confIndex = index
+		w.setConf(conf, index)
 	}
 	m := w.mem
 	if m.seen[index] {

@@ -63,3 +63,25 @@ func TestReleasePointChecksCatchEarlyReleases(t *testing.T) {
 	tn.store.ents[1].Term = 2
 	require.NoError(t, checkDurableMatch(tn))
 }
+
+// A message array handed back with RecycleMessages carries the next
+// Ready's messages, emptied first: nothing of the old batch shows through.
+func TestRecycledMessageArraysCarryOnlyNewMessages(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	makeLeader(t, n)
+	n.Tick() // a heartbeat round
+	rd := n.Ready()
+	require.Len(t, rd.Messages, 2, "a heartbeat to each follower")
+	first := &rd.Messages[:1][0]
+	n.RecycleMessages(rd.Messages)
+	require.Equal(t, Message{}, rd.Messages[0], "the old messages were cleared")
+	n.Advance(rd)
+
+	n.Tick()
+	rd = n.Ready()
+	require.Len(t, rd.Messages, 2)
+	require.Same(t, first, &rd.Messages[:1][0], "the recycled array is reused")
+	for i, m := range rd.Messages {
+		require.Equal(t, Message{Type: MsgHeartbeat, From: 1, To: NodeID(i + 2), Term: m.Term, Commit: m.Commit, Context: m.Context}, m)
+	}
+}

@@ -78,18 +78,18 @@ func (s *slab[T]) take(i int32) T {
 	return s.items[i]
 }
 
-// clock is the simulator's virtual time and its agenda: a 4-ary min-heap
-// of slots for the future, and a FIFO for events due now. A third of all
-// events are scheduled for the current instant (a stage with no wake-up
-// delay, a stage's work that took no disk time); they need no sifting,
-// because they run after everything already due now and in the order they
-// were scheduled. Every event in the heap due now was scheduled before the
-// clock reached now, so before anything in the FIFO: the order is exactly
-// (time, seq).
+// clock is the simulator's virtual time and its agenda: a calendar of
+// buckets for the near future, a 4-ary min-heap for the rest, and a FIFO
+// for events due now. A third of all events are scheduled for the current
+// instant (a stage with no wake-up delay, a stage's work that took no disk
+// time); they need no ordering, because they run after everything already
+// due now and in the order they were scheduled. Every event in the
+// calendar due now was scheduled before the clock reached now, so before
+// anything in the FIFO: the order is exactly (time, seq).
 type clock struct {
 	now  int64
 	seq  uint64
-	heap []slot
+	cal  calendar
 	nowQ fifo[event]
 	// The slabs events refer to. A message is large and full of pointers,
 	// so it is copied once into its slot rather than moved with the event.
@@ -106,8 +106,7 @@ func (c *clock) push(t int64, e event) {
 		c.nowQ.push(e)
 		return
 	}
-	c.heap = append(c.heap, slot{at: t, seq: c.seq, ev: e})
-	c.up(len(c.heap) - 1)
+	c.cal.push(slot{at: t, seq: c.seq, ev: e})
 }
 
 // deliverAt schedules m's arrival at virtual time t.
@@ -135,14 +134,16 @@ func (c *clock) batchesEvent(t int64, kind eventKind, n *node, batches []*replic
 // past until.
 func (c *clock) step(until int64) bool {
 	var e event
+	at, ok := c.cal.next()
 	switch {
-	case len(c.heap) > 0 && c.heap[0].at == c.now:
-		e = c.pop()
+	case ok && at == c.now:
+		e = c.cal.pop(at)
 	case c.nowQ.len() > 0:
 		e = c.nowQ.take(1)[0]
-	case len(c.heap) > 0 && c.heap[0].at <= until:
-		c.now = c.heap[0].at
-		e = c.pop()
+	case ok && at <= until:
+		c.now = at
+		c.cal.advance(at)
+		e = c.cal.pop(at)
 	default:
 		return false
 	}
@@ -150,20 +151,147 @@ func (c *clock) step(until int64) bool {
 	return true
 }
 
-// pop removes the heap's first slot and returns its event.
-func (c *clock) pop() event {
-	top := c.heap[0].ev
-	last := len(c.heap) - 1
-	c.heap[0] = c.heap[last]
-	c.heap = c.heap[:last]
+// The calendar's buckets: calWidth µs each (1 << calShift), calBuckets of
+// them, so it spans about 33 ms ahead of now. Nearly every event falls in
+// that span (stage turns, disk times, network delays, ticks); client
+// time-outs and the nemesis's schedule go to the heap.
+const (
+	calShift   = 6
+	calBuckets = 512
+	calMask    = calBuckets - 1
+)
+
+// calendar holds future slots in (at, seq) order. Bucket number b = at >>
+// calShift; the buckets hold the numbers [base, base+calBuckets) at index
+// b & calMask, each sorted, and far holds every slot past that span, as a
+// heap. base is the bucket number of now, so a bucket's index is reused
+// only once its number has passed, and the buckets in index order from
+// base's form one ascending sequence. A push sorts its slot into a bucket
+// of a few slots instead of sifting a heap of a hundred.
+type calendar struct {
+	buckets [calBuckets]bucket
+	// full has bit i set while buckets[i] holds slots, so finding the next
+	// one skips empty buckets 64 at a time.
+	full [calBuckets / 64]uint64
+	base int64
+	n    int // slots in the buckets
+	far  []slot
+}
+
+// bucket is one span of the calendar, sorted, consumed from head.
+type bucket struct {
+	s    []slot
+	head int
+}
+
+func (q *calendar) push(s slot) {
+	if q.buckets[0].s == nil {
+		q.carve()
+	}
+	b := s.at >> calShift
+	if b >= q.base+calBuckets {
+		q.far = append(q.far, s)
+		heapUp(q.far, len(q.far)-1)
+		return
+	}
+	q.insert(s)
+}
+
+// carve gives every bucket room for a few slots out of one array, instead
+// of each bucket growing its own on first use (two thousand allocations a
+// run).
+func (q *calendar) carve() {
+	const room = 4
+	all := make([]slot, calBuckets*room)
+	for i := range q.buckets {
+		q.buckets[i].s = all[i*room : i*room : (i+1)*room]
+	}
+}
+
+// insert sorts s into its bucket. A new slot's seq is the largest yet, so
+// it usually goes last, or past the few slots due later in the same span.
+func (q *calendar) insert(s slot) {
+	i := int(s.at>>calShift) & calMask
+	bk := &q.buckets[i]
+	bk.s = append(bk.s, s)
+	j := len(bk.s) - 1
+	for j > bk.head && s.before(&bk.s[j-1]) {
+		bk.s[j] = bk.s[j-1]
+		j--
+	}
+	bk.s[j] = s
+	q.full[i/64] |= 1 << (i % 64)
+	q.n++
+}
+
+// next is the time of the earliest slot; false if there is none.
+func (q *calendar) next() (int64, bool) {
+	if q.n == 0 {
+		if len(q.far) == 0 {
+			return 0, false
+		}
+		return q.far[0].at, true
+	}
+	start := int(q.base) & calMask
+	w := start / 64
+	if m := q.full[w] &^ (1<<(start%64) - 1); m != 0 {
+		return q.headAt(w*64 + bits.TrailingZeros64(m)), true
+	}
+	for k := 1; k <= len(q.full); k++ {
+		// Wrapping round to start's own word again finds the buckets
+		// before start, the last of the span.
+		wk := (w + k) % len(q.full)
+		if m := q.full[wk]; m != 0 {
+			return q.headAt(wk*64 + bits.TrailingZeros64(m)), true
+		}
+	}
+	panic("sim: calendar count says non-empty, but every bucket is empty")
+}
+
+func (q *calendar) headAt(i int) int64 {
+	bk := &q.buckets[i]
+	return bk.s[bk.head].at
+}
+
+// advance moves the span to start at now's bucket (now is the time next
+// returned, which nothing in the calendar precedes) and brings the heap's
+// slots that now fall inside it into the buckets, in order.
+func (q *calendar) advance(now int64) {
+	q.base = now >> calShift
+	for len(q.far) > 0 && q.far[0].at>>calShift < q.base+calBuckets {
+		q.insert(heapPop(&q.far))
+	}
+}
+
+// pop removes the earliest slot, due at at (as next said), and returns its
+// event.
+func (q *calendar) pop(at int64) event {
+	i := int(at>>calShift) & calMask
+	bk := &q.buckets[i]
+	e := bk.s[bk.head].ev
+	bk.head++
+	if bk.head == len(bk.s) {
+		bk.s, bk.head = bk.s[:0], 0
+		q.full[i/64] &^= 1 << (i % 64)
+	}
+	q.n--
+	return e
+}
+
+// heapPop removes a heap's first slot.
+func heapPop(h *[]slot) slot {
+	s := *h
+	top := s[0]
+	last := len(s) - 1
+	s[0] = s[last]
+	*h = s[:last]
 	if last > 0 {
-		c.down(0)
+		heapDown(*h, 0)
 	}
 	return top
 }
 
-func (c *clock) up(i int) {
-	h := c.heap
+func heapUp(h []slot, i int) {
 	s := h[i]
 	for i > 0 {
 		parent := (i - 1) / 4
@@ -176,8 +304,7 @@ func (c *clock) up(i int) {
 	h[i] = s
 }
 
-func (c *clock) down(i int) {
-	h := c.heap
+func heapDown(h []slot, i int) {
 	n := len(h)
 	s := h[i]
 	for {

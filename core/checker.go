@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"hash/fnv"
+	"slices"
 )
 
 // Checker verifies Raft's safety properties across a cluster. A driver (a
@@ -25,7 +26,9 @@ type Checker struct {
 	// committed: the term in which it was committed, or a later one.
 	committedBy []uint64
 	positions   map[position]posDigest
-	nodes       map[NodeID]*nodeWatch
+	// nodes is searched in order rather than hashed: a cluster has a few
+	// members, and Observe runs after every input to every node.
+	nodes []*nodeWatch
 }
 
 type termVote struct {
@@ -46,6 +49,7 @@ type posDigest struct {
 }
 
 type nodeWatch struct {
+	id           NodeID
 	term, commit uint64
 	// leaderTerm, leaderLast, leaderLastTerm remember the log end of this
 	// node while it leads, to check that a leader only appends.
@@ -62,14 +66,24 @@ func NewChecker() *Checker {
 		leaders:   make(map[uint64]NodeID),
 		votes:     make(map[termVote]NodeID),
 		positions: make(map[position]posDigest),
-		nodes:     make(map[NodeID]*nodeWatch),
 	}
 }
 
 // Restarted forgets what was true only for the node's previous life (its
 // in-memory term and commit may legitimately restart lower). Votes cast and
 // entries committed are remembered.
-func (c *Checker) Restarted(id NodeID) { delete(c.nodes, id) }
+func (c *Checker) Restarted(id NodeID) {
+	c.nodes = slices.DeleteFunc(c.nodes, func(w *nodeWatch) bool { return w.id == id })
+}
+
+func (c *Checker) watch(id NodeID) *nodeWatch {
+	for _, w := range c.nodes {
+		if w.id == id {
+			return w
+		}
+	}
+	return nil
+}
 
 // ObserveSent records a message as it leaves its sender.
 func (c *Checker) ObserveSent(m Message) error {
@@ -94,10 +108,10 @@ func entryDigest(e Entry) uint64 {
 // Observe checks one node's state against what the Checker has seen.
 func (c *Checker) Observe(n *Node) error {
 	r, l := n.r, n.r.log
-	w := c.nodes[r.id]
+	w := c.watch(r.id)
 	if w == nil {
-		w = &nodeWatch{rewrites: l.rewrites, checkedTo: l.snap.Index}
-		c.nodes[r.id] = w
+		w = &nodeWatch{id: r.id, rewrites: l.rewrites, checkedTo: l.snap.Index}
+		c.nodes = append(c.nodes, w)
 	}
 	if r.term < w.term {
 		return fmt.Errorf("node %d: term went back from %d to %d", r.id, w.term, r.term)
@@ -194,10 +208,14 @@ func (c *Checker) checkCommitted(r *raft, w *nodeWatch) error {
 
 func (c *Checker) checkLeader(r *raft, w *nodeWatch) error {
 	l := r.log
-	if lead, ok := c.leaders[r.term]; ok && lead != r.id {
-		return fmt.Errorf("election safety violated: nodes %d and %d both lead term %d", lead, r.id, r.term)
+	// Once this life of the node was seen leading the term, the term's
+	// leader is recorded as r.id: a second leader would have failed here.
+	if w.leaderTerm != r.term {
+		if lead, ok := c.leaders[r.term]; ok && lead != r.id {
+			return fmt.Errorf("election safety violated: nodes %d and %d both lead term %d", lead, r.id, r.term)
+		}
+		c.leaders[r.term] = r.id
 	}
-	c.leaders[r.term] = r.id
 	if w.leaderTerm == r.term {
 		if w.leaderLast > l.lastIndex() {
 			return fmt.Errorf("leader append-only violated: leader %d's log shrank from %d to %d", r.id, w.leaderLast, l.lastIndex())

@@ -151,6 +151,10 @@ type memInode struct {
 	data     []byte       // current contents
 	durable  []byte       // contents after a crash
 	pending  []fileChange // unsynced changes, oldest first
+	// spill holds the bytes of the unsynced writes (pending's data points
+	// into it), reused after each sync rather than a copy allocated per
+	// write.
+	spill []byte
 	badReads [][2]int64   // [off, end) ranges whose reads fail with EIO
 }
 
@@ -160,6 +164,21 @@ type fileChange struct {
 	off      int64
 	data     []byte
 	size     int64
+}
+
+// sync makes every pending change durable.
+func (ino *memInode) sync() {
+	for _, c := range ino.pending {
+		ino.durable = c.applyTo(ino.durable)
+	}
+	ino.dropPending()
+}
+
+// dropPending forgets the pending changes and keeps their arrays for the
+// next ones: nothing refers to a change's data once it is gone.
+func (ino *memInode) dropPending() {
+	clear(ino.pending)
+	ino.pending, ino.spill = ino.pending[:0], ino.spill[:0]
 }
 
 func (c fileChange) applyTo(b []byte) []byte {
@@ -497,7 +516,7 @@ func (m *MemFS) crashFile(ino *memInode) {
 			}
 		}
 	}
-	ino.pending = nil
+	ino.dropPending()
 	ino.data = slices.Clone(ino.durable)
 }
 
@@ -660,7 +679,9 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	if n == 0 {
 		return 0, werr
 	}
-	data := slices.Clone(p[:n])
+	start := len(f.ino.spill)
+	f.ino.spill = append(f.ino.spill, p[:n]...)
+	data := f.ino.spill[start:len(f.ino.spill):len(f.ino.spill)]
 	if m.chance(m.Faults.BitFlipProb) {
 		data[m.rng.IntN(len(data))] ^= 1 << m.rng.UintN(8)
 		m.injected.FlippedWrites++
@@ -683,10 +704,7 @@ func (f *memFile) Sync() error {
 	if err := f.check(OpSync, 0); err != nil {
 		return err
 	}
-	for _, c := range f.ino.pending {
-		f.ino.durable = c.applyTo(f.ino.durable)
-	}
-	f.ino.pending = nil
+	f.ino.sync()
 	return nil
 }
 

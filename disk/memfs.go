@@ -151,11 +151,11 @@ type memInode struct {
 	data     []byte       // current contents
 	durable  []byte       // contents after a crash
 	pending  []fileChange // unsynced changes, oldest first
+	badReads [][2]int64   // [off, end) ranges whose reads fail with EIO
 	// spill holds the bytes of the unsynced writes (pending's data points
 	// into it), reused after each sync rather than a copy allocated per
 	// write.
 	spill []byte
-	badReads [][2]int64   // [off, end) ranges whose reads fail with EIO
 }
 
 // fileChange is an unsynced write (data at off) or truncate (to size).

@@ -30,6 +30,10 @@ var (
 	ErrOutcomeUnknown = errors.New("write outcome unknown")
 	// ErrClosed: the Client was closed.
 	ErrClosed = errors.New("client closed")
+	// ErrSessionLimit: the cluster has as many sessions open as
+	// --max-sessions allows and none idle long enough to reclaim; a write
+	// could not get a session before its deadline. Retry later.
+	ErrSessionLimit = errors.New("session cap reached")
 )
 
 // StatusError is a refusal from a server: a gRPC status the client does not
@@ -45,9 +49,16 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("%s: %s refused (%s): %s", e.Op, e.Endpoint, e.Code, e.Message)
 }
 
-// Is makes errors.Is(err, ErrInvalid) true for InvalidArgument refusals.
+// Is makes errors.Is(err, ErrInvalid) true for InvalidArgument refusals,
+// and errors.Is(err, ErrSessionLimit) for the refusal of that limit.
 func (e *StatusError) Is(target error) bool {
-	return target == ErrInvalid && e.Code == codes.InvalidArgument
+	switch target {
+	case ErrInvalid:
+		return e.Code == codes.InvalidArgument
+	case ErrSessionLimit:
+		return e.Code == codes.ResourceExhausted && strings.HasPrefix(e.Message, "session cap reached")
+	}
+	return false
 }
 
 // GRPCStatus lets status.FromError and status.Code see the original status.

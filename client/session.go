@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -65,11 +66,30 @@ var registerRPC = rpc[*apipb.RegisterRequest, *apipb.RegisterResponse]{
 
 // register opens a new session. Register is retried like a read: a retry
 // after a lost reply merely leaves an unused session for the server to
-// expire.
+// expire. A refusal because the cluster's session cap is reached is
+// retried too, with backoff, until ctx ends: sessions idle past the
+// server's TTL become reclaimable as time passes.
 func (c *Client) register(ctx context.Context) (*session, error) {
-	resp, err := do(ctx, c, &registerRPC, &apipb.RegisterRequest{})
-	if err != nil {
-		return nil, err
+	var (
+		resp    *apipb.RegisterResponse
+		refusal error // the last refusal for the session cap
+	)
+	for round := 1; ; round++ {
+		var err error
+		resp, err = do(ctx, c, &registerRPC, &apipb.RegisterRequest{})
+		if err == nil {
+			break
+		}
+		if refusal != nil && ctx.Err() != nil {
+			return nil, fmt.Errorf("register: %w: still refused when the deadline came (%w): %v", ErrSessionLimit, ctx.Err(), refusal)
+		}
+		if !errors.Is(err, ErrSessionLimit) {
+			return nil, err
+		}
+		refusal = err
+		if perr := c.pause(ctx, round); perr != nil {
+			return nil, fmt.Errorf("register: %w: still refused when the deadline came (%w): %v", ErrSessionLimit, perr, err)
+		}
 	}
 	if resp.ClientId == 0 {
 		// A zero id means "no deduplication": never write with it.

@@ -30,8 +30,14 @@ type state interface {
 	// command (for the LRU order), isNew says it was not stored before.
 	putClient(rec *kvpb.ClientRecord, prevIndex uint64, isNew bool) error
 	clientCount() uint64
-	// evictOldest removes the session with the smallest last_index.
-	evictOldest() error
+	// oldestClient returns the session with the smallest last_index, or
+	// nil when there is none; removeClient removes a session.
+	oldestClient() (*kvpb.ClientRecord, error)
+	removeClient(rec *kvpb.ClientRecord) error
+
+	// The session clock (sessions.go).
+	sessionClock() uint64
+	setSessionClock(ms uint64)
 }
 
 // applyBatch is the whole replicated semantics of Apply, shared by every
@@ -87,7 +93,7 @@ const (
 	errKeyTooLong   = "invalid command: the key is %d bytes; the limit is %d"
 	errValueTooLong = "invalid command: the value is %d bytes; the limit is %d"
 	errStale        = "stale duplicate: seq %d is older than client %d's last applied seq %d"
-	errNoSession    = "session expired: client %d has no session (never registered, or evicted as least recently used); register a new one"
+	errNoSession    = "session expired: client %d has no session (never registered, or reclaimed after being idle past the session TTL); register a new one"
 )
 
 // command is a decoded kvpb.Command, flat: what apply needs of it, with
@@ -97,6 +103,9 @@ type command struct {
 	op            opKind
 	key, value    []byte // value: Put's value or CompareAndSwap's new value
 	expected      uint64 // CompareAndSwap's expected version
+
+	// Register's and SessionClock's stamps (sessions.go).
+	nowMs, maxSessions, ttlMs uint64
 }
 
 type opKind uint8
@@ -107,6 +116,7 @@ const (
 	opDelete
 	opCAS
 	opRegister
+	opSessionClock
 )
 
 // decodeCommand reads an entry's bytes. A put, with or without a session,
@@ -133,7 +143,10 @@ func decodeCommand(data []byte, c *command) error {
 		cas := op.CompareAndSwap
 		c.op, c.key, c.value, c.expected = opCAS, cas.GetKey(), cas.GetNewValue(), cas.GetExpectedVersion()
 	case *kvpb.Command_Register:
-		c.op = opRegister
+		r := op.Register
+		c.op, c.nowMs, c.maxSessions, c.ttlMs = opRegister, r.GetNowMs(), r.GetMaxSessions(), r.GetIdleTtlMs()
+	case *kvpb.Command_SessionClock:
+		c.op, c.nowMs = opSessionClock, op.SessionClock.GetNowMs()
 	}
 	return nil
 }
@@ -218,8 +231,15 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 	if err := decodeCommand(e.Data, &cmd); err != nil {
 		return invalid(st, StatusMalformed, errMalformed), nil
 	}
-	if cmd.op == opRegister {
+	switch cmd.op {
+	case opRegister:
 		return register(st, &cmd, e.Index, maxClients)
+	case opSessionClock:
+		if cmd.clientID != 0 || cmd.seq != 0 {
+			return invalid(st, StatusInvalid, errAdminIDs), nil
+		}
+		advanceClock(st, cmd.nowMs)
+		return Result{Status: StatusOK, Revision: st.revision()}, nil
 	}
 	if cmd.clientID == 0 {
 		return execute(st, &cmd)
@@ -235,7 +255,8 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 		return invalid(st, StatusSessionExpired, fmt.Sprintf(errNoSession, cmd.clientID)), nil
 	}
 	prevIndex := rec.LastIndex
-	rec.LastIndex = e.Index // every command naming the session refreshes it
+	// Every command naming the session refreshes it.
+	rec.LastIndex, rec.LastActiveMs = e.Index, st.sessionClock()
 	var r Result
 	switch {
 	case cmd.seq < rec.LastSeq:
@@ -257,23 +278,22 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 }
 
 // register opens a session whose id is the entry's index: unique, never
-// reused, and the same on every node. Making room evicts the least
-// recently used sessions; a later command naming one of them gets
-// StatusSessionExpired instead of being applied a second time.
+// reused, and the same on every node. Making room reclaims sessions idle
+// past the TTL the command carries (registerSession), or refuses; a later
+// command naming a reclaimed session gets StatusSessionExpired instead of
+// being applied a second time.
 func register(st state, cmd *command, index, maxClients uint64) (Result, error) {
 	if cmd.clientID != 0 || cmd.seq != 0 {
 		return invalid(st, StatusInvalid, errRegisterIDs), nil
 	}
-	rec := &kvpb.ClientRecord{ClientId: index, LastIndex: index}
-	if err := st.putClient(rec, 0, true); err != nil {
+	if cmd.maxSessions != 0 {
+		return registerSession(st, cmd, index)
+	}
+	r, err := openSession(st, index)
+	if err != nil {
 		return Result{}, err
 	}
-	for st.clientCount() > maxClients {
-		if err := st.evictOldest(); err != nil {
-			return Result{}, err
-		}
-	}
-	return Result{Status: StatusOK, Revision: st.revision(), ClientID: index}, nil
+	return r, evictLegacy(st, maxClients)
 }
 
 // execute runs the command's operation on the data.

@@ -32,6 +32,9 @@ type Bolt struct {
 	applied atomic.Uint64
 	rev     atomic.Uint64
 	closed  atomic.Bool
+	// usage is what the last commit left (Usage), for readers that must
+	// not open a transaction (metrics).
+	usage atomic.Pointer[Usage]
 }
 
 var _ Store = (*Bolt)(nil)
@@ -47,6 +50,8 @@ var (
 	keyApplied     = []byte("applied_index")
 	keyRevision    = []byte("revision")
 	keyClientCount = []byte("client_count")
+	// Absent in a file from a build before it: 0.
+	keySessionClock = []byte("session_clock")
 )
 
 // boltFormatVersion is the layout version stored under meta/format.
@@ -104,6 +109,7 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		}
 		b.applied.Store(st.applied)
 		b.rev.Store(st.rev)
+		b.noteUsage(st)
 		return nil
 	})
 	if err != nil {
@@ -162,7 +168,22 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	}
 	b.applied.Store(st.applied)
 	b.rev.Store(st.rev)
+	b.noteUsage(st)
 	return results, nil
+}
+
+// Usage reports what the store holds against its limits, as of the last
+// commit.
+func (b *Bolt) Usage() Usage {
+	if u := b.usage.Load(); u != nil {
+		return *u
+	}
+	return Usage{}
+}
+
+// noteUsage caches st's usage once it is committed (or being opened).
+func (b *Bolt) noteUsage(st *boltState) {
+	b.usage.Store(&Usage{Sessions: st.nclients, SessionClockMs: st.clock})
 }
 
 // AppliedIndex implements Store.
@@ -276,7 +297,7 @@ func (f *boltFrozen) Info() SnapshotInfo {
 }
 
 func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
-	sw := newSnapshotWriter(w, f.Info())
+	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: f.st.applied, Revision: f.st.rev, SessionClockMs: f.st.clock})
 	c := f.st.kv.Cursor()
 	for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
 		version, value, err := splitValue(k, v)
@@ -310,7 +331,10 @@ func (b *Bolt) Restore(r io.Reader) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	var info SnapshotInfo
+	var (
+		info SnapshotInfo
+		st   *boltState
+	)
 	err := b.db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range [][]byte{bucketMeta, bucketKV, bucketClients, bucketLRU} {
 			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
@@ -327,7 +351,8 @@ func (b *Bolt) Restore(r io.Reader) error {
 		if info, err = readSnapshot(r, sink); err != nil {
 			return err
 		}
-		st := &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n}
+		st = &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
+			clock: sink.clock, clockDirty: true}
 		return st.flush()
 	})
 	if err != nil {
@@ -335,15 +360,20 @@ func (b *Bolt) Restore(r io.Reader) error {
 	}
 	b.applied.Store(info.AppliedIndex)
 	b.rev.Store(info.Revision)
+	b.noteUsage(st)
 	return nil
 }
 
 type boltSink struct {
 	kv, clients, lru *bbolt.Bucket
 	n                uint64
+	clock            uint64 // the header's session clock
 }
 
-func (s *boltSink) begin(*kvpb.SnapshotHeader) error { return nil }
+func (s *boltSink) begin(h *kvpb.SnapshotHeader) error {
+	s.clock = h.SessionClockMs
+	return nil
+}
 
 func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 	return s.kv.Put(kv.Key, joinValue(kv.Value, kv.Version))
@@ -397,6 +427,11 @@ func (b *Bolt) Close() error {
 type boltState struct {
 	meta, kv, clients, lru *bbolt.Bucket
 	applied, rev, nclients uint64
+
+	// clock is the session clock (Usage), written back only when
+	// changed.
+	clock      uint64
+	clockDirty bool
 
 	kvCur, clientsCur, lruCur *bbolt.Cursor
 	arena                     []byte
@@ -486,6 +521,11 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 	if st.nclients, err = st.metaU64(keyClientCount); err != nil {
 		return nil, err
 	}
+	if st.meta.Get(keySessionClock) != nil {
+		if st.clock, err = st.metaU64(keySessionClock); err != nil {
+			return nil, err
+		}
+	}
 	return st, nil
 }
 
@@ -504,6 +544,11 @@ func (st *boltState) flush() error {
 	}{{keyApplied, st.applied}, {keyRevision, st.rev}, {keyClientCount, st.nclients}} {
 		if err := st.meta.Put(kv.k, st.u64(kv.v)); err != nil {
 			return fmt.Errorf("write meta/%s: %w", kv.k, err)
+		}
+	}
+	if st.clockDirty {
+		if err := st.meta.Put(keySessionClock, st.u64(st.clock)); err != nil {
+			return fmt.Errorf("write meta/%s: %w", keySessionClock, err)
 		}
 	}
 	return nil
@@ -577,21 +622,41 @@ func (st *boltState) putClient(rec *kvpb.ClientRecord, prevIndex uint64, isNew b
 	return nil
 }
 
-func (st *boltState) evictOldest() error {
+func (st *boltState) oldestClient() (*kvpb.ClientRecord, error) {
 	k, v := st.lru.Cursor().First()
-	if k == nil || len(v) != 8 {
-		return fmt.Errorf("%w: %d sessions counted but the LRU index is empty or damaged", ErrCorrupt, st.nclients)
+	if k == nil {
+		if st.nclients > 0 {
+			return nil, fmt.Errorf("%w: %d sessions counted but the LRU index is empty", ErrCorrupt, st.nclients)
+		}
+		return nil, nil
 	}
-	// Copy before deleting: k and v point into the page being changed.
-	k, id := clone(k), binary.BigEndian.Uint64(v)
-	if err := st.lru.Delete(k); err != nil {
-		return fmt.Errorf("evict session %d: %w", id, err)
+	if len(v) != 8 {
+		return nil, fmt.Errorf("%w: LRU index entry %x is %d bytes, want 8", ErrCorrupt, k, len(v))
 	}
-	if err := st.clients.Delete(u64(id)); err != nil {
-		return fmt.Errorf("evict session %d: %w", id, err)
+	rec, err := st.client(binary.BigEndian.Uint64(v))
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil || rec.LastIndex != binary.BigEndian.Uint64(k) {
+		return nil, fmt.Errorf("%w: LRU index entry %x names session %d, which is missing or not at that index", ErrCorrupt, k, binary.BigEndian.Uint64(v))
+	}
+	return rec, nil
+}
+
+func (st *boltState) removeClient(rec *kvpb.ClientRecord) error {
+	if err := remove(&st.lruCur, st.lru, u64(rec.LastIndex)); err != nil {
+		return fmt.Errorf("evict session %d: %w", rec.ClientId, err)
+	}
+	if err := remove(&st.clientsCur, st.clients, u64(rec.ClientId)); err != nil {
+		return fmt.Errorf("evict session %d: %w", rec.ClientId, err)
 	}
 	st.nclients--
 	return nil
+}
+
+func (st *boltState) sessionClock() uint64 { return st.clock }
+func (st *boltState) setSessionClock(ms uint64) {
+	st.clock, st.clockDirty = ms, true
 }
 
 // replayState answers a batch that is wholly already applied without a

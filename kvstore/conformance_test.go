@@ -88,7 +88,7 @@ func (c *conformance) command(t *rapid.T) []byte {
 	kind := rapid.SampledFrom([]string{
 		"put", "put", "delete", "casHit", "casMiss", "casAbsent", "register",
 		"retrySame", "retryOld", "unknownSession", "seqZero", "emptyKey",
-		"noop", "malformed", "noOp",
+		"noop", "malformed", "noOp", "registerAt", "registerAt", "clock",
 	}).Draw(t, "kind")
 	var data []byte
 	switch kind {
@@ -104,6 +104,10 @@ func (c *conformance) command(t *rapid.T) []byte {
 		data = casCmd(client, seq, key, 0, value)
 	case "register":
 		return registerCmd()
+	case "registerAt":
+		return registerAt(c.drawTime(t), rapid.Uint64Range(1, 4).Draw(t, "maxSessions"), rapid.Uint64Range(0, 3000).Draw(t, "ttlMs"))
+	case "clock":
+		return clockCmd(c.drawTime(t))
 	case "retrySame", "retryOld":
 		if client == 0 || len(c.sent[client]) == 0 {
 			return nil
@@ -132,6 +136,12 @@ func (c *conformance) command(t *rapid.T) []byte {
 		c.sent[client] = append(c.sent[client], data)
 	}
 	return data
+}
+
+// drawTime is a proposer's clock: mostly ahead of the session clock,
+// sometimes behind it (a member whose clock lags).
+func (c *conformance) drawTime(t *rapid.T) uint64 {
+	return c.model.clock + rapid.Uint64Range(0, 4000).Draw(t, "ahead") - min(c.model.clock, rapid.Uint64Range(0, 1000).Draw(t, "behind"))
 }
 
 func (c *conformance) batch(t *rapid.T) []Entry {
@@ -363,6 +373,12 @@ func (c *conformance) check(t *rapid.T) {
 			t.Fatalf("%s: applied %d revision %d, want %d %d", name, s.AppliedIndex(), s.Revision(), c.model.applied, c.model.rev)
 		}
 		c.checkRange(t, name, s, "", nil, 0, 0)
+	}
+	want := c.model.usage()
+	for name, u := range map[string]Usage{"memory": c.mem.Usage(), "bolt": c.bolt.Usage()} {
+		if !reflect.DeepEqual(u, want) {
+			t.Fatalf("%s usage %+v, want %+v", name, u, want)
+		}
 	}
 }
 

@@ -104,6 +104,7 @@ const (
 	StatusSessionExpired = kvpb.Status_STATUS_SESSION_EXPIRED
 	StatusNoop           = kvpb.Status_STATUS_NOOP
 	StatusAlreadyApplied = kvpb.Status_STATUS_ALREADY_APPLIED
+	StatusSessionLimit   = kvpb.Status_STATUS_SESSION_LIMIT
 )
 
 // Result is what applying one entry produced.
@@ -196,10 +197,12 @@ type SnapshotInfo struct {
 
 // Options configure a store.
 type Options struct {
-	// MaxClients bounds the exactly-once sessions remembered; when a
-	// Register would exceed it, the least recently used session (smallest
-	// last log index) is evicted. It is part of the replicated semantics:
-	// every node of a cluster must use the same value. 0 means
+	// MaxClients bounds the exactly-once sessions remembered for a
+	// Register that carries no policy of its own (from a build before
+	// session TTLs; servers now stamp theirs, see SessionPolicy): when one
+	// would exceed it, the least recently used session (smallest last log
+	// index) is evicted. It is part of the replicated semantics: every
+	// node of a cluster must use the same value. 0 means
 	// DefaultMaxClients.
 	MaxClients int
 

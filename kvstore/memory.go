@@ -40,6 +40,8 @@ type memData struct {
 	// names a session sets its last_index to the newest index, so moving
 	// it to the back keeps the order without sorting.
 	lru list.List
+	// clock is the session clock (Usage).
+	clock uint64
 }
 
 type memClient struct {
@@ -152,7 +154,7 @@ func (m *Memory) Snapshot(w io.Writer) (SnapshotInfo, error) {
 	}
 	d := m.data
 	info := SnapshotInfo{AppliedIndex: d.applied, Revision: d.rev}
-	sw := newSnapshotWriter(w, info)
+	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: d.applied, Revision: d.rev, SessionClockMs: d.clock})
 	d.keys.ascend("", func(it *item) bool {
 		sw.keyValue([]byte(it.key), it.value, it.version)
 		return sw.err == nil
@@ -230,7 +232,7 @@ type memSink struct {
 }
 
 func (s *memSink) begin(h *kvpb.SnapshotHeader) error {
-	s.d.applied, s.d.rev = h.AppliedIndex, h.Revision
+	s.d.applied, s.d.rev, s.d.clock = h.AppliedIndex, h.Revision, h.SessionClockMs
 	return nil
 }
 
@@ -321,9 +323,28 @@ func (d *memData) putClient(rec *kvpb.ClientRecord, _ uint64, isNew bool) error 
 	return nil
 }
 
-func (d *memData) evictOldest() error {
-	front := d.lru.Front()
-	c := d.lru.Remove(front).(*memClient)
-	delete(d.clients, c.rec.ClientId)
+func (d *memData) oldestClient() (*kvpb.ClientRecord, error) {
+	if front := d.lru.Front(); front != nil {
+		return front.Value.(*memClient).rec, nil
+	}
+	return nil, nil
+}
+
+func (d *memData) removeClient(rec *kvpb.ClientRecord) error {
+	if c, ok := d.clients[rec.ClientId]; ok {
+		d.lru.Remove(c.elem)
+		delete(d.clients, rec.ClientId)
+	}
 	return nil
+}
+
+func (d *memData) sessionClock() uint64      { return d.clock }
+func (d *memData) setSessionClock(ms uint64) { d.clock = ms }
+
+// Usage reports what the store holds against its limits.
+func (m *Memory) Usage() Usage {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	d := m.data
+	return Usage{Sessions: uint64(len(d.clients)), SessionClockMs: d.clock}
 }

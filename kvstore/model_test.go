@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -19,6 +20,8 @@ type model struct {
 	rev        uint64
 	data       map[string]modelValue
 	clients    map[uint64]*modelClient
+	// clock is the session clock.
+	clock uint64
 }
 
 type modelValue struct {
@@ -27,9 +30,10 @@ type modelValue struct {
 }
 
 type modelClient struct {
-	lastSeq   uint64
-	lastIndex uint64
-	result    Result
+	lastSeq    uint64
+	lastIndex  uint64
+	lastActive uint64
+	result     Result
 }
 
 func newModel(maxClients int) *model {
@@ -63,21 +67,19 @@ func (m *model) applyData(index uint64, data []byte) Result {
 	if proto.Unmarshal(data, &cmd) != nil {
 		return m.fail(StatusMalformed, errMalformed)
 	}
-	if _, ok := cmd.Op.(*kvpb.Command_Register); ok {
+	if reg, ok := cmd.Op.(*kvpb.Command_Register); ok {
 		if cmd.ClientId != 0 || cmd.Seq != 0 {
 			return m.fail(StatusInvalid, errRegisterIDs)
 		}
-		m.clients[index] = &modelClient{lastIndex: index}
-		for len(m.clients) > m.maxClients {
-			oldest := uint64(0)
-			for id, c := range m.clients { // picking the minimum: order-independent
-				if oldest == 0 || c.lastIndex < m.clients[oldest].lastIndex {
-					oldest = id
-				}
-			}
-			delete(m.clients, oldest)
+		return m.register(index, reg.Register)
+	}
+	switch op := cmd.Op.(type) {
+	case *kvpb.Command_SessionClock:
+		if cmd.ClientId != 0 || cmd.Seq != 0 {
+			return m.fail(StatusInvalid, errAdminIDs)
 		}
-		return Result{Status: StatusOK, Revision: m.rev, ClientID: index}
+		m.clock = max(m.clock, op.SessionClock.NowMs)
+		return Result{Status: StatusOK, Revision: m.rev}
 	}
 	if cmd.ClientId == 0 {
 		return m.exec(&cmd)
@@ -89,7 +91,7 @@ func (m *model) applyData(index uint64, data []byte) Result {
 	if !ok {
 		return m.fail(StatusSessionExpired, fmt.Sprintf(errNoSession, cmd.ClientId))
 	}
-	c.lastIndex = index
+	c.lastIndex, c.lastActive = index, m.clock
 	switch {
 	case cmd.Seq < c.lastSeq:
 		return m.fail(StatusStaleDuplicate, fmt.Sprintf(errStale, cmd.Seq, cmd.ClientId, c.lastSeq))
@@ -101,6 +103,37 @@ func (m *model) applyData(index uint64, data []byte) Result {
 	r := m.exec(&cmd)
 	c.lastSeq, c.result = cmd.Seq, r
 	return r
+}
+
+// register opens a session: with a policy (stamped by the proposer), only
+// by reclaiming sessions idle past its TTL when the cap is reached, else
+// refused; without one, by evicting the least recently used.
+func (m *model) register(index uint64, reg *kvpb.Register) Result {
+	m.clock = max(m.clock, reg.NowMs)
+	limit := m.maxClients - 1
+	if reg.MaxSessions != 0 {
+		limit = int(reg.MaxSessions) - 1 // room for the new one first
+	}
+	for len(m.clients) > limit {
+		oldest := uint64(0)
+		for id, c := range m.clients { // picking the minimum: order-independent
+			if oldest == 0 || c.lastIndex < m.clients[oldest].lastIndex {
+				oldest = id
+			}
+		}
+		if reg.MaxSessions != 0 && m.clock-min(m.clock, m.clients[oldest].lastActive) <= reg.IdleTtlMs {
+			return m.fail(StatusSessionLimit, fmt.Sprintf(errSessionLimit, len(m.clients), reg.MaxSessions,
+				time.Duration(reg.IdleTtlMs)*time.Millisecond))
+		}
+		delete(m.clients, oldest)
+	}
+	m.clients[index] = &modelClient{lastIndex: index, lastActive: m.clock}
+	return Result{Status: StatusOK, Revision: m.rev, ClientID: index}
+}
+
+// usage is what the stores' Usage must say.
+func (m *model) usage() Usage {
+	return Usage{Sessions: uint64(len(m.clients)), SessionClockMs: m.clock}
 }
 
 func (m *model) badKey(key, value []byte) string {
@@ -195,4 +228,12 @@ func casCmd(client, seq uint64, key string, expected uint64, value string) []byt
 
 func registerCmd() []byte {
 	return encode(&kvpb.Command{Op: &kvpb.Command_Register{Register: &kvpb.Register{}}})
+}
+
+func registerAt(nowMs, maxSessions, ttlMs uint64) []byte {
+	return encode(&kvpb.Command{Op: &kvpb.Command_Register{Register: &kvpb.Register{NowMs: nowMs, MaxSessions: maxSessions, IdleTtlMs: ttlMs}}})
+}
+
+func clockCmd(nowMs uint64) []byte {
+	return encode(&kvpb.Command{Op: &kvpb.Command_SessionClock{SessionClock: &kvpb.SessionClock{NowMs: nowMs}}})
 }

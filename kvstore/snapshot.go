@@ -55,13 +55,15 @@ type snapshotWriter struct {
 	err     error
 }
 
-func newSnapshotWriter(w io.Writer, info SnapshotInfo) *snapshotWriter {
+// newSnapshotWriter starts a snapshot with the whole header h (the
+// session clock besides the indexes).
+func newSnapshotWriter(w io.Writer, h *kvpb.SnapshotHeader) *snapshotWriter {
 	sw := &snapshotWriter{bw: bufio.NewWriterSize(w, 64<<10), sum: crc32.New(castagnoli)}
 	var prefix [len(snapshotMagic) + 4]byte
 	copy(prefix[:], snapshotMagic)
 	binary.BigEndian.PutUint32(prefix[len(snapshotMagic):], snapshotFormatVersion)
 	sw.write(prefix[:])
-	sw.record(recHeader, &kvpb.SnapshotHeader{AppliedIndex: info.AppliedIndex, Revision: info.Revision})
+	sw.record(recHeader, h)
 	return sw
 }
 

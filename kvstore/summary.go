@@ -61,7 +61,8 @@ type copySink struct {
 }
 
 func (c *copySink) begin(h *kvpb.SnapshotHeader) error {
-	c.sw = newSnapshotWriter(c.w, SnapshotInfo{AppliedIndex: h.AppliedIndex, Revision: h.Revision})
+	// The session clock goes along with the sessions it dates.
+	c.sw = newSnapshotWriter(c.w, &kvpb.SnapshotHeader{AppliedIndex: h.AppliedIndex, Revision: h.Revision, SessionClockMs: h.SessionClockMs})
 	return nil
 }
 

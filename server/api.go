@@ -92,11 +92,14 @@ func session(s *apipb.Session) (uint64, uint64) {
 }
 
 func (k *kvService) Register(ctx context.Context, req *apipb.RegisterRequest) (*apipb.RegisterResponse, error) {
-	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{Op: &kvpb.Command_Register{Register: &kvpb.Register{}}}))
+	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{Op: &kvpb.Command_Register{Register: k.s.stampRegister()}}))
 	if leader != nil {
 		return leader.Register(ctx, req)
 	}
 	if err != nil {
+		if res.Status == kvstore.StatusSessionLimit {
+			k.s.limits.sessRefus.Inc()
+		}
 		return nil, err
 	}
 	return &apipb.RegisterResponse{Header: k.header(res.Revision), ClientId: res.ClientID}, nil
@@ -257,6 +260,7 @@ func (p *proposal) propose() {
 	}
 	p.s.waiters[p.id] = p.ch
 	p.s.obs.writeProposed(p.wt, p.id)
+	p.s.tickClock()
 }
 
 // write proposes data (an encoded command) and waits for its outcome. If
@@ -443,6 +447,9 @@ func toStatus(err error) error {
 
 // resultError maps a state machine refusal to a status.
 func resultError(r kvstore.Result) error {
+	if err := limitError(r); err != nil {
+		return err
+	}
 	switch r.Status {
 	case kvstore.StatusOK, kvstore.StatusCASFailed:
 		return nil

@@ -76,6 +76,13 @@ type Config struct {
 	// peer stream can take (0: the default).
 	MaxSnapshotBytes int64
 
+	// MaxSessions caps the open exactly-once sessions and SessionTTL is how
+	// long one must have been idle before a Register may reclaim it when
+	// the cap is reached; otherwise Register is refused (limits.go). This
+	// member stamps both into the Registers it proposes.
+	MaxSessions int
+	SessionTTL  time.Duration
+
 	// RequestTimeout bounds how long a request waits for its outcome.
 	RequestTimeout time.Duration
 
@@ -144,6 +151,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxRangeBytes < 0 {
 		return fmt.Errorf("the Range byte budget (--max-range-bytes) is %d; it must be positive", c.MaxRangeBytes)
+	}
+	if err := c.setLimitDefaults(); err != nil {
+		return err
 	}
 	if err := c.setBackupLimits(); err != nil {
 		return err

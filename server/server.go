@@ -90,6 +90,9 @@ type Server struct {
 	// bound what clients and peers can make this node spool to disk.
 	backupSlots   chan struct{}
 	receivingSnap atomic.Bool
+
+	// limits is the event loop's part of the session cap (limits.go).
+	limits limitState
 }
 
 // identity is written into the data directory on first start, so that a
@@ -126,6 +129,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("open state machine: %w", err)
 	}
 	s.store = store
+	if err := s.registerLimitMetrics(); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	if err := s.loadAddressBook(known); err != nil {
 		store.Close()
 		return nil, err

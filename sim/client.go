@@ -27,6 +27,9 @@ type request struct {
 	read   bool
 	key    string
 	cmd    []byte
+	// register: cmd opens a session, and the node stamps it with its own
+	// clock and policy as the server does.
+	register bool
 	// onDone, if set, takes the answer instead of a client (a membership
 	// change the nemesis proposed).
 	onDone func(replica.Outcome)
@@ -165,7 +168,7 @@ func (c *client) attempt() {
 	w.nextRequest++
 	id := w.nextRequest
 	c.attemptID, c.attemptDone = id, false
-	rq := &request{id: id, client: c, read: op.isRead, key: op.in.Key, cmd: op.cmd}
+	rq := &request{id: id, client: c, read: op.isRead, key: op.in.Key, cmd: op.cmd, register: op.register}
 	target := w.node(c.target)
 	if target == nil {
 		target = w.node(w.randomMember(c.rng))
@@ -306,7 +309,7 @@ func (n *node) handle(rq *request) {
 		rq.commitAtAsk = n.rep.Node().HardState().Commit
 		err = n.rep.Read(rq.id)
 	} else {
-		err = n.rep.Propose(rq.id, rq.cmd)
+		err = n.propose(rq)
 	}
 	if err != nil {
 		var nl *core.ErrNotLeader
@@ -351,4 +354,34 @@ func (n *node) reply(rq *request, rp reply) {
 		w.hashReply(rq.id, rp)
 		rq.client.receive(rq.id, rp)
 	})
+}
+
+// simSessions is the session policy every simulated node stamps into the
+// Registers it proposes (keyvald's defaults).
+var simSessions = kvstore.SessionPolicy{MaxSessions: kvstore.DefaultMaxSessions, IdleTTL: kvstore.DefaultSessionTTL}
+
+// propose proposes a client's write as the server does: a Register stamped
+// with the node's clock and policy, and after a write the node accepted
+// (as leader) a session clock entry about once a second.
+func (n *node) propose(rq *request) error {
+	cmd := rq.cmd
+	if rq.register {
+		cmd = kvstore.EncodeRegister(n.wallMs(), simSessions)
+	}
+	if err := n.rep.Propose(rq.id, cmd); err != nil {
+		return err
+	}
+	if now := n.wallMs(); n.sessionTicker.Due(now) {
+		// An id no request has: nobody waits for it. A refusal (flow
+		// control) only delays the clock to a later write.
+		n.w.nextRequest++
+		_ = n.rep.Propose(n.w.nextRequest, kvstore.EncodeSessionClock(now))
+	}
+	return nil
+}
+
+// wallMs is the node's wall clock in milliseconds: virtual time, running
+// fast or slow with the node's clock drift.
+func (n *node) wallMs() uint64 {
+	return uint64(n.w.clock.now * n.tickStep / tickMicros / 1000)
 }

@@ -39,6 +39,9 @@ type node struct {
 	paused   bool
 	halt     string
 	tickStep int64 // µs between ticks (clock drift makes them differ)
+	// sessionTicker paces the session clock entries the node proposes as
+	// leader (client.go, propose).
+	sessionTicker kvstore.ClockTicker
 	// epoch changes at every crash, so events scheduled for an earlier
 	// life of the node do nothing.
 	epoch int

@@ -82,6 +82,10 @@ Flags:
 		"Snapshot (backup) calls served at once; more are refused with ResourceExhausted (each holds a read transaction of the state open while its client reads)")
 	maxSnap := fs.Int64("max-snapshot-bytes", server.DefaultMaxSnapshotBytes,
 		"largest snapshot taken from a peer; a larger one is refused and its spool file removed")
+	maxSessions := fs.Int("max-sessions", server.DefaultMaxSessions,
+		"open exactly-once sessions at most; past it a Register reclaims only a session idle longer than --session-ttl, or is refused with ResourceExhausted")
+	sessionTTL := fs.Duration("session-ttl", server.DefaultSessionTTL,
+		"how long a session must have been idle before a Register may reclaim it when --max-sessions are open (at least 30s)")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
 	gcPercent := fs.Int("gc-percent", 100, "garbage collector target (as GOGC); higher trades memory for CPU; GOGC in the environment wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -133,7 +137,8 @@ Flags:
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
 		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange,
-		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap, Logger: logger, Observability: obs,
+		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap,
+		MaxSessions: *maxSessions, SessionTTL: *sessionTTL, Logger: logger, Observability: obs,
 	})
 	if err != nil {
 		return err

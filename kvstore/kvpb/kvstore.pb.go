@@ -50,6 +50,9 @@ const (
 	Status_STATUS_NOOP Status = 7
 	// The entry's index was at or below the applied index: skipped.
 	Status_STATUS_ALREADY_APPLIED Status = 8
+	// A Register refused: max_sessions sessions are open and none has been
+	// idle longer than idle_ttl_ms. Nothing changed but the clock.
+	Status_STATUS_SESSION_LIMIT Status = 9
 )
 
 // Enum value maps for Status.
@@ -64,6 +67,7 @@ var (
 		6: "STATUS_SESSION_EXPIRED",
 		7: "STATUS_NOOP",
 		8: "STATUS_ALREADY_APPLIED",
+		9: "STATUS_SESSION_LIMIT",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":     0,
@@ -75,6 +79,7 @@ var (
 		"STATUS_SESSION_EXPIRED": 6,
 		"STATUS_NOOP":            7,
 		"STATUS_ALREADY_APPLIED": 8,
+		"STATUS_SESSION_LIMIT":   9,
 	}
 )
 
@@ -121,6 +126,7 @@ type Command struct {
 	//	*Command_Delete
 	//	*Command_CompareAndSwap
 	//	*Command_Register
+	//	*Command_SessionClock
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -213,6 +219,15 @@ func (x *Command) GetRegister() *Register {
 	return nil
 }
 
+func (x *Command) GetSessionClock() *SessionClock {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SessionClock); ok {
+			return x.SessionClock
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -233,6 +248,13 @@ type Command_Register struct {
 	Register *Register `protobuf:"bytes,6,opt,name=register,proto3,oneof"`
 }
 
+type Command_SessionClock struct {
+	// Advances the session clock (see Register) without opening a
+	// session: the leader proposes one at most about once a second while
+	// writes arrive, so a session that is writing never looks idle.
+	SessionClock *SessionClock `protobuf:"bytes,7,opt,name=session_clock,json=sessionClock,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -240,6 +262,8 @@ func (*Command_Delete) isCommand_Op() {}
 func (*Command_CompareAndSwap) isCommand_Op() {}
 
 func (*Command_Register) isCommand_Op() {}
+
+func (*Command_SessionClock) isCommand_Op() {}
 
 // Put sets key to value, creating it if absent.
 type Put struct {
@@ -403,8 +427,23 @@ func (x *CompareAndSwap) GetNewValue() []byte {
 
 // Register opens an exactly-once session. Its result's client_id is the log
 // index of the entry that carried it, so ids are unique and never reused.
+//
+// The proposing server stamps its clock and its limits into the command,
+// so that every member decides the same: the store's session clock becomes
+// the largest now_ms it has seen, and when max_sessions sessions are open
+// the least recently used one is reclaimed only if it has been idle (by
+// that clock) longer than idle_ttl_ms; otherwise the Register is refused
+// (STATUS_SESSION_LIMIT) and no session is touched. A Register without
+// max_sessions (written by a build before these fields) evicts the least
+// recently used session past Options.MaxClients, as that build did.
 type Register struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// now_ms is the proposer's wall clock, in Unix milliseconds.
+	NowMs uint64 `protobuf:"varint,1,opt,name=now_ms,json=nowMs,proto3" json:"now_ms,omitempty"`
+	// max_sessions is the proposer's --max-sessions.
+	MaxSessions uint64 `protobuf:"varint,2,opt,name=max_sessions,json=maxSessions,proto3" json:"max_sessions,omitempty"`
+	// idle_ttl_ms is the proposer's --session-ttl, in milliseconds.
+	IdleTtlMs     uint64 `protobuf:"varint,3,opt,name=idle_ttl_ms,json=idleTtlMs,proto3" json:"idle_ttl_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -439,6 +478,73 @@ func (*Register) Descriptor() ([]byte, []int) {
 	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4}
 }
 
+func (x *Register) GetNowMs() uint64 {
+	if x != nil {
+		return x.NowMs
+	}
+	return 0
+}
+
+func (x *Register) GetMaxSessions() uint64 {
+	if x != nil {
+		return x.MaxSessions
+	}
+	return 0
+}
+
+func (x *Register) GetIdleTtlMs() uint64 {
+	if x != nil {
+		return x.IdleTtlMs
+	}
+	return 0
+}
+
+// SessionClock advances the store's session clock to now_ms (Unix
+// milliseconds) if that is later; it changes nothing else.
+type SessionClock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NowMs         uint64                 `protobuf:"varint,1,opt,name=now_ms,json=nowMs,proto3" json:"now_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionClock) Reset() {
+	*x = SessionClock{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionClock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionClock) ProtoMessage() {}
+
+func (x *SessionClock) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionClock.ProtoReflect.Descriptor instead.
+func (*SessionClock) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SessionClock) GetNowMs() uint64 {
+	if x != nil {
+		return x.NowMs
+	}
+	return 0
+}
+
 // Result is what applying one entry produced; the store remembers the last
 // one per session so a retry gets the same answer.
 type Result struct {
@@ -457,7 +563,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +575,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +588,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Result) GetStatus() Status {
@@ -552,14 +658,18 @@ type ClientRecord struct {
 	// the session with the smallest last_index is evicted first.
 	LastIndex uint64 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	// result is what last_seq produced.
-	Result        *Result `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	Result *Result `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	// last_active_ms is the session clock (Register) when an entry last
+	// named this session; 0 for a session from a build before the clock,
+	// which counts as idle since the epoch.
+	LastActiveMs  uint64 `protobuf:"varint,5,opt,name=last_active_ms,json=lastActiveMs,proto3" json:"last_active_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClientRecord) Reset() {
 	*x = ClientRecord{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +681,7 @@ func (x *ClientRecord) String() string {
 func (*ClientRecord) ProtoMessage() {}
 
 func (x *ClientRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +694,7 @@ func (x *ClientRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRecord.ProtoReflect.Descriptor instead.
 func (*ClientRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClientRecord) GetClientId() uint64 {
@@ -615,18 +725,28 @@ func (x *ClientRecord) GetResult() *Result {
 	return nil
 }
 
+func (x *ClientRecord) GetLastActiveMs() uint64 {
+	if x != nil {
+		return x.LastActiveMs
+	}
+	return 0
+}
+
 // SnapshotHeader is the first record of a snapshot.
 type SnapshotHeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AppliedIndex  uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AppliedIndex uint64                 `protobuf:"varint,1,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Revision     uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// session_clock_ms is the store's session clock (Register); 0 in a
+	// snapshot from a build before it.
+	SessionClockMs uint64 `protobuf:"varint,7,opt,name=session_clock_ms,json=sessionClockMs,proto3" json:"session_clock_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +758,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +771,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SnapshotHeader) GetAppliedIndex() uint64 {
@@ -668,6 +788,13 @@ func (x *SnapshotHeader) GetRevision() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetSessionClockMs() uint64 {
+	if x != nil {
+		return x.SessionClockMs
+	}
+	return 0
+}
+
 // KeyValue is one key of a snapshot, in ascending key order.
 type KeyValue struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -680,7 +807,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +819,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +832,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -741,7 +868,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +880,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +893,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SnapshotEnd) GetKeyCount() uint64 {
@@ -787,14 +914,15 @@ var File_kvstore_kvpb_kvstore_proto protoreflect.FileDescriptor
 
 const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\n" +
-	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\x9d\x02\n" +
+	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xe2\x02\n" +
 	"\aCommand\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12'\n" +
 	"\x03put\x18\x03 \x01(\v2\x13.keyval.kvstore.PutH\x00R\x03put\x120\n" +
 	"\x06delete\x18\x04 \x01(\v2\x16.keyval.kvstore.DeleteH\x00R\x06delete\x12J\n" +
 	"\x10compare_and_swap\x18\x05 \x01(\v2\x1e.keyval.kvstore.CompareAndSwapH\x00R\x0ecompareAndSwap\x126\n" +
-	"\bregister\x18\x06 \x01(\v2\x18.keyval.kvstore.RegisterH\x00R\bregisterB\x04\n" +
+	"\bregister\x18\x06 \x01(\v2\x18.keyval.kvstore.RegisterH\x00R\bregister\x12C\n" +
+	"\rsession_clock\x18\a \x01(\v2\x1c.keyval.kvstore.SessionClockH\x00R\fsessionClockB\x04\n" +
 	"\x02op\"-\n" +
 	"\x03Put\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
@@ -804,9 +932,13 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12)\n" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\x12\x1b\n" +
-	"\tnew_value\x18\x03 \x01(\fR\bnewValue\"\n" +
-	"\n" +
-	"\bRegister\"\xf8\x01\n" +
+	"\tnew_value\x18\x03 \x01(\fR\bnewValue\"d\n" +
+	"\bRegister\x12\x15\n" +
+	"\x06now_ms\x18\x01 \x01(\x04R\x05nowMs\x12!\n" +
+	"\fmax_sessions\x18\x02 \x01(\x04R\vmaxSessions\x12\x1e\n" +
+	"\vidle_ttl_ms\x18\x03 \x01(\x04R\tidleTtlMs\"%\n" +
+	"\fSessionClock\x12\x15\n" +
+	"\x06now_ms\x18\x01 \x01(\x04R\x05nowMs\"\xf8\x01\n" +
 	"\x06Result\x12.\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x16.keyval.kvstore.StatusR\x06status\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1a\n" +
@@ -815,23 +947,25 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x06exists\x18\x05 \x01(\bR\x06exists\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\x04R\aversion\x12#\n" +
 	"\rcurrent_value\x18\a \x01(\fR\fcurrentValue\x12\x1b\n" +
-	"\tclient_id\x18\b \x01(\x04R\bclientId\"\x95\x01\n" +
+	"\tclient_id\x18\b \x01(\x04R\bclientId\"\xbb\x01\n" +
 	"\fClientRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12.\n" +
-	"\x06result\x18\x04 \x01(\v2\x16.keyval.kvstore.ResultR\x06result\"Q\n" +
+	"\x06result\x18\x04 \x01(\v2\x16.keyval.kvstore.ResultR\x06result\x12$\n" +
+	"\x0elast_active_ms\x18\x05 \x01(\x04R\flastActiveMs\"{\n" +
 	"\x0eSnapshotHeader\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"L\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12(\n" +
+	"\x10session_clock_ms\x18\a \x01(\x04R\x0esessionClockMs\"L\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\"M\n" +
 	"\vSnapshotEnd\x12\x1b\n" +
 	"\tkey_count\x18\x01 \x01(\x04R\bkeyCount\x12!\n" +
-	"\fclient_count\x18\x02 \x01(\x04R\vclientCount*\xd5\x01\n" +
+	"\fclient_count\x18\x02 \x01(\x04R\vclientCount*\xef\x01\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x15\n" +
@@ -841,7 +975,8 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x10STATUS_MALFORMED\x10\x05\x12\x1a\n" +
 	"\x16STATUS_SESSION_EXPIRED\x10\x06\x12\x0f\n" +
 	"\vSTATUS_NOOP\x10\a\x12\x1a\n" +
-	"\x16STATUS_ALREADY_APPLIED\x10\bB:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
+	"\x16STATUS_ALREADY_APPLIED\x10\b\x12\x18\n" +
+	"\x14STATUS_SESSION_LIMIT\x10\tB:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
 
 var (
 	file_kvstore_kvpb_kvstore_proto_rawDescOnce sync.Once
@@ -856,7 +991,7 @@ func file_kvstore_kvpb_kvstore_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(Status)(0),            // 0: keyval.kvstore.Status
 	(*Command)(nil),        // 1: keyval.kvstore.Command
@@ -864,24 +999,26 @@ var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(*Delete)(nil),         // 3: keyval.kvstore.Delete
 	(*CompareAndSwap)(nil), // 4: keyval.kvstore.CompareAndSwap
 	(*Register)(nil),       // 5: keyval.kvstore.Register
-	(*Result)(nil),         // 6: keyval.kvstore.Result
-	(*ClientRecord)(nil),   // 7: keyval.kvstore.ClientRecord
-	(*SnapshotHeader)(nil), // 8: keyval.kvstore.SnapshotHeader
-	(*KeyValue)(nil),       // 9: keyval.kvstore.KeyValue
-	(*SnapshotEnd)(nil),    // 10: keyval.kvstore.SnapshotEnd
+	(*SessionClock)(nil),   // 6: keyval.kvstore.SessionClock
+	(*Result)(nil),         // 7: keyval.kvstore.Result
+	(*ClientRecord)(nil),   // 8: keyval.kvstore.ClientRecord
+	(*SnapshotHeader)(nil), // 9: keyval.kvstore.SnapshotHeader
+	(*KeyValue)(nil),       // 10: keyval.kvstore.KeyValue
+	(*SnapshotEnd)(nil),    // 11: keyval.kvstore.SnapshotEnd
 }
 var file_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
 	2, // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
 	3, // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
 	4, // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
 	5, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
-	0, // 4: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
-	6, // 5: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	6, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
+	0, // 5: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
+	7, // 6: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kvstore_proto_init() }
@@ -894,6 +1031,7 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 		(*Command_Delete)(nil),
 		(*Command_CompareAndSwap)(nil),
 		(*Command_Register)(nil),
+		(*Command_SessionClock)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -901,7 +1039,7 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kvstore_proto_rawDesc), len(file_kvstore_kvpb_kvstore_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -34,6 +34,10 @@ var (
 	// --max-sessions allows and none idle long enough to reclaim; a write
 	// could not get a session before its deadline. Retry later.
 	ErrSessionLimit = errors.New("session cap reached")
+	// ErrNoSpace: the cluster reached its storage quota (the NOSPACE
+	// alarm): puts and compare-and-swaps are refused, deletes are not.
+	// Free space, then disarm the alarm (Client.AlarmDisarm).
+	ErrNoSpace = errors.New("no space")
 )
 
 // StatusError is a refusal from a server: a gRPC status the client does not
@@ -50,11 +54,14 @@ func (e *StatusError) Error() string {
 }
 
 // Is makes errors.Is(err, ErrInvalid) true for InvalidArgument refusals,
-// and errors.Is(err, ErrSessionLimit) for the refusal of that limit.
+// and errors.Is(err, ErrNoSpace) or ErrSessionLimit for the refusals of
+// those limits.
 func (e *StatusError) Is(target error) bool {
 	switch target {
 	case ErrInvalid:
 		return e.Code == codes.InvalidArgument
+	case ErrNoSpace:
+		return e.Code == codes.ResourceExhausted && strings.HasPrefix(e.Message, "no space")
 	case ErrSessionLimit:
 		return e.Code == codes.ResourceExhausted && strings.HasPrefix(e.Message, "session cap reached")
 	}

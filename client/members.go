@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -85,6 +86,14 @@ func toMembers(ms []*apipb.Member) []Member {
 // a change that timed out may have been made, and repeating it would be
 // refused as redundant — the caller checks with MemberList instead.
 func (c *Client) cluster(ctx context.Context, op string, f func(context.Context, apipb.ClusterClient, string) error) error {
+	return c.onSomeMember(ctx, op, func(ctx context.Context, conn *grpc.ClientConn, ep string) error {
+		return f(ctx, apipb.NewClusterClient(conn), ep)
+	})
+}
+
+// onSomeMember runs f on one member after another until one answers; only
+// "unavailable" moves on (after a pause once every member was tried).
+func (c *Client) onSomeMember(ctx context.Context, op string, f func(context.Context, *grpc.ClientConn, string) error) error {
 	if c.closed.Load() {
 		return fmt.Errorf("%s: %w", op, ErrClosed)
 	}
@@ -99,7 +108,7 @@ func (c *Client) cluster(ctx context.Context, op string, f func(context.Context,
 	for round := 1; ; round++ {
 		for k := range n {
 			ep := c.eps[(start+k)%n]
-			err := f(ctx, apipb.NewClusterClient(ep.conn), ep.addr)
+			err := f(ctx, ep.conn, ep.addr)
 			if err == nil {
 				return nil
 			}

@@ -21,6 +21,7 @@ type state interface {
 
 	// get returns the key's value (valid until the next call) and version.
 	get(key []byte) (value []byte, version uint64, found bool, err error)
+	// put and del keep usedBytes up to date for the keys they change.
 	put(key, value []byte, version uint64) error
 	del(key []byte) error
 
@@ -35,9 +36,15 @@ type state interface {
 	oldestClient() (*kvpb.ClientRecord, error)
 	removeClient(rec *kvpb.ClientRecord) error
 
-	// The session clock (sessions.go).
+	// The session clock (sessions.go), the raised alarms (alarms.go; the
+	// slice is not changed in place, only replaced) and the store's
+	// logical size (Usage.Bytes).
 	sessionClock() uint64
 	setSessionClock(ms uint64)
+	alarms() []*kvpb.Alarm
+	setAlarms([]*kvpb.Alarm)
+	usedBytes() uint64
+	setUsedBytes(uint64)
 }
 
 // applyBatch is the whole replicated semantics of Apply, shared by every
@@ -104,8 +111,9 @@ type command struct {
 	key, value    []byte // value: Put's value or CompareAndSwap's new value
 	expected      uint64 // CompareAndSwap's expected version
 
-	// Register's and SessionClock's stamps (sessions.go).
+	// Register's and SessionClock's stamps (sessions.go), AlarmChange.
 	nowMs, maxSessions, ttlMs uint64
+	alarm                     *kvpb.AlarmChange
 }
 
 type opKind uint8
@@ -117,6 +125,7 @@ const (
 	opCAS
 	opRegister
 	opSessionClock
+	opAlarm
 )
 
 // decodeCommand reads an entry's bytes. A put, with or without a session,
@@ -147,6 +156,8 @@ func decodeCommand(data []byte, c *command) error {
 		c.op, c.nowMs, c.maxSessions, c.ttlMs = opRegister, r.GetNowMs(), r.GetMaxSessions(), r.GetIdleTtlMs()
 	case *kvpb.Command_SessionClock:
 		c.op, c.nowMs = opSessionClock, op.SessionClock.GetNowMs()
+	case *kvpb.Command_Alarm:
+		c.op, c.alarm = opAlarm, op.Alarm
 	}
 	return nil
 }
@@ -234,9 +245,12 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 	switch cmd.op {
 	case opRegister:
 		return register(st, &cmd, e.Index, maxClients)
-	case opSessionClock:
+	case opSessionClock, opAlarm:
 		if cmd.clientID != 0 || cmd.seq != 0 {
 			return invalid(st, StatusInvalid, errAdminIDs), nil
+		}
+		if cmd.op == opAlarm {
+			return changeAlarm(st, &cmd, e.Index), nil
 		}
 		advanceClock(st, cmd.nowMs)
 		return Result{Status: StatusOK, Revision: st.revision()}, nil
@@ -254,7 +268,7 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 	if rec == nil {
 		return invalid(st, StatusSessionExpired, fmt.Sprintf(errNoSession, cmd.clientID)), nil
 	}
-	prevIndex := rec.LastIndex
+	prevIndex, prevBytes := rec.LastIndex, sessionBytes(rec)
 	// Every command naming the session refreshes it.
 	rec.LastIndex, rec.LastActiveMs = e.Index, st.sessionClock()
 	var r Result
@@ -268,12 +282,17 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 		if r, err = execute(st, &cmd); err != nil {
 			return Result{}, err
 		}
-		rec.LastSeq = cmd.seq
-		rec.Result = resultToProto(r)
+		// A write refused for want of space changed nothing: the same
+		// seq may be sent again once there is room.
+		if r.Status != StatusNoSpace {
+			rec.LastSeq = cmd.seq
+			rec.Result = resultToProto(r)
+		}
 	}
 	if err := st.putClient(rec, prevIndex, false); err != nil {
 		return Result{}, err
 	}
+	st.setUsedBytes(st.usedBytes() - min(st.usedBytes(), prevBytes) + sessionBytes(rec))
 	return r, nil
 }
 
@@ -303,6 +322,9 @@ func execute(st state, cmd *command) (Result, error) {
 		if msg := checkKeyValue(cmd.key, cmd.value); msg != "" {
 			return invalid(st, StatusInvalid, msg), nil
 		}
+		if noSpace(st, cmd.key) {
+			return invalid(st, StatusNoSpace, errNoSpace), nil
+		}
 		_, _, found, err := st.get(cmd.key)
 		if err != nil {
 			return Result{}, err
@@ -328,6 +350,9 @@ func execute(st state, cmd *command) (Result, error) {
 	case opCAS:
 		if msg := checkKeyValue(cmd.key, cmd.value); msg != "" {
 			return invalid(st, StatusInvalid, msg), nil
+		}
+		if noSpace(st, cmd.key) {
+			return invalid(st, StatusNoSpace, errNoSpace), nil
 		}
 		cur, version, found, err := st.get(cmd.key)
 		if err != nil {

@@ -33,7 +33,7 @@ type Bolt struct {
 	rev     atomic.Uint64
 	closed  atomic.Bool
 	// usage is what the last commit left (Usage), for readers that must
-	// not open a transaction (metrics).
+	// not open a transaction (metrics, the quota check).
 	usage atomic.Pointer[Usage]
 }
 
@@ -50,8 +50,11 @@ var (
 	keyApplied     = []byte("applied_index")
 	keyRevision    = []byte("revision")
 	keyClientCount = []byte("client_count")
-	// Absent in a file from a build before it: 0.
+	// Absent in a file from a build before them: 0, none, and (for
+	// used_bytes) counted when the file is opened.
+	keyUsedBytes    = []byte("used_bytes")
 	keySessionClock = []byte("session_clock")
+	keyAlarms       = []byte("alarms") // kvpb.SnapshotHeader holding only alarms
 )
 
 // boltFormatVersion is the layout version stored under meta/format.
@@ -106,6 +109,14 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		st, err := loadState(tx)
 		if err != nil {
 			return err
+		}
+		if !st.hasUsed {
+			if err := st.countUsed(); err != nil {
+				return err
+			}
+			if err := st.flush(); err != nil {
+				return err
+			}
 		}
 		b.applied.Store(st.applied)
 		b.rev.Store(st.rev)
@@ -183,7 +194,7 @@ func (b *Bolt) Usage() Usage {
 
 // noteUsage caches st's usage once it is committed (or being opened).
 func (b *Bolt) noteUsage(st *boltState) {
-	b.usage.Store(&Usage{Sessions: st.nclients, SessionClockMs: st.clock})
+	b.usage.Store(&Usage{Bytes: st.used, Sessions: st.nclients, SessionClockMs: st.clock, Alarms: alarmsFromProto(st.alarmList)})
 }
 
 // AppliedIndex implements Store.
@@ -297,7 +308,8 @@ func (f *boltFrozen) Info() SnapshotInfo {
 }
 
 func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
-	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: f.st.applied, Revision: f.st.rev, SessionClockMs: f.st.clock})
+	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: f.st.applied, Revision: f.st.rev,
+		SessionClockMs: f.st.clock, Alarms: f.st.alarmList})
 	c := f.st.kv.Cursor()
 	for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
 		version, value, err := splitValue(k, v)
@@ -352,7 +364,8 @@ func (b *Bolt) Restore(r io.Reader) error {
 			return err
 		}
 		st = &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
-			clock: sink.clock, clockDirty: true}
+			used: sink.used, clock: sink.clock, clockDirty: true}
+		st.setAlarms(sink.alarms)
 		return st.flush()
 	})
 	if err != nil {
@@ -367,19 +380,23 @@ func (b *Bolt) Restore(r io.Reader) error {
 type boltSink struct {
 	kv, clients, lru *bbolt.Bucket
 	n                uint64
-	clock            uint64 // the header's session clock
+	// What the header says and what the records count (Usage).
+	used, clock uint64
+	alarms      []*kvpb.Alarm
 }
 
 func (s *boltSink) begin(h *kvpb.SnapshotHeader) error {
-	s.clock = h.SessionClockMs
+	s.clock, s.alarms = h.SessionClockMs, h.Alarms
 	return nil
 }
 
 func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
+	s.used += KeyBytes(len(kv.Key), len(kv.Value))
 	return s.kv.Put(kv.Key, joinValue(kv.Value, kv.Version))
 }
 
 func (s *boltSink) client(rec *kvpb.ClientRecord) error {
+	s.used += sessionBytes(rec)
 	data, err := proto.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode session %d: %w", rec.ClientId, err)
@@ -428,10 +445,19 @@ type boltState struct {
 	meta, kv, clients, lru *bbolt.Bucket
 	applied, rev, nclients uint64
 
-	// clock is the session clock (Usage), written back only when
-	// changed.
-	clock      uint64
-	clockDirty bool
+	// used, the session clock and the alarms (Usage); hasUsed says the
+	// file holds used_bytes. The clock and alarms are written back only
+	// when changed.
+	used, clock             uint64
+	hasUsed                 bool
+	alarmList               []*kvpb.Alarm
+	clockDirty, alarmsDirty bool
+	// lastGet is the last key get looked up and its value's length (-1:
+	// absent), while haveLast, so that the put or delete that follows it
+	// counts the bytes it replaces without a second lookup.
+	lastGet    []byte
+	lastGetLen int
+	haveLast   bool
 
 	kvCur, clientsCur, lruCur *bbolt.Cursor
 	arena                     []byte
@@ -521,12 +547,51 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 	if st.nclients, err = st.metaU64(keyClientCount); err != nil {
 		return nil, err
 	}
+	if st.meta.Get(keyUsedBytes) != nil {
+		st.hasUsed = true
+		if st.used, err = st.metaU64(keyUsedBytes); err != nil {
+			return nil, err
+		}
+	}
 	if st.meta.Get(keySessionClock) != nil {
 		if st.clock, err = st.metaU64(keySessionClock); err != nil {
 			return nil, err
 		}
 	}
+	// Usually empty: decoding costs only while an alarm is raised.
+	if raw := st.meta.Get(keyAlarms); len(raw) > 0 {
+		var h kvpb.SnapshotHeader
+		if err := proto.Unmarshal(raw, &h); err != nil {
+			return nil, fmt.Errorf("%w: meta/%s does not decode", ErrCorrupt, keyAlarms)
+		}
+		st.alarmList = h.Alarms
+	}
 	return st, nil
+}
+
+// countUsed computes used_bytes for a file from a build before it.
+func (st *boltState) countUsed() error {
+	st.used = 0
+	err := st.kv.ForEach(func(k, v []byte) error {
+		if len(v) < 8 {
+			return fmt.Errorf("%w: value of key %q is %d bytes, shorter than its version", ErrCorrupt, k, len(v))
+		}
+		st.used += KeyBytes(len(k), len(v)-8)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = st.clients.ForEach(func(k, v []byte) error {
+		rec, err := decodeClient(k, v)
+		if err != nil {
+			return err
+		}
+		st.used += sessionBytes(rec)
+		return nil
+	})
+	st.hasUsed = err == nil
+	return err
 }
 
 func (st *boltState) metaU64(key []byte) (uint64, error) {
@@ -541,7 +606,7 @@ func (st *boltState) flush() error {
 	for _, kv := range []struct {
 		k []byte
 		v uint64
-	}{{keyApplied, st.applied}, {keyRevision, st.rev}, {keyClientCount, st.nclients}} {
+	}{{keyApplied, st.applied}, {keyRevision, st.rev}, {keyClientCount, st.nclients}, {keyUsedBytes, st.used}} {
 		if err := st.meta.Put(kv.k, st.u64(kv.v)); err != nil {
 			return fmt.Errorf("write meta/%s: %w", kv.k, err)
 		}
@@ -549,6 +614,15 @@ func (st *boltState) flush() error {
 	if st.clockDirty {
 		if err := st.meta.Put(keySessionClock, st.u64(st.clock)); err != nil {
 			return fmt.Errorf("write meta/%s: %w", keySessionClock, err)
+		}
+	}
+	if st.alarmsDirty {
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(&kvpb.SnapshotHeader{Alarms: st.alarmList})
+		if err != nil {
+			return fmt.Errorf("encode alarms: %w", err)
+		}
+		if err := st.meta.Put(keyAlarms, data); err != nil {
+			return fmt.Errorf("write meta/%s: %w", keyAlarms, err)
 		}
 	}
 	return nil
@@ -561,27 +635,51 @@ func (st *boltState) setRevision(r uint64)     { st.rev = r }
 func (st *boltState) clientCount() uint64      { return st.nclients }
 
 func (st *boltState) get(key []byte) ([]byte, uint64, bool, error) {
+	st.lastGet, st.lastGetLen, st.haveLast = append(st.lastGet[:0], key...), -1, true
 	v := seek(&st.kvCur, st.kv, key)
 	if v == nil {
 		return nil, 0, false, nil
 	}
 	version, value, err := splitValue(key, v)
+	if err == nil {
+		st.lastGetLen = len(value)
+	}
 	return value, version, err == nil, err
 }
 
+// oldLen is the length of key's value before a put or delete (-1:
+// absent), from the get just before when it read key.
+func (st *boltState) oldLen(key []byte) int {
+	if st.haveLast && bytes.Equal(st.lastGet, key) {
+		return st.lastGetLen
+	}
+	if v := seek(&st.kvCur, st.kv, key); len(v) >= 8 {
+		return len(v) - 8
+	}
+	return -1
+}
+
 func (st *boltState) put(key, value []byte, version uint64) error {
+	old := st.oldLen(key)
+	st.haveLast = false
 	v := st.alloc(8 + len(value))
 	binary.BigEndian.PutUint64(v, version)
 	copy(v[8:], value)
 	if err := st.kv.Put(key, v); err != nil {
 		return fmt.Errorf("put %q: %w", key, err)
 	}
+	countPut(st, key, value, max(old, 0), old >= 0)
 	return nil
 }
 
 func (st *boltState) del(key []byte) error {
+	old := st.oldLen(key)
+	st.haveLast = false
 	if err := remove(&st.kvCur, st.kv, key); err != nil {
 		return fmt.Errorf("delete %q: %w", key, err)
+	}
+	if old >= 0 {
+		countDelete(st, key, old)
 	}
 	return nil
 }
@@ -658,6 +756,15 @@ func (st *boltState) sessionClock() uint64 { return st.clock }
 func (st *boltState) setSessionClock(ms uint64) {
 	st.clock, st.clockDirty = ms, true
 }
+
+func (st *boltState) alarms() []*kvpb.Alarm { return st.alarmList }
+
+func (st *boltState) setAlarms(alarms []*kvpb.Alarm) {
+	st.alarmList, st.alarmsDirty = alarms, true
+}
+
+func (st *boltState) usedBytes() uint64     { return st.used }
+func (st *boltState) setUsedBytes(n uint64) { st.used = n }
 
 // replayState answers a batch that is wholly already applied without a
 // transaction; applyBatch never reaches its data methods.

@@ -88,7 +88,7 @@ func (c *conformance) command(t *rapid.T) []byte {
 	kind := rapid.SampledFrom([]string{
 		"put", "put", "delete", "casHit", "casMiss", "casAbsent", "register",
 		"retrySame", "retryOld", "unknownSession", "seqZero", "emptyKey",
-		"noop", "malformed", "noOp", "registerAt", "registerAt", "clock",
+		"noop", "malformed", "noOp", "registerAt", "registerAt", "clock", "alarm",
 	}).Draw(t, "kind")
 	var data []byte
 	switch kind {
@@ -108,6 +108,8 @@ func (c *conformance) command(t *rapid.T) []byte {
 		return registerAt(c.drawTime(t), rapid.Uint64Range(1, 4).Draw(t, "maxSessions"), rapid.Uint64Range(0, 3000).Draw(t, "ttlMs"))
 	case "clock":
 		return clockCmd(c.drawTime(t))
+	case "alarm":
+		return alarmCmd(rapid.Bool().Draw(t, "disarm"))
 	case "retrySame", "retryOld":
 		if client == 0 || len(c.sent[client]) == 0 {
 			return nil

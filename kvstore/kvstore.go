@@ -105,6 +105,7 @@ const (
 	StatusNoop           = kvpb.Status_STATUS_NOOP
 	StatusAlreadyApplied = kvpb.Status_STATUS_ALREADY_APPLIED
 	StatusSessionLimit   = kvpb.Status_STATUS_SESSION_LIMIT
+	StatusNoSpace        = kvpb.Status_STATUS_NO_SPACE
 )
 
 // Result is what applying one entry produced.

@@ -40,8 +40,11 @@ type memData struct {
 	// names a session sets its last_index to the newest index, so moving
 	// it to the back keeps the order without sorting.
 	lru list.List
-	// clock is the session clock (Usage).
-	clock uint64
+	// clock is the session clock, alarmList the raised alarms, used the
+	// logical size (Usage).
+	clock     uint64
+	alarmList []*kvpb.Alarm
+	used      uint64
 }
 
 type memClient struct {
@@ -154,7 +157,7 @@ func (m *Memory) Snapshot(w io.Writer) (SnapshotInfo, error) {
 	}
 	d := m.data
 	info := SnapshotInfo{AppliedIndex: d.applied, Revision: d.rev}
-	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: d.applied, Revision: d.rev, SessionClockMs: d.clock})
+	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: d.applied, Revision: d.rev, SessionClockMs: d.clock, Alarms: d.alarmList})
 	d.keys.ascend("", func(it *item) bool {
 		sw.keyValue([]byte(it.key), it.value, it.version)
 		return sw.err == nil
@@ -232,16 +235,18 @@ type memSink struct {
 }
 
 func (s *memSink) begin(h *kvpb.SnapshotHeader) error {
-	s.d.applied, s.d.rev, s.d.clock = h.AppliedIndex, h.Revision, h.SessionClockMs
+	s.d.applied, s.d.rev, s.d.clock, s.d.alarmList = h.AppliedIndex, h.Revision, h.SessionClockMs, h.Alarms
 	return nil
 }
 
 func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
 	s.d.keys.set(string(kv.Key), clone(kv.Value), kv.Version)
+	s.d.used += KeyBytes(len(kv.Key), len(kv.Value))
 	return nil
 }
 
 func (s *memSink) client(rec *kvpb.ClientRecord) error {
+	s.d.used += sessionBytes(rec)
 	c := &memClient{rec: rec}
 	s.d.clients[rec.ClientId] = c
 	s.clients = append(s.clients, c)
@@ -294,11 +299,20 @@ func (d *memData) get(key []byte) ([]byte, uint64, bool, error) {
 }
 
 func (d *memData) put(key, value []byte, version uint64) error {
+	old, existed := d.keys.get(string(key))
+	var oldLen int
+	if existed {
+		oldLen = len(old.value)
+	}
 	d.keys.set(string(key), clone(value), version)
+	countPut(d, key, value, oldLen, existed)
 	return nil
 }
 
 func (d *memData) del(key []byte) error {
+	if old, ok := d.keys.get(string(key)); ok {
+		countDelete(d, key, len(old.value))
+	}
 	d.keys.delete(string(key))
 	return nil
 }
@@ -338,13 +352,17 @@ func (d *memData) removeClient(rec *kvpb.ClientRecord) error {
 	return nil
 }
 
-func (d *memData) sessionClock() uint64      { return d.clock }
-func (d *memData) setSessionClock(ms uint64) { d.clock = ms }
+func (d *memData) sessionClock() uint64           { return d.clock }
+func (d *memData) setSessionClock(ms uint64)      { d.clock = ms }
+func (d *memData) alarms() []*kvpb.Alarm          { return d.alarmList }
+func (d *memData) setAlarms(alarms []*kvpb.Alarm) { d.alarmList = alarms }
+func (d *memData) usedBytes() uint64              { return d.used }
+func (d *memData) setUsedBytes(n uint64)          { d.used = n }
 
 // Usage reports what the store holds against its limits.
 func (m *Memory) Usage() Usage {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	d := m.data
-	return Usage{Sessions: uint64(len(d.clients)), SessionClockMs: d.clock}
+	return Usage{Bytes: d.used, Sessions: uint64(len(d.clients)), SessionClockMs: d.clock, Alarms: alarmsFromProto(d.alarmList)}
 }

@@ -20,8 +20,10 @@ type model struct {
 	rev        uint64
 	data       map[string]modelValue
 	clients    map[uint64]*modelClient
-	// clock is the session clock.
-	clock uint64
+	// clock is the session clock; noSpace the NOSPACE alarm, when raised
+	// (by whom, at which index).
+	clock   uint64
+	noSpace *Alarm
 }
 
 type modelValue struct {
@@ -74,11 +76,24 @@ func (m *model) applyData(index uint64, data []byte) Result {
 		return m.register(index, reg.Register)
 	}
 	switch op := cmd.Op.(type) {
-	case *kvpb.Command_SessionClock:
+	case *kvpb.Command_SessionClock, *kvpb.Command_Alarm:
 		if cmd.ClientId != 0 || cmd.Seq != 0 {
 			return m.fail(StatusInvalid, errAdminIDs)
 		}
-		m.clock = max(m.clock, op.SessionClock.NowMs)
+		if c, ok := op.(*kvpb.Command_SessionClock); ok {
+			m.clock = max(m.clock, c.SessionClock.NowMs)
+			return Result{Status: StatusOK, Revision: m.rev}
+		}
+		a := op.(*kvpb.Command_Alarm).Alarm
+		if a.Type != kvpb.AlarmType_ALARM_TYPE_NOSPACE {
+			return m.fail(StatusInvalid, fmt.Sprintf(errAlarmType, a.Type))
+		}
+		switch {
+		case a.Disarm:
+			m.noSpace = nil
+		case m.noSpace == nil:
+			m.noSpace = &Alarm{Type: a.Type, MemberID: a.MemberId, Index: index}
+		}
 		return Result{Status: StatusOK, Revision: m.rev}
 	}
 	if cmd.ClientId == 0 {
@@ -101,7 +116,9 @@ func (m *model) applyData(index uint64, data []byte) Result {
 		return r
 	}
 	r := m.exec(&cmd)
-	c.lastSeq, c.result = cmd.Seq, r
+	if r.Status != StatusNoSpace {
+		c.lastSeq, c.result = cmd.Seq, r
+	}
 	return r
 }
 
@@ -131,9 +148,24 @@ func (m *model) register(index uint64, reg *kvpb.Register) Result {
 	return Result{Status: StatusOK, Revision: m.rev, ClientID: index}
 }
 
-// usage is what the stores' Usage must say.
+// usage is what the stores' Usage must say, counted from scratch.
 func (m *model) usage() Usage {
-	return Usage{Sessions: uint64(len(m.clients)), SessionClockMs: m.clock}
+	u := Usage{Sessions: uint64(len(m.clients)), SessionClockMs: m.clock}
+	for k, v := range m.data {
+		u.Bytes += uint64(len(k)+len(v.value)) + keyOverhead
+	}
+	for _, c := range m.clients {
+		u.Bytes += sessionOverhead + uint64(len(c.result.CurrentValue)+len(c.result.Err))
+	}
+	if m.noSpace != nil {
+		u.Alarms = []Alarm{*m.noSpace}
+	}
+	return u
+}
+
+// full says a put or compare-and-swap of key is refused for want of space.
+func (m *model) full(key []byte) bool {
+	return m.noSpace != nil && !strings.HasPrefix(string(key), "\x00keyval/")
 }
 
 func (m *model) badKey(key, value []byte) string {
@@ -161,6 +193,9 @@ func (m *model) exec(cmd *kvpb.Command) Result {
 		if msg := m.badKey(p.Key, p.Value); msg != "" {
 			return m.fail(StatusInvalid, msg)
 		}
+		if m.full(p.Key) {
+			return m.fail(StatusNoSpace, errNoSpace)
+		}
 		_, existed := m.data[string(p.Key)]
 		return m.set(string(p.Key), p.Value, existed)
 	case cmd.GetDelete() != nil:
@@ -178,6 +213,9 @@ func (m *model) exec(cmd *kvpb.Command) Result {
 		c := cmd.GetCompareAndSwap()
 		if msg := m.badKey(c.Key, c.NewValue); msg != "" {
 			return m.fail(StatusInvalid, msg)
+		}
+		if m.full(c.Key) {
+			return m.fail(StatusNoSpace, errNoSpace)
 		}
 		cur, found := m.data[string(c.Key)]
 		if cur.version != c.ExpectedVersion {
@@ -236,4 +274,8 @@ func registerAt(nowMs, maxSessions, ttlMs uint64) []byte {
 
 func clockCmd(nowMs uint64) []byte {
 	return encode(&kvpb.Command{Op: &kvpb.Command_SessionClock{SessionClock: &kvpb.SessionClock{NowMs: nowMs}}})
+}
+
+func alarmCmd(disarm bool) []byte {
+	return encode(&kvpb.Command{Op: &kvpb.Command_Alarm{Alarm: &kvpb.AlarmChange{Type: kvpb.AlarmType_ALARM_TYPE_NOSPACE, Disarm: disarm, MemberId: 7}}})
 }

@@ -83,7 +83,7 @@ func (t *ClockTicker) Due(nowMs uint64) bool {
 
 // The texts of the session refusals (see apply.go's error texts).
 const (
-	errAdminIDs     = "invalid command: a session clock command must not carry client_id or seq"
+	errAdminIDs     = "invalid command: a session clock or alarm command must not carry client_id or seq"
 	errSessionLimit = "session cap reached: %d sessions are open (the cap is %d) and none has been idle longer than %v; retry later"
 )
 
@@ -100,6 +100,15 @@ func idleMs(st state, rec *kvpb.ClientRecord) uint64 {
 		return now - rec.LastActiveMs
 	}
 	return 0
+}
+
+// sessionOverhead is what a session counts towards the store's bytes
+// besides the value and error text its remembered result holds.
+const sessionOverhead = 64
+
+// sessionBytes is what rec counts towards the store's bytes.
+func sessionBytes(rec *kvpb.ClientRecord) uint64 {
+	return sessionOverhead + uint64(len(rec.GetResult().GetCurrentValue())+len(rec.GetResult().GetError()))
 }
 
 // registerSession opens a session under the policy the command carries.
@@ -132,12 +141,17 @@ func openSession(st state, index uint64) (Result, error) {
 	if err := st.putClient(rec, 0, true); err != nil {
 		return Result{}, err
 	}
+	st.setUsedBytes(st.usedBytes() + sessionBytes(rec))
 	return Result{Status: StatusOK, Revision: st.revision(), ClientID: index}, nil
 }
 
 // dropSession removes a session (reclaimed or evicted).
 func dropSession(st state, rec *kvpb.ClientRecord) error {
-	return st.removeClient(rec)
+	if err := st.removeClient(rec); err != nil {
+		return err
+	}
+	st.setUsedBytes(st.usedBytes() - min(st.usedBytes(), sessionBytes(rec)))
+	return nil
 }
 
 // evictLegacy is what a Register without a policy (from a build before
@@ -161,9 +175,46 @@ func evictLegacy(st state, maxClients uint64) error {
 
 // Usage is what a store holds against its limits.
 type Usage struct {
+	// Bytes is the store's logical size: every key's bytes, its value's
+	// and keyOverhead, plus every session's sessionOverhead and the value
+	// and error text it remembers. Deletes free it at once.
+	Bytes uint64
 	// Sessions is the number of open exactly-once sessions.
 	Sessions uint64
 	// SessionClockMs is the session clock (Unix milliseconds; 0 until the
 	// first stamped command).
 	SessionClockMs uint64
+	// Alarms are the raised alarms, by type.
+	Alarms []Alarm
+}
+
+// Alarm is a raised alarm: which, who raised it, and at which log index.
+type Alarm struct {
+	Type     AlarmType
+	MemberID uint64
+	Index    uint64
+}
+
+// AlarmType names an alarm; see kvpb.AlarmType.
+type AlarmType = kvpb.AlarmType
+
+// AlarmNoSpace is raised when the store reached its storage quota.
+const AlarmNoSpace = kvpb.AlarmType_ALARM_TYPE_NOSPACE
+
+// Raised reports whether an alarm of type t is raised.
+func (u Usage) Raised(t AlarmType) bool {
+	for _, a := range u.Alarms {
+		if a.Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+func alarmsFromProto(pb []*kvpb.Alarm) []Alarm {
+	var out []Alarm
+	for _, a := range pb {
+		out = append(out, Alarm{Type: a.Type, MemberID: a.MemberId, Index: a.Index})
+	}
+	return out
 }

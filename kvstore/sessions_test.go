@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
 )
 
 const (
@@ -114,10 +116,10 @@ func TestSessionDecisionsSameAcrossImplementationsAndSnapshots(t *testing.T) {
 		putCmd(1, 1, "a", "1"), clockCmd(t0 + 30_000), putCmd(2, 1, "b", "2"),
 		registerAt(t0+40_000, 3, ttl), // refused
 		clockCmd(t0 + 65_000), putCmd(1, 2, "a", "3"),
-		putCmd(2, 2, "b", "x"), delCmd(2, 3, "b"),
+		alarmCmd(false), putCmd(2, 2, "b", "x"), delCmd(2, 3, "b"),
 	}
 	// After the snapshot: session 3 (idle since t0+9) goes first, then
-	// session 2 (last named at t0+65,000 by its writes).
+	// session 2 (last named at t0+65,000 by its refused and delete writes).
 	after := [][]byte{
 		registerAt(t0+70_000, 3, ttl), registerAt(t0+70_001, 3, ttl),
 		registerAt(t0+130_000, 3, ttl), registerAt(t0+200_000, 3, ttl),
@@ -138,6 +140,8 @@ func TestSessionDecisionsSameAcrossImplementationsAndSnapshots(t *testing.T) {
 	rm, rb := run(mem, script, 1), run(bolt, script, 1)
 	require.Equal(t, rm, rb)
 	require.Equal(t, StatusSessionLimit, rm[6].Status)
+	require.Equal(t, StatusNoSpace, rm[10].Status)
+	require.Equal(t, StatusOK, rm[11].Status, "deletes go on under NOSPACE")
 	require.Equal(t, usageOf(t, mem), usageOf(t, bolt))
 
 	var sm, sb bytes.Buffer
@@ -164,4 +168,30 @@ func TestSessionDecisionsSameAcrossImplementationsAndSnapshots(t *testing.T) {
 	require.Equal(t, want, run(mem2, after, from))
 	require.Equal(t, want, run(bolt2, after, from))
 	require.Equal(t, want, run(bolt, after, from))
+}
+
+// A bbolt file from a build before usage was kept opens, and its usage is
+// counted from what it holds.
+func TestBoltFileWithoutUsageCountsItAtOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	b, err := OpenBolt(path, Options{})
+	require.NoError(t, err)
+	a := newApplier(t, b)
+	a.one(registerCmd())
+	a.one(putCmd(1, 1, "key", "value"))
+	want := b.Usage()
+	require.NoError(t, b.Close())
+
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketMeta).Delete(keyUsedBytes)
+	}))
+	require.NoError(t, db.Close())
+
+	b, err = OpenBolt(path, Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	require.Equal(t, want, b.Usage())
+	require.Equal(t, KeyBytes(3, 5)+sessionOverhead, want.Bytes)
 }

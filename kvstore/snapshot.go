@@ -56,7 +56,7 @@ type snapshotWriter struct {
 }
 
 // newSnapshotWriter starts a snapshot with the whole header h (the
-// session clock besides the indexes).
+// session clock and alarms besides the indexes).
 func newSnapshotWriter(w io.Writer, h *kvpb.SnapshotHeader) *snapshotWriter {
 	sw := &snapshotWriter{bw: bufio.NewWriterSize(w, 64<<10), sum: crc32.New(castagnoli)}
 	var prefix [len(snapshotMagic) + 4]byte
@@ -189,6 +189,9 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, badSnapshot("header record at offset %d does not decode", at)
 			}
 			info = SnapshotInfo{AppliedIndex: h.AppliedIndex, Revision: h.Revision}
+			if err := checkAlarms(h.Alarms, h.AppliedIndex); err != nil {
+				return SnapshotInfo{}, badSnapshot("header record at offset %d: %v", at, err)
+			}
 			if err := sink.begin(&h); err != nil {
 				return SnapshotInfo{}, err
 			}
@@ -240,6 +243,22 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			return SnapshotInfo{}, badSnapshot("unknown record type %d at offset %d", typ, at)
 		}
 	}
+}
+
+// checkAlarms checks the raised alarms as apply keeps them: known types,
+// ascending, each raised at an index already applied.
+func checkAlarms(alarms []*kvpb.Alarm, applied uint64) error {
+	for i, a := range alarms {
+		switch {
+		case a.Type != AlarmNoSpace:
+			return fmt.Errorf("alarm of unknown type %v", a.Type)
+		case i > 0 && a.Type <= alarms[i-1].Type:
+			return fmt.Errorf("alarm %v does not follow %v in order", a.Type, alarms[i-1].Type)
+		case a.Index == 0 || a.Index > applied:
+			return fmt.Errorf("alarm %v raised at index %d, outside 1..applied index %d", a.Type, a.Index, applied)
+		}
+	}
+	return nil
 }
 
 // checkClient checks one session against the rules apply keeps: ids are

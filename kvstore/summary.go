@@ -61,7 +61,9 @@ type copySink struct {
 }
 
 func (c *copySink) begin(h *kvpb.SnapshotHeader) error {
-	// The session clock goes along with the sessions it dates.
+	// The session clock goes along with the sessions it dates; alarms,
+	// like the members' addresses, describe the cluster the copy came
+	// from, not the data.
 	c.sw = newSnapshotWriter(c.w, &kvpb.SnapshotHeader{AppliedIndex: h.AppliedIndex, Revision: h.Revision, SessionClockMs: h.SessionClockMs})
 	return nil
 }

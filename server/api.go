@@ -110,7 +110,7 @@ func (k *kvService) Put(ctx context.Context, req *apipb.PutRequest) (*apipb.PutR
 		return nil, err
 	}
 	id, seq := session(req.Session)
-	res, leader, err := k.s.write(ctx, kvstore.EncodePut(id, seq, req.Key, req.Value))
+	res, leader, err := k.s.writeSized(ctx, kvstore.EncodePut(id, seq, req.Key, req.Value), kvstore.KeyBytes(len(req.Key), len(req.Value)))
 	if leader != nil {
 		return leader.Put(ctx, req)
 	}
@@ -141,8 +141,9 @@ func (k *kvService) CompareAndSwap(ctx context.Context, req *apipb.CompareAndSwa
 		return nil, err
 	}
 	id, seq := session(req.Session)
-	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{ClientId: id, Seq: seq,
-		Op: &kvpb.Command_CompareAndSwap{CompareAndSwap: &kvpb.CompareAndSwap{Key: req.Key, ExpectedVersion: req.ExpectedVersion, NewValue: req.Value}}}))
+	res, leader, err := k.s.writeSized(ctx, encodeCommand(&kvpb.Command{ClientId: id, Seq: seq,
+		Op: &kvpb.Command_CompareAndSwap{CompareAndSwap: &kvpb.CompareAndSwap{Key: req.Key, ExpectedVersion: req.ExpectedVersion, NewValue: req.Value}}}),
+		kvstore.KeyBytes(len(req.Key), len(req.Value)))
 	if leader != nil {
 		return leader.CompareAndSwap(ctx, req)
 	}
@@ -237,6 +238,7 @@ type proposal struct {
 	s    *Server
 	id   uint64
 	data []byte
+	need uint64 // what the write may add to the store (Server.admitWrite)
 	// ch carries both a refusal to propose (err says why) and the
 	// outcome, so a write costs one hand-off into the loop and one back.
 	ch  chan replica.Outcome
@@ -253,7 +255,11 @@ var proposals = sync.Pool{New: func() any {
 
 // propose runs on the loop.
 func (p *proposal) propose() {
-	if err := p.s.rep.Propose(p.id, p.data); err != nil {
+	err := p.s.admitWrite(p.need)
+	if err == nil {
+		err = p.s.rep.Propose(p.id, p.data)
+	}
+	if err != nil {
 		p.err = err
 		p.ch <- replica.Outcome{Err: errRefused}
 		return
@@ -268,6 +274,12 @@ func (p *proposal) propose() {
 // caller forwards the request there (once: a forwarded request is not
 // forwarded again).
 func (s *Server) write(ctx context.Context, data []byte) (kvstore.Result, apipb.KVClient, error) {
+	return s.writeSized(ctx, data, 0)
+}
+
+// writeSized is write for a put or compare-and-swap that may add need
+// bytes to the store, which the storage quota may refuse.
+func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvstore.Result, apipb.KVClient, error) {
 	if _, has := ctx.Deadline(); !has {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -277,7 +289,7 @@ func (s *Server) write(ctx context.Context, data []byte) (kvstore.Result, apipb.
 		return kvstore.Result{}, nil, removedStatus
 	}
 	p := proposals.Get().(*proposal)
-	p.s, p.id, p.data, p.err = s, s.nextID.Add(1), data, nil
+	p.s, p.id, p.data, p.need, p.err = s, s.nextID.Add(1), data, need, nil
 	p.wt = s.obs.writeStarted(ctx) // nil unless tracing
 	select {
 	case s.inbox <- p.run:

@@ -82,6 +82,9 @@ type Config struct {
 	// member stamps both into the Registers it proposes.
 	MaxSessions int
 	SessionTTL  time.Duration
+	// QuotaBackendBytes is the storage quota: past it writes are refused
+	// and the NOSPACE alarm raised (limits.go; 0: the default, 2 GiB).
+	QuotaBackendBytes int64
 
 	// RequestTimeout bounds how long a request waits for its outcome.
 	RequestTimeout time.Duration

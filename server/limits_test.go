@@ -2,16 +2,21 @@ package server
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/client"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 )
 
 // newLimitCluster starts n members with the limits in extra.
@@ -26,6 +31,13 @@ func newLimitCluster(t *testing.T, n int, extra Config) *testCluster {
 		c.startWith(core.NodeID(i), cfg)
 	}
 	return c
+}
+
+func (c *testCluster) maintenance(t *testing.T, id core.NodeID) apipb.MaintenanceClient {
+	conn, err := grpc.NewClient(c.clients[id], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	return apipb.NewMaintenanceClient(conn)
 }
 
 // A flood of Register calls beyond --max-sessions is refused with
@@ -95,4 +107,113 @@ func TestClientRetriesSessionCapUntilDeadline(t *testing.T) {
 	require.ErrorIs(t, err, client.ErrSessionLimit)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Greater(t, metricValue(t, c.servers[1].limits.sessRefus), 1.0, "retried")
+}
+
+// A full quota refuses puts (and raises NOSPACE on every member) but not
+// deletes; disarming while still over the quota is undone by the next
+// write that would pass it; after deleting enough and disarming, writes
+// succeed again.
+func TestQuotaRefusesWritesButNotDeletes(t *testing.T) {
+	const quota = 8 << 10
+	c := newLimitCluster(t, 3, Config{QuotaBackendBytes: quota})
+	leader := c.leader()
+	follower := core.NodeID(leader%3 + 1)
+	kv := c.conns[follower] // writes are forwarded to the leader, which judges them
+	value := []byte(strings.Repeat("v", 1000))
+	var stored []string
+	var refusal error
+	for i := range 20 {
+		key := fmt.Sprintf("big/%02d", i)
+		_, err := kv.Put(ctx(t), &apipb.PutRequest{Key: []byte(key), Value: value})
+		if err != nil {
+			refusal = err
+			break
+		}
+		stored = append(stored, key)
+	}
+	require.Error(t, refusal, "20 KB of values must not fit in an 8 KiB quota")
+	require.Equal(t, codes.ResourceExhausted, status.Code(refusal), "%v", refusal)
+	msg := status.Convert(refusal).Message()
+	require.Contains(t, msg, "no space")
+	require.Contains(t, msg, "--quota-backend-bytes")
+	require.Contains(t, msg, "kvctl alarm disarm")
+	require.Len(t, stored, 8, "8 keys of 1,022 bytes (kvstore.KeyBytes) fit in 8,192")
+
+	waitAlarm(t, c, true)
+	_, err := kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("small"), Value: []byte("x")})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "refused while the alarm is raised, even when it would fit: %v", err)
+	_, err = kv.CompareAndSwap(ctx(t), &apipb.CompareAndSwapRequest{Key: []byte("small"), Value: []byte("x")})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	for _, s := range c.servers {
+		require.EqualValues(t, 1, gaugeValue(t, s, "keyval_alarm_active"))
+	}
+
+	// One delete: still over once a big value is written again.
+	_, err = kv.Delete(ctx(t), &apipb.DeleteRequest{Key: []byte(stored[0])})
+	require.NoError(t, err, "deletes go on under NOSPACE")
+	m := c.maintenance(t, follower)
+	dis, err := m.AlarmDisarm(ctx(t), &apipb.AlarmDisarmRequest{Type: apipb.AlarmType_ALARM_TYPE_NOSPACE})
+	require.NoError(t, err)
+	require.NotNil(t, dis.Disarmed)
+	require.Equal(t, apipb.AlarmType_ALARM_TYPE_NOSPACE, dis.Disarmed.Type)
+	waitAlarm(t, c, false)
+	_, err = kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("big/again"), Value: value})
+	require.NoError(t, err, "room for one value after one delete")
+	_, err = kv.Put(ctx(t), &apipb.PutRequest{Key: []byte("big/more"), Value: value})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "over the quota again: %v", err)
+	waitAlarm(t, c, true)
+
+	// Delete enough, disarm: writes succeed again.
+	for _, key := range append(stored[1:], "big/again") {
+		_, err := kv.Delete(ctx(t), &apipb.DeleteRequest{Key: []byte(key)})
+		require.NoError(t, err)
+	}
+	_, err = m.AlarmDisarm(ctx(t), &apipb.AlarmDisarmRequest{Type: apipb.AlarmType_ALARM_TYPE_NOSPACE})
+	require.NoError(t, err)
+	waitAlarm(t, c, false)
+	for i := range 3 {
+		_, err := kv.Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("after/%d", i)), Value: value})
+		require.NoError(t, err)
+	}
+	list, err := m.AlarmList(ctx(t), &apipb.AlarmListRequest{})
+	require.NoError(t, err)
+	require.Empty(t, list.Alarms)
+	require.EqualValues(t, quota, list.QuotaBytes)
+	require.EqualValues(t, 3*kvstore.KeyBytes(len("after/0"), len(value)), list.StoreBytes)
+
+	_, err = m.AlarmDisarm(ctx(t), &apipb.AlarmDisarmRequest{})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+}
+
+// waitAlarm polls every member until NOSPACE is raised (or not) in its
+// applied state, as AlarmList reports it.
+func waitAlarm(t *testing.T, c *testCluster, raised bool) {
+	t.Helper()
+	for id := range c.servers {
+		m := c.maintenance(t, id)
+		eventually(t, func() error {
+			l, err := m.AlarmList(ctx(t), &apipb.AlarmListRequest{})
+			if err != nil {
+				return err
+			}
+			if got := len(l.Alarms) == 1 && l.Alarms[0].Type == apipb.AlarmType_ALARM_TYPE_NOSPACE; got != raised {
+				return fmt.Errorf("member %d: alarms %v, want NOSPACE raised=%v", id, l.Alarms, raised)
+			}
+			return nil
+		})
+	}
+}
+
+// gaugeValue reads one of a member's metrics by name.
+func gaugeValue(t *testing.T, s *Server, name string) float64 {
+	t.Helper()
+	mfs, err := s.obs.m.Registry().Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

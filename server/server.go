@@ -91,7 +91,8 @@ type Server struct {
 	backupSlots   chan struct{}
 	receivingSnap atomic.Bool
 
-	// limits is the event loop's part of the session cap (limits.go).
+	// limits is the event loop's part of the session cap and the storage
+	// quota (limits.go).
 	limits limitState
 }
 
@@ -272,6 +273,7 @@ func (s *Server) listen() error {
 	s.tr.Register(s.peerSrv)
 	apipb.RegisterKVServer(s.peerSrv, &kvService{s: s, port: "peer"}) // forwarded requests arrive here
 	apipb.RegisterClusterServer(s.peerSrv, &clusterService{s: s})
+	apipb.RegisterMaintenanceServer(s.peerSrv, &maintenanceService{s: s})
 	opts := append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
@@ -279,6 +281,7 @@ func (s *Server) listen() error {
 	s.clientSrv = grpc.NewServer(opts...)
 	apipb.RegisterKVServer(s.clientSrv, &kvService{s: s, port: "client"})
 	apipb.RegisterClusterServer(s.clientSrv, &clusterService{s: s})
+	apipb.RegisterMaintenanceServer(s.clientSrv, &maintenanceService{s: s})
 	s.obs.registerHealth(s.clientSrv)
 	if err := s.obs.listenHTTP(); err != nil {
 		s.peerLis.Close()

@@ -86,6 +86,8 @@ Flags:
 		"open exactly-once sessions at most; past it a Register reclaims only a session idle longer than --session-ttl, or is refused with ResourceExhausted")
 	sessionTTL := fs.Duration("session-ttl", server.DefaultSessionTTL,
 		"how long a session must have been idle before a Register may reclaim it when --max-sessions are open (at least 30s)")
+	quota := fs.Int64("quota-backend-bytes", server.DefaultQuotaBackendBytes,
+		"storage quota: a put or compare-and-swap that would take the store past it is refused and the NOSPACE alarm raised, refusing them until it is disarmed (kvctl alarm disarm); 0: the default")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
 	gcPercent := fs.Int("gc-percent", 100, "garbage collector target (as GOGC); higher trades memory for CPU; GOGC in the environment wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -138,7 +140,7 @@ Flags:
 		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
 		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange,
 		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap,
-		MaxSessions: *maxSessions, SessionTTL: *sessionTTL, Logger: logger, Observability: obs,
+		MaxSessions: *maxSessions, SessionTTL: *sessionTTL, QuotaBackendBytes: *quota, Logger: logger, Observability: obs,
 	})
 	if err != nil {
 		return err

@@ -146,7 +146,7 @@ command line wins.`,
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.Flags().Bool("version", false, version.Usage)
 	root.AddCommand(a.putCommand(), a.getCommand(), a.deleteCommand(), a.casCommand(), a.listCommand(), a.statusCommand(),
-		a.snapshotCommand(), a.memberCommand(), a.certsCommand())
+		a.snapshotCommand(), a.memberCommand(), a.certsCommand(), a.alarmCommand())
 	return root
 }
 

@@ -22,7 +22,7 @@ func TestAPIDocumentCoversTheProtos(t *testing.T) {
 		t.Fatal(err)
 	}
 	sections := rpcSections(string(doc))
-	files := []protoreflect.FileDescriptor{apipb.File_api_apipb_kv_proto, apipb.File_api_apipb_cluster_proto}
+	files := []protoreflect.FileDescriptor{apipb.File_api_apipb_kv_proto, apipb.File_api_apipb_cluster_proto, apipb.File_api_apipb_maintenance_proto}
 	rpcs := map[string]bool{}
 	for _, f := range files {
 		for i := range f.Services().Len() {

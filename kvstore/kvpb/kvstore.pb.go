@@ -28,6 +28,56 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AlarmType names an alarm.
+type AlarmType int32
+
+const (
+	AlarmType_ALARM_TYPE_UNSPECIFIED AlarmType = 0
+	// The store reached the storage quota (--quota-backend-bytes): puts
+	// and compare-and-swaps are refused (STATUS_NO_SPACE) until it is
+	// disarmed; deletes go on.
+	AlarmType_ALARM_TYPE_NOSPACE AlarmType = 1
+)
+
+// Enum value maps for AlarmType.
+var (
+	AlarmType_name = map[int32]string{
+		0: "ALARM_TYPE_UNSPECIFIED",
+		1: "ALARM_TYPE_NOSPACE",
+	}
+	AlarmType_value = map[string]int32{
+		"ALARM_TYPE_UNSPECIFIED": 0,
+		"ALARM_TYPE_NOSPACE":     1,
+	}
+)
+
+func (x AlarmType) Enum() *AlarmType {
+	p := new(AlarmType)
+	*p = x
+	return p
+}
+
+func (x AlarmType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AlarmType) Descriptor() protoreflect.EnumDescriptor {
+	return file_kvstore_kvpb_kvstore_proto_enumTypes[0].Descriptor()
+}
+
+func (AlarmType) Type() protoreflect.EnumType {
+	return &file_kvstore_kvpb_kvstore_proto_enumTypes[0]
+}
+
+func (x AlarmType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AlarmType.Descriptor instead.
+func (AlarmType) EnumDescriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{0}
+}
+
 // Status is the outcome class of one applied entry.
 type Status int32
 
@@ -53,21 +103,25 @@ const (
 	// A Register refused: max_sessions sessions are open and none has been
 	// idle longer than idle_ttl_ms. Nothing changed but the clock.
 	Status_STATUS_SESSION_LIMIT Status = 9
+	// A put or compare-and-swap refused while the NOSPACE alarm is raised.
+	// Not remembered as the session's result: the same seq may be retried.
+	Status_STATUS_NO_SPACE Status = 10
 )
 
 // Enum value maps for Status.
 var (
 	Status_name = map[int32]string{
-		0: "STATUS_UNSPECIFIED",
-		1: "STATUS_OK",
-		2: "STATUS_CAS_FAILED",
-		3: "STATUS_STALE_DUPLICATE",
-		4: "STATUS_INVALID",
-		5: "STATUS_MALFORMED",
-		6: "STATUS_SESSION_EXPIRED",
-		7: "STATUS_NOOP",
-		8: "STATUS_ALREADY_APPLIED",
-		9: "STATUS_SESSION_LIMIT",
+		0:  "STATUS_UNSPECIFIED",
+		1:  "STATUS_OK",
+		2:  "STATUS_CAS_FAILED",
+		3:  "STATUS_STALE_DUPLICATE",
+		4:  "STATUS_INVALID",
+		5:  "STATUS_MALFORMED",
+		6:  "STATUS_SESSION_EXPIRED",
+		7:  "STATUS_NOOP",
+		8:  "STATUS_ALREADY_APPLIED",
+		9:  "STATUS_SESSION_LIMIT",
+		10: "STATUS_NO_SPACE",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":     0,
@@ -80,6 +134,7 @@ var (
 		"STATUS_NOOP":            7,
 		"STATUS_ALREADY_APPLIED": 8,
 		"STATUS_SESSION_LIMIT":   9,
+		"STATUS_NO_SPACE":        10,
 	}
 )
 
@@ -94,11 +149,11 @@ func (x Status) String() string {
 }
 
 func (Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_kvstore_kvpb_kvstore_proto_enumTypes[0].Descriptor()
+	return file_kvstore_kvpb_kvstore_proto_enumTypes[1].Descriptor()
 }
 
 func (Status) Type() protoreflect.EnumType {
-	return &file_kvstore_kvpb_kvstore_proto_enumTypes[0]
+	return &file_kvstore_kvpb_kvstore_proto_enumTypes[1]
 }
 
 func (x Status) Number() protoreflect.EnumNumber {
@@ -107,7 +162,7 @@ func (x Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{1}
 }
 
 // Command is one state machine operation, proposed by the server and applied
@@ -127,6 +182,7 @@ type Command struct {
 	//	*Command_CompareAndSwap
 	//	*Command_Register
 	//	*Command_SessionClock
+	//	*Command_Alarm
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -228,6 +284,15 @@ func (x *Command) GetSessionClock() *SessionClock {
 	return nil
 }
 
+func (x *Command) GetAlarm() *AlarmChange {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Alarm); ok {
+			return x.Alarm
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -255,6 +320,11 @@ type Command_SessionClock struct {
 	SessionClock *SessionClock `protobuf:"bytes,7,opt,name=session_clock,json=sessionClock,proto3,oneof"`
 }
 
+type Command_Alarm struct {
+	// Raises or disarms an alarm (AlarmChange).
+	Alarm *AlarmChange `protobuf:"bytes,8,opt,name=alarm,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -264,6 +334,8 @@ func (*Command_CompareAndSwap) isCommand_Op() {}
 func (*Command_Register) isCommand_Op() {}
 
 func (*Command_SessionClock) isCommand_Op() {}
+
+func (*Command_Alarm) isCommand_Op() {}
 
 // Put sets key to value, creating it if absent.
 type Put struct {
@@ -545,6 +617,131 @@ func (x *SessionClock) GetNowMs() uint64 {
 	return 0
 }
 
+// AlarmChange raises an alarm (member_id: the member that raised it) or,
+// with disarm set, clears it. Raising an alarm already raised changes
+// nothing; so does disarming one that is not.
+type AlarmChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          AlarmType              `protobuf:"varint,1,opt,name=type,proto3,enum=keyval.kvstore.AlarmType" json:"type,omitempty"`
+	Disarm        bool                   `protobuf:"varint,2,opt,name=disarm,proto3" json:"disarm,omitempty"`
+	MemberId      uint64                 `protobuf:"varint,3,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmChange) Reset() {
+	*x = AlarmChange{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmChange) ProtoMessage() {}
+
+func (x *AlarmChange) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmChange.ProtoReflect.Descriptor instead.
+func (*AlarmChange) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AlarmChange) GetType() AlarmType {
+	if x != nil {
+		return x.Type
+	}
+	return AlarmType_ALARM_TYPE_UNSPECIFIED
+}
+
+func (x *AlarmChange) GetDisarm() bool {
+	if x != nil {
+		return x.Disarm
+	}
+	return false
+}
+
+func (x *AlarmChange) GetMemberId() uint64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
+// Alarm is a raised alarm, part of the replicated state.
+type Alarm struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  AlarmType              `protobuf:"varint,1,opt,name=type,proto3,enum=keyval.kvstore.AlarmType" json:"type,omitempty"`
+	// member_id raised it; index is the log index of that AlarmChange.
+	MemberId      uint64 `protobuf:"varint,2,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	Index         uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Alarm) Reset() {
+	*x = Alarm{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Alarm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Alarm) ProtoMessage() {}
+
+func (x *Alarm) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
+func (*Alarm) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Alarm) GetType() AlarmType {
+	if x != nil {
+		return x.Type
+	}
+	return AlarmType_ALARM_TYPE_UNSPECIFIED
+}
+
+func (x *Alarm) GetMemberId() uint64 {
+	if x != nil {
+		return x.MemberId
+	}
+	return 0
+}
+
+func (x *Alarm) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // Result is what applying one entry produced; the store remembers the last
 // one per session so a retry gets the same answer.
 type Result struct {
@@ -563,7 +760,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +772,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +785,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Result) GetStatus() Status {
@@ -669,7 +866,7 @@ type ClientRecord struct {
 
 func (x *ClientRecord) Reset() {
 	*x = ClientRecord{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -681,7 +878,7 @@ func (x *ClientRecord) String() string {
 func (*ClientRecord) ProtoMessage() {}
 
 func (x *ClientRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -694,7 +891,7 @@ func (x *ClientRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRecord.ProtoReflect.Descriptor instead.
 func (*ClientRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClientRecord) GetClientId() uint64 {
@@ -740,13 +937,15 @@ type SnapshotHeader struct {
 	// session_clock_ms is the store's session clock (Register); 0 in a
 	// snapshot from a build before it.
 	SessionClockMs uint64 `protobuf:"varint,7,opt,name=session_clock_ms,json=sessionClockMs,proto3" json:"session_clock_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// alarms are the raised alarms, in ascending type.
+	Alarms        []*Alarm `protobuf:"bytes,8,rep,name=alarms,proto3" json:"alarms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +957,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +970,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SnapshotHeader) GetAppliedIndex() uint64 {
@@ -795,6 +994,13 @@ func (x *SnapshotHeader) GetSessionClockMs() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetAlarms() []*Alarm {
+	if x != nil {
+		return x.Alarms
+	}
+	return nil
+}
+
 // KeyValue is one key of a snapshot, in ascending key order.
 type KeyValue struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -807,7 +1013,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1025,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1038,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -868,7 +1074,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1086,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1099,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SnapshotEnd) GetKeyCount() uint64 {
@@ -914,7 +1120,7 @@ var File_kvstore_kvpb_kvstore_proto protoreflect.FileDescriptor
 
 const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\n" +
-	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xe2\x02\n" +
+	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\x97\x03\n" +
 	"\aCommand\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12'\n" +
@@ -922,7 +1128,8 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x06delete\x18\x04 \x01(\v2\x16.keyval.kvstore.DeleteH\x00R\x06delete\x12J\n" +
 	"\x10compare_and_swap\x18\x05 \x01(\v2\x1e.keyval.kvstore.CompareAndSwapH\x00R\x0ecompareAndSwap\x126\n" +
 	"\bregister\x18\x06 \x01(\v2\x18.keyval.kvstore.RegisterH\x00R\bregister\x12C\n" +
-	"\rsession_clock\x18\a \x01(\v2\x1c.keyval.kvstore.SessionClockH\x00R\fsessionClockB\x04\n" +
+	"\rsession_clock\x18\a \x01(\v2\x1c.keyval.kvstore.SessionClockH\x00R\fsessionClock\x123\n" +
+	"\x05alarm\x18\b \x01(\v2\x1b.keyval.kvstore.AlarmChangeH\x00R\x05alarmB\x04\n" +
 	"\x02op\"-\n" +
 	"\x03Put\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
@@ -938,7 +1145,15 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\fmax_sessions\x18\x02 \x01(\x04R\vmaxSessions\x12\x1e\n" +
 	"\vidle_ttl_ms\x18\x03 \x01(\x04R\tidleTtlMs\"%\n" +
 	"\fSessionClock\x12\x15\n" +
-	"\x06now_ms\x18\x01 \x01(\x04R\x05nowMs\"\xf8\x01\n" +
+	"\x06now_ms\x18\x01 \x01(\x04R\x05nowMs\"q\n" +
+	"\vAlarmChange\x12-\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x19.keyval.kvstore.AlarmTypeR\x04type\x12\x16\n" +
+	"\x06disarm\x18\x02 \x01(\bR\x06disarm\x12\x1b\n" +
+	"\tmember_id\x18\x03 \x01(\x04R\bmemberId\"i\n" +
+	"\x05Alarm\x12-\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x19.keyval.kvstore.AlarmTypeR\x04type\x12\x1b\n" +
+	"\tmember_id\x18\x02 \x01(\x04R\bmemberId\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"\xf8\x01\n" +
 	"\x06Result\x12.\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x16.keyval.kvstore.StatusR\x06status\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1a\n" +
@@ -954,18 +1169,22 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12.\n" +
 	"\x06result\x18\x04 \x01(\v2\x16.keyval.kvstore.ResultR\x06result\x12$\n" +
-	"\x0elast_active_ms\x18\x05 \x01(\x04R\flastActiveMs\"{\n" +
+	"\x0elast_active_ms\x18\x05 \x01(\x04R\flastActiveMs\"\xaa\x01\n" +
 	"\x0eSnapshotHeader\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12(\n" +
-	"\x10session_clock_ms\x18\a \x01(\x04R\x0esessionClockMs\"L\n" +
+	"\x10session_clock_ms\x18\a \x01(\x04R\x0esessionClockMs\x12-\n" +
+	"\x06alarms\x18\b \x03(\v2\x15.keyval.kvstore.AlarmR\x06alarms\"L\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\x04R\aversion\"M\n" +
 	"\vSnapshotEnd\x12\x1b\n" +
 	"\tkey_count\x18\x01 \x01(\x04R\bkeyCount\x12!\n" +
-	"\fclient_count\x18\x02 \x01(\x04R\vclientCount*\xef\x01\n" +
+	"\fclient_count\x18\x02 \x01(\x04R\vclientCount*?\n" +
+	"\tAlarmType\x12\x1a\n" +
+	"\x16ALARM_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12ALARM_TYPE_NOSPACE\x10\x01*\x84\x02\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x15\n" +
@@ -976,7 +1195,9 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x16STATUS_SESSION_EXPIRED\x10\x06\x12\x0f\n" +
 	"\vSTATUS_NOOP\x10\a\x12\x1a\n" +
 	"\x16STATUS_ALREADY_APPLIED\x10\b\x12\x18\n" +
-	"\x14STATUS_SESSION_LIMIT\x10\tB:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
+	"\x14STATUS_SESSION_LIMIT\x10\t\x12\x13\n" +
+	"\x0fSTATUS_NO_SPACE\x10\n" +
+	"B:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
 
 var (
 	file_kvstore_kvpb_kvstore_proto_rawDescOnce sync.Once
@@ -990,35 +1211,42 @@ func file_kvstore_kvpb_kvstore_proto_rawDescGZIP() []byte {
 	return file_kvstore_kvpb_kvstore_proto_rawDescData
 }
 
-var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
-	(Status)(0),            // 0: keyval.kvstore.Status
-	(*Command)(nil),        // 1: keyval.kvstore.Command
-	(*Put)(nil),            // 2: keyval.kvstore.Put
-	(*Delete)(nil),         // 3: keyval.kvstore.Delete
-	(*CompareAndSwap)(nil), // 4: keyval.kvstore.CompareAndSwap
-	(*Register)(nil),       // 5: keyval.kvstore.Register
-	(*SessionClock)(nil),   // 6: keyval.kvstore.SessionClock
-	(*Result)(nil),         // 7: keyval.kvstore.Result
-	(*ClientRecord)(nil),   // 8: keyval.kvstore.ClientRecord
-	(*SnapshotHeader)(nil), // 9: keyval.kvstore.SnapshotHeader
-	(*KeyValue)(nil),       // 10: keyval.kvstore.KeyValue
-	(*SnapshotEnd)(nil),    // 11: keyval.kvstore.SnapshotEnd
+	(AlarmType)(0),         // 0: keyval.kvstore.AlarmType
+	(Status)(0),            // 1: keyval.kvstore.Status
+	(*Command)(nil),        // 2: keyval.kvstore.Command
+	(*Put)(nil),            // 3: keyval.kvstore.Put
+	(*Delete)(nil),         // 4: keyval.kvstore.Delete
+	(*CompareAndSwap)(nil), // 5: keyval.kvstore.CompareAndSwap
+	(*Register)(nil),       // 6: keyval.kvstore.Register
+	(*SessionClock)(nil),   // 7: keyval.kvstore.SessionClock
+	(*AlarmChange)(nil),    // 8: keyval.kvstore.AlarmChange
+	(*Alarm)(nil),          // 9: keyval.kvstore.Alarm
+	(*Result)(nil),         // 10: keyval.kvstore.Result
+	(*ClientRecord)(nil),   // 11: keyval.kvstore.ClientRecord
+	(*SnapshotHeader)(nil), // 12: keyval.kvstore.SnapshotHeader
+	(*KeyValue)(nil),       // 13: keyval.kvstore.KeyValue
+	(*SnapshotEnd)(nil),    // 14: keyval.kvstore.SnapshotEnd
 }
 var file_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
-	2, // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
-	3, // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
-	4, // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
-	5, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
-	6, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
-	0, // 5: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
-	7, // 6: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3,  // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
+	4,  // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
+	5,  // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
+	6,  // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
+	7,  // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
+	8,  // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
+	0,  // 6: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
+	0,  // 7: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
+	1,  // 8: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
+	10, // 9: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
+	9,  // 10: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kvstore_proto_init() }
@@ -1032,14 +1260,15 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 		(*Command_CompareAndSwap)(nil),
 		(*Command_Register)(nil),
 		(*Command_SessionClock)(nil),
+		(*Command_Alarm)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kvstore_proto_rawDesc), len(file_kvstore_kvpb_kvstore_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      2,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

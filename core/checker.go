@@ -25,7 +25,10 @@ type Checker struct {
 	// committedBy[i-1] is the term of the node first seen with index i
 	// committed: the term in which it was committed, or a later one.
 	committedBy []uint64
-	positions   map[position]posDigest
+	// byIndex[i-1] is the first entry seen at index i, nearly always the
+	// only one; entries of other terms at the same index go to positions.
+	byIndex   []termDigest
+	positions map[position]posDigest
 	// nodes is searched in order rather than hashed: a cluster has a few
 	// members, and Observe runs after every input to every node.
 	nodes []*nodeWatch
@@ -46,6 +49,12 @@ type digest struct {
 type posDigest struct {
 	data     uint64
 	prevTerm uint64
+}
+
+type termDigest struct {
+	known bool
+	term  uint64
+	posDigest
 }
 
 type nodeWatch struct {
@@ -157,17 +166,33 @@ func (c *Checker) checkLog(r *raft, w *nodeWatch) error {
 		e := l.entries[i-l.snap.Index-1]
 		prevTerm, _ := l.term(i - 1)
 		d := posDigest{data: entryDigest(e), prevTerm: prevTerm}
-		p := position{index: i, term: e.Term}
-		if seen, ok := c.positions[p]; ok {
-			if seen != d {
-				return fmt.Errorf("node %d: Log Matching violated at index %d term %d", r.id, i, e.Term)
-			}
-		} else {
-			c.positions[p] = d
+		if seen, ok := c.seen(i, e.Term, d); ok && seen != d {
+			return fmt.Errorf("node %d: Log Matching violated at index %d term %d", r.id, i, e.Term)
 		}
 	}
 	w.checkedTo = l.lastIndex()
 	return nil
+}
+
+// seen returns what was first seen at index i in term t, or records d
+// there and returns false.
+func (c *Checker) seen(i, t uint64, d posDigest) (posDigest, bool) {
+	if n := int(i); n > len(c.byIndex) {
+		c.byIndex = slices.Grow(c.byIndex, n-len(c.byIndex))[:n]
+	}
+	switch first := &c.byIndex[i-1]; {
+	case !first.known:
+		*first = termDigest{known: true, term: t, posDigest: d}
+		return posDigest{}, false
+	case first.term == t:
+		return first.posDigest, true
+	}
+	p := position{index: i, term: t}
+	if seen, ok := c.positions[p]; ok {
+		return seen, true
+	}
+	c.positions[p] = d
+	return posDigest{}, false
 }
 
 // checkCommitted verifies that the node's committed entries agree with every

@@ -78,6 +78,12 @@ type Config struct {
 	MaxRecvMsgSize int
 	// DialOptions are appended to the client's own gRPC dial options.
 	DialOptions []grpc.DialOption
+	// Username and Password log in to a cluster with auth enabled; the
+	// token is renewed before it expires and after a member refuses it.
+	// Without them a client certificate (TLS) can name the user by its
+	// common name. Use TLS too: the password travels in the request.
+	Username string
+	Password string
 	// Unary sends every Put, Get, Delete and CompareAndSwap as its own
 	// gRPC call. By default they share one stream per endpoint (see
 	// client/pipeline), which costs both ends far less CPU under load;
@@ -165,6 +171,10 @@ func New(cfg Config) (*Client, error) {
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgSize)),
 	}, cfg.DialOptions...)
+	if cfg.Username != "" {
+		t := &tokens{user: cfg.Username, password: cfg.Password, now: time.Now}
+		c.dialOpts = append(c.dialOpts, t.dialOptions()...)
+	}
 
 	for _, addr := range addrs {
 		conn, err := grpc.NewClient(addr, c.dialOpts...)

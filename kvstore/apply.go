@@ -110,6 +110,8 @@ type command struct {
 	op            opKind
 	key, value    []byte // value: Put's value or CompareAndSwap's new value
 	expected      uint64 // CompareAndSwap's expected version
+	user          string // who proposed it, once auth is enabled
+	auth          *kvpb.AuthChange
 
 	// Register's and SessionClock's stamps (sessions.go), AlarmChange.
 	nowMs, maxSessions, ttlMs uint64
@@ -124,6 +126,7 @@ const (
 	opDelete
 	opCAS
 	opRegister
+	opAuth
 	opSessionClock
 	opAlarm
 )
@@ -142,7 +145,7 @@ func decodeCommand(data []byte, c *command) error {
 	if err := proto.Unmarshal(data, &pb); err != nil {
 		return err
 	}
-	*c = command{clientID: pb.ClientId, seq: pb.Seq}
+	*c = command{clientID: pb.ClientId, seq: pb.Seq, user: pb.User}
 	switch op := pb.Op.(type) {
 	case *kvpb.Command_Put:
 		c.op, c.key, c.value = opPut, op.Put.GetKey(), op.Put.GetValue()
@@ -158,6 +161,8 @@ func decodeCommand(data []byte, c *command) error {
 		c.op, c.nowMs = opSessionClock, op.SessionClock.GetNowMs()
 	case *kvpb.Command_Alarm:
 		c.op, c.alarm = opAlarm, op.Alarm
+	case *kvpb.Command_AuthChange:
+		c.op, c.auth = opAuth, op.AuthChange
 	}
 	return nil
 }
@@ -242,6 +247,14 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 	if err := decodeCommand(e.Data, &cmd); err != nil {
 		return invalid(st, StatusMalformed, errMalformed), nil
 	}
+	if cmd.op == opAuth {
+		return applyAuth(st, &cmd, e.Index)
+	}
+	if cmd.op == opRegister {
+		if r, ok, err := authorize(st, &cmd); err != nil || !ok {
+			return r, err
+		}
+	}
 	switch cmd.op {
 	case opRegister:
 		return register(st, &cmd, e.Index, maxClients)
@@ -256,7 +269,7 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 		return Result{Status: StatusOK, Revision: st.revision()}, nil
 	}
 	if cmd.clientID == 0 {
-		return execute(st, &cmd)
+		return executeAs(st, &cmd)
 	}
 	if cmd.seq == 0 {
 		return invalid(st, StatusInvalid, errSeqZero), nil
@@ -279,7 +292,7 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 		r = resultFromProto(rec.Result)
 		r.Duplicate = true
 	default:
-		if r, err = execute(st, &cmd); err != nil {
+		if r, err = executeAs(st, &cmd); err != nil {
 			return Result{}, err
 		}
 		// A write refused for want of space changed nothing: the same

@@ -96,16 +96,17 @@ type Status = kvpb.Status
 
 // The statuses an entry can have. See docs/kvstore.md for when each occurs.
 const (
-	StatusOK             = kvpb.Status_STATUS_OK
-	StatusCASFailed      = kvpb.Status_STATUS_CAS_FAILED
-	StatusStaleDuplicate = kvpb.Status_STATUS_STALE_DUPLICATE
-	StatusInvalid        = kvpb.Status_STATUS_INVALID
-	StatusMalformed      = kvpb.Status_STATUS_MALFORMED
-	StatusSessionExpired = kvpb.Status_STATUS_SESSION_EXPIRED
-	StatusNoop           = kvpb.Status_STATUS_NOOP
-	StatusAlreadyApplied = kvpb.Status_STATUS_ALREADY_APPLIED
-	StatusSessionLimit   = kvpb.Status_STATUS_SESSION_LIMIT
-	StatusNoSpace        = kvpb.Status_STATUS_NO_SPACE
+	StatusOK               = kvpb.Status_STATUS_OK
+	StatusCASFailed        = kvpb.Status_STATUS_CAS_FAILED
+	StatusStaleDuplicate   = kvpb.Status_STATUS_STALE_DUPLICATE
+	StatusInvalid          = kvpb.Status_STATUS_INVALID
+	StatusMalformed        = kvpb.Status_STATUS_MALFORMED
+	StatusSessionExpired   = kvpb.Status_STATUS_SESSION_EXPIRED
+	StatusNoop             = kvpb.Status_STATUS_NOOP
+	StatusAlreadyApplied   = kvpb.Status_STATUS_ALREADY_APPLIED
+	StatusPermissionDenied = kvpb.Status_STATUS_PERMISSION_DENIED
+	StatusSessionLimit     = kvpb.Status_STATUS_SESSION_LIMIT
+	StatusNoSpace          = kvpb.Status_STATUS_NO_SPACE
 )
 
 // Result is what applying one entry produced.

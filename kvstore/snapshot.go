@@ -278,7 +278,7 @@ func checkClient(rec *kvpb.ClientRecord, prevID, applied uint64, lastIdxs map[ui
 	}
 	if rec.Result != nil {
 		switch rec.Result.Status {
-		case StatusOK, StatusCASFailed, StatusInvalid:
+		case StatusOK, StatusCASFailed, StatusInvalid, StatusPermissionDenied:
 		default:
 			return fmt.Errorf("client %d: remembered status %v is not one apply records", rec.ClientId, rec.Result.Status)
 		}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
@@ -92,9 +93,13 @@ func session(s *apipb.Session) (uint64, uint64) {
 }
 
 func (k *kvService) Register(ctx context.Context, req *apipb.RegisterRequest) (*apipb.RegisterResponse, error) {
-	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{Op: &kvpb.Command_Register{Register: k.s.stampRegister()}}))
+	user, err := k.s.require(ctx, needUser)
+	if err != nil {
+		return nil, err
+	}
+	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{User: user, Op: &kvpb.Command_Register{Register: k.s.stampRegister()}}))
 	if leader != nil {
-		return leader.Register(ctx, req)
+		return apipb.NewKVClient(leader).Register(ctx, req)
 	}
 	if err != nil {
 		if res.Status == kvstore.StatusSessionLimit {
@@ -109,10 +114,19 @@ func (k *kvService) Put(ctx context.Context, req *apipb.PutRequest) (*apipb.PutR
 	if err := k.checkKeyValue(req.Key, req.Value); err != nil {
 		return nil, err
 	}
+	user, err := k.s.require(ctx, needWrite(req.Key))
+	if err != nil {
+		return nil, err
+	}
 	id, seq := session(req.Session)
-	res, leader, err := k.s.writeSized(ctx, kvstore.EncodePut(id, seq, req.Key, req.Value), kvstore.KeyBytes(len(req.Key), len(req.Value)))
+	data := kvstore.EncodePut(id, seq, req.Key, req.Value)
+	if user != "" {
+		data = encodeCommand(&kvpb.Command{ClientId: id, Seq: seq, User: user,
+			Op: &kvpb.Command_Put{Put: &kvpb.Put{Key: req.Key, Value: req.Value}}})
+	}
+	res, leader, err := k.s.writeSized(ctx, data, kvstore.KeyBytes(len(req.Key), len(req.Value)))
 	if leader != nil {
-		return leader.Put(ctx, req)
+		return apipb.NewKVClient(leader).Put(ctx, req)
 	}
 	if err != nil {
 		return nil, err
@@ -124,11 +138,15 @@ func (k *kvService) Delete(ctx context.Context, req *apipb.DeleteRequest) (*apip
 	if err := k.checkKey(req.Key); err != nil {
 		return nil, err
 	}
+	user, err := k.s.require(ctx, needWrite(req.Key))
+	if err != nil {
+		return nil, err
+	}
 	id, seq := session(req.Session)
-	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{ClientId: id, Seq: seq,
+	res, leader, err := k.s.write(ctx, encodeCommand(&kvpb.Command{ClientId: id, Seq: seq, User: user,
 		Op: &kvpb.Command_Delete{Delete: &kvpb.Delete{Key: req.Key}}}))
 	if leader != nil {
-		return leader.Delete(ctx, req)
+		return apipb.NewKVClient(leader).Delete(ctx, req)
 	}
 	if err != nil {
 		return nil, err
@@ -140,12 +158,16 @@ func (k *kvService) CompareAndSwap(ctx context.Context, req *apipb.CompareAndSwa
 	if err := k.checkKeyValue(req.Key, req.Value); err != nil {
 		return nil, err
 	}
+	user, err := k.s.require(ctx, needReadWrite(req.Key))
+	if err != nil {
+		return nil, err
+	}
 	id, seq := session(req.Session)
-	res, leader, err := k.s.writeSized(ctx, encodeCommand(&kvpb.Command{ClientId: id, Seq: seq,
+	res, leader, err := k.s.writeSized(ctx, encodeCommand(&kvpb.Command{ClientId: id, Seq: seq, User: user,
 		Op: &kvpb.Command_CompareAndSwap{CompareAndSwap: &kvpb.CompareAndSwap{Key: req.Key, ExpectedVersion: req.ExpectedVersion, NewValue: req.Value}}}),
 		kvstore.KeyBytes(len(req.Key), len(req.Value)))
 	if leader != nil {
-		return leader.CompareAndSwap(ctx, req)
+		return apipb.NewKVClient(leader).CompareAndSwap(ctx, req)
 	}
 	if err != nil && res.Status != kvstore.StatusCASFailed {
 		return nil, err
@@ -162,6 +184,9 @@ func (k *kvService) Get(ctx context.Context, req *apipb.GetRequest) (*apipb.GetR
 		if err := k.s.readBarrier(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := k.s.require(ctx, needRead(req.Key, nil)); err != nil {
+		return nil, err
 	}
 	if err := reserveValue(ctx); err != nil {
 		return nil, err
@@ -182,6 +207,9 @@ func (k *kvService) Range(ctx context.Context, req *apipb.RangeRequest) (*apipb.
 		if err := k.s.readBarrier(ctx); err != nil {
 			return nil, err
 		}
+	}
+	if _, err := k.s.require(ctx, needRead(req.Prefix, auth.PrefixEnd(req.Prefix))); err != nil {
+		return nil, err
 	}
 	var after []byte
 	if len(req.StartAfter) > 0 {
@@ -273,13 +301,13 @@ func (p *proposal) propose() {
 // this node is not the leader it returns a client for the leader, and the
 // caller forwards the request there (once: a forwarded request is not
 // forwarded again).
-func (s *Server) write(ctx context.Context, data []byte) (kvstore.Result, apipb.KVClient, error) {
+func (s *Server) write(ctx context.Context, data []byte) (kvstore.Result, *grpc.ClientConn, error) {
 	return s.writeSized(ctx, data, 0)
 }
 
 // writeSized is write for a put or compare-and-swap that may add need
 // bytes to the store, which the storage quota may refuse.
-func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvstore.Result, apipb.KVClient, error) {
+func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvstore.Result, *grpc.ClientConn, error) {
 	if _, has := ctx.Deadline(); !has {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -321,8 +349,8 @@ func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvst
 	if out.Err == errRefused {
 		var nl *core.ErrNotLeader
 		if errors.As(perr, &nl) && nl.Leader != core.None && !forwarded(ctx) {
-			if c, err := s.leaderClient(nl.Leader); err == nil {
-				return kvstore.Result{}, c, nil
+			if conn, err := s.peerConn(nl.Leader); err == nil {
+				return kvstore.Result{}, conn, nil
 			}
 		}
 		return kvstore.Result{}, nil, toStatus(perr)
@@ -384,16 +412,6 @@ func forwarded(ctx context.Context) bool {
 	return ok && len(md.Get(forwardedKey)) > 0
 }
 
-// leaderClient returns a KV client for the leader's peer port, marking
-// requests as forwarded.
-func (s *Server) leaderClient(leader core.NodeID) (apipb.KVClient, error) {
-	conn, err := s.peerConn(leader)
-	if err != nil {
-		return nil, err
-	}
-	return apipb.NewKVClient(conn), nil
-}
-
 // peerConn is a client connection to member id's peer port, where requests
 // forwarded to a leader arrive.
 func (s *Server) peerConn(id core.NodeID) (*grpc.ClientConn, error) {
@@ -410,7 +428,7 @@ func (s *Server) peerConn(id core.NodeID) (*grpc.ClientConn, error) {
 	if s.cfg.PeerClientTLS != nil {
 		creds = grpc.WithTransportCredentials(transport.DialCreds(s.cfg.PeerClientTLS))
 	}
-	conn, err := grpc.NewClient(addr, append(s.obs.forwardDialOptions(id), creds, grpc.WithUnaryInterceptor(markForwarded),
+	conn, err := grpc.NewClient(addr, append(s.obs.forwardDialOptions(id), creds, grpc.WithUnaryInterceptor(s.markForwarded),
 		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes)))...)
 	if err != nil {
 		return nil, err
@@ -420,8 +438,10 @@ func (s *Server) peerConn(id core.NodeID) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-func markForwarded(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	return invoker(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"), method, req, reply, cc, opts...)
+// markForwarded marks a call as forwarded and says whom it is for.
+func (s *Server) markForwarded(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	ctx = s.forwardCredentials(metadata.AppendToOutgoingContext(ctx, forwardedKey, "1"))
+	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
 // toStatus turns an internal error into a gRPC status a person can act on.
@@ -463,6 +483,8 @@ func resultError(r kvstore.Result) error {
 		return err
 	}
 	switch r.Status {
+	case kvstore.StatusPermissionDenied:
+		return status.Error(codes.PermissionDenied, r.Err)
 	case kvstore.StatusOK, kvstore.StatusCASFailed:
 		return nil
 	case kvstore.StatusInvalid, kvstore.StatusMalformed:

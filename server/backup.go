@@ -33,6 +33,9 @@ const backupChunkBytes = 1 << 20
 // open for as long as the client takes to read (docs/operations.md).
 func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotServer) error {
 	s := k.s
+	if err := s.requireFresh(stream.Context(), needRoot); err != nil {
+		return err
+	}
 	release, err := s.takeBackupSlot()
 	if err != nil {
 		return err

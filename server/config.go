@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"golang.org/x/crypto/bcrypt"
 	"hash/fnv"
 	"log/slog"
 	"slices"
@@ -89,6 +90,14 @@ type Config struct {
 	// RequestTimeout bounds how long a request waits for its outcome.
 	RequestTimeout time.Duration
 
+	// AuthTokenTTL is how long a token from Authenticate is accepted (0:
+	// the default). A call on a stream keeps the identity the stream was
+	// opened with; its permissions are still checked call by call.
+	AuthTokenTTL time.Duration
+	// BcryptCost is the cost of the password hashes this member makes
+	// (0: bcrypt's default, 10).
+	BcryptCost int
+
 	// TLS for clients and for peers (mutual), both optional.
 	ClientTLS     *tls.Config
 	PeerServerTLS *tls.Config
@@ -112,6 +121,7 @@ const (
 	DefaultMaxConcurrentBackups       = 2
 	DefaultMaxSnapshotBytes     int64 = 8 << 30
 	DefaultRequestTimeout             = 5 * time.Second
+	DefaultAuthTokenTTL               = 5 * time.Minute
 	DefaultClusterToken               = "keyval"
 )
 
@@ -148,6 +158,15 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxPipelineReplyBytes == 0 {
 		c.MaxPipelineReplyBytes = DefaultMaxPipelineReplyBytes
+	}
+	if c.AuthTokenTTL == 0 {
+		c.AuthTokenTTL = DefaultAuthTokenTTL
+	}
+	if c.AuthTokenTTL < 0 {
+		return fmt.Errorf("the token lifetime (--auth-token-ttl) is %s; it must be positive", c.AuthTokenTTL)
+	}
+	if c.BcryptCost != 0 && (c.BcryptCost < bcrypt.MinCost || c.BcryptCost > bcrypt.MaxCost) {
+		return fmt.Errorf("the bcrypt cost (--bcrypt-cost) is %d; it must be %d to %d", c.BcryptCost, bcrypt.MinCost, bcrypt.MaxCost)
 	}
 	if c.MaxRangeBytes == 0 {
 		c.MaxRangeBytes = DefaultMaxRangeBytes

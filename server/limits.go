@@ -154,12 +154,12 @@ type maintenanceService struct {
 	s *Server
 }
 
-// Auth hook: once auth is enforced, both methods are for the root role
-// only (an alarm is a cluster-wide switch); check it here, first thing.
+// Once auth is enabled, both methods are for the root role only: an
+// alarm is a cluster-wide switch, and the list shows the store's use.
 
 func (m *maintenanceService) AlarmList(ctx context.Context, _ *apipb.AlarmListRequest) (*apipb.AlarmListResponse, error) {
 	s := m.s
-	if err := s.readBarrier(ctx); err != nil {
+	if err := s.requireFresh(ctx, needRoot); err != nil {
 		return nil, err
 	}
 	u := s.store.Usage()
@@ -178,15 +178,13 @@ func (m *maintenanceService) AlarmDisarm(ctx context.Context, req *apipb.AlarmDi
 	if req.Type != apipb.AlarmType_ALARM_TYPE_NOSPACE {
 		return nil, status.Errorf(codes.InvalidArgument, "unknown alarm type %v: the only alarm is %v", req.Type, apipb.AlarmType_ALARM_TYPE_NOSPACE)
 	}
+	if err := s.requireFresh(ctx, needRoot); err != nil {
+		return nil, err
+	}
 	before := s.store.Usage()
 	res, leader, err := s.write(ctx, kvstore.EncodeAlarm(kvstore.AlarmNoSpace, true, uint64(s.cfg.ID)))
 	if leader != nil {
-		// Not the leader: forward to the one it named (the loop noted it).
-		conn, err := s.peerConn(core.NodeID(s.leader.Load()))
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "forward to the leader: %v", err)
-		}
-		return apipb.NewMaintenanceClient(conn).AlarmDisarm(ctx, req)
+		return apipb.NewMaintenanceClient(leader).AlarmDisarm(ctx, req)
 	}
 	if err != nil {
 		return nil, err

@@ -345,6 +345,9 @@ func (c *clusterService) change(ctx context.Context, cc core.ConfChange, forward
 	if s.removed.Load() {
 		return nil, removedStatus
 	}
+	if err := s.requireFresh(ctx, needRoot); err != nil {
+		return nil, err
+	}
 	if cc.Node == core.None {
 		return nil, status.Error(codes.InvalidArgument, "the member id must be a positive integer")
 	}

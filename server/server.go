@@ -269,12 +269,16 @@ func (s *Server) listen() error {
 		return fmt.Errorf("listen for clients on %s: %w", s.cfg.ClientAddr, err)
 	}
 	maxMsg := grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes)
-	s.peerSrv = grpc.NewServer(append(append(s.tr.ServerOptions(), maxMsg), s.obs.peerServerOptions()...)...)
+	peerOpts := append(append(s.tr.ServerOptions(), maxMsg), s.obs.peerServerOptions()...)
+	s.peerSrv = grpc.NewServer(append(peerOpts, s.authInterceptors("peer")...)...)
 	s.tr.Register(s.peerSrv)
-	apipb.RegisterKVServer(s.peerSrv, &kvService{s: s, port: "peer"}) // forwarded requests arrive here
+	authSvc := newAuthService(s)
+	// Forwarded requests arrive at the peer port.
+	apipb.RegisterKVServer(s.peerSrv, &kvService{s: s, port: "peer"})
 	apipb.RegisterClusterServer(s.peerSrv, &clusterService{s: s})
 	apipb.RegisterMaintenanceServer(s.peerSrv, &maintenanceService{s: s})
-	opts := append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...)
+	apipb.RegisterAuthServer(s.peerSrv, authSvc)
+	opts := append(append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...), s.authInterceptors("client")...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
 	}
@@ -282,6 +286,7 @@ func (s *Server) listen() error {
 	apipb.RegisterKVServer(s.clientSrv, &kvService{s: s, port: "client"})
 	apipb.RegisterClusterServer(s.clientSrv, &clusterService{s: s})
 	apipb.RegisterMaintenanceServer(s.clientSrv, &maintenanceService{s: s})
+	apipb.RegisterAuthServer(s.clientSrv, authSvc)
 	s.obs.registerHealth(s.clientSrv)
 	if err := s.obs.listenHTTP(); err != nil {
 		s.peerLis.Close()

@@ -220,10 +220,15 @@ func (st *stream) fail(err error) {
 		return
 	}
 	st.cancel()
-	if status.Code(err) == codes.Unimplemented {
+	switch status.Code(err) {
+	case codes.Unimplemented:
 		c.unsupported = true
 		st.err = ErrUnsupported
-	} else {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		// Refused credentials (a failed log in): another stream, or
+		// another member, would refuse them too.
+		st.err = status.Convert(err).Err()
+	default:
 		st.err = status.Errorf(codes.Unavailable, "pipeline stream broken: %v", err)
 	}
 	if c.cur == st {

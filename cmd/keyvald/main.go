@@ -89,6 +89,8 @@ Flags:
 	quota := fs.Int64("quota-backend-bytes", server.DefaultQuotaBackendBytes,
 		"storage quota: a put or compare-and-swap that would take the store past it is refused and the NOSPACE alarm raised, refusing them until it is disarmed (kvctl alarm disarm); 0: the default")
 	reqTimeout := fs.Duration("request-timeout", server.DefaultRequestTimeout, "how long a request waits for its outcome when the client sets no deadline")
+	tokenTTL := fs.Duration("auth-token-ttl", server.DefaultAuthTokenTTL, "how long a token from logging in (auth enabled) is accepted")
+	bcryptCost := fs.Int("bcrypt-cost", 10, "bcrypt cost of the password hashes this member makes (4 to 31; each step doubles the time of a log in)")
 	gcPercent := fs.Int("gc-percent", 100, "garbage collector target (as GOGC); higher trades memory for CPU; GOGC in the environment wins")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -139,7 +141,7 @@ Flags:
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
 		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange,
-		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap,
+		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap, AuthTokenTTL: *tokenTTL, BcryptCost: *bcryptCost,
 		MaxSessions: *maxSessions, SessionTTL: *sessionTTL, QuotaBackendBytes: *quota, Logger: logger, Observability: obs,
 	})
 	if err != nil {

@@ -58,6 +58,8 @@ type app struct {
 	cacert    string
 	cert      string
 	key       string
+	user      string
+	password  string
 
 	// cleanEndpoints is --endpoints as the client parsed it.
 	cleanEndpoints []string
@@ -123,7 +125,8 @@ out.
 
 Every global flag can also be set by an environment variable named
 KVCTL_ and the flag's name in capitals (KVCTL_ENDPOINTS, KVCTL_TIMEOUT,
-KVCTL_OUTPUT, KVCTL_CACERT, KVCTL_CERT, KVCTL_KEY); a flag given on the
+KVCTL_OUTPUT, KVCTL_CACERT, KVCTL_CERT, KVCTL_KEY, KVCTL_USER,
+KVCTL_PASSWORD); a flag given on the
 command line wins.`,
 		Version:       version.String("kvctl"),
 		SilenceErrors: true,
@@ -140,13 +143,15 @@ command line wins.`,
 	f.StringVar(&a.cacert, "cacert", "", "PEM file of the CA that signed the members' certificates; enables TLS (env KVCTL_CACERT)")
 	f.StringVar(&a.cert, "cert", "", "PEM client certificate for TLS, with --key (env KVCTL_CERT)")
 	f.StringVar(&a.key, "key", "", "PEM private key of --cert (env KVCTL_KEY)")
+	f.StringVar(&a.user, "user", "", "log in as this user when auth is on: NAME:PASSWORD, or NAME with --password (env KVCTL_USER)")
+	f.StringVar(&a.password, "password", "", "the password of --user (env KVCTL_PASSWORD)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageErrorf("%v", err)
 	})
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.Flags().Bool("version", false, version.Usage)
 	root.AddCommand(a.putCommand(), a.getCommand(), a.deleteCommand(), a.casCommand(), a.listCommand(), a.statusCommand(),
-		a.snapshotCommand(), a.memberCommand(), a.certsCommand(), a.alarmCommand())
+		a.snapshotCommand(), a.memberCommand(), a.certsCommand(), a.authCommand(), a.userCommand(), a.roleCommand(), a.alarmCommand())
 	return root
 }
 
@@ -238,11 +243,17 @@ func (a *app) connect(cmd *cobra.Command) (*session, error) {
 	if tlsCfg == nil && strings.Contains(a.endpoints, "https://") {
 		return nil, usageErrorf("--endpoints %q: https:// needs TLS: give --cacert (the CA that signed the members' certificates)", a.endpoints)
 	}
+	user, password, err := a.credentials()
+	if err != nil {
+		return nil, err
+	}
 	c, err := client.New(client.Config{
 		Endpoints:      strings.Split(a.endpoints, ","),
 		DialTimeout:    min(a.timeout, client.DefaultDialTimeout),
 		RequestTimeout: a.timeout,
 		TLS:            tlsCfg,
+		Username:       user,
+		Password:       password,
 	})
 	if err != nil {
 		return nil, usageErrorf("invalid --endpoints %q: %v", a.endpoints, err)

@@ -22,7 +22,8 @@ func TestAPIDocumentCoversTheProtos(t *testing.T) {
 		t.Fatal(err)
 	}
 	sections := rpcSections(string(doc))
-	files := []protoreflect.FileDescriptor{apipb.File_api_apipb_kv_proto, apipb.File_api_apipb_cluster_proto, apipb.File_api_apipb_maintenance_proto}
+	files := []protoreflect.FileDescriptor{apipb.File_api_apipb_kv_proto, apipb.File_api_apipb_cluster_proto, apipb.File_api_apipb_auth_proto,
+		apipb.File_api_apipb_maintenance_proto}
 	rpcs := map[string]bool{}
 	for _, f := range files {
 		for i := range f.Services().Len() {
@@ -36,6 +37,9 @@ func TestAPIDocumentCoversTheProtos(t *testing.T) {
 					t.Errorf("docs/API.md has no section \"### %s\"", name)
 					continue
 				}
+				// What a service's introduction names holds for all its
+				// methods (every answer's header, say).
+				text += serviceIntro(string(doc), string(svc.Name()))
 				for _, msg := range []protoreflect.MessageDescriptor{m.Input(), m.Output()} {
 					for _, field := range missingFields(text, msg) {
 						t.Errorf("docs/API.md, section %s: field %s of %s is not named (as `%s`)", name, field, msg.Name(), field)
@@ -75,6 +79,17 @@ func rpcSections(doc string) map[string]string {
 		out[doc[loc[2]:loc[3]]] = doc[loc[1]:end]
 	}
 	return out
+}
+
+// serviceIntro is the text between "## Service name" and its first
+// method's heading.
+func serviceIntro(doc, name string) string {
+	_, rest, ok := strings.Cut(doc, "\n## Service "+name+"\n")
+	if !ok {
+		return ""
+	}
+	intro, _, _ := strings.Cut(rest, "\n#")
+	return intro
 }
 
 // missingFields lists the fields of msg that text does not name in

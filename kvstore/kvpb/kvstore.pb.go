@@ -106,6 +106,8 @@ const (
 	// A put or compare-and-swap refused while the NOSPACE alarm is raised.
 	// Not remembered as the session's result: the same seq may be retried.
 	Status_STATUS_NO_SPACE Status = 10
+	// Auth is enabled and the command's user may not do what it asks.
+	Status_STATUS_PERMISSION_DENIED Status = 11
 )
 
 // Enum value maps for Status.
@@ -122,19 +124,21 @@ var (
 		8:  "STATUS_ALREADY_APPLIED",
 		9:  "STATUS_SESSION_LIMIT",
 		10: "STATUS_NO_SPACE",
+		11: "STATUS_PERMISSION_DENIED",
 	}
 	Status_value = map[string]int32{
-		"STATUS_UNSPECIFIED":     0,
-		"STATUS_OK":              1,
-		"STATUS_CAS_FAILED":      2,
-		"STATUS_STALE_DUPLICATE": 3,
-		"STATUS_INVALID":         4,
-		"STATUS_MALFORMED":       5,
-		"STATUS_SESSION_EXPIRED": 6,
-		"STATUS_NOOP":            7,
-		"STATUS_ALREADY_APPLIED": 8,
-		"STATUS_SESSION_LIMIT":   9,
-		"STATUS_NO_SPACE":        10,
+		"STATUS_UNSPECIFIED":       0,
+		"STATUS_OK":                1,
+		"STATUS_CAS_FAILED":        2,
+		"STATUS_STALE_DUPLICATE":   3,
+		"STATUS_INVALID":           4,
+		"STATUS_MALFORMED":         5,
+		"STATUS_SESSION_EXPIRED":   6,
+		"STATUS_NOOP":              7,
+		"STATUS_ALREADY_APPLIED":   8,
+		"STATUS_SESSION_LIMIT":     9,
+		"STATUS_NO_SPACE":          10,
+		"STATUS_PERMISSION_DENIED": 11,
 	}
 )
 
@@ -165,6 +169,135 @@ func (Status) EnumDescriptor() ([]byte, []int) {
 	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{1}
 }
 
+type AuthChange_Kind int32
+
+const (
+	AuthChange_KIND_UNSPECIFIED AuthChange_Kind = 0
+	// Enforce auth; refused until user root holds role root.
+	AuthChange_KIND_ENABLE           AuthChange_Kind = 1
+	AuthChange_KIND_DISABLE          AuthChange_Kind = 2
+	AuthChange_KIND_USER_ADD         AuthChange_Kind = 3
+	AuthChange_KIND_USER_DELETE      AuthChange_Kind = 4
+	AuthChange_KIND_USER_PASSWORD    AuthChange_Kind = 5
+	AuthChange_KIND_USER_GRANT_ROLE  AuthChange_Kind = 6
+	AuthChange_KIND_USER_REVOKE_ROLE AuthChange_Kind = 7
+	AuthChange_KIND_ROLE_ADD         AuthChange_Kind = 8
+	AuthChange_KIND_ROLE_DELETE      AuthChange_Kind = 9
+	AuthChange_KIND_ROLE_GRANT       AuthChange_Kind = 10
+	AuthChange_KIND_ROLE_REVOKE      AuthChange_Kind = 11
+)
+
+// Enum value maps for AuthChange_Kind.
+var (
+	AuthChange_Kind_name = map[int32]string{
+		0:  "KIND_UNSPECIFIED",
+		1:  "KIND_ENABLE",
+		2:  "KIND_DISABLE",
+		3:  "KIND_USER_ADD",
+		4:  "KIND_USER_DELETE",
+		5:  "KIND_USER_PASSWORD",
+		6:  "KIND_USER_GRANT_ROLE",
+		7:  "KIND_USER_REVOKE_ROLE",
+		8:  "KIND_ROLE_ADD",
+		9:  "KIND_ROLE_DELETE",
+		10: "KIND_ROLE_GRANT",
+		11: "KIND_ROLE_REVOKE",
+	}
+	AuthChange_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED":      0,
+		"KIND_ENABLE":           1,
+		"KIND_DISABLE":          2,
+		"KIND_USER_ADD":         3,
+		"KIND_USER_DELETE":      4,
+		"KIND_USER_PASSWORD":    5,
+		"KIND_USER_GRANT_ROLE":  6,
+		"KIND_USER_REVOKE_ROLE": 7,
+		"KIND_ROLE_ADD":         8,
+		"KIND_ROLE_DELETE":      9,
+		"KIND_ROLE_GRANT":       10,
+		"KIND_ROLE_REVOKE":      11,
+	}
+)
+
+func (x AuthChange_Kind) Enum() *AuthChange_Kind {
+	p := new(AuthChange_Kind)
+	*p = x
+	return p
+}
+
+func (x AuthChange_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthChange_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_kvstore_kvpb_kvstore_proto_enumTypes[2].Descriptor()
+}
+
+func (AuthChange_Kind) Type() protoreflect.EnumType {
+	return &file_kvstore_kvpb_kvstore_proto_enumTypes[2]
+}
+
+func (x AuthChange_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthChange_Kind.Descriptor instead.
+func (AuthChange_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4, 0}
+}
+
+type AuthPermission_Type int32
+
+const (
+	AuthPermission_TYPE_UNSPECIFIED AuthPermission_Type = 0
+	AuthPermission_TYPE_READ        AuthPermission_Type = 1
+	AuthPermission_TYPE_WRITE       AuthPermission_Type = 2
+	AuthPermission_TYPE_READWRITE   AuthPermission_Type = 3
+)
+
+// Enum value maps for AuthPermission_Type.
+var (
+	AuthPermission_Type_name = map[int32]string{
+		0: "TYPE_UNSPECIFIED",
+		1: "TYPE_READ",
+		2: "TYPE_WRITE",
+		3: "TYPE_READWRITE",
+	}
+	AuthPermission_Type_value = map[string]int32{
+		"TYPE_UNSPECIFIED": 0,
+		"TYPE_READ":        1,
+		"TYPE_WRITE":       2,
+		"TYPE_READWRITE":   3,
+	}
+)
+
+func (x AuthPermission_Type) Enum() *AuthPermission_Type {
+	p := new(AuthPermission_Type)
+	*p = x
+	return p
+}
+
+func (x AuthPermission_Type) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AuthPermission_Type) Descriptor() protoreflect.EnumDescriptor {
+	return file_kvstore_kvpb_kvstore_proto_enumTypes[3].Descriptor()
+}
+
+func (AuthPermission_Type) Type() protoreflect.EnumType {
+	return &file_kvstore_kvpb_kvstore_proto_enumTypes[3]
+}
+
+func (x AuthPermission_Type) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AuthPermission_Type.Descriptor instead.
+func (AuthPermission_Type) EnumDescriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5, 0}
+}
+
 // Command is one state machine operation, proposed by the server and applied
 // by every node in log order.
 type Command struct {
@@ -183,7 +316,14 @@ type Command struct {
 	//	*Command_Register
 	//	*Command_SessionClock
 	//	*Command_Alarm
-	Op            isCommand_Op `protobuf_oneof:"op"`
+	//	*Command_AuthChange
+	Op isCommand_Op `protobuf_oneof:"op"`
+	// user is the authenticated user the command runs as, set by the
+	// server that proposed it after checking the caller's token or
+	// certificate; empty when auth was off there. Once auth is enabled the
+	// state machine checks the user's permissions at apply, so a command
+	// proposed before a revocation was applied is still refused after it.
+	User          string `protobuf:"bytes,20,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,6 +433,22 @@ func (x *Command) GetAlarm() *AlarmChange {
 	return nil
 }
 
+func (x *Command) GetAuthChange() *AuthChange {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AuthChange); ok {
+			return x.AuthChange
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -325,6 +481,12 @@ type Command_Alarm struct {
 	Alarm *AlarmChange `protobuf:"bytes,8,opt,name=alarm,proto3,oneof"`
 }
 
+type Command_AuthChange struct {
+	// An administrative change to users, roles or the auth switch
+	// (auth/), applied only for the root role once auth is enabled.
+	AuthChange *AuthChange `protobuf:"bytes,21,opt,name=auth_change,json=authChange,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -336,6 +498,8 @@ func (*Command_Register) isCommand_Op() {}
 func (*Command_SessionClock) isCommand_Op() {}
 
 func (*Command_Alarm) isCommand_Op() {}
+
+func (*Command_AuthChange) isCommand_Op() {}
 
 // Put sets key to value, creating it if absent.
 type Put struct {
@@ -497,6 +661,338 @@ func (x *CompareAndSwap) GetNewValue() []byte {
 	return nil
 }
 
+// AuthChange changes users, roles or whether auth is enforced. The server
+// hashes passwords before proposing: no password travels in the log.
+type AuthChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  AuthChange_Kind        `protobuf:"varint,1,opt,name=kind,proto3,enum=keyval.kvstore.AuthChange_Kind" json:"kind,omitempty"`
+	User  string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Role  string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// password_hash is a bcrypt hash (USER_ADD, USER_PASSWORD); empty for a
+	// user who may log in only with a client certificate.
+	PasswordHash []byte `protobuf:"bytes,4,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"`
+	// permission is what ROLE_GRANT adds and ROLE_REVOKE removes.
+	Permission *AuthPermission `protobuf:"bytes,5,opt,name=permission,proto3" json:"permission,omitempty"`
+	// token_key signs tokens (ENABLE): random bytes drawn by the proposer,
+	// so every member verifies every member's tokens.
+	TokenKey      []byte `protobuf:"bytes,6,opt,name=token_key,json=tokenKey,proto3" json:"token_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthChange) Reset() {
+	*x = AuthChange{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthChange) ProtoMessage() {}
+
+func (x *AuthChange) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthChange.ProtoReflect.Descriptor instead.
+func (*AuthChange) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AuthChange) GetKind() AuthChange_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return AuthChange_KIND_UNSPECIFIED
+}
+
+func (x *AuthChange) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AuthChange) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AuthChange) GetPasswordHash() []byte {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return nil
+}
+
+func (x *AuthChange) GetPermission() *AuthPermission {
+	if x != nil {
+		return x.Permission
+	}
+	return nil
+}
+
+func (x *AuthChange) GetTokenKey() []byte {
+	if x != nil {
+		return x.TokenKey
+	}
+	return nil
+}
+
+// AuthPermission allows reading, writing or both on one key (range_end
+// empty), on the keys in [key, range_end), or on every key from key on
+// (range_end "\0").
+type AuthPermission struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          AuthPermission_Type    `protobuf:"varint,1,opt,name=type,proto3,enum=keyval.kvstore.AuthPermission_Type" json:"type,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	RangeEnd      []byte                 `protobuf:"bytes,3,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthPermission) Reset() {
+	*x = AuthPermission{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthPermission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthPermission) ProtoMessage() {}
+
+func (x *AuthPermission) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthPermission.ProtoReflect.Descriptor instead.
+func (*AuthPermission) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AuthPermission) GetType() AuthPermission_Type {
+	if x != nil {
+		return x.Type
+	}
+	return AuthPermission_TYPE_UNSPECIFIED
+}
+
+func (x *AuthPermission) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *AuthPermission) GetRangeEnd() []byte {
+	if x != nil {
+		return x.RangeEnd
+	}
+	return nil
+}
+
+// AuthUser is a user's record, stored under a reserved key.
+type AuthUser struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	PasswordHash []byte                 `protobuf:"bytes,2,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"`
+	Roles        []string               `protobuf:"bytes,3,rep,name=roles,proto3" json:"roles,omitempty"`
+	// generation is the log index of the change that last set the
+	// password (or created the user); a token names it, so changing the
+	// password or deleting and re-adding the user ends older tokens.
+	Generation    uint64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthUser) Reset() {
+	*x = AuthUser{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthUser) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthUser) ProtoMessage() {}
+
+func (x *AuthUser) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthUser.ProtoReflect.Descriptor instead.
+func (*AuthUser) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AuthUser) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthUser) GetPasswordHash() []byte {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return nil
+}
+
+func (x *AuthUser) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *AuthUser) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// AuthRole is a role's record, stored under a reserved key.
+type AuthRole struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Permissions   []*AuthPermission      `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthRole) Reset() {
+	*x = AuthRole{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthRole) ProtoMessage() {}
+
+func (x *AuthRole) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthRole.ProtoReflect.Descriptor instead.
+func (*AuthRole) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AuthRole) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuthRole) GetPermissions() []*AuthPermission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+// AuthConfig is the auth switch's record, stored under a reserved key.
+type AuthConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Enabled       bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	TokenKey      []byte                 `protobuf:"bytes,2,opt,name=token_key,json=tokenKey,proto3" json:"token_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthConfig) Reset() {
+	*x = AuthConfig{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthConfig) ProtoMessage() {}
+
+func (x *AuthConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthConfig.ProtoReflect.Descriptor instead.
+func (*AuthConfig) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AuthConfig) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *AuthConfig) GetTokenKey() []byte {
+	if x != nil {
+		return x.TokenKey
+	}
+	return nil
+}
+
 // Register opens an exactly-once session. Its result's client_id is the log
 // index of the entry that carried it, so ids are unique and never reused.
 //
@@ -522,7 +1018,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +1030,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +1043,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Register) GetNowMs() uint64 {
@@ -582,7 +1078,7 @@ type SessionClock struct {
 
 func (x *SessionClock) Reset() {
 	*x = SessionClock{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +1090,7 @@ func (x *SessionClock) String() string {
 func (*SessionClock) ProtoMessage() {}
 
 func (x *SessionClock) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +1103,7 @@ func (x *SessionClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionClock.ProtoReflect.Descriptor instead.
 func (*SessionClock) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionClock) GetNowMs() uint64 {
@@ -631,7 +1127,7 @@ type AlarmChange struct {
 
 func (x *AlarmChange) Reset() {
 	*x = AlarmChange{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +1139,7 @@ func (x *AlarmChange) String() string {
 func (*AlarmChange) ProtoMessage() {}
 
 func (x *AlarmChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +1152,7 @@ func (x *AlarmChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlarmChange.ProtoReflect.Descriptor instead.
 func (*AlarmChange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AlarmChange) GetType() AlarmType {
@@ -693,7 +1189,7 @@ type Alarm struct {
 
 func (x *Alarm) Reset() {
 	*x = Alarm{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +1201,7 @@ func (x *Alarm) String() string {
 func (*Alarm) ProtoMessage() {}
 
 func (x *Alarm) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +1214,7 @@ func (x *Alarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
 func (*Alarm) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Alarm) GetType() AlarmType {
@@ -760,7 +1256,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -772,7 +1268,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -785,7 +1281,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Result) GetStatus() Status {
@@ -866,7 +1362,7 @@ type ClientRecord struct {
 
 func (x *ClientRecord) Reset() {
 	*x = ClientRecord{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1374,7 @@ func (x *ClientRecord) String() string {
 func (*ClientRecord) ProtoMessage() {}
 
 func (x *ClientRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1387,7 @@ func (x *ClientRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRecord.ProtoReflect.Descriptor instead.
 func (*ClientRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClientRecord) GetClientId() uint64 {
@@ -945,7 +1441,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1453,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1466,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetAppliedIndex() uint64 {
@@ -1013,7 +1509,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1521,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1534,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1074,7 +1570,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +1582,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1595,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotEnd) GetKeyCount() uint64 {
@@ -1120,7 +1616,7 @@ var File_kvstore_kvpb_kvstore_proto protoreflect.FileDescriptor
 
 const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\n" +
-	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\x97\x03\n" +
+	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xea\x03\n" +
 	"\aCommand\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12'\n" +
@@ -1129,7 +1625,10 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x10compare_and_swap\x18\x05 \x01(\v2\x1e.keyval.kvstore.CompareAndSwapH\x00R\x0ecompareAndSwap\x126\n" +
 	"\bregister\x18\x06 \x01(\v2\x18.keyval.kvstore.RegisterH\x00R\bregister\x12C\n" +
 	"\rsession_clock\x18\a \x01(\v2\x1c.keyval.kvstore.SessionClockH\x00R\fsessionClock\x123\n" +
-	"\x05alarm\x18\b \x01(\v2\x1b.keyval.kvstore.AlarmChangeH\x00R\x05alarmB\x04\n" +
+	"\x05alarm\x18\b \x01(\v2\x1b.keyval.kvstore.AlarmChangeH\x00R\x05alarm\x12=\n" +
+	"\vauth_change\x18\x15 \x01(\v2\x1a.keyval.kvstore.AuthChangeH\x00R\n" +
+	"authChange\x12\x12\n" +
+	"\x04user\x18\x14 \x01(\tR\x04userB\x04\n" +
 	"\x02op\"-\n" +
 	"\x03Put\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
@@ -1139,7 +1638,55 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12)\n" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\x12\x1b\n" +
-	"\tnew_value\x18\x03 \x01(\fR\bnewValue\"d\n" +
+	"\tnew_value\x18\x03 \x01(\fR\bnewValue\"\xf7\x03\n" +
+	"\n" +
+	"AuthChange\x123\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1f.keyval.kvstore.AuthChange.KindR\x04kind\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12#\n" +
+	"\rpassword_hash\x18\x04 \x01(\fR\fpasswordHash\x12>\n" +
+	"\n" +
+	"permission\x18\x05 \x01(\v2\x1e.keyval.kvstore.AuthPermissionR\n" +
+	"permission\x12\x1b\n" +
+	"\ttoken_key\x18\x06 \x01(\fR\btokenKey\"\x89\x02\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vKIND_ENABLE\x10\x01\x12\x10\n" +
+	"\fKIND_DISABLE\x10\x02\x12\x11\n" +
+	"\rKIND_USER_ADD\x10\x03\x12\x14\n" +
+	"\x10KIND_USER_DELETE\x10\x04\x12\x16\n" +
+	"\x12KIND_USER_PASSWORD\x10\x05\x12\x18\n" +
+	"\x14KIND_USER_GRANT_ROLE\x10\x06\x12\x19\n" +
+	"\x15KIND_USER_REVOKE_ROLE\x10\a\x12\x11\n" +
+	"\rKIND_ROLE_ADD\x10\b\x12\x14\n" +
+	"\x10KIND_ROLE_DELETE\x10\t\x12\x13\n" +
+	"\x0fKIND_ROLE_GRANT\x10\n" +
+	"\x12\x14\n" +
+	"\x10KIND_ROLE_REVOKE\x10\v\"\xc9\x01\n" +
+	"\x0eAuthPermission\x127\n" +
+	"\x04type\x18\x01 \x01(\x0e2#.keyval.kvstore.AuthPermission.TypeR\x04type\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1b\n" +
+	"\trange_end\x18\x03 \x01(\fR\brangeEnd\"O\n" +
+	"\x04Type\x12\x14\n" +
+	"\x10TYPE_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tTYPE_READ\x10\x01\x12\x0e\n" +
+	"\n" +
+	"TYPE_WRITE\x10\x02\x12\x12\n" +
+	"\x0eTYPE_READWRITE\x10\x03\"y\n" +
+	"\bAuthUser\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12#\n" +
+	"\rpassword_hash\x18\x02 \x01(\fR\fpasswordHash\x12\x14\n" +
+	"\x05roles\x18\x03 \x03(\tR\x05roles\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\"`\n" +
+	"\bAuthRole\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12@\n" +
+	"\vpermissions\x18\x02 \x03(\v2\x1e.keyval.kvstore.AuthPermissionR\vpermissions\"C\n" +
+	"\n" +
+	"AuthConfig\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1b\n" +
+	"\ttoken_key\x18\x02 \x01(\fR\btokenKey\"d\n" +
 	"\bRegister\x12\x15\n" +
 	"\x06now_ms\x18\x01 \x01(\x04R\x05nowMs\x12!\n" +
 	"\fmax_sessions\x18\x02 \x01(\x04R\vmaxSessions\x12\x1e\n" +
@@ -1184,7 +1731,7 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\fclient_count\x18\x02 \x01(\x04R\vclientCount*?\n" +
 	"\tAlarmType\x12\x1a\n" +
 	"\x16ALARM_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12ALARM_TYPE_NOSPACE\x10\x01*\x84\x02\n" +
+	"\x12ALARM_TYPE_NOSPACE\x10\x01*\xa2\x02\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x15\n" +
@@ -1197,7 +1744,8 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x16STATUS_ALREADY_APPLIED\x10\b\x12\x18\n" +
 	"\x14STATUS_SESSION_LIMIT\x10\t\x12\x13\n" +
 	"\x0fSTATUS_NO_SPACE\x10\n" +
-	"B:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
+	"\x12\x1c\n" +
+	"\x18STATUS_PERMISSION_DENIED\x10\vB:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
 
 var (
 	file_kvstore_kvpb_kvstore_proto_rawDescOnce sync.Once
@@ -1211,42 +1759,54 @@ func file_kvstore_kvpb_kvstore_proto_rawDescGZIP() []byte {
 	return file_kvstore_kvpb_kvstore_proto_rawDescData
 }
 
-var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
-	(AlarmType)(0),         // 0: keyval.kvstore.AlarmType
-	(Status)(0),            // 1: keyval.kvstore.Status
-	(*Command)(nil),        // 2: keyval.kvstore.Command
-	(*Put)(nil),            // 3: keyval.kvstore.Put
-	(*Delete)(nil),         // 4: keyval.kvstore.Delete
-	(*CompareAndSwap)(nil), // 5: keyval.kvstore.CompareAndSwap
-	(*Register)(nil),       // 6: keyval.kvstore.Register
-	(*SessionClock)(nil),   // 7: keyval.kvstore.SessionClock
-	(*AlarmChange)(nil),    // 8: keyval.kvstore.AlarmChange
-	(*Alarm)(nil),          // 9: keyval.kvstore.Alarm
-	(*Result)(nil),         // 10: keyval.kvstore.Result
-	(*ClientRecord)(nil),   // 11: keyval.kvstore.ClientRecord
-	(*SnapshotHeader)(nil), // 12: keyval.kvstore.SnapshotHeader
-	(*KeyValue)(nil),       // 13: keyval.kvstore.KeyValue
-	(*SnapshotEnd)(nil),    // 14: keyval.kvstore.SnapshotEnd
+	(AlarmType)(0),           // 0: keyval.kvstore.AlarmType
+	(Status)(0),              // 1: keyval.kvstore.Status
+	(AuthChange_Kind)(0),     // 2: keyval.kvstore.AuthChange.Kind
+	(AuthPermission_Type)(0), // 3: keyval.kvstore.AuthPermission.Type
+	(*Command)(nil),          // 4: keyval.kvstore.Command
+	(*Put)(nil),              // 5: keyval.kvstore.Put
+	(*Delete)(nil),           // 6: keyval.kvstore.Delete
+	(*CompareAndSwap)(nil),   // 7: keyval.kvstore.CompareAndSwap
+	(*AuthChange)(nil),       // 8: keyval.kvstore.AuthChange
+	(*AuthPermission)(nil),   // 9: keyval.kvstore.AuthPermission
+	(*AuthUser)(nil),         // 10: keyval.kvstore.AuthUser
+	(*AuthRole)(nil),         // 11: keyval.kvstore.AuthRole
+	(*AuthConfig)(nil),       // 12: keyval.kvstore.AuthConfig
+	(*Register)(nil),         // 13: keyval.kvstore.Register
+	(*SessionClock)(nil),     // 14: keyval.kvstore.SessionClock
+	(*AlarmChange)(nil),      // 15: keyval.kvstore.AlarmChange
+	(*Alarm)(nil),            // 16: keyval.kvstore.Alarm
+	(*Result)(nil),           // 17: keyval.kvstore.Result
+	(*ClientRecord)(nil),     // 18: keyval.kvstore.ClientRecord
+	(*SnapshotHeader)(nil),   // 19: keyval.kvstore.SnapshotHeader
+	(*KeyValue)(nil),         // 20: keyval.kvstore.KeyValue
+	(*SnapshotEnd)(nil),      // 21: keyval.kvstore.SnapshotEnd
 }
 var file_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
-	3,  // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
-	4,  // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
-	5,  // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
-	6,  // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
-	7,  // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
-	8,  // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
-	0,  // 6: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
-	0,  // 7: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
-	1,  // 8: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
-	10, // 9: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
-	9,  // 10: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	5,  // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
+	6,  // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
+	7,  // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
+	13, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
+	14, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
+	15, // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
+	8,  // 6: keyval.kvstore.Command.auth_change:type_name -> keyval.kvstore.AuthChange
+	2,  // 7: keyval.kvstore.AuthChange.kind:type_name -> keyval.kvstore.AuthChange.Kind
+	9,  // 8: keyval.kvstore.AuthChange.permission:type_name -> keyval.kvstore.AuthPermission
+	3,  // 9: keyval.kvstore.AuthPermission.type:type_name -> keyval.kvstore.AuthPermission.Type
+	9,  // 10: keyval.kvstore.AuthRole.permissions:type_name -> keyval.kvstore.AuthPermission
+	0,  // 11: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
+	0,  // 12: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
+	1,  // 13: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
+	17, // 14: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
+	16, // 15: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kvstore_proto_init() }
@@ -1261,14 +1821,15 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 		(*Command_Register)(nil),
 		(*Command_SessionClock)(nil),
 		(*Command_Alarm)(nil),
+		(*Command_AuthChange)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kvstore_proto_rawDesc), len(file_kvstore_kvpb_kvstore_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   13,
+			NumEnums:      4,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,182 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/auth"
+	"github.com/therealutkarshpriyadarshi/keyval/auth/credential"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
+)
+
+// tokenKey is the metadata a client sends its token in.
+const tokenKey = "token"
+
+func (s *Server) records() auth.Records { return kvstore.AuthRecords(s.store) }
+
+// caller is who a request comes from, as its credentials say, resolved
+// once per call (once per stream for a stream) and kept in its context.
+type caller struct {
+	id  credential.Identity // User "" when no credentials came
+	err error               // why the credentials were refused
+}
+
+type callerKey struct{}
+
+func callerOf(ctx context.Context) caller {
+	c, _ := ctx.Value(callerKey{}).(caller)
+	return c
+}
+
+// identify resolves the caller's credentials: a token in the metadata,
+// or on the client port a verified client certificate, whose common name
+// is the user. Nothing is refused here: what a call needs is checked by
+// the call (require), after the credentials' user is known.
+func (s *Server) identify(ctx context.Context, port string) context.Context {
+	cfg, err := auth.Config(s.records())
+	if err != nil || !cfg.Enabled {
+		return ctx
+	}
+	var c caller
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(tokenKey)) > 0 {
+		c.id, c.err = credential.VerifyToken(cfg.TokenKey, md.Get(tokenKey)[0], time.Now())
+	} else if port == "client" {
+		c.id.User = certificateUser(ctx)
+	}
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// certificateUser is the common name of the client's verified certificate.
+func certificateUser(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return ""
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	return info.State.VerifiedChains[0][0].Subject.CommonName
+}
+
+// authInterceptors attach the caller to every call and stream on a port.
+func (s *Server) authInterceptors(port string) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+			return next(s.identify(ctx, port), req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, next grpc.StreamHandler) error {
+			return next(srv, identifiedStream{ss, s.identify(ss.Context(), port)})
+		}),
+	}
+}
+
+type identifiedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s identifiedStream) Context() context.Context { return s.ctx }
+
+// need is what a call must be allowed, checked by require.
+type need struct {
+	perm     kvpb.AuthPermission_Type // a permission on [key, end)
+	key, end []byte
+	root     bool // the root role
+	anyUser  bool // only that the caller is a user
+}
+
+func needRead(key, end []byte) need {
+	return need{perm: kvpb.AuthPermission_TYPE_READ, key: key, end: end}
+}
+func needWrite(key []byte) need     { return need{perm: kvpb.AuthPermission_TYPE_WRITE, key: key} }
+func needReadWrite(key []byte) need { return need{perm: kvpb.AuthPermission_TYPE_READWRITE, key: key} }
+
+var (
+	needRoot = need{root: true}
+	needUser = need{anyUser: true}
+)
+
+// require checks, when auth is enabled, that the caller may do n against
+// the applied state (so a read checks after its barrier, and sees every
+// revocation committed before it). It returns the user to propose a
+// command as ("" with auth off). The state machine checks writes again at
+// apply; this check spares the log a command that would be refused.
+func (s *Server) require(ctx context.Context, n need) (string, error) {
+	r := s.records()
+	on, err := auth.Enabled(r)
+	if err != nil {
+		return "", status.Errorf(codes.Internal, "read auth records: %v", err)
+	}
+	if !on {
+		return "", nil
+	}
+	c := callerOf(ctx)
+	if c.err != nil {
+		return "", status.Errorf(codes.Unauthenticated, "%v", c.err)
+	}
+	if c.id.User != "" {
+		if err := credential.CheckIdentity(r, c.id); err != nil {
+			return "", authStatus(err, codes.Unauthenticated)
+		}
+	}
+	switch {
+	case n.root:
+		err = auth.RequireRoot(r, c.id.User)
+	case n.anyUser:
+		err = auth.RequireUser(r, c.id.User)
+	default:
+		err = auth.Allowed(r, c.id.User, n.perm, n.key, n.end)
+	}
+	if err != nil {
+		return "", authStatus(err, codes.PermissionDenied)
+	}
+	return c.id.User, nil
+}
+
+// requireFresh is require after a read barrier, for calls that are not
+// checked again at apply (membership changes, backups): a revocation
+// acknowledged anywhere before the call is seen.
+func (s *Server) requireFresh(ctx context.Context, n need) error {
+	if err := s.readBarrier(ctx); err != nil {
+		return err
+	}
+	_, err := s.require(ctx, n)
+	return err
+}
+
+// authStatus turns an auth refusal into a status with code, and a storage
+// failure into Internal.
+func authStatus(err error, code codes.Code) error {
+	switch {
+	case errors.Is(err, auth.ErrDenied):
+		return status.Error(codes.PermissionDenied, err.Error())
+	case errors.Is(err, auth.ErrRefused):
+		return status.Error(code, err.Error())
+	}
+	return status.Errorf(codes.Internal, "read auth records: %v", err)
+}
+
+// forwardCredentials lets the leader know whom a forwarded call is for: a
+// short-lived token for the caller, which any member can verify.
+func (s *Server) forwardCredentials(ctx context.Context) context.Context {
+	c := callerOf(ctx)
+	if c.id.User == "" || c.err != nil {
+		return ctx
+	}
+	cfg, err := auth.Config(s.records())
+	if err != nil || !cfg.Enabled {
+		return ctx
+	}
+	tok := credential.IssueToken(cfg.TokenKey, c.id.User, c.id.Generation, time.Now().Add(s.cfg.RequestTimeout+time.Minute))
+	return metadata.AppendToOutgoingContext(ctx, tokenKey, tok)
+}

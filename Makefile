@@ -129,6 +129,7 @@ test-deep: fuzz
 	RAPID_CHECKS=$(PROPERTY_SCHEDULES) KEYVAL_PROPERTY_BUDGET=$(DEEP_PROPERTY_BUDGET) $(GO) test -count=1 -run 'TestProperty' ./core/
 	$(GO) run ./cmd/kvsim -swarm -seed $(START) -count 1000000 -budget $(DEEP_SWARM_BUDGET)s
 	$(GO) run ./cmd/kvsim -swarm -membership -seed $$(( $(START) * 7 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 2 ))s
+	$(GO) run ./cmd/kvsim -swarm -auth -seed $$(( $(START) * 11 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 
 # A few seconds of each fuzz target, counted in executions: a time limit can
 # end a run mid-minimisation with a spurious "context deadline exceeded".
@@ -173,10 +174,10 @@ bench-cluster-smoke:
 	$(GO) run ./cmd/benchcluster --smoke
 
 sim:
-	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis)
+	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth)
 
 sim-swarm:
-	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership)
+	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth)
 
 # Every bug planted by sim/testdata/teeth/*.patch, each in a scratch copy of
 # the working tree, must be caught by the check its header records, and

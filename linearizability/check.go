@@ -145,11 +145,13 @@ func (r Result) Summary() string {
 	var b strings.Builder
 	c := r.Counts
 	fmt.Fprintf(&b, "%v: %d ops on %d keys (", r.Verdict, c.OK+c.Unknown+c.Resolved, c.Keys)
-	for i, kind := range opKinds {
-		if i > 0 {
-			b.WriteString(", ")
+	sep := ""
+	for _, kind := range opKinds {
+		// Permission changes are listed only in histories that have them.
+		if n := c.ByKind[kind]; n > 0 || kind.isData() {
+			fmt.Fprintf(&b, "%s%v %d", sep, kind, n)
+			sep = ", "
 		}
-		fmt.Fprintf(&b, "%v %d", kind, c.ByKind[kind])
 	}
 	fmt.Fprintf(&b, "); %d answered, %d resolved, %d unknown writes (%d seen to take effect); %d unknown reads and %d failed ops left out",
 		c.OK, c.Resolved, c.Unknown, c.Seen, c.UnknownReads, c.Dropped)

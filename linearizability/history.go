@@ -223,7 +223,7 @@ type Counts struct {
 // The Recorder never produces these; a History built by hand might.
 func (h History) validate() error {
 	for i, op := range h.Ops {
-		if op.Input.Kind < OpPut || op.Input.Kind > OpCAS {
+		if op.Input.Kind < OpPut || op.Input.Kind > OpRevoke {
 			return fmt.Errorf("operation %d: unknown kind %v", i, op.Input.Kind)
 		}
 		if op.Status > Dropped {

@@ -18,6 +18,9 @@ import (
 // only a strict lower bound on every version the key has now or will have
 // (after an unknown-outcome write, or while the key is absent).
 type keyState struct {
+	// Denied: the workload's user may not use the key (auth is enabled and
+	// its readwrite on the key was revoked). Keys start allowed.
+	Denied bool
 	Exists bool
 	Value  string
 	// Version is the key's current version when Exact; otherwise every
@@ -44,6 +47,24 @@ func (s keyState) versionMatches(v uint64) bool {
 // wherever it is placed it takes effect if it can, and the version it wrote
 // is unknown.
 func step(s keyState, in Input, out Output) (bool, keyState) {
+	switch in.Kind {
+	case OpGrant, OpRevoke:
+		s.Denied = in.Kind == OpRevoke
+		return true, s
+	}
+	if out.Denied {
+		return s.Denied, s
+	}
+	if s.Denied && !out.Unknown {
+		return false, s
+	}
+	ok, next := stepData(s, in, out)
+	next.Denied = s.Denied
+	return ok, next
+}
+
+// stepData is step for an operation the user was allowed to make.
+func stepData(s keyState, in Input, out Output) (bool, keyState) {
 	switch in.Kind {
 	case OpPut:
 		if out.Unknown {
@@ -123,6 +144,13 @@ func stepCAS(s keyState, in Input, out Output) (bool, keyState) {
 }
 
 func (s keyState) String() string {
+	if s.Denied {
+		return s.dataString() + " (denied)"
+	}
+	return s.dataString()
+}
+
+func (s keyState) dataString() string {
 	switch {
 	case !s.Exists && s.Version == 0:
 		return "absent"
@@ -137,12 +165,15 @@ func (s keyState) String() string {
 
 func (s keyState) hash() uint64 {
 	h := fnv.New64a()
-	var flags [2]byte
+	var flags [3]byte
 	if s.Exists {
 		flags[0] = 1
 	}
 	if s.Exact {
 		flags[1] = 1
+	}
+	if s.Denied {
+		flags[2] = 1
 	}
 	_, _ = h.Write(flags[:])
 	_, _ = h.Write([]byte(s.Value))

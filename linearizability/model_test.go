@@ -27,6 +27,26 @@ type historyCase struct {
 
 var linearizableHistories = []historyCase{
 	{"empty", nil},
+	{"a revoke refuses later operations, a grant allows them again", []Op{
+		done(0, 0, 10, Put("x", "a"), PutOK(1)),
+		done(9, 20, 30, Revoke("x"), Output{}),
+		done(0, 40, 50, Put("x", "b"), Denied()),
+		done(0, 60, 70, Get("x"), Denied()),
+		done(9, 80, 90, Grant("x"), Output{}),
+		done(0, 100, 110, Get("x"), GetFound("a", 1)),
+	}},
+	{"an operation overlapping a revoke may go either way", []Op{
+		done(9, 0, 50, Revoke("x"), Output{}),
+		done(0, 10, 20, Put("x", "a"), PutOK(3)),
+		done(1, 10, 60, Put("x", "b"), Denied()),
+		done(9, 70, 80, Grant("x"), Output{}),
+		done(0, 90, 100, Get("x"), GetFound("a", 3)),
+	}},
+	{"a revoke whose outcome is unknown may not have happened", []Op{
+		lost(9, 0, Revoke("x")),
+		done(0, 10, 20, Put("x", "a"), PutOK(1)),
+		done(0, 30, 40, Get("x"), Denied()),
+	}},
 	{"sequential put then get", []Op{
 		done(0, 0, 10, Put("x", "a"), PutOK(1)),
 		done(0, 20, 30, Get("x"), GetFound("a", 1)),
@@ -164,6 +184,19 @@ var linearizableHistories = []historyCase{
 }
 
 var nonLinearizableHistories = []historyCase{
+	{"a write allowed after a revoke returned", []Op{
+		done(9, 0, 10, Revoke("x"), Output{}),
+		done(0, 20, 30, Put("x", "a"), PutOK(1)),
+	}},
+	{"a denied write that took effect", []Op{
+		done(9, 0, 10, Revoke("x"), Output{}),
+		done(0, 20, 30, Put("x", "a"), Denied()),
+		done(9, 40, 50, Grant("x"), Output{}),
+		done(0, 60, 70, Get("x"), GetFound("a", 1)),
+	}},
+	{"a read denied while the key was allowed", []Op{
+		done(0, 0, 10, Get("x"), Denied()),
+	}},
 	{"stale read", []Op{
 		done(0, 0, 10, Put("x", "a"), PutOK(1)),
 		done(0, 20, 30, Put("x", "b"), PutOK(2)),

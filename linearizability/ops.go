@@ -33,10 +33,17 @@ const (
 	// OpCAS is compare-and-swap against the key's version (0: "must be
 	// absent").
 	OpCAS
+	// OpGrant gives the workload's user readwrite on the key, OpRevoke
+	// takes it away (an administrator's auth change; with auth enabled the
+	// user's operations on the key are then allowed, or refused with
+	// Output.Denied). Their outputs say nothing: either way the key ends
+	// up allowed, or not.
+	OpGrant
+	OpRevoke
 )
 
 // opKinds lists every kind in a fixed order, for stable summaries.
-var opKinds = [...]OpKind{OpPut, OpGet, OpDelete, OpCAS}
+var opKinds = [...]OpKind{OpPut, OpGet, OpDelete, OpCAS, OpGrant, OpRevoke}
 
 func (k OpKind) String() string {
 	switch k {
@@ -48,13 +55,22 @@ func (k OpKind) String() string {
 		return "delete"
 	case OpCAS:
 		return "cas"
+	case OpGrant:
+		return "grant"
+	case OpRevoke:
+		return "revoke"
 	}
 	return fmt.Sprintf("OpKind(%d)", uint8(k))
 }
 
-// isWrite reports whether an operation of this kind may change the store.
+// isData reports whether the kind reads or writes keys (rather than
+// changing who may).
+func (k OpKind) isData() bool { return k <= OpCAS }
+
+// isWrite reports whether an operation of this kind may change the state:
+// the store, or who may use it.
 func (k OpKind) isWrite() bool {
-	return k == OpPut || k == OpDelete || k == OpCAS
+	return k == OpPut || k == OpDelete || k == OpCAS || k == OpGrant || k == OpRevoke
 }
 
 // Input is what a client asked for.
@@ -80,9 +96,11 @@ type Input struct {
 //
 // Unknown means the client never learned the outcome (timeout, connection
 // lost): a write may or may not have taken effect, at any time after its
-// call. The other fields are then ignored.
+// call. The other fields are then ignored. Denied means the operation was
+// refused for want of permission and changed nothing.
 type Output struct {
 	Unknown   bool
+	Denied    bool
 	Succeeded bool
 	Found     bool
 	Value     string
@@ -132,6 +150,13 @@ func CASFailed(currentValue string, currentVersion uint64) Output {
 // not exist.
 func CASFailedAbsent() Output { return Output{} }
 
+// Denied is the output of an operation refused for want of permission.
+func Denied() Output { return Output{Denied: true} }
+
+// Grant and Revoke give and take the workload user's permission on key.
+func Grant(key string) Input  { return Input{Kind: OpGrant, Key: key} }
+func Revoke(key string) Input { return Input{Kind: OpRevoke, Key: key} }
+
 // UnknownOutcome is the output of an operation whose outcome the client
 // never learned.
 func UnknownOutcome() Output { return Output{Unknown: true} }
@@ -157,8 +182,13 @@ func (in Input) String() string {
 
 // describe renders the output of an operation of kind k for people.
 func (out Output) describe(k OpKind) string {
-	if out.Unknown {
+	switch {
+	case out.Unknown:
 		return "? (outcome unknown)"
+	case out.Denied:
+		return "permission denied"
+	case k == OpGrant || k == OpRevoke:
+		return "done"
 	}
 	switch k {
 	case OpPut:

@@ -30,6 +30,9 @@ type request struct {
 	// register: cmd opens a session, and the node stamps it with its own
 	// clock and policy as the server does.
 	register bool
+	// user is the client's user (the auth workload), whose permission a
+	// read needs when it is released.
+	user string
 	// onDone, if set, takes the answer instead of a client (a membership
 	// change the nemesis proposed).
 	onDone func(replica.Outcome)
@@ -46,8 +49,10 @@ type reply struct {
 	// proposing, or its entry was replaced).
 	definite bool
 	unknown  bool
-	result   kvstore.Result
-	get      kvstore.GetResult
+	// denied: a read refused for want of permission.
+	denied bool
+	result kvstore.Result
+	get    kvstore.GetResult
 }
 
 // client runs operations one at a time, like a user of the Go client:
@@ -69,6 +74,10 @@ type client struct {
 	attemptDone bool
 	versions    map[string]uint64
 	opsDone     int
+	// admin: the auth workload's administrator, with the setup steps it
+	// has still to take.
+	admin bool
+	setup [][]byte
 }
 
 type clientOp struct {
@@ -77,6 +86,7 @@ type clientOp struct {
 	cmd       []byte
 	attempts  int
 	register  bool
+	setup     bool // an auth setup step, not in the history
 	mayApply  bool // some attempt may have been applied
 	isRead    bool
 	startedAt int64
@@ -89,6 +99,10 @@ func (w *world) newClient(id int, rng *rand.Rand) *client {
 }
 
 func (c *client) start() {
+	if c.admin {
+		c.startAdmin()
+		return
+	}
 	c.op = &clientOp{register: true, cmd: mustMarshal(&kvpb.Command{Op: &kvpb.Command_Register{Register: &kvpb.Register{}}})}
 	c.attempt()
 }
@@ -108,6 +122,12 @@ func (c *client) next() {
 }
 
 func (c *client) begin() {
+	if c.admin {
+		c.op = c.beginAdmin()
+		c.op.hid = c.w.rec.Call(c.id, c.op.in, c.w.clock.now)
+		c.attempt()
+		return
+	}
 	key := c.w.keyName(c.rng.IntN(c.w.keys))
 	c.opsDone++
 	value := "c" + strconv.Itoa(c.id) + "-" + strconv.Itoa(c.opsDone)
@@ -134,7 +154,7 @@ func (c *client) begin() {
 	}
 	if cmd != nil {
 		c.seq++
-		cmd.ClientId, cmd.Seq = c.session, c.seq
+		cmd.ClientId, cmd.Seq, cmd.User = c.session, c.seq, c.w.authUser
 		op.session, op.seq = c.session, c.seq
 		op.cmd = mustMarshal(cmd)
 	}
@@ -168,7 +188,7 @@ func (c *client) attempt() {
 	w.nextRequest++
 	id := w.nextRequest
 	c.attemptID, c.attemptDone = id, false
-	rq := &request{id: id, client: c, read: op.isRead, key: op.in.Key, cmd: op.cmd, register: op.register}
+	rq := &request{id: id, client: c, read: op.isRead, key: op.in.Key, cmd: op.cmd, register: op.register, user: c.w.authUser}
 	target := w.node(c.target)
 	if target == nil {
 		target = w.node(w.randomMember(c.rng))
@@ -195,7 +215,7 @@ func (c *client) retry(hint core.NodeID) {
 	} else {
 		c.target = c.w.randomMember(c.rng)
 	}
-	if op.attempts >= maxAttempts && !op.register {
+	if op.attempts >= maxAttempts && !op.register && !op.setup {
 		c.giveUp()
 		return
 	}
@@ -237,6 +257,10 @@ func (c *client) receive(id uint64, rp reply) {
 		return
 	}
 	c.attemptDone = true
+	if op.setup {
+		c.setupAnswered(rp.result)
+		return
+	}
 	if op.register {
 		if rp.result.Status != kvstore.StatusOK {
 			c.w.fail(fmt.Errorf("client %d: register failed: %v %s", c.id, rp.result.Status, rp.result.Err))
@@ -258,6 +282,12 @@ func (c *client) receive(id uint64, rp reply) {
 
 func (c *client) output(rp reply) (lin.Output, error) {
 	op := c.op
+	if c.admin {
+		return adminOutput(rp.result)
+	}
+	if rp.denied {
+		return lin.Denied(), nil
+	}
 	if op.isRead {
 		g := rp.get
 		if !g.Found {
@@ -286,6 +316,8 @@ func resultOutput(in lin.Input, r kvstore.Result) (lin.Output, error) {
 	case kvstore.StatusOK:
 	case kvstore.StatusCASFailed:
 		return lin.Output{Found: r.Exists, Value: string(r.CurrentValue), Version: r.Version}, nil
+	case kvstore.StatusPermissionDenied:
+		return lin.Denied(), nil
 	default:
 		return lin.Output{}, fmt.Errorf("unexpected status %v: %s", r.Status, r.Err)
 	}
@@ -334,6 +366,15 @@ func (n *node) answer(rq *request, out replica.Outcome) {
 	case out.Err != nil:
 		n.reply(rq, reply{unknown: true})
 	case rq.read:
+		allowed, err := n.readAllowed(rq)
+		if err != nil {
+			n.w.fail(fmt.Errorf("node %d: read permission: %w", n.id, err))
+			return
+		}
+		if !allowed {
+			n.reply(rq, reply{denied: true})
+			return
+		}
 		g, err := n.rep.Store().Get([]byte(rq.key))
 		if err != nil {
 			n.w.fail(fmt.Errorf("node %d: get: %w", n.id, err))
@@ -366,7 +407,7 @@ var simSessions = kvstore.SessionPolicy{MaxSessions: kvstore.DefaultMaxSessions,
 func (n *node) propose(rq *request) error {
 	cmd := rq.cmd
 	if rq.register {
-		cmd = kvstore.EncodeRegister(n.wallMs(), simSessions)
+		cmd = n.encodeRegister(rq.user)
 	}
 	if err := n.rep.Propose(rq.id, cmd); err != nil {
 		return err

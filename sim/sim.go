@@ -36,6 +36,9 @@ type Options struct {
 	Clients int
 	// Faults, if set, replaces the seed's choice of fault model.
 	Faults *Faults
+	// Auth runs the auth workload (sim/auth.go): the clients work as a
+	// user whose permissions an administrator revokes and grants.
+	Auth bool
 }
 
 // Result is what a run did and found.
@@ -118,9 +121,11 @@ type world struct {
 	digests   map[uint64]uint64
 	applied   map[sessionSeq]appliedWrite
 	// unresolved are writes whose clients gave up without an answer.
-	unresolved    []*clientOp
-	keys          int
-	keyNames      []string
+	unresolved []*clientOp
+	keys       int
+	keyNames   []string
+	// authUser is the clients' user under the auth workload ("" without).
+	authUser      string
 	snapshotEvery uint64
 	nextRequest   uint64
 	nemesisRng    *rand.Rand
@@ -230,6 +235,13 @@ func newWorld(opts Options) (*world, Result) {
 	w.setConf(core.ConfState{Voters: w.ids}, 0)
 	for i := range nclients {
 		w.clients = append(w.clients, w.newClient(i+1, rand.New(rand.NewPCG(clientRng.Uint64(), clientRng.Uint64()))))
+	}
+	if opts.Auth {
+		// Its stream is split last, so the others are the same as without.
+		w.authUser = workerUser
+		admin := w.newClient(nclients+1, split())
+		admin.admin = true
+		w.clients = append(w.clients, admin)
 	}
 	return w, Result{Seed: opts.Seed, Nodes: size, Clients: nclients, Faults: w.faults}
 }

@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/internal/detguard"
+	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
 )
 
 // The simulator and the replica it drives must be as deterministic as the
 // core.
 func TestSimIsDeterministic(t *testing.T) {
-	for _, dir := range []string{".", "../replica"} {
+	for _, dir := range []string{".", "../replica", "../auth"} {
 		violations, err := detguard.Check(dir, detguard.Sim)
 		if err != nil {
 			t.Fatal(err)
@@ -144,15 +145,80 @@ func TestMembershipSeeds(t *testing.T) {
 	}
 }
 
-// swarmSummary adds up what the membership nemesis did over many seeds.
+// TestAuthSeeds runs KEYVAL_SIM_AUTH_SEEDS fresh seeds (default 100; 10
+// with -short) with the auth workload. Each must pass, and together they
+// must have refused operations and allowed them again.
+func TestAuthSeeds(t *testing.T) {
+	n := 100
+	if testing.Short() {
+		n = 10
+	}
+	if v := os.Getenv("KEYVAL_SIM_AUTH_SEEDS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("KEYVAL_SIM_AUTH_SEEDS: %v", err)
+		}
+	}
+	base := uint64(time.Now().UnixNano()) % 1_000_000_000 * 1000
+	if v := os.Getenv("KEYVAL_SIM_BASE"); v != "" {
+		var err error
+		if base, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("KEYVAL_SIM_BASE: %v", err)
+		}
+	}
+	t.Logf("seeds %d..%d with the auth workload", base, base+uint64(n)-1)
+	seeds := make([]uint64, n)
+	for i := range seeds {
+		seeds[i] = base + uint64(i)
+	}
+	sum := runSeedsAs(t, seeds, true)
+	t.Logf("auth: %d operations refused, %d allowed after a grant, %d permission changes", sum.denied, sum.allowedAfterGrant, sum.changes)
+	if sum.denied == 0 || sum.allowedAfterGrant == 0 {
+		t.Errorf("the auth workload never both refused and allowed again: %d refused, %d allowed after a grant", sum.denied, sum.allowedAfterGrant)
+	}
+}
+
+// swarmSummary adds up what the membership nemesis and the auth workload
+// did over many seeds.
 type swarmSummary struct {
 	members     MemberCounts
 	withChanges int // seeds with at least one committed change
+	// denied counts operations refused for want of permission,
+	// allowedAfterGrant those that succeeded on a key after a grant of it
+	// returned, changes the grants and revokes.
+	denied, allowedAfterGrant, changes int
+}
+
+// add counts what one run's history holds of the auth workload.
+func (s *swarmSummary) addAuth(h lin.History) {
+	granted := map[string]int64{} // key → when its last grant returned
+	for _, op := range h.Ops {
+		switch {
+		case op.Input.Kind == lin.OpGrant:
+			s.changes++
+			granted[op.Input.Key] = op.Return
+		case op.Input.Kind == lin.OpRevoke:
+			s.changes++
+			delete(granted, op.Input.Key)
+		case op.Output.Denied:
+			s.denied++
+		case op.Status == lin.Returned:
+			if at, ok := granted[op.Input.Key]; ok && op.Call > at {
+				s.allowedAfterGrant++
+			}
+		}
+	}
 }
 
 // runSeeds runs seeds on every core and reports each failure with the
 // command that replays it.
 func runSeeds(t *testing.T, seeds []uint64) swarmSummary {
+	t.Helper()
+	return runSeedsAs(t, seeds, false)
+}
+
+// runSeedsAs is runSeeds, with the auth workload or without.
+func runSeedsAs(t *testing.T, seeds []uint64, auth bool) swarmSummary {
 	t.Helper()
 	var sum swarmSummary
 	var mu sync.Mutex
@@ -163,11 +229,16 @@ func runSeeds(t *testing.T, seeds []uint64) swarmSummary {
 		go func() {
 			defer wg.Done()
 			for s := range next {
-				res := Run(Options{Seed: s})
+				res := Run(Options{Seed: s, Auth: auth})
 				mu.Lock()
 				if !res.Passed() {
-					t.Errorf("make sim SEED=%d   # %v", s, res.Err)
+					replay := fmt.Sprintf("make sim SEED=%d", s)
+					if auth {
+						replay += " AUTH=1"
+					}
+					t.Errorf("%s   # %v", replay, res.Err)
 				}
+				sum.addAuth(res.History)
 				sum.members.Add(res.Membership)
 				if res.Membership.Committed() > 0 {
 					sum.withChanges++

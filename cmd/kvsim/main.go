@@ -32,6 +32,7 @@ func main() {
 	budget := flag.Duration("budget", 0, "with -swarm, stop starting new seeds after this wall time (0: no limit)")
 	workers := flag.Int("workers", runtime.NumCPU(), "seeds run in parallel with -swarm")
 	membership := flag.Bool("membership", false, "with -swarm, run only seeds whose fault model changes the membership (-count of them)")
+	authWorkload := flag.Bool("auth", false, "run the auth workload: the clients work as a user whose permissions an administrator revokes and grants")
 	showVersion := version.AddFlag(flag.CommandLine)
 	flag.Parse()
 	if *showVersion {
@@ -47,7 +48,7 @@ func main() {
 		os.Exit(2)
 	}
 	tuneGC()
-	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds()}
+	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload}
 	if *swarm {
 		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out, *membership))
 	}

@@ -157,3 +157,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// Unless set, the bound on a peer's snapshot follows the storage quota:
+// any state the quota allows fits, and no more than a few times it.
+func TestSnapshotBoundFollowsQuota(t *testing.T) {
+	cfg := Config{ID: 1, DataDir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", QuotaBackendBytes: 1 << 20}
+	require.NoError(t, cfg.setDefaults())
+	require.Equal(t, int64(SnapshotBytesPerQuota<<20), cfg.MaxSnapshotBytes)
+	set := Config{ID: 1, DataDir: t.TempDir(), ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", QuotaBackendBytes: 1 << 20, MaxSnapshotBytes: 5}
+	require.NoError(t, set.setDefaults())
+	require.Equal(t, int64(5), set.MaxSnapshotBytes)
+}

@@ -74,7 +74,8 @@ type Config struct {
 	MaxConcurrentBackups int
 	// MaxSnapshotBytes bounds a snapshot received from a peer; it is
 	// spooled to disk before it is checked, so this bounds the disk one
-	// peer stream can take (0: the default).
+	// peer stream can take (0: SnapshotBytesPerQuota × QuotaBackendBytes,
+	// room for any state the quota allows with its encoding's overhead).
 	MaxSnapshotBytes int64
 
 	// MaxSessions caps the open exactly-once sessions and SessionTTL is how
@@ -111,18 +112,18 @@ type Config struct {
 
 // Defaults for Config.
 const (
-	DefaultHeartbeatInterval          = 50 * time.Millisecond
-	DefaultElectionTimeout            = 250 * time.Millisecond
-	DefaultSnapshotEvery              = 100000
-	DefaultMaxKeyBytes                = 8 << 10
-	DefaultMaxValueBytes              = 1536 << 10 // 1.5 MiB, etcd's request limit
-	DefaultMaxRequestBytes            = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
-	DefaultMaxRangeBytes              = 32 << 20
-	DefaultMaxConcurrentBackups       = 2
-	DefaultMaxSnapshotBytes     int64 = 8 << 30
-	DefaultRequestTimeout             = 5 * time.Second
-	DefaultAuthTokenTTL               = 5 * time.Minute
-	DefaultClusterToken               = "keyval"
+	DefaultHeartbeatInterval    = 50 * time.Millisecond
+	DefaultElectionTimeout      = 250 * time.Millisecond
+	DefaultSnapshotEvery        = 100000
+	DefaultMaxKeyBytes          = 8 << 10
+	DefaultMaxValueBytes        = 1536 << 10 // 1.5 MiB, etcd's request limit
+	DefaultMaxRequestBytes      = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
+	DefaultMaxRangeBytes        = 32 << 20
+	DefaultMaxConcurrentBackups = 2
+	SnapshotBytesPerQuota       = 4
+	DefaultRequestTimeout       = 5 * time.Second
+	DefaultAuthTokenTTL         = 5 * time.Minute
+	DefaultClusterToken         = "keyval"
 )
 
 func (c *Config) setDefaults() error {
@@ -200,7 +201,7 @@ func (c *Config) setBackupLimits() error {
 		return fmt.Errorf("--max-concurrent-backups is %d; it must be positive", c.MaxConcurrentBackups)
 	}
 	if c.MaxSnapshotBytes == 0 {
-		c.MaxSnapshotBytes = DefaultMaxSnapshotBytes
+		c.MaxSnapshotBytes = SnapshotBytesPerQuota * c.QuotaBackendBytes
 	}
 	if c.MaxSnapshotBytes < 0 || c.MaxSnapshotBytes > 1<<60 {
 		return fmt.Errorf("--max-snapshot-bytes is %d; it must be positive and at most 2^60", c.MaxSnapshotBytes)

@@ -80,8 +80,8 @@ Flags:
 		"bytes of keys and values one Range answer may carry; it stops there with more set (at least one key is always returned)")
 	maxBackups := fs.Int("max-concurrent-backups", server.DefaultMaxConcurrentBackups,
 		"Snapshot (backup) calls served at once; more are refused with ResourceExhausted (each holds a read transaction of the state open while its client reads)")
-	maxSnap := fs.Int64("max-snapshot-bytes", server.DefaultMaxSnapshotBytes,
-		"largest snapshot taken from a peer; a larger one is refused and its spool file removed")
+	maxSnap := fs.Int64("max-snapshot-bytes", 0,
+		"largest snapshot taken from a peer; a larger one is refused and its spool file removed (0: 4 × --quota-backend-bytes, 8 GiB by default)")
 	maxSessions := fs.Int("max-sessions", server.DefaultMaxSessions,
 		"open exactly-once sessions at most; past it a Register reclaims only a session idle longer than --session-ttl, or is refused with ResourceExhausted")
 	sessionTTL := fs.Duration("session-ttl", server.DefaultSessionTTL,

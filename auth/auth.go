@@ -264,15 +264,9 @@ func covered(perms []*kvpb.AuthPermission, key, end []byte) bool {
 // AuthPermission). The error wraps ErrDenied, naming what is missing, or
 // is a storage failure.
 func Allowed(r Records, user string, want kvpb.AuthPermission_Type, key, rangeEnd []byte) error {
-	if user == "" {
-		return denied("authentication required: auth is enabled and the request carries no token or client certificate")
-	}
-	u, err := User(r, user)
+	u, err := existing(r, user)
 	if err != nil {
 		return err
-	}
-	if u == nil {
-		return denied("user %q does not exist", user)
 	}
 	if IsRoot(u) {
 		return nil
@@ -300,12 +294,22 @@ func Check(r Records, user string, want kvpb.AuthPermission_Type, key, rangeEnd 
 	return Allowed(r, user, want, key, rangeEnd)
 }
 
-// RequireRoot checks that user holds the root role.
-func RequireRoot(r Records, user string) error {
+// existing reads the record of the user a request runs as, refusing a
+// request with no user or a user that does not exist.
+func existing(r Records, user string) (*kvpb.AuthUser, error) {
 	if user == "" {
-		return denied("authentication required: auth is enabled and the request carries no token or client certificate")
+		return nil, denied("authentication required: auth is enabled and the request carries no token or client certificate")
 	}
 	u, err := User(r, user)
+	if err == nil && u == nil {
+		err = denied("user %q does not exist", user)
+	}
+	return u, err
+}
+
+// RequireRoot checks that user holds the root role.
+func RequireRoot(r Records, user string) error {
+	u, err := existing(r, user)
 	if err != nil {
 		return err
 	}
@@ -317,17 +321,8 @@ func RequireRoot(r Records, user string) error {
 
 // RequireUser checks that user exists (what opening a session needs).
 func RequireUser(r Records, user string) error {
-	if user == "" {
-		return denied("authentication required: auth is enabled and the request carries no token or client certificate")
-	}
-	u, err := User(r, user)
-	if err != nil {
-		return err
-	}
-	if u == nil {
-		return denied("user %q does not exist", user)
-	}
-	return nil
+	_, err := existing(r, user)
+	return err
 }
 
 func typeName(t kvpb.AuthPermission_Type) string {

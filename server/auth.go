@@ -26,8 +26,10 @@ func (s *Server) records() auth.Records { return kvstore.AuthRecords(s.store) }
 // caller is who a request comes from, as its credentials say, resolved
 // once per call (once per stream for a stream) and kept in its context.
 type caller struct {
-	id  credential.Identity // User "" when no credentials came
-	err error               // why the credentials were refused
+	port     string              // "client" or "peer": where the request came in
+	resolved bool                // the credentials were read (auth was enabled then)
+	id       credential.Identity // User "" when no credentials came
+	err      error               // why the credentials were refused
 }
 
 type callerKey struct{}
@@ -41,18 +43,26 @@ func callerOf(ctx context.Context) caller {
 // or on the client port a verified client certificate, whose common name
 // is the user. Nothing is refused here: what a call needs is checked by
 // the call (require), after the credentials' user is known.
+//
+// With auth off there is nothing to read them against; the call's check
+// reads them then if auth was enabled meanwhile, so a call that arrives
+// while a member applies the switch is judged by who it is.
 func (s *Server) identify(ctx context.Context, port string) context.Context {
-	cfg, err := auth.Config(s.records())
-	if err != nil || !cfg.Enabled {
-		return ctx
+	c := caller{port: port}
+	if cfg, err := auth.Config(s.records()); err == nil && cfg.Enabled {
+		c = resolve(ctx, port, cfg)
 	}
-	var c caller
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+func resolve(ctx context.Context, port string, cfg *kvpb.AuthConfig) caller {
+	c := caller{port: port, resolved: true}
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(tokenKey)) > 0 {
 		c.id, c.err = credential.VerifyToken(cfg.TokenKey, md.Get(tokenKey)[0], time.Now())
 	} else if port == "client" {
 		c.id.User = certificateUser(ctx)
 	}
-	return context.WithValue(ctx, callerKey{}, c)
+	return c
 }
 
 // certificateUser is the common name of the client's verified certificate.
@@ -113,14 +123,17 @@ var (
 // apply; this check spares the log a command that would be refused.
 func (s *Server) require(ctx context.Context, n need) (string, error) {
 	r := s.records()
-	on, err := auth.Enabled(r)
+	cfg, err := auth.Config(r)
 	if err != nil {
 		return "", status.Errorf(codes.Internal, "read auth records: %v", err)
 	}
-	if !on {
+	if !cfg.Enabled {
 		return "", nil
 	}
 	c := callerOf(ctx)
+	if !c.resolved {
+		c = resolve(ctx, c.port, cfg)
+	}
 	if c.err != nil {
 		return "", status.Errorf(codes.Unauthenticated, "%v", c.err)
 	}
@@ -167,16 +180,24 @@ func authStatus(err error, code codes.Code) error {
 }
 
 // forwardCredentials lets the leader know whom a forwarded call is for: a
-// short-lived token for the caller, which any member can verify.
+// short-lived token for the caller, which any member can verify, or, when
+// this member cannot vouch for the caller (auth looks off here because it
+// has not applied the switch yet, or the token was refused here), the
+// caller's own token, for the leader to judge.
 func (s *Server) forwardCredentials(ctx context.Context) context.Context {
-	c := callerOf(ctx)
-	if c.id.User == "" || c.err != nil {
-		return ctx
-	}
 	cfg, err := auth.Config(s.records())
-	if err != nil || !cfg.Enabled {
-		return ctx
+	c := callerOf(ctx)
+	if err == nil && cfg.Enabled {
+		if !c.resolved {
+			c = resolve(ctx, c.port, cfg)
+		}
+		if c.id.User != "" && c.err == nil {
+			tok := credential.IssueToken(cfg.TokenKey, c.id.User, c.id.Generation, time.Now().Add(s.cfg.RequestTimeout+time.Minute))
+			return metadata.AppendToOutgoingContext(ctx, tokenKey, tok)
+		}
 	}
-	tok := credential.IssueToken(cfg.TokenKey, c.id.User, c.id.Generation, time.Now().Add(s.cfg.RequestTimeout+time.Minute))
-	return metadata.AppendToOutgoingContext(ctx, tokenKey, tok)
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(tokenKey)) > 0 {
+		return metadata.AppendToOutgoingContext(ctx, tokenKey, md.Get(tokenKey)[0])
+	}
+	return ctx
 }

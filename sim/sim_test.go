@@ -79,23 +79,7 @@ func TestPinnedSeeds(t *testing.T) {
 // (default 300; 20 with -short), starting at KEYVAL_SIM_BASE (default: from
 // the clock, printed, so a failure can be replayed with make sim SEED=n).
 func TestRandomSeeds(t *testing.T) {
-	n := 300
-	if testing.Short() {
-		n = 20
-	}
-	if v := os.Getenv("KEYVAL_SIM_SEEDS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			t.Fatalf("KEYVAL_SIM_SEEDS: %v", err)
-		}
-	}
-	base := uint64(time.Now().UnixNano()) % 1_000_000_000 * 1000
-	if v := os.Getenv("KEYVAL_SIM_BASE"); v != "" {
-		var err error
-		if base, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("KEYVAL_SIM_BASE: %v", err)
-		}
-	}
+	n, base := seedCount(t, "KEYVAL_SIM_SEEDS", 300, 20), seedBase(t)
 	t.Logf("seeds %d..%d", base, base+uint64(n)-1)
 	seeds := make([]uint64, n)
 	for i := range seeds {
@@ -111,23 +95,7 @@ func TestRandomSeeds(t *testing.T) {
 // together they must have done what the membership nemesis is for: changes
 // committed in nearly every seed, leaders removed, nodes replaced.
 func TestMembershipSeeds(t *testing.T) {
-	n := 200
-	if testing.Short() {
-		n = 10
-	}
-	if v := os.Getenv("KEYVAL_SIM_MEMBERSHIP_SEEDS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			t.Fatalf("KEYVAL_SIM_MEMBERSHIP_SEEDS: %v", err)
-		}
-	}
-	base := uint64(time.Now().UnixNano()) % 1_000_000_000 * 1000
-	if v := os.Getenv("KEYVAL_SIM_BASE"); v != "" {
-		var err error
-		if base, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("KEYVAL_SIM_BASE: %v", err)
-		}
-	}
+	n, base := seedCount(t, "KEYVAL_SIM_MEMBERSHIP_SEEDS", 200, 10), seedBase(t)
 	var seeds []uint64
 	for s := base; len(seeds) < n; s++ {
 		if FaultModel(Options{Seed: s}).Membership {
@@ -149,23 +117,7 @@ func TestMembershipSeeds(t *testing.T) {
 // with -short) with the auth workload. Each must pass, and together they
 // must have refused operations and allowed them again.
 func TestAuthSeeds(t *testing.T) {
-	n := 100
-	if testing.Short() {
-		n = 10
-	}
-	if v := os.Getenv("KEYVAL_SIM_AUTH_SEEDS"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			t.Fatalf("KEYVAL_SIM_AUTH_SEEDS: %v", err)
-		}
-	}
-	base := uint64(time.Now().UnixNano()) % 1_000_000_000 * 1000
-	if v := os.Getenv("KEYVAL_SIM_BASE"); v != "" {
-		var err error
-		if base, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("KEYVAL_SIM_BASE: %v", err)
-		}
-	}
+	n, base := seedCount(t, "KEYVAL_SIM_AUTH_SEEDS", 100, 10), seedBase(t)
 	t.Logf("seeds %d..%d with the auth workload", base, base+uint64(n)-1)
 	seeds := make([]uint64, n)
 	for i := range seeds {
@@ -176,6 +128,35 @@ func TestAuthSeeds(t *testing.T) {
 	if sum.denied == 0 || sum.allowedAfterGrant == 0 {
 		t.Errorf("the auth workload never both refused and allowed again: %d refused, %d allowed after a grant", sum.denied, sum.allowedAfterGrant)
 	}
+}
+
+// seedCount is how many seeds a test runs: the environment variable name,
+// or def (short with -short).
+func seedCount(t *testing.T, name string, def, short int) int {
+	n := def
+	if testing.Short() {
+		n = short
+	}
+	if v := os.Getenv(name); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	return n
+}
+
+// seedBase is the first seed: KEYVAL_SIM_BASE, or one from the clock (the
+// tests print it, so a failure can be replayed).
+func seedBase(t *testing.T) uint64 {
+	base := uint64(time.Now().UnixNano()) % 1_000_000_000 * 1000
+	if v := os.Getenv("KEYVAL_SIM_BASE"); v != "" {
+		var err error
+		if base, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("KEYVAL_SIM_BASE: %v", err)
+		}
+	}
+	return base
 }
 
 // swarmSummary adds up what the membership nemesis and the auth workload

@@ -132,3 +132,24 @@ func TestCheckName(t *testing.T) {
 		require.ErrorIs(t, CheckName("user", bad), ErrRefused, "%q", bad)
 	}
 }
+
+// Auth is enabled only when root can log in with a password: without one,
+// a cluster whose certificates name no root could never be administered.
+func TestEnableNeedsARootPassword(t *testing.T) {
+	r := MemRecords{}
+	for _, c := range []*kvpb.AuthChange{
+		{Kind: kvpb.AuthChange_KIND_USER_ADD, User: RootUser},
+		{Kind: kvpb.AuthChange_KIND_USER_GRANT_ROLE, User: RootUser, Role: RootRole},
+	} {
+		require.NoError(t, Apply(r, "", c, 1))
+	}
+	key := bytes.Repeat([]byte{1}, 32)
+	err := Apply(r, "", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_ENABLE, TokenKey: key}, 2)
+	require.ErrorIs(t, err, ErrRefused)
+	require.ErrorContains(t, err, "has no password")
+	require.NoError(t, Apply(r, "", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_USER_PASSWORD, User: RootUser, PasswordHash: []byte("h")}, 3))
+	require.NoError(t, Apply(r, "", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_ENABLE, TokenKey: key}, 4))
+	on, err := Enabled(r)
+	require.NoError(t, err)
+	require.True(t, on)
+}

@@ -65,6 +65,11 @@ func enable(r Records, cfg *kvpb.AuthConfig, tokenKey []byte) error {
 	if !IsRoot(root) {
 		return refused("auth cannot be enabled before user %q exists and holds role %q", RootUser, RootRole)
 	}
+	if len(root.PasswordHash) == 0 {
+		// A certificate could name root too, but if none can, nobody
+		// could ever log in to turn auth off again.
+		return refused("auth cannot be enabled while user %q has no password: give it one (kvctl user passwd root)", RootUser)
+	}
 	if len(tokenKey) < 32 {
 		return refused("auth enable needs a token key of at least 32 bytes")
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +67,28 @@ func (t *tokens) drop(token string) {
 	if t.token == token {
 		t.token = ""
 	}
+}
+
+// forget drops the token and what the client believed about auth being
+// off, so the next call or stream logs in afresh.
+func (t *tokens) forget() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.token, t.authOffUntil = "", time.Time{}
+}
+
+// staleCredentials reports whether a member refused a call for its
+// credentials (a token it no longer accepts, or none while auth is on)
+// rather than for what it asked.
+func staleCredentials(err error) bool {
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.Unauthenticated:
+		return true
+	case codes.PermissionDenied:
+		return strings.Contains(st.Message(), "authentication required")
+	}
+	return false
 }
 
 // withToken attaches a token to ctx.

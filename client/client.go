@@ -114,6 +114,8 @@ type endpoint struct {
 	kv   apipb.KVClient
 	// pipe carries calls over one stream; nil with Config.Unary.
 	pipe *pipeline.Conn
+	// tokens logs in (Config.Username); nil without credentials.
+	tokens *tokens
 	// nodeID is the member's id as its answers' headers report it (0:
 	// unknown), used to find the leader's endpoint.
 	nodeID atomic.Uint64
@@ -171,9 +173,10 @@ func New(cfg Config) (*Client, error) {
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgSize)),
 	}, cfg.DialOptions...)
+	var login *tokens
 	if cfg.Username != "" {
-		t := &tokens{user: cfg.Username, password: cfg.Password, now: time.Now}
-		c.dialOpts = append(c.dialOpts, t.dialOptions()...)
+		login = &tokens{user: cfg.Username, password: cfg.Password, now: time.Now}
+		c.dialOpts = append(c.dialOpts, login.dialOptions()...)
 	}
 
 	for _, addr := range addrs {
@@ -182,7 +185,7 @@ func New(cfg Config) (*Client, error) {
 			c.closeConns()
 			return nil, fmt.Errorf("client: endpoint %q: %w", addr, err)
 		}
-		ep := &endpoint{addr: addr, conn: conn, kv: apipb.NewKVClient(conn)}
+		ep := &endpoint{addr: addr, conn: conn, kv: apipb.NewKVClient(conn), tokens: login}
 		if !cfg.Unary {
 			ep.pipe = pipeline.NewConn(ep.kv)
 		}
@@ -272,6 +275,13 @@ type rpc[Req any, Resp headered] struct {
 func invoke[Req any, Resp headered](ctx context.Context, ep *endpoint, m *rpc[Req, Resp], req Req) (Resp, error) {
 	if ep.pipe != nil && m.toCall != nil {
 		r, err := ep.pipe.Call(ctx, m.toCall(req))
+		if ep.tokens != nil && staleCredentials(err) {
+			// The stream was opened with a token that has lapsed, or
+			// with none while auth was off: log in again on a new one.
+			ep.tokens.forget()
+			ep.pipe.Reset()
+			r, err = ep.pipe.Call(ctx, m.toCall(req))
+		}
 		switch {
 		case err == nil:
 			if resp, ok := m.fromReply(r); ok {

@@ -101,6 +101,7 @@ const (
 	errValueTooLong = "invalid command: the value is %d bytes; the limit is %d"
 	errStale        = "stale duplicate: seq %d is older than client %d's last applied seq %d"
 	errNoSession    = "session expired: client %d has no session (never registered, or reclaimed after being idle past the session TTL); register a new one"
+	errSessionOwner = "session expired: client %d's session belongs to another user (or was opened before auth was enabled); register a new one"
 )
 
 // command is a decoded kvpb.Command, flat: what apply needs of it, with
@@ -281,6 +282,9 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 	if rec == nil {
 		return invalid(st, StatusSessionExpired, fmt.Sprintf(errNoSession, cmd.clientID)), nil
 	}
+	if r, ok, err := sessionOwner(st, &cmd, rec); err != nil || !ok {
+		return r, err
+	}
 	prevIndex, prevBytes := rec.LastIndex, sessionBytes(rec)
 	// Every command naming the session refreshes it.
 	rec.LastIndex, rec.LastActiveMs = e.Index, st.sessionClock()
@@ -321,7 +325,7 @@ func register(st state, cmd *command, index, maxClients uint64) (Result, error) 
 	if cmd.maxSessions != 0 {
 		return registerSession(st, cmd, index)
 	}
-	r, err := openSession(st, index)
+	r, err := openSession(st, index, cmd.user)
 	if err != nil {
 		return Result{}, err
 	}

@@ -3,6 +3,7 @@ package kvstore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 
 	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
@@ -94,6 +95,23 @@ func executeAs(st state, cmd *command) (Result, error) {
 		return r, err
 	}
 	return execute(st, cmd)
+}
+
+// sessionOwner refuses, once auth is enabled, a command naming a session
+// another user opened (or one opened while auth was off): it would get that
+// user's remembered result, or move the session's seq past that user's
+// writes. It is answered as an expired session, so a client that opened its
+// session before auth was enabled registers a new one; nothing is
+// remembered.
+func sessionOwner(st state, cmd *command, rec *kvpb.ClientRecord) (Result, bool, error) {
+	if cmd.user == rec.User {
+		return Result{}, true, nil
+	}
+	on, err := auth.Enabled(records{st})
+	if err != nil || !on {
+		return Result{}, err == nil, err
+	}
+	return invalid(st, StatusSessionExpired, fmt.Sprintf(errSessionOwner, cmd.clientID)), false, nil
 }
 
 // applyAuth runs an auth change.

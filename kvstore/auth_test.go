@@ -201,3 +201,32 @@ func TestAuthRetriesKeepTheirOutcome(t *testing.T) {
 		require.Equal(t, StatusPermissionDenied, after.Status)
 	})
 }
+
+// Once auth is on, a session answers only the user who opened it: another
+// user naming it learns nothing of its remembered result and cannot move
+// its seq.
+func TestAuthSessionsBelongToTheirUser(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		enableAuth(t, a)
+		require.Equal(t, StatusOK, a.one(authCmd("root", change(kvpb.AuthChange_KIND_USER_ADD, "bob", ""))).Status)
+		require.Equal(t, StatusOK, a.one(authCmd("root", change(kvpb.AuthChange_KIND_USER_GRANT_ROLE, "bob", "app"))).Status)
+		reg := a.one(encode(&kvpb.Command{User: "alice", Op: &kvpb.Command_Register{Register: &kvpb.Register{}}}))
+		require.Equal(t, StatusOK, reg.Status)
+		cas := func(user string, seq uint64) []byte {
+			return encode(&kvpb.Command{ClientId: reg.ClientID, Seq: seq, User: user,
+				Op: &kvpb.Command_CompareAndSwap{CompareAndSwap: &kvpb.CompareAndSwap{Key: []byte("app/s"), ExpectedVersion: 7, NewValue: []byte("x")}}})
+		}
+		require.Equal(t, StatusOK, a.one(putAs("alice", "app/s", "secret")).Status)
+		first := a.one(cas("alice", 1))
+		require.Equal(t, StatusCASFailed, first.Status)
+		require.Equal(t, "secret", string(first.CurrentValue))
+
+		stolen := a.one(cas("bob", 1))
+		require.Equal(t, StatusSessionExpired, stolen.Status)
+		require.Nil(t, stolen.CurrentValue)
+		require.Equal(t, StatusSessionExpired, a.one(cas("bob", 1<<62)).Status)
+		// alice's session is untouched: her next seq is applied.
+		require.Equal(t, StatusCASFailed, a.one(cas("alice", 2)).Status)
+	})
+}

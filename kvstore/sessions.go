@@ -132,12 +132,12 @@ func registerSession(st state, cmd *command, index uint64) (Result, error) {
 			return Result{}, err
 		}
 	}
-	return openSession(st, index)
+	return openSession(st, index, cmd.user)
 }
 
-// openSession stores a new session whose id is index.
-func openSession(st state, index uint64) (Result, error) {
-	rec := &kvpb.ClientRecord{ClientId: index, LastIndex: index, LastActiveMs: st.sessionClock()}
+// openSession stores a new session of user whose id is index.
+func openSession(st state, index uint64, user string) (Result, error) {
+	rec := &kvpb.ClientRecord{ClientId: index, LastIndex: index, LastActiveMs: st.sessionClock(), User: user}
 	if err := st.putClient(rec, 0, true); err != nil {
 		return Result{}, err
 	}

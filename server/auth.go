@@ -65,6 +65,11 @@ func resolve(ctx context.Context, port string, cfg *kvpb.AuthConfig) caller {
 	return c
 }
 
+func hasToken(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(tokenKey)) > 0
+}
+
 // certificateUser is the common name of the client's verified certificate.
 func certificateUser(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
@@ -126,6 +131,18 @@ func (s *Server) require(ctx context.Context, n need) (string, error) {
 	cfg, err := auth.Config(r)
 	if err != nil {
 		return "", status.Errorf(codes.Internal, "read auth records: %v", err)
+	}
+	if !cfg.Enabled && hasToken(ctx) {
+		// The caller logged in, so auth was on somewhere: this member may
+		// not have applied the switch yet. Catch up before letting the
+		// call through unchecked (a write proposed without its user would
+		// be refused at apply, and that refusal remembered).
+		if err := s.readBarrier(ctx); err != nil {
+			return "", err
+		}
+		if cfg, err = auth.Config(r); err != nil {
+			return "", status.Errorf(codes.Internal, "read auth records: %v", err)
+		}
 	}
 	if !cfg.Enabled {
 		return "", nil

@@ -263,3 +263,30 @@ func unwrapStatus(err error) error {
 	}
 	return err
 }
+
+// A client that began while auth was off (no token, sessions of no user)
+// carries on once it is enabled: its stream is reopened with a login and
+// its session replaced, without the caller seeing a refusal.
+func TestClientCarriesOnWhenAuthIsEnabled(t *testing.T) {
+	a := newAuthCluster(t)
+	a.setUp(t)
+	root := login(t, a.auth(a.leader()), "root", "rootpw")
+	_, err := a.auth(a.leader()).AuthDisable(as(ctx(t), root), &apipb.AuthDisableRequest{})
+	require.NoError(t, err)
+	var eps []string
+	for _, addr := range a.clients {
+		eps = append(eps, addr)
+	}
+	cl, err := client.New(client.Config{Endpoints: eps, Username: "alice", Password: "alicepw"})
+	require.NoError(t, err)
+	defer cl.Close()
+	_, err = cl.Put(ctx(t), []byte("app/a"), []byte("before"))
+	require.NoError(t, err)
+	_, err = a.auth(a.follower()).AuthEnable(ctx(t), &apipb.AuthEnableRequest{})
+	require.NoError(t, err)
+	_, err = cl.Put(ctx(t), []byte("app/a"), []byte("after"))
+	require.NoError(t, err)
+	g, err := cl.Get(ctx(t), []byte("app/a"))
+	require.NoError(t, err)
+	require.Equal(t, "after", string(g.Value))
+}

@@ -28,6 +28,7 @@ type authService struct {
 }
 
 func newAuthService(s *Server) *authService {
+	go credential.Prepare(s.cfg.BcryptCost)
 	return &authService{s: s, logins: make(chan struct{}, 2)}
 }
 
@@ -46,13 +47,15 @@ func (a *authService) Authenticate(ctx context.Context, req *apipb.AuthenticateR
 	if !cfg.Enabled {
 		return nil, status.Error(codes.FailedPrecondition, "auth is not enabled: calls need no token")
 	}
+	wait, cancel := context.WithTimeout(ctx, a.s.cfg.RequestTimeout)
+	defer cancel()
 	select {
 	case a.logins <- struct{}{}:
 		defer func() { <-a.logins }()
-	case <-ctx.Done():
+	case <-wait.Done():
 		return nil, status.Error(codes.ResourceExhausted, "too many logins at once; retry")
 	}
-	id, err := credential.CheckPassword(a.s.records(), req.Name, req.Password)
+	id, err := credential.CheckPassword(a.s.records(), req.Name, req.Password, a.s.cfg.BcryptCost)
 	if err != nil {
 		return nil, authStatus(err, codes.Unauthenticated)
 	}

@@ -48,7 +48,9 @@ func (w *world) authSetup() [][]byte {
 	return append(cmds,
 		authCommand(&kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_USER_ADD, User: workerUser}),
 		authCommand(&kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_USER_GRANT_ROLE, User: workerUser, Role: workerRole}),
-		authCommand(&kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_USER_ADD, User: adminUser}),
+		// Root needs a password for auth to be enabled; the simulator
+		// logs nobody in, so any bytes stand for its hash.
+		authCommand(&kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_USER_ADD, User: adminUser, PasswordHash: []byte("sim")}),
 		authCommand(&kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_USER_GRANT_ROLE, User: adminUser, Role: auth.RootRole}),
 		authCommand(&kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_ENABLE, TokenKey: simTokenKey}))
 }

@@ -113,8 +113,10 @@ func HashPassword(password string, cost int) ([]byte, error) {
 
 // CheckPassword checks password against user's record, with the same
 // answer for a wrong password, a missing user and a user without one, so
-// a caller cannot probe which users exist.
-func CheckPassword(r auth.Records, user, password string) (Identity, error) {
+// a caller cannot probe which users exist. cost is the bcrypt cost this
+// member hashes at (0: the default), which a missing user's comparison
+// takes as long as.
+func CheckPassword(r auth.Records, user, password string, cost int) (Identity, error) {
 	u, err := auth.User(r, user)
 	if err != nil {
 		return Identity{}, err
@@ -123,7 +125,7 @@ func CheckPassword(r auth.Records, user, password string) (Identity, error) {
 	if u == nil || len(u.PasswordHash) == 0 {
 		// Spend the time a real comparison would, so timing does not
 		// tell a missing user from a wrong password either.
-		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		_ = bcrypt.CompareHashAndPassword(dummyHash(cost), []byte(password))
 		return Identity{}, wrong
 	}
 	if bcrypt.CompareHashAndPassword(u.PasswordHash, []byte(password)) != nil {
@@ -132,9 +134,27 @@ func CheckPassword(r auth.Records, user, password string) (Identity, error) {
 	return Identity{User: user, Generation: u.Generation}, nil
 }
 
-// dummyHash is a bcrypt hash of nothing anyone types, at the default
-// cost; made on first use, as it takes as long as a login.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, _ := bcrypt.GenerateFromPassword([]byte("keyval: no such user"), bcrypt.DefaultCost)
+// Prepare makes the hash a missing user's login is compared with, so the
+// first such login takes no longer than the others.
+func Prepare(cost int) { dummyHash(cost) }
+
+// dummyHash is a bcrypt hash of nothing anyone types, at cost; made once
+// per cost, as it takes as long as a login.
+func dummyHash(cost int) []byte {
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	dummies.Lock()
+	defer dummies.Unlock()
+	if h, ok := dummies.byCost[cost]; ok {
+		return h
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("keyval: no such user"), cost)
+	dummies.byCost[cost] = h
 	return h
-})
+}
+
+var dummies = struct {
+	sync.Mutex
+	byCost map[int][]byte
+}{byCost: map[int][]byte{}}

@@ -41,12 +41,12 @@ func TestPasswordsAndGenerations(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, auth.Apply(r, "", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_USER_ADD, User: "alice", PasswordHash: h}, 5))
 
-	id, err := CheckPassword(r, "alice", "s3cret")
+	id, err := CheckPassword(r, "alice", "s3cret", bcrypt.MinCost)
 	require.NoError(t, err)
 	require.Equal(t, Identity{User: "alice", Generation: 5}, id)
 	require.NoError(t, CheckIdentity(r, id))
-	_, errWrong := CheckPassword(r, "alice", "nope")
-	_, errMissing := CheckPassword(r, "bob", "s3cret")
+	_, errWrong := CheckPassword(r, "alice", "nope", bcrypt.MinCost)
+	_, errMissing := CheckPassword(r, "bob", "s3cret", bcrypt.MinCost)
 	require.EqualError(t, errWrong, errMissing.Error(), "a wrong password and a missing user look alike")
 
 	h2, err := HashPassword("other", bcrypt.MinCost)

@@ -135,6 +135,19 @@ func (c *Conn) Close() {
 	}
 }
 
+// Reset ends the current stream, failing its waiting calls as
+// Unavailable, so that the next call opens a new one: for when the
+// stream's credentials went stale (a stream keeps those it was opened
+// with).
+func (c *Conn) Reset() {
+	c.mu.Lock()
+	st := c.cur
+	c.mu.Unlock()
+	if st != nil {
+		st.fail(errors.New("reset to renew its credentials"))
+	}
+}
+
 // open starts a stream; the caller holds c.mu. The stream's own goroutine
 // opens it, so no caller waits on a connection being established longer
 // than its own context allows.

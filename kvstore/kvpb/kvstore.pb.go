@@ -1355,7 +1355,10 @@ type ClientRecord struct {
 	// last_active_ms is the session clock (Register) when an entry last
 	// named this session; 0 for a session from a build before the clock,
 	// which counts as idle since the epoch.
-	LastActiveMs  uint64 `protobuf:"varint,5,opt,name=last_active_ms,json=lastActiveMs,proto3" json:"last_active_ms,omitempty"`
+	LastActiveMs uint64 `protobuf:"varint,5,opt,name=last_active_ms,json=lastActiveMs,proto3" json:"last_active_ms,omitempty"`
+	// user opened the session (Register's user; empty with auth off). Once
+	// auth is enabled only that user's commands may name it.
+	User          string `protobuf:"bytes,7,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1423,6 +1426,13 @@ func (x *ClientRecord) GetLastActiveMs() uint64 {
 		return x.LastActiveMs
 	}
 	return 0
+}
+
+func (x *ClientRecord) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 // SnapshotHeader is the first record of a snapshot.
@@ -1709,14 +1719,15 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x06exists\x18\x05 \x01(\bR\x06exists\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\x04R\aversion\x12#\n" +
 	"\rcurrent_value\x18\a \x01(\fR\fcurrentValue\x12\x1b\n" +
-	"\tclient_id\x18\b \x01(\x04R\bclientId\"\xbb\x01\n" +
+	"\tclient_id\x18\b \x01(\x04R\bclientId\"\xcf\x01\n" +
 	"\fClientRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12.\n" +
 	"\x06result\x18\x04 \x01(\v2\x16.keyval.kvstore.ResultR\x06result\x12$\n" +
-	"\x0elast_active_ms\x18\x05 \x01(\x04R\flastActiveMs\"\xaa\x01\n" +
+	"\x0elast_active_ms\x18\x05 \x01(\x04R\flastActiveMs\x12\x12\n" +
+	"\x04user\x18\a \x01(\tR\x04user\"\xaa\x01\n" +
 	"\x0eSnapshotHeader\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12(\n" +

@@ -60,6 +60,10 @@ func TestRegisterFloodLeavesExistingSessionExactlyOnce(t *testing.T) {
 	for i := range 40 {
 		id := core.NodeID(i%3 + 1) // followers forward to the leader
 		_, err := c.conns[id].Register(ctx(t), &apipb.RegisterRequest{})
+		for deadline := time.Now().Add(10 * time.Second); status.Code(err) == codes.Unavailable && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond) // polling interval: a follower yet to hear of the leader
+			_, err = c.conns[id].Register(ctx(t), &apipb.RegisterRequest{})
+		}
 		switch status.Code(err) {
 		case codes.OK:
 			opened++
@@ -113,6 +117,21 @@ func TestClientRetriesSessionCapUntilDeadline(t *testing.T) {
 // deletes; disarming while still over the quota is undone by the next
 // write that would pass it; after deleting enough and disarming, writes
 // succeed again.
+// putPastElections puts, retrying while the member knows no leader (just
+// after the cluster starts, the follower may not have heard of it yet), and
+// returns any other outcome.
+func putPastElections(t *testing.T, kv apipb.KVClient, key string, value []byte) error {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := kv.Put(ctx(t), &apipb.PutRequest{Key: []byte(key), Value: value})
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+}
+
 func TestQuotaRefusesWritesButNotDeletes(t *testing.T) {
 	const quota = 8 << 10
 	c := newLimitCluster(t, 3, Config{QuotaBackendBytes: quota})
@@ -124,7 +143,7 @@ func TestQuotaRefusesWritesButNotDeletes(t *testing.T) {
 	var refusal error
 	for i := range 20 {
 		key := fmt.Sprintf("big/%02d", i)
-		_, err := kv.Put(ctx(t), &apipb.PutRequest{Key: []byte(key), Value: value})
+		err := putPastElections(t, kv, key, value)
 		if err != nil {
 			refusal = err
 			break

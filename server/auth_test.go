@@ -77,7 +77,14 @@ func requireCode(t *testing.T, code codes.Code, err error, what string) {
 func (a *authCluster) setUp(t *testing.T) {
 	t.Helper()
 	ac := a.auth(a.follower())
-	_, err := ac.AuthEnable(ctx(t), &apipb.AuthEnableRequest{})
+	var err error
+	eventually(t, func() error { // until the follower has heard of the leader
+		_, err = ac.AuthEnable(ctx(t), &apipb.AuthEnableRequest{})
+		if status.Code(err) == codes.Unavailable {
+			return err
+		}
+		return nil
+	})
 	requireCode(t, codes.InvalidArgument, err, "enable before root exists")
 	for _, step := range []func() error{
 		func() error {

@@ -27,6 +27,11 @@ var MemberKeyPrefix = []byte("\x00keyval/member/")
 // IsReservedKey reports whether key belongs to KeyVal itself.
 func IsReservedKey(key []byte) bool { return bytes.HasPrefix(key, []byte("\x00keyval/")) }
 
+// IsMemberRecord reports whether key is one of the address book's: the
+// records a cluster's backup must not carry into another cluster (its auth
+// records it does carry).
+func IsMemberRecord(key []byte) bool { return bytes.HasPrefix(key, MemberKeyPrefix) }
+
 func memberKey(id core.NodeID) []byte {
 	return strconv.AppendUint(append([]byte(nil), MemberKeyPrefix...), uint64(id), 10)
 }

@@ -82,9 +82,9 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 	return stream.Send(&apipb.SnapshotResponse{Sha256: out.h.Sum(nil)})
 }
 
-// encodeBackup writes the frozen state to w as a backup's data: KeyVal's
-// own records (the members' addresses) describe this cluster, not the
-// data, so a backup leaves them out. The same view always gives the same
+// encodeBackup writes the frozen state to w as a backup's data: the
+// members' addresses describe this cluster, not the data, so a backup
+// leaves them out; users, roles and the auth switch go with the data. The same view always gives the same
 // bytes.
 func encodeBackup(f kvstore.Frozen, w io.Writer) (kvstore.SnapshotSummary, error) {
 	pr, pw := io.Pipe()
@@ -94,7 +94,7 @@ func encodeBackup(f kvstore.Frozen, w io.Writer) (kvstore.SnapshotSummary, error
 		pw.CloseWithError(err)
 		written <- err
 	}()
-	sum, err := kvstore.CopySnapshot(pr, w, replica.IsReservedKey)
+	sum, err := kvstore.CopySnapshot(pr, w, replica.IsMemberRecord)
 	pr.CloseWithError(errors.New("backup stopped")) // unblocks the writer if the copy stopped early
 	// The read transaction must not be used by two goroutines, nor closed
 	// under the writer: wait for it.

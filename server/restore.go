@@ -94,7 +94,7 @@ func writeRestored(dir string, meta core.SnapshotMeta, data func() io.Reader) er
 	}
 	// The old cluster's own records (its members' addresses, the ids it
 	// removed) do not describe the new cluster: leave them out.
-	if _, err := kvstore.CopySnapshot(data(), w, replica.IsReservedKey); err != nil {
+	if _, err := kvstore.CopySnapshot(data(), w, replica.IsMemberRecord); err != nil {
 		_ = w.Abort()
 		return fmt.Errorf("write snapshot: %w", err)
 	}

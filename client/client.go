@@ -23,9 +23,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
@@ -272,7 +272,7 @@ type rpc[Req any, Resp headered] struct {
 
 // invoke makes one attempt at ep: over its pipeline if it has one and the
 // method can go there, otherwise as a unary call.
-func invoke[Req any, Resp headered](ctx context.Context, ep *endpoint, m *rpc[Req, Resp], req Req) (Resp, error) {
+func invoke[Req any, Resp headered](ctx context.Context, ep *endpoint, m *rpc[Req, Resp], req Req) (resp Resp, reached bool, err error) {
 	if ep.pipe != nil && m.toCall != nil {
 		r, err := ep.pipe.Call(ctx, m.toCall(req))
 		if ep.tokens != nil && staleCredentials(err) {
@@ -282,20 +282,26 @@ func invoke[Req any, Resp headered](ctx context.Context, ep *endpoint, m *rpc[Re
 			ep.pipe.Reset()
 			r, err = ep.pipe.Call(ctx, m.toCall(req))
 		}
+		var refused *pipeline.ReplyError
 		switch {
 		case err == nil:
 			if resp, ok := m.fromReply(r); ok {
-				return resp, nil
+				return resp, true, nil
 			}
-			var zero Resp
-			return zero, status.Errorf(codes.Internal, "%s: the server's pipeline reply carries no %s result", ep.addr, m.op)
+			return resp, true, status.Errorf(codes.Internal, "%s: the server's pipeline reply carries no %s result", ep.addr, m.op)
+		case errors.As(err, &refused):
+			return resp, true, err
 		case !errors.Is(err, pipeline.ErrUnsupported):
-			var zero Resp
-			return zero, err
+			return resp, false, err
 		}
 		// An older server: unary from now on (the pipeline remembers).
 	}
-	return m.call(ep.kv, ctx, req)
+	// A transport stream (hence a peer) exists only if the call reached
+	// the member; the connection's state cannot tell, as gRPC may report
+	// it Ready only after a call on it has already finished.
+	var p peer.Peer
+	resp, err = m.call(ep.kv, ctx, req, grpc.Peer(&p))
+	return resp, err == nil || p.Addr != nil, err
 }
 
 // maxReRegister bounds how often one call replaces an expired session.
@@ -355,7 +361,7 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 		if c.cfg.AttemptTimeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 		}
-		resp, err := invoke(actx, ep, m, req)
+		resp, reached, err := invoke(actx, ep, m, req)
 		attemptTimedOut := false
 		if cancel != nil {
 			attemptTimedOut = actx.Err() != nil
@@ -415,10 +421,10 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 			ambiguousSince = c.now()
 		}
 		c.noteFailure(idx)
-		// A member that answered with a transient refusal has a working
-		// connection; one that could not be reached has not (or hung
-		// until AttemptTimeout).
-		if attemptTimedOut || ep.conn.GetState() != connectivity.Ready {
+		// A member that answered with a transient refusal was reached;
+		// one that could not be reached was not (or hung until
+		// AttemptTimeout).
+		if attemptTimedOut || !reached {
 			unreachable++
 		} else if !isContextStatus(err) {
 			if answered == nil {

@@ -11,8 +11,9 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
@@ -98,7 +99,8 @@ func (c *Client) startSnapshot(ctx context.Context) (*endpoint, apipb.KV_Snapsho
 		if c.cfg.AttemptTimeout > 0 {
 			timer = time.AfterFunc(c.cfg.AttemptTimeout, cancel)
 		}
-		stream, first, err := openSnapshot(sctx, ep.kv)
+		var p peer.Peer
+		stream, first, err := openSnapshot(sctx, ep.kv, grpc.Peer(&p))
 		attemptTimedOut := timer != nil && !timer.Stop()
 		if err == nil && attemptTimedOut {
 			err = status.Error(codes.DeadlineExceeded, "attempt timed out")
@@ -125,7 +127,8 @@ func (c *Client) startSnapshot(ctx context.Context) (*endpoint, apipb.KV_Snapsho
 			lastErr = err
 		}
 		c.noteFailure(idx)
-		if attemptTimedOut || ep.conn.GetState() != connectivity.Ready {
+		// The peer is known once the call reached the member (see invoke).
+		if attemptTimedOut || p.Addr == nil {
 			unreachable++
 		}
 		if c.maxRetries < 0 || unreachable > c.maxRetries {
@@ -141,8 +144,8 @@ func (c *Client) startSnapshot(ctx context.Context) (*endpoint, apipb.KV_Snapsho
 	}
 }
 
-func openSnapshot(ctx context.Context, kv apipb.KVClient) (apipb.KV_SnapshotClient, *apipb.SnapshotResponse, error) {
-	stream, err := kv.Snapshot(ctx, &apipb.SnapshotRequest{})
+func openSnapshot(ctx context.Context, kv apipb.KVClient, opts ...grpc.CallOption) (apipb.KV_SnapshotClient, *apipb.SnapshotResponse, error) {
+	stream, err := kv.Snapshot(ctx, &apipb.SnapshotRequest{}, opts...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -61,11 +61,22 @@ type stream struct {
 	wake    chan struct{}
 }
 
+// ReplyError is a refusal the server sent in a reply: unlike the stream's
+// own failures, it shows the member was reached and answered. It is a
+// status error (status.Code and status.FromError see its code).
+type ReplyError struct{ st *status.Status }
+
+func (e *ReplyError) Error() string { return e.st.Err().Error() }
+
+// GRPCStatus makes the reply's code and message what status.FromError
+// returns.
+func (e *ReplyError) GRPCStatus() *status.Status { return e.st }
+
 // Call sends call (its id is set here) and waits for its reply or ctx.
 // The pipeline may still be encoding call into a message after Call has
 // returned, so nothing may change call (or the buffers it points to)
 // afterwards: pass a copy of what the caller will reuse.
-// A reply carrying an error code is returned as that status error. The
+// A reply carrying an error code is returned as a *ReplyError. The
 // other errors are status errors too: Unavailable when the stream broke or
 // could not be opened, DeadlineExceeded or Canceled when ctx ended first;
 // and ErrUnsupported itself when the server has no Pipeline method.
@@ -106,7 +117,7 @@ func (c *Conn) Call(ctx context.Context, call *apipb.Call) (*apipb.Reply, error)
 			return nil, err
 		}
 		if codes.Code(r.Code) != codes.OK {
-			return nil, status.Error(codes.Code(r.Code), r.Message)
+			return nil, &ReplyError{status.New(codes.Code(r.Code), r.Message)}
 		}
 		return r, nil
 	case <-ctx.Done():

@@ -24,9 +24,13 @@ const (
 type request struct {
 	id     uint64
 	client *client
-	read   bool
-	key    string
-	cmd    []byte
+	// to is the node the attempt went to, and op the client's operation
+	// it carries.
+	to   *node
+	op   *clientOp
+	read bool
+	key  string
+	cmd  []byte
 	// register: cmd opens a session, and the node stamps it with its own
 	// clock and policy as the server does.
 	register bool
@@ -78,6 +82,9 @@ type client struct {
 	// has still to take.
 	admin bool
 	setup [][]byte
+	// beginFn and attemptFn are the method values the client schedules
+	// after every operation and retry, made once rather than each time.
+	beginFn, attemptFn func()
 }
 
 type clientOp struct {
@@ -95,7 +102,9 @@ type clientOp struct {
 }
 
 func (w *world) newClient(id int, rng *rand.Rand) *client {
-	return &client{w: w, id: id, rng: rng, target: w.randomMember(rng), versions: map[string]uint64{}}
+	c := &client{w: w, id: id, rng: rng, target: w.randomMember(rng), versions: map[string]uint64{}}
+	c.beginFn, c.attemptFn = c.beginAfterThinking, c.attempt
+	return c
 }
 
 func (c *client) start() {
@@ -113,12 +122,16 @@ func (c *client) next() {
 	if c.stopped {
 		return
 	}
-	c.w.clock.after(c.rng.Int64N(20_000), func() {
-		if c.stopped || c.op != nil {
-			return
-		}
-		c.begin()
-	})
+	c.w.clock.after(c.rng.Int64N(20_000), c.beginFn)
+}
+
+// beginAfterThinking begins the next operation unless the client stopped
+// or began one meanwhile.
+func (c *client) beginAfterThinking() {
+	if c.stopped || c.op != nil {
+		return
+	}
+	c.begin()
 }
 
 func (c *client) begin() {
@@ -188,23 +201,27 @@ func (c *client) attempt() {
 	w.nextRequest++
 	id := w.nextRequest
 	c.attemptID, c.attemptDone = id, false
-	rq := &request{id: id, client: c, read: op.isRead, key: op.in.Key, cmd: op.cmd, register: op.register, user: c.w.authUser}
-	target := w.node(c.target)
-	if target == nil {
-		target = w.node(w.randomMember(c.rng))
+	rq := &request{id: id, client: c, op: op, read: op.isRead, key: op.in.Key, cmd: op.cmd, register: op.register, user: c.w.authUser}
+	rq.to = w.node(c.target)
+	if rq.to == nil {
+		rq.to = w.node(w.randomMember(c.rng))
 	}
 	if !w.net.lose() {
-		w.clock.after(w.net.delay(), func() { target.handle(rq) })
+		w.clock.push(w.clock.now+w.net.delay(), event{kind: evRequest, ref: w.clock.requests.put(rq)})
 	}
-	w.clock.after(requestTimeout, func() {
-		if c.op == op && c.attemptID == id && !c.attemptDone {
-			// No answer: the write may or may not have been applied.
-			if !op.isRead {
-				op.mayApply = true
-			}
-			c.retry(core.None)
+	w.clock.push(w.clock.now+requestTimeout, event{kind: evTimeout, ref: w.clock.requests.put(rq)})
+}
+
+// timeOut gives up on attempt rq if it is still the one waiting.
+func (c *client) timeOut(rq *request) {
+	op := rq.op
+	if c.op == op && c.attemptID == rq.id && !c.attemptDone {
+		// No answer: the write may or may not have been applied.
+		if !op.isRead {
+			op.mayApply = true
 		}
-	})
+		c.retry(core.None)
+	}
 }
 
 func (c *client) retry(hint core.NodeID) {
@@ -219,7 +236,7 @@ func (c *client) retry(hint core.NodeID) {
 		c.giveUp()
 		return
 	}
-	c.w.clock.after(1_000+c.rng.Int64N(10_000), c.attempt)
+	c.w.clock.after(1_000+c.rng.Int64N(10_000), c.attemptFn)
 }
 
 func (c *client) giveUp() {
@@ -391,10 +408,7 @@ func (n *node) reply(rq *request, rp reply) {
 	if w.net.lose() {
 		return
 	}
-	w.clock.after(n.sendDelay+w.net.delay(), func() {
-		w.hashReply(rq.id, rp)
-		rq.client.receive(rq.id, rp)
-	})
+	w.clock.push(w.clock.now+n.sendDelay+w.net.delay(), event{kind: evReply, ref: w.clock.replies.put(sentReply{rq: rq, rp: rp})})
 }
 
 // simSessions is the session policy every simulated node stamps into the

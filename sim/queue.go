@@ -20,6 +20,9 @@ const (
 	evTick                       // node n's Raft clock ticks
 	evWALDone                    // batches persisted by n's WAL stage reach its state machine stage
 	evStoreDone                  // batches applied by n's state machine stage reach its loop
+	evRequest                    // a client's request reaches its node
+	evTimeout                    // a client's attempt times out
+	evReply                      // a node's reply reaches its client
 )
 
 // event is something that happens at a virtual time. The node-specific
@@ -33,7 +36,8 @@ type event struct {
 	node  int32 // index into world.nodes
 	epoch int32
 	// ref indexes the slab of the kind: clock.msgs (evDeliver), clock.fns
-	// (evFunc), clock.lists (evWALDone, evStoreDone).
+	// (evFunc), clock.lists (evWALDone, evStoreDone), clock.requests
+	// (evRequest, evTimeout), clock.replies (evReply).
 	ref int32
 }
 
@@ -96,7 +100,17 @@ type clock struct {
 	msgs  slab[core.Message]
 	fns   slab[func()]
 	lists slab[[]*replica.Batch]
-	w     *world
+	// A client's attempt is three events (its arrival, its time-out, the
+	// reply); as closures they were a third of the run's allocations.
+	requests slab[*request]
+	replies  slab[sentReply]
+	w        *world
+}
+
+// sentReply is a reply on its way to the client of rq.
+type sentReply struct {
+	rq *request
+	rp reply
 }
 
 // push schedules e at virtual time t (never in the past).
@@ -338,6 +352,16 @@ func (w *world) fire(e event) {
 		w.nodes[e.node].runStage(int(e.epoch), e.stage)
 	case evTick:
 		w.nodes[e.node].tick(int(e.epoch))
+	case evRequest:
+		rq := w.clock.requests.take(e.ref)
+		rq.to.handle(rq)
+	case evTimeout:
+		rq := w.clock.requests.take(e.ref)
+		rq.client.timeOut(rq)
+	case evReply:
+		r := w.clock.replies.take(e.ref)
+		w.hashReply(r.rq.id, r.rp)
+		r.rq.client.receive(r.rq.id, r.rp)
 	case evWALDone, evStoreDone:
 		batches := w.clock.lists.take(e.ref)
 		n := w.nodes[e.node]

@@ -139,6 +139,7 @@ type world struct {
 	snapshotsSent                int
 	lastLeader                   core.NodeID
 	lastTerm                     uint64
+	watchLeaderFn                func()
 
 	trace traceHash
 	log   []string
@@ -262,7 +263,8 @@ func (w *world) run(opts Options) {
 	if w.faults.Membership {
 		w.startMembership(duration)
 	}
-	w.clock.after(0, w.watchLeader)
+	w.watchLeaderFn = w.watchLeader // scheduled every tick: made once
+	w.clock.after(0, w.watchLeaderFn)
 	for w.err == nil && w.clock.step(duration) {
 	}
 	if w.err != nil {
@@ -287,7 +289,7 @@ func (w *world) watchLeader() {
 		}
 	}
 	if w.err == nil {
-		w.clock.after(tickMicros, w.watchLeader)
+		w.clock.after(tickMicros, w.watchLeaderFn)
 	}
 }
 

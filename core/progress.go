@@ -261,6 +261,18 @@ const (
 	voteLost
 )
 
+// hasQuorum reports whether ids, each listed once, include a quorum of
+// the voters.
+func (t *tracker) hasQuorum(ids []NodeID) bool {
+	n := 0
+	for _, id := range t.conf.Voters {
+		if slices.Contains(ids, id) {
+			n++
+		}
+	}
+	return n >= quorum(len(t.conf.Voters))
+}
+
 func (t *tracker) tally(votes map[NodeID]bool) voteResult {
 	granted, rejected := 0, 0
 	for _, id := range t.conf.Voters {

@@ -50,7 +50,9 @@ type readRequest struct {
 	ctx   []byte
 	from  NodeID
 	index uint64
-	acks  map[NodeID]bool
+	// acks are the nodes that answered a heartbeat sent after the read
+	// arrived (this leader first), each once.
+	acks []NodeID
 }
 
 // raft is the protocol state of one node. Everything it decides to do is
@@ -100,7 +102,7 @@ type raft struct {
 
 	// reads wait for a heartbeat round; pendingReads wait for the leader's
 	// first commit in its term; readRound asks flush for a heartbeat round.
-	reads        []*readRequest
+	reads        []readRequest
 	pendingReads []readRequest
 	readRound    bool
 }
@@ -831,7 +833,16 @@ func (r *raft) serveRead(ctx []byte, from NodeID) {
 		r.respondRead(ctx, from, index)
 		return
 	}
-	r.reads = append(r.reads, &readRequest{ctx: ctx, from: from, index: index, acks: map[NodeID]bool{r.id: true}})
+	// A slot past the end keeps an answered read's acks array (see
+	// dropReads): a leader serves a read for nearly every client read.
+	n := len(r.reads)
+	if n < cap(r.reads) {
+		r.reads = r.reads[:n+1]
+	} else {
+		r.reads = append(r.reads, readRequest{})
+	}
+	rq := &r.reads[n]
+	*rq = readRequest{ctx: ctx, from: from, index: index, acks: append(rq.acks[:0], r.id)}
 	r.readRound = true
 }
 
@@ -840,20 +851,36 @@ func (r *raft) serveRead(ctx []byte, from NodeID) {
 // leader at that moment, so that read and every earlier one may proceed.
 func (r *raft) ackRead(ctx []byte, from NodeID) {
 	for k := len(r.reads) - 1; k >= 0; k-- {
-		rq := r.reads[k]
+		rq := &r.reads[k]
 		if !bytes.Equal(rq.ctx, ctx) {
 			continue
 		}
-		rq.acks[from] = true
-		if r.trk.tally(rq.acks) != voteWon {
+		if !slices.Contains(rq.acks, from) {
+			rq.acks = append(rq.acks, from)
+		}
+		if !r.trk.hasQuorum(rq.acks) {
 			return
 		}
 		for _, done := range r.reads[:k+1] {
 			r.respondRead(done.ctx, done.from, done.index)
 		}
-		r.reads = r.reads[k+1:]
+		r.dropReads(k + 1)
 		return
 	}
+}
+
+// dropReads removes the first n reads, answered, keeping the order of the
+// rest. Their slots move past the end rather than being overwritten, so
+// each keeps an acks array of its own for serveRead to reuse.
+func (r *raft) dropReads(n int) {
+	live := len(r.reads) - n
+	for i := range live {
+		r.reads[i], r.reads[i+n] = r.reads[i+n], r.reads[i]
+	}
+	for i := live; i < len(r.reads); i++ {
+		r.reads[i].ctx = nil // do not pin the answered request
+	}
+	r.reads = r.reads[:live]
 }
 
 func (r *raft) respondRead(ctx []byte, from NodeID, index uint64) {

@@ -618,6 +618,46 @@ func TestReadArrivingAfterRoundWaitsForNextRound(t *testing.T) {
 	require.Equal(t, []ReadState{{Index: 2, Context: []byte("after")}}, n.Ready().ReadStates)
 }
 
+// Reads waiting on rounds are released in the order they arrived, a
+// follower answering the same round twice counts once, and a read asked
+// after others were released waits for a quorum of its own.
+func TestReadsReleasedInOrderAndAckedOncePerNode(t *testing.T) {
+	n := newTestNode(t, 1, peers(5), 1, 1)
+	makeLeader(t, n)
+	for _, from := range []NodeID{2, 3} {
+		require.NoError(t, n.Step(Message{Type: MsgAppResp, From: from, To: 1, Term: 2, Index: 2}))
+	}
+	drain(n)
+	require.Equal(t, uint64(2), n.HardState().Commit)
+	ack := func(from NodeID, ctx string) {
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: from, To: 1, Term: 2, Context: []byte(ctx)}))
+	}
+	for _, ctx := range []string{"a", "b", "c"} {
+		require.NoError(t, n.ReadIndex([]byte(ctx)))
+		drain(n)
+	}
+
+	ack(2, "b")
+	ack(2, "b")
+	require.Empty(t, n.Ready().ReadStates, "one follower's two answers are not a quorum of five")
+	ack(3, "b")
+	rd := n.Ready()
+	require.Equal(t, []ReadState{{Index: 2, Context: []byte("a")}, {Index: 2, Context: []byte("b")}}, rd.ReadStates)
+	n.Advance(rd)
+
+	require.NoError(t, n.ReadIndex([]byte("d")))
+	drain(n)
+	ack(4, "d")
+	require.Empty(t, n.Ready().ReadStates, "acks for c do not count for d")
+	ack(4, "c")
+	ack(5, "c")
+	rd = n.Ready()
+	require.Equal(t, []ReadState{{Index: 2, Context: []byte("c")}}, rd.ReadStates)
+	n.Advance(rd)
+	ack(5, "d")
+	require.Equal(t, []ReadState{{Index: 2, Context: []byte("d")}}, n.Ready().ReadStates)
+}
+
 // The same rule seen from a client: a leader that is deposed while a round
 // is on its way, and then asked for a read, must not release that read on
 // the round's late acks, at its stale commit index, missing a write the new

@@ -94,9 +94,10 @@ func (r *Replica) Ready() (*Batch, bool) {
 		return nil, false
 	}
 	r.taken++
-	b := r.spareBatch
-	if b != nil {
-		r.spareBatch = nil
+	var b *Batch
+	if k := len(r.spareBatches); k > 0 {
+		b = r.spareBatches[k-1]
+		r.spareBatches = r.spareBatches[:k-1]
 	} else {
 		b = new(Batch)
 	}
@@ -117,7 +118,9 @@ func (r *Replica) Ready() (*Batch, bool) {
 // that keeps batches around (to trace them) need not call it.
 func (r *Replica) Release(b *Batch) {
 	*b = Batch{}
-	r.spareBatch = b
+	if len(r.spareBatches) < r.maxInflight {
+		r.spareBatches = append(r.spareBatches, b)
+	}
 }
 
 // Inflight is the number of batches between Ready and Finish. Loop side.

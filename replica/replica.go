@@ -190,8 +190,9 @@ type Replica struct {
 	taken, persisted, applied, finished uint64
 	maxInflight                         int
 	groupBuf                            []*Batch
-	// spareBatch is a batch Release handed back, for the next Ready.
-	spareBatch *Batch
+	// spareBatches are batches Release handed back, for Ready to reuse
+	// (several finish in one loop turn, and as many are taken again).
+	spareBatches []*Batch
 
 	// lastSnapshot is the index of the newest snapshot the state machine
 	// was saved or restored at, and appliedTerm the term of the last entry

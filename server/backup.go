@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -32,8 +33,32 @@ const backupChunkBytes = 1 << 20
 // reading the view waits for it. The cost is that the read transaction is
 // open for as long as the client takes to read (docs/operations.md).
 func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotServer) error {
-	s := k.s
-	if err := s.requireFresh(stream.Context(), needRoot); err != nil {
+	return k.s.serveBackup(stream.Context(), &nativeBackup{stream: stream, k: k, h: sha256.New()})
+}
+
+// backupSink is where serveBackup sends a backup: the API's messages.
+type backupSink interface {
+	// begin gets the backup's metadata, before any data.
+	begin(info *apipb.SnapshotInfo) error
+	// data gets the next piece of the data; a sink must not keep or
+	// change it (it is the message's own buffer).
+	data(chunk []byte) error
+	end() error
+}
+
+// serveBackup sends a backup of this node's state to sink, for root only.
+//
+// A ReadIndex barrier first makes the state include every write
+// acknowledged before the call. The state is then frozen in one bbolt read
+// transaction (a point-in-time view as of one applied index, while
+// applying goes on) and encoded from it twice: once to learn the size and
+// counts the first message must announce, once onto the stream. Nothing
+// is written to disk, and no more than a message or two of the backup is
+// held in memory: Send blocks on the client's flow-control window, and
+// reading the view waits for it. The cost is that the read transaction is
+// open for as long as the client takes to read (docs/operations.md).
+func (s *Server) serveBackup(ctx context.Context, sink backupSink) error {
+	if err := s.requireFresh(ctx, needRoot); err != nil {
 		return err
 	}
 	release, err := s.takeBackupSlot()
@@ -41,7 +66,7 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 		return err
 	}
 	defer release()
-	if err := s.readBarrier(stream.Context()); err != nil {
+	if err := s.readBarrier(ctx); err != nil {
 		return err
 	}
 	frozen, err := s.store.Freeze()
@@ -60,10 +85,10 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 		Size: uint64(size), NodeId: uint64(s.cfg.ID), ClusterId: fmt.Sprintf("%016x", s.clusterID),
 		CreatedUnixNano: time.Now().UnixNano(),
 	}
-	if err := stream.Send(&apipb.SnapshotResponse{Header: k.header(sum.Revision), Info: info}); err != nil {
+	if err := sink.begin(info); err != nil {
 		return err
 	}
-	out := &backupSender{stream: stream, h: sha256.New()}
+	out := &backupSender{send: sink.data}
 	again, err := encodeBackup(frozen, out)
 	if err == nil {
 		err = out.flush()
@@ -79,7 +104,28 @@ func (k *kvService) Snapshot(_ *apipb.SnapshotRequest, stream apipb.KV_SnapshotS
 			out.sent, again, size, sum)
 	}
 	s.log.Info("sent a snapshot for a backup", "index", info.AppliedIndex, "keys", info.KeyCount, "bytes", info.Size)
-	return stream.Send(&apipb.SnapshotResponse{Sha256: out.h.Sum(nil)})
+	return sink.end()
+}
+
+// nativeBackup sends a backup as KeyVal's Snapshot messages: the metadata
+// first, then the data, then the SHA-256 of the data.
+type nativeBackup struct {
+	stream apipb.KV_SnapshotServer
+	k      *kvService
+	h      hash.Hash
+}
+
+func (n *nativeBackup) begin(info *apipb.SnapshotInfo) error {
+	return n.stream.Send(&apipb.SnapshotResponse{Header: n.k.header(info.Revision), Info: info})
+}
+
+func (n *nativeBackup) data(chunk []byte) error {
+	n.h.Write(chunk)
+	return n.stream.Send(&apipb.SnapshotResponse{Data: chunk})
+}
+
+func (n *nativeBackup) end() error {
+	return n.stream.Send(&apipb.SnapshotResponse{Sha256: n.h.Sum(nil)})
 }
 
 // encodeBackup writes the frozen state to w as a backup's data: the
@@ -112,14 +158,12 @@ func (c *byteCounter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// backupSender cuts a backup's data into messages of backupChunkBytes,
-// hashing what it sends.
+// backupSender cuts a backup's data into messages of backupChunkBytes.
 type backupSender struct {
-	stream apipb.KV_SnapshotServer
-	h      hash.Hash
-	buf    []byte
-	sent   int64
-	err    error // from Send: sticks
+	send func([]byte) error
+	buf  []byte
+	sent int64
+	err  error // from send: sticks
 }
 
 func (b *backupSender) Write(p []byte) (int, error) {
@@ -143,9 +187,8 @@ func (b *backupSender) flush() error {
 	if b.err != nil || len(b.buf) == 0 {
 		return b.err
 	}
-	b.h.Write(b.buf)
 	b.sent += int64(len(b.buf))
-	b.err = b.stream.Send(&apipb.SnapshotResponse{Data: b.buf})
+	b.err = b.send(b.buf)
 	// A fresh buffer per message: gRPC may use a sent message lazily
 	// (stats handlers, tracing), so it must not be reused.
 	b.buf = nil

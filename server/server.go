@@ -53,8 +53,10 @@ type Server struct {
 	// only the event loop touches them.
 	waiters map[uint64]chan replica.Outcome
 	nextID  atomic.Uint64
-	// leader is the leader the loop last saw, for response headers.
+	// leader is the leader the loop last saw, for response headers; term
+	// its term, for etcd's headers.
 	leader atomic.Uint64
+	term   atomic.Uint64
 
 	// forward holds client connections to other members' peer ports, to
 	// forward writes and membership changes to the leader.
@@ -287,6 +289,7 @@ func (s *Server) listen() error {
 	apipb.RegisterClusterServer(s.clientSrv, &clusterService{s: s})
 	apipb.RegisterMaintenanceServer(s.clientSrv, &maintenanceService{s: s})
 	apipb.RegisterAuthServer(s.clientSrv, authSvc)
+	s.registerEtcd(s.clientSrv, authSvc)
 	s.obs.registerHealth(s.clientSrv)
 	if err := s.obs.listenHTTP(); err != nil {
 		s.peerLis.Close()
@@ -382,9 +385,11 @@ func (s *Server) drainInbox(p *stages) bool {
 // metrics and the log) and returns the state now.
 func (s *Server) noteState(last core.SoftState) core.SoftState {
 	ss := s.rep.Node().SoftState()
+	term := s.rep.Node().HardState().Term
+	s.term.Store(term)
 	if ss != last {
 		s.leader.Store(uint64(ss.Lead))
-		s.obs.stateChanged(last, ss, s.rep.Node().HardState().Term)
+		s.obs.stateChanged(last, ss, term)
 	}
 	return ss
 }

@@ -1210,8 +1210,12 @@ type SnapshotInfo struct {
 	ClusterId string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// created_unix_nano is when the member made it (its clock).
 	CreatedUnixNano int64 `protobuf:"varint,8,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// padding is filler, never read: it makes the bytes of a backup file
+	// before its checksum a multiple of 512, which etcd's snapshot tools
+	// require of the files they save (backup.PadTo).
+	Padding       []byte `protobuf:"bytes,9,opt,name=padding,proto3" json:"padding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotInfo) Reset() {
@@ -1298,6 +1302,13 @@ func (x *SnapshotInfo) GetCreatedUnixNano() int64 {
 		return x.CreatedUnixNano
 	}
 	return 0
+}
+
+func (x *SnapshotInfo) GetPadding() []byte {
+	if x != nil {
+		return x.Padding
+	}
+	return nil
 }
 
 type SnapshotResponse struct {
@@ -1822,7 +1833,7 @@ const file_api_apipb_kv_proto_rawDesc = "" +
 	" \x03(\v2\x12.keyval.api.MemberR\amembers\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\v \x01(\tR\tclusterId\"\x11\n" +
-	"\x0fSnapshotRequest\"\x89\x02\n" +
+	"\x0fSnapshotRequest\"\xa3\x02\n" +
 	"\fSnapshotInfo\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x1b\n" +
@@ -1832,7 +1843,8 @@ const file_api_apipb_kv_proto_rawDesc = "" +
 	"\anode_id\x18\x06 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\a \x01(\tR\tclusterId\x12*\n" +
-	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\"\x98\x01\n" +
+	"\x11created_unix_nano\x18\b \x01(\x03R\x0fcreatedUnixNano\x12\x18\n" +
+	"\apadding\x18\t \x01(\fR\apadding\"\x98\x01\n" +
 	"\x10SnapshotResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.keyval.api.HeaderR\x06header\x12,\n" +
 	"\x04info\x18\x02 \x01(\v2\x18.keyval.api.SnapshotInfoR\x04info\x12\x12\n" +

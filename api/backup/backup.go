@@ -58,9 +58,9 @@ func (s Sum) String() string { return hex.EncodeToString(s[:]) }
 // abandons the file (nothing is left at path or beside it). It returns the
 // file's checksum and size.
 func WriteFile(path string, info *apipb.SnapshotInfo, data io.Reader) (Sum, int64, error) {
-	meta, err := proto.MarshalOptions{Deterministic: true}.Marshal(info)
+	head, err := Header(info)
 	if err != nil {
-		return Sum{}, 0, fmt.Errorf("backup: encode metadata: %w", err)
+		return Sum{}, 0, err
 	}
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
@@ -76,14 +76,7 @@ func WriteFile(path string, info *apipb.SnapshotInfo, data io.Reader) (Sum, int6
 	}()
 	h := sha256.New()
 	w := io.MultiWriter(f, h)
-	var hdr [headerSize]byte
-	copy(hdr[:], magic)
-	binary.BigEndian.PutUint32(hdr[8:], formatVersion)
-	binary.BigEndian.PutUint32(hdr[12:], uint32(len(meta)))
-	if _, err := w.Write(hdr[:]); err != nil {
-		return Sum{}, 0, fmt.Errorf("backup: write %s: %w", f.Name(), err)
-	}
-	if _, err := w.Write(meta); err != nil {
+	if _, err := w.Write(head); err != nil {
 		return Sum{}, 0, fmt.Errorf("backup: write %s: %w", f.Name(), err)
 	}
 	n, err := io.Copy(w, data)
@@ -111,7 +104,41 @@ func WriteFile(path string, info *apipb.SnapshotInfo, data io.Reader) (Sum, int6
 	if err := syncDir(dir); err != nil {
 		return Sum{}, 0, fmt.Errorf("backup: sync directory %s: %w", dir, err)
 	}
-	return sum, headerSize + int64(len(meta)) + n + SumSize, nil
+	return sum, int64(len(head)) + n + SumSize, nil
+}
+
+// Header is what a backup file holds before its data: the fixed header
+// and the metadata. A file is Header, then info.Size bytes of data, then
+// the SHA-256 of all of it; a server streaming a whole file (etcd's
+// Snapshot) sends these bytes first.
+func Header(info *apipb.SnapshotInfo) ([]byte, error) {
+	meta, err := proto.MarshalOptions{Deterministic: true}.Marshal(info)
+	if err != nil {
+		return nil, fmt.Errorf("backup: encode metadata: %w", err)
+	}
+	head := make([]byte, headerSize, headerSize+len(meta))
+	copy(head, magic)
+	binary.BigEndian.PutUint32(head[8:], formatVersion)
+	binary.BigEndian.PutUint32(head[12:], uint32(len(meta)))
+	return append(head, meta...), nil
+}
+
+// PadTo sets info.Padding so that the bytes of the file before its
+// checksum (Header and info.Size bytes of data) are a multiple of align.
+// etcd's snapshot tools take a file for one with a checksum only when its
+// length is a multiple of 512 plus the 32 bytes of a SHA-256.
+func PadTo(info *apipb.SnapshotInfo, align int) {
+	info.Padding = nil
+	// The padding's own length prefix grows with it, so search rather
+	// than compute: at most align tries of a small message.
+	for n := 0; n <= align+2*binary.MaxVarintLen64; n++ {
+		if n > 0 {
+			info.Padding = make([]byte, n)
+		}
+		if (headerSize+proto.Size(info)+int(info.Size%uint64(align)))%align == 0 {
+			return
+		}
+	}
 }
 
 func syncDir(dir string) error {

@@ -1,0 +1,151 @@
+package server
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+
+	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/api/backup"
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+)
+
+func putKeys(t *testing.T, kv apipb.KVClient, n int) {
+	t.Helper()
+	for i := range n {
+		eventually(t, func() error {
+			_, err := kv.Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%03d", i)), Value: []byte(fmt.Sprint(i))})
+			return err
+		})
+	}
+}
+
+// TestEtcdStatusAndAlarms: every member's Status as clientv3 reads it, and
+// NOSPACE raised, seen, enforced and disarmed through etcd's Alarm.
+func TestEtcdStatusAndAlarms(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	putKeys(t, c.conns[lead], 10)
+	_, rev, err := dump(t, c.conns[lead])
+	require.NoError(t, err)
+	for id := range c.members {
+		cli := etcdClient(t, c.clients[id], "", "")
+		var st *clientv3.StatusResponse
+		eventually(t, func() (err error) {
+			if st, err = cli.Status(ctx(t), c.clients[id]); err == nil && st.Header.Revision != int64(rev) {
+				err = fmt.Errorf("node %d is at revision %d, not %d", id, st.Header.Revision, rev)
+			}
+			return err
+		})
+		require.Equal(t, uint64(id), st.Header.MemberId)
+		require.Equal(t, c.servers[id].clusterID, st.Header.ClusterId)
+		require.Equal(t, uint64(lead), st.Leader)
+		require.Equal(t, etcdVersion, st.Version)
+		require.Positive(t, st.DbSize)
+		require.Positive(t, st.DbSizeInUse)
+		require.Positive(t, st.RaftTerm)
+		require.GreaterOrEqual(t, st.RaftIndex, st.RaftAppliedIndex)
+		require.Positive(t, st.RaftAppliedIndex)
+		require.False(t, st.IsLearner)
+		require.Empty(t, st.Errors)
+	}
+
+	cli := etcdClient(t, c.clients[lead], "", "")
+	alarms, err := cli.AlarmList(ctx(t))
+	require.NoError(t, err)
+	require.Empty(t, alarms.Alarms)
+	_, err = pb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx(t),
+		&pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_CORRUPT})
+	require.Equal(t, codes.InvalidArgument, etcdCode(err), "%v", err)
+	_, err = pb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx(t),
+		&pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_NOSPACE, MemberID: uint64(lead)})
+	require.NoError(t, err)
+	alarms, err = cli.AlarmList(ctx(t))
+	require.NoError(t, err)
+	require.Equal(t, []*pb.AlarmMember{{MemberID: uint64(lead), Alarm: pb.AlarmType_NOSPACE}}, alarms.Alarms)
+	st, err := cli.Status(ctx(t), c.clients[lead])
+	require.NoError(t, err)
+	require.Equal(t, []string{fmt.Sprintf("memberID:%d alarm:NOSPACE", lead)}, st.Errors)
+	_, err = c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("refused"), Value: []byte("x")})
+	require.Equal(t, codes.ResourceExhausted, etcdCode(err), "%v", err)
+
+	_, err = cli.AlarmDisarm(ctx(t), &clientv3.AlarmMember{MemberID: uint64(lead), Alarm: pb.AlarmType_NOSPACE})
+	require.NoError(t, err)
+	alarms, err = cli.AlarmList(ctx(t))
+	require.NoError(t, err)
+	require.Empty(t, alarms.Alarms)
+	_, err = c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("accepted"), Value: []byte("x")})
+	require.NoError(t, err)
+
+	_, err = cli.Defragment(ctx(t), c.clients[lead])
+	require.NoError(t, err, "a documented no-op")
+	_, err = cli.HashKV(ctx(t), c.clients[lead], 0)
+	require.Equal(t, codes.Unimplemented, etcdCode(err), "%v", err)
+	require.ErrorContains(t, err, "MVCC")
+	_, err = pb.NewMaintenanceClient(cli.ActiveConnection()).Hash(ctx(t), &pb.HashRequest{})
+	require.Equal(t, codes.Unimplemented, etcdCode(err), "%v", err)
+}
+
+// TestEtcdWatchAndLeaseUnimplemented: clientv3's watch ends with the
+// reason, and a lease grant is refused with it.
+func TestEtcdWatchAndLeaseUnimplemented(t *testing.T) {
+	c := newTestCluster(t, 1, 0)
+	cli := etcdClient(t, c.clients[1], "", "")
+	resp, ok := <-cli.Watch(ctx(t), "k")
+	require.True(t, ok, "the watch ends with a response carrying the error")
+	require.Equal(t, codes.Unimplemented, etcdCode(resp.Err()), "%v", resp.Err())
+	require.ErrorContains(t, resp.Err(), "issue 18")
+	_, err := cli.Grant(ctx(t), 10)
+	require.Equal(t, codes.Unimplemented, etcdCode(err), "%v", err)
+	require.ErrorContains(t, err, "Lease")
+}
+
+// TestEtcdSnapshotRestores saves a snapshot with clientv3 from a follower,
+// as etcdctl does, checks what etcdctl checks of the file, and starts a
+// new cluster from it with keyvald's restore.
+func TestEtcdSnapshotRestores(t *testing.T) {
+	src := newTestCluster(t, 3, 20)
+	lead := src.leader()
+	putKeys(t, src.conns[lead], 150) // past a few Raft snapshots
+	want, wantRev, err := dump(t, src.conns[lead])
+	require.NoError(t, err)
+
+	cli := etcdClient(t, src.clients[lead%3+1], "", "")
+	resp, err := cli.SnapshotWithVersion(ctx(t))
+	require.NoError(t, err)
+	require.Equal(t, etcdVersion, resp.Version)
+	path := filepath.Join(t.TempDir(), "snapshot.db")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	size, err := io.Copy(f, resp.Snapshot)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.Equal(t, int64(32), size%512, "etcdctl snapshot save refuses a file without this length")
+
+	b, err := backup.Open(path)
+	require.NoError(t, err)
+	require.Equal(t, uint64(len(want)), b.Info.KeyCount)
+	require.Equal(t, wantRev, b.Info.Revision)
+	require.NoError(t, b.Close())
+
+	c := startClusterWith(t, 3, func(_ core.NodeID, cfg *Config) {
+		require.NoError(t, Restore(*cfg, path))
+	}, plaintext())
+	c.leader()
+	for id := range c.members {
+		eventually(t, func() error {
+			got, rev, err := dump(t, c.conns[id])
+			if err == nil && (len(got) != len(want) || rev != wantRev) {
+				err = fmt.Errorf("node %d has %d keys at revision %d", id, len(got), rev)
+			}
+			return err
+		})
+	}
+}

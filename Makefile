@@ -38,6 +38,13 @@ build:
 	$(GO) build ./...
 	$(GO) build -o bin/ ./cmd/...
 
+# etcd's etcdctl, at the version tools/etcdctl/go.mod pins, for driving
+# KeyVal through etcd's v3 API (docs/etcd.md). Its own module: etcdctl's
+# dependencies stay out of KeyVal's.
+.PHONY: etcdctl
+etcdctl:
+	cd tools/etcdctl && $(GO) build -o ../../bin/etcdctl go.etcd.io/etcd/etcdctl/v3
+
 # The binaries the local cluster needs, and only those (incremental: about
 # a second when nothing changed).
 .PHONY: cluster-bins

@@ -50,6 +50,9 @@ func (c *etcdCluster) etcdMembers(ctx context.Context, ms []*apipb.Member) []*pb
 	var wg sync.WaitGroup
 	for i, m := range ms {
 		out[i] = &pb.Member{ID: m.Id, Name: strconv.FormatUint(m.Id, 10), IsLearner: m.Learner}
+		// etcd's clients call a member without a name unstarted: here,
+		// one that never answered the leader, nor answers now.
+		unstarted := m.Match == 0 && core.NodeID(m.Id) != c.s.cfg.ID
 		if m.PeerAddress != "" {
 			out[i].PeerURLs = []string{etcdURL(m.PeerAddress, c.s.cfg.PeerServerTLS != nil)}
 		}
@@ -63,6 +66,8 @@ func (c *etcdCluster) etcdMembers(ctx context.Context, ms []*apipb.Member) []*pb
 				defer wg.Done()
 				if a := c.clientAddress(ctx, core.NodeID(m.Id)); a != "" {
 					out[i].ClientURLs = []string{etcdURL(a, c.s.cfg.ClientTLS != nil)}
+				} else if unstarted {
+					out[i].Name = ""
 				}
 			}()
 		} else {

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -90,6 +89,9 @@ func TestEtcdMembership(t *testing.T) {
 	require.Equal(t, uint64(4), added.Member.ID, "the next id above every member's")
 	require.True(t, added.Member.IsLearner)
 	require.Len(t, added.Members, 4)
+	list, err = cli.MemberList(ctx(t))
+	require.NoError(t, err)
+	require.Empty(t, memberByID(list.Members, 4).Name, "etcd's clients show a member without a name as unstarted")
 
 	_, err = cli.MemberPromote(ctx(t), 4)
 	require.ErrorIs(t, err, rpctypes.ErrMemberLearnerNotReady, "a learner that has not started is not in sync")
@@ -109,7 +111,8 @@ func TestEtcdMembership(t *testing.T) {
 	})
 	list, err = cli.MemberList(ctx(t))
 	require.NoError(t, err)
-	require.False(t, list.Members[slices.IndexFunc(list.Members, func(m *pb.Member) bool { return m.ID == 4 })].IsLearner)
+	require.False(t, memberByID(list.Members, 4).IsLearner)
+	require.Equal(t, "4", memberByID(list.Members, 4).Name)
 
 	removed, err := cli.MemberRemove(ctx(t), 4)
 	require.NoError(t, err)
@@ -147,4 +150,13 @@ func TestEtcdMoveLeader(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(target), st.Leader)
 	require.Equal(t, uint64(target), st.Header.MemberId)
+}
+
+func memberByID(ms []*pb.Member, id uint64) *pb.Member {
+	for _, m := range ms {
+		if m.ID == id {
+			return m
+		}
+	}
+	return &pb.Member{}
 }

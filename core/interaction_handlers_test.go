@@ -429,7 +429,7 @@ func handleStatus(env *interactionEnv, td *datadriven.TestData) error {
 		env.printf("  transferring to %d\n", r.leadTransferee)
 	}
 	for _, pid := range r.trk.ids {
-		if pr := r.trk.progress[pid]; pr != nil && pid != id {
+		if pr := r.trk.progress.get(pid); pr != nil && pid != id {
 			env.printf("  %d: %s match=%d next=%d inflight=%d paused=%v\n",
 				pid, pr.State, pr.Match, pr.Next, pr.inflights.count, pr.paused())
 		}

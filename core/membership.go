@@ -35,7 +35,7 @@ func (r *raft) proposeConfChange(cc ConfChange) (uint64, uint64, error) {
 		// Caught up means: it has answered, its log matches ours, and it
 		// is at most MaxLearnerLag entries behind. A learner that never
 		// answered has Match 0, which a short log would otherwise excuse.
-		pr := r.trk.progress[cc.Node]
+		pr := r.trk.progress.get(cc.Node)
 		last := r.log.lastIndex()
 		switch {
 		case pr == nil || pr.State != StateReplicate:
@@ -68,25 +68,25 @@ func (r *raft) switchConf(conf ConfState, at uint64) {
 		return
 	}
 	for _, id := range r.trk.ids {
-		pr := old.progress[id]
+		pr := old.progress.get(id)
 		if pr == nil {
 			pr = &Progress{Next: r.log.lastIndex() + 1, LastHeard: r.ticks,
 				inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes)}
 		}
 		pr.learner = !r.trk.isVoter(id)
 		pr.removedAt = 0
-		r.trk.progress[id] = pr
+		r.trk.progress.set(id, pr)
 	}
 	for _, id := range old.ids {
-		if r.trk.progress[id] != nil {
+		if r.trk.progress.get(id) != nil {
 			continue
 		}
-		pr := old.progress[id]
+		pr := old.progress.get(id)
 		if pr.removedAt == 0 {
 			pr.removedAt = at
 		}
 		pr.learner = true
-		r.trk.progress[id] = pr
+		r.trk.progress.set(id, pr)
 		r.trk.ids = append(r.trk.ids, id)
 	}
 	slices.Sort(r.trk.ids)
@@ -111,11 +111,11 @@ func (r *raft) keepRemovedInformed() {
 // informRemoved has the leader replicate to node id, which is no member,
 // until it holds the log up to index at least and knows it committed.
 func (r *raft) informRemoved(id NodeID, index uint64) {
-	if r.role != Leader || id == r.id || r.trk.isMember(id) || r.trk.progress[id] != nil {
+	if r.role != Leader || id == r.id || r.trk.isMember(id) || r.trk.progress.get(id) != nil {
 		return
 	}
-	r.trk.progress[id] = &Progress{Next: r.log.lastIndex() + 1, LastHeard: r.ticks, learner: true, removedAt: index,
-		inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes)}
+	r.trk.progress.set(id, &Progress{Next: r.log.lastIndex() + 1, LastHeard: r.ticks, learner: true, removedAt: index,
+		inflights: newInflights(r.cfg.MaxInflightMsgs, r.cfg.MaxInflightBytes)})
 	r.trk.ids = append(r.trk.ids, id)
 	slices.Sort(r.trk.ids)
 }
@@ -135,7 +135,7 @@ func (r *raft) handOver() {
 	var best NodeID
 	var bestMatch uint64
 	for _, id := range r.trk.conf.Voters {
-		if pr := r.trk.progress[id]; pr != nil && (best == None || pr.Match > bestMatch) {
+		if pr := r.trk.progress.get(id); pr != nil && (best == None || pr.Match > bestMatch) {
 			best, bestMatch = id, pr.Match
 		}
 	}

@@ -200,7 +200,7 @@ func (n *Node) Advance(rd Ready) {
 		l.applied = max(l.applied, rd.CommittedEntries[k-1].Index)
 	}
 	if r.role == Leader {
-		if pr := r.trk.progress[r.id]; pr != nil && pr.maybeUpdate(l.stable) {
+		if pr := r.trk.progress.get(r.id); pr != nil && pr.maybeUpdate(l.stable) {
 			r.maybeCommit()
 		}
 	}
@@ -251,7 +251,7 @@ func (n *Node) Match(id NodeID) uint64 {
 	if n.r.role != Leader {
 		return 0
 	}
-	if pr := n.r.trk.progress[id]; pr != nil {
+	if pr := n.r.trk.progress.get(id); pr != nil {
 		return pr.Match
 	}
 	return 0
@@ -299,7 +299,7 @@ func (n *Node) Status() Status {
 	}
 	if r.role == Leader {
 		for _, id := range r.trk.ids {
-			pr := r.trk.progress[id]
+			pr := r.trk.progress.get(id)
 			s.Progress = append(s.Progress, PeerProgress{ID: id, Match: pr.Match, Next: pr.Next, State: pr.State, Learner: pr.learner})
 		}
 	}

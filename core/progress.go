@@ -176,14 +176,49 @@ type tracker struct {
 	// removed nodes not yet told so, sorted: iteration over it (never over
 	// the map) keeps behaviour independent of map order.
 	ids      []NodeID
-	progress map[NodeID]*Progress
+	progress progressSet
 	// members is how many of ids are voters or learners; the rest are
 	// removed nodes still being told.
 	members int
 }
 
+// progressSet is the progress of each node a leader replicates to. A
+// cluster has a handful of them and the leader looks one up for nearly
+// every message it sends or receives: a short list searched in order costs
+// less than a map's hashing.
+type progressSet struct {
+	ids []NodeID
+	prs []*Progress
+}
+
+// get returns id's progress, nil if it has none.
+func (s *progressSet) get(id NodeID) *Progress {
+	for i, x := range s.ids {
+		if x == id {
+			return s.prs[i]
+		}
+	}
+	return nil
+}
+
+func (s *progressSet) set(id NodeID, pr *Progress) {
+	if i := slices.Index(s.ids, id); i >= 0 {
+		s.prs[i] = pr
+		return
+	}
+	s.ids = append(s.ids, id)
+	s.prs = append(s.prs, pr)
+}
+
+func (s *progressSet) remove(id NodeID) {
+	if i := slices.Index(s.ids, id); i >= 0 {
+		s.ids = slices.Delete(s.ids, i, i+1)
+		s.prs = slices.Delete(s.prs, i, i+1)
+	}
+}
+
 func newTracker(conf ConfState) *tracker {
-	t := &tracker{conf: conf, progress: make(map[NodeID]*Progress)}
+	t := &tracker{conf: conf}
 	t.ids = append(append([]NodeID(nil), conf.Voters...), conf.Learners...)
 	slices.Sort(t.ids)
 	t.ids = slices.Compact(t.ids)
@@ -208,11 +243,11 @@ func (t *tracker) dropInformed() {
 		return // nobody removed: the usual case, and the leader calls this at every Ready
 	}
 	t.ids = slices.DeleteFunc(t.ids, func(id NodeID) bool {
-		pr := t.progress[id]
+		pr := t.progress.get(id)
 		if pr == nil || pr.removedAt == 0 || pr.Match < pr.removedAt || pr.sentCommit < pr.removedAt {
 			return false
 		}
-		delete(t.progress, id)
+		t.progress.remove(id)
 		return true
 	})
 }
@@ -225,7 +260,7 @@ func (t *tracker) committedIndex() uint64 {
 	}
 	matches := make([]uint64, 0, 8)
 	for _, id := range t.conf.Voters {
-		if pr := t.progress[id]; pr != nil {
+		if pr := t.progress.get(id); pr != nil {
 			matches = append(matches, pr.Match)
 		} else {
 			matches = append(matches, 0)
@@ -242,7 +277,7 @@ func (t *tracker) committedIndex() uint64 {
 func (t *tracker) quorumActive(self NodeID, now, window uint64) bool {
 	n := 0
 	for _, id := range t.conf.Voters {
-		if pr := t.progress[id]; id == self || (pr != nil && now-pr.LastHeard < window) {
+		if pr := t.progress.get(id); id == self || (pr != nil && now-pr.LastHeard < window) {
 			n++
 		}
 	}

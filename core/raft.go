@@ -275,7 +275,7 @@ func (r *raft) becomeLeader() {
 			pr.Match = r.log.stable
 			pr.State = StateReplicate
 		}
-		r.trk.progress[id] = pr
+		r.trk.progress.set(id, pr)
 	}
 	r.keepRemovedInformed()
 	// An entry of the new term: committing it commits everything before it
@@ -567,7 +567,7 @@ func (r *raft) stepLeader(m Message) {
 		r.leaderReadIndex(m.Context, m.From)
 		return
 	}
-	pr := r.trk.progress[m.From]
+	pr := r.trk.progress.get(m.From)
 	if pr == nil {
 		return
 	}
@@ -726,7 +726,7 @@ func (r *raft) flush() {
 // a snapshot if it needs compacted entries, or an empty append to carry a
 // commit index it has not seen.
 func (r *raft) sendAppends(to NodeID) {
-	pr := r.trk.progress[to]
+	pr := r.trk.progress.get(to)
 	for !pr.paused() {
 		if pr.Next < r.log.firstIndex() {
 			r.sendSnapshot(to, pr)
@@ -789,7 +789,7 @@ func (r *raft) bcastHeartbeat() {
 		if id == r.id {
 			continue
 		}
-		pr := r.trk.progress[id]
+		pr := r.trk.progress.get(id)
 		r.send(Message{Type: MsgHeartbeat, To: id, Commit: min(pr.Match, r.log.committed), Context: ctx})
 	}
 }
@@ -903,7 +903,7 @@ func (r *raft) transferLeadership(to NodeID) error {
 	}
 	r.leadTransferee = to
 	r.electionElapsed = 0
-	if r.trk.progress[to].Match == r.log.lastIndex() {
+	if r.trk.progress.get(to).Match == r.log.lastIndex() {
 		r.send(Message{Type: MsgTimeoutNow, To: to})
 	}
 	// Otherwise flush keeps replicating and the ack that catches the target
@@ -915,7 +915,7 @@ func (r *raft) reportUnreachable(id NodeID) {
 	if r.role != Leader {
 		return
 	}
-	if pr := r.trk.progress[id]; pr != nil && pr.State == StateReplicate {
+	if pr := r.trk.progress.get(id); pr != nil && pr.State == StateReplicate {
 		pr.becomeProbe()
 	}
 }
@@ -924,7 +924,7 @@ func (r *raft) reportSnapshot(id NodeID, ok bool) {
 	if r.role != Leader {
 		return
 	}
-	pr := r.trk.progress[id]
+	pr := r.trk.progress.get(id)
 	if pr == nil || pr.State != StateSnapshot {
 		return
 	}

@@ -19,11 +19,24 @@ type state interface {
 	revision() uint64
 	setRevision(uint64)
 
-	// get returns the key's value (valid until the next call) and version.
-	get(key []byte) (value []byte, version uint64, found bool, err error)
-	// put and del keep usedBytes up to date for the keys they change.
-	put(key, value []byte, version uint64) error
-	del(key []byte) error
+	// get returns the key's current value (valid until the next call)
+	// and meta.
+	get(key []byte) (value []byte, meta kvMeta, found bool, err error)
+	// put makes value, with meta, the key's current version and records
+	// it in the history; del removes the key's current version, if any,
+	// and records a tombstone at rev. Both keep usedBytes up to date.
+	put(key, value []byte, meta kvMeta) error
+	del(key []byte, rev uint64) error
+	// scanLatest calls fn with the current version of each key in
+	// [start, end) (end empty: no bound), in key order, until fn returns
+	// false; the slices are valid only during the call.
+	scanLatest(start, end []byte, fn func(v version) bool) error
+	// The history (mvcc.go): scanHistory, and deleteHistory removing one
+	// entry; compacted is the revision it was last compacted at.
+	history
+	deleteHistory(key []byte, rev uint64) error
+	compacted() uint64
+	setCompacted(rev uint64)
 
 	// client returns the session, or nil when there is none.
 	client(id uint64) (*kvpb.ClientRecord, error)
@@ -130,6 +143,8 @@ const (
 	opAuth
 	opSessionClock
 	opAlarm
+	opEtcdTxn // value: the encoded etcdserverpb.TxnRequest
+	opCompact // expected: the revision
 )
 
 // decodeCommand reads an entry's bytes. A put, with or without a session,
@@ -164,6 +179,10 @@ func decodeCommand(data []byte, c *command) error {
 		c.op, c.alarm = opAlarm, op.Alarm
 	case *kvpb.Command_AuthChange:
 		c.op, c.auth = opAuth, op.AuthChange
+	case *kvpb.Command_EtcdTxn:
+		c.op, c.value = opEtcdTxn, op.EtcdTxn
+	case *kvpb.Command_Compact:
+		c.op, c.expected = opCompact, op.Compact.GetRevision()
 	}
 	return nil
 }
@@ -259,6 +278,8 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 	switch cmd.op {
 	case opRegister:
 		return register(st, &cmd, e.Index, maxClients)
+	case opCompact:
+		return compact(st, &cmd)
 	case opSessionClock, opAlarm:
 		if cmd.clientID != 0 || cmd.seq != 0 {
 			return invalid(st, StatusInvalid, errAdminIDs), nil
@@ -342,11 +363,11 @@ func execute(st state, cmd *command) (Result, error) {
 		if noSpace(st, cmd.key) {
 			return invalid(st, StatusNoSpace, errNoSpace), nil
 		}
-		_, _, found, err := st.get(cmd.key)
+		_, meta, found, err := st.get(cmd.key)
 		if err != nil {
 			return Result{}, err
 		}
-		return write(st, cmd.key, cmd.value, found)
+		return write(st, cmd.key, cmd.value, meta, found)
 	case opDelete:
 		if msg := checkKeyValue(cmd.key, nil); msg != "" {
 			return invalid(st, StatusInvalid, msg), nil
@@ -359,7 +380,7 @@ func execute(st state, cmd *command) (Result, error) {
 			return Result{Status: StatusOK, Revision: st.revision()}, nil
 		}
 		rev := st.revision() + 1
-		if err := st.del(cmd.key); err != nil {
+		if err := st.del(cmd.key, rev); err != nil {
 			return Result{}, err
 		}
 		st.setRevision(rev)
@@ -371,26 +392,29 @@ func execute(st state, cmd *command) (Result, error) {
 		if noSpace(st, cmd.key) {
 			return invalid(st, StatusNoSpace, errNoSpace), nil
 		}
-		cur, version, found, err := st.get(cmd.key)
+		cur, meta, found, err := st.get(cmd.key)
 		if err != nil {
 			return Result{}, err
 		}
-		if version != cmd.expected { // an absent key has version 0
-			r := Result{Status: StatusCASFailed, Revision: st.revision(), Existed: found, Exists: found, Version: version}
+		if meta.modRev != cmd.expected { // an absent key has version 0
+			r := Result{Status: StatusCASFailed, Revision: st.revision(), Existed: found, Exists: found, Version: meta.modRev}
 			if found {
 				r.CurrentValue = clone(cur)
 			}
 			return r, nil
 		}
-		return write(st, cmd.key, cmd.value, found)
+		return write(st, cmd.key, cmd.value, meta, found)
+	case opEtcdTxn:
+		return etcdTxn(st, cmd)
 	}
 	return invalid(st, StatusInvalid, errNoOp), nil
 }
 
-// write stores value at the next revision, which becomes the key's version.
-func write(st state, key, value []byte, existed bool) (Result, error) {
+// write stores value at the next revision, which becomes the key's version,
+// over its current version cur (existed: there is one).
+func write(st state, key, value []byte, cur kvMeta, existed bool) (Result, error) {
 	rev := st.revision() + 1
-	if err := st.put(key, value, rev); err != nil {
+	if err := st.put(key, value, cur.next(rev, existed)); err != nil {
 		return Result{}, err
 	}
 	st.setRevision(rev)
@@ -424,6 +448,7 @@ func resultToProto(r Result) *kvpb.Result {
 		Version:      r.Version,
 		CurrentValue: clone(r.CurrentValue),
 		ClientId:     r.ClientID,
+		EtcdResponse: encodeEtcdResponse(r.Etcd),
 	}
 }
 
@@ -437,6 +462,7 @@ func resultFromProto(p *kvpb.Result) Result {
 		Version:      p.GetVersion(),
 		CurrentValue: clone(p.GetCurrentValue()),
 		ClientID:     p.GetClientId(),
+		Etcd:         decodeEtcdResponse(p.GetEtcdResponse()),
 	}
 }
 

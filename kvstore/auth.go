@@ -21,7 +21,11 @@ func (r records) Get(key []byte) ([]byte, bool, error) {
 
 func (r records) Put(key, value []byte) error {
 	rev := r.st.revision() + 1
-	if err := r.st.put(key, value, rev); err != nil {
+	_, cur, found, err := r.st.get(key)
+	if err != nil {
+		return err
+	}
+	if err := r.st.put(key, value, cur.next(rev, found)); err != nil {
 		return err
 	}
 	r.st.setRevision(rev)
@@ -30,7 +34,7 @@ func (r records) Put(key, value []byte) error {
 
 func (r records) Delete(key []byte) error {
 	rev := r.st.revision() + 1
-	if err := r.st.del(key); err != nil {
+	if err := r.st.del(key, rev); err != nil {
 		return err
 	}
 	r.st.setRevision(rev)

@@ -14,6 +14,8 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/protobuf/proto"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
@@ -42,7 +44,8 @@ var _ Store = (*Bolt)(nil)
 // The bbolt layout; docs/kvstore.md describes it.
 var (
 	bucketMeta    = []byte("meta")       // the keys below
-	bucketKV      = []byte("kv")         // user key -> version u64 | value
+	bucketKV      = []byte("kv")         // user key -> meta (mvcc.go) | value
+	bucketHistory = []byte("history")    // histKey -> meta | value (mvcc.go)
 	bucketClients = []byte("clients")    // client id u64 -> kvpb.ClientRecord
 	bucketLRU     = []byte("client_lru") // last_index u64 -> client id u64
 
@@ -55,10 +58,13 @@ var (
 	keyUsedBytes    = []byte("used_bytes")
 	keySessionClock = []byte("session_clock")
 	keyAlarms       = []byte("alarms") // kvpb.SnapshotHeader holding only alarms
+	keyCompacted    = []byte("compacted_revision")
 )
 
 // boltFormatVersion is the layout version stored under meta/format.
-const boltFormatVersion = 1
+// Version 1, from before history, stored a version u64 before each value
+// and had no history bucket; OpenBolt upgrades it (migrateV1).
+const boltFormatVersion = 2
 
 // initialMmapSize is bbolt's first memory map: address space, not memory.
 const initialMmapSize = 1 << 30
@@ -106,6 +112,9 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		if tx.Bucket(bucketMeta) == nil {
 			return initBuckets(tx, SnapshotInfo{}, 0)
 		}
+		if err := migrateV1(tx); err != nil {
+			return err
+		}
 		st, err := loadState(tx)
 		if err != nil {
 			return err
@@ -132,12 +141,12 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 
 // initBuckets creates the buckets of an empty store holding info.
 func initBuckets(tx *bbolt.Tx, info SnapshotInfo, clients uint64) error {
-	for _, name := range [][]byte{bucketMeta, bucketKV, bucketClients, bucketLRU} {
+	for _, name := range allBuckets {
 		if _, err := tx.CreateBucket(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	st := &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: clients}
+	st := &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: clients, compactDirty: true}
 	if err := st.meta.Put(keyFormat, u64(boltFormatVersion)); err != nil {
 		return err
 	}
@@ -218,8 +227,8 @@ func (b *Bolt) Get(key []byte) (GetResult, error) {
 		if len(key) == 0 {
 			return nil // bbolt has no empty keys, and neither do we
 		}
-		v, version, found, err := st.get(key)
-		r.Value, r.Version, r.Found = clone(v), version, found
+		v, meta, found, err := st.get(key)
+		r.Value, r.Version, r.Found = clone(v), meta.modRev, found
 		return err
 	})
 	if err != nil {
@@ -248,14 +257,14 @@ func (b *Bolt) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResul
 		r.Revision = st.rev
 		c := st.kv.Cursor()
 		for k, v := c.Seek([]byte(rangeStart(prefix, after))); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			version, value, err := splitValue(k, v)
+			meta, value, err := splitValue(k, v)
 			if err != nil {
 				return err
 			}
 			if !page.room(len(k)+len(value), &r) {
 				break
 			}
-			r.Entries = append(r.Entries, KeyValue{Key: clone(k), Value: clone(value), Version: version})
+			r.Entries = append(r.Entries, KeyValue{Key: clone(k), Value: clone(value), Version: meta.modRev})
 		}
 		return nil
 	})
@@ -263,6 +272,38 @@ func (b *Bolt) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResul
 		return RangeResult{}, fmt.Errorf("range %q: %w", prefix, err)
 	}
 	return r, nil
+}
+
+// EtcdRange implements Store, on one read transaction.
+func (b *Bolt) EtcdRange(req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse, error) {
+	if b.closed.Load() {
+		return nil, ErrClosed
+	}
+	var resp *pb.RangeResponse
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		st, err := loadState(tx)
+		if err != nil {
+			return err
+		}
+		resp, err = etcdRange(st, req, maxBytes)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd range %q: %w", req.Key, err)
+	}
+	return resp, nil
+}
+
+// CompactedRevision implements Store.
+func (b *Bolt) CompactedRevision() uint64 {
+	var rev uint64
+	_ = b.db.View(func(tx *bbolt.Tx) error {
+		if st, err := loadState(tx); err == nil {
+			rev = st.compactRev
+		}
+		return nil
+	})
+	return rev
 }
 
 // Snapshot implements Store. It reads one bbolt read transaction, so it
@@ -309,16 +350,15 @@ func (f *boltFrozen) Info() SnapshotInfo {
 
 func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: f.st.applied, Revision: f.st.rev,
-		SessionClockMs: f.st.clock, Alarms: f.st.alarmList})
-	c := f.st.kv.Cursor()
-	for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
-		version, value, err := splitValue(k, v)
-		if err != nil {
-			return fmt.Errorf("snapshot %s: %w", f.b.path, err)
-		}
-		sw.keyValue(k, value, version)
+		SessionClockMs: f.st.clock, Alarms: f.st.alarmList, CompactedRevision: f.st.compactRev})
+	err := f.st.scanHistory(nil, nil, func(v version) bool {
+		sw.history(v.key, v.value, v.meta)
+		return sw.err == nil
+	})
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", f.b.path, err)
 	}
-	c = f.st.clients.Cursor()
+	c := f.st.clients.Cursor()
 	for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
 		rec, err := decodeClient(k, v)
 		if err != nil {
@@ -348,7 +388,7 @@ func (b *Bolt) Restore(r io.Reader) error {
 		st   *boltState
 	)
 	err := b.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketKV, bucketClients, bucketLRU} {
+		for _, name := range allBuckets {
 			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 				return fmt.Errorf("drop bucket %s: %w", name, err)
 			}
@@ -356,15 +396,15 @@ func (b *Bolt) Restore(r io.Reader) error {
 		if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
 			return err
 		}
-		sink := &boltSink{kv: tx.Bucket(bucketKV), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU)}
+		sink := &boltSink{kv: tx.Bucket(bucketKV), hist: tx.Bucket(bucketHistory), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU)}
 		// Snapshots arrive in key order: pack pages full.
-		sink.kv.FillPercent, sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95, 0.95
+		sink.kv.FillPercent, sink.hist.FillPercent, sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95, 0.95, 0.95
 		var err error
 		if info, err = readSnapshot(r, sink); err != nil {
 			return err
 		}
 		st = &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
-			used: sink.used, clock: sink.clock, clockDirty: true}
+			used: sink.used, clock: sink.clock, clockDirty: true, compactRev: sink.compactRev, compactDirty: true}
 		st.setAlarms(sink.alarms)
 		return st.flush()
 	})
@@ -378,21 +418,25 @@ func (b *Bolt) Restore(r io.Reader) error {
 }
 
 type boltSink struct {
-	kv, clients, lru *bbolt.Bucket
-	n                uint64
+	kv, hist, clients, lru *bbolt.Bucket
+	n                      uint64
 	// What the header says and what the records count (Usage).
-	used, clock uint64
-	alarms      []*kvpb.Alarm
+	used, clock, compactRev uint64
+	alarms                  []*kvpb.Alarm
 }
 
 func (s *boltSink) begin(h *kvpb.SnapshotHeader) error {
-	s.clock, s.alarms = h.SessionClockMs, h.Alarms
+	s.clock, s.alarms, s.compactRev = h.SessionClockMs, h.Alarms, h.CompactedRevision
 	return nil
 }
 
 func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 	s.used += KeyBytes(len(kv.Key), len(kv.Value))
-	return s.kv.Put(kv.Key, joinValue(kv.Value, kv.Version))
+	return s.kv.Put(kv.Key, joinValue(kv.Value, metaFromProto(kv)))
+}
+
+func (s *boltSink) history(kv *kvpb.KeyValue) error {
+	return s.hist.Put(histKey(nil, kv.Key, kv.Version), joinValue(kv.Value, metaFromProto(kv)))
 }
 
 func (s *boltSink) client(rec *kvpb.ClientRecord) error {
@@ -442,8 +486,11 @@ func (b *Bolt) Close() error {
 // cursor, and grow its stack, on every call), and an arena for the values
 // written (bbolt keeps them, without copying, until the commit).
 type boltState struct {
-	meta, kv, clients, lru *bbolt.Bucket
-	applied, rev, nclients uint64
+	meta, kv, hist, clients, lru *bbolt.Bucket
+	applied, rev, nclients       uint64
+	compactRev                   uint64
+	compactDirty                 bool
+	histKeyBuf                   []byte
 
 	// used, the session clock and the alarms (Usage); hasUsed says the
 	// file holds used_bytes. The clock and alarms are written back only
@@ -459,8 +506,8 @@ type boltState struct {
 	lastGetLen int
 	haveLast   bool
 
-	kvCur, clientsCur, lruCur *bbolt.Cursor
-	arena                     []byte
+	kvCur, histCur, clientsCur, lruCur *bbolt.Cursor
+	arena                              []byte
 }
 
 // Apply sizes the arena for its batch: every command's bytes (a value is
@@ -468,7 +515,7 @@ type boltState struct {
 // record and index a write also stores. A batch that needs more (long
 // error texts in remembered results) continues in blocks of arenaChunk.
 const (
-	arenaPerEntry = 96
+	arenaPerEntry = 128
 	arenaChunk    = 4 << 10
 )
 
@@ -527,8 +574,9 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 		kv:      tx.Bucket(bucketKV),
 		clients: tx.Bucket(bucketClients),
 		lru:     tx.Bucket(bucketLRU),
+		hist:    tx.Bucket(bucketHistory),
 	}
-	if st.meta == nil || st.kv == nil || st.clients == nil || st.lru == nil {
+	if st.meta == nil || st.kv == nil || st.clients == nil || st.lru == nil || st.hist == nil {
 		return nil, fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
 	format, err := st.metaU64(keyFormat)
@@ -553,6 +601,9 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 			return nil, err
 		}
 	}
+	if st.compactRev, err = st.metaU64(keyCompacted); err != nil {
+		return nil, err
+	}
 	if st.meta.Get(keySessionClock) != nil {
 		if st.clock, err = st.metaU64(keySessionClock); err != nil {
 			return nil, err
@@ -573,10 +624,10 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 func (st *boltState) countUsed() error {
 	st.used = 0
 	err := st.kv.ForEach(func(k, v []byte) error {
-		if len(v) < 8 {
-			return fmt.Errorf("%w: value of key %q is %d bytes, shorter than its version", ErrCorrupt, k, len(v))
+		if len(v) < metaSize {
+			return fmt.Errorf("%w: value of key %q is %d bytes, shorter than its meta", ErrCorrupt, k, len(v))
 		}
-		st.used += KeyBytes(len(k), len(v)-8)
+		st.used += KeyBytes(len(k), len(v)-metaSize)
 		return nil
 	})
 	if err != nil {
@@ -611,6 +662,11 @@ func (st *boltState) flush() error {
 			return fmt.Errorf("write meta/%s: %w", kv.k, err)
 		}
 	}
+	if st.compactDirty {
+		if err := st.meta.Put(keyCompacted, st.u64(st.compactRev)); err != nil {
+			return fmt.Errorf("write meta/%s: %w", keyCompacted, err)
+		}
+	}
 	if st.clockDirty {
 		if err := st.meta.Put(keySessionClock, st.u64(st.clock)); err != nil {
 			return fmt.Errorf("write meta/%s: %w", keySessionClock, err)
@@ -634,17 +690,17 @@ func (st *boltState) revision() uint64         { return st.rev }
 func (st *boltState) setRevision(r uint64)     { st.rev = r }
 func (st *boltState) clientCount() uint64      { return st.nclients }
 
-func (st *boltState) get(key []byte) ([]byte, uint64, bool, error) {
+func (st *boltState) get(key []byte) ([]byte, kvMeta, bool, error) {
 	st.lastGet, st.lastGetLen, st.haveLast = append(st.lastGet[:0], key...), -1, true
 	v := seek(&st.kvCur, st.kv, key)
 	if v == nil {
-		return nil, 0, false, nil
+		return nil, kvMeta{}, false, nil
 	}
-	version, value, err := splitValue(key, v)
+	meta, value, err := splitValue(key, v)
 	if err == nil {
 		st.lastGetLen = len(value)
 	}
-	return value, version, err == nil, err
+	return value, meta, err == nil, err
 }
 
 // oldLen is the length of key's value before a put or delete (-1:
@@ -653,33 +709,95 @@ func (st *boltState) oldLen(key []byte) int {
 	if st.haveLast && bytes.Equal(st.lastGet, key) {
 		return st.lastGetLen
 	}
-	if v := seek(&st.kvCur, st.kv, key); len(v) >= 8 {
-		return len(v) - 8
+	if v := seek(&st.kvCur, st.kv, key); len(v) >= metaSize {
+		return len(v) - metaSize
 	}
 	return -1
 }
 
-func (st *boltState) put(key, value []byte, version uint64) error {
+// put stores one slice, meta and value, in both buckets: bbolt keeps
+// values, not keys, until the commit.
+func (st *boltState) put(key, value []byte, meta kvMeta) error {
 	old := st.oldLen(key)
 	st.haveLast = false
-	v := st.alloc(8 + len(value))
-	binary.BigEndian.PutUint64(v, version)
-	copy(v[8:], value)
+	v := st.alloc(metaSize + len(value))
+	putMeta(v, meta)
+	copy(v[metaSize:], value)
 	if err := st.kv.Put(key, v); err != nil {
 		return fmt.Errorf("put %q: %w", key, err)
+	}
+	st.histKeyBuf = histKey(st.histKeyBuf[:0], key, meta.modRev)
+	if err := st.hist.Put(st.histKeyBuf, v); err != nil {
+		return fmt.Errorf("record %q at revision %d: %w", key, meta.modRev, err)
 	}
 	countPut(st, key, value, max(old, 0), old >= 0)
 	return nil
 }
 
-func (st *boltState) del(key []byte) error {
+func (st *boltState) del(key []byte, rev uint64) error {
 	old := st.oldLen(key)
 	st.haveLast = false
+	if old < 0 {
+		return nil
+	}
 	if err := remove(&st.kvCur, st.kv, key); err != nil {
 		return fmt.Errorf("delete %q: %w", key, err)
 	}
-	if old >= 0 {
-		countDelete(st, key, old)
+	v := st.alloc(metaSize)
+	putMeta(v, kvMeta{modRev: rev})
+	st.histKeyBuf = histKey(st.histKeyBuf[:0], key, rev)
+	if err := st.hist.Put(st.histKeyBuf, v); err != nil {
+		return fmt.Errorf("record the deletion of %q at revision %d: %w", key, rev, err)
+	}
+	countDelete(st, key, old)
+	return nil
+}
+
+func (st *boltState) compacted() uint64 { return st.compactRev }
+func (st *boltState) setCompacted(rev uint64) {
+	st.compactRev, st.compactDirty = rev, true
+}
+
+func (st *boltState) scanLatest(start, end []byte, fn func(v version) bool) error {
+	c := st.kv.Cursor()
+	for k, v := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, v = c.Next() {
+		meta, value, err := splitValue(k, v)
+		if err != nil {
+			return err
+		}
+		if !fn(version{key: k, value: value, meta: meta}) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (st *boltState) scanHistory(start, end []byte, fn func(v version) bool) error {
+	var stop []byte
+	if len(end) > 0 {
+		stop = histPrefix(nil, end)
+	}
+	c := st.hist.Cursor()
+	for hk, v := c.Seek(histPrefix(nil, start)); hk != nil && (stop == nil || bytes.Compare(hk, stop) < 0); hk, v = c.Next() {
+		key, _, err := splitHistKey(hk)
+		if err != nil {
+			return fmt.Errorf("%w: history key %x: %v", ErrCorrupt, hk, err)
+		}
+		meta, value, err := splitValue(key, v)
+		if err != nil {
+			return err
+		}
+		if !fn(version{key: key, value: value, meta: meta}) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (st *boltState) deleteHistory(key []byte, rev uint64) error {
+	st.histKeyBuf = histKey(st.histKeyBuf[:0], key, rev)
+	if err := remove(&st.histCur, st.hist, st.histKeyBuf); err != nil {
+		return fmt.Errorf("compact %q at revision %d: %w", key, rev, err)
 	}
 	return nil
 }
@@ -782,20 +900,66 @@ func u64(v uint64) []byte {
 	return b
 }
 
-// joinValue is the stored form of a key's value: its version, then the
-// value. A fresh slice, as bbolt keeps it until the commit.
-func joinValue(value []byte, version uint64) []byte {
-	v := make([]byte, 8+len(value))
-	binary.BigEndian.PutUint64(v, version)
-	copy(v[8:], value)
+// joinValue is the stored form of a version: its meta, then the value. A
+// fresh slice, as bbolt keeps it until the commit.
+func joinValue(value []byte, meta kvMeta) []byte {
+	v := make([]byte, metaSize+len(value))
+	putMeta(v, meta)
+	copy(v[metaSize:], value)
 	return v
 }
 
-func splitValue(key, v []byte) (version uint64, value []byte, err error) {
-	if len(v) < 8 {
-		return 0, nil, fmt.Errorf("%w: value of key %q is %d bytes, shorter than its version", ErrCorrupt, key, len(v))
+func splitValue(key, v []byte) (kvMeta, []byte, error) {
+	if len(v) < metaSize {
+		return kvMeta{}, nil, fmt.Errorf("%w: value of key %q is %d bytes, shorter than its meta", ErrCorrupt, key, len(v))
 	}
-	return binary.BigEndian.Uint64(v), v[8:], nil
+	return getMeta(v), v[metaSize:], nil
+}
+
+// allBuckets are the store's buckets.
+var allBuckets = [][]byte{bucketMeta, bucketKV, bucketHistory, bucketClients, bucketLRU}
+
+// migrateV1 upgrades a file of layout version 1 in place: each value gets
+// the meta of a key written once at its version, which also becomes its
+// only history entry.
+func migrateV1(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 1 {
+		return nil
+	}
+	kv := tx.Bucket(bucketKV)
+	if kv == nil {
+		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
+	}
+	hist, err := tx.CreateBucketIfNotExists(bucketHistory)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketHistory, err)
+	}
+	type upgraded struct{ key, value []byte }
+	var all []upgraded
+	err = kv.ForEach(func(k, v []byte) error {
+		if len(v) < 8 {
+			return fmt.Errorf("%w: value of key %q is %d bytes, shorter than its version", ErrCorrupt, k, len(v))
+		}
+		rev := binary.BigEndian.Uint64(v)
+		all = append(all, upgraded{clone(k), joinValue(v[8:], kvMeta{modRev: rev, createRev: rev, count: 1})})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, u := range all {
+		if err := kv.Put(u.key, u.value); err != nil {
+			return fmt.Errorf("upgrade %q: %w", u.key, err)
+		}
+		if err := hist.Put(histKey(nil, u.key, getMeta(u.value).modRev), u.value); err != nil {
+			return fmt.Errorf("upgrade %q: %w", u.key, err)
+		}
+	}
+	if err := meta.Put(keyCompacted, u64(0)); err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	return meta.Put(keyFormat, u64(boltFormatVersion))
 }
 
 func decodeClient(k, v []byte) (*kvpb.ClientRecord, error) {

@@ -118,7 +118,7 @@ func seeded(t *testing.T) string {
 
 func TestBoltCorruptLayoutRefused(t *testing.T) {
 	cases := map[string]func(tx *bbolt.Tx) error{
-		"future format": func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, u64(2)) },
+		"future format": func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, u64(boltFormatVersion+1)) },
 		"short meta":    func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyRevision, []byte{1}) },
 		"no applied":    func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyApplied) },
 		"no count":      func(tx *bbolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyClientCount) },
@@ -140,7 +140,17 @@ func TestBoltCorruptLayoutRefused(t *testing.T) {
 func TestBoltCorruptDataReported(t *testing.T) {
 	t.Run("short value", func(t *testing.T) {
 		path := seeded(t)
-		damage(t, path, func(tx *bbolt.Tx) error { return tx.Bucket(bucketKV).Put([]byte("k"), []byte{1, 2}) })
+		damage(t, path, func(tx *bbolt.Tx) error {
+			// Both the current version and its history entry.
+			hist := tx.Bucket(bucketHistory)
+			c := hist.Cursor()
+			for hk, _ := c.First(); hk != nil; hk, _ = c.Next() {
+				if err := hist.Put(hk, []byte{1, 2}); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bucketKV).Put([]byte("k"), []byte{1, 2})
+		})
 		b, err := OpenBolt(path, Options{})
 		require.NoError(t, err)
 		defer b.Close()

@@ -18,6 +18,8 @@ import (
 	"io"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
@@ -49,6 +51,12 @@ type Store interface {
 	// never costs more memory than the budget; the first key is always
 	// returned, whatever its size, so a caller paging through advances.
 	RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResult, error)
+	// EtcdRange answers an etcd Range on the applied state (etcd.go),
+	// within maxBytes of keys and values (<= 0: no bound). A revision
+	// compacted or not reached yet is refused with a *RangeError.
+	EtcdRange(req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse, error)
+	// CompactedRevision is the revision history was last compacted at.
+	CompactedRevision() uint64
 	// Snapshot writes a consistent image of the whole state to w and
 	// says which applied index and revision it holds.
 	Snapshot(w io.Writer) (SnapshotInfo, error)
@@ -107,6 +115,10 @@ const (
 	StatusPermissionDenied = kvpb.Status_STATUS_PERMISSION_DENIED
 	StatusSessionLimit     = kvpb.Status_STATUS_SESSION_LIMIT
 	StatusNoSpace          = kvpb.Status_STATUS_NO_SPACE
+	StatusKeyNotFound      = kvpb.Status_STATUS_KEY_NOT_FOUND
+	StatusLeaseNotFound    = kvpb.Status_STATUS_LEASE_NOT_FOUND
+	StatusCompacted        = kvpb.Status_STATUS_COMPACTED
+	StatusFutureRevision   = kvpb.Status_STATUS_FUTURE_REVISION
 )
 
 // Result is what applying one entry produced.
@@ -136,6 +148,9 @@ type Result struct {
 	// applied seq: it was not applied again and this is the remembered
 	// result.
 	Duplicate bool
+	// Etcd is an etcd transaction's answer (etcd.go); its headers carry
+	// only the revision.
+	Etcd *pb.TxnResponse
 }
 
 // Succeeded reports whether the command did what it asked (StatusOK).
@@ -230,8 +245,9 @@ const (
 // oversized command is an Invalid result on every node rather than a
 // storage error on some. The server's configurable limits sit below them.
 const (
-	// MaxKeySize is bbolt's key limit.
-	MaxKeySize = 32 * 1024
+	// MaxKeySize keeps a key's history entry (histKey: the key with each
+	// 0x00 byte doubled, plus 10 bytes) within bbolt's 32 KiB key limit.
+	MaxKeySize = (32<<10 - 10) / 2
 	// MaxValueSize keeps one value, and so one snapshot record, bounded.
 	MaxValueSize = 64 << 20
 )

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
@@ -35,7 +37,11 @@ type memData struct {
 	applied uint64
 	rev     uint64
 	keys    orderedMap
-	clients map[uint64]*memClient
+	// hist holds every version since compactRev, under histKey (mvcc.go);
+	// its values share the keys' slices, which are never changed in place.
+	hist       orderedMap
+	compactRev uint64
+	clients    map[uint64]*memClient
 	// lru holds the sessions by ascending last_index. Every command that
 	// names a session sets its last_index to the newest index, so moving
 	// it to the back keeps the order without sorting.
@@ -89,7 +95,7 @@ func (m *Memory) Get(key []byte) (GetResult, error) {
 	}
 	r := GetResult{Revision: m.data.rev}
 	if it, ok := m.data.keys.get(string(key)); ok {
-		r.Value, r.Version, r.Found = clone(it.value), it.version, true
+		r.Value, r.Version, r.Found = clone(it.value), it.meta.modRev, true
 	}
 	return r, nil
 }
@@ -116,10 +122,27 @@ func (m *Memory) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeRes
 		if !page.room(len(it.key)+len(it.value), &r) {
 			return false
 		}
-		r.Entries = append(r.Entries, KeyValue{Key: []byte(it.key), Value: clone(it.value), Version: it.version})
+		r.Entries = append(r.Entries, KeyValue{Key: []byte(it.key), Value: clone(it.value), Version: it.meta.modRev})
 		return true
 	})
 	return r, nil
+}
+
+// EtcdRange implements Store.
+func (m *Memory) EtcdRange(req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	return etcdRange(m.data, req, maxBytes)
+}
+
+// CompactedRevision implements Store.
+func (m *Memory) CompactedRevision() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.data.compactRev
 }
 
 // Each calls fn for every key in order with the store's own bytes, which
@@ -133,7 +156,7 @@ func (m *Memory) Each(fn func(key string, value []byte, version uint64)) (revisi
 		return 0, ErrClosed
 	}
 	m.data.keys.ascend("", func(it *item) bool {
-		fn(it.key, it.value, it.version)
+		fn(it.key, it.value, it.meta.modRev)
 		return true
 	})
 	return m.data.rev, nil
@@ -157,9 +180,9 @@ func (m *Memory) Snapshot(w io.Writer) (SnapshotInfo, error) {
 	}
 	d := m.data
 	info := SnapshotInfo{AppliedIndex: d.applied, Revision: d.rev}
-	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: d.applied, Revision: d.rev, SessionClockMs: d.clock, Alarms: d.alarmList})
-	d.keys.ascend("", func(it *item) bool {
-		sw.keyValue([]byte(it.key), it.value, it.version)
+	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: d.applied, Revision: d.rev, SessionClockMs: d.clock, Alarms: d.alarmList, CompactedRevision: d.compactRev})
+	_ = d.scanHistory(nil, nil, func(v version) bool {
+		sw.history(v.key, v.value, v.meta)
 		return sw.err == nil
 	})
 	ids := make([]uint64, 0, len(d.clients))
@@ -236,12 +259,18 @@ type memSink struct {
 
 func (s *memSink) begin(h *kvpb.SnapshotHeader) error {
 	s.d.applied, s.d.rev, s.d.clock, s.d.alarmList = h.AppliedIndex, h.Revision, h.SessionClockMs, h.Alarms
+	s.d.compactRev = h.CompactedRevision
 	return nil
 }
 
 func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
-	s.d.keys.set(string(kv.Key), clone(kv.Value), kv.Version)
+	s.d.keys.set(string(kv.Key), clone(kv.Value), metaFromProto(kv))
 	s.d.used += KeyBytes(len(kv.Key), len(kv.Value))
+	return nil
+}
+
+func (s *memSink) history(kv *kvpb.KeyValue) error {
+	s.d.hist.set(string(histKey(nil, kv.Key, kv.Version)), clone(kv.Value), metaFromProto(kv))
 	return nil
 }
 
@@ -291,29 +320,71 @@ func (d *memData) revision() uint64         { return d.rev }
 func (d *memData) setRevision(r uint64)     { d.rev = r }
 func (d *memData) clientCount() uint64      { return uint64(len(d.clients)) }
 
-func (d *memData) get(key []byte) ([]byte, uint64, bool, error) {
+func (d *memData) get(key []byte) ([]byte, kvMeta, bool, error) {
 	if it, ok := d.keys.get(string(key)); ok {
-		return it.value, it.version, true, nil
+		return it.value, it.meta, true, nil
 	}
-	return nil, 0, false, nil
+	return nil, kvMeta{}, false, nil
 }
 
-func (d *memData) put(key, value []byte, version uint64) error {
+func (d *memData) put(key, value []byte, meta kvMeta) error {
 	old, existed := d.keys.get(string(key))
 	var oldLen int
 	if existed {
 		oldLen = len(old.value)
 	}
-	d.keys.set(string(key), clone(value), version)
+	v := clone(value)
+	d.keys.set(string(key), v, meta)
+	d.hist.set(string(histKey(nil, key, meta.modRev)), v, meta)
 	countPut(d, key, value, oldLen, existed)
 	return nil
 }
 
-func (d *memData) del(key []byte) error {
-	if old, ok := d.keys.get(string(key)); ok {
-		countDelete(d, key, len(old.value))
+func (d *memData) del(key []byte, rev uint64) error {
+	old, ok := d.keys.get(string(key))
+	if !ok {
+		return nil
 	}
+	countDelete(d, key, len(old.value))
 	d.keys.delete(string(key))
+	d.hist.set(string(histKey(nil, key, rev)), nil, kvMeta{modRev: rev})
+	return nil
+}
+
+func (d *memData) compacted() uint64       { return d.compactRev }
+func (d *memData) setCompacted(rev uint64) { d.compactRev = rev }
+
+func (d *memData) scanLatest(start, end []byte, fn func(v version) bool) error {
+	d.keys.ascend(string(start), func(it *item) bool {
+		if len(end) > 0 && it.key >= string(end) {
+			return false
+		}
+		return fn(version{key: []byte(it.key), value: it.value, meta: it.meta})
+	})
+	return nil
+}
+
+func (d *memData) scanHistory(start, end []byte, fn func(v version) bool) error {
+	var stop string
+	if len(end) > 0 {
+		stop = string(histPrefix(nil, end))
+	}
+	var err error
+	d.hist.ascend(string(histPrefix(nil, start)), func(it *item) bool {
+		if stop != "" && it.key >= stop {
+			return false
+		}
+		var key []byte
+		if key, _, err = splitHistKey([]byte(it.key)); err != nil {
+			return false
+		}
+		return fn(version{key: key, value: it.value, meta: it.meta})
+	})
+	return err
+}
+
+func (d *memData) deleteHistory(key []byte, rev uint64) error {
+	d.hist.delete(string(histKey(nil, key, rev)))
 	return nil
 }
 

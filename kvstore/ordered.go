@@ -12,9 +12,9 @@ type orderedMap struct {
 }
 
 type item struct {
-	key     string
-	value   []byte
-	version uint64
+	key   string
+	value []byte
+	meta  kvMeta
 }
 
 // maxChunk is the size at which a chunk splits in two.
@@ -43,13 +43,13 @@ func (m *orderedMap) get(key string) (*item, bool) {
 }
 
 // set inserts or replaces key.
-func (m *orderedMap) set(key string, value []byte, version uint64) {
+func (m *orderedMap) set(key string, value []byte, meta kvMeta) {
 	ci, i := m.search(key)
 	if ci < len(m.chunks) && m.chunks[ci][i].key == key {
-		m.chunks[ci][i].value, m.chunks[ci][i].version = value, version
+		m.chunks[ci][i].value, m.chunks[ci][i].meta = value, meta
 		return
 	}
-	it := item{key: key, value: value, version: version}
+	it := item{key: key, value: value, meta: meta}
 	if ci == len(m.chunks) { // larger than every key: append to the last chunk
 		if ci == 0 {
 			m.chunks = append(m.chunks, []item{it})

@@ -25,7 +25,7 @@ func TestOrderedMapAgainstSortedModel(t *testing.T) {
 		from := fmt.Sprintf("k%05d", rng.IntN(6000))
 		i := sort.SearchStrings(keys, from)
 		m.ascend(from, func(it *item) bool {
-			if i >= len(keys) || it.key != keys[i] || it.version != model[it.key] {
+			if i >= len(keys) || it.key != keys[i] || it.meta.modRev != model[it.key] {
 				t.Fatalf("step %d: ascend from %q gave %q, want %q", step, from, it.key, keys[i:min(i+1, len(keys))])
 			}
 			i++
@@ -49,11 +49,11 @@ func TestOrderedMapAgainstSortedModel(t *testing.T) {
 			}
 			delete(model, key)
 		} else {
-			m.set(key, nil, uint64(step))
+			m.set(key, nil, kvMeta{modRev: uint64(step)})
 			model[key] = uint64(step)
 		}
 		it, ok := m.get(key)
-		if v, want := model[key]; ok != want || (ok && it.version != v) {
+		if v, want := model[key]; ok != want || (ok && it.meta.modRev != v) {
 			t.Fatalf("step %d: get %q = %v, want %v", step, key, ok, want)
 		}
 		if step%1000 == 0 {
@@ -81,7 +81,7 @@ func TestOrderedMapRapid(t *testing.T) {
 				delete(model, k)
 				continue
 			}
-			m.set(k, nil, 1)
+			m.set(k, nil, kvMeta{modRev: 1})
 			model[k] = true
 		}
 		var want []string

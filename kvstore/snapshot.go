@@ -12,6 +12,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
@@ -25,15 +27,20 @@ import (
 // payload, so damage is reported at the record where it is; the trailer
 // covers the whole stream, and the end record's counts catch a stream cut
 // exactly at a record boundary. Records come in a fixed order: one header,
-// the keys in ascending order, the sessions in ascending id order, one end.
+// the history in ascending (key, revision) order (from which the keys'
+// current versions follow: each key's last entry, unless a tombstone), the
+// sessions in ascending id order, one end. Version 1, from before history,
+// has key records instead, in ascending key order: each key's current
+// version stands for its history.
 const (
 	snapshotMagic         = "KVSTSNAP"
-	snapshotFormatVersion = 1
+	snapshotFormatVersion = 2
 
 	recHeader   byte = 1
 	recKeyValue byte = 2
 	recClient   byte = 3
 	recEnd      byte = 4
+	recHistory  byte = 5
 
 	recordHeaderSize = 1 + 4 + 4
 	// maxRecordSize bounds a payload: a key-value record at the limits,
@@ -46,13 +53,16 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // snapshotWriter encodes a snapshot stream. Errors stick: after the first
 // one every call is a no-op and finish reports it.
 type snapshotWriter struct {
-	bw      *bufio.Writer
-	sum     hash.Hash32 // whole-stream checksum for the trailer
-	keys    uint64
-	clients uint64
-	payload []byte
-	frame   [recordHeaderSize]byte
-	err     error
+	bw        *bufio.Writer
+	sum       hash.Hash32 // whole-stream checksum for the trailer
+	keys      uint64      // live keys among the history records so far
+	histCount uint64
+	clients   uint64
+	lastKey   []byte // the key of the last history record
+	lastLive  bool   // and whether that record is not a tombstone
+	payload   []byte
+	frame     [recordHeaderSize]byte
+	err       error
 }
 
 // newSnapshotWriter starts a snapshot with the whole header h (the
@@ -67,9 +77,24 @@ func newSnapshotWriter(w io.Writer, h *kvpb.SnapshotHeader) *snapshotWriter {
 	return sw
 }
 
-func (sw *snapshotWriter) keyValue(key, value []byte, version uint64) {
-	sw.keys++
-	sw.record(recKeyValue, &kvpb.KeyValue{Key: key, Value: value, Version: version})
+// history writes one history entry; they must come in (key, revision)
+// order.
+func (sw *snapshotWriter) history(key, value []byte, m kvMeta) {
+	if !bytes.Equal(key, sw.lastKey) {
+		sw.settleKey()
+		sw.lastKey = append(sw.lastKey[:0], key...)
+	}
+	sw.lastLive = !m.tombstone()
+	sw.histCount++
+	sw.record(recHistory, metaToProto(key, value, m))
+}
+
+// settleKey counts the last key if its last entry left it live.
+func (sw *snapshotWriter) settleKey() {
+	if sw.lastLive {
+		sw.keys++
+	}
+	sw.lastLive = false
 }
 
 func (sw *snapshotWriter) client(rec *kvpb.ClientRecord) {
@@ -78,7 +103,8 @@ func (sw *snapshotWriter) client(rec *kvpb.ClientRecord) {
 }
 
 func (sw *snapshotWriter) finish() error {
-	sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: sw.keys, ClientCount: sw.clients})
+	sw.settleKey()
+	sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: sw.keys, ClientCount: sw.clients, HistoryCount: sw.histCount})
 	var trailer [4]byte
 	binary.BigEndian.PutUint32(trailer[:], sw.sum.Sum32())
 	sw.write(trailer[:])
@@ -117,10 +143,12 @@ func (sw *snapshotWriter) write(p []byte) {
 
 // snapshotSink receives a snapshot's records as they are read and checked.
 // Nothing read may be made visible before readSnapshot returns nil: the
-// trailer checksum is only known at the end.
+// trailer checksum is only known at the end. Each key's history entries
+// come first, then (unless it is deleted) its current version.
 type snapshotSink interface {
 	begin(h *kvpb.SnapshotHeader) error
 	keyValue(kv *kvpb.KeyValue) error
+	history(kv *kvpb.KeyValue) error
 	client(rec *kvpb.ClientRecord) error
 }
 
@@ -134,6 +162,7 @@ type discardSink struct{}
 
 func (discardSink) begin(*kvpb.SnapshotHeader) error { return nil }
 func (discardSink) keyValue(*kvpb.KeyValue) error    { return nil }
+func (discardSink) history(*kvpb.KeyValue) error     { return nil }
 func (discardSink) client(*kvpb.ClientRecord) error  { return nil }
 
 func badSnapshot(format string, args ...any) error {
@@ -161,8 +190,9 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 	if string(prefix[:len(snapshotMagic)]) != snapshotMagic {
 		return SnapshotInfo{}, badSnapshot("not a kvstore snapshot (magic %q, want %q)", prefix[:len(snapshotMagic)], snapshotMagic)
 	}
-	if v := binary.BigEndian.Uint32(prefix[len(snapshotMagic):]); v != snapshotFormatVersion {
-		return SnapshotInfo{}, badSnapshot("snapshot format version %d; this build reads version %d", v, snapshotFormatVersion)
+	format := binary.BigEndian.Uint32(prefix[len(snapshotMagic):])
+	if format != 1 && format != snapshotFormatVersion {
+		return SnapshotInfo{}, badSnapshot("snapshot format version %d; this build reads versions 1 and %d", format, snapshotFormatVersion)
 	}
 
 	var (
@@ -170,6 +200,9 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 		keys       uint64
 		clients    uint64
 		lastKey    []byte
+		history    uint64
+		lastHist   []byte         // histKey of the last history record
+		live       *kvpb.KeyValue // the current version of the key being read
 		lastClient uint64
 		lastIdxs   = map[uint64]bool{} // sessions' last_index values must be distinct
 		stage      = recHeader         // the record type expected next at least
@@ -179,7 +212,8 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 		if err != nil {
 			return SnapshotInfo{}, err
 		}
-		if (stage == recHeader) != (typ == recHeader) || typ < stage {
+		if (stage == recHeader) != (typ == recHeader) || recordRank(typ) < recordRank(stage) ||
+			(typ == recHistory && format == 1) || (typ == recKeyValue && format > 1) {
 			return SnapshotInfo{}, badSnapshot("record of type %d at offset %d is out of order", typ, at)
 		}
 		switch typ {
@@ -196,7 +230,7 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, err
 			}
 			stage = recKeyValue
-		case recKeyValue:
+		case recKeyValue: // format 1 only
 			var kv kvpb.KeyValue
 			if err := proto.Unmarshal(payload, &kv); err != nil {
 				return SnapshotInfo{}, badSnapshot("key record at offset %d does not decode", at)
@@ -210,12 +244,51 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			if kv.Version == 0 || kv.Version > info.Revision {
 				return SnapshotInfo{}, badSnapshot("key record at offset %d: version %d outside 1..revision %d", at, kv.Version, info.Revision)
 			}
+			// Before history: the current version is all there is.
+			kv.CreateRevision, kv.Count = kv.Version, 1
 			lastKey = kv.Key
 			keys++
+			if err := sink.history(&kv); err != nil {
+				return SnapshotInfo{}, err
+			}
 			if err := sink.keyValue(&kv); err != nil {
 				return SnapshotInfo{}, err
 			}
+		case recHistory:
+			kv := &kvpb.KeyValue{}
+			if err := proto.Unmarshal(payload, kv); err != nil {
+				return SnapshotInfo{}, badSnapshot("history record at offset %d does not decode", at)
+			}
+			if msg := checkKeyValue(kv.Key, kv.Value); msg != "" {
+				return SnapshotInfo{}, badSnapshot("history record at offset %d: %s", at, msg)
+			}
+			if err := checkHistoryEntry(kv.Key, metaFromProto(kv), info.Revision); err != nil || kv.Deleted != (kv.Count == 0) {
+				return SnapshotInfo{}, badSnapshot("history record at offset %d: %v (deleted %v, count %d)", at, err, kv.Deleted, kv.Count)
+			}
+			hk := histKey(nil, kv.Key, kv.Version)
+			if lastHist != nil && bytes.Compare(hk, lastHist) <= 0 {
+				return SnapshotInfo{}, badSnapshot("history record at offset %d: key %q at revision %d is out of order", at, kv.Key, kv.Version)
+			}
+			if live != nil && !bytes.Equal(live.Key, kv.Key) {
+				keys++
+				if err := sink.keyValue(live); err != nil {
+					return SnapshotInfo{}, err
+				}
+			}
+			live = nil
+			if !kv.Deleted {
+				live = kv
+			}
+			lastHist = hk
+			history++
+			stage = recHistory
+			if err := sink.history(kv); err != nil {
+				return SnapshotInfo{}, err
+			}
 		case recClient:
+			if err := settleLive(sink, &live, &keys); err != nil {
+				return SnapshotInfo{}, err
+			}
 			var rec kvpb.ClientRecord
 			if err := proto.Unmarshal(payload, &rec); err != nil {
 				return SnapshotInfo{}, badSnapshot("session record at offset %d does not decode", at)
@@ -231,18 +304,49 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, err
 			}
 		case recEnd:
+			if err := settleLive(sink, &live, &keys); err != nil {
+				return SnapshotInfo{}, err
+			}
 			var end kvpb.SnapshotEnd
 			if err := proto.Unmarshal(payload, &end); err != nil {
 				return SnapshotInfo{}, badSnapshot("end record at offset %d does not decode", at)
 			}
-			if end.KeyCount != keys || end.ClientCount != clients {
-				return SnapshotInfo{}, badSnapshot("end record says %d keys and %d sessions, the stream has %d and %d", end.KeyCount, end.ClientCount, keys, clients)
+			if end.KeyCount != keys || end.ClientCount != clients || (format > 1 && end.HistoryCount != history) {
+				return SnapshotInfo{}, badSnapshot("end record says %d keys, %d history entries and %d sessions, the stream has %d, %d and %d",
+					end.KeyCount, end.HistoryCount, end.ClientCount, keys, history, clients)
 			}
 			return info, sr.finish()
 		default:
 			return SnapshotInfo{}, badSnapshot("unknown record type %d at offset %d", typ, at)
 		}
 	}
+}
+
+// settleLive hands the sink the current version of the last key read from
+// the history, if it is live, once its history is over.
+func settleLive(sink snapshotSink, live **kvpb.KeyValue, keys *uint64) error {
+	if *live == nil {
+		return nil
+	}
+	kv := *live
+	*live = nil
+	*keys++
+	return sink.keyValue(kv)
+}
+
+// recordRank is the order record types come in.
+func recordRank(typ byte) int {
+	switch typ {
+	case recHeader:
+		return 0
+	case recKeyValue:
+		return 1
+	case recHistory:
+		return 2
+	case recClient:
+		return 3
+	}
+	return 4
 }
 
 // checkAlarms checks the raised alarms as apply keeps them: known types,
@@ -278,9 +382,15 @@ func checkClient(rec *kvpb.ClientRecord, prevID, applied uint64, lastIdxs map[ui
 	}
 	if rec.Result != nil {
 		switch rec.Result.Status {
-		case StatusOK, StatusCASFailed, StatusInvalid, StatusPermissionDenied:
+		case StatusOK, StatusCASFailed, StatusInvalid, StatusPermissionDenied,
+			StatusKeyNotFound, StatusLeaseNotFound, StatusCompacted, StatusFutureRevision:
 		default:
 			return fmt.Errorf("client %d: remembered status %v is not one apply records", rec.ClientId, rec.Result.Status)
+		}
+		if data := rec.Result.EtcdResponse; len(data) > 0 {
+			if err := new(pb.TxnResponse).Unmarshal(data); err != nil {
+				return fmt.Errorf("client %d: remembered etcd response does not decode", rec.ClientId)
+			}
 		}
 		if len(rec.Result.CurrentValue) > MaxValueSize {
 			return fmt.Errorf("client %d: remembered value of %d bytes exceeds the limit", rec.ClientId, len(rec.Result.CurrentValue))

@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
@@ -84,7 +86,9 @@ func header(applied, rev uint64) func(*snapshotWriter) {
 }
 
 func kv(key string, version uint64) func(*snapshotWriter) {
-	return func(sw *snapshotWriter) { sw.keyValue([]byte(key), []byte("v"), version) }
+	return func(sw *snapshotWriter) {
+		sw.history([]byte(key), []byte("v"), kvMeta{modRev: version, createRev: version, count: 1})
+	}
 }
 
 func client(rec *kvpb.ClientRecord) func(*snapshotWriter) {
@@ -93,7 +97,7 @@ func client(rec *kvpb.ClientRecord) func(*snapshotWriter) {
 
 func end(keys, clients uint64) func(*snapshotWriter) {
 	return func(sw *snapshotWriter) {
-		sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: keys, ClientCount: clients})
+		sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: keys, ClientCount: clients, HistoryCount: keys})
 	}
 }
 
@@ -127,20 +131,23 @@ func TestSnapshotReaderChecks(t *testing.T) {
 	}{
 		{"empty input", nil, "too short"},
 		{"wrong magic", append([]byte("NOTASNAP"), 0, 0, 0, 1), "not a kvstore snapshot"},
-		{"future format", append([]byte(snapshotMagic), 0, 0, 0, 2), "format version 2"},
+		{"future format", append([]byte(snapshotMagic), 0, 0, 0, snapshotFormatVersion+1), "format version 3"},
 		{"no header", craft(kv("a", 1), end(1, 0)), "out of order"},
 		{"two headers", craft(header(1, 1), header(1, 1), end(0, 0)), "out of order"},
 		{"key after session", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 1, LastIndex: 1}), kv("a", 1), end(1, 1)), "out of order"},
 		{"unknown record type", craft(header(1, 1), raw(9, nil), end(0, 0)), "unknown record type 9"},
 		{"header undecodable", craft(raw(recHeader, []byte{0xff})), "header record"},
-		{"key undecodable", craft(header(1, 1), raw(recKeyValue, []byte{0xff}), end(1, 0)), "key record"},
+		{"key undecodable", craft(header(1, 1), raw(recHistory, []byte{0xff}), end(1, 0)), "history record"},
+		{"key record in format 2", craft(header(1, 1), raw(recKeyValue, nil), end(1, 0)), "out of order"},
 		{"session undecodable", craft(header(1, 1), raw(recClient, []byte{0xff}), end(0, 1)), "session record"},
 		{"end undecodable", craft(header(1, 1), raw(recEnd, []byte{0xff})), "end record"},
-		{"keys out of order", craft(header(5, 5), kv("b", 1), kv("a", 2), end(2, 0)), "does not follow"},
-		{"duplicate key", craft(header(5, 5), kv("a", 1), kv("a", 2), end(2, 0)), "does not follow"},
+		{"keys out of order", craft(header(5, 5), kv("b", 1), kv("a", 2), end(2, 0)), "out of order"},
+		{"revisions out of order", craft(header(5, 5), kv("a", 2), kv("a", 1), end(1, 0)), "out of order"},
+		{"duplicate version", craft(header(5, 5), kv("a", 1), kv("a", 1), end(1, 0)), "out of order"},
+		{"versions counted as keys", craft(header(5, 5), kv("a", 1), kv("a", 2), end(2, 0)), "end record says 2 keys"},
 		{"empty key", craft(header(5, 5), kv("", 1), end(1, 0)), "key is empty"},
-		{"version zero", craft(header(5, 5), kv("a", 0), end(1, 0)), "version 0"},
-		{"version past revision", craft(header(5, 5), kv("a", 6), end(1, 0)), "version 6"},
+		{"version zero", craft(header(5, 5), kv("a", 0), end(1, 0)), "revision 0"},
+		{"version past revision", craft(header(5, 5), kv("a", 6), end(1, 0)), "revision 6"},
 		{"session id zero", craft(header(5, 5), client(&kvpb.ClientRecord{LastIndex: 1}), end(0, 1)), "client id 0"},
 		{"sessions out of order", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 3, LastIndex: 3}), client(&kvpb.ClientRecord{ClientId: 2, LastIndex: 4}), end(0, 2)), "does not follow"},
 		{"last index before id", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 3, LastIndex: 2}), end(0, 1)), "last index 2"},
@@ -299,5 +306,39 @@ func TestFreezeCapturesTheStateOfItsMoment(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "before", string(g.Value))
 		require.Equal(t, uint64(300), s.AppliedIndex(), "Apply went on meanwhile")
+	})
+}
+
+// A snapshot from a build before history (format 1: key records, no
+// history) restores with each key's current version as its only history
+// entry, so reads at its revision and later work and compaction finds
+// nothing older.
+func TestSnapshotFormat1IsRead(t *testing.T) {
+	var buf bytes.Buffer
+	sw := &snapshotWriter{bw: bufio.NewWriter(&buf), sum: crc32.New(castagnoli)}
+	sw.write(append([]byte(snapshotMagic), 0, 0, 0, 1))
+	sw.record(recHeader, &kvpb.SnapshotHeader{AppliedIndex: 9, Revision: 7})
+	sw.record(recKeyValue, &kvpb.KeyValue{Key: []byte("a"), Value: []byte("1"), Version: 3})
+	sw.record(recKeyValue, &kvpb.KeyValue{Key: []byte("b"), Value: []byte("2"), Version: 7})
+	sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: 2})
+	var trailer [4]byte
+	binary.BigEndian.PutUint32(trailer[:], sw.sum.Sum32())
+	sw.write(trailer[:])
+	require.NoError(t, sw.bw.Flush())
+
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		require.NoError(t, s.Restore(bytes.NewReader(buf.Bytes())))
+		resp, err := s.EtcdRange(&pb.RangeRequest{Key: []byte("a"), RangeEnd: []byte("c"), Revision: 5}, 0)
+		require.NoError(t, err)
+		require.Len(t, resp.Kvs, 1, "at revision 5 only a existed")
+		require.Equal(t, int64(3), resp.Kvs[0].CreateRevision)
+		require.Equal(t, int64(1), resp.Kvs[0].Version)
+
+		var again bytes.Buffer
+		_, err = s.Snapshot(&again)
+		require.NoError(t, err)
+		sum, err := SummarizeSnapshot(&again)
+		require.NoError(t, err)
+		require.Equal(t, uint64(2), sum.Keys)
 	})
 }

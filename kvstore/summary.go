@@ -11,6 +11,7 @@ import (
 type SnapshotSummary struct {
 	SnapshotInfo
 	Keys     uint64 // key-value pairs
+	History  uint64 // versions kept in the history, the current ones included
 	Sessions uint64 // exactly-once sessions
 }
 
@@ -23,13 +24,14 @@ func SummarizeSnapshot(r io.Reader) (SnapshotSummary, error) {
 	if err != nil {
 		return SnapshotSummary{}, err
 	}
-	return SnapshotSummary{SnapshotInfo: info, Keys: c.keys, Sessions: c.sessions}, nil
+	return SnapshotSummary{SnapshotInfo: info, Keys: c.keys, History: c.versions, Sessions: c.sessions}, nil
 }
 
-type countSink struct{ keys, sessions uint64 }
+type countSink struct{ keys, versions, sessions uint64 }
 
 func (*countSink) begin(*kvpb.SnapshotHeader) error { return nil }
 func (c *countSink) keyValue(*kvpb.KeyValue) error  { c.keys++; return nil }
+func (c *countSink) history(*kvpb.KeyValue) error   { c.versions++; return nil }
 func (c *countSink) client(*kvpb.ClientRecord) error {
 	c.sessions++
 	return nil
@@ -51,7 +53,7 @@ func CopySnapshot(r io.Reader, w io.Writer, drop func(key []byte) bool) (Snapsho
 	if err != nil {
 		return SnapshotSummary{}, err
 	}
-	return SnapshotSummary{SnapshotInfo: info, Keys: c.sw.keys, Sessions: c.sw.clients}, nil
+	return SnapshotSummary{SnapshotInfo: info, Keys: c.sw.keys, History: c.sw.histCount, Sessions: c.sw.clients}, nil
 }
 
 type copySink struct {
@@ -64,13 +66,17 @@ func (c *copySink) begin(h *kvpb.SnapshotHeader) error {
 	// The session clock goes along with the sessions it dates; alarms,
 	// like the members' addresses, describe the cluster the copy came
 	// from, not the data.
-	c.sw = newSnapshotWriter(c.w, &kvpb.SnapshotHeader{AppliedIndex: h.AppliedIndex, Revision: h.Revision, SessionClockMs: h.SessionClockMs})
+	c.sw = newSnapshotWriter(c.w, &kvpb.SnapshotHeader{AppliedIndex: h.AppliedIndex, Revision: h.Revision, SessionClockMs: h.SessionClockMs,
+		CompactedRevision: h.CompactedRevision})
 	return nil
 }
 
-func (c *copySink) keyValue(kv *kvpb.KeyValue) error {
+// keyValue writes nothing: the history records carry the current versions.
+func (c *copySink) keyValue(*kvpb.KeyValue) error { return nil }
+
+func (c *copySink) history(kv *kvpb.KeyValue) error {
 	if !c.drop(kv.Key) {
-		c.sw.keyValue(kv.Key, kv.Value, kv.Version)
+		c.sw.history(kv.Key, kv.Value, metaFromProto(kv))
 	}
 	return c.written()
 }

@@ -15,7 +15,7 @@ func TestSummarizeSnapshotCountsAndChecks(t *testing.T) {
 	require.NoError(t, err)
 	// sampleSnapshot: "alpha" and "beta" written, two sessions registered,
 	// seven entries applied.
-	require.Equal(t, SnapshotSummary{SnapshotInfo: SnapshotInfo{AppliedIndex: 7, Revision: 2}, Keys: 2, Sessions: 2}, sum)
+	require.Equal(t, SnapshotSummary{SnapshotInfo: SnapshotInfo{AppliedIndex: 7, Revision: 2}, Keys: 2, History: 2, Sessions: 2}, sum)
 
 	_, err = SummarizeSnapshot(bytes.NewReader(snap[:len(snap)-1]))
 	require.True(t, errors.Is(err, ErrBadSnapshot), "a truncated snapshot: %v", err)
@@ -30,7 +30,7 @@ func TestCopySnapshotDropsKeys(t *testing.T) {
 	var out bytes.Buffer
 	sum, err := CopySnapshot(bytes.NewReader(snap), &out, func(k []byte) bool { return string(k) == "alpha" })
 	require.NoError(t, err)
-	require.Equal(t, SnapshotSummary{SnapshotInfo: SnapshotInfo{AppliedIndex: 7, Revision: 2}, Keys: 1, Sessions: 2}, sum)
+	require.Equal(t, SnapshotSummary{SnapshotInfo: SnapshotInfo{AppliedIndex: 7, Revision: 2}, Keys: 1, History: 1, Sessions: 2}, sum)
 
 	// The copy is a valid snapshot of the same state without the key.
 	s := NewMemory(Options{})

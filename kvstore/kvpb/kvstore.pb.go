@@ -108,6 +108,15 @@ const (
 	Status_STATUS_NO_SPACE Status = 10
 	// Auth is enabled and the command's user may not do what it asks.
 	Status_STATUS_PERMISSION_DENIED Status = 11
+	// An etcd put with ignore_value or ignore_lease on a key that does not
+	// exist. Nothing changed.
+	Status_STATUS_KEY_NOT_FOUND Status = 12
+	// An etcd put naming a lease the store does not have. Nothing changed.
+	Status_STATUS_LEASE_NOT_FOUND Status = 13
+	// A read or compaction at a revision already compacted.
+	Status_STATUS_COMPACTED Status = 14
+	// A read or compaction at a revision the store has not reached.
+	Status_STATUS_FUTURE_REVISION Status = 15
 )
 
 // Enum value maps for Status.
@@ -125,6 +134,10 @@ var (
 		9:  "STATUS_SESSION_LIMIT",
 		10: "STATUS_NO_SPACE",
 		11: "STATUS_PERMISSION_DENIED",
+		12: "STATUS_KEY_NOT_FOUND",
+		13: "STATUS_LEASE_NOT_FOUND",
+		14: "STATUS_COMPACTED",
+		15: "STATUS_FUTURE_REVISION",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":       0,
@@ -139,6 +152,10 @@ var (
 		"STATUS_SESSION_LIMIT":     9,
 		"STATUS_NO_SPACE":          10,
 		"STATUS_PERMISSION_DENIED": 11,
+		"STATUS_KEY_NOT_FOUND":     12,
+		"STATUS_LEASE_NOT_FOUND":   13,
+		"STATUS_COMPACTED":         14,
+		"STATUS_FUTURE_REVISION":   15,
 	}
 )
 
@@ -243,7 +260,7 @@ func (x AuthChange_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AuthChange_Kind.Descriptor instead.
 func (AuthChange_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4, 0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5, 0}
 }
 
 type AuthPermission_Type int32
@@ -295,7 +312,7 @@ func (x AuthPermission_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AuthPermission_Type.Descriptor instead.
 func (AuthPermission_Type) EnumDescriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5, 0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // Command is one state machine operation, proposed by the server and applied
@@ -317,6 +334,8 @@ type Command struct {
 	//	*Command_SessionClock
 	//	*Command_Alarm
 	//	*Command_AuthChange
+	//	*Command_EtcdTxn
+	//	*Command_Compact
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// user is the authenticated user the command runs as, set by the
 	// server that proposed it after checking the caller's token or
@@ -442,6 +461,24 @@ func (x *Command) GetAuthChange() *AuthChange {
 	return nil
 }
 
+func (x *Command) GetEtcdTxn() []byte {
+	if x != nil {
+		if x, ok := x.Op.(*Command_EtcdTxn); ok {
+			return x.EtcdTxn
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCompact() *Compact {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Compact); ok {
+			return x.Compact
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetUser() string {
 	if x != nil {
 		return x.User
@@ -487,6 +524,17 @@ type Command_AuthChange struct {
 	AuthChange *AuthChange `protobuf:"bytes,21,opt,name=auth_change,json=authChange,proto3,oneof"`
 }
 
+type Command_EtcdTxn struct {
+	// An etcd v3 transaction (etcdserverpb.TxnRequest, encoded): the etcd
+	// API's Put, DeleteRange and Txn, applied as one revision (etcd.go).
+	EtcdTxn []byte `protobuf:"bytes,9,opt,name=etcd_txn,json=etcdTxn,proto3,oneof"`
+}
+
+type Command_Compact struct {
+	// Discards history older than a revision (Compact).
+	Compact *Compact `protobuf:"bytes,10,opt,name=compact,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -500,6 +548,10 @@ func (*Command_SessionClock) isCommand_Op() {}
 func (*Command_Alarm) isCommand_Op() {}
 
 func (*Command_AuthChange) isCommand_Op() {}
+
+func (*Command_EtcdTxn) isCommand_Op() {}
+
+func (*Command_Compact) isCommand_Op() {}
 
 // Put sets key to value, creating it if absent.
 type Put struct {
@@ -661,6 +713,53 @@ func (x *CompareAndSwap) GetNewValue() []byte {
 	return nil
 }
 
+// Compact discards every version of every key that a read at revision or
+// later cannot see. Compacting at or below the compacted revision changes
+// nothing; compacting past the store's revision is refused.
+type Compact struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revision      uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compact) Reset() {
+	*x = Compact{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compact) ProtoMessage() {}
+
+func (x *Compact) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compact.ProtoReflect.Descriptor instead.
+func (*Compact) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Compact) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 // AuthChange changes users, roles or whether auth is enforced. The server
 // hashes passwords before proposing: no password travels in the log.
 type AuthChange struct {
@@ -682,7 +781,7 @@ type AuthChange struct {
 
 func (x *AuthChange) Reset() {
 	*x = AuthChange{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +793,7 @@ func (x *AuthChange) String() string {
 func (*AuthChange) ProtoMessage() {}
 
 func (x *AuthChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[4]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +806,7 @@ func (x *AuthChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthChange.ProtoReflect.Descriptor instead.
 func (*AuthChange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{4}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AuthChange) GetKind() AuthChange_Kind {
@@ -766,7 +865,7 @@ type AuthPermission struct {
 
 func (x *AuthPermission) Reset() {
 	*x = AuthPermission{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +877,7 @@ func (x *AuthPermission) String() string {
 func (*AuthPermission) ProtoMessage() {}
 
 func (x *AuthPermission) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +890,7 @@ func (x *AuthPermission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPermission.ProtoReflect.Descriptor instead.
 func (*AuthPermission) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AuthPermission) GetType() AuthPermission_Type {
@@ -831,7 +930,7 @@ type AuthUser struct {
 
 func (x *AuthUser) Reset() {
 	*x = AuthUser{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +942,7 @@ func (x *AuthUser) String() string {
 func (*AuthUser) ProtoMessage() {}
 
 func (x *AuthUser) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +955,7 @@ func (x *AuthUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthUser.ProtoReflect.Descriptor instead.
 func (*AuthUser) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AuthUser) GetName() string {
@@ -898,7 +997,7 @@ type AuthRole struct {
 
 func (x *AuthRole) Reset() {
 	*x = AuthRole{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1009,7 @@ func (x *AuthRole) String() string {
 func (*AuthRole) ProtoMessage() {}
 
 func (x *AuthRole) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1022,7 @@ func (x *AuthRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthRole.ProtoReflect.Descriptor instead.
 func (*AuthRole) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AuthRole) GetName() string {
@@ -951,7 +1050,7 @@ type AuthConfig struct {
 
 func (x *AuthConfig) Reset() {
 	*x = AuthConfig{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1062,7 @@ func (x *AuthConfig) String() string {
 func (*AuthConfig) ProtoMessage() {}
 
 func (x *AuthConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1075,7 @@ func (x *AuthConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthConfig.ProtoReflect.Descriptor instead.
 func (*AuthConfig) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AuthConfig) GetEnabled() bool {
@@ -1018,7 +1117,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1129,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1142,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Register) GetNowMs() uint64 {
@@ -1078,7 +1177,7 @@ type SessionClock struct {
 
 func (x *SessionClock) Reset() {
 	*x = SessionClock{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1189,7 @@ func (x *SessionClock) String() string {
 func (*SessionClock) ProtoMessage() {}
 
 func (x *SessionClock) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1202,7 @@ func (x *SessionClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionClock.ProtoReflect.Descriptor instead.
 func (*SessionClock) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SessionClock) GetNowMs() uint64 {
@@ -1127,7 +1226,7 @@ type AlarmChange struct {
 
 func (x *AlarmChange) Reset() {
 	*x = AlarmChange{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1238,7 @@ func (x *AlarmChange) String() string {
 func (*AlarmChange) ProtoMessage() {}
 
 func (x *AlarmChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1251,7 @@ func (x *AlarmChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlarmChange.ProtoReflect.Descriptor instead.
 func (*AlarmChange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AlarmChange) GetType() AlarmType {
@@ -1189,7 +1288,7 @@ type Alarm struct {
 
 func (x *Alarm) Reset() {
 	*x = Alarm{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1300,7 @@ func (x *Alarm) String() string {
 func (*Alarm) ProtoMessage() {}
 
 func (x *Alarm) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1313,7 @@ func (x *Alarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
 func (*Alarm) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Alarm) GetType() AlarmType {
@@ -1241,22 +1340,26 @@ func (x *Alarm) GetIndex() uint64 {
 // Result is what applying one entry produced; the store remembers the last
 // one per session so a retry gets the same answer.
 type Result struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=keyval.kvstore.Status" json:"status,omitempty"`
-	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	Revision      uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
-	Existed       bool                   `protobuf:"varint,4,opt,name=existed,proto3" json:"existed,omitempty"`
-	Exists        bool                   `protobuf:"varint,5,opt,name=exists,proto3" json:"exists,omitempty"`
-	Version       uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
-	CurrentValue  []byte                 `protobuf:"bytes,7,opt,name=current_value,json=currentValue,proto3" json:"current_value,omitempty"`
-	ClientId      uint64                 `protobuf:"varint,8,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Status       Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=keyval.kvstore.Status" json:"status,omitempty"`
+	Error        string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Revision     uint64                 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Existed      bool                   `protobuf:"varint,4,opt,name=existed,proto3" json:"existed,omitempty"`
+	Exists       bool                   `protobuf:"varint,5,opt,name=exists,proto3" json:"exists,omitempty"`
+	Version      uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	CurrentValue []byte                 `protobuf:"bytes,7,opt,name=current_value,json=currentValue,proto3" json:"current_value,omitempty"`
+	ClientId     uint64                 `protobuf:"varint,8,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// etcd_response is an etcd transaction's answer
+	// (etcdserverpb.TxnResponse, encoded; its header carries only the
+	// revision).
+	EtcdResponse  []byte `protobuf:"bytes,9,opt,name=etcd_response,json=etcdResponse,proto3" json:"etcd_response,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1371,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1384,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{13}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Result) GetStatus() Status {
@@ -1340,6 +1443,13 @@ func (x *Result) GetClientId() uint64 {
 	return 0
 }
 
+func (x *Result) GetEtcdResponse() []byte {
+	if x != nil {
+		return x.EtcdResponse
+	}
+	return nil
+}
+
 // ClientRecord is one exactly-once session.
 type ClientRecord struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -1365,7 +1475,7 @@ type ClientRecord struct {
 
 func (x *ClientRecord) Reset() {
 	*x = ClientRecord{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1487,7 @@ func (x *ClientRecord) String() string {
 func (*ClientRecord) ProtoMessage() {}
 
 func (x *ClientRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1500,7 @@ func (x *ClientRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRecord.ProtoReflect.Descriptor instead.
 func (*ClientRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{14}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClientRecord) GetClientId() uint64 {
@@ -1444,14 +1554,17 @@ type SnapshotHeader struct {
 	// snapshot from a build before it.
 	SessionClockMs uint64 `protobuf:"varint,7,opt,name=session_clock_ms,json=sessionClockMs,proto3" json:"session_clock_ms,omitempty"`
 	// alarms are the raised alarms, in ascending type.
-	Alarms        []*Alarm `protobuf:"bytes,8,rep,name=alarms,proto3" json:"alarms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Alarms []*Alarm `protobuf:"bytes,8,rep,name=alarms,proto3" json:"alarms,omitempty"`
+	// compacted_revision is the revision history was last compacted at:
+	// reads below it are refused.
+	CompactedRevision uint64 `protobuf:"varint,9,opt,name=compacted_revision,json=compactedRevision,proto3" json:"compacted_revision,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1576,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1589,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{15}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotHeader) GetAppliedIndex() uint64 {
@@ -1507,19 +1620,38 @@ func (x *SnapshotHeader) GetAlarms() []*Alarm {
 	return nil
 }
 
-// KeyValue is one key of a snapshot, in ascending key order.
+func (x *SnapshotHeader) GetCompactedRevision() uint64 {
+	if x != nil {
+		return x.CompactedRevision
+	}
+	return 0
+}
+
+// KeyValue is one key of a snapshot, in ascending key order, or one entry
+// of its history, in ascending (key, version) order.
 type KeyValue struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// version is the revision that wrote this value (etcd's mod_revision).
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// create_revision is the revision that created the key (0 in a
+	// snapshot from a build before history: taken to be version); count is
+	// how many writes it has had since (etcd's version; 0 there: taken to
+	// be 1); lease is the lease it is attached to (0: none).
+	CreateRevision uint64 `protobuf:"varint,4,opt,name=create_revision,json=createRevision,proto3" json:"create_revision,omitempty"`
+	Count          uint64 `protobuf:"varint,5,opt,name=count,proto3" json:"count,omitempty"`
+	Lease          uint64 `protobuf:"varint,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	// deleted marks a history entry recording the key's deletion at
+	// version.
+	Deleted       bool `protobuf:"varint,7,opt,name=deleted,proto3" json:"deleted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1663,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1676,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{16}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1568,19 +1700,48 @@ func (x *KeyValue) GetVersion() uint64 {
 	return 0
 }
 
+func (x *KeyValue) GetCreateRevision() uint64 {
+	if x != nil {
+		return x.CreateRevision
+	}
+	return 0
+}
+
+func (x *KeyValue) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *KeyValue) GetLease() uint64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *KeyValue) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
 // SnapshotEnd is the last record of a snapshot; the counts guard against a
 // stream cut at a record boundary.
 type SnapshotEnd struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	KeyCount      uint64                 `protobuf:"varint,1,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
 	ClientCount   uint64                 `protobuf:"varint,2,opt,name=client_count,json=clientCount,proto3" json:"client_count,omitempty"`
+	HistoryCount  uint64                 `protobuf:"varint,3,opt,name=history_count,json=historyCount,proto3" json:"history_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1753,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1766,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{17}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotEnd) GetKeyCount() uint64 {
@@ -1622,11 +1783,18 @@ func (x *SnapshotEnd) GetClientCount() uint64 {
 	return 0
 }
 
+func (x *SnapshotEnd) GetHistoryCount() uint64 {
+	if x != nil {
+		return x.HistoryCount
+	}
+	return 0
+}
+
 var File_kvstore_kvpb_kvstore_proto protoreflect.FileDescriptor
 
 const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\n" +
-	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xea\x03\n" +
+	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xbc\x04\n" +
 	"\aCommand\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12'\n" +
@@ -1637,7 +1805,10 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\rsession_clock\x18\a \x01(\v2\x1c.keyval.kvstore.SessionClockH\x00R\fsessionClock\x123\n" +
 	"\x05alarm\x18\b \x01(\v2\x1b.keyval.kvstore.AlarmChangeH\x00R\x05alarm\x12=\n" +
 	"\vauth_change\x18\x15 \x01(\v2\x1a.keyval.kvstore.AuthChangeH\x00R\n" +
-	"authChange\x12\x12\n" +
+	"authChange\x12\x1b\n" +
+	"\betcd_txn\x18\t \x01(\fH\x00R\aetcdTxn\x123\n" +
+	"\acompact\x18\n" +
+	" \x01(\v2\x17.keyval.kvstore.CompactH\x00R\acompact\x12\x12\n" +
 	"\x04user\x18\x14 \x01(\tR\x04userB\x04\n" +
 	"\x02op\"-\n" +
 	"\x03Put\x12\x10\n" +
@@ -1648,7 +1819,9 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x0eCompareAndSwap\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12)\n" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\x12\x1b\n" +
-	"\tnew_value\x18\x03 \x01(\fR\bnewValue\"\xf7\x03\n" +
+	"\tnew_value\x18\x03 \x01(\fR\bnewValue\"%\n" +
+	"\aCompact\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\xf7\x03\n" +
 	"\n" +
 	"AuthChange\x123\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.keyval.kvstore.AuthChange.KindR\x04kind\x12\x12\n" +
@@ -1710,7 +1883,7 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x05Alarm\x12-\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x19.keyval.kvstore.AlarmTypeR\x04type\x12\x1b\n" +
 	"\tmember_id\x18\x02 \x01(\x04R\bmemberId\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index\"\xf8\x01\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"\x9d\x02\n" +
 	"\x06Result\x12.\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x16.keyval.kvstore.StatusR\x06status\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1a\n" +
@@ -1719,7 +1892,8 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x06exists\x18\x05 \x01(\bR\x06exists\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\x04R\aversion\x12#\n" +
 	"\rcurrent_value\x18\a \x01(\fR\fcurrentValue\x12\x1b\n" +
-	"\tclient_id\x18\b \x01(\x04R\bclientId\"\xcf\x01\n" +
+	"\tclient_id\x18\b \x01(\x04R\bclientId\x12#\n" +
+	"\retcd_response\x18\t \x01(\fR\fetcdResponse\"\xcf\x01\n" +
 	"\fClientRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12\x1d\n" +
@@ -1727,22 +1901,28 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12.\n" +
 	"\x06result\x18\x04 \x01(\v2\x16.keyval.kvstore.ResultR\x06result\x12$\n" +
 	"\x0elast_active_ms\x18\x05 \x01(\x04R\flastActiveMs\x12\x12\n" +
-	"\x04user\x18\a \x01(\tR\x04user\"\xaa\x01\n" +
+	"\x04user\x18\a \x01(\tR\x04user\"\xd9\x01\n" +
 	"\x0eSnapshotHeader\x12#\n" +
 	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12(\n" +
 	"\x10session_clock_ms\x18\a \x01(\x04R\x0esessionClockMs\x12-\n" +
-	"\x06alarms\x18\b \x03(\v2\x15.keyval.kvstore.AlarmR\x06alarms\"L\n" +
+	"\x06alarms\x18\b \x03(\v2\x15.keyval.kvstore.AlarmR\x06alarms\x12-\n" +
+	"\x12compacted_revision\x18\t \x01(\x04R\x11compactedRevision\"\xbb\x01\n" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
-	"\aversion\x18\x03 \x01(\x04R\aversion\"M\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12'\n" +
+	"\x0fcreate_revision\x18\x04 \x01(\x04R\x0ecreateRevision\x12\x14\n" +
+	"\x05count\x18\x05 \x01(\x04R\x05count\x12\x14\n" +
+	"\x05lease\x18\x06 \x01(\x04R\x05lease\x12\x18\n" +
+	"\adeleted\x18\a \x01(\bR\adeleted\"r\n" +
 	"\vSnapshotEnd\x12\x1b\n" +
 	"\tkey_count\x18\x01 \x01(\x04R\bkeyCount\x12!\n" +
-	"\fclient_count\x18\x02 \x01(\x04R\vclientCount*?\n" +
+	"\fclient_count\x18\x02 \x01(\x04R\vclientCount\x12#\n" +
+	"\rhistory_count\x18\x03 \x01(\x04R\fhistoryCount*?\n" +
 	"\tAlarmType\x12\x1a\n" +
 	"\x16ALARM_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12ALARM_TYPE_NOSPACE\x10\x01*\xa2\x02\n" +
+	"\x12ALARM_TYPE_NOSPACE\x10\x01*\x8a\x03\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x15\n" +
@@ -1756,7 +1936,11 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x14STATUS_SESSION_LIMIT\x10\t\x12\x13\n" +
 	"\x0fSTATUS_NO_SPACE\x10\n" +
 	"\x12\x1c\n" +
-	"\x18STATUS_PERMISSION_DENIED\x10\vB:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
+	"\x18STATUS_PERMISSION_DENIED\x10\v\x12\x18\n" +
+	"\x14STATUS_KEY_NOT_FOUND\x10\f\x12\x1a\n" +
+	"\x16STATUS_LEASE_NOT_FOUND\x10\r\x12\x14\n" +
+	"\x10STATUS_COMPACTED\x10\x0e\x12\x1a\n" +
+	"\x16STATUS_FUTURE_REVISION\x10\x0fB:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
 
 var (
 	file_kvstore_kvpb_kvstore_proto_rawDescOnce sync.Once
@@ -1771,7 +1955,7 @@ func file_kvstore_kvpb_kvstore_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(AlarmType)(0),           // 0: keyval.kvstore.AlarmType
 	(Status)(0),              // 1: keyval.kvstore.Status
@@ -1781,43 +1965,45 @@ var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(*Put)(nil),              // 5: keyval.kvstore.Put
 	(*Delete)(nil),           // 6: keyval.kvstore.Delete
 	(*CompareAndSwap)(nil),   // 7: keyval.kvstore.CompareAndSwap
-	(*AuthChange)(nil),       // 8: keyval.kvstore.AuthChange
-	(*AuthPermission)(nil),   // 9: keyval.kvstore.AuthPermission
-	(*AuthUser)(nil),         // 10: keyval.kvstore.AuthUser
-	(*AuthRole)(nil),         // 11: keyval.kvstore.AuthRole
-	(*AuthConfig)(nil),       // 12: keyval.kvstore.AuthConfig
-	(*Register)(nil),         // 13: keyval.kvstore.Register
-	(*SessionClock)(nil),     // 14: keyval.kvstore.SessionClock
-	(*AlarmChange)(nil),      // 15: keyval.kvstore.AlarmChange
-	(*Alarm)(nil),            // 16: keyval.kvstore.Alarm
-	(*Result)(nil),           // 17: keyval.kvstore.Result
-	(*ClientRecord)(nil),     // 18: keyval.kvstore.ClientRecord
-	(*SnapshotHeader)(nil),   // 19: keyval.kvstore.SnapshotHeader
-	(*KeyValue)(nil),         // 20: keyval.kvstore.KeyValue
-	(*SnapshotEnd)(nil),      // 21: keyval.kvstore.SnapshotEnd
+	(*Compact)(nil),          // 8: keyval.kvstore.Compact
+	(*AuthChange)(nil),       // 9: keyval.kvstore.AuthChange
+	(*AuthPermission)(nil),   // 10: keyval.kvstore.AuthPermission
+	(*AuthUser)(nil),         // 11: keyval.kvstore.AuthUser
+	(*AuthRole)(nil),         // 12: keyval.kvstore.AuthRole
+	(*AuthConfig)(nil),       // 13: keyval.kvstore.AuthConfig
+	(*Register)(nil),         // 14: keyval.kvstore.Register
+	(*SessionClock)(nil),     // 15: keyval.kvstore.SessionClock
+	(*AlarmChange)(nil),      // 16: keyval.kvstore.AlarmChange
+	(*Alarm)(nil),            // 17: keyval.kvstore.Alarm
+	(*Result)(nil),           // 18: keyval.kvstore.Result
+	(*ClientRecord)(nil),     // 19: keyval.kvstore.ClientRecord
+	(*SnapshotHeader)(nil),   // 20: keyval.kvstore.SnapshotHeader
+	(*KeyValue)(nil),         // 21: keyval.kvstore.KeyValue
+	(*SnapshotEnd)(nil),      // 22: keyval.kvstore.SnapshotEnd
 }
 var file_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
 	5,  // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
 	6,  // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
 	7,  // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
-	13, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
-	14, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
-	15, // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
-	8,  // 6: keyval.kvstore.Command.auth_change:type_name -> keyval.kvstore.AuthChange
-	2,  // 7: keyval.kvstore.AuthChange.kind:type_name -> keyval.kvstore.AuthChange.Kind
-	9,  // 8: keyval.kvstore.AuthChange.permission:type_name -> keyval.kvstore.AuthPermission
-	3,  // 9: keyval.kvstore.AuthPermission.type:type_name -> keyval.kvstore.AuthPermission.Type
-	9,  // 10: keyval.kvstore.AuthRole.permissions:type_name -> keyval.kvstore.AuthPermission
-	0,  // 11: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
-	0,  // 12: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
-	1,  // 13: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
-	17, // 14: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
-	16, // 15: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	14, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
+	15, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
+	16, // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
+	9,  // 6: keyval.kvstore.Command.auth_change:type_name -> keyval.kvstore.AuthChange
+	8,  // 7: keyval.kvstore.Command.compact:type_name -> keyval.kvstore.Compact
+	2,  // 8: keyval.kvstore.AuthChange.kind:type_name -> keyval.kvstore.AuthChange.Kind
+	10, // 9: keyval.kvstore.AuthChange.permission:type_name -> keyval.kvstore.AuthPermission
+	3,  // 10: keyval.kvstore.AuthPermission.type:type_name -> keyval.kvstore.AuthPermission.Type
+	10, // 11: keyval.kvstore.AuthRole.permissions:type_name -> keyval.kvstore.AuthPermission
+	0,  // 12: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
+	0,  // 13: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
+	1,  // 14: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
+	18, // 15: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
+	17, // 16: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kvstore_proto_init() }
@@ -1833,6 +2019,8 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 		(*Command_SessionClock)(nil),
 		(*Command_Alarm)(nil),
 		(*Command_AuthChange)(nil),
+		(*Command_EtcdTxn)(nil),
+		(*Command_Compact)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1840,7 +2028,7 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kvstore_proto_rawDesc), len(file_kvstore_kvpb_kvstore_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,399 @@
+package kvstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"pgregory.net/rapid"
+)
+
+func txnCmd(t require.TestingT, req *pb.TxnRequest) []byte {
+	data, err := EncodeEtcdTxn(req, "")
+	require.NoError(t, err)
+	return data
+}
+
+func putOp(key, value string) *pb.RequestOp {
+	return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(key), Value: []byte(value), PrevKv: true}}}
+}
+
+func delOp(key, end string) *pb.RequestOp {
+	d := &pb.DeleteRangeRequest{Key: []byte(key), PrevKv: true}
+	if end != "" {
+		d.RangeEnd = []byte(end)
+	}
+	return &pb.RequestOp{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: d}}
+}
+
+func rangeOp(key, end string) *pb.RequestOp {
+	return &pb.RequestOp{Request: &pb.RequestOp_RequestRange{RequestRange: &pb.RangeRequest{Key: []byte(key), RangeEnd: []byte(end)}}}
+}
+
+func etcdPut(t require.TestingT, key, value string) []byte {
+	return txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{putOp(key, value)}})
+}
+
+func get(t *testing.T, s Store, key string, rev int64) *pb.RangeResponse {
+	t.Helper()
+	resp, err := s.EtcdRange(&pb.RangeRequest{Key: []byte(key), Revision: rev}, 0)
+	require.NoError(t, err)
+	return resp
+}
+
+// Every write advances the revision; a key keeps its create revision until
+// deleted, counts its writes (etcd's version), and a read at an older
+// revision sees the key as it was then.
+func TestEtcdVersionsAndHistory(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		require.Equal(t, uint64(1), a.one(etcdPut(t, "k", "a")).Revision)
+		require.Equal(t, uint64(2), a.one(putCmd(0, 0, "k", "b")).Revision, "native and etcd writes share the revision")
+		r := a.one(etcdPut(t, "k", "c"))
+		require.Equal(t, uint64(3), r.Revision)
+		require.Equal(t, "b", string(r.Etcd.Responses[0].GetResponsePut().PrevKv.Value))
+
+		kv := get(t, s, "k", 0).Kvs[0]
+		require.Equal(t, []int64{1, 3, 3}, []int64{kv.CreateRevision, kv.ModRevision, kv.Version})
+		require.Equal(t, "a", string(get(t, s, "k", 1).Kvs[0].Value))
+		require.Equal(t, "b", string(get(t, s, "k", 2).Kvs[0].Value))
+
+		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{delOp("k", "")}})) // revision 4
+		require.Empty(t, get(t, s, "k", 0).Kvs)
+		require.Equal(t, "c", string(get(t, s, "k", 3).Kvs[0].Value))
+		a.one(etcdPut(t, "k", "d")) // revision 5: created anew
+		kv = get(t, s, "k", 0).Kvs[0]
+		require.Equal(t, []int64{5, 5, 1}, []int64{kv.CreateRevision, kv.ModRevision, kv.Version})
+		require.Equal(t, uint64(5), s.Revision())
+
+		_, err := s.EtcdRange(&pb.RangeRequest{Key: []byte("k"), Revision: 6}, 0)
+		var re *RangeError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, StatusFutureRevision, re.Status)
+	})
+}
+
+// A transaction's compares pick the branch, all its writes share one
+// revision, its reads see its earlier writes, and one that fails a check
+// writes nothing.
+func TestEtcdTxn(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		a.one(etcdPut(t, "x", "1")) // revision 1
+		cmp := &pb.Compare{Key: []byte("x"), Target: pb.Compare_VALUE, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Value{Value: []byte("1")}}
+		r := a.one(txnCmd(t, &pb.TxnRequest{
+			Compare: []*pb.Compare{cmp},
+			Success: []*pb.RequestOp{putOp("a", "A"), putOp("b", "B"), rangeOp("a", "c"), delOp("x", "")},
+			Failure: []*pb.RequestOp{putOp("f", "F")},
+		}))
+		require.Equal(t, StatusOK, r.Status, r.Err)
+		require.True(t, r.Etcd.Succeeded)
+		require.Equal(t, uint64(2), r.Revision, "one revision for the whole transaction")
+		require.Len(t, r.Etcd.Responses[2].GetResponseRange().Kvs, 2, "the read sees the transaction's own writes")
+		require.Equal(t, int64(1), r.Etcd.Responses[3].GetResponseDeleteRange().Deleted)
+		all := get(t, s, "a", 0)
+		require.Equal(t, int64(2), all.Kvs[0].ModRevision)
+
+		r = a.one(txnCmd(t, &pb.TxnRequest{Compare: []*pb.Compare{cmp}, Success: []*pb.RequestOp{putOp("s", "S")}, Failure: []*pb.RequestOp{putOp("f", "F")}}))
+		require.False(t, r.Etcd.Succeeded)
+		require.Len(t, get(t, s, "f", 0).Kvs, 1)
+		require.Empty(t, get(t, s, "s", 0).Kvs)
+
+		// Nested: the inner compare is decided on the state before the
+		// transaction, although the outer branch writes the key first.
+		inner := &pb.TxnRequest{
+			Compare: []*pb.Compare{{Key: []byte("n"), Target: pb.Compare_VERSION, Result: pb.Compare_EQUAL, TargetUnion: &pb.Compare_Version{Version: 0}}},
+			Success: []*pb.RequestOp{putOp("inner", "absent-before")},
+			Failure: []*pb.RequestOp{putOp("inner", "present-before")},
+		}
+		r = a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{putOp("n", "1"), {Request: &pb.RequestOp_RequestTxn{RequestTxn: inner}}}}))
+		require.Equal(t, StatusOK, r.Status, r.Err)
+		require.Equal(t, "absent-before", string(get(t, s, "inner", 0).Kvs[0].Value))
+
+		before := s.Revision()
+		ignoreMissing := &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("missing"), IgnoreValue: true}}}
+		r = a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{putOp("w", "1"), ignoreMissing}}))
+		require.Equal(t, StatusKeyNotFound, r.Status)
+		require.Empty(t, get(t, s, "w", 0).Kvs, "a failed transaction writes nothing")
+		require.Equal(t, before, s.Revision())
+
+		for name, req := range map[string]*pb.TxnRequest{
+			"duplicate put":   {Success: []*pb.RequestOp{putOp("d", "1"), putOp("d", "2")}},
+			"put in deletion": {Success: []*pb.RequestOp{delOp("c", "e"), putOp("d", "2")}},
+			"empty key":       {Success: []*pb.RequestOp{putOp("", "1")}},
+			"reserved key":    {Success: []*pb.RequestOp{putOp("\x00keyval/x", "1")}},
+		} {
+			r = a.one(txnCmd(t, req))
+			require.Equal(t, StatusInvalid, r.Status, name)
+		}
+		require.Equal(t, before, s.Revision())
+		r = a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{putOp("d", "1")}, Failure: []*pb.RequestOp{putOp("d", "2")}}))
+		require.Equal(t, StatusOK, r.Status, "the same key in both branches is allowed")
+	})
+}
+
+func TestEtcdRangeOptions(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		for i, k := range []string{"b", "a", "d", "c"} {
+			a.one(etcdPut(t, k, fmt.Sprint(9-i)))
+		}
+		a.one(etcdPut(t, "a", "again")) // a: version 2, mod revision 5
+		rg := func(req *pb.RangeRequest, maxBytes int) *pb.RangeResponse {
+			t.Helper()
+			req.Key, req.RangeEnd = []byte("a"), []byte("z")
+			resp, err := s.EtcdRange(req, maxBytes)
+			require.NoError(t, err)
+			return resp
+		}
+		keys := func(r *pb.RangeResponse) string {
+			var out []byte
+			for _, kv := range r.Kvs {
+				out = append(out, kv.Key...)
+			}
+			return string(out)
+		}
+		r := rg(&pb.RangeRequest{Limit: 2}, 0)
+		require.Equal(t, "ab", keys(r))
+		require.True(t, r.More)
+		require.Equal(t, int64(4), r.Count)
+		require.Equal(t, "dcba", keys(rg(&pb.RangeRequest{SortOrder: pb.RangeRequest_DESCEND}, 0)))
+		require.Equal(t, "acdb", keys(rg(&pb.RangeRequest{SortTarget: pb.RangeRequest_MOD, SortOrder: pb.RangeRequest_DESCEND}, 0)))
+		require.Equal(t, "cd", keys(rg(&pb.RangeRequest{SortTarget: pb.RangeRequest_VALUE, Limit: 2}, 0)))
+		require.Equal(t, "a", keys(rg(&pb.RangeRequest{MinModRevision: 5}, 0)))
+		require.Equal(t, "abd", keys(rg(&pb.RangeRequest{MaxCreateRevision: 3}, 0)))
+		r = rg(&pb.RangeRequest{CountOnly: true}, 0)
+		require.Empty(t, r.Kvs)
+		require.Equal(t, int64(4), r.Count)
+		r = rg(&pb.RangeRequest{KeysOnly: true}, 0)
+		require.Nil(t, r.Kvs[0].Value)
+		r = rg(&pb.RangeRequest{}, 3)
+		require.Equal(t, "a", keys(r), "the byte budget stops the page, but never before one key")
+		require.True(t, r.More)
+		require.Equal(t, "abcd", keys(rg(&pb.RangeRequest{Revision: 4}, 0)))
+		require.Equal(t, "9", string(rg(&pb.RangeRequest{Revision: 4}, 0).Kvs[1].Value))
+		all, err := s.EtcdRange(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}}, 0)
+		require.NoError(t, err)
+		require.Equal(t, int64(4), all.Count, "the whole key space, KeyVal's own records left out")
+	})
+}
+
+// Compacting drops what no later read can see: reads at or after the
+// compacted revision still answer, earlier ones are refused, and a key
+// deleted before it leaves no trace.
+func TestEtcdCompact(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		a.one(etcdPut(t, "k", "1"))                                                   // 1
+		a.one(etcdPut(t, "k", "2"))                                                   // 2
+		a.one(etcdPut(t, "gone", "x"))                                                // 3
+		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{delOp("gone", "")}})) // 4
+		a.one(etcdPut(t, "k", "5"))                                                   // 5
+		require.Equal(t, StatusFutureRevision, a.one(EncodeCompact(6, "")).Status)
+		require.Equal(t, StatusOK, a.one(EncodeCompact(4, "")).Status)
+		require.Equal(t, StatusCompacted, a.one(EncodeCompact(4, "")).Status)
+		require.Equal(t, uint64(4), s.CompactedRevision())
+
+		require.Equal(t, "2", string(get(t, s, "k", 4).Kvs[0].Value))
+		require.Equal(t, "5", string(get(t, s, "k", 0).Kvs[0].Value))
+		_, err := s.EtcdRange(&pb.RangeRequest{Key: []byte("k"), Revision: 3}, 0)
+		var re *RangeError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, StatusCompacted, re.Status)
+
+		var buf bytes.Buffer
+		_, err = s.Snapshot(&buf)
+		require.NoError(t, err)
+		sum, err := SummarizeSnapshot(bytes.NewReader(buf.Bytes()))
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), sum.Keys)
+		require.Equal(t, uint64(2), sum.History, "k at revisions 2 and 5; older versions and the deleted key are gone")
+		restored := NewMemory(Options{})
+		require.NoError(t, restored.Restore(&buf))
+		require.Equal(t, uint64(4), restored.CompactedRevision())
+		require.Equal(t, "2", string(get(t, restored, "k", 4).Kvs[0].Value))
+	})
+}
+
+// A bbolt file of layout version 1 (before history) is upgraded when
+// opened: its keys keep their values and versions and gain a history.
+func TestBoltUpgradesFormat1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	db, err := bbolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketKV, bucketClients, bucketLRU} {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		for k, v := range map[string]uint64{"format": 1, "applied_index": 4, "revision": 3, "client_count": 0} {
+			if err := meta.Put([]byte(k), u64(v)); err != nil {
+				return err
+			}
+		}
+		old := make([]byte, 8+1)
+		binary.BigEndian.PutUint64(old, 2)
+		old[8] = 'v'
+		return tx.Bucket(bucketKV).Put([]byte("k"), old)
+	}))
+	require.NoError(t, db.Close())
+
+	b, err := OpenBolt(path, Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	g, err := b.Get([]byte("k"))
+	require.NoError(t, err)
+	require.Equal(t, GetResult{Value: []byte("v"), Version: 2, Found: true, Revision: 3}, g)
+	kv := get(t, b, "k", 2).Kvs[0]
+	require.Equal(t, []int64{2, 2, 1}, []int64{kv.CreateRevision, kv.ModRevision, kv.Version})
+	r := newApplier(t, b).one(etcdPut(t, "k", "w"))
+	require.Equal(t, uint64(4), r.Revision)
+	require.Equal(t, "v", string(get(t, b, "k", 3).Kvs[0].Value))
+}
+
+// mvccModel is the reference: every revision's whole state.
+type mvccModel struct {
+	states    []map[string]string // states[r]: the keys at revision r
+	compacted int
+}
+
+func (m *mvccModel) current() map[string]string { return m.states[len(m.states)-1] }
+
+func (m *mvccModel) commit(next map[string]string) { m.states = append(m.states, next) }
+
+func cloneMap(in map[string]string) map[string]string {
+	out := make(map[string]string, len(in))
+	for k, v := range in {
+		out[k] = v
+	}
+	return out
+}
+
+// TestEtcdHistoryProperty: for any sequence of native and etcd writes,
+// transactions and compactions, a range at any revision not compacted
+// answers exactly the state the model had then, and both implementations
+// write byte-identical snapshots.
+func TestEtcdHistoryProperty(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		mem := NewMemory(Options{})
+		bolt, err := OpenBolt(filepath.Join(t.TempDir(), fmt.Sprintf("kv-%d.db", rapid.Int().Draw(rt, "file"))), Options{NoSync: true})
+		require.NoError(rt, err)
+		defer bolt.Close()
+		stores := []Store{mem, bolt}
+		model := &mvccModel{states: []map[string]string{{}}}
+		keyGen := rapid.SampledFrom([]string{"a", "a\x00", "a\x00b", "ab", "b", "c"})
+		index := uint64(0)
+		apply := func(data []byte) Result {
+			index++
+			var first Result
+			for i, s := range stores {
+				res, err := s.Apply([]Entry{{Index: index, Data: data}})
+				require.NoError(rt, err)
+				if i == 0 {
+					first = res[0]
+				} else {
+					require.Equal(rt, first.Status, res[0].Status)
+					require.Equal(rt, first.Revision, res[0].Revision)
+				}
+			}
+			return first
+		}
+		steps := rapid.IntRange(1, 40).Draw(rt, "steps")
+		for i := 0; i < steps; i++ {
+			switch rapid.IntRange(0, 4).Draw(rt, "op") {
+			case 0: // native put
+				k, v := keyGen.Draw(rt, "key"), rapid.StringN(0, 3, -1).Draw(rt, "value")
+				apply(putCmd(0, 0, k, v))
+				next := cloneMap(model.current())
+				next[k] = v
+				model.commit(next)
+			case 1: // etcd txn: a range delete, then a put outside it
+				next := cloneMap(model.current())
+				var ops []*pb.RequestOp
+				from, to := keyGen.Draw(rt, "from"), keyGen.Draw(rt, "to")
+				wrote := false
+				if from < to {
+					ops = append(ops, delOp(from, to))
+					for k := range next {
+						if k >= from && k < to {
+							delete(next, k)
+							wrote = true
+						}
+					}
+				}
+				if k := keyGen.Draw(rt, "put"); !(k >= from && k < to) {
+					v := rapid.StringN(0, 3, -1).Draw(rt, "value")
+					ops = append(ops, putOp(k, v))
+					next[k] = v
+					wrote = true
+				}
+				r := apply(txnCmd(rt, &pb.TxnRequest{Success: ops}))
+				require.Equal(rt, StatusOK, r.Status, r.Err)
+				if wrote {
+					model.commit(next)
+				}
+			case 2: // compact
+				rev := rapid.IntRange(0, len(model.states)-1).Draw(rt, "rev")
+				r := apply(EncodeCompact(uint64(rev), ""))
+				if rev > model.compacted {
+					require.Equal(rt, StatusOK, r.Status, r.Err)
+					model.compacted = rev
+				} else {
+					require.Equal(rt, StatusCompacted, r.Status)
+				}
+			default: // read at a revision
+				rev := rapid.IntRange(0, len(model.states)-1).Draw(rt, "read")
+				for _, s := range stores {
+					resp, err := s.EtcdRange(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: int64(rev)}, 0)
+					if rev != 0 && rev < model.compacted {
+						var re *RangeError
+						require.ErrorAs(rt, err, &re)
+						continue
+					}
+					require.NoError(rt, err)
+					want := model.states[rev]
+					if rev == 0 {
+						want = model.current()
+					}
+					require.Equal(rt, sortedPairs(want), rangePairs(resp))
+				}
+			}
+			require.Equal(rt, uint64(len(model.states)-1), mem.Revision())
+		}
+		var a, b bytes.Buffer
+		_, err = mem.Snapshot(&a)
+		require.NoError(rt, err)
+		_, err = bolt.Snapshot(&b)
+		require.NoError(rt, err)
+		require.Equal(rt, a.Bytes(), b.Bytes(), "both implementations hold the same history")
+	})
+}
+
+func sortedPairs(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, 0, len(m))
+	for _, k := range keys {
+		out = append(out, k+"="+m[k])
+	}
+	return out
+}
+
+func rangePairs(r *pb.RangeResponse) []string {
+	out := make([]string, 0, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		out = append(out, string(kv.Key)+"="+string(kv.Value))
+	}
+	return out
+}

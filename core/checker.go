@@ -30,8 +30,9 @@ type Checker struct {
 	byIndex   []termDigest
 	positions map[position]posDigest
 	// nodes is searched in order rather than hashed: a cluster has a few
-	// members, and Observe runs after every input to every node.
-	nodes []*nodeWatch
+	// members, and Observe runs after every input to every node. Values,
+	// not pointers, so the search reads one array.
+	nodes []nodeWatch
 }
 
 type termVote struct {
@@ -82,13 +83,13 @@ func NewChecker() *Checker {
 // in-memory term and commit may legitimately restart lower). Votes cast and
 // entries committed are remembered.
 func (c *Checker) Restarted(id NodeID) {
-	c.nodes = slices.DeleteFunc(c.nodes, func(w *nodeWatch) bool { return w.id == id })
+	c.nodes = slices.DeleteFunc(c.nodes, func(w nodeWatch) bool { return w.id == id })
 }
 
 func (c *Checker) watch(id NodeID) *nodeWatch {
-	for _, w := range c.nodes {
-		if w.id == id {
-			return w
+	for i := range c.nodes {
+		if c.nodes[i].id == id {
+			return &c.nodes[i]
 		}
 	}
 	return nil
@@ -119,8 +120,8 @@ func (c *Checker) Observe(n *Node) error {
 	r, l := n.r, n.r.log
 	w := c.watch(r.id)
 	if w == nil {
-		w = &nodeWatch{id: r.id, rewrites: l.rewrites, checkedTo: l.snap.Index}
-		c.nodes = append(c.nodes, w)
+		c.nodes = append(c.nodes, nodeWatch{id: r.id, rewrites: l.rewrites, checkedTo: l.snap.Index})
+		w = &c.nodes[len(c.nodes)-1]
 	}
 	if r.term < w.term {
 		return fmt.Errorf("node %d: term went back from %d to %d", r.id, w.term, r.term)

@@ -101,7 +101,8 @@ func (r *Replica) Ready() (*Batch, bool) {
 	} else {
 		b = new(Batch)
 	}
-	*b = Batch{rd: r.node.Ready(), seq: r.taken, forceSnapshot: r.wantSnapshot}
+	// b is zero (new, or cleared by Release): only what Ready sets is written.
+	b.rd, b.seq, b.forceSnapshot = r.node.Ready(), r.taken, r.wantSnapshot
 	r.wantSnapshot = false
 	if msgs := b.rd.Messages; len(msgs) > 0 {
 		r.cfg.Send(msgs)

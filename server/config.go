@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 )
 
 // Config is one node's configuration. keyvald fills it from flags.
@@ -61,6 +62,17 @@ type Config struct {
 	// MaxPipelineReplyBytes bounds the replies one pipeline stream holds
 	// for a client that does not read them (PipelineOptions.MaxReplyBytes).
 	MaxPipelineReplyBytes int
+
+	// MaxTxnOps bounds the compares, and the operations of each branch, of
+	// one etcd transaction, at each level (0: DefaultMaxTxnOps).
+	MaxTxnOps int
+
+	// AutoCompactionMode (periodic or revision) and AutoCompactionRetention
+	// bound the history the store keeps (compaction.go); "" means periodic
+	// and DefaultAutoCompactionRetention, retention "0" turns it off.
+	AutoCompactionMode      string
+	AutoCompactionRetention string
+	compaction              compactionPolicy
 
 	// MaxRangeBytes bounds the keys and values of one Range answer, so that
 	// a Range over many large values does not copy them all at once; the
@@ -119,6 +131,7 @@ const (
 	DefaultMaxValueBytes        = 1536 << 10 // 1.5 MiB, etcd's request limit
 	DefaultMaxRequestBytes      = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
 	DefaultMaxRangeBytes        = 32 << 20
+	DefaultMaxTxnOps            = 128 // etcd's --max-txn-ops
 	DefaultMaxConcurrentBackups = 2
 	SnapshotBytesPerQuota       = 4
 	DefaultRequestTimeout       = 5 * time.Second
@@ -150,6 +163,22 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxKeyBytes == 0 {
 		c.MaxKeyBytes = DefaultMaxKeyBytes
+	}
+	if c.MaxKeyBytes > kvstore.MaxKeySize {
+		return fmt.Errorf("--max-key-bytes is %d; the store holds keys of at most %d bytes", c.MaxKeyBytes, kvstore.MaxKeySize)
+	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if c.MaxTxnOps < 0 {
+		return fmt.Errorf("--max-txn-ops is %d; it must be positive", c.MaxTxnOps)
+	}
+	if c.AutoCompactionRetention == "" {
+		c.AutoCompactionRetention = DefaultAutoCompactionRetention
+	}
+	var err error
+	if c.compaction, err = parseCompaction(c.AutoCompactionMode, c.AutoCompactionRetention); err != nil {
+		return err
 	}
 	if c.MaxValueBytes == 0 {
 		c.MaxValueBytes = DefaultMaxValueBytes

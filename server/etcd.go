@@ -24,8 +24,10 @@ var etcdVersion = version.APIVersion + ".0"
 // routes by service name: etcdserverpb.* and keyval.api.* do not meet).
 // Each maps onto KeyVal's own service, which does the work, the checks
 // and the forwarding to the leader; the etcd side translates messages and
-// errors. Client port only: forwarded calls use KeyVal's API.
+// errors. Client port only, but for KV, which the peer port serves too:
+// a follower forwards etcd writes to the leader as they came.
 func (s *Server) registerEtcd(srv *grpc.Server, auth *authService) {
+	pb.RegisterKVServer(srv, &etcdKV{s: s})
 	pb.RegisterClusterServer(srv, &etcdCluster{s: s, native: &clusterService{s: s}})
 	pb.RegisterMaintenanceServer(srv, &etcdMaintenance{s: s, native: &maintenanceService{s: s}})
 	pb.RegisterAuthServer(srv, &etcdAuth{s: s, native: auth})

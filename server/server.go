@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -280,6 +281,7 @@ func (s *Server) listen() error {
 	apipb.RegisterClusterServer(s.peerSrv, &clusterService{s: s})
 	apipb.RegisterMaintenanceServer(s.peerSrv, &maintenanceService{s: s})
 	apipb.RegisterAuthServer(s.peerSrv, authSvc)
+	pb.RegisterKVServer(s.peerSrv, &etcdKV{s: s})
 	opts := append(append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...), s.authInterceptors("client")...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
@@ -307,6 +309,7 @@ func (s *Server) PeerAddr() string   { return s.peerLis.Addr().String() }
 func (s *Server) Start() {
 	s.obs.start()
 	go s.loop()
+	go s.compactor(s.cfg.compaction)
 	go func() { _ = s.peerSrv.Serve(s.peerLis) }()
 	go func() { _ = s.clientSrv.Serve(s.clientLis) }()
 	s.log.Info("node started", "client", s.ClientAddr(), "peer", s.PeerAddr(),

@@ -78,6 +78,12 @@ Flags:
 		"bytes of replies one pipeline stream may hold (unsent, or reserved by running calls) before the server stops reading it")
 	maxRange := fs.Int("max-range-bytes", server.DefaultMaxRangeBytes,
 		"bytes of keys and values one Range answer may carry; it stops there with more set (at least one key is always returned)")
+	maxTxnOps := fs.Int("max-txn-ops", server.DefaultMaxTxnOps,
+		"compares, and operations per branch, one etcd transaction may have at each level (etcd's flag)")
+	compactMode := fs.String("auto-compaction-mode", server.CompactionPeriodic,
+		"how the leader compacts the history: periodic (keep --auto-compaction-retention of time) or revision (keep that many revisions)")
+	compactKeep := fs.String("auto-compaction-retention", server.DefaultAutoCompactionRetention,
+		"history to keep: a duration (5m, 1h) or hours in periodic mode, a number of revisions in revision mode; 0 turns automatic compaction off")
 	maxBackups := fs.Int("max-concurrent-backups", server.DefaultMaxConcurrentBackups,
 		"Snapshot (backup) calls served at once; more are refused with ResourceExhausted (each holds a read transaction of the state open while its client reads)")
 	maxSnap := fs.Int64("max-snapshot-bytes", 0,
@@ -140,7 +146,8 @@ Flags:
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
-		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange,
+		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, MaxTxnOps: *maxTxnOps,
+		AutoCompactionMode: *compactMode, AutoCompactionRetention: *compactKeep,
 		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap, AuthTokenTTL: *tokenTTL, BcryptCost: *bcryptCost,
 		MaxSessions: *maxSessions, SessionTTL: *sessionTTL, QuotaBackendBytes: *quota, Logger: logger, Observability: obs,
 	})

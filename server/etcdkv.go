@@ -1,0 +1,243 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+)
+
+// etcdKV is etcd's KV service over the store's history (kvstore/etcd.go).
+// Put, DeleteRange and Txn are one command each, an etcd transaction,
+// proposed like any write (and forwarded to the leader by a follower);
+// Range reads the applied state after a ReadIndex barrier unless it asks to
+// be serializable; Compact is a command too. It is served on both ports:
+// followers forward writes to the leader's peer port.
+type etcdKV struct {
+	pb.UnimplementedKVServer
+	s *Server
+}
+
+func (k *etcdKV) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if len(req.Key) == 0 {
+		return nil, rpctypes.ErrGRPCEmptyKey
+	}
+	if err := checkSort(req); err != nil {
+		return nil, err
+	}
+	if !req.Serializable {
+		if err := k.s.readBarrier(ctx); err != nil {
+			return nil, etcdError(err)
+		}
+	}
+	if _, err := k.s.require(ctx, needRead(req.Key, req.RangeEnd)); err != nil {
+		return nil, etcdError(err)
+	}
+	resp, err := k.s.store.EtcdRange(req, k.s.cfg.MaxRangeBytes)
+	if err != nil {
+		var re *kvstore.RangeError
+		if errors.As(err, &re) {
+			return nil, etcdStatus(re.Status, re.Msg)
+		}
+		return nil, status.Errorf(codes.Internal, "range %q: %v", req.Key, err)
+	}
+	resp.Header = k.header(uint64(resp.Header.Revision))
+	return resp, nil
+}
+
+// checkSort refuses the sort options etcd refuses.
+func checkSort(req *pb.RangeRequest) error {
+	if _, ok := pb.RangeRequest_SortOrder_name[int32(req.SortOrder)]; !ok {
+		return rpctypes.ErrGRPCInvalidSortOption
+	}
+	if _, ok := pb.RangeRequest_SortTarget_name[int32(req.SortTarget)]; !ok {
+		return rpctypes.ErrGRPCInvalidSortOption
+	}
+	return nil
+}
+
+func (k *etcdKV) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
+	txn := &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: req}}}}
+	resp, err := k.txn(ctx, txn, func(c pb.KVClient) (*pb.TxnResponse, error) {
+		r, err := c.Put(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.TxnResponse{Header: r.Header, Succeeded: true, Responses: []*pb.ResponseOp{{Response: &pb.ResponseOp_ResponsePut{ResponsePut: r}}}}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := resp.Responses[0].GetResponsePut()
+	out.Header = resp.Header
+	return out, nil
+}
+
+func (k *etcdKV) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
+	txn := &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: req}}}}
+	resp, err := k.txn(ctx, txn, func(c pb.KVClient) (*pb.TxnResponse, error) {
+		r, err := c.DeleteRange(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return &pb.TxnResponse{Header: r.Header, Succeeded: true, Responses: []*pb.ResponseOp{{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: r}}}}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := resp.Responses[0].GetResponseDeleteRange()
+	out.Header = resp.Header
+	return out, nil
+}
+
+func (k *etcdKV) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
+	return k.txn(ctx, req, func(c pb.KVClient) (*pb.TxnResponse, error) { return c.Txn(ctx, req) })
+}
+
+// txn checks req as etcd does before proposing it, proposes it, and
+// answers with its outcome; a follower hands it to forward, which sends it
+// to the leader as the caller sent it.
+func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KVClient) (*pb.TxnResponse, error)) (*pb.TxnResponse, error) {
+	if err := k.checkTxn(req, 0); err != nil {
+		return nil, err
+	}
+	user, err := k.s.require(ctx, needUser)
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	data, err := kvstore.EncodeEtcdTxn(req, user)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	res, leader, err := k.s.writeSized(ctx, data, txnNeed(req))
+	if leader != nil {
+		return forward(pb.NewKVClient(leader))
+	}
+	if err != nil {
+		return nil, k.resultError(res, err)
+	}
+	if res.Etcd == nil {
+		return nil, status.Errorf(codes.Internal, "the transaction was applied (%v) but left no answer", res.Status)
+	}
+	res.Etcd.Header = k.header(res.Revision)
+	return res.Etcd, nil
+}
+
+// checkTxn applies the server's limits, which the state machine does not
+// know: operations per transaction at each level (--max-txn-ops), and key
+// and value sizes (--max-key-bytes, --max-value-bytes).
+func (k *etcdKV) checkTxn(req *pb.TxnRequest, depth int) error {
+	max := k.s.cfg.MaxTxnOps
+	if len(req.Compare) > max || len(req.Success) > max || len(req.Failure) > max {
+		return rpctypes.ErrGRPCTooManyOps
+	}
+	for _, c := range req.Compare {
+		if len(c.Key) == 0 {
+			return rpctypes.ErrGRPCEmptyKey
+		}
+	}
+	for _, op := range append(append([]*pb.RequestOp(nil), req.Success...), req.Failure...) {
+		var key, value []byte
+		switch o := op.Request.(type) {
+		case *pb.RequestOp_RequestRange:
+			key = o.RequestRange.Key
+			if err := checkSort(o.RequestRange); err != nil {
+				return err
+			}
+		case *pb.RequestOp_RequestPut:
+			key, value = o.RequestPut.Key, o.RequestPut.Value
+		case *pb.RequestOp_RequestDeleteRange:
+			key = o.RequestDeleteRange.Key
+		case *pb.RequestOp_RequestTxn:
+			if err := k.checkTxn(o.RequestTxn, depth+1); err != nil {
+				return err
+			}
+			continue
+		default:
+			return status.Error(codes.InvalidArgument, "etcdserver: a transaction operation has no request")
+		}
+		if len(key) == 0 {
+			return rpctypes.ErrGRPCEmptyKey
+		}
+		if len(key) > k.s.cfg.MaxKeyBytes || len(value) > k.s.cfg.MaxValueBytes {
+			return rpctypes.ErrGRPCRequestTooLarge
+		}
+	}
+	return nil
+}
+
+// txnNeed is what a transaction's puts may add to the store, for the
+// storage quota.
+func txnNeed(req *pb.TxnRequest) uint64 {
+	var n uint64
+	for _, op := range append(append([]*pb.RequestOp(nil), req.Success...), req.Failure...) {
+		switch o := op.Request.(type) {
+		case *pb.RequestOp_RequestPut:
+			n += kvstore.KeyBytes(len(o.RequestPut.Key), len(o.RequestPut.Value))
+		case *pb.RequestOp_RequestTxn:
+			n += txnNeed(o.RequestTxn)
+		}
+	}
+	return n
+}
+
+func (k *etcdKV) Compact(ctx context.Context, req *pb.CompactionRequest) (*pb.CompactionResponse, error) {
+	user, err := k.s.require(ctx, needUser)
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	if req.Revision < 0 {
+		return nil, rpctypes.ErrGRPCCompacted
+	}
+	res, leader, err := k.s.write(ctx, kvstore.EncodeCompact(uint64(req.Revision), user))
+	if leader != nil {
+		return pb.NewKVClient(leader).Compact(ctx, req)
+	}
+	if err != nil {
+		return nil, k.resultError(res, err)
+	}
+	// Compaction is applied with the command (there is no separate
+	// physical step): Physical needs no more waiting.
+	return &pb.CompactionResponse{Header: k.header(res.Revision)}, nil
+}
+
+func (k *etcdKV) header(rev uint64) *pb.ResponseHeader {
+	h := k.s.etcdHeader()
+	h.Revision = int64(rev)
+	return h
+}
+
+// resultError gives a refusal of the state machine etcd's error for it.
+func (k *etcdKV) resultError(res kvstore.Result, err error) error {
+	if e := etcdStatus(res.Status, res.Err); e != nil {
+		return e
+	}
+	return etcdError(err)
+}
+
+// etcdStatus is the etcd error for a store status that has one, or nil.
+func etcdStatus(s kvstore.Status, msg string) error {
+	switch s {
+	case kvstore.StatusKeyNotFound:
+		return rpctypes.ErrGRPCKeyNotFound
+	case kvstore.StatusLeaseNotFound:
+		return rpctypes.ErrGRPCLeaseNotFound
+	case kvstore.StatusCompacted:
+		return rpctypes.ErrGRPCCompacted
+	case kvstore.StatusFutureRevision:
+		return rpctypes.ErrGRPCFutureRev
+	case kvstore.StatusNoSpace:
+		return rpctypes.ErrGRPCNoSpace
+	case kvstore.StatusPermissionDenied:
+		return rpctypes.ErrGRPCPermissionDenied
+	case kvstore.StatusInvalid, kvstore.StatusMalformed:
+		// The store words etcd's own refusals as etcd does.
+		return status.Error(codes.InvalidArgument, msg)
+	}
+	return nil
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"slices"
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -27,7 +28,8 @@ type etcdAuth struct {
 
 func (a *etcdAuth) AuthEnable(ctx context.Context, _ *pb.AuthEnableRequest) (*pb.AuthEnableResponse, error) {
 	if _, err := a.native.AuthEnable(ctx, &apipb.AuthEnableRequest{}); err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{userIs(auth.RootUser, false), rpctypes.ErrGRPCRootUserNotExist},
+			reason{holdsRole(auth.RootUser, auth.RootRole, false), rpctypes.ErrGRPCRootRoleNotExist})
 	}
 	return &pb.AuthEnableResponse{Header: a.s.etcdHeader()}, nil
 }
@@ -70,7 +72,8 @@ func (a *etcdAuth) UserAdd(ctx context.Context, req *pb.AuthUserAddRequest) (*pb
 	_, err := a.native.UserAdd(ctx, &apipb.UserAddRequest{Name: req.Name, Password: req.Password,
 		NoPassword: req.Options != nil && req.Options.NoPassword})
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{nameEmpty(req.Name), rpctypes.ErrGRPCUserEmpty},
+			reason{userIs(req.Name, true), rpctypes.ErrGRPCUserAlreadyExist})
 	}
 	return &pb.AuthUserAddResponse{Header: a.s.etcdHeader()}, nil
 }
@@ -96,7 +99,7 @@ func (a *etcdAuth) UserList(ctx context.Context, _ *pb.AuthUserListRequest) (*pb
 
 func (a *etcdAuth) UserDelete(ctx context.Context, req *pb.AuthUserDeleteRequest) (*pb.AuthUserDeleteResponse, error) {
 	if _, err := a.native.UserDelete(ctx, &apipb.UserDeleteRequest{Name: req.Name}); err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{userIs(req.Name, false), rpctypes.ErrGRPCUserNotFound})
 	}
 	return &pb.AuthUserDeleteResponse{Header: a.s.etcdHeader()}, nil
 }
@@ -106,28 +109,31 @@ func (a *etcdAuth) UserChangePassword(ctx context.Context, req *pb.AuthUserChang
 		return nil, status.Error(codes.InvalidArgument, "KeyVal hashes passwords itself: send the password, not a hash")
 	}
 	if _, err := a.native.UserChangePassword(ctx, &apipb.UserChangePasswordRequest{Name: req.Name, Password: req.Password}); err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{userIs(req.Name, false), rpctypes.ErrGRPCUserNotFound})
 	}
 	return &pb.AuthUserChangePasswordResponse{Header: a.s.etcdHeader()}, nil
 }
 
 func (a *etcdAuth) UserGrantRole(ctx context.Context, req *pb.AuthUserGrantRoleRequest) (*pb.AuthUserGrantRoleResponse, error) {
 	if _, err := a.native.UserGrantRole(ctx, &apipb.UserGrantRoleRequest{User: req.User, Role: req.Role}); err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{userIs(req.User, false), rpctypes.ErrGRPCUserNotFound},
+			reason{roleIs(req.Role, false), rpctypes.ErrGRPCRoleNotFound})
 	}
 	return &pb.AuthUserGrantRoleResponse{Header: a.s.etcdHeader()}, nil
 }
 
 func (a *etcdAuth) UserRevokeRole(ctx context.Context, req *pb.AuthUserRevokeRoleRequest) (*pb.AuthUserRevokeRoleResponse, error) {
 	if _, err := a.native.UserRevokeRole(ctx, &apipb.UserRevokeRoleRequest{User: req.Name, Role: req.Role}); err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{userIs(req.Name, false), rpctypes.ErrGRPCUserNotFound},
+			reason{holdsRole(req.Name, req.Role, false), rpctypes.ErrGRPCRoleNotGranted})
 	}
 	return &pb.AuthUserRevokeRoleResponse{Header: a.s.etcdHeader()}, nil
 }
 
 func (a *etcdAuth) RoleAdd(ctx context.Context, req *pb.AuthRoleAddRequest) (*pb.AuthRoleAddResponse, error) {
 	if _, err := a.native.RoleAdd(ctx, &apipb.RoleAddRequest{Name: req.Name}); err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{nameEmpty(req.Name), rpctypes.ErrGRPCRoleEmpty},
+			reason{roleIs(req.Name, true), rpctypes.ErrGRPCRoleAlreadyExist})
 	}
 	return &pb.AuthRoleAddResponse{Header: a.s.etcdHeader()}, nil
 }
@@ -157,7 +163,7 @@ func (a *etcdAuth) RoleList(ctx context.Context, _ *pb.AuthRoleListRequest) (*pb
 
 func (a *etcdAuth) RoleDelete(ctx context.Context, req *pb.AuthRoleDeleteRequest) (*pb.AuthRoleDeleteResponse, error) {
 	if _, err := a.native.RoleDelete(ctx, &apipb.RoleDeleteRequest{Role: req.Role}); err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{roleIs(req.Role, false), rpctypes.ErrGRPCRoleNotFound})
 	}
 	return &pb.AuthRoleDeleteResponse{Header: a.s.etcdHeader()}, nil
 }
@@ -168,7 +174,7 @@ func (a *etcdAuth) RoleGrantPermission(ctx context.Context, req *pb.AuthRoleGran
 	}
 	p := &apipb.Permission{Type: keyvalPermType(req.Perm.PermType), Key: req.Perm.Key, RangeEnd: req.Perm.RangeEnd}
 	if _, err := a.native.RoleGrantPermission(ctx, &apipb.RoleGrantPermissionRequest{Role: req.Name, Permission: p}); err != nil {
-		return nil, etcdError(err)
+		return nil, a.refused(ctx, err, reason{roleIs(req.Name, false), rpctypes.ErrGRPCRoleNotFound})
 	}
 	return &pb.AuthRoleGrantPermissionResponse{Header: a.s.etcdHeader()}, nil
 }
@@ -210,4 +216,58 @@ func keyvalPermType(t authpb.Permission_Type) apipb.Permission_Type {
 
 func etcdPermType(t apipb.Permission_Type) authpb.Permission_Type {
 	return authpb.Permission_Type(t - 1)
+}
+
+// reason is a refusal's cause as the auth records show it, and the etcd
+// error that names it.
+type reason struct {
+	holds func(auth.Records) bool
+	err   error
+}
+
+// refused turns a change KeyVal's auth rules refused (INVALID_ARGUMENT,
+// with KeyVal's message) into the etcd error of the first reason that
+// holds, as of every acknowledged change: etcd's clients compare these.
+// Without one, KeyVal's own message stays.
+func (a *etcdAuth) refused(ctx context.Context, err error, reasons ...reason) error {
+	if status.Code(err) != codes.InvalidArgument {
+		return etcdError(err)
+	}
+	if a.s.readBarrier(ctx) != nil {
+		return err
+	}
+	r := a.s.records()
+	for _, why := range reasons {
+		if why.holds(r) {
+			return why.err
+		}
+	}
+	return err
+}
+
+func nameEmpty(name string) func(auth.Records) bool {
+	return func(auth.Records) bool { return name == "" }
+}
+
+func userIs(name string, present bool) func(auth.Records) bool {
+	return func(r auth.Records) bool {
+		u, err := auth.User(r, name)
+		return err == nil && (u != nil) == present
+	}
+}
+
+// roleIs counts the built-in root role as present.
+func roleIs(name string, present bool) func(auth.Records) bool {
+	return func(r auth.Records) bool {
+		ro, err := auth.Role(r, name)
+		return err == nil && (ro != nil || name == auth.RootRole) == present
+	}
+}
+
+// holdsRole is true when user exists and holding role is held.
+func holdsRole(user, role string, held bool) func(auth.Records) bool {
+	return func(r auth.Records) bool {
+		u, err := auth.User(r, user)
+		return err == nil && u != nil && slices.Contains(u.Roles, role) == held
+	}
 }

@@ -24,12 +24,19 @@ func TestEtcdAuth(t *testing.T) {
 	admin := etcdClient(t, endpoint, "", "")
 
 	require.NoError(t, tryLogin(endpoint, "root", "rootpw"), "with auth off a login is skipped, as clientv3 does with etcd")
-	_, err := admin.AuthEnable(ctx(t))
-	require.Error(t, err, "no root user yet")
+	var err error
 	eventually(t, func() error { // until the follower has heard of the leader
-		_, err := admin.UserAdd(ctx(t), "root", "rootpw")
-		return err
+		_, err = admin.AuthEnable(ctx(t))
+		if etcdCode(err) == codes.Unavailable {
+			return err
+		}
+		return nil
 	})
+	require.ErrorIs(t, err, rpctypes.ErrRootUserNotExist)
+	_, err = admin.UserAdd(ctx(t), "root", "rootpw")
+	require.NoError(t, err)
+	_, err = admin.AuthEnable(ctx(t))
+	require.ErrorIs(t, err, rpctypes.ErrRootRoleNotExist)
 	for _, step := range []func() error{
 		func() error { _, err := admin.UserGrantRole(ctx(t), "root", "root"); return err },
 		func() error { _, err := admin.UserAdd(ctx(t), "alice", "alicepw"); return err },
@@ -47,6 +54,25 @@ func TestEtcdAuth(t *testing.T) {
 	require.ErrorIs(t, tryLogin(endpoint, "alice", "wrong"), rpctypes.ErrAuthFailed)
 	root := etcdClient(t, endpoint, "root", "rootpw")
 	alice := etcdClient(t, endpoint, "alice", "alicepw")
+
+	// Changes KeyVal's rules refuse get the errors etcd gives for them.
+	_, err = root.UserAdd(ctx(t), "alice", "again")
+	require.ErrorIs(t, err, rpctypes.ErrUserAlreadyExist)
+	_, err = root.RoleAdd(ctx(t), "app")
+	require.ErrorIs(t, err, rpctypes.ErrRoleAlreadyExist)
+	_, err = root.UserGrantRole(ctx(t), "nobody", "app")
+	require.ErrorIs(t, err, rpctypes.ErrUserNotFound)
+	_, err = root.UserGrantRole(ctx(t), "alice", "nothing")
+	require.ErrorIs(t, err, rpctypes.ErrRoleNotFound)
+	_, err = root.UserRevokeRole(ctx(t), "alice", "root")
+	require.ErrorIs(t, err, rpctypes.ErrRoleNotGranted)
+	_, err = root.RoleDelete(ctx(t), "nothing")
+	require.ErrorIs(t, err, rpctypes.ErrRoleNotFound)
+	_, err = root.UserDelete(ctx(t), "nobody")
+	require.ErrorIs(t, err, rpctypes.ErrUserNotFound)
+	_, err = root.UserDelete(ctx(t), "root")
+	require.Equal(t, codes.InvalidArgument, etcdCode(err), "KeyVal's own refusal, which etcd has no error for: %v", err)
+	require.ErrorContains(t, err, "lock every administrator out")
 
 	st, err := root.AuthStatus(ctx(t))
 	require.NoError(t, err)

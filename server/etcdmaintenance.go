@@ -35,10 +35,11 @@ func (m *etcdMaintenance) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.
 	if err != nil {
 		return nil, err
 	}
+	usage := s.store.Usage()
 	resp := &pb.StatusResponse{
 		Header: s.etcdHeader(), Version: etcdVersion, Leader: uint64(st.Lead),
 		RaftIndex: st.HardState.Commit, RaftTerm: st.HardState.Term, RaftAppliedIndex: st.Applied,
-		DbSizeInUse: int64(s.store.Usage().Bytes), DbSizeQuota: s.cfg.QuotaBackendBytes,
+		DbSizeInUse: int64(usage.Bytes), DbSizeQuota: s.cfg.QuotaBackendBytes,
 		IsLearner: slices.Contains(st.Conf.Learners, s.cfg.ID),
 	}
 	if fi, err := os.Stat(s.store.Path()); err == nil {
@@ -46,7 +47,7 @@ func (m *etcdMaintenance) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.
 	} else {
 		resp.Errors = append(resp.Errors, fmt.Sprintf("size of the state database: %v", err))
 	}
-	for _, a := range s.store.Usage().Alarms {
+	for _, a := range usage.Alarms {
 		resp.Errors = append(resp.Errors, fmt.Sprintf("memberID:%d alarm:%s", a.MemberID, etcdAlarmType(a.Type)))
 	}
 	return resp, nil

@@ -294,6 +294,26 @@ func (b *Bolt) EtcdRange(req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse,
 	return resp, nil
 }
 
+// HashKV implements Store, on one read transaction.
+func (b *Bolt) HashKV(rev int64) (KVHash, error) {
+	if b.closed.Load() {
+		return KVHash{}, ErrClosed
+	}
+	var h KVHash
+	err := b.db.View(func(tx *bbolt.Tx) error {
+		st, err := loadState(tx)
+		if err != nil {
+			return err
+		}
+		h, err = hashKV(st, rev)
+		return err
+	})
+	if err != nil {
+		return KVHash{}, fmt.Errorf("hash the history at revision %d: %w", rev, err)
+	}
+	return h, nil
+}
+
 // CompactedRevision implements Store.
 func (b *Bolt) CompactedRevision() uint64 {
 	var rev uint64

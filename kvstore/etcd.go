@@ -3,6 +3,7 @@ package kvstore
 import (
 	"bytes"
 	"fmt"
+	"hash/crc32"
 	"sort"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -761,4 +762,40 @@ func decodeEtcdResponse(data []byte) *pb.TxnResponse {
 		return nil
 	}
 	return &r
+}
+
+// KVHash is a hash of the history as of a revision (HashKV): members that
+// hold the same history, compacted at the same revision, give the same
+// hash for the same revision.
+type KVHash struct {
+	Hash              uint32
+	Revision          uint64 // the revision hashed
+	CompactedRevision uint64
+}
+
+// hashKV hashes every history entry at or below rev (0: the current
+// revision): its key, revision, meta and value, in (key, revision) order.
+func hashKV(rd reader, rev int64) (KVHash, error) {
+	if status, msg := checkReadRevision(rd, rev); status != 0 {
+		return KVHash{}, &RangeError{Status: status, Msg: msg}
+	}
+	h := KVHash{Revision: rd.revision(), CompactedRevision: rd.compacted()}
+	if rev > 0 {
+		h.Revision = uint64(rev)
+	}
+	sum := crc32.New(castagnoli)
+	var buf []byte
+	err := rd.scanHistory(nil, nil, func(v version) bool {
+		if v.meta.modRev > h.Revision {
+			return true
+		}
+		buf = histKey(buf[:0], v.key, v.meta.modRev)
+		var m [metaSize]byte
+		putMeta(m[:], v.meta)
+		buf = append(append(buf, m[:]...), v.value...)
+		sum.Write(buf)
+		return true
+	})
+	h.Hash = sum.Sum32()
+	return h, err
 }

@@ -368,6 +368,11 @@ func TestEtcdHistoryProperty(t *testing.T) {
 			}
 			require.Equal(rt, uint64(len(model.states)-1), mem.Revision())
 		}
+		hm, err := mem.HashKV(0)
+		require.NoError(rt, err)
+		hb, err := bolt.HashKV(0)
+		require.NoError(rt, err)
+		require.Equal(rt, hm, hb, "both implementations hash the same history alike")
 		var a, b bytes.Buffer
 		_, err = mem.Snapshot(&a)
 		require.NoError(rt, err)
@@ -396,4 +401,36 @@ func rangePairs(r *pb.RangeResponse) []string {
 		out = append(out, string(kv.Key)+"="+string(kv.Value))
 	}
 	return out
+}
+
+// HashKV at a revision does not change as later writes arrive, changes
+// with the history it covers, and is refused where a read would be.
+func TestHashKV(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		a.one(etcdPut(t, "a", "1"))
+		a.one(etcdPut(t, "b", "2"))
+		at2, err := s.HashKV(0)
+		require.NoError(t, err)
+		require.Equal(t, uint64(2), at2.Revision)
+		at1, err := s.HashKV(1)
+		require.NoError(t, err)
+		require.NotEqual(t, at1.Hash, at2.Hash)
+		a.one(etcdPut(t, "a", "3"))
+		again, err := s.HashKV(2)
+		require.NoError(t, err)
+		require.Equal(t, at2, again, "later writes leave the hash at 2 alone")
+
+		other := NewMemory(Options{})
+		b := newApplier(t, other)
+		b.one(etcdPut(t, "a", "1"))
+		b.one(etcdPut(t, "b", "other"))
+		diff, err := other.HashKV(2)
+		require.NoError(t, err)
+		require.NotEqual(t, at2.Hash, diff.Hash, "a different value at the same revision")
+
+		_, err = s.HashKV(9)
+		var re *RangeError
+		require.ErrorAs(t, err, &re)
+	})
 }

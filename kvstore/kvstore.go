@@ -57,6 +57,9 @@ type Store interface {
 	EtcdRange(req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse, error)
 	// CompactedRevision is the revision history was last compacted at.
 	CompactedRevision() uint64
+	// HashKV hashes the history as of rev (0: the current revision); a
+	// revision compacted or not reached yet is refused with a *RangeError.
+	HashKV(rev int64) (KVHash, error)
 	// Snapshot writes a consistent image of the whole state to w and
 	// says which applied index and revision it holds.
 	Snapshot(w io.Writer) (SnapshotInfo, error)

@@ -138,6 +138,16 @@ func (m *Memory) EtcdRange(req *pb.RangeRequest, maxBytes int) (*pb.RangeRespons
 	return etcdRange(m.data, req, maxBytes)
 }
 
+// HashKV implements Store.
+func (m *Memory) HashKV(rev int64) (KVHash, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return KVHash{}, ErrClosed
+	}
+	return hashKV(m.data, rev)
+}
+
 // CompactedRevision implements Store.
 func (m *Memory) CompactedRevision() uint64 {
 	m.mu.RLock()

@@ -54,7 +54,7 @@ func (nw *network) cutLink(from, to core.NodeID, cut bool) {
 
 // delay draws one message's transit time.
 func (nw *network) delay() int64 {
-	f := nw.w.faults
+	f := &nw.w.faults // not a copy: Faults is large and this runs per message
 	d := f.MinDelay + nw.rng.Int64N(f.MaxDelay-f.MinDelay+1)
 	if f.SpikeProb > 0 && nw.rng.Float64() < f.SpikeProb {
 		d += nw.rng.Int64N(f.SpikeDelay)

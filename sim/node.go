@@ -348,7 +348,7 @@ func (n *node) deliver(m core.Message) {
 	// just won an election, and a leader that has just learned of a commit
 	// no one else knows of yet.
 	nd := n.rep.Node()
-	f := n.w.faults
+	f := &n.w.faults // not a copy: Faults is large and this runs per message
 	wasLeader := nd.SoftState().Role == core.Leader
 	var commit uint64
 	if wasLeader && f.CommitIsolate > 0 {

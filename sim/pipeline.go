@@ -42,12 +42,22 @@ type fifo[T any] struct {
 
 func (q *fifo[T]) len() int { return len(q.items) - q.head }
 
-func (q *fifo[T]) push(v ...T) {
+func (q *fifo[T]) push(v T) {
+	q.reuse()
+	q.items = append(q.items, v)
+}
+
+func (q *fifo[T]) pushAll(vs []T) {
+	q.reuse()
+	q.items = append(q.items, vs...)
+}
+
+// reuse starts the array over once everything in it was taken.
+func (q *fifo[T]) reuse() {
 	if q.head > 0 && q.head == len(q.items) {
 		clear(q.items) // do not pin what was taken
 		q.items, q.head = q.items[:0], 0
 	}
-	q.items = append(q.items, v...)
 }
 
 // take removes the first k items and returns them; the slice is valid
@@ -267,7 +277,7 @@ func (n *node) runStore() {
 
 // applied hands batches whose state machine work is over back to the loop.
 func (n *node) applied(batches []*replica.Batch) {
-	n.pipe.finishQ.push(batches...)
+	n.pipe.finishQ.pushAll(batches)
 	n.pipe.recycle(batches)
 	n.schedule()
 }

@@ -35,8 +35,10 @@ func TestEtcdStatusAndAlarms(t *testing.T) {
 	putKeys(t, c.conns[lead], 10)
 	_, rev, err := dump(t, c.conns[lead])
 	require.NoError(t, err)
+	clis := map[core.NodeID]*clientv3.Client{}
 	for id := range c.members {
 		cli := etcdClient(t, c.clients[id], "", "")
+		clis[id] = cli
 		var st *clientv3.StatusResponse
 		eventually(t, func() (err error) {
 			if st, err = cli.Status(ctx(t), c.clients[id]); err == nil && st.Header.Revision != int64(rev) {
@@ -57,16 +59,20 @@ func TestEtcdStatusAndAlarms(t *testing.T) {
 		require.Empty(t, st.Errors)
 	}
 
-	cli := etcdClient(t, c.clients[lead], "", "")
+	cli := clis[lead]
 	alarms, err := cli.AlarmList(ctx(t))
 	require.NoError(t, err)
 	require.Empty(t, alarms.Alarms)
 	_, err = pb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx(t),
 		&pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_CORRUPT})
 	require.Equal(t, codes.InvalidArgument, etcdCode(err), "%v", err)
-	_, err = pb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx(t),
-		&pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_NOSPACE, MemberID: uint64(lead)})
-	require.NoError(t, err)
+	eventually(t, func() error { // at the leader, should it have changed
+		lead = c.leader()
+		cli = clis[lead]
+		_, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx(t),
+			&pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_NOSPACE, MemberID: uint64(lead)})
+		return err
+	})
 	alarms, err = cli.AlarmList(ctx(t))
 	require.NoError(t, err)
 	require.Equal(t, []*pb.AlarmMember{{MemberID: uint64(lead), Alarm: pb.AlarmType_NOSPACE}}, alarms.Alarms)

@@ -31,6 +31,10 @@ type Config struct {
 	// requests forwarded from other members).
 	ClientAddr string
 	PeerAddr   string
+	// ClientHTTPAddr, if set, serves etcd's JSON gateway (/v3/kv/range, …)
+	// over HTTP, each call made on the client port (gateway.go). Not with
+	// ClientTLS.
+	ClientHTTPAddr string
 	// InitialCluster maps every member's id to its peer address.
 	InitialCluster map[core.NodeID]string
 	// Join lists client addresses of a running cluster's members. A node
@@ -148,6 +152,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ClientAddr == "" || c.PeerAddr == "" {
 		return errors.New("client and peer listen addresses must be set")
+	}
+	if c.ClientHTTPAddr != "" && c.ClientTLS != nil {
+		return errGatewayTLS
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval

@@ -43,6 +43,7 @@ type Server struct {
 	peerSrv   *grpc.Server
 	clientLis net.Listener
 	peerLis   net.Listener
+	gw        *gateway // nil: no ClientHTTPAddr
 
 	// inbox carries work into the event loop: every touch of rep happens
 	// there, so the replica needs no locks.
@@ -298,6 +299,14 @@ func (s *Server) listen() error {
 		s.clientLis.Close()
 		return err
 	}
+	if err := s.listenGateway(); err != nil {
+		s.peerLis.Close()
+		s.clientLis.Close()
+		if s.obs.httpLis != nil {
+			s.obs.httpLis.Close()
+		}
+		return err
+	}
 	return nil
 }
 
@@ -312,6 +321,7 @@ func (s *Server) Start() {
 	go s.compactor(s.cfg.compaction)
 	go func() { _ = s.peerSrv.Serve(s.peerLis) }()
 	go func() { _ = s.clientSrv.Serve(s.clientLis) }()
+	s.gw.start(s.log)
 	s.log.Info("node started", "client", s.ClientAddr(), "peer", s.PeerAddr(),
 		"cluster", FormatCluster(s.cfg.InitialCluster), "data_dir", s.cfg.DataDir)
 }
@@ -470,6 +480,7 @@ func (s *Server) done(id uint64, out replica.Outcome) {
 func (s *Server) Stop(ctx context.Context) {
 	s.closeOnce.Do(func() {
 		s.obs.shuttingDown()
+		s.gw.stop(ctx, s.cfg.RequestTimeout)
 		close(s.draining)
 		graceful := make(chan struct{})
 		go func() {

@@ -64,6 +64,7 @@ Flags:
 	id := fs.Uint64("id", 0, "this node's id (a positive integer, one of --initial-cluster)")
 	dataDir := fs.String("data-dir", "", "directory for the WAL, snapshots and state (created if missing)")
 	clientAddr := fs.String("listen-client", "127.0.0.1:2379", "address for the client API (gRPC)")
+	clientHTTPAddr := fs.String("listen-client-http", "", "address for etcd's JSON gateway over HTTP (/v3/kv/range, … as etcd serves them; docs/gateway.md), e.g. 127.0.0.1:2382; empty: off; not with client TLS")
 	peerAddr := fs.String("listen-peer", "127.0.0.1:2380", "address for Raft traffic between members")
 	cluster := fs.String("initial-cluster", "", "every member as id=peer-address, comma-separated")
 	join := fs.String("join", "", "client addresses (comma-separated) of members of a running cluster to join, instead of --initial-cluster; add the node first with kvctl member add-learner")
@@ -143,7 +144,7 @@ Flags:
 		}
 	}
 	srv, err := setup.newServer(server.Config{
-		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, PeerAddr: *peerAddr,
+		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, ClientHTTPAddr: *clientHTTPAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
 		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, MaxTxnOps: *maxTxnOps,

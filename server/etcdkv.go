@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -40,14 +41,20 @@ func (k *etcdKV) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 	}
 	resp, err := k.s.store.EtcdRange(req, k.s.cfg.MaxRangeBytes)
 	if err != nil {
-		var re *kvstore.RangeError
-		if errors.As(err, &re) {
-			return nil, etcdStatus(re.Status, re.Msg)
-		}
-		return nil, status.Errorf(codes.Internal, "range %q: %v", req.Key, err)
+		return nil, etcdReadError(err, "range %q", req.Key)
 	}
 	resp.Header = k.header(uint64(resp.Header.Revision))
 	return resp, nil
+}
+
+// etcdReadError is etcd's error for a read of the store's history refused
+// for its revision (compacted, future), else Internal with what was read.
+func etcdReadError(err error, format string, args ...any) error {
+	var re *kvstore.RangeError
+	if errors.As(err, &re) {
+		return etcdStatus(re.Status, re.Msg)
+	}
+	return status.Errorf(codes.Internal, "%s: %v", fmt.Sprintf(format, args...), err)
 }
 
 // checkSort refuses the sort options etcd refuses.

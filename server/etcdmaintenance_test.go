@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 
@@ -92,11 +93,63 @@ func TestEtcdStatusAndAlarms(t *testing.T) {
 
 	_, err = cli.Defragment(ctx(t), c.clients[lead])
 	require.NoError(t, err, "a documented no-op")
-	_, err = cli.HashKV(ctx(t), c.clients[lead], 0)
-	require.Equal(t, codes.Unimplemented, etcdCode(err), "%v", err)
-	require.ErrorContains(t, err, "MVCC")
 	_, err = pb.NewMaintenanceClient(cli.ActiveConnection()).Hash(ctx(t), &pb.HashRequest{})
 	require.Equal(t, codes.Unimplemented, etcdCode(err), "%v", err)
+}
+
+// TestEtcdHashKV: after writes and a compaction, every member of a
+// 3-member cluster gives the same hash at the same revision, each from its
+// own state; different revisions give different hashes; revisions
+// compacted or not reached get etcd's errors.
+func TestEtcdHashKV(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	cli := etcdClient(t, c.clients[lead], "", "")
+	var revs []int64
+	for i := range 6 {
+		eventually(t, func() error {
+			r, err := cli.Put(ctx(t), fmt.Sprintf("k%d", i%4), fmt.Sprint(i))
+			if err == nil {
+				revs = append(revs, r.Header.Revision)
+			}
+			return err
+		})
+	}
+	compactAt := revs[1]
+	_, err := cli.Compact(ctx(t), compactAt)
+	require.NoError(t, err)
+	last := revs[len(revs)-1]
+
+	hashes := map[int64]uint32{} // by revision, as the first member gave it
+	for id, addr := range c.clients {
+		m := etcdClient(t, addr, "", "")
+		for _, rev := range []int64{compactAt, last - 1, last} {
+			var h *clientv3.HashKVResponse
+			eventually(t, func() (err error) { // once the member has applied the compaction
+				if h, err = m.HashKV(ctx(t), addr, rev); err == nil && h.CompactRevision != compactAt {
+					err = fmt.Errorf("member %d has compacted at %d, not yet at %d", id, h.CompactRevision, compactAt)
+				}
+				return err
+			})
+			require.Equal(t, rev, h.HashRevision)
+			require.Equal(t, uint64(id), h.Header.MemberId)
+			require.GreaterOrEqual(t, h.Header.Revision, last)
+			if want, ok := hashes[rev]; ok {
+				require.Equal(t, want, h.Hash, "member %d at revision %d", id, rev)
+			}
+			hashes[rev] = h.Hash
+		}
+		latest, err := m.HashKV(ctx(t), addr, 0)
+		require.NoError(t, err)
+		require.Equal(t, last, latest.HashRevision, "0 hashes the current revision")
+		require.Equal(t, hashes[last], latest.Hash)
+		_, err = m.HashKV(ctx(t), addr, compactAt-1)
+		require.ErrorIs(t, err, rpctypes.ErrCompacted)
+		_, err = m.HashKV(ctx(t), addr, last+1)
+		require.ErrorIs(t, err, rpctypes.ErrFutureRev)
+	}
+	require.NotEqual(t, hashes[compactAt], hashes[last-1])
+	require.NotEqual(t, hashes[last-1], hashes[last])
 }
 
 // TestEtcdWatchAndLeaseUnimplemented: clientv3's watch ends with the

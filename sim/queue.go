@@ -29,15 +29,17 @@ const (
 // kinds do nothing once the node's life (epoch) they were scheduled for is
 // over. It holds no pointers (what it refers to lives in the clock's
 // slabs), so the agenda moves it without write barriers and the collector
-// never scans the agenda.
+// never scans the agenda. It has four fields, no more: the compiler keeps
+// a struct of up to four in registers, while a larger one went through the
+// stack with a stall on every push.
 type event struct {
 	kind  eventKind
-	stage stage
 	node  int32 // index into world.nodes
 	epoch int32
 	// ref indexes the slab of the kind: clock.msgs (evDeliver), clock.fns
 	// (evFunc), clock.lists (evWALDone, evStoreDone), clock.requests
-	// (evRequest, evTimeout), clock.replies (evReply).
+	// (evRequest, evTimeout), clock.replies (evReply); for evStage it is
+	// the stage.
 	ref int32
 }
 
@@ -136,7 +138,7 @@ func (c *clock) after(d int64, fn func()) { c.at(c.now+d, fn) }
 
 // nodeEvent schedules an event of kind for node n's current life.
 func (c *clock) nodeEvent(t int64, kind eventKind, n *node, s stage) {
-	c.push(t, event{kind: kind, stage: s, node: int32(n.id - 1), epoch: int32(n.epoch)})
+	c.push(t, event{kind: kind, node: int32(n.id - 1), epoch: int32(n.epoch), ref: int32(s)})
 }
 
 // batchesEvent schedules batches to move on from one of n's stages.
@@ -349,7 +351,7 @@ func (w *world) fire(e event) {
 	case evDeliver:
 		w.net.arrive(w.clock.msgs.take(e.ref))
 	case evStage:
-		w.nodes[e.node].runStage(int(e.epoch), e.stage)
+		w.nodes[e.node].runStage(int(e.epoch), stage(e.ref))
 	case evTick:
 		w.nodes[e.node].tick(int(e.epoch))
 	case evRequest:

@@ -110,7 +110,7 @@ func (k *etcdKV) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, 
 // answers with its outcome; a follower hands it to forward, which sends it
 // to the leader as the caller sent it.
 func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KVClient) (*pb.TxnResponse, error)) (*pb.TxnResponse, error) {
-	if err := k.checkTxn(req, 0); err != nil {
+	if err := k.checkTxn(req, k.s.cfg.MaxTxnOps); err != nil {
 		return nil, err
 	}
 	user, err := k.s.require(ctx, needUser)
@@ -136,11 +136,13 @@ func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KV
 }
 
 // checkTxn applies the server's limits, which the state machine does not
-// know: operations per transaction at each level (--max-txn-ops), and key
-// and value sizes (--max-key-bytes, --max-value-bytes).
-func (k *etcdKV) checkTxn(req *pb.TxnRequest, depth int) error {
-	max := k.s.cfg.MaxTxnOps
-	if len(req.Compare) > max || len(req.Success) > max || len(req.Failure) > max {
+// know: operations per transaction (--max-txn-ops), a budget nested
+// transactions share as in etcd (each gets what its enclosing level leaves
+// over), and key and value sizes (--max-key-bytes, --max-value-bytes); and
+// etcd's checks of a put on both branches, chosen or not.
+func (k *etcdKV) checkTxn(req *pb.TxnRequest, maxOps int) error {
+	ops := max(len(req.Compare), len(req.Success), len(req.Failure))
+	if ops > maxOps {
 		return rpctypes.ErrGRPCTooManyOps
 	}
 	for _, c := range req.Compare {
@@ -158,10 +160,13 @@ func (k *etcdKV) checkTxn(req *pb.TxnRequest, depth int) error {
 			}
 		case *pb.RequestOp_RequestPut:
 			key, value = o.RequestPut.Key, o.RequestPut.Value
+			if err := checkPut(o.RequestPut); err != nil {
+				return err
+			}
 		case *pb.RequestOp_RequestDeleteRange:
 			key = o.RequestDeleteRange.Key
 		case *pb.RequestOp_RequestTxn:
-			if err := k.checkTxn(o.RequestTxn, depth+1); err != nil {
+			if err := k.checkTxn(o.RequestTxn, maxOps-ops); err != nil {
 				return err
 			}
 			continue
@@ -174,6 +179,17 @@ func (k *etcdKV) checkTxn(req *pb.TxnRequest, depth int) error {
 		if len(key) > k.s.cfg.MaxKeyBytes || len(value) > k.s.cfg.MaxValueBytes {
 			return rpctypes.ErrGRPCRequestTooLarge
 		}
+	}
+	return nil
+}
+
+// checkPut refuses a put that both keeps and gives the value or lease.
+func checkPut(p *pb.PutRequest) error {
+	if p.IgnoreValue && len(p.Value) != 0 {
+		return rpctypes.ErrGRPCValueProvided
+	}
+	if p.IgnoreLease && p.Lease != 0 {
+		return rpctypes.ErrGRPCLeaseProvided
 	}
 	return nil
 }

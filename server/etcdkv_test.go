@@ -87,6 +87,13 @@ func TestEtcdKV(t *testing.T) {
 	}
 	_, err = cli.Txn(ctx(t)).Then(ops...).Commit()
 	require.ErrorIs(t, err, rpctypes.ErrTooManyOps)
+	_, err = cli.Txn(ctx(t)).Then(clientv3.OpPut("k", "v"), clientv3.OpTxn(nil, ops[:DefaultMaxTxnOps-1], nil)).Commit()
+	require.ErrorIs(t, err, rpctypes.ErrTooManyOps, "a nested transaction gets what its enclosing level leaves of the budget")
+	_, err = cli.Put(ctx(t), "k", "v", clientv3.WithIgnoreValue())
+	require.ErrorIs(t, err, rpctypes.ErrValueProvided)
+	_, err = cli.Txn(ctx(t)).If(clientv3.Compare(clientv3.Version("k"), "=", 42)).
+		Then(clientv3.OpPut("k", "", clientv3.WithIgnoreLease(), clientv3.WithLease(7))).Commit()
+	require.ErrorIs(t, err, rpctypes.ErrLeaseProvided, "a branch not taken is checked too")
 	_, err = cli.Put(ctx(t), "leased", "v", clientv3.WithLease(7))
 	require.ErrorIs(t, err, rpctypes.ErrLeaseNotFound)
 	_, err = cli.Put(ctx(t), "\x00keyval/members/9", "x")

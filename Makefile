@@ -69,8 +69,9 @@ cluster-start: cluster-bins
 	  if [ -n "$$pid" ]; then echo "node $$id already running (pid $$pid)"; continue; fi; \
 	  nohup ./bin/keyvald --id $$id --data-dir $$dir \
 	    --listen-client 127.0.0.1:$$port --listen-peer 127.0.0.1:$$peer --listen-metrics 127.0.0.1:$$((port+2)) \
+	    --listen-client-http 127.0.0.1:$$((port+3)) \
 	    --initial-cluster $(CLUSTER) >> $(CLUSTER_DIR)/logs/$$id.log 2>&1 & \
-	  echo "node $$id: client 127.0.0.1:$$port, peer 127.0.0.1:$$peer, metrics http://127.0.0.1:$$((port+2))/metrics, log $(CLUSTER_DIR)/logs/$$id.log"; \
+	  echo "node $$id: client 127.0.0.1:$$port, peer 127.0.0.1:$$peer, metrics http://127.0.0.1:$$((port+2))/metrics, etcd JSON gateway http://127.0.0.1:$$((port+3))/v3/, log $(CLUSTER_DIR)/logs/$$id.log"; \
 	done
 	@for i in $$(seq 1 100); do ./bin/kvctl --endpoints $(CLUSTER_ENDPOINTS) status -o json 2>/dev/null | grep -q '"leader_id": [1-9]' && break; sleep 0.1; done
 	@./bin/kvctl --endpoints $(CLUSTER_ENDPOINTS) status || (echo "the cluster did not come up; see $(CLUSTER_DIR)/logs"; exit 1)
@@ -137,6 +138,7 @@ test-deep: fuzz
 	$(GO) run ./cmd/kvsim -swarm -seed $(START) -count 1000000 -budget $(DEEP_SWARM_BUDGET)s
 	$(GO) run ./cmd/kvsim -swarm -membership -seed $$(( $(START) * 7 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 2 ))s
 	$(GO) run ./cmd/kvsim -swarm -auth -seed $$(( $(START) * 11 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
+	$(GO) run ./cmd/kvsim -swarm -etcd -seed $$(( $(START) * 13 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 
 # A few seconds of each fuzz target, counted in executions: a time limit can
 # end a run mid-minimisation with a spurious "context deadline exceeded".
@@ -181,10 +183,10 @@ bench-cluster-smoke:
 	$(GO) run ./cmd/benchcluster --smoke
 
 sim:
-	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth)
+	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth) $(if $(ETCD),-etcd)
 
 sim-swarm:
-	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth)
+	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth) $(if $(ETCD),-etcd)
 
 # Every bug planted by sim/testdata/teeth/*.patch, each in a scratch copy of
 # the working tree, must be caught by the check its header records, and

@@ -91,8 +91,8 @@ func revision(t *testing.T, resp map[string]any) int64 {
 // TestGateway drives etcd's JSON gateway with plain HTTP, as curl would:
 // put, range by key and prefix (base64 bytes), a transaction whose compare
 // holds and one whose compare fails, deleterange, compaction and a read of
-// the compacted past, maintenance status, and etcd's error for an empty
-// key with its HTTP code.
+// the compacted past, maintenance status, Lease (not implemented), and
+// etcd's error for an empty key with its HTTP code.
 func TestGateway(t *testing.T) {
 	_, gw := gatewayCluster(t)
 	eventually(t, func() error { // until the follower knows the leader
@@ -140,6 +140,9 @@ func TestGateway(t *testing.T) {
 	require.Equal(t, etcdVersion, st["version"])
 	require.NotEmpty(t, field(t, st, "header", "member_id"))
 	require.NotEmpty(t, st["leader"])
+
+	code, _ = post(t, gw, "/v3/lease/grant", map[string]any{"TTL": 5}, "")
+	require.Equal(t, http.StatusNotImplemented, code, "Lease answers Unimplemented, as on gRPC")
 
 	code, refused := post(t, gw, "/v3/kv/put", map[string]any{"value": b64("no key")}, "")
 	require.Equal(t, http.StatusBadRequest, code)

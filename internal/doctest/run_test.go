@@ -24,8 +24,8 @@ import (
 )
 
 // The fixed addresses of make cluster-start (README.md's table): client,
-// peer and metrics port of each of its three members.
-var clusterPorts = []int{2379, 2380, 2381, 12379, 12380, 12381, 22379, 22380, 22381}
+// peer, metrics and JSON gateway port of each of its three members.
+var clusterPorts = []int{2379, 2380, 2381, 2382, 12379, 12380, 12381, 12382, 22379, 22380, 22381, 22382}
 
 const (
 	// A command may take this long; the first make cluster-start of a

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
@@ -57,6 +58,8 @@ type reply struct {
 	denied bool
 	result kvstore.Result
 	get    kvstore.GetResult
+	// etcdRange answers an etcd read (the etcd workload).
+	etcdRange *pb.RangeResponse
 }
 
 // client runs operations one at a time, like a user of the Go client:
@@ -85,6 +88,8 @@ type client struct {
 	// beginFn and attemptFn are the method values the client schedules
 	// after every operation and retry, made once rather than each time.
 	beginFn, attemptFn func()
+	// etcd is the client's view under the etcd workload (sim/etcd.go).
+	etcd etcdState
 }
 
 type clientOp struct {
@@ -99,10 +104,17 @@ type clientOp struct {
 	startedAt int64
 	// session and seq identify a write for exactly-once application.
 	session, seq uint64
+	// rev is the etcd workload's record of the operation, and etcdRange
+	// its read (sim/etcd.go); nil otherwise.
+	rev       *lin.RevOp
+	etcdRange *pb.RangeRequest
 }
 
 func (w *world) newClient(id int, rng *rand.Rand) *client {
 	c := &client{w: w, id: id, rng: rng, target: w.randomMember(rng), versions: map[string]uint64{}}
+	if w.etcd {
+		c.etcd.seen = map[string]lin.RevKV{}
+	}
 	c.beginFn, c.attemptFn = c.beginAfterThinking, c.attempt
 	return c
 }
@@ -139,6 +151,10 @@ func (c *client) begin() {
 		c.op = c.beginAdmin()
 		c.op.hid = c.w.rec.Call(c.id, c.op.in, c.w.clock.now)
 		c.attempt()
+		return
+	}
+	if c.w.etcd {
+		c.beginEtcd()
 		return
 	}
 	key := c.w.keyName(c.rng.IntN(c.w.keys))
@@ -241,6 +257,10 @@ func (c *client) retry(hint core.NodeID) {
 
 func (c *client) giveUp() {
 	op := c.op
+	if op.rev != nil {
+		c.etcdGaveUp()
+		return
+	}
 	var err error
 	switch {
 	case op.isRead || !op.mayApply:
@@ -285,6 +305,10 @@ func (c *client) receive(id uint64, rp reply) {
 		}
 		c.session = rp.result.ClientID
 		c.next()
+		return
+	}
+	if op.rev != nil {
+		c.etcdAnswered(rp)
 		return
 	}
 	out, err := c.output(rp)
@@ -382,6 +406,8 @@ func (n *node) answer(rq *request, out replica.Outcome) {
 		n.reply(rq, reply{definite: true})
 	case out.Err != nil:
 		n.reply(rq, reply{unknown: true})
+	case rq.read && rq.op != nil && rq.op.etcdRange != nil:
+		n.answerEtcdRange(rq)
 	case rq.read:
 		allowed, err := n.readAllowed(rq)
 		if err != nil {

@@ -39,6 +39,10 @@ type Options struct {
 	// Auth runs the auth workload (sim/auth.go): the clients work as a
 	// user whose permissions an administrator revokes and grants.
 	Auth bool
+	// Etcd runs the etcd workload (sim/etcd.go): multi-key transactions
+	// and reads at a revision, checked by revision. It does not combine
+	// with Auth, which wins if both are set.
+	Etcd bool
 }
 
 // Result is what a run did and found.
@@ -68,7 +72,9 @@ type Result struct {
 	// visualization. Log is the run's event log.
 	Check   lin.Result
 	History lin.History
-	Log     []string
+	// Revisions is the etcd workload's history (Options.Etcd).
+	Revisions []lin.RevOp
+	Log       []string
 }
 
 // Passed reports whether the run found nothing wrong.
@@ -125,7 +131,10 @@ type world struct {
 	keys       int
 	keyNames   []string
 	// authUser is the clients' user under the auth workload ("" without).
-	authUser      string
+	authUser string
+	// etcd: the clients run the etcd workload, whose history is revOps.
+	etcd          bool
+	revOps        []lin.RevOp
 	snapshotEvery uint64
 	nextRequest   uint64
 	nemesisRng    *rand.Rand
@@ -176,6 +185,14 @@ func Run(opts Options) Result {
 	res.Linearizable = res.Check.Summary()
 	if res.Err == nil && res.Check.Verdict != lin.Linearizable {
 		res.Err = fmt.Errorf("history is not linearizable (%v)", res.Check.Verdict)
+	}
+	if w.etcd {
+		res.Revisions = w.revOps
+		err := lin.CheckRevisions(w.revOps)
+		res.Linearizable = lin.RevSummary(w.revOps, err)
+		if res.Err == nil && err != nil {
+			res.Err = fmt.Errorf("history is not linearizable: %w", err)
+		}
 	}
 	res.Log = w.log
 	return res
@@ -234,6 +251,7 @@ func newWorld(opts Options) (*world, Result) {
 		chooseMembership(w.mem.rng, &w.faults)
 	}
 	w.setConf(core.ConfState{Voters: w.ids}, 0)
+	w.etcd = opts.Etcd && !opts.Auth
 	for i := range nclients {
 		w.clients = append(w.clients, w.newClient(i+1, rand.New(rand.NewPCG(clientRng.Uint64(), clientRng.Uint64()))))
 	}
@@ -348,6 +366,9 @@ func (w *world) checkLiveness(start int64) {
 	if w.err == nil && !w.converged() {
 		w.fail(fmt.Errorf("no convergence: live members %v did not reach the same state within %v", w.members(), time.Duration(bound)*time.Microsecond))
 	}
+	if w.err == nil {
+		w.checkHashes()
+	}
 	for _, c := range w.clients {
 		if c.op != nil && !c.op.register {
 			if !c.attemptDone && !c.op.isRead {
@@ -365,6 +386,10 @@ func (w *world) checkLiveness(start int64) {
 // been in some log).
 func (w *world) resolveUnknown() {
 	for _, op := range w.unresolved {
+		if op.rev != nil {
+			w.resolveEtcd(op)
+			continue
+		}
 		a, ok := w.applied[sessionSeq{op.session, op.seq}]
 		if !ok {
 			w.check(w.rec.Unknown(op.hid))

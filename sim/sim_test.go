@@ -123,7 +123,7 @@ func TestAuthSeeds(t *testing.T) {
 	for i := range seeds {
 		seeds[i] = base + uint64(i)
 	}
-	sum := runSeedsAs(t, seeds, true)
+	sum := runSeedsAs(t, seeds, Options{Auth: true})
 	t.Logf("auth: %d operations refused, %d allowed after a grant, %d permission changes", sum.denied, sum.allowedAfterGrant, sum.changes)
 	if sum.denied == 0 || sum.allowedAfterGrant == 0 {
 		t.Errorf("the auth workload never both refused and allowed again: %d refused, %d allowed after a grant", sum.denied, sum.allowedAfterGrant)
@@ -168,6 +168,8 @@ type swarmSummary struct {
 	// allowedAfterGrant those that succeeded on a key after a grant of it
 	// returned, changes the grants and revokes.
 	denied, allowedAfterGrant, changes int
+	// The etcd workload: transactions by branch taken, reads of the past.
+	txnThen, txnElse, pastReads int
 }
 
 // add counts what one run's history holds of the auth workload.
@@ -191,15 +193,48 @@ func (s *swarmSummary) addAuth(h lin.History) {
 	}
 }
 
+// TestEtcdSeeds runs KEYVAL_SIM_ETCD_SEEDS fresh seeds (default 100; 10
+// with -short) with the etcd workload. Each must pass, and together they
+// must have taken both branches of transactions and read the past.
+func TestEtcdSeeds(t *testing.T) {
+	n, base := seedCount(t, "KEYVAL_SIM_ETCD_SEEDS", 100, 10), seedBase(t)
+	t.Logf("seeds %d..%d with the etcd workload", base, base+uint64(n)-1)
+	seeds := make([]uint64, n)
+	for i := range seeds {
+		seeds[i] = base + uint64(i)
+	}
+	sum := runSeedsAs(t, seeds, Options{Etcd: true})
+	t.Logf("etcd: %d transactions took their success branch, %d their failure branch, %d reads of a past revision", sum.txnThen, sum.txnElse, sum.pastReads)
+	if sum.txnThen == 0 || sum.txnElse == 0 || sum.pastReads == 0 {
+		t.Errorf("the etcd workload did not exercise both branches and past reads: %+v", sum)
+	}
+}
+
+// addEtcd counts what one run's history holds of the etcd workload.
+func (s *swarmSummary) addEtcd(ops []lin.RevOp) {
+	for _, op := range ops {
+		switch {
+		case op.Unknown:
+		case op.Kind == lin.RevTxn && op.Succeeded:
+			s.txnThen++
+		case op.Kind == lin.RevTxn:
+			s.txnElse++
+		case op.At > 0:
+			s.pastReads++
+		}
+	}
+}
+
 // runSeeds runs seeds on every core and reports each failure with the
 // command that replays it.
 func runSeeds(t *testing.T, seeds []uint64) swarmSummary {
 	t.Helper()
-	return runSeedsAs(t, seeds, false)
+	return runSeedsAs(t, seeds, Options{})
 }
 
-// runSeedsAs is runSeeds, with the auth workload or without.
-func runSeedsAs(t *testing.T, seeds []uint64, auth bool) swarmSummary {
+// runSeedsAs is runSeeds with workload's options (Auth, Etcd) for each
+// seed.
+func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 	t.Helper()
 	var sum swarmSummary
 	var mu sync.Mutex
@@ -210,16 +245,21 @@ func runSeedsAs(t *testing.T, seeds []uint64, auth bool) swarmSummary {
 		go func() {
 			defer wg.Done()
 			for s := range next {
-				res := Run(Options{Seed: s, Auth: auth})
+				opts := workload
+				opts.Seed = s
+				res := Run(opts)
 				mu.Lock()
 				if !res.Passed() {
 					replay := fmt.Sprintf("make sim SEED=%d", s)
-					if auth {
+					if opts.Auth {
 						replay += " AUTH=1"
+					} else if opts.Etcd {
+						replay += " ETCD=1"
 					}
 					t.Errorf("%s   # %v", replay, res.Err)
 				}
 				sum.addAuth(res.History)
+				sum.addEtcd(res.Revisions)
 				sum.members.Add(res.Membership)
 				if res.Membership.Committed() > 0 {
 					sum.withChanges++

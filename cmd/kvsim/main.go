@@ -33,6 +33,7 @@ func main() {
 	workers := flag.Int("workers", runtime.NumCPU(), "seeds run in parallel with -swarm")
 	membership := flag.Bool("membership", false, "with -swarm, run only seeds whose fault model changes the membership (-count of them)")
 	authWorkload := flag.Bool("auth", false, "run the auth workload: the clients work as a user whose permissions an administrator revokes and grants")
+	etcdWorkload := flag.Bool("etcd", false, "run the etcd workload: multi-key transactions with compares and reads at a revision, checked by revision")
 	showVersion := version.AddFlag(flag.CommandLine)
 	flag.Parse()
 	if *showVersion {
@@ -47,8 +48,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kvsim: -nodes must be 3 or 5")
 		os.Exit(2)
 	}
+	if *authWorkload && *etcdWorkload {
+		fmt.Fprintln(os.Stderr, "kvsim: -auth and -etcd are two workloads; choose one")
+		os.Exit(2)
+	}
 	tuneGC()
-	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload}
+	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload}
 	if *swarm {
 		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out, *membership))
 	}

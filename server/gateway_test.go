@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -91,8 +92,8 @@ func revision(t *testing.T, resp map[string]any) int64 {
 // TestGateway drives etcd's JSON gateway with plain HTTP, as curl would:
 // put, range by key and prefix (base64 bytes), a transaction whose compare
 // holds and one whose compare fails, deleterange, compaction and a read of
-// the compacted past, maintenance status, Lease (not implemented), and
-// etcd's error for an empty key with its HTTP code.
+// the compacted past, maintenance status, a body over the bound, Lease
+// (not implemented), and etcd's error for an empty key with its HTTP code.
 func TestGateway(t *testing.T) {
 	_, gw := gatewayCluster(t)
 	eventually(t, func() error { // until the follower knows the leader
@@ -140,6 +141,11 @@ func TestGateway(t *testing.T) {
 	require.Equal(t, etcdVersion, st["version"])
 	require.NotEmpty(t, field(t, st, "header", "member_id"))
 	require.NotEmpty(t, st["leader"])
+
+	huge := strings.Repeat("A", 2*DefaultMaxRequestBytes+128<<10)
+	code, tooLong := post(t, gw, "/v3/kv/put", map[string]any{"key": b64("big"), "value": huge}, "")
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, tooLong["message"], "request body too large", "refused before its call is made")
 
 	code, _ = post(t, gw, "/v3/lease/grant", map[string]any{"TTL": 5}, "")
 	require.Equal(t, http.StatusNotImplemented, code, "Lease answers Unimplemented, as on gRPC")

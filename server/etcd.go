@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -62,6 +63,8 @@ func etcdError(err error) error {
 		return rpctypes.ErrGRPCInvalidAuthToken
 	case st.Code() == codes.Unavailable && st.Message() == noLeaderMessage:
 		return rpctypes.ErrGRPCNoLeader
+	case st.Code() == codes.ResourceExhausted && strings.HasPrefix(st.Message(), noSpacePrefix):
+		return rpctypes.ErrGRPCNoSpace
 	}
 	return err
 }

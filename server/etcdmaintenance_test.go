@@ -82,6 +82,10 @@ func TestEtcdStatusAndAlarms(t *testing.T) {
 	require.Equal(t, []string{fmt.Sprintf("memberID:%d alarm:NOSPACE", lead)}, st.Errors)
 	_, err = c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("refused"), Value: []byte("x")})
 	require.Equal(t, codes.ResourceExhausted, etcdCode(err), "%v", err)
+	_, err = cli.Put(ctx(t), "refused", "x")
+	require.ErrorIs(t, err, rpctypes.ErrNoSpace, "etcd's clients know the quota by etcd's error")
+	_, err = cli.Txn(ctx(t)).If(clientv3.Compare(clientv3.Version("absent"), ">", 0)).Then(clientv3.OpPut("refused", "x")).Commit()
+	require.ErrorIs(t, err, rpctypes.ErrNoSpace, "a put in either branch, taken or not, is refused, as in etcd")
 
 	_, err = cli.AlarmDisarm(ctx(t), &clientv3.AlarmMember{MemberID: uint64(lead), Alarm: pb.AlarmType_NOSPACE})
 	require.NoError(t, err)

@@ -72,6 +72,10 @@ func (s *Server) stampRegister() *kvpb.Register {
 		MaxSessions: uint64(s.cfg.MaxSessions), IdleTTL: s.cfg.SessionTTL})
 }
 
+// noSpacePrefix starts the message of a write refused for the quota, by
+// which etcd's API knows to answer etcd's ErrNoSpace instead.
+const noSpacePrefix = "no space: "
+
 // admitWrite runs on the loop before a write that may grow the store by need
 // bytes is proposed: it refuses the write if the NOSPACE alarm is raised or
 // the write would take the store past the quota, raising the alarm in the
@@ -87,7 +91,7 @@ func (s *Server) admitWrite(need uint64) error {
 	if u.Raised(kvstore.AlarmNoSpace) {
 		s.limits.raisedAt = time.Time{} // applied: once disarmed, raise again at once
 		s.limits.noSpace.Inc()
-		return status.Errorf(codes.ResourceExhausted, "no space: the NOSPACE alarm is raised (the store holds %d bytes; the quota is %d, --quota-backend-bytes): "+
+		return status.Errorf(codes.ResourceExhausted, noSpacePrefix+"the NOSPACE alarm is raised (the store holds %d bytes; the quota is %d, --quota-backend-bytes): "+
 			"puts and compare-and-swaps are refused until it is disarmed; delete keys to free space, then disarm it (kvctl alarm disarm)", u.Bytes, quota)
 	}
 	if u.Bytes+need <= quota {
@@ -103,7 +107,7 @@ func (s *Server) admitWrite(need uint64) error {
 			s.log.Warn("storage quota reached: raising the NOSPACE alarm", "bytes", u.Bytes, "quota", quota)
 		}
 	}
-	return status.Errorf(codes.ResourceExhausted, "no space: this write would take the store from %d to %d bytes, past its quota of %d (--quota-backend-bytes); "+
+	return status.Errorf(codes.ResourceExhausted, noSpacePrefix+"this write would take the store from %d to %d bytes, past its quota of %d (--quota-backend-bytes); "+
 		"the NOSPACE alarm is raised: delete keys to free space, then disarm it (kvctl alarm disarm)", u.Bytes, u.Bytes+need, quota)
 }
 

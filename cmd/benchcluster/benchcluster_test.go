@@ -164,6 +164,8 @@ func TestMarkdownReport(t *testing.T) {
 		snapshots: 1, dataBytes: 3 << 20, walBytes: 1 << 20, snapBytes: 1 << 20, stateBytes: 1 << 20}
 	r.rss = &rssResult{duration: 3 * time.Second, nodes: []rssSeries{{id: 1, samples: []int64{20480, 30720, 25600},
 		anon: []int64{10240, 20480, 15360}, file: []int64{10240, 10240, 10240}, compactions: 2, compactedAt: []int{0, 2}}}}
+	r.etcd = []benchRow{{label: "put, 64 / 8", cmd: "bin/etcd-benchmark --target-leader put", res: res,
+		cpu: []cpuShare{{"leader", 95.4}, {"follower", 40}, {"follower", 38.6}, {"kvbench", 60}}}}
 	r.failures = []string{"writes: kvbench crashed"}
 	md := r.markdown()
 	for _, want := range []string{
@@ -177,6 +179,9 @@ func TestMarkdownReport(t *testing.T) {
 		"| 1 / 1 | failed: kvbench crashed |",
 		"bin/kvbench --clients 256\n",
 		"Role changes logged during 256 / 16",
+		"## etcd's benchmark tool",
+		"| put, 64 / 8 | 1000 | 4,509 | 1.25 |",
+		"bin/etcd-benchmark --target-leader put\n",
 		"| 3 | 3 | failed: no write acknowledged |",
 		"| kill → ack | 1000 | 1000 | 800 | 1200 |",
 		"| 4000 | 0.05 s | 1.50 s | 1 | 3.0 MiB (WAL 1.0, snapshots 1.0, bbolt 1.0) |",
@@ -209,5 +214,37 @@ func TestRSSCycles(t *testing.T) {
 	}
 	if peaks, _ := (rssSeries{samples: []int64{1, 2}, compactedAt: []int{1}}).cycles(); peaks != nil {
 		t.Errorf("one compaction: peaks %v, want none", peaks)
+	}
+}
+
+// The text report etcd's benchmark tool prints with --precise: the
+// progress bar's redraws, the summary in seconds, the histogram, the
+// percentiles reached and the errors, each counted once.
+func TestParseEtcdReport(t *testing.T) {
+	out := " 0 / 100 [----]   0.00%\r 50 / 100 [==--]  50.00% 1s\r 100 / 100 [====] 100.00% 2s\n" +
+		"\nSummary:\n  Total:\t2.5 secs.\n  Slowest:\t0.0412 secs.\n  Fastest:\t0.0003 secs.\n" +
+		"  Average:\t0.004 secs.\n  Stddev:\t0.002 secs.\n  Requests/sec:\t39.2\n" +
+		"\nResponse time histogram:\n  0.0003 [1]\t|\n  0.0412 [97]\t|∎∎∎∎\n" +
+		"\nLatency distribution:\n  10% in 0.001 secs.\n  50% in 0.0035 secs.\n  90% in 0.006 secs.\n  99% in 0.03 secs.\n" +
+		"\nError distribution:\n  [1]\tetcdserver: too many requests\n  [1]\trpc error: code = Unavailable desc = no leader: retry\n"
+	res, err := parseEtcdReport([]byte(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := res.Latency
+	if res.Requests != 98 || res.Errors != 2 || len(res.ErrorSummary) != 2 || res.TotalSeconds != 2.5 || res.RequestsPerSec != 39.2 {
+		t.Errorf("requests %d, errors %d %v, total %v s, %v/s; want 98, 2 (two kinds), 2.5 s, 39.2/s",
+			res.Requests, res.Errors, res.ErrorSummary, res.TotalSeconds, res.RequestsPerSec)
+	}
+	if l.Slowest != 41.2 || l.Fastest != 0.3 || l.Average != 4 || l.P10 != 1 || l.P50 != 3.5 || l.P90 != 6 || l.P99 != 30 || l.P999 != 0 {
+		t.Errorf("latency %+v: want ms figures 41.2 / 0.3 / 4, p10 1, p50 3.5, p90 6, p99 30, p99.9 not reached", l)
+	}
+	if res.ErrorSummary[1].Message != "rpc error: code = Unavailable desc = no leader: retry" {
+		t.Errorf("error message %q", res.ErrorSummary[1].Message)
+	}
+	for _, bad := range []string{"", "Error: failed to find a leader endpoint\n", "\nSummary:\n  Total:\tsoon secs.\n"} {
+		if _, err := parseEtcdReport([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

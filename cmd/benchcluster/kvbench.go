@@ -37,24 +37,28 @@ type loadAvg struct {
 	End   []float64 `json:"end"`
 }
 
-// kvbenchRun is one kvbench process.
-type kvbenchRun struct {
+// benchRun is one run of a load generator: kvbench, or etcd's benchmark
+// tool.
+type benchRun struct {
 	bin      string
 	args     []string
-	progress io.Writer // kvbench's stderr (progress lines), or nil
-	cmd      *exec.Cmd
-	stdout   bytes.Buffer
-	stderr   bytes.Buffer
-	// cpu is the CPU time (user and system) kvbench used, known once it
+	progress io.Writer // the tool's stderr (kvbench's progress lines), or nil
+	// parse reads the tool's report from its stdout; nil for kvbench's
+	// --json report.
+	parse  func([]byte) (*benchResult, error)
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+	// cpu is the CPU time (user and system) the tool used, known once it
 	// has exited.
 	cpu time.Duration
 }
 
 // commandLine is the command as a person would type it.
-func (r *kvbenchRun) commandLine() string { return shellQuote(r.bin, r.args) }
+func (r *benchRun) commandLine() string { return shellQuote(r.bin, r.args) }
 
-// start launches kvbench; the context kills it if cancelled.
-func (r *kvbenchRun) start(ctx context.Context) error {
+// start launches the tool; the context kills it if cancelled.
+func (r *benchRun) start(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, r.bin, r.args...)
 	cmd.SysProcAttr = childAttrs()
 	cmd.Stdout = &r.stdout
@@ -71,38 +75,55 @@ func (r *kvbenchRun) start(ctx context.Context) error {
 	return nil
 }
 
-// wait waits for kvbench and decodes its report. kvbench exits 1 when some
-// operations failed: the report is still returned (with its error count)
-// and so is an error saying so.
-func (r *kvbenchRun) wait() (*benchResult, error) {
+// wait waits for the tool and reads its report. kvbench exits 1 when some
+// operations failed, etcd's tool lists them in its report: either way the
+// report is still returned (with its error count) and so is an error
+// saying so.
+func (r *benchRun) wait() (*benchResult, error) {
 	err := r.cmd.Wait()
 	untrack(r.cmd.Process)
 	if ps := r.cmd.ProcessState; ps != nil {
 		r.cpu = ps.UserTime() + ps.SystemTime()
 	}
+	parse := r.parse
 	var exitErr *exec.ExitError
-	if err != nil && !(errors.As(err, &exitErr) && exitErr.ExitCode() == 1) {
+	if err != nil && !(parse == nil && errors.As(err, &exitErr) && exitErr.ExitCode() == 1) {
 		return nil, fmt.Errorf("%s: %w\n%s", r.commandLine(), err, lastLines(r.stderr.String(), 10))
 	}
-	var res benchResult
-	if jerr := json.Unmarshal(r.stdout.Bytes(), &res); jerr != nil {
-		return nil, fmt.Errorf("%s: reading its report: %w\n%s", r.commandLine(), jerr, lastLines(r.stderr.String(), 10))
+	if parse == nil {
+		parse = parseKvbenchJSON
 	}
-	if err != nil {
-		return &res, fmt.Errorf("%s: %d operations failed: %s", r.commandLine(), res.Errors, summariseErrors(res.ErrorSummary))
+	res, perr := parse(r.stdout.Bytes())
+	if perr != nil {
+		return nil, fmt.Errorf("%s: reading its report: %w\n%s", r.commandLine(), perr, lastLines(r.stderr.String(), 10))
+	}
+	if err != nil || res.Errors > 0 {
+		return res, fmt.Errorf("%s: %d operations failed: %s", r.commandLine(), res.Errors, summariseErrors(res.ErrorSummary))
+	}
+	return res, nil
+}
+
+func parseKvbenchJSON(out []byte) (*benchResult, error) {
+	var res benchResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, err
 	}
 	return &res, nil
 }
 
-// runKvbench runs kvbench to completion; it returns the report, the
-// command line and the CPU time kvbench used.
-func runKvbench(ctx context.Context, bin string, args []string, progress io.Writer) (*benchResult, string, time.Duration, error) {
-	r := &kvbenchRun{bin: bin, args: args, progress: progress}
+// runBench runs the tool to completion; it returns the report, the
+// command line and the CPU time the tool used.
+func runBench(ctx context.Context, r *benchRun) (*benchResult, string, time.Duration, error) {
 	if err := r.start(ctx); err != nil {
 		return nil, r.commandLine(), 0, err
 	}
 	res, err := r.wait()
 	return res, r.commandLine(), r.cpu, err
+}
+
+// runKvbench runs kvbench to completion.
+func runKvbench(ctx context.Context, bin string, args []string, progress io.Writer) (*benchResult, string, time.Duration, error) {
+	return runBench(ctx, &benchRun{bin: bin, args: args, progress: progress})
 }
 
 func summariseErrors(es []stats.ErrorCount) string {

@@ -2,8 +2,9 @@
 // it builds keyvald and kvbench, starts a fresh three-member cluster on
 // loopback with its data on the real disk (keyvald always fsyncs its WAL),
 // and measures writes at 1 to 256 clients, linearizable and serializable
-// reads, memory over a sustained-overwrite run, failover after kill -9 of
-// the leader, and the catch-up of a member restarted behind many writes.
+// reads, the same through etcd's v3 API with etcd's own benchmark tool,
+// memory over a sustained-overwrite run, failover after kill -9 of the
+// leader, and the catch-up of a member restarted behind many writes.
 // Everything measured goes to a markdown file with the exact commands.
 //
 // --smoke runs every step with tiny counts in a few seconds so CI can
@@ -60,15 +61,18 @@ type options struct {
 	rssDuration      time.Duration
 	snapshotInterval int
 	unary            bool
+	etcdBenchmark    string
 	keep             bool
 	quiet            bool
 	timeout          time.Duration
 	args             []string
 }
 
-// allSteps in the order they run. Memory is measured before failover and
-// catch-up: those leave a million keys and restarted members behind.
-var allSteps = []string{"writes", "reads", "rss", "failover", "catchup"}
+// allSteps in the order they run. etcd's tool comes after KeyVal's own
+// writes and reads, so these keep measuring what they always have. Memory
+// is measured before failover and catch-up: those leave a million keys
+// and restarted members behind.
+var allSteps = []string{"writes", "reads", "etcd", "rss", "failover", "catchup"}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -159,6 +163,7 @@ Flags:
 	fs.DurationVar(&opt.rssDuration, "rss-duration", 2*time.Minute, "length of the sustained-overwrite run sampled for memory")
 	fs.IntVar(&opt.snapshotInterval, "snapshot-interval", 0, "keyvald --snapshot-interval (0: keyvald's default)")
 	fs.BoolVar(&opt.unary, "unary", false, "kvbench --unary: one gRPC call per operation, as etcd's tool makes, instead of the client's pipeline")
+	fs.StringVar(&opt.etcdBenchmark, "etcd-benchmark", defaultEtcdBenchmark, "etcd's benchmark tool for the etcd step (the default is built by make etcd-benchmark when needed)")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "give up (and fail) after this long; 0: no limit (--smoke: 3m)")
@@ -266,7 +271,7 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 	rep.loadStart = currentLoad()
 
 	steps := map[string]func(context.Context) error{
-		"writes": d.stepWrites, "reads": d.stepReads, "rss": d.stepRSS,
+		"writes": d.stepWrites, "reads": d.stepReads, "etcd": d.stepEtcd, "rss": d.stepRSS,
 		"failover": d.stepFailover, "catchup": d.stepCatchup,
 	}
 	var failed []error
@@ -303,8 +308,14 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 	return errors.Join(failed...)
 }
 
-// build compiles keyvald and kvbench from this checkout.
+// build compiles keyvald and kvbench from this checkout, and etcd's
+// benchmark tool if the etcd step is to run.
 func build(ctx context.Context, opt options, stderr io.Writer) error {
+	if opt.steps["etcd"] {
+		if err := buildEtcdBenchmark(ctx, opt, stderr); err != nil {
+			return err
+		}
+	}
 	for _, pkg := range []string{"keyvald", "kvbench"} {
 		cmd := exec.CommandContext(ctx, opt.goCmd, "build", "-o", filepath.Join(opt.binDir, pkg), "./cmd/"+pkg)
 		cmd.Stdout, cmd.Stderr = stderr, stderr

@@ -28,6 +28,7 @@ type report struct {
 	writes    []benchRow
 	preload   *benchRow
 	reads     []benchRow
+	etcd      []benchRow
 	rss       *rssResult
 	failover  *failoverResult
 	catchup   *catchupResult
@@ -109,6 +110,14 @@ func (r *report) markdown() string {
 		}
 		writeRows(&b, "op → target", rows)
 	}
+	if len(r.etcd) > 0 {
+		fmt.Fprintf(&b, "## etcd's benchmark tool\n\n"+
+			"The same cluster driven through etcd's v3 API by etcd's own `benchmark` tool (etcd 3.4.23's `tools/benchmark`, "+
+			"built by `make etcd-benchmark` from Debian's etcd source tarball; etcd 3.4's tool speaks the same v3 API). "+
+			"One gRPC call per operation; `--target-leader` puts every connection on the leader. Puts and transactions: "+
+			"8-byte random keys over a %d-key space, 256-byte values; ranges read the one key `%s`.\n\n", r.opt.keySpace, etcdRangeKey)
+		writeRows(&b, "etcd benchmark", r.etcd)
+	}
 	if r.rss != nil {
 		r.writeRSS(&b)
 	}
@@ -136,7 +145,7 @@ func (r *report) markdown() string {
 
 // writeRows renders kvbench runs as a table followed by their commands.
 func writeRows(b *strings.Builder, first string, rows []benchRow) {
-	fmt.Fprintf(b, "| %s | ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | elections | load avg 1m start → end | CPU %% of a core: leader / followers / kvbench | CPU µs per op, all four |\n", first)
+	fmt.Fprintf(b, "| %s | ops | ops/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | elections | load avg 1m start → end | CPU %% of a core: leader / followers / load generator | CPU µs per op, all four |\n", first)
 	fmt.Fprintf(b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range rows {
 		res := row.res

@@ -70,6 +70,14 @@ func (d *driver) commonArgs(endpoints string, keySize int) []string {
 
 // runRow runs kvbench once with args and watches terms and logs around it.
 func (d *driver) runRow(ctx context.Context, label string, args []string) benchRow {
+	return d.runRowWith(ctx, label, func(ctx context.Context) (*benchResult, string, time.Duration, error) {
+		return runKvbench(ctx, d.kvbench, args, d.progress)
+	})
+}
+
+// runRowWith runs one load generator and watches terms, CPU and logs
+// around it.
+func (d *driver) runRowWith(ctx context.Context, label string, bench func(context.Context) (*benchResult, string, time.Duration, error)) benchRow {
 	row := benchRow{label: label}
 	before := d.c.view(ctx, d.c.nodes)
 	row.termBefore = before.maxTerm()
@@ -86,7 +94,7 @@ func (d *driver) runRow(ctx context.Context, label string, args []string) benchR
 	}
 	start := time.Now()
 	var benchCPU time.Duration
-	row.res, row.cmd, benchCPU, row.err = runKvbench(ctx, d.kvbench, args, d.progress)
+	row.res, row.cmd, benchCPU, row.err = bench(ctx)
 	wall := time.Since(start)
 	// Members in a fixed order: the leader at the end, then the others.
 	after := d.c.view(ctx, d.c.nodes)

@@ -89,7 +89,9 @@ func (m *etcdMaintenance) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.
 }
 
 // raise raises NOSPACE by hand, as etcd allows: writes are refused until
-// it is disarmed.
+// it is disarmed. Only the leader proposes it: a follower forwards the
+// request to etcd's Maintenance on the leader's peer port, naming itself
+// as the member unless the caller named one.
 func (m *etcdMaintenance) raise(ctx context.Context, req *pb.AlarmRequest) (*pb.AlarmResponse, error) {
 	s := m.s
 	if err := s.requireFresh(ctx, needRoot); err != nil {
@@ -101,9 +103,7 @@ func (m *etcdMaintenance) raise(ctx context.Context, req *pb.AlarmRequest) (*pb.
 	}
 	_, leader, err := s.write(ctx, kvstore.EncodeAlarm(kvstore.AlarmNoSpace, false, member))
 	if leader != nil {
-		// The leader raises it; KeyVal's API has no call for that, so
-		// the caller is told where to go, as etcd tells of a leader.
-		return nil, rpctypes.ErrGRPCNotLeader
+		return pb.NewMaintenanceClient(leader).Alarm(ctx, &pb.AlarmRequest{Action: req.Action, Alarm: req.Alarm, MemberID: member})
 	}
 	if err != nil {
 		return nil, etcdError(err)

@@ -95,6 +95,20 @@ func TestEtcdStatusAndAlarms(t *testing.T) {
 	_, err = c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("accepted"), Value: []byte("x")})
 	require.NoError(t, err)
 
+	follower := lead%3 + 1
+	_, err = pb.NewMaintenanceClient(clis[follower].ActiveConnection()).Alarm(ctx(t),
+		&pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_NOSPACE})
+	require.NoError(t, err, "a follower forwards the alarm to the leader")
+	eventually(t, func() error {
+		alarms, err := clis[follower].AlarmList(ctx(t))
+		if err == nil && (len(alarms.Alarms) != 1 || alarms.Alarms[0].MemberID != uint64(follower)) {
+			err = fmt.Errorf("alarms %v, want NOSPACE of member %d", alarms.Alarms, follower)
+		}
+		return err
+	})
+	_, err = clis[follower].AlarmDisarm(ctx(t), &clientv3.AlarmMember{MemberID: uint64(follower), Alarm: pb.AlarmType_NOSPACE})
+	require.NoError(t, err)
+
 	_, err = cli.Defragment(ctx(t), c.clients[lead])
 	require.NoError(t, err, "a documented no-op")
 	_, err = pb.NewMaintenanceClient(cli.ActiveConnection()).Hash(ctx(t), &pb.HashRequest{})

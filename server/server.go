@@ -283,6 +283,7 @@ func (s *Server) listen() error {
 	apipb.RegisterMaintenanceServer(s.peerSrv, &maintenanceService{s: s})
 	apipb.RegisterAuthServer(s.peerSrv, authSvc)
 	pb.RegisterKVServer(s.peerSrv, &etcdKV{s: s})
+	pb.RegisterMaintenanceServer(s.peerSrv, &etcdMaintenance{s: s, native: &maintenanceService{s: s}})
 	opts := append(append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...), s.authInterceptors("client")...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))

@@ -68,7 +68,8 @@ type Config struct {
 	MaxPipelineReplyBytes int
 
 	// MaxTxnOps bounds the compares, and the operations of each branch, of
-	// one etcd transaction, at each level (0: DefaultMaxTxnOps).
+	// one etcd transaction; a nested transaction gets what its enclosing
+	// one leaves over, as in etcd (0: DefaultMaxTxnOps).
 	MaxTxnOps int
 
 	// AutoCompactionMode (periodic or revision) and AutoCompactionRetention

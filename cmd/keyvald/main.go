@@ -80,7 +80,7 @@ Flags:
 	maxRange := fs.Int("max-range-bytes", server.DefaultMaxRangeBytes,
 		"bytes of keys and values one Range answer may carry; it stops there with more set (at least one key is always returned)")
 	maxTxnOps := fs.Int("max-txn-ops", server.DefaultMaxTxnOps,
-		"compares, and operations per branch, one etcd transaction may have at each level (etcd's flag)")
+		"compares, and operations per branch, one etcd transaction may have; a nested one gets what its enclosing one leaves over (etcd's flag)")
 	compactMode := fs.String("auto-compaction-mode", server.CompactionPeriodic,
 		"how the leader compacts the history: periodic (keep --auto-compaction-retention of time) or revision (keep that many revisions)")
 	compactKeep := fs.String("auto-compaction-retention", server.DefaultAutoCompactionRetention,

@@ -37,6 +37,19 @@ type state interface {
 	deleteHistory(key []byte, rev uint64) error
 	compacted() uint64
 	setCompacted(rev uint64)
+	// The revision index (leases.go): scanRevisions calls fn with each
+	// (revision, key) written at revisions from..to, in revision order and
+	// key order within one, until fn returns false; compactRevisions drops
+	// the entries below rev. put and del keep it.
+	scanRevisions(from, to uint64, fn func(rev uint64, key []byte) bool) error
+	compactRevisions(below uint64) error
+	// Leases (leases.go): a lease's record (nil if none), storing and
+	// removing one, and the keys attached to one, in key order. put and
+	// del keep the attachments from the versions' lease.
+	lease(id int64) (*kvpb.Lease, error)
+	putLease(l *kvpb.Lease) error
+	delLease(id int64) error
+	leaseKeys(id int64) ([][]byte, error)
 
 	// client returns the session, or nil when there is none.
 	client(id uint64) (*kvpb.ClientRecord, error)
@@ -126,6 +139,8 @@ type command struct {
 	expected      uint64 // CompareAndSwap's expected version
 	user          string // who proposed it, once auth is enabled
 	auth          *kvpb.AuthChange
+	grant         *kvpb.LeaseGrant
+	revoke        *kvpb.LeaseRevoke
 
 	// Register's and SessionClock's stamps (sessions.go), AlarmChange.
 	nowMs, maxSessions, ttlMs uint64
@@ -145,6 +160,8 @@ const (
 	opAlarm
 	opEtcdTxn // value: the encoded etcdserverpb.TxnRequest
 	opCompact // expected: the revision
+	opLeaseGrant
+	opLeaseRevoke
 )
 
 // decodeCommand reads an entry's bytes. A put, with or without a session,
@@ -183,6 +200,10 @@ func decodeCommand(data []byte, c *command) error {
 		c.op, c.value = opEtcdTxn, op.EtcdTxn
 	case *kvpb.Command_Compact:
 		c.op, c.expected = opCompact, op.Compact.GetRevision()
+	case *kvpb.Command_LeaseGrant:
+		c.op, c.grant = opLeaseGrant, op.LeaseGrant
+	case *kvpb.Command_LeaseRevoke:
+		c.op, c.revoke = opLeaseRevoke, op.LeaseRevoke
 	}
 	return nil
 }
@@ -280,6 +301,10 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 		return register(st, &cmd, e.Index, maxClients)
 	case opCompact:
 		return compact(st, &cmd)
+	case opLeaseGrant:
+		return grantLease(st, &cmd)
+	case opLeaseRevoke:
+		return revokeLease(st, &cmd)
 	case opSessionClock, opAlarm:
 		if cmd.clientID != 0 || cmd.seq != 0 {
 			return invalid(st, StatusInvalid, errAdminIDs), nil

@@ -43,11 +43,16 @@ var _ Store = (*Bolt)(nil)
 
 // The bbolt layout; docs/kvstore.md describes it.
 var (
-	bucketMeta    = []byte("meta")       // the keys below
-	bucketKV      = []byte("kv")         // user key -> meta (mvcc.go) | value
-	bucketHistory = []byte("history")    // histKey -> meta | value (mvcc.go)
-	bucketClients = []byte("clients")    // client id u64 -> kvpb.ClientRecord
-	bucketLRU     = []byte("client_lru") // last_index u64 -> client id u64
+	bucketMeta    = []byte("meta")    // the keys below
+	bucketKV      = []byte("kv")      // user key -> meta (mvcc.go) | value
+	bucketHistory = []byte("history") // histKey -> meta | value (mvcc.go)
+	// revision u64 | key -> nothing: the revision index (leases.go)
+	bucketRevs = []byte("revs")
+	// lease id u64 -> kvpb.Lease; lease id u64 | key -> nothing
+	bucketLeases    = []byte("leases")
+	bucketLeaseKeys = []byte("lease_keys")
+	bucketClients   = []byte("clients")    // client id u64 -> kvpb.ClientRecord
+	bucketLRU       = []byte("client_lru") // last_index u64 -> client id u64
 
 	keyFormat      = []byte("format")
 	keyApplied     = []byte("applied_index")
@@ -63,8 +68,9 @@ var (
 
 // boltFormatVersion is the layout version stored under meta/format.
 // Version 1, from before history, stored a version u64 before each value
-// and had no history bucket; OpenBolt upgrades it (migrateV1).
-const boltFormatVersion = 2
+// and had no history bucket; version 2 had no revision index and no
+// leases. OpenBolt upgrades both (migrateV1, migrateV2).
+const boltFormatVersion = 3
 
 // initialMmapSize is bbolt's first memory map: address space, not memory.
 const initialMmapSize = 1 << 30
@@ -113,6 +119,9 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 			return initBuckets(tx, SnapshotInfo{}, 0)
 		}
 		if err := migrateV1(tx); err != nil {
+			return err
+		}
+		if err := migrateV2(tx); err != nil {
 			return err
 		}
 		st, err := loadState(tx)
@@ -314,6 +323,51 @@ func (b *Bolt) HashKV(rev int64) (KVHash, error) {
 	return h, nil
 }
 
+// Events implements Store, on one read transaction.
+func (b *Bolt) Events(key, end []byte, from, to uint64, prev bool, limit int) (evs []*Event, more bool, err error) {
+	err = b.view(func(st *boltState) error {
+		start, stop := keySpan(key, end)
+		evs, more, err = events(st, start, stop, from, to, prev, limit)
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("events of %q from revision %d: %w", key, from, err)
+	}
+	return evs, more, nil
+}
+
+// Leases implements Store.
+func (b *Bolt) Leases() (infos []LeaseInfo, err error) {
+	err = b.view(func(st *boltState) error {
+		infos, err = leaseInfos(st, st.leaseIDs())
+		return err
+	})
+	return infos, err
+}
+
+// Lease implements Store.
+func (b *Bolt) Lease(id int64) (info LeaseInfo, found bool, err error) {
+	err = b.view(func(st *boltState) error {
+		info, found, err = leaseInfo(st, id)
+		return err
+	})
+	return info, found, err
+}
+
+// view runs fn on a read transaction of the applied state.
+func (b *Bolt) view(fn func(st *boltState) error) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	return b.db.View(func(tx *bbolt.Tx) error {
+		st, err := loadState(tx)
+		if err != nil {
+			return err
+		}
+		return fn(st)
+	})
+}
+
 // CompactedRevision implements Store.
 func (b *Bolt) CompactedRevision() uint64 {
 	var rev uint64
@@ -378,6 +432,13 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", f.b.path, err)
 	}
+	for _, id := range f.st.leaseIDs() {
+		l, err := f.st.lease(id)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", f.b.path, err)
+		}
+		sw.lease(l)
+	}
 	c := f.st.clients.Cursor()
 	for k, v := c.First(); k != nil && sw.err == nil; k, v = c.Next() {
 		rec, err := decodeClient(k, v)
@@ -416,7 +477,8 @@ func (b *Bolt) Restore(r io.Reader) error {
 		if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
 			return err
 		}
-		sink := &boltSink{kv: tx.Bucket(bucketKV), hist: tx.Bucket(bucketHistory), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU)}
+		sink := &boltSink{kv: tx.Bucket(bucketKV), hist: tx.Bucket(bucketHistory), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU),
+			revs: tx.Bucket(bucketRevs), leases: tx.Bucket(bucketLeases), leaseKeys: tx.Bucket(bucketLeaseKeys)}
 		// Snapshots arrive in key order: pack pages full.
 		sink.kv.FillPercent, sink.hist.FillPercent, sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95, 0.95, 0.95
 		var err error
@@ -438,8 +500,9 @@ func (b *Bolt) Restore(r io.Reader) error {
 }
 
 type boltSink struct {
-	kv, hist, clients, lru *bbolt.Bucket
-	n                      uint64
+	kv, hist, clients, lru  *bbolt.Bucket
+	revs, leases, leaseKeys *bbolt.Bucket
+	n                       uint64
 	// What the header says and what the records count (Usage).
 	used, clock, compactRev uint64
 	alarms                  []*kvpb.Alarm
@@ -452,11 +515,27 @@ func (s *boltSink) begin(h *kvpb.SnapshotHeader) error {
 
 func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 	s.used += KeyBytes(len(kv.Key), len(kv.Value))
+	if kv.Lease != 0 {
+		if err := s.leaseKeys.Put(append(u64(kv.Lease), kv.Key...), nil); err != nil {
+			return err
+		}
+	}
 	return s.kv.Put(kv.Key, joinValue(kv.Value, metaFromProto(kv)))
 }
 
 func (s *boltSink) history(kv *kvpb.KeyValue) error {
+	if err := s.revs.Put(append(u64(kv.Version), kv.Key...), nil); err != nil {
+		return err
+	}
 	return s.hist.Put(histKey(nil, kv.Key, kv.Version), joinValue(kv.Value, metaFromProto(kv)))
+}
+
+func (s *boltSink) lease(l *kvpb.Lease) error {
+	data, err := proto.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("encode lease %d: %w", l.Id, err)
+	}
+	return s.leases.Put(u64(uint64(l.Id)), data)
 }
 
 func (s *boltSink) client(rec *kvpb.ClientRecord) error {
@@ -519,12 +598,17 @@ type boltState struct {
 	hasUsed                 bool
 	alarmList               []*kvpb.Alarm
 	clockDirty, alarmsDirty bool
-	// lastGet is the last key get looked up and its value's length (-1:
-	// absent), while haveLast, so that the put or delete that follows it
-	// counts the bytes it replaces without a second lookup.
-	lastGet    []byte
-	lastGetLen int
-	haveLast   bool
+	// lastGet is the last key get looked up, its value's length (-1:
+	// absent) and its lease, while haveLast, so that the put or delete
+	// that follows it counts the bytes it replaces and moves the key
+	// between leases without a second lookup.
+	lastGet      []byte
+	lastGetLen   int
+	lastGetLease uint64
+	haveLast     bool
+
+	revs, leases, leaseKeysB *bbolt.Bucket
+	revKeyBuf                []byte
 
 	kvCur, histCur, clientsCur, lruCur *bbolt.Cursor
 	arena                              []byte
@@ -595,8 +679,13 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 		clients: tx.Bucket(bucketClients),
 		lru:     tx.Bucket(bucketLRU),
 		hist:    tx.Bucket(bucketHistory),
+
+		revs:       tx.Bucket(bucketRevs),
+		leases:     tx.Bucket(bucketLeases),
+		leaseKeysB: tx.Bucket(bucketLeaseKeys),
 	}
-	if st.meta == nil || st.kv == nil || st.clients == nil || st.lru == nil || st.hist == nil {
+	if st.meta == nil || st.kv == nil || st.clients == nil || st.lru == nil || st.hist == nil ||
+		st.revs == nil || st.leases == nil || st.leaseKeysB == nil {
 		return nil, fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
 	format, err := st.metaU64(keyFormat)
@@ -711,34 +800,61 @@ func (st *boltState) setRevision(r uint64)     { st.rev = r }
 func (st *boltState) clientCount() uint64      { return st.nclients }
 
 func (st *boltState) get(key []byte) ([]byte, kvMeta, bool, error) {
-	st.lastGet, st.lastGetLen, st.haveLast = append(st.lastGet[:0], key...), -1, true
+	st.lastGet, st.lastGetLen, st.lastGetLease, st.haveLast = append(st.lastGet[:0], key...), -1, 0, true
 	v := seek(&st.kvCur, st.kv, key)
 	if v == nil {
 		return nil, kvMeta{}, false, nil
 	}
 	meta, value, err := splitValue(key, v)
 	if err == nil {
-		st.lastGetLen = len(value)
+		st.lastGetLen, st.lastGetLease = len(value), meta.lease
 	}
 	return value, meta, err == nil, err
 }
 
-// oldLen is the length of key's value before a put or delete (-1:
-// absent), from the get just before when it read key.
-func (st *boltState) oldLen(key []byte) int {
+// old is the length of key's value before a put or delete (-1: absent)
+// and its lease, from the get just before when it read key.
+func (st *boltState) old(key []byte) (int, uint64) {
 	if st.haveLast && bytes.Equal(st.lastGet, key) {
-		return st.lastGetLen
+		return st.lastGetLen, st.lastGetLease
 	}
 	if v := seek(&st.kvCur, st.kv, key); len(v) >= metaSize {
-		return len(v) - metaSize
+		return len(v) - metaSize, getMeta(v).lease
 	}
-	return -1
+	return -1, 0
+}
+
+// indexRevision records (rev, key) in the revision index.
+func (st *boltState) indexRevision(rev uint64, key []byte) error {
+	st.revKeyBuf = append(binary.BigEndian.AppendUint64(st.revKeyBuf[:0], rev), key...)
+	if err := st.revs.Put(st.revKeyBuf, nil); err != nil {
+		return fmt.Errorf("index %q at revision %d: %w", key, rev, err)
+	}
+	return nil
+}
+
+// attach moves key from lease from to lease to (0: none).
+func (st *boltState) attach(key []byte, from, to uint64) error {
+	if from == to {
+		return nil
+	}
+	if from != 0 {
+		if err := st.leaseKeysB.Delete(append(u64(from), key...)); err != nil {
+			return fmt.Errorf("detach %q from lease %d: %w", key, from, err)
+		}
+	}
+	if to != 0 {
+		if err := st.leaseKeysB.Put(append(u64(to), key...), nil); err != nil {
+			return fmt.Errorf("attach %q to lease %d: %w", key, to, err)
+		}
+	}
+	return nil
 }
 
 // put stores one slice, meta and value, in both buckets: bbolt keeps
 // values, not keys, until the commit.
 func (st *boltState) put(key, value []byte, meta kvMeta) error {
-	old := st.oldLen(key)
+	old, oldLease := st.old(key)
 	st.haveLast = false
 	v := st.alloc(metaSize + len(value))
 	putMeta(v, meta)
@@ -750,12 +866,18 @@ func (st *boltState) put(key, value []byte, meta kvMeta) error {
 	if err := st.hist.Put(st.histKeyBuf, v); err != nil {
 		return fmt.Errorf("record %q at revision %d: %w", key, meta.modRev, err)
 	}
+	if err := st.indexRevision(meta.modRev, key); err != nil {
+		return err
+	}
+	if err := st.attach(key, oldLease, meta.lease); err != nil {
+		return err
+	}
 	countPut(st, key, value, max(old, 0), old >= 0)
 	return nil
 }
 
 func (st *boltState) del(key []byte, rev uint64) error {
-	old := st.oldLen(key)
+	old, oldLease := st.old(key)
 	st.haveLast = false
 	if old < 0 {
 		return nil
@@ -769,8 +891,99 @@ func (st *boltState) del(key []byte, rev uint64) error {
 	if err := st.hist.Put(st.histKeyBuf, v); err != nil {
 		return fmt.Errorf("record the deletion of %q at revision %d: %w", key, rev, err)
 	}
+	if err := st.indexRevision(rev, key); err != nil {
+		return err
+	}
+	if err := st.attach(key, oldLease, 0); err != nil {
+		return err
+	}
 	countDelete(st, key, old)
 	return nil
+}
+
+func (st *boltState) scanRevisions(from, to uint64, fn func(rev uint64, key []byte) bool) error {
+	c := st.revs.Cursor()
+	for k, _ := c.Seek(u64(from)); k != nil; k, _ = c.Next() {
+		if len(k) < 8 {
+			return fmt.Errorf("%w: revision index entry %x is shorter than a revision", ErrCorrupt, k)
+		}
+		rev := binary.BigEndian.Uint64(k)
+		if rev > to || !fn(rev, k[8:]) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (st *boltState) compactRevisions(below uint64) error {
+	c := st.revs.Cursor()
+	for k, _ := c.First(); k != nil && len(k) >= 8 && binary.BigEndian.Uint64(k) < below; k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return fmt.Errorf("compact the revision index below %d: %w", below, err)
+		}
+	}
+	return nil
+}
+
+func (st *boltState) lease(id int64) (*kvpb.Lease, error) {
+	v := st.leases.Get(u64(uint64(id)))
+	if v == nil {
+		return nil, nil
+	}
+	l := &kvpb.Lease{}
+	if err := proto.Unmarshal(v, l); err != nil || l.Id != id {
+		return nil, fmt.Errorf("%w: lease record %d does not decode", ErrCorrupt, id)
+	}
+	return l, nil
+}
+
+func (st *boltState) putLease(l *kvpb.Lease) error {
+	data, err := proto.Marshal(l)
+	if err != nil {
+		return fmt.Errorf("encode lease %d: %w", l.Id, err)
+	}
+	if err := st.leases.Put(u64(uint64(l.Id)), data); err != nil {
+		return fmt.Errorf("write lease %d: %w", l.Id, err)
+	}
+	return nil
+}
+
+func (st *boltState) delLease(id int64) error {
+	keys, err := st.leaseKeys(id)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := st.leaseKeysB.Delete(append(u64(uint64(id)), k...)); err != nil {
+			return fmt.Errorf("detach %q from lease %d: %w", k, id, err)
+		}
+	}
+	if err := st.leases.Delete(u64(uint64(id))); err != nil {
+		return fmt.Errorf("delete lease %d: %w", id, err)
+	}
+	return nil
+}
+
+func (st *boltState) leaseKeys(id int64) ([][]byte, error) {
+	prefix := u64(uint64(id))
+	var keys [][]byte
+	c := st.leaseKeysB.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, clone(k[8:]))
+	}
+	return keys, nil
+}
+
+// leaseIDs are the leases' ids, ascending.
+func (st *boltState) leaseIDs() []int64 {
+	var ids []int64
+	c := st.leases.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) == 8 {
+			ids = append(ids, int64(binary.BigEndian.Uint64(k)))
+		}
+	}
+	return ids
 }
 
 func (st *boltState) compacted() uint64 { return st.compactRev }
@@ -937,7 +1150,7 @@ func splitValue(key, v []byte) (kvMeta, []byte, error) {
 }
 
 // allBuckets are the store's buckets.
-var allBuckets = [][]byte{bucketMeta, bucketKV, bucketHistory, bucketClients, bucketLRU}
+var allBuckets = [][]byte{bucketMeta, bucketKV, bucketHistory, bucketRevs, bucketLeases, bucketLeaseKeys, bucketClients, bucketLRU}
 
 // migrateV1 upgrades a file of layout version 1 in place: each value gets
 // the meta of a key written once at its version, which also becomes its
@@ -978,6 +1191,43 @@ func migrateV1(tx *bbolt.Tx) error {
 	}
 	if err := meta.Put(keyCompacted, u64(0)); err != nil {
 		return fmt.Errorf("upgrade: %w", err)
+	}
+	return meta.Put(keyFormat, u64(2))
+}
+
+// migrateV2 upgrades a file of layout version 2 in place: the revision
+// index is built from the history, and the (empty) lease buckets made.
+func migrateV2(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 2 {
+		return nil
+	}
+	hist := tx.Bucket(bucketHistory)
+	if hist == nil {
+		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
+	}
+	for _, name := range [][]byte{bucketRevs, bucketLeases, bucketLeaseKeys} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	revs := tx.Bucket(bucketRevs)
+	var entries [][]byte
+	err := hist.ForEach(func(hk, _ []byte) error {
+		key, rev, err := splitHistKey(hk)
+		if err != nil {
+			return fmt.Errorf("%w: history key %x: %v", ErrCorrupt, hk, err)
+		}
+		entries = append(entries, append(u64(rev), key...))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := revs.Put(e, nil); err != nil {
+			return fmt.Errorf("upgrade: %w", err)
+		}
 	}
 	return meta.Put(keyFormat, u64(boltFormatVersion))
 }

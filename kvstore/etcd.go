@@ -59,6 +59,9 @@ type reader interface {
 	compacted() uint64
 	scanLatest(start, end []byte, fn func(v version) bool) error
 	history
+	scanRevisions(from, to uint64, fn func(rev uint64, key []byte) bool) error
+	lease(id int64) (*kvpb.Lease, error)
+	leaseKeys(id int64) ([][]byte, error)
 }
 
 // etcdTxn applies an etcd transaction.
@@ -394,8 +397,8 @@ func compareInt(a, b int64) int {
 }
 
 // checkPath checks the operations on the chosen branches before any runs:
-// a put that keeps the value or lease needs the key to exist, leases do
-// not exist yet (issue 18), and reads name revisions the store holds.
+// a put that keeps the value or lease needs the key to exist, a lease it
+// names must exist, and reads name revisions the store holds.
 func checkPath(rd reader, req *pb.TxnRequest, path []bool) (Status, string, error) {
 	i := 0
 	var walk func(t *pb.TxnRequest) (Status, string, error)
@@ -406,8 +409,13 @@ func checkPath(rd reader, req *pb.TxnRequest, path []bool) (Status, string, erro
 			switch o := op.Request.(type) {
 			case *pb.RequestOp_RequestPut:
 				p := o.RequestPut
-				if p.Lease != 0 {
-					return StatusLeaseNotFound, errEtcdLeaseMissing, nil
+				if p.Lease != 0 && !p.IgnoreLease {
+					if l, err := rd.lease(p.Lease); err != nil || l == nil {
+						if err != nil {
+							return 0, "", err
+						}
+						return StatusLeaseNotFound, errEtcdLeaseMissing, nil
+					}
 				}
 				if p.IgnoreValue && len(p.Value) > 0 {
 					return StatusInvalid, errEtcdValueGiven, nil
@@ -534,8 +542,9 @@ func (x *txnRun) put(p *pb.PutRequest) (*pb.PutResponse, error) {
 		value = clone(cur) // cur is valid only until the next call
 	}
 	next := meta.next(x.rev, found)
-	if !p.IgnoreLease {
-		next.lease = uint64(p.Lease)
+	next.lease = uint64(p.Lease)
+	if p.IgnoreLease {
+		next.lease = meta.lease
 	}
 	if err := x.st.put(p.Key, value, next); err != nil {
 		return nil, err
@@ -734,6 +743,9 @@ func compact(st state, cmd *command) (Result, error) {
 		if err := st.deleteHistory(v.key, v.meta.modRev); err != nil {
 			return Result{}, err
 		}
+	}
+	if err := st.compactRevisions(rev + 1); err != nil { // Events reads from rev+1 on
+		return Result{}, err
 	}
 	st.setCompacted(rev)
 	return Result{Status: StatusOK, Revision: st.revision()}, nil

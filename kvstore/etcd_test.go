@@ -368,6 +368,11 @@ func TestEtcdHistoryProperty(t *testing.T) {
 			}
 			require.Equal(rt, uint64(len(model.states)-1), mem.Revision())
 		}
+		em, _, err := mem.Events([]byte{0}, []byte{0}, mem.CompactedRevision()+1, mem.Revision(), true, 0)
+		require.NoError(rt, err)
+		eb, _, err := bolt.Events([]byte{0}, []byte{0}, bolt.CompactedRevision()+1, bolt.Revision(), true, 0)
+		require.NoError(rt, err)
+		require.Equal(rt, fmt.Sprint(em), fmt.Sprint(eb), "both implementations replay the same events")
 		hm, err := mem.HashKV(0)
 		require.NoError(rt, err)
 		hb, err := bolt.HashKV(0)
@@ -432,5 +437,92 @@ func TestHashKV(t *testing.T) {
 		_, err = s.HashKV(9)
 		var re *RangeError
 		require.ErrorAs(t, err, &re)
+	})
+}
+
+func leasePut(key, value string, lease int64) *pb.RequestOp {
+	return &pb.RequestOp{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte(key), Value: []byte(value), Lease: lease}}}
+}
+
+// A lease holds the keys put with it; revoking it deletes them all at one
+// revision; a put without the lease detaches the key; the leases and what
+// they hold survive a snapshot.
+func TestLeases(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		require.Equal(t, StatusOK, a.one(EncodeLeaseGrant(7, 10, "")).Status)
+		require.Equal(t, uint64(0), s.Revision(), "a grant writes no key")
+		require.Equal(t, StatusLeaseExists, a.one(EncodeLeaseGrant(7, 10, "")).Status)
+		require.Equal(t, StatusInvalid, a.one(EncodeLeaseGrant(0, 10, "")).Status)
+		require.Equal(t, StatusLeaseNotFound, a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{leasePut("x", "1", 8)}})).Status)
+
+		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{leasePut("a", "1", 7), leasePut("b", "2", 7)}})) // 1
+		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{leasePut("c", "3", 7)}}))                        // 2
+		a.one(etcdPut(t, "c", "detached"))                                                                       // 3
+		require.Equal(t, int64(7), get(t, s, "a", 0).Kvs[0].Lease)
+		require.Zero(t, get(t, s, "c", 0).Kvs[0].Lease)
+		info, found, err := s.Lease(7)
+		require.NoError(t, err)
+		require.True(t, found)
+		require.Equal(t, LeaseInfo{ID: 7, TTL: 10, Keys: [][]byte{[]byte("a"), []byte("b")}}, info)
+
+		var buf bytes.Buffer
+		_, err = s.Snapshot(&buf)
+		require.NoError(t, err)
+		restored := NewMemory(Options{})
+		require.NoError(t, restored.Restore(bytes.NewReader(buf.Bytes())))
+		again, _, err := restored.Lease(7)
+		require.NoError(t, err)
+		require.Equal(t, info, again)
+
+		r := a.one(EncodeLeaseRevoke(7, ""))
+		require.Equal(t, StatusOK, r.Status)
+		require.Equal(t, uint64(4), r.Revision, "both keys deleted at one revision")
+		require.Empty(t, get(t, s, "a", 0).Kvs)
+		require.Empty(t, get(t, s, "b", 0).Kvs)
+		require.Len(t, get(t, s, "c", 0).Kvs, 1)
+		leases, err := s.Leases()
+		require.NoError(t, err)
+		require.Empty(t, leases)
+		require.Equal(t, StatusLeaseNotFound, a.one(EncodeLeaseRevoke(7, "")).Status)
+	})
+}
+
+// Events replays the changes since a revision in revision order, key
+// order within one, with the previous versions when asked, and refuses a
+// revision compacted away.
+func TestEvents(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		a.one(etcdPut(t, "b", "1"))                                                                  // 1
+		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{putOp("c", "2"), putOp("a", "2")}})) // 2
+		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{delOp("b", "")}}))                   // 3
+		a.one(putCmd(0, 0, "a", "4"))                                                                // 4
+		a.one(putCmd(0, 0, "zz", "outside"))                                                         // 5
+		evs, more, err := s.Events([]byte("a"), []byte("d"), 2, 10, true, 0)
+		require.NoError(t, err)
+		require.False(t, more)
+		var got []string
+		for _, ev := range evs {
+			prev := "-"
+			if ev.PrevKv != nil {
+				prev = string(ev.PrevKv.Value)
+			}
+			got = append(got, fmt.Sprintf("%s %s=%s@%d prev %s", ev.Type, ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision, prev))
+		}
+		require.Equal(t, []string{"PUT a=2@2 prev -", "PUT c=2@2 prev -", "DELETE b=@3 prev 1", "PUT a=4@4 prev 2"}, got)
+
+		evs, more, err = s.Events([]byte("a"), []byte{0}, 1, 10, false, 2)
+		require.NoError(t, err)
+		require.True(t, more)
+		require.Len(t, evs, 2)
+
+		a.one(EncodeCompact(3, ""))
+		_, _, err = s.Events([]byte("a"), []byte{0}, 3, 10, false, 0)
+		var re *RangeError
+		require.ErrorAs(t, err, &re, "the deletion at 3 is compacted away")
+		evs, _, err = s.Events([]byte("a"), []byte{0}, 4, 10, false, 0)
+		require.NoError(t, err)
+		require.Len(t, evs, 2, "after the compacted revision: a at 4, zz at 5")
 	})
 }

@@ -60,6 +60,17 @@ type Store interface {
 	// HashKV hashes the history as of rev (0: the current revision); a
 	// revision compacted or not reached yet is refused with a *RangeError.
 	HashKV(rev int64) (KVHash, error)
+	// Events returns the changes to keys in [key, end) (etcd's range_end
+	// rules) at revisions from..to, in revision order and key order within
+	// a revision, each with the key's version before it if prev, at most
+	// limit of them (<= 0: all); more says the limit cut the list. Once
+	// compacted at c, a from at or below c is refused with a *RangeError
+	// (compaction may have dropped a deletion at c).
+	Events(key, end []byte, from, to uint64, prev bool, limit int) (evs []*Event, more bool, err error)
+	// Leases lists the leases, in id order, with their keys; Lease is one
+	// (found false if there is none).
+	Leases() ([]LeaseInfo, error)
+	Lease(id int64) (info LeaseInfo, found bool, err error)
 	// Snapshot writes a consistent image of the whole state to w and
 	// says which applied index and revision it holds.
 	Snapshot(w io.Writer) (SnapshotInfo, error)
@@ -122,6 +133,7 @@ const (
 	StatusLeaseNotFound    = kvpb.Status_STATUS_LEASE_NOT_FOUND
 	StatusCompacted        = kvpb.Status_STATUS_COMPACTED
 	StatusFutureRevision   = kvpb.Status_STATUS_FUTURE_REVISION
+	StatusLeaseExists      = kvpb.Status_STATUS_LEASE_EXISTS
 )
 
 // Result is what applying one entry produced.

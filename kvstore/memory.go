@@ -41,7 +41,13 @@ type memData struct {
 	// its values share the keys' slices, which are never changed in place.
 	hist       orderedMap
 	compactRev uint64
-	clients    map[uint64]*memClient
+	// revs is the revision index: every version's (revision, key), in
+	// revision order and key order within a revision.
+	revs []revKey
+	// leases, and the keys attached to each.
+	leases    map[int64]*kvpb.Lease
+	leaseSets map[int64]map[string]struct{}
+	clients   map[uint64]*memClient
 	// lru holds the sessions by ascending last_index. Every command that
 	// names a session sets its last_index to the newest index, so moving
 	// it to the back keeps the order without sorting.
@@ -58,8 +64,13 @@ type memClient struct {
 	elem *list.Element
 }
 
+type revKey struct {
+	rev uint64
+	key string
+}
+
 func newMemData() *memData {
-	return &memData{clients: map[uint64]*memClient{}}
+	return &memData{clients: map[uint64]*memClient{}, leases: map[int64]*kvpb.Lease{}, leaseSets: map[int64]map[string]struct{}{}}
 }
 
 // Apply implements Store.
@@ -148,6 +159,37 @@ func (m *Memory) HashKV(rev int64) (KVHash, error) {
 	return hashKV(m.data, rev)
 }
 
+// Events implements Store.
+func (m *Memory) Events(key, end []byte, from, to uint64, prev bool, limit int) ([]*Event, bool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, false, ErrClosed
+	}
+	start, stop := keySpan(key, end)
+	return events(m.data, start, stop, from, to, prev, limit)
+}
+
+// Leases implements Store.
+func (m *Memory) Leases() ([]LeaseInfo, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	return leaseInfos(m.data, m.data.leaseIDs())
+}
+
+// Lease implements Store.
+func (m *Memory) Lease(id int64) (LeaseInfo, bool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return LeaseInfo{}, false, ErrClosed
+	}
+	return leaseInfo(m.data, id)
+}
+
 // CompactedRevision implements Store.
 func (m *Memory) CompactedRevision() uint64 {
 	m.mu.RLock()
@@ -195,6 +237,9 @@ func (m *Memory) Snapshot(w io.Writer) (SnapshotInfo, error) {
 		sw.history(v.key, v.value, v.meta)
 		return sw.err == nil
 	})
+	for _, id := range d.leaseIDs() {
+		sw.lease(d.leases[id])
+	}
 	ids := make([]uint64, 0, len(d.clients))
 	for id := range d.clients {
 		ids = append(ids, id)
@@ -281,6 +326,12 @@ func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
 
 func (s *memSink) history(kv *kvpb.KeyValue) error {
 	s.d.hist.set(string(histKey(nil, kv.Key, kv.Version)), clone(kv.Value), metaFromProto(kv))
+	s.d.revs = append(s.d.revs, revKey{kv.Version, string(kv.Key)})
+	return nil
+}
+
+func (s *memSink) lease(l *kvpb.Lease) error {
+	s.d.leases[l.Id] = l
 	return nil
 }
 
@@ -292,8 +343,15 @@ func (s *memSink) client(rec *kvpb.ClientRecord) error {
 	return nil
 }
 
-// finish builds the LRU order, which the stream (sorted by id) lacks.
+// finish builds what the stream does not hold: the LRU order (sessions
+// come sorted by id), the revision index (history comes in key order) and
+// the leases' keys.
 func (s *memSink) finish() {
+	sort.SliceStable(s.d.revs, func(i, j int) bool { return s.d.revs[i].rev < s.d.revs[j].rev })
+	s.d.keys.ascend("", func(it *item) bool {
+		s.d.attach(it.key, 0, it.meta.lease)
+		return true
+	})
 	sort.Slice(s.clients, func(i, j int) bool { return s.clients[i].rec.LastIndex < s.clients[j].rec.LastIndex })
 	for _, c := range s.clients {
 		c.elem = s.d.lru.PushBack(c)
@@ -344,10 +402,43 @@ func (d *memData) put(key, value []byte, meta kvMeta) error {
 		oldLen = len(old.value)
 	}
 	v := clone(value)
+	var oldLease uint64
+	if existed {
+		oldLease = old.meta.lease
+	}
 	d.keys.set(string(key), v, meta)
 	d.hist.set(string(histKey(nil, key, meta.modRev)), v, meta)
+	d.indexRevision(meta.modRev, string(key))
+	d.attach(string(key), oldLease, meta.lease)
 	countPut(d, key, value, oldLen, existed)
 	return nil
+}
+
+// indexRevision adds (rev, key) to the revision index, keeping key order
+// within a revision (one command may write several keys).
+func (d *memData) indexRevision(rev uint64, key string) {
+	d.revs = append(d.revs, revKey{rev, key})
+	for i := len(d.revs) - 1; i > 0 && d.revs[i-1].rev == rev && d.revs[i-1].key > key; i-- {
+		d.revs[i-1], d.revs[i] = d.revs[i], d.revs[i-1]
+	}
+}
+
+// attach moves key from lease from to lease to (0: none).
+func (d *memData) attach(key string, from, to uint64) {
+	if from == to {
+		return
+	}
+	if from != 0 {
+		delete(d.leaseSets[int64(from)], key)
+	}
+	if to != 0 {
+		set := d.leaseSets[int64(to)]
+		if set == nil {
+			set = map[string]struct{}{}
+			d.leaseSets[int64(to)] = set
+		}
+		set[key] = struct{}{}
+	}
 }
 
 func (d *memData) del(key []byte, rev uint64) error {
@@ -356,9 +447,63 @@ func (d *memData) del(key []byte, rev uint64) error {
 		return nil
 	}
 	countDelete(d, key, len(old.value))
+	d.attach(string(key), old.meta.lease, 0)
 	d.keys.delete(string(key))
 	d.hist.set(string(histKey(nil, key, rev)), nil, kvMeta{modRev: rev})
+	d.indexRevision(rev, string(key))
 	return nil
+}
+
+func (d *memData) scanRevisions(from, to uint64, fn func(rev uint64, key []byte) bool) error {
+	i := sort.Search(len(d.revs), func(i int) bool { return d.revs[i].rev >= from })
+	for ; i < len(d.revs) && d.revs[i].rev <= to; i++ {
+		if !fn(d.revs[i].rev, []byte(d.revs[i].key)) {
+			break
+		}
+	}
+	return nil
+}
+
+func (d *memData) compactRevisions(below uint64) error {
+	i := sort.Search(len(d.revs), func(i int) bool { return d.revs[i].rev >= below })
+	d.revs = append([]revKey(nil), d.revs[i:]...)
+	return nil
+}
+
+func (d *memData) lease(id int64) (*kvpb.Lease, error) { return d.leases[id], nil }
+
+func (d *memData) putLease(l *kvpb.Lease) error {
+	d.leases[l.Id] = l
+	return nil
+}
+
+func (d *memData) delLease(id int64) error {
+	delete(d.leases, id)
+	delete(d.leaseSets, id)
+	return nil
+}
+
+func (d *memData) leaseKeys(id int64) ([][]byte, error) {
+	keys := make([]string, 0, len(d.leaseSets[id]))
+	for k := range d.leaseSets[id] {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // map order must not leak
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		out[i] = []byte(k)
+	}
+	return out, nil
+}
+
+// leaseIDs are the leases' ids, ascending.
+func (d *memData) leaseIDs() []int64 {
+	ids := make([]int64, 0, len(d.leases))
+	for id := range d.leases {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids
 }
 
 func (d *memData) compacted() uint64       { return d.compactRev }

@@ -40,12 +40,13 @@ type kvMeta struct {
 func (m kvMeta) tombstone() bool { return m.count == 0 }
 
 // next is the meta of a write at rev over the key's current version cur
-// (found: there is one).
+// (found: there is one). A write attaches the key to no lease unless it
+// says so (etcd's rule: a put without a lease detaches the key).
 func (cur kvMeta) next(rev uint64, found bool) kvMeta {
 	if !found {
 		return kvMeta{modRev: rev, createRev: rev, count: 1}
 	}
-	return kvMeta{modRev: rev, createRev: cur.createRev, count: cur.count + 1, lease: cur.lease}
+	return kvMeta{modRev: rev, createRev: cur.createRev, count: cur.count + 1}
 }
 
 // metaSize is the stored size of a kvMeta: four big-endian uint64s.

@@ -41,6 +41,7 @@ const (
 	recClient   byte = 3
 	recEnd      byte = 4
 	recHistory  byte = 5
+	recLease    byte = 6
 
 	recordHeaderSize = 1 + 4 + 4
 	// maxRecordSize bounds a payload: a key-value record at the limits,
@@ -57,6 +58,7 @@ type snapshotWriter struct {
 	sum       hash.Hash32 // whole-stream checksum for the trailer
 	keys      uint64      // live keys among the history records so far
 	histCount uint64
+	leases    uint64
 	clients   uint64
 	lastKey   []byte // the key of the last history record
 	lastLive  bool   // and whether that record is not a tombstone
@@ -89,6 +91,12 @@ func (sw *snapshotWriter) history(key, value []byte, m kvMeta) {
 	sw.record(recHistory, metaToProto(key, value, m))
 }
 
+// lease writes one lease; they come after the history, in id order.
+func (sw *snapshotWriter) lease(l *kvpb.Lease) {
+	sw.leases++
+	sw.record(recLease, l)
+}
+
 // settleKey counts the last key if its last entry left it live.
 func (sw *snapshotWriter) settleKey() {
 	if sw.lastLive {
@@ -104,7 +112,7 @@ func (sw *snapshotWriter) client(rec *kvpb.ClientRecord) {
 
 func (sw *snapshotWriter) finish() error {
 	sw.settleKey()
-	sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: sw.keys, ClientCount: sw.clients, HistoryCount: sw.histCount})
+	sw.record(recEnd, &kvpb.SnapshotEnd{KeyCount: sw.keys, ClientCount: sw.clients, HistoryCount: sw.histCount, LeaseCount: sw.leases})
 	var trailer [4]byte
 	binary.BigEndian.PutUint32(trailer[:], sw.sum.Sum32())
 	sw.write(trailer[:])
@@ -149,6 +157,7 @@ type snapshotSink interface {
 	begin(h *kvpb.SnapshotHeader) error
 	keyValue(kv *kvpb.KeyValue) error
 	history(kv *kvpb.KeyValue) error
+	lease(l *kvpb.Lease) error
 	client(rec *kvpb.ClientRecord) error
 }
 
@@ -163,6 +172,7 @@ type discardSink struct{}
 func (discardSink) begin(*kvpb.SnapshotHeader) error { return nil }
 func (discardSink) keyValue(*kvpb.KeyValue) error    { return nil }
 func (discardSink) history(*kvpb.KeyValue) error     { return nil }
+func (discardSink) lease(*kvpb.Lease) error          { return nil }
 func (discardSink) client(*kvpb.ClientRecord) error  { return nil }
 
 func badSnapshot(format string, args ...any) error {
@@ -203,6 +213,9 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 		history    uint64
 		lastHist   []byte         // histKey of the last history record
 		live       *kvpb.KeyValue // the current version of the key being read
+		leases     = map[int64]bool{}
+		leaseRefs  []int64 // the leases live keys are attached to
+		lastLease  int64
 		lastClient uint64
 		lastIdxs   = map[uint64]bool{} // sessions' last_index values must be distinct
 		stage      = recHeader         // the record type expected next at least
@@ -270,8 +283,7 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, badSnapshot("history record at offset %d: key %q at revision %d is out of order", at, kv.Key, kv.Version)
 			}
 			if live != nil && !bytes.Equal(live.Key, kv.Key) {
-				keys++
-				if err := sink.keyValue(live); err != nil {
+				if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
 					return SnapshotInfo{}, err
 				}
 			}
@@ -285,8 +297,24 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			if err := sink.history(kv); err != nil {
 				return SnapshotInfo{}, err
 			}
+		case recLease:
+			if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
+				return SnapshotInfo{}, err
+			}
+			var l kvpb.Lease
+			if err := proto.Unmarshal(payload, &l); err != nil {
+				return SnapshotInfo{}, badSnapshot("lease record at offset %d does not decode", at)
+			}
+			if l.Id <= lastLease || l.Ttl <= 0 {
+				return SnapshotInfo{}, badSnapshot("lease record at offset %d: lease %d (TTL %d) after lease %d", at, l.Id, l.Ttl, lastLease)
+			}
+			lastLease, leases[l.Id] = l.Id, true
+			stage = recLease
+			if err := sink.lease(&l); err != nil {
+				return SnapshotInfo{}, err
+			}
 		case recClient:
-			if err := settleLive(sink, &live, &keys); err != nil {
+			if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
 				return SnapshotInfo{}, err
 			}
 			var rec kvpb.ClientRecord
@@ -304,14 +332,19 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, err
 			}
 		case recEnd:
-			if err := settleLive(sink, &live, &keys); err != nil {
+			if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
 				return SnapshotInfo{}, err
+			}
+			for _, id := range leaseRefs {
+				if !leases[id] {
+					return SnapshotInfo{}, badSnapshot("a key is attached to lease %d, which the snapshot does not hold", id)
+				}
 			}
 			var end kvpb.SnapshotEnd
 			if err := proto.Unmarshal(payload, &end); err != nil {
 				return SnapshotInfo{}, badSnapshot("end record at offset %d does not decode", at)
 			}
-			if end.KeyCount != keys || end.ClientCount != clients || (format > 1 && end.HistoryCount != history) {
+			if end.KeyCount != keys || end.ClientCount != clients || (format > 1 && end.HistoryCount != history) || end.LeaseCount != uint64(len(leases)) {
 				return SnapshotInfo{}, badSnapshot("end record says %d keys, %d history entries and %d sessions, the stream has %d, %d and %d",
 					end.KeyCount, end.HistoryCount, end.ClientCount, keys, history, clients)
 			}
@@ -324,13 +357,16 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 
 // settleLive hands the sink the current version of the last key read from
 // the history, if it is live, once its history is over.
-func settleLive(sink snapshotSink, live **kvpb.KeyValue, keys *uint64) error {
+func settleLive(sink snapshotSink, live **kvpb.KeyValue, keys *uint64, leaseRefs *[]int64) error {
 	if *live == nil {
 		return nil
 	}
 	kv := *live
 	*live = nil
 	*keys++
+	if kv.Lease != 0 {
+		*leaseRefs = append(*leaseRefs, int64(kv.Lease))
+	}
 	return sink.keyValue(kv)
 }
 
@@ -343,10 +379,12 @@ func recordRank(typ byte) int {
 		return 1
 	case recHistory:
 		return 2
-	case recClient:
+	case recLease:
 		return 3
+	case recClient:
+		return 4
 	}
-	return 4
+	return 5
 }
 
 // checkAlarms checks the raised alarms as apply keeps them: known types,

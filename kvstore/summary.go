@@ -32,6 +32,7 @@ type countSink struct{ keys, versions, sessions uint64 }
 func (*countSink) begin(*kvpb.SnapshotHeader) error { return nil }
 func (c *countSink) keyValue(*kvpb.KeyValue) error  { c.keys++; return nil }
 func (c *countSink) history(*kvpb.KeyValue) error   { c.versions++; return nil }
+func (*countSink) lease(*kvpb.Lease) error          { return nil }
 func (c *countSink) client(*kvpb.ClientRecord) error {
 	c.sessions++
 	return nil
@@ -78,6 +79,11 @@ func (c *copySink) history(kv *kvpb.KeyValue) error {
 	if !c.drop(kv.Key) {
 		c.sw.history(kv.Key, kv.Value, metaFromProto(kv))
 	}
+	return c.written()
+}
+
+func (c *copySink) lease(l *kvpb.Lease) error {
+	c.sw.lease(l)
 	return c.written()
 }
 

@@ -117,6 +117,8 @@ const (
 	Status_STATUS_COMPACTED Status = 14
 	// A read or compaction at a revision the store has not reached.
 	Status_STATUS_FUTURE_REVISION Status = 15
+	// A LeaseGrant naming a lease that exists. Nothing changed.
+	Status_STATUS_LEASE_EXISTS Status = 16
 )
 
 // Enum value maps for Status.
@@ -138,6 +140,7 @@ var (
 		13: "STATUS_LEASE_NOT_FOUND",
 		14: "STATUS_COMPACTED",
 		15: "STATUS_FUTURE_REVISION",
+		16: "STATUS_LEASE_EXISTS",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED":       0,
@@ -156,6 +159,7 @@ var (
 		"STATUS_LEASE_NOT_FOUND":   13,
 		"STATUS_COMPACTED":         14,
 		"STATUS_FUTURE_REVISION":   15,
+		"STATUS_LEASE_EXISTS":      16,
 	}
 )
 
@@ -260,7 +264,7 @@ func (x AuthChange_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AuthChange_Kind.Descriptor instead.
 func (AuthChange_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5, 0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8, 0}
 }
 
 type AuthPermission_Type int32
@@ -312,7 +316,7 @@ func (x AuthPermission_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AuthPermission_Type.Descriptor instead.
 func (AuthPermission_Type) EnumDescriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6, 0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9, 0}
 }
 
 // Command is one state machine operation, proposed by the server and applied
@@ -336,6 +340,8 @@ type Command struct {
 	//	*Command_AuthChange
 	//	*Command_EtcdTxn
 	//	*Command_Compact
+	//	*Command_LeaseGrant
+	//	*Command_LeaseRevoke
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// user is the authenticated user the command runs as, set by the
 	// server that proposed it after checking the caller's token or
@@ -479,6 +485,24 @@ func (x *Command) GetCompact() *Compact {
 	return nil
 }
 
+func (x *Command) GetLeaseGrant() *LeaseGrant {
+	if x != nil {
+		if x, ok := x.Op.(*Command_LeaseGrant); ok {
+			return x.LeaseGrant
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetLeaseRevoke() *LeaseRevoke {
+	if x != nil {
+		if x, ok := x.Op.(*Command_LeaseRevoke); ok {
+			return x.LeaseRevoke
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetUser() string {
 	if x != nil {
 		return x.User
@@ -535,6 +559,15 @@ type Command_Compact struct {
 	Compact *Compact `protobuf:"bytes,10,opt,name=compact,proto3,oneof"`
 }
 
+type Command_LeaseGrant struct {
+	// Creates a lease, or revokes one and deletes its keys (leases.go).
+	LeaseGrant *LeaseGrant `protobuf:"bytes,11,opt,name=lease_grant,json=leaseGrant,proto3,oneof"`
+}
+
+type Command_LeaseRevoke struct {
+	LeaseRevoke *LeaseRevoke `protobuf:"bytes,12,opt,name=lease_revoke,json=leaseRevoke,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -552,6 +585,10 @@ func (*Command_AuthChange) isCommand_Op() {}
 func (*Command_EtcdTxn) isCommand_Op() {}
 
 func (*Command_Compact) isCommand_Op() {}
+
+func (*Command_LeaseGrant) isCommand_Op() {}
+
+func (*Command_LeaseRevoke) isCommand_Op() {}
 
 // Put sets key to value, creating it if absent.
 type Put struct {
@@ -760,6 +797,160 @@ func (x *Compact) GetRevision() uint64 {
 	return 0
 }
 
+// LeaseGrant creates lease id (chosen by the proposer, > 0) with a TTL in
+// seconds. Granting changes no key and does not advance the revision.
+type LeaseGrant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrant) Reset() {
+	*x = LeaseGrant{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrant) ProtoMessage() {}
+
+func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
+func (*LeaseGrant) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LeaseGrant) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrant) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+// LeaseRevoke ends lease id: every key attached to it is deleted, all at
+// one revision.
+type LeaseRevoke struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevoke) Reset() {
+	*x = LeaseRevoke{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevoke) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevoke) ProtoMessage() {}
+
+func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevoke.ProtoReflect.Descriptor instead.
+func (*LeaseRevoke) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LeaseRevoke) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+// Lease is a lease's record in the store and in snapshots. When it
+// expires is not replicated: the leader decides, and proposes a revoke.
+type Lease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lease) Reset() {
+	*x = Lease{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lease) ProtoMessage() {}
+
+func (x *Lease) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lease.ProtoReflect.Descriptor instead.
+func (*Lease) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Lease) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Lease) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
 // AuthChange changes users, roles or whether auth is enforced. The server
 // hashes passwords before proposing: no password travels in the log.
 type AuthChange struct {
@@ -781,7 +972,7 @@ type AuthChange struct {
 
 func (x *AuthChange) Reset() {
 	*x = AuthChange{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +984,7 @@ func (x *AuthChange) String() string {
 func (*AuthChange) ProtoMessage() {}
 
 func (x *AuthChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +997,7 @@ func (x *AuthChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthChange.ProtoReflect.Descriptor instead.
 func (*AuthChange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AuthChange) GetKind() AuthChange_Kind {
@@ -865,7 +1056,7 @@ type AuthPermission struct {
 
 func (x *AuthPermission) Reset() {
 	*x = AuthPermission{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1068,7 @@ func (x *AuthPermission) String() string {
 func (*AuthPermission) ProtoMessage() {}
 
 func (x *AuthPermission) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1081,7 @@ func (x *AuthPermission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPermission.ProtoReflect.Descriptor instead.
 func (*AuthPermission) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AuthPermission) GetType() AuthPermission_Type {
@@ -930,7 +1121,7 @@ type AuthUser struct {
 
 func (x *AuthUser) Reset() {
 	*x = AuthUser{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1133,7 @@ func (x *AuthUser) String() string {
 func (*AuthUser) ProtoMessage() {}
 
 func (x *AuthUser) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1146,7 @@ func (x *AuthUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthUser.ProtoReflect.Descriptor instead.
 func (*AuthUser) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AuthUser) GetName() string {
@@ -997,7 +1188,7 @@ type AuthRole struct {
 
 func (x *AuthRole) Reset() {
 	*x = AuthRole{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1200,7 @@ func (x *AuthRole) String() string {
 func (*AuthRole) ProtoMessage() {}
 
 func (x *AuthRole) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1213,7 @@ func (x *AuthRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthRole.ProtoReflect.Descriptor instead.
 func (*AuthRole) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AuthRole) GetName() string {
@@ -1050,7 +1241,7 @@ type AuthConfig struct {
 
 func (x *AuthConfig) Reset() {
 	*x = AuthConfig{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1253,7 @@ func (x *AuthConfig) String() string {
 func (*AuthConfig) ProtoMessage() {}
 
 func (x *AuthConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1266,7 @@ func (x *AuthConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthConfig.ProtoReflect.Descriptor instead.
 func (*AuthConfig) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuthConfig) GetEnabled() bool {
@@ -1117,7 +1308,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1320,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1333,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Register) GetNowMs() uint64 {
@@ -1177,7 +1368,7 @@ type SessionClock struct {
 
 func (x *SessionClock) Reset() {
 	*x = SessionClock{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1380,7 @@ func (x *SessionClock) String() string {
 func (*SessionClock) ProtoMessage() {}
 
 func (x *SessionClock) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1393,7 @@ func (x *SessionClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionClock.ProtoReflect.Descriptor instead.
 func (*SessionClock) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SessionClock) GetNowMs() uint64 {
@@ -1226,7 +1417,7 @@ type AlarmChange struct {
 
 func (x *AlarmChange) Reset() {
 	*x = AlarmChange{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1429,7 @@ func (x *AlarmChange) String() string {
 func (*AlarmChange) ProtoMessage() {}
 
 func (x *AlarmChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1442,7 @@ func (x *AlarmChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlarmChange.ProtoReflect.Descriptor instead.
 func (*AlarmChange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AlarmChange) GetType() AlarmType {
@@ -1288,7 +1479,7 @@ type Alarm struct {
 
 func (x *Alarm) Reset() {
 	*x = Alarm{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1300,7 +1491,7 @@ func (x *Alarm) String() string {
 func (*Alarm) ProtoMessage() {}
 
 func (x *Alarm) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1313,7 +1504,7 @@ func (x *Alarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
 func (*Alarm) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{13}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Alarm) GetType() AlarmType {
@@ -1359,7 +1550,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1562,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1575,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{14}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Result) GetStatus() Status {
@@ -1475,7 +1666,7 @@ type ClientRecord struct {
 
 func (x *ClientRecord) Reset() {
 	*x = ClientRecord{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1678,7 @@ func (x *ClientRecord) String() string {
 func (*ClientRecord) ProtoMessage() {}
 
 func (x *ClientRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1691,7 @@ func (x *ClientRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRecord.ProtoReflect.Descriptor instead.
 func (*ClientRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{15}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClientRecord) GetClientId() uint64 {
@@ -1564,7 +1755,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1767,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1780,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{16}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotHeader) GetAppliedIndex() uint64 {
@@ -1651,7 +1842,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1663,7 +1854,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1676,7 +1867,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{17}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1735,13 +1926,14 @@ type SnapshotEnd struct {
 	KeyCount      uint64                 `protobuf:"varint,1,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
 	ClientCount   uint64                 `protobuf:"varint,2,opt,name=client_count,json=clientCount,proto3" json:"client_count,omitempty"`
 	HistoryCount  uint64                 `protobuf:"varint,3,opt,name=history_count,json=historyCount,proto3" json:"history_count,omitempty"`
+	LeaseCount    uint64                 `protobuf:"varint,4,opt,name=lease_count,json=leaseCount,proto3" json:"lease_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1945,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1958,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{18}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotEnd) GetKeyCount() uint64 {
@@ -1790,11 +1982,18 @@ func (x *SnapshotEnd) GetHistoryCount() uint64 {
 	return 0
 }
 
+func (x *SnapshotEnd) GetLeaseCount() uint64 {
+	if x != nil {
+		return x.LeaseCount
+	}
+	return 0
+}
+
 var File_kvstore_kvpb_kvstore_proto protoreflect.FileDescriptor
 
 const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\n" +
-	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xbc\x04\n" +
+	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xbd\x05\n" +
 	"\aCommand\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12'\n" +
@@ -1808,7 +2007,10 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"authChange\x12\x1b\n" +
 	"\betcd_txn\x18\t \x01(\fH\x00R\aetcdTxn\x123\n" +
 	"\acompact\x18\n" +
-	" \x01(\v2\x17.keyval.kvstore.CompactH\x00R\acompact\x12\x12\n" +
+	" \x01(\v2\x17.keyval.kvstore.CompactH\x00R\acompact\x12=\n" +
+	"\vlease_grant\x18\v \x01(\v2\x1a.keyval.kvstore.LeaseGrantH\x00R\n" +
+	"leaseGrant\x12@\n" +
+	"\flease_revoke\x18\f \x01(\v2\x1b.keyval.kvstore.LeaseRevokeH\x00R\vleaseRevoke\x12\x12\n" +
 	"\x04user\x18\x14 \x01(\tR\x04userB\x04\n" +
 	"\x02op\"-\n" +
 	"\x03Put\x12\x10\n" +
@@ -1821,7 +2023,16 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\x12\x1b\n" +
 	"\tnew_value\x18\x03 \x01(\fR\bnewValue\"%\n" +
 	"\aCompact\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"\xf7\x03\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\".\n" +
+	"\n" +
+	"LeaseGrant\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\"\x1d\n" +
+	"\vLeaseRevoke\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\")\n" +
+	"\x05Lease\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\"\xf7\x03\n" +
 	"\n" +
 	"AuthChange\x123\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.keyval.kvstore.AuthChange.KindR\x04kind\x12\x12\n" +
@@ -1915,14 +2126,16 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x0fcreate_revision\x18\x04 \x01(\x04R\x0ecreateRevision\x12\x14\n" +
 	"\x05count\x18\x05 \x01(\x04R\x05count\x12\x14\n" +
 	"\x05lease\x18\x06 \x01(\x04R\x05lease\x12\x18\n" +
-	"\adeleted\x18\a \x01(\bR\adeleted\"r\n" +
+	"\adeleted\x18\a \x01(\bR\adeleted\"\x93\x01\n" +
 	"\vSnapshotEnd\x12\x1b\n" +
 	"\tkey_count\x18\x01 \x01(\x04R\bkeyCount\x12!\n" +
 	"\fclient_count\x18\x02 \x01(\x04R\vclientCount\x12#\n" +
-	"\rhistory_count\x18\x03 \x01(\x04R\fhistoryCount*?\n" +
+	"\rhistory_count\x18\x03 \x01(\x04R\fhistoryCount\x12\x1f\n" +
+	"\vlease_count\x18\x04 \x01(\x04R\n" +
+	"leaseCount*?\n" +
 	"\tAlarmType\x12\x1a\n" +
 	"\x16ALARM_TYPE_UNSPECIFIED\x10\x00\x12\x16\n" +
-	"\x12ALARM_TYPE_NOSPACE\x10\x01*\x8a\x03\n" +
+	"\x12ALARM_TYPE_NOSPACE\x10\x01*\xa3\x03\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tSTATUS_OK\x10\x01\x12\x15\n" +
@@ -1940,7 +2153,8 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x14STATUS_KEY_NOT_FOUND\x10\f\x12\x1a\n" +
 	"\x16STATUS_LEASE_NOT_FOUND\x10\r\x12\x14\n" +
 	"\x10STATUS_COMPACTED\x10\x0e\x12\x1a\n" +
-	"\x16STATUS_FUTURE_REVISION\x10\x0fB:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
+	"\x16STATUS_FUTURE_REVISION\x10\x0f\x12\x17\n" +
+	"\x13STATUS_LEASE_EXISTS\x10\x10B:Z8github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpbb\x06proto3"
 
 var (
 	file_kvstore_kvpb_kvstore_proto_rawDescOnce sync.Once
@@ -1955,7 +2169,7 @@ func file_kvstore_kvpb_kvstore_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(AlarmType)(0),           // 0: keyval.kvstore.AlarmType
 	(Status)(0),              // 1: keyval.kvstore.Status
@@ -1966,44 +2180,49 @@ var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(*Delete)(nil),           // 6: keyval.kvstore.Delete
 	(*CompareAndSwap)(nil),   // 7: keyval.kvstore.CompareAndSwap
 	(*Compact)(nil),          // 8: keyval.kvstore.Compact
-	(*AuthChange)(nil),       // 9: keyval.kvstore.AuthChange
-	(*AuthPermission)(nil),   // 10: keyval.kvstore.AuthPermission
-	(*AuthUser)(nil),         // 11: keyval.kvstore.AuthUser
-	(*AuthRole)(nil),         // 12: keyval.kvstore.AuthRole
-	(*AuthConfig)(nil),       // 13: keyval.kvstore.AuthConfig
-	(*Register)(nil),         // 14: keyval.kvstore.Register
-	(*SessionClock)(nil),     // 15: keyval.kvstore.SessionClock
-	(*AlarmChange)(nil),      // 16: keyval.kvstore.AlarmChange
-	(*Alarm)(nil),            // 17: keyval.kvstore.Alarm
-	(*Result)(nil),           // 18: keyval.kvstore.Result
-	(*ClientRecord)(nil),     // 19: keyval.kvstore.ClientRecord
-	(*SnapshotHeader)(nil),   // 20: keyval.kvstore.SnapshotHeader
-	(*KeyValue)(nil),         // 21: keyval.kvstore.KeyValue
-	(*SnapshotEnd)(nil),      // 22: keyval.kvstore.SnapshotEnd
+	(*LeaseGrant)(nil),       // 9: keyval.kvstore.LeaseGrant
+	(*LeaseRevoke)(nil),      // 10: keyval.kvstore.LeaseRevoke
+	(*Lease)(nil),            // 11: keyval.kvstore.Lease
+	(*AuthChange)(nil),       // 12: keyval.kvstore.AuthChange
+	(*AuthPermission)(nil),   // 13: keyval.kvstore.AuthPermission
+	(*AuthUser)(nil),         // 14: keyval.kvstore.AuthUser
+	(*AuthRole)(nil),         // 15: keyval.kvstore.AuthRole
+	(*AuthConfig)(nil),       // 16: keyval.kvstore.AuthConfig
+	(*Register)(nil),         // 17: keyval.kvstore.Register
+	(*SessionClock)(nil),     // 18: keyval.kvstore.SessionClock
+	(*AlarmChange)(nil),      // 19: keyval.kvstore.AlarmChange
+	(*Alarm)(nil),            // 20: keyval.kvstore.Alarm
+	(*Result)(nil),           // 21: keyval.kvstore.Result
+	(*ClientRecord)(nil),     // 22: keyval.kvstore.ClientRecord
+	(*SnapshotHeader)(nil),   // 23: keyval.kvstore.SnapshotHeader
+	(*KeyValue)(nil),         // 24: keyval.kvstore.KeyValue
+	(*SnapshotEnd)(nil),      // 25: keyval.kvstore.SnapshotEnd
 }
 var file_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
 	5,  // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
 	6,  // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
 	7,  // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
-	14, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
-	15, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
-	16, // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
-	9,  // 6: keyval.kvstore.Command.auth_change:type_name -> keyval.kvstore.AuthChange
+	17, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
+	18, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
+	19, // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
+	12, // 6: keyval.kvstore.Command.auth_change:type_name -> keyval.kvstore.AuthChange
 	8,  // 7: keyval.kvstore.Command.compact:type_name -> keyval.kvstore.Compact
-	2,  // 8: keyval.kvstore.AuthChange.kind:type_name -> keyval.kvstore.AuthChange.Kind
-	10, // 9: keyval.kvstore.AuthChange.permission:type_name -> keyval.kvstore.AuthPermission
-	3,  // 10: keyval.kvstore.AuthPermission.type:type_name -> keyval.kvstore.AuthPermission.Type
-	10, // 11: keyval.kvstore.AuthRole.permissions:type_name -> keyval.kvstore.AuthPermission
-	0,  // 12: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
-	0,  // 13: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
-	1,  // 14: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
-	18, // 15: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
-	17, // 16: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	9,  // 8: keyval.kvstore.Command.lease_grant:type_name -> keyval.kvstore.LeaseGrant
+	10, // 9: keyval.kvstore.Command.lease_revoke:type_name -> keyval.kvstore.LeaseRevoke
+	2,  // 10: keyval.kvstore.AuthChange.kind:type_name -> keyval.kvstore.AuthChange.Kind
+	13, // 11: keyval.kvstore.AuthChange.permission:type_name -> keyval.kvstore.AuthPermission
+	3,  // 12: keyval.kvstore.AuthPermission.type:type_name -> keyval.kvstore.AuthPermission.Type
+	13, // 13: keyval.kvstore.AuthRole.permissions:type_name -> keyval.kvstore.AuthPermission
+	0,  // 14: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
+	0,  // 15: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
+	1,  // 16: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
+	21, // 17: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
+	20, // 18: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kvstore_proto_init() }
@@ -2021,6 +2240,8 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 		(*Command_AuthChange)(nil),
 		(*Command_EtcdTxn)(nil),
 		(*Command_Compact)(nil),
+		(*Command_LeaseGrant)(nil),
+		(*Command_LeaseRevoke)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2028,7 +2249,7 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kvstore_proto_rawDesc), len(file_kvstore_kvpb_kvstore_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -624,8 +624,7 @@ func etcdRange(rd reader, req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse
 	start, stop := keySpan(req.Key, req.RangeEnd)
 	keep := func(v version) bool {
 		m := v.meta
-		return !bytes.HasPrefix(v.key, reservedKeyPrefix) &&
-			(req.MinModRevision == 0 || int64(m.modRev) >= req.MinModRevision) &&
+		return (req.MinModRevision == 0 || int64(m.modRev) >= req.MinModRevision) &&
 			(req.MaxModRevision == 0 || int64(m.modRev) <= req.MaxModRevision) &&
 			(req.MinCreateRevision == 0 || int64(m.createRev) >= req.MinCreateRevision) &&
 			(req.MaxCreateRevision == 0 || int64(m.createRev) <= req.MaxCreateRevision)
@@ -633,24 +632,27 @@ func etcdRange(rd reader, req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse
 	sorted := req.SortOrder != pb.RangeRequest_NONE || req.SortTarget != pb.RangeRequest_KEY
 	var (
 		all   []version
-		count int64
-		taken int // bytes of keys and values in all
+		count int64 // every key in the range, as etcd counts (filters aside)
+		taken int   // bytes of keys and values in all
+		cut   bool  // a key that passed the filters was left out
 	)
 	collect := func(v version) bool {
-		if !keep(v) {
+		if bytes.HasPrefix(v.key, reservedKeyPrefix) {
 			return true
 		}
 		count++
-		if req.CountOnly {
+		if req.CountOnly || !keep(v) {
 			return true
 		}
 		// Unsorted, the answer is the first keys in order: stop
 		// copying once it is full (the count goes on).
 		full := !sorted && ((req.Limit > 0 && int64(len(all)) >= req.Limit) || (maxBytes > 0 && taken >= maxBytes))
-		if !full {
-			taken += len(v.key) + len(v.value)
-			all = append(all, version{key: clone(v.key), value: clone(v.value), meta: v.meta})
+		if full {
+			cut = true
+			return true
 		}
+		taken += len(v.key) + len(v.value)
+		all = append(all, version{key: clone(v.key), value: clone(v.value), meta: v.meta})
 		return true
 	}
 	var err error
@@ -680,7 +682,9 @@ func etcdRange(rd reader, req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse
 		size += len(v.key) + len(v.value)
 		resp.Kvs = append(resp.Kvs, toMVCC(v, req.KeysOnly))
 	}
-	resp.More = int64(len(resp.Kvs)) < count
+	// More says the limit or the byte budget left keys out, as etcd's
+	// does (not the filters).
+	resp.More = cut || len(resp.Kvs) < len(all)
 	return resp, nil
 }
 

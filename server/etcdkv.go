@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -121,9 +123,26 @@ func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KV
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
+	if _, has := ctx.Deadline(); !has {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, k.s.cfg.RequestTimeout)
+		defer cancel()
+	}
 	res, leader, err := k.s.writeSized(ctx, data, txnNeed(req))
-	if leader != nil {
-		return forward(pb.NewKVClient(leader))
+	for leader != nil {
+		// A follower hands the write to the leader. A leader that could
+		// not be reached never had it, so it is tried again once another
+		// leader is known (the old one may just have died) rather than
+		// answering with the dead leader's address.
+		before := k.s.leader.Load()
+		resp, ferr := forward(pb.NewKVClient(leader))
+		if ferr == nil || !unreachable(ferr) {
+			return resp, ferr
+		}
+		if err := k.s.awaitLeaderChange(ctx, before); err != nil {
+			return nil, rpctypes.ErrGRPCNoLeader
+		}
+		res, leader, err = k.s.writeSized(ctx, data, txnNeed(req))
 	}
 	if err != nil {
 		return nil, k.resultError(res, err)
@@ -263,4 +282,32 @@ func etcdStatus(s kvstore.Status, msg string) error {
 		return status.Error(codes.InvalidArgument, msg)
 	}
 	return nil
+}
+
+// unreachable reports whether a forwarded call failed because the leader
+// could not be reached at all (gRPC could not connect), so that it cannot
+// have been applied.
+func unreachable(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable &&
+		(strings.Contains(st.Message(), "connection refused") || strings.Contains(st.Message(), "Error while dialing"))
+}
+
+// awaitLeaderChange waits until this node knows a leader other than
+// before, or ctx ends.
+func (s *Server) awaitLeaderChange(ctx context.Context, before uint64) error {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		if l := s.leader.Load(); l != before && l != 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.stopping:
+			return errStopping
+		case <-t.C:
+		}
+	}
 }

@@ -129,3 +129,20 @@ func TestEtcdKV(t *testing.T) {
 		require.Equal(t, want, got, "member %d", id)
 	}
 }
+
+// A write a follower takes just after the leader died waits for the next
+// leader instead of failing with the dead leader's address: the follower
+// could not reach it, so it never had the write.
+func TestEtcdWriteThroughFollowerSurvivesLeaderDeath(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	follower := lead%3 + 1
+	cli := etcdClient(t, c.clients[follower], "", "")
+	eventually(t, func() error { _, err := cli.Put(ctx(t), "before", "1"); return err })
+	c.stop(lead)
+	_, err := cli.Put(ctx(t), "after", "2")
+	require.NoError(t, err)
+	g, err := cli.Get(ctx(t), "after")
+	require.NoError(t, err)
+	require.Len(t, g.Kvs, 1)
+}

@@ -33,7 +33,7 @@ func (s *Server) registerEtcd(srv *grpc.Server, auth *authService) {
 	pb.RegisterMaintenanceServer(srv, &etcdMaintenance{s: s, native: &maintenanceService{s: s}})
 	pb.RegisterAuthServer(srv, &etcdAuth{s: s, native: auth})
 	pb.RegisterWatchServer(srv, etcdWatch{})
-	pb.RegisterLeaseServer(srv, etcdLease{})
+	pb.RegisterLeaseServer(srv, &etcdLease{s: s})
 }
 
 // etcdHeader is the header of every etcd response: the revision is the
@@ -95,32 +95,10 @@ func hostPort(raw string) (string, error) {
 	return u.Host, nil
 }
 
-// etcdWatch and etcdLease answer every call Unimplemented, saying so, until
-// KeyVal has watches and leases.
+// etcdWatch answers every call Unimplemented, saying so, until KeyVal has
+// watches.
 type etcdWatch struct{}
 
 func (etcdWatch) Watch(pb.Watch_WatchServer) error {
 	return status.Error(codes.Unimplemented, "KeyVal does not implement etcd's Watch yet (issue 18)")
-}
-
-type etcdLease struct{}
-
-var leaseUnimplemented = status.Error(codes.Unimplemented, "KeyVal does not implement etcd's Lease yet (issue 18)")
-
-func (etcdLease) LeaseGrant(context.Context, *pb.LeaseGrantRequest) (*pb.LeaseGrantResponse, error) {
-	return nil, leaseUnimplemented
-}
-
-func (etcdLease) LeaseRevoke(context.Context, *pb.LeaseRevokeRequest) (*pb.LeaseRevokeResponse, error) {
-	return nil, leaseUnimplemented
-}
-
-func (etcdLease) LeaseKeepAlive(pb.Lease_LeaseKeepAliveServer) error { return leaseUnimplemented }
-
-func (etcdLease) LeaseTimeToLive(context.Context, *pb.LeaseTimeToLiveRequest) (*pb.LeaseTimeToLiveResponse, error) {
-	return nil, leaseUnimplemented
-}
-
-func (etcdLease) LeaseLeases(context.Context, *pb.LeaseLeasesRequest) (*pb.LeaseLeasesResponse, error) {
-	return nil, leaseUnimplemented
 }

@@ -170,18 +170,14 @@ func TestEtcdHashKV(t *testing.T) {
 	require.NotEqual(t, hashes[last-1], hashes[last])
 }
 
-// TestEtcdWatchAndLeaseUnimplemented: clientv3's watch ends with the
-// reason, and a lease grant is refused with it.
-func TestEtcdWatchAndLeaseUnimplemented(t *testing.T) {
+// TestEtcdWatchUnimplemented: clientv3's watch ends with the reason.
+func TestEtcdWatchUnimplemented(t *testing.T) {
 	c := newTestCluster(t, 1, 0)
 	cli := etcdClient(t, c.clients[1], "", "")
 	resp, ok := <-cli.Watch(ctx(t), "k")
 	require.True(t, ok, "the watch ends with a response carrying the error")
 	require.Equal(t, codes.Unimplemented, etcdCode(resp.Err()), "%v", resp.Err())
 	require.ErrorContains(t, resp.Err(), "issue 18")
-	_, err := cli.Grant(ctx(t), 10)
-	require.Equal(t, codes.Unimplemented, etcdCode(err), "%v", err)
-	require.ErrorContains(t, err, "Lease")
 }
 
 // TestEtcdSnapshotRestores saves a snapshot with clientv3 from a follower,

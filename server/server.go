@@ -98,6 +98,9 @@ type Server struct {
 	// limits is the event loop's part of the session cap and the storage
 	// quota (limits.go).
 	limits limitState
+
+	// lessor is the leader's clock for leases (lease.go).
+	lessor *lessor
 }
 
 // identity is written into the data directory on first start, so that a
@@ -125,6 +128,7 @@ func New(cfg Config) (*Server, error) {
 		backupSlots: make(chan struct{}, cfg.MaxConcurrentBackups),
 	}
 	s.obs = newObserver(s)
+	s.lessor = newLessor(s)
 	joined, known, err := s.checkIdentity()
 	if err != nil {
 		return nil, err
@@ -284,6 +288,7 @@ func (s *Server) listen() error {
 	apipb.RegisterAuthServer(s.peerSrv, authSvc)
 	pb.RegisterKVServer(s.peerSrv, &etcdKV{s: s})
 	pb.RegisterMaintenanceServer(s.peerSrv, &etcdMaintenance{s: s, native: &maintenanceService{s: s}})
+	pb.RegisterLeaseServer(s.peerSrv, &etcdLease{s: s})
 	opts := append(append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...), s.authInterceptors("client")...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
@@ -320,6 +325,7 @@ func (s *Server) Start() {
 	s.obs.start()
 	go s.loop()
 	go s.compactor(s.cfg.compaction)
+	go s.expireLeases()
 	go func() { _ = s.peerSrv.Serve(s.peerLis) }()
 	go func() { _ = s.clientSrv.Serve(s.clientLis) }()
 	s.gw.start(s.log)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/authpb"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -53,6 +54,9 @@ func TestEtcdLease(t *testing.T) {
 	get, err := cli.Get(ctx(t), "/l/a")
 	require.NoError(t, err)
 	require.Equal(t, int64(g.ID), get.Kvs[0].Lease)
+	cmp, err := cli.Txn(ctx(t)).If(clientv3.Compare(clientv3.LeaseValue("/l/a"), "=", g.ID)).Commit()
+	require.NoError(t, err)
+	require.True(t, cmp.Succeeded, "a transaction compares a key's lease")
 
 	ttl, err := cli.TimeToLive(ctx(t), g.ID, clientv3.WithAttachedKeys())
 	require.NoError(t, err)
@@ -213,4 +217,92 @@ func nextKeepAlive(t *testing.T, ch <-chan *clientv3.LeaseKeepAliveResponse) *cl
 		t.Fatal("no keepalive answer within 10s")
 		return nil
 	}
+}
+
+// TestEtcdLeaseAuth: etcd's rules once auth is on, through a follower
+// (keepalives forwarded with the caller's credentials): any user may grant;
+// keeping a lease alive needs write on every key it holds, TimeToLive with
+// keys and Leases need read, revoking needs write (root may do all).
+func TestEtcdLeaseAuth(t *testing.T) {
+	a := newAuthCluster(t)
+	a.setUp(t)
+	endpoint := a.clients[a.follower()]
+	root := etcdClient(t, endpoint, "root", "rootpw")
+	alice := etcdClient(t, endpoint, "alice", "alicepw")
+	for _, step := range []func() error{
+		func() error { _, err := root.UserAdd(ctx(t), "bob", "bobpw"); return err },
+		func() error { _, err := root.RoleAdd(ctx(t), "reader"); return err },
+		func() error {
+			_, err := root.RoleGrantPermission(ctx(t), "reader", "app/", "app0", clientv3.PermissionType(authpb.READ))
+			return err
+		},
+		func() error { _, err := root.UserGrantRole(ctx(t), "bob", "reader"); return err },
+	} {
+		require.NoError(t, step())
+	}
+	bob := etcdClient(t, endpoint, "bob", "bobpw")
+	anonymous := etcdClient(t, endpoint, "", "")
+
+	_, err := anonymous.Grant(ctx(t), 60)
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied, "a grant needs a user once auth is on")
+	mine, err := alice.Grant(ctx(t), 60)
+	require.NoError(t, err)
+	_, err = alice.Put(ctx(t), "app/a", "1", clientv3.WithLease(mine.ID))
+	require.NoError(t, err)
+	_, err = alice.KeepAliveOnce(ctx(t), mine.ID)
+	require.NoError(t, err, "alice may write every key her lease holds")
+	_, err = bob.KeepAliveOnce(ctx(t), mine.ID)
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied, "bob may only read app/a")
+	r, err := bob.TimeToLive(ctx(t), mine.ID, clientv3.WithAttachedKeys())
+	require.NoError(t, err)
+	require.Len(t, r.Keys, 1)
+
+	_, err = root.Put(ctx(t), "secret", "x", clientv3.WithLease(mine.ID))
+	require.NoError(t, err)
+	_, err = alice.KeepAliveOnce(ctx(t), mine.ID)
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied, "the lease now holds a key alice may not write")
+	_, err = alice.TimeToLive(ctx(t), mine.ID)
+	require.NoError(t, err, "without keys, any user")
+	_, err = alice.TimeToLive(ctx(t), mine.ID, clientv3.WithAttachedKeys())
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	_, err = alice.Leases(ctx(t))
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	_, err = alice.Revoke(ctx(t), mine.ID)
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	_, err = root.KeepAliveOnce(ctx(t), mine.ID)
+	require.NoError(t, err)
+	l, err := root.Leases(ctx(t))
+	require.NoError(t, err)
+	require.Len(t, l.Leases, 1)
+	_, err = root.Revoke(ctx(t), mine.ID)
+	require.NoError(t, err)
+}
+
+// TestEtcdLeaseSurvivesRestart: leases and the keys they hold are in the
+// store, so a cluster restarted whole still has them, each with a full TTL
+// from its new leader.
+func TestEtcdLeaseSurvivesRestart(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	cli := etcdClient(t, c.clients[c.leader()], "", "")
+	var g *clientv3.LeaseGrantResponse
+	eventually(t, func() (err error) { g, err = cli.Grant(ctx(t), 60); return err })
+	_, err := cli.Put(ctx(t), "/r/a", "1", clientv3.WithLease(g.ID))
+	require.NoError(t, err)
+	for id := range c.members {
+		c.stop(id)
+	}
+	for id := range c.members {
+		c.start(id)
+	}
+	cli = etcdClient(t, c.clients[c.leader()], "", "")
+	eventually(t, func() error {
+		r, err := cli.TimeToLive(ctx(t), g.ID, clientv3.WithAttachedKeys())
+		if err != nil {
+			return err
+		}
+		if r.GrantedTTL != 60 || r.TTL <= 0 || len(r.Keys) != 1 {
+			return fmt.Errorf("after the restart: %+v", r)
+		}
+		return nil
+	})
 }

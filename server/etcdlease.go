@@ -64,7 +64,7 @@ func (e *etcdLease) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (
 		case res.Status == kvstore.StatusLeaseExists:
 			return nil, rpctypes.ErrGRPCLeaseExist
 		default:
-			return nil, leaseError(res, err)
+			return nil, e.refused(res, err)
 		}
 	}
 	return nil, status.Errorf(codes.Internal, "%d random lease ids in a row were taken", maxIDPicks)
@@ -83,17 +83,14 @@ func (e *etcdLease) LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeRequest)
 	case answered:
 		return fwd, err
 	case err != nil:
-		return nil, leaseError(res, err)
+		return nil, e.refused(res, err)
 	}
 	return &pb.LeaseRevokeResponse{Header: e.header(res.Revision)}, nil
 }
 
-// leaseError is etcd's error for a refused lease command.
-func leaseError(res kvstore.Result, err error) error {
-	if e := etcdStatus(res.Status, res.Err); e != nil {
-		return e
-	}
-	return etcdError(err)
+// refused is etcd's error for a refused lease command, as for KV's.
+func (e *etcdLease) refused(res kvstore.Result, err error) error {
+	return (&etcdKV{s: e.s}).resultError(res, err)
 }
 
 func (e *etcdLease) header(rev uint64) *pb.ResponseHeader {

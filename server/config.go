@@ -79,6 +79,14 @@ type Config struct {
 	AutoCompactionRetention string
 	compaction              compactionPolicy
 
+	// WatchProgressNotifyInterval is how often a watcher that asked for
+	// progress notifications and was sent no event gets one (0: etcd's
+	// 10 minutes). WatchMaxQueuedBytes bounds the events one watch stream
+	// holds for a client that does not read them; past it the watcher they
+	// are for is canceled (0: DefaultWatchMaxQueuedBytes).
+	WatchProgressNotifyInterval time.Duration
+	WatchMaxQueuedBytes         int
+
 	// MaxRangeBytes bounds the keys and values of one Range answer, so that
 	// a Range over many large values does not copy them all at once; the
 	// answer stops at the budget with more set (0: DefaultMaxRangeBytes).

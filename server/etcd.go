@@ -32,7 +32,7 @@ func (s *Server) registerEtcd(srv *grpc.Server, auth *authService) {
 	pb.RegisterClusterServer(srv, &etcdCluster{s: s, native: &clusterService{s: s}})
 	pb.RegisterMaintenanceServer(srv, &etcdMaintenance{s: s, native: &maintenanceService{s: s}})
 	pb.RegisterAuthServer(srv, &etcdAuth{s: s, native: auth})
-	pb.RegisterWatchServer(srv, etcdWatch{})
+	pb.RegisterWatchServer(srv, &etcdWatch{s: s})
 	pb.RegisterLeaseServer(srv, &etcdLease{s: s})
 }
 
@@ -93,12 +93,4 @@ func hostPort(raw string) (string, error) {
 		return "", fmt.Errorf("%q is not a URL of the form http://host:port", raw)
 	}
 	return u.Host, nil
-}
-
-// etcdWatch answers every call Unimplemented, saying so, until KeyVal has
-// watches.
-type etcdWatch struct{}
-
-func (etcdWatch) Watch(pb.Watch_WatchServer) error {
-	return status.Error(codes.Unimplemented, "KeyVal does not implement etcd's Watch yet (issue 18)")
 }

@@ -170,16 +170,6 @@ func TestEtcdHashKV(t *testing.T) {
 	require.NotEqual(t, hashes[last-1], hashes[last])
 }
 
-// TestEtcdWatchUnimplemented: clientv3's watch ends with the reason.
-func TestEtcdWatchUnimplemented(t *testing.T) {
-	c := newTestCluster(t, 1, 0)
-	cli := etcdClient(t, c.clients[1], "", "")
-	resp, ok := <-cli.Watch(ctx(t), "k")
-	require.True(t, ok, "the watch ends with a response carrying the error")
-	require.Equal(t, codes.Unimplemented, etcdCode(resp.Err()), "%v", resp.Err())
-	require.ErrorContains(t, resp.Err(), "issue 18")
-}
-
 // TestEtcdSnapshotRestores saves a snapshot with clientv3 from a follower,
 // as etcdctl does, checks what etcdctl checks of the file, and starts a
 // new cluster from it with keyvald's restore.

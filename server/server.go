@@ -101,6 +101,9 @@ type Server struct {
 
 	// lessor is the leader's clock for leases (lease.go).
 	lessor *lessor
+
+	// watches delivers applied changes to etcd watchers (watch.go).
+	watches *watchHub
 }
 
 // identity is written into the data directory on first start, so that a
@@ -138,6 +141,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("open state machine: %w", err)
 	}
 	s.store = store
+	s.watches = newWatchHub(store, cfg.WatchMaxQueuedBytes)
 	if err := s.registerLimitMetrics(); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)
@@ -325,6 +329,7 @@ func (s *Server) Start() {
 	s.obs.start()
 	go s.loop()
 	go s.compactor(s.cfg.compaction)
+	go s.watches.run(s.stopping)
 	go s.expireLeases()
 	go func() { _ = s.peerSrv.Serve(s.peerLis) }()
 	go func() { _ = s.clientSrv.Serve(s.clientLis) }()

@@ -124,6 +124,7 @@ func (p *stages) runStore() {
 			}
 			return
 		}
+		p.s.watches.notify()
 		for _, b := range applied {
 			p.finishQ <- b
 		}

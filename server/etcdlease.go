@@ -125,23 +125,49 @@ func proposeEtcd[T any](ctx context.Context, s *Server, data []byte, forward fun
 	return res, fwd, false, err
 }
 
+// errLeaseStopping ends the keepalive streams of a member that stops:
+// clientv3 then opens one to another member.
+var errLeaseStopping = status.Error(codes.Unavailable, "this member is stopping: keep the lease alive through another member")
+
+// LeaseKeepAlive answers each request in turn; only this goroutine writes
+// to the stream, so it may end the stream at once when the member stops.
 func (e *etcdLease) LeaseKeepAlive(stream pb.Lease_LeaseKeepAliveServer) error {
+	reqs := make(chan *pb.LeaseKeepAliveRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-stream.Context().Done():
+				return
+			}
+		}
+	}()
 	for {
-		req, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
+		select {
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
 			return err
-		}
-		// The header is taken before the renewal, as etcd does: its
-		// revision is never one at which the lease was already revoked.
-		resp := &pb.LeaseKeepAliveResponse{ID: req.ID, Header: e.s.etcdHeader()}
-		if resp.TTL, err = e.s.renewLease(stream.Context(), req.ID); err != nil {
-			return err
-		}
-		if err := stream.Send(resp); err != nil {
-			return err
+		case <-e.s.draining:
+			return errLeaseStopping
+		case req := <-reqs:
+			// The header is taken before the renewal, as etcd does: its
+			// revision is never one at which the lease was already revoked.
+			resp := &pb.LeaseKeepAliveResponse{ID: req.ID, Header: e.s.etcdHeader()}
+			var err error
+			if resp.TTL, err = e.s.renewLease(stream.Context(), req.ID); err != nil {
+				return err
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -303,3 +303,20 @@ func TestEtcdLeaseSurvivesRestart(t *testing.T) {
 		return nil
 	})
 }
+
+// TestEtcdLeaseKeepAliveEndsOnStop: a member that stops ends its keepalive
+// streams at once (clientv3 then keeps the lease alive through another
+// member) rather than holding its shutdown for --request-timeout.
+func TestEtcdLeaseKeepAliveEndsOnStop(t *testing.T) {
+	c := newTestCluster(t, 1, 0)
+	cli := etcdClient(t, c.clients[1], "", "")
+	var g *clientv3.LeaseGrantResponse
+	eventually(t, func() (err error) { g, err = cli.Grant(ctx(t), 60); return err })
+	ch, err := cli.KeepAlive(context.Background(), g.ID)
+	require.NoError(t, err)
+	nextKeepAlive(t, ch)
+	timeout := c.servers[1].cfg.RequestTimeout
+	began := time.Now()
+	c.stop(1)
+	require.Less(t, time.Since(began), timeout, "the open keepalive stream held the shutdown")
+}

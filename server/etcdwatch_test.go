@@ -1,8 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -612,4 +615,29 @@ func TestReadPageCutsAtRevisions(t *testing.T) {
 		want = append(want, ev.Kv.ModRevision)
 	}
 	require.Equal(t, want, got)
+}
+
+// TestEtcdWatchGateway watches through etcd's JSON gateway: the stream's
+// responses come as JSON objects, each under "result".
+func TestEtcdWatchGateway(t *testing.T) {
+	c := newWatchCluster(t, 1, Config{ClientHTTPAddr: freeAddr(t)})
+	cli := etcdClient(t, c.clients[1], "", "")
+	eventually(t, func() error { _, err := cli.Put(ctx(t), "warm", "up"); return err })
+	body, err := json.Marshal(map[string]any{"create_request": map[string]any{"key": b64("k")}})
+	require.NoError(t, err)
+	req, err := http.NewRequestWithContext(watchCtx(t), http.MethodPost, "http://"+c.servers[1].ClientHTTPAddr()+"/v3/watch", bytes.NewReader(body))
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	dec := json.NewDecoder(resp.Body)
+	var created map[string]map[string]any
+	require.NoError(t, dec.Decode(&created))
+	require.Equal(t, true, created["result"]["created"])
+	_, err = cli.Put(ctx(t), "k", "v")
+	require.NoError(t, err)
+	var got map[string]any
+	require.NoError(t, dec.Decode(&got))
+	require.Equal(t, b64("v"), field(t, got, "result", "events", 0, "kv", "value"))
 }

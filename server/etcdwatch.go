@@ -273,7 +273,9 @@ func (ws *watchStream) queue(w *watcher, evs []queuedEvent) bool {
 	for _, q := range evs {
 		size += q.size
 	}
-	if ws.queued+size > ws.hub.maxQueued {
+	// An idle stream takes any one delivery, so a revision larger than
+	// the bound is not refused to a client that keeps up.
+	if ws.queued > 0 && ws.queued+size > ws.hub.maxQueued {
 		ws.endLocked(w, &pb.WatchResponse{Header: ws.s.etcdHeader(), WatchId: w.id, Canceled: true,
 			CancelReason: fmt.Sprintf("watch canceled: its stream did not take the events fast enough (over %d bytes waiting); "+
 				"watch again from the revision after the last event received", ws.hub.maxQueued)})

@@ -233,9 +233,9 @@ func TestEtcdWatchProgress(t *testing.T) {
 
 // rawWatch is a Watch stream without clientv3, to see every response as
 // the server sends it.
-func rawWatch(t *testing.T, addr string) pb.Watch_WatchClient {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+func rawWatch(t *testing.T, addr string, opts ...grpc.DialOption) pb.Watch_WatchClient {
+	opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	conn, err := grpc.NewClient(addr, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	stream, err := pb.NewWatchClient(conn).Watch(watchCtx(t))
@@ -307,12 +307,25 @@ func TestEtcdWatchSlowStream(t *testing.T) {
 	c := newWatchCluster(t, 1, Config{WatchMaxQueuedBytes: 256 << 10})
 	cli := etcdClient(t, c.clients[1], "", "")
 	eventually(t, func() error { _, err := cli.Put(ctx(t), "warm", "up"); return err })
-	stream := rawWatch(t, c.clients[1])
+	value := strings.Repeat("x", 64<<10)
+
+	// A revision larger than the bound still reaches a client that reads.
+	keeps := cli.Watch(watchCtx(t), "big/", clientv3.WithPrefix())
+	var ops []clientv3.Op
+	for i := range 5 {
+		ops = append(ops, clientv3.OpPut(fmt.Sprintf("big/%d", i), value))
+	}
+	_, err := cli.Txn(ctx(t)).Then(ops...).Commit()
+	require.NoError(t, err)
+	require.Len(t, collect(t, keeps, 5, nil), 5)
+
+	// Fixed flow control windows: gRPC would otherwise grow them with what
+	// arrives, whether the client reads or not.
+	stream := rawWatch(t, c.clients[1], grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 	createWatch(t, stream, &pb.WatchCreateRequest{Key: []byte("slow")})
 	created, err := stream.Recv()
 	require.NoError(t, err)
 	require.True(t, created.Created)
-	value := strings.Repeat("x", 64<<10)
 	const writes = 60 // 3.8 MiB: past the stream's flow control window and the bound
 	var revs []int64
 	for range writes {
@@ -336,8 +349,8 @@ func TestEtcdWatchSlowStream(t *testing.T) {
 	require.Less(t, len(got), writes)
 	require.Equal(t, revs[:len(got)], got, "the events before the cancel have no gap")
 	eventually(t, func() error {
-		if n := c.servers[1].watches.watchers.Load(); n != 0 {
-			return fmt.Errorf("%d watchers left", n)
+		if n := c.servers[1].watches.watchers.Load(); n != 1 {
+			return fmt.Errorf("%d watchers left, not just the one that reads", n)
 		}
 		return nil
 	})

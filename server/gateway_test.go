@@ -92,8 +92,9 @@ func revision(t *testing.T, resp map[string]any) int64 {
 // TestGateway drives etcd's JSON gateway with plain HTTP, as curl would:
 // put, range by key and prefix (base64 bytes), a transaction whose compare
 // holds and one whose compare fails, deleterange, compaction and a read of
-// the compacted past, maintenance status, a body over the bound, Lease
-// (not implemented), and etcd's error for an empty key with its HTTP code.
+// the compacted past, maintenance status, a body over the bound, a lease
+// granted, put with, asked about and revoked, and etcd's error for an
+// empty key with its HTTP code.
 func TestGateway(t *testing.T) {
 	_, gw := gatewayCluster(t)
 	eventually(t, func() error { // until the follower knows the leader
@@ -147,8 +148,17 @@ func TestGateway(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, tooLong["message"], "request body too large", "refused before its call is made")
 
-	code, _ = post(t, gw, "/v3/lease/grant", map[string]any{"TTL": 5}, "")
-	require.Equal(t, http.StatusNotImplemented, code, "Lease answers Unimplemented, as on gRPC")
+	lease := ok(t, gw, "/v3/lease/grant", map[string]any{"TTL": 60}, "")
+	require.Equal(t, "60", lease["TTL"])
+	id := lease["ID"]
+	ok(t, gw, "/v3/kv/put", map[string]any{"key": b64("/leased"), "value": b64("v"), "lease": id}, "")
+	left := ok(t, gw, "/v3/lease/timetolive", map[string]any{"ID": id, "keys": true}, "")
+	require.Equal(t, "60", left["grantedTTL"])
+	require.Equal(t, b64("/leased"), field(t, left, "keys", 0))
+	ok(t, gw, "/v3/lease/revoke", map[string]any{"ID": id}, "")
+	code, gone := post(t, gw, "/v3/kv/range", map[string]any{"key": b64("/leased")}, "")
+	require.Equal(t, http.StatusOK, code)
+	require.Nil(t, gone["kvs"], "revoking the lease deleted its key")
 
 	code, refused := post(t, gw, "/v3/kv/put", map[string]any{"value": b64("no key")}, "")
 	require.Equal(t, http.StatusBadRequest, code)

@@ -305,7 +305,6 @@ func (ws *watchStream) failure(w *watcher, err error) *pb.WatchResponse {
 		resp.CancelReason = "etcdserver: mvcc: required revision has been compacted"
 		return resp
 	}
-	ws.s.log.Error("watch: read the history", "watch_id", w.id, "err", err)
 	resp.CancelReason = fmt.Sprintf("watch canceled: this member could not read its history (%v)", err)
 	return resp
 }
@@ -442,6 +441,9 @@ func (ws *watchStream) catchUp(w *watcher, from uint64) error {
 	h := ws.hub
 	evs, through, err := readPage(h.store, w.key, w.end, from, h.dispatched.Load(), w.prevKV)
 	if err != nil {
+		if _, compacted := compactedBelow(err, h.store); !compacted {
+			ws.s.log.Error("watch: read the history", "watch_id", w.id, "err", err)
+		}
 		ws.fail(w, err)
 		return nil
 	}

@@ -557,7 +557,7 @@ func TestEtcdWatchCatchUpInPages(t *testing.T) {
 	for rev := range revs {
 		want = append(want, rev, rev, rev)
 		if len(want)%150 == 0 { // every 50 transactions, one more watcher
-			watches = append(watches, cli.Watch(watchCtx(t), "/p/", clientv3.WithPrefix(), clientv3.WithRev(first)))
+			watches = append(watches, cli.Watch(watchCtx(t), "/p/", clientv3.WithPrefix(), clientv3.WithRev(first), clientv3.WithPrevKV()))
 		}
 	}
 	select {
@@ -573,6 +573,9 @@ func TestEtcdWatchCatchUpInPages(t *testing.T) {
 			require.Zero(t, len(r.Events)%3, "a revision's 3 changes in one response")
 			for _, ev := range r.Events {
 				got = append(got, ev.Kv.ModRevision)
+				if ev.Kv.ModRevision > first {
+					require.NotNil(t, ev.PrevKv, "read from the history or handed over live, with its previous version")
+				}
 			}
 		}
 		require.Equal(t, want, got)

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,7 @@ type eventSource interface {
 // watchHub holds the synced watchers of every stream of this member.
 type watchHub struct {
 	store     eventSource
+	log       *slog.Logger
 	maxQueued int
 	wake      chan struct{}
 
@@ -57,16 +59,15 @@ type watchHub struct {
 	dispatched atomic.Uint64
 	keys       map[string]map[*watcher]struct{} // synced single-key watchers
 	ranges     map[*watcher]struct{}            // synced range watchers
-	wantPrev   int                              // synced watchers asking for prev_kv
 	streams    atomic.Int64
 	watchers   atomic.Int64
 }
 
-func newWatchHub(store eventSource, maxQueued int) *watchHub {
+func newWatchHub(store eventSource, maxQueued int, log *slog.Logger) *watchHub {
 	if maxQueued <= 0 {
 		maxQueued = DefaultWatchMaxQueuedBytes
 	}
-	h := &watchHub{store: store, maxQueued: maxQueued, wake: make(chan struct{}, 1),
+	h := &watchHub{store: store, log: log, maxQueued: maxQueued, wake: make(chan struct{}, 1),
 		keys: map[string]map[*watcher]struct{}{}, ranges: map[*watcher]struct{}{}}
 	h.dispatched.Store(store.Revision())
 	return h
@@ -102,7 +103,7 @@ func (h *watchHub) dispatch() {
 			return
 		}
 		h.mu.Lock()
-		idle, prev := len(h.keys)+len(h.ranges) == 0, h.wantPrev > 0
+		idle := len(h.keys)+len(h.ranges) == 0
 		if idle {
 			// Nobody to tell: a watcher that arrives later reads these
 			// revisions itself.
@@ -112,7 +113,10 @@ func (h *watchHub) dispatch() {
 		if idle {
 			return
 		}
-		evs, through, err := readPage(h.store, []byte{0}, []byte{0}, from, to, prev)
+		// Previous versions are always read: a watcher that wants them may
+		// become synced while the page is read, and the store finds them
+		// on the way to the change anyway.
+		evs, through, err := readPage(h.store, []byte{0}, []byte{0}, from, to, true)
 		h.mu.Lock()
 		if err != nil {
 			h.failSynced(err)
@@ -172,6 +176,9 @@ func (h *watchHub) deliver(evs []*kvstore.Event) {
 // failSynced cancels every synced watcher: the dispatcher could not read
 // what they wait for, compacted away under it or unreadable (mu held).
 func (h *watchHub) failSynced(err error) {
+	if _, compacted := compactedBelow(err, h.store); !compacted {
+		h.log.Error("watch: read the history; canceling every synced watcher", "err", err)
+	}
 	for _, set := range h.keys {
 		for w := range set {
 			w.ws.fail(w, err)
@@ -187,9 +194,6 @@ func (h *watchHub) failSynced(err error) {
 // addLocked makes w synced (mu and w's stream's mu held).
 func (h *watchHub) addLocked(w *watcher) {
 	w.synced = true
-	if w.prevKV {
-		h.wantPrev++
-	}
 	if len(w.end) == 0 {
 		set := h.keys[string(w.key)]
 		if set == nil {
@@ -208,9 +212,6 @@ func (h *watchHub) removeLocked(w *watcher) {
 		return
 	}
 	w.synced = false
-	if w.prevKV {
-		h.wantPrev--
-	}
 	if len(w.end) == 0 {
 		set := h.keys[string(w.key)]
 		delete(set, w)

@@ -657,3 +657,50 @@ func TestEtcdWatchGateway(t *testing.T) {
 	require.NoError(t, dec.Decode(&got))
 	require.Equal(t, b64("v"), field(t, got, "result", "events", 0, "kv", "value"))
 }
+
+// TestEtcdWatchIDs checks watch ids on one raw stream: one the client
+// chose, assigned ones from 0 skipping those in use, one in use refused,
+// cancel, and a progress request answered with id -1.
+func TestEtcdWatchIDs(t *testing.T) {
+	c := newTestCluster(t, 1, 0)
+	cli := etcdClient(t, c.clients[1], "", "")
+	var rev int64
+	eventually(t, func() error {
+		r, err := cli.Put(ctx(t), "k", "1")
+		if err == nil {
+			rev = r.Header.Revision
+		}
+		return err
+	})
+	stream := rawWatch(t, c.clients[1])
+	recv := func() *pb.WatchResponse {
+		r, err := stream.Recv()
+		require.NoError(t, err)
+		return r
+	}
+	createWatch(t, stream, &pb.WatchCreateRequest{Key: []byte("w"), WatchId: 1})
+	r := recv()
+	require.True(t, r.Created && !r.Canceled)
+	require.EqualValues(t, 1, r.WatchId)
+	for _, want := range []int64{0, 2} {
+		createWatch(t, stream, &pb.WatchCreateRequest{Key: []byte("w")})
+		r = recv()
+		require.True(t, r.Created && !r.Canceled)
+		require.Equal(t, want, r.WatchId)
+	}
+	for _, id := range []int64{1, -5} {
+		createWatch(t, stream, &pb.WatchCreateRequest{Key: []byte("w"), WatchId: id})
+		r = recv()
+		require.True(t, r.Created && r.Canceled, "id %d", id)
+		require.NotEmpty(t, r.CancelReason)
+	}
+	require.NoError(t, stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: 1}}}))
+	r = recv()
+	require.True(t, r.Canceled)
+	require.EqualValues(t, 1, r.WatchId)
+	require.NoError(t, stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_ProgressRequest{ProgressRequest: &pb.WatchProgressRequest{}}}))
+	r = recv()
+	require.EqualValues(t, -1, r.WatchId)
+	require.Equal(t, rev, r.Header.Revision)
+	require.Empty(t, r.Events)
+}

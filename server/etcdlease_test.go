@@ -132,18 +132,18 @@ func TestEtcdLeaseKeepAlive(t *testing.T) {
 	for _, id := range []core.NodeID{lead, lead%3 + 1} {
 		cli := etcdClient(t, c.clients[id], "", "")
 		var g *clientv3.LeaseGrantResponse
-		eventually(t, func() (err error) { g, err = cli.Grant(ctx(t), 1); return err })
+		eventually(t, func() (err error) { g, err = cli.Grant(ctx(t), 2); return err })
 		key := fmt.Sprintf("/k/%d", id)
 		_, err := cli.Put(ctx(t), key, "v", clientv3.WithLease(g.ID))
 		require.NoError(t, err)
 		kctx, cancel := context.WithCancel(context.Background())
 		ch, err := cli.KeepAlive(kctx, g.ID)
 		require.NoError(t, err)
-		until := time.Now().Add(4 * time.Second)
+		until := time.Now().Add(3 * 2 * time.Second)
 		var answers int
 		for time.Now().Before(until) {
 			r := nextKeepAlive(t, ch)
-			require.Equal(t, int64(1), r.TTL, "through member %d", id)
+			require.Equal(t, int64(2), r.TTL, "through member %d", id)
 			answers++
 		}
 		cancel()

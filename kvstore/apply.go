@@ -43,6 +43,7 @@ type state interface {
 	// the entries below rev. put and del keep it.
 	scanRevisions(from, to uint64, fn func(rev uint64, key []byte) bool) error
 	compactRevisions(below uint64) error
+	versionAround(key []byte, rev uint64) (at, before *version, err error)
 	// Leases (leases.go): a lease's record (nil if none), storing and
 	// removing one, and the keys attached to one, in key order. put and
 	// del keep the attachments from the versions' lease.

@@ -917,7 +917,7 @@ func (st *boltState) scanRevisions(from, to uint64, fn func(rev uint64, key []by
 
 func (st *boltState) compactRevisions(below uint64) error {
 	c := st.revs.Cursor()
-	for k, _ := c.First(); k != nil && len(k) >= 8 && binary.BigEndian.Uint64(k) < below; k, _ = c.First() {
+	for k, _ := c.First(); len(k) >= 8 && binary.BigEndian.Uint64(k) < below; k, _ = c.First() {
 		if err := c.Delete(); err != nil {
 			return fmt.Errorf("compact the revision index below %d: %w", below, err)
 		}
@@ -1025,6 +1025,28 @@ func (st *boltState) scanHistory(start, end []byte, fn func(v version) bool) err
 		}
 	}
 	return nil
+}
+
+func (st *boltState) versionAround(key []byte, rev uint64) (at, before *version, err error) {
+	hk := histKey(nil, key, rev)
+	group := hk[:len(hk)-8]
+	c := st.hist.Cursor()
+	k, v := c.Seek(hk)
+	if bytes.Equal(k, hk) {
+		meta, value, err := splitValue(key, v)
+		if err != nil {
+			return nil, nil, err
+		}
+		at = &version{key: clone(key), value: clone(value), meta: meta}
+	}
+	if k, v = c.Prev(); k != nil && len(k) == len(hk) && bytes.HasPrefix(k, group) {
+		meta, value, err := splitValue(key, v)
+		if err != nil {
+			return nil, nil, err
+		}
+		before = &version{key: clone(key), value: clone(value), meta: meta}
+	}
+	return at, before, nil
 }
 
 func (st *boltState) deleteHistory(key []byte, rev uint64) error {

@@ -60,6 +60,9 @@ type reader interface {
 	scanLatest(start, end []byte, fn func(v version) bool) error
 	history
 	scanRevisions(from, to uint64, fn func(rev uint64, key []byte) bool) error
+	// versionAround returns key's version at rev and the one just before
+	// it (nil where there is none).
+	versionAround(key []byte, rev uint64) (at, before *version, err error)
 	lease(id int64) (*kvpb.Lease, error)
 	leaseKeys(id int64) ([][]byte, error)
 }

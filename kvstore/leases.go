@@ -146,19 +146,7 @@ func events(rd reader, start, stop []byte, from, to uint64, prev bool, limit int
 
 // eventAt is the change the history holds for key at rev.
 func eventAt(rd reader, key []byte, rev uint64, prev bool) (*Event, error) {
-	var now, before *version
-	err := rd.scanHistory(key, append(append([]byte(nil), key...), 0), func(v version) bool {
-		switch {
-		case v.meta.modRev < rev:
-			c := version{key: clone(v.key), value: clone(v.value), meta: v.meta}
-			before = &c
-		case v.meta.modRev == rev:
-			c := version{key: clone(v.key), value: clone(v.value), meta: v.meta}
-			now = &c
-			return false
-		}
-		return true
-	})
+	now, before, err := rd.versionAround(key, rev)
 	if err != nil {
 		return nil, err
 	}

@@ -538,6 +538,19 @@ func (d *memData) scanHistory(start, end []byte, fn func(v version) bool) error 
 	return err
 }
 
+func (d *memData) versionAround(key []byte, rev uint64) (at, before *version, err error) {
+	hk := string(histKey(nil, key, rev))
+	group := hk[:len(hk)-8]
+	a, b := d.hist.around(hk)
+	if a != nil && a.key == hk {
+		at = &version{key: clone(key), value: clone(a.value), meta: a.meta}
+	}
+	if b != nil && len(b.key) == len(hk) && strings.HasPrefix(b.key, group) {
+		before = &version{key: clone(key), value: clone(b.value), meta: b.meta}
+	}
+	return at, before, nil
+}
+
 func (d *memData) deleteHistory(key []byte, rev uint64) error {
 	d.hist.delete(string(histKey(nil, key, rev)))
 	return nil

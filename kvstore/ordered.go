@@ -102,3 +102,20 @@ func (m *orderedMap) ascend(from string, fn func(*item) bool) {
 		}
 	}
 }
+
+// around returns the first item with a key >= key (nil if none) and the
+// item just before that position (nil if none).
+func (m *orderedMap) around(key string) (at, before *item) {
+	ci, i := m.search(key)
+	if ci < len(m.chunks) {
+		at = &m.chunks[ci][i]
+	}
+	switch {
+	case i > 0:
+		before = &m.chunks[ci][i-1]
+	case ci > 0:
+		prev := m.chunks[ci-1]
+		before = &prev[len(prev)-1]
+	}
+	return at, before
+}

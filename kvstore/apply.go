@@ -163,6 +163,7 @@ const (
 	opCompact // expected: the revision
 	opLeaseGrant
 	opLeaseRevoke
+	opGenesis
 )
 
 // decodeCommand reads an entry's bytes. A put, with or without a session,
@@ -205,6 +206,8 @@ func decodeCommand(data []byte, c *command) error {
 		c.op, c.grant = opLeaseGrant, op.LeaseGrant
 	case *kvpb.Command_LeaseRevoke:
 		c.op, c.revoke = opLeaseRevoke, op.LeaseRevoke
+	case *kvpb.Command_Genesis:
+		c.op = opGenesis
 	}
 	return nil
 }
@@ -306,6 +309,14 @@ func applyEntry(st state, e Entry, maxClients uint64) (Result, error) {
 		return grantLease(st, &cmd)
 	case opLeaseRevoke:
 		return revokeLease(st, &cmd)
+	case opGenesis:
+		if cmd.clientID != 0 || cmd.seq != 0 {
+			return invalid(st, StatusInvalid, errAdminIDs), nil
+		}
+		if st.revision() == 0 {
+			st.setRevision(1)
+		}
+		return Result{Status: StatusOK, Revision: st.revision()}, nil
 	case opSessionClock, opAlarm:
 		if cmd.clientID != 0 || cmd.seq != 0 {
 			return invalid(st, StatusInvalid, errAdminIDs), nil

@@ -189,3 +189,9 @@ func leaseInfo(rd reader, id int64) (LeaseInfo, bool, error) {
 	}
 	return LeaseInfo{ID: l.Id, TTL: l.Ttl, Keys: keys}, true, nil
 }
+
+// EncodeGenesis returns the command that takes a new store to revision 1
+// (kvpb.Genesis).
+func EncodeGenesis() []byte {
+	return mustEncode(&kvpb.Command{Op: &kvpb.Command_Genesis{Genesis: &kvpb.Genesis{}}})
+}

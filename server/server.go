@@ -415,8 +415,28 @@ func (s *Server) noteState(last core.SoftState) core.SoftState {
 	if ss != last {
 		s.leader.Store(uint64(ss.Lead))
 		s.obs.stateChanged(last, ss, term)
+		if ss.Lead == s.cfg.ID && last.Lead != s.cfg.ID {
+			s.markCreation()
+		}
 	}
 	return ss
+}
+
+// markCreation runs on the loop when this node becomes leader: a store at
+// revision 0 (a new cluster) is taken to revision 1 by a Genesis command,
+// so that clients' first write is revision 2, as in etcd. etcd's clients
+// take revision 0 for "none": concurrency.Election waits for the keys
+// created before its own with a filter at its create revision - 1, which
+// would be no filter at all, and so wait forever, if that were 1. A
+// Genesis proposed twice (a leader lost before it applied) changes nothing
+// the second time.
+func (s *Server) markCreation() {
+	if s.store.Revision() != 0 {
+		return
+	}
+	if err := s.rep.Propose(s.nextID.Add(1), kvstore.EncodeGenesis()); err != nil {
+		s.log.Debug("could not propose the cluster's genesis", "err", err)
+	}
 }
 
 // fatal stops the node after a storage failure: continuing could

@@ -264,7 +264,7 @@ func (x AuthChange_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AuthChange_Kind.Descriptor instead.
 func (AuthChange_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8, 0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type AuthPermission_Type int32
@@ -316,7 +316,7 @@ func (x AuthPermission_Type) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AuthPermission_Type.Descriptor instead.
 func (AuthPermission_Type) EnumDescriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9, 0}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10, 0}
 }
 
 // Command is one state machine operation, proposed by the server and applied
@@ -342,6 +342,7 @@ type Command struct {
 	//	*Command_Compact
 	//	*Command_LeaseGrant
 	//	*Command_LeaseRevoke
+	//	*Command_Genesis
 	Op isCommand_Op `protobuf_oneof:"op"`
 	// user is the authenticated user the command runs as, set by the
 	// server that proposed it after checking the caller's token or
@@ -503,6 +504,15 @@ func (x *Command) GetLeaseRevoke() *LeaseRevoke {
 	return nil
 }
 
+func (x *Command) GetGenesis() *Genesis {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Genesis); ok {
+			return x.Genesis
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetUser() string {
 	if x != nil {
 		return x.User
@@ -568,6 +578,11 @@ type Command_LeaseRevoke struct {
 	LeaseRevoke *LeaseRevoke `protobuf:"bytes,12,opt,name=lease_revoke,json=leaseRevoke,proto3,oneof"`
 }
 
+type Command_Genesis struct {
+	// Marks a new cluster's creation (Genesis).
+	Genesis *Genesis `protobuf:"bytes,13,opt,name=genesis,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -589,6 +604,8 @@ func (*Command_Compact) isCommand_Op() {}
 func (*Command_LeaseGrant) isCommand_Op() {}
 
 func (*Command_LeaseRevoke) isCommand_Op() {}
+
+func (*Command_Genesis) isCommand_Op() {}
 
 // Put sets key to value, creating it if absent.
 type Put struct {
@@ -797,6 +814,47 @@ func (x *Compact) GetRevision() uint64 {
 	return 0
 }
 
+// Genesis takes a store at revision 0 to revision 1, writing nothing:
+// the first leader of a cluster proposes it, so that, as in etcd, revision
+// 1 is the cluster's creation and clients' writes start at 2 (etcd's
+// clients take revision 0 for "none"). At any other revision it changes
+// nothing.
+type Genesis struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Genesis) Reset() {
+	*x = Genesis{}
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Genesis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Genesis) ProtoMessage() {}
+
+func (x *Genesis) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Genesis.ProtoReflect.Descriptor instead.
+func (*Genesis) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+}
+
 // LeaseGrant creates lease id (chosen by the proposer, > 0) with a TTL in
 // seconds. Granting changes no key and does not advance the revision.
 type LeaseGrant struct {
@@ -809,7 +867,7 @@ type LeaseGrant struct {
 
 func (x *LeaseGrant) Reset() {
 	*x = LeaseGrant{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +879,7 @@ func (x *LeaseGrant) String() string {
 func (*LeaseGrant) ProtoMessage() {}
 
 func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +892,7 @@ func (x *LeaseGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrant.ProtoReflect.Descriptor instead.
 func (*LeaseGrant) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LeaseGrant) GetId() int64 {
@@ -862,7 +920,7 @@ type LeaseRevoke struct {
 
 func (x *LeaseRevoke) Reset() {
 	*x = LeaseRevoke{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +932,7 @@ func (x *LeaseRevoke) String() string {
 func (*LeaseRevoke) ProtoMessage() {}
 
 func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +945,7 @@ func (x *LeaseRevoke) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevoke.ProtoReflect.Descriptor instead.
 func (*LeaseRevoke) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LeaseRevoke) GetId() int64 {
@@ -909,7 +967,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +979,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +992,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Lease) GetId() int64 {
@@ -972,7 +1030,7 @@ type AuthChange struct {
 
 func (x *AuthChange) Reset() {
 	*x = AuthChange{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1042,7 @@ func (x *AuthChange) String() string {
 func (*AuthChange) ProtoMessage() {}
 
 func (x *AuthChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1055,7 @@ func (x *AuthChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthChange.ProtoReflect.Descriptor instead.
 func (*AuthChange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AuthChange) GetKind() AuthChange_Kind {
@@ -1056,7 +1114,7 @@ type AuthPermission struct {
 
 func (x *AuthPermission) Reset() {
 	*x = AuthPermission{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1068,7 +1126,7 @@ func (x *AuthPermission) String() string {
 func (*AuthPermission) ProtoMessage() {}
 
 func (x *AuthPermission) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1081,7 +1139,7 @@ func (x *AuthPermission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthPermission.ProtoReflect.Descriptor instead.
 func (*AuthPermission) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AuthPermission) GetType() AuthPermission_Type {
@@ -1121,7 +1179,7 @@ type AuthUser struct {
 
 func (x *AuthUser) Reset() {
 	*x = AuthUser{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1191,7 @@ func (x *AuthUser) String() string {
 func (*AuthUser) ProtoMessage() {}
 
 func (x *AuthUser) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1204,7 @@ func (x *AuthUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthUser.ProtoReflect.Descriptor instead.
 func (*AuthUser) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AuthUser) GetName() string {
@@ -1188,7 +1246,7 @@ type AuthRole struct {
 
 func (x *AuthRole) Reset() {
 	*x = AuthRole{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1258,7 @@ func (x *AuthRole) String() string {
 func (*AuthRole) ProtoMessage() {}
 
 func (x *AuthRole) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1271,7 @@ func (x *AuthRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthRole.ProtoReflect.Descriptor instead.
 func (*AuthRole) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AuthRole) GetName() string {
@@ -1241,7 +1299,7 @@ type AuthConfig struct {
 
 func (x *AuthConfig) Reset() {
 	*x = AuthConfig{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1311,7 @@ func (x *AuthConfig) String() string {
 func (*AuthConfig) ProtoMessage() {}
 
 func (x *AuthConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1324,7 @@ func (x *AuthConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthConfig.ProtoReflect.Descriptor instead.
 func (*AuthConfig) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{12}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AuthConfig) GetEnabled() bool {
@@ -1308,7 +1366,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1378,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1391,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{13}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Register) GetNowMs() uint64 {
@@ -1368,7 +1426,7 @@ type SessionClock struct {
 
 func (x *SessionClock) Reset() {
 	*x = SessionClock{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1438,7 @@ func (x *SessionClock) String() string {
 func (*SessionClock) ProtoMessage() {}
 
 func (x *SessionClock) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1451,7 @@ func (x *SessionClock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionClock.ProtoReflect.Descriptor instead.
 func (*SessionClock) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{14}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SessionClock) GetNowMs() uint64 {
@@ -1417,7 +1475,7 @@ type AlarmChange struct {
 
 func (x *AlarmChange) Reset() {
 	*x = AlarmChange{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1487,7 @@ func (x *AlarmChange) String() string {
 func (*AlarmChange) ProtoMessage() {}
 
 func (x *AlarmChange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1500,7 @@ func (x *AlarmChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlarmChange.ProtoReflect.Descriptor instead.
 func (*AlarmChange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{15}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AlarmChange) GetType() AlarmType {
@@ -1479,7 +1537,7 @@ type Alarm struct {
 
 func (x *Alarm) Reset() {
 	*x = Alarm{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1549,7 @@ func (x *Alarm) String() string {
 func (*Alarm) ProtoMessage() {}
 
 func (x *Alarm) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1562,7 @@ func (x *Alarm) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
 func (*Alarm) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{16}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Alarm) GetType() AlarmType {
@@ -1550,7 +1608,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1620,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1633,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{17}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Result) GetStatus() Status {
@@ -1666,7 +1724,7 @@ type ClientRecord struct {
 
 func (x *ClientRecord) Reset() {
 	*x = ClientRecord{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +1736,7 @@ func (x *ClientRecord) String() string {
 func (*ClientRecord) ProtoMessage() {}
 
 func (x *ClientRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[18]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +1749,7 @@ func (x *ClientRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRecord.ProtoReflect.Descriptor instead.
 func (*ClientRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{18}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClientRecord) GetClientId() uint64 {
@@ -1755,7 +1813,7 @@ type SnapshotHeader struct {
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[19]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1825,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[19]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1838,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{19}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotHeader) GetAppliedIndex() uint64 {
@@ -1842,7 +1900,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[20]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +1912,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[20]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +1925,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{20}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1933,7 +1991,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[21]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2003,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[21]
+	mi := &file_kvstore_kvpb_kvstore_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2016,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{21}
+	return file_kvstore_kvpb_kvstore_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotEnd) GetKeyCount() uint64 {
@@ -1993,7 +2051,7 @@ var File_kvstore_kvpb_kvstore_proto protoreflect.FileDescriptor
 
 const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\n" +
-	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xbd\x05\n" +
+	"\x1akvstore/kvpb/kvstore.proto\x12\x0ekeyval.kvstore\"\xf2\x05\n" +
 	"\aCommand\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12'\n" +
@@ -2010,7 +2068,8 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	" \x01(\v2\x17.keyval.kvstore.CompactH\x00R\acompact\x12=\n" +
 	"\vlease_grant\x18\v \x01(\v2\x1a.keyval.kvstore.LeaseGrantH\x00R\n" +
 	"leaseGrant\x12@\n" +
-	"\flease_revoke\x18\f \x01(\v2\x1b.keyval.kvstore.LeaseRevokeH\x00R\vleaseRevoke\x12\x12\n" +
+	"\flease_revoke\x18\f \x01(\v2\x1b.keyval.kvstore.LeaseRevokeH\x00R\vleaseRevoke\x123\n" +
+	"\agenesis\x18\r \x01(\v2\x17.keyval.kvstore.GenesisH\x00R\agenesis\x12\x12\n" +
 	"\x04user\x18\x14 \x01(\tR\x04userB\x04\n" +
 	"\x02op\"-\n" +
 	"\x03Put\x12\x10\n" +
@@ -2023,7 +2082,8 @@ const file_kvstore_kvpb_kvstore_proto_rawDesc = "" +
 	"\x10expected_version\x18\x02 \x01(\x04R\x0fexpectedVersion\x12\x1b\n" +
 	"\tnew_value\x18\x03 \x01(\fR\bnewValue\"%\n" +
 	"\aCompact\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\".\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"\t\n" +
+	"\aGenesis\".\n" +
 	"\n" +
 	"LeaseGrant\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
@@ -2169,7 +2229,7 @@ func file_kvstore_kvpb_kvstore_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_kvpb_kvstore_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_kvstore_kvpb_kvstore_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(AlarmType)(0),           // 0: keyval.kvstore.AlarmType
 	(Status)(0),              // 1: keyval.kvstore.Status
@@ -2180,49 +2240,51 @@ var file_kvstore_kvpb_kvstore_proto_goTypes = []any{
 	(*Delete)(nil),           // 6: keyval.kvstore.Delete
 	(*CompareAndSwap)(nil),   // 7: keyval.kvstore.CompareAndSwap
 	(*Compact)(nil),          // 8: keyval.kvstore.Compact
-	(*LeaseGrant)(nil),       // 9: keyval.kvstore.LeaseGrant
-	(*LeaseRevoke)(nil),      // 10: keyval.kvstore.LeaseRevoke
-	(*Lease)(nil),            // 11: keyval.kvstore.Lease
-	(*AuthChange)(nil),       // 12: keyval.kvstore.AuthChange
-	(*AuthPermission)(nil),   // 13: keyval.kvstore.AuthPermission
-	(*AuthUser)(nil),         // 14: keyval.kvstore.AuthUser
-	(*AuthRole)(nil),         // 15: keyval.kvstore.AuthRole
-	(*AuthConfig)(nil),       // 16: keyval.kvstore.AuthConfig
-	(*Register)(nil),         // 17: keyval.kvstore.Register
-	(*SessionClock)(nil),     // 18: keyval.kvstore.SessionClock
-	(*AlarmChange)(nil),      // 19: keyval.kvstore.AlarmChange
-	(*Alarm)(nil),            // 20: keyval.kvstore.Alarm
-	(*Result)(nil),           // 21: keyval.kvstore.Result
-	(*ClientRecord)(nil),     // 22: keyval.kvstore.ClientRecord
-	(*SnapshotHeader)(nil),   // 23: keyval.kvstore.SnapshotHeader
-	(*KeyValue)(nil),         // 24: keyval.kvstore.KeyValue
-	(*SnapshotEnd)(nil),      // 25: keyval.kvstore.SnapshotEnd
+	(*Genesis)(nil),          // 9: keyval.kvstore.Genesis
+	(*LeaseGrant)(nil),       // 10: keyval.kvstore.LeaseGrant
+	(*LeaseRevoke)(nil),      // 11: keyval.kvstore.LeaseRevoke
+	(*Lease)(nil),            // 12: keyval.kvstore.Lease
+	(*AuthChange)(nil),       // 13: keyval.kvstore.AuthChange
+	(*AuthPermission)(nil),   // 14: keyval.kvstore.AuthPermission
+	(*AuthUser)(nil),         // 15: keyval.kvstore.AuthUser
+	(*AuthRole)(nil),         // 16: keyval.kvstore.AuthRole
+	(*AuthConfig)(nil),       // 17: keyval.kvstore.AuthConfig
+	(*Register)(nil),         // 18: keyval.kvstore.Register
+	(*SessionClock)(nil),     // 19: keyval.kvstore.SessionClock
+	(*AlarmChange)(nil),      // 20: keyval.kvstore.AlarmChange
+	(*Alarm)(nil),            // 21: keyval.kvstore.Alarm
+	(*Result)(nil),           // 22: keyval.kvstore.Result
+	(*ClientRecord)(nil),     // 23: keyval.kvstore.ClientRecord
+	(*SnapshotHeader)(nil),   // 24: keyval.kvstore.SnapshotHeader
+	(*KeyValue)(nil),         // 25: keyval.kvstore.KeyValue
+	(*SnapshotEnd)(nil),      // 26: keyval.kvstore.SnapshotEnd
 }
 var file_kvstore_kvpb_kvstore_proto_depIdxs = []int32{
 	5,  // 0: keyval.kvstore.Command.put:type_name -> keyval.kvstore.Put
 	6,  // 1: keyval.kvstore.Command.delete:type_name -> keyval.kvstore.Delete
 	7,  // 2: keyval.kvstore.Command.compare_and_swap:type_name -> keyval.kvstore.CompareAndSwap
-	17, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
-	18, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
-	19, // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
-	12, // 6: keyval.kvstore.Command.auth_change:type_name -> keyval.kvstore.AuthChange
+	18, // 3: keyval.kvstore.Command.register:type_name -> keyval.kvstore.Register
+	19, // 4: keyval.kvstore.Command.session_clock:type_name -> keyval.kvstore.SessionClock
+	20, // 5: keyval.kvstore.Command.alarm:type_name -> keyval.kvstore.AlarmChange
+	13, // 6: keyval.kvstore.Command.auth_change:type_name -> keyval.kvstore.AuthChange
 	8,  // 7: keyval.kvstore.Command.compact:type_name -> keyval.kvstore.Compact
-	9,  // 8: keyval.kvstore.Command.lease_grant:type_name -> keyval.kvstore.LeaseGrant
-	10, // 9: keyval.kvstore.Command.lease_revoke:type_name -> keyval.kvstore.LeaseRevoke
-	2,  // 10: keyval.kvstore.AuthChange.kind:type_name -> keyval.kvstore.AuthChange.Kind
-	13, // 11: keyval.kvstore.AuthChange.permission:type_name -> keyval.kvstore.AuthPermission
-	3,  // 12: keyval.kvstore.AuthPermission.type:type_name -> keyval.kvstore.AuthPermission.Type
-	13, // 13: keyval.kvstore.AuthRole.permissions:type_name -> keyval.kvstore.AuthPermission
-	0,  // 14: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
-	0,  // 15: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
-	1,  // 16: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
-	21, // 17: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
-	20, // 18: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	10, // 8: keyval.kvstore.Command.lease_grant:type_name -> keyval.kvstore.LeaseGrant
+	11, // 9: keyval.kvstore.Command.lease_revoke:type_name -> keyval.kvstore.LeaseRevoke
+	9,  // 10: keyval.kvstore.Command.genesis:type_name -> keyval.kvstore.Genesis
+	2,  // 11: keyval.kvstore.AuthChange.kind:type_name -> keyval.kvstore.AuthChange.Kind
+	14, // 12: keyval.kvstore.AuthChange.permission:type_name -> keyval.kvstore.AuthPermission
+	3,  // 13: keyval.kvstore.AuthPermission.type:type_name -> keyval.kvstore.AuthPermission.Type
+	14, // 14: keyval.kvstore.AuthRole.permissions:type_name -> keyval.kvstore.AuthPermission
+	0,  // 15: keyval.kvstore.AlarmChange.type:type_name -> keyval.kvstore.AlarmType
+	0,  // 16: keyval.kvstore.Alarm.type:type_name -> keyval.kvstore.AlarmType
+	1,  // 17: keyval.kvstore.Result.status:type_name -> keyval.kvstore.Status
+	22, // 18: keyval.kvstore.ClientRecord.result:type_name -> keyval.kvstore.Result
+	21, // 19: keyval.kvstore.SnapshotHeader.alarms:type_name -> keyval.kvstore.Alarm
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kvstore_proto_init() }
@@ -2242,6 +2304,7 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 		(*Command_Compact)(nil),
 		(*Command_LeaseGrant)(nil),
 		(*Command_LeaseRevoke)(nil),
+		(*Command_Genesis)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2249,7 +2312,7 @@ func file_kvstore_kvpb_kvstore_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kvstore_proto_rawDesc), len(file_kvstore_kvpb_kvstore_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

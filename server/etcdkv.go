@@ -136,6 +136,12 @@ func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KV
 		// answering with the dead leader's address.
 		before := k.s.leader.Load()
 		resp, ferr := forward(pb.NewKVClient(leader))
+		if ferr != nil && lostLeader(ferr) {
+			// The connection to the leader broke with the write on it:
+			// it may or may not have been applied, as when etcd's
+			// leader changes under a proposal.
+			return nil, rpctypes.ErrGRPCLeaderChanged
+		}
 		if ferr == nil || !unreachable(ferr) {
 			return resp, ferr
 		}
@@ -291,6 +297,14 @@ func unreachable(err error) bool {
 	st, ok := status.FromError(err)
 	return ok && st.Code() == codes.Unavailable &&
 		(strings.Contains(st.Message(), "connection refused") || strings.Contains(st.Message(), "Error while dialing"))
+}
+
+// lostLeader reports whether a forwarded call failed because the
+// connection to the leader broke while the call was on it.
+func lostLeader(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable &&
+		(strings.Contains(st.Message(), "error reading from server") || strings.Contains(st.Message(), "transport is closing"))
 }
 
 // awaitLeaderChange waits until this node knows a leader other than

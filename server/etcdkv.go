@@ -9,6 +9,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -123,32 +124,11 @@ func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KV
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
-	if _, has := ctx.Deadline(); !has {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, k.s.cfg.RequestTimeout)
-		defer cancel()
-	}
-	res, leader, err := k.s.writeSized(ctx, data, txnNeed(req))
-	for leader != nil {
-		// A follower hands the write to the leader. A leader that could
-		// not be reached never had it, so it is tried again once another
-		// leader is known (the old one may just have died) rather than
-		// answering with the dead leader's address.
-		before := k.s.leader.Load()
-		resp, ferr := forward(pb.NewKVClient(leader))
-		if ferr != nil && lostLeader(ferr) {
-			// The connection to the leader broke with the write on it:
-			// it may or may not have been applied, as when etcd's
-			// leader changes under a proposal.
-			return nil, rpctypes.ErrGRPCLeaderChanged
-		}
-		if ferr == nil || !unreachable(ferr) {
-			return resp, ferr
-		}
-		if err := k.s.awaitLeaderChange(ctx, before); err != nil {
-			return nil, rpctypes.ErrGRPCNoLeader
-		}
-		res, leader, err = k.s.writeSized(ctx, data, txnNeed(req))
+	res, resp, answered, err := proposeEtcd(ctx, k.s, data, txnNeed(req), func(leader *grpc.ClientConn) (*pb.TxnResponse, error) {
+		return forward(pb.NewKVClient(leader))
+	})
+	if answered {
+		return resp, err
 	}
 	if err != nil {
 		return nil, k.resultError(res, err)
@@ -288,6 +268,38 @@ func etcdStatus(s kvstore.Status, msg string) error {
 		return status.Error(codes.InvalidArgument, msg)
 	}
 	return nil
+}
+
+// proposeEtcd proposes data (a write that may add need bytes to the
+// store, for the quota), or on a follower hands the call to the leader
+// with forward. A leader that could not be reached never had it, so it is
+// tried again once another leader is known (the old one may just have
+// died) rather than answering with the dead leader's address; a
+// connection that broke with the call on it leaves the outcome unknown,
+// etcd's ErrLeaderChanged. answered says the leader answered a forwarded
+// call: fwd and err are its answer, etcd's already.
+func proposeEtcd[T any](ctx context.Context, s *Server, data []byte, need uint64, forward func(*grpc.ClientConn) (T, error)) (res kvstore.Result, fwd T, answered bool, err error) {
+	if _, has := ctx.Deadline(); !has {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	res, leader, err := s.writeSized(ctx, data, need)
+	for leader != nil {
+		before := s.leader.Load()
+		fwd, err = forward(leader)
+		if err != nil && lostLeader(err) {
+			return kvstore.Result{}, fwd, true, rpctypes.ErrGRPCLeaderChanged
+		}
+		if err == nil || !unreachable(err) {
+			return kvstore.Result{}, fwd, true, err
+		}
+		if err := s.awaitLeaderChange(ctx, before); err != nil {
+			return kvstore.Result{}, fwd, true, rpctypes.ErrGRPCNoLeader
+		}
+		res, leader, err = s.writeSized(ctx, data, need)
+	}
+	return res, fwd, false, err
 }
 
 // unreachable reports whether a forwarded call failed because the leader

@@ -49,7 +49,7 @@ func (e *etcdLease) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (
 		if id == 0 {
 			id = rand.Int64N(1<<63-1) + 1
 		}
-		res, fwd, answered, err := proposeEtcd(ctx, e.s, kvstore.EncodeLeaseGrant(id, ttl, user),
+		res, fwd, answered, err := proposeEtcd(ctx, e.s, kvstore.EncodeLeaseGrant(id, ttl, user), 0,
 			func(c *grpc.ClientConn) (*pb.LeaseGrantResponse, error) {
 				return pb.NewLeaseClient(c).LeaseGrant(ctx, req)
 			})
@@ -75,7 +75,7 @@ func (e *etcdLease) LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeRequest)
 	if err != nil {
 		return nil, etcdError(err)
 	}
-	res, fwd, answered, err := proposeEtcd(ctx, e.s, kvstore.EncodeLeaseRevoke(req.ID, user),
+	res, fwd, answered, err := proposeEtcd(ctx, e.s, kvstore.EncodeLeaseRevoke(req.ID, user), 0,
 		func(c *grpc.ClientConn) (*pb.LeaseRevokeResponse, error) {
 			return pb.NewLeaseClient(c).LeaseRevoke(ctx, req)
 		})
@@ -97,32 +97,6 @@ func (e *etcdLease) header(rev uint64) *pb.ResponseHeader {
 	h := e.s.etcdHeader()
 	h.Revision = int64(rev)
 	return h
-}
-
-// proposeEtcd proposes data, or on a follower hands the call to the
-// leader with forward; a leader that could not be reached never had it,
-// so it is tried again once another leader is known (as etcdKV.txn does).
-// answered says the leader answered a forwarded call: fwd and err are its
-// answer, etcd's already.
-func proposeEtcd[T any](ctx context.Context, s *Server, data []byte, forward func(*grpc.ClientConn) (T, error)) (res kvstore.Result, fwd T, answered bool, err error) {
-	if _, has := ctx.Deadline(); !has {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		defer cancel()
-	}
-	res, leader, err := s.write(ctx, data)
-	for leader != nil {
-		before := s.leader.Load()
-		fwd, err = forward(leader)
-		if err == nil || !unreachable(err) {
-			return kvstore.Result{}, fwd, true, err
-		}
-		if err := s.awaitLeaderChange(ctx, before); err != nil {
-			return kvstore.Result{}, fwd, true, rpctypes.ErrGRPCNoLeader
-		}
-		res, leader, err = s.write(ctx, data)
-	}
-	return res, fwd, false, err
 }
 
 // errLeaseStopping ends the keepalive streams of a member that stops:

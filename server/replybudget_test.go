@@ -142,7 +142,9 @@ func TestMemberHoldsBackAPipelineThatIsNotRead(t *testing.T) {
 		}
 		return nil
 	})
-	require.Equal(t, 1.0, metricValue(t, m.pipelineHolds))
+	// At least one hold: a stream may be let go and held again as gRPC's
+	// buffers take some replies (CI saw two).
+	require.GreaterOrEqual(t, metricValue(t, m.pipelineHolds), 1.0)
 	for answered := 0; answered < calls; {
 		resp, err := stream.Recv()
 		require.NoError(t, err)

@@ -33,7 +33,9 @@ type Bolt struct {
 	writeMu sync.Mutex
 	applied atomic.Uint64
 	rev     atomic.Uint64
-	closed  atomic.Bool
+	// compacted is the compacted revision as of the last commit.
+	compacted atomic.Uint64
+	closed    atomic.Bool
 	// usage is what the last commit left (Usage), for readers that must
 	// not open a transaction (metrics, the quota check).
 	usage atomic.Pointer[Usage]
@@ -138,6 +140,7 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		}
 		b.applied.Store(st.applied)
 		b.rev.Store(st.rev)
+		b.compacted.Store(st.compactRev)
 		b.noteUsage(st)
 		return nil
 	})
@@ -197,6 +200,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	}
 	b.applied.Store(st.applied)
 	b.rev.Store(st.rev)
+	b.compacted.Store(st.compactRev)
 	b.noteUsage(st)
 	return results, nil
 }
@@ -284,16 +288,8 @@ func (b *Bolt) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResul
 }
 
 // EtcdRange implements Store, on one read transaction.
-func (b *Bolt) EtcdRange(req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse, error) {
-	if b.closed.Load() {
-		return nil, ErrClosed
-	}
-	var resp *pb.RangeResponse
-	err := b.db.View(func(tx *bbolt.Tx) error {
-		st, err := loadState(tx)
-		if err != nil {
-			return err
-		}
+func (b *Bolt) EtcdRange(req *pb.RangeRequest, maxBytes int) (resp *pb.RangeResponse, err error) {
+	err = b.view(func(st *boltState) error {
 		resp, err = etcdRange(st, req, maxBytes)
 		return err
 	})
@@ -304,16 +300,8 @@ func (b *Bolt) EtcdRange(req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse,
 }
 
 // HashKV implements Store, on one read transaction.
-func (b *Bolt) HashKV(rev int64) (KVHash, error) {
-	if b.closed.Load() {
-		return KVHash{}, ErrClosed
-	}
-	var h KVHash
-	err := b.db.View(func(tx *bbolt.Tx) error {
-		st, err := loadState(tx)
-		if err != nil {
-			return err
-		}
+func (b *Bolt) HashKV(rev int64) (h KVHash, err error) {
+	err = b.view(func(st *boltState) error {
 		h, err = hashKV(st, rev)
 		return err
 	})
@@ -369,16 +357,7 @@ func (b *Bolt) view(fn func(st *boltState) error) error {
 }
 
 // CompactedRevision implements Store.
-func (b *Bolt) CompactedRevision() uint64 {
-	var rev uint64
-	_ = b.db.View(func(tx *bbolt.Tx) error {
-		if st, err := loadState(tx); err == nil {
-			rev = st.compactRev
-		}
-		return nil
-	})
-	return rev
-}
+func (b *Bolt) CompactedRevision() uint64 { return b.compacted.Load() }
 
 // Snapshot implements Store. It reads one bbolt read transaction, so it
 // is consistent and does not block Apply.
@@ -495,6 +474,7 @@ func (b *Bolt) Restore(r io.Reader) error {
 	}
 	b.applied.Store(info.AppliedIndex)
 	b.rev.Store(info.Revision)
+	b.compacted.Store(st.compactRev)
 	b.noteUsage(st)
 	return nil
 }

@@ -249,13 +249,12 @@ func checkRealTime(live []*RevOp) error {
 	byReturn := slices.Clone(live)
 	slices.SortStableFunc(byReturn, func(a, b *RevOp) int { return cmp.Compare(a.Return, b.Return) })
 	var (
-		floor   *RevOp // the returned operation with the latest placement
-		next    int
-		placing = func(o *RevOp) int64 { return o.Revision }
+		floor *RevOp // the returned operation placed latest (its Revision)
+		next  int
 	)
 	for _, o := range byCall {
 		for next < len(byReturn) && byReturn[next].Return < o.Call {
-			if r := byReturn[next]; floor == nil || placing(r) > placing(floor) || (placing(r) == placing(floor) && r.writes()) {
+			if r := byReturn[next]; floor == nil || r.Revision > floor.Revision || (r.Revision == floor.Revision && r.writes()) {
 				floor = r
 			}
 			next++
@@ -263,7 +262,7 @@ func checkRealTime(live []*RevOp) error {
 		if floor == nil {
 			continue
 		}
-		if p := placing(o); p < placing(floor) || (o.writes() && p == placing(floor)) {
+		if o.Revision < floor.Revision || (o.writes() && o.Revision == floor.Revision) {
 			return fmt.Errorf("real time broken: %v began after %v had finished, yet is ordered before it", o, floor)
 		}
 	}

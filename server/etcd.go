@@ -43,6 +43,13 @@ func (s *Server) etcdHeader() *pb.ResponseHeader {
 		Revision: int64(s.store.Revision()), RaftTerm: s.term.Load()}
 }
 
+// etcdHeaderAt is etcdHeader with the revision an answer was made at.
+func (s *Server) etcdHeaderAt(rev uint64) *pb.ResponseHeader {
+	h := s.etcdHeader()
+	h.Revision = int64(rev)
+	return h
+}
+
 // noLeaderMessage is how KeyVal says that no leader is known, which etcd
 // clients must see as etcd's ErrNoLeader to wait and retry as they do.
 var noLeaderMessage = status.Convert(toStatus(&core.ErrNotLeader{Leader: core.None})).Message()

@@ -46,7 +46,7 @@ func (k *etcdKV) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 	if err != nil {
 		return nil, etcdReadError(err, "range %q", req.Key)
 	}
-	resp.Header = k.header(uint64(resp.Header.Revision))
+	resp.Header = k.s.etcdHeaderAt(uint64(resp.Header.Revision))
 	return resp, nil
 }
 
@@ -72,14 +72,7 @@ func checkSort(req *pb.RangeRequest) error {
 }
 
 func (k *etcdKV) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, error) {
-	txn := &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: req}}}}
-	resp, err := k.txn(ctx, txn, func(c pb.KVClient) (*pb.TxnResponse, error) {
-		r, err := c.Put(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.TxnResponse{Header: r.Header, Succeeded: true, Responses: []*pb.ResponseOp{{Response: &pb.ResponseOp_ResponsePut{ResponsePut: r}}}}, nil
-	})
+	resp, err := k.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: req}}}})
 	if err != nil {
 		return nil, err
 	}
@@ -89,14 +82,7 @@ func (k *etcdKV) Put(ctx context.Context, req *pb.PutRequest) (*pb.PutResponse, 
 }
 
 func (k *etcdKV) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) (*pb.DeleteRangeResponse, error) {
-	txn := &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: req}}}}
-	resp, err := k.txn(ctx, txn, func(c pb.KVClient) (*pb.TxnResponse, error) {
-		r, err := c.DeleteRange(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		return &pb.TxnResponse{Header: r.Header, Succeeded: true, Responses: []*pb.ResponseOp{{Response: &pb.ResponseOp_ResponseDeleteRange{ResponseDeleteRange: r}}}}, nil
-	})
+	resp, err := k.Txn(ctx, &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestDeleteRange{RequestDeleteRange: req}}}})
 	if err != nil {
 		return nil, err
 	}
@@ -105,14 +91,10 @@ func (k *etcdKV) DeleteRange(ctx context.Context, req *pb.DeleteRangeRequest) (*
 	return out, nil
 }
 
+// Txn checks req as etcd does before proposing it, proposes it, and
+// answers with its outcome; a follower hands it to the leader. A Put or a
+// DeleteRange is a transaction of one operation, forwarded as one too.
 func (k *etcdKV) Txn(ctx context.Context, req *pb.TxnRequest) (*pb.TxnResponse, error) {
-	return k.txn(ctx, req, func(c pb.KVClient) (*pb.TxnResponse, error) { return c.Txn(ctx, req) })
-}
-
-// txn checks req as etcd does before proposing it, proposes it, and
-// answers with its outcome; a follower hands it to forward, which sends it
-// to the leader as the caller sent it.
-func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KVClient) (*pb.TxnResponse, error)) (*pb.TxnResponse, error) {
 	if err := k.checkTxn(req, k.s.cfg.MaxTxnOps); err != nil {
 		return nil, err
 	}
@@ -125,7 +107,7 @@ func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KV
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	res, resp, answered, err := proposeEtcd(ctx, k.s, data, txnNeed(req), func(leader *grpc.ClientConn) (*pb.TxnResponse, error) {
-		return forward(pb.NewKVClient(leader))
+		return pb.NewKVClient(leader).Txn(ctx, req)
 	})
 	if answered {
 		return resp, err
@@ -136,7 +118,7 @@ func (k *etcdKV) txn(ctx context.Context, req *pb.TxnRequest, forward func(pb.KV
 	if res.Etcd == nil {
 		return nil, status.Errorf(codes.Internal, "the transaction was applied (%v) but left no answer", res.Status)
 	}
-	res.Etcd.Header = k.header(res.Revision)
+	res.Etcd.Header = k.s.etcdHeaderAt(res.Revision)
 	return res.Etcd, nil
 }
 
@@ -231,13 +213,7 @@ func (k *etcdKV) Compact(ctx context.Context, req *pb.CompactionRequest) (*pb.Co
 	}
 	// Compaction is applied with the command (there is no separate
 	// physical step): Physical needs no more waiting.
-	return &pb.CompactionResponse{Header: k.header(res.Revision)}, nil
-}
-
-func (k *etcdKV) header(rev uint64) *pb.ResponseHeader {
-	h := k.s.etcdHeader()
-	h.Revision = int64(rev)
-	return h
+	return &pb.CompactionResponse{Header: k.s.etcdHeaderAt(res.Revision)}, nil
 }
 
 // resultError gives a refusal of the state machine etcd's error for it.

@@ -58,7 +58,7 @@ func (e *etcdLease) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (
 			return fwd, err
 		case err == nil:
 			e.s.lessor.granted(id, ttl)
-			return &pb.LeaseGrantResponse{Header: e.header(res.Revision), ID: id, TTL: ttl}, nil
+			return &pb.LeaseGrantResponse{Header: e.s.etcdHeaderAt(res.Revision), ID: id, TTL: ttl}, nil
 		case res.Status == kvstore.StatusLeaseExists && req.ID == 0:
 			continue
 		case res.Status == kvstore.StatusLeaseExists:
@@ -85,18 +85,12 @@ func (e *etcdLease) LeaseRevoke(ctx context.Context, req *pb.LeaseRevokeRequest)
 	case err != nil:
 		return nil, e.refused(res, err)
 	}
-	return &pb.LeaseRevokeResponse{Header: e.header(res.Revision)}, nil
+	return &pb.LeaseRevokeResponse{Header: e.s.etcdHeaderAt(res.Revision)}, nil
 }
 
 // refused is etcd's error for a refused lease command, as for KV's.
 func (e *etcdLease) refused(res kvstore.Result, err error) error {
 	return (&etcdKV{s: e.s}).resultError(res, err)
-}
-
-func (e *etcdLease) header(rev uint64) *pb.ResponseHeader {
-	h := e.s.etcdHeader()
-	h.Revision = int64(rev)
-	return h
 }
 
 // errLeaseStopping ends the keepalive streams of a member that stops:

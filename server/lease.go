@@ -61,8 +61,7 @@ func (l *lessor) lead() (uint64, bool) {
 // lease's full TTL from now, a lost one forgets every deadline.
 func (l *lessor) leadingLocked(now time.Time) (uint64, bool) {
 	term := l.s.term.Load()
-	leading := l.s.leader.Load() == uint64(l.s.cfg.ID) && l.s.term.Load() == term
-	if !leading {
+	if l.s.leader.Load() != uint64(l.s.cfg.ID) {
 		l.term, l.deadlines, l.revoking = 0, nil, nil
 		return 0, false
 	}

@@ -58,14 +58,30 @@ ETCD_SRC_URL     := http://deb.debian.org/debian/pool/main/e/etcd/etcd_$(ETCD_SR
 ETCD_SRC_DIR     := .benchdata/etcd-src
 ETCD_TARBALL     := $(ETCD_SRC_DIR)/etcd_$(ETCD_SRC_VERSION).orig.tar.gz
 
+ETCD_SRC_TREE    := $(ETCD_SRC_DIR)/etcd-$(ETCD_SRC_VERSION)
+
 .PHONY: etcd-benchmark
 etcd-benchmark: bin/etcd-benchmark
 
 # Rebuilt only when missing or older than the tarball (a new version).
-bin/etcd-benchmark: $(ETCD_TARBALL)
-	rm -rf $(ETCD_SRC_DIR)/etcd-$(ETCD_SRC_VERSION)
+bin/etcd-benchmark: $(ETCD_SRC_TREE)/.extracted
+	cd $(ETCD_SRC_TREE) && GOFLAGS=-mod=mod $(GO) build -o $(CURDIR)/bin/etcd-benchmark ./tools/benchmark
+
+# etcd's server from the same tarball, run beside KeyVal by make
+# bench-cluster's watch-lease step so that both are measured in one run.
+.PHONY: etcd
+etcd: bin/etcd
+
+bin/etcd: $(ETCD_SRC_TREE)/.extracted
+	cd $(ETCD_SRC_TREE) && GOFLAGS=-mod=mod $(GO) build -o $(CURDIR)/bin/etcd .
+
+# One extraction for both binaries. The stamp takes the tarball's time, so
+# binaries built from an earlier extraction of the same tarball stay
+# current.
+$(ETCD_SRC_TREE)/.extracted: $(ETCD_TARBALL)
+	rm -rf $(ETCD_SRC_TREE)
 	tar -xzf $< -C $(ETCD_SRC_DIR)
-	cd $(ETCD_SRC_DIR)/etcd-$(ETCD_SRC_VERSION) && GOFLAGS=-mod=mod $(GO) build -o $(CURDIR)/bin/etcd-benchmark ./tools/benchmark
+	touch -r $< $@
 
 # Kept only once its checksum matches: a failed or tampered download leaves
 # nothing behind to be trusted next time.
@@ -206,10 +222,10 @@ bench:
 # memory; the report goes to .benchdata/bench-cluster.md (docs/bench.md holds
 # the figures of record). The smoke mode runs everything tiny, for CI.
 BENCH_FLAGS ?=
-bench-cluster: etcd-benchmark
+bench-cluster: etcd-benchmark etcd
 	$(GO) run ./cmd/benchcluster $(BENCH_FLAGS)
 
-bench-cluster-smoke: etcd-benchmark
+bench-cluster-smoke: etcd-benchmark etcd
 	$(GO) run ./cmd/benchcluster --smoke
 
 sim:

@@ -40,10 +40,12 @@ type node struct {
 
 // cluster is the three members and how to run them.
 type cluster struct {
-	keyvald string   // binary
-	args    []string // flags every member gets besides its own
-	nodes   []*node
-	initial string // --initial-cluster
+	bin  string   // keyvald, or etcd for the watch-lease step's etcd side
+	args []string // flags every member gets besides its own
+	// memberArgs are a member's own flags; nil: keyvald's.
+	memberArgs func(c *cluster, n *node) []string
+	nodes      []*node
+	initial    string // --initial-cluster
 	// commands records each distinct command line used to start a member.
 	commands []string
 }
@@ -51,7 +53,7 @@ type cluster struct {
 // newCluster lays out three members under dir. ports holds each member's
 // client and peer port.
 func newCluster(keyvald, dir string, ports [3][2]int, extra []string) *cluster {
-	c := &cluster{keyvald: keyvald, args: extra}
+	c := &cluster{bin: keyvald, args: extra}
 	var peers []string
 	for i, p := range ports {
 		n := &node{
@@ -140,11 +142,8 @@ func (c *cluster) start(n *node) error {
 	if err != nil {
 		return fmt.Errorf("node %d: %w", n.id, err)
 	}
-	args := append([]string{
-		"--id", strconv.FormatUint(n.id, 10), "--data-dir", n.dataDir,
-		"--listen-client", n.clientAddr, "--listen-peer", n.peerAddr, "--initial-cluster", c.initial,
-	}, c.args...)
-	cmd := exec.Command(c.keyvald, args...)
+	args := append(c.ownArgs(n), c.args...)
+	cmd := exec.Command(c.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = childAttrs()
 	if err := cmd.Start(); err != nil {
@@ -163,10 +162,21 @@ func (c *cluster) start(n *node) error {
 		n.mu.Unlock()
 		close(exited)
 	}()
-	if line := shellQuote(c.keyvald, args); !slices.Contains(c.commands, line) {
+	if line := shellQuote(c.bin, args); !slices.Contains(c.commands, line) {
 		c.commands = append(c.commands, line)
 	}
 	return nil
+}
+
+// ownArgs are the flags that differ from member to member.
+func (c *cluster) ownArgs(n *node) []string {
+	if c.memberArgs != nil {
+		return c.memberArgs(c, n)
+	}
+	return []string{
+		"--id", strconv.FormatUint(n.id, 10), "--data-dir", n.dataDir,
+		"--listen-client", n.clientAddr, "--listen-peer", n.peerAddr, "--initial-cluster", c.initial,
+	}
 }
 
 // startAll starts every member.

@@ -3,6 +3,7 @@
 // loopback with its data on the real disk (keyvald always fsyncs its WAL),
 // and measures writes at 1 to 256 clients, linearizable and serializable
 // reads, the same through etcd's v3 API with etcd's own benchmark tool,
+// watch fan-out and lease keep-alives paired with an etcd cluster,
 // memory over a sustained-overwrite run, failover after kill -9 of the
 // leader, and the catch-up of a member restarted behind many writes.
 // Everything measured goes to a markdown file with the exact commands.
@@ -62,6 +63,8 @@ type options struct {
 	snapshotInterval int
 	unary            bool
 	etcdBenchmark    string
+	etcdServer       string
+	watchLeaseRounds int
 	keep             bool
 	quiet            bool
 	timeout          time.Duration
@@ -72,7 +75,7 @@ type options struct {
 // writes and reads, so these keep measuring what they always have. Memory
 // is measured before failover and catch-up: those leave a million keys
 // and restarted members behind.
-var allSteps = []string{"writes", "reads", "etcd", "rss", "failover", "catchup"}
+var allSteps = []string{"writes", "reads", "etcd", "watch-lease", "rss", "failover", "catchup"}
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -164,6 +167,8 @@ Flags:
 	fs.IntVar(&opt.snapshotInterval, "snapshot-interval", 0, "keyvald --snapshot-interval (0: keyvald's default)")
 	fs.BoolVar(&opt.unary, "unary", false, "kvbench --unary: one gRPC call per operation, as etcd's tool makes, instead of the client's pipeline")
 	fs.StringVar(&opt.etcdBenchmark, "etcd-benchmark", defaultEtcdBenchmark, "etcd's benchmark tool for the etcd step (the default is built by make etcd-benchmark when needed)")
+	fs.StringVar(&opt.etcdServer, "etcd-server", defaultEtcdServer, "etcd's server, run beside KeyVal in the watch-lease step (the default is built by make etcd when needed; "+noEtcdServer+": KeyVal alone)")
+	fs.IntVar(&opt.watchLeaseRounds, "watch-lease-rounds", 3, "rounds of the watch-lease step, each running every benchmark on both systems")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "give up (and fail) after this long; 0: no limit (--smoke: 3m)")
@@ -183,7 +188,7 @@ Flags:
 		for name, v := range map[string]string{
 			"write-ops": "300", "read-ops": "300", "key-space": "1000", "failover-trials": "1",
 			"catchup-keys": "3000", "catchup-timeout": "1m", "rss-duration": "3s", "snapshot-interval": "500",
-			"quiet": "true", "base-port": "0", "timeout": "3m",
+			"quiet": "true", "base-port": "0", "timeout": "3m", "watch-lease-rounds": "1",
 		} {
 			if !given[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -216,6 +221,8 @@ Flags:
 		return opt, errors.New("--write-ops, --read-ops, --key-space and --catchup-keys must be positive")
 	case opt.keySpace > 100000000:
 		return opt, errors.New("--key-space must fit in 8-digit keys (at most 100000000)")
+	case opt.watchLeaseRounds < 1:
+		return opt, errors.New("--watch-lease-rounds must be positive")
 	case opt.failoverTrials < 0:
 		return opt, errors.New("--failover-trials must not be negative")
 	case opt.basePort < 0 || opt.basePort+20001 > 65535:
@@ -271,7 +278,7 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 	rep.loadStart = currentLoad()
 
 	steps := map[string]func(context.Context) error{
-		"writes": d.stepWrites, "reads": d.stepReads, "etcd": d.stepEtcd, "rss": d.stepRSS,
+		"writes": d.stepWrites, "reads": d.stepReads, "etcd": d.stepEtcd, "watch-lease": d.stepWatchLease, "rss": d.stepRSS,
 		"failover": d.stepFailover, "catchup": d.stepCatchup,
 	}
 	var failed []error
@@ -311,8 +318,13 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 // build compiles keyvald and kvbench from this checkout, and etcd's
 // benchmark tool if the etcd step is to run.
 func build(ctx context.Context, opt options, stderr io.Writer) error {
-	if opt.steps["etcd"] {
+	if opt.steps["etcd"] || opt.steps["watch-lease"] {
 		if err := buildEtcdBenchmark(ctx, opt, stderr); err != nil {
+			return err
+		}
+	}
+	if opt.steps["watch-lease"] {
+		if err := buildEtcdServer(ctx, opt, stderr); err != nil {
 			return err
 		}
 	}

@@ -18,22 +18,23 @@ import (
 
 // report gathers the results and renders them as markdown.
 type report struct {
-	opt       options
-	c         *cluster
-	started   time.Time
-	finished  time.Time
-	loadStart []float64
-	loadEnd   []float64
-	env       []envLine
-	writes    []benchRow
-	preload   *benchRow
-	reads     []benchRow
-	etcd      []benchRow
-	rss       *rssResult
-	failover  *failoverResult
-	catchup   *catchupResult
-	stepTimes []stepTime
-	failures  []string
+	opt        options
+	c          *cluster
+	started    time.Time
+	finished   time.Time
+	loadStart  []float64
+	loadEnd    []float64
+	env        []envLine
+	writes     []benchRow
+	preload    *benchRow
+	reads      []benchRow
+	etcd       []benchRow
+	watchLease *watchLeaseResult
+	rss        *rssResult
+	failover   *failoverResult
+	catchup    *catchupResult
+	stepTimes  []stepTime
+	failures   []string
 }
 
 type stepTime struct {
@@ -117,6 +118,9 @@ func (r *report) markdown() string {
 			"One gRPC call per operation; `--target-leader` puts every connection on the leader. Puts and transactions: "+
 			"8-byte random keys over a %d-key space, 256-byte values; ranges read the one key `%s`.\n\n", r.opt.keySpace, etcdRangeKey)
 		writeRows(&b, "etcd benchmark", r.etcd)
+	}
+	if r.watchLease != nil {
+		r.writeWatchLease(&b)
 	}
 	if r.rss != nil {
 		r.writeRSS(&b)

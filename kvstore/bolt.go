@@ -45,10 +45,12 @@ var _ Store = (*Bolt)(nil)
 
 // The bbolt layout; docs/kvstore.md describes it.
 var (
-	bucketMeta    = []byte("meta")    // the keys below
-	bucketKV      = []byte("kv")      // user key -> meta (mvcc.go) | value
-	bucketHistory = []byte("history") // histKey -> meta | value (mvcc.go)
-	// revision u64 | key -> nothing: the revision index (leases.go)
+	bucketMeta = []byte("meta") // the keys below
+	// user key -> its newest version (a tombstone if it was deleted
+	// since the last compaction), as versionBytes stores it
+	bucketKV = []byte("kv")
+	// revision u64 | key -> the key's version at that revision: the
+	// history, in revision order (and the revision index, leases.go)
 	bucketRevs = []byte("revs")
 	// lease id u64 -> kvpb.Lease; lease id u64 | key -> nothing
 	bucketLeases    = []byte("leases")
@@ -71,8 +73,13 @@ var (
 // boltFormatVersion is the layout version stored under meta/format.
 // Version 1, from before history, stored a version u64 before each value
 // and had no history bucket; version 2 had no revision index and no
-// leases. OpenBolt upgrades both (migrateV1, migrateV2).
-const boltFormatVersion = 3
+// leases; version 3 kept the history in a second bucket ordered by key
+// (bucketHistoryV3), which cost every write a second random leaf page.
+// OpenBolt upgrades all three (migrateV1, migrateV2, migrateV3).
+const boltFormatVersion = 4
+
+// bucketHistoryV3 is layout 3's history: histKey -> meta | value.
+var bucketHistoryV3 = []byte("history")
 
 // initialMmapSize is bbolt's first memory map: address space, not memory.
 const initialMmapSize = 1 << 30
@@ -124,6 +131,9 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 			return err
 		}
 		if err := migrateV2(tx); err != nil {
+			return err
+		}
+		if err := migrateV3(tx); err != nil {
 			return err
 		}
 		st, err := loadState(tx)
@@ -273,6 +283,9 @@ func (b *Bolt) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResul
 			meta, value, err := splitValue(k, v)
 			if err != nil {
 				return err
+			}
+			if meta.tombstone() {
+				continue
 			}
 			if !page.room(len(k)+len(value), &r) {
 				break
@@ -456,10 +469,11 @@ func (b *Bolt) Restore(r io.Reader) error {
 		if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
 			return err
 		}
-		sink := &boltSink{kv: tx.Bucket(bucketKV), hist: tx.Bucket(bucketHistory), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU),
+		sink := &boltSink{kv: tx.Bucket(bucketKV), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU),
 			revs: tx.Bucket(bucketRevs), leases: tx.Bucket(bucketLeases), leaseKeys: tx.Bucket(bucketLeaseKeys)}
-		// Snapshots arrive in key order: pack pages full.
-		sink.kv.FillPercent, sink.hist.FillPercent, sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95, 0.95, 0.95
+		// Snapshots arrive in key order: pack those pages full (not the
+		// history's, which arrives in key order, not revision order).
+		sink.kv.FillPercent, sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95, 0.95
 		var err error
 		if info, err = readSnapshot(r, sink); err != nil {
 			return err
@@ -480,9 +494,13 @@ func (b *Bolt) Restore(r io.Reader) error {
 }
 
 type boltSink struct {
-	kv, hist, clients, lru  *bbolt.Bucket
+	kv, clients, lru        *bbolt.Bucket
 	revs, leases, leaseKeys *bbolt.Bucket
 	n                       uint64
+	// The key of the last history record and its revision: the previous
+	// version of the next record, if that is the same key's.
+	lastKey []byte
+	lastRev uint64
 	// What the header says and what the records count (Usage).
 	used, clock, compactRev uint64
 	alarms                  []*kvpb.Alarm
@@ -493,21 +511,28 @@ func (s *boltSink) begin(h *kvpb.SnapshotHeader) error {
 	return nil
 }
 
+// keyValue counts a live key: history already stored it.
 func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 	s.used += KeyBytes(len(kv.Key), len(kv.Value))
 	if kv.Lease != 0 {
-		if err := s.leaseKeys.Put(append(u64(kv.Lease), kv.Key...), nil); err != nil {
-			return err
-		}
+		return s.leaseKeys.Put(append(u64(kv.Lease), kv.Key...), nil)
 	}
-	return s.kv.Put(kv.Key, joinValue(kv.Value, metaFromProto(kv)))
+	return nil
 }
 
+// history stores a version, and makes it the key's newest: a key's
+// records arrive in revision order, so its last one stays in kv.
 func (s *boltSink) history(kv *kvpb.KeyValue) error {
-	if err := s.revs.Put(append(u64(kv.Version), kv.Key...), nil); err != nil {
+	var prev uint64
+	if bytes.Equal(kv.Key, s.lastKey) {
+		prev = s.lastRev
+	}
+	s.lastKey, s.lastRev = append(s.lastKey[:0], kv.Key...), kv.Version
+	v := versionBytes(kv.Value, metaFromProto(kv), prev)
+	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), v); err != nil {
 		return err
 	}
-	return s.hist.Put(histKey(nil, kv.Key, kv.Version), joinValue(kv.Value, metaFromProto(kv)))
+	return s.kv.Put(kv.Key, v)
 }
 
 func (s *boltSink) lease(l *kvpb.Lease) error {
@@ -565,11 +590,10 @@ func (b *Bolt) Close() error {
 // cursor, and grow its stack, on every call), and an arena for the values
 // written (bbolt keeps them, without copying, until the commit).
 type boltState struct {
-	meta, kv, hist, clients, lru *bbolt.Bucket
-	applied, rev, nclients       uint64
-	compactRev                   uint64
-	compactDirty                 bool
-	histKeyBuf                   []byte
+	meta, kv, clients, lru *bbolt.Bucket
+	applied, rev, nclients uint64
+	compactRev             uint64
+	compactDirty           bool
 
 	// used, the session clock and the alarms (Usage); hasUsed says the
 	// file holds used_bytes. The clock and alarms are written back only
@@ -578,20 +602,38 @@ type boltState struct {
 	hasUsed                 bool
 	alarmList               []*kvpb.Alarm
 	clockDirty, alarmsDirty bool
-	// lastGet is the last key get looked up, its value's length (-1:
-	// absent) and its lease, while haveLast, so that the put or delete
-	// that follows it counts the bytes it replaces and moves the key
-	// between leases without a second lookup.
-	lastGet      []byte
-	lastGetLen   int
-	lastGetLease uint64
-	haveLast     bool
+	// lastGet is the last key get looked up and what kv holds for it,
+	// while haveLast, so that the put or delete that follows it counts
+	// the bytes it replaces, moves the key between leases and links the
+	// new version to the one before without a second lookup.
+	lastGet  []byte
+	last     head
+	haveLast bool
 
 	revs, leases, leaseKeysB *bbolt.Bucket
 	revKeyBuf                []byte
 
-	kvCur, histCur, clientsCur, lruCur *bbolt.Cursor
+	kvCur, revsCur, clientsCur, lruCur *bbolt.Cursor
 	arena                              []byte
+}
+
+// head is what kv holds for a key: the size of its value (-1: absent or
+// deleted), its lease, and its newest version's revision and that
+// version's previous one (0: none).
+type head struct {
+	size      int
+	lease     uint64
+	rev, prev uint64
+}
+
+// prevFor is the previous version of a version written at rev over h:
+// h's own, unless h was written at rev too (the same key twice in one
+// revision), which rev's version replaces.
+func (h head) prevFor(rev uint64) uint64 {
+	if h.rev == rev {
+		return h.prev
+	}
+	return h.rev
 }
 
 // Apply sizes the arena for its batch: every command's bytes (a value is
@@ -658,13 +700,12 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 		kv:      tx.Bucket(bucketKV),
 		clients: tx.Bucket(bucketClients),
 		lru:     tx.Bucket(bucketLRU),
-		hist:    tx.Bucket(bucketHistory),
 
 		revs:       tx.Bucket(bucketRevs),
 		leases:     tx.Bucket(bucketLeases),
 		leaseKeysB: tx.Bucket(bucketLeaseKeys),
 	}
-	if st.meta == nil || st.kv == nil || st.clients == nil || st.lru == nil || st.hist == nil ||
+	if st.meta == nil || st.kv == nil || st.clients == nil || st.lru == nil ||
 		st.revs == nil || st.leases == nil || st.leaseKeysB == nil {
 		return nil, fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
@@ -713,11 +754,11 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 func (st *boltState) countUsed() error {
 	st.used = 0
 	err := st.kv.ForEach(func(k, v []byte) error {
-		if len(v) < metaSize {
-			return fmt.Errorf("%w: value of key %q is %d bytes, shorter than its meta", ErrCorrupt, k, len(v))
+		meta, value, err := splitValue(k, v)
+		if err == nil && !meta.tombstone() {
+			st.used += KeyBytes(len(k), len(value))
 		}
-		st.used += KeyBytes(len(k), len(v)-metaSize)
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
@@ -780,35 +821,57 @@ func (st *boltState) setRevision(r uint64)     { st.rev = r }
 func (st *boltState) clientCount() uint64      { return st.nclients }
 
 func (st *boltState) get(key []byte) ([]byte, kvMeta, bool, error) {
-	st.lastGet, st.lastGetLen, st.lastGetLease, st.haveLast = append(st.lastGet[:0], key...), -1, 0, true
+	st.lastGet, st.last, st.haveLast = append(st.lastGet[:0], key...), head{size: -1}, true
 	v := seek(&st.kvCur, st.kv, key)
 	if v == nil {
 		return nil, kvMeta{}, false, nil
 	}
-	meta, value, err := splitValue(key, v)
-	if err == nil {
-		st.lastGetLen, st.lastGetLease = len(value), meta.lease
+	meta, prev, value, err := splitVersion(key, v)
+	if err != nil {
+		st.haveLast = false
+		return nil, kvMeta{}, false, err
 	}
-	return value, meta, err == nil, err
+	st.last.rev, st.last.prev = meta.modRev, prev
+	if meta.tombstone() {
+		return nil, kvMeta{}, false, nil
+	}
+	st.last.size, st.last.lease = len(value), meta.lease
+	return value, meta, true, nil
 }
 
-// old is the length of key's value before a put or delete (-1: absent)
-// and its lease, from the get just before when it read key.
-func (st *boltState) old(key []byte) (int, uint64) {
+// head is what kv holds for key before a put or delete, from the get
+// just before when it read key.
+func (st *boltState) head(key []byte) (head, error) {
 	if st.haveLast && bytes.Equal(st.lastGet, key) {
-		return st.lastGetLen, st.lastGetLease
+		st.haveLast = false
+		return st.last, nil
 	}
-	if v := seek(&st.kvCur, st.kv, key); len(v) >= metaSize {
-		return len(v) - metaSize, getMeta(v).lease
+	st.haveLast = false
+	h := head{size: -1}
+	v := seek(&st.kvCur, st.kv, key)
+	if v == nil {
+		return h, nil
 	}
-	return -1, 0
+	meta, prev, value, err := splitVersion(key, v)
+	if err != nil {
+		return h, err
+	}
+	h.rev, h.prev = meta.modRev, prev
+	if !meta.tombstone() {
+		h.size, h.lease = len(value), meta.lease
+	}
+	return h, nil
 }
 
-// indexRevision records (rev, key) in the revision index.
-func (st *boltState) indexRevision(rev uint64, key []byte) error {
-	st.revKeyBuf = append(binary.BigEndian.AppendUint64(st.revKeyBuf[:0], rev), key...)
-	if err := st.revs.Put(st.revKeyBuf, nil); err != nil {
-		return fmt.Errorf("index %q at revision %d: %w", key, rev, err)
+// record stores key's version v, written at rev, as its newest and in
+// the history.
+func (st *boltState) record(key []byte, rev uint64, v []byte) error {
+	if err := st.kv.Put(key, v); err != nil {
+		return fmt.Errorf("write %q at revision %d: %w", key, rev, err)
+	}
+	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], rev, key)
+	if err := st.revs.Put(st.revKeyBuf, v); err != nil {
+		return fmt.Errorf("record %q at revision %d: %w", key, rev, err)
 	}
 	return nil
 }
@@ -831,53 +894,42 @@ func (st *boltState) attach(key []byte, from, to uint64) error {
 	return nil
 }
 
-// put stores one slice, meta and value, in both buckets: bbolt keeps
+// put stores one slice, the new version, in both buckets: bbolt keeps
 // values, not keys, until the commit.
 func (st *boltState) put(key, value []byte, meta kvMeta) error {
-	old, oldLease := st.old(key)
-	st.haveLast = false
-	v := st.alloc(metaSize + len(value))
-	putMeta(v, meta)
-	copy(v[metaSize:], value)
-	if err := st.kv.Put(key, v); err != nil {
-		return fmt.Errorf("put %q: %w", key, err)
-	}
-	st.histKeyBuf = histKey(st.histKeyBuf[:0], key, meta.modRev)
-	if err := st.hist.Put(st.histKeyBuf, v); err != nil {
-		return fmt.Errorf("record %q at revision %d: %w", key, meta.modRev, err)
-	}
-	if err := st.indexRevision(meta.modRev, key); err != nil {
+	h, err := st.head(key)
+	if err != nil {
 		return err
 	}
-	if err := st.attach(key, oldLease, meta.lease); err != nil {
+	v := st.alloc(versionHead + len(value))
+	putVersion(v, meta, h.prevFor(meta.modRev), value)
+	if err := st.record(key, meta.modRev, v); err != nil {
 		return err
 	}
-	countPut(st, key, value, max(old, 0), old >= 0)
+	if err := st.attach(key, h.lease, meta.lease); err != nil {
+		return err
+	}
+	countPut(st, key, value, max(h.size, 0), h.size >= 0)
 	return nil
 }
 
+// del makes a live key's newest version a tombstone, which stays in kv
+// (so that reads at earlier revisions find the key's versions) until a
+// compaction drops it.
 func (st *boltState) del(key []byte, rev uint64) error {
-	old, oldLease := st.old(key)
-	st.haveLast = false
-	if old < 0 {
-		return nil
-	}
-	if err := remove(&st.kvCur, st.kv, key); err != nil {
-		return fmt.Errorf("delete %q: %w", key, err)
-	}
-	v := st.alloc(metaSize)
-	putMeta(v, kvMeta{modRev: rev})
-	st.histKeyBuf = histKey(st.histKeyBuf[:0], key, rev)
-	if err := st.hist.Put(st.histKeyBuf, v); err != nil {
-		return fmt.Errorf("record the deletion of %q at revision %d: %w", key, rev, err)
-	}
-	if err := st.indexRevision(rev, key); err != nil {
+	h, err := st.head(key)
+	if err != nil || h.size < 0 {
 		return err
 	}
-	if err := st.attach(key, oldLease, 0); err != nil {
+	v := st.alloc(versionHead)
+	putVersion(v, kvMeta{modRev: rev}, h.prevFor(rev), nil)
+	if err := st.record(key, rev, v); err != nil {
 		return err
 	}
-	countDelete(st, key, old)
+	if err := st.attach(key, h.lease, 0); err != nil {
+		return err
+	}
+	countDelete(st, key, h.size)
 	return nil
 }
 
@@ -895,15 +947,10 @@ func (st *boltState) scanRevisions(from, to uint64, fn func(rev uint64, key []by
 	return nil
 }
 
-func (st *boltState) compactRevisions(below uint64) error {
-	c := st.revs.Cursor()
-	for k, _ := c.First(); len(k) >= 8 && binary.BigEndian.Uint64(k) < below; k, _ = c.First() {
-		if err := c.Delete(); err != nil {
-			return fmt.Errorf("compact the revision index below %d: %w", below, err)
-		}
-	}
-	return nil
-}
+// compactRevisions has nothing to do: the revision index is the history,
+// which deleteHistory compacts, and Events never reads below the
+// compacted revision.
+func (st *boltState) compactRevisions(uint64) error { return nil }
 
 func (st *boltState) lease(id int64) (*kvpb.Lease, error) {
 	v := st.leases.Get(u64(uint64(id)))
@@ -978,49 +1025,79 @@ func (st *boltState) scanLatest(start, end []byte, fn func(v version) bool) erro
 		if err != nil {
 			return err
 		}
-		if !fn(version{key: k, value: value, meta: meta}) {
+		if !meta.tombstone() && !fn(version{key: k, value: value, meta: meta}) {
 			return nil
 		}
 	}
 	return nil
 }
 
+// scanHistory reads each key's versions by following the links from its
+// newest one back: one lookup in the history per version.
 func (st *boltState) scanHistory(start, end []byte, fn func(v version) bool) error {
-	var stop []byte
-	if len(end) > 0 {
-		stop = histPrefix(nil, end)
-	}
-	c := st.hist.Cursor()
-	for hk, v := c.Seek(histPrefix(nil, start)); hk != nil && (stop == nil || bytes.Compare(hk, stop) < 0); hk, v = c.Next() {
-		key, _, err := splitHistKey(hk)
-		if err != nil {
-			return fmt.Errorf("%w: history key %x: %v", ErrCorrupt, hk, err)
-		}
-		meta, value, err := splitValue(key, v)
-		if err != nil {
+	var chain []version
+	c := st.kv.Cursor()
+	for k, v := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, v = c.Next() {
+		var err error
+		if chain, err = st.versions(chain[:0], k, v); err != nil {
 			return err
 		}
-		if !fn(version{key: key, value: value, meta: meta}) {
-			return nil
+		for i := len(chain) - 1; i >= 0; i-- {
+			if !fn(chain[i]) {
+				return nil
+			}
 		}
 	}
 	return nil
+}
+
+// versions appends to dst key's versions from newest, stored as v, back
+// to the oldest the history holds. A link to a version that is missing
+// ends the list if compaction may have removed it (at or below the
+// compacted revision), else the file is corrupt.
+func (st *boltState) versions(dst []version, key, v []byte) ([]version, error) {
+	for {
+		meta, prev, value, err := splitVersion(key, v)
+		if err != nil {
+			return nil, err
+		}
+		dst = append(dst, version{key: key, value: value, meta: meta})
+		switch {
+		case prev == 0:
+			return dst, nil
+		case prev >= meta.modRev:
+			return nil, fmt.Errorf("%w: version of %q at revision %d links to revision %d", ErrCorrupt, key, meta.modRev, prev)
+		}
+		if v = st.historyAt(key, prev); v == nil {
+			if prev <= st.compactRev {
+				return dst, nil
+			}
+			return nil, fmt.Errorf("%w: version of %q at revision %d links to revision %d, which the history lacks", ErrCorrupt, key, meta.modRev, prev)
+		}
+	}
+}
+
+// historyAt is key's version at rev as stored, or nil.
+func (st *boltState) historyAt(key []byte, rev uint64) []byte {
+	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], rev, key)
+	return seek(&st.revsCur, st.revs, st.revKeyBuf)
 }
 
 func (st *boltState) versionAround(key []byte, rev uint64) (at, before *version, err error) {
-	hk := histKey(nil, key, rev)
-	group := hk[:len(hk)-8]
-	c := st.hist.Cursor()
-	k, v := c.Seek(hk)
-	if bytes.Equal(k, hk) {
-		meta, value, err := splitValue(key, v)
-		if err != nil {
-			return nil, nil, err
-		}
-		at = &version{key: clone(key), value: clone(value), meta: meta}
+	v := st.historyAt(key, rev)
+	if v == nil {
+		return nil, nil, nil
 	}
-	if k, v = c.Prev(); k != nil && len(k) == len(hk) && bytes.HasPrefix(k, group) {
-		meta, value, err := splitValue(key, v)
+	meta, prev, value, err := splitVersion(key, v)
+	if err != nil {
+		return nil, nil, err
+	}
+	at = &version{key: clone(key), value: clone(value), meta: meta}
+	if prev == 0 {
+		return at, nil, nil
+	}
+	if v = st.historyAt(key, prev); v != nil {
+		meta, _, value, err := splitVersion(key, v)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -1029,10 +1106,18 @@ func (st *boltState) versionAround(key []byte, rev uint64) (at, before *version,
 	return at, before, nil
 }
 
+// deleteHistory removes key's version at rev, and the key from kv if that
+// version is its newest (a tombstone: compaction keeps live ones).
 func (st *boltState) deleteHistory(key []byte, rev uint64) error {
-	st.histKeyBuf = histKey(st.histKeyBuf[:0], key, rev)
-	if err := remove(&st.histCur, st.hist, st.histKeyBuf); err != nil {
+	st.haveLast = false
+	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], rev, key)
+	if err := remove(&st.revsCur, st.revs, st.revKeyBuf); err != nil {
 		return fmt.Errorf("compact %q at revision %d: %w", key, rev, err)
+	}
+	if v := seek(&st.kvCur, st.kv, key); len(v) >= metaSize && getMeta(v).modRev == rev {
+		if err := st.kvCur.Delete(); err != nil {
+			return fmt.Errorf("compact %q at revision %d: %w", key, rev, err)
+		}
 	}
 	return nil
 }
@@ -1135,24 +1220,52 @@ func u64(v uint64) []byte {
 	return b
 }
 
-// joinValue is the stored form of a version: its meta, then the value. A
-// fresh slice, as bbolt keeps it until the commit.
-func joinValue(value []byte, meta kvMeta) []byte {
+// A version is stored, in kv and in the history alike, as its meta, then
+// the revision of the key's previous version (0: none), then the value.
+const versionHead = metaSize + 8
+
+// revisionKey is where the history keeps key's version at rev.
+func revisionKey(dst []byte, rev uint64, key []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(dst, rev), key...)
+}
+
+func putVersion(dst []byte, meta kvMeta, prev uint64, value []byte) {
+	putMeta(dst, meta)
+	binary.BigEndian.PutUint64(dst[metaSize:], prev)
+	copy(dst[versionHead:], value)
+}
+
+// versionBytes is a version's stored form in a fresh slice, as bbolt
+// keeps it until the commit.
+func versionBytes(value []byte, meta kvMeta, prev uint64) []byte {
+	v := make([]byte, versionHead+len(value))
+	putVersion(v, meta, prev, value)
+	return v
+}
+
+func splitVersion(key, v []byte) (meta kvMeta, prev uint64, value []byte, err error) {
+	if len(v) < versionHead {
+		return kvMeta{}, 0, nil, fmt.Errorf("%w: value of key %q is %d bytes, shorter than its meta", ErrCorrupt, key, len(v))
+	}
+	return getMeta(v), binary.BigEndian.Uint64(v[metaSize:]), v[versionHead:], nil
+}
+
+func splitValue(key, v []byte) (kvMeta, []byte, error) {
+	meta, _, value, err := splitVersion(key, v)
+	return meta, value, err
+}
+
+// joinValueV3 is a version's stored form in layouts 2 and 3: its meta,
+// then the value.
+func joinValueV3(value []byte, meta kvMeta) []byte {
 	v := make([]byte, metaSize+len(value))
 	putMeta(v, meta)
 	copy(v[metaSize:], value)
 	return v
 }
 
-func splitValue(key, v []byte) (kvMeta, []byte, error) {
-	if len(v) < metaSize {
-		return kvMeta{}, nil, fmt.Errorf("%w: value of key %q is %d bytes, shorter than its meta", ErrCorrupt, key, len(v))
-	}
-	return getMeta(v), v[metaSize:], nil
-}
-
 // allBuckets are the store's buckets.
-var allBuckets = [][]byte{bucketMeta, bucketKV, bucketHistory, bucketRevs, bucketLeases, bucketLeaseKeys, bucketClients, bucketLRU}
+var allBuckets = [][]byte{bucketMeta, bucketKV, bucketRevs, bucketLeases, bucketLeaseKeys, bucketClients, bucketLRU}
 
 // migrateV1 upgrades a file of layout version 1 in place: each value gets
 // the meta of a key written once at its version, which also becomes its
@@ -1166,9 +1279,9 @@ func migrateV1(tx *bbolt.Tx) error {
 	if kv == nil {
 		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
-	hist, err := tx.CreateBucketIfNotExists(bucketHistory)
+	hist, err := tx.CreateBucketIfNotExists(bucketHistoryV3)
 	if err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucketHistory, err)
+		return fmt.Errorf("create bucket %s: %w", bucketHistoryV3, err)
 	}
 	type upgraded struct{ key, value []byte }
 	var all []upgraded
@@ -1177,7 +1290,7 @@ func migrateV1(tx *bbolt.Tx) error {
 			return fmt.Errorf("%w: value of key %q is %d bytes, shorter than its version", ErrCorrupt, k, len(v))
 		}
 		rev := binary.BigEndian.Uint64(v)
-		all = append(all, upgraded{clone(k), joinValue(v[8:], kvMeta{modRev: rev, createRev: rev, count: 1})})
+		all = append(all, upgraded{clone(k), joinValueV3(v[8:], kvMeta{modRev: rev, createRev: rev, count: 1})})
 		return nil
 	})
 	if err != nil {
@@ -1204,7 +1317,7 @@ func migrateV2(tx *bbolt.Tx) error {
 	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 2 {
 		return nil
 	}
-	hist := tx.Bucket(bucketHistory)
+	hist := tx.Bucket(bucketHistoryV3)
 	if hist == nil {
 		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
@@ -1229,6 +1342,74 @@ func migrateV2(tx *bbolt.Tx) error {
 	for _, e := range entries {
 		if err := revs.Put(e, nil); err != nil {
 			return fmt.Errorf("upgrade: %w", err)
+		}
+	}
+	return meta.Put(keyFormat, u64(3))
+}
+
+// migrateV3 upgrades a file of layout version 3 in place: the history,
+// read from its key-ordered bucket, is rewritten by revision with each
+// version linked to the one before, and kv is rebuilt from each key's
+// newest version (tombstones included). It holds the whole history in
+// memory once.
+func migrateV3(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 3 {
+		return nil
+	}
+	hist := tx.Bucket(bucketHistoryV3)
+	if hist == nil {
+		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
+	}
+	type upgraded struct {
+		key []byte
+		rev uint64
+		v   []byte
+	}
+	var (
+		all     []upgraded
+		lastKey []byte
+		lastRev uint64
+	)
+	err := hist.ForEach(func(hk, v []byte) error {
+		key, rev, err := splitHistKey(hk)
+		if err != nil {
+			return fmt.Errorf("%w: history key %x: %v", ErrCorrupt, hk, err)
+		}
+		if len(v) < metaSize {
+			return fmt.Errorf("%w: history entry of %q at revision %d is %d bytes, shorter than its meta", ErrCorrupt, key, rev, len(v))
+		}
+		var prev uint64
+		if bytes.Equal(key, lastKey) {
+			prev = lastRev
+		}
+		lastKey, lastRev = key, rev
+		all = append(all, upgraded{key, rev, versionBytes(v[metaSize:], getMeta(v), prev)})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, name := range [][]byte{bucketHistoryV3, bucketKV, bucketRevs} {
+		if err := tx.DeleteBucket(name); err != nil {
+			return fmt.Errorf("upgrade: drop bucket %s: %w", name, err)
+		}
+	}
+	kv, err := tx.CreateBucket(bucketKV)
+	if err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	revs, err := tx.CreateBucket(bucketRevs)
+	if err != nil {
+		return fmt.Errorf("upgrade: %w", err)
+	}
+	for _, u := range all {
+		if err := revs.Put(revisionKey(nil, u.rev, u.key), u.v); err != nil {
+			return fmt.Errorf("upgrade %q: %w", u.key, err)
+		}
+		// A key's versions come in revision order: the last one stays.
+		if err := kv.Put(u.key, u.v); err != nil {
+			return fmt.Errorf("upgrade %q: %w", u.key, err)
 		}
 	}
 	return meta.Put(keyFormat, u64(boltFormatVersion))

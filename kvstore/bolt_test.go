@@ -142,7 +142,7 @@ func TestBoltCorruptDataReported(t *testing.T) {
 		path := seeded(t)
 		damage(t, path, func(tx *bbolt.Tx) error {
 			// Both the current version and its history entry.
-			hist := tx.Bucket(bucketHistory)
+			hist := tx.Bucket(bucketRevs)
 			c := hist.Cursor()
 			for hk, _ := c.First(); hk != nil; hk, _ = c.Next() {
 				if err := hist.Put(hk, []byte{1, 2}); err != nil {

@@ -2,8 +2,11 @@ package kvstore
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -260,6 +263,75 @@ func TestBoltUpgradesFormat1(t *testing.T) {
 	r := newApplier(t, b).one(etcdPut(t, "k", "w"))
 	require.Equal(t, uint64(4), r.Revision)
 	require.Equal(t, "v", string(get(t, b, "k", 3).Kvs[0].Value))
+}
+
+// A bbolt file of layout version 3 (history ordered by key, in a bucket
+// of its own) is upgraded when opened: testdata/layout3.db.gz was written
+// by the last build of that layout (keys overwritten, deleted and put
+// again, one with a 0x00 byte, two on a lease, a compaction, a session),
+// layout3.snap is its snapshot then. The upgraded file holds the same
+// state: the same snapshot, byte for byte, and the same hash; and it goes
+// on as a store restored from that snapshot does.
+func TestBoltUpgradesFormat3(t *testing.T) {
+	snap, err := os.ReadFile("testdata/layout3.snap")
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "kv.db")
+	gunzip(t, "testdata/layout3.db.gz", path)
+
+	b, err := OpenBolt(path, Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	var got bytes.Buffer
+	_, err = b.Snapshot(&got)
+	require.NoError(t, err)
+	require.Equal(t, snap, got.Bytes())
+
+	mem := NewMemory(Options{})
+	require.NoError(t, mem.Restore(bytes.NewReader(snap)))
+	same := func(from int64) {
+		t.Helper()
+		for rev := from; rev <= int64(b.Revision()); rev++ {
+			hb, err := b.HashKV(rev)
+			require.NoError(t, err)
+			hm, err := mem.HashKV(rev)
+			require.NoError(t, err)
+			require.Equal(t, hm, hb, "hash at revision %d", rev)
+			all := &pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: rev}
+			rb, err := b.EtcdRange(all, 0)
+			require.NoError(t, err)
+			rm, err := mem.EtcdRange(all, 0)
+			require.NoError(t, err)
+			require.Equal(t, rm.Kvs, rb.Kvs, "keys at revision %d", rev)
+		}
+		evs, _, err := b.Events(nil, nil, uint64(from), b.Revision(), true, 0)
+		require.NoError(t, err)
+		want, _, err := mem.Events(nil, nil, uint64(from), b.Revision(), true, 0)
+		require.NoError(t, err)
+		require.Equal(t, want, evs)
+	}
+	require.Equal(t, uint64(4), b.CompactedRevision())
+	same(5)
+	for _, s := range []Store{b, mem} {
+		a := newApplier(t, s)
+		a.one(etcdPut(t, "gone", "again"))
+		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{delOp("k", "")}}))
+		a.one(EncodeCompact(s.Revision()-1, ""))
+	}
+	same(int64(b.CompactedRevision()) + 1)
+}
+
+func gunzip(t *testing.T, from, to string) {
+	t.Helper()
+	in, err := os.Open(from)
+	require.NoError(t, err)
+	defer in.Close()
+	zr, err := gzip.NewReader(in)
+	require.NoError(t, err)
+	out, err := os.Create(to)
+	require.NoError(t, err)
+	_, err = io.Copy(out, zr)
+	require.NoError(t, err)
+	require.NoError(t, out.Close())
 }
 
 // mvccModel is the reference: every revision's whole state.

@@ -260,8 +260,10 @@ const (
 // oversized command is an Invalid result on every node rather than a
 // storage error on some. The server's configurable limits sit below them.
 const (
-	// MaxKeySize keeps a key's history entry (histKey: the key with each
+	// MaxKeySize kept layout 3's history keys (histKey: the key with each
 	// 0x00 byte doubled, plus 10 bytes) within bbolt's 32 KiB key limit.
+	// Layout 4 needs only 8 bytes more than the key, but a member still on
+	// layout 3 in a rolling upgrade must accept every key the others do.
 	MaxKeySize = (32<<10 - 10) / 2
 	// MaxValueSize keeps one value, and so one snapshot record, bounded.
 	MaxValueSize = 64 << 20

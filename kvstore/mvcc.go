@@ -18,8 +18,11 @@ import (
 //
 // The current versions stay where they were (the key table), so reads at
 // the current revision cost what they did before history; the history
-// table holds every version, the current ones included, under histKey.
-// Compacting at revision c removes what no read at c or later can see:
+// holds every version, the current ones included. Memory orders it by key,
+// then revision (histKey); Bolt by revision, each version linked to the
+// key's previous one, so that a batch's writes append to it (bolt.go).
+// Either way scanHistory yields it in (key, revision) order, which is the
+// order of snapshots and of HashKV. Compacting at revision c removes what no read at c or later can see:
 // every version older than the newest one at or below c, and that one too
 // if it is a tombstone.
 

@@ -1051,30 +1051,63 @@ func (st *boltState) scanHistory(start, end []byte, fn func(v version) bool) err
 	return nil
 }
 
+// scanVisible is scanAt's shortcut: each key's walk back from its newest
+// version stops at the first one at or below rev.
+func (st *boltState) scanVisible(start, end []byte, rev uint64, fn func(v version) bool) error {
+	c := st.kv.Cursor()
+	for k, v := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, v = c.Next() {
+		for v != nil {
+			meta, prev, value, err := splitVersion(k, v)
+			if err != nil {
+				return err
+			}
+			if meta.modRev <= rev {
+				if !meta.tombstone() && !fn(version{key: k, value: value, meta: meta}) {
+					return nil
+				}
+				break
+			}
+			if v, err = st.previous(k, meta.modRev, prev); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // versions appends to dst key's versions from newest, stored as v, back
-// to the oldest the history holds. A link to a version that is missing
-// ends the list if compaction may have removed it (at or below the
-// compacted revision), else the file is corrupt.
+// to the oldest the history holds.
 func (st *boltState) versions(dst []version, key, v []byte) ([]version, error) {
-	for {
+	for v != nil {
 		meta, prev, value, err := splitVersion(key, v)
 		if err != nil {
 			return nil, err
 		}
 		dst = append(dst, version{key: key, value: value, meta: meta})
-		switch {
-		case prev == 0:
-			return dst, nil
-		case prev >= meta.modRev:
-			return nil, fmt.Errorf("%w: version of %q at revision %d links to revision %d", ErrCorrupt, key, meta.modRev, prev)
-		}
-		if v = st.historyAt(key, prev); v == nil {
-			if prev <= st.compactRev {
-				return dst, nil
-			}
-			return nil, fmt.Errorf("%w: version of %q at revision %d links to revision %d, which the history lacks", ErrCorrupt, key, meta.modRev, prev)
+		if v, err = st.previous(key, meta.modRev, prev); err != nil {
+			return nil, err
 		}
 	}
+	return dst, nil
+}
+
+// previous follows the link from key's version at rev to the one before,
+// prev (0: none), as stored; nil if there is none. A missing version ends
+// the list if compaction may have removed it (at or below the compacted
+// revision: a tombstone, since compaction keeps the newest live version at
+// or below it), else the file is corrupt.
+func (st *boltState) previous(key []byte, rev, prev uint64) ([]byte, error) {
+	switch {
+	case prev == 0:
+		return nil, nil
+	case prev >= rev:
+		return nil, fmt.Errorf("%w: version of %q at revision %d links to revision %d", ErrCorrupt, key, rev, prev)
+	}
+	v := st.historyAt(key, prev)
+	if v == nil && prev > st.compactRev {
+		return nil, fmt.Errorf("%w: version of %q at revision %d links to revision %d, which the history lacks", ErrCorrupt, key, rev, prev)
+	}
+	return v, nil
 }
 
 // historyAt is key's version at rev as stored, or nil.

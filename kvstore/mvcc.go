@@ -148,9 +148,18 @@ type history interface {
 	scanHistory(start, end []byte, fn func(v version) bool) error
 }
 
+// visibleScanner is a history that finds each key's version at a
+// revision without reading the key's whole history (Bolt's).
+type visibleScanner interface {
+	scanVisible(start, end []byte, rev uint64, fn func(v version) bool) error
+}
+
 // scanAt calls fn with each key in [start, end) as it was at rev: the
 // newest version at or below rev that is not a tombstone.
 func scanAt(h history, start, end []byte, rev uint64, fn func(v version) bool) error {
+	if vs, ok := h.(visibleScanner); ok {
+		return vs.scanVisible(start, end, rev, fn)
+	}
 	var (
 		pending version // the newest visible version of the key being read
 		have    bool

@@ -98,20 +98,12 @@ func (c *etcdCluster) clientAddress(ctx context.Context, id core.NodeID) string 
 	return ""
 }
 
-// voterAddRefused explains why MemberAdd takes only learners. etcd's
-// voter add counts the new member in the quorum before it has started;
-// KeyVal promotes a learner only once it has caught up (core refuses
-// otherwise), which cannot happen inside the call, since the member is
-// started after it.
-var voterAddRefused = status.Error(codes.FailedPrecondition,
-	"KeyVal adds members as learners only: run `etcdctl member add <name> --learner --peer-urls=<url>`, start the member "+
-		"with the id it answers, and once it has caught up `etcdctl member promote <id>` (promote answers "+
-		"\"can only promote a learner member which is in sync with leader\" until then)")
-
+// MemberAdd adds a learner. Asked for a voter, it also promotes the
+// learner once it has caught up (promoteWhenReady): etcd's voter add
+// counts the new member in the quorum before it has even started, while
+// KeyVal's core promotes only a learner in sync with the leader, which
+// keeps a cluster that adds a member as available as it was meanwhile.
 func (c *etcdCluster) MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (*pb.MemberAddResponse, error) {
-	if !req.IsLearner {
-		return nil, voterAddRefused
-	}
 	if len(req.PeerURLs) != 1 {
 		return nil, status.Errorf(codes.InvalidArgument, "a KeyVal member has exactly one peer URL; got %d", len(req.PeerURLs))
 	}
@@ -134,9 +126,49 @@ func (c *etcdCluster) MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (
 	if err != nil {
 		return nil, memberError(err)
 	}
+	if !req.IsLearner {
+		go c.promoteWhenReady(context.WithoutCancel(ctx), id)
+	}
 	members := c.etcdMembers(ctx, resp.Members)
-	added := &pb.Member{ID: uint64(id), PeerURLs: req.PeerURLs, IsLearner: true}
+	added := &pb.Member{ID: uint64(id), PeerURLs: req.PeerURLs, IsLearner: req.IsLearner}
 	return &pb.MemberAddResponse{Header: c.s.etcdHeader(), Member: added, Members: members}, nil
+}
+
+// promoteWhenReady asks, every election timeout, for the promotion of
+// learner id, on behalf of the caller of the MemberAdd whose context call
+// carries (its values: who asked), until the promotion is made, the
+// member is no longer a learner (promoted or removed by someone else), the
+// caller's credentials are refused, or this server stops. The intent lives
+// only here: should this member stop first, the new member stays a
+// learner, as MemberList shows, for an operator to promote.
+func (c *etcdCluster) promoteWhenReady(call context.Context, id core.NodeID) {
+	tick := time.NewTicker(c.s.cfg.ElectionTimeout)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.s.stopping:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(call, c.s.cfg.RequestTimeout)
+		var conf core.ConfState
+		err := c.s.do(ctx, func() { conf = c.s.rep.Node().Conf() })
+		if err == nil && !slices.Contains(conf.Learners, id) {
+			cancel()
+			return
+		}
+		_, err = c.native.MemberPromote(ctx, &apipb.MemberPromoteRequest{Id: uint64(id)})
+		cancel()
+		switch status.Code(err) {
+		case codes.OK:
+			c.s.log.Info("promoted the member added as a voter once it caught up", "member", uint64(id))
+			return
+		case codes.Unauthenticated, codes.PermissionDenied:
+			c.s.log.Warn("gave up promoting a member added as a voter: the credentials of the call that added it are no longer accepted; promote it by hand",
+				"member", uint64(id), "err", err)
+			return
+		}
+	}
 }
 
 // nextID is an id no member has had: above every id in use or removed

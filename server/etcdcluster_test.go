@@ -73,12 +73,8 @@ func TestEtcdMembership(t *testing.T) {
 		require.False(t, m.IsLearner)
 	}
 
-	// A voter is added in two steps; the one-step form says how.
 	c.members[4], c.clients[4] = freeAddr(t), freeAddr(t)
-	_, err := cli.MemberAdd(ctx(t), []string{"http://" + c.members[4]})
-	require.Equal(t, codes.FailedPrecondition, etcdCode(err), "%v", err)
-	require.ErrorContains(t, err, "--learner")
-	_, err = cli.MemberAddAsLearner(ctx(t), []string{"http://" + c.members[1]})
+	_, err := cli.MemberAddAsLearner(ctx(t), []string{"http://" + c.members[1]})
 	require.ErrorIs(t, err, rpctypes.ErrPeerURLExist)
 	// clientv3 checks URLs itself; KeyVal too, for other clients.
 	_, err = pb.NewClusterClient(cli.ActiveConnection()).MemberAdd(ctx(t), &pb.MemberAddRequest{PeerURLs: []string{"127.0.0.1:1"}, IsLearner: true})
@@ -123,11 +119,27 @@ func TestEtcdMembership(t *testing.T) {
 		t.Fatal("the removed member did not stop")
 	}
 	delete(c.servers, 4)
-	// Ids are never reused: the next learner gets 5.
-	c.members[5] = freeAddr(t)
-	added, err = cli.MemberAddAsLearner(ctx(t), []string{"http://" + c.members[5]})
+	// Ids are never reused: the next member gets 5. Added as a voter, it
+	// is a learner until it has caught up, then promoted without a call.
+	c.members[5], c.clients[5] = freeAddr(t), freeAddr(t)
+	added, err = cli.MemberAdd(ctx(t), []string{"http://" + c.members[5]})
 	require.NoError(t, err)
 	require.Equal(t, uint64(5), added.Member.ID)
+	require.False(t, added.Member.IsLearner)
+	list, err = cli.MemberList(ctx(t))
+	require.NoError(t, err)
+	require.True(t, memberByID(list.Members, 5).IsLearner, "not in the quorum before it has started")
+	c.startWith(5, Config{Join: []string{c.clients[follower]}})
+	eventually(t, func() error {
+		list, err := cli.MemberList(ctx(t))
+		if err != nil {
+			return err
+		}
+		if m := memberByID(list.Members, 5); m == nil || m.IsLearner {
+			return fmt.Errorf("member 5 is not a voter yet: %v", m)
+		}
+		return nil
+	})
 }
 
 // TestEtcdMoveLeader hands leadership over with clientv3, and gets etcd's

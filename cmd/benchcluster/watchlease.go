@@ -72,18 +72,25 @@ var watchLeaseMatrix = []struct {
 	timed       bool
 	args        func(opt options) []string
 }{
-	{"watch-latency: 1 writer, 100 watchers (100 clients / 10 conns), 100 puts/s", "events", true, func(opt options) []string {
-		return []string{"--clients", "100", "--conns", "10", "watch-latency", "--put-rate", "100",
-			"--total", strconv.Itoa(max(opt.writeOps/200, 10)), "--key-size", "8", "--val-size", "256"}
-	}},
+	{"watch-latency: 1 writer, 100 watchers (100 clients / 10 conns), 100 puts/s", "events", true, watchLatencyArgs(100)},
+	{"watch-latency: 1 writer, 1,000 watchers (1,000 clients / 100 conns), 100 puts/s", "events", true, watchLatencyArgs(1000)},
 	{"watch fan-out: 1 key, 1,000 watchers (10 streams × 100), 10 writers unthrottled", "events", false, func(opt options) []string {
 		return []string{"--clients", "10", "--conns", "10", "watch", "--streams", "10", "--watch-per-stream", "100",
-			"--watched-key-total", "1", "--key-size", "8", "--put-total", strconv.Itoa(max(opt.writeOps/200, 5)),
+			"--watched-key-total", "1", "--key-size", "8", "--put-total", strconv.Itoa(max(opt.writeOps/50, 5)),
 			"--put-rate", "1000000"}
 	}},
 	{"lease-keepalive: 64 clients / 8 conns", "keep-alives", true, func(opt options) []string {
-		return []string{"--clients", "64", "--conns", "8", "lease-keepalive", "--total", strconv.Itoa(max(opt.readOps/5, 50))}
+		return []string{"--clients", "64", "--conns", "8", "lease-keepalive", "--total", strconv.Itoa(max(opt.readOps/2, 50))}
 	}},
+}
+
+// watchLatencyArgs time one writer's puts to watchers, each a client of
+// its own, ten to a connection.
+func watchLatencyArgs(watchers int) func(opt options) []string {
+	return func(opt options) []string {
+		return []string{"--clients", strconv.Itoa(watchers), "--conns", strconv.Itoa(watchers / 10), "watch-latency",
+			"--put-rate", "100", "--total", strconv.Itoa(max(opt.writeOps/200, 10)), "--key-size", "8", "--val-size", "256"}
+	}
 }
 
 // watchLeaseRunTimeout bounds one run: etcd's watch benchmark waits for

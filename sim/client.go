@@ -58,8 +58,10 @@ type reply struct {
 	denied bool
 	result kvstore.Result
 	get    kvstore.GetResult
-	// etcdRange answers an etcd read (the etcd workload).
+	// etcdRange answers an etcd read (the etcd workload); compacted says
+	// its revision was compacted away.
 	etcdRange *pb.RangeResponse
+	compacted bool
 }
 
 // client runs operations one at a time, like a user of the Go client:

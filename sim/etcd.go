@@ -114,6 +114,12 @@ func etcdOps(writes []lin.RevWrite) []*pb.RequestOp {
 func (c *client) etcdAnswered(rp reply) {
 	rec := c.op.rev
 	rec.Return = c.w.clock.now
+	if rp.compacted { // etcd's ErrCompacted: the read is refused, not wrong
+		c.w.watchCounts.CompactedReads++
+		c.w.opsFailed++
+		c.next()
+		return
+	}
 	if c.op.isRead {
 		rec.Revision = rp.etcdRange.Header.Revision
 		for _, kv := range rp.etcdRange.Kvs {
@@ -178,6 +184,10 @@ func (n *node) answerEtcdRange(rq *request) {
 	resp, err := n.rep.Store().EtcdRange(rq.op.etcdRange, 0)
 	if err != nil {
 		var re *kvstore.RangeError
+		if errors.As(err, &re) && re.Status == kvstore.StatusCompacted && rq.op.etcdRange.Revision > 0 {
+			n.reply(rq, reply{compacted: true})
+			return
+		}
 		if errors.As(err, &re) {
 			err = fmt.Errorf("refused after its barrier (the client saw revision %d): %w", rq.op.etcdRange.Revision, err)
 		}

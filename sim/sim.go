@@ -72,8 +72,10 @@ type Result struct {
 	// visualization. Log is the run's event log.
 	Check   lin.Result
 	History lin.History
-	// Revisions is the etcd workload's history (Options.Etcd).
+	// Revisions is the etcd workload's history (Options.Etcd), and
+	// Watch what its watchers saw.
 	Revisions []lin.RevOp
+	Watch     EtcdCounts
 	Log       []string
 }
 
@@ -100,6 +102,10 @@ func (r Result) String() string {
 	fmt.Fprintf(&b, "pipeline:      %d batches, %d taken while others were in flight, at most %d in flight\n",
 		r.Pipeline.Batches, r.Pipeline.Overlapped, r.Pipeline.MaxInflight)
 	fmt.Fprintf(&b, "simulated:     %v\n", r.SimTime)
+	if r.Watch.Watchers > 0 {
+		fmt.Fprintf(&b, "watchers:      %d, %d events checked, moved on by compaction %d, resumed on another member %d; compactions proposed %d, past reads refused as compacted %d\n",
+			r.Watch.Watchers, r.Watch.Events, r.Watch.WatchCompacted, r.Watch.Resumed, r.Watch.Compactions, r.Watch.CompactedReads)
+	}
 	fmt.Fprintf(&b, "history:       %s\n", r.Linearizable)
 	fmt.Fprintf(&b, "trace hash:    %016x\n", r.TraceHash)
 	fmt.Fprintf(&b, "verdict:       %s\n", verdict)
@@ -133,8 +139,14 @@ type world struct {
 	// authUser is the clients' user under the auth workload ("" without).
 	authUser string
 	// etcd: the clients run the etcd workload, whose history is revOps.
-	etcd          bool
-	revOps        []lin.RevOp
+	etcd   bool
+	revOps []lin.RevOp
+	// The etcd workload's watchers and compactions (sim/watch.go).
+	reference     *kvstore.Memory
+	watchers      []*watcher
+	compactRng    *rand.Rand
+	compactFn     func()
+	watchCounts   EtcdCounts
 	snapshotEvery uint64
 	nextRequest   uint64
 	nemesisRng    *rand.Rand
@@ -187,6 +199,11 @@ func Run(opts Options) Result {
 		res.Err = fmt.Errorf("history is not linearizable (%v)", res.Check.Verdict)
 	}
 	if w.etcd {
+		if res.Err == nil {
+			w.checkWatchers()
+			res.Err = w.err
+		}
+		res.Watch = w.watchCounts
 		res.Revisions = w.revOps
 		err := lin.CheckRevisions(w.revOps)
 		res.Linearizable = lin.RevSummary(w.revOps, err)
@@ -280,6 +297,9 @@ func (w *world) run(opts Options) {
 	w.startNemesis(duration)
 	if w.faults.Membership {
 		w.startMembership(duration)
+	}
+	if w.etcd {
+		w.startWatchers(opts.Seed)
 	}
 	w.watchLeaderFn = w.watchLeader // scheduled every tick: made once
 	w.clock.after(0, w.watchLeaderFn)

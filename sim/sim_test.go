@@ -168,8 +168,10 @@ type swarmSummary struct {
 	// allowedAfterGrant those that succeeded on a key after a grant of it
 	// returned, changes the grants and revokes.
 	denied, allowedAfterGrant, changes int
-	// The etcd workload: transactions by branch taken, reads of the past.
+	// The etcd workload: transactions by branch taken, reads of the past;
+	// what its watchers and compactions did.
 	txnThen, txnElse, pastReads int
+	watch                       EtcdCounts
 }
 
 // add counts what one run's history holds of the auth workload.
@@ -204,9 +206,13 @@ func TestEtcdSeeds(t *testing.T) {
 		seeds[i] = base + uint64(i)
 	}
 	sum := runSeedsAs(t, seeds, Options{Etcd: true})
-	t.Logf("etcd: %d transactions took their success branch, %d their failure branch, %d reads of a past revision", sum.txnThen, sum.txnElse, sum.pastReads)
+	t.Logf("etcd: %d transactions took their success branch, %d their failure branch, %d reads of a past revision; watchers: %+v",
+		sum.txnThen, sum.txnElse, sum.pastReads, sum.watch)
 	if sum.txnThen == 0 || sum.txnElse == 0 || sum.pastReads == 0 {
 		t.Errorf("the etcd workload did not exercise both branches and past reads: %+v", sum)
+	}
+	if w := sum.watch; w.Events == 0 || w.WatchCompacted == 0 || w.Resumed == 0 || w.Compactions == 0 || w.CompactedReads == 0 {
+		t.Errorf("the watchers did not meet compaction and member changes: %+v", w)
 	}
 }
 
@@ -260,6 +266,7 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 				}
 				sum.addAuth(res.History)
 				sum.addEtcd(res.Revisions)
+				sum.watch.add(res.Watch)
 				sum.members.Add(res.Membership)
 				if res.Membership.Committed() > 0 {
 					sum.withChanges++

@@ -34,6 +34,9 @@ func (s recordingStore) Apply(entries []kvstore.Entry) ([]kvstore.Result, error)
 	if err != nil {
 		return results, err
 	}
+	if s.w.reference != nil {
+		s.w.feedReference(entries)
+	}
 	for i, e := range entries {
 		if e.Index <= before || len(e.Data) == 0 {
 			continue

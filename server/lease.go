@@ -8,29 +8,16 @@ import (
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/lease"
 )
 
-// The lessor keeps the leader's clock for leases. Which leases exist is
-// replicated (the store's lease list is the truth); when one expires is
-// not: only the leader holds deadlines, in memory, and expires a lease by
-// proposing its revoke, so every member deletes its keys at one revision.
-//
-// The rule that keeps a holder safe across leader changes: a node that
-// becomes leader gives every lease a full TTL from the moment it sees
-// itself leading. A holder's last keepalive was answered by an earlier
-// leader, before that moment, so the new deadline is never earlier than
-// the one the holder was told. Leaders renew only after a read barrier
-// started after the keepalive arrived, so a deposed leader never extends
-// a lease its successor does not know about.
+// The lessor is the server's side of lease.Lessor (the package says how
+// leases expire and why a holder is safe across leader changes): the wall
+// clock, the leadership the event loop publishes, the store's lease list,
+// and a lock for the handlers and the expiry loop that share it.
 const (
 	// leaseCheck is how often the leader looks for expired leases.
 	leaseCheck = 100 * time.Millisecond
-	// leaseSync is how often the leader reads the store's lease list, to
-	// learn of leases granted through an earlier leader.
-	leaseSync = time.Second
-	// maxRevokesInFlight bounds the revokes proposed at once; with
-	// leaseCheck it caps expiry at etcd's default rate of 1,000 a second.
-	maxRevokesInFlight = 100
 	// maxLeaseTTL is etcd's largest TTL, in seconds.
 	maxLeaseTTL = 9_000_000_000
 )
@@ -41,11 +28,7 @@ var errNotLeading = errors.New("this member does not lead (or just stopped leadi
 type lessor struct {
 	s  *Server
 	mu sync.Mutex
-	// term is the leadership the deadlines belong to (0: not leading).
-	term      uint64
-	deadlines map[int64]time.Time
-	revoking  map[int64]bool
-	synced    time.Time
+	l  lease.Lessor
 }
 
 func newLessor(s *Server) *lessor { return &lessor{s: s} }
@@ -57,54 +40,31 @@ func (l *lessor) lead() (uint64, bool) {
 	return l.leadingLocked(time.Now())
 }
 
-// leadingLocked notices a change of leadership: a new one starts every
-// lease's full TTL from now, a lost one forgets every deadline.
+// leadingLocked tells the lessor the leadership as of now, and gives it
+// the store's lease list when it is due.
 func (l *lessor) leadingLocked(now time.Time) (uint64, bool) {
 	term := l.s.term.Load()
-	if l.s.leader.Load() != uint64(l.s.cfg.ID) {
-		l.term, l.deadlines, l.revoking = 0, nil, nil
+	syncDue := l.l.Lead(term, l.s.leader.Load() == uint64(l.s.cfg.ID), now)
+	if l.l.Term() == 0 {
 		return 0, false
 	}
-	if term != l.term {
-		l.term, l.deadlines, l.revoking, l.synced = term, map[int64]time.Time{}, map[int64]bool{}, time.Time{}
-	}
-	if now.Sub(l.synced) >= leaseSync {
-		l.syncLocked(now)
+	if syncDue {
+		if infos, err := l.s.store.Leases(); err != nil {
+			l.s.log.Warn("cannot read the leases; expiring none until they can be read", "err", err)
+		} else {
+			l.l.Sync(infos, now)
+		}
 	}
 	return term, true
 }
-
-// syncLocked adopts the store's lease list: a lease new to this leader
-// gets a full TTL from now, a revoked one is dropped.
-func (l *lessor) syncLocked(now time.Time) {
-	infos, err := l.s.store.Leases()
-	if err != nil {
-		l.s.log.Warn("cannot read the leases; expiring none until they can be read", "err", err)
-		return
-	}
-	exist := make(map[int64]bool, len(infos))
-	for _, in := range infos {
-		exist[in.ID] = true
-		if _, ok := l.deadlines[in.ID]; !ok {
-			l.deadlines[in.ID] = now.Add(ttlDuration(in.TTL))
-		}
-	}
-	for id := range l.deadlines {
-		if !exist[id] && !l.revoking[id] {
-			delete(l.deadlines, id)
-		}
-	}
-	l.synced = now
-}
-
-func ttlDuration(ttl int64) time.Duration { return time.Duration(ttl) * time.Second }
 
 // granted starts a lease this leader granted.
 func (l *lessor) granted(id, ttl int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.leadingLocked(time.Now()); ok {
-		l.deadlines[id] = time.Now().Add(ttlDuration(ttl))
+	now := time.Now()
+	if _, ok := l.leadingLocked(now); ok {
+		l.l.Granted(id, ttl, now)
 	}
 }
 
@@ -119,12 +79,7 @@ func (l *lessor) renew(info kvstore.LeaseInfo, term uint64, from time.Time) (fou
 	if t, ok := l.leadingLocked(now); !ok || t != term {
 		return false, errNotLeading
 	}
-	d, known := l.deadlines[info.ID]
-	if l.revoking[info.ID] || (known && d.Before(now)) {
-		return false, nil
-	}
-	l.deadlines[info.ID] = later(d, from.Add(ttlDuration(info.TTL)))
-	return true, nil
+	return l.l.Renew(info.ID, info.TTL, from, now), nil
 }
 
 // remaining is the time lease info has left (a lease this leader had not
@@ -136,23 +91,11 @@ func (l *lessor) remaining(info kvstore.LeaseInfo, term uint64) (time.Duration, 
 	if t, ok := l.leadingLocked(now); !ok || t != term {
 		return 0, errNotLeading
 	}
-	d, ok := l.deadlines[info.ID]
-	if !ok {
-		d = now.Add(ttlDuration(info.TTL))
-		l.deadlines[info.ID] = d
-	}
-	return max(d.Sub(now), 0), nil
+	return l.l.Remaining(info.ID, info.TTL, now), nil
 }
 
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-// due marks the expired leases to revoke now, at most
-// maxRevokesInFlight at once, and returns them with the term they expired in.
+// due marks the expired leases to revoke now and returns them with the
+// term they expired in.
 func (l *lessor) due(now time.Time) ([]int64, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -160,31 +103,14 @@ func (l *lessor) due(now time.Time) ([]int64, uint64) {
 	if !ok {
 		return nil, 0
 	}
-	var ids []int64
-	for id, d := range l.deadlines {
-		if len(l.revoking) >= maxRevokesInFlight {
-			break
-		}
-		if d.Before(now) && !l.revoking[id] {
-			l.revoking[id] = true
-			ids = append(ids, id)
-		}
-	}
-	return ids, term
+	return l.l.Due(now), term
 }
 
-// revoked ends a revoke: a lease gone is forgotten; one whose revoke was
-// lost stays expired, to be proposed again at the next check.
+// revoked ends a revoke (lease.Lessor.Revoked).
 func (l *lessor) revoked(id int64, term uint64, gone bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.term != term {
-		return
-	}
-	delete(l.revoking, id)
-	if gone {
-		delete(l.deadlines, id)
-	}
+	l.l.Revoked(id, term, gone)
 }
 
 // expireLeases runs until the node stops, revoking expired leases while

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/lease"
 )
 
 // lessorUnderTest is a lessor on a store of its own, with the leadership
@@ -98,17 +99,17 @@ func TestLeaseLessorForgetsWhenNotLeading(t *testing.T) {
 	l.lead(2, 3)
 	ids, _ := l.s.lessor.due(t0.Add(time.Hour))
 	require.Empty(t, ids)
-	require.Empty(t, l.s.lessor.deadlines)
+	require.Zero(t, l.s.lessor.l.Term(), "no leadership, so no deadline kept")
 	l.lead(0, 3)
 	ids, _ = l.s.lessor.due(t0.Add(time.Hour))
 	require.Empty(t, ids, "no leader known")
 }
 
-// TestLeaseLessorBoundsRevokes: at most maxRevokesInFlight revokes are
+// TestLeaseLessorBoundsRevokes: at most lease.MaxRevokesInFlight revokes are
 // proposed at once, the rest at later checks.
 func TestLeaseLessorBoundsRevokes(t *testing.T) {
 	l := newLessorUnderTest(t)
-	const n = maxRevokesInFlight + 20
+	const n = lease.MaxRevokesInFlight + 20
 	for id := int64(1); id <= n; id++ {
 		l.grant(t, id, 1)
 	}
@@ -117,7 +118,7 @@ func TestLeaseLessorBoundsRevokes(t *testing.T) {
 	_, _ = l.s.lessor.due(t0)
 	late := t0.Add(2 * time.Second)
 	first, term := l.s.lessor.due(late)
-	require.Len(t, first, maxRevokesInFlight)
+	require.Len(t, first, lease.MaxRevokesInFlight)
 	more, _ := l.s.lessor.due(late)
 	require.Empty(t, more, "none until revokes finish")
 	for _, id := range first[:20] {

@@ -23,6 +23,29 @@ const tokenKey = "token"
 
 func (s *Server) records() auth.Records { return kvstore.AuthRecords(s.store) }
 
+// appliedAuth is the auth configuration as of an applied index.
+type appliedAuth struct {
+	index uint64
+	cfg   *kvpb.AuthConfig
+}
+
+// authConfig is the auth configuration of the applied state. Every call
+// checks it (twice: identify and require), so it is read from the store
+// once per applied index rather than once per check: a configuration read
+// while the applied index stood still is that index's, and one read
+// across an apply is not kept. The result is shared: do not modify it.
+func (s *Server) authConfig() (*kvpb.AuthConfig, error) {
+	before := s.store.AppliedIndex()
+	if c := s.authCache.Load(); c != nil && c.index == before {
+		return c.cfg, nil
+	}
+	cfg, err := auth.Config(s.records())
+	if err == nil && s.store.AppliedIndex() == before {
+		s.authCache.Store(&appliedAuth{index: before, cfg: cfg})
+	}
+	return cfg, err
+}
+
 // caller is who a request comes from, as its credentials say, resolved
 // once per call (once per stream for a stream) and kept in its context.
 type caller struct {
@@ -49,7 +72,7 @@ func callerOf(ctx context.Context) caller {
 // while a member applies the switch is judged by who it is.
 func (s *Server) identify(ctx context.Context, port string) context.Context {
 	c := caller{port: port}
-	if cfg, err := auth.Config(s.records()); err == nil && cfg.Enabled {
+	if cfg, err := s.authConfig(); err == nil && cfg.Enabled {
 		c = resolve(ctx, port, cfg)
 	}
 	return context.WithValue(ctx, callerKey{}, c)
@@ -128,7 +151,7 @@ var (
 // apply; this check spares the log a command that would be refused.
 func (s *Server) require(ctx context.Context, n need) (string, error) {
 	r := s.records()
-	cfg, err := auth.Config(r)
+	cfg, err := s.authConfig()
 	if err != nil {
 		return "", status.Errorf(codes.Internal, "read auth records: %v", err)
 	}
@@ -140,7 +163,7 @@ func (s *Server) require(ctx context.Context, n need) (string, error) {
 		if err := s.readBarrier(ctx); err != nil {
 			return "", err
 		}
-		if cfg, err = auth.Config(r); err != nil {
+		if cfg, err = s.authConfig(); err != nil {
 			return "", status.Errorf(codes.Internal, "read auth records: %v", err)
 		}
 	}
@@ -202,7 +225,7 @@ func authStatus(err error, code codes.Code) error {
 // has not applied the switch yet, or the token was refused here), the
 // caller's own token, for the leader to judge.
 func (s *Server) forwardCredentials(ctx context.Context) context.Context {
-	cfg, err := auth.Config(s.records())
+	cfg, err := s.authConfig()
 	c := callerOf(ctx)
 	if err == nil && cfg.Enabled {
 		if !c.resolved {

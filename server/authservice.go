@@ -40,7 +40,7 @@ func (a *authService) Authenticate(ctx context.Context, req *apipb.AuthenticateR
 	if err := a.s.readBarrier(ctx); err != nil {
 		return nil, err
 	}
-	cfg, err := auth.Config(a.s.records())
+	cfg, err := a.s.authConfig()
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "read auth records: %v", err)
 	}

@@ -33,11 +33,13 @@ import (
 
 // Server is one running KeyVal node.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	store *kvstore.Bolt
-	rep   *replica.Replica // owned by the event loop goroutine
-	tr    *transport.Transport
+	// authCache is the auth configuration of an applied index (auth.go).
+	authCache atomic.Pointer[appliedAuth]
+	cfg       Config
+	log       *slog.Logger
+	store     *kvstore.Bolt
+	rep       *replica.Replica // owned by the event loop goroutine
+	tr        *transport.Transport
 
 	clientSrv *grpc.Server
 	peerSrv   *grpc.Server

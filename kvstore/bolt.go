@@ -709,6 +709,10 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 		st.revs == nil || st.leases == nil || st.leaseKeysB == nil {
 		return nil, fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
+	// The history grows at its end (revisions only increase): pages split
+	// full rather than half full, or appends would leave every page half
+	// empty and write twice as many.
+	st.revs.FillPercent = 0.9
 	format, err := st.metaU64(keyFormat)
 	if err != nil {
 		return nil, err

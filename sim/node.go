@@ -13,6 +13,7 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+	"github.com/therealutkarshpriyadarshi/keyval/lease"
 	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
@@ -35,6 +36,7 @@ type node struct {
 	fs       *disk.MemFS
 	rep      *replica.Replica
 	mem      *kvstore.Memory // the store under rep, read in place by checkers
+	lessor   lease.Lessor    // the etcd workload's lease deadlines (sim/lease.go)
 	state    nodeState
 	paused   bool
 	halt     string
@@ -138,6 +140,7 @@ func (n *node) alive() bool { return n.state == nodeUp && !n.paused }
 // the node for good: it must not vote or acknowledge on data it lost.
 func (n *node) start() {
 	w := n.w
+	n.lessor = lease.Lessor{} // a restarted process remembers no deadline
 	store := kvstore.NewMemory(kvstore.Options{})
 	peers := w.ids
 	if n.join {

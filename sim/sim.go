@@ -105,6 +105,8 @@ func (r Result) String() string {
 	if r.Watch.Watchers > 0 {
 		fmt.Fprintf(&b, "watchers:      %d, %d events checked, moved on by compaction %d, resumed on another member %d; compactions proposed %d, past reads refused as compacted %d\n",
 			r.Watch.Watchers, r.Watch.Events, r.Watch.WatchCompacted, r.Watch.Resumed, r.Watch.Compactions, r.Watch.CompactedReads)
+		fmt.Fprintf(&b, "leases:        %d granted, %d keep-alives acknowledged, %d revokes applied; %d writes under a lock's fence took effect\n",
+			r.Watch.Leases, r.Watch.KeepAlives, r.Watch.Revokes, r.Watch.Fenced)
 	}
 	fmt.Fprintf(&b, "history:       %s\n", r.Linearizable)
 	fmt.Fprintf(&b, "trace hash:    %016x\n", r.TraceHash)
@@ -142,11 +144,17 @@ type world struct {
 	etcd   bool
 	revOps []lin.RevOp
 	// The etcd workload's watchers and compactions (sim/watch.go).
-	reference     *kvstore.Memory
-	watchers      []*watcher
-	compactRng    *rand.Rand
-	compactFn     func()
-	watchCounts   EtcdCounts
+	reference   *kvstore.Memory
+	watchers    []*watcher
+	compactRng  *rand.Rand
+	compactFn   func()
+	watchCounts EtcdCounts
+	// The etcd workload's lease holders (sim/lease.go): leaseSafe is, by
+	// lease, the earliest moment a revoke keeps its holder's promise.
+	holders       []*holder
+	leaseSafe     map[int64]int64
+	leaseCheckFn  func()
+	lastFence     int64 // the token of the last guarded write that took effect
 	snapshotEvery uint64
 	nextRequest   uint64
 	nemesisRng    *rand.Rand

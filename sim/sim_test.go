@@ -214,6 +214,9 @@ func TestEtcdSeeds(t *testing.T) {
 	if w := sum.watch; w.Events == 0 || w.WatchCompacted == 0 || w.Resumed == 0 || w.Compactions == 0 || w.CompactedReads == 0 {
 		t.Errorf("the watchers did not meet compaction and member changes: %+v", w)
 	}
+	if w := sum.watch; w.Leases == 0 || w.KeepAlives == 0 || w.Revokes == 0 || w.Fenced == 0 {
+		t.Errorf("the leases were not kept alive and revoked, or no write took effect under a lock: %+v", w)
+	}
 }
 
 // addEtcd counts what one run's history holds of the etcd workload.

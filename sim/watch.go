@@ -57,13 +57,18 @@ type watchStretch struct {
 	first, last int
 }
 
-// EtcdCounts is what the etcd workload's watchers and compactions did in
-// a run: the watchers, the events they got, how often compaction moved
-// one on and how often one moved to another member; the compactions
-// proposed, and the reads of a past revision refused as compacted.
+// EtcdCounts is what the etcd workload's watchers, compactions and
+// leases did in a run: the watchers, the events they got, how often
+// compaction moved one on and how often one moved to another member; the
+// compactions proposed, and the reads of a past revision refused as
+// compacted; the leases granted, the keep-alives acknowledged, and the
+// revokes applied.
 type EtcdCounts struct {
 	Watchers, Events, WatchCompacted, Resumed int
 	Compactions, CompactedReads               int
+	Leases, KeepAlives, Revokes               int
+	// Fenced counts the guarded writes that took effect.
+	Fenced int
 }
 
 func (c *EtcdCounts) add(o EtcdCounts) {
@@ -73,6 +78,10 @@ func (c *EtcdCounts) add(o EtcdCounts) {
 	c.Resumed += o.Resumed
 	c.Compactions += o.Compactions
 	c.CompactedReads += o.CompactedReads
+	c.Leases += o.Leases
+	c.KeepAlives += o.KeepAlives
+	c.Revokes += o.Revokes
+	c.Fenced += o.Fenced
 }
 
 // compactionKeep is how many revisions the simulated compaction keeps.
@@ -100,6 +109,7 @@ func (w *world) startWatchers(seed uint64) {
 	w.compactRng = rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
 	w.compactFn = w.compact
 	w.clock.after(200_000+w.compactRng.Int64N(800_000), w.compactFn)
+	w.startLeases(rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64())))
 }
 
 // poll reads what the watcher's member applied since its last read.
@@ -192,15 +202,29 @@ func (w *world) feedReference(entries []kvstore.Entry) {
 		return
 	}
 	fresh := make([]kvstore.Entry, 0, len(entries))
+	cmds := make([]*kvpb.Command, 0, len(entries))
 	for _, e := range entries[next-entries[0].Index:] {
-		var cmd kvpb.Command
-		if proto.Unmarshal(e.Data, &cmd) == nil && cmd.GetCompact() != nil {
-			e.Data = nil
+		cmd := &kvpb.Command{}
+		if proto.Unmarshal(e.Data, cmd) == nil {
+			if cmd.GetCompact() != nil {
+				e.Data = nil
+			}
+			if r := cmd.GetLeaseRevoke(); r != nil {
+				w.checkRevoke(r.GetId())
+			}
 		}
 		fresh = append(fresh, e)
+		cmds = append(cmds, cmd)
 	}
-	if _, err := w.reference.Apply(fresh); err != nil {
+	results, err := w.reference.Apply(fresh)
+	if err != nil {
 		w.fail(fmt.Errorf("reference store: %w", err))
+		return
+	}
+	for i, cmd := range cmds {
+		if cmd.GetEtcdTxn() != nil {
+			w.checkFenced(cmd, results[i])
+		}
 	}
 }
 

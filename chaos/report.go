@@ -69,6 +69,9 @@ type Report struct {
 	AckedChanges int          `json:"acked_changes"`
 	Lost         []Loss       `json:"lost_writes"`
 	Divergent    []Divergence `json:"divergent,omitempty"`
+	// Watch is the watch workload's result; its problems are also in
+	// Problems.
+	Watch WatchReport `json:"watch"`
 	// Problems are everything else that fails the run: a member that
 	// crashed or did not stop cleanly, no progress after healing, a fault
 	// that could not be carried out, a final read that failed.
@@ -166,6 +169,12 @@ func (r *Report) Text(w io.Writer) {
 				fmt.Fprintf(w, "  %v\n", d)
 			}
 		}
+		ok := "yes"
+		if len(r.Watch.Problems) > 0 {
+			ok = "NO (see problems)"
+		}
+		fmt.Fprintf(w, "watch complete and in order: %s (%d events through revision %d, the stream opened again %d times)\n",
+			ok, r.Watch.Events, r.Watch.Through, r.Watch.Resumed)
 	}
 	if len(r.Problems) == 0 {
 		fmt.Fprintln(w, "problems: none")

@@ -268,7 +268,9 @@ type runner struct {
 	out    string
 	work   *workload
 	watch  *leaderWatch
-	say    func(format string, args ...any)
+	// watcher is the watch workload (watch.go).
+	watcher *watcher
+	say     func(format string, args ...any)
 }
 
 func (r *runner) leaderFigures() {
@@ -299,6 +301,14 @@ func (r *runner) run(ctx context.Context, kinds []Nemesis, spawn func(string, fu
 	defer stopWatch()
 	spawn("leader watch", func() { cl.watchLeaders(watchCtx, watch) })
 
+	// The watch workload follows every change from the first revision.
+	r.watcher = newWatcher(endpoints(cl))
+	watcherCtx, stopWatcher := context.WithCancel(ctx)
+	defer stopWatcher()
+	var watching sync.WaitGroup
+	watching.Add(1)
+	spawn("watcher", func() { defer watching.Done(); r.watcher.run(watcherCtx) })
+
 	stopCh := make(chan struct{})
 	var stopOnce sync.Once
 	stopWork := func() { stopOnce.Do(func() { close(stopCh) }) }
@@ -310,10 +320,7 @@ func (r *runner) run(ctx context.Context, kinds []Nemesis, spawn func(string, fu
 			c.Close()
 		}
 	}()
-	endpoints := make([]string, cl.Size())
-	for i := range endpoints {
-		endpoints[i] = cl.hosts.ClientAddr(i)
-	}
+	endpoints := endpoints(cl)
 	for id := 1; id <= r.cfg.Clients; id++ {
 		w, err := newWorker(id, endpoints, r.work, r.cfg.Seed)
 		if err != nil {
@@ -370,6 +377,9 @@ func (r *runner) run(ctx context.Context, kinds []Nemesis, spawn func(string, fu
 	} else {
 		final, perNode = r.finalReads(ctx, endpoints)
 	}
+	r.awaitWatcher(ctx, final.Revision)
+	stopWatcher()
+	watching.Wait()
 	stopWatch()
 	r.leaderFigures()
 	if err := cl.StopAll(ctx); err != nil {
@@ -510,6 +520,19 @@ func (r *runner) judge(final FinalState, perNode []map[string]KeyState) {
 		r.cl.problem("the final state is incomplete (%d of %d keys read): lost writes not checked", len(final.Keys), r.cfg.Keys)
 	}
 	v := Judge(h, writes, final, perNode, r.cfg.CheckTimeout)
+	if r.watcher != nil {
+		events, through, resumed, failed := r.watcher.result()
+		rep.Watch = WatchReport{Events: len(events), Resumed: resumed, Through: through, Problems: CheckWatch(events, writes, through)}
+		if failed != "" {
+			rep.Watch.Problems = append(rep.Watch.Problems, failed)
+		}
+		for _, p := range rep.Watch.Problems {
+			rep.Problems = append(rep.Problems, "watch: "+p)
+		}
+		if err := writeJSON(filepath.Join(r.out, "watch.json"), events, false); err != nil {
+			rep.Problems = append(rep.Problems, err.Error())
+		}
+	}
 	res := v.Lin
 	rep.Verdict, rep.Linearizability, rep.IllegalKeys = res.Verdict.String(), res.Summary(), res.IllegalKeys
 	rep.AckedChanges = v.AckedChanges
@@ -544,4 +567,26 @@ func (r *runner) writeArtifacts() error {
 		err = errors.Join(err, fmt.Errorf("writing %s: %w", r.rep.Events, werr))
 	}
 	return err
+}
+
+// endpoints are the members' client addresses, by host.
+func endpoints(cl *cluster) []string {
+	eps := make([]string, cl.Size())
+	for i := range eps {
+		eps[i] = cl.hosts.ClientAddr(i)
+	}
+	return eps
+}
+
+// awaitWatcher gives the watcher time to catch up with rev, the
+// revision the final reads saw (a watcher still behind then is judged on
+// what it got; the report says how far that was).
+func (r *runner) awaitWatcher(ctx context.Context, rev uint64) {
+	deadline := time.Now().Add(15 * time.Second)
+	for !r.watcher.caughtUp(rev) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !r.watcher.caughtUp(rev) {
+		r.events.note("the watcher had not caught up with revision %d", rev)
+	}
 }

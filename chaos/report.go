@@ -72,6 +72,9 @@ type Report struct {
 	// Watch is the watch workload's result; its problems are also in
 	// Problems.
 	Watch WatchReport `json:"watch"`
+	// Lock is the lock workload's result; its problems are also in
+	// Problems.
+	Lock LockReport `json:"lock"`
 	// Problems are everything else that fails the run: a member that
 	// crashed or did not stop cleanly, no progress after healing, a fault
 	// that could not be carried out, a final read that failed.
@@ -175,6 +178,12 @@ func (r *Report) Text(w io.Writer) {
 		}
 		fmt.Fprintf(w, "watch complete and in order: %s (%d events through revision %d, the stream opened again %d times)\n",
 			ok, r.Watch.Events, r.Watch.Through, r.Watch.Resumed)
+		ok = "yes"
+		if len(r.Lock.Problems) > 0 {
+			ok = "NO (see problems)"
+		}
+		fmt.Fprintf(w, "lock fenced: %s (taken %d times; %d guarded writes took effect, %d refused by the fence; %d tried after a pause past the lease)\n",
+			ok, r.Lock.Acquired, r.Lock.Fenced, r.Lock.Refused, r.Lock.Stale)
 	}
 	if len(r.Problems) == 0 {
 		fmt.Fprintln(w, "problems: none")

@@ -268,8 +268,10 @@ type runner struct {
 	out    string
 	work   *workload
 	watch  *leaderWatch
-	// watcher is the watch workload (watch.go).
+	// watcher is the watch workload (watch.go), locks the lock workload
+	// (lock.go).
 	watcher *watcher
+	locks   *lockLog
 	say     func(format string, args ...any)
 }
 
@@ -329,6 +331,13 @@ func (r *runner) run(ctx context.Context, kinds []Nemesis, spawn func(string, fu
 		clients = append(clients, w.cl)
 		workers.Add(1)
 		spawn(fmt.Sprintf("worker %d", id), func() { defer workers.Done(); w.run(ctx, stopCh) })
+	}
+	// The lock workload: three lockers on the lock and what it guards.
+	r.locks = &lockLog{}
+	for id := 1; id <= 3; id++ {
+		lk := newLocker(id, endpoints, r.locks, r.cfg.Seed)
+		workers.Add(1)
+		spawn(fmt.Sprintf("locker %d", id), func() { defer workers.Done(); lk.run(ctx, stopCh) })
 	}
 	if r.cfg.PinnedReaders {
 		for i := range endpoints {
@@ -531,6 +540,18 @@ func (r *runner) judge(final FinalState, perNode []map[string]KeyState) {
 		}
 		if err := writeJSON(filepath.Join(r.out, "watch.json"), events, false); err != nil {
 			rep.Problems = append(rep.Problems, err.Error())
+		}
+	}
+	if r.locks != nil {
+		r.locks.note(func(lr *LockReport, ws *[]FencedWrite) {
+			rep.Lock = *lr
+			rep.Lock.Problems = CheckFencing(*ws)
+			if err := writeJSON(filepath.Join(r.out, "fenced.json"), *ws, false); err != nil {
+				rep.Problems = append(rep.Problems, err.Error())
+			}
+		})
+		for _, p := range rep.Lock.Problems {
+			rep.Problems = append(rep.Problems, "lock: "+p)
 		}
 	}
 	res := v.Lin

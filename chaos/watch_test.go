@@ -39,3 +39,14 @@ func TestCheckWatch(t *testing.T) {
 		require.NotEmpty(t, CheckWatch(evs, writes, 4), name)
 	}
 }
+
+// The fencing judge passes tokens that never go down in revision order
+// and names a stale holder's write.
+func TestCheckFencing(t *testing.T) {
+	good := []FencedWrite{{1, 5, 6}, {1, 5, 7}, {2, 9, 10}, {2, 9, 12}}
+	require.Empty(t, CheckFencing(good))
+	stale := append(good, FencedWrite{Locker: 1, Token: 5, Revision: 11})
+	require.Len(t, CheckFencing(stale), 1)
+	require.Contains(t, CheckFencing(stale)[0], "a stale holder wrote")
+	require.NotEmpty(t, CheckFencing(append(good, FencedWrite{Locker: 3, Token: 9, Revision: 12})), "one revision twice")
+}

@@ -8,6 +8,8 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+
+	"github.com/therealutkarshpriyadarshi/keyval/auth"
 )
 
 // WatchEvent is one change to a watched key.
@@ -64,17 +66,9 @@ func (c *Client) Watch(ctx context.Context, key, end []byte, from uint64) <-chan
 	return out
 }
 
-// PrefixEnd is the end of the range of every key that starts with prefix.
-func PrefixEnd(prefix []byte) []byte {
-	end := append([]byte(nil), prefix...)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] < 0xff {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return []byte{0} // every key from prefix on
-}
+// PrefixEnd is the end of the range of every key that starts with prefix
+// (auth.PrefixEnd: the same range a permission on a prefix covers).
+func PrefixEnd(prefix []byte) []byte { return auth.PrefixEnd(prefix) }
 
 // watchOn runs one stream on ep until it breaks, delivering events and
 // moving *next past them.

@@ -65,6 +65,11 @@ type node struct {
 	// error, means storage lost what the node may have promised (a vote,
 	// an append).
 	durable durableState
+	// durableEnd is, by term, the highest index the WAL's durable log
+	// has ended at with an entry of that term, in this life of the node:
+	// an entry i of term t was durable once if durableEnd[t] >= i (two
+	// entries of one term come from the same leader's log).
+	durableEnd map[uint64]uint64
 	// cleanCrash: the node died between stages, with nothing written and
 	// not synced, so its whole synced log must come back.
 	cleanCrash bool
@@ -141,6 +146,7 @@ func (n *node) alive() bool { return n.state == nodeUp && !n.paused }
 func (n *node) start() {
 	w := n.w
 	n.lessor = lease.Lessor{} // a restarted process remembers no deadline
+	n.durableEnd = map[uint64]uint64{}
 	store := kvstore.NewMemory(kvstore.Options{})
 	peers := w.ids
 	if n.join {

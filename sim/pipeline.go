@@ -332,6 +332,7 @@ func (n *node) storageFailure(err error) {
 func (n *node) noteDurable() {
 	d := n.rep.Durable()
 	n.durable = durableState{term: d.HardState.Term, vote: d.HardState.Vote, lastIndex: d.LastIndex, lastTerm: d.LastTerm}
+	n.durableEnd[d.LastTerm] = max(n.durableEnd[d.LastTerm], d.LastIndex)
 	n.checkSelfMatch()
 }
 
@@ -404,7 +405,14 @@ func (n *node) checkPromise(m core.Message) error {
 	switch {
 	case m.Type == core.MsgAppResp && !m.Reject:
 		// The acknowledgement names the entry's term as it was when the
-		// node acknowledged it: the entry may have been replaced since.
+		// node acknowledged it. The entry may have been replaced since,
+		// and the replacement made durable before this acknowledgement
+		// leaves: a late acknowledgement is then still true of when it
+		// was made (a delayed message, no more), if the entry was durable
+		// then.
+		if m.LogTerm != 0 && n.durableEnd[m.LogTerm] >= m.Index {
+			return nil
+		}
 		return n.checkDurableUpTo(m.Index, m.LogTerm, "acknowledged entries")
 	case m.Type == core.MsgVoteResp && !m.Reject && !votedFor(m.To):
 		return fmt.Errorf("node %d granted its vote in term %d to %d, but its WAL has made durable term %d vote %d", n.id, m.Term, m.To, hs.Term, hs.Vote)

@@ -55,24 +55,38 @@ func TestPinnedSeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var seeds []uint64
+	// A seed's workload follows it when it is not the default: -auth or
+	// -etcd, as kvsim takes them.
+	workloads := map[string]Options{"": {}, "-auth": {Auth: true}, "-etcd": {Etcd: true}}
+	seeds := map[string][]uint64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		field := strings.Fields(line)[0]
-		s, err := strconv.ParseUint(field, 10, 64)
+		fields := strings.Fields(line)
+		s, err := strconv.ParseUint(fields[0], 10, 64)
 		if err != nil {
-			t.Fatalf("pinned seed %q: %v", field, err)
+			t.Fatalf("pinned seed %q: %v", fields[0], err)
 		}
-		seeds = append(seeds, s)
+		workload := ""
+		if len(fields) > 1 && strings.HasPrefix(fields[1], "-") {
+			workload = fields[1]
+		}
+		if _, ok := workloads[workload]; !ok {
+			t.Fatalf("pinned seed %d: unknown workload %q", s, workload)
+		}
+		seeds[workload] = append(seeds[workload], s)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	runSeeds(t, seeds)
+	for _, w := range []string{"", "-auth", "-etcd"} {
+		if len(seeds[w]) > 0 {
+			runSeedsAs(t, seeds[w], workloads[w])
+		}
+	}
 }
 
 // TestRandomSeeds runs fresh seeds every time: KEYVAL_SIM_SEEDS of them

@@ -58,6 +58,15 @@ type bench struct {
 	// claimed counts operations handed out (the next one's number).
 	claimed atomic.Uint64
 	stopped atomic.Bool // set when --duration is up
+	// start is when the timed run started: the open loop's schedule
+	// counts from it.
+	start time.Time
+}
+
+// scheduled is when the open loop (--rate) sends operation n: n / rate
+// seconds after start.
+func scheduled(start time.Time, n uint64, rate float64) time.Time {
+	return start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
 }
 
 // testHookTimedStart, if set, is called when the timed run starts.
@@ -74,7 +83,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 	rep := &Report{
 		Tool: "kvbench", Op: cfg.op, Target: cfg.target, Clients: cfg.clients, Conns: cfg.conns,
 		Total: cfg.total, DurationSeconds: cfg.duration.Seconds(), KeySize: cfg.keySize, ValSize: cfg.valSize,
-		KeySpaceSize: cfg.keySpace, SequentialKeys: cfg.sequentialKeys, Unary: cfg.unary,
+		KeySpaceSize: cfg.keySpace, SequentialKeys: cfg.sequentialKeys, Unary: cfg.unary, Rate: cfg.rate,
 	}
 	if cfg.op == opMix {
 		rep.ReadRatio = &cfg.readRatio
@@ -112,6 +121,7 @@ func run(ctx context.Context, cfg config, progress io.Writer) (*Report, error) {
 
 	rep.LoadAverage.Start = loadAverage()
 	start := time.Now()
+	b.start = start
 	stopProgress := b.startProgress(progress, start)
 	if testHookTimedStart != nil {
 		testHookTimedStart()
@@ -263,6 +273,20 @@ func (b *bench) loop(ctx context.Context, dl *deadlines, w *worker) {
 		}
 		k := b.pick(w)
 		start := time.Now()
+		if b.cfg.rate > 0 {
+			// Open loop: wait for the operation's turn, and time it
+			// from then even when every worker was busy at that moment
+			// (no coordinated omission: a slow answer delays the ones
+			// behind it, and their latency says so).
+			due := scheduled(b.start, n, b.cfg.rate)
+			if wait := due.Sub(start); wait > 0 {
+				time.Sleep(wait)
+			}
+			if b.stopped.Load() {
+				return
+			}
+			start = due
+		}
 		err := b.do(dl.current(), w, k)
 		took := time.Since(start)
 		if err != nil {

@@ -50,6 +50,7 @@ type config struct {
 	json           bool
 	progress       bool
 	unary          bool
+	rate           float64 // operations per second offered (0: closed loop)
 }
 
 // parseFlags reads the command line. The flag names follow etcd's
@@ -96,6 +97,7 @@ Flags:
 	fs.IntVar(&c.buckets, "histogram-buckets", 10, "bars in the latency histogram")
 	fs.BoolVar(&c.json, "json", false, "print the result as JSON on stdout (progress still goes to stderr)")
 	fs.BoolVar(&c.progress, "progress", true, "print a progress line on stderr about once a second")
+	fs.Float64Var(&c.rate, "rate", 0, "open loop: offer this many operations a second, on a fixed schedule, and time each from when the schedule said to send it (0: closed loop, each worker sending its next as soon as its last is answered); --clients bounds how many are in flight")
 	fs.BoolVar(&c.unary, "unary", false, "one gRPC call per operation, as etcd's tool does, instead of the client's default of one pipelined stream per connection")
 	showVersion := version.AddFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -156,6 +158,8 @@ func (c *config) check() error {
 		return fmt.Errorf("--request-timeout %v: want a positive duration", c.requestTimeout)
 	case c.buckets < 1:
 		return fmt.Errorf("--histogram-buckets %d: want at least 1", c.buckets)
+	case c.rate < 0 || math.IsInf(c.rate, 0) || math.IsNaN(c.rate):
+		return fmt.Errorf("--rate %v: want 0 (closed loop) or a positive rate", c.rate)
 	}
 	return nil
 }

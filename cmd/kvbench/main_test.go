@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -345,5 +346,31 @@ func TestUnaryFlagChoosesTheCallPath(t *testing.T) {
 		if streams := nodes[0].Streams(); (streams > 0) == unary {
 			t.Errorf("unary=%v: the member served %d pipeline streams", unary, streams)
 		}
+	}
+}
+
+// The open loop sends operation n no earlier than n / rate seconds into
+// the run, so a run of --total operations lasts at least the schedule.
+func TestOpenLoopKeepsItsSchedule(t *testing.T) {
+	start := time.Unix(100, 0)
+	if got := scheduled(start, 250, 1000); !got.Equal(start.Add(250 * time.Millisecond)) {
+		t.Fatalf("operation 250 at 1000/s scheduled at %v", got.Sub(start))
+	}
+	_, _, eps := fakeCluster(t, 1)
+	code, out, errOut := kvbench(t, context.Background(), "--endpoints", eps, "--op", "put", "--clients", "4",
+		"--total", "300", "--rate", "1000", "--json", "--progress=false", "--seed", "1")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	r := decode(t, out)
+	if r.Rate != 1000 || r.Requests != 300 || r.Errors != 0 {
+		t.Fatalf("rate %v, requests %d, errors %d", r.Rate, r.Requests, r.Errors)
+	}
+	if r.TotalSeconds < 0.299 {
+		t.Errorf("300 operations at 1000/s took %vs: sent ahead of the schedule", r.TotalSeconds)
+	}
+	code, _, errOut = kvbench(t, context.Background(), "--endpoints", eps, "--rate", "-5")
+	if code != exitUsage || !strings.Contains(errOut, "--rate") {
+		t.Errorf("--rate -5: exit %d, %s", code, errOut)
 	}
 }

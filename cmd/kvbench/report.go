@@ -29,7 +29,9 @@ type Report struct {
 	KeySpaceSize    uint64   `json:"key_space_size"`
 	SequentialKeys  bool     `json:"sequential_keys"`
 	// Unary: one gRPC call per operation (--unary), not the pipeline.
-	Unary     bool     `json:"unary"`
+	Unary bool `json:"unary"`
+	// Rate is the operations a second offered (--rate; 0: closed loop).
+	Rate      float64  `json:"rate,omitempty"`
 	ReadRatio *float64 `json:"read_ratio,omitempty"`
 	// Interrupted: the run was stopped (Ctrl-C) before it was done.
 	Interrupted bool `json:"interrupted"`
@@ -92,6 +94,9 @@ func (r *Report) writeText(w io.Writer) error {
 	fmt.Fprintf(&b, "  keys %d B (%s, %d-key space), values %d B\n", r.KeySize, keys, r.KeySpaceSize, r.ValSize)
 	if r.Unary {
 		fmt.Fprintf(&b, "  one gRPC call per operation (--unary)\n")
+	}
+	if r.Rate > 0 {
+		fmt.Fprintf(&b, "  open loop: %g operations/s offered, latency from each one's scheduled send time (--rate)\n", r.Rate)
 	}
 	if r.Interrupted {
 		fmt.Fprintf(&b, "  INTERRUPTED: the figures cover only the part that ran\n")

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
@@ -109,17 +108,13 @@ func (w *world) leaseCheck() {
 			continue
 		}
 		for _, id := range n.lessor.Due(now) {
-			w.nextRequest++
-			rid := w.nextRequest
-			if err := n.rep.Propose(rid, kvstore.EncodeLeaseRevoke(id, "")); err != nil {
-				n.lessor.Revoked(id, term, false)
-				continue
-			}
-			n.requests[rid] = &request{id: rid, onDone: func(out replica.Outcome) {
+			proposed := n.submit(false, kvstore.EncodeLeaseRevoke(id, ""), func(out replica.Outcome) {
 				st := out.Result.Status
 				n.lessor.Revoked(id, term, out.Err == nil && (st == kvstore.StatusOK || st == kvstore.StatusLeaseNotFound))
-			}}
-			n.schedule()
+			})
+			if !proposed {
+				n.lessor.Revoked(id, term, false)
+			}
 		}
 	}
 }
@@ -132,8 +127,16 @@ func (w *world) ask(h *holder, read bool, cmd []byte, done func(n *node, out rep
 		w.clock.after(20_000, h.act)
 		return
 	}
-	w.nextRequest++
-	rid := w.nextRequest
+	if !n.submit(read, cmd, func(out replica.Outcome) { done(n, out) }) {
+		w.clock.after(20_000, h.act)
+	}
+}
+
+// submit hands n a read (read) or the proposal of cmd for the simulator
+// itself, whose outcome goes to done; false if n refused it.
+func (n *node) submit(read bool, cmd []byte, done func(replica.Outcome)) bool {
+	n.w.nextRequest++
+	rid := n.w.nextRequest
 	var err error
 	if read {
 		err = n.rep.Read(rid)
@@ -141,11 +144,11 @@ func (w *world) ask(h *holder, read bool, cmd []byte, done func(n *node, out rep
 		err = n.rep.Propose(rid, cmd)
 	}
 	if err != nil {
-		w.clock.after(20_000, h.act)
-		return
+		return false
 	}
-	n.requests[rid] = &request{id: rid, read: read, onDone: func(out replica.Outcome) { done(n, out) }}
+	n.requests[rid] = &request{id: rid, read: read, onDone: done}
 	n.schedule()
+	return true
 }
 
 // grant starts the holder's next lease; an answer lost is asked again
@@ -178,16 +181,10 @@ func (w *world) grant(h *holder) {
 
 // attach puts the holder's key with its lease.
 func (w *world) attach(h *holder) {
-	put := &pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
-		Key: []byte(h.key), Value: []byte("held"), Lease: h.lease}}}}}
-	txn, err := put.Marshal()
+	cmd, err := kvstore.EncodeEtcdTxn(&pb.TxnRequest{Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
+		Key: []byte(h.key), Value: []byte("held"), Lease: h.lease}}}}}, "")
 	if err != nil {
-		w.fail(fmt.Errorf("encode a lease put: %w", err))
-		return
-	}
-	cmd, err := proto.Marshal(&kvpb.Command{Op: &kvpb.Command_EtcdTxn{EtcdTxn: txn}})
-	if err != nil {
-		w.fail(fmt.Errorf("encode a lease put: %w", err))
+		w.fail(fmt.Errorf("a lease put: %w", err))
 		return
 	}
 	w.ask(h, false, cmd, func(_ *node, out replica.Outcome) {
@@ -302,7 +299,7 @@ func (w *world) lockStep(h *holder, gen int) {
 			Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
 				Key: []byte(lockKey), Value: []byte(h.key), Lease: h.lease}}}},
 		}
-		w.askTxn(h, txn, func(r kvstore.Result) {
+		w.askTxn(txn, func(r kvstore.Result) {
 			if h.n == gen && r.Etcd != nil && r.Etcd.Succeeded {
 				h.token = int64(r.Revision)
 			}
@@ -317,7 +314,7 @@ func (w *world) lockStep(h *holder, gen int) {
 		Success: []*pb.RequestOp{{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{
 			Key: []byte(lockGuarded), Value: []byte(strconv.FormatInt(token, 10))}}}},
 	}
-	w.askTxn(h, txn, func(r kvstore.Result) {
+	w.askTxn(txn, func(r kvstore.Result) {
 		if h.n == gen && r.Etcd != nil && !r.Etcd.Succeeded && h.token == token {
 			h.token = 0 // the fence refused it: the lock is someone else's
 		}
@@ -328,33 +325,22 @@ func (w *world) lockStep(h *holder, gen int) {
 // askTxn proposes an etcd transaction (no session: a lost answer is not
 // retried) through the leader and hands its result to done; an answer
 // lost or refused gives a zero result.
-func (w *world) askTxn(h *holder, txn *pb.TxnRequest, done func(kvstore.Result)) {
-	data, err := txn.Marshal()
-	if err == nil {
-		var cmd []byte
-		if cmd, err = proto.Marshal(&kvpb.Command{Op: &kvpb.Command_EtcdTxn{EtcdTxn: data}}); err == nil {
-			n := w.leader()
-			if n == nil || !n.alive() {
-				done(kvstore.Result{})
-				return
-			}
-			w.nextRequest++
-			rid := w.nextRequest
-			if n.rep.Propose(rid, cmd) != nil {
-				done(kvstore.Result{})
-				return
-			}
-			n.requests[rid] = &request{id: rid, onDone: func(out replica.Outcome) {
-				if out.Err != nil {
-					out.Result = kvstore.Result{}
-				}
-				done(out.Result)
-			}}
-			n.schedule()
-			return
-		}
+func (w *world) askTxn(txn *pb.TxnRequest, done func(kvstore.Result)) {
+	cmd, err := kvstore.EncodeEtcdTxn(txn, "")
+	if err != nil {
+		w.fail(fmt.Errorf("a lock transaction: %w", err))
+		return
 	}
-	w.fail(fmt.Errorf("encode a lock transaction: %w", err))
+	n := w.leader()
+	proposed := n != nil && n.alive() && n.submit(false, cmd, func(out replica.Outcome) {
+		if out.Err != nil {
+			out.Result = kvstore.Result{}
+		}
+		done(out.Result)
+	})
+	if !proposed {
+		done(kvstore.Result{})
+	}
 }
 
 // checkFenced holds each guarded write that took effect to the token of

@@ -44,19 +44,19 @@ var etcdMatrix = []struct {
 	{"txn-put, 64 / 8", []string{"txn-put"}, 64, 8, 0.5, false},
 }
 
-// buildEtcdBenchmark makes sure etcd's tool is there: the default path is
-// built (or found up to date) by make etcd-benchmark; a path given with
-// --etcd-benchmark must already exist.
-func buildEtcdBenchmark(ctx context.Context, opt options, stderr io.Writer) error {
-	if opt.etcdBenchmark == defaultEtcdBenchmark {
-		cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "etcd-benchmark")
+// buildEtcdBinary makes sure one of etcd's binaries (what) is at path:
+// its default path is built (or found up to date) by make target; a path
+// given on the command line must already exist.
+func buildEtcdBinary(ctx context.Context, path, defaultPath, target, what string, stderr io.Writer) error {
+	if path == defaultPath {
+		cmd := exec.CommandContext(ctx, "make", "--no-print-directory", target)
 		cmd.Stdout, cmd.Stderr = stderr, stderr
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("building etcd's benchmark tool (make etcd-benchmark): %w", err)
+			return fmt.Errorf("building %s (make %s): %w", what, target, err)
 		}
 	}
-	if _, err := os.Stat(opt.etcdBenchmark); err != nil {
-		return fmt.Errorf("etcd's benchmark tool: %w", err)
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }

@@ -316,15 +316,16 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 }
 
 // build compiles keyvald and kvbench from this checkout, and etcd's
-// benchmark tool if the etcd step is to run.
+// benchmark tool if the etcd or watch-lease step is to run, and etcd's
+// server for the watch-lease step unless it runs KeyVal alone.
 func build(ctx context.Context, opt options, stderr io.Writer) error {
 	if opt.steps["etcd"] || opt.steps["watch-lease"] {
-		if err := buildEtcdBenchmark(ctx, opt, stderr); err != nil {
+		if err := buildEtcdBinary(ctx, opt.etcdBenchmark, defaultEtcdBenchmark, "etcd-benchmark", "etcd's benchmark tool", stderr); err != nil {
 			return err
 		}
 	}
-	if opt.steps["watch-lease"] {
-		if err := buildEtcdServer(ctx, opt, stderr); err != nil {
+	if opt.steps["watch-lease"] && opt.etcdServer != noEtcdServer {
+		if err := buildEtcdBinary(ctx, opt.etcdServer, defaultEtcdServer, "etcd", "etcd's server", stderr); err != nil {
 			return err
 		}
 	}

@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -96,25 +94,6 @@ func watchLatencyArgs(watchers int) func(opt options) []string {
 // watchLeaseRunTimeout bounds one run: etcd's watch benchmark waits for
 // every event it expects, so a lost event would otherwise hang it.
 const watchLeaseRunTimeout = 3 * time.Minute
-
-// buildEtcdServer makes sure etcd's server is there, as buildEtcdBenchmark
-// does for the tool.
-func buildEtcdServer(ctx context.Context, opt options, stderr io.Writer) error {
-	if opt.etcdServer == noEtcdServer {
-		return nil
-	}
-	if opt.etcdServer == defaultEtcdServer {
-		cmd := exec.CommandContext(ctx, "make", "--no-print-directory", "etcd")
-		cmd.Stdout, cmd.Stderr = stderr, stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("building etcd's server (make etcd): %w", err)
-		}
-	}
-	if _, err := os.Stat(opt.etcdServer); err != nil {
-		return fmt.Errorf("etcd's server: %w", err)
-	}
-	return nil
-}
 
 // newEtcdCluster lays out three etcd members under dir with KeyVal's
 // default heartbeat and election timeout and its snapshot interval, so

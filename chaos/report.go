@@ -176,8 +176,7 @@ func (r *Report) Text(w io.Writer) {
 		if len(r.Watch.Problems) > 0 {
 			ok = "NO (see problems)"
 		}
-		fmt.Fprintf(w, "watch complete and in order: %s (%d events through revision %d, the stream opened again %d times)\n",
-			ok, r.Watch.Events, r.Watch.Through, r.Watch.Resumed)
+		fmt.Fprintf(w, "watch complete and in order: %s (%d events through revision %d)\n", ok, r.Watch.Events, r.Watch.Through)
 		ok = "yes"
 		if len(r.Lock.Problems) > 0 {
 			ok = "NO (see problems)"

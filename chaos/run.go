@@ -304,7 +304,10 @@ func (r *runner) run(ctx context.Context, kinds []Nemesis, spawn func(string, fu
 	spawn("leader watch", func() { cl.watchLeaders(watchCtx, watch) })
 
 	// The watch workload follows every change from the first revision.
-	r.watcher = newWatcher(endpoints(cl))
+	var err error
+	if r.watcher, err = newWatcher(endpoints(cl)); err != nil {
+		return r.abort(ctx, err)
+	}
 	watcherCtx, stopWatcher := context.WithCancel(ctx)
 	defer stopWatcher()
 	var watching sync.WaitGroup
@@ -530,8 +533,8 @@ func (r *runner) judge(final FinalState, perNode []map[string]KeyState) {
 	}
 	v := Judge(h, writes, final, perNode, r.cfg.CheckTimeout)
 	if r.watcher != nil {
-		events, through, resumed, failed := r.watcher.result()
-		rep.Watch = WatchReport{Events: len(events), Resumed: resumed, Through: through, Problems: CheckWatch(events, writes, through)}
+		events, through, failed := r.watcher.result()
+		rep.Watch = WatchReport{Events: len(events), Through: through, Problems: CheckWatch(events, writes, through)}
 		if failed != "" {
 			rep.Watch.Problems = append(rep.Watch.Problems, failed)
 		}

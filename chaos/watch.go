@@ -6,19 +6,15 @@ import (
 	"sync"
 	"time"
 
-	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
+	"github.com/therealutkarshpriyadarshi/keyval/client"
 	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
 )
 
 // The watch workload: one watcher follows every change to the workers'
-// keys through etcd's Watch API, from the cluster's first revision to the
-// end of the run, through the same kills, pauses and partitions. When its
-// stream breaks it watches again on the next member from the revision
-// after the last event it got, as etcd's client does. The judge holds what
+// keys, from the cluster's first revision to the end of the run, through
+// the same kills, pauses and partitions, with KeyVal's Go client
+// (client.Watch: etcd's Watch service; when a stream breaks it watches
+// again on the next member from the revision after the last event it got). The judge holds what
 // it got to the writes (CheckWatch).
 
 // WatchEvent is one change the watcher was told of.
@@ -32,87 +28,40 @@ type WatchEvent struct {
 // WatchReport is what the watcher got and what the judge found in it.
 type WatchReport struct {
 	Events int `json:"events"`
-	// Resumed counts the streams opened again after one broke; Through
-	// is the revision up to which the watcher had every change.
-	Resumed  int      `json:"resumed"`
+	// Through is the revision up to which the watcher had every change.
 	Through  uint64   `json:"through"`
 	Problems []string `json:"problems,omitempty"`
 }
 
 type watcher struct {
-	endpoints []string
+	cl *client.Client
 
-	mu      sync.Mutex
-	events  []WatchEvent
-	next    uint64 // the first revision not yet received
-	resumed int
-	failed  string // why watching cannot go on (a compacted start)
+	mu     sync.Mutex
+	events []WatchEvent
+	next   uint64 // the first revision not yet received
+	failed string // why watching could not go on (a compacted start)
 }
 
-func newWatcher(endpoints []string) *watcher { return &watcher{endpoints: endpoints, next: 1} }
+func newWatcher(endpoints []string) (*watcher, error) {
+	cl, err := client.New(client.Config{Endpoints: endpoints, DialTimeout: time.Second})
+	if err != nil {
+		return nil, err
+	}
+	return &watcher{cl: cl, next: 1}, nil
+}
 
-// run watches until ctx ends, moving to the next member whenever a
-// stream breaks.
+// run watches with KeyVal's Go client, which goes on at the next member
+// when a stream breaks, until ctx ends.
 func (w *watcher) run(ctx context.Context) {
-	for i := 0; ctx.Err() == nil; i++ {
-		err := w.follow(ctx, w.endpoints[i%len(w.endpoints)])
-		if ctx.Err() != nil {
-			return
-		}
+	defer w.cl.Close()
+	for resp := range w.cl.Watch(ctx, []byte("k"), []byte("l"), 1) {
 		w.mu.Lock()
-		w.resumed++
-		stop := w.failed != ""
-		w.mu.Unlock()
-		if stop {
-			return
+		if resp.Err != nil {
+			w.failed = resp.Err.Error()
 		}
-		_ = err // a broken stream is what the faults are for
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// follow reads one stream from one member, from the next revision on.
-func (w *watcher) follow(ctx context.Context, endpoint string) error {
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return fmt.Errorf("dial %s: %w", endpoint, err)
-	}
-	defer conn.Close()
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := pb.NewWatchClient(conn).Watch(sctx)
-	if err != nil {
-		return fmt.Errorf("watch on %s: %w", endpoint, err)
-	}
-	w.mu.Lock()
-	from := w.next
-	w.mu.Unlock()
-	create := &pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
-		Key: []byte("k"), RangeEnd: []byte("l"), StartRevision: int64(from)}}}
-	if err := stream.Send(create); err != nil {
-		return fmt.Errorf("watch on %s: %w", endpoint, err)
-	}
-	for {
-		resp, err := stream.Recv()
-		if err != nil {
-			return fmt.Errorf("watch on %s: %w", endpoint, err)
-		}
-		if resp.Canceled {
-			if resp.CompactRevision != 0 {
-				w.mu.Lock()
-				w.failed = fmt.Sprintf("the watch from revision %d was refused: compacted up to %d", from, resp.CompactRevision)
-				w.mu.Unlock()
-			}
-			return fmt.Errorf("watch on %s canceled: %s", endpoint, resp.CancelReason)
-		}
-		w.mu.Lock()
 		for _, ev := range resp.Events {
-			rev := uint64(ev.Kv.ModRevision)
-			w.events = append(w.events, WatchEvent{Revision: rev, Key: string(ev.Kv.Key), Value: string(ev.Kv.Value), Delete: ev.Type == mvccpb.DELETE})
-			w.next = max(w.next, rev+1)
+			w.events = append(w.events, WatchEvent{Revision: ev.Revision, Key: string(ev.Key), Value: string(ev.Value), Delete: ev.Deleted})
+			w.next = ev.Revision + 1
 		}
 		w.mu.Unlock()
 	}
@@ -125,12 +74,12 @@ func (w *watcher) caughtUp(rev uint64) bool {
 	return w.next > rev
 }
 
-// result is what the watcher got: its events, and the last revision it
-// has every change up to.
-func (w *watcher) result() ([]WatchEvent, uint64, int, string) {
+// result is what the watcher got: its events, the last revision it has
+// every change up to, and why it stopped early, if it did.
+func (w *watcher) result() ([]WatchEvent, uint64, string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return append([]WatchEvent(nil), w.events...), w.next - 1, w.resumed, w.failed
+	return append([]WatchEvent(nil), w.events...), w.next - 1, w.failed
 }
 
 // maxWatchProblems bounds what the report lists.

@@ -11,7 +11,7 @@ PROPERTY_BUDGET    ?= 10s
 DEEP_PROPERTY_BUDGET ?= 30s
 DEEP_SWARM_BUDGET    ?= 120
 
-.PHONY: all build test test-deep fuzz cover lint bench bench-cluster bench-cluster-smoke proto fmt sim sim-swarm \
+.PHONY: all build test test-deep fuzz cover lint bench bench-cluster bench-cluster-smoke bench-compare proto fmt sim sim-swarm \
 	cluster-start cluster-status cluster-stop integration-test chaos-test
 
 # The local cluster of make cluster-start: three members on 127.0.0.1, each
@@ -46,8 +46,9 @@ etcdctl:
 	cd tools/etcdctl && $(GO) build -o ../../bin/etcdctl go.etcd.io/etcd/etcdctl/v3
 
 # etcd's benchmark tool, for driving KeyVal through etcd's v3 API the way
-# people compare stores (make bench-cluster runs it; docs/bench.md). The Go
-# module proxy refuses go.etcd.io/etcd/tools/v3 at every version, so it is
+# people compare stores (make bench-cluster and bench-compare run it;
+# docs/bench.md). The Go module proxy refuses go.etcd.io/etcd/tools/v3 at
+# every version (v3.6.14 too, asked on 2026-12-03), so it is
 # built from Debian's etcd source tarball, checked against the sha256 of
 # Debian's etcd_3.4.23-4.dsc; its dependencies come from the proxy. It is
 # etcd 3.4's tool: the v3 API it speaks is the one KeyVal serves. Tarball,
@@ -67,17 +68,16 @@ etcd-benchmark: bin/etcd-benchmark
 bin/etcd-benchmark: $(ETCD_SRC_TREE)/.extracted
 	cd $(ETCD_SRC_TREE) && GOFLAGS=-mod=mod $(GO) build -o $(CURDIR)/bin/etcd-benchmark ./tools/benchmark
 
-# etcd's server from the same tarball, run beside KeyVal by make
+# etcd's server at the version tools/etcd/go.mod pins, from the Go module
+# proxy alone, run beside KeyVal by make bench-compare and make
 # bench-cluster's watch-lease step so that both are measured in one run.
+# Its own module, as etcdctl's: etcd's server stays out of KeyVal's.
 .PHONY: etcd
-etcd: bin/etcd
+etcd:
+	cd tools/etcd && $(GO) build -o ../../bin/etcd .
 
-bin/etcd: $(ETCD_SRC_TREE)/.extracted
-	cd $(ETCD_SRC_TREE) && GOFLAGS=-mod=mod $(GO) build -o $(CURDIR)/bin/etcd .
-
-# One extraction for both binaries. The stamp takes the tarball's time, so
-# binaries built from an earlier extraction of the same tarball stay
-# current.
+# The stamp takes the tarball's time, so a binary built from an earlier
+# extraction of the same tarball stays current.
 $(ETCD_SRC_TREE)/.extracted: $(ETCD_TARBALL)
 	rm -rf $(ETCD_SRC_TREE)
 	tar -xzf $< -C $(ETCD_SRC_DIR)
@@ -229,6 +229,17 @@ bench-cluster: etcd-benchmark etcd
 
 bench-cluster-smoke: etcd-benchmark
 	$(GO) run ./cmd/benchcluster --smoke --etcd-server none
+
+# KeyVal and etcd side by side in one run (issue 17; docs/bench.md): two
+# three-member clusters on 127.0.0.1 with the same timeouts, snapshot
+# interval and compaction; puts at 1-256 clients and gets at 64 from
+# etcd's benchmark tool (against both) and kvbench (pipelined and unary),
+# then failover trials, in interleaved rounds; report in
+# .benchdata/bench-compare.md. About 30 minutes; BENCH_COMPARE_FLAGS=--smoke
+# checks the tooling in well under a minute.
+BENCH_COMPARE_FLAGS ?=
+bench-compare: etcd-benchmark etcd
+	$(GO) run ./cmd/benchcluster --steps compare $(BENCH_COMPARE_FLAGS)
 
 sim:
 	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth) $(if $(ETCD),-etcd)

@@ -489,3 +489,15 @@ func isClosed(ch chan struct{}) bool {
 		return false
 	}
 }
+
+// startStopped starts every member that is not running.
+func (c *cluster) startStopped() error {
+	for _, n := range c.nodes {
+		if n.pid() == 0 {
+			if err := c.start(n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -21,6 +21,11 @@ import (
 // defaultEtcdBenchmark is where make etcd-benchmark puts etcd's tool.
 const defaultEtcdBenchmark = "bin/etcd-benchmark"
 
+// etcdToolVersion is the etcd release whose benchmark tool make
+// etcd-benchmark builds (the Makefile's ETCD_SRC_VERSION): the module
+// proxy refuses the tool's module, so it comes from a source tarball.
+const etcdToolVersion = "3.4.23"
+
 // etcdRangeKey is the key etcd's range rows read, written once before
 // them so that every read finds a 256-byte value, as the writes left.
 const etcdRangeKey = "foo"

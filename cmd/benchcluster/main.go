@@ -6,6 +6,8 @@
 // watch fan-out and lease keep-alives paired with an etcd cluster,
 // memory over a sustained-overwrite run, failover after kill -9 of the
 // leader, and the catch-up of a member restarted behind many writes.
+// --steps compare (make bench-compare) instead runs the write, read and
+// failover rows on KeyVal and etcd side by side, in interleaved rounds.
 // Everything measured goes to a markdown file with the exact commands.
 //
 // --smoke runs every step with tiny counts in a few seconds so CI can
@@ -65,6 +67,8 @@ type options struct {
 	etcdBenchmark    string
 	etcdServer       string
 	watchLeaseRounds int
+	compareRounds    int
+	compareTrials    int
 	keep             bool
 	quiet            bool
 	timeout          time.Duration
@@ -76,6 +80,13 @@ type options struct {
 // is measured before failover and catch-up: those leave a million keys
 // and restarted members behind.
 var allSteps = []string{"writes", "reads", "etcd", "watch-lease", "rss", "failover", "catchup"}
+
+// stepCompare (make bench-compare) runs only when asked for by name, after
+// the others: it measures etcd as much as KeyVal, and for longer.
+const stepCompare = "compare"
+
+// knownSteps are the steps --steps accepts, in the order they run.
+var knownSteps = append(slices.Clone(allSteps), stepCompare)
 
 func main() {
 	os.Exit(realMain(os.Args[1:], os.Stdout, os.Stderr))
@@ -130,6 +141,20 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
+// defaultOut is where the report goes without --out: make bench-compare's
+// run alone has a file of its own, so that it does not overwrite make
+// bench-cluster's.
+func defaultOut(steps map[string]bool, smoke bool) string {
+	name := "bench-cluster"
+	if len(steps) == 1 && steps[stepCompare] {
+		name = "bench-compare"
+	}
+	if smoke {
+		name += "-smoke"
+	}
+	return ".benchdata/" + name + ".md"
+}
+
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	opt := options{args: args}
 	fs := flag.NewFlagSet("benchcluster", flag.ContinueOnError)
@@ -141,6 +166,7 @@ benchmarks it with kvbench (run from the repository root):
   go run ./cmd/benchcluster                 the full matrix (about 6-10 minutes on 2 cores)
   go run ./cmd/benchcluster --smoke         every step with tiny counts (seconds)
   go run ./cmd/benchcluster --steps writes,failover --failover-trials 20
+  go run ./cmd/benchcluster --steps compare  KeyVal beside an etcd cluster (make bench-compare)
 
 Results, with the exact commands, go to --out. Exit status: 0 all steps
 ran without errors, 1 something failed (the report says what), 2 usage,
@@ -156,7 +182,8 @@ Flags:
 	fs.StringVar(&opt.binDir, "bin-dir", ".benchdata/bin", "where keyvald and kvbench are built")
 	fs.StringVar(&opt.goCmd, "go", "go", "the go command used to build")
 	fs.IntVar(&opt.basePort, "base-port", 3379, "client port of member 1; members 2 and 3 are +10000 and +20000, peer ports one above (0: any free ports; --smoke's default)")
-	steps := fs.String("steps", strings.Join(allSteps, ","), "steps to run, comma-separated: "+strings.Join(allSteps, ", "))
+	steps := fs.String("steps", strings.Join(allSteps, ","), "steps to run, comma-separated: "+strings.Join(knownSteps, ", ")+
+		" ("+stepCompare+", make bench-compare's, only when named)")
 	fs.IntVar(&opt.writeOps, "write-ops", 100000, "operations per write row (the 1-client row runs a tenth, the 16-client row half)")
 	fs.IntVar(&opt.readOps, "read-ops", 100000, "operations per read row")
 	fs.IntVar(&opt.keySpace, "key-space", 100000, "keys the writes and reads range over (preloaded for the reads)")
@@ -167,8 +194,10 @@ Flags:
 	fs.IntVar(&opt.snapshotInterval, "snapshot-interval", 0, "keyvald --snapshot-interval (0: keyvald's default)")
 	fs.BoolVar(&opt.unary, "unary", false, "kvbench --unary: one gRPC call per operation, as etcd's tool makes, instead of the client's pipeline")
 	fs.StringVar(&opt.etcdBenchmark, "etcd-benchmark", defaultEtcdBenchmark, "etcd's benchmark tool for the etcd step (the default is built by make etcd-benchmark when needed)")
-	fs.StringVar(&opt.etcdServer, "etcd-server", defaultEtcdServer, "etcd's server, run beside KeyVal in the watch-lease step (the default is built by make etcd when needed; "+noEtcdServer+": KeyVal alone)")
+	fs.StringVar(&opt.etcdServer, "etcd-server", defaultEtcdServer, "etcd's server, run beside KeyVal in the watch-lease and compare steps (the default is built by make etcd when needed; "+noEtcdServer+": KeyVal alone)")
 	fs.IntVar(&opt.watchLeaseRounds, "watch-lease-rounds", 3, "rounds of the watch-lease step, each running every benchmark on both systems")
+	fs.IntVar(&opt.compareRounds, "compare-rounds", 3, "rounds of the compare step, each running every row on every system, the order rotating")
+	fs.IntVar(&opt.compareTrials, "compare-failover-trials", 5, "failover trials of the compare step per probe and round")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "give up (and fail) after this long; 0: no limit (--smoke: 3m)")
@@ -189,6 +218,7 @@ Flags:
 			"write-ops": "300", "read-ops": "300", "key-space": "1000", "failover-trials": "1",
 			"catchup-keys": "3000", "catchup-timeout": "1m", "rss-duration": "3s", "snapshot-interval": "500",
 			"quiet": "true", "base-port": "0", "timeout": "3m", "watch-lease-rounds": "1",
+			"compare-rounds": "1", "compare-failover-trials": "1",
 		} {
 			if !given[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -197,22 +227,19 @@ Flags:
 			}
 		}
 	}
-	if opt.out == "" {
-		opt.out = ".benchdata/bench-cluster.md"
-		if opt.smoke {
-			opt.out = ".benchdata/bench-cluster-smoke.md"
-		}
-	}
 	opt.steps = map[string]bool{}
 	for _, s := range strings.Split(*steps, ",") {
 		s = strings.TrimSpace(s)
 		if s == "" {
 			continue
 		}
-		if !slices.Contains(allSteps, s) {
-			return opt, fmt.Errorf("--steps: unknown step %q (want some of %s)", s, strings.Join(allSteps, ", "))
+		if !slices.Contains(knownSteps, s) {
+			return opt, fmt.Errorf("--steps: unknown step %q (want some of %s)", s, strings.Join(knownSteps, ", "))
 		}
 		opt.steps[s] = true
+	}
+	if opt.out == "" {
+		opt.out = defaultOut(opt.steps, opt.smoke)
 	}
 	switch {
 	case len(opt.steps) == 0:
@@ -221,8 +248,10 @@ Flags:
 		return opt, errors.New("--write-ops, --read-ops, --key-space and --catchup-keys must be positive")
 	case opt.keySpace > 100000000:
 		return opt, errors.New("--key-space must fit in 8-digit keys (at most 100000000)")
-	case opt.watchLeaseRounds < 1:
-		return opt, errors.New("--watch-lease-rounds must be positive")
+	case opt.watchLeaseRounds < 1 || opt.compareRounds < 1:
+		return opt, errors.New("--watch-lease-rounds and --compare-rounds must be positive")
+	case opt.compareTrials < 0:
+		return opt, errors.New("--compare-failover-trials must not be negative")
 	case opt.failoverTrials < 0:
 		return opt, errors.New("--failover-trials must not be negative")
 	case opt.basePort < 0 || opt.basePort+20001 > 65535:
@@ -279,10 +308,10 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 
 	steps := map[string]func(context.Context) error{
 		"writes": d.stepWrites, "reads": d.stepReads, "etcd": d.stepEtcd, "watch-lease": d.stepWatchLease, "rss": d.stepRSS,
-		"failover": d.stepFailover, "catchup": d.stepCatchup,
+		"failover": d.stepFailover, "catchup": d.stepCatchup, stepCompare: d.stepCompare,
 	}
 	var failed []error
-	for _, name := range allSteps {
+	for _, name := range knownSteps {
 		if !opt.steps[name] {
 			continue
 		}
@@ -316,15 +345,16 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 }
 
 // build compiles keyvald and kvbench from this checkout, and etcd's
-// benchmark tool if the etcd or watch-lease step is to run, and etcd's
-// server for the watch-lease step unless it runs KeyVal alone.
+// benchmark tool if the etcd, watch-lease or compare step is to run, and
+// etcd's server for the last two unless they run KeyVal alone.
 func build(ctx context.Context, opt options, stderr io.Writer) error {
-	if opt.steps["etcd"] || opt.steps["watch-lease"] {
+	withEtcd := opt.steps["watch-lease"] || opt.steps[stepCompare]
+	if opt.steps["etcd"] || withEtcd {
 		if err := buildEtcdBinary(ctx, opt.etcdBenchmark, defaultEtcdBenchmark, "etcd-benchmark", "etcd's benchmark tool", stderr); err != nil {
 			return err
 		}
 	}
-	if opt.steps["watch-lease"] && opt.etcdServer != noEtcdServer {
+	if withEtcd && opt.etcdServer != noEtcdServer {
 		if err := buildEtcdBinary(ctx, opt.etcdServer, defaultEtcdServer, "etcd", "etcd's server", stderr); err != nil {
 			return err
 		}

@@ -30,6 +30,7 @@ type report struct {
 	reads      []benchRow
 	etcd       []benchRow
 	watchLease *watchLeaseResult
+	compare    *compareResult
 	rss        *rssResult
 	failover   *failoverResult
 	catchup    *catchupResult
@@ -113,7 +114,7 @@ func (r *report) markdown() string {
 	}
 	if len(r.etcd) > 0 {
 		fmt.Fprintf(&b, "## etcd's benchmark tool\n\n"+
-			"The same cluster driven through etcd's v3 API by etcd's own `benchmark` tool (etcd 3.4.23's `tools/benchmark`, "+
+			"The same cluster driven through etcd's v3 API by etcd's own `benchmark` tool (etcd "+etcdToolVersion+"'s `tools/benchmark`, "+
 			"built by `make etcd-benchmark` from Debian's etcd source tarball; etcd 3.4's tool speaks the same v3 API). "+
 			"One gRPC call per operation; `--target-leader` puts every connection on the leader. Puts and transactions: "+
 			"8-byte random keys over a %d-key space, 256-byte values; ranges read the one key `%s`.\n\n", r.opt.keySpace, etcdRangeKey)
@@ -130,6 +131,9 @@ func (r *report) markdown() string {
 	}
 	if r.catchup != nil {
 		r.writeCatchup(&b)
+	}
+	if r.compare != nil {
+		r.writeCompare(&b)
 	}
 
 	fmt.Fprintf(&b, "## How the cluster was run\n\n```\n")

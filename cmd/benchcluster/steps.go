@@ -58,11 +58,17 @@ func (r benchRow) elections() uint64 {
 // (256-byte values, 8-byte keys unless more digits are needed) over the
 // given endpoints.
 func (d *driver) commonArgs(endpoints string, keySize int) []string {
+	return kvbenchArgs(endpoints, keySize, d.opt.unary, d.progress != nil)
+}
+
+// kvbenchArgs are commonArgs with the calling convention and progress
+// lines chosen by the caller.
+func kvbenchArgs(endpoints string, keySize int, unary, progress bool) []string {
 	args := []string{
 		"--endpoints", endpoints, "--key-size", strconv.Itoa(keySize), "--val-size", "256",
-		"--json", "--progress=" + strconv.FormatBool(d.progress != nil),
+		"--json", "--progress=" + strconv.FormatBool(progress),
 	}
-	if d.opt.unary {
+	if unary {
 		args = append(args, "--unary")
 	}
 	return args
@@ -381,20 +387,55 @@ func (d *driver) stepFailover(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (d *driver) failoverTrial(ctx context.Context) (tr failoverTrial) {
-	leader, err := d.c.waitHealthy(ctx, d.c.nodes, time.Minute)
+// failoverTarget is a cluster as a failover trial sees it: KeyVal's or
+// etcd's, each asked about its leader in its own way.
+type failoverTarget struct {
+	c *cluster
+	// leader is the member of nodes that claims to lead with the highest
+	// term, and that term (nil if none does).
+	leader func(ctx context.Context, nodes []*node) (*node, uint64)
+	// healthy starts any member that is down and waits until all three
+	// follow one leader and have caught up; it returns the leader.
+	healthy func(ctx context.Context) (*node, error)
+}
+
+// keyvalTarget is the driver's KeyVal cluster.
+func (d *driver) keyvalTarget() *failoverTarget {
+	return &failoverTarget{
+		c:      d.c,
+		leader: func(ctx context.Context, nodes []*node) (*node, uint64) { return d.c.view(ctx, nodes).leader() },
+		healthy: func(ctx context.Context) (*node, error) {
+			if err := d.c.startStopped(); err != nil {
+				return nil, err
+			}
+			return d.c.waitHealthy(ctx, d.c.nodes, 2*time.Minute)
+		},
+	}
+}
+
+func (d *driver) failoverTrial(ctx context.Context) failoverTrial {
+	c := d.c
+	return runFailoverTrial(ctx, d.keyvalTarget(), func() (prober, error) { return dialKeyValProbe(c) }, d.opt.keySpace)
+}
+
+// runFailoverTrial kills t's leader under writers that write through the
+// client dial returns, and times the first acknowledgement of a write
+// begun after the kill.
+func runFailoverTrial(ctx context.Context, t *failoverTarget, dial func() (prober, error), keySpace int) (tr failoverTrial) {
+	leader, err := t.healthy(ctx)
 	if err != nil {
 		tr.err = err
 		return tr
 	}
-	_, tr.oldTerm = d.c.view(ctx, []*node{leader}).leader()
+	_, tr.oldTerm = t.leader(ctx, []*node{leader})
 	tr.killed = leader.id
 
-	w, err := startFailoverWriter(ctx, d.c, d.opt.keySpace)
+	p, err := dial()
 	if err != nil {
 		tr.err = err
 		return tr
 	}
+	w := startFailoverWriter(ctx, p, keySpace)
 	defer func() { tr.acks, tr.writeErrors = w.stop() }()
 	// Let the writers settle into a steady state before the kill.
 	if err := w.waitAcks(ctx, 20, 30*time.Second); err != nil {
@@ -410,12 +451,11 @@ func (d *driver) failoverTrial(ctx context.Context) (tr failoverTrial) {
 	// Writes begun from now on cannot be answered by the dead leader.
 	w.killed(time.Now())
 
-	survivors := slices.DeleteFunc(slices.Clone(d.c.nodes), func(n *node) bool { return n == leader })
+	survivors := slices.DeleteFunc(slices.Clone(t.c.nodes), func(n *node) bool { return n == leader })
 	deadline := killedAt.Add(30 * time.Second)
 	for tr.toAck == 0 || tr.newLeader == 0 {
 		if tr.newLeader == 0 {
-			v := d.c.view(ctx, survivors)
-			if l, term := v.leader(); l != nil && term > tr.oldTerm {
+			if l, term := t.leader(ctx, survivors); l != nil && term > tr.oldTerm {
 				tr.toLeader, tr.newLeader, tr.newTerm = time.Since(killedAt), l.id, term
 			}
 		}
@@ -435,11 +475,55 @@ func (d *driver) failoverTrial(ctx context.Context) (tr failoverTrial) {
 	return tr
 }
 
+// prober is the client a failover trial's writers write through: KeyVal's
+// Go client, or etcd's. Both retry a write the same way (probe* below)
+// until it is acknowledged or the request times out.
+type prober interface {
+	put(ctx context.Context, key, value []byte) error
+	close() error
+}
+
+// How the failover writers' clients retry: quickly, so that the
+// measurement shows the cluster's failover rather than the client's
+// backoff (at most 50 ms instead of KeyVal's default 500 ms), and long
+// enough that the dead member's refusals cannot use a write up before
+// the election is over.
+const (
+	probeBackoffBase    = 5 * time.Millisecond
+	probeBackoffMax     = 50 * time.Millisecond
+	probeAttemptTimeout = 2 * time.Second
+	probeRequestTimeout = 20 * time.Second
+)
+
+// keyvalProbe writes through KeyVal's Go client, which retries by itself.
+type keyvalProbe struct{ c *client.Client }
+
+func dialKeyValProbe(c *cluster) (prober, error) {
+	cl, err := client.New(client.Config{
+		Endpoints:   []string{c.nodes[0].clientAddr, c.nodes[1].clientAddr, c.nodes[2].clientAddr},
+		BackoffBase: probeBackoffBase, BackoffMax: probeBackoffMax,
+		MaxRetries:     1 << 20,
+		AttemptTimeout: probeAttemptTimeout,
+		RequestTimeout: probeRequestTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connecting KeyVal's client: %w", err)
+	}
+	return keyvalProbe{cl}, nil
+}
+
+func (p keyvalProbe) put(ctx context.Context, key, value []byte) error {
+	_, err := p.c.Put(ctx, key, value)
+	return err
+}
+
+func (p keyvalProbe) close() error { return p.c.Close() }
+
 // failoverWriter keeps a few writes in flight through a client that knows
 // every member, and notes the first acknowledgement of a write begun after
 // the leader was killed.
 type failoverWriter struct {
-	c        *client.Client
+	p        prober
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	killedAt atomic.Int64 // UnixNano; 0 until the kill
@@ -448,23 +532,9 @@ type failoverWriter struct {
 	errs     atomic.Int64
 }
 
-func startFailoverWriter(ctx context.Context, c *cluster, keySpace int) (*failoverWriter, error) {
-	cl, err := client.New(client.Config{
-		Endpoints: []string{c.nodes[0].clientAddr, c.nodes[1].clientAddr, c.nodes[2].clientAddr},
-		// Retry quickly so the measurement shows the cluster's failover,
-		// not the client's backoff (at most 50 ms instead of 500 ms).
-		BackoffBase: 5 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
-		// The dead member refuses connections; that must not use up the
-		// retries before the election is over.
-		MaxRetries:     1 << 20,
-		AttemptTimeout: 2 * time.Second,
-		RequestTimeout: 20 * time.Second,
-	})
-	if err != nil {
-		return nil, err
-	}
+func startFailoverWriter(ctx context.Context, p prober, keySpace int) *failoverWriter {
 	wctx, cancel := context.WithCancel(ctx)
-	w := &failoverWriter{c: cl, cancel: cancel}
+	w := &failoverWriter{p: p, cancel: cancel}
 	value := make([]byte, 256)
 	for i := range failoverWriters {
 		w.wg.Go(func() {
@@ -473,8 +543,7 @@ func startFailoverWriter(ctx context.Context, c *cluster, keySpace int) (*failov
 			for wctx.Err() == nil {
 				copy(key, fmt.Sprintf("%08d", rng.IntN(keySpace)))
 				began := time.Now().UnixNano()
-				_, err := cl.Put(wctx, key, value)
-				if err != nil {
+				if err := p.put(wctx, key, value); err != nil {
 					if wctx.Err() == nil {
 						w.errs.Add(1)
 					}
@@ -487,7 +556,7 @@ func startFailoverWriter(ctx context.Context, c *cluster, keySpace int) (*failov
 			}
 		})
 	}
-	return w, nil
+	return w
 }
 
 func (w *failoverWriter) killed(at time.Time) { w.killedAt.Store(at.UnixNano()) }
@@ -511,7 +580,7 @@ func (w *failoverWriter) waitAcks(ctx context.Context, n int64, timeout time.Dur
 func (w *failoverWriter) stop() (acks, errs int64) {
 	w.cancel()
 	w.wg.Wait()
-	_ = w.c.Close()
+	_ = w.p.close()
 	return w.acks.Load(), w.errs.Load()
 }
 
@@ -613,13 +682,6 @@ func (d *driver) stepCatchup(ctx context.Context) error {
 // recover restarts any member that is down and waits for a healthy
 // cluster.
 func (d *driver) recover(ctx context.Context) error {
-	for _, n := range d.c.nodes {
-		if n.pid() == 0 {
-			if err := d.c.start(n); err != nil {
-				return err
-			}
-		}
-	}
-	_, err := d.c.waitHealthy(ctx, d.c.nodes, 2*time.Minute)
+	_, err := d.keyvalTarget().healthy(ctx)
 	return err
 }

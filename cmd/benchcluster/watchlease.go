@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -19,7 +20,7 @@ import (
 )
 
 // defaultEtcdServer is where make etcd puts etcd's server, built from the
-// same source tarball as its benchmark tool.
+// Go module proxy at the version tools/etcd/go.mod pins.
 const defaultEtcdServer = "bin/etcd"
 
 // noEtcdServer as --etcd-server measures KeyVal alone.
@@ -96,12 +97,15 @@ func watchLatencyArgs(watchers int) func(opt options) []string {
 const watchLeaseRunTimeout = 3 * time.Minute
 
 // newEtcdCluster lays out three etcd members under dir with KeyVal's
-// default heartbeat and election timeout and its snapshot interval, so
-// that both systems run with the same timing and snapshot often alike.
+// default heartbeat and election timeout, its snapshot interval and its
+// automatic compaction of the history (etcd's own default keeps it all),
+// so that both systems run with the same timing, snapshot often alike and
+// keep the same history.
 func newEtcdCluster(bin, dir string, ports [3][2]int, snapshotEvery int) *cluster {
 	c := newCluster(bin, dir, ports, []string{
 		"--initial-cluster-state", "new", "--initial-cluster-token", "benchcluster",
 		"--snapshot-count", strconv.Itoa(snapshotEvery),
+		"--auto-compaction-mode", server.CompactionPeriodic, "--auto-compaction-retention", server.DefaultAutoCompactionRetention,
 		"--heartbeat-interval", strconv.FormatInt(server.DefaultHeartbeatInterval.Milliseconds(), 10),
 		"--election-timeout", strconv.FormatInt(server.DefaultElectionTimeout.Milliseconds(), 10),
 		"--logger", "zap", "--log-outputs", "stderr",
@@ -130,50 +134,112 @@ func etcdPorts(basePort int) ([3][2]int, error) {
 	return fixedPorts(basePort + 5), nil
 }
 
-// waitEtcdHealthy waits until every etcd member answers Status naming the
-// same leader.
-func waitEtcdHealthy(ctx context.Context, c *cluster, timeout time.Duration) error {
+// newEtcdClient connects etcd's Go client to every member of c.
+func newEtcdClient(c *cluster) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(c.endpoints(), ","), DialTimeout: time.Second,
-		// Its retries while the members start are expected, not news.
+		// Its retries while members start or die are expected, not news.
 		Logger: zap.NewNop()})
 	if err != nil {
-		return fmt.Errorf("connecting to etcd: %w", err)
+		return nil, fmt.Errorf("connecting to etcd: %w", err)
+	}
+	return cli, nil
+}
+
+// waitEtcdHealthy waits until every etcd member answers Status naming the
+// same leader and has applied what the leader had when first seen, as
+// KeyVal's waitHealthy does; it returns the leader.
+func waitEtcdHealthy(ctx context.Context, c *cluster, timeout time.Duration) (*node, error) {
+	cli, err := newEtcdClient(c)
+	if err != nil {
+		return nil, err
 	}
 	defer cli.Close()
 	deadline := time.Now().Add(timeout)
+	var target uint64
 	for {
 		if err := c.checkRunning(); err != nil {
-			return err
+			return nil, err
 		}
-		last := etcdAgreeOnLeader(ctx, cli, c)
+		leader, last := etcdAgreeOnLeader(etcdStatuses(ctx, cli, c.nodes), &target)
 		if last == nil {
-			return nil
+			return leader, nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("etcd cluster not healthy after %v: %w", timeout, last)
+			return nil, fmt.Errorf("etcd cluster not healthy after %v: %w", timeout, last)
 		}
 		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
-			return err
+			return nil, err
 		}
 	}
 }
 
-// etcdAgreeOnLeader returns nil if every member names the same leader.
-func etcdAgreeOnLeader(ctx context.Context, cli *clientv3.Client, c *cluster) error {
-	var leader uint64
-	for _, n := range c.nodes {
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
-		st, err := cli.Status(sctx, n.clientAddr)
-		cancel()
-		switch {
-		case err != nil:
-			return fmt.Errorf("member %d: %w", n.id, err)
-		case st.Leader == 0 || (leader != 0 && st.Leader != leader):
-			return fmt.Errorf("member %d: leader %x, others %x", n.id, st.Leader, leader)
-		}
-		leader = st.Leader
+// etcdStatus is one member's answer to Status, or why there was none.
+type etcdStatus struct {
+	n   *node
+	st  *clientv3.StatusResponse
+	err error
+}
+
+// etcdStatuses asks each of nodes for its status, in parallel, each over
+// a connection of its own.
+func etcdStatuses(ctx context.Context, cli *clientv3.Client, nodes []*node) []etcdStatus {
+	out := make([]etcdStatus, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			st, err := cli.Status(sctx, n.clientAddr)
+			out[i] = etcdStatus{n, st, err}
+		})
 	}
-	return nil
+	wg.Wait()
+	return out
+}
+
+// etcdAgreeOnLeader returns the leader if every member answered naming it
+// and has applied *target, the leader's last index when first seen (set
+// here once there is a leader).
+func etcdAgreeOnLeader(sts []etcdStatus, target *uint64) (*node, error) {
+	var leader *node
+	var id uint64
+	for _, s := range sts {
+		switch {
+		case s.err != nil:
+			return nil, fmt.Errorf("member %d: %w", s.n.id, s.err)
+		case s.st.Leader == 0 || (id != 0 && s.st.Leader != id):
+			return nil, fmt.Errorf("member %d: leader %x, others %x", s.n.id, s.st.Leader, id)
+		}
+		id = s.st.Leader
+		if s.st.Header.GetMemberId() == id {
+			leader = s.n
+			if *target == 0 {
+				*target = s.st.RaftIndex
+			}
+		}
+	}
+	if leader == nil {
+		return nil, fmt.Errorf("leader %x is none of the members asked", id)
+	}
+	for _, s := range sts {
+		if s.st.RaftAppliedIndex < *target {
+			return nil, fmt.Errorf("member %d: applied %d of %d", s.n.id, s.st.RaftAppliedIndex, *target)
+		}
+	}
+	return leader, nil
+}
+
+// etcdLeader is the member of nodes that says it leads, with the highest
+// term, and that term (nil if none does).
+func etcdLeader(ctx context.Context, cli *clientv3.Client, nodes []*node) (*node, uint64) {
+	var best *node
+	var term uint64
+	for _, s := range etcdStatuses(ctx, cli, nodes) {
+		if s.err == nil && s.st.Leader != 0 && s.st.Header.GetMemberId() == s.st.Leader && (best == nil || s.st.RaftTerm > term) {
+			best, term = s.n, s.st.RaftTerm
+		}
+	}
+	return best, term
 }
 
 // etcdVersion is the first line of the server's --version.
@@ -243,18 +309,24 @@ func (d *driver) startEtcd(ctx context.Context) (*cluster, error) {
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, fmt.Errorf("emptying %s: %w", dir, err)
 	}
-	snapshotEvery := d.opt.snapshotInterval
-	if snapshotEvery == 0 {
-		snapshotEvery = server.DefaultSnapshotEvery
-	}
-	ec := newEtcdCluster(d.opt.etcdServer, dir, ports, snapshotEvery)
+	ec := newEtcdCluster(d.opt.etcdServer, dir, ports, snapshotEvery(d.opt))
 	if err := ec.checkPortsFree(); err != nil {
 		return nil, err
 	}
 	if err := ec.startAll(); err != nil {
 		return ec, err
 	}
-	return ec, waitEtcdHealthy(ctx, ec, time.Minute)
+	_, err = waitEtcdHealthy(ctx, ec, time.Minute)
+	return ec, err
+}
+
+// snapshotEvery is the KeyVal members' snapshot interval, which the etcd
+// members are given too.
+func snapshotEvery(opt options) int {
+	if opt.snapshotInterval > 0 {
+		return opt.snapshotInterval
+	}
+	return server.DefaultSnapshotEvery
 }
 
 // stopEtcd stops the etcd cluster and, unless --keep, removes its data
@@ -274,12 +346,7 @@ func (d *driver) watchLeaseRun(ctx context.Context, c *cluster, sub []string) wa
 	if slices.Contains(sub, "watch") {
 		parse = parseEtcdWatchReport
 	}
-	before := map[*node]time.Duration{}
-	for _, n := range c.nodes {
-		if cpu, err := cpuTime(n.pid()); err == nil {
-			before[n] = cpu
-		}
-	}
+	before := membersCPU(c)
 	rctx, cancel := context.WithTimeout(ctx, watchLeaseRunTimeout)
 	defer cancel()
 	res, cmd, toolCPU, err := runBench(rctx, &benchRun{bin: d.opt.etcdBenchmark, args: args, parse: parse})
@@ -287,19 +354,38 @@ func (d *driver) watchLeaseRun(ctx context.Context, c *cluster, sub []string) wa
 	if err == nil {
 		run.err = c.checkRunning()
 	}
+	run.cpuPerOp = cpuPerRequest(c, before, toolCPU, res)
+	return run
+}
+
+// membersCPU is the CPU time each running member of c has used so far.
+func membersCPU(c *cluster) map[*node]time.Duration {
+	before := map[*node]time.Duration{}
+	for _, n := range c.nodes {
+		if cpu, err := cpuTime(n.pid()); err == nil {
+			before[n] = cpu
+		}
+	}
+	return before
+}
+
+// cpuPerRequest is the CPU time, in µs per request counted in res, that
+// the members of c spent since before plus the tool's own; 0 when a
+// member's share is unknown (it was down at either end).
+func cpuPerRequest(c *cluster, before map[*node]time.Duration, toolCPU time.Duration, res *benchResult) float64 {
 	total := toolCPU
 	for _, n := range c.nodes {
 		now, err := cpuTime(n.pid())
 		b, ok := before[n]
 		if err != nil || !ok {
-			return run // a member's share unknown: no total to give
+			return 0
 		}
 		total += now - b
 	}
-	if res != nil && res.Requests > 0 {
-		run.cpuPerOp = float64(total.Microseconds()) / float64(res.Requests)
+	if res == nil || res.Requests == 0 {
+		return 0
 	}
-	return run
+	return float64(total.Microseconds()) / float64(res.Requests)
 }
 
 // parseEtcdWatchReport reads the second of the two reports etcd's watch
@@ -319,8 +405,8 @@ func parseEtcdWatchReport(out []byte) (*benchResult, error) {
 func (r *report) writeWatchLease(b *strings.Builder) {
 	res := r.watchLease
 	fmt.Fprintf(b, "## Watch fan-out and lease keep-alive, paired with etcd\n\n")
-	fmt.Fprintf(b, "etcd's own `benchmark` tool (etcd 3.4.23's, `make etcd-benchmark`) against the KeyVal cluster and a "+
-		"three-member etcd cluster (%s, `make etcd`, from the same source tarball) on 127.0.0.1, both running through "+
+	fmt.Fprintf(b, "etcd's own `benchmark` tool (etcd "+etcdToolVersion+"'s, `make etcd-benchmark`) against the KeyVal cluster and a "+
+		"three-member etcd cluster (%s, `make etcd`) on 127.0.0.1, both running through "+
 		"the step, with the same heartbeat (%v) and election timeout (%v). %d round(s); in each, every benchmark runs "+
 		"on both systems, the order of the two rotating from round to round. `--target-leader` puts every connection on "+
 		"the leader. *CPU µs per op*: user and system time of the three members and the tool over the run, divided by "+

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/therealutkarshpriyadarshi/keyval/cmd/kvbench/stats"
+)
+
+// Over as many rounds as there are load generators, each runs in every
+// place of the order once, and the order wraps around after that.
+func TestRotated(t *testing.T) {
+	xs := []string{"a", "b", "c"}
+	want := [][]string{{"a", "b", "c"}, {"b", "c", "a"}, {"c", "a", "b"}, {"a", "b", "c"}}
+	for round, w := range want {
+		if got := rotated(xs, round); !slices.Equal(got, w) {
+			t.Errorf("round %d: %v, want %v", round, got, w)
+		}
+	}
+	if !slices.Equal(xs, []string{"a", "b", "c"}) {
+		t.Errorf("rotated changed its input: %v", xs)
+	}
+	if got := rotated([]string(nil), 2); len(got) != 0 {
+		t.Errorf("nothing rotated gave %v", got)
+	}
+}
+
+func TestSpreadAndRatioCells(t *testing.T) {
+	for _, c := range []struct {
+		s    spread
+		n    int
+		want string
+	}{
+		{spread{}, 0, "–"},
+		{spread{4430, 4430, 4430}, 1, "4,430"},
+		{spread{4430, 4100.4, 4650}, 3, "4,430 (4,100–4,650)"},
+	} {
+		if got := spreadCell(c.s, c.n, thousands); got != c.want {
+			t.Errorf("spreadCell(%+v, %d) = %q, want %q", c.s, c.n, got, c.want)
+		}
+	}
+	if got := spreadCell(spread{1.895, 1.5, 2}, 3, fixed(2)); got != "1.90 (1.50–2.00)" {
+		t.Errorf("ms cell %q", got)
+	}
+	for _, c := range []struct {
+		k, e float64
+		want string
+	}{{6212, 4430, "1.40"}, {1, 0, "–"}, {0, 5, "–"}, {332, 386, "0.86"}} {
+		if got := ratioCell(c.k, c.e); got != c.want {
+			t.Errorf("ratioCell(%v, %v) = %q, want %q", c.k, c.e, got, c.want)
+		}
+	}
+}
+
+func TestCompareTargetVerdict(t *testing.T) {
+	for _, c := range []struct {
+		t    compareTarget
+		want string
+	}{
+		{compareTarget{got: 3.2, bound: 3, atLeast: true}, "met"},
+		{compareTarget{got: 1.4, bound: 3, atLeast: true}, "**missed by 53 %**"},
+		{compareTarget{got: 0.5, bound: 0.6}, "met"},
+		{compareTarget{got: 0.95, bound: 0.6}, "**missed by 58 %**"},
+		{compareTarget{got: 162, bound: 80}, "**missed by 102 %**"},
+		{compareTarget{bound: 80}, "not measured"},
+	} {
+		if got := c.t.verdict(); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.t, got, c.want)
+		}
+	}
+	if got := (compareTarget{got: 1.404, unit: "×"}).figure(); got != "1.40×" {
+		t.Errorf("ratio figure %q", got)
+	}
+	if got := (compareTarget{got: 161.6, unit: "µs"}).figure(); got != "162 µs" {
+		t.Errorf("figure %q", got)
+	}
+}
+
+// The kvbench variants differ only in --unary; reads go to one key, as
+// etcd's tool reads one.
+func TestCompareArgs(t *testing.T) {
+	opt, err := parseOptions([]string{"--steps", "compare"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &driver{opt: opt, kvbench: "bin/kvbench"}
+	c := newCluster("bin/keyvald", "/d", fixedPorts(3379), nil)
+	put, get := compareRows[2], compareRows[4]
+	line := func(v compareVariant, row compareRow) string {
+		return strings.Join(d.compareArgs(c, v, row, 1000), " ")
+	}
+	pipelined, unary := line(compareVariants[1], put), line(compareVariants[2], put)
+	if strings.Contains(pipelined, "--unary") || strings.Replace(unary, " --unary", "", 1) != pipelined {
+		t.Errorf("pipelined %q\nunary     %q", pipelined, unary)
+	}
+	for _, want := range []string{"--op put --clients 64 --conns 8 --total 1000 --key-space-size 100000", "--val-size 256"} {
+		if !strings.Contains(pipelined, want) {
+			t.Errorf("kvbench put lacks %q: %s", want, pipelined)
+		}
+	}
+	if got := line(compareVariants[1], get); !strings.HasSuffix(got, "--op get --clients 64 --conns 8 --total 1000 --key-space-size 1") {
+		t.Errorf("kvbench get: %s", got)
+	}
+	if got := line(compareVariants[0], compareRows[5]); !strings.HasSuffix(got,
+		"--target-leader --precise --conns 8 --clients 64 range 00000000 --consistency s --total 1000") {
+		t.Errorf("etcd's tool, serializable: %s", got)
+	}
+	if got := line(compareVariants[3], compareRows[0]); !strings.Contains(got, "--conns 1 --clients 1 put --key-size 8 --val-size 256") {
+		t.Errorf("etcd's tool, put: %s", got)
+	}
+}
+
+func TestCompareOptions(t *testing.T) {
+	opt, err := parseOptions([]string{"--steps", "compare", "--smoke"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opt.out != ".benchdata/bench-compare-smoke.md" || opt.compareRounds != 1 || opt.compareTrials != 1 || !opt.steps[stepCompare] {
+		t.Errorf("smoke compare options %+v", opt)
+	}
+	full, err := parseOptions([]string{"--steps", "compare"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.out != ".benchdata/bench-compare.md" || full.compareRounds != 3 {
+		t.Errorf("compare options %+v", full)
+	}
+	if both, _ := parseOptions([]string{"--steps", "writes,compare"}, io.Discard); both.out != ".benchdata/bench-cluster.md" {
+		t.Errorf("compare with other steps writes to %q", both.out)
+	}
+	if def, _ := parseOptions(nil, io.Discard); def.steps[stepCompare] {
+		t.Error("the compare step runs by default")
+	}
+	if _, err := parseOptions([]string{"--compare-rounds", "0"}, io.Discard); err == nil {
+		t.Error("no rounds accepted")
+	}
+}
+
+func etcdStatusOf(n *node, member, leader, term, index, applied uint64) etcdStatus {
+	return etcdStatus{n: n, st: &clientv3.StatusResponse{Header: &pb.ResponseHeader{MemberId: member}, Leader: leader,
+		RaftTerm: term, RaftIndex: index, RaftAppliedIndex: applied}}
+}
+
+// Healthy means all answered, agree on a leader among them, and have
+// applied what the leader had when first seen.
+func TestEtcdAgreeOnLeader(t *testing.T) {
+	c := newCluster("bin/etcd", "/d", fixedPorts(3384), nil)
+	a, b, l := c.nodes[0], c.nodes[1], c.nodes[2]
+	var target uint64
+	if _, err := etcdAgreeOnLeader([]etcdStatus{etcdStatusOf(a, 10, 30, 2, 50, 50), etcdStatusOf(b, 20, 30, 2, 40, 40),
+		etcdStatusOf(l, 30, 30, 2, 55, 55)}, &target); err == nil || target != 55 {
+		t.Errorf("a member behind the leader's index: %v, target %d; want an error and target 55", err, target)
+	}
+	got, err := etcdAgreeOnLeader([]etcdStatus{etcdStatusOf(a, 10, 30, 2, 60, 55), etcdStatusOf(b, 20, 30, 2, 60, 56),
+		etcdStatusOf(l, 30, 30, 2, 60, 60)}, &target)
+	if err != nil || got != l {
+		t.Errorf("caught up: leader %v, %v; want member 3", got, err)
+	}
+	for name, sts := range map[string][]etcdStatus{
+		"split":     {etcdStatusOf(a, 10, 30, 2, 60, 60), etcdStatusOf(b, 20, 20, 3, 60, 60)},
+		"no leader": {etcdStatusOf(a, 10, 0, 2, 60, 60)},
+		"silent":    {etcdStatusOf(a, 10, 30, 2, 60, 60), {n: b, err: errors.New("refused")}},
+		"not asked": {etcdStatusOf(a, 10, 30, 2, 60, 60), etcdStatusOf(b, 20, 30, 2, 60, 60)},
+	} {
+		target := uint64(0)
+		if _, err := etcdAgreeOnLeader(sts, &target); err == nil {
+			t.Errorf("%s: healthy", name)
+		}
+	}
+}
+
+func TestCompareReport(t *testing.T) {
+	opt, err := parseOptions([]string{"--steps", "compare"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(variant string, round int, rate, p50, cpu float64, rss int64) compareRun {
+		return compareRun{row: "put, 64 clients", variant: variant, round: round, cmd: "tool " + variant, cpuPerOp: cpu, rssKiB: rss,
+			res: &benchResult{Summary: stats.Summary{RequestsPerSec: rate, Latency: stats.Latency{P50: p50, P99: 4 * p50}}}}
+	}
+	res := &compareResult{rounds: 3, etcd: "etcd Version: 3.6.14", ops: map[string]int{"put, 64 clients": 1000},
+		runs: []compareRun{
+			run(varEtcd, 0, 4000, 10, 300, 200<<10), run(varPipelined, 0, 6000, 8, 160, 100<<10),
+			run(varPipelined, 1, 6500, 7, 150, 110<<10), run(varEtcd, 1, 4500, 11, 290, 210<<10),
+			run(varEtcd, 2, 5000, 12, 310, 220<<10), run(varPipelined, 2, 5500, 9, 170, 120<<10),
+			{row: "put, 64 clients", variant: varUnary, round: 0, cmd: "tool unary", err: errors.New("crashed")},
+		},
+		trials: []compareTrial{
+			{probe: compareProbes[0].name, tr: failoverTrial{toAck: 400 * time.Millisecond, toLeader: 350 * time.Millisecond}},
+			{probe: compareProbes[2].name, tr: failoverTrial{toAck: 300 * time.Millisecond, toLeader: 250 * time.Millisecond, writeErrors: 2}},
+		},
+	}
+	r := &report{opt: opt, c: newCluster("bin/keyvald", "/d", fixedPorts(3379), nil), compare: res}
+	md := r.markdown()
+	for _, want := range []string{
+		"## Side by side with etcd",
+		"etcd Version: 3.6.14",
+		"| put, 64 clients (1000) | ops/s | 4,500 (4,000–5,000) | 6,000 (5,500–6,500) | – | – | 1.33 | – | – |",
+		"| | p50 ms | 11.00 (10.00–12.00) | 8.00 (7.00–9.00) | – | – | 0.73 | – | – |",
+		"| | RSS MiB | 210 (200–220) | 110 (100–120) | – | – | 0.52 | – | – |",
+		"| | **errors, elections** |  |  | 1 runs failed |  | | | |",
+		"| etcd, etcd's Go client | 1 | 400 (400–400) | 350 (350–350) | 0 (0) | 1.00 |",
+		"| KeyVal, KeyVal's Go client | 1 | 300 (300–300) | 250 (250–250) | 2 (1) | 0.75 |",
+		"| put, 64 clients: writes/s ≥ 3× etcd's (KeyVal's Go client) | 1.33× | **missed by 56 %** |",
+		"| put, 256 clients: writes/s ≥ 3× etcd's (KeyVal's Go client) | – | not measured |",
+		"| failover, kill → ack: median ≤ 0.7× etcd's (KeyVal, KeyVal's Go client) | 0.75× | **missed by 7 %** |",
+		"| failover: no write failing longer than the election (KeyVal's Go client) | 2 writes failed (1 trials with any) | **missed** |",
+		"tool etcd\ntool KeyVal pipelined\ntool unary\n",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
+	}
+}

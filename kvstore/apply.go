@@ -22,6 +22,9 @@ type state interface {
 	// get returns the key's current value (valid until the next call)
 	// and meta.
 	get(key []byte) (value []byte, meta kvMeta, found bool, err error)
+	// lookup is get without the value, for writes that need only the
+	// meta (the bbolt store reads a value from the history).
+	lookup(key []byte) (meta kvMeta, found bool, err error)
 	// put makes value, with meta, the key's current version and records
 	// it in the history; del removes the key's current version, if any,
 	// and records a tombstone at rev. Both keep usedBytes up to date.
@@ -400,7 +403,7 @@ func execute(st state, cmd *command) (Result, error) {
 		if noSpace(st, cmd.key) {
 			return invalid(st, StatusNoSpace, errNoSpace), nil
 		}
-		_, meta, found, err := st.get(cmd.key)
+		meta, found, err := st.lookup(cmd.key)
 		if err != nil {
 			return Result{}, err
 		}
@@ -409,7 +412,7 @@ func execute(st state, cmd *command) (Result, error) {
 		if msg := checkKeyValue(cmd.key, nil); msg != "" {
 			return invalid(st, StatusInvalid, msg), nil
 		}
-		_, _, found, err := st.get(cmd.key)
+		_, found, err := st.lookup(cmd.key)
 		if err != nil {
 			return Result{}, err
 		}

@@ -21,7 +21,7 @@ func (r records) Get(key []byte) ([]byte, bool, error) {
 
 func (r records) Put(key, value []byte) error {
 	rev := r.st.revision() + 1
-	_, cur, found, err := r.st.get(key)
+	cur, found, err := r.st.lookup(key)
 	if err != nil {
 		return err
 	}

@@ -46,8 +46,9 @@ var _ Store = (*Bolt)(nil)
 // The bbolt layout; docs/kvstore.md describes it.
 var (
 	bucketMeta = []byte("meta") // the keys below
-	// user key -> its newest version (a tombstone if it was deleted
-	// since the last compaction), as versionBytes stores it
+	// user key -> its newest version's head (a tombstone if it was
+	// deleted since the last compaction), as headBytes stores it: the
+	// value itself is only in revs
 	bucketKV = []byte("kv")
 	// revision u64 | key -> the key's version at that revision: the
 	// history, in revision order (and the revision index, leases.go)
@@ -74,9 +75,11 @@ var (
 // Version 1, from before history, stored a version u64 before each value
 // and had no history bucket; version 2 had no revision index and no
 // leases; version 3 kept the history in a second bucket ordered by key
-// (bucketHistoryV3), which cost every write a second random leaf page.
-// OpenBolt upgrades all three (migrateV1, migrateV2, migrateV3).
-const boltFormatVersion = 4
+// (bucketHistoryV3), which cost every write a second random leaf page;
+// version 4 kept each key's newest value in kv as well as in revs, which
+// wrote every value twice. OpenBolt upgrades all four (migrateV1 to
+// migrateV4).
+const boltFormatVersion = 5
 
 // bucketHistoryV3 is layout 3's history: histKey -> meta | value.
 var bucketHistoryV3 = []byte("history")
@@ -134,6 +137,9 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 			return err
 		}
 		if err := migrateV3(tx); err != nil {
+			return err
+		}
+		if err := migrateV4(tx); err != nil {
 			return err
 		}
 		st, err := loadState(tx)
@@ -278,21 +284,13 @@ func (b *Bolt) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResul
 			return err
 		}
 		r.Revision = st.rev
-		c := st.kv.Cursor()
-		for k, v := c.Seek([]byte(rangeStart(prefix, after))); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			meta, value, err := splitValue(k, v)
-			if err != nil {
-				return err
+		return st.scanLatest([]byte(rangeStart(prefix, after)), nil, func(v version) bool {
+			if !bytes.HasPrefix(v.key, prefix) || !page.room(len(v.key)+len(v.value), &r) {
+				return false
 			}
-			if meta.tombstone() {
-				continue
-			}
-			if !page.room(len(k)+len(value), &r) {
-				break
-			}
-			r.Entries = append(r.Entries, KeyValue{Key: clone(k), Value: clone(value), Version: meta.modRev})
-		}
-		return nil
+			r.Entries = append(r.Entries, KeyValue{Key: clone(v.key), Value: clone(v.value), Version: v.meta.modRev})
+			return true
+		})
 	})
 	if err != nil {
 		return RangeResult{}, fmt.Errorf("range %q: %w", prefix, err)
@@ -528,11 +526,11 @@ func (s *boltSink) history(kv *kvpb.KeyValue) error {
 		prev = s.lastRev
 	}
 	s.lastKey, s.lastRev = append(s.lastKey[:0], kv.Key...), kv.Version
-	v := versionBytes(kv.Value, metaFromProto(kv), prev)
-	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), v); err != nil {
+	meta := metaFromProto(kv)
+	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), versionBytes(kv.Value, meta, prev)); err != nil {
 		return err
 	}
-	return s.kv.Put(kv.Key, v)
+	return s.kv.Put(kv.Key, headBytes(meta, prev, len(kv.Value)))
 }
 
 func (s *boltSink) lease(l *kvpb.Lease) error {
@@ -758,9 +756,9 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 func (st *boltState) countUsed() error {
 	st.used = 0
 	err := st.kv.ForEach(func(k, v []byte) error {
-		meta, value, err := splitValue(k, v)
+		meta, _, size, err := splitHead(k, v)
 		if err == nil && !meta.tombstone() {
-			st.used += KeyBytes(len(k), len(value))
+			st.used += KeyBytes(len(k), size)
 		}
 		return err
 	})
@@ -825,22 +823,35 @@ func (st *boltState) setRevision(r uint64)     { st.rev = r }
 func (st *boltState) clientCount() uint64      { return st.nclients }
 
 func (st *boltState) get(key []byte) ([]byte, kvMeta, bool, error) {
-	st.lastGet, st.last, st.haveLast = append(st.lastGet[:0], key...), head{size: -1}, true
-	v := seek(&st.kvCur, st.kv, key)
-	if v == nil {
-		return nil, kvMeta{}, false, nil
+	meta, found, err := st.lookup(key)
+	if err != nil || !found {
+		return nil, kvMeta{}, false, err
 	}
-	meta, prev, value, err := splitVersion(key, v)
+	value, err := st.newestValue(key, meta)
 	if err != nil {
 		st.haveLast = false
 		return nil, kvMeta{}, false, err
 	}
+	return value, meta, true, nil
+}
+
+func (st *boltState) lookup(key []byte) (kvMeta, bool, error) {
+	st.lastGet, st.last, st.haveLast = append(st.lastGet[:0], key...), head{size: -1}, true
+	v := seek(&st.kvCur, st.kv, key)
+	if v == nil {
+		return kvMeta{}, false, nil
+	}
+	meta, prev, size, err := splitHead(key, v)
+	if err != nil {
+		st.haveLast = false
+		return kvMeta{}, false, err
+	}
 	st.last.rev, st.last.prev = meta.modRev, prev
 	if meta.tombstone() {
-		return nil, kvMeta{}, false, nil
+		return kvMeta{}, false, nil
 	}
-	st.last.size, st.last.lease = len(value), meta.lease
-	return value, meta, true, nil
+	st.last.size, st.last.lease = size, meta.lease
+	return meta, true, nil
 }
 
 // head is what kv holds for key before a put or delete, from the get
@@ -856,21 +867,39 @@ func (st *boltState) head(key []byte) (head, error) {
 	if v == nil {
 		return h, nil
 	}
-	meta, prev, value, err := splitVersion(key, v)
+	meta, prev, size, err := splitHead(key, v)
 	if err != nil {
 		return h, err
 	}
 	h.rev, h.prev = meta.modRev, prev
 	if !meta.tombstone() {
-		h.size, h.lease = len(value), meta.lease
+		h.size, h.lease = size, meta.lease
 	}
 	return h, nil
 }
 
-// record stores key's version v, written at rev, as its newest and in
-// the history.
+// newestValue is the value of key's newest version, whose meta kv holds:
+// the history has it.
+func (st *boltState) newestValue(key []byte, meta kvMeta) ([]byte, error) {
+	v := st.historyAt(key, meta.modRev)
+	if v == nil {
+		return nil, missingNewest(key, meta.modRev)
+	}
+	_, _, value, err := splitVersion(key, v)
+	return value, err
+}
+
+func missingNewest(key []byte, rev uint64) error {
+	return fmt.Errorf("%w: the newest version of %q, at revision %d, is missing from the history", ErrCorrupt, key, rev)
+}
+
+// record stores key's version v, written at rev, in the history, and its
+// head in kv as the newest.
 func (st *boltState) record(key []byte, rev uint64, v []byte) error {
-	if err := st.kv.Put(key, v); err != nil {
+	h := st.alloc(headSize)
+	copy(h, v[:versionHead])
+	binary.BigEndian.PutUint32(h[versionHead:], uint32(len(v)-versionHead))
+	if err := st.kv.Put(key, h); err != nil {
 		return fmt.Errorf("write %q at revision %d: %w", key, rev, err)
 	}
 	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], rev, key)
@@ -898,8 +927,8 @@ func (st *boltState) attach(key []byte, from, to uint64) error {
 	return nil
 }
 
-// put stores one slice, the new version, in both buckets: bbolt keeps
-// values, not keys, until the commit.
+// put builds the new version in the arena: bbolt keeps values, not keys,
+// until the commit.
 func (st *boltState) put(key, value []byte, meta kvMeta) error {
 	h, err := st.head(key)
 	if err != nil {
@@ -1025,11 +1054,18 @@ func (st *boltState) setCompacted(rev uint64) {
 func (st *boltState) scanLatest(start, end []byte, fn func(v version) bool) error {
 	c := st.kv.Cursor()
 	for k, v := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, v = c.Next() {
-		meta, value, err := splitValue(k, v)
+		meta, _, _, err := splitHead(k, v)
 		if err != nil {
 			return err
 		}
-		if !meta.tombstone() && !fn(version{key: k, value: value, meta: meta}) {
+		if meta.tombstone() {
+			continue
+		}
+		value, err := st.newestValue(k, meta)
+		if err != nil {
+			return err
+		}
+		if !fn(version{key: k, value: value, meta: meta}) {
 			return nil
 		}
 	}
@@ -1042,8 +1078,15 @@ func (st *boltState) scanHistory(start, end []byte, fn func(v version) bool) err
 	var chain []version
 	c := st.kv.Cursor()
 	for k, v := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, v = c.Next() {
-		var err error
-		if chain, err = st.versions(chain[:0], k, v); err != nil {
+		meta, _, _, err := splitHead(k, v)
+		if err != nil {
+			return err
+		}
+		newest := st.historyAt(k, meta.modRev)
+		if newest == nil {
+			return missingNewest(k, meta.modRev)
+		}
+		if chain, err = st.versions(chain[:0], k, newest); err != nil {
 			return err
 		}
 		for i := len(chain) - 1; i >= 0; i-- {
@@ -1059,28 +1102,41 @@ func (st *boltState) scanHistory(start, end []byte, fn func(v version) bool) err
 // version stops at the first one at or below rev.
 func (st *boltState) scanVisible(start, end []byte, rev uint64, fn func(v version) bool) error {
 	c := st.kv.Cursor()
-	for k, v := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, v = c.Next() {
-		for v != nil {
-			meta, prev, value, err := splitVersion(k, v)
-			if err != nil {
-				return err
-			}
-			if meta.modRev <= rev {
-				if !meta.tombstone() && !fn(version{key: k, value: value, meta: meta}) {
-					return nil
-				}
-				break
-			}
+	for k, h := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, h = c.Next() {
+		meta, prev, _, err := splitHead(k, h)
+		if err != nil {
+			return err
+		}
+		var v []byte // the version at meta.modRev, once read from the history
+		for meta.modRev > rev {
 			if v, err = st.previous(k, meta.modRev, prev); err != nil {
 				return err
 			}
+			if v == nil {
+				break
+			}
+			if meta, prev, _, err = splitVersion(k, v); err != nil {
+				return err
+			}
+		}
+		if meta.modRev > rev || meta.tombstone() {
+			continue
+		}
+		var value []byte
+		if v != nil {
+			_, _, value, _ = splitVersion(k, v)
+		} else if value, err = st.newestValue(k, meta); err != nil {
+			return err
+		}
+		if !fn(version{key: k, value: value, meta: meta}) {
+			return nil
 		}
 	}
 	return nil
 }
 
-// versions appends to dst key's versions from newest, stored as v, back
-// to the oldest the history holds.
+// versions appends to dst key's versions from v, the newest as the
+// history stores it, back to the oldest the history holds.
 func (st *boltState) versions(dst []version, key, v []byte) ([]version, error) {
 	for v != nil {
 		meta, prev, value, err := splitVersion(key, v)
@@ -1257,9 +1313,29 @@ func u64(v uint64) []byte {
 	return b
 }
 
-// A version is stored, in kv and in the history alike, as its meta, then
-// the revision of the key's previous version (0: none), then the value.
+// A version is stored in the history as its meta, then the revision of
+// the key's previous version (0: none), then the value.
 const versionHead = metaSize + 8
+
+// A key's head in kv is its newest version's meta and previous revision
+// (as the history stores them), then the length of that version's value,
+// a uint32: values are far below 4 GiB (MaxValueSize).
+const headSize = versionHead + 4
+
+// headBytes is a head's stored form in a fresh slice.
+func headBytes(meta kvMeta, prev uint64, size int) []byte {
+	h := make([]byte, headSize)
+	putVersion(h, meta, prev, nil)
+	binary.BigEndian.PutUint32(h[versionHead:], uint32(size))
+	return h
+}
+
+func splitHead(key, h []byte) (meta kvMeta, prev uint64, size int, err error) {
+	if len(h) != headSize {
+		return kvMeta{}, 0, 0, fmt.Errorf("%w: head of key %q is %d bytes, want %d", ErrCorrupt, key, len(h), headSize)
+	}
+	return getMeta(h), binary.BigEndian.Uint64(h[metaSize:]), int(binary.BigEndian.Uint32(h[versionHead:])), nil
+}
 
 // revisionKey is where the history keeps key's version at rev.
 func revisionKey(dst []byte, rev uint64, key []byte) []byte {
@@ -1285,11 +1361,6 @@ func splitVersion(key, v []byte) (meta kvMeta, prev uint64, value []byte, err er
 		return kvMeta{}, 0, nil, fmt.Errorf("%w: value of key %q is %d bytes, shorter than its meta", ErrCorrupt, key, len(v))
 	}
 	return getMeta(v), binary.BigEndian.Uint64(v[metaSize:]), v[versionHead:], nil
-}
-
-func splitValue(key, v []byte) (kvMeta, []byte, error) {
-	meta, _, value, err := splitVersion(key, v)
-	return meta, value, err
 }
 
 // joinValueV3 is a version's stored form in layouts 2 and 3: its meta,
@@ -1386,9 +1457,9 @@ func migrateV2(tx *bbolt.Tx) error {
 
 // migrateV3 upgrades a file of layout version 3 in place: the history,
 // read from its key-ordered bucket, is rewritten by revision with each
-// version linked to the one before, and kv is rebuilt from each key's
-// newest version (tombstones included). It holds the whole history in
-// memory once.
+// version linked to the one before, and kv is rebuilt with each key's
+// head from its newest version (tombstones included), as layout 5 keeps
+// it. It holds the whole history in memory once.
 func migrateV3(tx *bbolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 3 {
@@ -1445,8 +1516,44 @@ func migrateV3(tx *bbolt.Tx) error {
 			return fmt.Errorf("upgrade %q: %w", u.key, err)
 		}
 		// A key's versions come in revision order: the last one stays.
-		if err := kv.Put(u.key, u.v); err != nil {
+		meta, prev, value, err := splitVersion(u.key, u.v)
+		if err != nil {
+			return err
+		}
+		if err := kv.Put(u.key, headBytes(meta, prev, len(value))); err != nil {
 			return fmt.Errorf("upgrade %q: %w", u.key, err)
+		}
+	}
+	return meta.Put(keyFormat, u64(boltFormatVersion))
+}
+
+// migrateV4 upgrades a file of layout version 4 in place: kv's versions,
+// which carried each key's newest value as the history does, become
+// heads. It holds kv's keys and heads in memory once.
+func migrateV4(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 4 {
+		return nil
+	}
+	kv := tx.Bucket(bucketKV)
+	if kv == nil {
+		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
+	}
+	var keys, heads [][]byte
+	err := kv.ForEach(func(k, v []byte) error {
+		m, prev, value, err := splitVersion(k, v)
+		if err != nil {
+			return err
+		}
+		keys, heads = append(keys, clone(k)), append(heads, headBytes(m, prev, len(value)))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for i, k := range keys {
+		if err := kv.Put(k, heads[i]); err != nil {
+			return fmt.Errorf("upgrade %q: %w", k, err)
 		}
 	}
 	return meta.Put(keyFormat, u64(boltFormatVersion))

@@ -532,7 +532,17 @@ func (x *txnRun) run(t *pb.TxnRequest) (*pb.TxnResponse, error) {
 }
 
 func (x *txnRun) put(p *pb.PutRequest) (*pb.PutResponse, error) {
-	cur, meta, found, err := x.st.get(p.Key)
+	var (
+		cur   []byte
+		meta  kvMeta
+		found bool
+		err   error
+	)
+	if p.PrevKv || p.IgnoreValue { // only these need the old value
+		cur, meta, found, err = x.st.get(p.Key)
+	} else {
+		meta, found, err = x.st.lookup(p.Key)
+	}
 	if err != nil {
 		return nil, err
 	}

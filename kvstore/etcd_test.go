@@ -272,11 +272,20 @@ func TestBoltUpgradesFormat1(t *testing.T) {
 // layout3.snap is its snapshot then. The upgraded file holds the same
 // state: the same snapshot, byte for byte, and the same hash; and it goes
 // on as a store restored from that snapshot does.
-func TestBoltUpgradesFormat3(t *testing.T) {
-	snap, err := os.ReadFile("testdata/layout3.snap")
+func TestBoltUpgradesFormat3(t *testing.T) { testBoltUpgrade(t, "layout3") }
+
+// The same for layout version 4 (each key's newest value in kv as well as
+// in the history): testdata/layout4.db.gz is layout3.db.gz as the last
+// build of layout 4 upgraded it and then wrote to it (a key with a 0x00
+// byte put twice, a key deleted and put again, a tombstone), layout4.snap
+// its snapshot then.
+func TestBoltUpgradesFormat4(t *testing.T) { testBoltUpgrade(t, "layout4") }
+
+func testBoltUpgrade(t *testing.T, fixture string) {
+	snap, err := os.ReadFile("testdata/" + fixture + ".snap")
 	require.NoError(t, err)
 	path := filepath.Join(t.TempDir(), "kv.db")
-	gunzip(t, "testdata/layout3.db.gz", path)
+	gunzip(t, "testdata/"+fixture+".db.gz", path)
 
 	b, err := OpenBolt(path, Options{})
 	require.NoError(t, err)

@@ -395,6 +395,11 @@ func (d *memData) get(key []byte) ([]byte, kvMeta, bool, error) {
 	return nil, kvMeta{}, false, nil
 }
 
+func (d *memData) lookup(key []byte) (kvMeta, bool, error) {
+	_, meta, found, err := d.get(key)
+	return meta, found, err
+}
+
 func (d *memData) put(key, value []byte, meta kvMeta) error {
 	old, existed := d.keys.get(string(key))
 	var oldLen int

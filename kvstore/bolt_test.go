@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
 // TestBoltReopenReplay is the runtime's restart: entries applied before a
@@ -163,6 +165,30 @@ func TestBoltCorruptDataReported(t *testing.T) {
 		_, err = b.Apply([]Entry{{Index: 3, Data: putCmd(0, 0, "k", "new")}})
 		require.ErrorIs(t, err, ErrCorrupt)
 		require.Equal(t, uint64(2), b.AppliedIndex())
+	})
+	t.Run("newest version missing from the history", func(t *testing.T) {
+		path := seeded(t)
+		damage(t, path, func(tx *bbolt.Tx) error {
+			// kv keeps the key's head; its value is only in the history.
+			c := tx.Bucket(bucketRevs).Cursor()
+			for k, _ := c.First(); k != nil; k, _ = c.First() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		b, err := OpenBolt(path, Options{})
+		require.NoError(t, err)
+		defer b.Close()
+		_, err = b.Get([]byte("k"))
+		require.ErrorIs(t, err, ErrCorrupt)
+		_, err = b.Range(nil, nil, 0)
+		require.ErrorIs(t, err, ErrCorrupt)
+		_, err = b.EtcdRange(&pb.RangeRequest{Key: []byte("k"), Revision: int64(b.Revision())}, 0)
+		require.ErrorIs(t, err, ErrCorrupt)
+		_, err = b.Snapshot(&bytes.Buffer{})
+		require.ErrorIs(t, err, ErrCorrupt)
 	})
 	t.Run("bad session", func(t *testing.T) {
 		path := seeded(t)

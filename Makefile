@@ -235,7 +235,7 @@ bench-cluster-smoke: etcd-benchmark
 # interval and compaction; puts at 1-256 clients and gets at 64 from
 # etcd's benchmark tool (against both) and kvbench (pipelined and unary),
 # then failover trials, in interleaved rounds; report in
-# .benchdata/bench-compare.md. About 30 minutes; BENCH_COMPARE_FLAGS=--smoke
+# .benchdata/bench-compare.md. About 17 minutes; BENCH_COMPARE_FLAGS=--smoke
 # checks the tooling in well under a minute.
 BENCH_COMPARE_FLAGS ?=
 bench-compare: etcd-benchmark etcd

@@ -123,12 +123,11 @@ func (r *report) writeCompare(b *strings.Builder) {
 		"automatic compaction (%s, %s). Load from etcd's own `benchmark` tool (etcd %s's, `make etcd-benchmark`), "+
 		"`--target-leader`, one gRPC call per operation; and from kvbench, to the leader, through KeyVal's Go client "+
 		"(*pipelined*) or one gRPC call per operation (*unary*). Puts: 8-byte random keys over %d, 256-byte values; "+
-		"gets read the one key `%s` (256 bytes). %d round(s); in each, every row runs on every load generator, their "+
+		"gets read the one key `%s` (256 bytes). Before each run, the history of the system it loads is compacted to "+
+		"its current revision. %d round(s); in each, every row runs on every load generator, their "+
 		"order rotating from round to round, then the failover trials. Each cell: median over the rounds (min–max). "+
 		"*CPU µs/op*: user and system time of the three members and the load generator over the run, per operation. "+
-		"*RSS*: the largest member's peak resident memory during the run, sampled every 250 ms (KeyVal's store takes "+
-		"the puts of three load generators to etcd's one, so it grows faster; neither compacts its history within the hour). "+
-		"Load average (1, 5, "+
+		"*RSS*: the largest member's peak resident memory during the run, sampled every 250 ms. Load average (1, 5, "+
 		"15 min): %s at the start, %s at the end.\n\n",
 		res.etcd, server.DefaultHeartbeatInterval, server.DefaultElectionTimeout, snapshotEvery(r.opt),
 		server.CompactionPeriodic, server.DefaultAutoCompactionRetention, etcdToolVersion, r.opt.keySpace,

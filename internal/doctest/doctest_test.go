@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -162,7 +163,7 @@ func TestExamplesNameRealPathsAndTargets(t *testing.T) {
 // exist.
 func staleNames(root string, targets map[string]bool, c Command) []string {
 	var stale []string
-	words := strings.Fields(c.Text)
+	words := shellWords(c.Text)
 	for i, w := range words {
 		if strings.HasPrefix(w, "#") {
 			break
@@ -189,6 +190,51 @@ func staleNames(root string, targets map[string]bool, c Command) []string {
 		}
 	}
 	return stale
+}
+
+// shellWords splits a command line into words as the shell does for
+// quoting: text in single or double quotes, spaces included, stays in one
+// word (VAR='a b' is one word, a variable). Escapes and expansions are
+// not interpreted: the doc's commands need only this to be told apart.
+func shellWords(line string) []string {
+	var (
+		words  []string
+		word   strings.Builder
+		inWord bool
+		quote  rune
+	)
+	for _, r := range line {
+		switch {
+		case quote != 0:
+			if r == quote {
+				quote = 0
+			} else {
+				word.WriteRune(r)
+			}
+		case r == '\'' || r == '"':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t' || r == '\n':
+			if inWord {
+				words, inWord = append(words, word.String()), false
+				word.Reset()
+			}
+		default:
+			word.WriteRune(r)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, word.String())
+	}
+	return words
+}
+
+func TestShellWords(t *testing.T) {
+	got := shellWords(`make bench-compare BENCH_COMPARE_FLAGS='--dir x --timeout 31m' X="a b" ''  last`)
+	want := []string{"make", "bench-compare", "BENCH_COMPARE_FLAGS=--dir x --timeout 31m", "X=a b", "", "last"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("shellWords = %q, want %q", got, want)
+	}
 }
 
 var targetRE = regexp.MustCompile(`(?m)^([a-z][a-z0-9-]*)\s*:([^=]|$)`)

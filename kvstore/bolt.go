@@ -16,6 +16,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
+	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
@@ -284,8 +285,9 @@ func (b *Bolt) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResul
 			return err
 		}
 		r.Revision = st.rev
-		return st.scanLatest([]byte(rangeStart(prefix, after)), nil, func(v version) bool {
-			if !bytes.HasPrefix(v.key, prefix) || !page.room(len(v.key)+len(v.value), &r) {
+		end := rangeBound(auth.PrefixEnd(prefix))
+		return st.scanLatest([]byte(rangeStart(prefix, after)), end, func(v version) bool {
+			if !page.room(len(v.key)+len(v.value), &r) {
 				return false
 			}
 			r.Entries = append(r.Entries, KeyValue{Key: clone(v.key), Value: clone(v.value), Version: v.meta.modRev})
@@ -526,11 +528,11 @@ func (s *boltSink) history(kv *kvpb.KeyValue) error {
 		prev = s.lastRev
 	}
 	s.lastKey, s.lastRev = append(s.lastKey[:0], kv.Key...), kv.Version
-	meta := metaFromProto(kv)
-	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), versionBytes(kv.Value, meta, prev)); err != nil {
+	v := versionBytes(kv.Value, metaFromProto(kv), prev)
+	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), v); err != nil {
 		return err
 	}
-	return s.kv.Put(kv.Key, headBytes(meta, prev, len(kv.Value)))
+	return s.kv.Put(kv.Key, headOf(v))
 }
 
 func (s *boltSink) lease(l *kvpb.Lease) error {
@@ -897,8 +899,7 @@ func missingNewest(key []byte, rev uint64) error {
 // head in kv as the newest.
 func (st *boltState) record(key []byte, rev uint64, v []byte) error {
 	h := st.alloc(headSize)
-	copy(h, v[:versionHead])
-	binary.BigEndian.PutUint32(h[versionHead:], uint32(len(v)-versionHead))
+	putHead(h, v)
 	if err := st.kv.Put(key, h); err != nil {
 		return fmt.Errorf("write %q at revision %d: %w", key, rev, err)
 	}
@@ -1107,26 +1108,30 @@ func (st *boltState) scanVisible(start, end []byte, rev uint64, fn func(v versio
 		if err != nil {
 			return err
 		}
-		var v []byte // the version at meta.modRev, once read from the history
+		// Walk back from the head; value is read with the version it
+		// belongs to, once the walk leaves the head.
+		var value []byte
+		fromHead := true
 		for meta.modRev > rev {
-			if v, err = st.previous(k, meta.modRev, prev); err != nil {
+			v, err := st.previous(k, meta.modRev, prev)
+			if err != nil {
 				return err
 			}
 			if v == nil {
 				break
 			}
-			if meta, prev, _, err = splitVersion(k, v); err != nil {
+			if meta, prev, value, err = splitVersion(k, v); err != nil {
 				return err
 			}
+			fromHead = false
 		}
 		if meta.modRev > rev || meta.tombstone() {
 			continue
 		}
-		var value []byte
-		if v != nil {
-			_, _, value, _ = splitVersion(k, v)
-		} else if value, err = st.newestValue(k, meta); err != nil {
-			return err
+		if fromHead {
+			if value, err = st.newestValue(k, meta); err != nil {
+				return err
+			}
 		}
 		if !fn(version{key: k, value: value, meta: meta}) {
 			return nil
@@ -1322,11 +1327,17 @@ const versionHead = metaSize + 8
 // a uint32: values are far below 4 GiB (MaxValueSize).
 const headSize = versionHead + 4
 
-// headBytes is a head's stored form in a fresh slice.
-func headBytes(meta kvMeta, prev uint64, size int) []byte {
+// putHead stores in dst (headSize bytes) the head of v, a version in
+// its stored form.
+func putHead(dst, v []byte) {
+	copy(dst, v[:versionHead])
+	binary.BigEndian.PutUint32(dst[versionHead:], uint32(len(v)-versionHead))
+}
+
+// headOf is the head of v, a version in its stored form, in a fresh slice.
+func headOf(v []byte) []byte {
 	h := make([]byte, headSize)
-	putVersion(h, meta, prev, nil)
-	binary.BigEndian.PutUint32(h[versionHead:], uint32(size))
+	putHead(h, v)
 	return h
 }
 
@@ -1516,11 +1527,7 @@ func migrateV3(tx *bbolt.Tx) error {
 			return fmt.Errorf("upgrade %q: %w", u.key, err)
 		}
 		// A key's versions come in revision order: the last one stays.
-		meta, prev, value, err := splitVersion(u.key, u.v)
-		if err != nil {
-			return err
-		}
-		if err := kv.Put(u.key, headBytes(meta, prev, len(value))); err != nil {
+		if err := kv.Put(u.key, headOf(u.v)); err != nil {
 			return fmt.Errorf("upgrade %q: %w", u.key, err)
 		}
 	}
@@ -1541,11 +1548,10 @@ func migrateV4(tx *bbolt.Tx) error {
 	}
 	var keys, heads [][]byte
 	err := kv.ForEach(func(k, v []byte) error {
-		m, prev, value, err := splitVersion(k, v)
-		if err != nil {
+		if _, _, _, err := splitVersion(k, v); err != nil {
 			return err
 		}
-		keys, heads = append(keys, clone(k)), append(heads, headBytes(m, prev, len(value)))
+		keys, heads = append(keys, clone(k)), append(heads, headOf(v))
 		return nil
 	})
 	if err != nil {

@@ -136,6 +136,19 @@ func TestBoltCorruptLayoutRefused(t *testing.T) {
 	}
 }
 
+// requireReadsCorrupt: every read of key k, seeded's, reports ErrCorrupt.
+func requireReadsCorrupt(t *testing.T, b *Bolt) {
+	t.Helper()
+	_, err := b.Get([]byte("k"))
+	require.ErrorIs(t, err, ErrCorrupt)
+	_, err = b.Range(nil, nil, 0)
+	require.ErrorIs(t, err, ErrCorrupt)
+	_, err = b.EtcdRange(&pb.RangeRequest{Key: []byte("k"), Revision: int64(b.Revision())}, 0)
+	require.ErrorIs(t, err, ErrCorrupt)
+	_, err = b.Snapshot(&bytes.Buffer{})
+	require.ErrorIs(t, err, ErrCorrupt)
+}
+
 // TestBoltCorruptDataReported: data the store could not have written is
 // an error (the node must stop), never a panic or a wrong answer, and a
 // failed Apply leaves the store as it was.
@@ -156,12 +169,7 @@ func TestBoltCorruptDataReported(t *testing.T) {
 		b, err := OpenBolt(path, Options{})
 		require.NoError(t, err)
 		defer b.Close()
-		_, err = b.Get([]byte("k"))
-		require.ErrorIs(t, err, ErrCorrupt)
-		_, err = b.Range(nil, nil, 0)
-		require.ErrorIs(t, err, ErrCorrupt)
-		_, err = b.Snapshot(&bytes.Buffer{})
-		require.ErrorIs(t, err, ErrCorrupt)
+		requireReadsCorrupt(t, b)
 		_, err = b.Apply([]Entry{{Index: 3, Data: putCmd(0, 0, "k", "new")}})
 		require.ErrorIs(t, err, ErrCorrupt)
 		require.Equal(t, uint64(2), b.AppliedIndex())
@@ -181,14 +189,7 @@ func TestBoltCorruptDataReported(t *testing.T) {
 		b, err := OpenBolt(path, Options{})
 		require.NoError(t, err)
 		defer b.Close()
-		_, err = b.Get([]byte("k"))
-		require.ErrorIs(t, err, ErrCorrupt)
-		_, err = b.Range(nil, nil, 0)
-		require.ErrorIs(t, err, ErrCorrupt)
-		_, err = b.EtcdRange(&pb.RangeRequest{Key: []byte("k"), Revision: int64(b.Revision())}, 0)
-		require.ErrorIs(t, err, ErrCorrupt)
-		_, err = b.Snapshot(&bytes.Buffer{})
-		require.ErrorIs(t, err, ErrCorrupt)
+		requireReadsCorrupt(t, b)
 	})
 	t.Run("bad session", func(t *testing.T) {
 		path := seeded(t)

@@ -74,12 +74,21 @@ func spreadCell(s spread, n int, format func(float64) string) string {
 	return fmt.Sprintf("%s (%s–%s)", format(s.med), format(s.lo), format(s.hi))
 }
 
-// ratioCell is KeyVal's figure over etcd's, "–" when either is unknown.
-func ratioCell(keyval, etcd float64) string {
+// ratio is KeyVal's figure over etcd's, 0 when either is unknown.
+func ratio(keyval, etcd float64) float64 {
 	if keyval <= 0 || etcd <= 0 {
+		return 0
+	}
+	return keyval / etcd
+}
+
+// ratioCell prints ratio, "–" when it is unknown.
+func ratioCell(keyval, etcd float64) string {
+	q := ratio(keyval, etcd)
+	if q == 0 {
 		return "–"
 	}
-	return strconv.FormatFloat(keyval/etcd, 'f', 2, 64)
+	return strconv.FormatFloat(q, 'f', 2, 64)
 }
 
 // problemsCell counts a load generator's failed operations, failed runs
@@ -268,12 +277,8 @@ func (t compareTarget) figure() string {
 
 // targets are issue 17's targets that the step measures, from its medians.
 func (res *compareResult) targets() []compareTarget {
-	ratio := func(row, variant, figure string) float64 {
-		k, e := res.median(row, variant, figure), res.median(row, varEtcd, figure)
-		if k <= 0 || e <= 0 {
-			return 0
-		}
-		return k / e
+	overEtcd := func(row, variant, figure string) float64 {
+		return ratio(res.median(row, variant, figure), res.median(row, varEtcd, figure))
 	}
 	var ts []compareTarget
 	for _, want := range []struct {
@@ -282,11 +287,11 @@ func (res *compareResult) targets() []compareTarget {
 	}{{varPipelined, "KeyVal's Go client", 3}, {varUnary, "kvbench --unary", 2}, {varEtcdTool, "etcd's tool against KeyVal", 2}} {
 		for _, row := range []string{"put, 64 clients", "put, 256 clients"} {
 			ts = append(ts, compareTarget{fmt.Sprintf("%s: writes/s ≥ %.0f× etcd's (%s)", row, want.bound, want.how),
-				ratio(row, want.variant, figOps), want.bound, true, "×"})
+				overEtcd(row, want.variant, figOps), want.bound, true, "×"})
 		}
 	}
 	for _, v := range []string{varPipelined, varUnary} {
-		ts = append(ts, compareTarget{"put, 1 client: p50 ≤ 0.6× etcd's (" + v + ")", ratio("put, 1 client", v, figP50), 0.6, false, "×"})
+		ts = append(ts, compareTarget{"put, 1 client: p50 ≤ 0.6× etcd's (" + v + ")", overEtcd("put, 1 client", v, figP50), 0.6, false, "×"})
 	}
 	for _, v := range []string{varPipelined, varUnary} {
 		ts = append(ts, compareTarget{"put, 256 clients: CPU per write ≤ 80 µs, all processes (" + v + ")",
@@ -294,14 +299,11 @@ func (res *compareResult) targets() []compareTarget {
 	}
 	etcdMed := res.failoverMedian(compareProbes[0].name)
 	for _, p := range compareProbes[1:] {
-		got := 0.0
-		if k := res.failoverMedian(p.name); k > 0 && etcdMed > 0 {
-			got = k / etcdMed
-		}
-		ts = append(ts, compareTarget{"failover, kill → ack: median ≤ 0.7× etcd's (" + p.name + ")", got, 0.7, false, "×"})
+		ts = append(ts, compareTarget{"failover, kill → ack: median ≤ 0.7× etcd's (" + p.name + ")",
+			ratio(res.failoverMedian(p.name), etcdMed), 0.7, false, "×"})
 	}
 	for _, v := range []string{varPipelined, varUnary} {
-		ts = append(ts, compareTarget{"put, 256 clients: peak RSS below etcd's (" + v + ")", ratio("put, 256 clients", v, figRSS), 1, false, "×"})
+		ts = append(ts, compareTarget{"put, 256 clients: peak RSS below etcd's (" + v + ")", overEtcd("put, 256 clients", v, figRSS), 1, false, "×"})
 	}
 	return ts
 }

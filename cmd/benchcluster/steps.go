@@ -91,13 +91,10 @@ func (d *driver) runRowWith(ctx context.Context, label string, bench func(contex
 		row.leaderBefore = l.id
 	}
 	offsets := map[*node]int64{}
-	cpuBefore := map[*node]time.Duration{}
 	for _, n := range d.c.nodes {
 		offsets[n] = logSize(n.logPath)
-		if cpu, err := cpuTime(n.pid()); err == nil {
-			cpuBefore[n] = cpu
-		}
 	}
+	cpuBefore := membersCPU(d.c)
 	start := time.Now()
 	var benchCPU time.Duration
 	row.res, row.cmd, benchCPU, row.err = bench(ctx)

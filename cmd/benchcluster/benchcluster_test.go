@@ -168,7 +168,7 @@ func TestMarkdownReport(t *testing.T) {
 		cpu: []cpuShare{{"leader", 95.4}, {"follower", 40}, {"follower", 38.6}, {"kvbench", 60}}}}
 	r.failures = []string{"writes: kvbench crashed"}
 	md := r.markdown()
-	for _, want := range []string{
+	reportHas(t, md,
 		"# KeyVal cluster benchmark: smoke run",
 		"| load average (1, 5, 15 min) | 1.50 1.00 0.50 at start, unknown at end |",
 		"## FAILURES\n\n- writes: kvbench crashed",
@@ -190,14 +190,7 @@ func TestMarkdownReport(t *testing.T) {
 		"| 1 | 20 | 1.00 | 10 | 1.00 |",
 		"bin/keyvald --id 1 ...",
 		"| finished | not yet (partial results) |",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("report lacks %q", want)
-		}
-	}
-	if t.Failed() {
-		t.Log(md)
-	}
+	)
 }
 
 // A sawtooth whose teeth keep their height is flat by cycle even though
@@ -246,5 +239,19 @@ func TestParseEtcdReport(t *testing.T) {
 		if _, err := parseEtcdReport([]byte(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// reportHas checks that md contains every one of wants, and shows md if
+// the test has failed.
+func reportHas(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(md)
 	}
 }

@@ -10,8 +10,9 @@
 // failover rows on KeyVal and etcd side by side, in interleaved rounds.
 // Everything measured goes to a markdown file with the exact commands.
 //
-// --smoke runs every step with tiny counts in a few seconds so CI can
-// check that the tooling works; it exits non-zero if anything fails.
+// --smoke runs every step (compare only when named) with tiny counts in a
+// few seconds so CI can check that the tooling works; it exits non-zero if
+// anything fails.
 //
 // It is a Go program rather than a shell script because the failover
 // figure needs the kill and the next acknowledged write timed in one

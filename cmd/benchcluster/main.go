@@ -165,7 +165,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 benchmarks it with kvbench (run from the repository root):
 
   go run ./cmd/benchcluster                 the full matrix (about 6-10 minutes on 2 cores)
-  go run ./cmd/benchcluster --smoke         every step with tiny counts (seconds)
+  go run ./cmd/benchcluster --smoke         every default step with tiny counts (seconds)
   go run ./cmd/benchcluster --steps writes,failover --failover-trials 20
   go run ./cmd/benchcluster --steps compare  KeyVal beside an etcd cluster (make bench-compare)
 

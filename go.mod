@@ -3,6 +3,7 @@ module github.com/therealutkarshpriyadarshi/keyval
 go 1.26.0
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/anishathalye/porcupine v1.3.1
 	github.com/cockroachdb/datadriven v1.0.3
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0

@@ -204,12 +204,6 @@ func (b *bench) makeWorkers() {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	// Room for a fair share and some more; a worker that gets further
-	// ahead grows its slice, which costs little and rarely.
-	perWorker := 16 << 10
-	if b.cfg.total > 0 {
-		perWorker = b.cfg.total/b.cfg.clients + b.cfg.total/(4*b.cfg.clients)
-	}
 	for i := range b.cfg.clients {
 		w := &worker{
 			c:   b.conns[i%len(b.conns)],
@@ -217,27 +211,10 @@ func (b *bench) makeWorkers() {
 			rng: rand.New(rand.NewPCG(seed, uint64(i))),
 		}
 		for k := range w.recs {
-			capacity := 0
-			if share := b.kindShare(opKind(k)); share > 0 {
-				capacity = int(share*float64(perWorker)) + 16
-			}
-			w.recs[k] = stats.NewRecorder(capacity)
+			w.recs[k] = stats.NewRecorder()
 		}
 		b.workers = append(b.workers, w)
 	}
-}
-
-// kindShare is the fraction of operations of kind k.
-func (b *bench) kindShare(k opKind) float64 {
-	switch {
-	case b.cfg.op == opMix && k == kindRead:
-		return b.cfg.readRatio
-	case b.cfg.op == opMix:
-		return 1 - b.cfg.readRatio
-	case (b.cfg.op == opPut) == (k == kindWrite):
-		return 1
-	}
-	return 0
 }
 
 // warmUp has every worker make one untimed operation at once, so that

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -372,5 +373,26 @@ func TestOpenLoopKeepsItsSchedule(t *testing.T) {
 	code, _, errOut = kvbench(t, context.Background(), "--endpoints", eps, "--rate", "-5")
 	if code != exitUsage || !strings.Contains(errOut, "--rate") {
 		t.Errorf("--rate -5: exit %d, %s", code, errOut)
+	}
+}
+
+// Behind its schedule, the open loop times each operation from when the
+// schedule said to send it, not from when a worker got round to it: with
+// one worker and a schedule it cannot keep, the last operation's latency
+// is nearly the whole run, where timing from the actual send (coordinated
+// omission) would show one call's latency.
+func TestOpenLoopTimesFromTheSchedule(t *testing.T) {
+	_, _, eps := fakeCluster(t, 1)
+	const ops, rate = 1000, 1e6 // all scheduled within the first millisecond
+	code, out, errOut := kvbench(t, context.Background(), "--endpoints", eps, "--op", "put", "--clients", "1",
+		"--total", strconv.Itoa(ops), "--rate", strconv.Itoa(rate), "--json", "--progress=false", "--seed", "1")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	r := decode(t, out)
+	scheduleMs := 1000 * float64(ops) / rate
+	if behind := 1000*r.TotalSeconds - scheduleMs; r.Latency.Slowest < 0.9*behind {
+		t.Errorf("slowest %v ms in a run of %v s whose schedule ended after %v ms: latency not timed from the schedule",
+			r.Latency.Slowest, r.TotalSeconds, scheduleMs)
 	}
 }

@@ -20,19 +20,49 @@ func durations(ms ...int) []time.Duration {
 	return out
 }
 
-func TestPercentileEmptyIsZero(t *testing.T) {
-	for _, p := range append([]float64{0, 100}, Percentiles...) {
-		if got := Percentile(nil, p); got != 0 {
-			t.Errorf("Percentile(empty, %v) = %v, want 0", p, got)
-		}
+// summaryOf records ds in one Recorder and summarises them.
+func summaryOf(ds []time.Duration, buckets int) Summary {
+	r := NewRecorder()
+	for _, d := range ds {
+		r.Observe(d)
+	}
+	return Summarize([]*Recorder{r}, time.Second, buckets)
+}
+
+// nearestRank is the exact p-th percentile of sorted by the nearest-rank
+// method, which the histogram's figures must match to its precision.
+func nearestRank(sorted []time.Duration, p float64) time.Duration {
+	if p <= 0 {
+		return sorted[0]
+	}
+	rank := int(math.Ceil(p*float64(len(sorted))/100 - 1e-9))
+	return sorted[min(max(rank, 1), len(sorted))-1]
+}
+
+// resolution is how far above a latency the histogram may report it: half
+// a microsecond below a millisecond, three significant digits above.
+func resolution(ms float64) float64 { return max(0.000512, ms/1024) }
+
+// checkPercentile fails unless got (ms) is want or above it by at most the
+// histogram's resolution.
+func checkPercentile(t interface {
+	Helper()
+	Fatalf(string, ...any)
+}, p, got float64, want time.Duration) {
+	t.Helper()
+	w := ms(want)
+	if got < w || got > w+resolution(w) {
+		t.Fatalf("p%v = %v ms, want %v ms (to within %v ms above)", p, got, w, resolution(w))
 	}
 }
 
+func (l Latency) at(p float64) float64 { return l.percentile(slices.Index(Percentiles, p)) }
+
 func TestPercentileOneSampleIsThatSample(t *testing.T) {
-	one := durations(7)
-	for _, p := range append([]float64{0, 100}, Percentiles...) {
-		if got := Percentile(one, p); got != 7*time.Millisecond {
-			t.Errorf("Percentile([7ms], %v) = %v, want 7ms", p, got)
+	l := summaryOf(durations(7), 0).Latency
+	for i, p := range Percentiles {
+		if got := l.percentile(i); got != 7 {
+			t.Errorf("p%v of [7ms] = %v, want 7 ms", p, got)
 		}
 	}
 }
@@ -43,14 +73,9 @@ func TestPercentileNearestRank(t *testing.T) {
 	for i := range xs {
 		xs[i] = i + 1
 	}
-	s := durations(xs...)
-	for _, tc := range []struct {
-		p    float64
-		want int
-	}{{10, 10}, {25, 25}, {50, 50}, {75, 75}, {90, 90}, {95, 95}, {99, 99}, {99.9, 100}, {100, 100}, {0, 1}, {0.5, 1}, {50.5, 51}} {
-		if got := Percentile(s, tc.p); got != time.Duration(tc.want)*time.Millisecond {
-			t.Errorf("p%v of 1..100 = %v, want %dms", tc.p, got, tc.want)
-		}
+	l := summaryOf(durations(xs...), 0).Latency
+	for _, p := range Percentiles {
+		checkPercentile(t, p, l.at(p), time.Duration(math.Ceil(p))*time.Millisecond)
 	}
 	// 99.9% of 1000 samples is exactly the 999th; floating-point noise must
 	// not round the rank up to the 1000th.
@@ -58,26 +83,18 @@ func TestPercentileNearestRank(t *testing.T) {
 	for i := range thousand {
 		thousand[i] = i + 1
 	}
-	if got := Percentile(durations(thousand...), 99.9); got != 999*time.Millisecond {
-		t.Errorf("p99.9 of 1..1000 = %v, want 999ms", got)
-	}
+	l = summaryOf(durations(thousand...), 0).Latency
+	checkPercentile(t, 99.9, l.P999, 999*time.Millisecond)
+	checkPercentile(t, 50, l.P50, 500*time.Millisecond)
 }
 
 func TestPercentileTies(t *testing.T) {
-	s := durations(1, 2, 2, 2, 2, 2, 2, 2, 2, 9)
+	l := summaryOf(durations(1, 2, 2, 2, 2, 2, 2, 2, 2, 9), 0).Latency
 	for _, tc := range []struct {
 		p    float64
 		want int
-	}{{10, 1}, {11, 2}, {50, 2}, {90, 2}, {91, 9}, {99.9, 9}} {
-		if got := Percentile(s, tc.p); got != time.Duration(tc.want)*time.Millisecond {
-			t.Errorf("p%v = %v, want %dms", tc.p, got, tc.want)
-		}
-	}
-	same := durations(4, 4, 4)
-	for _, p := range Percentiles {
-		if got := Percentile(same, p); got != 4*time.Millisecond {
-			t.Errorf("p%v of equal samples = %v, want 4ms", p, got)
-		}
+	}{{10, 1}, {25, 2}, {50, 2}, {90, 2}, {95, 9}, {99.9, 9}} {
+		checkPercentile(t, tc.p, l.at(tc.p), time.Duration(tc.want)*time.Millisecond)
 	}
 }
 
@@ -88,59 +105,43 @@ func TestPercentileProperties(t *testing.T) {
 		for i, x := range xs {
 			s[i] = time.Duration(x)
 		}
+		sum := summaryOf(s, 0)
 		slices.Sort(s)
-		p := rapid.Float64Range(0, 100).Draw(t, "p")
-		q := rapid.Float64Range(p, 100).Draw(t, "q")
-		got := Percentile(s, p)
-		if !slices.Contains(s, got) {
-			t.Fatalf("p%v = %v is not one of the samples", p, got)
+		l := sum.Latency
+		if l.Fastest != ms(s[0]) || l.Slowest != ms(s[len(s)-1]) {
+			t.Fatalf("fastest %v slowest %v, want %v and %v", l.Fastest, l.Slowest, ms(s[0]), ms(s[len(s)-1]))
 		}
-		if Percentile(s, q) < got {
-			t.Fatalf("p%v = %v < p%v = %v", q, Percentile(s, q), p, got)
-		}
-		// At least p% of the samples are at or below it, and fewer than
-		// p% are strictly below it.
-		atOrBelow, below := 0, 0
-		for _, x := range s {
-			if x <= got {
-				atOrBelow++
+		prev := l.Fastest
+		for _, p := range Percentiles {
+			got := l.at(p)
+			if got < prev || got > l.Slowest {
+				t.Fatalf("p%v = %v out of order (previous %v, slowest %v)", p, got, prev, l.Slowest)
 			}
-			if x < got {
-				below++
-			}
-		}
-		n := float64(len(s))
-		if float64(atOrBelow) < p/100*n-1e-6 {
-			t.Fatalf("p%v = %v but only %d of %d samples are at or below it", p, got, atOrBelow, len(s))
-		}
-		if p > 0 && float64(below) >= p/100*n+1e-6 {
-			t.Fatalf("p%v = %v but %d of %d samples are below it", p, got, below, len(s))
+			checkPercentile(t, p, got, nearestRank(s, p))
+			prev = got
 		}
 	})
 }
 
-func TestHistogramEmptyAndEqual(t *testing.T) {
-	if h := Histogram(nil, 10); h != nil {
-		t.Errorf("Histogram(empty) = %v, want none", h)
-	}
-	h := Histogram(durations(3, 3, 3), 10)
+func TestHistogramEqualSamples(t *testing.T) {
+	h := summaryOf(durations(3, 3, 3), 10).Histogram
 	if len(h) != 1 || h[0].Count != 3 || h[0].UpToMs != 3 {
-		t.Errorf("Histogram(3,3,3) = %v, want one bucket up to 3ms holding 3", h)
+		t.Errorf("histogram of 3,3,3 = %v, want one bucket up to 3ms holding 3", h)
 	}
 }
 
 func TestHistogramBuckets(t *testing.T) {
 	// 0..10 ms into 5 buckets of 2 ms: (.., 2], (2, 4], ... (8, 10].
-	h := Histogram(durations(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 5)
+	h := summaryOf(durations(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 5).Histogram
 	want := []Bucket{{2, 3}, {4, 2}, {6, 2}, {8, 2}, {10, 2}}
 	if !slices.Equal(h, want) {
-		t.Errorf("Histogram = %v, want %v", h, want)
+		t.Errorf("histogram = %v, want %v", h, want)
 	}
 	// One slow outlier: everything else lands in the first bucket, the
 	// outlier alone in the last.
-	h = Histogram(durations(1, 1, 1, 1, 100), 4)
+	h = summaryOf(durations(1, 1, 1, 1, 100), 4).Histogram
 	if h[0].Count != 4 || h[3].Count != 1 || h[1].Count+h[2].Count != 0 {
-		t.Errorf("Histogram with an outlier = %v", h)
+		t.Errorf("histogram with an outlier = %v", h)
 	}
 }
 
@@ -151,9 +152,9 @@ func TestHistogramProperties(t *testing.T) {
 		for i, x := range xs {
 			s[i] = time.Duration(x)
 		}
-		slices.Sort(s)
 		n := rapid.IntRange(1, 50).Draw(t, "buckets")
-		h := Histogram(s, n)
+		h := summaryOf(s, n).Histogram
+		slices.Sort(s)
 		if want := int(min(int64(n), int64(s[len(s)-1]-s[0]))); s[0] != s[len(s)-1] && len(h) != want {
 			t.Fatalf("%d buckets, want %d", len(h), want)
 		}
@@ -170,12 +171,14 @@ func TestHistogramProperties(t *testing.T) {
 		if last := h[len(h)-1].UpToMs; last != ms(s[len(s)-1]) {
 			t.Fatalf("last bound %v, want the slowest sample %v", last, ms(s[len(s)-1]))
 		}
-		// Each sample is in the first bucket whose bound is at or above it.
+		// Each sample is in the first bucket whose bound is at or above
+		// it, or in one before it by no more than the histogram's
+		// resolution (a sample is placed by the bottom of its bar).
 		i := 0
 		for b, bucket := range h {
 			for k := 0; k < bucket.Count; k++ {
 				x := ms(s[i])
-				if x > bucket.UpToMs || (b > 0 && x <= h[b-1].UpToMs) {
+				if x-resolution(x) > bucket.UpToMs || (b > 0 && x <= h[b-1].UpToMs) {
 					t.Fatalf("sample %vms in bucket %d of %v", x, b, h)
 				}
 				i++
@@ -185,7 +188,7 @@ func TestHistogramProperties(t *testing.T) {
 }
 
 func TestSummarizeMergesRecorders(t *testing.T) {
-	a, b := NewRecorder(4), NewRecorder(0)
+	a, b := NewRecorder(), NewRecorder()
 	for _, d := range durations(1, 2, 3) {
 		a.Observe(d)
 	}
@@ -205,10 +208,11 @@ func TestSummarizeMergesRecorders(t *testing.T) {
 		t.Errorf("error summary %v, want %v", s.ErrorSummary, wantErrs)
 	}
 	l := s.Latency
-	if l.Fastest != 1 || l.Slowest != 4 || l.Average != 2.5 || l.P50 != 2 || l.P999 != 4 {
+	if l.Fastest != 1 || l.Slowest != 4 || l.Average != 2.5 || l.P999 != 4 {
 		t.Errorf("latency %+v", l)
 	}
-	if want := math.Sqrt(1.25); math.Abs(l.Stddev-want) > 1e-9 {
+	checkPercentile(t, 50, l.P50, 2*time.Millisecond)
+	if want := math.Sqrt(1.25); math.Abs(l.Stddev-want) > resolution(want) {
 		t.Errorf("stddev %v, want %v (population)", l.Stddev, want)
 	}
 	if len(s.Histogram) != DefaultBuckets {
@@ -234,7 +238,7 @@ func TestSummarizeNothing(t *testing.T) {
 }
 
 func TestRecorderBoundsErrorKinds(t *testing.T) {
-	r := NewRecorder(0)
+	r := NewRecorder()
 	for i := range maxErrorKinds + 10 {
 		r.Fail(fmt.Sprintf("error %d", i))
 	}
@@ -252,7 +256,7 @@ func TestRecorderBoundsErrorKinds(t *testing.T) {
 }
 
 func TestJSONFields(t *testing.T) {
-	r := NewRecorder(0)
+	r := NewRecorder()
 	r.Observe(time.Millisecond)
 	r.Fail("x")
 	raw, err := json.Marshal(Summarize([]*Recorder{r}, time.Second, 3))
@@ -288,7 +292,7 @@ func TestJSONFields(t *testing.T) {
 }
 
 func TestWriteText(t *testing.T) {
-	r := NewRecorder(0)
+	r := NewRecorder()
 	for range 80 {
 		r.Observe(time.Millisecond)
 	}

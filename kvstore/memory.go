@@ -224,19 +224,20 @@ func rangeStart(prefix, after []byte) string {
 }
 
 // Snapshot implements Store.
+//
+// It takes the write lock because it fills the history's record cache.
 func (m *Memory) Snapshot(w io.Writer) (SnapshotInfo, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
 		return SnapshotInfo{}, ErrClosed
 	}
 	d := m.data
 	info := SnapshotInfo{AppliedIndex: d.applied, Revision: d.rev}
 	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: d.applied, Revision: d.rev, SessionClockMs: d.clock, Alarms: d.alarmList, CompactedRevision: d.compactRev})
-	_ = d.scanHistory(nil, nil, func(v version) bool {
-		sw.history(v.key, v.value, v.meta)
-		return sw.err == nil
-	})
+	if err := d.writeHistory(sw); err != nil {
+		return SnapshotInfo{}, err
+	}
 	for _, id := range d.leaseIDs() {
 		sw.lease(d.leases[id])
 	}
@@ -541,6 +542,32 @@ func (d *memData) scanHistory(start, end []byte, fn func(v version) bool) error 
 		return fn(version{key: key, value: it.value, meta: it.meta})
 	})
 	return err
+}
+
+// writeHistory writes the history into sw. Every version's record is
+// encoded once and kept: the simulator snapshots its stores every few
+// hundred entries, and re-encoding a history that only grows made each
+// snapshot cost as much as all the writes before it.
+func (d *memData) writeHistory(sw *snapshotWriter) error {
+	var err error
+	d.hist.ascend("", func(it *item) bool {
+		id := it.key[:len(it.key)-8] // the escaped key: one per key
+		if it.record == nil {
+			var key []byte
+			if key, _, err = splitHistKey([]byte(it.key)); err != nil {
+				return false
+			}
+			if it.record, err = historyPayload(nil, key, it.value, it.meta); err != nil {
+				return false
+			}
+		}
+		sw.historyEncoded([]byte(id), it.meta, it.record)
+		return sw.err == nil
+	})
+	if err != nil {
+		return fmt.Errorf("snapshot history: %w", err)
+	}
+	return nil
 }
 
 func (d *memData) versionAround(key []byte, rev uint64) (at, before *version, err error) {

@@ -15,6 +15,9 @@ type item struct {
 	key   string
 	value []byte
 	meta  kvMeta
+	// record caches a history item's snapshot record payload; set clears
+	// it, since it no longer matches a replaced value.
+	record []byte
 }
 
 // maxChunk is the size at which a chunk splits in two.
@@ -46,7 +49,7 @@ func (m *orderedMap) get(key string) (*item, bool) {
 func (m *orderedMap) set(key string, value []byte, meta kvMeta) {
 	ci, i := m.search(key)
 	if ci < len(m.chunks) && m.chunks[ci][i].key == key {
-		m.chunks[ci][i].value, m.chunks[ci][i].meta = value, meta
+		m.chunks[ci][i] = item{key: key, value: value, meta: meta}
 		return
 	}
 	it := item{key: key, value: value, meta: meta}

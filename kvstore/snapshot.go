@@ -63,7 +63,7 @@ type snapshotWriter struct {
 	lastKey   []byte // the key of the last history record
 	lastLive  bool   // and whether that record is not a tombstone
 	payload   []byte
-	frame     [recordHeaderSize]byte
+	header    [recordHeaderSize]byte
 	err       error
 }
 
@@ -82,14 +82,39 @@ func newSnapshotWriter(w io.Writer, h *kvpb.SnapshotHeader) *snapshotWriter {
 // history writes one history entry; they must come in (key, revision)
 // order.
 func (sw *snapshotWriter) history(key, value []byte, m kvMeta) {
+	sw.startHistory(key, m)
+	sw.record(recHistory, metaToProto(key, value, m))
+}
+
+// historyEncoded writes one history entry whose record payload is
+// already encoded (a store that keeps each version's payload, since a
+// version never changes once written). id stands for the entry's key: any
+// encoding of it that tells keys apart will do.
+func (sw *snapshotWriter) historyEncoded(id []byte, m kvMeta, payload []byte) {
+	sw.startHistory(id, m)
+	sw.frame(recHistory, payload)
+}
+
+// startHistory counts a history entry of key: the key before it is
+// settled when this one starts another key.
+func (sw *snapshotWriter) startHistory(key []byte, m kvMeta) {
 	if !bytes.Equal(key, sw.lastKey) {
 		sw.settleKey()
 		sw.lastKey = append(sw.lastKey[:0], key...)
 	}
 	sw.lastLive = !m.tombstone()
 	sw.histCount++
-	sw.record(recHistory, metaToProto(key, value, m))
 }
+
+// historyPayload encodes a history entry's record payload, as history
+// would write it.
+func historyPayload(dst, key, value []byte, m kvMeta) ([]byte, error) {
+	return snapshotMarshal.MarshalAppend(dst, metaToProto(key, value, m))
+}
+
+// snapshotMarshal is deterministic so that equal states give equal
+// snapshot bytes.
+var snapshotMarshal = proto.MarshalOptions{Deterministic: true}
 
 // lease writes one lease; they come after the history, in id order.
 func (sw *snapshotWriter) lease(l *kvpb.Lease) {
@@ -129,16 +154,25 @@ func (sw *snapshotWriter) record(typ byte, msg proto.Message) {
 	if sw.err != nil {
 		return
 	}
-	sw.payload, sw.err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(sw.payload[:0], msg)
+	sw.payload, sw.err = snapshotMarshal.MarshalAppend(sw.payload[:0], msg)
 	if sw.err != nil {
 		return
 	}
-	sw.frame[0] = typ
-	binary.BigEndian.PutUint32(sw.frame[1:5], uint32(len(sw.payload)))
-	crc := crc32.Update(crc32.Update(0, castagnoli, sw.frame[:5]), castagnoli, sw.payload)
-	binary.BigEndian.PutUint32(sw.frame[5:], crc)
-	sw.write(sw.frame[:])
-	sw.write(sw.payload)
+	sw.frame(typ, sw.payload)
+}
+
+// frame writes one record: its header (type, length, checksum), then
+// payload.
+func (sw *snapshotWriter) frame(typ byte, payload []byte) {
+	if sw.err != nil {
+		return
+	}
+	sw.header[0] = typ
+	binary.BigEndian.PutUint32(sw.header[1:5], uint32(len(payload)))
+	crc := crc32.Update(crc32.Update(0, castagnoli, sw.header[:5]), castagnoli, payload)
+	binary.BigEndian.PutUint32(sw.header[5:], crc)
+	sw.write(sw.header[:])
+	sw.write(payload)
 }
 
 func (sw *snapshotWriter) write(p []byte) {

@@ -50,21 +50,33 @@ const compareReadKey = "00000000"
 
 // compareRow is a row of issue 17's table. share scales --write-ops
 // (puts) or --read-ops (gets), so that each row runs for seconds rather
-// than a fixed time: the single client is slow and runs a twentieth.
+// than a fixed time: the single client is slow and runs a twentieth. A
+// row with a rate is open loop: puts offered at rate a second (kvbench
+// --rate, etcd's tool put --rate), its share ten seconds of them at the
+// default --write-ops.
 type compareRow struct {
 	label          string
 	op             string
 	clients, conns int
 	share          float64
+	rate           int
 }
 
+// The open-loop rows' labels, which the targets read.
+const (
+	rowOpen5k  = "put, 5,000/s offered, 256 clients"
+	rowOpen10k = "put, 10,000/s offered, 256 clients"
+)
+
 var compareRows = []compareRow{
-	{"put, 1 client", cmpPut, 1, 1, 0.05},
-	{"put, 16 clients", cmpPut, 16, 4, 0.25},
-	{"put, 64 clients", cmpPut, 64, 8, 1},
-	{"put, 256 clients", cmpPut, 256, 16, 1},
-	{"linearizable get, 64 clients", cmpGetL, 64, 8, 1},
-	{"serializable get, 64 clients", cmpGetS, 64, 8, 1},
+	{"put, 1 client", cmpPut, 1, 1, 0.05, 0},
+	{"put, 16 clients", cmpPut, 16, 4, 0.25, 0},
+	{"put, 64 clients", cmpPut, 64, 8, 1, 0},
+	{"put, 256 clients", cmpPut, 256, 16, 1, 0},
+	{rowOpen5k, cmpPut, 256, 16, 0.5, 5000},
+	{rowOpen10k, cmpPut, 256, 16, 1, 10000},
+	{"linearizable get, 64 clients", cmpGetL, 64, 8, 1, 0},
+	{"serializable get, 64 clients", cmpGetS, 64, 8, 1, 0},
 }
 
 // compareProbe is a client the failover trials write through.
@@ -242,13 +254,20 @@ func (d *driver) compareArgs(c *cluster, v compareVariant, row compareRow, total
 		if row.op != cmpPut {
 			keySpace = "1"
 		}
-		return append(kvbenchArgs(c.endpoints(), 8, v.unary, d.progress != nil), "--target", "leader", "--op", row.op,
+		args := append(kvbenchArgs(c.endpoints(), 8, v.unary, d.progress != nil), "--target", "leader", "--op", row.op,
 			"--clients", clients, "--conns", conns, "--total", strconv.Itoa(total), "--key-space-size", keySpace)
+		if row.rate > 0 {
+			args = append(args, "--rate", strconv.Itoa(row.rate))
+		}
+		return args
 	}
 	args := []string{"--endpoints", c.endpoints(), "--target-leader", "--precise", "--conns", conns, "--clients", clients}
 	switch row.op {
 	case cmpPut:
 		args = append(args, "put", "--key-size", "8", "--val-size", "256", "--key-space-size", strconv.Itoa(d.opt.keySpace))
+		if row.rate > 0 {
+			args = append(args, "--rate", strconv.Itoa(row.rate))
+		}
 	case cmpGetL:
 		args = append(args, "range", compareReadKey, "--consistency", "l")
 	default:

@@ -24,6 +24,7 @@ func fixed(decimals int) func(float64) string {
 const (
 	figOps = "ops/s"
 	figP50 = "p50 ms"
+	figP99 = "p99 ms"
 	figCPU = "CPU µs/op"
 	figRSS = "RSS MiB"
 )
@@ -31,7 +32,7 @@ const (
 var compareFigures = []compareFigure{
 	{figOps, func(r compareRun) float64 { return r.res.RequestsPerSec }, thousands},
 	{figP50, func(r compareRun) float64 { return r.res.Latency.P50 }, fixed(2)},
-	{"p99 ms", func(r compareRun) float64 { return r.res.Latency.P99 }, fixed(2)},
+	{figP99, func(r compareRun) float64 { return r.res.Latency.P99 }, fixed(2)},
 	{"p99.9 ms", func(r compareRun) float64 { return r.res.Latency.P999 }, fixed(2)},
 	{figCPU, func(r compareRun) float64 { return r.cpuPerOp }, fixed(0)},
 	{figRSS, func(r compareRun) float64 { return mib(r.rssKiB) }, fixed(0)},
@@ -133,7 +134,12 @@ func (r *report) writeCompare(b *strings.Builder) {
 		"`--target-leader`, one gRPC call per operation; and from kvbench, to the leader, through KeyVal's Go client "+
 		"(*pipelined*) or one gRPC call per operation (*unary*). Puts: 8-byte random keys over %d, 256-byte values; "+
 		"gets read the one key `%s` (256 bytes). Before each run, the history of the system it loads is compacted to "+
-		"its current revision. %d round(s); in each, every row runs on every load generator, their "+
+		"its current revision. The rows *offered* are open loop, puts offered at a fixed rate with 256 clients bounding "+
+		"those in flight, and their ops/s is the rate achieved: kvbench (`--rate`) times each put from when the schedule "+
+		"said to send it, so a put queued behind a stall counts its wait; etcd's tool (`put --rate`) waits for its rate "+
+		"limiter and a free client and times each put from when it was actually sent, so when the system falls behind, "+
+		"the wait before sending is left out of its latencies (coordinated omission) and they read lower than kvbench's "+
+		"would for the same service. %d round(s); in each, every row runs on every load generator, their "+
 		"order rotating from round to round, then the failover trials. Each cell: median over the rounds (min–max). "+
 		"*CPU µs/op*: user and system time of the three members and the load generator over the run, per operation. "+
 		"*RSS*: the largest member's peak resident memory during the run, sampled every 250 ms. Load average (1, 5, "+
@@ -269,8 +275,11 @@ func (t compareTarget) figure() string {
 	if t.got <= 0 {
 		return "–"
 	}
-	if t.unit == "×" {
+	switch t.unit {
+	case "×":
 		return strconv.FormatFloat(t.got, 'f', 2, 64) + "×"
+	case "ms":
+		return strconv.FormatFloat(t.got, 'f', 2, 64) + " ms"
 	}
 	return strconv.FormatFloat(t.got, 'f', 0, 64) + " " + t.unit
 }
@@ -292,6 +301,11 @@ func (res *compareResult) targets() []compareTarget {
 	}
 	for _, v := range []string{varPipelined, varUnary} {
 		ts = append(ts, compareTarget{"put, 1 client: p50 ≤ 0.6× etcd's (" + v + ")", overEtcd("put, 1 client", v, figP50), 0.6, false, "×"})
+	}
+	for _, v := range []string{varPipelined, varUnary} {
+		ts = append(ts,
+			compareTarget{"put, 10,000/s offered: p50 < 5 ms, timed from the schedule (" + v + ")", res.median(rowOpen10k, v, figP50), 5, false, "ms"},
+			compareTarget{"put, 10,000/s offered: p99 < 10 ms, timed from the schedule (" + v + ")", res.median(rowOpen10k, v, figP99), 10, false, "ms"})
 	}
 	for _, v := range []string{varPipelined, varUnary} {
 		ts = append(ts, compareTarget{"put, 256 clients: CPU per write ≤ 80 µs, all processes (" + v + ")",
@@ -318,7 +332,7 @@ func (r *report) writeCompareTargets(b *strings.Builder) {
 	_, _, failed, withFailures, _ := res.failoverOf(compareProbes[2].name)
 	fmt.Fprintf(b, "| failover: no write failing longer than the election (KeyVal's Go client) | %d writes failed (%d trials with any) | %s |\n",
 		failed, withFailures, map[bool]string{true: "met", false: "**missed**"}[failed == 0])
-	fmt.Fprintf(b, "| 10,000 offered writes/s with p50 < 5 ms, p99 < 10 ms; RSS flat through a 10-minute overwrite run | | not measured by this step |\n\n")
+	fmt.Fprintf(b, "| RSS flat through a 10-minute overwrite run | | not measured by this step |\n\n")
 }
 
 // writeCompareCommands lists how each cluster ran and each load

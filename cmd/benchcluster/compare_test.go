@@ -92,7 +92,7 @@ func TestCompareArgs(t *testing.T) {
 	}
 	d := &driver{opt: opt, kvbench: "bin/kvbench"}
 	c := newCluster("bin/keyvald", "/d", fixedPorts(3379), nil)
-	put, get := compareRows[2], compareRows[4]
+	put, get := rowNamed(t, "put, 64 clients"), rowNamed(t, "linearizable get, 64 clients")
 	line := func(v compareVariant, row compareRow) string {
 		return strings.Join(d.compareArgs(c, v, row, 1000), " ")
 	}
@@ -108,13 +108,39 @@ func TestCompareArgs(t *testing.T) {
 	if got := line(compareVariants[1], get); !strings.HasSuffix(got, "--op get --clients 64 --conns 8 --total 1000 --key-space-size 1") {
 		t.Errorf("kvbench get: %s", got)
 	}
-	if got := line(compareVariants[0], compareRows[5]); !strings.HasSuffix(got,
+	if got := line(compareVariants[0], rowNamed(t, "serializable get, 64 clients")); !strings.HasSuffix(got,
 		"--target-leader --precise --conns 8 --clients 64 range 00000000 --consistency s --total 1000") {
 		t.Errorf("etcd's tool, serializable: %s", got)
 	}
-	if got := line(compareVariants[3], compareRows[0]); !strings.Contains(got, "--conns 1 --clients 1 put --key-size 8 --val-size 256") {
+	if got := line(compareVariants[3], compareRows[0]); !strings.Contains(got, "--conns 1 --clients 1 put --key-size 8 --val-size 256") ||
+		strings.Contains(got, "--rate") {
 		t.Errorf("etcd's tool, put: %s", got)
 	}
+	// The open-loop rows offer the same rate through both tools.
+	open := rowNamed(t, rowOpen10k)
+	if got := line(compareVariants[2], open); !strings.HasSuffix(got,
+		"--op put --clients 256 --conns 16 --total 1000 --key-space-size 100000 --rate 10000") || !strings.Contains(got, "--unary") {
+		t.Errorf("kvbench, open loop: %s", got)
+	}
+	if got := line(compareVariants[0], open); !strings.HasSuffix(got,
+		"--conns 16 --clients 256 put --key-size 8 --val-size 256 --key-space-size 100000 --rate 10000 --total 1000") {
+		t.Errorf("etcd's tool, open loop: %s", got)
+	}
+	if got := line(compareVariants[1], put); strings.Contains(got, "--rate") {
+		t.Errorf("kvbench, closed loop: %s", got)
+	}
+}
+
+// rowNamed is the compare row with that label.
+func rowNamed(t *testing.T, label string) compareRow {
+	t.Helper()
+	for _, r := range compareRows {
+		if r.label == label {
+			return r
+		}
+	}
+	t.Fatalf("no compare row %q", label)
+	return compareRow{}
 }
 
 func TestCompareOptions(t *testing.T) {
@@ -185,12 +211,19 @@ func TestCompareReport(t *testing.T) {
 		return compareRun{row: "put, 64 clients", variant: variant, round: round, cmd: "tool " + variant, cpuPerOp: cpu, rssKiB: rss,
 			res: &benchResult{Summary: stats.Summary{RequestsPerSec: rate, Latency: stats.Latency{P50: p50, P99: 4 * p50}}}}
 	}
-	res := &compareResult{rounds: 3, etcd: "etcd Version: 3.6.14", ops: map[string]int{"put, 64 clients": 1000},
+	open := func(variant string, round int, rate, p50, p99 float64) compareRun {
+		return compareRun{row: rowOpen10k, variant: variant, round: round, cmd: "open " + variant,
+			res: &benchResult{Summary: stats.Summary{RequestsPerSec: rate, Latency: stats.Latency{P50: p50, P99: p99, P999: 2 * p99}}}}
+	}
+	res := &compareResult{rounds: 3, etcd: "etcd Version: 3.6.14", ops: map[string]int{"put, 64 clients": 1000, rowOpen10k: 2000},
 		runs: []compareRun{
 			run(varEtcd, 0, 4000, 10, 300, 200<<10), run(varPipelined, 0, 6000, 8, 160, 100<<10),
 			run(varPipelined, 1, 6500, 7, 150, 110<<10), run(varEtcd, 1, 4500, 11, 290, 210<<10),
 			run(varEtcd, 2, 5000, 12, 310, 220<<10), run(varPipelined, 2, 5500, 9, 170, 120<<10),
 			{row: "put, 64 clients", variant: varUnary, round: 0, cmd: "tool unary", err: errors.New("crashed")},
+			open(varEtcd, 0, 6000, 30, 90), open(varEtcd, 1, 6200, 34, 95), open(varEtcd, 2, 5800, 32, 99),
+			open(varPipelined, 0, 9900, 4.5, 9), open(varPipelined, 1, 9950, 4.2, 12), open(varPipelined, 2, 9800, 6, 30),
+			open(varUnary, 0, 7000, 900, 3000),
 		},
 		trials: []compareTrial{
 			{probe: compareProbes[0].name, tr: failoverTrial{toAck: 400 * time.Millisecond, toLeader: 350 * time.Millisecond}},
@@ -212,6 +245,15 @@ func TestCompareReport(t *testing.T) {
 		"| put, 256 clients: writes/s ≥ 3× etcd's (KeyVal's Go client) | – | not measured |",
 		"| failover, kill → ack: median ≤ 0.7× etcd's (KeyVal, KeyVal's Go client) | 0.75× | **missed by 7 %** |",
 		"| failover: no write failing longer than the election (KeyVal's Go client) | 2 writes failed (1 trials with any) | **missed** |",
+		"| put, 10,000/s offered, 256 clients (2000) | ops/s | 6,000 (5,800–6,200) | 9,900 (9,800–9,950) | 7,000 | – | 1.65 | 1.17 | – |",
+		"| | p50 ms | 32.00 (30.00–34.00) | 4.50 (4.20–6.00) | 900.00 | – | 0.14 | 28.12 | – |",
+		"| | p99 ms | 95.00 (90.00–99.00) | 12.00 (9.00–30.00) | 3000.00 | – | 0.13 | 31.58 | – |",
+		"| put, 10,000/s offered: p50 < 5 ms, timed from the schedule (KeyVal pipelined) | 4.50 ms | met |",
+		"| put, 10,000/s offered: p99 < 10 ms, timed from the schedule (KeyVal pipelined) | 12.00 ms | **missed by 20 %** |",
+		"| put, 10,000/s offered: p50 < 5 ms, timed from the schedule (KeyVal unary) | 900.00 ms | **missed by 17900 %** |",
+		"| RSS flat through a 10-minute overwrite run | | not measured by this step |",
+		"coordinated omission",
 		"tool etcd\ntool KeyVal pipelined\ntool unary\n",
+		"open etcd\nopen KeyVal pipelined\nopen KeyVal unary\n",
 	)
 }

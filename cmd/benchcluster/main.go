@@ -6,8 +6,9 @@
 // watch fan-out and lease keep-alives paired with an etcd cluster,
 // memory over a sustained-overwrite run, failover after kill -9 of the
 // leader, and the catch-up of a member restarted behind many writes.
-// --steps compare (make bench-compare) instead runs the write, read and
-// failover rows on KeyVal and etcd side by side, in interleaved rounds.
+// --steps compare (make bench-compare) instead runs the write (closed and
+// open loop), read and failover rows on KeyVal and etcd side by side, in
+// interleaved rounds.
 // Everything measured goes to a markdown file with the exact commands.
 //
 // --smoke runs every step (compare only when named) with tiny counts in a

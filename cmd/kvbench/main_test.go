@@ -391,7 +391,7 @@ func TestOpenLoopTimesFromTheSchedule(t *testing.T) {
 	}
 	r := decode(t, out)
 	scheduleMs := 1000 * float64(ops) / rate
-	if behind := 1000*r.TotalSeconds - scheduleMs; r.Latency.Slowest < 0.9*behind {
+	if behind := 1000*r.TotalSeconds - scheduleMs; r.Latency.Slowest < 0.75*behind {
 		t.Errorf("slowest %v ms in a run of %v s whose schedule ended after %v ms: latency not timed from the schedule",
 			r.Latency.Slowest, r.TotalSeconds, scheduleMs)
 	}

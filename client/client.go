@@ -330,10 +330,15 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 		defer cancel()
 	}
 
-	// A session is returned to the pool only after a success: after any
-	// failure the server may or may not hold this seq's result, and a
-	// fresh session is cheaper than reasoning about which.
+	// The session goes back to the pool whatever the outcome, unless the
+	// server has forgotten it. After a failure this seq may or may not
+	// have been applied, or may still be on its way; the session's next
+	// write takes a higher seq, and the server refuses any seq older than
+	// the last it applied, so this call can never be applied after that
+	// write nor twice. Keeping the session keeps Register, itself a
+	// replicated write, off the path of the calls that follow a failover.
 	var sess *session
+	forgotten := false // the server said it no longer knows sess
 	if m.setSession != nil {
 		s, err := c.acquireSession(ctx)
 		if err != nil {
@@ -342,6 +347,11 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 		sess = s
 		sess.pb.Seq++
 		m.setSession(req, &sess.pb)
+		defer func() {
+			if !forgotten {
+				c.sessions.put(sess)
+			}
+		}()
 	}
 
 	n := len(c.eps)
@@ -369,9 +379,6 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 		}
 		if err == nil {
 			c.noteSuccess(idx, resp.GetHeader())
-			if sess != nil {
-				c.sessions.put(sess)
-			}
 			return resp, nil
 		}
 		if c.closed.Load() {
@@ -385,6 +392,7 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 		case classFatal:
 			return zero, &StatusError{Op: m.op, Endpoint: ep.addr, Code: st.Code(), Message: st.Message()}
 		case classSessionExpired:
+			forgotten = true
 			// The refused attempt was not applied: the store refuses
 			// unknown sessions before applying. An earlier attempt could
 			// only have been applied if the server expired the session
@@ -405,7 +413,7 @@ func do[Req any, Resp headered](ctx context.Context, c *Client, m *rpc[Req, Resp
 				return zero, fmt.Errorf("%s: replacing an expired session: %w", m.op, err)
 			}
 			reRegistered++
-			sess = s
+			sess, forgotten = s, false
 			sess.pb.Seq = 1
 			m.setSession(req, &sess.pb)
 			continue

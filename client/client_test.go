@@ -278,6 +278,56 @@ func TestSessionExpiredAfterTransientFailure(t *testing.T) {
 	checkSessionRules(t, store)
 }
 
+// A write that fails keeps its session: the next write goes out on it with
+// a higher seq, so the calls after a failover need no Register (itself a
+// replicated write, and one more thing to time out while a leader is
+// being elected).
+func TestFailedWriteKeepsItsSession(t *testing.T) {
+	store, nodes := startCluster(t, 1)
+	c := newClient(t, Config{Endpoints: addrs(nodes...), MaxRetries: 1})
+	ctx := context.Background()
+	_, err := c.Put(ctx, []byte("a"), []byte("1"))
+	require.NoError(t, err)
+
+	nodes[0].Stop()
+	_, err = c.Put(ctx, []byte("b"), []byte("2"))
+	require.ErrorIs(t, err, ErrUnavailable)
+	require.NoError(t, nodes[0].Restart())
+
+	// The connection may still be backing off from the refused dials:
+	// each write that fails meanwhile is one more seq skipped.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, err = c.Put(ctx, []byte("c"), []byte("3")); err != nil; _, err = c.Put(ctx, []byte("c"), []byte("3")) {
+		require.ErrorIs(t, err, ErrUnavailable)
+		require.True(t, time.Now().Before(deadline), "the restarted member never answered: %v", err)
+	}
+	assert.Equal(t, 1, store.Registered(), "the failed writes' session was used again")
+	assert.Equal(t, 2, store.Applied())
+	assert.Equal(t, 1, store.Skipped(), "the last write skipped the failed writes' seqs")
+	checkSessionRules(t, store)
+}
+
+// A session the server has forgotten is not used again after the call
+// that found out, even when that call failed.
+func TestForgottenSessionIsDroppedAfterFailure(t *testing.T) {
+	store, nodes := startCluster(t, 1)
+	c := newClient(t, Config{Endpoints: addrs(nodes...)})
+	ctx := context.Background()
+	_, err := c.Put(ctx, []byte("a"), []byte("1"))
+	require.NoError(t, err)
+
+	store.ExpireSessions()
+	nodes[0].Fail("Register", codes.PermissionDenied, "no registering today", 1)
+	_, err = c.Put(ctx, []byte("b"), []byte("2"))
+	require.Error(t, err)
+	assert.Equal(t, 0, c.sessions.idle(), "the forgotten session went back to the pool")
+
+	_, err = c.Put(ctx, []byte("b"), []byte("2"))
+	require.NoError(t, err)
+	assert.Equal(t, 2, store.Registered())
+	checkSessionRules(t, store)
+}
+
 func TestFailsOverWhenMemberDown(t *testing.T) {
 	store, nodes := startCluster(t, 3)
 	nodes[0].Stop()

@@ -18,8 +18,8 @@ type session struct {
 }
 
 // sessionPool holds sessions not in use. It grows to the peak number of
-// concurrent writes; sessions whose last write failed are dropped rather
-// than returned (the server expires them).
+// concurrent writes; a session the server has forgotten is dropped rather
+// than returned.
 type sessionPool struct {
 	mu   sync.Mutex
 	free []*session

@@ -57,6 +57,7 @@ type Store struct {
 	nodes      []*Node
 	applied    int
 	duplicates int
+	skipped    int
 	lost       int
 	violations []string
 }
@@ -96,6 +97,14 @@ func (s *Store) Duplicates() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.duplicates
+}
+
+// Skipped counts the writes applied with a seq more than one past their
+// session's last: the client had given up on the seqs between.
+func (s *Store) Skipped() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.skipped
 }
 
 // Lost counts the replies lost on purpose (see Node.LoseReplies).
@@ -148,9 +157,10 @@ func (s *Store) headerLocked(n *Node) *apipb.Header {
 	return &apipb.Header{Revision: s.rev, NodeId: n.id, LeaderId: s.leader}
 }
 
-// write applies one write under its session's rules: an unknown session is
-// refused before applying; the last seq is answered from memory; the next
-// seq is applied; anything else is a client bug, recorded and refused.
+// write applies one write under its session's rules, the server's: an
+// unknown session is refused before applying; the last seq is answered
+// from memory; a higher seq is applied (a client skips the seq of a write
+// that failed); an older one is a client bug, recorded and refused.
 func (s *Store) write(n *Node, sess *apipb.Session, apply func() proto.Message) (proto.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,7 +178,10 @@ func (s *Store) write(n *Node, sess *apipb.Session, apply func() proto.Message) 
 	case sess.Seq == rec.lastSeq && rec.lastResult != nil:
 		s.duplicates++
 		return rec.lastResult, nil
-	case sess.Seq == rec.lastSeq+1:
+	case sess.Seq > rec.lastSeq:
+		if sess.Seq > rec.lastSeq+1 {
+			s.skipped++
+		}
 		res := apply()
 		s.applied++
 		rec.lastSeq, rec.lastResult = sess.Seq, res
@@ -176,7 +189,7 @@ func (s *Store) write(n *Node, sess *apipb.Session, apply func() proto.Message) 
 	default:
 		v := fmt.Sprintf("client %d sent seq %d after seq %d", sess.ClientId, sess.Seq, rec.lastSeq)
 		s.violations = append(s.violations, v)
-		return nil, status.Error(codes.FailedPrecondition, "out-of-order seq: "+v)
+		return nil, status.Error(codes.FailedPrecondition, "stale duplicate: "+v)
 	}
 }
 

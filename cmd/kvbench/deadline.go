@@ -26,8 +26,8 @@ type deadlines struct {
 }
 
 type deadlineCtx struct {
-	deadline time.Time
-	cancel   context.CancelFunc
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // newDeadlines starts renewing contexts under parent; call close when done.
@@ -61,16 +61,18 @@ func (d *deadlines) loop() {
 }
 
 // renew publishes a fresh context and releases those already expired
-// (cancelling an expired context only frees its bookkeeping).
+// (cancelling an expired context only frees its bookkeeping). Only a
+// context whose own deadline has fired counts as expired: cancelling one
+// whose timer is still due would fail its operations with "context
+// canceled" instead of the deadline they ran into.
 func (d *deadlines) renew(now time.Time) {
-	deadline := now.Add(d.timeout)
-	ctx, cancel := context.WithDeadline(d.parent, deadline)
+	ctx, cancel := context.WithDeadline(d.parent, now.Add(d.timeout))
 	d.cur.Store(&ctx)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.live = append(d.live, deadlineCtx{deadline, cancel})
+	d.live = append(d.live, deadlineCtx{ctx, cancel})
 	expired := 0
-	for expired < len(d.live) && !d.live[expired].deadline.After(now) {
+	for expired < len(d.live) && d.live[expired].ctx.Err() != nil {
 		d.live[expired].cancel()
 		expired++
 	}

@@ -522,7 +522,7 @@ func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 
 // history stores a version, and makes it the key's newest: a key's
 // records arrive in revision order, so its last one stays in kv.
-func (s *boltSink) history(kv *kvpb.KeyValue) error {
+func (s *boltSink) history(kv *kvpb.KeyValue, _ []byte) error {
 	var prev uint64
 	if bytes.Equal(kv.Key, s.lastKey) {
 		prev = s.lastRev

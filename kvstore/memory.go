@@ -2,9 +2,11 @@ package kvstore
 
 import (
 	"bytes"
+	"cmp"
 	"container/list"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -325,8 +327,12 @@ func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
 	return nil
 }
 
-func (s *memSink) history(kv *kvpb.KeyValue) error {
-	s.d.hist.set(string(histKey(nil, kv.Key, kv.Version)), clone(kv.Value), metaFromProto(kv))
+// history keeps the record as read for the store's next snapshot: it
+// passed every check the reader makes, so written back byte for byte it
+// reads back the same, and re-encoding every restored version at the next
+// snapshot is what the record cache is there to avoid.
+func (s *memSink) history(kv *kvpb.KeyValue, record []byte) error {
+	s.d.hist.setRecord(string(histKey(nil, kv.Key, kv.Version)), clone(kv.Value), metaFromProto(kv), clone(record))
 	s.d.revs = append(s.d.revs, revKey{kv.Version, string(kv.Key)})
 	return nil
 }
@@ -348,7 +354,7 @@ func (s *memSink) client(rec *kvpb.ClientRecord) error {
 // come sorted by id), the revision index (history comes in key order) and
 // the leases' keys.
 func (s *memSink) finish() {
-	sort.SliceStable(s.d.revs, func(i, j int) bool { return s.d.revs[i].rev < s.d.revs[j].rev })
+	slices.SortStableFunc(s.d.revs, func(a, b revKey) int { return cmp.Compare(a.rev, b.rev) })
 	s.d.keys.ascend("", func(it *item) bool {
 		s.d.attach(it.key, 0, it.meta.lease)
 		return true

@@ -47,12 +47,18 @@ func (m *orderedMap) get(key string) (*item, bool) {
 
 // set inserts or replaces key.
 func (m *orderedMap) set(key string, value []byte, meta kvMeta) {
+	m.setRecord(key, value, meta, nil)
+}
+
+// setRecord inserts or replaces key with its snapshot record's payload
+// (nil: not encoded yet).
+func (m *orderedMap) setRecord(key string, value []byte, meta kvMeta, record []byte) {
+	it := item{key: key, value: value, meta: meta, record: record}
 	ci, i := m.search(key)
 	if ci < len(m.chunks) && m.chunks[ci][i].key == key {
-		m.chunks[ci][i] = item{key: key, value: value, meta: meta}
+		m.chunks[ci][i] = it
 		return
 	}
-	it := item{key: key, value: value, meta: meta}
 	if ci == len(m.chunks) { // larger than every key: append to the last chunk
 		if ci == 0 {
 			m.chunks = append(m.chunks, []item{it})

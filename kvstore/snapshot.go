@@ -190,7 +190,10 @@ func (sw *snapshotWriter) write(p []byte) {
 type snapshotSink interface {
 	begin(h *kvpb.SnapshotHeader) error
 	keyValue(kv *kvpb.KeyValue) error
-	history(kv *kvpb.KeyValue) error
+	// history receives one version and, from a stream that has history
+	// records, that record's payload as read (nil otherwise). The payload
+	// is only valid during the call.
+	history(kv *kvpb.KeyValue, record []byte) error
 	lease(l *kvpb.Lease) error
 	client(rec *kvpb.ClientRecord) error
 }
@@ -203,11 +206,11 @@ func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 
 type discardSink struct{}
 
-func (discardSink) begin(*kvpb.SnapshotHeader) error { return nil }
-func (discardSink) keyValue(*kvpb.KeyValue) error    { return nil }
-func (discardSink) history(*kvpb.KeyValue) error     { return nil }
-func (discardSink) lease(*kvpb.Lease) error          { return nil }
-func (discardSink) client(*kvpb.ClientRecord) error  { return nil }
+func (discardSink) begin(*kvpb.SnapshotHeader) error     { return nil }
+func (discardSink) keyValue(*kvpb.KeyValue) error        { return nil }
+func (discardSink) history(*kvpb.KeyValue, []byte) error { return nil }
+func (discardSink) lease(*kvpb.Lease) error              { return nil }
+func (discardSink) client(*kvpb.ClientRecord) error      { return nil }
 
 func badSnapshot(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrBadSnapshot}, args...)...)
@@ -295,7 +298,7 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			kv.CreateRevision, kv.Count = kv.Version, 1
 			lastKey = kv.Key
 			keys++
-			if err := sink.history(&kv); err != nil {
+			if err := sink.history(&kv, nil); err != nil {
 				return SnapshotInfo{}, err
 			}
 			if err := sink.keyValue(&kv); err != nil {
@@ -328,7 +331,7 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			lastHist = hk
 			history++
 			stage = recHistory
-			if err := sink.history(kv); err != nil {
+			if err := sink.history(kv, payload); err != nil {
 				return SnapshotInfo{}, err
 			}
 		case recLease:

@@ -29,10 +29,10 @@ func SummarizeSnapshot(r io.Reader) (SnapshotSummary, error) {
 
 type countSink struct{ keys, versions, sessions uint64 }
 
-func (*countSink) begin(*kvpb.SnapshotHeader) error { return nil }
-func (c *countSink) keyValue(*kvpb.KeyValue) error  { c.keys++; return nil }
-func (c *countSink) history(*kvpb.KeyValue) error   { c.versions++; return nil }
-func (*countSink) lease(*kvpb.Lease) error          { return nil }
+func (*countSink) begin(*kvpb.SnapshotHeader) error       { return nil }
+func (c *countSink) keyValue(*kvpb.KeyValue) error        { c.keys++; return nil }
+func (c *countSink) history(*kvpb.KeyValue, []byte) error { c.versions++; return nil }
+func (*countSink) lease(*kvpb.Lease) error                { return nil }
 func (c *countSink) client(*kvpb.ClientRecord) error {
 	c.sessions++
 	return nil
@@ -75,7 +75,7 @@ func (c *copySink) begin(h *kvpb.SnapshotHeader) error {
 // keyValue writes nothing: the history records carry the current versions.
 func (c *copySink) keyValue(*kvpb.KeyValue) error { return nil }
 
-func (c *copySink) history(kv *kvpb.KeyValue) error {
+func (c *copySink) history(kv *kvpb.KeyValue, _ []byte) error {
 	if !c.drop(kv.Key) {
 		c.sw.history(kv.Key, kv.Value, metaFromProto(kv))
 	}

@@ -169,16 +169,22 @@ const (
 	opGenesis
 )
 
-// decodeCommand reads an entry's bytes. A put, with or without a session,
-// encoded field by field in order as proto.Marshal writes it (the only
-// thing the server proposes per write), is read in place: key and value
-// alias data. Anything else — other operations, repeated or reordered
-// fields, unknown fields — goes through proto.Unmarshal, so the outcome is
-// the same as decoding every command with it.
+// decodeCommand reads an entry's bytes. A put, delete or compare-and-swap,
+// with or without a session, encoded field by field in order as
+// proto.Marshal writes it (what the server proposes for the native
+// writes), is read in place: key and value alias data. Anything else —
+// other operations, repeated or reordered fields, unknown fields — goes
+// through proto.Unmarshal, so the outcome is the same as decoding every
+// command with it.
 func decodeCommand(data []byte, c *command) error {
-	if decodePut(data, c) {
+	if decodeSimple(data, c) {
 		return nil
 	}
+	return decodeProto(data, c)
+}
+
+// decodeProto decodes any command with proto.Unmarshal.
+func decodeProto(data []byte, c *command) error {
 	var pb kvpb.Command
 	if err := proto.Unmarshal(data, &pb); err != nil {
 		return err
@@ -215,22 +221,58 @@ func decodeCommand(data []byte, c *command) error {
 	return nil
 }
 
-// The field numbers decodePut reads (kvstore.proto).
+// The field numbers decodeSimple reads (kvstore.proto).
 const (
 	fieldClientID = 1
 	fieldSeq      = 2
 	fieldPut      = 3
+	fieldDelete   = 4
+	fieldCAS      = 5
+)
+
+// The fields of a Put, as EncodePut writes them.
+const (
 	fieldPutKey   = 1
 	fieldPutValue = 2
 )
 
-// decodePut fills c from data if data is a put in the canonical layout:
-// client_id and seq (each optional, as varints), then the put message
-// holding key and value (each optional), every field at most once and in
-// that order, nothing else. It reports false for any other input, without
-// judging whether it is valid.
-func decodePut(data []byte, c *command) bool {
-	*c = command{op: opPut}
+// The fields of each operation decodeSimple reads, by field number from 1:
+// what kind each one is and where it goes in a command.
+var (
+	putFields    = []simpleField{fieldKey, fieldValue}
+	deleteFields = []simpleField{fieldKey}
+	casFields    = []simpleField{fieldKey, fieldExpected, fieldValue}
+)
+
+// simpleOp is the operation a Command field number holds, if decodeSimple
+// reads it.
+func simpleOp(num protowire.Number) (opKind, []simpleField, bool) {
+	switch num {
+	case fieldPut:
+		return opPut, putFields, true
+	case fieldDelete:
+		return opDelete, deleteFields, true
+	case fieldCAS:
+		return opCAS, casFields, true
+	}
+	return opNone, nil, false
+}
+
+type simpleField int
+
+const (
+	fieldKey      simpleField = iota // bytes: command.key
+	fieldValue                       // bytes: command.value
+	fieldExpected                    // varint: command.expected
+)
+
+// decodeSimple fills c from data if data is a put, delete or
+// compare-and-swap in the canonical layout: client_id and seq (each
+// optional, as varints), then the operation's message, its fields each
+// optional, every field at most once and in number order, nothing else. It
+// reports false for any other input, without judging whether it is valid.
+func decodeSimple(data []byte, c *command) bool {
+	*c = command{}
 	next := protowire.Number(fieldClientID) // the lowest field that may come next
 	for len(data) > 0 {
 		num, typ, n := protowire.ConsumeTag(data)
@@ -250,37 +292,50 @@ func decodePut(data []byte, c *command) bool {
 			} else {
 				c.seq = v
 			}
-		case num == fieldPut && typ == protowire.BytesType:
+		case num >= fieldPut && typ == protowire.BytesType:
+			op, fields, ok := simpleOp(num)
 			msg, n := protowire.ConsumeBytes(data)
-			if n < 0 || n != len(data) || !decodePutFields(msg, c) {
-				return false // the put must be the last field
+			if !ok || n < 0 || n != len(data) {
+				return false // the operation must be the last field
 			}
-			return true
+			c.op = op
+			return decodeSimpleFields(msg, fields, c)
 		default:
 			return false
 		}
 		next = num + 1
 	}
-	return false // no put
+	return false // no operation
 }
 
-func decodePutFields(msg []byte, c *command) bool {
-	next := protowire.Number(fieldPutKey)
+func decodeSimpleFields(msg []byte, fields []simpleField, c *command) bool {
+	next := protowire.Number(1)
 	for len(msg) > 0 {
 		num, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 || num < next || num > fieldPutValue || typ != protowire.BytesType {
+		if n < 0 || num < next || int(num) > len(fields) {
 			return false
 		}
 		msg = msg[n:]
-		v, n := protowire.ConsumeBytes(msg)
-		if n < 0 {
+		switch f := fields[num-1]; {
+		case f == fieldExpected && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(msg)
+			if n < 0 {
+				return false
+			}
+			msg, c.expected = msg[n:], v
+		case f != fieldExpected && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(msg)
+			if n < 0 {
+				return false
+			}
+			msg = msg[n:]
+			if f == fieldKey {
+				c.key = v
+			} else {
+				c.value = v
+			}
+		default:
 			return false
-		}
-		msg = msg[n:]
-		if num == fieldPutKey {
-			c.key = v
-		} else {
-			c.value = v
 		}
 		next = num + 1
 	}

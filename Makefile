@@ -232,10 +232,11 @@ bench-cluster-smoke: etcd-benchmark
 
 # KeyVal and etcd side by side in one run (issue 17; docs/bench.md): two
 # three-member clusters on 127.0.0.1 with the same timeouts, snapshot
-# interval and compaction; puts at 1-256 clients and gets at 64 from
-# etcd's benchmark tool (against both) and kvbench (pipelined and unary),
-# then failover trials, in interleaved rounds; report in
-# .benchdata/bench-compare.md. About 17 minutes; BENCH_COMPARE_FLAGS=--smoke
+# interval and compaction; puts at 1-256 clients, puts offered at 5,000
+# and 10,000/s (open loop) and gets at 64 from etcd's benchmark tool
+# (against both) and kvbench (pipelined and unary), then failover trials,
+# in interleaved rounds; report in
+# .benchdata/bench-compare.md. About 15 minutes; BENCH_COMPARE_FLAGS=--smoke
 # checks the tooling in well under a minute.
 BENCH_COMPARE_FLAGS ?=
 bench-compare: etcd-benchmark etcd

@@ -62,6 +62,29 @@ type Config struct {
 	// Applied is, on restart, the index the runtime's state machine has
 	// already applied; entries up to it are not handed out again.
 	Applied uint64
+
+	// VoteFloor is, after a repair that dropped entries this node once held
+	// (a damaged WAL), the end of the log it had: (Term, Index) of its last
+	// entry. The node then votes as if it still had that log — it grants a
+	// vote only to a candidate whose log is at least as up to date as both
+	// its own and the floor — and campaigns only once its own log has
+	// reached the floor again. So the dropped entries still count, for
+	// every election, exactly as they did before they were lost (the
+	// argument is in docs/disk.md). Zero when there was no repair.
+	VoteFloor LogPosition
+}
+
+// LogPosition is the position of a log entry: its term and index. One
+// position is at least as up to date as another when its term is higher,
+// or the terms are equal and its index is not lower (Raft's election
+// rule).
+type LogPosition struct {
+	Term, Index uint64
+}
+
+// AtLeast reports whether p is at least as up to date as o.
+func (p LogPosition) AtLeast(o LogPosition) bool {
+	return p.Term > o.Term || (p.Term == o.Term && p.Index >= o.Index)
 }
 
 // Defaults used when a Config field is zero.

@@ -120,6 +120,16 @@ func (p *Progress) maybeDecrTo(rejected, hint uint64) bool {
 	return true
 }
 
+// forgetMatch drops what the leader knew of the follower's log, after a
+// repair cut it short, and starts probing it again from where it was.
+func (p *Progress) forgetMatch() {
+	p.Match = 0
+	p.State = StateProbe
+	p.PendingSnapshot = 0
+	p.probeSent = false
+	p.inflights.reset()
+}
+
 // paused reports whether the leader must hold back appends to this follower.
 func (p *Progress) paused() bool {
 	switch p.State {

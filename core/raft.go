@@ -201,6 +201,11 @@ func (r *raft) spareMessages() []Message {
 // candidate it still counts votes by its latest configuration; if it wins
 // it commits its own removal and hands over.
 func (r *raft) promotable() bool {
+	if !r.reachedFloor() {
+		// Its log lacks entries it once held: as leader it could not give
+		// them to the others, and its votes count them still.
+		return false
+	}
 	if r.trk.isVoter(r.id) {
 		return true
 	}
@@ -210,6 +215,12 @@ func (r *raft) promotable() bool {
 	prev, _ := r.log.confAt(r.log.committed)
 	_, voter := slices.BinarySearch(prev.Voters, r.id)
 	return voter
+}
+
+// reachedFloor reports whether the log is back at the end it had before a
+// repair dropped entries (always, when there was no repair).
+func (r *raft) reachedFloor() bool {
+	return LogPosition{Term: r.log.lastTerm(), Index: r.log.lastIndex()}.AtLeast(r.cfg.VoteFloor)
 }
 
 // resetRandomizedElectionTimeout draws the next timeout from
@@ -499,7 +510,7 @@ func (r *raft) handleVoteRequest(m Message) {
 	if m.Type == MsgPreVote {
 		resp = MsgPreVoteResp
 	}
-	if canVote && r.log.isUpToDate(m.Index, m.LogTerm) {
+	if canVote && r.log.isUpToDate(m.Index, m.LogTerm) && (LogPosition{Term: m.LogTerm, Index: m.Index}).AtLeast(r.cfg.VoteFloor) {
 		if m.Type == MsgVote {
 			r.electionElapsed = 0
 			r.vote = m.From
@@ -596,7 +607,7 @@ func (r *raft) handleAppend(m Message) {
 	if !r.log.matchTerm(m.Index, m.LogTerm) {
 		hintIndex, hintTerm := r.log.findConflictByTerm(min(m.Index, r.log.lastIndex()), m.LogTerm)
 		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: m.Index,
-			Reject: true, RejectHint: hintIndex, LogTerm: hintTerm})
+			Reject: true, RejectHint: hintIndex, LogTerm: hintTerm, LogCut: !r.reachedFloor()})
 		return
 	}
 	if len(m.Entries) > 0 {
@@ -644,6 +655,11 @@ func (r *raft) handleSnapshot(m Message) {
 
 func (r *raft) handleAppendResponse(m Message, pr *Progress) {
 	if m.Reject {
+		if m.LogCut && m.RejectHint < pr.Match {
+			// A repair cut the follower's log below what it once
+			// acknowledged: what it matches must be learned again.
+			pr.forgetMatch()
+		}
 		next := m.RejectHint
 		if m.LogTerm > 0 {
 			next, _ = r.log.findConflictByTerm(m.RejectHint, m.LogTerm)

@@ -1126,3 +1126,57 @@ func TestSoleVoterLeadsOnlyOnceItsTermIsDurable(t *testing.T) {
 		t.Fatalf("a new leader appends its empty entry in its durable term: %+v", rd)
 	}
 }
+
+// A node repaired after its WAL lost entries (Config.VoteFloor: its log
+// ended at term 3, index 4) votes as if it still held them, and does not
+// campaign until its log is back at that position.
+func TestVoteFloorAfterRepair(t *testing.T) {
+	repaired := func(t *testing.T) *Node {
+		// All it kept is entries 1-2 of term 1; it is at term 3.
+		st := PersistentState{
+			HardState: HardState{Term: 3},
+			Snapshot:  &SnapshotMeta{Conf: ConfState{Voters: peers(3)}},
+			Entries:   ents(1, 1),
+		}
+		n, err := NewNode(Config{ID: 1, ElectionTick: 10, HeartbeatTick: 1, Seed: 1, VoteFloor: LogPosition{Term: 3, Index: 4}}, st)
+		require.NoError(t, err)
+		return n
+	}
+	for _, tc := range []struct {
+		name         string
+		index, lterm uint64
+		grant        bool
+	}{
+		{"ahead of its log, behind the floor", 3, 2, false},
+		{"the floor's term, shorter", 3, 3, false},
+		{"at the floor", 4, 3, true},
+		{"a later term", 1, 4, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, typ := range [][2]MessageType{{MsgPreVote, MsgPreVoteResp}, {MsgVote, MsgVoteResp}} {
+				typ, resp := typ[0], typ[1]
+				n := repaired(t)
+				require.NoError(t, n.Step(Message{Type: typ, From: 2, To: 1, Term: 5, Index: tc.index, LogTerm: tc.lterm}))
+				resps := only(t, drain(n), resp)
+				require.Len(t, resps, 1)
+				require.Equal(t, !tc.grant, resps[0].Reject, "%s", typ)
+			}
+		})
+	}
+	t.Run("no campaign below the floor", func(t *testing.T) {
+		n := repaired(t)
+		for range 100 {
+			n.Tick()
+		}
+		require.Equal(t, Follower, n.Status().Role)
+		require.Empty(t, only(t, drain(n), MsgPreVote))
+		// The leader of term 3 gives it entries 3 and 4 back.
+		require.NoError(t, n.Step(Message{Type: MsgApp, From: 2, To: 1, Term: 3, Index: 2, LogTerm: 1,
+			Entries: []Entry{{Index: 3, Term: 2}, {Index: 4, Term: 3}}, Commit: 4}))
+		drain(n)
+		for i := 0; i < 100 && n.Status().Role == Follower; i++ {
+			n.Tick()
+		}
+		require.Equal(t, PreCandidate, n.Status().Role, "back at the floor, it campaigns again")
+	})
+}

@@ -157,6 +157,10 @@ type Message struct {
 	// conflicting term in one round trip.
 	Reject     bool
 	RejectHint uint64
+	// LogCut marks a rejected MsgAppResp from a node whose log a repair
+	// cut short (it is below its vote floor): the leader's match index
+	// for it may be ahead of what it holds, and must be forgotten.
+	LogCut bool
 
 	// Snapshot is set on MsgSnap only.
 	Snapshot *SnapshotMeta

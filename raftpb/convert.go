@@ -76,6 +76,7 @@ func fillMessage(pm *Message, m *core.Message, ents []*Entry) {
 	pm.Commit = m.Commit
 	pm.Reject = m.Reject
 	pm.RejectHint = m.RejectHint
+	pm.LogCut = m.LogCut
 	pm.Snapshot = nil
 	if m.Snapshot != nil {
 		pm.Snapshot = SnapshotMetaFromCore(*m.Snapshot)
@@ -189,6 +190,7 @@ func toCore(pm *Message, ents []core.Entry) (core.Message, error) {
 		Commit:     pm.Commit,
 		Reject:     pm.Reject,
 		RejectHint: pm.RejectHint,
+		LogCut:     pm.LogCut,
 		Context:    pm.Context,
 	}
 	if pm.Snapshot != nil {

@@ -418,8 +418,11 @@ type Message struct {
 	Reject     bool                   `protobuf:"varint,9,opt,name=reject,proto3" json:"reject,omitempty"`
 	RejectHint uint64                 `protobuf:"varint,10,opt,name=reject_hint,json=rejectHint,proto3" json:"reject_hint,omitempty"`
 	// snapshot is set on MSG_SNAP only.
-	Snapshot      *SnapshotMeta `protobuf:"bytes,11,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
-	Context       []byte        `protobuf:"bytes,12,opt,name=context,proto3" json:"context,omitempty"`
+	Snapshot *SnapshotMeta `protobuf:"bytes,11,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Context  []byte        `protobuf:"bytes,12,opt,name=context,proto3" json:"context,omitempty"`
+	// log_cut is set on a rejected MSG_APP_RESP from a node whose log was cut
+	// short by a repair: the leader's match index for it may be stale.
+	LogCut        bool `protobuf:"varint,13,opt,name=log_cut,json=logCut,proto3" json:"log_cut,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -538,6 +541,13 @@ func (x *Message) GetContext() []byte {
 	return nil
 }
 
+func (x *Message) GetLogCut() bool {
+	if x != nil {
+		return x.LogCut
+	}
+	return false
+}
+
 // Batch is the unit sent on a Messages stream: every message the sender had
 // queued for this peer, up to its batch limits, in the order they were sent.
 type Batch struct {
@@ -604,7 +614,7 @@ const file_raftpb_raft_proto_rawDesc = "" +
 	"\fSnapshotMeta\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12,\n" +
-	"\x04conf\x18\x03 \x01(\v2\x18.keyval.raftpb.ConfStateR\x04conf\"\xf6\x02\n" +
+	"\x04conf\x18\x03 \x01(\v2\x18.keyval.raftpb.ConfStateR\x04conf\"\x8f\x03\n" +
 	"\aMessage\x12.\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1a.keyval.raftpb.MessageTypeR\x04type\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
@@ -619,7 +629,8 @@ const file_raftpb_raft_proto_rawDesc = "" +
 	" \x01(\x04R\n" +
 	"rejectHint\x127\n" +
 	"\bsnapshot\x18\v \x01(\v2\x1b.keyval.raftpb.SnapshotMetaR\bsnapshot\x12\x18\n" +
-	"\acontext\x18\f \x01(\fR\acontext\";\n" +
+	"\acontext\x18\f \x01(\fR\acontext\x12\x17\n" +
+	"\alog_cut\x18\r \x01(\bR\x06logCut\";\n" +
 	"\x05Batch\x122\n" +
 	"\bmessages\x18\x01 \x03(\v2\x16.keyval.raftpb.MessageR\bmessages*\x86\x02\n" +
 	"\vMessageType\x12\x13\n" +

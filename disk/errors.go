@@ -13,10 +13,17 @@ type CorruptionError struct {
 	File   string // path of the damaged file
 	Offset int64  // byte offset of the first damaged record or field
 	Reason string // what is wrong, for a person
+	// WAL, for a damaged WAL record, says which entries it may have held
+	// and what the records after it still show (nil for other damage).
+	WAL *WALDamage
 }
 
 func (e *CorruptionError) Error() string {
-	return fmt.Sprintf("disk: corrupt data in %s at offset %d: %s", e.File, e.Offset, e.Reason)
+	s := fmt.Sprintf("disk: corrupt data in %s at offset %d: %s", e.File, e.Offset, e.Reason)
+	if e.WAL != nil {
+		s += " (" + e.WAL.String() + ")"
+	}
+	return s
 }
 
 // Is makes errors.Is(err, ErrCorrupt) true for every *CorruptionError.

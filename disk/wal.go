@@ -77,6 +77,9 @@ type WAL struct {
 
 	err error // sticky failure
 
+	// repairing marks the segment Repair writes.
+	repairing bool
+
 	marshal proto.MarshalOptions
 }
 
@@ -98,7 +101,9 @@ func parseSegmentName(name string) (uint64, bool) {
 	return seq, err == nil
 }
 
-func (w *WAL) path(seq uint64) string { return filepath.Join(w.dir, segmentName(seq)) }
+func (w *WAL) path(seq uint64) string { return segmentPath(w.dir, seq) }
+
+func segmentPath(dir string, seq uint64) string { return filepath.Join(dir, segmentName(seq)) }
 
 // listSegments returns the sequence numbers of the segments in dir, in
 // order, and removes the temporary files a crash while creating one left.
@@ -178,6 +183,7 @@ func (w *WAL) startSegment(seq uint64) error {
 		LastIndex:     w.lastIndex,
 		HardState:     raftpb.HardStateFromCore(w.hs),
 		Snapshot:      raftpb.SnapshotMetaFromCore(w.snap),
+		Repair:        w.repairing,
 	}
 	buf, begin := beginFrame(nil)
 	buf, err := w.marshal.MarshalAppend(buf, start)

@@ -70,6 +70,15 @@ func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 		return nil, nil, err
 	}
 	w := &WAL{fs: fsys, dir: dir, opts: opts}
+	// A repair that crashed before it removed the segments before its own.
+	if k, err := repairStart(fsys, dir, seqs); err != nil {
+		return nil, nil, err
+	} else if k > 0 {
+		if err := removeSegments(fsys, dir, seqs[:k]); err != nil {
+			return nil, nil, err
+		}
+		seqs = seqs[k:]
+	}
 	for i := 1; i < len(seqs); i++ {
 		if seqs[i] != seqs[i-1]+1 {
 			return nil, nil, corruptf(w.path(seqs[i-1]+1), 0,
@@ -87,6 +96,10 @@ func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 		if err != nil {
 			if w.f != nil {
 				w.f.Close()
+			}
+			var ce *CorruptionError
+			if errors.As(err, &ce) && ce.File == w.path(seq) {
+				ce.WAL = w.describeDamage(&st, seqs[i:], ce.Offset)
 			}
 			return nil, nil, err
 		}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/therealutkarshpriyadarshi/keyval/client"
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/server"
 )
 
@@ -147,6 +149,15 @@ const walBehindState = "is beyond the last log index"
 // explainStartFailure adds, to the failures of server.New whose text names
 // only a symptom, what happened and what an operator can safely do.
 func explainStartFailure(cfg server.Config, err error) error {
+	if ce := (*disk.CorruptionError)(nil); errors.As(err, &ce) && ce.WAL != nil {
+		return fmt.Errorf("%w\n"+
+			"what happened: a record of the write-ahead log %s was damaged after it was written (not a torn write from a crash); "+
+			"the error above says which entries it may have held and whether the vote and term survive\n"+
+			"why keyvald stops: this member may have acknowledged those entries or voted in a term it no longer remembers; "+
+			"running without them could lose committed writes or let two leaders be elected in one term\n"+
+			"what to do: %s",
+			err, filepath.Join(cfg.DataDir, "wal"), replaceMember(cfg.ID))
+	}
 	if !strings.Contains(err.Error(), walBehindState) {
 		return err
 	}
@@ -155,9 +166,15 @@ func explainStartFailure(cfg server.Config, err error) error {
 		"the WAL lost its tail (a segment cut short or replaced by an older copy, or a disk that acknowledged writes it did not keep)\n"+
 		"why keyvald stops: that tail may hold entries and votes this member already acknowledged; "+
 		"running without them could lose committed writes or let two leaders be elected in one term\n"+
-		"what to do: do not start this directory again, whole or with some of its files deleted; keep it for inspection "+
+		"what to do: %s",
+		err, filepath.Join(cfg.DataDir, "state.db"), filepath.Join(cfg.DataDir, "wal"), replaceMember(cfg.ID))
+}
+
+// replaceMember is the safe way out for a member whose log cannot be
+// trusted.
+func replaceMember(id core.NodeID) string {
+	return fmt.Sprintf("do not start this directory again, whole or with some of its files deleted; keep it for inspection "+
 		"and replace the member (docs/membership.md, \"Replace a member\"): kvctl member add-learner --id NEW ..., "+
 		"keyvald --id NEW --join ..., kvctl member promote --id NEW, then kvctl member remove --id %d. "+
-		"If the other members cannot form a majority without this one, start a new cluster from a backup (keyvald --restore FILE)",
-		err, filepath.Join(cfg.DataDir, "state.db"), filepath.Join(cfg.DataDir, "wal"), cfg.ID)
+		"If the other members cannot form a majority without this one, start a new cluster from a backup (keyvald --restore FILE)", id)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/internal/freeport"
 	"github.com/therealutkarshpriyadarshi/keyval/server"
 )
@@ -63,16 +64,7 @@ func TestSetupFlagErrors(t *testing.T) {
 // state database is ahead of its WAL (the WAL lost its tail) is refused
 // with the cause and the safe way out, not only the two indexes.
 func TestAWALCutShortSaysWhatHappenedAndWhatToDo(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "1")
-	peer, err := freeport.Loopback()
-	require.NoError(t, err)
-	writeEntries(t, server.Config{ID: 1, DataDir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: peer,
-		InitialCluster: map[core.NodeID]string{1: peer}}, 50)
-
-	segs, err := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
-	require.NoError(t, err)
-	require.NotEmpty(t, segs)
-	last := segs[len(segs)-1]
+	dir, peer, last := nodeWithEntries(t, 50)
 	fi, err := os.Stat(last)
 	require.NoError(t, err)
 	require.NoError(t, os.Truncate(last, fi.Size()/2))
@@ -83,6 +75,42 @@ func TestAWALCutShortSaysWhatHappenedAndWhatToDo(t *testing.T) {
 	require.ErrorContains(t, err, "the WAL lost its tail", "what happened")
 	require.ErrorContains(t, err, "kvctl member remove --id 1", "what to do")
 	require.ErrorContains(t, err, "keyvald --restore", "what to do without a majority")
+}
+
+// TestADamagedWALRecordSaysWhichEntries: a bit flipped in the middle of
+// the WAL is refused with the entries the record may have held, and the
+// safe way out.
+func TestADamagedWALRecordSaysWhichEntries(t *testing.T) {
+	dir, peer, last := nodeWithEntries(t, 50)
+	b, err := os.ReadFile(last)
+	require.NoError(t, err)
+	b[len(b)/2] ^= 0x10
+	require.NoError(t, os.WriteFile(last, b, 0o600))
+
+	err = run([]string{"--id", "1", "--data-dir", dir, "--listen-client", "127.0.0.1:0", "--listen-peer", peer,
+		"--initial-cluster", "1=" + peer, "--listen-metrics", ""}, io.Discard)
+	var ce *disk.CorruptionError
+	require.ErrorAs(t, err, &ce)
+	require.NotNil(t, ce.WAL)
+	require.ErrorContains(t, err, "the log is final through index", "which entries")
+	require.ErrorContains(t, err, "damaged after it was written", "what happened")
+	require.ErrorContains(t, err, "kvctl member remove --id 1", "what to do")
+}
+
+// nodeWithEntries runs a one-node cluster long enough to apply n writes and
+// stops it; it returns its data directory, peer address and newest WAL
+// segment.
+func nodeWithEntries(t *testing.T, n int) (dir, peer, lastSegment string) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "1")
+	peer, err := freeport.Loopback()
+	require.NoError(t, err)
+	writeEntries(t, server.Config{ID: 1, DataDir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: peer,
+		InitialCluster: map[core.NodeID]string{1: peer}}, n)
+	segs, err := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
+	require.NoError(t, err)
+	require.NotEmpty(t, segs)
+	return dir, peer, segs[len(segs)-1]
 }
 
 // writeEntries runs a node with cfg long enough to apply n writes, then

@@ -97,9 +97,13 @@ type SegmentStart struct {
 	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// last_index is the index of the last log entry (or of the snapshot, if
 	// the log was empty) when the segment was created.
-	LastIndex     uint64               `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	HardState     *raftpb.HardState    `protobuf:"bytes,4,opt,name=hard_state,json=hardState,proto3" json:"hard_state,omitempty"`
-	Snapshot      *raftpb.SnapshotMeta `protobuf:"bytes,5,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	LastIndex uint64               `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	HardState *raftpb.HardState    `protobuf:"bytes,4,opt,name=hard_state,json=hardState,proto3" json:"hard_state,omitempty"`
+	Snapshot  *raftpb.SnapshotMeta `protobuf:"bytes,5,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// repair is true on the segment a repair wrote (disk.Repair) after
+	// damage elsewhere in the log: the log starts over from this segment's
+	// state, and the segments before it are dropped.
+	Repair        bool `protobuf:"varint,6,opt,name=repair,proto3" json:"repair,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -169,6 +173,13 @@ func (x *SegmentStart) GetSnapshot() *raftpb.SnapshotMeta {
 	return nil
 }
 
+func (x *SegmentStart) GetRepair() bool {
+	if x != nil {
+		return x.Repair
+	}
+	return false
+}
+
 var File_disk_walpb_wal_proto protoreflect.FileDescriptor
 
 const file_disk_walpb_wal_proto_rawDesc = "" +
@@ -176,7 +187,7 @@ const file_disk_walpb_wal_proto_rawDesc = "" +
 	"\x14disk/walpb/wal.proto\x12\x11keyval.disk.walpb\x1a\x11raftpb/raft.proto\"d\n" +
 	"\x0eSnapshotMarker\x12/\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1b.keyval.raftpb.SnapshotMetaR\x04meta\x12!\n" +
-	"\freplaces_log\x18\x02 \x01(\bR\vreplacesLog\"\xe2\x01\n" +
+	"\freplaces_log\x18\x02 \x01(\bR\vreplacesLog\"\xfa\x01\n" +
 	"\fSegmentStart\x12%\n" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x1d\n" +
@@ -184,7 +195,8 @@ const file_disk_walpb_wal_proto_rawDesc = "" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x127\n" +
 	"\n" +
 	"hard_state\x18\x04 \x01(\v2\x18.keyval.raftpb.HardStateR\thardState\x127\n" +
-	"\bsnapshot\x18\x05 \x01(\v2\x1b.keyval.raftpb.SnapshotMetaR\bsnapshotB8Z6github.com/therealutkarshpriyadarshi/keyval/disk/walpbb\x06proto3"
+	"\bsnapshot\x18\x05 \x01(\v2\x1b.keyval.raftpb.SnapshotMetaR\bsnapshot\x12\x16\n" +
+	"\x06repair\x18\x06 \x01(\bR\x06repairB8Z6github.com/therealutkarshpriyadarshi/keyval/disk/walpbb\x06proto3"
 
 var (
 	file_disk_walpb_wal_proto_rawDescOnce sync.Once

@@ -1,0 +1,233 @@
+package disk
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
+)
+
+// WALDamage says which part of the log a damaged WAL record may have held,
+// so that repair (issue 19) can be aimed at a range of indexes instead of
+// the whole node. Recovery still refuses the WAL: this is a description,
+// worked out by reading past the damage to the records that still decode.
+//
+// What it can claim, and why:
+//
+//   - Entries up to SuspectFrom-1 are final. The records before the damage
+//     committed them (SuspectFrom-1 is the commit index, or snapshot index,
+//     they left), and committed entries are never rewritten.
+//   - Entries SuspectFrom..SuspectTo may be lost, or stale: a lost record
+//     may have overwritten an uncommitted suffix that the records before the
+//     damage still show. SuspectTo is one below the first entry that an
+//     intact record after the (last) damaged stretch holds; from there on
+//     the intact records rebuild the log again. When no intact entry record
+//     follows the damage, the range is OpenEnded: every entry from
+//     SuspectFrom on is suspect, and the log may have gone on further than
+//     any record shows.
+//   - HardState is the newest hard state an intact record holds. Only when
+//     HardStateCurrent is it known to be the last one written: it comes after
+//     every damaged stretch, so no later one can have been lost.
+type WALDamage struct {
+	// LastBefore and CommitBefore are the log's last index and commit index
+	// as the records before the damage left them.
+	LastBefore, CommitBefore uint64
+	// SuspectFrom..SuspectTo may be lost or stale; OpenEnded: SuspectFrom
+	// and everything after it (SuspectTo is then 0).
+	SuspectFrom, SuspectTo uint64
+	OpenEnded              bool
+	// MaxIndex is the highest index any intact record names: the log reached
+	// at least this far.
+	MaxIndex uint64
+	// Last is the position of the log's last entry (or installed
+	// snapshot) as the intact records after the damage rebuild it; known
+	// only when the range is not OpenEnded.
+	Last core.LogPosition
+	// Snapshot is the snapshot marker the records before the damage left
+	// (meaningful only if Replayed: some record before the damage was
+	// read, so the state before it is known).
+	Snapshot core.SnapshotMeta
+	Replayed bool
+	// HardState is the newest intact hard state; HardStateCurrent whether
+	// it was written after every damaged stretch.
+	HardState        core.HardState
+	HardStateCurrent bool
+	// Stretches counts the damaged stretches found (1 for a single bad
+	// record). ResumeFile and ResumeOffset locate the first intact record
+	// after the first one ("" if nothing intact follows).
+	Stretches    int
+	ResumeFile   string
+	ResumeOffset int64
+	// TornTail: the last segment ends in what a write cut short by a crash
+	// leaves (see Open), taken as such. On a disk that may misdirect writes
+	// a damaged last record can look the same.
+	TornTail bool
+}
+
+func (d *WALDamage) String() string {
+	s := fmt.Sprintf("the log is final through index %d", d.SuspectFrom-1)
+	if d.OpenEnded {
+		s += fmt.Sprintf("; entries from %d on may be lost or stale (no intact entry follows the damage; intact records name indexes up to %d)", d.SuspectFrom, d.MaxIndex)
+	} else if d.SuspectTo >= d.SuspectFrom {
+		s += fmt.Sprintf("; entries %d to %d may be lost or stale, those after are intact (up to %d)", d.SuspectFrom, d.SuspectTo, d.MaxIndex)
+	} else {
+		s += fmt.Sprintf(" and every entry after it is intact (up to %d)", d.MaxIndex)
+	}
+	if d.HardStateCurrent {
+		s += fmt.Sprintf("; the hard state (term %d, vote %d, commit %d) is intact", d.HardState.Term, d.HardState.Vote, d.HardState.Commit)
+	} else {
+		s += fmt.Sprintf("; the newest intact hard state (term %d, vote %d, commit %d) precedes the damage: a later one may be lost", d.HardState.Term, d.HardState.Vote, d.HardState.Commit)
+	}
+	return s
+}
+
+// describeDamage reads on from the damaged record at offset off of the first
+// of seqs, given st, the log as the records before it left it. It reads
+// records only for what they say; it changes no file. A segment it cannot
+// read ends the description there (it then claims less, never more).
+func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage {
+	replayed := st.first > 0 // false when the very first start record is bad
+	d := &WALDamage{HardState: st.hs, Stretches: 1, Replayed: replayed, Snapshot: st.snap}
+	if replayed {
+		d.LastBefore, d.CommitBefore = st.last(), st.hs.Commit
+		d.MaxIndex = d.LastBefore
+		d.SuspectFrom = max(st.hs.Commit, st.snap.Index) + 1
+	} else {
+		d.SuspectFrom = 1
+	}
+	var (
+		buf   []byte
+		facts recordFacts
+		first uint64           // index of the first entry after the latest damaged stretch
+		last  core.LogPosition // the log's end as the records since then left it
+	)
+	for k, seq := range seqs {
+		name := w.path(seq)
+		b, err := readSegment(w.fs, name, buf)
+		if err != nil {
+			break
+		}
+		buf = b
+		seed := seedFor(seq)
+		pos := 0
+		if k == 0 {
+			pos = nextFrame(b, seed, int(off)+1)
+		}
+		for pos < len(b) {
+			f := decodeFrame(b[pos:], seed, int64(pos))
+			if f.status != frameOK {
+				if k == len(seqs)-1 && isTornTail(b[pos:], f) {
+					d.TornTail = true
+					break
+				}
+				d.Stretches++
+				d.HardStateCurrent, first, last = false, 0, core.LogPosition{}
+				pos = nextFrame(b, seed, pos+1)
+				continue
+			}
+			if d.ResumeFile == "" {
+				d.ResumeFile, d.ResumeOffset = name, int64(pos)
+			}
+			if facts.read(f) {
+				if facts.hasHS {
+					d.HardState, d.HardStateCurrent = facts.hs, true
+				}
+				d.MaxIndex = max(d.MaxIndex, facts.lastIndex)
+				if facts.isEntry && first == 0 {
+					first = facts.lastIndex
+				}
+				if facts.isEntry || facts.installs {
+					last = core.LogPosition{Term: facts.term, Index: facts.lastIndex}
+				}
+			}
+			pos += f.size
+		}
+	}
+	if first == 0 {
+		d.OpenEnded = true
+		return d
+	}
+	// An entry after the damage never lies at or below the final prefix
+	// (the WAL refuses to rewrite committed entries): the range may be
+	// empty, never negative.
+	d.SuspectTo = max(first-1, d.SuspectFrom-1)
+	d.Last = last
+	return d
+}
+
+// readSegment reads a whole segment file.
+func readSegment(fsys FS, name string, buf []byte) ([]byte, error) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readWhole(f, buf)
+}
+
+// nextFrame returns the offset of the first record at or after from that
+// decodes, or len(b). A record names its own offset (and its segment, in
+// the header checksum), so a match by chance needs a 32-bit checksum to
+// agree as well as the offset.
+func nextFrame(b []byte, seed segmentSeed, from int) int {
+	for q := from; q+headerSize <= len(b); q++ {
+		if int(binary.LittleEndian.Uint64(b[q+16:])) != q {
+			continue
+		}
+		if decodeFrame(b[q:], seed, int64(q)).status == frameOK {
+			return q
+		}
+	}
+	return len(b)
+}
+
+// recordFacts decodes only what describeDamage needs from a record.
+type recordFacts struct {
+	entry     raftpb.Entry
+	start     walpb.SegmentStart
+	hard      raftpb.HardState
+	marker    walpb.SnapshotMarker
+	lastIndex uint64
+	term      uint64
+	isEntry   bool
+	installs  bool // a snapshot marker that replaces the log
+	hs        core.HardState
+	hasHS     bool
+}
+
+// read fills the facts of one intact record; false if its payload does not
+// decode (then it says nothing).
+func (r *recordFacts) read(f frame) bool {
+	r.lastIndex, r.term, r.isEntry, r.installs, r.hasHS = 0, 0, false, false, false
+	switch f.typ {
+	case recEntry:
+		if proto.Unmarshal(f.payload, &r.entry) != nil {
+			return false
+		}
+		r.lastIndex, r.term = r.entry.GetIndex(), r.entry.GetTerm()
+		r.isEntry = r.lastIndex > 0
+		return r.isEntry
+	case recSegmentStart:
+		if proto.Unmarshal(f.payload, &r.start) != nil {
+			return false
+		}
+		r.lastIndex = r.start.GetLastIndex()
+		r.hs, r.hasHS = raftpb.HardStateToCore(r.start.GetHardState()), true
+	case recHardState:
+		if proto.Unmarshal(f.payload, &r.hard) != nil {
+			return false
+		}
+		r.hs, r.hasHS = raftpb.HardStateToCore(&r.hard), true
+	case recSnapshot:
+		if proto.Unmarshal(f.payload, &r.marker) != nil {
+			return false
+		}
+		r.lastIndex, r.term = r.marker.GetMeta().GetIndex(), r.marker.GetMeta().GetTerm()
+		r.installs = r.marker.GetReplacesLog()
+	}
+	return true
+}

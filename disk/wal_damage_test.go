@@ -1,0 +1,273 @@
+package disk
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
+)
+
+// lastIndex is the index of a state's last entry (its snapshot's if none).
+func (s walState) lastIndex() uint64 {
+	if n := len(s.log); n > 0 {
+		return s.log[n-1].Index
+	}
+	return s.snap.Index
+}
+
+// entryAt returns the state's entry at index i, if its log holds one.
+func (s walState) entryAt(i uint64) (core.Entry, bool) {
+	if i <= s.snap.Index || i > s.lastIndex() {
+		return core.Entry{}, false
+	}
+	return s.log[i-s.snap.Index-1], true
+}
+
+// damagedRecord locates the record of a clean segment image that holds byte
+// off: its number among the records the model counts (start records are
+// not counted: for one, the number is that of the record before it) and
+// the record itself.
+type damagedRecord struct {
+	start   int64 // offset of the record in its segment
+	before  int   // records (as the model counts them) before it
+	isStart bool
+	frame   frame
+}
+
+func locateRecord(t *testing.T, b builtWAL, images map[string][]byte, seg string, off int64) damagedRecord {
+	t.Helper()
+	// Records the model counted in this segment and every later one.
+	later := 0
+	si := -1
+	for i, name := range b.segs {
+		if name == seg {
+			si = i
+		}
+		if si >= 0 {
+			later += len(recordBounds(t, images[name], name)) - 1
+		}
+	}
+	first := len(b.states) - 1 - later // records before this segment
+	seq, _ := parseSegmentName(filepath.Base(seg))
+	bounds := recordBounds(t, images[seg], seg)
+	start := int64(0)
+	for j, end := range bounds {
+		if off < end {
+			f := decodeFrame(images[seg][start:], seedFor(seq), start)
+			return damagedRecord{start: start, before: first + max(j-1, 0), isStart: j == 0, frame: f}
+		}
+		start = end
+	}
+	t.Fatalf("offset %d beyond %s", off, seg)
+	return damagedRecord{}
+}
+
+// TestWALDamageDescribed flips one bit in a synced WAL and checks what the
+// CorruptionError says about the log against the reference model: the log
+// before the damage, the final prefix, the suspect range holding the damaged
+// entry, and the hard state only when it is claimed current.
+func TestWALDamageDescribed(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 19))
+	cases, bounded, currentHS := 0, 0, 0
+	for seed := range uint64(12) {
+		b := buildWAL(t, 1900+seed, 80, MemFaults{})
+		images := map[string][]byte{}
+		for _, name := range b.segs {
+			images[name] = readFile(t, b.fs, name)
+		}
+		final := b.final()
+		for range 150 {
+			seg := b.segs[rng.IntN(len(b.segs))]
+			off := rng.Int64N(int64(len(images[seg])))
+			bit := rng.UintN(8)
+			must(t, b.fs.FlipBit(seg, off, bit))
+			_, _, ce := b.open(t)
+			must(t, b.fs.FlipBit(seg, off, bit))
+			if ce == nil {
+				t.Fatalf("seed %d: flip at %s:%d not detected", seed, seg, off)
+			}
+			rec := locateRecord(t, b, images, seg, off)
+			d := ce.WAL
+			if ce.Offset != rec.start || d == nil {
+				t.Fatalf("seed %d: flip at %s:%d (record at %d): %v", seed, seg, off, rec.start, ce)
+			}
+			before := b.states[rec.before]
+			replayed := !(rec.isStart && seg == b.segs[0])
+			if replayed && (d.LastBefore != before.lastIndex() || d.CommitBefore != before.hs.Commit) {
+				t.Fatalf("seed %d: %v\nbefore the damage the model had last %d commit %d", seed, ce, before.lastIndex(), before.hs.Commit)
+			}
+			// Every entry of the final log below SuspectFrom is as the
+			// records before the damage left it.
+			for _, e := range final.log {
+				if e.Index >= d.SuspectFrom {
+					break
+				}
+				got, ok := before.entryAt(e.Index)
+				if !ok || got.Term != e.Term || !bytes.Equal(got.Data, e.Data) {
+					t.Fatalf("seed %d: %v\nentry %d (term %d) of the final log is not as the records before the damage left it", seed, ce, e.Index, e.Term)
+				}
+			}
+			// Outside the suspect range the damaged record changed nothing:
+			// the model's log with that record left out is the same there.
+			// (Below either log's snapshot there is nothing to compare.)
+			without, altSnap := replaySkipping(b.ops, rec.before, rec.isStart)
+			for i := max(final.snap.Index, altSnap) + 1; i <= final.lastIndex(); i++ {
+				inRange := i >= d.SuspectFrom && (d.OpenEnded || i <= d.SuspectTo)
+				if inRange {
+					continue
+				}
+				got, has := final.entryAt(i)
+				alt, altHas := without[i]
+				if has != altHas || (has && (alt.Term != got.Term || !bytes.Equal(alt.Data, got.Data))) {
+					t.Fatalf("seed %d: %v\nentry %d outside the suspect range depends on the damaged record", seed, ce, i)
+				}
+			}
+			if !d.OpenEnded {
+				bounded++
+				if d.MaxIndex < final.lastIndex() {
+					t.Fatalf("seed %d: %v\nthe final log reaches %d", seed, ce, final.lastIndex())
+				}
+				// The log's end as the records after the damage rebuild it.
+				if d.Last.Index != final.lastIndex() || (len(final.log) > 0 && d.Last.Term != final.log[len(final.log)-1].Term) {
+					t.Fatalf("seed %d: %v\nclaims the log ends at %+v; the final log is %v", seed, ce, d.Last, final)
+				}
+			}
+			if d.HardStateCurrent {
+				currentHS++
+				if d.HardState != final.hs {
+					t.Fatalf("seed %d: %v\nclaims the hard state is current; the final one is %+v", seed, ce, final.hs)
+				}
+			}
+			if !strings.Contains(ce.Error(), "the log is final through index") {
+				t.Fatalf("the error does not describe the damage: %v", ce)
+			}
+			cases++
+		}
+	}
+	// The checks above must have had something to check.
+	if bounded < cases/4 || currentHS < cases/4 {
+		t.Fatalf("%d flips: only %d bounded ranges and %d current hard states", cases, bounded, currentHS)
+	}
+	t.Logf("%d single-bit flips described: %d with a bounded suspect range, %d with the hard state current", cases, bounded, currentHS)
+}
+
+// TestWALDamageSeveralStretches damages two entry records far apart: the
+// description counts two stretches, resumes after the first, and its
+// suspect range holds both entries.
+func TestWALDamageSeveralStretches(t *testing.T) {
+	b := buildWALOps(t, 1950, 120, MemFaults{}, false)
+	if len(b.segs) < 3 {
+		t.Fatalf("want at least 3 segments, got %d", len(b.segs))
+	}
+	var damaged []uint64
+	for _, seg := range []string{b.segs[0], b.segs[len(b.segs)-2]} {
+		image := readFile(t, b.fs, seg)
+		seq, _ := parseSegmentName(filepath.Base(seg))
+		bounds := recordBounds(t, image, seg)
+		hit := false
+		for j := len(bounds) - 2; j >= 1 && !hit; j-- { // the last entry record of the segment
+			f := decodeFrame(image[bounds[j-1]:], seedFor(seq), bounds[j-1])
+			if f.typ != recEntry {
+				continue
+			}
+			var e raftpb.Entry
+			must(t, proto.Unmarshal(f.payload, &e))
+			damaged = append(damaged, e.Index)
+			must(t, b.fs.FlipBit(seg, bounds[j-1]+headerSize, 0))
+			hit = true
+		}
+		if !hit {
+			t.Fatalf("no entry record in %s", seg)
+		}
+	}
+	_, _, ce := b.open(t)
+	if ce == nil || ce.WAL == nil {
+		t.Fatalf("not described: %v", ce)
+	}
+	d := ce.WAL
+	if d.Stretches != 2 || d.ResumeFile != b.segs[0] {
+		t.Fatalf("want 2 stretches resuming in %s: %+v", b.segs[0], d)
+	}
+	for _, i := range damaged {
+		if i < d.SuspectFrom || (!d.OpenEnded && i > d.SuspectTo) {
+			t.Fatalf("damaged entries %v, suspect range %+v", damaged, d)
+		}
+	}
+}
+
+// TestWALDamageNothingAfter damages the last record of the last segment
+// (its trailer intact, so not a torn write): nothing intact follows, the
+// range is open-ended and the hard state is not claimed current.
+func TestWALDamageNothingAfter(t *testing.T) {
+	b := buildWALOps(t, 1960, 60, MemFaults{}, false)
+	seg := b.segs[len(b.segs)-1]
+	image := readFile(t, b.fs, seg)
+	bounds := recordBounds(t, image, seg)
+	must(t, b.fs.FlipBit(seg, bounds[len(bounds)-2]+headerSize, 3)) // payload of the last record
+	_, _, ce := b.open(t)
+	if ce == nil || ce.WAL == nil {
+		t.Fatalf("not described: %v", ce)
+	}
+	if !ce.WAL.OpenEnded || ce.WAL.HardStateCurrent || ce.WAL.ResumeFile != "" || ce.WAL.Stretches != 1 {
+		t.Fatalf("want an open-ended range and no current hard state: %+v", ce.WAL)
+	}
+}
+
+// replaySkipping replays the records of ops as the model does, leaving out
+// record number skip (counted from 0 as the model's states are; a start
+// record leaves out nothing), and returns the entries of the log after the
+// last snapshot, by index, and that snapshot's index.
+func replaySkipping(ops []walOp, skip int, isStart bool) (map[uint64]core.Entry, uint64) {
+	log := map[uint64]core.Entry{}
+	var hs core.HardState
+	var snap uint64
+	n := 0
+	take := func() bool {
+		keep := isStart || n != skip
+		n++
+		return keep
+	}
+	for _, op := range ops {
+		switch op.kind {
+		case wopAppend:
+			for _, e := range op.ents {
+				if !take() {
+					continue
+				}
+				for i := range log {
+					if i >= e.Index {
+						delete(log, i)
+					}
+				}
+				log[e.Index] = e
+			}
+			if !op.hs.IsEmpty() && op.hs != hs {
+				take()
+				hs = op.hs
+			}
+		case wopInstall:
+			if take() {
+				clear(log)
+				snap = op.meta.Index
+			}
+		case wopCompact:
+			if take() {
+				snap = max(snap, op.meta.Index)
+			}
+		}
+	}
+	return log, snap
+}
+
+func readFile(t *testing.T, fsys FS, name string) []byte {
+	t.Helper()
+	b, err := readSegment(fsys, name, nil)
+	must(t, err)
+	return b
+}

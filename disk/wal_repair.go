@@ -1,0 +1,89 @@
+package disk
+
+import (
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
+)
+
+// Repair starts the WAL in dir over from snap and hs, dropping every
+// segment it held, damaged or not: it writes one new segment whose start
+// record says so (SegmentStart.repair), makes it durable, and then removes
+// the older segments, oldest first. A crash at any point leaves either the
+// old WAL (and the repair can be made again) or one that Open reads from
+// the repair segment on, deleting what is left before it.
+//
+// The caller decides that starting over is safe and from what: snap must
+// be a snapshot the node holds a file of (or the bootstrap configuration at
+// index 0), and hs.Commit may not exceed snap.Index. docs/disk.md, "Repair
+// from peers", has the rules.
+func Repair(fsys FS, dir string, opts Options, snap core.SnapshotMeta, hs core.HardState) error {
+	if hs.Commit > snap.Index {
+		return fmt.Errorf("wal: repair %s: commit %d beyond the snapshot at %d", dir, hs.Commit, snap.Index)
+	}
+	seqs, err := listSegments(fsys, dir)
+	if err != nil {
+		return err
+	}
+	if len(seqs) == 0 {
+		return fmt.Errorf("wal: repair %s: %w", dir, ErrNoWAL)
+	}
+	w := &WAL{fs: fsys, dir: dir, opts: opts, hs: hs, snap: snap, lastIndex: snap.Index, repairing: true}
+	if err := w.startSegment(seqs[len(seqs)-1] + 1); err != nil {
+		return fmt.Errorf("wal: repair %s: %w", dir, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("wal: repair %s: %w", dir, err)
+	}
+	return removeSegments(fsys, dir, seqs)
+}
+
+// removeSegments deletes segments oldest first, each removal durable before
+// the next.
+func removeSegments(fsys FS, dir string, seqs []uint64) error {
+	for _, seq := range seqs {
+		p := segmentPath(dir, seq)
+		if err := fsys.Remove(p); err != nil {
+			return fmt.Errorf("wal: drop %s: %w", p, err)
+		}
+		if err := fsys.SyncDir(dir); err != nil {
+			return fmt.Errorf("wal: drop %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// repairStart returns the position in seqs of the newest segment a repair
+// wrote, or 0 if there is none. Only a segment's start record is read; one
+// that does not decode is not a repair segment (if it matters, replaying
+// reports it).
+func repairStart(fsys FS, dir string, seqs []uint64) (int, error) {
+	var start walpb.SegmentStart
+	buf := make([]byte, 64<<10)
+	for i := len(seqs) - 1; i > 0; i-- {
+		f, err := fsys.Open(segmentPath(dir, seqs[i]))
+		if err != nil {
+			return 0, fmt.Errorf("wal: open segment: %w", err)
+		}
+		n, err := f.ReadAt(buf, 0)
+		f.Close()
+		if err != nil && err != io.EOF {
+			return 0, fmt.Errorf("wal: read %s: %w", segmentPath(dir, seqs[i]), err)
+		}
+		fr := decodeFrame(buf[:n], seedFor(seqs[i]), 0)
+		if fr.status == frameTruncated && n == len(buf) {
+			// A start record bigger than the buffer: read it whole.
+			buf = make([]byte, fr.size)
+			i++
+			continue
+		}
+		if fr.status == frameOK && fr.typ == recSegmentStart && proto.Unmarshal(fr.payload, &start) == nil && start.GetRepair() {
+			return i, nil
+		}
+	}
+	return 0, nil
+}

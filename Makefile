@@ -243,10 +243,10 @@ bench-compare: etcd-benchmark etcd
 	$(GO) run ./cmd/benchcluster --steps compare $(BENCH_COMPARE_FLAGS)
 
 sim:
-	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth) $(if $(ETCD),-etcd)
+	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair)
 
 sim-swarm:
-	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth) $(if $(ETCD),-etcd)
+	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair)
 
 # Every bug planted by sim/testdata/teeth/*.patch, each in a scratch copy of
 # the working tree, must be caught by the check its header records, and

@@ -540,6 +540,43 @@ func (c *cluster) Replace(ctx context.Context, i int) error {
 	}
 }
 
+// DamageWAL implements Env.
+func (c *cluster) DamageWAL(i int, at float64) (string, error) {
+	n := c.nodes[i]
+	c.mu.Lock()
+	state := n.state
+	c.mu.Unlock()
+	if state != stopped {
+		return "", fmt.Errorf("damage the WAL of %s: it is running", c.name(i))
+	}
+	segs, err := filepath.Glob(filepath.Join(n.dataDir, "wal", "*.wal"))
+	if err != nil || len(segs) == 0 {
+		return "", fmt.Errorf("damage the WAL of %s: no segment in %s (%v)", c.name(i), n.dataDir, err)
+	}
+	f, err := os.OpenFile(segs[0], os.O_RDWR, 0)
+	if err != nil {
+		return "", fmt.Errorf("damage the WAL of %s: %w", c.name(i), err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("damage the WAL of %s: %w", c.name(i), err)
+	}
+	off := int64(float64(fi.Size()) * at)
+	var b [1]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		return "", fmt.Errorf("damage the WAL of %s: %w", c.name(i), err)
+	}
+	b[0] ^= 0x10
+	if _, err := f.WriteAt(b[:], off); err != nil {
+		return "", fmt.Errorf("damage the WAL of %s: %w", c.name(i), err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("damage the WAL of %s: %w", c.name(i), err)
+	}
+	return fmt.Sprintf("%s, byte %d of %d", filepath.Base(segs[0]), off, fi.Size()), nil
+}
+
 // changeMembers makes one membership change (call), retrying until done
 // says the membership shows it or timeout passes, and returns how many
 // attempts failed on the way (a learner not yet caught up is refused with

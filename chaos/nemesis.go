@@ -43,6 +43,9 @@ type Env interface {
 	// caught up and promoted. It returns when the cluster has as many
 	// voters as before.
 	Replace(ctx context.Context, i int) error
+	// DamageWAL flips one bit of stopped node i's oldest WAL segment, at
+	// fraction at of its length, and says where.
+	DamageWAL(i int, at float64) (string, error)
 	// Note records an event for the log and the report.
 	Note(format string, args ...any)
 }
@@ -58,6 +61,9 @@ type Fault struct {
 	Nodes   []int         `json:"nodes"`
 	Leader  bool          `json:"leader,omitempty"`
 	Hold    time.Duration `json:"hold"`
+	// At is, for corrupt, where in the WAL segment the bit is flipped, as a
+	// fraction of its length.
+	At float64 `json:"at,omitempty"`
 }
 
 func (f Fault) String() string {
@@ -135,6 +141,14 @@ var Nemeses = []Nemesis{
 		// the join and the catch-up.
 		Takes:  func(Fault, int) time.Duration { return 5 * time.Second },
 		Inject: injectMembership,
+	},
+	{
+		Name: "corrupt",
+		Doc:  "kill -9 the leader or another node, flip one bit in the middle of its WAL, restart it after 0.5-3s: it must repair the damage from the others and catch up",
+		Plan: planCorrupt,
+		// The restart, the repair and fetching the log again.
+		Takes:  func(f Fault, _ int) time.Duration { return 3*time.Second + f.Hold },
+		Inject: injectCorrupt,
 	},
 }
 
@@ -281,6 +295,42 @@ func injectKill(ctx context.Context, env Env, f Fault) error {
 		}
 	}
 	env.Note("restarted %s", nodeNames(nodes))
+	return nil
+}
+
+func planCorrupt(rng *rand.Rand, n int) Fault {
+	f := Fault{Kind: "corrupt", Variant: "wal-node", Nodes: someNodes(rng, n, 1),
+		Hold: between(rng, 500*time.Millisecond, 3*time.Second), At: 0.25 + rng.Float64()/2}
+	if rng.IntN(3) == 0 {
+		f.Variant, f.Leader = "wal-leader", true
+	}
+	return f
+}
+
+// injectCorrupt damages a record in the middle of a node's log while it is
+// down. The records after it are intact, so the node must repair itself
+// (docs/disk.md, "Repair from peers"): if it refuses to start instead, the
+// start fails and so does the run.
+func injectCorrupt(ctx context.Context, env Env, f Fault) error {
+	i := resolve(ctx, env, f)[0]
+	if err := env.Kill(i); err != nil {
+		return err
+	}
+	where, err := env.DamageWAL(i, f.At)
+	if err != nil {
+		return err
+	}
+	env.Note("kill -9 %s, flipped a bit in its WAL (%s); restart in %v", nodeName(i), where, f.Hold.Round(time.Millisecond))
+	if err := hold(ctx, f.Hold); err != nil {
+		return err
+	}
+	if err := env.Start(ctx, i); err != nil {
+		return fmt.Errorf("restart %s after damaging its WAL: %w", nodeName(i), err)
+	}
+	if err := env.WaitCaughtUp(ctx, i); err != nil {
+		return err
+	}
+	env.Note("%s repaired its WAL and caught up", nodeName(i))
 	return nil
 }
 

@@ -45,15 +45,16 @@ func TestSchedulePinned(t *testing.T) {
 	for _, s := range steps {
 		got = append(got, fmt.Sprintf("%v %v", s.At, s.Fault))
 	}
-	// (Adding the membership nemesis changed every schedule drawn from all.)
+	// (Adding the membership nemesis, then the corrupt one, changed every
+	// schedule drawn from all.)
 	require.Equal(t, []string{
 		"3s partition/split n1 hold 5.036s",
 		"10.688s partition/isolate leader hold 6.031s",
 		"18.615s pause/node n2 hold 2.878s",
 		"24.412s rolling-restart/graceful n1,n2,n3 hold 848ms",
 		"34.804s rolling-restart/graceful n1,n2,n3 hold 170ms",
-		"43.261s pause/leader-cut-off leader hold 3.172s",
-		"48.701s membership/node n1",
+		"43.261s partition/split leader hold 5.989s",
+		"51.906s rolling-restart/crash n1,n3,n2 hold 927ms",
 	}, got)
 }
 
@@ -221,6 +222,9 @@ func (e *fakeEnv) Cut(from, to int) error                  { return e.record("cu
 func (e *fakeEnv) HealNetwork() error                      { return e.record("heal") }
 func (e *fakeEnv) Replace(_ context.Context, i int) error  { return e.record("replace n%d", i+1) }
 func (e *fakeEnv) Note(string, ...any)                     {}
+func (e *fakeEnv) DamageWAL(i int, at float64) (string, error) {
+	return "", e.record("damage n%d at %.2f", i+1, at)
+}
 
 func inject(t *testing.T, env *fakeEnv, f Fault) []string {
 	t.Helper()
@@ -228,6 +232,14 @@ func inject(t *testing.T, env *fakeEnv, f Fault) []string {
 	require.True(t, ok)
 	require.NoError(t, kind.Inject(context.Background(), env, f))
 	return env.calls
+}
+
+// The corrupt nemesis damages the WAL only while the node is down, and
+// restarts it after.
+func TestInjectCorruptDamagesAStoppedNode(t *testing.T) {
+	env := &fakeEnv{n: 3, leader: 1}
+	require.Equal(t, []string{"kill n2", "damage n2 at 0.40", "start n2"},
+		inject(t, env, Fault{Kind: "corrupt", Variant: "wal-leader", Nodes: []int{0}, Leader: true, Hold: time.Millisecond, At: 0.4}))
 }
 
 func TestInjectTargetsTheLeader(t *testing.T) {

@@ -104,6 +104,11 @@ type Config struct {
 	// log order, with the membership it produced (loop side, from Finish).
 	// It must not call back into the Replica.
 	ConfChanged func(index uint64, cc core.ConfChange, conf core.ConfState)
+	// RepairWAL lets Open repair a WAL whose damage it can repair safely
+	// (see repairWAL) instead of refusing to start: the log starts over
+	// from the newest snapshot file, the node fetches the rest from the
+	// leader, and votes meanwhile as if it still had its old log.
+	RepairWAL bool
 }
 
 // Observer lets a runtime time the pipeline's disk work. Either field may
@@ -211,6 +216,8 @@ type Replica struct {
 	// (state machine side), recorded in the snapshots Apply takes.
 	appliedConf    core.ConfState
 	recoveredTorn  *disk.TornTail
+	repaired       *disk.WALDamage
+	voteFloor      core.LogPosition
 	skippedSnaps   []disk.SkippedSnapshot
 	restoredAtOpen uint64
 }
@@ -218,7 +225,8 @@ type Replica struct {
 // Open recovers a node from its files (or creates them on first start) and
 // returns it ready to run. A corrupted WAL is an error naming the file and
 // offset (a *disk.CorruptionError): the node must not run on data it no
-// longer has.
+// longer has — unless Config.RepairWAL is set and the damage is one that
+// repairWAL can repair safely.
 func Open(cfg Config) (*Replica, error) {
 	if cfg.Store == nil || cfg.FS == nil || cfg.Send == nil || cfg.Done == nil {
 		return nil, errors.New("replica: Store, FS, Send and Done are required")
@@ -236,8 +244,14 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	var st core.PersistentState
+	floorPath := filepath.Join(cfg.Dir, voteFloorFile)
 	if exists {
 		w, rec, err := disk.Open(cfg.FS, walDir, cfg.WAL)
+		if err != nil && cfg.RepairWAL {
+			if err = r.repairWAL(walDir, floorPath, err); err == nil {
+				w, rec, err = disk.Open(cfg.FS, walDir, cfg.WAL)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("replica: recover WAL: %w", err)
 		}
@@ -256,6 +270,14 @@ func Open(cfg Config) (*Replica, error) {
 		}
 		r.wal = w
 	}
+	floor, err := disk.ReadVoteFloor(cfg.FS, floorPath)
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	if floor.AtLeast(cfg.Core.VoteFloor) {
+		cfg.Core.VoteFloor = floor
+	}
+	r.voteFloor = cfg.Core.VoteFloor
 	cfg.Core.Applied = r.store.AppliedIndex()
 	node, err := core.NewNode(cfg.Core, st)
 	if err != nil {
@@ -301,7 +323,14 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 	snap := rec.Snapshot
 	r.lastSnapshot = snap.Index
 	entries := rec.Entries
-	if applied := r.store.AppliedIndex(); applied < snap.Index {
+	if applied := r.store.AppliedIndex(); r.repaired != nil && applied > snap.Index {
+		// The state machine has applied entries the repaired log no
+		// longer holds: start it over from the snapshot the log starts
+		// from.
+		if err := r.restoreForRepair(snap); err != nil {
+			return core.PersistentState{}, err
+		}
+	} else if applied < snap.Index {
 		// The state machine is behind the log's snapshot (an in-memory
 		// store after a crash, or a store that lost unsynced work): load
 		// the newest valid snapshot file the WAL knows of (a newer file

@@ -57,6 +57,11 @@ type Config struct {
 	// MaxLearnerLag is how many entries behind the leader a learner may be
 	// and still be promoted (0: core's default, 1000).
 	MaxLearnerLag uint64
+	// NoWALRepair makes a node whose WAL is damaged in the middle refuse to
+	// start, as corruption anywhere else does, instead of repairing it from
+	// the other members when that is safe (docs/disk.md, "Repair from
+	// peers").
+	NoWALRepair bool
 
 	// Limits on client requests.
 	MaxKeyBytes     int

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -159,6 +160,12 @@ func New(cfg Config) (*Server, error) {
 		peers = sortedPeerIDs(cfg.InitialCluster)
 	}
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
+	walRepairs := prometheus.NewCounter(prometheus.CounterOpts{Name: "keyval_wal_repairs_total",
+		Help: "Times this node found its WAL damaged at start and repaired it: the log started over from the newest snapshot, to be fetched from the leader."})
+	if err := s.obs.m.Register(walRepairs); err != nil {
+		store.Close()
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
 			ID: cfg.ID, Peers: peers, Join: joined, ElectionTick: electionTicks, HeartbeatTick: 1, MaxLearnerLag: cfg.MaxLearnerLag,
@@ -167,7 +174,8 @@ func New(cfg Config) (*Server, error) {
 		FS: disk.OSFS{}, Dir: cfg.DataDir, Store: store,
 		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2,
 		Send: s.send, Done: s.done, ConfChanged: s.confChanged,
-		Observe: replica.Observer{Sync: s.obs.walSync, Apply: s.obs.applyGroup},
+		Observe:   replica.Observer{Sync: s.obs.walSync, Apply: s.obs.applyGroup},
+		RepairWAL: !cfg.NoWALRepair,
 	})
 	if err != nil {
 		store.Close()
@@ -176,6 +184,12 @@ func New(cfg Config) (*Server, error) {
 	s.rep = rep
 	if torn, skipped, restored := rep.Recovery(); torn != nil || len(skipped) > 0 || restored > 0 {
 		s.log.Warn("recovered from a crash", "torn_tail", torn, "skipped_snapshots", skipped, "restored_snapshot", restored)
+	}
+	if d := rep.Repaired(); d != nil {
+		s.log.Warn("the WAL was damaged: repaired it; the log starts over from the newest snapshot and is fetched from the leader, "+
+			"and until it is back this member votes as if it still had it and does not campaign",
+			"damage", d.String(), "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
+		walRepairs.Inc()
 	}
 	others := s.book.snapshot()
 	delete(others, cfg.ID)

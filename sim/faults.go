@@ -48,6 +48,11 @@ type Faults struct {
 	// checksum.
 	RotProb float64
 	RotSpan int64
+	// DeepRotProb is the chance that a crash of a storage-faulty node
+	// leaves one flipped bit anywhere in any of its WAL segments: damage
+	// in the middle of the log, which the node repairs from its peers
+	// when that is safe (replica.Config.RepairWAL) and otherwise halts.
+	DeepRotProb float64
 
 	// Not faults, but drawn per seed like them: flow control. Small
 	// messages make a follower catch up one entry per append, so a new
@@ -132,6 +137,14 @@ func chooseExtras(rng *rand.Rand, f *Faults) {
 	}
 }
 
+// chooseRepair draws the knobs of damage the nodes repair, from their own
+// stream (split off last), so every other knob of a seed stays as it was.
+func chooseRepair(rng *rand.Rand, f *Faults) {
+	if f.StorageNodes > 0 && f.Crashes && rng.IntN(2) == 0 {
+		f.DeepRotProb = 0.2 + rng.Float64()*0.6
+	}
+}
+
 // chooseFaults draws a fault model from rng.
 func chooseFaults(rng *rand.Rand, nodes int) Faults {
 	on := func(p float64) bool { return rng.Float64() < p }
@@ -209,6 +222,7 @@ func (f Faults) String() string {
 		add(f.DiskCapacity > 0, "disk=%dKiB", f.DiskCapacity>>10)
 		add(f.SlowSyncMax > 0, "slowsync≤%dms", f.SlowSyncMax/1000)
 		add(f.RotProb > 0, "rot=%.0f%%/last %dB", f.RotProb*100, f.RotSpan)
+		add(f.DeepRotProb > 0, "deeprot=%.0f%%", f.DeepRotProb*100)
 	}
 	add(f.MaxMsgBytes > 0, "msg≤%dB", f.MaxMsgBytes)
 	add(f.MaxInflightMsgs > 0, "inflight≤%d", f.MaxInflightMsgs)
@@ -226,12 +240,12 @@ func (f Faults) String() string {
 type FaultCounts struct {
 	Dropped, Duplicated, Partitions, Crashes, Pauses int
 	TornWrites, FlippedWrites, MisdirectedWrites     int
-	ReadErrors, NoSpace, Halts                       int
+	ReadErrors, NoSpace, Halts, Repairs              int
 	Rotted, Isolations                               int
 }
 
 func (c FaultCounts) String() string {
-	return fmt.Sprintf("dropped=%d duplicated=%d partitions=%d crashes=%d pauses=%d torn=%d flipped=%d misdirected=%d eio=%d enospc=%d rotted=%d isolations=%d halts=%d",
+	return fmt.Sprintf("dropped=%d duplicated=%d partitions=%d crashes=%d pauses=%d torn=%d flipped=%d misdirected=%d eio=%d enospc=%d rotted=%d isolations=%d halts=%d repairs=%d",
 		c.Dropped, c.Duplicated, c.Partitions, c.Crashes, c.Pauses, c.TornWrites, c.FlippedWrites,
-		c.MisdirectedWrites, c.ReadErrors, c.NoSpace, c.Rotted, c.Isolations, c.Halts)
+		c.MisdirectedWrites, c.ReadErrors, c.NoSpace, c.Rotted, c.Isolations, c.Halts, c.Repairs)
 }

@@ -164,10 +164,19 @@ func (n *node) start() {
 		Send:        n.send,
 		Done:        n.done,
 		ConfChanged: n.confChanged,
+		// A repair trusts the end of the log that the intact records show.
+		// A misdirected write can take the last record away without a
+		// trace where it belonged (a lost write, which nothing detects
+		// yet), so a node whose disk misdirects writes halts instead.
+		RepairWAL: !(n.storageFault && n.fs.Faults.MisdirectProb > 0),
 	})
 	n.fs.TakeElapsed()
 	if err == nil {
-		if torn, _, _ := rep.Recovery(); torn != nil && n.storageFault && (n.fs.Faults.BitFlipProb > 0 || n.fs.Faults.MisdirectProb > 0) {
+		torn, _, _ := rep.Recovery()
+		if dmg := rep.Repaired(); dmg != nil && dmg.TornTail {
+			torn = &disk.TornTail{File: dmg.ResumeFile}
+		}
+		if torn != nil && n.storageFault && (n.fs.Faults.BitFlipProb > 0 || n.fs.Faults.MisdirectProb > 0) {
 			// On a disk that may corrupt synced data, a damaged last
 			// record cannot be told from a torn write: it may have been
 			// acknowledged. Refuse to run rather than forget it.
@@ -203,8 +212,17 @@ func (n *node) start() {
 	n.rep, n.mem = rep, store
 	n.state = nodeUp
 	n.lastApplied = store.AppliedIndex()
+	if dmg := rep.Repaired(); dmg != nil {
+		w.counts.Repairs++
+		w.logf("node %d REPAIRED its WAL: %v", n.id, dmg)
+	}
 	d := rep.Durable()
 	got := durableState{term: d.HardState.Term, vote: d.HardState.Vote, lastIndex: d.LastIndex, lastTerm: d.LastTerm}
+	// A repaired node promises what it did through its vote floor: it
+	// votes as if its log still ended there.
+	if f := rep.VoteFloor(); f.AtLeast(core.LogPosition{Term: got.lastTerm, Index: got.lastIndex}) {
+		got.lastTerm, got.lastIndex = f.Term, f.Index
+	}
 	w.check(n.checkDurable(got))
 	n.durable = got
 	w.checker.Restarted(n.id)
@@ -222,6 +240,7 @@ func (n *node) crash() {
 	n.fs.Crash()
 	n.cleanCrash = true
 	n.rot()
+	n.deepRot()
 	n.state = nodeDown
 	n.endLife()
 	n.w.counts.Crashes++
@@ -404,32 +423,63 @@ func (n *node) rot() {
 	if !n.storageFault || f.RotProb == 0 || n.w.extraRng.Float64() >= f.RotProb {
 		return
 	}
-	names, err := n.fs.ReadDir("/node/wal")
-	if err != nil {
+	segs := n.walSegments()
+	if len(segs) == 0 {
 		return
 	}
-	var last string
-	for _, name := range names {
-		if strings.HasSuffix(name, ".wal") {
-			last = name
-		}
-	}
-	if last == "" {
-		return
-	}
-	path := "/node/wal/" + last
-	file, err := n.fs.Open(path)
-	if err != nil {
-		return
-	}
-	size, err := file.Size()
-	file.Close()
-	if err != nil || size == 0 {
-		return
-	}
+	path, size := segs[len(segs)-1].path, segs[len(segs)-1].size
 	off := size - 1 - n.w.extraRng.Int64N(min(f.RotSpan, size))
 	if n.fs.FlipBit(path, off, n.w.extraRng.UintN(8)) == nil {
 		n.w.counts.Rotted++
 		n.w.logf("node %d: bit rot in %s at %d", n.id, path, off)
 	}
+}
+
+// deepRot flips one bit anywhere in a storage-faulty node's WAL segments
+// while it is down (see Faults.DeepRotProb).
+func (n *node) deepRot() {
+	rng := n.w.repairRng
+	if !n.storageFault || n.w.faults.DeepRotProb == 0 || rng.Float64() >= n.w.faults.DeepRotProb {
+		return
+	}
+	segs := n.walSegments()
+	if len(segs) == 0 {
+		return
+	}
+	seg := segs[rng.IntN(len(segs))]
+	off := rng.Int64N(seg.size)
+	if n.fs.FlipBit(seg.path, off, rng.UintN(8)) == nil {
+		n.w.counts.Rotted++
+		n.w.logf("node %d: bit rot deep in %s at %d", n.id, seg.path, off)
+	}
+}
+
+type walSegment struct {
+	path string
+	size int64
+}
+
+// walSegments lists the node's non-empty WAL segments, oldest first.
+func (n *node) walSegments() []walSegment {
+	names, err := n.fs.ReadDir("/node/wal")
+	if err != nil {
+		return nil
+	}
+	var segs []walSegment
+	for _, name := range names {
+		if !strings.HasSuffix(name, ".wal") {
+			continue
+		}
+		path := "/node/wal/" + name
+		file, err := n.fs.Open(path)
+		if err != nil {
+			continue
+		}
+		size, err := file.Size()
+		file.Close()
+		if err == nil && size > 0 {
+			segs = append(segs, walSegment{path, size})
+		}
+	}
+	return segs
 }

@@ -43,6 +43,10 @@ type Options struct {
 	// and reads at a revision, checked by revision. It does not combine
 	// with Auth, which wins if both are set.
 	Etcd bool
+	// Repair makes every run repair damaged WALs: whatever else the seed
+	// chose, a minority of nodes crash now and then and come back with a
+	// bit flipped deep in their WAL (Faults.DeepRotProb).
+	Repair bool
 }
 
 // Result is what a run did and found.
@@ -159,6 +163,7 @@ type world struct {
 	nextRequest   uint64
 	nemesisRng    *rand.Rand
 	extraRng      *rand.Rand // bit rot at crashes, isolating leaders
+	repairRng     *rand.Rand // damage in the middle of a WAL (Faults.DeepRotProb)
 	pipeRng       *rand.Rand // seeds each node's pipeline timing
 	pipeStats     PipeStats
 	faultsUntil   int64
@@ -287,7 +292,32 @@ func newWorld(opts Options) (*world, Result) {
 		admin.admin = true
 		w.clients = append(w.clients, admin)
 	}
+	// Split after every other stream, so that they are as before it.
+	w.repairRng = split()
+	if opts.Faults == nil {
+		chooseRepair(w.repairRng, &w.faults)
+	}
+	if opts.Repair {
+		w.stressRepair()
+	}
 	return w, Result{Seed: opts.Seed, Nodes: size, Clients: nclients, Faults: w.faults}
+}
+
+// stressRepair turns on what Options.Repair asks for.
+func (w *world) stressRepair() {
+	f, rng := &w.faults, w.repairRng
+	if f.StorageNodes == 0 {
+		f.StorageNodes = 1 + rng.IntN((len(w.nodes)-1)/2)
+		for i := range f.StorageNodes {
+			w.nodes[i].storageFault = true
+		}
+	}
+	if !f.Crashes {
+		f.Crashes = true
+		f.CrashEvery = 300_000 + rng.Int64N(1_000_000)
+		f.DownFor = 10_000 + rng.Int64N(500_000)
+	}
+	f.DeepRotProb = 0.5 + rng.Float64()*0.5
 }
 
 func (w *world) run(opts Options) {

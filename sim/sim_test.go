@@ -95,10 +95,7 @@ func TestPinnedSeeds(t *testing.T) {
 func TestRandomSeeds(t *testing.T) {
 	n, base := seedCount(t, "KEYVAL_SIM_SEEDS", 300, 20), seedBase(t)
 	t.Logf("seeds %d..%d", base, base+uint64(n)-1)
-	seeds := make([]uint64, n)
-	for i := range seeds {
-		seeds[i] = base + uint64(i)
-	}
+	seeds := consecutive(base, n)
 	runSeeds(t, seeds)
 }
 
@@ -127,16 +124,29 @@ func TestMembershipSeeds(t *testing.T) {
 	}
 }
 
+// TestRepairSeeds runs KEYVAL_SIM_REPAIR_SEEDS fresh seeds (default 100;
+// 10 with -short) in which a minority of nodes come back from crashes with
+// a bit flipped deep in their WAL (Options.Repair). Each must pass, and
+// together they must have repaired nodes: the repair path must be run, not
+// only present.
+func TestRepairSeeds(t *testing.T) {
+	n, base := seedCount(t, "KEYVAL_SIM_REPAIR_SEEDS", 100, 10), seedBase(t)
+	t.Logf("seeds %d..%d with damage deep in WALs", base, base+uint64(n)-1)
+	seeds := consecutive(base, n)
+	sum := runSeedsAs(t, seeds, Options{Repair: true})
+	t.Logf("%d nodes repaired their WAL, %d halted", sum.repairs, sum.halts)
+	if sum.repairs < n/2 {
+		t.Errorf("only %d repairs in %d seeds", sum.repairs, n)
+	}
+}
+
 // TestAuthSeeds runs KEYVAL_SIM_AUTH_SEEDS fresh seeds (default 100; 10
 // with -short) with the auth workload. Each must pass, and together they
 // must have refused operations and allowed them again.
 func TestAuthSeeds(t *testing.T) {
 	n, base := seedCount(t, "KEYVAL_SIM_AUTH_SEEDS", 100, 10), seedBase(t)
 	t.Logf("seeds %d..%d with the auth workload", base, base+uint64(n)-1)
-	seeds := make([]uint64, n)
-	for i := range seeds {
-		seeds[i] = base + uint64(i)
-	}
+	seeds := consecutive(base, n)
 	sum := runSeedsAs(t, seeds, Options{Auth: true})
 	t.Logf("auth: %d operations refused, %d allowed after a grant, %d permission changes", sum.denied, sum.allowedAfterGrant, sum.changes)
 	if sum.denied == 0 || sum.allowedAfterGrant == 0 {
@@ -178,6 +188,9 @@ func seedBase(t *testing.T) uint64 {
 type swarmSummary struct {
 	members     MemberCounts
 	withChanges int // seeds with at least one committed change
+	// repairs and halts count nodes that repaired a damaged WAL and nodes
+	// that halted.
+	repairs, halts int
 	// denied counts operations refused for want of permission,
 	// allowedAfterGrant those that succeeded on a key after a grant of it
 	// returned, changes the grants and revokes.
@@ -215,10 +228,7 @@ func (s *swarmSummary) addAuth(h lin.History) {
 func TestEtcdSeeds(t *testing.T) {
 	n, base := seedCount(t, "KEYVAL_SIM_ETCD_SEEDS", 100, 10), seedBase(t)
 	t.Logf("seeds %d..%d with the etcd workload", base, base+uint64(n)-1)
-	seeds := make([]uint64, n)
-	for i := range seeds {
-		seeds[i] = base + uint64(i)
-	}
+	seeds := consecutive(base, n)
 	sum := runSeedsAs(t, seeds, Options{Etcd: true})
 	t.Logf("etcd: %d transactions took their success branch, %d their failure branch, %d reads of a past revision; watchers: %+v",
 		sum.txnThen, sum.txnElse, sum.pastReads, sum.watch)
@@ -250,6 +260,15 @@ func (s *swarmSummary) addEtcd(ops []lin.RevOp) {
 
 // runSeeds runs seeds on every core and reports each failure with the
 // command that replays it.
+// consecutive returns the n seeds from base.
+func consecutive(base uint64, n int) []uint64 {
+	seeds := make([]uint64, n)
+	for i := range seeds {
+		seeds[i] = base + uint64(i)
+	}
+	return seeds
+}
+
 func runSeeds(t *testing.T, seeds []uint64) swarmSummary {
 	t.Helper()
 	return runSeedsAs(t, seeds, Options{})
@@ -279,12 +298,17 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 					} else if opts.Etcd {
 						replay += " ETCD=1"
 					}
+					if opts.Repair {
+						replay += " REPAIR=1"
+					}
 					t.Errorf("%s   # %v", replay, res.Err)
 				}
 				sum.addAuth(res.History)
 				sum.addEtcd(res.Revisions)
 				sum.watch.add(res.Watch)
 				sum.members.Add(res.Membership)
+				sum.repairs += res.Counts.Repairs
+				sum.halts += res.Counts.Halts
 				if res.Membership.Committed() > 0 {
 					sum.withChanges++
 				}

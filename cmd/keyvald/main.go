@@ -73,6 +73,7 @@ Flags:
 	election := fs.Duration("election-timeout", server.DefaultElectionTimeout, "how long a follower waits for the leader before starting an election")
 	snapEvery := fs.Uint64("snapshot-interval", server.DefaultSnapshotEvery, "applied entries between snapshots (the log is compacted behind each)")
 	learnerLag := fs.Uint64("max-learner-lag", core.DefaultMaxLearnerLag, "how many entries behind the leader a learner may be and still be promoted to voter")
+	walRepair := fs.Bool("wal-repair", true, "when the WAL is found damaged in the middle, repair it from the other members if that is safe (docs/disk.md, \"Repair from peers\"); false: refuse to start")
 	maxKey := fs.Int("max-key-bytes", server.DefaultMaxKeyBytes, "largest key accepted")
 	maxValue := fs.Int("max-value-bytes", server.DefaultMaxValueBytes, "largest value accepted")
 	maxPipeReplies := fs.Int("max-pipeline-reply-bytes", server.DefaultMaxPipelineReplyBytes,
@@ -146,7 +147,7 @@ Flags:
 	srv, err := setup.newServer(server.Config{
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, ClientHTTPAddr: *clientHTTPAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
-		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
+		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, NoWALRepair: !*walRepair, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
 		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, MaxTxnOps: *maxTxnOps,
 		AutoCompactionMode: *compactMode, AutoCompactionRetention: *compactKeep,
 		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap, AuthTokenTTL: *tokenTTL, BcryptCost: *bcryptCost,

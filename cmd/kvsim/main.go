@@ -33,6 +33,7 @@ func main() {
 	workers := flag.Int("workers", runtime.NumCPU(), "seeds run in parallel with -swarm")
 	membership := flag.Bool("membership", false, "with -swarm, run only seeds whose fault model changes the membership (-count of them)")
 	authWorkload := flag.Bool("auth", false, "run the auth workload: the clients work as a user whose permissions an administrator revokes and grants")
+	repair := flag.Bool("repair", false, "make nodes repair damaged WALs: a minority crash and come back with a bit flipped deep in their WAL, whatever else the seed chose")
 	etcdWorkload := flag.Bool("etcd", false, "run the etcd workload: multi-key transactions with compares and reads at a revision, checked by revision")
 	showVersion := version.AddFlag(flag.CommandLine)
 	flag.Parse()
@@ -53,7 +54,7 @@ func main() {
 		os.Exit(2)
 	}
 	tuneGC()
-	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload}
+	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair}
 	if *swarm {
 		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out, *membership))
 	}
@@ -79,7 +80,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	ran := 0
 	var simTime time.Duration
 	var members sim.MemberCounts
-	withChanges := 0
+	withChanges, halts, repairs := 0, 0, 0
 	var wg sync.WaitGroup
 	for range max(workers, 1) {
 		wg.Add(1)
@@ -93,6 +94,8 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 				ran++
 				simTime += res.SimTime
 				members.Add(res.Membership)
+				halts += res.Counts.Halts
+				repairs += res.Counts.Repairs
 				if res.Membership.Committed() > 0 {
 					withChanges++
 				}
@@ -124,6 +127,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	fmt.Printf("%d seeds in %v (%.0f seeds/min, %.0fx real time per core), %d failed\n", ran, wall.Round(time.Millisecond),
 		float64(ran)/wall.Minutes(), float64(simTime)/float64(wall)/float64(max(workers, 1)), len(failed))
 	fmt.Printf("membership changes in %d seeds: %s\n", withChanges, members)
+	fmt.Printf("damaged storage: %d nodes repaired their WAL, %d halted\n", repairs, halts)
 	for _, f := range failed {
 		fmt.Println(f)
 	}

@@ -1,0 +1,131 @@
+package replica
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+)
+
+// voteFloorFile, in Config.Dir, keeps the vote floor of a repaired node.
+const voteFloorFile = "votefloor"
+
+// repairWAL repairs the WAL that failed to open with openErr, if that is
+// safe, and returns nil; otherwise it returns why not (wrapping openErr).
+//
+// It is safe when the damage leaves two things known (docs/disk.md,
+// "Repair from peers", has the argument):
+//
+//   - the hard state: the newest intact one was written after the damage,
+//     so the node's term and vote are exactly what it last promised;
+//   - where the log ended: an intact entry follows the damage, and the
+//     records from there on give the log's last position.
+//
+// The log then starts over from the newest snapshot file that checks out
+// (or the bootstrap configuration, if the node never took one), with the
+// same term and vote, and the old log's end becomes the node's vote floor:
+// it votes as if it still held every entry it dropped, and campaigns only
+// once the leader has given its log back that far. The floor is made
+// durable before the WAL forgets.
+func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
+	var ce *disk.CorruptionError
+	if !errors.As(openErr, &ce) || ce.WAL == nil {
+		return openErr
+	}
+	d := ce.WAL
+	switch {
+	case !d.HardStateCurrent:
+		return fmt.Errorf("%w; not repaired: the damage may hide a later term or vote than the intact records show, and this node must not vote twice in a term", openErr)
+	case d.OpenEnded:
+		return fmt.Errorf("%w; not repaired: no intact entry follows the damage, so where this node's log ended (what it may have acknowledged) is unknown", openErr)
+	}
+	snap, err := r.repairBase(d)
+	if err != nil {
+		return fmt.Errorf("%w; not repaired: %w", openErr, err)
+	}
+	if !slices.ContainsFunc(snap.Conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID }) {
+		// Nobody could give the dropped entries back, and below its floor
+		// the node never campaigns: it would wait forever.
+		return fmt.Errorf("%w; not repaired: no other voter to fetch the dropped entries from", openErr)
+	}
+	floor, err := disk.ReadVoteFloor(r.cfg.FS, floorPath)
+	if err != nil {
+		return fmt.Errorf("%w; not repaired: %w", openErr, err)
+	}
+	if !floor.AtLeast(d.Last) {
+		floor = d.Last
+	}
+	if err := disk.WriteVoteFloor(r.cfg.FS, floorPath, floor); err != nil {
+		return fmt.Errorf("%w; repair: %w", openErr, err)
+	}
+	hs := core.HardState{Term: d.HardState.Term, Vote: d.HardState.Vote, Commit: snap.Index}
+	if err := disk.Repair(r.cfg.FS, walDir, r.cfg.WAL, snap, hs); err != nil {
+		return fmt.Errorf("%w; repair: %w", openErr, err)
+	}
+	r.repaired = d
+	return nil
+}
+
+// repairBase picks the snapshot a repaired log starts from: the newest
+// snapshot file that checks out (a snapshot is of committed entries only),
+// or, if the node has none, the bootstrap configuration its WAL began with.
+func (r *Replica) repairBase(d *disk.WALDamage) (core.SnapshotMeta, error) {
+	s, skipped, err := r.snaps.LoadAtMost(d.Last.Index)
+	r.skippedSnaps = append(r.skippedSnaps, skipped...)
+	if err == nil {
+		meta := s.Meta
+		if cerr := s.Close(); cerr != nil {
+			return core.SnapshotMeta{}, cerr
+		}
+		return meta, nil
+	}
+	if !errors.Is(err, disk.ErrNoSnapshot) {
+		return core.SnapshotMeta{}, err
+	}
+	if d.Replayed && d.Snapshot.Index == 0 && len(d.Snapshot.Conf.Voters) > 0 {
+		return d.Snapshot, nil
+	}
+	return core.SnapshotMeta{}, errors.New("no snapshot file checks out to start the log over from")
+}
+
+// restoreForRepair starts the state machine over from the snapshot a
+// repaired log starts from.
+func (r *Replica) restoreForRepair(snap core.SnapshotMeta) error {
+	if snap.Index == 0 {
+		// The bootstrap configuration: an empty state machine.
+		var empty bytes.Buffer
+		if _, err := kvstore.NewMemory(kvstore.Options{}).Snapshot(&empty); err != nil {
+			return fmt.Errorf("replica: repair: %w", err)
+		}
+		if err := r.store.Restore(&empty); err != nil {
+			return fmt.Errorf("replica: repair: reset the state machine: %w", err)
+		}
+		return nil
+	}
+	s, skipped, err := r.snaps.LoadAtMost(snap.Index)
+	r.skippedSnaps = append(r.skippedSnaps, skipped...)
+	if err != nil {
+		return fmt.Errorf("replica: repair: %w", err)
+	}
+	defer s.Close()
+	if s.Meta.Index != snap.Index {
+		return fmt.Errorf("replica: repair: the snapshot at %d no longer checks out", snap.Index)
+	}
+	if err := r.store.Restore(s); err != nil {
+		return fmt.Errorf("replica: repair: restore snapshot %s: %w", s.File, err)
+	}
+	r.restoredAtOpen = s.Meta.Index
+	return nil
+}
+
+// Repaired reports the damage Open repaired the WAL from (nil if it did
+// not repair it).
+func (r *Replica) Repaired() *disk.WALDamage { return r.repaired }
+
+// VoteFloor is the end of the log the node had before a repair (zero if it
+// was never repaired): it votes as if its log reached at least that far.
+func (r *Replica) VoteFloor() core.LogPosition { return r.voteFloor }

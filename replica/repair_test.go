@@ -1,0 +1,120 @@
+package replica
+
+import (
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
+)
+
+// writeFollowerWAL writes, through the disk package alone, the WAL of
+// node 1 of a three-voter cluster as a follower would have: a batch per
+// entry, its hard state after it, then (if vote is set) a vote in a new
+// term and one more entry of that term. It returns the file system and the
+// log's last position.
+func writeFollowerWAL(t *testing.T, entries int, vote bool) (*disk.MemFS, core.LogPosition) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(11, 12)))
+	w, err := disk.Create(fs, "/n/wal", disk.Options{})
+	require.NoError(t, err)
+	require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Conf: core.ConfState{Voters: []core.NodeID{1, 2, 3}}}))
+	for i := uint64(1); i <= uint64(entries); i++ {
+		e := core.Entry{Index: i, Term: 2, Data: put(t, "k", "v")}
+		require.NoError(t, w.Append(core.HardState{Term: 2, Vote: 2, Commit: i - 1}, []core.Entry{e}))
+		require.NoError(t, w.Sync())
+	}
+	last := core.LogPosition{Term: 2, Index: uint64(entries)}
+	if vote {
+		// A vote for node 3 in term 3, then node 3's first entry.
+		require.NoError(t, w.Append(core.HardState{Term: 3, Vote: 3, Commit: uint64(entries) - 1}, nil))
+		require.NoError(t, w.Sync())
+		last = core.LogPosition{Term: 3, Index: uint64(entries) + 1}
+		require.NoError(t, w.Append(core.HardState{}, []core.Entry{{Index: last.Index, Term: 3}}))
+		require.NoError(t, w.Sync())
+	}
+	require.NoError(t, w.Close())
+	return fs, last
+}
+
+// flipNear flips a bit fromEnd bytes before the end of the node's only WAL
+// segment.
+func flipNear(t *testing.T, fs *disk.MemFS, fromEnd int64) {
+	names, err := fs.ReadDir("/n/wal")
+	require.NoError(t, err)
+	require.Len(t, names, 1)
+	f, err := fs.Open("/n/wal/" + names[0])
+	require.NoError(t, err)
+	size, err := f.Size()
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, fs.FlipBit("/n/wal/"+names[0], size-fromEnd, 4))
+}
+
+func openRepairing(fs *disk.MemFS, id core.NodeID) (*Replica, error) {
+	return Open(Config{
+		Core: core.Config{ID: id, Seed: 1},
+		FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
+		RepairWAL: true,
+	})
+}
+
+// TestRepairStartsOverBelowItsFloor: damage in the middle of a follower's
+// WAL, with intact records after it, is repaired: the log starts over from
+// the bootstrap configuration (no snapshot file was taken) with the same
+// term and vote, and the old log's end is the vote floor, durably.
+func TestRepairStartsOverBelowItsFloor(t *testing.T) {
+	fs, last := writeFollowerWAL(t, 40, false)
+	flipNear(t, fs, 2000)
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.NotNil(t, rep.Repaired())
+	require.Equal(t, last, rep.VoteFloor())
+	st := rep.Node().Status()
+	require.Equal(t, core.HardState{Term: 2, Vote: 2, Commit: 0}, st.HardState)
+	require.Equal(t, uint64(0), st.LastIndex)
+	require.NoError(t, rep.Close())
+
+	// A restart finds the repaired WAL whole and keeps the floor.
+	rep, err = openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.Nil(t, rep.Repaired())
+	require.Equal(t, last, rep.VoteFloor())
+}
+
+// TestRepairRefusesWhenAVoteMayBeLost: damage to the newest hard state
+// record (a vote in a new term) cannot be repaired, though an intact entry
+// follows it: the node might vote again in that term.
+func TestRepairRefusesWhenAVoteMayBeLost(t *testing.T) {
+	fs, _ := writeFollowerWAL(t, 40, true)
+	// The records at the end: ..., the vote's hard state (about 40 bytes),
+	// the last entry (about 35). Damage the hard state.
+	flipNear(t, fs, 60)
+	_, err := openRepairing(fs, 1)
+	var ce *disk.CorruptionError
+	require.True(t, errors.As(err, &ce), "%v", err)
+	require.NotNil(t, ce.WAL)
+	require.False(t, ce.WAL.HardStateCurrent, "the damaged record was the newest hard state: %v", ce.WAL)
+	require.ErrorContains(t, err, "must not vote twice in a term")
+}
+
+// TestRepairRefusesWithoutPeers: a single-voter cluster has nobody to
+// fetch the dropped entries from; it stays refused, with the reason.
+func TestRepairRefusesWithoutPeers(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(13, 14)))
+	s, err := openSingle(t, fs, 0)
+	require.NoError(t, err)
+	s.settle()
+	for i := 1; i <= 30; i++ {
+		require.NoError(t, s.rep.Propose(uint64(i), put(t, "k", "v")))
+		require.NoError(t, s.rep.Process())
+	}
+	require.NoError(t, s.rep.Close())
+	flipNear(t, fs, 1500)
+	_, err = openSingleWith(t, fs, func(c *Config) { c.RepairWAL = true })
+	require.ErrorContains(t, err, "no other voter")
+}

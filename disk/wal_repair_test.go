@@ -125,11 +125,40 @@ func TestVoteFloorFile(t *testing.T) {
 	if p, err := ReadVoteFloor(m, "/n/votefloor"); err != nil || p != want {
 		t.Fatalf("read back %v %v", p, err)
 	}
-	for off := range int64(voteFloorSize) {
-		must(t, m.FlipBit("/n/votefloor", off, 5))
-		if _, err := ReadVoteFloor(m, "/n/votefloor"); !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("bit flipped at %d: %v", off, err)
-		}
-		must(t, m.FlipBit("/n/votefloor", off, 5))
+	requireEveryFlipCorrupt(t, m, "/n/votefloor", func() error { _, err := ReadVoteFloor(m, "/n/votefloor"); return err })
+}
+
+// TestVoteCopyFile: the same for the copy of term and vote, whose absence
+// is told apart from a zero term; and a floor file is not taken for one.
+func TestVoteCopyFile(t *testing.T) {
+	m := NewMemFS(nil)
+	must(t, m.MkdirAll("/n"))
+	if _, found, err := ReadVoteCopy(m, "/n/vote"); err != nil || found {
+		t.Fatalf("no file: found %v, %v", found, err)
 	}
+	must(t, WriteVoteCopy(m, "/n/vote", 9, 3))
+	if hs, found, err := ReadVoteCopy(m, "/n/vote"); err != nil || !found || hs != (core.HardState{Term: 9, Vote: 3}) {
+		t.Fatalf("read back %v %v %v", hs, found, err)
+	}
+	requireEveryFlipCorrupt(t, m, "/n/vote", func() error { _, _, err := ReadVoteCopy(m, "/n/vote"); return err })
+	must(t, WriteVoteFloor(m, "/n/votefloor", core.LogPosition{Term: 1, Index: 2}))
+	if _, _, err := ReadVoteCopy(m, "/n/votefloor"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a vote floor read as a vote copy: %v", err)
+	}
+}
+
+// requireEveryFlipCorrupt flips each bit of a small file in turn: read must
+// report corruption every time.
+func requireEveryFlipCorrupt(t *testing.T, m *MemFS, path string, read func() error) {
+	t.Helper()
+	for off := range int64(pairFileSize) {
+		for bit := range uint(8) {
+			must(t, m.FlipBit(path, off, bit))
+			if err := read(); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("bit %d of byte %d flipped: %v", bit, off, err)
+			}
+			must(t, m.FlipBit(path, off, bit))
+		}
+	}
+	must(t, read())
 }

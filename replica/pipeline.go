@@ -200,6 +200,16 @@ func (r *Replica) persist(group []WALJob) error {
 		if err := r.cfg.Observe.sync(r.wal); err != nil {
 			return fmt.Errorf("replica: %w", err)
 		}
+		// A second copy of term and vote, before anything that depends on
+		// them leaves: the WAL's record of them could be the one damaged.
+		for _, j := range slices.Backward(group) {
+			if hs := j.Batch.rd.HardState; !hs.IsEmpty() {
+				if err := r.keepVoteCopy(hs); err != nil {
+					return err
+				}
+				break
+			}
+		}
 	}
 	for _, j := range group {
 		advanceStage(j.Batch, &r.persisted)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
@@ -11,8 +12,12 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 )
 
-// voteFloorFile, in Config.Dir, keeps the vote floor of a repaired node.
-const voteFloorFile = "votefloor"
+// Files in Config.Dir beside the WAL: the vote floor of a repaired node,
+// and the copy of the term and vote (disk.WriteVoteCopy).
+const (
+	voteFloorFile = "votefloor"
+	voteCopyFile  = "vote"
+)
 
 // repairWAL repairs the WAL that failed to open with openErr, if that is
 // safe, and returns nil; otherwise it returns why not (wrapping openErr).
@@ -20,8 +25,8 @@ const voteFloorFile = "votefloor"
 // It is safe when the damage leaves two things known (docs/disk.md,
 // "Repair from peers", has the argument):
 //
-//   - the hard state: the newest intact one was written after the damage,
-//     so the node's term and vote are exactly what it last promised;
+//   - the term and vote the node last promised: the newest intact hard
+//     state was written after the damage, or the vote copy is intact;
 //   - where the log ended: an intact entry follows the damage, and the
 //     records from there on give the log's last position.
 //
@@ -37,11 +42,12 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 		return openErr
 	}
 	d := ce.WAL
-	switch {
-	case !d.HardStateCurrent:
-		return fmt.Errorf("%w; not repaired: the damage may hide a later term or vote than the intact records show, and this node must not vote twice in a term", openErr)
-	case d.OpenEnded:
+	if d.OpenEnded {
 		return fmt.Errorf("%w; not repaired: no intact entry follows the damage, so where this node's log ended (what it may have acknowledged) is unknown", openErr)
+	}
+	promised, err := r.promisedVote(d)
+	if err != nil {
+		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
 	snap, err := r.repairBase(d)
 	if err != nil {
@@ -62,11 +68,59 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 	if err := disk.WriteVoteFloor(r.cfg.FS, floorPath, floor); err != nil {
 		return fmt.Errorf("%w; repair: %w", openErr, err)
 	}
-	hs := core.HardState{Term: d.HardState.Term, Vote: d.HardState.Vote, Commit: snap.Index}
+	hs := core.HardState{Term: promised.Term, Vote: promised.Vote, Commit: snap.Index}
 	if err := disk.Repair(r.cfg.FS, walDir, r.cfg.WAL, snap, hs); err != nil {
 		return fmt.Errorf("%w; repair: %w", openErr, err)
 	}
 	r.repaired = d
+	return nil
+}
+
+// promisedVote returns the term and vote the node last made durable before
+// sending anything that depended on them: the WAL's newest hard state when
+// it was written after the damage, and otherwise the vote copy (which is
+// rewritten after each WAL sync that changes term or vote and before the
+// messages go; a WAL hard state newer than the copy was never sent on).
+func (r *Replica) promisedVote(d *disk.WALDamage) (core.HardState, error) {
+	if d.HardStateCurrent {
+		return d.HardState, nil
+	}
+	cp, found, err := disk.ReadVoteCopy(r.cfg.FS, r.voteCopyPath())
+	switch {
+	case err != nil:
+		return core.HardState{}, fmt.Errorf("the damage may hide a later term or vote, and the copy of them is unreadable: %w", err)
+	case !found:
+		return core.HardState{}, errors.New("the damage may hide a later term or vote than the intact records show, there is no copy of them, and this node must not vote twice in a term")
+	}
+	return laterVote(d.HardState, cp), nil
+}
+
+// laterVote is the later of two (term, vote) pairs: the higher term, and in
+// one term the vote that was cast (a vote only goes from none to someone).
+func laterVote(a, b core.HardState) core.HardState {
+	switch {
+	case a.Term > b.Term:
+		return core.HardState{Term: a.Term, Vote: a.Vote}
+	case b.Term > a.Term || a.Vote == core.None:
+		return core.HardState{Term: b.Term, Vote: b.Vote}
+	}
+	return core.HardState{Term: a.Term, Vote: a.Vote}
+}
+
+// voteCopyPath is where the copy of term and vote is kept.
+func (r *Replica) voteCopyPath() string { return filepath.Join(r.cfg.Dir, voteCopyFile) }
+
+// keepVoteCopy rewrites the copy of term and vote if hs changed either.
+// The WAL stage calls it after the WAL holds hs and before sending what
+// depends on it; Open calls it with the recovered hard state.
+func (r *Replica) keepVoteCopy(hs core.HardState) error {
+	if hs.Term == 0 || (hs.Term == r.voteCopy.Term && hs.Vote == r.voteCopy.Vote) {
+		return nil
+	}
+	if err := disk.WriteVoteCopy(r.cfg.FS, r.voteCopyPath(), hs.Term, hs.Vote); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	r.voteCopy = core.HardState{Term: hs.Term, Vote: hs.Vote}
 	return nil
 }
 

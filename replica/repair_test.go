@@ -102,6 +102,84 @@ func TestRepairRefusesWhenAVoteMayBeLost(t *testing.T) {
 	require.ErrorContains(t, err, "must not vote twice in a term")
 }
 
+// TestRepairUsesTheVoteCopy: with the newest hard state record damaged,
+// the copy of term and vote (written after the WAL held them, before any
+// message went) says what the node promised, and the repair keeps that.
+func TestRepairUsesTheVoteCopy(t *testing.T) {
+	fs, last := writeFollowerWAL(t, 40, true)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	flipNear(t, fs, 60)
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.NotNil(t, rep.Repaired())
+	require.False(t, rep.Repaired().HardStateCurrent)
+	require.Equal(t, core.HardState{Term: 3, Vote: 3}, rep.Node().Status().HardState)
+	require.Equal(t, last, rep.VoteFloor())
+
+	// A damaged copy is no copy.
+	fs, _ = writeFollowerWAL(t, 40, true)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	require.NoError(t, fs.FlipBit("/n/vote", 12, 1))
+	flipNear(t, fs, 60)
+	_, err = openRepairing(fs, 1)
+	require.ErrorContains(t, err, "the copy of them is unreadable")
+}
+
+// TestVoteCopyFollowsTheHardState: the WAL stage keeps the copy of term and
+// vote equal to the newest hard state it made durable, before the messages
+// that depend on it are sent.
+func TestVoteCopyFollowsTheHardState(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(15, 16)))
+	voteRequests := 0
+	rep, err := Open(Config{
+		Core: core.Config{ID: 1, Peers: []core.NodeID{1, 2, 3}, Seed: 1},
+		FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+		Send: func(msgs []core.Message) {
+			for _, m := range msgs {
+				if m.Type != core.MsgVote {
+					continue
+				}
+				voteRequests++
+				cp, found, err := disk.ReadVoteCopy(fs, "/n/vote")
+				require.NoError(t, err)
+				require.True(t, found && cp == core.HardState{Term: m.Term, Vote: 1},
+					"a vote request of term %d left while the copy said %+v (found %v)", m.Term, cp, found)
+			}
+		},
+		Done: func(uint64, Outcome) {},
+	})
+	require.NoError(t, err)
+	// It campaigns: term 1 (pre-vote needs none), then votes for itself.
+	for i := 0; i < 100 && rep.Node().Status().Role != core.Candidate; i++ {
+		rep.Node().Tick()
+		require.NoError(t, rep.Process())
+		if rep.Node().Status().Role == core.PreCandidate {
+			for _, from := range []core.NodeID{2, 3} {
+				require.NoError(t, rep.Step(core.Message{Type: core.MsgPreVoteResp, From: from, To: 1, Term: rep.Node().Status().HardState.Term + 1}))
+			}
+		}
+	}
+	require.NoError(t, rep.Process())
+	st := rep.Node().Status()
+	require.Equal(t, core.Candidate, st.Role)
+	cp, found, err := disk.ReadVoteCopy(fs, "/n/vote")
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, core.HardState{Term: st.HardState.Term, Vote: 1}, cp)
+	require.Positive(t, voteRequests)
+
+	// A damaged copy is rewritten from the WAL at the next start.
+	require.NoError(t, rep.Close())
+	require.NoError(t, fs.FlipBit("/n/vote", 3, 0))
+	_, err = Open(Config{Core: core.Config{ID: 1, Seed: 1}, FS: fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}})
+	require.NoError(t, err)
+	cp, found, err = disk.ReadVoteCopy(fs, "/n/vote")
+	require.NoError(t, err)
+	require.True(t, found)
+	require.Equal(t, core.HardState{Term: st.HardState.Term, Vote: 1}, cp)
+}
+
 // TestRepairRefusesWithoutPeers: a single-voter cluster has nobody to
 // fetch the dropped entries from; it stays refused, with the reason.
 func TestRepairRefusesWithoutPeers(t *testing.T) {

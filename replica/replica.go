@@ -218,6 +218,8 @@ type Replica struct {
 	recoveredTorn  *disk.TornTail
 	repaired       *disk.WALDamage
 	voteFloor      core.LogPosition
+	// voteCopy is the term and vote the copy file holds (keepVoteCopy).
+	voteCopy core.HardState
 	skippedSnaps   []disk.SkippedSnapshot
 	restoredAtOpen uint64
 }
@@ -278,6 +280,14 @@ func Open(cfg Config) (*Replica, error) {
 		cfg.Core.VoteFloor = floor
 	}
 	r.voteFloor = cfg.Core.VoteFloor
+	if cp, found, err := disk.ReadVoteCopy(cfg.FS, r.voteCopyPath()); err == nil && found {
+		r.voteCopy = cp
+	}
+	// The WAL is whole (or repaired): the copy must say what it says. (A
+	// damaged copy is rewritten; the WAL is the record.)
+	if err := r.keepVoteCopy(st.HardState); err != nil {
+		return nil, err
+	}
 	cfg.Core.Applied = r.store.AppliedIndex()
 	node, err := core.NewNode(cfg.Core, st)
 	if err != nil {

@@ -53,6 +53,10 @@ type Batch struct {
 // CommittedEntries is what the batch applies (for metrics).
 func (b *Batch) CommittedEntries() []core.Entry { return b.rd.CommittedEntries }
 
+// Entries is what the batch appends to the log (for the simulator's
+// checks of what the WAL has made durable).
+func (b *Batch) Entries() []core.Entry { return b.rd.Entries }
+
 // WALJob is one item of the WAL stage's queue: a batch to persist, or a
 // written snapshot whose WAL segments may be released.
 type WALJob struct {
@@ -197,7 +201,7 @@ func (r *Replica) persist(group []WALJob) error {
 		mustSync = mustSync || j.Batch.rd.MustSync
 	}
 	if mustSync {
-		if err := r.cfg.Observe.sync(r.wal); err != nil {
+		if err := r.cfg.Observe.sync(r); err != nil {
 			return fmt.Errorf("replica: %w", err)
 		}
 		// A second copy of term and vote, before anything that depends on

@@ -121,13 +121,16 @@ type Observer struct {
 }
 
 // sync and apply make their closures only for an observer: they run for
-// every batch, and an unobserved run (the simulator's) should not
-// allocate for them.
-func (o Observer) sync(w *disk.WAL) error {
+// every batch, and an unobserved run should not allocate for them. sync
+// takes the WAL's Sync as a method value made once (r.walSync).
+func (o Observer) sync(r *Replica) error {
 	if o.Sync == nil {
-		return w.Sync()
+		return r.wal.Sync()
 	}
-	return o.Sync(w.Sync)
+	if r.walSync == nil {
+		r.walSync = r.wal.Sync
+	}
+	return o.Sync(r.walSync)
 }
 
 func (o Observer) apply(r *Replica, group []*Batch) error {
@@ -220,6 +223,8 @@ type Replica struct {
 	voteFloor      core.LogPosition
 	// voteCopy is the term and vote the copy file holds (keepVoteCopy).
 	voteCopy core.HardState
+	// walSync is r.wal.Sync, made once for Observer.Sync.
+	walSync func() error
 	skippedSnaps   []disk.SkippedSnapshot
 	restoredAtOpen uint64
 }

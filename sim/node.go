@@ -70,6 +70,12 @@ type node struct {
 	// an entry i of term t was durable once if durableEnd[t] >= i (two
 	// entries of one term come from the same leader's log).
 	durableEnd map[uint64]uint64
+	// groupEnds holds, for each group of batches the WAL stage is
+	// persisting with one fsync, the entries they write: once that fsync
+	// is done (syncWAL) each was durable at some point, as if each batch
+	// had been synced by itself, and they join durableEnd.
+	groupEnds [][]core.Entry
+	synced    int // groups of groupEnds whose fsync is done
 	// cleanCrash: the node died between stages, with nothing written and
 	// not synced, so its whole synced log must come back.
 	cleanCrash bool
@@ -164,6 +170,7 @@ func (n *node) start() {
 		Send:        n.send,
 		Done:        n.done,
 		ConfChanged: n.confChanged,
+		Observe:     replica.Observer{Sync: n.syncWAL},
 		// A repair trusts the end of the log that the intact records show.
 		// A misdirected write can take the last record away without a
 		// trace where it belonged (a lost write, which nothing detects
@@ -172,15 +179,15 @@ func (n *node) start() {
 	})
 	n.fs.TakeElapsed()
 	if err == nil {
-		torn, _, _ := rep.Recovery()
-		if dmg := rep.Repaired(); dmg != nil && dmg.TornTail {
-			torn = &disk.TornTail{File: dmg.ResumeFile}
-		}
-		if torn != nil && n.storageFault && (n.fs.Faults.BitFlipProb > 0 || n.fs.Faults.MisdirectProb > 0) {
-			// On a disk that may corrupt synced data, a damaged last
-			// record cannot be told from a torn write: it may have been
-			// acknowledged. Refuse to run rather than forget it.
+		// On a disk that may corrupt synced data, a damaged last record
+		// cannot be told from a torn write: it may have been acknowledged.
+		// Refuse to run rather than forget it (also when a repair took
+		// the log's end from records that ended in one).
+		mayCorrupt := n.storageFault && (n.fs.Faults.BitFlipProb > 0 || n.fs.Faults.MisdirectProb > 0)
+		if torn, _, _ := rep.Recovery(); torn != nil && mayCorrupt {
 			err = fmt.Errorf("torn tail in %s at %d on a disk that may corrupt data", torn.File, torn.Offset)
+		} else if dmg := rep.Repaired(); dmg != nil && dmg.TornTail && mayCorrupt {
+			err = errors.New("repaired a WAL whose last segment ended in a torn write, on a disk that may corrupt data")
 		}
 	}
 	if err != nil {
@@ -222,6 +229,13 @@ func (n *node) start() {
 	// votes as if its log still ended there.
 	if f := rep.VoteFloor(); f.AtLeast(core.LogPosition{Term: got.lastTerm, Index: got.lastIndex}) {
 		got.lastTerm, got.lastIndex = f.Term, f.Index
+	}
+	if dmg := rep.Repaired(); dmg != nil && !dmg.HardStateCurrent && got.term <= n.durable.term {
+		// Its term and vote came from the vote copy, which may be older
+		// than what the WAL had synced, but only by what was never sent
+		// on: the checker's record of every vote sent, across restarts,
+		// holds it to what it promised.
+		got.term, got.vote = n.durable.term, n.durable.vote
 	}
 	w.check(n.checkDurable(got))
 	n.durable = got

@@ -236,6 +236,27 @@ func (n *node) runLoop() {
 func (n *node) runWAL() {
 	p := &n.pipe
 	jobs := p.walQ.take(n.takeCount(p.walQ.len()))
+	// RunWAL persists each run of batches between compactions with one
+	// fsync: the entries of each run, in order, for syncWAL.
+	n.groupEnds = n.groupEnds[:0]
+	for k, j := range jobs {
+		if j.Batch == nil {
+			continue
+		}
+		if k == 0 || jobs[k-1].Batch == nil {
+			// A new group; the slices of earlier runs are reused.
+			g := len(n.groupEnds)
+			if g < cap(n.groupEnds) {
+				n.groupEnds = n.groupEnds[:g+1]
+				n.groupEnds[g] = n.groupEnds[g][:0]
+			} else {
+				n.groupEnds = append(n.groupEnds, nil)
+			}
+		}
+		last := &n.groupEnds[len(n.groupEnds)-1]
+		*last = append(*last, j.Batch.Entries()...)
+	}
+	n.synced = 0
 	persisted, err := n.rep.RunWAL(p.spareList(), jobs)
 	elapsed := n.diskTime()
 	p.walBusy = n.w.clock.now + elapsed
@@ -325,6 +346,24 @@ func (n *node) storageFailure(err error) {
 	n.crash()
 	n.cleanCrash = false
 	n.scheduleRestart()
+}
+
+// syncWAL is the WAL stage's fsync (replica.Observer.Sync): once it is
+// done, every entry the batches being persisted wrote has been durable,
+// even one a later batch of the same group replaced before the fsync. An
+// acknowledgement of it that leaves after the fsync is then as true as a
+// late one after two fsyncs would be.
+func (n *node) syncWAL(sync func() error) error {
+	if err := sync(); err != nil {
+		return err
+	}
+	if n.synced < len(n.groupEnds) {
+		for _, e := range n.groupEnds[n.synced] {
+			n.durableEnd[e.Term] = max(n.durableEnd[e.Term], e.Index)
+		}
+		n.synced++
+	}
+	return nil
 }
 
 // noteDurable records what the node's WAL has made durable, and checks the

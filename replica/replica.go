@@ -217,14 +217,14 @@ type Replica struct {
 	applyBuf     []kvstore.Entry
 	// appliedConf is the membership as of the store's applied index
 	// (state machine side), recorded in the snapshots Apply takes.
-	appliedConf    core.ConfState
-	recoveredTorn  *disk.TornTail
-	repaired       *disk.WALDamage
-	voteFloor      core.LogPosition
+	appliedConf   core.ConfState
+	recoveredTorn *disk.TornTail
+	repaired      *disk.WALDamage
+	voteFloor     core.LogPosition
 	// voteCopy is the term and vote the copy file holds (keepVoteCopy).
 	voteCopy core.HardState
 	// walSync is r.wal.Sync, made once for Observer.Sync.
-	walSync func() error
+	walSync        func() error
 	skippedSnaps   []disk.SkippedSnapshot
 	restoredAtOpen uint64
 }

@@ -74,7 +74,7 @@ func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 	if k, err := repairStart(fsys, dir, seqs); err != nil {
 		return nil, nil, err
 	} else if k > 0 {
-		if err := removeSegments(fsys, dir, seqs[:k]); err != nil {
+		if err := moveAside(fsys, dir, seqs[k], seqs[:k]); err != nil {
 			return nil, nil, err
 		}
 		seqs = seqs[k:]

@@ -3,6 +3,7 @@ package disk
 import (
 	"fmt"
 	"io"
+	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
 
@@ -10,12 +11,14 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
 )
 
-// Repair starts the WAL in dir over from snap and hs, dropping every
+// Repair starts the WAL in dir over from snap and hs, leaving behind every
 // segment it held, damaged or not: it writes one new segment whose start
-// record says so (SegmentStart.repair), makes it durable, and then removes
-// the older segments, oldest first. A crash at any point leaves either the
-// old WAL (and the repair can be made again) or one that Open reads from
-// the repair segment on, deleting what is left before it.
+// record says so (SegmentStart.repair), makes it durable, and then moves
+// the older segments, oldest first, into a directory beside dir
+// (RepairedAside), never deleting them: they may hold the only intact copy
+// of entries, for an operator to look at. A crash at any point leaves
+// either the old WAL (and the repair can be made again) or one that Open
+// reads from the repair segment on, moving aside what is left before it.
 //
 // The caller decides that starting over is safe and from what: snap must
 // be a snapshot the node holds a file of (or the bootstrap configuration at
@@ -39,19 +42,33 @@ func Repair(fsys FS, dir string, opts Options, snap core.SnapshotMeta, hs core.H
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("wal: repair %s: %w", dir, err)
 	}
-	return removeSegments(fsys, dir, seqs)
+	return moveAside(fsys, dir, seqs[len(seqs)-1]+1, seqs)
 }
 
-// removeSegments deletes segments oldest first, each removal durable before
-// the next.
-func removeSegments(fsys FS, dir string, seqs []uint64) error {
+// RepairedAside is where a repair that wrote segment seq moves the
+// segments before it.
+func RepairedAside(dir string, seq uint64) string {
+	return fmt.Sprintf("%s.damaged-%016x", filepath.Clean(dir), seq)
+}
+
+// moveAside moves segments, oldest first, out of dir into the directory of
+// the repair that wrote segment repairSeq; each move is durable (its new
+// name, then the old one's removal) before the next.
+func moveAside(fsys FS, dir string, repairSeq uint64, seqs []uint64) error {
+	aside := RepairedAside(dir, repairSeq)
+	if err := fsys.MkdirAll(aside); err != nil {
+		return fmt.Errorf("wal: move damaged segments aside: %w", err)
+	}
 	for _, seq := range seqs {
-		p := segmentPath(dir, seq)
-		if err := fsys.Remove(p); err != nil {
-			return fmt.Errorf("wal: drop %s: %w", p, err)
+		from, to := segmentPath(dir, seq), segmentPath(aside, seq)
+		if err := fsys.Rename(from, to); err != nil {
+			return fmt.Errorf("wal: move %s aside: %w", from, err)
+		}
+		if err := fsys.SyncDir(aside); err != nil {
+			return fmt.Errorf("wal: move %s aside: %w", from, err)
 		}
 		if err := fsys.SyncDir(dir); err != nil {
-			return fmt.Errorf("wal: drop %s: %w", p, err)
+			return fmt.Errorf("wal: move %s aside: %w", from, err)
 		}
 	}
 	return nil

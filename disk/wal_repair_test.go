@@ -40,6 +40,12 @@ func TestWALRepairStartsOver(t *testing.T) {
 	if segs := w.Segments(); len(segs) != 1 {
 		t.Fatalf("segments after repair: %v", segs)
 	}
+	// Every old segment is kept aside, untouched.
+	aside, err := b.fs.ReadDir(RepairedAside(corruptDir, uint64(len(b.segs))+1))
+	must(t, err)
+	if len(aside) != len(b.segs) {
+		t.Fatalf("kept aside: %v, want the %d old segments", aside, len(b.segs))
+	}
 	next := core.Entry{Index: snap.Index + 1, Term: hs.Term, Data: []byte("after the repair")}
 	must(t, w.Append(core.HardState{Term: hs.Term, Vote: hs.Vote, Commit: next.Index}, []core.Entry{next}))
 	must(t, w.Sync())

@@ -279,6 +279,9 @@ func TestDamagedWALRepairedFromPeers(t *testing.T) {
 	c.start(f)
 	_, err = os.Stat(filepath.Join(c.dir, fmt.Sprint(f), "votefloor"))
 	require.NoError(t, err, "the repair left its vote floor")
+	aside, err := filepath.Glob(filepath.Join(c.dir, fmt.Sprint(f), "wal.damaged-*", "*.wal"))
+	require.NoError(t, err)
+	require.Len(t, aside, len(segs), "the old segments are kept aside")
 	lead = c.leader()
 	for i := 200; i < 250; i++ {
 		eventually(t, func() error {

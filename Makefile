@@ -9,7 +9,7 @@ PROPERTY_SCHEDULES ?= 2000
 PROPERTY_BUDGET    ?= 10s
 # make test-deep: the longer searches CI runs after make test.
 DEEP_PROPERTY_BUDGET ?= 30s
-DEEP_SWARM_BUDGET    ?= 120
+DEEP_SWARM_BUDGET    ?= 60
 
 .PHONY: all build test test-deep fuzz cover lint bench bench-cluster bench-cluster-smoke bench-compare proto fmt sim sim-swarm \
 	cluster-start cluster-status cluster-stop integration-test chaos-test
@@ -178,13 +178,15 @@ test: lint
 # The longer searches, kept out of the inner loop (CI runs them too): the
 # fuzz targets, deeper property runs, and a timed simulator swarm over every
 # fault model (each seed draws its own; half of them change the membership),
-# then one over membership seeds only. A fresh base seed each run.
+# then one over membership seeds only, the auth and etcd workloads, and WAL
+# repair. A fresh base seed each run.
 test-deep: fuzz
 	RAPID_CHECKS=$(PROPERTY_SCHEDULES) KEYVAL_PROPERTY_BUDGET=$(DEEP_PROPERTY_BUDGET) $(GO) test -count=1 -run 'TestProperty' ./core/
 	$(GO) run ./cmd/kvsim -swarm -seed $(START) -count 1000000 -budget $(DEEP_SWARM_BUDGET)s
 	$(GO) run ./cmd/kvsim -swarm -membership -seed $$(( $(START) * 7 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 2 ))s
 	$(GO) run ./cmd/kvsim -swarm -auth -seed $$(( $(START) * 11 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 	$(GO) run ./cmd/kvsim -swarm -etcd -seed $$(( $(START) * 13 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
+	$(GO) run ./cmd/kvsim -swarm -repair -seed $$(( $(START) * 17 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 
 # A few seconds of each fuzz target, counted in executions: a time limit can
 # end a run mid-minimisation with a spurious "context deadline exceeded".

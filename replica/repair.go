@@ -53,9 +53,12 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
-	if !slices.ContainsFunc(snap.Conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID }) {
+	if len(snap.Conf.Voters) > 0 && !slices.ContainsFunc(snap.Conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID }) {
 		// Nobody could give the dropped entries back, and below its floor
-		// the node never campaigns: it would wait forever.
+		// the node never campaigns: it would wait forever. (No voters at
+		// all: a node that joined a running cluster and took no snapshot
+		// since; it learns the membership from the leader, as it did when
+		// it joined.)
 		return fmt.Errorf("%w; not repaired: no other voter to fetch the dropped entries from", openErr)
 	}
 	floor, err := disk.ReadVoteFloor(r.cfg.FS, floorPath)
@@ -140,7 +143,9 @@ func (r *Replica) repairBase(d *disk.WALDamage) (core.SnapshotMeta, error) {
 	if !errors.Is(err, disk.ErrNoSnapshot) {
 		return core.SnapshotMeta{}, err
 	}
-	if d.Replayed && d.Snapshot.Index == 0 && len(d.Snapshot.Conf.Voters) > 0 {
+	if d.Replayed && d.Snapshot.Index == 0 {
+		// The configuration the node started with: the bootstrap voters,
+		// or none for a node that joined.
 		return d.Snapshot, nil
 	}
 	return core.SnapshotMeta{}, errors.New("no snapshot file checks out to start the log over from")

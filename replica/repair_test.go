@@ -18,10 +18,16 @@ import (
 // term and one more entry of that term. It returns the file system and the
 // log's last position.
 func writeFollowerWAL(t *testing.T, entries int, vote bool) (*disk.MemFS, core.LogPosition) {
+	return writeWAL(t, core.ConfState{Voters: []core.NodeID{1, 2, 3}}, entries, vote)
+}
+
+// writeWAL is writeFollowerWAL for a node that started with conf (empty for
+// one that joined a running cluster).
+func writeWAL(t *testing.T, conf core.ConfState, entries int, vote bool) (*disk.MemFS, core.LogPosition) {
 	fs := disk.NewMemFS(rand.New(rand.NewPCG(11, 12)))
 	w, err := disk.Create(fs, "/n/wal", disk.Options{})
 	require.NoError(t, err)
-	require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Conf: core.ConfState{Voters: []core.NodeID{1, 2, 3}}}))
+	require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Conf: conf}))
 	for i := uint64(1); i <= uint64(entries); i++ {
 		e := core.Entry{Index: i, Term: 2, Data: put(t, "k", "v")}
 		require.NoError(t, w.Append(core.HardState{Term: 2, Vote: 2, Commit: i - 1}, []core.Entry{e}))
@@ -84,6 +90,27 @@ func TestRepairStartsOverBelowItsFloor(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, rep.Repaired())
 	require.Equal(t, last, rep.VoteFloor())
+}
+
+// TestRepairOfAJoinedMember: a member that joined a running cluster (its
+// log began with no configuration) and took no snapshot since starts over
+// from that empty beginning, as it did when it joined, below its floor.
+// (Found by make chaos-test: a replaced member, then damaged, refused.)
+func TestRepairOfAJoinedMember(t *testing.T) {
+	fs, last := writeWAL(t, core.ConfState{}, 40, false)
+	flipNear(t, fs, 2000)
+	rep, err := Open(Config{
+		Core: core.Config{ID: 100, Join: true, Seed: 1},
+		FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
+		RepairWAL: true,
+	})
+	require.NoError(t, err)
+	require.NotNil(t, rep.Repaired())
+	require.Equal(t, last, rep.VoteFloor())
+	st := rep.Node().Status()
+	require.Equal(t, uint64(0), st.LastIndex)
+	require.Empty(t, st.Conf.Voters)
 }
 
 // TestRepairRefusesWhenAVoteMayBeLost: damage to the newest hard state

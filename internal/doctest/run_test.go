@@ -57,7 +57,7 @@ func TestDocumentExamples(t *testing.T) {
 			continue
 		}
 		t.Run(rel, func(t *testing.T) {
-			if err := portsFree(portsOf(cmds)); err != nil {
+			if err := portsFreeWithin(portsOf(cmds), portWait); err != nil {
 				t.Fatalf("%v: the examples run as typed, on the ports make cluster-start and the documents use; stop what listens there (make cluster-stop?) and run again", err)
 			}
 			s := newSession(t, root, portsOf(cmds))
@@ -138,6 +138,25 @@ func portsOf(cmds []Command) []int {
 		}
 	}
 	return ports
+}
+
+// portWait is how long a document waits for its ports: the processes of
+// the document before it may still be letting go of theirs, and a short
+// lived outbound connection can hold any port of the ephemeral range for a
+// moment (a run once found 42380 busy that way).
+const portWait = 15 * time.Second
+
+// portsFreeWithin polls portsFree until the ports are free or wait has
+// passed, and returns its last answer.
+func portsFreeWithin(ports []int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		err := portsFree(ports)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval
+	}
 }
 
 func portsFree(ports []int) error {

@@ -352,7 +352,7 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 		// may exist if the node crashed before syncing its marker) and
 		// replay the log after it.
 		s, skipped, err := r.snaps.LoadAtMost(snap.Index)
-		r.skippedSnaps = skipped
+		r.skippedSnaps = append(r.skippedSnaps, skipped...)
 		if err != nil {
 			return core.PersistentState{}, fmt.Errorf("replica: state machine at %d needs the snapshot at %d: %w", applied, snap.Index, err)
 		}

@@ -10,8 +10,12 @@
 //
 // Recovery tells a crash from corruption: a torn record at the very end of the
 // log is cut off, while damage anywhere else is reported as a
-// *CorruptionError naming the file and offset. The on-disk format and the
-// rules are documented in docs/disk.md.
+// *CorruptionError naming the file and offset (for a WAL record, also which
+// entries it may have held: WALDamage). Repair starts a damaged WAL over
+// from a snapshot, keeping the old segments aside; the small checksummed
+// files beside it keep a repaired node's vote floor and a second copy of
+// its term and vote. The on-disk format and the rules are documented in
+// docs/disk.md.
 //
 // Nothing here starts goroutines or takes locks: a WAL or SnapshotStore
 // belongs to one event loop.

@@ -92,11 +92,16 @@ func TestImpersonatedPeerChangesNothing(t *testing.T) {
 		return err
 	})
 	target := lead%3 + 1
-	other := 6 - lead - target   // the third member
-	eventually(t, func() error { // the follower has applied the write
+	other := 6 - lead - target // the third member
+	leadSt, err := c.conns[lead].Status(ctx(t), &apipb.StatusRequest{})
+	require.NoError(t, err)
+	// The follower has the leader's term and has applied everything the
+	// leader had: a follower still at term 0 (one the leader has not
+	// reached yet, as on a slow machine) would move on its own.
+	eventually(t, func() error {
 		st, err := c.conns[target].Status(ctx(t), &apipb.StatusRequest{})
-		if err == nil && st.Applied < st.LastIndex {
-			err = fmt.Errorf("applied %d of %d", st.Applied, st.LastIndex)
+		if err == nil && (st.Term != leadSt.Term || st.Applied < leadSt.LastIndex) {
+			err = fmt.Errorf("term %d applied %d, want term %d applied %d", st.Term, st.Applied, leadSt.Term, leadSt.LastIndex)
 		}
 		return err
 	})

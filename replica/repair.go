@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"slices"
 
@@ -22,34 +23,42 @@ const (
 // repairWAL repairs the WAL that failed to open with openErr, if that is
 // safe, and returns nil; otherwise it returns why not (wrapping openErr).
 //
-// It is safe when the damage leaves two things known (docs/disk.md,
-// "Repair from peers", has the argument):
-//
-//   - the term and vote the node last promised: the newest intact hard
-//     state was written after the damage, or the vote copy is intact;
-//   - where the log ended: an intact entry follows the damage, and the
-//     records from there on give the log's last position.
+// It is safe when the term and vote the node last promised are known: the
+// newest intact hard state was written after the damage, or the vote copy
+// is intact (docs/disk.md, "Repair from peers", has the argument).
 //
 // The log then starts over from the newest snapshot file that checks out
 // (or the bootstrap configuration, if the node never took one), with the
-// same term and vote, and the old log's end becomes the node's vote floor:
-// it votes as if it still held every entry it dropped, and campaigns only
-// once the leader has given its log back that far. The floor is made
-// durable before the WAL forgets.
+// same term and vote, and the node gets a vote floor, made durable before
+// the WAL forgets. When an intact entry follows the damage, the records
+// from there on give where the old log ended, and that is the floor: the
+// node votes as if it still held every entry it dropped, and campaigns
+// only once the leader has given its log back that far. When none does,
+// the floor is the start of the term after the promised one: the node
+// votes only for a candidate holding an entry of a later term, and
+// campaigns only once it holds one itself.
 func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 	var ce *disk.CorruptionError
 	if !errors.As(openErr, &ce) || ce.WAL == nil {
 		return openErr
 	}
 	d := ce.WAL
-	if d.OpenEnded {
-		return fmt.Errorf("%w; not repaired: no intact entry follows the damage, so where this node's log ended (what it may have acknowledged) is unknown", openErr)
-	}
 	promised, err := r.promisedVote(d)
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
-	snap, err := r.repairBase(d)
+	end, snapLimit := d.Last, d.Last.Index
+	if d.OpenEnded {
+		// Where the log ended is unknown, but not its last term: an
+		// entry is acknowledged only after the term it was written in
+		// is durable (and in the vote copy), so every entry this node
+		// may have acknowledged has a term at most promised.Term. A
+		// floor just above that term holds the node out of elections
+		// until a leader of a later term has given it its log: such a
+		// leader holds every entry committed before its term.
+		end, snapLimit = core.LogPosition{Term: promised.Term + 1}, math.MaxUint64
+	}
+	snap, err := r.repairBase(d, snapLimit)
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
@@ -65,8 +74,8 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
-	if !floor.AtLeast(d.Last) {
-		floor = d.Last
+	if !floor.AtLeast(end) {
+		floor = end
 	}
 	if err := disk.WriteVoteFloor(r.cfg.FS, floorPath, floor); err != nil {
 		return fmt.Errorf("%w; repair: %w", openErr, err)
@@ -130,8 +139,8 @@ func (r *Replica) keepVoteCopy(hs core.HardState) error {
 // repairBase picks the snapshot a repaired log starts from: the newest
 // snapshot file that checks out (a snapshot is of committed entries only),
 // or, if the node has none, the bootstrap configuration its WAL began with.
-func (r *Replica) repairBase(d *disk.WALDamage) (core.SnapshotMeta, error) {
-	s, skipped, err := r.snaps.LoadAtMost(d.Last.Index)
+func (r *Replica) repairBase(d *disk.WALDamage, limit uint64) (core.SnapshotMeta, error) {
+	s, skipped, err := r.snaps.LoadAtMost(limit)
 	r.skippedSnaps = append(r.skippedSnaps, skipped...)
 	if err == nil {
 		meta := s.Meta

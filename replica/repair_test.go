@@ -223,3 +223,30 @@ func TestRepairRefusesWithoutPeers(t *testing.T) {
 	_, err = openSingleWith(t, fs, func(c *Config) { c.RepairWAL = true })
 	require.ErrorContains(t, err, "no other voter")
 }
+
+// TestRepairOfDamageAtTheEnd: damage to the last entry record leaves no
+// intact entry after it, so where the log ended is unknown. With the term
+// and vote known (from the vote copy), the node repairs with its floor at
+// the start of the next term: it holds every entry of the promised term or
+// an earlier one that it may have acknowledged only once a later leader's
+// entry has reached it. Without the copy it refuses.
+func TestRepairOfDamageAtTheEnd(t *testing.T) {
+	fs, _ := writeFollowerWAL(t, 40, true)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	flipNear(t, fs, 10)
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.NotNil(t, rep.Repaired())
+	require.True(t, rep.Repaired().OpenEnded, "%v", rep.Repaired())
+	require.Equal(t, core.LogPosition{Term: 4}, rep.VoteFloor())
+	require.Equal(t, core.HardState{Term: 3, Vote: 3}, rep.Node().Status().HardState)
+	require.NoError(t, rep.Close())
+	rep, err = openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.Equal(t, core.LogPosition{Term: 4}, rep.VoteFloor(), "the floor is durable")
+
+	fs, _ = writeFollowerWAL(t, 40, true)
+	flipNear(t, fs, 10)
+	_, err = openRepairing(fs, 1)
+	require.ErrorContains(t, err, "must not vote twice in a term")
+}

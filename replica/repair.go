@@ -58,35 +58,96 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 		// leader holds every entry committed before its term.
 		end, snapLimit = core.LogPosition{Term: promised.Term + 1}, math.MaxUint64
 	}
-	snap, err := r.repairBase(d, snapLimit)
+	snap, err := r.repairBase(snapLimit)
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
+	if err := r.startOver(walDir, floorPath, snap, promised, end); err != nil {
+		return fmt.Errorf("%w; %w", openErr, err)
+	}
+	r.repaired = d
+	return nil
+}
+
+// repairSnapshot starts the log over when the WAL is whole but the state
+// machine cannot be rebuilt (why): the newest snapshot file is damaged and
+// the WAL no longer holds the entries after an older one that checks out.
+// The same repair as for a damaged WAL, from that older snapshot, with
+// everything known: the WAL's term, vote and last entry are intact, and
+// its last entry is the floor.
+func (r *Replica) repairSnapshot(walDir, floorPath string, rec *disk.Recovered, why error) error {
+	base, err := r.repairBase(rec.Snapshot.Index)
+	if err != nil {
+		return fmt.Errorf("%w; not repaired: %w", why, err)
+	}
+	end := core.LogPosition{Term: rec.Snapshot.Term, Index: rec.Snapshot.Index}
+	if n := len(rec.Entries); n > 0 {
+		end = core.LogPosition{Term: rec.Entries[n-1].Term, Index: rec.Entries[n-1].Index}
+	}
+	if err := r.startOver(walDir, floorPath, base, rec.HardState, end); err != nil {
+		return fmt.Errorf("%w; %w", why, err)
+	}
+	r.snapshotRepair = why
+	return nil
+}
+
+// startOver makes the repair: the floor at least end, durably, and then
+// a WAL that starts over from snap with the promised term and vote. It
+// refuses if no other voter could give the dropped entries back.
+func (r *Replica) startOver(walDir, floorPath string, snap core.SnapshotMeta, promised core.HardState, end core.LogPosition) error {
 	if len(snap.Conf.Voters) > 0 && !slices.ContainsFunc(snap.Conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID }) {
 		// Nobody could give the dropped entries back, and below its floor
 		// the node never campaigns: it would wait forever. (No voters at
 		// all: a node that joined a running cluster and took no snapshot
 		// since; it learns the membership from the leader, as it did when
 		// it joined.)
-		return fmt.Errorf("%w; not repaired: no other voter to fetch the dropped entries from", openErr)
+		return errors.New("not repaired: no other voter to fetch the dropped entries from")
 	}
 	floor, err := disk.ReadVoteFloor(r.cfg.FS, floorPath)
 	if err != nil {
-		return fmt.Errorf("%w; not repaired: %w", openErr, err)
+		return fmt.Errorf("not repaired: %w", err)
 	}
 	if !floor.AtLeast(end) {
 		floor = end
 	}
 	if err := disk.WriteVoteFloor(r.cfg.FS, floorPath, floor); err != nil {
-		return fmt.Errorf("%w; repair: %w", openErr, err)
+		return fmt.Errorf("repair: %w", err)
 	}
 	hs := core.HardState{Term: promised.Term, Vote: promised.Vote, Commit: snap.Index}
 	if err := disk.Repair(r.cfg.FS, walDir, r.cfg.WAL, snap, hs); err != nil {
-		return fmt.Errorf("%w; repair: %w", openErr, err)
+		return fmt.Errorf("repair: %w", err)
 	}
-	r.repaired = d
 	return nil
 }
+
+// snapshotGapError is a recovery that needs state machine state the
+// snapshot files and the WAL no longer give together, because snapshot
+// files are damaged (gapIfDamaged).
+type snapshotGapError struct{ err error }
+
+// gapIfDamaged is err as a snapshotGapError if the snapshots skipped were
+// all damaged (not merely unreadable for now: a read error is retried by
+// starting again, not repaired).
+func gapIfDamaged(skipped []disk.SkippedSnapshot, err error) error {
+	if len(skipped) == 0 || !allDamaged(skipped) {
+		return err
+	}
+	return &snapshotGapError{err}
+}
+
+// allDamaged reports whether every snapshot file skipped was damaged.
+func allDamaged(skipped []disk.SkippedSnapshot) bool {
+	for _, s := range skipped {
+		var ce *disk.CorruptionError
+		if !errors.As(s.Err, &ce) {
+			return false
+		}
+	}
+	return true
+}
+
+func (e *snapshotGapError) Error() string { return e.err.Error() }
+func (e *snapshotGapError) Unwrap() error { return e.err }
 
 // promisedVote returns the term and vote the node last made durable before
 // sending anything that depended on them: the WAL's newest hard state when
@@ -137,9 +198,10 @@ func (r *Replica) keepVoteCopy(hs core.HardState) error {
 }
 
 // repairBase picks the snapshot a repaired log starts from: the newest
-// snapshot file that checks out (a snapshot is of committed entries only),
-// or, if the node has none, the bootstrap configuration its WAL began with.
-func (r *Replica) repairBase(d *disk.WALDamage, limit uint64) (core.SnapshotMeta, error) {
+// snapshot file at most limit that checks out (a snapshot is of committed
+// entries only), or, if none does, the state the node started from
+// (bootstrapBase).
+func (r *Replica) repairBase(limit uint64) (core.SnapshotMeta, error) {
 	s, skipped, err := r.snaps.LoadAtMost(limit)
 	r.skippedSnaps = append(r.skippedSnaps, skipped...)
 	if err == nil {
@@ -149,15 +211,26 @@ func (r *Replica) repairBase(d *disk.WALDamage, limit uint64) (core.SnapshotMeta
 		}
 		return meta, nil
 	}
-	if !errors.Is(err, disk.ErrNoSnapshot) {
+	if !errors.Is(err, disk.ErrNoSnapshot) || !allDamaged(skipped) {
+		// A snapshot file that could not be read now may be read at the
+		// next start: do not start over from further back for that.
 		return core.SnapshotMeta{}, err
 	}
-	if d.Replayed && d.Snapshot.Index == 0 {
-		// The configuration the node started with: the bootstrap voters,
-		// or none for a node that joined.
-		return d.Snapshot, nil
+	return r.bootstrapBase(), nil
+}
+
+// bootstrapBase is the state the node started from: an empty state
+// machine at index 0 and the configuration it was bootstrapped with (none
+// for a node that joined a running cluster: it learns the membership from
+// the leader, as it did when it joined). A follower can always start over
+// from there; the leader sends it the rest, entries or a snapshot.
+func (r *Replica) bootstrapBase() core.SnapshotMeta {
+	if len(r.cfg.Core.Peers) == 0 {
+		return core.SnapshotMeta{}
 	}
-	return core.SnapshotMeta{}, errors.New("no snapshot file checks out to start the log over from")
+	voters := slices.Clone(r.cfg.Core.Peers)
+	slices.Sort(voters)
+	return core.SnapshotMeta{Conf: core.ConfState{Voters: voters}}
 }
 
 // restoreForRepair starts the state machine over from the snapshot a
@@ -193,6 +266,10 @@ func (r *Replica) restoreForRepair(snap core.SnapshotMeta) error {
 // Repaired reports the damage Open repaired the WAL from (nil if it did
 // not repair it).
 func (r *Replica) Repaired() *disk.WALDamage { return r.repaired }
+
+// SnapshotRepaired reports why Open started a whole WAL's log over (the
+// state machine could not be rebuilt from the snapshot files), or nil.
+func (r *Replica) SnapshotRepaired() error { return r.snapshotRepair }
 
 // VoteFloor is the end of the log the node had before a repair (zero if it
 // was never repaired): it votes as if its log reached at least that far.

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -249,4 +250,105 @@ func TestRepairOfDamageAtTheEnd(t *testing.T) {
 	flipNear(t, fs, 10)
 	_, err = openRepairing(fs, 1)
 	require.ErrorContains(t, err, "must not vote twice in a term")
+}
+
+// writeSnapshotFile writes node 1's snapshot file at index (term 2) of a
+// state machine that applied puts k1..k<index>.
+func writeSnapshotFile(t *testing.T, fs *disk.MemFS, index uint64, conf core.ConfState) {
+	store := kvstore.NewMemory(kvstore.Options{})
+	var ents []kvstore.Entry
+	for i := uint64(1); i <= index; i++ {
+		ents = append(ents, kvstore.Entry{Index: i, Data: put(t, fmt.Sprintf("k%d", i), "v")})
+	}
+	_, err := store.Apply(ents)
+	require.NoError(t, err)
+	snaps, err := disk.NewSnapshotStore(fs, "/n/snap", 2)
+	require.NoError(t, err)
+	sw, err := snaps.Create(core.SnapshotMeta{Index: index, Term: 2, Conf: conf})
+	require.NoError(t, err)
+	_, err = store.Snapshot(sw)
+	require.NoError(t, err)
+	require.NoError(t, sw.Commit())
+}
+
+// TestRepairOfADamagedSnapshot: a follower whose WAL starts at a snapshot
+// the leader sent it (index 30), and whose file of that snapshot is
+// damaged, cannot rebuild its state machine: its older snapshot (10) is
+// intact, but the WAL no longer holds entries 11-30. It starts its log over
+// from the older snapshot, with its term and vote and its log's end (40)
+// as the floor, and the leader sends it the rest. A read error is not
+// damage: it refuses, to be started again.
+func TestRepairOfADamagedSnapshot(t *testing.T) {
+	conf := core.ConfState{Voters: []core.NodeID{1, 2, 3}}
+	build := func() *disk.MemFS {
+		fs := disk.NewMemFS(rand.New(rand.NewPCG(21, 22)))
+		writeSnapshotFile(t, fs, 10, conf)
+		writeSnapshotFile(t, fs, 30, conf)
+		w, err := disk.Create(fs, "/n/wal", disk.Options{})
+		require.NoError(t, err)
+		require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Conf: conf}))
+		require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Index: 30, Term: 2, Conf: conf}))
+		for i := uint64(31); i <= 40; i++ {
+			e := core.Entry{Index: i, Term: 2, Data: put(t, fmt.Sprintf("k%d", i), "v")}
+			require.NoError(t, w.Append(core.HardState{Term: 2, Vote: 2, Commit: i - 1}, []core.Entry{e}))
+		}
+		require.NoError(t, w.Sync())
+		require.NoError(t, w.Close())
+		return fs
+	}
+	snap30 := "/n/snap/" + fmt.Sprintf("%016x-%016x.snap", 30, 2)
+
+	fs := build()
+	require.NoError(t, fs.FlipBit(snap30, 100, 2))
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.Nil(t, rep.Repaired(), "the WAL was whole")
+	require.ErrorContains(t, rep.SnapshotRepaired(), "no longer holds the entries after it")
+	require.Equal(t, core.LogPosition{Term: 2, Index: 40}, rep.VoteFloor())
+	st := rep.Node().Status()
+	require.Equal(t, core.HardState{Term: 2, Vote: 2, Commit: 10}, st.HardState)
+	require.Equal(t, uint64(10), st.LastIndex)
+	require.Equal(t, uint64(10), rep.Store().AppliedIndex(), "the state machine is the older snapshot's")
+	require.NoError(t, rep.Close())
+
+	// Unrepaired, it refuses, as before.
+	fs = build()
+	require.NoError(t, fs.FlipBit(snap30, 100, 2))
+	_, err = Open(Config{Core: core.Config{ID: 1, Seed: 1}, FS: fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}})
+	require.ErrorContains(t, err, "no longer holds the entries after it")
+
+	// Only damage is repaired: a snapshot skipped for a read error is
+	// tried again at the next start.
+	gap := errors.New("gap")
+	var sg *snapshotGapError
+	require.ErrorAs(t, gapIfDamaged([]disk.SkippedSnapshot{{Err: &disk.CorruptionError{}}}, gap), &sg)
+	require.NotErrorAs(t, gapIfDamaged([]disk.SkippedSnapshot{{Err: &disk.CorruptionError{}}, {Err: errors.New("read: EIO")}}, gap), &sg)
+	require.NotErrorAs(t, gapIfDamaged(nil, gap), &sg)
+}
+
+// TestRepairFromTheBootstrapConfiguration: damage to the first record of
+// the WAL (the segment start that holds the configuration the log began
+// with), on a node with no snapshot file, is repaired from the state the
+// node was bootstrapped with: its configuration comes from Config.Peers.
+func TestRepairFromTheBootstrapConfiguration(t *testing.T) {
+	fs, last := writeFollowerWAL(t, 40, false)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 2, 2))
+	names, err := fs.ReadDir("/n/wal")
+	require.NoError(t, err)
+	require.NoError(t, fs.FlipBit("/n/wal/"+names[0], 12, 1))
+	rep, err := Open(Config{
+		Core: core.Config{ID: 1, Peers: []core.NodeID{3, 1, 2}, Seed: 1},
+		FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
+		RepairWAL: true,
+	})
+	require.NoError(t, err)
+	require.NotNil(t, rep.Repaired())
+	require.False(t, rep.Repaired().Replayed, "the damage was in the first record: %v", rep.Repaired())
+	require.Equal(t, last, rep.VoteFloor())
+	st := rep.Node().Status()
+	require.Equal(t, []core.NodeID{1, 2, 3}, st.Conf.Voters)
+	require.Equal(t, uint64(0), st.LastIndex)
+	require.Equal(t, core.HardState{Term: 2, Vote: 2}, st.HardState)
 }

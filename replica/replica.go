@@ -105,9 +105,11 @@ type Config struct {
 	// It must not call back into the Replica.
 	ConfChanged func(index uint64, cc core.ConfChange, conf core.ConfState)
 	// RepairWAL lets Open repair a WAL whose damage it can repair safely
-	// (see repairWAL) instead of refusing to start: the log starts over
-	// from the newest snapshot file, the node fetches the rest from the
-	// leader, and votes meanwhile as if it still had its old log.
+	// (see repairWAL), or a state machine its damaged snapshot files and
+	// whole WAL can no longer rebuild (repairSnapshot), instead of
+	// refusing to start: the log starts over from the newest snapshot
+	// file that checks out, the node fetches the rest from the leader, and
+	// votes meanwhile as if it still had its old log.
 	RepairWAL bool
 }
 
@@ -220,7 +222,10 @@ type Replica struct {
 	appliedConf   core.ConfState
 	recoveredTorn *disk.TornTail
 	repaired      *disk.WALDamage
-	voteFloor     core.LogPosition
+	// snapshotRepair says why the log was started over although the WAL
+	// was whole (repairSnapshot), or is nil.
+	snapshotRepair error
+	voteFloor      core.LogPosition
 	// voteCopy is the term and vote the copy file holds (keepVoteCopy).
 	voteCopy core.HardState
 	// walSync is r.wal.Sync, made once for Observer.Sync.
@@ -233,7 +238,7 @@ type Replica struct {
 // returns it ready to run. A corrupted WAL is an error naming the file and
 // offset (a *disk.CorruptionError): the node must not run on data it no
 // longer has — unless Config.RepairWAL is set and the damage is one that
-// repairWAL can repair safely.
+// repairWAL (or, for snapshot files, repairSnapshot) can repair safely.
 func Open(cfg Config) (*Replica, error) {
 	if cfg.Store == nil || cfg.FS == nil || cfg.Send == nil || cfg.Done == nil {
 		return nil, errors.New("replica: Store, FS, Send and Done are required")
@@ -268,7 +273,25 @@ func Open(cfg Config) (*Replica, error) {
 			return nil, err
 		}
 		if st, err = r.recover(rec); err != nil {
-			return nil, err
+			var gap *snapshotGapError
+			if !cfg.RepairWAL || !errors.As(err, &gap) {
+				return nil, err
+			}
+			// The WAL is whole, but the state machine cannot be rebuilt
+			// from it and the snapshot files: start the log over too.
+			if cerr := w.Close(); cerr != nil {
+				return nil, fmt.Errorf("replica: %w", cerr)
+			}
+			if err := r.repairSnapshot(walDir, floorPath, rec, err); err != nil {
+				return nil, err
+			}
+			if w, rec, err = disk.Open(cfg.FS, walDir, cfg.WAL); err != nil {
+				return nil, fmt.Errorf("replica: recover repaired WAL: %w", err)
+			}
+			r.wal = w
+			if st, err = r.recover(rec); err != nil {
+				return nil, err
+			}
 		}
 	} else {
 		w, err := disk.Create(cfg.FS, walDir, cfg.WAL)
@@ -338,7 +361,7 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 	snap := rec.Snapshot
 	r.lastSnapshot = snap.Index
 	entries := rec.Entries
-	if applied := r.store.AppliedIndex(); r.repaired != nil && applied > snap.Index {
+	if applied := r.store.AppliedIndex(); (r.repaired != nil || r.snapshotRepair != nil) && applied > snap.Index {
 		// The state machine has applied entries the repaired log no
 		// longer holds: start it over from the snapshot the log starts
 		// from.
@@ -354,12 +377,12 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 		s, skipped, err := r.snaps.LoadAtMost(snap.Index)
 		r.skippedSnaps = append(r.skippedSnaps, skipped...)
 		if err != nil {
-			return core.PersistentState{}, fmt.Errorf("replica: state machine at %d needs the snapshot at %d: %w", applied, snap.Index, err)
+			return core.PersistentState{}, gapIfDamaged(skipped, fmt.Errorf("replica: state machine at %d needs the snapshot at %d: %w", applied, snap.Index, err))
 		}
 		defer s.Close()
 		after, ok := rec.EntriesAfter(s.Meta.Index)
 		if !ok {
-			return core.PersistentState{}, fmt.Errorf("replica: snapshot at %d is usable but the WAL no longer holds the entries after it", s.Meta.Index)
+			return core.PersistentState{}, gapIfDamaged(skipped, fmt.Errorf("replica: snapshot at %d is usable but the WAL no longer holds the entries after it", s.Meta.Index))
 		}
 		if err := r.store.Restore(s); err != nil {
 			return core.PersistentState{}, fmt.Errorf("replica: restore snapshot %s: %w", s.File, err)

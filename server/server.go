@@ -161,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
 	walRepairs := prometheus.NewCounter(prometheus.CounterOpts{Name: "keyval_wal_repairs_total",
-		Help: "Times this node found its WAL damaged at start and repaired it: the log started over from the newest snapshot, to be fetched from the leader."})
+		Help: "Times this node found its WAL damaged at start, or its snapshot files damaged beyond what the WAL covers, and repaired it: the log started over from a snapshot that checks out, to be fetched from the leader."})
 	if err := s.obs.m.Register(walRepairs); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)
@@ -189,6 +189,12 @@ func New(cfg Config) (*Server, error) {
 		s.log.Warn("the WAL was damaged: repaired it; the log starts over from the newest snapshot and is fetched from the leader, "+
 			"and until it is back this member votes as if it still had it and does not campaign",
 			"damage", d.String(), "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
+		walRepairs.Inc()
+	}
+	if why := rep.SnapshotRepaired(); why != nil {
+		s.log.Warn("the state machine could not be rebuilt from the snapshot files and the WAL: the log starts over from an older snapshot and is fetched from the leader, "+
+			"and until it is back this member votes as if it still had it and does not campaign",
+			"why", why, "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
 		walRepairs.Inc()
 	}
 	others := s.book.snapshot()

@@ -223,6 +223,10 @@ func (n *node) start() {
 		w.counts.Repairs++
 		w.logf("node %d REPAIRED its WAL: %v", n.id, dmg)
 	}
+	if why := rep.SnapshotRepaired(); why != nil {
+		w.counts.Repairs++
+		w.logf("node %d REPAIRED its log from an older snapshot: %v", n.id, why)
+	}
 	d := rep.Durable()
 	got := durableState{term: d.HardState.Term, vote: d.HardState.Vote, lastIndex: d.LastIndex, lastTerm: d.LastTerm}
 	// A repaired node promises what it did through its vote floor: it

@@ -43,26 +43,19 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 		return openErr
 	}
 	d := ce.WAL
-	promised, err := r.promisedVote(d)
+	promised, err := r.promisedVote(d.HardState, d.HardStateCurrent)
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
-	end, snapLimit := d.Last, d.Last.Index
+	snapLimit := d.Last.Index
 	if d.OpenEnded {
-		// Where the log ended is unknown, but not its last term: an
-		// entry is acknowledged only after the term it was written in
-		// is durable (and in the vote copy), so every entry this node
-		// may have acknowledged has a term at most promised.Term. A
-		// floor just above that term holds the node out of elections
-		// until a leader of a later term has given it its log: such a
-		// leader holds every entry committed before its term.
-		end, snapLimit = core.LogPosition{Term: promised.Term + 1}, math.MaxUint64
+		snapLimit = math.MaxUint64
 	}
 	snap, err := r.repairBase(snapLimit)
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
-	if err := r.startOver(walDir, floorPath, snap, promised, end); err != nil {
+	if err := r.startOver(walDir, floorPath, snap, promised, r.floorFor(d.Last, !d.OpenEnded, promised)); err != nil {
 		return fmt.Errorf("%w; %w", openErr, err)
 	}
 	r.repaired = d
@@ -80,11 +73,15 @@ func (r *Replica) repairSnapshot(walDir, floorPath string, rec *disk.Recovered, 
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", why, err)
 	}
+	promised, err := r.promisedVote(rec.HardState, true)
+	if err != nil {
+		return fmt.Errorf("%w; not repaired: %w", why, err)
+	}
 	end := core.LogPosition{Term: rec.Snapshot.Term, Index: rec.Snapshot.Index}
 	if n := len(rec.Entries); n > 0 {
 		end = core.LogPosition{Term: rec.Entries[n-1].Term, Index: rec.Entries[n-1].Index}
 	}
-	if err := r.startOver(walDir, floorPath, base, rec.HardState, end); err != nil {
+	if err := r.startOver(walDir, floorPath, base, promised, r.floorFor(end, true, promised)); err != nil {
 		return fmt.Errorf("%w; %w", why, err)
 	}
 	r.snapshotRepair = why
@@ -149,14 +146,36 @@ func allDamaged(skipped []disk.SkippedSnapshot) bool {
 func (e *snapshotGapError) Error() string { return e.err.Error() }
 func (e *snapshotGapError) Unwrap() error { return e.err }
 
+// floorFor is the vote floor of a repair whose old log ended at end, if
+// endKnown. Where the log ended may be unknown (no intact entry follows
+// the damage), or untrustworthy (Config.DistrustWALEnd: a lost or
+// misdirected write can take the last records away without a trace); its
+// last term is not: an entry is acknowledged only after the term it was
+// written in is durable (and in the vote copy), so every entry the node may
+// have acknowledged has a term at most promised.Term. A floor at the start
+// of the next term holds the node out of elections until a leader of a
+// later term has given it its log: such a leader holds every entry
+// committed before its term.
+func (r *Replica) floorFor(end core.LogPosition, endKnown bool, promised core.HardState) core.LogPosition {
+	if endKnown && !r.cfg.DistrustWALEnd {
+		return end
+	}
+	if next := (core.LogPosition{Term: promised.Term + 1}); next.AtLeast(end) || !endKnown {
+		return next
+	}
+	return end
+}
+
 // promisedVote returns the term and vote the node last made durable before
-// sending anything that depended on them: the WAL's newest hard state when
-// it was written after the damage, and otherwise the vote copy (which is
-// rewritten after each WAL sync that changes term or vote and before the
-// messages go; a WAL hard state newer than the copy was never sent on).
-func (r *Replica) promisedVote(d *disk.WALDamage) (core.HardState, error) {
-	if d.HardStateCurrent {
-		return d.HardState, nil
+// sending anything that depended on them: hs, the WAL's newest intact hard
+// state, when it is current (written after any damage), and otherwise the
+// later of it and the vote copy (which is rewritten after each WAL sync that
+// changes term or vote and before the messages go; a WAL hard state newer
+// than the copy was never sent on). With Config.DistrustWALEnd the copy is
+// always needed: a lost write may have taken a newer hard state away.
+func (r *Replica) promisedVote(hs core.HardState, current bool) (core.HardState, error) {
+	if current && !r.cfg.DistrustWALEnd {
+		return hs, nil
 	}
 	cp, found, err := disk.ReadVoteCopy(r.cfg.FS, r.voteCopyPath())
 	switch {
@@ -165,7 +184,7 @@ func (r *Replica) promisedVote(d *disk.WALDamage) (core.HardState, error) {
 	case !found:
 		return core.HardState{}, errors.New("the damage may hide a later term or vote than the intact records show, there is no copy of them, and this node must not vote twice in a term")
 	}
-	return laterVote(d.HardState, cp), nil
+	return laterVote(hs, cp), nil
 }
 
 // laterVote is the later of two (term, vote) pairs: the higher term, and in

@@ -352,3 +352,34 @@ func TestRepairFromTheBootstrapConfiguration(t *testing.T) {
 	require.Equal(t, uint64(0), st.LastIndex)
 	require.Equal(t, core.HardState{Term: 2, Vote: 2}, st.HardState)
 }
+
+// TestRepairThatDistrustsTheEnd: on a disk that may lose or misdirect
+// writes (Config.DistrustWALEnd), the intact records after the damage may
+// end short of what the node synced and acknowledged. The repair then
+// takes its floor at the start of the term after the promised one, past
+// any entry of that term whatever the records show, and needs the vote
+// copy even when the newest intact hard state follows the damage.
+func TestRepairThatDistrustsTheEnd(t *testing.T) {
+	open := func(fs *disk.MemFS) (*Replica, error) {
+		return Open(Config{
+			Core: core.Config{ID: 1, Seed: 1},
+			FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+			Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
+			RepairWAL: true, DistrustWALEnd: true,
+		})
+	}
+	fs, last := writeFollowerWAL(t, 40, true)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	flipNear(t, fs, 2000)
+	rep, err := open(fs)
+	require.NoError(t, err)
+	require.True(t, rep.Repaired().HardStateCurrent)
+	require.Equal(t, core.LogPosition{Term: 3, Index: 41}, last)
+	require.Equal(t, core.LogPosition{Term: 4}, rep.VoteFloor(), "past the last record shown, %v", last)
+	require.Equal(t, core.HardState{Term: 3, Vote: 3}, rep.Node().Status().HardState)
+
+	fs, _ = writeFollowerWAL(t, 40, true)
+	flipNear(t, fs, 2000)
+	_, err = open(fs)
+	require.ErrorContains(t, err, "no copy of them", "a lost write may have taken a newer vote away")
+}

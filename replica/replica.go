@@ -111,6 +111,11 @@ type Config struct {
 	// file that checks out, the node fetches the rest from the leader, and
 	// votes meanwhile as if it still had its old log.
 	RepairWAL bool
+	// DistrustWALEnd: the disk may lose or misdirect writes, so a repair
+	// trusts neither where the intact records say the log ended nor their
+	// newest hard state. The vote floor is then the start of the term after
+	// the one the vote copy (required) and the WAL promise (floorFor).
+	DistrustWALEnd bool
 }
 
 // Observer lets a runtime time the pipeline's disk work. Either field may

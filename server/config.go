@@ -62,6 +62,11 @@ type Config struct {
 	// the other members when that is safe (docs/disk.md, "Repair from
 	// peers").
 	NoWALRepair bool
+	// WALRepairDistrustsEnd is for disks that may lose or misdirect writes:
+	// a repair then does not trust where the intact records say the log
+	// ended (replica.Config.DistrustWALEnd). Safer, and the repaired member
+	// votes again only once a leader of a later term has replicated to it.
+	WALRepairDistrustsEnd bool
 
 	// Limits on client requests.
 	MaxKeyBytes     int

@@ -175,7 +175,7 @@ func New(cfg Config) (*Server, error) {
 		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2,
 		Send: s.send, Done: s.done, ConfChanged: s.confChanged,
 		Observe:   replica.Observer{Sync: s.obs.walSync, Apply: s.obs.applyGroup},
-		RepairWAL: !cfg.NoWALRepair,
+		RepairWAL: !cfg.NoWALRepair, DistrustWALEnd: cfg.WALRepairDistrustsEnd,
 	})
 	if err != nil {
 		store.Close()

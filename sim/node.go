@@ -158,6 +158,7 @@ func (n *node) start() {
 	if n.join {
 		peers = nil
 	}
+	misdirects := n.storageFault && n.fs.Faults.MisdirectProb > 0
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
 			ID: n.id, Peers: peers, Join: n.join, ElectionTick: electionTicks, HeartbeatTick: 1,
@@ -171,11 +172,11 @@ func (n *node) start() {
 		Done:        n.done,
 		ConfChanged: n.confChanged,
 		Observe:     replica.Observer{Sync: n.syncWAL},
-		// A repair trusts the end of the log that the intact records show.
-		// A misdirected write can take the last record away without a
-		// trace where it belonged (a lost write, which nothing detects
-		// yet), so a node whose disk misdirects writes halts instead.
-		RepairWAL: !(n.storageFault && n.fs.Faults.MisdirectProb > 0),
+		RepairWAL:   true,
+		// A misdirected write can take the last records away without a
+		// trace where they belonged: on such a disk a repair does not
+		// trust the end of the log the intact records show.
+		DistrustWALEnd: misdirects,
 	})
 	n.fs.TakeElapsed()
 	if err == nil {
@@ -186,7 +187,7 @@ func (n *node) start() {
 		mayCorrupt := n.storageFault && (n.fs.Faults.BitFlipProb > 0 || n.fs.Faults.MisdirectProb > 0)
 		if torn, _, _ := rep.Recovery(); torn != nil && mayCorrupt {
 			err = fmt.Errorf("torn tail in %s at %d on a disk that may corrupt data", torn.File, torn.Offset)
-		} else if dmg := rep.Repaired(); dmg != nil && dmg.TornTail && mayCorrupt {
+		} else if dmg := rep.Repaired(); dmg != nil && dmg.TornTail && mayCorrupt && !misdirects {
 			err = errors.New("repaired a WAL whose last segment ended in a torn write, on a disk that may corrupt data")
 		}
 	}

@@ -228,6 +228,11 @@ func (n *node) start() {
 		w.counts.Repairs++
 		w.logf("node %d REPAIRED its log from an older snapshot: %v", n.id, why)
 	}
+	if (rep.Repaired() != nil || rep.SnapshotRepaired() != nil) && !n.storageFault {
+		// As for a halt: without storage faults only a bug damages files
+		// (a repair would hide it).
+		w.fail(fmt.Errorf("node %d repaired without storage faults", n.id))
+	}
 	d := rep.Durable()
 	got := durableState{term: d.HardState.Term, vote: d.HardState.Vote, lastIndex: d.LastIndex, lastTerm: d.LastTerm}
 	// A repaired node promises what it did through its vote floor: it

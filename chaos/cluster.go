@@ -577,6 +577,59 @@ func (c *cluster) DamageWAL(i int, at float64) (string, error) {
 	return fmt.Sprintf("%s, byte %d of %d", filepath.Base(segs[0]), off, fi.Size()), nil
 }
 
+// DamageSnapshots implements Env.
+func (c *cluster) DamageSnapshots(i int) (string, error) {
+	n := c.nodes[i]
+	c.mu.Lock()
+	state := n.state
+	c.mu.Unlock()
+	if state != stopped {
+		return "", fmt.Errorf("damage the snapshots of %s: it is running", c.name(i))
+	}
+	page := int64(os.Getpagesize()) // bbolt's page size
+	if err := rewriteFile(filepath.Join(n.dataDir, "state.db"), func(b []byte) {
+		clear(b[:min(int64(len(b)), 2*page)])
+	}); err != nil {
+		return "", fmt.Errorf("damage the state.db of %s: %w", c.name(i), err)
+	}
+	snaps, err := filepath.Glob(filepath.Join(n.dataDir, "snap", "*.snap"))
+	if err != nil {
+		return "", fmt.Errorf("damage the snapshots of %s: %w", c.name(i), err)
+	}
+	for _, p := range snaps {
+		if err := rewriteFile(p, func(b []byte) { b[len(b)/2] ^= 0x10 }); err != nil {
+			return "", fmt.Errorf("damage the snapshots of %s: %w", c.name(i), err)
+		}
+	}
+	return fmt.Sprintf("state.db's meta pages zeroed, a bit flipped in %d snapshot files", len(snaps)), nil
+}
+
+// rewriteFile reads path, lets damage change its bytes, and writes them
+// back durably.
+func rewriteFile(path string, damage func([]byte)) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if len(b) == 0 {
+		return fmt.Errorf("%s is empty", path)
+	}
+	damage(b)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // changeMembers makes one membership change (call), retrying until done
 // says the membership shows it or timeout passes, and returns how many
 // attempts failed on the way (a learner not yet caught up is refused with

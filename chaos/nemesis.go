@@ -46,6 +46,10 @@ type Env interface {
 	// DamageWAL flips one bit of stopped node i's oldest WAL segment, at
 	// fraction at of its length, and says where.
 	DamageWAL(i int, at float64) (string, error)
+	// DamageSnapshots zeroes both meta pages of stopped node i's state.db
+	// and flips one bit in the middle of each of its snapshot files, and
+	// says how many it damaged.
+	DamageSnapshots(i int) (string, error)
 	// Note records an event for the log and the report.
 	Note(format string, args ...any)
 }
@@ -298,39 +302,56 @@ func injectKill(ctx context.Context, env Env, f Fault) error {
 	return nil
 }
 
+// Corrupt variants.
+const (
+	corruptWALNode    = "wal-node"
+	corruptWALLeader  = "wal-leader"
+	corruptSnapshotDB = "snapshots-node"
+)
+
 func planCorrupt(rng *rand.Rand, n int) Fault {
-	f := Fault{Kind: "corrupt", Variant: "wal-node", Nodes: someNodes(rng, n, 1),
+	f := Fault{Kind: "corrupt", Variant: corruptWALNode, Nodes: someNodes(rng, n, 1),
 		Hold: between(rng, 500*time.Millisecond, 3*time.Second), At: 0.25 + rng.Float64()/2}
-	if rng.IntN(3) == 0 {
-		f.Variant, f.Leader = "wal-leader", true
+	switch rng.IntN(3) {
+	case 0:
+		f.Variant, f.Leader = corruptWALLeader, true
+	case 1:
+		f.Variant, f.At = corruptSnapshotDB, 0
 	}
 	return f
 }
 
-// injectCorrupt damages a record in the middle of a node's log while it is
-// down. The records after it are intact, so the node must repair itself
-// (docs/disk.md, "Repair from peers"): if it refuses to start instead, the
-// start fails and so does the run.
+// injectCorrupt damages a node's files while it is down: a record in the
+// middle of its log (the records after it are intact), or its state.db and
+// every snapshot file (its WAL is whole, but its state machine cannot be
+// rebuilt from its own files once snapshots have compacted the log). Either
+// way the node must repair itself from the others (docs/disk.md, "Repair
+// from peers"): if it refuses to start instead, the start fails and so
+// does the run.
 func injectCorrupt(ctx context.Context, env Env, f Fault) error {
 	i := resolve(ctx, env, f)[0]
 	if err := env.Kill(i); err != nil {
 		return err
 	}
-	where, err := env.DamageWAL(i, f.At)
+	what, damage := "its WAL", func() (string, error) { return env.DamageWAL(i, f.At) }
+	if f.Variant == corruptSnapshotDB {
+		what, damage = "its state.db and snapshot files", func() (string, error) { return env.DamageSnapshots(i) }
+	}
+	where, err := damage()
 	if err != nil {
 		return err
 	}
-	env.Note("kill -9 %s, flipped a bit in its WAL (%s); restart in %v", nodeName(i), where, f.Hold.Round(time.Millisecond))
+	env.Note("kill -9 %s, damaged %s (%s); restart in %v", nodeName(i), what, where, f.Hold.Round(time.Millisecond))
 	if err := hold(ctx, f.Hold); err != nil {
 		return err
 	}
 	if err := env.Start(ctx, i); err != nil {
-		return fmt.Errorf("restart %s after damaging its WAL: %w", nodeName(i), err)
+		return fmt.Errorf("restart %s after damaging %s: %w", nodeName(i), what, err)
 	}
 	if err := env.WaitCaughtUp(ctx, i); err != nil {
 		return err
 	}
-	env.Note("%s repaired its WAL and caught up", nodeName(i))
+	env.Note("%s started with damaged %s, repaired and caught up", nodeName(i), what)
 	return nil
 }
 

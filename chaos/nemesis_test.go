@@ -225,6 +225,9 @@ func (e *fakeEnv) Note(string, ...any)                     {}
 func (e *fakeEnv) DamageWAL(i int, at float64) (string, error) {
 	return "", e.record("damage n%d at %.2f", i+1, at)
 }
+func (e *fakeEnv) DamageSnapshots(i int) (string, error) {
+	return "", e.record("damage snapshots n%d", i+1)
+}
 
 func inject(t *testing.T, env *fakeEnv, f Fault) []string {
 	t.Helper()
@@ -240,6 +243,9 @@ func TestInjectCorruptDamagesAStoppedNode(t *testing.T) {
 	env := &fakeEnv{n: 3, leader: 1}
 	require.Equal(t, []string{"kill n2", "damage n2 at 0.40", "start n2"},
 		inject(t, env, Fault{Kind: "corrupt", Variant: "wal-leader", Nodes: []int{0}, Leader: true, Hold: time.Millisecond, At: 0.4}))
+	env = &fakeEnv{n: 3, leader: 1}
+	require.Equal(t, []string{"kill n3", "damage snapshots n3", "start n3"},
+		inject(t, env, Fault{Kind: "corrupt", Variant: "snapshots-node", Nodes: []int{2}, Hold: time.Millisecond}))
 }
 
 func TestInjectTargetsTheLeader(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -382,4 +383,31 @@ func TestRepairThatDistrustsTheEnd(t *testing.T) {
 	flipNear(t, fs, 2000)
 	_, err = open(fs)
 	require.ErrorContains(t, err, "no copy of them", "a lost write may have taken a newer vote away")
+}
+
+// TestRepairOfADamagedRepair: the disk corrupts the repair's own segment
+// as it writes it; Open finds that segment damaged and repairs again.
+func TestRepairOfADamagedRepair(t *testing.T) {
+	fs, _ := writeFollowerWAL(t, 40, false)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 2, 2))
+	flipNear(t, fs, 2000)
+	damaged := false
+	fs.Intercept = func(op disk.Op, name string) error {
+		if op == disk.OpSync && strings.HasSuffix(name, "0000000000000002.wal.tmp") && !damaged {
+			damaged = true
+			return fs.FlipBit(name, 12, 3)
+		}
+		return nil
+	}
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.True(t, damaged, "the first repair segment was written and damaged")
+	require.NotNil(t, rep.Repaired())
+	require.Equal(t, core.HardState{Term: 2, Vote: 2}, rep.Node().Status().HardState)
+	require.Equal(t, uint64(0), rep.Node().Status().LastIndex)
+	require.True(t, rep.VoteFloor().AtLeast(core.LogPosition{Term: 2, Index: 40}))
+	aside, err := fs.ReadDir("/n")
+	require.NoError(t, err)
+	require.Contains(t, aside, "wal.damaged-0000000000000002", "the first repair moved the old segment aside")
+	require.Contains(t, aside, "wal.damaged-0000000000000003", "the second moved the damaged repair segment aside")
 }

@@ -264,10 +264,13 @@ func Open(cfg Config) (*Replica, error) {
 	floorPath := filepath.Join(cfg.Dir, voteFloorFile)
 	if exists {
 		w, rec, err := disk.Open(cfg.FS, walDir, cfg.WAL)
-		if err != nil && cfg.RepairWAL {
-			if err = r.repairWAL(walDir, floorPath, err); err == nil {
-				w, rec, err = disk.Open(cfg.FS, walDir, cfg.WAL)
+		// A repair's own segment can come out damaged too (the disk
+		// corrupted that write): then it is repaired again, a few times.
+		for tries := 0; err != nil && cfg.RepairWAL && tries < 3; tries++ {
+			if err = r.repairWAL(walDir, floorPath, err); err != nil {
+				break
 			}
+			w, rec, err = disk.Open(cfg.FS, walDir, cfg.WAL)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("replica: recover WAL: %w", err)

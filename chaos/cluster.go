@@ -542,12 +542,9 @@ func (c *cluster) Replace(ctx context.Context, i int) error {
 
 // DamageWAL implements Env.
 func (c *cluster) DamageWAL(i int, at float64) (string, error) {
-	n := c.nodes[i]
-	c.mu.Lock()
-	state := n.state
-	c.mu.Unlock()
-	if state != stopped {
-		return "", fmt.Errorf("damage the WAL of %s: it is running", c.name(i))
+	n, err := c.stoppedNode(i, "the WAL")
+	if err != nil {
+		return "", err
 	}
 	segs, err := filepath.Glob(filepath.Join(n.dataDir, "wal", "*.wal"))
 	if err != nil || len(segs) == 0 {
@@ -579,12 +576,9 @@ func (c *cluster) DamageWAL(i int, at float64) (string, error) {
 
 // DamageSnapshots implements Env.
 func (c *cluster) DamageSnapshots(i int) (string, error) {
-	n := c.nodes[i]
-	c.mu.Lock()
-	state := n.state
-	c.mu.Unlock()
-	if state != stopped {
-		return "", fmt.Errorf("damage the snapshots of %s: it is running", c.name(i))
+	n, err := c.stoppedNode(i, "the snapshots")
+	if err != nil {
+		return "", err
 	}
 	page := int64(os.Getpagesize()) // bbolt's page size
 	if err := rewriteFile(filepath.Join(n.dataDir, "state.db"), func(b []byte) {
@@ -602,6 +596,19 @@ func (c *cluster) DamageSnapshots(i int) (string, error) {
 		}
 	}
 	return fmt.Sprintf("state.db's meta pages zeroed, a bit flipped in %d snapshot files", len(snaps)), nil
+}
+
+// stoppedNode is node i, if it is stopped: its files may be damaged
+// (what names them, for the error).
+func (c *cluster) stoppedNode(i int, what string) (*node, error) {
+	n := c.nodes[i]
+	c.mu.Lock()
+	state := n.state
+	c.mu.Unlock()
+	if state != stopped {
+		return nil, fmt.Errorf("damage %s of %s: it is running", what, c.name(i))
+	}
+	return n, nil
 }
 
 // rewriteFile reads path, lets damage change its bytes, and writes them

@@ -282,7 +282,15 @@ func TestDamagedWALRepairedFromPeers(t *testing.T) {
 	aside, err := filepath.Glob(filepath.Join(c.dir, fmt.Sprint(f), "wal.damaged-*", "*.wal"))
 	require.NoError(t, err)
 	require.Len(t, aside, len(segs), "the old segments are kept aside")
-	lead = c.leader()
+	requireRepairedServes(t, c, f)
+}
+
+// requireRepairedServes writes k200..k249 through the leader and requires
+// the repaired member f to serve them and k0..k199 (written before its
+// repair, value i for ki) from its own state.
+func requireRepairedServes(t *testing.T, c *testCluster, f core.NodeID) {
+	t.Helper()
+	lead := c.leader()
 	for i := 200; i < 250; i++ {
 		eventually(t, func() error {
 			_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})

@@ -119,24 +119,5 @@ func TestDamagedSnapshotsRepairedFromPeers(t *testing.T) {
 	require.Equal(t, 1.0, scrapeMetrics(t, c.servers[f]).value("keyval_wal_repairs_total"))
 	_, err = os.Stat(filepath.Join(dir, "votefloor"))
 	require.NoError(t, err, "the repair left its vote floor")
-	lead = c.leader()
-	for i := 200; i < 250; i++ {
-		eventually(t, func() error {
-			_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
-			return err
-		})
-	}
-	for _, i := range []int{0, 120, 199, 249} {
-		key := fmt.Sprintf("k%d", i)
-		eventually(t, func() error {
-			g, err := c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte(key), Serializable: true})
-			if err != nil {
-				return err
-			}
-			if !g.Found || string(g.Value) != fmt.Sprint(i) {
-				return fmt.Errorf("%s on the repaired member: found %v value %q", key, g.Found, g.Value)
-			}
-			return nil
-		})
-	}
+	requireRepairedServes(t, c, f)
 }

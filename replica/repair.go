@@ -28,15 +28,15 @@ const (
 // is intact (docs/disk.md, "Repair from peers", has the argument).
 //
 // The log then starts over from the newest snapshot file that checks out
-// (or the bootstrap configuration, if the node never took one), with the
+// (or, if none does, the state the node was bootstrapped with), with the
 // same term and vote, and the node gets a vote floor, made durable before
 // the WAL forgets. When an intact entry follows the damage, the records
 // from there on give where the old log ended, and that is the floor: the
 // node votes as if it still held every entry it dropped, and campaigns
-// only once the leader has given its log back that far. When none does,
-// the floor is the start of the term after the promised one: the node
-// votes only for a candidate holding an entry of a later term, and
-// campaigns only once it holds one itself.
+// only once the leader has given its log back that far. When none does
+// (or Config.DistrustWALEnd), the floor is the start of the term after the
+// promised one: the node votes only for a candidate holding an entry of a
+// later term, and campaigns only once it holds one itself (floorFor).
 func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 	var ce *disk.CorruptionError
 	if !errors.As(openErr, &ce) || ce.WAL == nil {
@@ -65,9 +65,9 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 // repairSnapshot starts the log over when the WAL is whole but the state
 // machine cannot be rebuilt (why): the newest snapshot file is damaged and
 // the WAL no longer holds the entries after an older one that checks out.
-// The same repair as for a damaged WAL, from that older snapshot, with
-// everything known: the WAL's term, vote and last entry are intact, and
-// its last entry is the floor.
+// The same repair as for a damaged WAL, from that older snapshot (or the
+// bootstrap state), with everything known: the WAL's term, vote and last
+// entry are intact, and its last entry is the floor (floorFor).
 func (r *Replica) repairSnapshot(walDir, floorPath string, rec *disk.Recovered, why error) error {
 	base, err := r.repairBase(rec.Snapshot.Index)
 	if err != nil {

@@ -20,6 +20,17 @@ const (
 	voteCopyFile  = "vote"
 )
 
+// Why a repair refuses, where the reason is not the disk failing again (a
+// read or write error): the refusal wraps one of these.
+var (
+	// ErrVoteUnknown: the damage may hide a later term or vote than the
+	// intact records show, and no intact copy says what they were.
+	ErrVoteUnknown = errors.New("the term and vote this node last promised are unknown")
+	// ErrNoOtherVoter: the configuration the log would start over from has
+	// no other voter to fetch the dropped entries from.
+	ErrNoOtherVoter = errors.New("no other voter to fetch the dropped entries from")
+)
+
 // repairWAL repairs the WAL that failed to open with openErr, if that is
 // safe, and returns nil; otherwise it returns why not (wrapping openErr).
 //
@@ -98,7 +109,7 @@ func (r *Replica) startOver(walDir, floorPath string, snap core.SnapshotMeta, pr
 		// all: a node that joined a running cluster and took no snapshot
 		// since; it learns the membership from the leader, as it did when
 		// it joined.)
-		return errors.New("not repaired: no other voter to fetch the dropped entries from")
+		return fmt.Errorf("not repaired: %w", ErrNoOtherVoter)
 	}
 	floor, err := disk.ReadVoteFloor(r.cfg.FS, floorPath)
 	if err != nil {
@@ -180,9 +191,9 @@ func (r *Replica) promisedVote(hs core.HardState, current bool) (core.HardState,
 	cp, found, err := disk.ReadVoteCopy(r.cfg.FS, r.voteCopyPath())
 	switch {
 	case err != nil:
-		return core.HardState{}, fmt.Errorf("the damage may hide a later term or vote, and the copy of them is unreadable: %w", err)
+		return core.HardState{}, fmt.Errorf("%w: the damage may hide a later term or vote, and the copy of them is unreadable: %w", ErrVoteUnknown, err)
 	case !found:
-		return core.HardState{}, errors.New("the damage may hide a later term or vote than the intact records show, there is no copy of them, and this node must not vote twice in a term")
+		return core.HardState{}, fmt.Errorf("%w: the damage may hide a later term or vote than the intact records show, there is no copy of them, and this node must not vote twice in a term", ErrVoteUnknown)
 	}
 	return laterVote(hs, cp), nil
 }

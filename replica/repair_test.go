@@ -129,6 +129,7 @@ func TestRepairRefusesWhenAVoteMayBeLost(t *testing.T) {
 	require.NotNil(t, ce.WAL)
 	require.False(t, ce.WAL.HardStateCurrent, "the damaged record was the newest hard state: %v", ce.WAL)
 	require.ErrorContains(t, err, "must not vote twice in a term")
+	require.ErrorIs(t, err, ErrVoteUnknown)
 }
 
 // TestRepairUsesTheVoteCopy: with the newest hard state record damaged,
@@ -224,6 +225,7 @@ func TestRepairRefusesWithoutPeers(t *testing.T) {
 	flipNear(t, fs, 1500)
 	_, err = openSingleWith(t, fs, func(c *Config) { c.RepairWAL = true })
 	require.ErrorContains(t, err, "no other voter")
+	require.ErrorIs(t, err, ErrNoOtherVoter)
 }
 
 // TestRepairOfDamageAtTheEnd: damage to the last entry record leaves no

@@ -159,6 +159,7 @@ func (n *node) start() {
 		peers = nil
 	}
 	misdirects := n.storageFault && n.fs.Faults.MisdirectProb > 0
+	faultsBefore := n.fs.Injected()
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
 			ID: n.id, Peers: peers, Join: n.join, ElectionTick: electionTicks, HeartbeatTick: 1,
@@ -198,10 +199,14 @@ func (n *node) start() {
 			n.halt = err.Error()
 			w.counts.Halts++
 			w.logf("node %d HALTED: %v", n.id, err)
-			if !n.storageFault {
+			switch {
+			case !n.storageFault:
 				// docs/sim.md: a node that halts without storage faults
 				// fails the run.
 				w.fail(fmt.Errorf("node %d halted without storage faults: %v", n.id, err))
+			case ce != nil && !repairRefusalExplained(err, faultsBefore, n.fs.Injected()):
+				// Nor may it halt on damage it could have repaired.
+				w.fail(fmt.Errorf("node %d halted on damage it could have repaired: %v", n.id, err))
 			}
 			return
 		}
@@ -253,6 +258,17 @@ func (n *node) start() {
 	w.check(w.checker.Observe(rep.Node()))
 	n.scheduleTick()
 	n.schedule()
+}
+
+// repairRefusalExplained reports whether a node refused to repair damage
+// for a reason docs/disk.md gives: its term and vote are unknown, no other
+// voter could give its log back, or the disk failed again while it tried
+// (a read error, a full disk, a repair's own write corrupted: before and
+// after count the faults injected).
+func repairRefusalExplained(err error, before, after disk.MemFaultCounts) bool {
+	return errors.Is(err, replica.ErrVoteUnknown) || errors.Is(err, replica.ErrNoOtherVoter) ||
+		after.ReadErrors > before.ReadErrors || after.NoSpace > before.NoSpace ||
+		after.FlippedWrites > before.FlippedWrites || after.MisdirectedWrites > before.MisdirectedWrites
 }
 
 func (n *node) crash() {

@@ -180,6 +180,7 @@ func (n *node) start() {
 		DistrustWALEnd: misdirects,
 	})
 	n.fs.TakeElapsed()
+	refused := false // by the torn-tail rules below: a halt, not a retry
 	if err == nil {
 		// On a disk that may corrupt synced data, a damaged last record
 		// cannot be told from a torn write: it may have been acknowledged.
@@ -191,10 +192,13 @@ func (n *node) start() {
 		} else if dmg := rep.Repaired(); dmg != nil && dmg.TornTail && mayCorrupt && !misdirects {
 			err = errors.New("repaired a WAL whose last segment ended in a torn write, on a disk that may corrupt data")
 		}
+		// (Open has already cut the tail off: a retry would find the WAL
+		// clean and run without what the tail may have held.)
+		refused = err != nil
 	}
 	if err != nil {
 		var ce *disk.CorruptionError
-		if errors.As(err, &ce) || n.restarts >= 3 {
+		if errors.As(err, &ce) || refused || n.restarts >= 3 {
 			n.state = nodeHalted
 			n.halt = err.Error()
 			w.counts.Halts++

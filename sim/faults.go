@@ -242,6 +242,20 @@ type FaultCounts struct {
 	TornWrites, FlippedWrites, MisdirectedWrites     int
 	ReadErrors, NoSpace, Halts, Repairs              int
 	Rotted, Isolations                               int
+	// HaltsBy splits Halts by reason.
+	HaltsBy [numHaltReasons]int
+}
+
+// HaltsByReason says how many halts each reason had, those with none
+// left out ("" if there were no halts).
+func (c FaultCounts) HaltsByReason() string {
+	var parts []string
+	for r, n := range c.HaltsBy {
+		if n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", HaltReason(r), n))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func (c FaultCounts) String() string {

@@ -202,13 +202,15 @@ func (n *node) start() {
 			n.state = nodeHalted
 			n.halt = err.Error()
 			w.counts.Halts++
-			w.logf("node %d HALTED: %v", n.id, err)
+			why := haltReason(err, ce != nil, refused, faultsBefore, n.fs.Injected())
+			w.counts.HaltsBy[why]++
+			w.logf("node %d HALTED (%s): %v", n.id, why, err)
 			switch {
 			case !n.storageFault:
 				// docs/sim.md: a node that halts without storage faults
 				// fails the run.
 				w.fail(fmt.Errorf("node %d halted without storage faults: %v", n.id, err))
-			case ce != nil && !repairRefusalExplained(err, faultsBefore, n.fs.Injected()):
+			case why == HaltUnexplained:
 				// Nor may it halt on damage it could have repaired.
 				w.fail(fmt.Errorf("node %d halted on damage it could have repaired: %v", n.id, err))
 			}
@@ -264,15 +266,44 @@ func (n *node) start() {
 	n.schedule()
 }
 
-// repairRefusalExplained reports whether a node refused to repair damage
-// for a reason docs/disk.md gives: its term and vote are unknown, no other
-// voter could give its log back, or the disk failed again while it tried
-// (a read error, a full disk, a repair's own write corrupted: before and
-// after count the faults injected).
-func repairRefusalExplained(err error, before, after disk.MemFaultCounts) bool {
-	return errors.Is(err, replica.ErrVoteUnknown) || errors.Is(err, replica.ErrNoOtherVoter) ||
-		after.ReadErrors > before.ReadErrors || after.NoSpace > before.NoSpace ||
-		after.FlippedWrites > before.FlippedWrites || after.MisdirectedWrites > before.MisdirectedWrites
+// HaltReason is why a node halted, as the simulator counts it.
+type HaltReason int
+
+// The reasons docs/disk.md and docs/sim.md give for a halt; a node with
+// storage faults that halts on damage for none of them
+// (HaltUnexplained) fails the run.
+const (
+	HaltVoteUnknown      HaltReason = iota // replica.ErrVoteUnknown
+	HaltNoOtherVoter                       // replica.ErrNoOtherVoter
+	HaltDiskFailedAgain                    // a read error, a full disk or a corrupted write during the start
+	HaltTornTail                           // the simulator's torn-tail rules
+	HaltRetriesExhausted                   // a failure to start that was not damage, three times
+	HaltUnexplained
+	numHaltReasons
+)
+
+var haltReasonNames = [numHaltReasons]string{"vote unknown", "no other voter", "disk failing again", "torn tail", "retries exhausted", "unexplained"}
+
+func (h HaltReason) String() string { return haltReasonNames[h] }
+
+// haltReason classifies a halt on err: damage (a corruption error), the
+// torn-tail rules (refused), or anything else. before and after count the
+// faults the disk injected around the start.
+func haltReason(err error, damage, refused bool, before, after disk.MemFaultCounts) HaltReason {
+	switch {
+	case refused:
+		return HaltTornTail
+	case !damage:
+		return HaltRetriesExhausted
+	case errors.Is(err, replica.ErrVoteUnknown):
+		return HaltVoteUnknown
+	case errors.Is(err, replica.ErrNoOtherVoter):
+		return HaltNoOtherVoter
+	case after.ReadErrors > before.ReadErrors || after.NoSpace > before.NoSpace ||
+		after.FlippedWrites > before.FlippedWrites || after.MisdirectedWrites > before.MisdirectedWrites:
+		return HaltDiskFailedAgain
+	}
+	return HaltUnexplained
 }
 
 func (n *node) crash() {

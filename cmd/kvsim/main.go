@@ -80,7 +80,8 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	ran := 0
 	var simTime time.Duration
 	var members sim.MemberCounts
-	withChanges, halts, repairs := 0, 0, 0
+	withChanges, repairs := 0, 0
+	var halts sim.FaultCounts // only the halts
 	var wg sync.WaitGroup
 	for range max(workers, 1) {
 		wg.Add(1)
@@ -94,7 +95,10 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 				ran++
 				simTime += res.SimTime
 				members.Add(res.Membership)
-				halts += res.Counts.Halts
+				halts.Halts += res.Counts.Halts
+				for r, n := range res.Counts.HaltsBy {
+					halts.HaltsBy[r] += n
+				}
 				repairs += res.Counts.Repairs
 				if res.Membership.Committed() > 0 {
 					withChanges++
@@ -127,7 +131,11 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	fmt.Printf("%d seeds in %v (%.0f seeds/min, %.0fx real time per core), %d failed\n", ran, wall.Round(time.Millisecond),
 		float64(ran)/wall.Minutes(), float64(simTime)/float64(wall)/float64(max(workers, 1)), len(failed))
 	fmt.Printf("membership changes in %d seeds: %s\n", withChanges, members)
-	fmt.Printf("damaged storage: %d nodes repaired their WAL, %d halted\n", repairs, halts)
+	fmt.Printf("damaged storage: %d nodes repaired their WAL, %d halted", repairs, halts.Halts)
+	if by := halts.HaltsByReason(); by != "" {
+		fmt.Printf(" (%s)", by)
+	}
+	fmt.Println()
 	for _, f := range failed {
 		fmt.Println(f)
 	}

@@ -66,10 +66,17 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
 	}
-	if err := r.startOver(walDir, floorPath, snap, promised, r.floorFor(d.Last, !d.OpenEnded, promised)); err != nil {
+	var known []core.ConfState
+	if d.Replayed {
+		known = append(known, d.Snapshot.Conf)
+	}
+	if err := r.startOver(walDir, floorPath, snap, promised, r.floorFor(d.Last, !d.OpenEnded, promised), known...); err != nil {
 		return fmt.Errorf("%w; %w", openErr, err)
 	}
-	r.repaired = d
+	if r.repaired == nil { // the first damage, not that of a repair's own segment
+		r.repaired = d
+	}
+	r.repairPromised = promised
 	return nil
 }
 
@@ -92,7 +99,7 @@ func (r *Replica) repairSnapshot(walDir, floorPath string, rec *disk.Recovered, 
 	if n := len(rec.Entries); n > 0 {
 		end = core.LogPosition{Term: rec.Entries[n-1].Term, Index: rec.Entries[n-1].Index}
 	}
-	if err := r.startOver(walDir, floorPath, base, promised, r.floorFor(end, true, promised)); err != nil {
+	if err := r.startOver(walDir, floorPath, base, promised, r.floorFor(end, true, promised), rec.Snapshot.Conf); err != nil {
 		return fmt.Errorf("%w; %w", why, err)
 	}
 	r.snapshotRepair = why
@@ -101,15 +108,18 @@ func (r *Replica) repairSnapshot(walDir, floorPath string, rec *disk.Recovered, 
 
 // startOver makes the repair: the floor at least end, durably, and then
 // a WAL that starts over from snap with the promised term and vote. It
-// refuses if no other voter could give the dropped entries back.
-func (r *Replica) startOver(walDir, floorPath string, snap core.SnapshotMeta, promised core.HardState, end core.LogPosition) error {
-	if len(snap.Conf.Voters) > 0 && !slices.ContainsFunc(snap.Conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID }) {
-		// Nobody could give the dropped entries back, and below its floor
-		// the node never campaigns: it would wait forever. (No voters at
-		// all: a node that joined a running cluster and took no snapshot
-		// since; it learns the membership from the leader, as it did when
-		// it joined.)
-		return fmt.Errorf("not repaired: %w", ErrNoOtherVoter)
+// refuses if no other voter could give the dropped entries back, by snap's
+// configuration or any newer one the node knows of (known).
+func (r *Replica) startOver(walDir, floorPath string, snap core.SnapshotMeta, promised core.HardState, end core.LogPosition, known ...core.ConfState) error {
+	for _, conf := range append(known, snap.Conf) {
+		if len(conf.Voters) > 0 && !slices.ContainsFunc(conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID }) {
+			// Nobody could give the dropped entries back, and below its
+			// floor the node never campaigns: it would wait forever. (No
+			// voters at all: a node that joined a running cluster and
+			// took no snapshot since; it learns the membership from the
+			// leader, as it did when it joined.)
+			return fmt.Errorf("not repaired: %w", ErrNoOtherVoter)
+		}
 	}
 	floor, err := disk.ReadVoteFloor(r.cfg.FS, floorPath)
 	if err != nil {
@@ -140,7 +150,9 @@ func gapIfDamaged(skipped []disk.SkippedSnapshot, err error) error {
 	if len(skipped) == 0 || !allDamaged(skipped) {
 		return err
 	}
-	return &snapshotGapError{err}
+	// The damage is part of the error (a *disk.CorruptionError), as it
+	// is for a damaged WAL.
+	return &snapshotGapError{fmt.Errorf("%w: %w", err, skipped[0].Err)}
 }
 
 // allDamaged reports whether every snapshot file skipped was damaged.
@@ -156,6 +168,30 @@ func allDamaged(skipped []disk.SkippedSnapshot) bool {
 
 func (e *snapshotGapError) Error() string { return e.err.Error() }
 func (e *snapshotGapError) Unwrap() error { return e.err }
+
+// lostTail handles a WAL whose newest hard state (walHS) is behind the vote
+// copy (promised): records the WAL synced are gone from its end. Without
+// Config.RepairWAL the node refuses to start. With it, the log it has is a
+// true prefix of what it had, so it keeps it, and raises its floor (held
+// in *floor and durably) to the start of the term after the promised one,
+// as floorFor does when the log's end is unknown.
+func (r *Replica) lostTail(floorPath string, walHS, promised core.HardState, floor *core.LogPosition) error {
+	why := fmt.Sprintf("the WAL's newest hard state (term %d, vote %d) is behind the copy of term and vote (term %d, vote %d), which is written only after the WAL has synced them: the WAL lost synced records at its end",
+		walHS.Term, walHS.Vote, promised.Term, promised.Vote)
+	if !r.cfg.RepairWAL {
+		return fmt.Errorf("replica: %s", why)
+	}
+	next := core.LogPosition{Term: promised.Term + 1}
+	if !floor.AtLeast(next) {
+		if err := disk.WriteVoteFloor(r.cfg.FS, floorPath, next); err != nil {
+			return fmt.Errorf("replica: %s; raising the vote floor: %w", why, err)
+		}
+		*floor = next
+	}
+	r.voteFloor = *floor
+	r.lostTailWhy = errors.New(why)
+	return nil
+}
 
 // floorFor is the vote floor of a repair whose old log ended at end, if
 // endKnown. Where the log ended may be unknown (no intact entry follows
@@ -185,6 +221,11 @@ func (r *Replica) floorFor(end core.LogPosition, endKnown bool, promised core.Ha
 // than the copy was never sent on). With Config.DistrustWALEnd the copy is
 // always needed: a lost write may have taken a newer hard state away.
 func (r *Replica) promisedVote(hs core.HardState, current bool) (core.HardState, error) {
+	if r.repairPromised.Term > 0 {
+		// A repair earlier in this start knew it (and wrote it into the
+		// repair segment that is now damaged).
+		return laterVote(r.repairPromised, hs), nil
+	}
 	if current && !r.cfg.DistrustWALEnd {
 		return hs, nil
 	}
@@ -233,7 +274,7 @@ func (r *Replica) keepVoteCopy(hs core.HardState) error {
 // (bootstrapBase).
 func (r *Replica) repairBase(limit uint64) (core.SnapshotMeta, error) {
 	s, skipped, err := r.snaps.LoadAtMost(limit)
-	r.skippedSnaps = append(r.skippedSnaps, skipped...)
+	r.noteSkipped(skipped)
 	if err == nil {
 		meta := s.Meta
 		if cerr := s.Close(); cerr != nil {
@@ -278,7 +319,7 @@ func (r *Replica) restoreForRepair(snap core.SnapshotMeta) error {
 		return nil
 	}
 	s, skipped, err := r.snaps.LoadAtMost(snap.Index)
-	r.skippedSnaps = append(r.skippedSnaps, skipped...)
+	r.noteSkipped(skipped)
 	if err != nil {
 		return fmt.Errorf("replica: repair: %w", err)
 	}
@@ -297,6 +338,11 @@ func (r *Replica) restoreForRepair(snap core.SnapshotMeta) error {
 // not repair it).
 func (r *Replica) Repaired() *disk.WALDamage { return r.repaired }
 
+// LostTail reports why Open found that the WAL had lost synced records at
+// its end (its hard state behind the vote copy), or nil. The node kept its
+// log and the copy's term and vote, with its vote floor raised.
+func (r *Replica) LostTail() error { return r.lostTailWhy }
+
 // SnapshotRepaired reports why Open started a whole WAL's log over (the
 // state machine could not be rebuilt from the snapshot files), or nil.
 func (r *Replica) SnapshotRepaired() error { return r.snapshotRepair }
@@ -304,3 +350,13 @@ func (r *Replica) SnapshotRepaired() error { return r.snapshotRepair }
 // VoteFloor is the end of the log the node had before a repair (zero if it
 // was never repaired): it votes as if its log reached at least that far.
 func (r *Replica) VoteFloor() core.LogPosition { return r.voteFloor }
+
+// noteSkipped adds to the snapshots recovery skipped those not noted yet
+// (a repair looks again at what recovery looked at).
+func (r *Replica) noteSkipped(skipped []disk.SkippedSnapshot) {
+	for _, s := range skipped {
+		if !slices.ContainsFunc(r.skippedSnaps, func(n disk.SkippedSnapshot) bool { return n.File == s.File }) {
+			r.skippedSnaps = append(r.skippedSnaps, s)
+		}
+	}
+}

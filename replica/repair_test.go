@@ -413,3 +413,33 @@ func TestRepairOfADamagedRepair(t *testing.T) {
 	require.Contains(t, aside, "wal.damaged-0000000000000002", "the first repair moved the old segment aside")
 	require.Contains(t, aside, "wal.damaged-0000000000000003", "the second moved the damaged repair segment aside")
 }
+
+// TestWALBehindItsVoteCopy: the copy of term and vote is written only after
+// the WAL has synced them, so a WAL whose newest hard state is behind the
+// copy lost synced records at its end (a lost write). The node keeps the
+// copy's term and vote, so it never votes twice in a term; with repair on
+// it keeps the log it has and raises its floor to the start of the next
+// term, and with repair off it refuses to start.
+func TestWALBehindItsVoteCopy(t *testing.T) {
+	fs, last := writeFollowerWAL(t, 40, false)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.ErrorContains(t, rep.LostTail(), "lost synced records")
+	st := rep.Node().Status()
+	require.Equal(t, uint64(3), st.HardState.Term)
+	require.Equal(t, core.NodeID(3), st.HardState.Vote)
+	require.Equal(t, last.Index, st.LastIndex, "the log it has is kept")
+	require.Equal(t, core.LogPosition{Term: 4}, rep.VoteFloor())
+	require.NoError(t, rep.Close())
+	rep, err = openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.Nil(t, rep.LostTail(), "the WAL holds the copy's term and vote now")
+	require.Equal(t, core.LogPosition{Term: 4}, rep.VoteFloor(), "the floor is durable")
+
+	fs, _ = writeFollowerWAL(t, 40, false)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	_, err = Open(Config{Core: core.Config{ID: 1, Seed: 1}, FS: fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}})
+	require.ErrorContains(t, err, "lost synced records")
+}

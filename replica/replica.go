@@ -230,6 +230,11 @@ type Replica struct {
 	// snapshotRepair says why the log was started over although the WAL
 	// was whole (repairSnapshot), or is nil.
 	snapshotRepair error
+	// lostTailWhy says why Open found the WAL behind the vote copy
+	// (lostTail), or is nil.
+	lostTailWhy error
+	// repairPromised is the term and vote a repair in this Open found.
+	repairPromised core.HardState
 	voteFloor      core.LogPosition
 	// voteCopy is the term and vote the copy file holds (keepVoteCopy).
 	voteCopy core.HardState
@@ -318,6 +323,23 @@ func Open(cfg Config) (*Replica, error) {
 	r.voteFloor = cfg.Core.VoteFloor
 	if cp, found, err := disk.ReadVoteCopy(cfg.FS, r.voteCopyPath()); err == nil && found {
 		r.voteCopy = cp
+		if later := laterVote(st.HardState, cp); later != (core.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote}) {
+			// The copy is written after the WAL sync that made its term and
+			// vote durable: a WAL behind it lost synced records at its end
+			// without a trace (a lost or misdirected write). Keep the
+			// promise, and hold the node out of elections as for damage
+			// at the end of the log.
+			if err := r.lostTail(floorPath, st.HardState, later, &cfg.Core.VoteFloor); err != nil {
+				return nil, err
+			}
+			st.HardState.Term, st.HardState.Vote = later.Term, later.Vote
+			if err := r.wal.Append(st.HardState, nil); err != nil {
+				return nil, fmt.Errorf("replica: %w", err)
+			}
+			if err := r.wal.Sync(); err != nil {
+				return nil, fmt.Errorf("replica: %w", err)
+			}
+		}
 	}
 	// The WAL is whole (or repaired): the copy must say what it says. (A
 	// damaged copy is rewritten; the WAL is the record.)
@@ -383,7 +405,7 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 		// may exist if the node crashed before syncing its marker) and
 		// replay the log after it.
 		s, skipped, err := r.snaps.LoadAtMost(snap.Index)
-		r.skippedSnaps = append(r.skippedSnaps, skipped...)
+		r.noteSkipped(skipped)
 		if err != nil {
 			return core.PersistentState{}, gapIfDamaged(skipped, fmt.Errorf("replica: state machine at %d needs the snapshot at %d: %w", applied, snap.Index, err))
 		}

@@ -191,8 +191,13 @@ func New(cfg Config) (*Server, error) {
 			"damage", d.String(), "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
 		walRepairs.Inc()
 	}
+	if why := rep.LostTail(); why != nil {
+		s.log.Warn("the WAL lost records it had synced: this member keeps the term and vote it promised and, until a leader of a later term has replicated to it, does not vote or campaign",
+			"why", why, "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
+		walRepairs.Inc()
+	}
 	if why := rep.SnapshotRepaired(); why != nil {
-		s.log.Warn("the state machine could not be rebuilt from the snapshot files and the WAL: the log starts over from an older snapshot and is fetched from the leader, "+
+		s.log.Warn("the state machine could not be rebuilt from the snapshot files and the WAL: the log starts over from an older snapshot (or the bootstrap state) and is fetched from the leader, "+
 			"and until it is back this member votes as if it still had it and does not campaign",
 			"why", why, "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
 		walRepairs.Inc()

@@ -235,6 +235,9 @@ func (n *node) start() {
 		w.counts.Repairs++
 		w.logf("node %d REPAIRED its WAL: %v", n.id, dmg)
 	}
+	if why := rep.LostTail(); why != nil {
+		w.logf("node %d found its WAL behind its vote copy: %v", n.id, why)
+	}
 	if why := rep.SnapshotRepaired(); why != nil {
 		w.counts.Repairs++
 		w.logf("node %d REPAIRED its log from an older snapshot: %v", n.id, why)

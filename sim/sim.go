@@ -203,8 +203,8 @@ func Run(opts Options) Result {
 	res.Pipeline = w.pipeStats
 	res.SimTime = time.Duration(w.clock.now) * time.Microsecond
 	res.TraceHash = uint64(w.trace)
-	res.Err = w.err
 	w.resolveUnknown()
+	res.Err = w.err // after resolveUnknown, whose errors count too
 	res.History = w.rec.History()
 	res.Check = lin.Check(res.History, time.Minute)
 	res.Linearizable = res.Check.Summary()

@@ -321,6 +321,16 @@ func TestRepairOfADamagedSnapshot(t *testing.T) {
 		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}})
 	require.ErrorContains(t, err, "no longer holds the entries after it")
 
+	// A cluster that shrank to this one voter has no one to repair from,
+	// though the bootstrap configuration (Peers) names others.
+	conf = core.ConfState{Voters: []core.NodeID{1}}
+	fs = build()
+	require.NoError(t, fs.FlipBit(snap30, 100, 2))
+	require.NoError(t, fs.FlipBit("/n/snap/"+fmt.Sprintf("%016x-%016x.snap", 10, 2), 100, 2))
+	_, err = Open(Config{Core: core.Config{ID: 1, Peers: []core.NodeID{1, 2, 3}, Seed: 1}, FS: fs, Dir: "/n",
+		Store: kvstore.NewMemory(kvstore.Options{}), Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}, RepairWAL: true})
+	require.ErrorIs(t, err, ErrNoOtherVoter)
+
 	// Only damage is repaired: a snapshot skipped for a read error is
 	// tried again at the next start.
 	gap := errors.New("gap")

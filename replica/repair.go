@@ -121,7 +121,7 @@ func (r *Replica) startOver(walDir, floorPath string, snap core.SnapshotMeta, pr
 			return fmt.Errorf("not repaired: %w", ErrNoOtherVoter)
 		}
 	}
-	floor, err := disk.ReadVoteFloor(r.cfg.FS, floorPath)
+	floor, err := r.readFloor(floorPath, func() uint64 { return promised.Term })
 	if err != nil {
 		return fmt.Errorf("not repaired: %w", err)
 	}
@@ -168,6 +168,30 @@ func allDamaged(skipped []disk.SkippedSnapshot) bool {
 
 func (e *snapshotGapError) Error() string { return e.err.Error() }
 func (e *snapshotGapError) Unwrap() error { return e.err }
+
+// readFloor reads the vote floor. A damaged floor file, with repair on, is
+// replaced by the start of the term after term(), the newest the node
+// knows it was in: every floor it ever wrote was at most that (an old log's end,
+// whose terms are at most the term then, or the start of the term after
+// a promised one), so the floor only rises. The new floor is written
+// durably before it is used.
+func (r *Replica) readFloor(floorPath string, term func() uint64) (core.LogPosition, error) {
+	floor, err := disk.ReadVoteFloor(r.cfg.FS, floorPath)
+	var ce *disk.CorruptionError
+	if err == nil || !r.cfg.RepairWAL || !errors.As(err, &ce) {
+		return floor, err
+	}
+	floor = core.LogPosition{Term: term() + 1}
+	if werr := disk.WriteVoteFloor(r.cfg.FS, floorPath, floor); werr != nil {
+		return core.LogPosition{}, fmt.Errorf("%w; replacing it: %w", err, werr)
+	}
+	r.floorRepaired = err
+	return floor, nil
+}
+
+// FloorRepaired reports the damage Open found in the vote floor file and
+// replaced (readFloor), or nil.
+func (r *Replica) FloorRepaired() error { return r.floorRepaired }
 
 // lostTail handles a WAL whose newest hard state (walHS) is behind the vote
 // copy (promised): records the WAL synced are gone from its end. Without

@@ -453,3 +453,28 @@ func TestWALBehindItsVoteCopy(t *testing.T) {
 		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}})
 	require.ErrorContains(t, err, "lost synced records")
 }
+
+// TestDamagedVoteFloorReplaced: a damaged vote floor file, with repair on,
+// is replaced by the start of the term after the newest the node knows,
+// which is at least any floor it wrote; with repair off it is refused.
+func TestDamagedVoteFloorReplaced(t *testing.T) {
+	fs, _ := writeFollowerWAL(t, 40, true) // ends in term 3
+	require.NoError(t, disk.WriteVoteFloor(fs, "/n/votefloor", core.LogPosition{Term: 2, Index: 60}))
+	require.NoError(t, fs.FlipBit("/n/votefloor", 9, 2))
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.Error(t, rep.FloorRepaired())
+	require.Equal(t, core.LogPosition{Term: 4}, rep.VoteFloor())
+	require.NoError(t, rep.Close())
+	got, err := disk.ReadVoteFloor(fs, "/n/votefloor")
+	require.NoError(t, err)
+	require.Equal(t, core.LogPosition{Term: 4}, got, "written back")
+
+	fs, _ = writeFollowerWAL(t, 40, true)
+	require.NoError(t, disk.WriteVoteFloor(fs, "/n/votefloor", core.LogPosition{Term: 2, Index: 60}))
+	require.NoError(t, fs.FlipBit("/n/votefloor", 9, 2))
+	_, err = Open(Config{Core: core.Config{ID: 1, Seed: 1}, FS: fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}})
+	var ce *disk.CorruptionError
+	require.ErrorAs(t, err, &ce)
+}

@@ -233,6 +233,8 @@ type Replica struct {
 	// lostTailWhy says why Open found the WAL behind the vote copy
 	// (lostTail), or is nil.
 	lostTailWhy error
+	// floorRepaired is the damage found in the vote floor file (readFloor).
+	floorRepaired error
 	// repairPromised is the term and vote a repair in this Open found.
 	repairPromised core.HardState
 	voteFloor      core.LogPosition
@@ -313,7 +315,13 @@ func Open(cfg Config) (*Replica, error) {
 		}
 		r.wal = w
 	}
-	floor, err := disk.ReadVoteFloor(cfg.FS, floorPath)
+	floor, err := r.readFloor(floorPath, func() uint64 {
+		term := st.HardState.Term
+		if cp, found, err := disk.ReadVoteCopy(cfg.FS, r.voteCopyPath()); err == nil && found {
+			term = max(term, cp.Term)
+		}
+		return term
+	})
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}

@@ -191,6 +191,10 @@ func New(cfg Config) (*Server, error) {
 			"damage", d.String(), "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
 		walRepairs.Inc()
 	}
+	if why := rep.FloorRepaired(); why != nil {
+		s.log.Warn("the vote floor file was damaged: replaced by the start of the next term, so this member votes again only once a leader of a later term has replicated to it",
+			"damage", why, "vote_floor_term", rep.VoteFloor().Term)
+	}
 	if why := rep.LostTail(); why != nil {
 		s.log.Warn("the WAL lost records it had synced: this member keeps the term and vote it promised and, until a leader of a later term has replicated to it, does not vote or campaign",
 			"why", why, "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)

@@ -193,15 +193,17 @@ func (r *Replica) readFloor(floorPath string, term func() uint64) (core.LogPosit
 // replaced (readFloor), or nil.
 func (r *Replica) FloorRepaired() error { return r.floorRepaired }
 
-// lostTail handles a WAL whose newest hard state (walHS) is behind the vote
-// copy (promised): records the WAL synced are gone from its end. Without
-// Config.RepairWAL the node refuses to start. With it, the log it has is a
-// true prefix of what it had, so it keeps it, and raises its floor (held
-// in *floor and durably) to the start of the term after the promised one,
-// as floorFor does when the log's end is unknown.
-func (r *Replica) lostTail(floorPath string, walHS, promised core.HardState, floor *core.LogPosition) error {
+// lostTail handles a WAL whose newest hard state (*hs) is behind the vote
+// copy (promised): records the WAL synced are gone from its end without a
+// trace (a lost or misdirected write). Without Config.RepairWAL the node
+// refuses to start. With it, the log it has is a true prefix of what it
+// had, so it keeps it, raises its floor (held in *floor and durably) to
+// the start of the term after the promised one, as floorFor does when the
+// log's end is unknown, and keeps the promise: *hs takes the copy's term
+// and vote, and the WAL is given them.
+func (r *Replica) lostTail(floorPath string, hs *core.HardState, promised core.HardState, floor *core.LogPosition) error {
 	why := fmt.Sprintf("the WAL's newest hard state (term %d, vote %d) is behind the copy of term and vote (term %d, vote %d), which is written only after the WAL has synced them: the WAL lost synced records at its end",
-		walHS.Term, walHS.Vote, promised.Term, promised.Vote)
+		hs.Term, hs.Vote, promised.Term, promised.Vote)
 	if !r.cfg.RepairWAL {
 		return fmt.Errorf("replica: %s", why)
 	}
@@ -213,6 +215,13 @@ func (r *Replica) lostTail(floorPath string, walHS, promised core.HardState, flo
 		*floor = next
 	}
 	r.voteFloor = *floor
+	hs.Term, hs.Vote = promised.Term, promised.Vote
+	if err := r.wal.Append(*hs, nil); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	if err := r.wal.Sync(); err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
 	r.lostTailWhy = errors.New(why)
 	return nil
 }

@@ -333,19 +333,9 @@ func Open(cfg Config) (*Replica, error) {
 		r.voteCopy = cp
 		if later := laterVote(st.HardState, cp); later != (core.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote}) {
 			// The copy is written after the WAL sync that made its term and
-			// vote durable: a WAL behind it lost synced records at its end
-			// without a trace (a lost or misdirected write). Keep the
-			// promise, and hold the node out of elections as for damage
-			// at the end of the log.
-			if err := r.lostTail(floorPath, st.HardState, later, &cfg.Core.VoteFloor); err != nil {
+			// vote durable: a WAL behind it lost synced records at its end.
+			if err := r.lostTail(floorPath, &st.HardState, later, &cfg.Core.VoteFloor); err != nil {
 				return nil, err
-			}
-			st.HardState.Term, st.HardState.Vote = later.Term, later.Vote
-			if err := r.wal.Append(st.HardState, nil); err != nil {
-				return nil, fmt.Errorf("replica: %w", err)
-			}
-			if err := r.wal.Sync(); err != nil {
-				return nil, fmt.Errorf("replica: %w", err)
 			}
 		}
 	}

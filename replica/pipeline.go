@@ -346,6 +346,7 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 				r.appliedConfAfter(e)
 			}
 		}
+		r.noteApplied()
 	}
 	force := false
 	for _, b := range bs {

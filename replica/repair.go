@@ -384,6 +384,24 @@ func (r *Replica) SnapshotRepaired() error { return r.snapshotRepair }
 // was never repaired): it votes as if its log reached at least that far.
 func (r *Replica) VoteFloor() core.LogPosition { return r.voteFloor }
 
+// BehindRepair reports whether the state machine may still be older than
+// one this node served before a repair: it went back to an older snapshot
+// (or the empty bootstrap state) and has not yet applied an entry at or
+// past its vote floor. A floor is at least the end of the log the node had,
+// or the start of a term after every entry it held, so an applied entry
+// there comes after every entry it applied before. Until then it must not
+// answer reads from its own state (serializable reads): they would go back
+// in time. Safe to call from any goroutine.
+func (r *Replica) BehindRepair() bool { return r.behindFloor.Load() }
+
+// noteApplied clears behindFloor once the applied position reaches the
+// vote floor (state machine side).
+func (r *Replica) noteApplied() {
+	if r.behindFloor.Load() && (core.LogPosition{Term: r.appliedTerm, Index: r.store.AppliedIndex()}).AtLeast(r.voteFloor) {
+		r.behindFloor.Store(false)
+	}
+}
+
 // noteSkipped adds to the snapshots recovery skipped those not noted yet
 // (a repair looks again at what recovery looked at).
 func (r *Replica) noteSkipped(skipped []disk.SkippedSnapshot) {

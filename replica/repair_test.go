@@ -85,6 +85,7 @@ func TestRepairStartsOverBelowItsFloor(t *testing.T) {
 	st := rep.Node().Status()
 	require.Equal(t, core.HardState{Term: 2, Vote: 2, Commit: 0}, st.HardState)
 	require.Equal(t, uint64(0), st.LastIndex)
+	require.True(t, rep.BehindRepair(), "its state machine went back to the bootstrap state")
 	require.NoError(t, rep.Close())
 
 	// A restart finds the repaired WAL whole and keeps the floor.
@@ -92,6 +93,34 @@ func TestRepairStartsOverBelowItsFloor(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, rep.Repaired())
 	require.Equal(t, last, rep.VoteFloor())
+	require.True(t, rep.BehindRepair(), "a restart does not make it current")
+
+	// The leader gives the log back, but commits only part of it: the
+	// state machine is still older than what the node applied before.
+	var ents []core.Entry
+	for i := uint64(1); i <= last.Index; i++ {
+		ents = append(ents, core.Entry{Index: i, Term: 2, Data: put(t, "k", "v")})
+	}
+	app := core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Entries: ents, Commit: last.Index - 5}
+	require.NoError(t, rep.Step(app))
+	require.NoError(t, rep.Process())
+	require.Equal(t, last.Index-5, rep.Store().AppliedIndex())
+	require.True(t, rep.BehindRepair(), "applied below its floor")
+
+	// Once it applies its floor's entry, it is past everything it served.
+	require.NoError(t, rep.Step(core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Index: last.Index, LogTerm: 2, Commit: last.Index}))
+	require.NoError(t, rep.Process())
+	require.Equal(t, last.Index, rep.Store().AppliedIndex())
+	require.False(t, rep.BehindRepair())
+	require.NoError(t, rep.Close())
+
+	// Across a restart, once the (in-memory) state machine has applied
+	// the log again.
+	rep, err = openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.NoError(t, rep.Process())
+	require.Equal(t, last.Index, rep.Store().AppliedIndex())
+	require.False(t, rep.BehindRepair())
 }
 
 // TestRepairOfAJoinedMember: a member that joined a running cluster (its

@@ -61,6 +61,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
@@ -214,6 +215,11 @@ type Replica struct {
 	// applied (state machine side).
 	lastSnapshot uint64
 	appliedTerm  uint64
+	// behindFloor: the state machine has not yet applied an entry at or
+	// past the vote floor, so it may hold an older state than this node
+	// once served (a repair went back to an older snapshot). Set by Open,
+	// cleared by the state machine side; read by the runtime's goroutines.
+	behindFloor atomic.Bool
 	// inflight is the snapshot captured and not yet done with
 	// (one at a time). State machine side: SnapshotDone clears it.
 	inflight *PendingSnapshot
@@ -353,6 +359,8 @@ func Open(cfg Config) (*Replica, error) {
 	if t, err := node.Term(r.store.AppliedIndex()); err == nil {
 		r.appliedTerm = t
 	}
+	r.behindFloor.Store(r.voteFloor != core.LogPosition{})
+	r.noteApplied()
 	if conf, err := node.ConfAt(r.store.AppliedIndex()); err == nil {
 		r.appliedConf = conf
 	}
@@ -541,6 +549,7 @@ func (r *Replica) restore(meta core.SnapshotMeta) error {
 		return fmt.Errorf("replica: install snapshot at %d: %w", meta.Index, err)
 	}
 	r.lastSnapshot, r.appliedTerm, r.appliedConf = meta.Index, meta.Term, meta.Conf
+	r.noteApplied()
 	if err := r.snaps.Prune(meta.Index); err != nil {
 		return fmt.Errorf("replica: install snapshot at %d: %w", meta.Index, err)
 	}

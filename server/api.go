@@ -180,10 +180,8 @@ func (k *kvService) Get(ctx context.Context, req *apipb.GetRequest) (*apipb.GetR
 	if err := k.checkKey(req.Key); err != nil {
 		return nil, err
 	}
-	if !req.Serializable {
-		if err := k.s.readBarrier(ctx); err != nil {
-			return nil, err
-		}
+	if err := k.s.readFor(ctx, req.Serializable); err != nil {
+		return nil, err
 	}
 	if _, err := k.s.require(ctx, needRead(req.Key, nil)); err != nil {
 		return nil, err
@@ -203,10 +201,8 @@ func (k *kvService) Range(ctx context.Context, req *apipb.RangeRequest) (*apipb.
 	if limit <= 0 || limit > maxRangeLimit {
 		limit = maxRangeLimit
 	}
-	if !req.Serializable {
-		if err := k.s.readBarrier(ctx); err != nil {
-			return nil, err
-		}
+	if err := k.s.readFor(ctx, req.Serializable); err != nil {
+		return nil, err
 	}
 	if _, err := k.s.require(ctx, needRead(req.Prefix, auth.PrefixEnd(req.Prefix))); err != nil {
 		return nil, err
@@ -363,6 +359,31 @@ func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvst
 
 // errRefused tells write that the loop refused to propose (perr says why).
 var errRefused = errors.New("refused")
+
+// errBehindRepair refuses a serializable read on a member whose state
+// machine a disk repair took back to an older state (replica.BehindRepair):
+// answering from it would let a client see time go backwards. Unavailable,
+// so that clients try another member.
+var errBehindRepair = status.Error(codes.Unavailable,
+	"this member is catching up after repairing its disk and may hold older data than it served before; retry on another member, or read with linearizable consistency")
+
+// readFor is the check before a read: a linearizable one waits for the
+// read barrier, a serializable one only for localRead.
+func (s *Server) readFor(ctx context.Context, serializable bool) error {
+	if serializable {
+		return s.localRead()
+	}
+	return s.readBarrier(ctx)
+}
+
+// localRead is the check before a serializable read, one this member
+// answers from its own state without asking the leader.
+func (s *Server) localRead() error {
+	if s.rep.BehindRepair() {
+		return errBehindRepair
+	}
+	return nil
+}
 
 // readBarrier waits until this node's state machine reflects every write
 // acknowledged before the call (ReadIndex, answered by the leader).

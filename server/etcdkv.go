@@ -34,10 +34,8 @@ func (k *etcdKV) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 	if err := checkSort(req); err != nil {
 		return nil, err
 	}
-	if !req.Serializable {
-		if err := k.s.readBarrier(ctx); err != nil {
-			return nil, etcdError(err)
-		}
+	if err := k.s.readFor(ctx, req.Serializable); err != nil {
+		return nil, etcdError(err)
 	}
 	if _, err := k.s.require(ctx, needRead(req.Key, req.RangeEnd)); err != nil {
 		return nil, etcdError(err)

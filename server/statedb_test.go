@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 )
@@ -119,5 +121,57 @@ func TestDamagedSnapshotsRepairedFromPeers(t *testing.T) {
 	require.Equal(t, 1.0, scrapeMetrics(t, c.servers[f]).value("keyval_wal_repairs_total"))
 	_, err = os.Stat(filepath.Join(dir, "votefloor"))
 	require.NoError(t, err, "the repair left its vote floor")
+	requireRepairedServes(t, c, f)
+}
+
+// TestRepairedMemberRefusesStaleSerializableReads: a member whose repair
+// took its state machine back to an older state (here the empty bootstrap
+// state) refuses serializable reads until it has applied past its vote
+// floor, rather than answer with data older than it served before: with
+// the other members down it cannot catch up, and says so. Once they are
+// back it serves every key again.
+func TestRepairedMemberRefusesStaleSerializableReads(t *testing.T) {
+	c := newTestCluster(t, 3, 50)
+	lead := c.leader()
+	for i := 0; i < 200; i++ {
+		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
+		require.NoError(t, err)
+	}
+	f := lead%3 + 1
+	// Every member has applied the last write before any stops.
+	for id := range c.servers {
+		eventually(t, func() error {
+			g, err := c.conns[id].Get(ctx(t), &apipb.GetRequest{Key: []byte("k199"), Serializable: true})
+			if err != nil || !g.Found {
+				return fmt.Errorf("k199 on %d: %v %v", id, g, err)
+			}
+			return nil
+		})
+	}
+	for id := range c.members {
+		c.stop(id)
+	}
+	dir := filepath.Join(c.dir, fmt.Sprint(f))
+	zeroPages(t, filepath.Join(dir, "state.db"), 0, 1)
+	snaps, err := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
+	require.NoError(t, err)
+	require.NotEmpty(t, snaps)
+	for _, p := range snaps {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		b[len(b)/2] ^= 0x10
+		require.NoError(t, os.WriteFile(p, b, 0o600))
+	}
+
+	c.start(f)
+	_, err = c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte("k0"), Serializable: true})
+	require.Equal(t, codes.Unavailable, status.Code(err), "a serializable read of the repaired member's older state: %v", err)
+	require.ErrorContains(t, err, "catching up after repairing its disk")
+
+	for id := range c.members {
+		if id != f {
+			c.start(id)
+		}
+	}
 	requireRepairedServes(t, c, f)
 }

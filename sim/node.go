@@ -59,6 +59,9 @@ type node struct {
 	requests     map[uint64]*request
 	storageFault bool
 	restarts     int
+	// failedStarts counts the starts in a row that failed without damage
+	// (a read error, a full disk): the third halts the node.
+	failedStarts int
 	lastApplied  uint64
 	// durable is what the node's WAL had synced after its last
 	// successful WAL stage: restarting with less, without a corruption
@@ -198,7 +201,7 @@ func (n *node) start() {
 	}
 	if err != nil {
 		var ce *disk.CorruptionError
-		if errors.As(err, &ce) || refused || n.restarts >= 3 {
+		if errors.As(err, &ce) || refused || n.failedStarts >= 2 {
 			n.state = nodeHalted
 			n.halt = err.Error()
 			w.counts.Halts++
@@ -218,6 +221,7 @@ func (n *node) start() {
 		}
 		// A transient failure (a read error): try again later.
 		n.restarts++
+		n.failedStarts++
 		w.logf("node %d failed to start (%v); retrying", n.id, err)
 		n.state = nodeDown
 		epoch := n.epoch
@@ -230,6 +234,7 @@ func (n *node) start() {
 	}
 	n.rep, n.mem = rep, store
 	n.state = nodeUp
+	n.failedStarts = 0
 	n.lastApplied = store.AppliedIndex()
 	if dmg := rep.Repaired(); dmg != nil {
 		w.counts.Repairs++
@@ -280,7 +285,7 @@ const (
 	HaltNoOtherVoter                       // replica.ErrNoOtherVoter
 	HaltDiskFailedAgain                    // a read error, a full disk or a corrupted write during the start
 	HaltTornTail                           // the simulator's torn-tail rules
-	HaltRetriesExhausted                   // a failure to start that was not damage, three times
+	HaltRetriesExhausted                   // a failure to start that was not damage, three times in a row
 	HaltUnexplained
 	numHaltReasons
 )

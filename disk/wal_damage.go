@@ -66,6 +66,15 @@ type WALDamage struct {
 	// leaves (see Open), taken as such. On a disk that may misdirect writes
 	// a damaged last record can look the same.
 	TornTail bool
+
+	// Identified: the entries the damage may have held are known by index
+	// and term (identify). Entries through IntactThrough are as the records
+	// before the damage left them; HoleFrom..HoleTo (none if HoleFrom >
+	// HoleTo) are entries of term HoleTerm whose data is lost here, and
+	// that any member holding an entry of that index and term holds
+	// exactly; the intact records after the damage rebuild the rest.
+	Identified                                bool
+	IntactThrough, HoleFrom, HoleTo, HoleTerm uint64
 }
 
 func (d *WALDamage) String() string {
@@ -76,6 +85,11 @@ func (d *WALDamage) String() string {
 		s += fmt.Sprintf("; entries %d to %d may be lost or stale, those after are intact (up to %d)", d.SuspectFrom, d.SuspectTo, d.MaxIndex)
 	} else {
 		s += fmt.Sprintf(" and every entry after it is intact (up to %d)", d.MaxIndex)
+	}
+	if d.Identified && d.HoleFrom <= d.HoleTo {
+		s += fmt.Sprintf("; identified: entries through %d are intact, entries %d to %d are of term %d and lost here", d.IntactThrough, d.HoleFrom, d.HoleTo, d.HoleTerm)
+	} else if d.Identified {
+		s += fmt.Sprintf("; identified: entries through %d are intact and no entry of the log is lost", d.IntactThrough)
 	}
 	if d.HardStateCurrent {
 		s += fmt.Sprintf("; the hard state (term %d, vote %d, commit %d) is intact", d.HardState.Term, d.HardState.Vote, d.HardState.Commit)
@@ -104,6 +118,7 @@ func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage 
 		facts recordFacts
 		first uint64           // index of the first entry after the latest damaged stretch
 		last  core.LogPosition // the log's end as the records since then left it
+		after suffix           // the log from its lowest index those records wrote
 	)
 	for k, seq := range seqs {
 		name := w.path(seq)
@@ -125,7 +140,7 @@ func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage 
 					break
 				}
 				d.Stretches++
-				d.HardStateCurrent, first, last = false, 0, core.LogPosition{}
+				d.HardStateCurrent, first, last, after = false, 0, core.LogPosition{}, suffix{}
 				pos = nextFrame(b, seed, pos+1)
 				continue
 			}
@@ -143,6 +158,7 @@ func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage 
 				if facts.isEntry || facts.installs {
 					last = core.LogPosition{Term: facts.term, Index: facts.lastIndex}
 				}
+				after.add(facts)
 			}
 			pos += f.size
 		}
@@ -156,7 +172,62 @@ func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage 
 	// empty, never negative.
 	d.SuspectTo = max(first-1, d.SuspectFrom-1)
 	d.Last = last
+	if replayed {
+		d.identify(st, after)
+	}
 	return d
+}
+
+// suffix follows what the intact records after the damage write: the
+// lowest index they write an entry at and the terms from there on, which
+// (barring more damage) is the log from that index on.
+type suffix struct {
+	from      uint64
+	terms     []uint64
+	installed bool // a snapshot marker among them replaced the log
+}
+
+func (s *suffix) add(f recordFacts) {
+	switch {
+	case f.installs:
+		s.installed = true
+	case !f.isEntry:
+	case s.from == 0 || f.lastIndex < s.from:
+		s.from, s.terms = f.lastIndex, append(s.terms[:0], f.term)
+	case f.lastIndex <= s.from+uint64(len(s.terms)):
+		s.terms = append(s.terms[:f.lastIndex-s.from], f.term)
+	}
+}
+
+// identify works out, where it can, which entries the damage may have held
+// by index and term, from Raft's Log Matching property: an entry's index
+// and term determine it and every entry before it, in every member's log.
+// The log the records after the damage rebuild holds (b, t), b the lowest
+// index they write. If the log before the damage held an entry of term t
+// at some index j < b, then the final log below j is the log before the
+// damage (both hold (j, t)), and every entry from j+1 to b-1 is of term t
+// (terms never fall along a log): those are the entries lost here, known
+// by index and term. Without such an entry (the damage spans a change of
+// term), the terms in between are unknown and nothing is claimed.
+func (d *WALDamage) identify(st *logState, after suffix) {
+	if after.from == 0 || after.installed || after.from <= st.first {
+		return
+	}
+	t := after.terms[0]
+	// Terms never fall along the log before the damage either: scan down
+	// from below b until one is no later than t. (Snapshot terms are not
+	// used: only entries are compared.)
+	for j := min(st.last(), after.from-1); j >= st.first && j > st.snap.Index; j-- {
+		jt := st.ents[j-st.first].Term
+		if jt < t {
+			return
+		}
+		if jt == t {
+			d.Identified, d.IntactThrough = true, j
+			d.HoleFrom, d.HoleTo, d.HoleTerm = j+1, after.from-1, t
+			return
+		}
+	}
 }
 
 // readSegment reads a whole segment file.

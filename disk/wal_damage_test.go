@@ -74,7 +74,7 @@ func locateRecord(t *testing.T, b builtWAL, images map[string][]byte, seg string
 // entry, and the hard state only when it is claimed current.
 func TestWALDamageDescribed(t *testing.T) {
 	rng := rand.New(rand.NewPCG(19, 19))
-	cases, bounded, currentHS := 0, 0, 0
+	cases, bounded, currentHS, identified, holes := 0, 0, 0, 0, 0
 	for seed := range uint64(12) {
 		b := buildWAL(t, 1900+seed, 80, MemFaults{})
 		images := map[string][]byte{}
@@ -138,6 +138,28 @@ func TestWALDamageDescribed(t *testing.T) {
 					t.Fatalf("seed %d: %v\nclaims the log ends at %+v; the final log is %v", seed, ce, d.Last, final)
 				}
 			}
+			if d.Identified {
+				identified++
+				if d.HoleFrom <= d.HoleTo {
+					holes++
+				}
+				// Below the holes the final log is the log before the
+				// damage; in them, every entry is of the term claimed.
+				for i := final.snap.Index + 1; i <= min(d.HoleTo, final.lastIndex()); i++ {
+					got, _ := final.entryAt(i)
+					if i <= d.IntactThrough {
+						had, ok := before.entryAt(i)
+						if !ok || had.Term != got.Term || !bytes.Equal(had.Data, got.Data) {
+							t.Fatalf("seed %d: %v\nentry %d of the final log is not as the records before the damage left it", seed, ce, i)
+						}
+					} else if got.Term != d.HoleTerm {
+						t.Fatalf("seed %d: %v\nentry %d of the final log has term %d", seed, ce, i, got.Term)
+					}
+				}
+				if d.HoleTo > final.lastIndex() {
+					t.Fatalf("seed %d: %v\nthe final log ends at %d", seed, ce, final.lastIndex())
+				}
+			}
 			if d.HardStateCurrent {
 				currentHS++
 				if d.HardState != final.hs {
@@ -151,10 +173,11 @@ func TestWALDamageDescribed(t *testing.T) {
 		}
 	}
 	// The checks above must have had something to check.
-	if bounded < cases/4 || currentHS < cases/4 {
-		t.Fatalf("%d flips: only %d bounded ranges and %d current hard states", cases, bounded, currentHS)
+	if bounded < cases/4 || currentHS < cases/4 || identified < cases/10 || holes < cases/20 {
+		t.Fatalf("%d flips: only %d bounded ranges, %d current hard states, %d identified (%d with holes)", cases, bounded, currentHS, identified, holes)
 	}
-	t.Logf("%d single-bit flips described: %d with a bounded suspect range, %d with the hard state current", cases, bounded, currentHS)
+	t.Logf("%d single-bit flips described: %d with a bounded suspect range, %d with the hard state current, %d identified (%d with holes)",
+		cases, bounded, currentHS, identified, holes)
 }
 
 // TestWALDamageSeveralStretches damages two entry records far apart: the

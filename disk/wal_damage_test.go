@@ -2,8 +2,10 @@ package disk
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -293,4 +295,63 @@ func readFile(t *testing.T, fsys FS, name string) []byte {
 	b, err := readSegment(fsys, name, nil)
 	must(t, err)
 	return b
+}
+
+// TestWALDamageIdentified damages one entry record of hand-made WALs and
+// checks what the description claims about the lost entries' identity,
+// including a follower's log where a new leader overwrote an entry with one
+// of an older term, which the model's workload never writes.
+func TestWALDamageIdentified(t *testing.T) {
+	hs := func(term, commit uint64) craftRecord {
+		return craftRecord{typ: recHardState, msg: &raftpb.HardState{Term: term, Commit: commit}}
+	}
+	entries := func(term, from, to uint64) []craftRecord {
+		var out []craftRecord
+		for i := from; i <= to; i++ {
+			out = append(out, entryRec(term, i))
+		}
+		return out
+	}
+	cat := func(parts ...[]craftRecord) []craftRecord { return slices.Concat(parts...) }
+	start := []craftRecord{startRec(1, 0, core.HardState{}, core.SnapshotMeta{})}
+	cases := []struct {
+		name    string
+		recs    []craftRecord
+		damage  int // which record
+		want    bool
+		through uint64
+		holes   [3]uint64 // from, to, term
+	}{
+		{"one term", cat(start, entries(2, 1, 4), []craftRecord{hs(2, 3)}, entries(2, 5, 10)), 8, true, 6, [3]uint64{7, 7, 2}},
+		{"overwritten after the damage", cat(start, entries(2, 1, 4), []craftRecord{hs(2, 3)}, entries(2, 5, 10), entries(3, 9, 11)), 7, true, 5, [3]uint64{6, 6, 2}},
+		{"overwritten below the damage after it", cat(start, entries(2, 1, 4), []craftRecord{hs(2, 3)}, entries(2, 5, 10), entries(3, 7, 8)), 9, false, 0, [3]uint64{}},
+		{"across a change of term", cat(start, entries(1, 1, 5), []craftRecord{hs(1, 3)}, entries(2, 6, 8)), 7, false, 0, [3]uint64{}},
+		// A follower held (5, 3) from a leader of term 3 that never
+		// committed it; the leader of term 4 overwrote it with its own
+		// (5, 2) and went on. The record of (5, 2) is damaged: the entry
+		// before the damage at 5 is of a later term than the one after,
+		// so it says nothing about what replaced it.
+		{"older term overwrote", cat(start, entries(1, 1, 4), []craftRecord{hs(3, 2)}, entries(3, 5, 5), []craftRecord{hs(4, 2)}, entries(2, 5, 6), entries(4, 7, 7)), 8, false, 0, [3]uint64{}},
+		{"nothing lost", cat(start, entries(2, 1, 4), []craftRecord{hs(2, 3), hs(2, 4)}, entries(2, 5, 6)), 6, true, 4, [3]uint64{5, 4, 2}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := newTestMemFS(1)
+			must(t, m.MkdirAll("/w"))
+			image := craftSegment(t, 1, c.recs...)
+			off := int64(len(craftSegment(t, 1, c.recs[:c.damage]...)))
+			image[off+headerSize] ^= 0x04 // the damaged record's payload
+			writeFile(t, m, "/w/"+segmentName(1), image, true)
+			_, _, err := Open(m, "/w", Options{})
+			var ce *CorruptionError
+			if !errors.As(err, &ce) || ce.WAL == nil {
+				t.Fatalf("got %v, want a described corruption", err)
+			}
+			d := ce.WAL
+			got := [3]uint64{d.HoleFrom, d.HoleTo, d.HoleTerm}
+			if d.Identified != c.want || (c.want && (d.IntactThrough != c.through || got != c.holes)) {
+				t.Fatalf("%v\nidentified %v through %d holes %v; want %v through %d holes %v", d, d.Identified, d.IntactThrough, got, c.want, c.through, c.holes)
+			}
+		})
+	}
 }

@@ -158,7 +158,7 @@ func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage 
 				if facts.isEntry || facts.installs {
 					last = core.LogPosition{Term: facts.term, Index: facts.lastIndex}
 				}
-				after.add(facts)
+				after.add(&facts)
 			}
 			pos += f.size
 		}
@@ -187,7 +187,7 @@ type suffix struct {
 	installed bool // a snapshot marker among them replaced the log
 }
 
-func (s *suffix) add(f recordFacts) {
+func (s *suffix) add(f *recordFacts) {
 	switch {
 	case f.installs:
 		s.installed = true
@@ -228,6 +228,24 @@ func (d *WALDamage) identify(st *logState, after suffix) {
 			return
 		}
 	}
+}
+
+// keepable reports whether OpenKeepingHoles can keep the log around this
+// damage: one damaged stretch, in file, with an intact record after it
+// there, and the lost entries identified.
+func (d *WALDamage) keepable(file string) bool {
+	return d.Identified && !d.OpenEnded && d.Stretches == 1 && d.ResumeFile == file
+}
+
+// keepHoles cuts the log before the damage back to what is intact and puts
+// the lost entries in as holes: entries with index and term and no data.
+func (s *logState) keepHoles(d *WALDamage) Holes {
+	s.ents = s.ents[:d.IntactThrough+1-s.first]
+	for i := d.HoleFrom; i <= d.HoleTo; i++ {
+		s.ents = append(s.ents, core.Entry{Index: i, Term: d.HoleTerm})
+	}
+	s.afterHoles = true
+	return Holes{From: d.HoleFrom, To: d.HoleTo, Term: d.HoleTerm}
 }
 
 // readSegment reads a whole segment file.

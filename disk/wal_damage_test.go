@@ -76,7 +76,7 @@ func locateRecord(t *testing.T, b builtWAL, images map[string][]byte, seg string
 // entry, and the hard state only when it is claimed current.
 func TestWALDamageDescribed(t *testing.T) {
 	rng := rand.New(rand.NewPCG(19, 19))
-	cases, bounded, currentHS, identified, holes := 0, 0, 0, 0, 0
+	cases, bounded, currentHS, identified, holes, keptCases := 0, 0, 0, 0, 0, 0
 	for seed := range uint64(12) {
 		b := buildWAL(t, 1900+seed, 80, MemFaults{})
 		images := map[string][]byte{}
@@ -90,6 +90,15 @@ func TestWALDamageDescribed(t *testing.T) {
 			bit := rng.UintN(8)
 			must(t, b.fs.FlipBit(seg, off, bit))
 			_, _, ce := b.open(t)
+			var kept *Recovered
+			if ce != nil && ce.WAL != nil && ce.WAL.keepable(ce.File) {
+				w, rec, err := OpenKeepingHoles(b.fs, corruptDir, corruptOpts)
+				if err != nil {
+					t.Fatalf("seed %d: %v\nnot kept: %v", seed, ce, err)
+				}
+				must(t, w.Close())
+				kept = rec
+			}
 			must(t, b.fs.FlipBit(seg, off, bit))
 			if ce == nil {
 				t.Fatalf("seed %d: flip at %s:%d not detected", seed, seg, off)
@@ -162,6 +171,25 @@ func TestWALDamageDescribed(t *testing.T) {
 					t.Fatalf("seed %d: %v\nthe final log ends at %d", seed, ce, final.lastIndex())
 				}
 			}
+			if kept != nil {
+				keptCases++
+				// The log kept is the final one, the holes without data.
+				got := stateOf(kept)
+				if got.lastIndex() != final.lastIndex() {
+					t.Fatalf("seed %d: %v\nkept a log ending at %d, the final one ends at %d", seed, ce, got.lastIndex(), final.lastIndex())
+				}
+				for i := max(got.snap.Index, final.snap.Index) + 1; i <= final.lastIndex(); i++ {
+					want, _ := final.entryAt(i)
+					e, _ := got.entryAt(i)
+					hole := i >= kept.Holes.From && i <= kept.Holes.To
+					if e.Term != want.Term || (!hole && !bytes.Equal(e.Data, want.Data)) || (hole && len(e.Data) > 0) {
+						t.Fatalf("seed %d: %v\nkept entry %d (term %d, hole %v), the final log's has term %d", seed, ce, i, e.Term, hole, want.Term)
+					}
+				}
+				if d.HardStateCurrent && kept.HardState != final.hs {
+					t.Fatalf("seed %d: %v\nkept hard state %+v, the final one is %+v", seed, ce, kept.HardState, final.hs)
+				}
+			}
 			if d.HardStateCurrent {
 				currentHS++
 				if d.HardState != final.hs {
@@ -175,11 +203,11 @@ func TestWALDamageDescribed(t *testing.T) {
 		}
 	}
 	// The checks above must have had something to check.
-	if bounded < cases/4 || currentHS < cases/4 || identified < cases/10 || holes < cases/20 {
+	if bounded < cases/4 || currentHS < cases/4 || identified < cases/10 || holes < cases/20 || keptCases < cases/20 {
 		t.Fatalf("%d flips: only %d bounded ranges, %d current hard states, %d identified (%d with holes)", cases, bounded, currentHS, identified, holes)
 	}
-	t.Logf("%d single-bit flips described: %d with a bounded suspect range, %d with the hard state current, %d identified (%d with holes)",
-		cases, bounded, currentHS, identified, holes)
+	t.Logf("%d single-bit flips described: %d with a bounded suspect range, %d with the hard state current, %d identified (%d with holes), %d kept",
+		cases, bounded, currentHS, identified, holes, keptCases)
 }
 
 // TestWALDamageSeveralStretches damages two entry records far apart: the
@@ -351,6 +379,31 @@ func TestWALDamageIdentified(t *testing.T) {
 			got := [3]uint64{d.HoleFrom, d.HoleTo, d.HoleTerm}
 			if d.Identified != c.want || (c.want && (d.IntactThrough != c.through || got != c.holes)) {
 				t.Fatalf("%v\nidentified %v through %d holes %v; want %v through %d holes %v", d, d.Identified, d.IntactThrough, got, c.want, c.through, c.holes)
+			}
+			w, rec, err := OpenKeepingHoles(m, "/w", Options{})
+			if !c.want {
+				if !errors.As(err, &ce) {
+					t.Fatalf("kept what was not identified: %v", err)
+				}
+				return
+			}
+			must(t, err)
+			// The WAL goes on after the holes, and the next open finds the
+			// same holes and what was appended.
+			last := w.LastIndex()
+			must(t, w.Append(core.HardState{Term: 5, Vote: 1, Commit: 4}, []core.Entry{{Index: last + 1, Term: 5, Data: []byte("x")}}))
+			must(t, w.Sync())
+			must(t, w.Close())
+			w, again, err := OpenKeepingHoles(m, "/w", Options{})
+			must(t, err)
+			must(t, w.Close())
+			if again.Holes != rec.Holes || again.HardState.Term != 5 || len(again.Entries) == 0 || again.Entries[len(again.Entries)-1].Index != last+1 {
+				t.Fatalf("reopened: holes %+v (before %+v), hard state %+v, entries %v", again.Holes, rec.Holes, again.HardState, again.Entries)
+			}
+			for _, e := range again.Entries {
+				if hole := e.Index >= again.Holes.From && e.Index <= again.Holes.To; hole && (len(e.Data) > 0 || e.Term != c.holes[2]) {
+					t.Fatalf("entry %+v, holes %+v", e, again.Holes)
+				}
 			}
 		})
 	}

@@ -30,7 +30,19 @@ type Recovered struct {
 	// TornTail, if not nil, describes the torn write Open cut off the end of
 	// the last segment.
 	TornTail *TornTail
+	// Holes, after OpenKeepingHoles, are the entries of the log whose
+	// records were damaged, known by index and term only: Entries holds
+	// them with no data. Damage describes the damage (nil if none).
+	Holes  Holes
+	Damage *WALDamage
 }
+
+// Holes are entries From..To of term Term, known by index and term but not
+// their data (none when To < From).
+type Holes struct{ From, To, Term uint64 }
+
+// Empty reports whether there are no holes.
+func (h Holes) Empty() bool { return h.To < h.From || h.To == 0 }
 
 // TornTail describes bytes cut off the end of the log after a crash.
 type TornTail struct {
@@ -62,6 +74,23 @@ func (r *Recovered) EntriesAfter(index uint64) ([]core.Entry, bool) {
 // returns data it cannot vouch for. If dir holds no segment, the error wraps
 // ErrNoWAL.
 func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
+	return open(fsys, dir, opts, false)
+}
+
+// OpenKeepingHoles is Open for a WAL with one damaged stretch whose lost
+// entries WALDamage identifies by index and term, with an intact record
+// after it in the same segment: instead of refusing, it returns the log as
+// the records before and after the damage give it, the lost entries as
+// holes (Recovered.Holes, Recovered.Damage), and the WAL ready for
+// appending. The damaged records stay where they are; every open finds
+// them again, until the segment is released. Any other damage is refused
+// as by Open. docs/disk.md, "Keeping the log", says why this is safe and
+// what the caller must do about the holes.
+func OpenKeepingHoles(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
+	return open(fsys, dir, opts, true)
+}
+
+func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, error) {
 	seqs, err := listSegments(fsys, dir)
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(seqs) == 0) {
 		return nil, nil, fmt.Errorf("wal: open %s: %w", dir, ErrNoWAL)
@@ -86,20 +115,29 @@ func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 		}
 	}
 	var (
-		st   logState
-		buf  []byte
-		torn *TornTail
+		st     logState
+		buf    []byte
+		torn   *TornTail
+		holes  Holes
+		damage *WALDamage
 	)
 	for i, seq := range seqs {
 		last := i == len(seqs)-1
 		f, scan, err := w.recoverSegment(&st, &buf, seq, i == 0, last)
+		var ce *CorruptionError
+		if err != nil && errors.As(err, &ce) && ce.File == w.path(seq) {
+			ce.WAL = w.describeDamage(&st, seqs[i:], ce.Offset)
+			if keepHoles && damage == nil && ce.WAL.keepable(ce.File) {
+				damage = ce.WAL
+				before := st.last()
+				holes = st.keepHoles(damage)
+				f, scan, err = w.resumeSegment(&st, &buf, seq, damage.ResumeOffset, i == 0, last)
+				scan.maxIndex = max(scan.maxIndex, before, holes.To)
+			}
+		}
 		if err != nil {
 			if w.f != nil {
 				w.f.Close()
-			}
-			var ce *CorruptionError
-			if errors.As(err, &ce) && ce.File == w.path(seq) {
-				ce.WAL = w.describeDamage(&st, seqs[i:], ce.Offset)
 			}
 			return nil, nil, err
 		}
@@ -119,7 +157,14 @@ func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 		w.lastTerm = st.ents[n-1].Term
 	}
 	w.durable = Durable{HardState: w.hs, LastIndex: w.lastIndex, LastTerm: w.lastTerm}
-	rec := &Recovered{HardState: st.hs, Snapshot: st.snap, TornTail: torn}
+	rec := &Recovered{HardState: st.hs, Snapshot: st.snap, TornTail: torn, Damage: damage}
+	if damage != nil {
+		// A compaction after the damage may have covered holes.
+		holes.From = max(holes.From, st.snap.Index+1)
+		if !holes.Empty() {
+			rec.Holes = holes
+		}
+	}
 	k := st.snap.Index + 1 - st.first
 	if k > 0 {
 		rec.Compacted = st.ents[:k:k]
@@ -148,13 +193,35 @@ func (w *WAL) recoverSegment(st *logState, buf *[]byte, seq uint64, first, last 
 	return f, scan, nil
 }
 
+// resumeSegment replays one segment into st from offset off on, as
+// recoverSegment does from its start.
+func (w *WAL) resumeSegment(st *logState, buf *[]byte, seq uint64, off int64, first, last bool) (File, segmentScan, error) {
+	name := w.path(seq)
+	f, err := w.fs.Open(name)
+	if err != nil {
+		return nil, segmentScan{}, fmt.Errorf("wal: open segment: %w", err)
+	}
+	scan, err := w.replayFileFrom(st, f, buf, name, seq, off, first, last)
+	if err != nil || !last {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("wal: close %s: %w", name, cerr)
+		}
+		return nil, scan, err
+	}
+	return f, scan, nil
+}
+
 func (w *WAL) replayFile(st *logState, f File, buf *[]byte, name string, seq uint64, first, last bool) (segmentScan, error) {
+	return w.replayFileFrom(st, f, buf, name, seq, 0, first, last)
+}
+
+func (w *WAL) replayFileFrom(st *logState, f File, buf *[]byte, name string, seq uint64, from int64, first, last bool) (segmentScan, error) {
 	b, err := readWhole(f, *buf)
 	if err != nil {
 		return segmentScan{}, fmt.Errorf("wal: read %s: %w", name, err)
 	}
 	*buf = b
-	scan, err := st.replaySegment(name, b, seq, first, last)
+	scan, err := st.replaySegment(name, b, seq, int(from), first, last)
 	if err != nil {
 		return scan, err
 	}
@@ -202,6 +269,10 @@ type logState struct {
 	first uint64
 	ents  []core.Entry
 
+	// afterHoles: damage was kept as holes (OpenKeepingHoles) and no
+	// segment start has been read since.
+	afterHoles bool
+
 	pbEntry  raftpb.Entry
 	pbStart  walpb.SegmentStart
 	pbHard   raftpb.HardState
@@ -221,10 +292,10 @@ type segmentScan struct {
 // replaySegment applies the records of one segment image b to s. For the
 // last segment a torn tail ends the scan early (scan.end < len(b)); any other
 // failure is a *CorruptionError.
-func (s *logState) replaySegment(name string, b []byte, seq uint64, first, last bool) (segmentScan, error) {
+func (s *logState) replaySegment(name string, b []byte, seq uint64, from int, first, last bool) (segmentScan, error) {
 	var scan segmentScan
 	seed := seedFor(seq)
-	off := 0
+	off := from
 	for off < len(b) {
 		f := decodeFrame(b[off:], seed, int64(off))
 		if f.status != frameOK {
@@ -308,6 +379,12 @@ func (s *logState) applyStart(pb *walpb.SegmentStart, seq uint64, firstSegment b
 	}
 	if firstSegment {
 		s.hs, s.snap, s.first, s.ents = hs, snap, pb.LastIndex+1, nil
+		return ""
+	}
+	if s.afterHoles && pb.LastIndex == s.last() && snap.Index >= s.snap.Index && snap.Index <= s.last() && hs.Commit <= s.last() {
+		// The first start record after damage kept as holes: the damaged
+		// records may have held the hard state or compaction it repeats.
+		s.hs, s.snap, s.afterHoles = hs, snap, false
 		return ""
 	}
 	if hs != s.hs || !sameMeta(snap, s.snap) || pb.LastIndex != s.last() {

@@ -57,8 +57,14 @@ func (s *stable) term(i uint64) (uint64, bool) {
 
 func (s *stable) persist(rd Ready) {
 	if rd.Snapshot != nil {
+		if rd.SnapshotKeepsLog {
+			// A compaction: the log after the snapshot stays.
+			drop := min(int(rd.Snapshot.Index-s.snap.Index), len(s.ents))
+			s.ents = slices.Clone(s.ents[drop:])
+		} else {
+			s.ents = nil
+		}
 		s.snap = rd.Snapshot
-		s.ents = nil
 	}
 	if len(rd.Entries) > 0 {
 		first := rd.Entries[0].Index
@@ -634,6 +640,36 @@ func (c *cluster) restart(id NodeID) error {
 	tn := c.nodes[id]
 	cfg := c.cfg(id)
 	st := tn.store.state()
+	tn.sm = smState{}
+	if st.Snapshot != nil {
+		tn.sm = tn.store.snapData
+		cfg.Applied = st.Snapshot.Index
+	}
+	nd, err := NewNode(cfg, st)
+	if err != nil {
+		return err
+	}
+	tn.node = nd
+	tn.down, tn.stalled = false, false
+	tn.advanced = tn.sm
+	c.checker.Restarted(id)
+	return c.observe(id)
+}
+
+// restartWithHoles brings a crashed node back with entries from..to of its
+// stable log known by index and term only, as a repair that kept its log
+// around damaged WAL records would (the stable copy keeps its data, as the
+// damaged WAL does not, so a later restart without holes is also possible).
+func (c *cluster) restartWithHoles(id NodeID, from, to uint64) error {
+	tn := c.nodes[id]
+	cfg := c.cfg(id)
+	st := tn.store.state()
+	for i := range st.Entries {
+		if e := &st.Entries[i]; e.Index >= from && e.Index <= to {
+			e.Type, e.Data = EntryNormal, nil
+		}
+	}
+	st.Holes = Holes{From: from, To: to}
 	tn.sm = smState{}
 	if st.Snapshot != nil {
 		tn.sm = tn.store.snapData

@@ -148,6 +148,10 @@ type PersistentState struct {
 	Snapshot *SnapshotMeta
 	// Entries follow Snapshot contiguously.
 	Entries []Entry
+	// Holes are entries of Entries known by index and term only (their
+	// data lost to disk damage): they are not applied, sent or served until
+	// another member gives them back. A node with holes does not campaign.
+	Holes Holes
 }
 
 func (s PersistentState) isEmpty() bool {
@@ -166,6 +170,9 @@ func (s PersistentState) validate() error {
 		next++
 	}
 	last := s.Snapshot.Index + uint64(len(s.Entries))
+	if !s.Holes.Empty() && (s.Holes.From <= s.Snapshot.Index || s.Holes.To > last || s.Holes.From > s.Holes.To) {
+		return fmt.Errorf("persistent state: holes %d to %d outside the log (%d, %d]", s.Holes.From, s.Holes.To, s.Snapshot.Index, last)
+	}
 	if s.HardState.Commit > last {
 		return fmt.Errorf("persistent state: commit %d beyond the last entry %d", s.HardState.Commit, last)
 	}

@@ -28,6 +28,43 @@ type raftLog struct {
 	// only what changed.
 	rewrites    uint64
 	rewriteFrom uint64
+
+	// holes are entries known by index and term only, their data lost to
+	// disk damage (PersistentState.Holes); empty when holes.To == 0. Their
+	// data comes back from another member holding the same index and term
+	// (fill). Nothing is applied, sent or persisted from a hole.
+	holes Holes
+}
+
+// Holes are the entries From..To of a log that are known by index and term
+// but not their data: a repair kept the log around damaged WAL records
+// (docs/disk.md, "Keeping the log"). To == 0: none.
+type Holes struct{ From, To uint64 }
+
+// Empty reports whether there are no holes.
+func (h Holes) Empty() bool { return h.To == 0 }
+
+// Has reports whether index i is a hole.
+func (h Holes) Has(i uint64) bool { return h.To != 0 && i >= h.From && i <= h.To }
+
+// cutFrom drops the holes at or above i.
+func (h *Holes) cutFrom(i uint64) {
+	if h.To >= i {
+		h.To = i - 1
+	}
+	if h.To < h.From {
+		*h = Holes{}
+	}
+}
+
+// cutTo drops the holes at or below i.
+func (h *Holes) cutTo(i uint64) {
+	if h.From <= i {
+		h.From = i + 1
+	}
+	if h.To < h.From {
+		*h = Holes{}
+	}
 }
 
 func newLog(snap SnapshotMeta, entries []Entry) *raftLog {
@@ -119,9 +156,24 @@ func (l *raftLog) appendAfterMatch(ents []Entry) {
 	}
 }
 
+// fill gives the first hole its data from e, if e is that entry (same
+// index and term: by Log Matching, the same entry). Holes are filled in
+// index order. It counts as a rewrite from there, for checkers.
+func (l *raftLog) fill(e Entry) bool {
+	if l.holes.Empty() || e.Index != l.holes.From || !l.matchTerm(e.Index, e.Term) {
+		return false
+	}
+	l.entries[e.Index-l.snap.Index-1] = e
+	l.holes.cutTo(e.Index)
+	l.rewrites++
+	l.rewriteFrom = e.Index
+	return true
+}
+
 // truncateAndAppend replaces everything from ents[0].Index on with ents.
 func (l *raftLog) truncateAndAppend(ents []Entry) {
 	first := ents[0].Index
+	l.holes.cutFrom(first)
 	keep := first - l.snap.Index - 1
 	// Copy on truncation so that a slice handed out earlier (in a Ready or a
 	// message) never sees its entries overwritten in place.
@@ -161,6 +213,10 @@ func (l *raftLog) unstable() []Entry {
 // maxBytes of data (but always at least one entry when any is ready).
 func (l *raftLog) toApply(maxBytes uint64) []Entry {
 	lo, hi := l.applying+1, l.committed+1
+	if !l.holes.Empty() {
+		// Never past a hole: its data is not here yet.
+		hi = min(hi, l.holes.From)
+	}
 	if lo < l.firstIndex() || lo >= hi {
 		return nil
 	}
@@ -184,6 +240,7 @@ func (l *raftLog) restore(s SnapshotMeta) {
 	l.rewriteFrom = 0
 	l.snap = s
 	l.entries = nil
+	l.holes = Holes{}
 	l.committed = s.Index
 	l.applied = s.Index
 	l.applying = s.Index
@@ -191,8 +248,25 @@ func (l *raftLog) restore(s SnapshotMeta) {
 	l.persisting = s.Index
 }
 
+// restoreKeeping puts a snapshot at s in place of the log up to s, which
+// holds s's last entry (so, by Log Matching, every entry before it) and
+// keeps the entries after it: a node whose holes the snapshot covers.
+func (l *raftLog) restoreKeeping(s SnapshotMeta) {
+	rest := make([]Entry, l.lastIndex()-s.Index)
+	copy(rest, l.entries[s.Index-l.snap.Index:])
+	l.rewrites++
+	l.rewriteFrom = 0
+	l.snap, l.entries = s, rest
+	l.holes.cutTo(s.Index)
+	l.committed = max(l.committed, s.Index)
+	l.applied, l.applying = s.Index, s.Index
+	l.stable = max(l.stable, s.Index)
+	l.persisting = max(l.persisting, s.Index)
+}
+
 // compact drops entries up to and including i, which must be applied.
 func (l *raftLog) compact(i uint64, conf ConfState) {
+	l.holes.cutTo(i)
 	t, _ := l.term(i)
 	drop := i - l.snap.Index
 	rest := make([]Entry, len(l.entries)-int(drop))

@@ -27,7 +27,10 @@ type Ready struct {
 	SoftState *SoftState
 	HardState HardState
 	Snapshot  *SnapshotMeta
-	Entries   []Entry
+	// SnapshotKeepsLog: the log after Snapshot stays (it filled holes the
+	// log had: persist it as a compaction, not as the log's new start).
+	SnapshotKeepsLog bool
+	Entries          []Entry
 
 	CommittedEntries []Entry
 
@@ -139,6 +142,10 @@ func (n *Node) SnapshotTaken(index uint64) (SnapshotMeta, error) {
 	return l.snap, nil
 }
 
+// Holes are the entries of the log known by index and term only, waiting
+// for their data from another member (PersistentState.Holes).
+func (n *Node) Holes() Holes { return n.r.log.holes }
+
 // HasReady reports whether Ready has work to hand out.
 func (n *Node) HasReady() bool {
 	r := n.r
@@ -158,6 +165,7 @@ func (n *Node) Ready() Ready {
 		Entries:              r.log.unstable(),
 		CommittedEntries:     r.log.toApply(r.cfg.MaxApplyBytes),
 		Snapshot:             r.pendingSnapshot,
+		SnapshotKeepsLog:     r.pendingKeepsLog,
 		Messages:             r.msgs,
 		MessagesAfterPersist: r.msgsAfterPersist,
 		ReadStates:           r.readStates,
@@ -174,7 +182,7 @@ func (n *Node) Ready() Ready {
 	}
 	rd.MustSync = rd.MustSync || len(rd.Entries) > 0 || rd.Snapshot != nil
 	r.msgs, r.msgsAfterPersist, r.readStates = nil, nil, nil
-	r.pendingSnapshot = nil
+	r.pendingSnapshot, r.pendingKeepsLog = nil, false
 	if k := len(rd.Entries); k > 0 {
 		r.log.persisting = rd.Entries[k-1].Index
 	}

@@ -80,6 +80,9 @@ type raft struct {
 	// pendingSnapshot is a snapshot (or bootstrap configuration) accepted
 	// but not yet handed out for persisting.
 	pendingSnapshot *SnapshotMeta
+	// pendingKeepsLog: pendingSnapshot filled holes and the log after it
+	// stays (Ready.SnapshotKeepsLog).
+	pendingKeepsLog bool
 
 	votes map[NodeID]bool
 
@@ -133,6 +136,7 @@ func newRaft(cfg Config, st PersistentState) (*raft, error) {
 			return nil, err
 		}
 		r.log = newLog(*st.Snapshot, append([]Entry(nil), st.Entries...))
+		r.log.holes = st.Holes
 		r.term, r.vote = st.HardState.Term, st.HardState.Vote
 		r.durableTerm = r.term
 		r.log.committed = max(st.HardState.Commit, r.log.committed)
@@ -204,6 +208,12 @@ func (r *raft) promotable() bool {
 	if !r.reachedFloor() {
 		// Its log lacks entries it once held: as leader it could not give
 		// them to the others, and its votes count them still.
+		return false
+	}
+	if !r.log.holes.Empty() {
+		// Nor while it holds entries without their data: as leader it could
+		// not send or apply them, and one may be a configuration change
+		// it does not know of.
 		return false
 	}
 	if r.trk.isVoter(r.id) {
@@ -375,6 +385,9 @@ func (r *raft) tick() {
 		return
 	}
 	r.electionElapsed++
+	if !r.log.holes.Empty() && r.ticks%uint64(r.cfg.ElectionTick) == 0 {
+		r.askForHoles()
+	}
 	if r.promotable() && r.electionElapsed >= r.randomizedElectionTimeout {
 		r.electionElapsed = 0
 		r.campaign(!r.cfg.DisablePreVote, false)
@@ -412,6 +425,16 @@ func (r *raft) tickLeader() {
 func (r *raft) step(m Message) error {
 	if err := r.validate(m); err != nil {
 		return err
+	}
+	switch m.Type {
+	case MsgFetch:
+		// Any member's entries do, whatever its term or role: an entry's
+		// index and term say what it is.
+		r.serveFetch(m)
+		return nil
+	case MsgFetchResp:
+		r.fillFrom(m.Entries)
+		return nil
 	}
 	switch {
 	case m.Term > r.term:
@@ -472,7 +495,7 @@ func (r *raft) validate(m Message) error {
 	if m.From == None || m.From == r.id {
 		return fmt.Errorf("message from invalid sender %d", m.From)
 	}
-	if m.Type < MsgApp || m.Type > MsgReadIndexResp {
+	if m.Type < MsgApp || m.Type > MsgFetchResp {
 		return fmt.Errorf("unknown message type %d", m.Type)
 	}
 	if m.Term == 0 {
@@ -599,6 +622,16 @@ func (r *raft) stepLeader(m Message) {
 }
 
 func (r *raft) handleAppend(m Message) {
+	r.fillFrom(m.Entries)
+	if h := r.log.holes; !h.Empty() && m.Index >= h.From {
+		// The append does not reach our first hole: have the leader send
+		// from there (entries, or a snapshot if it compacted them). As a
+		// repair's rejection, it makes the leader forget what it matched.
+		t, _ := r.log.term(h.From - 1)
+		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: m.Index,
+			Reject: true, RejectHint: h.From - 1, LogTerm: t, LogCut: true})
+		return
+	}
 	if m.Index < r.log.committed {
 		// Everything up to our commit index is settled; say so.
 		r.ackAppend(m.From, r.log.committed)
@@ -624,6 +657,56 @@ func (r *raft) handleAppend(m Message) {
 	r.ackAppend(m.From, lastNew)
 }
 
+// fillFrom gives holes their data from ents, where an entry has a hole's
+// index and term. A filled configuration entry is put in force.
+func (r *raft) fillFrom(ents []Entry) {
+	conf := false
+	for _, e := range ents {
+		if r.log.fill(e) {
+			conf = conf || e.Type == EntryConfChange
+		}
+	}
+	if conf {
+		r.switchConf(r.log.confAt(r.log.lastIndex()))
+	}
+}
+
+// askForHoles asks every other member for the entries of our holes: any
+// that holds an entry of the same index and term holds the same entry.
+func (r *raft) askForHoles() {
+	h := r.log.holes
+	t, _ := r.log.term(h.From)
+	for _, id := range r.trk.ids {
+		if id != r.id {
+			r.send(Message{Type: MsgFetch, To: id, Index: h.From, LogTerm: t, Commit: h.To})
+		}
+	}
+}
+
+// serveFetch answers a MsgFetch with the entries m.Index..m.Commit this log
+// holds, if it holds the first with the term asked (else it has nothing to
+// give), up to its own first hole and one message's size.
+func (r *raft) serveFetch(m Message) {
+	if m.Index <= r.log.snap.Index || !r.log.matchTerm(m.Index, m.LogTerm) || r.log.holes.Has(m.Index) {
+		return
+	}
+	hi := min(m.Commit, r.log.lastIndex())
+	if h := r.log.holes; !h.Empty() && h.From > m.Index && h.From <= hi {
+		hi = h.From - 1
+	}
+	ents := r.log.slice(m.Index, hi+1)
+	var size uint64
+	for i, e := range ents {
+		size += entrySize(e)
+		if size > r.cfg.MaxMsgBytes && i > 0 {
+			ents = ents[:i]
+			break
+		}
+	}
+	prevTerm, _ := r.log.term(m.Index - 1)
+	r.send(Message{Type: MsgFetchResp, To: m.From, Index: m.Index - 1, LogTerm: prevTerm, Entries: ents})
+}
+
 // ackAppend acknowledges that this node's log holds the leader's entries up
 // to index, once the Ready carrying them is durable. LogTerm names the
 // entry acknowledged, so that a checker can tell it from one that replaces
@@ -637,6 +720,14 @@ func (r *raft) handleSnapshot(m Message) {
 	s := *m.Snapshot
 	s.Conf = ConfState{Voters: sortedIDs(s.Conf.Voters), Learners: sortedIDs(s.Conf.Learners)}
 	switch {
+	case !r.log.holes.Empty() && s.Index >= r.log.holes.From && s.Index > r.log.applied && r.log.matchTerm(s.Index, s.Term):
+		// It covers holes, and we hold its last entry (hence, by Log
+		// Matching, the log it summarises): take it for the holes, keep
+		// the log after it.
+		r.log.restoreKeeping(s)
+		r.switchConf(r.log.confAt(r.log.lastIndex()))
+		r.pendingSnapshot, r.pendingKeepsLog = &s, true
+		r.ackAppend(m.From, s.Index)
 	case s.Index <= r.log.committed:
 		r.ackAppend(m.From, r.log.committed)
 	case r.log.matchTerm(s.Index, s.Term):

@@ -108,6 +108,8 @@ const (
 	MsgTimeoutNow // leader → transfer target: campaign now
 	MsgReadIndex  // follower → leader: forwarded ReadIndex request
 	MsgReadIndexResp
+	MsgFetch     // node with holes → any member: "send me these entries" (docs/disk.md, "Keeping the log")
+	MsgFetchResp // → the node with holes: entries of the asked range, as its log holds them
 )
 
 var messageTypeNames = [...]string{
@@ -123,6 +125,8 @@ var messageTypeNames = [...]string{
 	MsgTimeoutNow:    "MsgTimeoutNow",
 	MsgReadIndex:     "MsgReadIndex",
 	MsgReadIndexResp: "MsgReadIndexResp",
+	MsgFetch:         "MsgFetch",
+	MsgFetchResp:     "MsgFetchResp",
 }
 
 func (t MessageType) String() string {

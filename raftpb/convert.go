@@ -20,7 +20,7 @@ import (
 var ErrMalformed = errors.New("malformed raft data")
 
 // lastMessageType is the highest core.MessageType this build knows.
-const lastMessageType = core.MsgReadIndexResp
+const lastMessageType = core.MsgFetchResp
 
 // ValidMessageType reports whether t is a message type that may travel.
 func ValidMessageType(t core.MessageType) bool {

@@ -181,7 +181,7 @@ func TestDecodeRejectsUnknownEnums(t *testing.T) {
 
 func TestValidMessageType(t *testing.T) {
 	for ty := 0; ty < 256; ty++ {
-		want := ty >= int(core.MsgApp) && ty <= int(core.MsgReadIndexResp)
+		want := ty >= int(core.MsgApp) && ty <= int(core.MsgFetchResp)
 		if got := ValidMessageType(core.MessageType(ty)); got != want {
 			t.Errorf("ValidMessageType(%d) = %v", ty, got)
 		}

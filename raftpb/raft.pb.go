@@ -48,6 +48,8 @@ const (
 	MessageType_MSG_TIMEOUT_NOW     MessageType = 10
 	MessageType_MSG_READ_INDEX      MessageType = 11
 	MessageType_MSG_READ_INDEX_RESP MessageType = 12
+	MessageType_MSG_FETCH           MessageType = 13 // a node with holes asks for entries (docs/disk.md, "Keeping the log")
+	MessageType_MSG_FETCH_RESP      MessageType = 14
 )
 
 // Enum value maps for MessageType.
@@ -66,6 +68,8 @@ var (
 		10: "MSG_TIMEOUT_NOW",
 		11: "MSG_READ_INDEX",
 		12: "MSG_READ_INDEX_RESP",
+		13: "MSG_FETCH",
+		14: "MSG_FETCH_RESP",
 	}
 	MessageType_value = map[string]int32{
 		"MSG_UNSPECIFIED":     0,
@@ -81,6 +85,8 @@ var (
 		"MSG_TIMEOUT_NOW":     10,
 		"MSG_READ_INDEX":      11,
 		"MSG_READ_INDEX_RESP": 12,
+		"MSG_FETCH":           13,
+		"MSG_FETCH_RESP":      14,
 	}
 )
 
@@ -632,7 +638,7 @@ const file_raftpb_raft_proto_rawDesc = "" +
 	"\acontext\x18\f \x01(\fR\acontext\x12\x17\n" +
 	"\alog_cut\x18\r \x01(\bR\x06logCut\";\n" +
 	"\x05Batch\x122\n" +
-	"\bmessages\x18\x01 \x03(\v2\x16.keyval.raftpb.MessageR\bmessages*\x86\x02\n" +
+	"\bmessages\x18\x01 \x03(\v2\x16.keyval.raftpb.MessageR\bmessages*\xa9\x02\n" +
 	"\vMessageType\x12\x13\n" +
 	"\x0fMSG_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aMSG_APP\x10\x01\x12\x10\n" +
@@ -647,7 +653,9 @@ const file_raftpb_raft_proto_rawDesc = "" +
 	"\x0fMSG_TIMEOUT_NOW\x10\n" +
 	"\x12\x12\n" +
 	"\x0eMSG_READ_INDEX\x10\v\x12\x17\n" +
-	"\x13MSG_READ_INDEX_RESP\x10\f*4\n" +
+	"\x13MSG_READ_INDEX_RESP\x10\f\x12\r\n" +
+	"\tMSG_FETCH\x10\r\x12\x12\n" +
+	"\x0eMSG_FETCH_RESP\x10\x0e*4\n" +
 	"\tEntryType\x12\x10\n" +
 	"\fENTRY_NORMAL\x10\x00\x12\x15\n" +
 	"\x11ENTRY_CONF_CHANGE\x10\x01B4Z2github.com/therealutkarshpriyadarshi/keyval/raftpbb\x06proto3"

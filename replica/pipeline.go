@@ -228,7 +228,12 @@ func (r *Replica) persist(group []WALJob) error {
 func (r *Replica) write(b *Batch) error {
 	rd := &b.rd
 	if rd.Snapshot != nil {
-		if err := r.wal.InstallSnapshot(*rd.Snapshot); err != nil {
+		install := r.wal.InstallSnapshot
+		if rd.SnapshotKeepsLog {
+			// It filled holes in a log that goes on after it.
+			install = r.wal.MarkCompacted
+		}
+		if err := install(*rd.Snapshot); err != nil {
 			return fmt.Errorf("replica: %w", err)
 		}
 	}

@@ -80,6 +80,72 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 	return nil
 }
 
+// keepHoles opens a WAL that failed to open with openErr keeping its log,
+// if the damage lost only entries it can name by index and term
+// (disk.OpenKeepingHoles) and the term and vote the node last promised are
+// known; nil error means it did. The node then keeps its log exactly as it
+// was — so votes and acknowledgements stand as they were, with no floor —
+// except that the lost entries are holes the core fills from the others
+// before it applies them or campaigns (docs/disk.md, "Keeping the log").
+func (r *Replica) keepHoles(walDir string, openErr error) (*disk.WAL, *disk.Recovered, error) {
+	var ce *disk.CorruptionError
+	if !errors.As(openErr, &ce) || ce.WAL == nil || !ce.WAL.Identified {
+		return nil, nil, openErr
+	}
+	promised, err := r.promisedVote(ce.WAL.HardState, ce.WAL.HardStateCurrent)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, rec, err := disk.OpenKeepingHoles(r.cfg.FS, walDir, r.cfg.WAL)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !r.hasOtherVoter(rec) {
+		// No one could give the holes back, and with them it never
+		// campaigns: it would wait forever.
+		w.Close()
+		return nil, nil, ErrNoOtherVoter
+	}
+	if hs := rec.HardState; hs.Term != promised.Term || hs.Vote != promised.Vote {
+		// The damage took the newest term and vote with it; the vote copy
+		// has them. Write them back before anything depends on them.
+		hs.Term, hs.Vote = promised.Term, promised.Vote
+		if err := w.Append(hs, nil); err != nil {
+			w.Close()
+			return nil, nil, fmt.Errorf("replica: keep the log: %w", err)
+		}
+		if err := w.Sync(); err != nil {
+			w.Close()
+			return nil, nil, fmt.Errorf("replica: keep the log: %w", err)
+		}
+		rec.HardState = hs
+	}
+	r.keptHoles = rec.Damage
+	return w, rec, nil
+}
+
+// hasOtherVoter reports whether the newest configuration rec's log names
+// (its last configuration entry outside the holes, else its snapshot's)
+// has a voter besides this node, or names none at all (a node that joined
+// learns the membership from the leader).
+func (r *Replica) hasOtherVoter(rec *disk.Recovered) bool {
+	conf := rec.Snapshot.Conf
+	for _, e := range slices.Backward(rec.Entries) {
+		if e.Type != core.EntryConfChange || (e.Index >= rec.Holes.From && e.Index <= rec.Holes.To) {
+			continue
+		}
+		if _, c, err := core.DecodeConfChange(e.Data); err == nil {
+			conf = c
+			break
+		}
+	}
+	return len(conf.Voters) == 0 || slices.ContainsFunc(conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID })
+}
+
+// KeptHoles reports the damage Open kept the log around, its lost entries
+// as holes to fetch from the others (nil if none).
+func (r *Replica) KeptHoles() *disk.WALDamage { return r.keptHoles }
+
 // repairSnapshot starts the log over when the WAL is whole but the state
 // machine cannot be rebuilt (why): the newest snapshot file is damaged and
 // the WAL no longer holds the entries after an older one that checks out.

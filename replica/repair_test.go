@@ -62,6 +62,14 @@ func flipNear(t *testing.T, fs *disk.MemFS, fromEnd int64) {
 	require.NoError(t, fs.FlipBit("/n/wal/"+names[0], size-fromEnd, 4))
 }
 
+// flipTwo damages two records far apart: the lost entries are not
+// identified then (disk.OpenKeepingHoles keeps one stretch only), so the
+// repair starts the log over.
+func flipTwo(t *testing.T, fs *disk.MemFS) {
+	flipNear(t, fs, 2000)
+	flipNear(t, fs, 1000)
+}
+
 func openRepairing(fs *disk.MemFS, id core.NodeID) (*Replica, error) {
 	return Open(Config{
 		Core: core.Config{ID: id, Seed: 1},
@@ -72,12 +80,13 @@ func openRepairing(fs *disk.MemFS, id core.NodeID) (*Replica, error) {
 }
 
 // TestRepairStartsOverBelowItsFloor: damage in the middle of a follower's
-// WAL, with intact records after it, is repaired: the log starts over from
+// WAL, with intact records after it but not identified (two stretches), is
+// repaired: the log starts over from
 // the bootstrap configuration (no snapshot file was taken) with the same
 // term and vote, and the old log's end is the vote floor, durably.
 func TestRepairStartsOverBelowItsFloor(t *testing.T) {
 	fs, last := writeFollowerWAL(t, 40, false)
-	flipNear(t, fs, 2000)
+	flipTwo(t, fs)
 	rep, err := openRepairing(fs, 1)
 	require.NoError(t, err)
 	require.NotNil(t, rep.Repaired())
@@ -129,7 +138,7 @@ func TestRepairStartsOverBelowItsFloor(t *testing.T) {
 // (Found by make chaos-test: a replaced member, then damaged, refused.)
 func TestRepairOfAJoinedMember(t *testing.T) {
 	fs, last := writeWAL(t, core.ConfState{}, 40, false)
-	flipNear(t, fs, 2000)
+	flipTwo(t, fs)
 	rep, err := Open(Config{
 		Core: core.Config{ID: 100, Join: true, Seed: 1},
 		FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
@@ -431,7 +440,7 @@ func TestRepairThatDistrustsTheEnd(t *testing.T) {
 func TestRepairOfADamagedRepair(t *testing.T) {
 	fs, _ := writeFollowerWAL(t, 40, false)
 	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 2, 2))
-	flipNear(t, fs, 2000)
+	flipTwo(t, fs)
 	damaged := false
 	fs.Intercept = func(op disk.Op, name string) error {
 		if op == disk.OpSync && strings.HasSuffix(name, "0000000000000002.wal.tmp") && !damaged {
@@ -506,4 +515,45 @@ func TestDamagedVoteFloorReplaced(t *testing.T) {
 		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}})
 	var ce *disk.CorruptionError
 	require.ErrorAs(t, err, &ce)
+}
+
+// TestRepairKeepsTheLogAroundLostEntries: a damaged record whose entries
+// are identified by index and term (intact entries of the same term on
+// both sides) is not repaired by starting over: the node keeps its log,
+// term and vote, with no vote floor, the lost entries as holes. The leader
+// gives them back; applying waits for them.
+func TestRepairKeepsTheLogAroundLostEntries(t *testing.T) {
+	fs, last := writeFollowerWAL(t, 40, false)
+	flipNear(t, fs, 2000)
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.Nil(t, rep.Repaired(), "not started over")
+	require.NotNil(t, rep.KeptHoles())
+	require.Equal(t, core.LogPosition{}, rep.VoteFloor())
+	st := rep.Node().Status()
+	require.Equal(t, core.HardState{Term: 2, Vote: 2, Commit: 39}, st.HardState)
+	require.Equal(t, last.Index, st.LastIndex)
+	h := rep.Node().Holes()
+	require.False(t, h.Empty())
+	require.NoError(t, rep.Process())
+	require.Equal(t, h.From-1, rep.Store().AppliedIndex(), "applied up to the first hole")
+
+	var ents []core.Entry
+	for i := uint64(1); i <= last.Index; i++ {
+		ents = append(ents, core.Entry{Index: i, Term: 2, Data: put(t, "k", "v")})
+	}
+	require.NoError(t, rep.Step(core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Entries: ents, Commit: last.Index}))
+	require.NoError(t, rep.Process())
+	require.True(t, rep.Node().Holes().Empty())
+	require.NoError(t, rep.Step(core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Index: last.Index, LogTerm: 2, Commit: last.Index}))
+	require.NoError(t, rep.Process())
+	require.Equal(t, last.Index, rep.Store().AppliedIndex())
+	require.NoError(t, rep.Close())
+
+	// The fill is not written: the damaged record is still there, and the
+	// next start keeps the log again, with the same holes.
+	rep, err = openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.NotNil(t, rep.KeptHoles())
+	require.Equal(t, h, rep.Node().Holes())
 }

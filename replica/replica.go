@@ -233,6 +233,8 @@ type Replica struct {
 	appliedConf   core.ConfState
 	recoveredTorn *disk.TornTail
 	repaired      *disk.WALDamage
+	// keptHoles is the damage Open kept the log around (keepHoles).
+	keptHoles *disk.WALDamage
 	// snapshotRepair says why the log was started over although the WAL
 	// was whole (repairSnapshot), or is nil.
 	snapshotRepair error
@@ -277,6 +279,13 @@ func Open(cfg Config) (*Replica, error) {
 	floorPath := filepath.Join(cfg.Dir, voteFloorFile)
 	if exists {
 		w, rec, err := disk.Open(cfg.FS, walDir, cfg.WAL)
+		if err != nil && cfg.RepairWAL && !cfg.DistrustWALEnd {
+			// Damage whose lost entries are known by index and term: keep
+			// the log, the lost entries as holes to fetch.
+			if kw, krec, kerr := r.keepHoles(walDir, err); kerr == nil {
+				w, rec, err = kw, krec, nil
+			}
+		}
 		// A repair's own segment can come out damaged too (the disk
 		// corrupted that write): then it is repaired again, a few times.
 		for tries := 0; err != nil && cfg.RepairWAL && tries < 3; tries++ {
@@ -356,6 +365,11 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	r.node = node
+	if h := st.Holes; !h.Empty() && cfg.Core.Applied >= h.From {
+		// The state machine already holds what the holes held: a snapshot
+		// at its applied index compacts them away.
+		r.wantSnapshot = true
+	}
 	if t, err := node.Term(r.store.AppliedIndex()); err == nil {
 		r.appliedTerm = t
 	}
@@ -428,7 +442,11 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 			snap, entries = s.Meta, after
 		}
 	}
-	return core.PersistentState{HardState: rec.HardState, Snapshot: &snap, Entries: entries}, nil
+	ps := core.PersistentState{HardState: rec.HardState, Snapshot: &snap, Entries: entries}
+	if h := rec.Holes; !h.Empty() && h.To > snap.Index {
+		ps.Holes = core.Holes{From: max(h.From, snap.Index+1), To: h.To}
+	}
+	return ps, nil
 }
 
 // Node is the Raft core, for inputs that need no bookkeeping here (Tick,

@@ -31,8 +31,9 @@ type Recovered struct {
 	// the last segment.
 	TornTail *TornTail
 	// Holes, after OpenKeepingHoles, are the entries of the log whose
-	// records were damaged, known by index and term only: Entries holds
-	// them with no data. Damage describes the damage (nil if none).
+	// records were damaged, known by index and term only: Entries (or
+	// Compacted) holds them with no data. Damage describes the damage (nil
+	// if none).
 	Holes  Holes
 	Damage *WALDamage
 }
@@ -159,8 +160,9 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 	w.durable = Durable{HardState: w.hs, LastIndex: w.lastIndex, LastTerm: w.lastTerm}
 	rec := &Recovered{HardState: st.hs, Snapshot: st.snap, TornTail: torn, Damage: damage}
 	if damage != nil {
-		// A compaction after the damage may have covered holes.
-		holes.From = max(holes.From, st.snap.Index+1)
+		// Holes among the entries still on disk, compacted or not (a node
+		// may restart from an older snapshot and need those too).
+		holes.From = max(holes.From, st.first)
 		if !holes.Empty() {
 			rec.Holes = holes
 		}

@@ -242,6 +242,9 @@ type FaultCounts struct {
 	TornWrites, FlippedWrites, MisdirectedWrites     int
 	ReadErrors, NoSpace, Halts, Repairs              int
 	Rotted, Isolations                               int
+	// Kept counts the repairs that kept the log, the lost entries as holes
+	// filled from the others (replica.Replica.KeptHoles).
+	Kept int
 	// HaltsBy splits Halts by reason.
 	HaltsBy [numHaltReasons]int
 }

@@ -240,6 +240,11 @@ func (n *node) start() {
 		w.counts.Repairs++
 		w.logf("node %d REPAIRED its WAL: %v", n.id, dmg)
 	}
+	if dmg := rep.KeptHoles(); dmg != nil {
+		w.counts.Repairs++
+		w.counts.Kept++
+		w.logf("node %d KEPT its log around damage, holes %+v: %v", n.id, rep.Node().Holes(), dmg)
+	}
 	if why := rep.LostTail(); why != nil {
 		w.logf("node %d found its WAL behind its vote copy: %v", n.id, why)
 	}
@@ -247,7 +252,7 @@ func (n *node) start() {
 		w.counts.Repairs++
 		w.logf("node %d REPAIRED its log from an older snapshot: %v", n.id, why)
 	}
-	if (rep.Repaired() != nil || rep.SnapshotRepaired() != nil) && !n.storageFault {
+	if (rep.Repaired() != nil || rep.SnapshotRepaired() != nil || rep.KeptHoles() != nil) && !n.storageFault {
 		// As for a halt: without storage faults only a bug damages files
 		// (a repair would hide it).
 		w.fail(fmt.Errorf("node %d repaired without storage faults", n.id))

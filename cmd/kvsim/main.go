@@ -80,7 +80,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	ran := 0
 	var simTime time.Duration
 	var members sim.MemberCounts
-	withChanges, repairs := 0, 0
+	withChanges, repairs, kept := 0, 0, 0
 	var halts sim.FaultCounts // only the halts
 	var wg sync.WaitGroup
 	for range max(workers, 1) {
@@ -100,6 +100,8 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 					halts.HaltsBy[r] += n
 				}
 				repairs += res.Counts.Repairs
+				kept += res.Counts.Kept
+				kept += res.Counts.Kept
 				if res.Membership.Committed() > 0 {
 					withChanges++
 				}
@@ -131,7 +133,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	fmt.Printf("%d seeds in %v (%.0f seeds/min, %.0fx real time per core), %d failed\n", ran, wall.Round(time.Millisecond),
 		float64(ran)/wall.Minutes(), float64(simTime)/float64(wall)/float64(max(workers, 1)), len(failed))
 	fmt.Printf("membership changes in %d seeds: %s\n", withChanges, members)
-	fmt.Printf("damaged storage: %d nodes repaired their WAL, %d halted", repairs, halts.Halts)
+	fmt.Printf("damaged storage: %d nodes repaired their WAL (%d keeping the log), %d halted", repairs, kept, halts.Halts)
 	if by := halts.HaltsByReason(); by != "" {
 		fmt.Printf(" (%s)", by)
 	}

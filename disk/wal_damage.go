@@ -230,22 +230,81 @@ func (d *WALDamage) identify(st *logState, after suffix) {
 	}
 }
 
-// keepable reports whether OpenKeepingHoles can keep the log around this
-// damage: one damaged stretch, in file, with an intact record after it
-// there, and the lost entries identified.
-func (d *WALDamage) keepable(file string) bool {
-	return d.Identified && !d.OpenEnded && d.Stretches == 1 && d.ResumeFile == file
+// keepAround keeps the log around the damaged record at offset off of
+// segment seq, if the entries it lost can be identified: st, the log the
+// records before it left, gets them as holes, and keepAround returns the
+// offset to replay on from. It reads on from the damage in the same
+// segment: damaged records before the first intact entry record count as
+// one stretch with it (the intact records among them are skipped: a lost
+// hard state comes back from the vote copy, a lost compaction marker
+// leaves only more log), up to the next damage after an entry; the lowest
+// index those records write and its term identify the lost entries
+// (identify, against st). A snapshot installed among them, or no entry
+// record before the segment ends, and it does not keep.
+func (w *WAL) keepAround(st *logState, seq uint64, off int64) (int64, bool) {
+	b, err := readSegment(w.fs, w.path(seq), nil)
+	if err != nil {
+		return 0, false
+	}
+	seed := seedFor(seq)
+	var (
+		facts  recordFacts
+		after  suffix
+		resume = -1
+	)
+	for pos := nextFrame(b, seed, int(off)+1); pos < len(b); {
+		f := decodeFrame(b[pos:], seed, int64(pos))
+		if f.status != frameOK {
+			if after.from != 0 {
+				break // the next damage: the replay stops there again
+			}
+			resume = -1
+			pos = nextFrame(b, seed, pos+1)
+			continue
+		}
+		if resume < 0 {
+			resume = pos
+		}
+		if facts.read(f) {
+			after.add(&facts)
+		}
+		pos += f.size
+	}
+	if after.from == 0 || resume < 0 {
+		return 0, false
+	}
+	d := &WALDamage{}
+	d.identify(st, after)
+	if !d.Identified {
+		return 0, false
+	}
+	st.punch(d.IntactThrough, d.HoleFrom, d.HoleTo, d.HoleTerm)
+	return int64(resume), true
 }
 
-// keepHoles cuts the log before the damage back to what is intact and puts
-// the lost entries in as holes: entries with index and term and no data.
-func (s *logState) keepHoles(d *WALDamage) Holes {
-	s.ents = s.ents[:d.IntactThrough+1-s.first]
-	for i := d.HoleFrom; i <= d.HoleTo; i++ {
-		s.ents = append(s.ents, core.Entry{Index: i, Term: d.HoleTerm})
+// punch cuts the log back to index through and puts entries from..to of
+// term t in as holes (entries with index and term and no data). The holes
+// are kept as one range: entries between an earlier range and this one
+// lose their data too (they are fetched like the others).
+func (s *logState) punch(through, from, to, t uint64) {
+	s.ents = s.ents[:through+1-s.first]
+	s.cutHoles(through)
+	for i := from; i <= to; i++ {
+		s.ents = append(s.ents, core.Entry{Index: i, Term: t})
 	}
 	s.afterHoles = true
-	return Holes{From: d.HoleFrom, To: d.HoleTo, Term: d.HoleTerm}
+	if from > to {
+		return
+	}
+	if s.holes.Empty() {
+		s.holes = Holes{From: from, To: to}
+		return
+	}
+	for i := s.holes.To + 1; i < from; i++ {
+		e := &s.ents[i-s.first]
+		e.Type, e.Data = core.EntryNormal, nil
+	}
+	s.holes.To = to
 }
 
 // readSegment reads a whole segment file.
@@ -320,3 +379,51 @@ func (r *recordFacts) read(f frame) bool {
 	}
 	return true
 }
+
+// EntryRecord locates one intact entry record of a WAL: for tools that aim
+// damage at a chosen entry (the simulator, the chaos test).
+type EntryRecord struct {
+	File        string
+	Offset      int64 // where the record starts
+	PayloadSize int   // the bytes after the header that a flip may hit
+	Index, Term uint64
+}
+
+// EntryRecords lists the intact entry records of the WAL in dir, in write
+// order, reading until the first record that does not decode in each
+// segment. It changes nothing.
+func EntryRecords(fsys FS, dir string) ([]EntryRecord, error) {
+	seqs, err := listSegments(fsys, dir)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		out   []EntryRecord
+		buf   []byte
+		facts recordFacts
+	)
+	for _, seq := range seqs {
+		name := segmentPath(dir, seq)
+		b, err := readSegment(fsys, name, buf)
+		if err != nil {
+			return nil, fmt.Errorf("wal: read %s: %w", name, err)
+		}
+		buf = b
+		seed := seedFor(seq)
+		for pos := 0; pos < len(b); {
+			f := decodeFrame(b[pos:], seed, int64(pos))
+			if f.status != frameOK {
+				break
+			}
+			if f.typ == recEntry && facts.read(f) {
+				out = append(out, EntryRecord{File: name, Offset: int64(pos), PayloadSize: len(f.payload), Index: facts.lastIndex, Term: facts.term})
+			}
+			pos += f.size
+		}
+	}
+	return out, nil
+}
+
+// HeaderSize is the size of a WAL record's header: a record's payload
+// starts at EntryRecord.Offset + HeaderSize.
+const HeaderSize = headerSize

@@ -38,9 +38,9 @@ type Recovered struct {
 	Damage *WALDamage
 }
 
-// Holes are entries From..To of term Term, known by index and term but not
-// their data (none when To < From).
-type Holes struct{ From, To, Term uint64 }
+// Holes are entries From..To, known by index and term but not their data
+// (none when To < From).
+type Holes struct{ From, To uint64 }
 
 // Empty reports whether there are no holes.
 func (h Holes) Empty() bool { return h.To < h.From || h.To == 0 }
@@ -78,15 +78,17 @@ func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 	return open(fsys, dir, opts, false)
 }
 
-// OpenKeepingHoles is Open for a WAL with one damaged stretch whose lost
-// entries WALDamage identifies by index and term, with an intact record
-// after it in the same segment: instead of refusing, it returns the log as
-// the records before and after the damage give it, the lost entries as
-// holes (Recovered.Holes, Recovered.Damage), and the WAL ready for
-// appending. The damaged records stay where they are; every open finds
-// them again, until the segment is released. Any other damage is refused
-// as by Open. docs/disk.md, "Keeping the log", says why this is safe and
-// what the caller must do about the holes.
+// OpenKeepingHoles is Open for a WAL whose damaged stretches each lost
+// only entries it can identify by index and term (WALDamage.Identified,
+// worked out for each stretch from the records before it and those after
+// it up to the next one, in the same segment): instead of refusing, it
+// returns the log the records give, the lost entries as holes
+// (Recovered.Holes: one range from the first to the last, entries between
+// them included; Recovered.Damage describes the first stretch), and the
+// WAL ready for appending. The damaged records stay where they are; every
+// open finds them again, until their segment is released. Any other
+// damage is refused as by Open. docs/disk.md, "Keeping the log", says why
+// this is safe and what the caller must do about the holes.
 func OpenKeepingHoles(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 	return open(fsys, dir, opts, true)
 }
@@ -119,26 +121,37 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 		st     logState
 		buf    []byte
 		torn   *TornTail
-		holes  Holes
 		damage *WALDamage
 	)
 	for i, seq := range seqs {
 		last := i == len(seqs)-1
 		f, scan, err := w.recoverSegment(&st, &buf, seq, i == 0, last)
 		var ce *CorruptionError
-		if err != nil && errors.As(err, &ce) && ce.File == w.path(seq) {
-			ce.WAL = w.describeDamage(&st, seqs[i:], ce.Offset)
-			if keepHoles && damage == nil && ce.WAL.keepable(ce.File) {
-				damage = ce.WAL
-				before := st.last()
-				holes = st.keepHoles(damage)
-				f, scan, err = w.resumeSegment(&st, &buf, seq, damage.ResumeOffset, i == 0, last)
-				scan.maxIndex = max(scan.maxIndex, before, holes.To)
+		for keepHoles && err != nil && errors.As(err, &ce) && ce.File == w.path(seq) {
+			if damage == nil {
+				damage = w.describeDamage(&st, seqs[i:], ce.Offset)
 			}
+			before := st.last()
+			resume, ok := w.keepAround(&st, seq, ce.Offset)
+			if !ok {
+				break
+			}
+			var more segmentScan
+			f, more, err = w.resumeSegment(&st, &buf, seq, resume, i == 0, last)
+			scan = segmentScan{end: more.end, startSize: max(scan.startSize, more.startSize),
+				maxIndex: max(scan.maxIndex, more.maxIndex, before, st.holes.To), torn: more.torn}
 		}
 		if err != nil {
 			if w.f != nil {
 				w.f.Close()
+			}
+			if keepHoles && damage != nil {
+				// Damage it cannot keep around: refused with the
+				// description Open gives.
+				return open(fsys, dir, opts, false)
+			}
+			if errors.As(err, &ce) && ce.File == w.path(seq) {
+				ce.WAL = w.describeDamage(&st, seqs[i:], ce.Offset)
 			}
 			return nil, nil, err
 		}
@@ -159,12 +172,12 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 	}
 	w.durable = Durable{HardState: w.hs, LastIndex: w.lastIndex, LastTerm: w.lastTerm}
 	rec := &Recovered{HardState: st.hs, Snapshot: st.snap, TornTail: torn, Damage: damage}
-	if damage != nil {
+	if h := st.holes; !h.Empty() {
 		// Holes among the entries still on disk, compacted or not (a node
 		// may restart from an older snapshot and need those too).
-		holes.From = max(holes.From, st.first)
-		if !holes.Empty() {
-			rec.Holes = holes
+		h.From = max(h.From, st.first)
+		if !h.Empty() {
+			rec.Holes = h
 		}
 	}
 	k := st.snap.Index + 1 - st.first
@@ -271,8 +284,9 @@ type logState struct {
 	first uint64
 	ents  []core.Entry
 
-	// afterHoles: damage was kept as holes (OpenKeepingHoles) and no
-	// segment start has been read since.
+	// holes are the entries kept without data (OpenKeepingHoles), and
+	// afterHoles says damage was kept and no segment start read since.
+	holes      Holes
 	afterHoles bool
 
 	pbEntry  raftpb.Entry
@@ -416,7 +430,18 @@ func (s *logState) applyEntry(e core.Entry) string {
 		s.ents = s.ents[:e.Index-s.first]
 	}
 	s.ents = append(s.ents, e)
+	s.cutHoles(e.Index - 1)
 	return ""
+}
+
+// cutHoles drops the holes above index i (the log was cut there).
+func (s *logState) cutHoles(i uint64) {
+	if s.holes.To > i {
+		s.holes.To = i
+	}
+	if s.holes.To < s.holes.From {
+		s.holes = Holes{}
+	}
 }
 
 func (s *logState) applyMarker(m core.SnapshotMeta, replacesLog bool) string {
@@ -425,6 +450,7 @@ func (s *logState) applyMarker(m core.SnapshotMeta, replacesLog bool) string {
 			return fmt.Sprintf("installed snapshot at %d is older than the snapshot (%d) or commit index (%d)", m.Index, s.snap.Index, s.hs.Commit)
 		}
 		s.snap, s.ents, s.first = m, s.ents[:0], m.Index+1
+		s.holes = Holes{}
 		return ""
 	}
 	if m.Index < s.snap.Index || m.Index > s.last() {

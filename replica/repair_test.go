@@ -62,12 +62,51 @@ func flipNear(t *testing.T, fs *disk.MemFS, fromEnd int64) {
 	require.NoError(t, fs.FlipBit("/n/wal/"+names[0], size-fromEnd, 4))
 }
 
-// flipTwo damages two records far apart: the lost entries are not
-// identified then (disk.OpenKeepingHoles keeps one stretch only), so the
-// repair starts the log over.
-func flipTwo(t *testing.T, fs *disk.MemFS) {
-	flipNear(t, fs, 2000)
-	flipNear(t, fs, 1000)
+// changeAt is where writeWALTermChange's entries go from term 1 to term 2.
+const changeAt = 25
+
+// writeWALTermChange is writeWAL whose entries before changeAt are of term
+// 1 and the rest of term 2 (the node in term 2 throughout, having voted
+// for node 2): with the first entry of term 2 damaged (unidentified),
+// nothing before the damage has the term of the first entry after it, so
+// the lost entries cannot be identified and the repair starts the log over.
+func writeWALTermChange(t *testing.T, conf core.ConfState, entries int) (*disk.MemFS, core.LogPosition) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(11, 12)))
+	w, err := disk.Create(fs, "/n/wal", disk.Options{})
+	require.NoError(t, err)
+	require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Conf: conf}))
+	for _, e := range termChangeEntries(t, uint64(entries)) {
+		require.NoError(t, w.Append(core.HardState{Term: 2, Vote: 2, Commit: e.Index - 1}, []core.Entry{e}))
+		require.NoError(t, w.Sync())
+	}
+	require.NoError(t, w.Close())
+	return fs, core.LogPosition{Term: 2, Index: uint64(entries)}
+}
+
+// termChangeEntries are writeWALTermChange's entries 1..n.
+func termChangeEntries(t *testing.T, n uint64) []core.Entry {
+	var ents []core.Entry
+	for i := uint64(1); i <= n; i++ {
+		term := uint64(1)
+		if i >= changeAt {
+			term = 2
+		}
+		ents = append(ents, core.Entry{Index: i, Term: term, Data: put(t, "k", "v")})
+	}
+	return ents
+}
+
+// unidentified damages the first entry of term 2 of writeWALTermChange's WAL.
+func unidentified(t *testing.T, fs *disk.MemFS) {
+	recs, err := disk.EntryRecords(fs, "/n/wal")
+	require.NoError(t, err)
+	for _, r := range recs {
+		if r.Index == changeAt {
+			require.NoError(t, fs.FlipBit(r.File, r.Offset+disk.HeaderSize, 2))
+			return
+		}
+	}
+	t.Fatalf("no record of entry %d", changeAt)
 }
 
 func openRepairing(fs *disk.MemFS, id core.NodeID) (*Replica, error) {
@@ -80,13 +119,13 @@ func openRepairing(fs *disk.MemFS, id core.NodeID) (*Replica, error) {
 }
 
 // TestRepairStartsOverBelowItsFloor: damage in the middle of a follower's
-// WAL, with intact records after it but not identified (two stretches), is
-// repaired: the log starts over from
+// WAL, with intact records after it but whose lost entries cannot be
+// identified (the damage spans a change of term), is repaired: the log starts over from
 // the bootstrap configuration (no snapshot file was taken) with the same
 // term and vote, and the old log's end is the vote floor, durably.
 func TestRepairStartsOverBelowItsFloor(t *testing.T) {
-	fs, last := writeFollowerWAL(t, 40, false)
-	flipTwo(t, fs)
+	fs, last := writeWALTermChange(t, core.ConfState{Voters: []core.NodeID{1, 2, 3}}, 40)
+	unidentified(t, fs)
 	rep, err := openRepairing(fs, 1)
 	require.NoError(t, err)
 	require.NotNil(t, rep.Repaired())
@@ -106,10 +145,7 @@ func TestRepairStartsOverBelowItsFloor(t *testing.T) {
 
 	// The leader gives the log back, but commits only part of it: the
 	// state machine is still older than what the node applied before.
-	var ents []core.Entry
-	for i := uint64(1); i <= last.Index; i++ {
-		ents = append(ents, core.Entry{Index: i, Term: 2, Data: put(t, "k", "v")})
-	}
+	ents := termChangeEntries(t, last.Index)
 	app := core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Entries: ents, Commit: last.Index - 5}
 	require.NoError(t, rep.Step(app))
 	require.NoError(t, rep.Process())
@@ -137,8 +173,8 @@ func TestRepairStartsOverBelowItsFloor(t *testing.T) {
 // from that empty beginning, as it did when it joined, below its floor.
 // (Found by make chaos-test: a replaced member, then damaged, refused.)
 func TestRepairOfAJoinedMember(t *testing.T) {
-	fs, last := writeWAL(t, core.ConfState{}, 40, false)
-	flipTwo(t, fs)
+	fs, last := writeWALTermChange(t, core.ConfState{}, 40)
+	unidentified(t, fs)
 	rep, err := Open(Config{
 		Core: core.Config{ID: 100, Join: true, Seed: 1},
 		FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
@@ -438,9 +474,9 @@ func TestRepairThatDistrustsTheEnd(t *testing.T) {
 // TestRepairOfADamagedRepair: the disk corrupts the repair's own segment
 // as it writes it; Open finds that segment damaged and repairs again.
 func TestRepairOfADamagedRepair(t *testing.T) {
-	fs, _ := writeFollowerWAL(t, 40, false)
+	fs, _ := writeWALTermChange(t, core.ConfState{Voters: []core.NodeID{1, 2, 3}}, 40)
 	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 2, 2))
-	flipTwo(t, fs)
+	unidentified(t, fs)
 	damaged := false
 	fs.Intercept = func(op disk.Op, name string) error {
 		if op == disk.OpSync && strings.HasSuffix(name, "0000000000000002.wal.tmp") && !damaged {

@@ -53,6 +53,13 @@ type Faults struct {
 	// in the middle of the log, which the node repairs from its peers
 	// when that is safe (replica.Config.RepairWAL) and otherwise halts.
 	DeepRotProb float64
+	// DamageAll: every DamageAllEvery µs (when every member is up), all
+	// members crash at once and each comes back with one entry record of
+	// its WAL damaged, no two at the same index (so never the same entry
+	// on a majority): the cluster must keep every committed entry and
+	// recover (Options.DamageAll). No other storage faults with it.
+	DamageAll      bool
+	DamageAllEvery int64
 
 	// Not faults, but drawn per seed like them: flow control. Small
 	// messages make a follower catch up one entry per append, so a new
@@ -224,6 +231,7 @@ func (f Faults) String() string {
 		add(f.RotProb > 0, "rot=%.0f%%/last %dB", f.RotProb*100, f.RotSpan)
 		add(f.DeepRotProb > 0, "deeprot=%.0f%%", f.DeepRotProb*100)
 	}
+	add(f.DamageAll, "damage-all/%dms", f.DamageAllEvery/1000)
 	add(f.MaxMsgBytes > 0, "msg≤%dB", f.MaxMsgBytes)
 	add(f.MaxInflightMsgs > 0, "inflight≤%d", f.MaxInflightMsgs)
 	add(f.LeaderChurn > 0, "churn=%.0f%%", f.LeaderChurn*100)

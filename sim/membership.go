@@ -448,6 +448,8 @@ func (w *world) freshNode(conf core.ConfState) *node {
 	}
 	id := core.NodeID(len(w.nodes) + 1)
 	n := w.newNode(id, rand.New(rand.NewPCG(m.rng.Uint64(), m.rng.Uint64())), false)
+	// Under DamageAll every member's disk is damaged now and then.
+	n.storageFault = w.faults.DamageAll
 	n.join = true
 	w.nodes = append(w.nodes, n)
 	w.net.grow(len(w.nodes))

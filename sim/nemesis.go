@@ -2,6 +2,8 @@ package sim
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
@@ -58,6 +60,9 @@ func (w *world) startNemesis(until int64) {
 				return errPowerCut
 			}
 		})
+	}
+	if f.DamageAll {
+		every(f.DamageAllEvery, w.damageAll)
 	}
 	if f.Pauses {
 		every(f.PauseEvery, func() {
@@ -218,4 +223,38 @@ func (w *world) isolateFor(n *node, d int64, why string) {
 	w.counts.Isolations++
 	w.logf("node %d isolated %s", n.id, why)
 	w.clock.after(d, func() { set(false) })
+}
+
+// damageAll crashes every member at once and damages one entry record in
+// each one's WAL, no two at the same index, then restarts them after a
+// while each (Faults.DamageAll). Only when every member is up, so that
+// the damage is on every member.
+func (w *world) damageAll() {
+	rng := w.repairRng
+	active := w.active()
+	for _, n := range active {
+		if n.state != nodeUp {
+			return
+		}
+	}
+	taken := map[uint64]bool{}
+	for _, n := range active {
+		n.crash()
+		recs, err := disk.EntryRecords(n.fs, "/node/wal")
+		if err != nil {
+			w.fail(fmt.Errorf("node %d: list WAL records: %w", n.id, err))
+			return
+		}
+		recs = slices.DeleteFunc(recs, func(r disk.EntryRecord) bool { return taken[r.Index] })
+		if len(recs) > 0 {
+			r := recs[rng.IntN(len(recs))]
+			off := r.Offset + disk.HeaderSize + rng.Int64N(int64(r.PayloadSize))
+			if n.fs.FlipBit(r.File, off, rng.UintN(8)) == nil {
+				taken[r.Index] = true
+				w.counts.Rotted++
+				w.logf("node %d: entry %d (term %d) damaged in %s at %d", n.id, r.Index, r.Term, r.File, off)
+			}
+		}
+		w.clock.after(1+rng.Int64N(300_000), n.restart)
+	}
 }

@@ -47,6 +47,9 @@ type Options struct {
 	// chose, a minority of nodes crash now and then and come back with a
 	// bit flipped deep in their WAL (Faults.DeepRotProb).
 	Repair bool
+	// DamageAll damages every member at once, at different entries
+	// (Faults.DamageAll), instead of the seed's storage faults.
+	DamageAll bool
 }
 
 // Result is what a run did and found.
@@ -259,6 +262,12 @@ func newWorld(opts Options) (*world, Result) {
 	} else {
 		w.faults = chooseFaults(cfgRng, size)
 	}
+	if opts.DamageAll {
+		// Its own damage only: a seed's storage faults on top could hit
+		// the same entry on a majority.
+		f := &w.faults
+		f.StorageNodes, f.BitFlipProb, f.MisdirectProb, f.ReadErrorProb, f.DiskCapacity = 0, 0, 0, 0, 0
+	}
 	nclients := opts.Clients
 	if nclients == 0 {
 		nclients = 2 + cfgRng.IntN(6)
@@ -299,6 +308,15 @@ func newWorld(opts Options) (*world, Result) {
 	}
 	if opts.Repair {
 		w.stressRepair()
+	}
+	if opts.DamageAll {
+		f := &w.faults
+		f.RotProb, f.DeepRotProb = 0, 0
+		f.DamageAll = true
+		f.DamageAllEvery = 1_000_000 + w.repairRng.Int64N(3_000_000)
+		for _, n := range w.nodes {
+			n.storageFault = true
+		}
 	}
 	return w, Result{Seed: opts.Seed, Nodes: size, Clients: nclients, Faults: w.faults}
 }

@@ -34,6 +34,7 @@ func main() {
 	membership := flag.Bool("membership", false, "with -swarm, run only seeds whose fault model changes the membership (-count of them)")
 	authWorkload := flag.Bool("auth", false, "run the auth workload: the clients work as a user whose permissions an administrator revokes and grants")
 	repair := flag.Bool("repair", false, "make nodes repair damaged WALs: a minority crash and come back with a bit flipped deep in their WAL, whatever else the seed chose")
+	damageAll := flag.Bool("damage-all", false, "crash every member at once now and then, each coming back with one entry of its WAL damaged, no two at the same index")
 	etcdWorkload := flag.Bool("etcd", false, "run the etcd workload: multi-key transactions with compares and reads at a revision, checked by revision")
 	showVersion := version.AddFlag(flag.CommandLine)
 	flag.Parse()
@@ -54,7 +55,7 @@ func main() {
 		os.Exit(2)
 	}
 	tuneGC()
-	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair}
+	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair, DamageAll: *damageAll}
 	if *swarm {
 		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out, *membership))
 	}

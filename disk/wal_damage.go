@@ -217,7 +217,8 @@ func (d *WALDamage) identify(st *logState, after suffix) {
 	// Terms never fall along the log before the damage either: scan down
 	// from below b until one is no later than t. (Snapshot terms are not
 	// used: only entries are compared.)
-	for j := min(st.last(), after.from-1); j >= st.first && j > st.snap.Index; j-- {
+	j := min(st.last(), after.from-1)
+	for ; j >= st.first && j > st.snap.Index; j-- {
 		jt := st.ents[j-st.first].Term
 		if jt < t {
 			return
@@ -227,6 +228,13 @@ func (d *WALDamage) identify(st *logState, after suffix) {
 			d.HoleFrom, d.HoleTo, d.HoleTerm = j+1, after.from-1, t
 			return
 		}
+	}
+	if t == 1 && j == 0 {
+		// Down to the start of a log bootstrapped at index 0 with nothing
+		// of term 1: every entry is of term 1 at least, and none before b
+		// of a later term than b's.
+		d.Identified, d.IntactThrough = true, 0
+		d.HoleFrom, d.HoleTo, d.HoleTerm = 1, after.from-1, t
 	}
 }
 

@@ -89,7 +89,7 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 // before it applies them or campaigns (docs/disk.md, "Keeping the log").
 func (r *Replica) keepHoles(walDir string, openErr error) (*disk.WAL, *disk.Recovered, error) {
 	var ce *disk.CorruptionError
-	if !errors.As(openErr, &ce) || ce.WAL == nil || !ce.WAL.Identified {
+	if !errors.As(openErr, &ce) || ce.WAL == nil {
 		return nil, nil, openErr
 	}
 	promised, err := r.promisedVote(ce.WAL.HardState, ce.WAL.HardStateCurrent)

@@ -102,7 +102,6 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 				}
 				repairs += res.Counts.Repairs
 				kept += res.Counts.Kept
-				kept += res.Counts.Kept
 				if res.Membership.Committed() > 0 {
 					withChanges++
 				}

@@ -136,7 +136,7 @@ func (c *Checker) Observe(n *Node) error {
 		return fmt.Errorf("node %d: commit %d beyond last index %d", r.id, l.committed, l.lastIndex())
 	}
 	if h := l.holes; !h.Empty() && r.role != Follower {
-		return fmt.Errorf("node %d: %s with holes %d to %d in its log", r.id, r.role, h.From, h.To)
+		return fmt.Errorf("node %d: %s with holes %v in its log", r.id, r.role, h)
 	}
 	if err := c.checkLog(r, w); err != nil {
 		return err

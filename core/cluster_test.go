@@ -661,15 +661,24 @@ func (c *cluster) restart(id NodeID) error {
 // around damaged WAL records would (the stable copy keeps its data, as the
 // damaged WAL does not, so a later restart without holes is also possible).
 func (c *cluster) restartWithHoles(id NodeID, from, to uint64) error {
+	var holes []uint64
+	for i := from; i <= to; i++ {
+		holes = append(holes, i)
+	}
+	return c.restartWithHoleList(id, holes...)
+}
+
+// restartWithHoleList is restartWithHoles for any set of indexes.
+func (c *cluster) restartWithHoleList(id NodeID, holes ...uint64) error {
 	tn := c.nodes[id]
 	cfg := c.cfg(id)
 	st := tn.store.state()
 	for i := range st.Entries {
-		if e := &st.Entries[i]; e.Index >= from && e.Index <= to {
+		if e := &st.Entries[i]; slices.Contains(holes, e.Index) {
 			e.Type, e.Data = EntryNormal, nil
+			st.Holes = append(st.Holes, e.Index)
 		}
 	}
-	st.Holes = Holes{From: from, To: to}
 	tn.sm = smState{}
 	if st.Snapshot != nil {
 		tn.sm = tn.store.snapData

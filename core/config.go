@@ -170,8 +170,8 @@ func (s PersistentState) validate() error {
 		next++
 	}
 	last := s.Snapshot.Index + uint64(len(s.Entries))
-	if !s.Holes.Empty() && (s.Holes.From <= s.Snapshot.Index || s.Holes.To > last || s.Holes.From > s.Holes.To) {
-		return fmt.Errorf("persistent state: holes %d to %d outside the log (%d, %d]", s.Holes.From, s.Holes.To, s.Snapshot.Index, last)
+	if h := s.Holes; !h.Empty() && (!slices.IsSorted(h) || h[0] <= s.Snapshot.Index || h[len(h)-1] > last) {
+		return fmt.Errorf("persistent state: holes %v not ascending inside the log (%d, %d]", h, s.Snapshot.Index, last)
 	}
 	if s.HardState.Commit > last {
 		return fmt.Errorf("persistent state: commit %d beyond the last entry %d", s.HardState.Commit, last)

@@ -39,7 +39,7 @@ func TestHolesFilledFromTheLeader(t *testing.T) {
 	f := lead%3 + 1
 	c.crash(f)
 	require.NoError(t, c.restartWithHoles(f, 5, 12))
-	require.Equal(t, Holes{From: 5, To: 12}, c.node(f).Holes())
+	require.Equal(t, Holes{5, 6, 7, 8, 9, 10, 11, 12}, c.node(f).Holes())
 	require.False(t, c.node(f).r.promotable(), "a node with holes does not campaign")
 	commitSome(t, c, 5, "b")
 	require.True(t, c.node(f).Holes().Empty())
@@ -62,6 +62,24 @@ func TestHolesOnEveryMemberFilledFromEachOther(t *testing.T) {
 		from := uint64(3 + 8*k)
 		require.NoError(t, c.restartWithHoles(id, from, from+5))
 	}
+	commitSome(t, c, 5, "b")
+	for _, id := range c.ids {
+		require.True(t, c.node(id).Holes().Empty(), "node %d", id)
+	}
+}
+
+// Holes in several runs, on every member at once, each entry lost on one
+// member only: filled run by run from the others.
+func TestHolesInSeveralRuns(t *testing.T) {
+	c, err := newCluster(3, 5, nil)
+	require.NoError(t, err)
+	commitSome(t, c, 30, "a")
+	for _, id := range c.ids {
+		c.crash(id)
+	}
+	require.NoError(t, c.restartWithHoleList(1, 2, 3, 17, 25))
+	require.NoError(t, c.restartWithHoleList(2, 1, 12, 13, 26))
+	require.NoError(t, c.restartWithHoleList(3, 4, 18, 30))
 	commitSome(t, c, 5, "b")
 	for _, id := range c.ids {
 		require.True(t, c.node(id).Holes().Empty(), "node %d", id)
@@ -115,11 +133,11 @@ func TestHolesCoveredByASnapshot(t *testing.T) {
 // another term at that index is another entry (a stale copy).
 func TestHoleFilledOnlyByTheSameEntry(t *testing.T) {
 	l := newLog(SnapshotMeta{}, []Entry{{Index: 1, Term: 1, Data: []byte("a")}, {Index: 2, Term: 2}, {Index: 3, Term: 2}})
-	l.holes = Holes{From: 2, To: 3}
+	l.holes = Holes{2, 3}
 	require.False(t, l.fill(Entry{Index: 2, Term: 1, Data: []byte("stale")}))
-	require.False(t, l.fill(Entry{Index: 3, Term: 2, Data: []byte("out of order")}))
+	require.False(t, l.fill(Entry{Index: 1, Term: 1, Data: []byte("not a hole")}))
 	require.True(t, l.fill(Entry{Index: 2, Term: 2, Data: []byte("b")}))
-	require.Equal(t, Holes{From: 3, To: 3}, l.holes)
+	require.Equal(t, Holes{3}, l.holes)
 	require.Empty(t, l.toApply(0), "nothing is committed yet")
 	l.committed = 3
 	require.Len(t, l.toApply(0), 2, "applying stops before the hole at 3")

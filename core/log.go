@@ -1,5 +1,7 @@
 package core
 
+import "slices"
+
 // raftLog is the node's whole view of the replicated log, kept in memory.
 //
 // Everything up to snap.Index has been folded into a snapshot and is gone;
@@ -36,34 +38,47 @@ type raftLog struct {
 	holes Holes
 }
 
-// Holes are the entries From..To of a log that are known by index and term
-// but not their data: a repair kept the log around damaged WAL records
-// (docs/disk.md, "Keeping the log"). To == 0: none.
-type Holes struct{ From, To uint64 }
+// Holes are the indexes, ascending, of entries of a log known by index and
+// term but not their data: a repair kept the log around damaged WAL
+// records (docs/disk.md, "Keeping the log").
+type Holes []uint64
 
 // Empty reports whether there are no holes.
-func (h Holes) Empty() bool { return h.To == 0 }
+func (h Holes) Empty() bool { return len(h) == 0 }
 
 // Has reports whether index i is a hole.
-func (h Holes) Has(i uint64) bool { return h.To != 0 && i >= h.From && i <= h.To }
+func (h Holes) Has(i uint64) bool {
+	_, ok := slices.BinarySearch(h, i)
+	return ok
+}
+
+// First is the lowest hole (0 if none).
+func (h Holes) First() uint64 {
+	if len(h) == 0 {
+		return 0
+	}
+	return h[0]
+}
 
 // cutFrom drops the holes at or above i.
 func (h *Holes) cutFrom(i uint64) {
-	if h.To >= i {
-		h.To = i - 1
-	}
-	if h.To < h.From {
-		*h = Holes{}
-	}
+	k, _ := slices.BinarySearch(*h, i)
+	*h = (*h)[:k]
 }
 
 // cutTo drops the holes at or below i.
 func (h *Holes) cutTo(i uint64) {
-	if h.From <= i {
-		h.From = i + 1
+	k, found := slices.BinarySearch(*h, i)
+	if found {
+		k++
 	}
-	if h.To < h.From {
-		*h = Holes{}
+	*h = (*h)[k:]
+}
+
+// remove drops hole i.
+func (h *Holes) remove(i uint64) {
+	if k, found := slices.BinarySearch(*h, i); found {
+		*h = slices.Delete(*h, k, k+1)
 	}
 }
 
@@ -156,15 +171,15 @@ func (l *raftLog) appendAfterMatch(ents []Entry) {
 	}
 }
 
-// fill gives the first hole its data from e, if e is that entry (same
-// index and term: by Log Matching, the same entry). Holes are filled in
-// index order. It counts as a rewrite from there, for checkers.
+// fill gives a hole its data from e, if e is that entry (same index and
+// term: by Log Matching, the same entry). It counts as a rewrite from
+// there, for checkers.
 func (l *raftLog) fill(e Entry) bool {
-	if l.holes.Empty() || e.Index != l.holes.From || !l.matchTerm(e.Index, e.Term) {
+	if !l.holes.Has(e.Index) || !l.matchTerm(e.Index, e.Term) {
 		return false
 	}
 	l.entries[e.Index-l.snap.Index-1] = e
-	l.holes.cutTo(e.Index)
+	l.holes.remove(e.Index)
 	l.rewrites++
 	l.rewriteFrom = e.Index
 	return true
@@ -215,7 +230,7 @@ func (l *raftLog) toApply(maxBytes uint64) []Entry {
 	lo, hi := l.applying+1, l.committed+1
 	if !l.holes.Empty() {
 		// Never past a hole: its data is not here yet.
-		hi = min(hi, l.holes.From)
+		hi = min(hi, l.holes.First())
 	}
 	if lo < l.firstIndex() || lo >= hi {
 		return nil
@@ -240,7 +255,7 @@ func (l *raftLog) restore(s SnapshotMeta) {
 	l.rewriteFrom = 0
 	l.snap = s
 	l.entries = nil
-	l.holes = Holes{}
+	l.holes = nil
 	l.committed = s.Index
 	l.applied = s.Index
 	l.applying = s.Index

@@ -1,6 +1,9 @@
 package core
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // SoftState is volatile state worth reporting to the runtime: who leads,
 // and what this node is.
@@ -144,7 +147,7 @@ func (n *Node) SnapshotTaken(index uint64) (SnapshotMeta, error) {
 
 // Holes are the entries of the log known by index and term only, waiting
 // for their data from another member (PersistentState.Holes).
-func (n *Node) Holes() Holes { return n.r.log.holes }
+func (n *Node) Holes() Holes { return slices.Clone(n.r.log.holes) }
 
 // HasReady reports whether Ready has work to hand out.
 func (n *Node) HasReady() bool {

@@ -136,7 +136,7 @@ func newRaft(cfg Config, st PersistentState) (*raft, error) {
 			return nil, err
 		}
 		r.log = newLog(*st.Snapshot, append([]Entry(nil), st.Entries...))
-		r.log.holes = st.Holes
+		r.log.holes = slices.Clone(st.Holes)
 		r.term, r.vote = st.HardState.Term, st.HardState.Vote
 		r.durableTerm = r.term
 		r.log.committed = max(st.HardState.Commit, r.log.committed)
@@ -623,13 +623,13 @@ func (r *raft) stepLeader(m Message) {
 
 func (r *raft) handleAppend(m Message) {
 	r.fillFrom(m.Entries)
-	if h := r.log.holes; !h.Empty() && m.Index >= h.From {
+	if first := r.log.holes.First(); first > 0 && m.Index >= first {
 		// The append does not reach our first hole: have the leader send
 		// from there (entries, or a snapshot if it compacted them). As a
 		// repair's rejection, it makes the leader forget what it matched.
-		t, _ := r.log.term(h.From - 1)
+		t, _ := r.log.term(first - 1)
 		r.sendAfterPersist(Message{Type: MsgAppResp, To: m.From, Index: m.Index,
-			Reject: true, RejectHint: h.From - 1, LogTerm: t, LogCut: true})
+			Reject: true, RejectHint: first - 1, LogTerm: t, LogCut: true})
 		return
 	}
 	if m.Index < r.log.committed {
@@ -671,14 +671,19 @@ func (r *raft) fillFrom(ents []Entry) {
 	}
 }
 
-// askForHoles asks every other member for the entries of our holes: any
-// that holds an entry of the same index and term holds the same entry.
+// askForHoles asks every other member for the entries of our first run of
+// holes: any that holds an entry of the same index and term holds the
+// same entry. (The runs after it are asked for once it is filled.)
 func (r *raft) askForHoles() {
 	h := r.log.holes
-	t, _ := r.log.term(h.From)
+	to := h[0]
+	for k := 1; k < len(h) && h[k] == to+1; k++ {
+		to = h[k]
+	}
+	t, _ := r.log.term(h[0])
 	for _, id := range r.trk.ids {
 		if id != r.id {
-			r.send(Message{Type: MsgFetch, To: id, Index: h.From, LogTerm: t, Commit: h.To})
+			r.send(Message{Type: MsgFetch, To: id, Index: h[0], LogTerm: t, Commit: to})
 		}
 	}
 }
@@ -691,8 +696,11 @@ func (r *raft) serveFetch(m Message) {
 		return
 	}
 	hi := min(m.Commit, r.log.lastIndex())
-	if h := r.log.holes; !h.Empty() && h.From > m.Index && h.From <= hi {
-		hi = h.From - 1
+	for _, i := range r.log.holes {
+		if i > m.Index && i <= hi {
+			hi = i - 1 // up to our own first hole in the range
+			break
+		}
 	}
 	ents := r.log.slice(m.Index, hi+1)
 	var size uint64
@@ -720,7 +728,7 @@ func (r *raft) handleSnapshot(m Message) {
 	s := *m.Snapshot
 	s.Conf = ConfState{Voters: sortedIDs(s.Conf.Voters), Learners: sortedIDs(s.Conf.Learners)}
 	switch {
-	case !r.log.holes.Empty() && s.Index >= r.log.holes.From && s.Index > r.log.applied && r.log.matchTerm(s.Index, s.Term):
+	case !r.log.holes.Empty() && s.Index >= r.log.holes.First() && s.Index > r.log.applied && r.log.matchTerm(s.Index, s.Term):
 		// It covers holes, and we hold its last entry (hence, by Log
 		// Matching, the log it summarises): take it for the holes, keep
 		// the log after it.

@@ -291,28 +291,15 @@ func (w *WAL) keepAround(st *logState, seq uint64, off int64) (int64, bool) {
 }
 
 // punch cuts the log back to index through and puts entries from..to of
-// term t in as holes (entries with index and term and no data). The holes
-// are kept as one range: entries between an earlier range and this one
-// lose their data too (they are fetched like the others).
+// term t in as holes (entries with index and term and no data).
 func (s *logState) punch(through, from, to, t uint64) {
 	s.ents = s.ents[:through+1-s.first]
 	s.cutHoles(through)
 	for i := from; i <= to; i++ {
 		s.ents = append(s.ents, core.Entry{Index: i, Term: t})
+		s.holes = append(s.holes, i)
 	}
 	s.afterHoles = true
-	if from > to {
-		return
-	}
-	if s.holes.Empty() {
-		s.holes = Holes{From: from, To: to}
-		return
-	}
-	for i := s.holes.To + 1; i < from; i++ {
-		e := &s.ents[i-s.first]
-		e.Type, e.Data = core.EntryNormal, nil
-	}
-	s.holes.To = to
 }
 
 // readSegment reads a whole segment file.

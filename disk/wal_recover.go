@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"slices"
 	"errors"
 	"fmt"
 	"io"
@@ -30,20 +31,13 @@ type Recovered struct {
 	// TornTail, if not nil, describes the torn write Open cut off the end of
 	// the last segment.
 	TornTail *TornTail
-	// Holes, after OpenKeepingHoles, are the entries of the log whose
-	// records were damaged, known by index and term only: Entries (or
-	// Compacted) holds them with no data. Damage describes the damage (nil
-	// if none).
-	Holes  Holes
+	// Holes, after OpenKeepingHoles, are the indexes (ascending) of the
+	// entries whose records were damaged, known by index and term only:
+	// Entries (or Compacted) holds them with no data. Damage describes the
+	// first damage (nil if none).
+	Holes  []uint64
 	Damage *WALDamage
 }
-
-// Holes are entries From..To, known by index and term but not their data
-// (none when To < From).
-type Holes struct{ From, To uint64 }
-
-// Empty reports whether there are no holes.
-func (h Holes) Empty() bool { return h.To < h.From || h.To == 0 }
 
 // TornTail describes bytes cut off the end of the log after a crash.
 type TornTail struct {
@@ -83,8 +77,7 @@ func Open(fsys FS, dir string, opts Options) (*WAL, *Recovered, error) {
 // worked out for each stretch from the records before it and those after
 // it up to the next one, in the same segment): instead of refusing, it
 // returns the log the records give, the lost entries as holes
-// (Recovered.Holes: one range from the first to the last, entries between
-// them included; Recovered.Damage describes the first stretch), and the
+// (Recovered.Holes; Recovered.Damage describes the first stretch), and the
 // WAL ready for appending. The damaged records stay where they are; every
 // open finds them again, until their segment is released. Any other
 // damage is refused as by Open. docs/disk.md, "Keeping the log", says why
@@ -139,7 +132,7 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 			var more segmentScan
 			f, more, err = w.resumeSegment(&st, &buf, seq, resume, i == 0, last)
 			scan = segmentScan{end: more.end, startSize: max(scan.startSize, more.startSize),
-				maxIndex: max(scan.maxIndex, more.maxIndex, before, st.holes.To), torn: more.torn}
+				maxIndex: max(scan.maxIndex, more.maxIndex, before, st.last()), torn: more.torn}
 		}
 		if err != nil {
 			if w.f != nil {
@@ -172,12 +165,11 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 	}
 	w.durable = Durable{HardState: w.hs, LastIndex: w.lastIndex, LastTerm: w.lastTerm}
 	rec := &Recovered{HardState: st.hs, Snapshot: st.snap, TornTail: torn, Damage: damage}
-	if h := st.holes; !h.Empty() {
-		// Holes among the entries still on disk, compacted or not (a node
-		// may restart from an older snapshot and need those too).
-		h.From = max(h.From, st.first)
-		if !h.Empty() {
-			rec.Holes = h
+	// Holes among the entries still on disk, compacted or not (a node may
+	// restart from an older snapshot and need those too).
+	for _, i := range st.holes {
+		if i >= st.first {
+			rec.Holes = append(rec.Holes, i)
 		}
 	}
 	k := st.snap.Index + 1 - st.first
@@ -286,7 +278,7 @@ type logState struct {
 
 	// holes are the entries kept without data (OpenKeepingHoles), and
 	// afterHoles says damage was kept and no segment start read since.
-	holes      Holes
+	holes      []uint64
 	afterHoles bool
 
 	pbEntry  raftpb.Entry
@@ -436,12 +428,11 @@ func (s *logState) applyEntry(e core.Entry) string {
 
 // cutHoles drops the holes above index i (the log was cut there).
 func (s *logState) cutHoles(i uint64) {
-	if s.holes.To > i {
-		s.holes.To = i
+	k, found := slices.BinarySearch(s.holes, i)
+	if found {
+		k++
 	}
-	if s.holes.To < s.holes.From {
-		s.holes = Holes{}
-	}
+	s.holes = s.holes[:k]
 }
 
 func (s *logState) applyMarker(m core.SnapshotMeta, replacesLog bool) string {
@@ -450,7 +441,7 @@ func (s *logState) applyMarker(m core.SnapshotMeta, replacesLog bool) string {
 			return fmt.Sprintf("installed snapshot at %d is older than the snapshot (%d) or commit index (%d)", m.Index, s.snap.Index, s.hs.Commit)
 		}
 		s.snap, s.ents, s.first = m, s.ents[:0], m.Index+1
-		s.holes = Holes{}
+		s.holes = nil
 		return ""
 	}
 	if m.Index < s.snap.Index || m.Index > s.last() {

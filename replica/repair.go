@@ -131,7 +131,7 @@ func (r *Replica) keepHoles(walDir string, openErr error) (*disk.WAL, *disk.Reco
 func (r *Replica) hasOtherVoter(rec *disk.Recovered) bool {
 	conf := rec.Snapshot.Conf
 	for _, e := range slices.Backward(rec.Entries) {
-		if e.Type != core.EntryConfChange || (e.Index >= rec.Holes.From && e.Index <= rec.Holes.To) {
+		if e.Type != core.EntryConfChange || slices.Contains(rec.Holes, e.Index) {
 			continue
 		}
 		if _, c, err := core.DecodeConfChange(e.Data); err == nil {

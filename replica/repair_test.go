@@ -572,7 +572,7 @@ func TestRepairKeepsTheLogAroundLostEntries(t *testing.T) {
 	h := rep.Node().Holes()
 	require.False(t, h.Empty())
 	require.NoError(t, rep.Process())
-	require.Equal(t, h.From-1, rep.Store().AppliedIndex(), "applied up to the first hole")
+	require.Equal(t, h.First()-1, rep.Store().AppliedIndex(), "applied up to the first hole")
 
 	var ents []core.Entry
 	for i := uint64(1); i <= last.Index; i++ {

@@ -365,7 +365,7 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	r.node = node
-	if h := st.Holes; !h.Empty() && cfg.Core.Applied >= h.From {
+	if h := st.Holes; !h.Empty() && cfg.Core.Applied >= h.First() {
 		// The state machine already holds what the holes held: a snapshot
 		// at its applied index compacts them away.
 		r.wantSnapshot = true
@@ -443,8 +443,10 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 		}
 	}
 	ps := core.PersistentState{HardState: rec.HardState, Snapshot: &snap, Entries: entries}
-	if h := rec.Holes; !h.Empty() && h.To > snap.Index {
-		ps.Holes = core.Holes{From: max(h.From, snap.Index+1), To: h.To}
+	for _, i := range rec.Holes {
+		if i > snap.Index {
+			ps.Holes = append(ps.Holes, i)
+		}
 	}
 	return ps, nil
 }

@@ -253,6 +253,10 @@ type FaultCounts struct {
 	// Kept counts the repairs that kept the log, the lost entries as holes
 	// filled from the others (replica.Replica.KeptHoles).
 	Kept int
+	// WaitedBelowFloor counts DamageAll runs that made no progress after
+	// the faults healed because a majority of voters waited below their
+	// vote floors (checkLiveness).
+	WaitedBelowFloor int
 	// HaltsBy splits Halts by reason.
 	HaltsBy [numHaltReasons]int
 }

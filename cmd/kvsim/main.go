@@ -81,7 +81,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	ran := 0
 	var simTime time.Duration
 	var members sim.MemberCounts
-	withChanges, repairs, kept := 0, 0, 0
+	withChanges, repairs, kept, waited := 0, 0, 0, 0
 	var halts sim.FaultCounts // only the halts
 	var wg sync.WaitGroup
 	for range max(workers, 1) {
@@ -102,6 +102,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 				}
 				repairs += res.Counts.Repairs
 				kept += res.Counts.Kept
+				waited += res.Counts.WaitedBelowFloor
 				if res.Membership.Committed() > 0 {
 					withChanges++
 				}
@@ -138,6 +139,9 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 		fmt.Printf(" (%s)", by)
 	}
 	fmt.Println()
+	if waited > 0 {
+		fmt.Printf("%d seeds made no progress after healing: a majority waited below their vote floors (docs/disk.md, \"Keeping the log\")\n", waited)
+	}
 	for _, f := range failed {
 		fmt.Println(f)
 	}

@@ -50,6 +50,22 @@ func FuzzWALDecode(f *testing.F) {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("recovery failed with a non-corruption error: %v", err)
 			}
+			// Keeping the log around the damage must not panic either,
+			// and a hole is an entry it returns without data.
+			w, kept, kerr := OpenKeepingHoles(m, "/f/wal", Options{})
+			if kerr != nil {
+				if !errors.Is(kerr, ErrCorrupt) {
+					t.Fatalf("keeping the log failed with a non-corruption error: %v", kerr)
+				}
+				return
+			}
+			must(t, w.Close())
+			for _, i := range kept.Holes {
+				e, ok := stateOf(kept).entryAt(i)
+				if !ok || len(e.Data) > 0 {
+					t.Fatalf("hole %d: entry %+v (held %v)", i, e, ok)
+				}
+			}
 			return
 		}
 		_, rec2, err := Open(m, "/f/wal", Options{})

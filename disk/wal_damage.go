@@ -210,7 +210,7 @@ func (s *suffix) add(f *recordFacts) {
 // by index and term. Without such an entry (the damage spans a change of
 // term), the terms in between are unknown and nothing is claimed.
 func (d *WALDamage) identify(st *logState, after suffix) {
-	if after.from == 0 || after.installed || after.from <= st.first {
+	if after.from == 0 || after.installed || st.first == 0 || after.from <= st.first {
 		return
 	}
 	t := after.terms[0]
@@ -250,6 +250,11 @@ func (d *WALDamage) identify(st *logState, after suffix) {
 // (identify, against st). A snapshot installed among them, or no entry
 // record before the segment ends, and it does not keep.
 func (w *WAL) keepAround(st *logState, seq uint64, off int64) (int64, bool) {
+	if off == 0 {
+		// A segment's start record: what it repeats (and, in the first,
+		// where the log begins) is not known.
+		return 0, false
+	}
 	b, err := readSegment(w.fs, w.path(seq), nil)
 	if err != nil {
 		return 0, false

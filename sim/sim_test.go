@@ -140,6 +140,22 @@ func TestRepairSeeds(t *testing.T) {
 	}
 }
 
+// TestDamageAllSeeds runs KEYVAL_SIM_DAMAGE_ALL_SEEDS fresh seeds (default
+// 60; 10 with -short) in which every member now and then crashes at once
+// and comes back with a different entry of its WAL damaged
+// (Options.DamageAll). Each must pass (a run in which a majority waits
+// below vote floors passes, counted: docs/disk.md names that limit); most
+// repairs must keep the log, and most runs must recover.
+func TestDamageAllSeeds(t *testing.T) {
+	n, base := seedCount(t, "KEYVAL_SIM_DAMAGE_ALL_SEEDS", 60, 10), seedBase(t)
+	t.Logf("seeds %d..%d with damage on every member", base, base+uint64(n)-1)
+	sum := runSeedsAs(t, consecutive(base, n), Options{DamageAll: true})
+	t.Logf("%d nodes repaired their WAL, %d keeping the log; %d runs waited below vote floors", sum.repairs, sum.kept, sum.waited)
+	if sum.kept < sum.repairs/2 || sum.waited > n/4 {
+		t.Errorf("%d repairs, only %d keeping the log; %d of %d runs waited below floors", sum.repairs, sum.kept, sum.waited, n)
+	}
+}
+
 // TestAuthSeeds runs KEYVAL_SIM_AUTH_SEEDS fresh seeds (default 100; 10
 // with -short) with the auth workload. Each must pass, and together they
 // must have refused operations and allowed them again.
@@ -191,6 +207,9 @@ type swarmSummary struct {
 	// repairs and halts count nodes that repaired a damaged WAL and nodes
 	// that halted.
 	repairs, halts int
+	// kept counts the repairs that kept the log, waited the DamageAll runs
+	// that waited below vote floors.
+	kept, waited int
 	// denied counts operations refused for want of permission,
 	// allowedAfterGrant those that succeeded on a key after a grant of it
 	// returned, changes the grants and revokes.
@@ -301,6 +320,9 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 					if opts.Repair {
 						replay += " REPAIR=1"
 					}
+					if opts.DamageAll {
+						replay += " DAMAGE_ALL=1"
+					}
 					t.Errorf("%s   # %v", replay, res.Err)
 				}
 				sum.addAuth(res.History)
@@ -309,6 +331,8 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 				sum.members.Add(res.Membership)
 				sum.repairs += res.Counts.Repairs
 				sum.halts += res.Counts.Halts
+				sum.kept += res.Counts.Kept
+				sum.waited += res.Counts.WaitedBelowFloor
 				if res.Membership.Committed() > 0 {
 					sum.withChanges++
 				}

@@ -457,14 +457,15 @@ func (r *Replica) VoteFloor() core.LogPosition { return r.voteFloor }
 // or the start of a term after every entry it held, so an applied entry
 // there comes after every entry it applied before. Until then it must not
 // answer reads from its own state (serializable reads): they would go back
-// in time. Safe to call from any goroutine.
-func (r *Replica) BehindRepair() bool { return r.behindFloor.Load() }
+// in time. State machine side (after Open): the runtime reads it after
+// RunStore.
+func (r *Replica) BehindRepair() bool { return r.behindFloor }
 
 // noteApplied clears behindFloor once the applied position reaches the
 // vote floor (state machine side).
 func (r *Replica) noteApplied() {
-	if r.behindFloor.Load() && (core.LogPosition{Term: r.appliedTerm, Index: r.store.AppliedIndex()}).AtLeast(r.voteFloor) {
-		r.behindFloor.Store(false)
+	if r.behindFloor && (core.LogPosition{Term: r.appliedTerm, Index: r.store.AppliedIndex()}).AtLeast(r.voteFloor) {
+		r.behindFloor = false
 	}
 }
 

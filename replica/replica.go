@@ -61,7 +61,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
@@ -218,8 +217,8 @@ type Replica struct {
 	// behindFloor: the state machine has not yet applied an entry at or
 	// past the vote floor, so it may hold an older state than this node
 	// once served (a repair went back to an older snapshot). Set by Open,
-	// cleared by the state machine side; read by the runtime's goroutines.
-	behindFloor atomic.Bool
+	// cleared by the state machine side.
+	behindFloor bool
 	// inflight is the snapshot captured and not yet done with
 	// (one at a time). State machine side: SnapshotDone clears it.
 	inflight *PendingSnapshot
@@ -373,7 +372,7 @@ func Open(cfg Config) (*Replica, error) {
 	if t, err := node.Term(r.store.AppliedIndex()); err == nil {
 		r.appliedTerm = t
 	}
-	r.behindFloor.Store(r.voteFloor != core.LogPosition{})
+	r.behindFloor = r.voteFloor != core.LogPosition{}
 	r.noteApplied()
 	if conf, err := node.ConfAt(r.store.AppliedIndex()); err == nil {
 		r.appliedConf = conf

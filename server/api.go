@@ -379,7 +379,7 @@ func (s *Server) readFor(ctx context.Context, serializable bool) error {
 // localRead is the check before a serializable read, one this member
 // answers from its own state without asking the leader.
 func (s *Server) localRead() error {
-	if s.rep.BehindRepair() {
+	if s.behindRepair.Load() {
 		return errBehindRepair
 	}
 	return nil

@@ -75,6 +75,9 @@ type Server struct {
 	clusterID uint64
 	// removed is set once this node applied its own removal.
 	removed atomic.Bool
+	// behindRepair mirrors replica.BehindRepair for the API's goroutines
+	// (set at start and after each state machine stage).
+	behindRepair atomic.Bool
 	// vouches and asking are what this node's members said of peers
 	// outside its configuration (vouch.go); loop side.
 	vouches map[core.NodeID]vouchState
@@ -182,6 +185,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("recover node %d from %s: %w", cfg.ID, cfg.DataDir, err)
 	}
 	s.rep = rep
+	s.behindRepair.Store(rep.BehindRepair())
 	if torn, skipped, restored := rep.Recovery(); torn != nil || len(skipped) > 0 || restored > 0 {
 		s.log.Warn("recovered from a crash", "torn_tail", torn, "skipped_snapshots", skipped, "restored_snapshot", restored)
 	}
@@ -189,6 +193,12 @@ func New(cfg Config) (*Server, error) {
 		s.log.Warn("the WAL was damaged: repaired it; the log starts over from the newest snapshot and is fetched from the leader, "+
 			"and until it is back this member votes as if it still had it and does not campaign",
 			"damage", d.String(), "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
+		walRepairs.Inc()
+	}
+	if d := rep.KeptHoles(); d != nil {
+		s.log.Warn("the WAL was damaged: kept the log; the entries lost with it, known by index and term, are fetched from the other members "+
+			"before they are applied, and until then this member does not campaign",
+			"damage", d.String(), "holes", len(rep.Node().Holes()))
 		walRepairs.Inc()
 	}
 	if why := rep.FloorRepaired(); why != nil {

@@ -116,6 +116,7 @@ func (p *stages) runStore() {
 		}
 		var err error
 		applied, err = p.s.rep.RunStore(applied[:0], jobs)
+		p.s.behindRepair.Store(p.s.rep.BehindRepair())
 		clear(jobs)
 		if err != nil {
 			p.errc <- err

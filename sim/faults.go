@@ -255,7 +255,7 @@ type FaultCounts struct {
 	Kept int
 	// WaitedBelowFloor counts DamageAll runs that made no progress after
 	// the faults healed because a majority of voters waited below their
-	// vote floors (checkLiveness).
+	// vote floors or on holes no one could fill (checkLiveness).
 	WaitedBelowFloor int
 	// HaltsBy splits Halts by reason.
 	HaltsBy [numHaltReasons]int

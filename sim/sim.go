@@ -411,9 +411,10 @@ func (w *world) healAll() {
 	}
 }
 
-// belowFloor lists the voters whose log is below the vote floor a repair
-// that started it over left.
-func (w *world) belowFloor() []core.NodeID {
+// waitingOnRepair lists the voters whose log is below the vote floor a
+// repair that started it over left, or has holes a repair that kept it
+// left: neither campaigns.
+func (w *world) waitingOnRepair() []core.NodeID {
 	var out []core.NodeID
 	for _, n := range w.active() {
 		if n.state != nodeUp || !slices.Contains(w.conf.Voters, n.id) {
@@ -422,7 +423,7 @@ func (w *world) belowFloor() []core.NodeID {
 		f := n.rep.VoteFloor()
 		st := n.rep.Node().Status()
 		t, _ := n.rep.Node().Term(st.LastIndex)
-		if f != (core.LogPosition{}) && !(core.LogPosition{Term: t, Index: st.LastIndex}).AtLeast(f) {
+		if f != (core.LogPosition{}) && !(core.LogPosition{Term: t, Index: st.LastIndex}).AtLeast(f) || !n.rep.Node().Holes().Empty() {
 			out = append(out, n.id)
 		}
 	}
@@ -447,13 +448,15 @@ func (w *world) checkLiveness(start int64) {
 		return
 	}
 	if probe.opsDone < 3 {
-		if below := w.belowFloor(); w.faults.DamageAll && 2*len(below) > len(w.conf.Voters) {
-			// The limit docs/disk.md names: damage on a majority whose
-			// lost entries could not be identified started their logs
-			// over, and below their floors they wait for entries only
-			// they had. Safe, not available: counted, not failed.
+		if waiting := w.waitingOnRepair(); w.faults.DamageAll && 2*len(waiting) > len(w.conf.Voters) {
+			// The limits docs/disk.md names: a member whose lost entries
+			// could not be identified started its log over and waits
+			// below its floor for entries only the others had; one whose
+			// holes no member holds (entries only it had, never
+			// committed) waits with them. On a majority: safe, not
+			// available. Counted, not failed.
 			w.counts.WaitedBelowFloor++
-			w.logf("no progress after faults healed: members %v wait below their vote floors", below)
+			w.logf("no progress after faults healed: members %v wait below their vote floors or on holes", waiting)
 			return
 		}
 		w.fail(fmt.Errorf("no convergence: no progress within %v after faults healed", time.Duration(bound)*time.Microsecond))

@@ -1,11 +1,11 @@
 package disk
 
 import (
-	"slices"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 

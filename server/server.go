@@ -164,7 +164,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	electionTicks := max(int(cfg.ElectionTimeout/cfg.HeartbeatInterval), 2)
 	walRepairs := prometheus.NewCounter(prometheus.CounterOpts{Name: "keyval_wal_repairs_total",
-		Help: "Times this node found its WAL damaged at start (or behind its copy of term and vote), or its snapshot files damaged beyond what the WAL covers, and repaired it from the other members (docs/disk.md, Repair from peers)."})
+		Help: "Times this node found its WAL damaged at start (or behind its copy of term and vote), or its snapshot files damaged beyond what the WAL covers, and repaired it from the other members, keeping its log or starting it over (docs/disk.md, Repair from peers)."})
 	if err := s.obs.m.Register(walRepairs); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)

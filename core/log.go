@@ -36,6 +36,9 @@ type raftLog struct {
 	// data comes back from another member holding the same index and term
 	// (fill). Nothing is applied, sent or persisted from a hole.
 	holes Holes
+	// filled are the entries fill gave data since the last Ready, for the
+	// runtime to write down (Ready.Filled).
+	filled []Entry
 }
 
 // Holes are the indexes, ascending, of entries of a log known by index and
@@ -180,6 +183,7 @@ func (l *raftLog) fill(e Entry) bool {
 	}
 	l.entries[e.Index-l.snap.Index-1] = e
 	l.holes.remove(e.Index)
+	l.filled = append(l.filled, e)
 	l.rewrites++
 	l.rewriteFrom = e.Index
 	return true

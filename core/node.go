@@ -16,9 +16,10 @@ type SoftState struct {
 //
 //  1. Messages may be sent at once, even before anything is persisted (this
 //     is how a leader writes its log in parallel with replicating it).
-//  2. Persist Snapshot (if any), Entries (an entry with an index already in
-//     the log replaces that entry and everything after it) and HardState
-//     (if not empty). If MustSync, make all of it durable before going on;
+//  2. Persist Snapshot (if any; as a compaction if SnapshotKeepsLog),
+//     Filled (the data of holes, before Entries), Entries (an entry with an
+//     index already in the log replaces that entry and everything after it)
+//     and HardState (if not empty). If MustSync, make all of it durable before going on;
 //     one fsync covers the whole batch.
 //  3. Only then send MessagesAfterPersist: votes and acknowledgements that
 //     promise what step 2 wrote.
@@ -34,6 +35,10 @@ type Ready struct {
 	// log had: persist it as a compaction, not as the log's new start).
 	SnapshotKeepsLog bool
 	Entries          []Entry
+	// Filled are entries the log held as holes (PersistentState.Holes)
+	// and now has the data of: persist that data (it promises nothing, so
+	// it need not be synced before anything).
+	Filled []Entry
 
 	CommittedEntries []Entry
 
@@ -154,7 +159,7 @@ func (n *Node) HasReady() bool {
 	r := n.r
 	r.flush()
 	return len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || len(r.readStates) > 0 ||
-		r.pendingSnapshot != nil || len(r.log.unstable()) > 0 ||
+		r.pendingSnapshot != nil || len(r.log.unstable()) > 0 || len(r.log.filled) > 0 ||
 		len(r.log.toApply(1)) > 0 ||
 		r.hardState() != n.prevHard || (SoftState{Lead: r.lead, Role: r.role}) != n.prevSoft
 }
@@ -169,6 +174,7 @@ func (n *Node) Ready() Ready {
 		CommittedEntries:     r.log.toApply(r.cfg.MaxApplyBytes),
 		Snapshot:             r.pendingSnapshot,
 		SnapshotKeepsLog:     r.pendingKeepsLog,
+		Filled:               r.log.filled,
 		Messages:             r.msgs,
 		MessagesAfterPersist: r.msgsAfterPersist,
 		ReadStates:           r.readStates,
@@ -185,7 +191,7 @@ func (n *Node) Ready() Ready {
 	}
 	rd.MustSync = rd.MustSync || len(rd.Entries) > 0 || rd.Snapshot != nil
 	r.msgs, r.msgsAfterPersist, r.readStates = nil, nil, nil
-	r.pendingSnapshot, r.pendingKeepsLog = nil, false
+	r.pendingSnapshot, r.pendingKeepsLog, r.log.filled = nil, false, nil
 	if k := len(rd.Entries); k > 0 {
 		r.log.persisting = rd.Entries[k-1].Index
 	}

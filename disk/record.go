@@ -44,6 +44,7 @@ const (
 	recEntry        recordType = 2 // raftpb.Entry
 	recHardState    recordType = 3 // raftpb.HardState
 	recSnapshot     recordType = 4 // walpb.SnapshotMarker
+	recFill         recordType = 5 // raftpb.Entry: the data of an entry the log holds as a hole
 )
 
 func (t recordType) String() string {
@@ -56,11 +57,13 @@ func (t recordType) String() string {
 		return "hard-state"
 	case recSnapshot:
 		return "snapshot"
+	case recFill:
+		return "fill"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }
 
-func (t recordType) known() bool { return t >= recSegmentStart && t <= recSnapshot }
+func (t recordType) known() bool { return t >= recSegmentStart && t <= recFill }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 

@@ -328,6 +328,24 @@ func (w *WAL) InstallSnapshot(meta core.SnapshotMeta) error {
 	return nil
 }
 
+// Fill records the data of entries the log holds as holes (after
+// OpenKeepingHoles), fetched from another member: replayed, a fill gives
+// the entry of its index and term its data and changes nothing else, so a
+// crash anywhere leaves each hole filled or not. A fill of an entry the
+// log no longer holds (compacted, or cut by a later write) is ignored.
+func (w *WAL) Fill(ents []core.Entry) error {
+	if w.err != nil {
+		return w.err
+	}
+	for i := range ents {
+		e := &ents[i]
+		if err := w.appendFramed(recFill, func(b []byte) ([]byte, error) { return appendEntryPayload(b, e), nil }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // MarkCompacted records that the node took a snapshot of its own state at
 // meta.Index: entries up to there are no longer needed (ReleaseTo may delete
 // them once this is synced); entries after it stay in the log. The

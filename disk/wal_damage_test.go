@@ -393,15 +393,31 @@ func TestWALDamageIdentified(t *testing.T) {
 			must(t, err)
 			// The WAL goes on after the holes, and the next open finds the
 			// same holes and what was appended.
+			// A fill of the first hole is written down; one of another
+			// term, and one of an index that is no hole, change nothing.
 			last := w.LastIndex()
+			var filled []uint64
+			if len(rec.Holes) > 0 {
+				i := rec.Holes[0]
+				must(t, w.Fill([]core.Entry{{Index: i, Term: c.holes[2] + 1, Data: []byte("stale")}, {Index: i, Term: c.holes[2], Data: []byte("f")}, {Index: 1, Term: 2, Data: []byte("not a hole")}}))
+				filled = rec.Holes[:1]
+			}
 			must(t, w.Append(core.HardState{Term: 5, Vote: 1, Commit: 4}, []core.Entry{{Index: last + 1, Term: 5, Data: []byte("x")}}))
 			must(t, w.Sync())
 			must(t, w.Close())
 			w, again, err := OpenKeepingHoles(m, "/w", Options{})
 			must(t, err)
 			must(t, w.Close())
-			if !slices.Equal(again.Holes, rec.Holes) || again.HardState.Term != 5 || len(again.Entries) == 0 || again.Entries[len(again.Entries)-1].Index != last+1 {
-				t.Fatalf("reopened: holes %+v (before %+v), hard state %+v, entries %v", again.Holes, rec.Holes, again.HardState, again.Entries)
+			if !slices.Equal(again.Holes, rec.Holes[len(filled):]) || again.HardState.Term != 5 || len(again.Entries) == 0 || again.Entries[len(again.Entries)-1].Index != last+1 {
+				t.Fatalf("reopened: holes %+v (before %+v, filled %v), hard state %+v, entries %v", again.Holes, rec.Holes, filled, again.HardState, again.Entries)
+			}
+			for _, i := range filled {
+				if e, _ := stateOf(again).entryAt(i); string(e.Data) != "f" {
+					t.Fatalf("filled entry %d reads back as %+v", i, e)
+				}
+			}
+			if e, _ := stateOf(again).entryAt(1); len(e.Data) > 0 {
+				t.Fatalf("a fill of no hole changed entry 1: %+v", e)
 			}
 			for _, e := range again.Entries {
 				if hole := slices.Contains(again.Holes, e.Index); hole && (len(e.Data) > 0 || e.Term != c.holes[2]) {

@@ -355,6 +355,16 @@ func (s *logState) apply(typ recordType, payload []byte, seq uint64, firstSegmen
 			return 0, err.Error()
 		}
 		return e.Index, s.applyEntry(e)
+	case recFill:
+		if err := proto.Unmarshal(payload, &s.pbEntry); err != nil {
+			return 0, "undecodable: " + err.Error()
+		}
+		e, err := raftpb.EntryToCore(&s.pbEntry)
+		if err != nil {
+			return 0, err.Error()
+		}
+		s.fill(e)
+		return 0, ""
 	case recHardState:
 		if err := proto.Unmarshal(payload, &s.pbHard); err != nil {
 			return 0, "undecodable: " + err.Error()
@@ -424,6 +434,18 @@ func (s *logState) applyEntry(e core.Entry) string {
 	s.ents = append(s.ents, e)
 	s.cutHoles(e.Index - 1)
 	return ""
+}
+
+// fill gives a hole its data, if the log holds e's index with e's term as
+// a hole; anything else (an entry since compacted or cut, or never a hole
+// in this replay) changes nothing.
+func (s *logState) fill(e core.Entry) {
+	k, found := slices.BinarySearch(s.holes, e.Index)
+	if !found || e.Index < s.first || e.Index > s.last() || s.ents[e.Index-s.first].Term != e.Term {
+		return
+	}
+	s.ents[e.Index-s.first] = e
+	s.holes = slices.Delete(s.holes, k, k+1)
 }
 
 // cutHoles drops the holes above index i (the log was cut there).

@@ -237,6 +237,13 @@ func (r *Replica) write(b *Batch) error {
 			return fmt.Errorf("replica: %w", err)
 		}
 	}
+	if len(rd.Filled) > 0 {
+		// Before the entries: an append in the same Ready may cut the log
+		// below a filled entry, and the fill must not outlive that.
+		if err := r.wal.Fill(rd.Filled); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+	}
 	if err := r.wal.Append(rd.HardState, rd.Entries); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}

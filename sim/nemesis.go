@@ -228,10 +228,10 @@ func (w *world) isolateFor(n *node, d int64, why string) {
 // damageAll crashes every member at once and damages one entry record in
 // each one's WAL, then restarts them after a while each (Faults.DamageAll).
 // Only when every member is up, so that the damage is on every member. No
-// index is damaged twice in a run, on any member: a repair that keeps the
-// log leaves the damaged record in place (it fills the hole in memory
-// only), so damage at an index another member had would, over rounds,
-// take the same entry from a majority.
+// index is damaged twice in a run, on any member: a member that lost an
+// entry has it on disk again only once it fetched it and wrote the fill,
+// so damage at an index another member lost before could take the same
+// entry from a majority.
 func (w *world) damageAll() {
 	rng := w.repairRng
 	active := w.active()

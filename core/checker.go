@@ -167,8 +167,11 @@ func (c *Checker) checkLog(r *raft, w *nodeWatch) error {
 	}
 	from = max(from, l.firstIndex())
 	for i := from; i <= l.lastIndex(); i++ {
-		if l.holes.Has(i) {
-			continue // no data to compare yet; checked once filled (a rewrite)
+		if l.holes.Has(i) || l.holes.Has(i-1) {
+			// No data to compare yet (nor, after a committed hole of
+			// unknown term, the term before): checked once filled (a
+			// rewrite).
+			continue
 		}
 		e := l.entries[i-l.snap.Index-1]
 		prevTerm, _ := l.term(i - 1)
@@ -210,8 +213,9 @@ func (c *Checker) checkCommitted(r *raft, w *nodeWatch) error {
 		var d digest
 		switch t, ok := l.term(i); {
 		case l.holes.Has(i):
-			// Only the term is known for a hole.
-			if int(i) <= len(c.committed) && c.committed[i-1].term != t {
+			// Only the term is known for a hole (and not even that for a
+			// committed hole of unknown term, 0).
+			if int(i) <= len(c.committed) && t != 0 && c.committed[i-1].term != t {
 				return fmt.Errorf("node %d: hole at %d has term %d, committed term is %d", r.id, i, t, c.committed[i-1].term)
 			}
 			continue

@@ -670,12 +670,29 @@ func (c *cluster) restartWithHoles(id NodeID, from, to uint64) error {
 
 // restartWithHoleList is restartWithHoles for any set of indexes.
 func (c *cluster) restartWithHoleList(id NodeID, holes ...uint64) error {
+	return c.restartHoled(id, false, holes...)
+}
+
+// restartWithCommittedHoles is restartWithHoles for committed entries whose
+// terms were lost too (term 0).
+func (c *cluster) restartWithCommittedHoles(id NodeID, from, to uint64) error {
+	var holes []uint64
+	for i := from; i <= to; i++ {
+		holes = append(holes, i)
+	}
+	return c.restartHoled(id, true, holes...)
+}
+
+func (c *cluster) restartHoled(id NodeID, termsLost bool, holes ...uint64) error {
 	tn := c.nodes[id]
 	cfg := c.cfg(id)
 	st := tn.store.state()
 	for i := range st.Entries {
 		if e := &st.Entries[i]; slices.Contains(holes, e.Index) {
 			e.Type, e.Data = EntryNormal, nil
+			if termsLost {
+				e.Term = 0
+			}
 			st.Holes = append(st.Holes, e.Index)
 		}
 	}

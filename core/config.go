@@ -173,6 +173,11 @@ func (s PersistentState) validate() error {
 	if h := s.Holes; !h.Empty() && (!slices.IsSorted(h) || h[0] <= s.Snapshot.Index || h[len(h)-1] > last) {
 		return fmt.Errorf("persistent state: holes %v not ascending inside the log (%d, %d]", h, s.Snapshot.Index, last)
 	}
+	for _, i := range s.Holes {
+		if s.Entries[i-s.Snapshot.Index-1].Term == 0 && i > s.HardState.Commit {
+			return fmt.Errorf("persistent state: hole %d of unknown term beyond the commit index %d", i, s.HardState.Commit)
+		}
+	}
 	if s.HardState.Commit > last {
 		return fmt.Errorf("persistent state: commit %d beyond the last entry %d", s.HardState.Commit, last)
 	}

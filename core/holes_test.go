@@ -134,14 +134,45 @@ func TestHolesCoveredByASnapshot(t *testing.T) {
 func TestHoleFilledOnlyByTheSameEntry(t *testing.T) {
 	l := newLog(SnapshotMeta{}, []Entry{{Index: 1, Term: 1, Data: []byte("a")}, {Index: 2, Term: 2}, {Index: 3, Term: 2}})
 	l.holes = Holes{2, 3}
-	require.False(t, l.fill(Entry{Index: 2, Term: 1, Data: []byte("stale")}))
-	require.False(t, l.fill(Entry{Index: 1, Term: 1, Data: []byte("not a hole")}))
-	require.True(t, l.fill(Entry{Index: 2, Term: 2, Data: []byte("b")}))
+	require.False(t, l.fill(Entry{Index: 2, Term: 1, Data: []byte("stale")}, 3))
+	require.False(t, l.fill(Entry{Index: 1, Term: 1, Data: []byte("not a hole")}, 3))
+	require.True(t, l.fill(Entry{Index: 2, Term: 2, Data: []byte("b")}, 0))
 	require.Equal(t, Holes{3}, l.holes)
 	require.Empty(t, l.toApply(0), "nothing is committed yet")
 	l.committed = 3
 	require.Len(t, l.toApply(0), 2, "applying stops before the hole at 3")
-	require.True(t, l.fill(Entry{Index: 3, Term: 2, Data: []byte("c")}))
+	require.True(t, l.fill(Entry{Index: 3, Term: 2, Data: []byte("c")}, 0))
 	require.True(t, l.holes.Empty())
 	require.Len(t, l.toApply(0), 3)
+}
+
+// A committed hole whose term is unknown (0) takes the entry at its index
+// from a source that knows it committed, and from no other.
+func TestCommittedHoleFilledOnlyFromACommittedEntry(t *testing.T) {
+	l := newLog(SnapshotMeta{}, []Entry{{Index: 1, Term: 1, Data: []byte("a")}, {Index: 2, Term: 0}, {Index: 3, Term: 2, Data: []byte("c")}})
+	l.holes = Holes{2}
+	l.committed = 3
+	require.False(t, l.fill(Entry{Index: 2, Term: 2, Data: []byte("b")}, 1), "the source does not know 2 committed")
+	require.True(t, l.fill(Entry{Index: 2, Term: 2, Data: []byte("b")}, 2))
+	require.True(t, l.holes.Empty())
+	require.True(t, l.matchTerm(2, 2), "the hole took the entry's term")
+}
+
+// Holes of unknown term at committed indexes, on every member at once at
+// different places, are filled from members that know them committed.
+func TestCommittedHolesOnEveryMemberFilled(t *testing.T) {
+	c, err := newCluster(3, 6, nil)
+	require.NoError(t, err)
+	commitSome(t, c, 30, "a")
+	for _, id := range c.ids {
+		c.crash(id)
+	}
+	for k, id := range c.ids {
+		from := uint64(4 + 9*k)
+		require.NoError(t, c.restartWithCommittedHoles(id, from, from+3))
+	}
+	commitSome(t, c, 5, "b")
+	for _, id := range c.ids {
+		require.True(t, c.node(id).Holes().Empty(), "node %d", id)
+	}
 }

@@ -174,11 +174,16 @@ func (l *raftLog) appendAfterMatch(ents []Entry) {
 	}
 }
 
-// fill gives a hole its data from e, if e is that entry (same index and
-// term: by Log Matching, the same entry). It counts as a rewrite from
-// there, for checkers.
-func (l *raftLog) fill(e Entry) bool {
-	if !l.holes.Has(e.Index) || !l.matchTerm(e.Index, e.Term) {
+// fill gives a hole its data from e, if e is that entry: the same index
+// and term (by Log Matching, the same entry), or, for a committed hole of
+// unknown term (term 0), an entry its source knows committed (committed:
+// the highest index it vouches for). It counts as a rewrite from there,
+// for checkers.
+func (l *raftLog) fill(e Entry, committed uint64) bool {
+	if !l.holes.Has(e.Index) {
+		return false
+	}
+	if t, _ := l.term(e.Index); t != e.Term && (t != 0 || e.Index > committed) {
 		return false
 	}
 	l.entries[e.Index-l.snap.Index-1] = e

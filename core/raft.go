@@ -433,7 +433,7 @@ func (r *raft) step(m Message) error {
 		r.serveFetch(m)
 		return nil
 	case MsgFetchResp:
-		r.fillFrom(m.Entries)
+		r.fillFrom(m.Entries, m.Commit)
 		return nil
 	}
 	switch {
@@ -622,7 +622,9 @@ func (r *raft) stepLeader(m Message) {
 }
 
 func (r *raft) handleAppend(m Message) {
-	r.fillFrom(m.Entries)
+	// A leader of our term or a later one holds every entry committed by
+	// then (Leader Completeness), the committed holes' among them.
+	r.fillFrom(m.Entries, r.log.committed)
 	if first := r.log.holes.First(); first > 0 && m.Index >= first {
 		// The append does not reach our first hole: have the leader send
 		// from there (entries, or a snapshot if it compacted them). As a
@@ -658,11 +660,13 @@ func (r *raft) handleAppend(m Message) {
 }
 
 // fillFrom gives holes their data from ents, where an entry has a hole's
-// index and term. A filled configuration entry is put in force.
-func (r *raft) fillFrom(ents []Entry) {
+// index and term, or is at a committed hole's index and at most committed,
+// what the source knows committed. A filled configuration entry is put in
+// force.
+func (r *raft) fillFrom(ents []Entry, committed uint64) {
 	conf := false
 	for _, e := range ents {
-		if r.log.fill(e) {
+		if r.log.fill(e, committed) {
 			conf = conf || e.Type == EntryConfChange
 		}
 	}
@@ -673,14 +677,19 @@ func (r *raft) fillFrom(ents []Entry) {
 
 // askForHoles asks every other member for the entries of our first run of
 // holes: any that holds an entry of the same index and term holds the
-// same entry. (The runs after it are asked for once it is filled.)
+// same entry; for committed holes of unknown term (LogTerm 0), any that
+// knows them committed. (The runs after it are asked for once it is
+// filled.)
 func (r *raft) askForHoles() {
 	h := r.log.holes
+	t, _ := r.log.term(h[0])
 	to := h[0]
 	for k := 1; k < len(h) && h[k] == to+1; k++ {
+		if kt, _ := r.log.term(h[k]); (kt == 0) != (t == 0) {
+			break
+		}
 		to = h[k]
 	}
-	t, _ := r.log.term(h[0])
 	for _, id := range r.trk.ids {
 		if id != r.id {
 			r.send(Message{Type: MsgFetch, To: id, Index: h[0], LogTerm: t, Commit: to})
@@ -692,10 +701,19 @@ func (r *raft) askForHoles() {
 // holds, if it holds the first with the term asked (else it has nothing to
 // give), up to its own first hole and one message's size.
 func (r *raft) serveFetch(m Message) {
-	if m.Index <= r.log.snap.Index || !r.log.matchTerm(m.Index, m.LogTerm) || r.log.holes.Has(m.Index) {
+	if m.Index <= r.log.snap.Index || r.log.holes.Has(m.Index) {
 		return
 	}
 	hi := min(m.Commit, r.log.lastIndex())
+	if m.LogTerm == 0 {
+		// Committed holes of unknown term: only what we know committed.
+		hi = min(hi, r.log.committed)
+		if m.Index > hi {
+			return
+		}
+	} else if !r.log.matchTerm(m.Index, m.LogTerm) {
+		return
+	}
 	for _, i := range r.log.holes {
 		if i > m.Index && i <= hi {
 			hi = i - 1 // up to our own first hole in the range
@@ -712,7 +730,7 @@ func (r *raft) serveFetch(m Message) {
 		}
 	}
 	prevTerm, _ := r.log.term(m.Index - 1)
-	r.send(Message{Type: MsgFetchResp, To: m.From, Index: m.Index - 1, LogTerm: prevTerm, Entries: ents})
+	r.send(Message{Type: MsgFetchResp, To: m.From, Index: m.Index - 1, LogTerm: prevTerm, Entries: ents, Commit: r.log.committed})
 }
 
 // ackAppend acknowledges that this node's log holds the leader's entries up
@@ -728,10 +746,12 @@ func (r *raft) handleSnapshot(m Message) {
 	s := *m.Snapshot
 	s.Conf = ConfState{Voters: sortedIDs(s.Conf.Voters), Learners: sortedIDs(s.Conf.Learners)}
 	switch {
-	case !r.log.holes.Empty() && s.Index >= r.log.holes.First() && s.Index > r.log.applied && r.log.matchTerm(s.Index, s.Term):
+	case !r.log.holes.Empty() && s.Index >= r.log.holes.First() && s.Index > r.log.applied && s.Index <= r.log.lastIndex() &&
+		(r.log.matchTerm(s.Index, s.Term) || s.Index <= r.log.committed):
 		// It covers holes, and we hold its last entry (hence, by Log
-		// Matching, the log it summarises): take it for the holes, keep
-		// the log after it.
+		// Matching, the log it summarises), or know everything it
+		// summarises committed: take it for the holes, keep the log after
+		// it.
 		r.log.restoreKeeping(s)
 		r.switchConf(r.log.confAt(r.log.lastIndex()))
 		r.pendingSnapshot, r.pendingKeepsLog = &s, true

@@ -68,11 +68,14 @@ type WALDamage struct {
 	TornTail bool
 
 	// Identified: the entries the damage may have held are known by index
-	// and term (identify). Entries through IntactThrough are as the records
-	// before the damage left them; HoleFrom..HoleTo (none if HoleFrom >
-	// HoleTo) are entries of term HoleTerm whose data is lost here, and
-	// that any member holding an entry of that index and term holds
-	// exactly; the intact records after the damage rebuild the rest.
+	// and term, or known committed (identify). Entries through
+	// IntactThrough are as the records before the damage left them;
+	// HoleFrom..HoleTo (none if HoleFrom > HoleTo) are entries of term
+	// HoleTerm whose data is lost here, and that any member holding an
+	// entry of that index and term holds exactly — or, with HoleTerm 0,
+	// committed entries whose terms are unknown, which any member that
+	// knows them committed holds exactly; the intact records after the
+	// damage rebuild the rest.
 	Identified                                bool
 	IntactThrough, HoleFrom, HoleTo, HoleTerm uint64
 }
@@ -86,7 +89,9 @@ func (d *WALDamage) String() string {
 	} else {
 		s += fmt.Sprintf(" and every entry after it is intact (up to %d)", d.MaxIndex)
 	}
-	if d.Identified && d.HoleFrom <= d.HoleTo {
+	if d.Identified && d.HoleFrom <= d.HoleTo && d.HoleTerm == 0 {
+		s += fmt.Sprintf("; identified: entries through %d are intact, entries %d to %d are committed (terms unknown) and lost here", d.IntactThrough, d.HoleFrom, d.HoleTo)
+	} else if d.Identified && d.HoleFrom <= d.HoleTo {
 		s += fmt.Sprintf("; identified: entries through %d are intact, entries %d to %d are of term %d and lost here", d.IntactThrough, d.HoleFrom, d.HoleTo, d.HoleTerm)
 	} else if d.Identified {
 		s += fmt.Sprintf("; identified: entries through %d are intact and no entry of the log is lost", d.IntactThrough)
@@ -184,10 +189,14 @@ func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage 
 type suffix struct {
 	from      uint64
 	terms     []uint64
-	installed bool // a snapshot marker among them replaced the log
+	installed bool   // a snapshot marker among them replaced the log
+	commit    uint64 // the highest commit index their hard states name
 }
 
 func (s *suffix) add(f *recordFacts) {
+	if f.hasHS {
+		s.commit = max(s.commit, f.hs.Commit)
+	}
 	switch {
 	case f.installs:
 		s.installed = true
@@ -208,11 +217,28 @@ func (s *suffix) add(f *recordFacts) {
 // damage (both hold (j, t)), and every entry from j+1 to b-1 is of term t
 // (terms never fall along a log): those are the entries lost here, known
 // by index and term. Without such an entry (the damage spans a change of
-// term), the terms in between are unknown and nothing is claimed.
+// term), the terms in between are unknown; but if a hard state among the
+// records after the damage names a commit index of at least b-1, every
+// entry from the end of the final prefix to b-1 is committed, so the same
+// at its index in every member that knows it committed: those are lost
+// here with their terms unknown (HoleTerm 0), to be filled only from an
+// entry known committed.
 func (d *WALDamage) identify(st *logState, after suffix) {
 	if after.from == 0 || after.installed || st.first == 0 || after.from <= st.first {
 		return
 	}
+	if d.identifyByTerm(st, after) {
+		return
+	}
+	if a := max(st.hs.Commit, st.snap.Index); after.commit+1 >= after.from && a+1 >= st.first && a < after.from && a <= st.last() {
+		d.Identified, d.IntactThrough = true, a
+		d.HoleFrom, d.HoleTo, d.HoleTerm = a+1, after.from-1, 0
+	}
+}
+
+// identifyByTerm is identify's rule by Log Matching; it reports whether it
+// identified the lost entries.
+func (d *WALDamage) identifyByTerm(st *logState, after suffix) bool {
 	t := after.terms[0]
 	// Terms never fall along the log before the damage either: scan down
 	// from below b until one is no later than t. (Snapshot terms are not
@@ -221,12 +247,12 @@ func (d *WALDamage) identify(st *logState, after suffix) {
 	for ; j >= st.first && j > st.snap.Index; j-- {
 		jt := st.ents[j-st.first].Term
 		if jt < t {
-			return
+			return false
 		}
 		if jt == t {
 			d.Identified, d.IntactThrough = true, j
 			d.HoleFrom, d.HoleTo, d.HoleTerm = j+1, after.from-1, t
-			return
+			return true
 		}
 	}
 	if t == 1 && j == 0 {
@@ -235,7 +261,9 @@ func (d *WALDamage) identify(st *logState, after suffix) {
 		// of a later term than b's.
 		d.Identified, d.IntactThrough = true, 0
 		d.HoleFrom, d.HoleTo, d.HoleTerm = 1, after.from-1, t
+		return true
 	}
+	return false
 }
 
 // keepAround keeps the log around the damaged record at offset off of

@@ -441,8 +441,11 @@ func (s *logState) applyEntry(e core.Entry) string {
 // in this replay) changes nothing.
 func (s *logState) fill(e core.Entry) {
 	k, found := slices.BinarySearch(s.holes, e.Index)
-	if !found || e.Index < s.first || e.Index > s.last() || s.ents[e.Index-s.first].Term != e.Term {
+	if !found || e.Index < s.first || e.Index > s.last() {
 		return
+	}
+	if t := s.ents[e.Index-s.first].Term; t != 0 && t != e.Term {
+		return // (a committed hole, term 0, takes the entry its fill names)
 	}
 	s.ents[e.Index-s.first] = e
 	s.holes = slices.Delete(s.holes, k, k+1)

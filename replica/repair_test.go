@@ -67,19 +67,25 @@ const changeAt = 25
 
 // writeWALTermChange is writeWAL whose entries before changeAt are of term
 // 1 and the rest of term 2 (the node in term 2 throughout, having voted
-// for node 2): with the first entry of term 2 damaged (unidentified),
-// nothing before the damage has the term of the first entry after it, so
-// the lost entries cannot be identified and the repair starts the log over.
+// for node 2), committed only to below the change: with the first entry of
+// term 2 damaged (unidentified), nothing before the damage has the term of
+// the first entry after it, and the lost entry is not known committed, so
+// it cannot be identified and the repair starts the log over.
 func writeWALTermChange(t *testing.T, conf core.ConfState, entries int) (*disk.MemFS, core.LogPosition) {
 	fs := disk.NewMemFS(rand.New(rand.NewPCG(11, 12)))
 	w, err := disk.Create(fs, "/n/wal", disk.Options{})
 	require.NoError(t, err)
 	require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Conf: conf}))
 	for _, e := range termChangeEntries(t, uint64(entries)) {
-		require.NoError(t, w.Append(core.HardState{Term: 2, Vote: 2, Commit: e.Index - 1}, []core.Entry{e}))
+		// The commit index stays below the change of term, so the lost
+		// entry is not known committed either.
+		require.NoError(t, w.Append(core.HardState{Term: 2, Vote: 2, Commit: min(e.Index-1, changeAt-2)}, []core.Entry{e}))
 		require.NoError(t, w.Sync())
 	}
 	require.NoError(t, w.Close())
+	// The hard state stops changing with the commit index, so the copy
+	// of term and vote is what a repair learns them from.
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 2, 2))
 	return fs, core.LogPosition{Term: 2, Index: uint64(entries)}
 }
 

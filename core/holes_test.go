@@ -176,3 +176,27 @@ func TestCommittedHolesOnEveryMemberFilled(t *testing.T) {
 		require.True(t, c.node(id).Holes().Empty(), "node %d", id)
 	}
 }
+
+// A snapshot that fills holes keeps the log; one after it, before the next
+// Ready, that the log does not match replaces it: the Ready must say so,
+// or the runtime would write the second as a compaction of a log it
+// replaced.
+func TestSnapshotAfterAKeptOneReplacesTheLog(t *testing.T) {
+	ents := make([]Entry, 0, 40)
+	for i := uint64(1); i <= 40; i++ {
+		ents = append(ents, Entry{Index: i, Term: 2, Data: []byte("x")})
+	}
+	ents[9].Data = nil
+	n, err := NewNode(Config{ID: 1, ElectionTick: 10, HeartbeatTick: 1, Seed: 1},
+		PersistentState{HardState: HardState{Term: 2, Vote: 2, Commit: 20}, Snapshot: &SnapshotMeta{Conf: ConfState{Voters: []NodeID{1, 2, 3}}},
+			Entries: ents, Holes: Holes{10}})
+	require.NoError(t, err)
+	conf := ConfState{Voters: []NodeID{1, 2, 3}}
+	require.NoError(t, n.Step(Message{Type: MsgSnap, From: 2, To: 1, Term: 2, Snapshot: &SnapshotMeta{Index: 15, Term: 2, Conf: conf}}))
+	require.True(t, n.Holes().Empty())
+	require.NoError(t, n.Step(Message{Type: MsgSnap, From: 3, To: 1, Term: 3, Snapshot: &SnapshotMeta{Index: 25, Term: 3, Conf: conf}}))
+	rd := n.Ready()
+	require.Equal(t, uint64(25), rd.Snapshot.Index)
+	require.False(t, rd.SnapshotKeepsLog, "the second snapshot replaced the log")
+	require.Equal(t, uint64(25), n.Status().LastIndex)
+}

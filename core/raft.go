@@ -767,7 +767,9 @@ func (r *raft) handleSnapshot(m Message) {
 		r.log.restore(s)
 		r.trk = newTracker(s.Conf)
 		r.confIndex = s.Index
-		r.pendingSnapshot = &s
+		// (Not kept, whatever an earlier snapshot since the last Ready
+		// said: this one replaces the log.)
+		r.pendingSnapshot, r.pendingKeepsLog = &s, false
 		r.ackAppend(m.From, s.Index)
 	}
 }

@@ -448,13 +448,13 @@ func (w *world) checkLiveness(start int64) {
 		return
 	}
 	if probe.opsDone < 3 {
-		if waiting := w.waitingOnRepair(); w.faults.DamageAll && 2*len(waiting) > len(w.conf.Voters) {
+		if waiting := w.waitingOnRepair(); w.faults.DamageAll && len(w.conf.Voters)-len(waiting) < len(w.conf.Voters)/2+1 {
 			// The limits docs/disk.md names: a member whose lost entries
 			// could not be identified started its log over and waits
 			// below its floor for entries only the others had; one whose
 			// holes no member holds (entries only it had, never
-			// committed) waits with them. On a majority: safe, not
-			// available. Counted, not failed.
+			// committed) waits with them. When the others are no
+			// quorum: safe, not available. Counted, not failed.
 			w.counts.WaitedBelowFloor++
 			w.logf("no progress after faults healed: members %v wait below their vote floors or on holes", waiting)
 			return

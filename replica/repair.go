@@ -106,6 +106,14 @@ func (r *Replica) keepHoles(walDir string, openErr error) (*disk.WAL, *disk.Reco
 		w.Close()
 		return nil, nil, ErrNoOtherVoter
 	}
+	if len(rec.Holes) > 0 && r.store.AppliedIndex() >= rec.Holes[0] {
+		// The state machine applied past a hole: the membership as of
+		// its applied index (what its snapshots record) would be read
+		// from a log that may hide a configuration change there. Start
+		// over instead (found by review).
+		w.Close()
+		return nil, nil, errors.New("the state machine has applied past the lost entries")
+	}
 	if hs := rec.HardState; hs.Term != promised.Term || hs.Vote != promised.Vote {
 		// The damage took the newest term and vote with it; the vote copy
 		// has them. Write them back before anything depends on them.
@@ -453,18 +461,21 @@ func (r *Replica) VoteFloor() core.LogPosition { return r.voteFloor }
 // BehindRepair reports whether the state machine may still be older than
 // one this node served before a repair: it went back to an older snapshot
 // (or the empty bootstrap state) and has not yet applied an entry at or
-// past its vote floor. A floor is at least the end of the log the node had,
-// or the start of a term after every entry it held, so an applied entry
-// there comes after every entry it applied before. Until then it must not
-// answer reads from its own state (serializable reads): they would go back
-// in time. State machine side (after Open): the runtime reads it after
-// RunStore.
+// past its vote floor, or the log was kept with holes, which the state
+// machine cannot apply past until they are filled, and it has not yet
+// applied the last of them. A floor is at least the end of the log the
+// node had, or the start of a term after every entry it held, so an
+// applied entry there comes after every entry it applied before. Until
+// then it must not answer reads from its own state (serializable reads):
+// they would go back in time. State machine side (after Open): the
+// runtime reads it after RunStore.
 func (r *Replica) BehindRepair() bool { return r.behindFloor }
 
 // noteApplied clears behindFloor once the applied position reaches the
-// vote floor (state machine side).
+// vote floor and the last hole the log was kept with (state machine side).
 func (r *Replica) noteApplied() {
-	if r.behindFloor && (core.LogPosition{Term: r.appliedTerm, Index: r.store.AppliedIndex()}).AtLeast(r.voteFloor) {
+	applied := r.store.AppliedIndex()
+	if r.behindFloor && (core.LogPosition{Term: r.appliedTerm, Index: applied}).AtLeast(r.voteFloor) && applied >= r.lastHoleAtOpen {
 		r.behindFloor = false
 	}
 }

@@ -579,6 +579,7 @@ func TestRepairKeepsTheLogAroundLostEntries(t *testing.T) {
 	require.False(t, h.Empty())
 	require.NoError(t, rep.Process())
 	require.Equal(t, h.First()-1, rep.Store().AppliedIndex(), "applied up to the first hole")
+	require.True(t, rep.BehindRepair(), "stopped before a hole, the state machine may be older than it was")
 
 	var ents []core.Entry
 	for i := uint64(1); i <= last.Index; i++ {
@@ -589,6 +590,7 @@ func TestRepairKeepsTheLogAroundLostEntries(t *testing.T) {
 	require.True(t, rep.Node().Holes().Empty())
 	require.NoError(t, rep.Step(core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Index: last.Index, LogTerm: 2, Commit: last.Index}))
 	require.NoError(t, rep.Process())
+	require.False(t, rep.BehindRepair())
 	require.Equal(t, last.Index, rep.Store().AppliedIndex())
 	require.NoError(t, rep.Close())
 
@@ -600,4 +602,26 @@ func TestRepairKeepsTheLogAroundLostEntries(t *testing.T) {
 	require.Empty(t, rep.Node().Holes())
 	require.NoError(t, rep.Process())
 	require.Equal(t, last.Index, rep.Store().AppliedIndex(), "applied through the filled entries from its own WAL")
+}
+
+// TestKeptLogRefusedPastTheAppliedIndex: a state machine that applied past
+// the lost entries (keyvald's state.db) would take the membership as of
+// its applied index from a log whose holes may hide a configuration
+// change: the repair starts the log over instead of keeping it.
+func TestKeptLogRefusedPastTheAppliedIndex(t *testing.T) {
+	fs, last := writeFollowerWAL(t, 40, false)
+	flipNear(t, fs, 2000)
+	store := kvstore.NewMemory(kvstore.Options{})
+	var batch []kvstore.Entry
+	for i := uint64(1); i <= last.Index; i++ {
+		batch = append(batch, kvstore.Entry{Index: i, Data: put(t, "k", "v")})
+	}
+	_, err := store.Apply(batch)
+	require.NoError(t, err)
+	rep, err := Open(Config{Core: core.Config{ID: 1, Seed: 1}, FS: fs, Dir: "/n", Store: store,
+		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {}, RepairWAL: true})
+	require.NoError(t, err)
+	require.Nil(t, rep.KeptHoles())
+	require.NotNil(t, rep.Repaired(), "started over")
+	require.Equal(t, last, rep.VoteFloor())
 }

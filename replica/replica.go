@@ -219,6 +219,8 @@ type Replica struct {
 	// once served (a repair went back to an older snapshot). Set by Open,
 	// cleared by the state machine side.
 	behindFloor bool
+	// lastHoleAtOpen is the last hole the log was kept with (0: none).
+	lastHoleAtOpen uint64
 	// inflight is the snapshot captured and not yet done with
 	// (one at a time). State machine side: SnapshotDone clears it.
 	inflight *PendingSnapshot
@@ -364,15 +366,13 @@ func Open(cfg Config) (*Replica, error) {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	r.node = node
-	if h := st.Holes; !h.Empty() && cfg.Core.Applied >= h.First() {
-		// The state machine already holds what the holes held: a snapshot
-		// at its applied index compacts them away.
-		r.wantSnapshot = true
-	}
 	if t, err := node.Term(r.store.AppliedIndex()); err == nil {
 		r.appliedTerm = t
 	}
-	r.behindFloor = r.voteFloor != core.LogPosition{}
+	if h := st.Holes; len(h) > 0 {
+		r.lastHoleAtOpen = h[len(h)-1]
+	}
+	r.behindFloor = r.voteFloor != core.LogPosition{} || r.lastHoleAtOpen > 0
 	r.noteApplied()
 	if conf, err := node.ConfAt(r.store.AppliedIndex()); err == nil {
 		r.appliedConf = conf

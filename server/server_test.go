@@ -18,6 +18,7 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/internal/freeport"
 )
 
@@ -251,12 +252,11 @@ func TestDataDirOfAnotherNodeRefused(t *testing.T) {
 }
 
 // TestDamagedWALRepairedFromPeers: a follower whose WAL was damaged in the
-// middle while it was down starts anyway: the lost entries are known by
-// index and term (one leader's term throughout), so it keeps its log, with
-// no vote floor and nothing moved aside, gets them back from the others,
-// and serves every write, old and new, again. (A repair that starts the
-// log over is shown by the replica's and the simulator's tests, and by
-// TestDamagedSnapshotsRepairedFromPeers.)
+// middle while it was down starts anyway. Its state machine (state.db) has
+// applied past the lost entries, so it does not keep its log around them
+// (docs/disk.md, "Keeping the log"): it starts its log over from its newest
+// snapshot with a vote floor, gets the rest from the leader, and serves
+// every write, old and new, again.
 func TestDamagedWALRepairedFromPeers(t *testing.T) {
 	c := newTestCluster(t, 3, 50)
 	lead := c.leader()
@@ -264,29 +264,66 @@ func TestDamagedWALRepairedFromPeers(t *testing.T) {
 		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
 		require.NoError(t, err)
 	}
-	var f core.NodeID
-	for id := range c.members {
-		if id != lead {
-			f = id
-		}
-	}
+	f := lead%3 + 1
 	c.stop(f)
-	segs, err := filepath.Glob(filepath.Join(c.dir, fmt.Sprint(f), "wal", "*.wal"))
+	walDir := filepath.Join(c.dir, fmt.Sprint(f), "wal")
+	segs, err := filepath.Glob(filepath.Join(walDir, "*.wal"))
 	require.NoError(t, err)
-	require.NotEmpty(t, segs)
-	b, err := os.ReadFile(segs[0])
+	damageEntry(t, walDir, 0.5)
+
+	c.start(f)
+	_, err = os.Stat(filepath.Join(c.dir, fmt.Sprint(f), "votefloor"))
+	require.NoError(t, err, "the repair left its vote floor")
+	aside, err := filepath.Glob(filepath.Join(c.dir, fmt.Sprint(f), "wal.damaged-*", "*.wal"))
 	require.NoError(t, err)
-	b[len(b)/2] ^= 0x08
-	require.NoError(t, os.WriteFile(segs[0], b, 0o600))
+	require.Len(t, aside, len(segs), "the old segments are kept aside")
+	requireRepairedServes(t, c, f)
+}
+
+// TestDamagedWALAndStateDBKeepTheLog: a follower whose state.db and one
+// entry of its WAL after its newest snapshot were damaged while it was
+// down rebuilds state.db from that snapshot, so its state machine has not
+// applied the lost entry: it keeps its log, the entry as a hole fetched
+// from the others, with no vote floor and nothing moved aside, and serves
+// every write again.
+func TestDamagedWALAndStateDBKeepTheLog(t *testing.T) {
+	c := newTestCluster(t, 3, 50)
+	lead := c.leader()
+	for i := 0; i < 200; i++ {
+		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
+		require.NoError(t, err)
+	}
+	f := lead%3 + 1
+	c.stop(f)
+	dir := filepath.Join(c.dir, fmt.Sprint(f))
+	zeroPages(t, filepath.Join(dir, "state.db"), 0, 1)
+	damageEntry(t, filepath.Join(dir, "wal"), 1) // the one before the last: after the newest snapshot
 
 	c.startWith(f, Config{InitialCluster: c.members, Observability: Observability{MetricsAddr: "127.0.0.1:0"}})
 	require.Equal(t, 1.0, scrapeMetrics(t, c.servers[f]).value("keyval_wal_repairs_total"))
-	_, err = os.Stat(filepath.Join(c.dir, fmt.Sprint(f), "votefloor"))
+	d := c.servers[f].rep.KeptHoles() // set once, at start
+	require.NotNil(t, d, "the log was kept")
+	require.LessOrEqual(t, d.HoleFrom, d.HoleTo, "an entry was lost: %v", d)
+	_, err := os.Stat(filepath.Join(dir, "votefloor"))
 	require.True(t, os.IsNotExist(err), "a kept log needs no vote floor: %v", err)
-	aside, err := filepath.Glob(filepath.Join(c.dir, fmt.Sprint(f), "wal.damaged-*"))
+	aside, err := filepath.Glob(filepath.Join(dir, "wal.damaged-*"))
 	require.NoError(t, err)
 	require.Empty(t, aside, "nothing moved aside")
 	requireRepairedServes(t, c, f)
+}
+
+// damageEntry flips a bit in the payload of the entry record at fraction
+// at of the WAL's entry records (not the last one).
+func damageEntry(t *testing.T, walDir string, at float64) {
+	t.Helper()
+	recs, err := disk.EntryRecords(disk.OSFS{}, walDir)
+	require.NoError(t, err)
+	require.Greater(t, len(recs), 2)
+	r := recs[min(int(float64(len(recs))*at), len(recs)-2)]
+	b, err := os.ReadFile(r.File)
+	require.NoError(t, err)
+	b[r.Offset+disk.HeaderSize+1] ^= 0x08
+	require.NoError(t, os.WriteFile(r.File, b, 0o600))
 }
 
 // requireRepairedServes writes k200..k249 through the leader and requires

@@ -275,7 +275,8 @@ func (d *WALDamage) identifyByTerm(st *logState, after suffix) bool {
 // hard state comes back from the vote copy, a lost compaction marker
 // leaves only more log), up to the next damage after an entry; the lowest
 // index those records write and its term identify the lost entries
-// (identify, against st). A snapshot installed among them, or no entry
+// (identify, against st). A snapshot installed among them replaces the
+// log, damage and all: the replay goes on from it, with no hole. No entry
 // record before the segment ends, and it does not keep.
 func (w *WAL) keepAround(st *logState, seq uint64, off int64) (int64, bool) {
 	if off == 0 {
@@ -307,6 +308,13 @@ func (w *WAL) keepAround(st *logState, seq uint64, off int64) (int64, bool) {
 			resume = pos
 		}
 		if facts.read(f) {
+			if facts.installs {
+				// A snapshot that replaced the log: nothing written
+				// before it counts, the damage included. Replay on from
+				// it, keeping no hole.
+				st.afterHoles = true
+				return int64(pos), true
+			}
 			after.add(&facts)
 		}
 		pos += f.size

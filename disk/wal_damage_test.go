@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk/walpb"
 	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
 
@@ -427,5 +428,38 @@ func TestWALDamageIdentified(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKeptLogAroundDamageAnInstallReplaced: a snapshot installed after the
+// damage replaced the log, damage and all: the log is kept, with no hole,
+// as the records from the snapshot on give it.
+func TestKeptLogAroundDamageAnInstallReplaced(t *testing.T) {
+	entries := func(term, from, to uint64) []craftRecord {
+		var out []craftRecord
+		for i := from; i <= to; i++ {
+			out = append(out, entryRec(term, i))
+		}
+		return out
+	}
+	install := craftRecord{typ: recSnapshot, msg: &walpb.SnapshotMarker{Meta: &raftpb.SnapshotMeta{Index: 20, Term: 3}, ReplacesLog: true}}
+	recs := slices.Concat([]craftRecord{startRec(1, 0, core.HardState{}, core.SnapshotMeta{})}, entries(1, 1, 5),
+		[]craftRecord{{typ: recHardState, msg: &raftpb.HardState{Term: 2, Commit: 3}}}, entries(2, 6, 10), []craftRecord{install}, entries(3, 21, 22))
+	m := newTestMemFS(1)
+	must(t, m.MkdirAll("/w"))
+	image := craftSegment(t, 1, recs...)
+	off := int64(len(craftSegment(t, 1, recs[:8]...))) // entry 7
+	image[off+headerSize] ^= 0x04
+	writeFile(t, m, "/w/"+segmentName(1), image, true)
+	_, _, err := Open(m, "/w", Options{})
+	var ce *CorruptionError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want corruption", err)
+	}
+	w, rec, err := OpenKeepingHoles(m, "/w", Options{})
+	must(t, err)
+	must(t, w.Close())
+	if len(rec.Holes) != 0 || rec.Snapshot.Index != 20 || len(rec.Entries) != 2 || rec.Entries[1].Index != 22 {
+		t.Fatalf("kept: holes %v, snapshot %+v, entries %v", rec.Holes, rec.Snapshot, rec.Entries)
 	}
 }

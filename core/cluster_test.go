@@ -636,25 +636,7 @@ func (c *cluster) crash(id NodeID) {
 }
 
 // restart brings a crashed node back from exactly its stable storage.
-func (c *cluster) restart(id NodeID) error {
-	tn := c.nodes[id]
-	cfg := c.cfg(id)
-	st := tn.store.state()
-	tn.sm = smState{}
-	if st.Snapshot != nil {
-		tn.sm = tn.store.snapData
-		cfg.Applied = st.Snapshot.Index
-	}
-	nd, err := NewNode(cfg, st)
-	if err != nil {
-		return err
-	}
-	tn.node = nd
-	tn.down, tn.stalled = false, false
-	tn.advanced = tn.sm
-	c.checker.Restarted(id)
-	return c.observe(id)
-}
+func (c *cluster) restart(id NodeID) error { return c.restartHoled(id, false) }
 
 // restartWithHoles brings a crashed node back with entries from..to of its
 // stable log known by index and term only, as a repair that kept its log

@@ -259,11 +259,7 @@ func TestDataDirOfAnotherNodeRefused(t *testing.T) {
 // every write, old and new, again.
 func TestDamagedWALRepairedFromPeers(t *testing.T) {
 	c := newTestCluster(t, 3, 50)
-	lead := c.leader()
-	for i := 0; i < 200; i++ {
-		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
-		require.NoError(t, err)
-	}
+	lead := putThroughLeader(t, c, 200)
 	f := lead%3 + 1
 	c.stop(f)
 	walDir := filepath.Join(c.dir, fmt.Sprint(f), "wal")
@@ -288,11 +284,7 @@ func TestDamagedWALRepairedFromPeers(t *testing.T) {
 // every write again.
 func TestDamagedWALAndStateDBKeepTheLog(t *testing.T) {
 	c := newTestCluster(t, 3, 50)
-	lead := c.leader()
-	for i := 0; i < 200; i++ {
-		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
-		require.NoError(t, err)
-	}
+	lead := putThroughLeader(t, c, 200)
 	f := lead%3 + 1
 	c.stop(f)
 	dir := filepath.Join(c.dir, fmt.Sprint(f))
@@ -324,6 +316,18 @@ func damageEntry(t *testing.T, walDir string, at float64) {
 	require.NoError(t, err)
 	b[r.Offset+disk.HeaderSize+1] ^= 0x08
 	require.NoError(t, os.WriteFile(r.File, b, 0o600))
+}
+
+// putThroughLeader writes k0..k(n-1), value i for ki, through the leader, and
+// returns the leader.
+func putThroughLeader(t *testing.T, c *testCluster, n int) core.NodeID {
+	t.Helper()
+	lead := c.leader()
+	for i := 0; i < n; i++ {
+		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
+		require.NoError(t, err)
+	}
+	return lead
 }
 
 // requireRepairedServes writes k200..k249 through the leader and requires

@@ -98,28 +98,15 @@ func TestDamagedStateDBRebuiltOnStart(t *testing.T) {
 // every write, old and new, again.
 func TestDamagedSnapshotsRepairedFromPeers(t *testing.T) {
 	c := newTestCluster(t, 3, 50)
-	lead := c.leader()
-	for i := 0; i < 200; i++ {
-		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
-		require.NoError(t, err)
-	}
+	lead := putThroughLeader(t, c, 200)
 	f := lead%3 + 1
 	c.stop(f)
 	dir := filepath.Join(c.dir, fmt.Sprint(f))
-	zeroPages(t, filepath.Join(dir, "state.db"), 0, 1)
-	snaps, err := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
-	require.NoError(t, err)
-	require.NotEmpty(t, snaps)
-	for _, p := range snaps {
-		b, err := os.ReadFile(p)
-		require.NoError(t, err)
-		b[len(b)/2] ^= 0x10
-		require.NoError(t, os.WriteFile(p, b, 0o600))
-	}
+	damageStateAndSnapshots(t, dir)
 
 	c.startWith(f, Config{InitialCluster: c.members, Observability: Observability{MetricsAddr: "127.0.0.1:0"}})
 	require.Equal(t, 1.0, scrapeMetrics(t, c.servers[f]).value("keyval_wal_repairs_total"))
-	_, err = os.Stat(filepath.Join(dir, "votefloor"))
+	_, err := os.Stat(filepath.Join(dir, "votefloor"))
 	require.NoError(t, err, "the repair left its vote floor")
 	requireRepairedServes(t, c, f)
 }
@@ -132,11 +119,7 @@ func TestDamagedSnapshotsRepairedFromPeers(t *testing.T) {
 // back it serves every key again.
 func TestRepairedMemberRefusesStaleSerializableReads(t *testing.T) {
 	c := newTestCluster(t, 3, 50)
-	lead := c.leader()
-	for i := 0; i < 200; i++ {
-		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i))})
-		require.NoError(t, err)
-	}
+	lead := putThroughLeader(t, c, 200)
 	f := lead%3 + 1
 	// Every member has applied the last write before any stops.
 	for id := range c.servers {
@@ -152,6 +135,25 @@ func TestRepairedMemberRefusesStaleSerializableReads(t *testing.T) {
 		c.stop(id)
 	}
 	dir := filepath.Join(c.dir, fmt.Sprint(f))
+	damageStateAndSnapshots(t, dir)
+
+	c.start(f)
+	_, err := c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte("k0"), Serializable: true})
+	require.Equal(t, codes.Unavailable, status.Code(err), "a serializable read of the repaired member's older state: %v", err)
+	require.ErrorContains(t, err, "catching up after repairing its disk")
+
+	for id := range c.members {
+		if id != f {
+			c.start(id)
+		}
+	}
+	requireRepairedServes(t, c, f)
+}
+
+// damageStateAndSnapshots zeroes the meta pages of the state.db in a
+// stopped member's data directory and flips a bit in each snapshot file.
+func damageStateAndSnapshots(t *testing.T, dir string) {
+	t.Helper()
 	zeroPages(t, filepath.Join(dir, "state.db"), 0, 1)
 	snaps, err := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
 	require.NoError(t, err)
@@ -162,16 +164,4 @@ func TestRepairedMemberRefusesStaleSerializableReads(t *testing.T) {
 		b[len(b)/2] ^= 0x10
 		require.NoError(t, os.WriteFile(p, b, 0o600))
 	}
-
-	c.start(f)
-	_, err = c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte("k0"), Serializable: true})
-	require.Equal(t, codes.Unavailable, status.Code(err), "a serializable read of the repaired member's older state: %v", err)
-	require.ErrorContains(t, err, "catching up after repairing its disk")
-
-	for id := range c.members {
-		if id != f {
-			c.start(id)
-		}
-	}
-	requireRepairedServes(t, c, f)
 }

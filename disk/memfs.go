@@ -81,6 +81,13 @@ type MemFaults struct {
 	MisdirectProb float64
 	// ReadErrorProb is the probability that a read fails with EIO.
 	ReadErrorProb float64
+	// LostWriteProb is the probability that a synced write never reaches
+	// the platter, though Sync reported success: after a crash its bytes
+	// read as zeros. Modelled only where something the file holds durably
+	// lies past it (a later write was synced): a lost last write leaves a
+	// file that is whole but shorter, which nothing on the node can tell
+	// from one never written (docs/disk.md).
+	LostWriteProb float64
 
 	// CapacityBytes, if positive, is the total size the files may reach;
 	// a write past it stores what fits and fails with ENOSPC.
@@ -127,6 +134,7 @@ type MemFaultCounts struct {
 	MisdirectedWrites int
 	ReadErrors        int // reads failed by ReadErrorProb or SetReadError
 	NoSpace           int // writes refused or cut short by CapacityBytes
+	LostWrites        int // synced writes a crash showed never reached the platter
 }
 
 // Injected returns the faults injected so far.
@@ -156,6 +164,9 @@ type memInode struct {
 	// into it), reused after each sync rather than a copy allocated per
 	// write.
 	spill []byte
+	// lost are the [off, end) ranges of synced writes that never reached
+	// the platter (LostWriteProb); a crash zeroes them.
+	lost [][2]int64
 }
 
 // fileChange is an unsynced write (data at off) or truncate (to size).
@@ -517,6 +528,13 @@ func (m *MemFS) crashFile(ino *memInode) {
 		}
 	}
 	ino.dropPending()
+	for _, l := range ino.lost {
+		if int64(len(ino.durable)) > l[1] {
+			clear(ino.durable[l[0]:l[1]])
+			m.injected.LostWrites++
+		}
+	}
+	ino.lost = ino.lost[:0]
 	ino.data = slices.Clone(ino.durable)
 }
 
@@ -703,6 +721,19 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 func (f *memFile) Sync() error {
 	if err := f.check(OpSync, 0); err != nil {
 		return err
+	}
+	if p := f.fs.Faults.LostWriteProb; p > 0 || len(f.ino.lost) > 0 {
+		for _, c := range f.ino.pending {
+			if c.truncate || len(c.data) == 0 {
+				continue
+			}
+			r := [2]int64{c.off, c.off + int64(len(c.data))}
+			// A write that lands over a lost one puts those bytes back.
+			f.ino.lost = slices.DeleteFunc(f.ino.lost, func(l [2]int64) bool { return l[0] < r[1] && r[0] < l[1] })
+			if f.fs.chance(p) {
+				f.ino.lost = append(f.ino.lost, r)
+			}
+		}
 	}
 	f.ino.sync()
 	return nil

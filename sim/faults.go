@@ -53,6 +53,11 @@ type Faults struct {
 	// in the middle of the log, which the node repairs from its peers
 	// when that is safe (replica.Config.RepairWAL) and otherwise halts.
 	DeepRotProb float64
+	// LostWriteProb is the chance that a synced write of a storage-faulty
+	// node never reaches its disk (disk.MemFaults.LostWriteProb): after a
+	// crash it reads as zeros, damage in the middle of its WAL
+	// (Options.LostWrites).
+	LostWriteProb float64
 	// DamageAll: every DamageAllEvery µs (when every member is up), all
 	// members crash at once and each comes back with one entry record of
 	// its WAL damaged, no two at the same index (so never the same entry
@@ -230,6 +235,7 @@ func (f Faults) String() string {
 		add(f.SlowSyncMax > 0, "slowsync≤%dms", f.SlowSyncMax/1000)
 		add(f.RotProb > 0, "rot=%.0f%%/last %dB", f.RotProb*100, f.RotSpan)
 		add(f.DeepRotProb > 0, "deeprot=%.0f%%", f.DeepRotProb*100)
+		add(f.LostWriteProb > 0, "lostwrite=%.0f%%", f.LostWriteProb*100)
 	}
 	add(f.DamageAll, "damage-all/%dms", f.DamageAllEvery/1000)
 	add(f.MaxMsgBytes > 0, "msg≤%dB", f.MaxMsgBytes)
@@ -250,6 +256,9 @@ type FaultCounts struct {
 	TornWrites, FlippedWrites, MisdirectedWrites     int
 	ReadErrors, NoSpace, Halts, Repairs              int
 	Rotted, Isolations                               int
+	// LostWrites counts synced writes a crash showed lost
+	// (Faults.LostWriteProb).
+	LostWrites int
 	// Kept counts the repairs that kept the log, the lost entries as holes
 	// filled from the others (replica.Replica.KeptHoles).
 	Kept int

@@ -50,6 +50,10 @@ type Options struct {
 	// DamageAll damages every member at once, at different entries
 	// (Faults.DamageAll), instead of the seed's storage faults.
 	DamageAll bool
+	// LostWrites makes a minority of nodes lose synced WAL writes
+	// (Faults.LostWriteProb), whatever else the seed chose, and crash now
+	// and then, when the loss shows.
+	LostWrites bool
 }
 
 // Result is what a run did and found.
@@ -201,6 +205,7 @@ func Run(opts Options) Result {
 		res.Counts.MisdirectedWrites += c.MisdirectedWrites
 		res.Counts.ReadErrors += c.ReadErrors
 		res.Counts.NoSpace += c.NoSpace
+		res.Counts.LostWrites += c.LostWrites
 	}
 	res.OpsOK, res.OpsFailed, res.OpsUnknown = w.opsOK, w.opsFailed, w.opsUnknown
 	res.Elections = w.elections
@@ -311,6 +316,10 @@ func newWorld(opts Options) (*world, Result) {
 	if opts.Repair {
 		w.stressRepair()
 	}
+	if opts.LostWrites {
+		// Its own stream, split after every other.
+		w.stressLostWrites(split())
+	}
 	if opts.DamageAll {
 		f := &w.faults
 		f.RotProb, f.DeepRotProb = 0, 0
@@ -338,6 +347,26 @@ func (w *world) stressRepair() {
 		f.DownFor = 10_000 + rng.Int64N(500_000)
 	}
 	f.DeepRotProb = 0.5 + rng.Float64()*0.5
+}
+
+// stressLostWrites turns on what Options.LostWrites asks for: on a
+// minority of nodes (the storage-faulty ones, or some), synced WAL writes
+// are lost with a seed-chosen probability; crashes on.
+func (w *world) stressLostWrites(rng *rand.Rand) {
+	f := &w.faults
+	if f.StorageNodes == 0 {
+		f.StorageNodes = 1 + rng.IntN((len(w.nodes)-1)/2)
+	}
+	f.LostWriteProb = 0.01 + 0.2*rng.Float64()
+	for i := range f.StorageNodes {
+		w.nodes[i].storageFault = true
+		w.nodes[i].fs.Faults.LostWriteProb = f.LostWriteProb
+	}
+	if !f.Crashes {
+		f.Crashes = true
+		f.CrashEvery = 300_000 + rng.Int64N(1_000_000)
+		f.DownFor = 10_000 + rng.Int64N(500_000)
+	}
 }
 
 func (w *world) run(opts Options) {

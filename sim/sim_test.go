@@ -156,6 +156,21 @@ func TestDamageAllSeeds(t *testing.T) {
 	}
 }
 
+// TestLostWriteSeeds runs KEYVAL_SIM_LOST_WRITE_SEEDS fresh seeds (default
+// 60; 10 with -short) in which a minority of nodes lose synced WAL writes
+// (Options.LostWrites): each must pass — the loss found as damage and
+// repaired, nothing acknowledged lost — and together they must have lost
+// writes and repaired nodes.
+func TestLostWriteSeeds(t *testing.T) {
+	n, base := seedCount(t, "KEYVAL_SIM_LOST_WRITE_SEEDS", 60, 10), seedBase(t)
+	t.Logf("seeds %d..%d losing synced writes", base, base+uint64(n)-1)
+	sum := runSeedsAs(t, consecutive(base, n), Options{LostWrites: true})
+	t.Logf("%d synced writes lost; %d nodes repaired their WAL, %d keeping the log, %d halted", sum.lost, sum.repairs, sum.kept, sum.halts)
+	if sum.lost == 0 || sum.repairs == 0 {
+		t.Errorf("%d writes lost, %d repairs in %d seeds", sum.lost, sum.repairs, n)
+	}
+}
+
 // TestAuthSeeds runs KEYVAL_SIM_AUTH_SEEDS fresh seeds (default 100; 10
 // with -short) with the auth workload. Each must pass, and together they
 // must have refused operations and allowed them again.
@@ -210,6 +225,8 @@ type swarmSummary struct {
 	// kept counts the repairs that kept the log, waited the DamageAll runs
 	// that waited below vote floors.
 	kept, waited int
+	// lost counts synced writes lost (Options.LostWrites).
+	lost int
 	// denied counts operations refused for want of permission,
 	// allowedAfterGrant those that succeeded on a key after a grant of it
 	// returned, changes the grants and revokes.
@@ -323,6 +340,9 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 					if opts.DamageAll {
 						replay += " DAMAGE_ALL=1"
 					}
+					if opts.LostWrites {
+						replay += " LOST_WRITES=1"
+					}
 					t.Errorf("%s   # %v", replay, res.Err)
 				}
 				sum.addAuth(res.History)
@@ -333,6 +353,7 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 				sum.halts += res.Counts.Halts
 				sum.kept += res.Counts.Kept
 				sum.waited += res.Counts.WaitedBelowFloor
+				sum.lost += res.Counts.LostWrites
 				if res.Membership.Committed() > 0 {
 					sum.withChanges++
 				}

@@ -35,6 +35,7 @@ func main() {
 	authWorkload := flag.Bool("auth", false, "run the auth workload: the clients work as a user whose permissions an administrator revokes and grants")
 	repair := flag.Bool("repair", false, "make nodes repair damaged WALs: a minority crash and come back with a bit flipped deep in their WAL, whatever else the seed chose")
 	damageAll := flag.Bool("damage-all", false, "crash every member at once now and then, each coming back with one entry of its WAL damaged, no two at the same index")
+	lostWrites := flag.Bool("lost-writes", false, "make a minority of nodes lose synced WAL writes (zeros after a crash), whatever else the seed chose")
 	etcdWorkload := flag.Bool("etcd", false, "run the etcd workload: multi-key transactions with compares and reads at a revision, checked by revision")
 	showVersion := version.AddFlag(flag.CommandLine)
 	flag.Parse()
@@ -55,7 +56,7 @@ func main() {
 		os.Exit(2)
 	}
 	tuneGC()
-	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair, DamageAll: *damageAll}
+	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair, DamageAll: *damageAll, LostWrites: *lostWrites}
 	if *swarm {
 		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out, *membership))
 	}
@@ -81,7 +82,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	ran := 0
 	var simTime time.Duration
 	var members sim.MemberCounts
-	withChanges, repairs, kept, waited := 0, 0, 0, 0
+	withChanges, repairs, kept, waited, lost := 0, 0, 0, 0, 0
 	var halts sim.FaultCounts // only the halts
 	var wg sync.WaitGroup
 	for range max(workers, 1) {
@@ -103,6 +104,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 				repairs += res.Counts.Repairs
 				kept += res.Counts.Kept
 				waited += res.Counts.WaitedBelowFloor
+				lost += res.Counts.LostWrites
 				if res.Membership.Committed() > 0 {
 					withChanges++
 				}
@@ -139,6 +141,9 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 		fmt.Printf(" (%s)", by)
 	}
 	fmt.Println()
+	if lost > 0 {
+		fmt.Printf("%d synced writes lost (zeros after a crash)\n", lost)
+	}
 	if waited > 0 {
 		fmt.Printf("%d seeds made no progress after healing: too few voters were left for a quorum, the others waiting below their vote floors or on holes no one could fill (docs/disk.md, \"Keeping the log\")\n", waited)
 	}

@@ -267,7 +267,7 @@ func (d *WALDamage) identifyByTerm(st *logState, after suffix) bool {
 }
 
 // keepAround keeps the log around the damaged record at offset off of
-// segment seq, if the entries it lost can be identified: st, the log the
+// segment seq (whose image is b), if the entries it lost can be identified: st, the log the
 // records before it left, gets them as holes, and keepAround returns the
 // offset to replay on from. It reads on from the damage in the same
 // segment: damaged records before the first intact entry record count as
@@ -278,14 +278,10 @@ func (d *WALDamage) identifyByTerm(st *logState, after suffix) bool {
 // (identify, against st). A snapshot installed among them replaces the
 // log, damage and all: the replay goes on from it, with no hole. No entry
 // record before the segment ends, and it does not keep.
-func (w *WAL) keepAround(st *logState, seq uint64, off int64) (int64, bool) {
+func keepAround(st *logState, b []byte, seq uint64, off int64) (int64, bool) {
 	if off == 0 {
 		// A segment's start record: what it repeats (and, in the first,
 		// where the log begins) is not known.
-		return 0, false
-	}
-	b, err := readSegment(w.fs, w.path(seq), nil)
-	if err != nil {
 		return 0, false
 	}
 	seed := seedFor(seq)

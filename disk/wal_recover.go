@@ -118,19 +118,20 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 	)
 	for i, seq := range seqs {
 		last := i == len(seqs)-1
-		f, scan, err := w.recoverSegment(&st, &buf, seq, i == 0, last)
+		f, scan, err := w.recoverSegment(&st, &buf, seq, 0, i == 0, last)
 		var ce *CorruptionError
 		for keepHoles && err != nil && errors.As(err, &ce) && ce.File == w.path(seq) {
 			if damage == nil {
 				damage = w.describeDamage(&st, seqs[i:], ce.Offset)
 			}
 			before := st.last()
-			resume, ok := w.keepAround(&st, seq, ce.Offset)
+			// The failed replay left the segment's image in buf.
+			resume, ok := keepAround(&st, buf, seq, ce.Offset)
 			if !ok {
 				break
 			}
 			var more segmentScan
-			f, more, err = w.resumeSegment(&st, &buf, seq, resume, i == 0, last)
+			f, more, err = w.recoverSegment(&st, &buf, seq, resume, i == 0, last)
 			scan = segmentScan{end: more.end, startSize: max(scan.startSize, more.startSize),
 				maxIndex: max(scan.maxIndex, more.maxIndex, before, st.last()), torn: more.torn}
 		}
@@ -182,15 +183,17 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 	return w, rec, nil
 }
 
-// recoverSegment replays one segment into st. The last segment's torn tail,
-// if any, is cut off and its file returned open; other files are closed.
-func (w *WAL) recoverSegment(st *logState, buf *[]byte, seq uint64, first, last bool) (File, segmentScan, error) {
+// recoverSegment replays one segment into st from offset from on (0: the
+// whole segment; more after damage kept around). The last segment's torn
+// tail, if any, is cut off and its file returned open; other files are
+// closed.
+func (w *WAL) recoverSegment(st *logState, buf *[]byte, seq uint64, from int64, first, last bool) (File, segmentScan, error) {
 	name := w.path(seq)
 	f, err := w.fs.Open(name)
 	if err != nil {
 		return nil, segmentScan{}, fmt.Errorf("wal: open segment: %w", err)
 	}
-	scan, err := w.replayFile(st, f, buf, name, seq, first, last)
+	scan, err := w.replayFile(st, f, buf, name, seq, from, first, last)
 	if err != nil || !last {
 		if cerr := f.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("wal: close %s: %w", name, cerr)
@@ -200,29 +203,7 @@ func (w *WAL) recoverSegment(st *logState, buf *[]byte, seq uint64, first, last 
 	return f, scan, nil
 }
 
-// resumeSegment replays one segment into st from offset off on, as
-// recoverSegment does from its start.
-func (w *WAL) resumeSegment(st *logState, buf *[]byte, seq uint64, off int64, first, last bool) (File, segmentScan, error) {
-	name := w.path(seq)
-	f, err := w.fs.Open(name)
-	if err != nil {
-		return nil, segmentScan{}, fmt.Errorf("wal: open segment: %w", err)
-	}
-	scan, err := w.replayFileFrom(st, f, buf, name, seq, off, first, last)
-	if err != nil || !last {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("wal: close %s: %w", name, cerr)
-		}
-		return nil, scan, err
-	}
-	return f, scan, nil
-}
-
-func (w *WAL) replayFile(st *logState, f File, buf *[]byte, name string, seq uint64, first, last bool) (segmentScan, error) {
-	return w.replayFileFrom(st, f, buf, name, seq, 0, first, last)
-}
-
-func (w *WAL) replayFileFrom(st *logState, f File, buf *[]byte, name string, seq uint64, from int64, first, last bool) (segmentScan, error) {
+func (w *WAL) replayFile(st *logState, f File, buf *[]byte, name string, seq uint64, from int64, first, last bool) (segmentScan, error) {
 	b, err := readWhole(f, *buf)
 	if err != nil {
 		return segmentScan{}, fmt.Errorf("wal: read %s: %w", name, err)

@@ -32,9 +32,9 @@ type raftLog struct {
 	rewriteFrom uint64
 
 	// holes are entries known by index and term only, their data lost to
-	// disk damage (PersistentState.Holes); empty when holes.To == 0. Their
-	// data comes back from another member holding the same index and term
-	// (fill). Nothing is applied, sent or persisted from a hole.
+	// disk damage (PersistentState.Holes). Their data comes back from
+	// another member holding the same entry (fill). Nothing is applied,
+	// sent or persisted from a hole.
 	holes Holes
 	// filled are the entries fill gave data since the last Ready, for the
 	// runtime to write down (Ready.Filled).

@@ -720,15 +720,7 @@ func (r *raft) serveFetch(m Message) {
 			break
 		}
 	}
-	ents := r.log.slice(m.Index, hi+1)
-	var size uint64
-	for i, e := range ents {
-		size += entrySize(e)
-		if size > r.cfg.MaxMsgBytes && i > 0 {
-			ents = ents[:i]
-			break
-		}
-	}
+	ents := r.oneMessage(r.log.slice(m.Index, hi+1))
 	prevTerm, _ := r.log.term(m.Index - 1)
 	r.send(Message{Type: MsgFetchResp, To: m.From, Index: m.Index - 1, LogTerm: prevTerm, Entries: ents, Commit: r.log.committed})
 }
@@ -899,7 +891,12 @@ func (r *raft) sendAppends(to NodeID) {
 // entriesToSend returns the entries from next on that fit in one message
 // (always at least one, however large).
 func (r *raft) entriesToSend(next uint64) []Entry {
-	ents := r.log.slice(next, r.log.lastIndex()+1)
+	return r.oneMessage(r.log.slice(next, r.log.lastIndex()+1))
+}
+
+// oneMessage is as many of ents, from the first, as fit in one message
+// (always at least one, however large).
+func (r *raft) oneMessage(ents []Entry) []Entry {
 	var size uint64
 	for i, e := range ents {
 		size += entrySize(e)

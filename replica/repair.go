@@ -117,16 +117,10 @@ func (r *Replica) keepHoles(walDir string, openErr error) (*disk.WAL, *disk.Reco
 	if hs := rec.HardState; hs.Term != promised.Term || hs.Vote != promised.Vote {
 		// The damage took the newest term and vote with it; the vote copy
 		// has them. Write them back before anything depends on them.
-		hs.Term, hs.Vote = promised.Term, promised.Vote
-		if err := w.Append(hs, nil); err != nil {
+		if err := keepPromise(w, &rec.HardState, promised); err != nil {
 			w.Close()
 			return nil, nil, fmt.Errorf("replica: keep the log: %w", err)
 		}
-		if err := w.Sync(); err != nil {
-			w.Close()
-			return nil, nil, fmt.Errorf("replica: keep the log: %w", err)
-		}
-		rec.HardState = hs
 	}
 	r.keptHoles = rec.Damage
 	return w, rec, nil
@@ -147,7 +141,24 @@ func (r *Replica) hasOtherVoter(rec *disk.Recovered) bool {
 			break
 		}
 	}
+	return r.otherVoter(conf)
+}
+
+// otherVoter reports whether conf has a voter besides this node, or no
+// voters at all: a node that joined a running cluster and took no snapshot
+// since learns the membership from the leader, as it did when it joined.
+func (r *Replica) otherVoter(conf core.ConfState) bool {
 	return len(conf.Voters) == 0 || slices.ContainsFunc(conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID })
+}
+
+// keepPromise writes the promised term and vote into the hard state *hs
+// and, durably, into w: the WAL lost the records that held them.
+func keepPromise(w *disk.WAL, hs *core.HardState, promised core.HardState) error {
+	hs.Term, hs.Vote = promised.Term, promised.Vote
+	if err := w.Append(*hs, nil); err != nil {
+		return err
+	}
+	return w.Sync()
 }
 
 // KeptHoles reports the damage Open kept the log around, its lost entries
@@ -186,12 +197,9 @@ func (r *Replica) repairSnapshot(walDir, floorPath string, rec *disk.Recovered, 
 // configuration or any newer one the node knows of (known).
 func (r *Replica) startOver(walDir, floorPath string, snap core.SnapshotMeta, promised core.HardState, end core.LogPosition, known ...core.ConfState) error {
 	for _, conf := range append(known, snap.Conf) {
-		if len(conf.Voters) > 0 && !slices.ContainsFunc(conf.Voters, func(id core.NodeID) bool { return id != r.cfg.Core.ID }) {
+		if !r.otherVoter(conf) {
 			// Nobody could give the dropped entries back, and below its
-			// floor the node never campaigns: it would wait forever. (No
-			// voters at all: a node that joined a running cluster and
-			// took no snapshot since; it learns the membership from the
-			// leader, as it did when it joined.)
+			// floor the node never campaigns: it would wait forever.
 			return fmt.Errorf("not repaired: %w", ErrNoOtherVoter)
 		}
 	}
@@ -289,11 +297,7 @@ func (r *Replica) lostTail(floorPath string, hs *core.HardState, promised core.H
 		*floor = next
 	}
 	r.voteFloor = *floor
-	hs.Term, hs.Vote = promised.Term, promised.Vote
-	if err := r.wal.Append(*hs, nil); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	if err := r.wal.Sync(); err != nil {
+	if err := keepPromise(r.wal, hs, promised); err != nil {
 		return fmt.Errorf("replica: %w", err)
 	}
 	r.lostTailWhy = errors.New(why)

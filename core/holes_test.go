@@ -28,6 +28,23 @@ func commitSome(t *testing.T, c *cluster, n int, tag string) {
 	}))
 }
 
+// holedEverywhere crashes every node at once, restarts each with the holes
+// restart gives it (k: its place in c.ids), and requires the cluster to
+// commit again with every hole filled.
+func holedEverywhere(t *testing.T, c *cluster, restart func(id NodeID, k int) error) {
+	t.Helper()
+	for _, id := range c.ids {
+		c.crash(id)
+	}
+	for k, id := range c.ids {
+		require.NoError(t, restart(id, k))
+	}
+	commitSome(t, c, 5, "b")
+	for _, id := range c.ids {
+		require.True(t, c.node(id).Holes().Empty(), "node %d", id)
+	}
+}
+
 // A follower restarted with holes gets their data back from the leader
 // (its rejections make the leader resend from the first hole), applies
 // them, and campaigns again only once they are filled.
@@ -55,17 +72,10 @@ func TestHolesOnEveryMemberFilledFromEachOther(t *testing.T) {
 	c, err := newCluster(3, 2, nil)
 	require.NoError(t, err)
 	commitSome(t, c, 30, "a")
-	for _, id := range c.ids {
-		c.crash(id)
-	}
-	for k, id := range c.ids {
+	holedEverywhere(t, c, func(id NodeID, k int) error {
 		from := uint64(3 + 8*k)
-		require.NoError(t, c.restartWithHoles(id, from, from+5))
-	}
-	commitSome(t, c, 5, "b")
-	for _, id := range c.ids {
-		require.True(t, c.node(id).Holes().Empty(), "node %d", id)
-	}
+		return c.restartWithHoles(id, from, from+5)
+	})
 }
 
 // Holes in several runs, on every member at once, each entry lost on one
@@ -74,16 +84,8 @@ func TestHolesInSeveralRuns(t *testing.T) {
 	c, err := newCluster(3, 5, nil)
 	require.NoError(t, err)
 	commitSome(t, c, 30, "a")
-	for _, id := range c.ids {
-		c.crash(id)
-	}
-	require.NoError(t, c.restartWithHoleList(1, 2, 3, 17, 25))
-	require.NoError(t, c.restartWithHoleList(2, 1, 12, 13, 26))
-	require.NoError(t, c.restartWithHoleList(3, 4, 18, 30))
-	commitSome(t, c, 5, "b")
-	for _, id := range c.ids {
-		require.True(t, c.node(id).Holes().Empty(), "node %d", id)
-	}
+	holes := [][]uint64{{2, 3, 17, 25}, {1, 12, 13, 26}, {4, 18, 30}}
+	holedEverywhere(t, c, func(id NodeID, k int) error { return c.restartWithHoleList(id, holes[k]...) })
 }
 
 // The same hole on every member cannot be filled: nobody campaigns, and
@@ -164,17 +166,10 @@ func TestCommittedHolesOnEveryMemberFilled(t *testing.T) {
 	c, err := newCluster(3, 6, nil)
 	require.NoError(t, err)
 	commitSome(t, c, 30, "a")
-	for _, id := range c.ids {
-		c.crash(id)
-	}
-	for k, id := range c.ids {
+	holedEverywhere(t, c, func(id NodeID, k int) error {
 		from := uint64(4 + 9*k)
-		require.NoError(t, c.restartWithCommittedHoles(id, from, from+3))
-	}
-	commitSome(t, c, 5, "b")
-	for _, id := range c.ids {
-		require.True(t, c.node(id).Holes().Empty(), "node %d", id)
-	}
+		return c.restartWithCommittedHoles(id, from, from+3)
+	})
 }
 
 // A snapshot that fills holes keeps the log; one after it, before the next

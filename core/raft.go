@@ -554,7 +554,15 @@ func (r *raft) stepFollower(m Message) {
 	case MsgHeartbeat:
 		r.electionElapsed = 0
 		r.lead = m.From
-		r.log.commitTo(m.Commit)
+		if r.reachedFloor() {
+			// The leader sends a commit index no higher than what it
+			// matched here, trusting that log. Below its floor the log may
+			// not be the one the node acknowledged (the WAL lost its end,
+			// and with it perhaps an overwrite of older entries): only an
+			// append, whose entries are checked against the leader's,
+			// advances the commit index then.
+			r.log.commitTo(m.Commit)
+		}
 		r.send(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context})
 	case MsgSnap:
 		r.electionElapsed = 0

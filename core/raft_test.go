@@ -1163,6 +1163,23 @@ func TestVoteFloorAfterRepair(t *testing.T) {
 			}
 		})
 	}
+	t.Run("no commit from a heartbeat below the floor", func(t *testing.T) {
+		// The leader matched index 4 before the repair, so its heartbeat
+		// may carry commit 4; the entries the node kept at 1-2 need not be
+		// the leader's (the lost end may have overwritten them).
+		n := repaired(t)
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 3, Commit: 4}))
+		drain(n)
+		require.Equal(t, uint64(0), n.Status().HardState.Commit)
+		// An append checked against the leader's log commits.
+		require.NoError(t, n.Step(Message{Type: MsgApp, From: 2, To: 1, Term: 3, Index: 2, LogTerm: 1,
+			Entries: []Entry{{Index: 3, Term: 2}, {Index: 4, Term: 3}}, Commit: 3}))
+		drain(n)
+		require.Equal(t, uint64(3), n.Status().HardState.Commit)
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 3, Commit: 4}))
+		drain(n)
+		require.Equal(t, uint64(4), n.Status().HardState.Commit, "at its floor, heartbeats commit again")
+	})
 	t.Run("no campaign below the floor", func(t *testing.T) {
 		n := repaired(t)
 		for range 100 {

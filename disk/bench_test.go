@@ -73,6 +73,33 @@ func BenchmarkWALAppend(b *testing.B) {
 	}
 }
 
+// BenchmarkWALEndMark is the price of the WAL end mark: the batch of
+// BenchmarkWALAppend, then, with mark=on, the mark rewritten and synced as
+// Replica.syncWAL does after each sync that moved the end of the log.
+func BenchmarkWALEndMark(b *testing.B) {
+	for _, batch := range []int{1, 16} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("batch=%d/mark=%v", batch, on), func(b *testing.B) {
+				dir := benchDir(b)
+				w, err := Create(OSFS{}, filepath.Join(dir, "wal"), Options{})
+				must(b, err)
+				defer w.Close()
+				if !on {
+					benchAppend(b, w, batch, true)
+					return
+				}
+				mark, err := OpenEndMark(OSFS{}, filepath.Join(dir, "walend"), core.LogPosition{})
+				must(b, err)
+				defer mark.Close()
+				benchAppendThen(b, w, batch, func() error {
+					d := w.Durable()
+					return mark.Write(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex})
+				})
+			})
+		}
+	}
+}
+
 // BenchmarkWALAppendMem is the same on MemFS: the CPU cost of framing and
 // encoding, without the disk.
 func BenchmarkWALAppendMem(b *testing.B) {
@@ -86,6 +113,17 @@ func BenchmarkWALAppendMem(b *testing.B) {
 }
 
 func benchAppend(b *testing.B, w *WAL, batch int, sync bool) {
+	if !sync {
+		benchAppendThen(b, w, batch, nil)
+		return
+	}
+	benchAppendThen(b, w, batch, func() error { return nil })
+}
+
+// benchAppendThen is benchAppend that, unless after is nil, syncs each
+// batch and then runs after.
+func benchAppendThen(b *testing.B, w *WAL, batch int, after func() error) {
+	sync := after != nil
 	es := make([]core.Entry, batch)
 	for i := range es {
 		es[i] = core.Entry{Term: 1, Data: make([]byte, 256)}
@@ -101,6 +139,9 @@ func benchAppend(b *testing.B, w *WAL, batch int, sync bool) {
 		}
 		if sync {
 			if err := w.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			if err := after(); err != nil {
 				b.Fatal(err)
 			}
 		}

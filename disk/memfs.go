@@ -84,10 +84,16 @@ type MemFaults struct {
 	// LostWriteProb is the probability that a synced write never reaches
 	// the platter, though Sync reported success: after a crash its bytes
 	// read as zeros. Modelled only where something the file holds durably
-	// lies past it (a later write was synced): a lost last write leaves a
-	// file that is whole but shorter, which nothing on the node can tell
-	// from one never written (docs/disk.md).
+	// lies past it (a later write was synced), unless LoseLastWrite.
 	LostWriteProb float64
+	// LoseLastWrite makes half the crashes lose, instead of the writes
+	// LostWriteProb chose, one file's last synced write (the newest write
+	// synced since the previous crash, if nothing lies past it): the file
+	// ends where the write began, or keeps its size with the write's bytes
+	// zeroed. Such a crash loses no other write: a node detects its WAL's
+	// lost last write with a second, later write elsewhere (the WAL end
+	// mark), and two lost writes in one crash can hide each other.
+	LoseLastWrite bool
 
 	// CapacityBytes, if positive, is the total size the files may reach;
 	// a write past it stores what fits and fails with ENOSPC.
@@ -121,6 +127,8 @@ type MemFS struct {
 	dirs    map[string]*memDir
 	epoch   uint64 // bumped by Crash; older handles are dead
 	elapsed time.Duration
+	// During a crash: the writes it may show lost (loseWrites).
+	lostWrites, lastWrites []lostWrite
 }
 
 var _ FS = (*MemFS)(nil)
@@ -167,6 +175,9 @@ type memInode struct {
 	// lost are the [off, end) ranges of synced writes that never reached
 	// the platter (LostWriteProb); a crash zeroes them.
 	lost [][2]int64
+	// lastSynced is the [off, end) range of the newest write synced since
+	// the last crash, which a crash may lose (LoseLastWrite); empty if none.
+	lastSynced [2]int64
 }
 
 // fileChange is an unsynced write (data at off) or truncate (to size).
@@ -502,6 +513,7 @@ func (m *MemFS) Crash() {
 			}
 		}
 	}
+	m.loseWrites()
 }
 
 // survivors is how many of n unsynced changes survive a crash.
@@ -530,12 +542,47 @@ func (m *MemFS) crashFile(ino *memInode) {
 	ino.dropPending()
 	for _, l := range ino.lost {
 		if int64(len(ino.durable)) > l[1] {
-			clear(ino.durable[l[0]:l[1]])
-			m.injected.LostWrites++
+			m.lostWrites = append(m.lostWrites, lostWrite{ino, l[0], l[1]})
 		}
 	}
-	ino.lost = ino.lost[:0]
+	if l := ino.lastSynced; m.Faults.LoseLastWrite && l[0] < l[1] && l[1] >= int64(len(ino.durable)) && l[0] < int64(len(ino.durable)) {
+		m.lastWrites = append(m.lastWrites, lostWrite{ino, l[0], int64(len(ino.durable))})
+	}
+	ino.lost, ino.lastSynced = ino.lost[:0], [2]int64{}
 	ino.data = slices.Clone(ino.durable)
+}
+
+// lostWrite is a synced write [off, end) of a file that a crash may show
+// never reached the platter.
+type lostWrite struct {
+	ino      *memInode
+	off, end int64
+}
+
+// loseWrites makes the crash lose what crashFile found lost: the synced
+// writes with durable data past them, zeroed; or, in half the crashes with
+// Faults.LoseLastWrite, instead the last synced write of one file (picked
+// from those that have one at their end). Not both: two lost writes in one
+// crash can hide each other (a WAL's lost last write and the later write
+// elsewhere that would show it), and the model keeps to one there.
+func (m *MemFS) loseWrites() {
+	defer func() { m.lostWrites, m.lastWrites = m.lostWrites[:0], m.lastWrites[:0] }()
+	if len(m.lastWrites) > 0 && m.rng.IntN(2) == 0 {
+		l := m.lastWrites[m.rng.IntN(len(m.lastWrites))]
+		if m.rng.IntN(2) == 0 {
+			l.ino.durable = l.ino.durable[:l.off]
+		} else {
+			clear(l.ino.durable[l.off:])
+		}
+		l.ino.data = slices.Clone(l.ino.durable)
+		m.injected.LostWrites++
+		return
+	}
+	for _, l := range m.lostWrites {
+		clear(l.ino.durable[l.off:l.end])
+		l.ino.data = slices.Clone(l.ino.durable)
+		m.injected.LostWrites++
+	}
 }
 
 // lookupFile finds a file's inode for the fault-injection methods.
@@ -721,6 +768,11 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 func (f *memFile) Sync() error {
 	if err := f.check(OpSync, 0); err != nil {
 		return err
+	}
+	if n := len(f.ino.pending); n > 0 && f.fs.Faults.LoseLastWrite {
+		if c := f.ino.pending[n-1]; !c.truncate && len(c.data) > 0 {
+			f.ino.lastSynced = [2]int64{c.off, c.off + int64(len(c.data))}
+		}
 	}
 	if p := f.fs.Faults.LostWriteProb; p > 0 || len(f.ino.lost) > 0 {
 		for _, c := range f.ino.pending {

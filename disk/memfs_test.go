@@ -384,3 +384,68 @@ func TestMemFSLostWrites(t *testing.T) {
 		t.Fatalf("a lost last write read back as %q", got)
 	}
 }
+
+// With LoseLastWrite a crash may take, instead of the writes with durable
+// data past them, one file's last synced write (whether or not
+// LostWriteProb chose it): the file then ends where the write began, or
+// reads zeros there. Never both in one crash.
+func TestMemFSLoseLastWrite(t *testing.T) {
+	lostLast, lostMiddle := 0, 0
+	for seed := range uint64(16) {
+		m := NewMemFS(rand.New(rand.NewPCG(seed, 2)))
+		must(t, m.MkdirAll("/d"))
+		var files []File
+		for _, name := range []string{"/d/a", "/d/b", "/d/c"} {
+			f, err := m.Create(name)
+			must(t, err)
+			files = append(files, f)
+		}
+		must(t, m.SyncDir("/d"))
+		// a and b: a last write that may be lost; c: a lost write with a
+		// synced one after it.
+		for i, f := range files {
+			_, err := f.WriteAt([]byte("kept"), 0)
+			must(t, err)
+			must(t, f.Sync())
+			m.Faults.LostWriteProb, m.Faults.LoseLastWrite = 1, true
+			_, err = f.WriteAt([]byte("lost"), 4)
+			must(t, err)
+			must(t, f.Sync())
+			m.Faults.LostWriteProb = 0
+			if i == 2 {
+				_, err = f.WriteAt([]byte("after"), 8)
+				must(t, err)
+				must(t, f.Sync())
+			}
+		}
+		m.Crash()
+		last := 0
+		for _, name := range []string{"/d/a", "/d/b"} {
+			switch got := readFile(t, m, name); string(got) {
+			case "keptlost":
+			case "kept", "kept\x00\x00\x00\x00":
+				last++
+			default:
+				t.Fatalf("seed %d: %s reads %q after the crash", seed, name, got)
+			}
+		}
+		middle := 0
+		switch got := readFile(t, m, "/d/c"); string(got) {
+		case "keptlostafter":
+		case "kept\x00\x00\x00\x00after":
+			middle++
+		case "keptlost", "keptlost\x00\x00\x00\x00\x00":
+			last++
+		default:
+			t.Fatalf("seed %d: c reads %q after the crash", seed, got)
+		}
+		if last+middle != 1 || m.Injected().LostWrites != 1 {
+			t.Fatalf("seed %d: %d last writes and %d others lost (counted %d), want one of them", seed, last, middle, m.Injected().LostWrites)
+		}
+		lostLast += last
+		lostMiddle += middle
+	}
+	if lostLast == 0 || lostMiddle == 0 {
+		t.Fatalf("in 16 crashes %d lost a last write and %d another", lostLast, lostMiddle)
+	}
+}

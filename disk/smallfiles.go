@@ -6,14 +6,16 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io/fs"
+	"path/filepath"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 )
 
-// Two small files beside the WAL, each two numbers, written whole or not at
-// all (WriteFile) and checksummed: a damaged one is corruption, never a
-// guess. Layout: an 8-byte magic, the two numbers (big-endian u64) and a
-// CRC32C of the 24 bytes before it.
+// Small files beside the WAL, each two numbers, checksummed: a damaged one
+// is corruption, never a guess. Layout: an 8-byte magic, the two numbers
+// (big-endian u64) and a CRC32C of the 24 bytes before it. The first two
+// are written whole or not at all (WriteFile); the end mark is overwritten
+// in place (EndMark), as it is written after every WAL sync.
 //
 //   - The vote floor (core.Config.VoteFloor): the end of the log a node had
 //     before Repair dropped entries, term and index. Until its log is back
@@ -25,6 +27,7 @@ import (
 const (
 	voteFloorMagic = "KVFLOOR1"
 	voteCopyMagic  = "KVVOTE01"
+	endMarkMagic   = "KVWALEND"
 	pairFileSize   = 8 + 8 + 8 + 4
 )
 
@@ -65,13 +68,78 @@ func ReadVoteCopy(fsys FS, path string) (hs core.HardState, found bool, err erro
 	return core.HardState{Term: term, Vote: core.NodeID(vote)}, found, nil
 }
 
+// EndMark is the WAL end mark: the position of the log's last entry as of
+// the newest WAL sync, written in place, and synced, after that sync and
+// before anything that depends on it leaves. A disk that loses a synced
+// write can take the last records of the WAL away and leave a log that is
+// whole but shorter, which the WAL alone cannot tell from one never
+// written; a mark past the recovered log's end shows it (docs/disk.md,
+// "Lost writes at the end"). A write lost from the mark itself only leaves
+// it behind, which hides nothing unless the WAL lost one too.
+type EndMark struct {
+	f    File
+	path string
+	last core.LogPosition
+	buf  []byte
+}
+
+// OpenEndMark opens the end mark at path for writing, creating it (and
+// making its name durable) if there is none. last is what it holds now,
+// so that Write(last) does no I/O.
+func OpenEndMark(fsys FS, path string, last core.LogPosition) (*EndMark, error) {
+	f, err := fsys.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if f, err = fsys.Create(path); err == nil {
+			err = fsys.SyncDir(filepath.Dir(path))
+		}
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return nil, fmt.Errorf("open WAL end mark %s: %w", path, err)
+	}
+	return &EndMark{f: f, path: path, last: last, buf: make([]byte, 0, pairFileSize)}, nil
+}
+
+// Write makes p the mark, durably, unless it is already.
+func (m *EndMark) Write(p core.LogPosition) error {
+	if p == m.last {
+		return nil
+	}
+	m.buf = appendPair(m.buf[:0], endMarkMagic, p.Term, p.Index)
+	if _, err := m.f.WriteAt(m.buf, 0); err != nil {
+		return fmt.Errorf("write WAL end mark %s: %w", m.path, err)
+	}
+	if err := m.f.Sync(); err != nil {
+		return fmt.Errorf("sync WAL end mark %s: %w", m.path, err)
+	}
+	m.last = p
+	return nil
+}
+
+// Close closes the mark's file.
+func (m *EndMark) Close() error { return m.f.Close() }
+
+// ReadEndMark reads the WAL end mark at path. found is false if there is
+// no file; a damaged one (a torn write of it, say) is a *CorruptionError.
+func ReadEndMark(fsys FS, path string) (p core.LogPosition, found bool, err error) {
+	term, index, found, err := readPair(fsys, path, endMarkMagic)
+	if err != nil {
+		return core.LogPosition{}, false, fmt.Errorf("read WAL end mark: %w", err)
+	}
+	return core.LogPosition{Term: term, Index: index}, found, nil
+}
+
 func writePair(fsys FS, path, magic string, a, b uint64) error {
-	buf := make([]byte, 0, pairFileSize)
+	return WriteFile(fsys, path, appendPair(make([]byte, 0, pairFileSize), magic, a, b))
+}
+
+func appendPair(buf []byte, magic string, a, b uint64) []byte {
 	buf = append(buf, magic...)
 	buf = binary.BigEndian.AppendUint64(buf, a)
 	buf = binary.BigEndian.AppendUint64(buf, b)
-	buf = binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
-	return WriteFile(fsys, path, buf)
+	return binary.BigEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
 }
 
 func readPair(fsys FS, path, magic string) (a, b uint64, found bool, err error) {

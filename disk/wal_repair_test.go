@@ -168,3 +168,48 @@ func requireEveryFlipCorrupt(t *testing.T, m *MemFS, path string, read func() er
 	}
 	must(t, read())
 }
+
+// TestEndMarkFile: the end mark is created on open, overwritten in place by
+// each Write that moves it (and only then), survives a crash once Write
+// returned, and a damaged or never written one is corruption.
+func TestEndMarkFile(t *testing.T) {
+	m := NewMemFS(nil)
+	must(t, m.MkdirAll("/n"))
+	if _, found, err := ReadEndMark(m, "/n/walend"); err != nil || found {
+		t.Fatalf("no file: found %v, %v", found, err)
+	}
+	_, err := OpenEndMark(m, "/n/walend", core.LogPosition{})
+	must(t, err)
+	m.Crash()
+	if _, _, err := ReadEndMark(m, "/n/walend"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a mark created but never written reads as %v, want corruption", err)
+	}
+	mark, err := OpenEndMark(m, "/n/walend", core.LogPosition{})
+	must(t, err)
+	writes := 0
+	m.Intercept = func(op Op, name string) error {
+		if op == OpWriteAt {
+			writes++
+		}
+		return nil
+	}
+	for _, p := range []core.LogPosition{{Term: 2, Index: 10}, {Term: 2, Index: 10}, {Term: 3, Index: 9}} {
+		must(t, mark.Write(p))
+	}
+	if writes != 2 {
+		t.Fatalf("three writes of two positions did %d writes", writes)
+	}
+	m.Intercept = nil
+	m.Crash()
+	if p, found, err := ReadEndMark(m, "/n/walend"); err != nil || !found || p != (core.LogPosition{Term: 3, Index: 9}) {
+		t.Fatalf("after a crash: %v %v %v", p, found, err)
+	}
+	requireEveryFlipCorrupt(t, m, "/n/walend", func() error { _, _, err := ReadEndMark(m, "/n/walend"); return err })
+	if _, _, err := ReadEndMark(m, "/n/vote"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, WriteVoteCopy(m, "/n/vote", 9, 3))
+	if _, _, err := ReadEndMark(m, "/n/vote"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a vote copy read as an end mark: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 const (
 	voteFloorFile = "votefloor"
 	voteCopyFile  = "vote"
+	endMarkFile   = "walend"
 )
 
 // Why a repair refuses, where the reason is not the disk failing again (a
@@ -304,6 +306,77 @@ func (r *Replica) lostTail(floorPath string, hs *core.HardState, promised core.H
 	return nil
 }
 
+// readEndMark reads the WAL end mark, which says where the log ended at
+// the newest WAL sync (disk.EndMark), and notes whether the log Open
+// recovered is short of it: then the WAL lost synced records at its end,
+// which the WAL alone cannot tell from records never written. It runs
+// before the state machine is brought in line with the log (recover): the
+// lost records may have been applied already.
+func (r *Replica) readEndMark() error {
+	mark, found, err := disk.ReadEndMark(r.cfg.FS, filepath.Join(r.cfg.Dir, endMarkFile))
+	if err != nil && !errors.Is(err, disk.ErrCorrupt) {
+		return fmt.Errorf("replica: %w", err)
+	}
+	// A damaged mark (its write torn by a crash) hides a lost write only if
+	// the WAL lost one in the same crash too: it is rewritten at the end of
+	// Open.
+	d := r.wal.Durable()
+	r.endMarkAtOpen = mark
+	r.shortOfEndMark = found && !(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}).AtLeast(mark)
+	r.endMarkRead = true
+	return nil
+}
+
+// checkEndMark acts on a log short of the WAL end mark (readEndMark). The
+// node keeps the log it has, a prefix of the one it had, and raises its
+// vote floor to the mark: it votes as if it still held what it may have
+// acknowledged, and campaigns only once a leader has given it that much
+// again (docs/disk.md, "Lost writes at the end"). A repair that started
+// the log over has a floor at or past the old log's end already, which
+// covers the mark unless the end was lost too. Then it opens the mark for
+// this run (Config.DetectLostWrites) or removes it.
+func (r *Replica) checkEndMark(floorPath string, floor *core.LogPosition) error {
+	if !r.endMarkRead {
+		if err := r.readEndMark(); err != nil {
+			return err
+		}
+	}
+	mark := r.endMarkAtOpen
+	if r.shortOfEndMark && !floor.AtLeast(mark) {
+		d := r.wal.Durable()
+		why := fmt.Sprintf("the WAL's log ends at term %d index %d, short of its end mark (term %d index %d), which is written only after a WAL sync: the WAL lost synced records at its end",
+			d.LastTerm, d.LastIndex, mark.Term, mark.Index)
+		if !r.cfg.RepairWAL {
+			return fmt.Errorf("replica: %s", why)
+		}
+		if err := disk.WriteVoteFloor(r.cfg.FS, floorPath, mark); err != nil {
+			return fmt.Errorf("replica: %s; raising the vote floor: %w", why, err)
+		}
+		*floor = mark
+		r.voteFloor = mark
+		r.lostTailWhy = errors.Join(r.lostTailWhy, errors.New(why))
+	}
+	path := filepath.Join(r.cfg.Dir, endMarkFile)
+	if !r.cfg.DetectLostWrites {
+		if err := r.cfg.FS.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("replica: remove the WAL end mark: %w", err)
+		}
+		return nil
+	}
+	m, err := disk.OpenEndMark(r.cfg.FS, path, mark)
+	if err == nil {
+		d := r.wal.Durable()
+		if err = m.Write(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}); err != nil {
+			m.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("replica: %w", err)
+	}
+	r.endMark = m
+	return nil
+}
+
 // floorFor is the vote floor of a repair whose old log ended at end, if
 // endKnown. Where the log ended may be unknown (no intact entry follows
 // the damage), or untrustworthy (Config.DistrustWALEnd: a lost or
@@ -450,8 +523,9 @@ func (r *Replica) restoreForRepair(snap core.SnapshotMeta) error {
 func (r *Replica) Repaired() *disk.WALDamage { return r.repaired }
 
 // LostTail reports why Open found that the WAL had lost synced records at
-// its end (its hard state behind the vote copy), or nil. The node kept its
-// log and the copy's term and vote, with its vote floor raised.
+// its end (its hard state behind the vote copy, or its log short of the
+// end mark), or nil. The node kept its log (and the copy's term and vote),
+// with its vote floor raised.
 func (r *Replica) LostTail() error { return r.lostTailWhy }
 
 // SnapshotRepaired reports why Open started a whole WAL's log over (the

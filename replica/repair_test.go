@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -624,4 +625,130 @@ func TestKeptLogRefusedPastTheAppliedIndex(t *testing.T) {
 	require.Nil(t, rep.KeptHoles())
 	require.NotNil(t, rep.Repaired(), "started over")
 	require.Equal(t, last, rep.VoteFloor())
+}
+
+// TestLostLastWriteFoundByTheEndMark: a follower acknowledges entries, and
+// the disk loses the WAL write that held them (the segment ends where the
+// batch began, as if it had never been written). With the end mark kept
+// the next start finds the log short of it: it keeps the log it has and
+// raises its vote floor to the mark, durably, and tells the leader its log
+// was cut; with repair off it refuses. A state machine that had applied
+// the lost entries starts over from the snapshot the log starts from.
+// Without the mark nothing on the node can tell, and it would vote as if
+// it had never had those entries.
+func TestLostLastWriteFoundByTheEndMark(t *testing.T) {
+	var store *kvstore.Memory // the state machine of the next open
+	open := func(fs *disk.MemFS, detect, repair bool, send func([]core.Message)) (*Replica, error) {
+		st := store
+		if st == nil {
+			st = kvstore.NewMemory(kvstore.Options{})
+		}
+		store = nil
+		return Open(Config{
+			Core: core.Config{ID: 1, Peers: []core.NodeID{1, 2, 3}, Seed: 1},
+			FS:   fs, Dir: "/n", Store: st,
+			Send: send, Done: func(uint64, Outcome) {},
+			RepairWAL: repair, DetectLostWrites: detect,
+		})
+	}
+	appends := func(from, to uint64) core.Message {
+		m := core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Index: from - 1, Commit: from - 1}
+		if from > 1 {
+			m.LogTerm = 2
+		}
+		for i := from; i <= to; i++ {
+			m.Entries = append(m.Entries, core.Entry{Index: i, Term: 2, Data: put(t, "k", "v")})
+		}
+		return m
+	}
+	segment := func(fs *disk.MemFS) string {
+		names, err := fs.ReadDir("/n/wal")
+		require.NoError(t, err)
+		return "/n/wal/" + names[len(names)-1]
+	}
+	// writeThenLose runs a follower to index 15 and returns its files with
+	// the WAL write of entries 11–15 lost, and its state machine, which
+	// applied them if commit.
+	writeThenLose := func(detect, commit bool) (*disk.MemFS, kvstore.Store) {
+		fs := disk.NewMemFS(rand.New(rand.NewPCG(3, 4)))
+		var acked uint64
+		rep, err := open(fs, detect, true, func(msgs []core.Message) {
+			for _, m := range msgs {
+				if m.Type == core.MsgAppResp && !m.Reject {
+					acked = max(acked, m.Index)
+				}
+			}
+		})
+		require.NoError(t, err)
+		require.NoError(t, rep.Step(appends(1, 10)))
+		require.NoError(t, rep.Process())
+		f, err := fs.Open(segment(fs))
+		require.NoError(t, err)
+		before, err := f.Size()
+		require.NoError(t, err)
+		require.NoError(t, rep.Step(appends(11, 15)))
+		require.NoError(t, rep.Process())
+		require.Equal(t, uint64(15), acked, "the follower acknowledged the second batch")
+		if commit {
+			require.NoError(t, rep.Step(core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Index: 15, LogTerm: 2, Commit: 15}))
+			require.NoError(t, rep.Process())
+			require.Equal(t, uint64(15), rep.Store().AppliedIndex())
+		}
+		require.NoError(t, rep.Close())
+		require.NoError(t, f.Truncate(before))
+		require.NoError(t, f.Sync())
+		require.NoError(t, f.Close())
+		return fs, rep.Store()
+	}
+
+	fs, _ := writeThenLose(true, false)
+	var sent []core.Message
+	rep, err := open(fs, true, true, func(msgs []core.Message) { sent = append(sent, msgs...) })
+	require.NoError(t, err)
+	require.ErrorContains(t, rep.LostTail(), "short of its end mark")
+	require.Equal(t, uint64(10), rep.Node().Status().LastIndex, "the log it has is kept")
+	require.Equal(t, core.LogPosition{Term: 2, Index: 15}, rep.VoteFloor())
+	require.True(t, rep.BehindRepair())
+	// The leader's next append follows index 15: refused, with the log cut
+	// marked, so that the leader forgets it matched 15 and sends from 11.
+	require.NoError(t, rep.Step(core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Index: 15, LogTerm: 2, Commit: 15}))
+	require.NoError(t, rep.Process())
+	i := slices.IndexFunc(sent, func(m core.Message) bool { return m.Type == core.MsgAppResp })
+	require.GreaterOrEqual(t, i, 0)
+	require.True(t, sent[i].Reject && sent[i].LogCut && sent[i].RejectHint == 10, "%+v", sent[i])
+	require.NoError(t, rep.Step(appends(11, 15)))
+	require.NoError(t, rep.Process())
+	require.NoError(t, rep.Close())
+	rep, err = open(fs, true, true, func([]core.Message) {})
+	require.NoError(t, err)
+	require.Nil(t, rep.LostTail(), "the entries are back and the mark moved with them")
+	require.Equal(t, core.LogPosition{Term: 2, Index: 15}, rep.VoteFloor(), "the floor is durable")
+	require.NoError(t, rep.Close())
+
+	fs, _ = writeThenLose(true, false)
+	_, err = open(fs, true, false, func([]core.Message) {})
+	require.ErrorContains(t, err, "short of its end mark")
+
+	// A state machine that keeps what it applied (state.db) may have
+	// applied the lost entries: it starts over from the snapshot the log
+	// starts from (here the bootstrap state) and applies the log again.
+	fs, applied := writeThenLose(true, true)
+	store = applied.(*kvstore.Memory)
+	rep, err = open(fs, true, true, func([]core.Message) {})
+	require.NoError(t, err)
+	require.ErrorContains(t, rep.LostTail(), "short of its end mark")
+	require.Equal(t, uint64(0), rep.Store().AppliedIndex())
+	require.True(t, rep.BehindRepair())
+	require.NoError(t, rep.Step(appends(11, 15)))
+	require.NoError(t, rep.Step(core.Message{Type: core.MsgApp, From: 2, To: 1, Term: 2, Index: 15, LogTerm: 2, Commit: 15}))
+	require.NoError(t, rep.Process())
+	require.Equal(t, uint64(15), rep.Store().AppliedIndex())
+	require.False(t, rep.BehindRepair())
+	require.NoError(t, rep.Close())
+
+	fs, _ = writeThenLose(false, false)
+	rep, err = open(fs, false, true, func([]core.Message) {})
+	require.NoError(t, err)
+	require.Nil(t, rep.LostTail(), "without the mark the loss goes unseen")
+	require.Equal(t, core.LogPosition{}, rep.VoteFloor())
 }

@@ -116,6 +116,15 @@ type Config struct {
 	// newest hard state. The vote floor is then the start of the term after
 	// the one the vote copy (required) and the WAL promise (floorFor).
 	DistrustWALEnd bool
+	// DetectLostWrites keeps the WAL end mark (disk.EndMark): after each
+	// WAL sync that moved the end of the log, a second small write, synced
+	// before anything that depends on the first leaves. A disk that lost
+	// the WAL's last synced records then shows it: Open finds the log short
+	// of the mark and raises the vote floor to it. It costs a write and an
+	// fsync per batch (docs/disk.md, "Lost writes at the end"). Open reads
+	// a mark left by an earlier start either way; without this it removes
+	// the mark, which would otherwise go stale.
+	DetectLostWrites bool
 }
 
 // Observer lets a runtime time the pipeline's disk work. Either field may
@@ -129,15 +138,28 @@ type Observer struct {
 
 // sync and apply make their closures only for an observer: they run for
 // every batch, and an unobserved run should not allocate for them. sync
-// takes the WAL's Sync as a method value made once (r.walSync).
+// takes syncWAL as a method value made once (r.walSync).
 func (o Observer) sync(r *Replica) error {
 	if o.Sync == nil {
-		return r.wal.Sync()
+		return r.syncWAL()
 	}
 	if r.walSync == nil {
-		r.walSync = r.wal.Sync
+		r.walSync = r.syncWAL
 	}
 	return o.Sync(r.walSync)
+}
+
+// syncWAL makes the WAL durable and then, if kept, the end mark: only
+// after both may an acknowledgement of what the WAL holds leave.
+func (r *Replica) syncWAL() error {
+	if err := r.wal.Sync(); err != nil {
+		return err
+	}
+	if r.endMark == nil {
+		return nil
+	}
+	d := r.wal.Durable()
+	return r.endMark.Write(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex})
 }
 
 func (o Observer) apply(r *Replica, group []*Batch) error {
@@ -240,7 +262,7 @@ type Replica struct {
 	// was whole (repairSnapshot), or is nil.
 	snapshotRepair error
 	// lostTailWhy says why Open found the WAL behind the vote copy
-	// (lostTail), or is nil.
+	// (lostTail) or the end mark (checkEndMark), or is nil.
 	lostTailWhy error
 	// floorRepaired is the damage found in the vote floor file (readFloor).
 	floorRepaired error
@@ -249,7 +271,13 @@ type Replica struct {
 	voteFloor      core.LogPosition
 	// voteCopy is the term and vote the copy file holds (keepVoteCopy).
 	voteCopy core.HardState
-	// walSync is r.wal.Sync, made once for Observer.Sync.
+	// endMark is the WAL end mark, with Config.DetectLostWrites.
+	endMark *disk.EndMark
+	// What Open found of the end mark (readEndMark): the mark, and whether
+	// the recovered log is short of it.
+	endMarkAtOpen               core.LogPosition
+	endMarkRead, shortOfEndMark bool
+	// walSync is r.syncWAL, made once for Observer.Sync.
 	walSync        func() error
 	skippedSnaps   []disk.SkippedSnapshot
 	restoredAtOpen uint64
@@ -303,6 +331,9 @@ func Open(cfg Config) (*Replica, error) {
 		if err := r.adoptReceived(rec.Snapshot); err != nil {
 			return nil, err
 		}
+		if err := r.readEndMark(); err != nil {
+			return nil, err
+		}
 		if st, err = r.recover(rec); err != nil {
 			var gap *snapshotGapError
 			if !cfg.RepairWAL || !errors.As(err, &gap) {
@@ -354,6 +385,9 @@ func Open(cfg Config) (*Replica, error) {
 				return nil, err
 			}
 		}
+	}
+	if err := r.checkEndMark(floorPath, &cfg.Core.VoteFloor); err != nil {
+		return nil, err
 	}
 	// The WAL is whole (or repaired): the copy must say what it says. (A
 	// damaged copy is rewritten; the WAL is the record.)
@@ -410,10 +444,12 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 	snap := rec.Snapshot
 	r.lastSnapshot = snap.Index
 	entries := rec.Entries
-	if applied := r.store.AppliedIndex(); (r.repaired != nil || r.snapshotRepair != nil) && applied > snap.Index {
+	applied := r.store.AppliedIndex()
+	if (r.repaired != nil || r.snapshotRepair != nil) && applied > snap.Index ||
+		r.shortOfEndMark && applied > r.wal.Durable().LastIndex {
 		// The state machine has applied entries the repaired log no
-		// longer holds: start it over from the snapshot the log starts
-		// from.
+		// longer holds (or that the WAL lost at its end): start it over
+		// from the snapshot the log starts from.
 		if err := r.restoreForRepair(snap); err != nil {
 			return core.PersistentState{}, err
 		}
@@ -609,7 +645,11 @@ func (r *Replica) Durable() disk.Durable { return r.wal.Durable() }
 
 // Close syncs and closes the WAL. The store is the caller's to close.
 func (r *Replica) Close() error {
-	return r.wal.Close()
+	err := r.wal.Close()
+	if r.endMark != nil {
+		err = errors.Join(err, r.endMark.Close())
+	}
+	return err
 }
 
 // Recovery reports what Open had to repair or skip, for logging.

@@ -67,6 +67,10 @@ type Config struct {
 	// ended (replica.Config.DistrustWALEnd). Safer, and the repaired member
 	// votes again only once a leader of a later term has replicated to it.
 	WALRepairDistrustsEnd bool
+	// DetectLostWrites keeps the WAL end mark, so that a WAL whose last
+	// synced records the disk lost is found out at the next start
+	// (replica.Config.DetectLostWrites): one more write and fsync per batch.
+	DetectLostWrites bool
 
 	// Limits on client requests.
 	MaxKeyBytes     int

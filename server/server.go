@@ -179,6 +179,7 @@ func New(cfg Config) (*Server, error) {
 		Send: s.send, Done: s.done, ConfChanged: s.confChanged,
 		Observe:   replica.Observer{Sync: s.obs.walSync, Apply: s.obs.applyGroup},
 		RepairWAL: !cfg.NoWALRepair, DistrustWALEnd: cfg.WALRepairDistrustsEnd,
+		DetectLostWrites: cfg.DetectLostWrites,
 	})
 	if err != nil {
 		store.Close()
@@ -206,7 +207,7 @@ func New(cfg Config) (*Server, error) {
 			"damage", why, "vote_floor_term", rep.VoteFloor().Term)
 	}
 	if why := rep.LostTail(); why != nil {
-		s.log.Warn("the WAL lost records it had synced: this member keeps the term and vote it promised and, until a leader of a later term has replicated to it, does not vote or campaign",
+		s.log.Warn("the WAL lost records it had synced: this member keeps the term and vote it promised and the log it has, and until a leader has given it a log reaching its vote floor it does not campaign and votes only for members whose log does",
 			"why", why, "vote_floor_term", rep.VoteFloor().Term, "vote_floor_index", rep.VoteFloor().Index)
 		walRepairs.Inc()
 	}

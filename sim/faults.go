@@ -259,6 +259,9 @@ type FaultCounts struct {
 	// LostWrites counts synced writes a crash showed lost
 	// (Faults.LostWriteProb).
 	LostWrites int
+	// LostEnds counts starts that found the WAL had lost synced records at
+	// its end, by the vote copy or the end mark (replica.Replica.LostTail).
+	LostEnds int
 	// Kept counts the repairs that kept the log, the lost entries as holes
 	// filled from the others (replica.Replica.KeptHoles).
 	Kept int

@@ -181,6 +181,9 @@ func (n *node) start() {
 		// trace where they belonged: on such a disk a repair does not
 		// trust the end of the log the intact records show.
 		DistrustWALEnd: misdirects,
+		// A disk that loses synced writes can lose the WAL's last one,
+		// which only the end mark shows.
+		DetectLostWrites: n.storageFault && n.fs.Faults.LostWriteProb > 0,
 	})
 	n.fs.TakeElapsed()
 	refused := false // by the torn-tail rules below: a halt, not a retry
@@ -246,7 +249,8 @@ func (n *node) start() {
 		w.logf("node %d KEPT its log around damage, holes %+v: %v", n.id, rep.Node().Holes(), dmg)
 	}
 	if why := rep.LostTail(); why != nil {
-		w.logf("node %d found its WAL behind its vote copy: %v", n.id, why)
+		w.counts.LostEnds++
+		w.logf("node %d found its WAL lost synced records at its end: %v", n.id, why)
 	}
 	if why := rep.SnapshotRepaired(); why != nil {
 		w.counts.Repairs++

@@ -350,8 +350,10 @@ func (w *world) stressRepair() {
 }
 
 // stressLostWrites turns on what Options.LostWrites asks for: on a
-// minority of nodes (the storage-faulty ones, or some), synced WAL writes
-// are lost with a seed-chosen probability; crashes on.
+// minority of nodes (the storage-faulty ones, or some), synced writes are
+// lost with a seed-chosen probability, a file's last one too (at most one
+// of those per crash), and those nodes keep the WAL end mark that finds a
+// lost last write (replica.Config.DetectLostWrites); crashes on.
 func (w *world) stressLostWrites(rng *rand.Rand) {
 	f := &w.faults
 	if f.StorageNodes == 0 {
@@ -361,6 +363,7 @@ func (w *world) stressLostWrites(rng *rand.Rand) {
 	for i := range f.StorageNodes {
 		w.nodes[i].storageFault = true
 		w.nodes[i].fs.Faults.LostWriteProb = f.LostWriteProb
+		w.nodes[i].fs.Faults.LoseLastWrite = true
 	}
 	if !f.Crashes {
 		f.Crashes = true

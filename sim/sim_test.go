@@ -165,9 +165,9 @@ func TestLostWriteSeeds(t *testing.T) {
 	n, base := seedCount(t, "KEYVAL_SIM_LOST_WRITE_SEEDS", 60, 10), seedBase(t)
 	t.Logf("seeds %d..%d losing synced writes", base, base+uint64(n)-1)
 	sum := runSeedsAs(t, consecutive(base, n), Options{LostWrites: true})
-	t.Logf("%d synced writes lost; %d nodes repaired their WAL, %d keeping the log, %d halted", sum.lost, sum.repairs, sum.kept, sum.halts)
-	if sum.lost == 0 || sum.repairs == 0 {
-		t.Errorf("%d writes lost, %d repairs in %d seeds", sum.lost, sum.repairs, n)
+	t.Logf("%d synced writes lost; %d nodes repaired their WAL, %d keeping the log, %d found the WAL's end lost, %d halted", sum.lost, sum.repairs, sum.kept, sum.lostEnds, sum.halts)
+	if sum.lost == 0 || sum.repairs == 0 || sum.lostEnds == 0 {
+		t.Errorf("%d writes lost, %d repairs, %d lost ends found in %d seeds", sum.lost, sum.repairs, sum.lostEnds, n)
 	}
 }
 
@@ -227,6 +227,8 @@ type swarmSummary struct {
 	kept, waited int
 	// lost counts synced writes lost (Options.LostWrites).
 	lost int
+	// lostEnds counts starts that found the WAL's end lost.
+	lostEnds int
 	// denied counts operations refused for want of permission,
 	// allowedAfterGrant those that succeeded on a key after a grant of it
 	// returned, changes the grants and revokes.
@@ -354,6 +356,7 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 				sum.kept += res.Counts.Kept
 				sum.waited += res.Counts.WaitedBelowFloor
 				sum.lost += res.Counts.LostWrites
+				sum.lostEnds += res.Counts.LostEnds
 				if res.Membership.Committed() > 0 {
 					sum.withChanges++
 				}

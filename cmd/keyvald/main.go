@@ -75,6 +75,7 @@ Flags:
 	learnerLag := fs.Uint64("max-learner-lag", core.DefaultMaxLearnerLag, "how many entries behind the leader a learner may be and still be promoted to voter")
 	walRepair := fs.Bool("wal-repair", true, "when the WAL (or a snapshot file it no longer covers) is found damaged, repair it from the other members if that is safe (docs/disk.md, \"Repair from peers\"); false: refuse to start")
 	walRepairDistrust := fs.Bool("wal-repair-distrust-end", false, "for disks that may lose or misdirect writes: a repair does not trust where the intact WAL records say the log ended, and the repaired member votes again only once a leader of a later term has replicated to it")
+	detectLost := fs.Bool("wal-detect-lost-writes", false, "for disks that may lose synced writes: after each WAL sync, write and sync a mark of where the log ends, so that a start finds a WAL whose last records the disk lost (docs/disk.md, \"Lost writes at the end\"); costs one more write and fsync per batch")
 	maxKey := fs.Int("max-key-bytes", server.DefaultMaxKeyBytes, "largest key accepted")
 	maxValue := fs.Int("max-value-bytes", server.DefaultMaxValueBytes, "largest value accepted")
 	maxPipeReplies := fs.Int("max-pipeline-reply-bytes", server.DefaultMaxPipelineReplyBytes,
@@ -148,7 +149,7 @@ Flags:
 	srv, err := setup.newServer(server.Config{
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, ClientHTTPAddr: *clientHTTPAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
-		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, NoWALRepair: !*walRepair, WALRepairDistrustsEnd: *walRepairDistrust, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
+		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, NoWALRepair: !*walRepair, WALRepairDistrustsEnd: *walRepairDistrust, DetectLostWrites: *detectLost, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
 		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, MaxTxnOps: *maxTxnOps,
 		AutoCompactionMode: *compactMode, AutoCompactionRetention: *compactKeep,
 		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap, AuthTokenTTL: *tokenTTL, BcryptCost: *bcryptCost,

@@ -82,7 +82,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	ran := 0
 	var simTime time.Duration
 	var members sim.MemberCounts
-	withChanges, repairs, kept, waited, lost := 0, 0, 0, 0, 0
+	withChanges, repairs, kept, waited, lost, lostEnds := 0, 0, 0, 0, 0, 0
 	var halts sim.FaultCounts // only the halts
 	var wg sync.WaitGroup
 	for range max(workers, 1) {
@@ -105,6 +105,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 				kept += res.Counts.Kept
 				waited += res.Counts.WaitedBelowFloor
 				lost += res.Counts.LostWrites
+				lostEnds += res.Counts.LostEnds
 				if res.Membership.Committed() > 0 {
 					withChanges++
 				}
@@ -142,7 +143,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 	}
 	fmt.Println()
 	if lost > 0 {
-		fmt.Printf("%d synced writes lost (zeros after a crash)\n", lost)
+		fmt.Printf("%d synced writes lost; %d starts found the WAL's last records lost\n", lost, lostEnds)
 	}
 	if waited > 0 {
 		fmt.Printf("%d seeds made no progress after healing: too few voters were left for a quorum, the others waiting below their vote floors or on holes no one could fill (docs/disk.md, \"Keeping the log\")\n", waited)

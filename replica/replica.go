@@ -30,7 +30,8 @@
 //     order, or one that skipped a stage, fails with an error.
 //   - RunWAL sends a batch's votes and acknowledgements only after the batch
 //     and every batch before it is written and synced (one fsync per run of
-//     batches: group commit).
+//     batches: group commit), and, with Config.DetectLostWrites, after the
+//     WAL end mark has been rewritten and synced too.
 //   - RunStore applies only persisted batches; Finish answers a write only
 //     once RunStore applied its entry, releases a read only once the store's
 //     applied index reaches the read's index, and calls Advance (so a
@@ -130,7 +131,8 @@ type Config struct {
 // Observer lets a runtime time the pipeline's disk work. Either field may
 // be nil.
 type Observer struct {
-	// Sync wraps the WAL stage's fsync.
+	// Sync wraps the WAL stage's fsync (and the end mark's after it, with
+	// Config.DetectLostWrites).
 	Sync func(sync func() error) error
 	// Apply wraps the state machine stage's work on one group of batches.
 	Apply func(group []*Batch, apply func() error) error

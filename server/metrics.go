@@ -134,7 +134,7 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 		"How long a linearizable read waited for its ReadIndex barrier (successful reads).", fastBuckets)
 	m.readIndexFailed = counter("keyval_read_index_failed_total", "Linearizable reads whose ReadIndex barrier failed or timed out.")
 
-	m.walFsync = histogram("keyval_wal_fsync_duration_seconds", "Duration of one WAL fsync (one per group of Ready batches).", fastBuckets)
+	m.walFsync = histogram("keyval_wal_fsync_duration_seconds", "Duration of one WAL fsync (one per group of Ready batches; with --wal-detect-lost-writes, the end mark's write and fsync after it too).", fastBuckets)
 	m.apply = histogram("keyval_apply_duration_seconds",
 		"Duration of applying one group of batches that carried committed entries to the state machine (one bbolt transaction).", fastBuckets)
 	m.snapshots = counter("keyval_snapshots_total", "Snapshots this node took of its state machine.")

@@ -66,6 +66,11 @@ type raft struct {
 	vote NodeID
 	lead NodeID
 	role Role
+	// leadMatched is how far this follower's log is known to be the
+	// leader's: the end of the last append (or snapshot) of the leader's it
+	// took since the last reset. Below the vote floor a heartbeat commits
+	// no further.
+	leadMatched uint64
 	// durableTerm is the highest term the runtime has reported persisted
 	// (Advance): a candidate counts its own vote only once it is durable
 	// (see campaign).
@@ -249,6 +254,7 @@ func (r *raft) reset(term uint64) {
 		r.vote = None
 	}
 	r.lead = None
+	r.leadMatched = 0
 	r.electionElapsed = 0
 	r.heartbeatElapsed = 0
 	r.resetRandomizedElectionTimeout()
@@ -554,15 +560,16 @@ func (r *raft) stepFollower(m Message) {
 	case MsgHeartbeat:
 		r.electionElapsed = 0
 		r.lead = m.From
-		if r.reachedFloor() {
+		commit := m.Commit
+		if !r.reachedFloor() {
 			// The leader sends a commit index no higher than what it
-			// matched here, trusting that log. Below its floor the log may
-			// not be the one the node acknowledged (the WAL lost its end,
-			// and with it perhaps an overwrite of older entries): only an
-			// append, whose entries are checked against the leader's,
-			// advances the commit index then.
-			r.log.commitTo(m.Commit)
+			// matched here, trusting the log the node acknowledged. Below
+			// its floor the log may not be that one (the WAL lost its end,
+			// and with it perhaps an overwrite of older entries): commit
+			// only as far as an append of this leader's has checked it.
+			commit = min(commit, r.leadMatched)
 		}
+		r.log.commitTo(commit)
 		r.send(Message{Type: MsgHeartbeatResp, To: m.From, Context: m.Context})
 	case MsgSnap:
 		r.electionElapsed = 0
@@ -663,6 +670,7 @@ func (r *raft) handleAppend(m Message) {
 		}
 	}
 	lastNew := m.Index + uint64(len(m.Entries))
+	r.leadMatched = max(r.leadMatched, lastNew)
 	r.log.commitTo(min(m.Commit, lastNew))
 	r.ackAppend(m.From, lastNew)
 }
@@ -755,6 +763,7 @@ func (r *raft) handleSnapshot(m Message) {
 		r.log.restoreKeeping(s)
 		r.switchConf(r.log.confAt(r.log.lastIndex()))
 		r.pendingSnapshot, r.pendingKeepsLog = &s, true
+		r.leadMatched = max(r.leadMatched, s.Index)
 		r.ackAppend(m.From, s.Index)
 	case s.Index <= r.log.committed:
 		r.ackAppend(m.From, r.log.committed)
@@ -762,6 +771,7 @@ func (r *raft) handleSnapshot(m Message) {
 		// We already hold the snapshot's last entry, hence (Log Matching)
 		// everything before it: keep the log and just learn the commit.
 		r.log.commitTo(s.Index)
+		r.leadMatched = max(r.leadMatched, s.Index)
 		r.ackAppend(m.From, s.Index)
 	default:
 		r.log.restore(s)
@@ -770,6 +780,7 @@ func (r *raft) handleSnapshot(m Message) {
 		// (Not kept, whatever an earlier snapshot since the last Ready
 		// said: this one replaces the log.)
 		r.pendingSnapshot, r.pendingKeepsLog = &s, false
+		r.leadMatched = s.Index
 		r.ackAppend(m.From, s.Index)
 	}
 }

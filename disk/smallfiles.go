@@ -85,12 +85,20 @@ type EndMark struct {
 
 // OpenEndMark opens the end mark at path for writing, creating it (and
 // making its name durable) if there is none. last is what it holds now,
-// so that Write(last) does no I/O.
+// so that Write(last) does no I/O; a file of the wrong size (a write of it
+// misdirected past its end) is emptied, for the next Write to replace.
 func OpenEndMark(fsys FS, path string, last core.LogPosition) (*EndMark, error) {
 	f, err := fsys.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if f, err = fsys.Create(path); err == nil {
 			err = fsys.SyncDir(filepath.Dir(path))
+		}
+	}
+	if err == nil {
+		var size int64
+		if size, err = f.Size(); err == nil && size != pairFileSize {
+			last = core.LogPosition{}
+			err = f.Truncate(0)
 		}
 	}
 	if err != nil {
@@ -122,9 +130,11 @@ func (m *EndMark) Write(p core.LogPosition) error {
 func (m *EndMark) Close() error { return m.f.Close() }
 
 // ReadEndMark reads the WAL end mark at path. found is false if there is
-// no file; a damaged one (a torn write of it, say) is a *CorruptionError.
+// no file, or an empty one (created, and the node stopped before its first
+// write); a damaged one (its write torn, flipped or misdirected) is a
+// *CorruptionError.
 func ReadEndMark(fsys FS, path string) (p core.LogPosition, found bool, err error) {
-	term, index, found, err := readPair(fsys, path, endMarkMagic)
+	term, index, found, err := readPairOrEmpty(fsys, path, endMarkMagic, true)
 	if err != nil {
 		return core.LogPosition{}, false, fmt.Errorf("read WAL end mark: %w", err)
 	}
@@ -143,6 +153,12 @@ func appendPair(buf []byte, magic string, a, b uint64) []byte {
 }
 
 func readPair(fsys FS, path, magic string) (a, b uint64, found bool, err error) {
+	return readPairOrEmpty(fsys, path, magic, false)
+}
+
+// readPairOrEmpty is readPair that, if emptyIsNone, takes an empty file for
+// none.
+func readPairOrEmpty(fsys FS, path, magic string, emptyIsNone bool) (a, b uint64, found bool, err error) {
 	f, err := fsys.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, 0, false, nil
@@ -154,6 +170,9 @@ func readPair(fsys FS, path, magic string) (a, b uint64, found bool, err error) 
 	buf, err := readWhole(f, nil)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(buf) == 0 && emptyIsNone {
+		return 0, 0, false, nil
 	}
 	if len(buf) != pairFileSize || string(buf[:len(magic)]) != magic ||
 		binary.BigEndian.Uint32(buf[pairFileSize-4:]) != crc32.Checksum(buf[:pairFileSize-4], castagnoli) {

@@ -171,7 +171,7 @@ func requireEveryFlipCorrupt(t *testing.T, m *MemFS, path string, read func() er
 
 // TestEndMarkFile: the end mark is created on open, overwritten in place by
 // each Write that moves it (and only then), survives a crash once Write
-// returned, and a damaged or never written one is corruption.
+// returned; one never written is none, a damaged one is corruption.
 func TestEndMarkFile(t *testing.T) {
 	m := NewMemFS(nil)
 	must(t, m.MkdirAll("/n"))
@@ -181,8 +181,8 @@ func TestEndMarkFile(t *testing.T) {
 	_, err := OpenEndMark(m, "/n/walend", core.LogPosition{})
 	must(t, err)
 	m.Crash()
-	if _, _, err := ReadEndMark(m, "/n/walend"); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("a mark created but never written reads as %v, want corruption", err)
+	if _, found, err := ReadEndMark(m, "/n/walend"); err != nil || found {
+		t.Fatalf("a mark created but never written: found %v, %v; want none", found, err)
 	}
 	mark, err := OpenEndMark(m, "/n/walend", core.LogPosition{})
 	must(t, err)
@@ -205,6 +205,23 @@ func TestEndMarkFile(t *testing.T) {
 		t.Fatalf("after a crash: %v %v %v", p, found, err)
 	}
 	requireEveryFlipCorrupt(t, m, "/n/walend", func() error { _, _, err := ReadEndMark(m, "/n/walend"); return err })
+	// A write misdirected past the mark leaves the old one in place but
+	// makes the file longer: damaged, not the old mark.
+	f, err := m.Open("/n/walend")
+	must(t, err)
+	_, err = f.WriteAt([]byte("stray"), 300)
+	must(t, err)
+	must(t, f.Close())
+	if _, _, err := ReadEndMark(m, "/n/walend"); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a mark with a stray write past it reads as %v, want corruption", err)
+	}
+	// Opened again, it is replaced whole by the next write.
+	mark, err = OpenEndMark(m, "/n/walend", core.LogPosition{Term: 3, Index: 9})
+	must(t, err)
+	must(t, mark.Write(core.LogPosition{Term: 3, Index: 9}))
+	if p, found, err := ReadEndMark(m, "/n/walend"); err != nil || !found || p != (core.LogPosition{Term: 3, Index: 9}) {
+		t.Fatalf("rewritten: %v %v %v", p, found, err)
+	}
 	if _, _, err := ReadEndMark(m, "/n/vote"); err != nil {
 		t.Fatal(err)
 	}

@@ -317,11 +317,8 @@ func (r *Replica) readEndMark() error {
 	if err != nil && !errors.Is(err, disk.ErrCorrupt) {
 		return fmt.Errorf("replica: %w", err)
 	}
-	// A damaged mark (its write torn by a crash) hides a lost write only if
-	// the WAL lost one in the same crash too: it is rewritten at the end of
-	// Open.
 	d := r.wal.Durable()
-	r.endMarkAtOpen = mark
+	r.endMarkAtOpen, r.endMarkDamaged = mark, err
 	r.shortOfEndMark = found && !(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}).AtLeast(mark)
 	r.endMarkRead = true
 	return nil
@@ -333,19 +330,30 @@ func (r *Replica) readEndMark() error {
 // acknowledged, and campaigns only once a leader has given it that much
 // again (docs/disk.md, "Lost writes at the end"). A repair that started
 // the log over has a floor at or past the old log's end already, which
-// covers the mark unless the end was lost too. Then it opens the mark for
-// this run (Config.DetectLostWrites) or removes it.
-func (r *Replica) checkEndMark(floorPath string, floor *core.LogPosition) error {
+// covers the mark unless the end was lost too. A damaged mark (its write
+// torn, flipped or misdirected) no longer says where the log ended: the
+// floor is then the start of the term after the one the node promised
+// (term), which covers every entry it may have acknowledged (floorFor).
+// Then it opens the mark for this run (Config.DetectLostWrites) or
+// removes it.
+func (r *Replica) checkEndMark(floorPath string, term uint64, floor *core.LogPosition) error {
 	if !r.endMarkRead {
 		if err := r.readEndMark(); err != nil {
 			return err
 		}
 	}
 	mark := r.endMarkAtOpen
-	if r.shortOfEndMark && !floor.AtLeast(mark) {
-		d := r.wal.Durable()
-		why := fmt.Sprintf("the WAL's log ends at term %d index %d, short of its end mark (term %d index %d), which is written only after a WAL sync: the WAL lost synced records at its end",
+	d := r.wal.Durable()
+	var why string
+	switch {
+	case r.endMarkDamaged != nil:
+		mark = core.LogPosition{Term: term + 1}
+		why = fmt.Sprintf("the WAL end mark is damaged (%v), so where the log ended at the newest WAL sync is unknown: the WAL may have lost synced records at its end", r.endMarkDamaged)
+	case r.shortOfEndMark:
+		why = fmt.Sprintf("the WAL's log ends at term %d index %d, short of its end mark (term %d index %d), which is written only after a WAL sync: the WAL lost synced records at its end",
 			d.LastTerm, d.LastIndex, mark.Term, mark.Index)
+	}
+	if why != "" && !floor.AtLeast(mark) {
 		if !r.cfg.RepairWAL {
 			return fmt.Errorf("replica: %s", why)
 		}
@@ -363,9 +371,8 @@ func (r *Replica) checkEndMark(floorPath string, floor *core.LogPosition) error 
 		}
 		return nil
 	}
-	m, err := disk.OpenEndMark(r.cfg.FS, path, mark)
+	m, err := disk.OpenEndMark(r.cfg.FS, path, r.endMarkAtOpen)
 	if err == nil {
-		d := r.wal.Durable()
 		if err = m.Write(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}); err != nil {
 			m.Close()
 		}

@@ -633,9 +633,10 @@ func TestKeptLogRefusedPastTheAppliedIndex(t *testing.T) {
 // the next start finds the log short of it: it keeps the log it has and
 // raises its vote floor to the mark, durably, and tells the leader its log
 // was cut; with repair off it refuses. A state machine that had applied
-// the lost entries starts over from the snapshot the log starts from.
-// Without the mark nothing on the node can tell, and it would vote as if
-// it had never had those entries.
+// the lost entries starts over from the snapshot the log starts from. A
+// damaged mark puts the floor at the start of the next term. Without the
+// mark nothing on the node can tell, and it would vote as if it had never
+// had those entries.
 func TestLostLastWriteFoundByTheEndMark(t *testing.T) {
 	var store *kvstore.Memory // the state machine of the next open
 	open := func(fs *disk.MemFS, detect, repair bool, send func([]core.Message)) (*Replica, error) {
@@ -745,6 +746,21 @@ func TestLostLastWriteFoundByTheEndMark(t *testing.T) {
 	require.Equal(t, uint64(15), rep.Store().AppliedIndex())
 	require.False(t, rep.BehindRepair())
 	require.NoError(t, rep.Close())
+
+	// A damaged mark (here a flipped bit; a torn or misdirected write of
+	// it alike) no longer says where the log ended: the floor is the start
+	// of the term after the one the node promised, and the mark is
+	// rewritten.
+	fs, _ = writeThenLose(true, false)
+	require.NoError(t, fs.FlipBit("/n/walend", 12, 1))
+	rep, err = open(fs, true, true, func([]core.Message) {})
+	require.NoError(t, err)
+	require.ErrorContains(t, rep.LostTail(), "end mark is damaged")
+	require.Equal(t, core.LogPosition{Term: 3}, rep.VoteFloor())
+	require.NoError(t, rep.Close())
+	_, found, err := disk.ReadEndMark(fs, "/n/walend")
+	require.NoError(t, err)
+	require.True(t, found)
 
 	fs, _ = writeThenLose(false, false)
 	rep, err = open(fs, false, true, func([]core.Message) {})

@@ -279,6 +279,7 @@ type Replica struct {
 	// the recovered log is short of it.
 	endMarkAtOpen               core.LogPosition
 	endMarkRead, shortOfEndMark bool
+	endMarkDamaged              error
 	// walSync is r.syncWAL, made once for Observer.Sync.
 	walSync        func() error
 	skippedSnaps   []disk.SkippedSnapshot
@@ -388,7 +389,7 @@ func Open(cfg Config) (*Replica, error) {
 			}
 		}
 	}
-	if err := r.checkEndMark(floorPath, &cfg.Core.VoteFloor); err != nil {
+	if err := r.checkEndMark(floorPath, max(st.HardState.Term, r.voteCopy.Term), &cfg.Core.VoteFloor); err != nil {
 		return nil, err
 	}
 	// The WAL is whole (or repaired): the copy must say what it says. (A

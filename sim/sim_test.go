@@ -166,7 +166,9 @@ func TestLostWriteSeeds(t *testing.T) {
 	t.Logf("seeds %d..%d losing synced writes", base, base+uint64(n)-1)
 	sum := runSeedsAs(t, consecutive(base, n), Options{LostWrites: true})
 	t.Logf("%d synced writes lost; %d nodes repaired their WAL, %d keeping the log, %d found the WAL's end lost, %d halted", sum.lost, sum.repairs, sum.kept, sum.lostEnds, sum.halts)
-	if sum.lost == 0 || sum.repairs == 0 || sum.lostEnds == 0 {
+	// About one seed in five has a node find its WAL's last write lost:
+	// the ten seeds of -short may see none.
+	if sum.lost == 0 || sum.repairs == 0 || (sum.lostEnds == 0 && n >= 40) {
 		t.Errorf("%d writes lost, %d repairs, %d lost ends found in %d seeds", sum.lost, sum.repairs, sum.lostEnds, n)
 	}
 }

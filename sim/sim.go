@@ -50,9 +50,10 @@ type Options struct {
 	// DamageAll damages every member at once, at different entries
 	// (Faults.DamageAll), instead of the seed's storage faults.
 	DamageAll bool
-	// LostWrites makes a minority of nodes lose synced WAL writes
-	// (Faults.LostWriteProb), whatever else the seed chose, and crash now
-	// and then, when the loss shows.
+	// LostWrites makes a minority of nodes lose synced writes
+	// (Faults.LostWriteProb, disk.MemFaults.LoseLastWrite) and keep the WAL
+	// end mark, whatever else the seed chose, and crash now and then, when
+	// the loss shows.
 	LostWrites bool
 }
 

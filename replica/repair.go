@@ -309,9 +309,11 @@ func (r *Replica) lostTail(floorPath string, hs *core.HardState, promised core.H
 // readEndMark reads the WAL end mark, which says where the log ended at
 // the newest WAL sync (disk.EndMark), and notes whether the log Open
 // recovered is short of it: then the WAL lost synced records at its end,
-// which the WAL alone cannot tell from records never written. It runs
-// before the state machine is brought in line with the log (recover): the
-// lost records may have been applied already.
+// which the WAL alone cannot tell from records never written. A state
+// machine that kept what it applied (state.db) and is past the log's end
+// shows the same without a mark: it applies only synced entries. It runs
+// before the state machine is brought in line with the log (recover),
+// which then starts it over from a snapshot.
 func (r *Replica) readEndMark() error {
 	mark, found, err := disk.ReadEndMark(r.cfg.FS, filepath.Join(r.cfg.Dir, endMarkFile))
 	if err != nil && !errors.Is(err, disk.ErrCorrupt) {
@@ -320,6 +322,9 @@ func (r *Replica) readEndMark() error {
 	d := r.wal.Durable()
 	r.endMarkAtOpen, r.endMarkDamaged = mark, err
 	r.shortOfEndMark = found && !(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}).AtLeast(mark)
+	if r.repaired == nil && r.store.AppliedIndex() > d.LastIndex {
+		r.appliedPastEnd = r.store.AppliedIndex()
+	}
 	r.endMarkRead = true
 	return nil
 }
@@ -331,9 +336,10 @@ func (r *Replica) readEndMark() error {
 // again (docs/disk.md, "Lost writes at the end"). A repair that started
 // the log over has a floor at or past the old log's end already, which
 // covers the mark unless the end was lost too. A damaged mark (its write
-// torn, flipped or misdirected) no longer says where the log ended: the
-// floor is then the start of the term after the one the node promised
-// (term), which covers every entry it may have acknowledged (floorFor).
+// torn, flipped or misdirected) no longer says where the log ended, nor
+// does a state machine past the log's end (readEndMark): the floor is then
+// the start of the term after the one the node promised (term), which
+// covers every entry it may have acknowledged (floorFor).
 // Then it opens the mark for this run (Config.DetectLostWrites) or
 // removes it.
 func (r *Replica) checkEndMark(floorPath string, term uint64, floor *core.LogPosition) error {
@@ -346,6 +352,10 @@ func (r *Replica) checkEndMark(floorPath string, term uint64, floor *core.LogPos
 	d := r.wal.Durable()
 	var why string
 	switch {
+	case r.appliedPastEnd > 0 && !r.shortOfEndMark:
+		mark = core.LogPosition{Term: term + 1}
+		why = fmt.Sprintf("the state machine had applied index %d, past the end of the WAL's log (term %d index %d), and it applies only synced entries: the WAL lost synced records at its end",
+			r.appliedPastEnd, d.LastTerm, d.LastIndex)
 	case r.endMarkDamaged != nil:
 		mark = core.LogPosition{Term: term + 1}
 		why = fmt.Sprintf("the WAL end mark is damaged (%v), so where the log ended at the newest WAL sync is unknown: the WAL may have lost synced records at its end", r.endMarkDamaged)

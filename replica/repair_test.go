@@ -634,9 +634,10 @@ func TestKeptLogRefusedPastTheAppliedIndex(t *testing.T) {
 // raises its vote floor to the mark, durably, and tells the leader its log
 // was cut; with repair off it refuses. A state machine that had applied
 // the lost entries starts over from the snapshot the log starts from. A
-// damaged mark puts the floor at the start of the next term. Without the
-// mark nothing on the node can tell, and it would vote as if it had never
-// had those entries.
+// damaged mark puts the floor at the start of the next term, and so does a
+// state machine past the log's end when there is no mark. Without the mark,
+// and with the lost entries not applied, nothing on the node can tell, and
+// it would vote as if it had never had those entries.
 func TestLostLastWriteFoundByTheEndMark(t *testing.T) {
 	var store *kvstore.Memory // the state machine of the next open
 	open := func(fs *disk.MemFS, detect, repair bool, send func([]core.Message)) (*Replica, error) {
@@ -761,6 +762,19 @@ func TestLostLastWriteFoundByTheEndMark(t *testing.T) {
 	_, found, err := disk.ReadEndMark(fs, "/n/walend")
 	require.NoError(t, err)
 	require.True(t, found)
+
+	// Without the mark, a state machine that kept what it applied and is
+	// past the log's end shows the loss too (it applies only synced
+	// entries), though not where the log ended: the floor is the start of
+	// the next term.
+	fs, applied = writeThenLose(false, true)
+	store = applied.(*kvstore.Memory)
+	rep, err = open(fs, false, true, func([]core.Message) {})
+	require.NoError(t, err)
+	require.ErrorContains(t, rep.LostTail(), "past the end of the WAL's log")
+	require.Equal(t, core.LogPosition{Term: 3}, rep.VoteFloor())
+	require.Equal(t, uint64(0), rep.Store().AppliedIndex(), "started over from the bootstrap state")
+	require.NoError(t, rep.Close())
 
 	fs, _ = writeThenLose(false, false)
 	rep, err = open(fs, false, true, func([]core.Message) {})

@@ -280,6 +280,9 @@ type Replica struct {
 	endMarkAtOpen               core.LogPosition
 	endMarkRead, shortOfEndMark bool
 	endMarkDamaged              error
+	// appliedPastEnd is the state machine's applied index if Open found it
+	// past the end of a WAL it did not repair (readEndMark), else zero.
+	appliedPastEnd uint64
 	// walSync is r.syncWAL, made once for Observer.Sync.
 	walSync        func() error
 	skippedSnaps   []disk.SkippedSnapshot
@@ -448,8 +451,7 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 	r.lastSnapshot = snap.Index
 	entries := rec.Entries
 	applied := r.store.AppliedIndex()
-	if (r.repaired != nil || r.snapshotRepair != nil) && applied > snap.Index ||
-		r.shortOfEndMark && applied > r.wal.Durable().LastIndex {
+	if (r.repaired != nil || r.snapshotRepair != nil) && applied > snap.Index || r.appliedPastEnd > 0 {
 		// The state machine has applied entries the repaired log no
 		// longer holds (or that the WAL lost at its end): start it over
 		// from the snapshot the log starts from.

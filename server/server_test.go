@@ -305,40 +305,53 @@ func TestDamagedWALAndStateDBKeepTheLog(t *testing.T) {
 	requireRepairedServes(t, c, f)
 }
 
-// TestLostLastWriteFoundOnRestart: a follower keeping the WAL end mark
-// (--wal-detect-lost-writes) acknowledges writes, then its disk loses the
-// WAL's last records, as a lost write would (the segment cut where its
-// last entry record began). On restart it finds the log short of the mark
-// and says so, keeps the log it has with its vote floor at the mark, and
-// serves every write again.
+// TestLostLastWriteFoundOnRestart: a follower acknowledges and applies
+// writes, then its disk loses the WAL's last records, as a lost write would
+// (the segment cut where its last entry record began). On restart it finds
+// out: by the WAL end mark (--wal-detect-lost-writes), the log short of
+// it; without the mark, by state.db, which applied an entry the log no
+// longer holds. Either way it says so, keeps the log it has below a vote
+// floor, and serves every write again.
 func TestLostLastWriteFoundOnRestart(t *testing.T) {
-	c := newTestCluster(t, 3, 50)
-	f := c.leader()%3 + 1
-	c.stop(f)
-	withMark := Config{InitialCluster: c.members, DetectLostWrites: true, Observability: Observability{MetricsAddr: "127.0.0.1:0"}}
-	c.startWith(f, withMark)
-	putThroughLeader(t, c, 200)
-	eventually(t, func() error {
-		g, err := c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte("k199"), Serializable: true})
-		if err == nil && !g.Found {
-			err = errors.New("k199 not applied on the follower yet")
-		}
-		return err
-	})
-	c.stop(f)
-	dir := filepath.Join(c.dir, fmt.Sprint(f))
-	recs, err := disk.EntryRecords(disk.OSFS{}, filepath.Join(dir, "wal"))
-	require.NoError(t, err)
-	require.NotEmpty(t, recs)
-	last := recs[len(recs)-1]
-	require.NoError(t, os.Truncate(last.File, last.Offset))
+	for _, tc := range []struct {
+		name   string
+		detect bool
+		why    string
+	}{
+		{"by the end mark", true, "short of its end mark"},
+		// The floor is the next term: serializable reads wait for it.
+		{"by the state machine", false, "past the end of the WAL's log"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCluster(t, 3, 50)
+			f := c.leader()%3 + 1
+			c.stop(f)
+			cfg := Config{InitialCluster: c.members, DetectLostWrites: tc.detect, Observability: Observability{MetricsAddr: "127.0.0.1:0"}}
+			c.startWith(f, cfg)
+			putThroughLeader(t, c, 200)
+			eventually(t, func() error {
+				g, err := c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte("k199"), Serializable: true})
+				if err == nil && !g.Found {
+					err = errors.New("k199 not applied on the follower yet")
+				}
+				return err
+			})
+			c.stop(f)
+			dir := filepath.Join(c.dir, fmt.Sprint(f))
+			recs, err := disk.EntryRecords(disk.OSFS{}, filepath.Join(dir, "wal"))
+			require.NoError(t, err)
+			require.NotEmpty(t, recs)
+			last := recs[len(recs)-1]
+			require.NoError(t, os.Truncate(last.File, last.Offset))
 
-	c.startWith(f, withMark)
-	require.ErrorContains(t, c.servers[f].rep.LostTail(), "short of its end mark")
-	require.Equal(t, 1.0, scrapeMetrics(t, c.servers[f]).value("keyval_wal_repairs_total"))
-	_, err = os.Stat(filepath.Join(dir, "votefloor"))
-	require.NoError(t, err, "the floor is durable")
-	requireRepairedServes(t, c, f)
+			c.startWith(f, cfg)
+			require.ErrorContains(t, c.servers[f].rep.LostTail(), tc.why)
+			require.Equal(t, 1.0, scrapeMetrics(t, c.servers[f]).value("keyval_wal_repairs_total"))
+			_, err = os.Stat(filepath.Join(dir, "votefloor"))
+			require.NoError(t, err, "the floor is durable")
+			requireRepairedServesReads(t, c, f, tc.detect)
+		})
+	}
 }
 
 // damageEntry flips a bit in the payload of the entry record at fraction
@@ -372,6 +385,15 @@ func putThroughLeader(t *testing.T, c *testCluster, n int) core.NodeID {
 // repair, value i for ki) from its own state.
 func requireRepairedServes(t *testing.T, c *testCluster, f core.NodeID) {
 	t.Helper()
+	requireRepairedServesReads(t, c, f, true)
+}
+
+// requireRepairedServesReads is requireRepairedServes with serializable
+// reads or, for a member whose vote floor is the next term (it refuses
+// serializable reads until then), linearizable ones, which it serves once
+// it has applied the leader's read index.
+func requireRepairedServesReads(t *testing.T, c *testCluster, f core.NodeID, serializable bool) {
+	t.Helper()
 	lead := c.leader()
 	for i := 200; i < 250; i++ {
 		eventually(t, func() error {
@@ -382,7 +404,7 @@ func requireRepairedServes(t *testing.T, c *testCluster, f core.NodeID) {
 	for _, i := range []int{0, 120, 199, 249} {
 		key := fmt.Sprintf("k%d", i)
 		eventually(t, func() error {
-			g, err := c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte(key), Serializable: true})
+			g, err := c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte(key), Serializable: serializable})
 			if err != nil {
 				return err
 			}

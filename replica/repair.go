@@ -313,8 +313,11 @@ func (r *Replica) lostTail(floorPath string, hs *core.HardState, promised core.H
 // machine that kept what it applied (state.db) and is past the log's end
 // shows the same without a mark: it applies only synced entries. It runs
 // before the state machine is brought in line with the log (recover),
-// which then starts it over from a snapshot.
-func (r *Replica) readEndMark() error {
+// which then starts it over from a snapshot, if the node may repair: with
+// repair on (Config.RepairWAL) and another voter to fetch the lost entries
+// from (rec's configuration; nil rec: the bootstrap peers). Otherwise the
+// state machine is left alone and Open refuses.
+func (r *Replica) readEndMark(rec *disk.Recovered) error {
 	mark, found, err := disk.ReadEndMark(r.cfg.FS, filepath.Join(r.cfg.Dir, endMarkFile))
 	if err != nil && !errors.Is(err, disk.ErrCorrupt) {
 		return fmt.Errorf("replica: %w", err)
@@ -322,7 +325,12 @@ func (r *Replica) readEndMark() error {
 	d := r.wal.Durable()
 	r.endMarkAtOpen, r.endMarkDamaged = mark, err
 	r.shortOfEndMark = found && !(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}).AtLeast(mark)
-	if r.repaired == nil && r.store.AppliedIndex() > d.LastIndex {
+	if rec != nil {
+		r.endMarkNoVoter = !r.hasOtherVoter(rec)
+	} else {
+		r.endMarkNoVoter = !r.otherVoter(core.ConfState{Voters: r.cfg.Core.Peers})
+	}
+	if r.cfg.RepairWAL && !r.endMarkNoVoter && r.repaired == nil && r.store.AppliedIndex() > d.LastIndex {
 		r.appliedPastEnd = r.store.AppliedIndex()
 	}
 	r.endMarkRead = true
@@ -344,7 +352,7 @@ func (r *Replica) readEndMark() error {
 // removes it.
 func (r *Replica) checkEndMark(floorPath string, term uint64, floor *core.LogPosition) error {
 	if !r.endMarkRead {
-		if err := r.readEndMark(); err != nil {
+		if err := r.readEndMark(nil); err != nil {
 			return err
 		}
 	}
@@ -366,6 +374,11 @@ func (r *Replica) checkEndMark(floorPath string, term uint64, floor *core.LogPos
 	if why != "" && !floor.AtLeast(mark) {
 		if !r.cfg.RepairWAL {
 			return fmt.Errorf("replica: %s", why)
+		}
+		if r.endMarkNoVoter {
+			// No one could give the entries back, and below the floor it
+			// never campaigns: it would wait forever.
+			return fmt.Errorf("replica: %s; not repaired: %w", why, ErrNoOtherVoter)
 		}
 		if err := disk.WriteVoteFloor(r.cfg.FS, floorPath, mark); err != nil {
 			return fmt.Errorf("replica: %s; raising the vote floor: %w", why, err)

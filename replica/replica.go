@@ -283,6 +283,8 @@ type Replica struct {
 	// appliedPastEnd is the state machine's applied index if Open found it
 	// past the end of a WAL it did not repair (readEndMark), else zero.
 	appliedPastEnd uint64
+	// endMarkNoVoter: the recovered configuration has no other voter.
+	endMarkNoVoter bool
 	// walSync is r.syncWAL, made once for Observer.Sync.
 	walSync        func() error
 	skippedSnaps   []disk.SkippedSnapshot
@@ -337,7 +339,7 @@ func Open(cfg Config) (*Replica, error) {
 		if err := r.adoptReceived(rec.Snapshot); err != nil {
 			return nil, err
 		}
-		if err := r.readEndMark(); err != nil {
+		if err := r.readEndMark(rec); err != nil {
 			return nil, err
 		}
 		if st, err = r.recover(rec); err != nil {

@@ -61,8 +61,9 @@ func TestSetupFlagErrors(t *testing.T) {
 }
 
 // TestAWALCutShortSaysWhatHappenedAndWhatToDo: a data directory whose
-// state database is ahead of its WAL (the WAL lost its tail) is refused
-// with the cause and the safe way out, not only the two indexes.
+// state database is ahead of its WAL (the WAL lost its tail), of a member
+// with no other voter to repair from, is refused with the cause and the
+// safe way out, not only the two indexes.
 func TestAWALCutShortSaysWhatHappenedAndWhatToDo(t *testing.T) {
 	dir, peer, last := nodeWithEntries(t, 50)
 	fi, err := os.Stat(last)

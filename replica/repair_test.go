@@ -775,6 +775,12 @@ func TestLostLastWriteFoundByTheEndMark(t *testing.T) {
 	require.Equal(t, core.LogPosition{Term: 3}, rep.VoteFloor())
 	require.Equal(t, uint64(0), rep.Store().AppliedIndex(), "started over from the bootstrap state")
 	require.NoError(t, rep.Close())
+	// With repair off it refuses, the state machine left as it was.
+	fs, applied = writeThenLose(false, true)
+	store = applied.(*kvstore.Memory)
+	_, err = open(fs, false, false, func([]core.Message) {})
+	require.ErrorContains(t, err, "is beyond the last log index")
+	require.Equal(t, uint64(15), applied.AppliedIndex())
 
 	fs, _ = writeThenLose(false, false)
 	rep, err = open(fs, false, true, func([]core.Message) {})

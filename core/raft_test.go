@@ -1168,24 +1168,20 @@ func TestVoteFloorAfterRepair(t *testing.T) {
 		// may carry commit 4; the entries the node kept at 1-2 need not be
 		// the leader's (the lost end may have overwritten them).
 		n := repaired(t)
-		require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 3, Commit: 4}))
-		drain(n)
-		require.Equal(t, uint64(0), n.Status().HardState.Commit)
+		commitAfter := func(m Message) uint64 {
+			m.From, m.To, m.Term = 2, 1, 3
+			require.NoError(t, n.Step(m))
+			drain(n)
+			return n.Status().HardState.Commit
+		}
+		heartbeat := Message{Type: MsgHeartbeat, Commit: 4}
+		require.Equal(t, uint64(0), commitAfter(heartbeat))
 		// An append checked against the leader's log: entry 3, committing
 		// 2. Still below the floor, a heartbeat commits up to 3.
-		require.NoError(t, n.Step(Message{Type: MsgApp, From: 2, To: 1, Term: 3, Index: 2, LogTerm: 1,
-			Entries: []Entry{{Index: 3, Term: 2}}, Commit: 2}))
-		drain(n)
-		require.Equal(t, uint64(2), n.Status().HardState.Commit)
-		require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 3, Commit: 4}))
-		drain(n)
-		require.Equal(t, uint64(3), n.Status().HardState.Commit)
-		require.NoError(t, n.Step(Message{Type: MsgApp, From: 2, To: 1, Term: 3, Index: 3, LogTerm: 2,
-			Entries: []Entry{{Index: 4, Term: 3}}, Commit: 3}))
-		drain(n)
-		require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 3, Commit: 4}))
-		drain(n)
-		require.Equal(t, uint64(4), n.Status().HardState.Commit, "at its floor, heartbeats commit again")
+		require.Equal(t, uint64(2), commitAfter(Message{Type: MsgApp, Index: 2, LogTerm: 1, Entries: []Entry{{Index: 3, Term: 2}}, Commit: 2}))
+		require.Equal(t, uint64(3), commitAfter(heartbeat))
+		commitAfter(Message{Type: MsgApp, Index: 3, LogTerm: 2, Entries: []Entry{{Index: 4, Term: 3}}, Commit: 3})
+		require.Equal(t, uint64(4), commitAfter(heartbeat), "at its floor, heartbeats commit again")
 	})
 	t.Run("no campaign below the floor", func(t *testing.T) {
 		n := repaired(t)

@@ -56,6 +56,11 @@ type WALDamage struct {
 	// it was written after every damaged stretch.
 	HardState        core.HardState
 	HardStateCurrent bool
+	// ReadErr is why a segment after the damage could not be read: the
+	// description then stops there, and its end of the log (Last,
+	// MaxIndex) and hard state may be older than the WAL's. A repair must
+	// not go by it.
+	ReadErr error
 	// Stretches counts the damaged stretches found (1 for a single bad
 	// record). ResumeFile and ResumeOffset locate the first intact record
 	// after the first one ("" if nothing intact follows).
@@ -107,7 +112,8 @@ func (d *WALDamage) String() string {
 // describeDamage reads on from the damaged record at offset off of the first
 // of seqs, given st, the log as the records before it left it. It reads
 // records only for what they say; it changes no file. A segment it cannot
-// read ends the description there (it then claims less, never more).
+// read ends the description there, with ReadErr set: what it says of the
+// log's end is then not to be trusted.
 func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage {
 	replayed := st.first > 0 // false when the very first start record is bad
 	d := &WALDamage{HardState: st.hs, Stretches: 1, Replayed: replayed, Snapshot: st.snap}
@@ -129,6 +135,7 @@ func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage 
 		name := w.path(seq)
 		b, err := readSegment(w.fs, name, buf)
 		if err != nil {
+			d.ReadErr = err
 			break
 		}
 		buf = b

@@ -56,6 +56,9 @@ func (r *Replica) repairWAL(walDir, floorPath string, openErr error) error {
 		return openErr
 	}
 	d := ce.WAL
+	if d.ReadErr != nil {
+		return unreadAfterDamage(openErr, d.ReadErr)
+	}
 	promised, err := r.promisedVote(d.HardState, d.HardStateCurrent)
 	if err != nil {
 		return fmt.Errorf("%w; not repaired: %w", openErr, err)
@@ -94,6 +97,9 @@ func (r *Replica) keepHoles(walDir string, openErr error) (*disk.WAL, *disk.Reco
 	if !errors.As(openErr, &ce) || ce.WAL == nil {
 		return nil, nil, openErr
 	}
+	if ce.WAL.ReadErr != nil {
+		return nil, nil, unreadAfterDamage(openErr, ce.WAL.ReadErr)
+	}
 	promised, err := r.promisedVote(ce.WAL.HardState, ce.WAL.HardStateCurrent)
 	if err != nil {
 		return nil, nil, err
@@ -126,6 +132,16 @@ func (r *Replica) keepHoles(walDir string, openErr error) (*disk.WAL, *disk.Reco
 	}
 	r.keptHoles = rec.Damage
 	return w, rec, nil
+}
+
+// unreadAfterDamage is the refusal of a repair whose description of the
+// damage stopped at a segment it could not read: where the log ended, and
+// its newest hard state, may lie in that segment, so a floor or a promise
+// taken from the description could be too low (the simulator found it: a
+// floor below what the node had synced). It is the read error's, not the
+// corruption's: the start fails and may be tried again.
+func unreadAfterDamage(openErr, readErr error) error {
+	return fmt.Errorf("%v; not repaired: the WAL could not be read on after the damage: %w", openErr, readErr)
 }
 
 // hasOtherVoter reports whether the newest configuration rec's log names

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -787,4 +788,50 @@ func TestLostLastWriteFoundByTheEndMark(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, rep.LostTail(), "without the mark the loss goes unseen")
 	require.Equal(t, core.LogPosition{}, rep.VoteFloor())
+}
+
+// TestRepairRefusedWhenTheWALCannotBeReadOnAfterTheDamage: damage in the
+// first segment, and a read error in the last: the description of the
+// damage stops there, and its end of the log would be too low a floor (the
+// simulator found a repair below what the node had synced). The repair is
+// refused with the read error, to be tried again; once the segment reads,
+// the log is kept whole.
+func TestRepairRefusedWhenTheWALCannotBeReadOnAfterTheDamage(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(11, 12)))
+	w, err := disk.Create(fs, "/n/wal", disk.Options{SegmentSize: 4 << 10})
+	require.NoError(t, err)
+	require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Conf: core.ConfState{Voters: []core.NodeID{1, 2, 3}}}))
+	for i := uint64(1); i <= 200; i++ {
+		e := core.Entry{Index: i, Term: 2, Data: put(t, "k", "v")}
+		require.NoError(t, w.Append(core.HardState{Term: 2, Vote: 2, Commit: i - 1}, []core.Entry{e}))
+		require.NoError(t, w.Sync())
+	}
+	require.NoError(t, w.Close())
+	recs, err := disk.EntryRecords(fs, "/n/wal")
+	require.NoError(t, err)
+	require.NoError(t, fs.FlipBit(recs[5].File, recs[5].Offset+disk.HeaderSize+1, 3))
+	last := recs[len(recs)-1].File
+	require.NotEqual(t, recs[5].File, last, "the damage and the unreadable segment are different files")
+	// Open reads the segment once before it meets the damage; the read
+	// that describes the damage fails.
+	reads := 0
+	fs.Intercept = func(op disk.Op, name string) error {
+		if op == disk.OpReadAt && name == last {
+			if reads++; reads > 1 {
+				return syscall.EIO
+			}
+		}
+		return nil
+	}
+	_, err = openRepairing(fs, 1)
+	require.ErrorContains(t, err, "could not be read on after the damage")
+	require.ErrorIs(t, err, syscall.EIO)
+	var ce *disk.CorruptionError
+	require.False(t, errors.As(err, &ce), "a read error, to be tried again: %v", err)
+
+	fs.Intercept = nil
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.NotNil(t, rep.KeptHoles())
+	require.Equal(t, uint64(200), rep.Node().Status().LastIndex)
 }

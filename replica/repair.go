@@ -339,18 +339,30 @@ func (r *Replica) readEndMark(rec *disk.Recovered) error {
 		return fmt.Errorf("replica: %w", err)
 	}
 	d := r.wal.Durable()
-	r.endMarkAtOpen, r.endMarkDamaged = mark, err
-	r.shortOfEndMark = found && !(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}).AtLeast(mark)
+	a := endAtOpen{mark: mark, damaged: err}
+	a.short = found && !(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}).AtLeast(mark)
 	if rec != nil {
-		r.endMarkNoVoter = !r.hasOtherVoter(rec)
+		a.noVoter = !r.hasOtherVoter(rec)
 	} else {
-		r.endMarkNoVoter = !r.otherVoter(core.ConfState{Voters: r.cfg.Core.Peers})
+		a.noVoter = !r.otherVoter(core.ConfState{Voters: r.cfg.Core.Peers})
 	}
-	if r.cfg.RepairWAL && !r.endMarkNoVoter && r.repaired == nil && r.store.AppliedIndex() > d.LastIndex {
-		r.appliedPastEnd = r.store.AppliedIndex()
+	if r.cfg.RepairWAL && !a.noVoter && r.repaired == nil && r.store.AppliedIndex() > d.LastIndex {
+		a.appliedPastEnd = r.store.AppliedIndex()
 	}
-	r.endMarkRead = true
+	r.atOpen = a
 	return nil
+}
+
+// endAtOpen is what readEndMark found of the end of the WAL.
+type endAtOpen struct {
+	mark    core.LogPosition // the end mark (zero if none or damaged)
+	damaged error            // why the mark is damaged, or nil
+	short   bool             // the recovered log is short of the mark
+	noVoter bool             // the recovered configuration has no other voter
+	// appliedPastEnd is the state machine's applied index if it is past
+	// the end of a WAL that was not repaired and the node may repair,
+	// else zero.
+	appliedPastEnd uint64
 }
 
 // checkEndMark acts on a log short of the WAL end mark (readEndMark). The
@@ -367,23 +379,19 @@ func (r *Replica) readEndMark(rec *disk.Recovered) error {
 // Then it opens the mark for this run (Config.DetectLostWrites) or
 // removes it.
 func (r *Replica) checkEndMark(floorPath string, term uint64, floor *core.LogPosition) error {
-	if !r.endMarkRead {
-		if err := r.readEndMark(nil); err != nil {
-			return err
-		}
-	}
-	mark := r.endMarkAtOpen
+	a := r.atOpen
+	mark := a.mark
 	d := r.wal.Durable()
 	var why string
 	switch {
-	case r.appliedPastEnd > 0 && !r.shortOfEndMark:
+	case a.appliedPastEnd > 0 && !a.short:
 		mark = core.LogPosition{Term: term + 1}
 		why = fmt.Sprintf("the state machine had applied index %d, past the end of the WAL's log (term %d index %d), and it applies only synced entries: the WAL lost synced records at its end",
-			r.appliedPastEnd, d.LastTerm, d.LastIndex)
-	case r.endMarkDamaged != nil:
+			a.appliedPastEnd, d.LastTerm, d.LastIndex)
+	case a.damaged != nil:
 		mark = core.LogPosition{Term: term + 1}
-		why = fmt.Sprintf("the WAL end mark is damaged (%v), so where the log ended at the newest WAL sync is unknown: the WAL may have lost synced records at its end", r.endMarkDamaged)
-	case r.shortOfEndMark:
+		why = fmt.Sprintf("the WAL end mark is damaged (%v), so where the log ended at the newest WAL sync is unknown: the WAL may have lost synced records at its end", a.damaged)
+	case a.short:
 		why = fmt.Sprintf("the WAL's log ends at term %d index %d, short of its end mark (term %d index %d), which is written only after a WAL sync: the WAL lost synced records at its end",
 			d.LastTerm, d.LastIndex, mark.Term, mark.Index)
 	}
@@ -391,7 +399,7 @@ func (r *Replica) checkEndMark(floorPath string, term uint64, floor *core.LogPos
 		if !r.cfg.RepairWAL {
 			return fmt.Errorf("replica: %s", why)
 		}
-		if r.endMarkNoVoter {
+		if a.noVoter {
 			// No one could give the entries back, and below the floor it
 			// never campaigns: it would wait forever.
 			return fmt.Errorf("replica: %s; not repaired: %w", why, ErrNoOtherVoter)
@@ -410,7 +418,7 @@ func (r *Replica) checkEndMark(floorPath string, term uint64, floor *core.LogPos
 		}
 		return nil
 	}
-	m, err := disk.OpenEndMark(r.cfg.FS, path, r.endMarkAtOpen)
+	m, err := disk.OpenEndMark(r.cfg.FS, path, a.mark)
 	if err == nil {
 		if err = m.Write(core.LogPosition{Term: d.LastTerm, Index: d.LastIndex}); err != nil {
 			m.Close()

@@ -275,16 +275,8 @@ type Replica struct {
 	voteCopy core.HardState
 	// endMark is the WAL end mark, with Config.DetectLostWrites.
 	endMark *disk.EndMark
-	// What Open found of the end mark (readEndMark): the mark, and whether
-	// the recovered log is short of it.
-	endMarkAtOpen               core.LogPosition
-	endMarkRead, shortOfEndMark bool
-	endMarkDamaged              error
-	// appliedPastEnd is the state machine's applied index if Open found it
-	// past the end of a WAL it did not repair (readEndMark), else zero.
-	appliedPastEnd uint64
-	// endMarkNoVoter: the recovered configuration has no other voter.
-	endMarkNoVoter bool
+	// atOpen is what Open found of the end of the WAL (readEndMark).
+	atOpen endAtOpen
 	// walSync is r.syncWAL, made once for Observer.Sync.
 	walSync        func() error
 	skippedSnaps   []disk.SkippedSnapshot
@@ -369,6 +361,9 @@ func Open(cfg Config) (*Replica, error) {
 			return nil, fmt.Errorf("replica: create WAL: %w", err)
 		}
 		r.wal = w
+		if err := r.readEndMark(nil); err != nil {
+			return nil, err
+		}
 	}
 	floor, err := r.readFloor(floorPath, func() uint64 {
 		term := st.HardState.Term
@@ -453,7 +448,7 @@ func (r *Replica) recover(rec *disk.Recovered) (core.PersistentState, error) {
 	r.lastSnapshot = snap.Index
 	entries := rec.Entries
 	applied := r.store.AppliedIndex()
-	if (r.repaired != nil || r.snapshotRepair != nil) && applied > snap.Index || r.appliedPastEnd > 0 {
+	if (r.repaired != nil || r.snapshotRepair != nil) && applied > snap.Index || r.atOpen.appliedPastEnd > 0 {
 		// The state machine has applied entries the repaired log no
 		// longer holds (or that the WAL lost at its end): start it over
 		// from the snapshot the log starts from.

@@ -99,7 +99,7 @@ type clientOp struct {
 	hid       lin.OpID
 	cmd       []byte
 	attempts  int
-	register  bool
+	register  bool // a session's registration, not in the history
 	setup     bool // an auth setup step, not in the history
 	mayApply  bool // some attempt may have been applied
 	isRead    bool
@@ -250,11 +250,18 @@ func (c *client) retry(hint core.NodeID) {
 	} else {
 		c.target = c.w.randomMember(c.rng)
 	}
-	if op.attempts >= maxAttempts && !op.register && !op.setup {
+	if op.attempts >= maxAttempts && op.inHistory() {
 		c.giveUp()
 		return
 	}
 	c.w.clock.after(1_000+c.rng.Int64N(10_000), c.attemptFn)
+}
+
+// inHistory reports whether the operation was recorded in the history:
+// a registration or an auth setup step is retried until answered and, if
+// the run ends first, is simply abandoned.
+func (op *clientOp) inHistory() bool {
+	return !op.register && !op.setup
 }
 
 func (c *client) giveUp() {

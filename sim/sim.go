@@ -511,7 +511,7 @@ func (w *world) checkLiveness(start int64) {
 		w.checkHashes()
 	}
 	for _, c := range w.clients {
-		if c.op != nil && !c.op.register {
+		if c.op != nil && c.op.inHistory() {
 			if !c.attemptDone && !c.op.isRead {
 				// An attempt is still out there and may yet be applied.
 				c.op.mayApply = true

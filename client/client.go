@@ -30,6 +30,7 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/client/pipeline"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/flowwindow"
 )
 
 // Defaults applied by New to zero fields of Config.
@@ -172,7 +173,8 @@ func New(cfg Config) (*Client, error) {
 			MinConnectTimeout: cfg.DialTimeout,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgSize)),
-	}, cfg.DialOptions...)
+	}, flowwindow.DialOptions()...)
+	c.dialOpts = append(c.dialOpts, cfg.DialOptions...)
 	var login *tokens
 	if cfg.Username != "" {
 		login = &tokens{user: cfg.Username, password: cfg.Password, now: time.Now}

@@ -17,6 +17,7 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/flowwindow"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 	"github.com/therealutkarshpriyadarshi/keyval/net/transport"
@@ -449,8 +450,9 @@ func (s *Server) peerConn(id core.NodeID) (*grpc.ClientConn, error) {
 	if s.cfg.PeerClientTLS != nil {
 		creds = grpc.WithTransportCredentials(transport.DialCreds(s.cfg.PeerClientTLS))
 	}
-	conn, err := grpc.NewClient(addr, append(s.obs.forwardDialOptions(id), creds, grpc.WithUnaryInterceptor(s.markForwarded),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes)))...)
+	opts := append(s.obs.forwardDialOptions(id), creds, grpc.WithUnaryInterceptor(s.markForwarded),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(s.cfg.MaxRequestBytes)))
+	conn, err := grpc.NewClient(addr, append(opts, flowwindow.DialOptions()...)...)
 	if err != nil {
 		return nil, err
 	}

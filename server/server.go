@@ -27,6 +27,7 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/flowwindow"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/net/transport"
 	"github.com/therealutkarshpriyadarshi/keyval/replica"
@@ -335,7 +336,7 @@ func (s *Server) listen() error {
 	pb.RegisterKVServer(s.peerSrv, &etcdKV{s: s})
 	pb.RegisterMaintenanceServer(s.peerSrv, &etcdMaintenance{s: s, native: &maintenanceService{s: s}})
 	pb.RegisterLeaseServer(s.peerSrv, &etcdLease{s: s})
-	opts := append(append([]grpc.ServerOption{maxMsg}, s.obs.clientServerOptions()...), s.authInterceptors("client")...)
+	opts := append(append(append([]grpc.ServerOption{maxMsg}, flowwindow.ServerOptions()...), s.obs.clientServerOptions()...), s.authInterceptors("client")...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
 	}

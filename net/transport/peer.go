@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/flowwindow"
 	"github.com/therealutkarshpriyadarshi/keyval/net/peerpb"
 	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
@@ -89,7 +90,7 @@ func newPeer(t *Transport, id core.NodeID, addr string) (*peer, error) {
 			PermitWithoutStream: true,
 		}),
 	}
-	opts = append(opts, t.cfg.DialOptions...)
+	opts = append(append(opts, flowwindow.DialOptions()...), t.cfg.DialOptions...)
 	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("transport: peer %d at %q: %w", id, addr, err)

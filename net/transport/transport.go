@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/internal/flowwindow"
 	"github.com/therealutkarshpriyadarshi/keyval/net/peerpb"
 	"github.com/therealutkarshpriyadarshi/keyval/raftpb"
 )
@@ -313,6 +314,7 @@ func (t *Transport) ServerOptions() []grpc.ServerOption {
 			Timeout: t.cfg.DialTimeout,
 		}),
 	}
+	opts = append(opts, flowwindow.ServerOptions()...)
 	if t.cfg.ServerTLS != nil {
 		opts = append(opts, grpc.Creds(countingCreds{credentials.NewTLS(t.cfg.ServerTLS), t}))
 	}

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/therealutkarshpriyadarshi/keyval/internal/flowwindow"
 )
 
 // gateway serves etcd's JSON gateway (the grpc-gateway handlers etcd
@@ -45,10 +47,12 @@ func (s *Server) listenGateway() error {
 	}
 	// Created before any call, a client connection dials lazily: the
 	// client port need not serve yet.
-	conn, err := grpc.NewClient("passthrough:///"+dialable(s.ClientAddr()),
+	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// A Range answer may be as large as --max-range-bytes.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+	}, flowwindow.DialOptions()...)
+	conn, err := grpc.NewClient("passthrough:///"+dialable(s.ClientAddr()), opts...)
 	if err != nil {
 		return fmt.Errorf("JSON gateway: connect to the client port %s: %w", s.ClientAddr(), err)
 	}

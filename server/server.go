@@ -336,7 +336,9 @@ func (s *Server) listen() error {
 	pb.RegisterKVServer(s.peerSrv, &etcdKV{s: s})
 	pb.RegisterMaintenanceServer(s.peerSrv, &etcdMaintenance{s: s, native: &maintenanceService{s: s}})
 	pb.RegisterLeaseServer(s.peerSrv, &etcdLease{s: s})
-	opts := append(append(append([]grpc.ServerOption{maxMsg}, flowwindow.ServerOptions()...), s.obs.clientServerOptions()...), s.authInterceptors("client")...)
+	opts := append([]grpc.ServerOption{maxMsg}, flowwindow.ServerOptions()...)
+	opts = append(opts, s.obs.clientServerOptions()...)
+	opts = append(opts, s.authInterceptors("client")...)
 	if s.cfg.ClientTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
 	}

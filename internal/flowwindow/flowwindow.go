@@ -7,8 +7,10 @@
 // quickly — that is nearly every message, so every Raft message and every
 // client call cost two extra frames, two extra syscalls and a goroutine
 // wake-up on each side (seen with strace on a follower: 13 writes per
-// client put at one client). Fixed windows large enough that flow control
-// never holds a message back on loopback or in a datacenter end that.
+// client put at one client). Fixed windows end that: 4 MiB a stream is
+// more than one of KeyVal's messages or calls usually carries, so flow
+// control holds one back only when it is larger (it then goes in
+// window-sized pieces) or its receiver stops reading.
 //
 // The windows are credit, not buffers: memory is used only by data a
 // receiver has not read yet, and every KeyVal stream reads as it goes.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -45,14 +46,28 @@ func newAuthCluster(t *testing.T) *authCluster {
 func (a *authCluster) auth(id core.NodeID) apipb.AuthClient { return apipb.NewAuthClient(a.conns[id]) }
 func (a *authCluster) kv(id core.NodeID) apipb.KVClient     { return apipb.NewKVClient(a.conns[id]) }
 
-// follower is some member that is not the leader.
+// follower is some member that is not the leader and already knows who
+// the leader is, so a call through it that needs the leader (a login's read
+// barrier, a forwarded write) does not fail with "no leader" only because
+// the first heartbeat has not reached it yet.
 func (a *authCluster) follower() core.NodeID {
 	lead := a.leader()
-	for id := range a.members {
-		if id != lead {
-			return id
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for id := range a.members {
+			if id == lead {
+				continue
+			}
+			c, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := a.testCluster.conns[id].Status(c, &apipb.StatusRequest{})
+			cancel()
+			if err == nil && core.NodeID(st.LeaderId) == lead {
+				return id
+			}
 		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
 	}
+	a.t.Fatalf("no follower heard of leader %d within 10s", lead)
 	return 0
 }
 

@@ -454,6 +454,9 @@ func (r *Replica) Finish(b *Batch) (*PendingSnapshot, error) {
 	rd := &b.rd
 	if rd.Snapshot != nil && rd.Snapshot.Index > 0 {
 		r.failCovered(rd.Snapshot.Index)
+		if r.cfg.SnapshotApplied != nil {
+			r.cfg.SnapshotApplied(rd.Snapshot.Index)
+		}
 	}
 	r.answerWrites(b)
 	if rd.SoftState != nil && rd.SoftState.Lead != r.lead {

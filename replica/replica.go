@@ -105,6 +105,12 @@ type Config struct {
 	// log order, with the membership it produced (loop side, from Finish).
 	// It must not call back into the Replica.
 	ConfChanged func(index uint64, cc core.ConfChange, conf core.ConfState)
+	// SnapshotApplied, if set, hears that the state machine was replaced
+	// by a snapshot from the leader (loop side, from Finish): whatever it
+	// records, membership included, may have changed without an entry
+	// that ConfChanged would report. It must not call back into the
+	// Replica.
+	SnapshotApplied func(index uint64)
 	// RepairWAL lets Open repair a WAL whose damage it can repair safely
 	// (see repairWAL), or a state machine its damaged snapshot files and
 	// whole WAL can no longer rebuild (repairSnapshot), instead of

@@ -149,28 +149,86 @@ func (s *Server) confChanged(index uint64, cc core.ConfChange, conf core.ConfSta
 	case core.ConfRemove:
 		s.book.remove(cc.Node, string(cc.Context))
 		if cc.Node == s.cfg.ID {
-			// Take no new requests; stay up a little — as leader, to hand
-			// over; as follower, to acknowledge — then answer whatever still
-			// waits and stop for good.
-			s.removed.Store(true)
-			s.log.Warn("this node was removed from the cluster; it stops serving", "index", index, "after", grace)
-			s.markRemoved(fmt.Sprintf(" (configuration change at log index %d)", index))
-			time.AfterFunc(grace, func() {
-				(*peerHandler)(s).post(func() {
-					for id, ch := range s.waiters {
-						ch <- replica.Outcome{Err: removedStatus}
-						delete(s.waiters, id)
-					}
-				})
-				s.fatalOnce.Do(func() {
-					s.fatalErr = fmt.Errorf("%w (configuration change at log index %d); its data directory cannot be used to rejoin", ErrRemoved, index)
-					go s.Stop(context.Background())
-				})
-			})
+			s.stopRemoved(fmt.Sprintf("configuration change at log index %d", index))
 			return
 		}
 		id := cc.Node
 		time.AfterFunc(grace, func() { _ = s.tr.RemovePeer(id) })
+	}
+}
+
+// stopRemoved follows this node's own removal (where says where it was
+// learnt): it takes no new requests, stays up a little — as leader, to hand
+// over; as follower, to acknowledge — then answers whatever still waits and
+// stops for good.
+func (s *Server) stopRemoved(where string) {
+	grace := 4 * s.cfg.ElectionTimeout
+	s.removed.Store(true)
+	s.log.Warn("this node was removed from the cluster; it stops serving", "where", where, "after", grace)
+	s.markRemoved(" (" + where + ")")
+	time.AfterFunc(grace, func() {
+		(*peerHandler)(s).post(func() {
+			for id, ch := range s.waiters {
+				ch <- replica.Outcome{Err: removedStatus}
+				delete(s.waiters, id)
+			}
+		})
+		s.fatalOnce.Do(func() {
+			s.fatalErr = fmt.Errorf("%w (%s); its data directory cannot be used to rejoin", ErrRemoved, where)
+			go s.Stop(context.Background())
+		})
+	})
+}
+
+// snapshotApplied follows a snapshot from the leader (event loop): the
+// member records it brought may differ from what this node knew, and no
+// configuration change entry tells of the difference (the node was behind,
+// or rebuilt its state from an older snapshot, and the entries were
+// compacted away). Without this a node would not send to a member added
+// meanwhile — and once leader, it could never bring that member up to date.
+func (s *Server) snapshotApplied(index uint64) {
+	addrs, removed, err := replica.Addresses(s.store)
+	if err != nil {
+		s.log.Error("could not read the members recorded in the snapshot; peers added or moved meanwhile stay unknown until their next change",
+			"index", index, "err", err)
+		return
+	}
+	s.followMembers(addrs, removed, fmt.Sprintf("snapshot at log index %d", index))
+}
+
+// followMembers brings the address book and the peer transport in line with
+// member records read from the state machine (where says whence, for the
+// log). Loop side, or at start before the transport exists.
+func (s *Server) followMembers(addrs, removed map[core.NodeID]string, where string) {
+	for _, id := range slices.Sorted(maps.Keys(addrs)) {
+		addr := addrs[id]
+		if old, known := s.book.address(id); known && old == addr {
+			continue
+		}
+		s.book.set(id, addr)
+		if id == s.cfg.ID || s.tr == nil {
+			continue
+		}
+		s.log.Info("learnt a member's peer address", "member", uint64(id), "addr", addr, "from", where)
+		if err := s.tr.AddPeer(id, addr); err != nil {
+			_ = s.tr.UpdatePeer(id, addr)
+		}
+	}
+	grace := 4 * s.cfg.ElectionTimeout
+	for _, id := range slices.Sorted(maps.Keys(removed)) {
+		if s.book.isRemoved(id) {
+			continue
+		}
+		s.book.remove(id, removed[id])
+		if id == s.cfg.ID {
+			if s.tr != nil {
+				s.stopRemoved(where)
+			}
+			continue
+		}
+		if s.tr != nil {
+			time.AfterFunc(grace, func() { _ = s.tr.RemovePeer(id) })
+		}
 	}
 }
 

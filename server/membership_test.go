@@ -161,3 +161,95 @@ func TestLaggingMemberCatchesUpFromANewLeader(t *testing.T) {
 		return err
 	})
 }
+
+// A member that was down while another was added, and that the leader then
+// brought up to date with a snapshot (the configuration change compacted
+// away), must learn the newcomer's address from the snapshot: once it
+// leads, it has to replicate to the newcomer too. (Found by kvchaos: a
+// member rebuilt from an old snapshot became leader and never sent to a
+// replacement member again.)
+func TestMemberBehindASnapshotLearnsMembersAddedMeanwhile(t *testing.T) {
+	c := newTestCluster(t, 3, 10) // snapshots every 10 entries: the lagging member needs one
+	lead := c.leader()
+	lagging := lead%3 + 1
+	c.stop(lagging)
+	delete(c.conns, lagging)
+	initial := maps.Clone(c.members)
+
+	c.members[4], c.clients[4] = freeAddr(t), freeAddr(t)
+	admin := c.admin(lead)
+	_, err := admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: 4, PeerAddr: c.members[4]})
+	require.NoError(t, err)
+	c.startWith(4, Config{Join: []string{c.clients[lead]}})
+	eventually(t, func() error {
+		_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: 4})
+		return err
+	})
+	putThroughLeader(t, c, 40) // the leader compacts its log past the change
+
+	c.startWith(lagging, Config{InitialCluster: initial}) // its log still says {1, 2, 3}
+	requireLeadsAndReaches(t, c, lagging, 4)
+}
+
+// A member whose state.db was damaged while it was down rebuilds it at start
+// from its snapshot and WAL, and must read the members recorded there
+// again: the book it read before the rebuild lacks the member added by
+// configuration change.
+func TestMemberWithARebuiltStateDBKnowsEveryMember(t *testing.T) {
+	c := newTestCluster(t, 3, 10)
+	lead := c.leader()
+	c.members[4], c.clients[4] = freeAddr(t), freeAddr(t)
+	admin := c.admin(lead)
+	_, err := admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: 4, PeerAddr: c.members[4]})
+	require.NoError(t, err)
+	c.startWith(4, Config{Join: []string{c.clients[lead]}})
+	eventually(t, func() error {
+		_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: 4})
+		return err
+	})
+	putThroughLeader(t, c, 30)
+	f := c.leader()%3 + 1
+	initial := map[core.NodeID]string{1: c.members[1], 2: c.members[2], 3: c.members[3]}
+	c.stop(f)
+	zeroPages(t, filepath.Join(c.dir, fmt.Sprint(f), "state.db"), 0, 1)
+	c.startWith(f, Config{InitialCluster: initial})
+	requireLeadsAndReaches(t, c, f, 4)
+}
+
+// requireLeadsAndReaches makes leader the leader, writes through it, and
+// requires member to apply the write, and leader to know every member's
+// peer address.
+func requireLeadsAndReaches(t *testing.T, c *testCluster, leader, member core.NodeID) {
+	t.Helper()
+	eventually(t, func() error {
+		s := c.servers[c.leader()]
+		if s.cfg.ID == leader {
+			return nil
+		}
+		var err error
+		if derr := s.do(ctx(t), func() { err = s.rep.Node().TransferLeadership(leader) }); derr != nil {
+			return derr
+		}
+		if err == nil {
+			err = fmt.Errorf("leadership is moving to %d", leader)
+		}
+		return err
+	})
+	key := fmt.Appendf(nil, "written through %d", leader)
+	eventually(t, func() error {
+		_, err := c.conns[leader].Put(ctx(t), &apipb.PutRequest{Key: key, Value: []byte("v")})
+		return err
+	})
+	eventually(t, func() error {
+		g, err := c.conns[member].Get(ctx(t), &apipb.GetRequest{Key: key, Serializable: true})
+		if err == nil && !g.Found {
+			err = fmt.Errorf("node %d has not heard from leader %d", member, leader)
+		}
+		return err
+	})
+	list, err := c.admin(leader).MemberList(ctx(t), &apipb.MemberListRequest{})
+	require.NoError(t, err)
+	for _, m := range list.Members {
+		require.Equal(t, c.members[core.NodeID(m.Id)], m.PeerAddress, "member %d's address as node %d knows it", m.Id, leader)
+	}
+}

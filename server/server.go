@@ -177,7 +177,7 @@ func New(cfg Config) (*Server, error) {
 		},
 		FS: disk.OSFS{}, Dir: cfg.DataDir, Store: store,
 		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2,
-		Send: s.send, Done: s.done, ConfChanged: s.confChanged,
+		Send: s.send, Done: s.done, ConfChanged: s.confChanged, SnapshotApplied: s.snapshotApplied,
 		Observe:   replica.Observer{Sync: s.obs.walSync, Apply: s.obs.applyGroup},
 		RepairWAL: !cfg.NoWALRepair, DistrustWALEnd: cfg.WALRepairDistrustsEnd,
 		DetectLostWrites: cfg.DetectLostWrites,
@@ -187,6 +187,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("recover node %d from %s: %w", cfg.ID, cfg.DataDir, err)
 	}
 	s.rep = rep
+	// Open may have rebuilt the state machine (from a snapshot file, or over
+	// again after damage), and the member records with it: read them again.
+	if err := s.loadAddressBook(known); err != nil {
+		_ = rep.Close()
+		s.closeStorage()
+		return nil, err
+	}
 	s.behindRepair.Store(rep.BehindRepair())
 	if torn, skipped, restored := rep.Recovery(); torn != nil || len(skipped) > 0 || restored > 0 {
 		s.log.Warn("recovered from a crash", "torn_tail", torn, "skipped_snapshots", skipped, "restored_snapshot", restored)

@@ -163,7 +163,13 @@ func (t *Transport) Send(msgs []core.Message) {
 		}
 		p := t.peers[m.To]
 		if p == nil {
-			t.log.Debug("message for an unknown peer dropped", "to", uint64(m.To), "type", m.Type.String())
+			// The node's configuration names a member this transport was
+			// never given an address for: a warning, since a leader that
+			// cannot reach a member never brings it up to date.
+			if ok, skipped := t.limit.allow("unknown peer", m.To); ok {
+				t.log.Warn("message for a peer with no known address dropped", "to", uint64(m.To),
+					"type", m.Type.String(), "similar_not_logged", skipped)
+			}
 			continue
 		}
 		if raftpb.EncodedSizeEstimate(m) > t.cfg.MaxMessageBytes {

@@ -246,7 +246,9 @@ const (
 // of when it joined, and a leader takes the acknowledgements of a removed
 // node it is bringing up to its own removal (informRemoved), at no higher
 // term than its own. A sender that was never removed may be a member added
-// while this node was behind: its members are asked (vouch.go). Anything
+// while this node was behind: its members are asked (vouch.go) — by a node
+// with no configuration (still joining, or started over from its bootstrap
+// state after damage), only for a leader's messages. Anything
 // else is counted and dropped, and a removed sender is told of its
 // removal. Loop side.
 func (s *Server) admit(m core.Message) bool {
@@ -261,7 +263,8 @@ func (s *Server) admit(m core.Message) bool {
 	if _, known := s.book.address(m.From); known && !s.book.isRemoved(m.From) && len(conf.Voters) > 0 {
 		return true
 	}
-	if len(conf.Voters)+len(conf.Learners) == 0 {
+	joining := len(conf.Voters)+len(conf.Learners) == 0
+	if joining {
 		if _, told := s.book.address(m.From); told && leaderMessage(m.Type) {
 			return true
 		}
@@ -272,7 +275,7 @@ func (s *Server) admit(m core.Message) bool {
 	if s.book.isRemoved(m.From) {
 		reason = refusedRemoved
 		s.informRemoved(m.From)
-	} else if len(conf.Voters)+len(conf.Learners) > 0 && s.vouched(m, conf) {
+	} else if (!joining || leaderMessage(m.Type)) && s.vouched(m, conf) {
 		return true // a member added while this node was behind (vouch.go)
 	}
 	s.obs.peerRefused(reason, m.From)

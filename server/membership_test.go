@@ -253,3 +253,43 @@ func requireLeadsAndReaches(t *testing.T, c *testCluster, leader, member core.No
 		require.Equal(t, c.members[core.NodeID(m.Id)], m.PeerAddress, "member %d's address as node %d knows it", m.Id, leader)
 	}
 }
+
+// A joined member whose state.db and snapshot files were damaged starts its
+// log over from its bootstrap state, which for a joined node holds no
+// configuration. If the leader is then a member added after it joined, it
+// knows neither that member's id nor its address; it must ask the members
+// it was told of rather than refuse the leader's messages for ever. (Found
+// by kvchaos.)
+func TestJoinedMemberStartedOverAdmitsALeaderAddedAfterIt(t *testing.T) {
+	c := newTestCluster(t, 3, 10)
+	for _, id := range []core.NodeID{4, 5} {
+		lead := c.leader()
+		admin := c.admin(lead)
+		c.members[id], c.clients[id] = freeAddr(t), freeAddr(t)
+		_, err := admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: uint64(id), PeerAddr: c.members[id]})
+		require.NoError(t, err)
+		c.startWith(id, Config{Join: []string{c.clients[lead]}})
+		eventually(t, func() error {
+			_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: uint64(id)})
+			return err
+		})
+	}
+	putThroughLeader(t, c, 30)
+	c.stop(4)
+	delete(c.conns, 4)
+	damageStateAndSnapshots(t, filepath.Join(c.dir, "4"))
+	requireLeadsAndReaches(t, c, 5, 1)
+
+	c.startWith(4, Config{})
+	eventually(t, func() error {
+		_, err := c.conns[5].Put(ctx(t), &apipb.PutRequest{Key: []byte("after the start-over"), Value: []byte("v")})
+		return err
+	})
+	eventually(t, func() error {
+		g, err := c.conns[4].Get(ctx(t), &apipb.GetRequest{Key: []byte("after the start-over"), Serializable: true})
+		if err == nil && !g.Found {
+			err = fmt.Errorf("node 4 has not caught up from leader 5")
+		}
+		return err
+	})
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -19,7 +20,9 @@ import (
 // admits it if one says so. If none of them can be reached, it cannot tell
 // and admits it too (the peer transport has already checked the sender's
 // certificate, when peer TLS is on); if they answer and none lists it, it
-// stays out. Answers are kept for vouchFor.
+// stays out. A node with no configuration of its own (joining, or started
+// over from its bootstrap state) asks the members it was told of when it
+// joined, and only about a leader's messages. Answers are kept for vouchFor.
 
 // vouchFor is how long the answer about an id is kept before asking again.
 const vouchFor = 5 * time.Second
@@ -50,8 +53,14 @@ func (s *Server) vouched(m core.Message, conf core.ConfState) bool {
 	if s.asking >= maxAsking {
 		return false
 	}
+	members := append(slices.Clone(conf.Voters), conf.Learners...)
+	if len(members) == 0 {
+		// No configuration yet (joining, or started over from the bootstrap
+		// state of a joined node): the members it was told of when it joined.
+		members = slices.Sorted(maps.Keys(s.book.snapshot()))
+	}
 	var ask []core.NodeID
-	for _, id := range append(slices.Clone(conf.Voters), conf.Learners...) {
+	for _, id := range members {
 		if id != s.cfg.ID && id != m.From {
 			ask = append(ask, id)
 		}

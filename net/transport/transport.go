@@ -163,11 +163,13 @@ func (t *Transport) Send(msgs []core.Message) {
 		}
 		p := t.peers[m.To]
 		if p == nil {
-			// The node's configuration names a member this transport was
-			// never given an address for: a warning, since a leader that
-			// cannot reach a member never brings it up to date.
+			// Normal for a moment while a member is being added (the leader
+			// replicates to it from the moment the change is in its log;
+			// the address arrives when the change is applied). Logged,
+			// rate-limited, because a member that stays unknown here is
+			// never brought up to date by this node.
 			if ok, skipped := t.limit.allow("unknown peer", m.To); ok {
-				t.log.Warn("message for a peer with no known address dropped", "to", uint64(m.To),
+				t.log.Info("message for a peer with no known address dropped", "to", uint64(m.To),
 					"type", m.Type.String(), "similar_not_logged", skipped)
 			}
 			continue

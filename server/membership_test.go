@@ -176,15 +176,7 @@ func TestMemberBehindASnapshotLearnsMembersAddedMeanwhile(t *testing.T) {
 	delete(c.conns, lagging)
 	initial := maps.Clone(c.members)
 
-	c.members[4], c.clients[4] = freeAddr(t), freeAddr(t)
-	admin := c.admin(lead)
-	_, err := admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: 4, PeerAddr: c.members[4]})
-	require.NoError(t, err)
-	c.startWith(4, Config{Join: []string{c.clients[lead]}})
-	eventually(t, func() error {
-		_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: 4})
-		return err
-	})
+	c.addVoter(t, 4)
 	putThroughLeader(t, c, 40) // the leader compacts its log past the change
 
 	c.startWith(lagging, Config{InitialCluster: initial}) // its log still says {1, 2, 3}
@@ -197,16 +189,7 @@ func TestMemberBehindASnapshotLearnsMembersAddedMeanwhile(t *testing.T) {
 // configuration change.
 func TestMemberWithARebuiltStateDBKnowsEveryMember(t *testing.T) {
 	c := newTestCluster(t, 3, 10)
-	lead := c.leader()
-	c.members[4], c.clients[4] = freeAddr(t), freeAddr(t)
-	admin := c.admin(lead)
-	_, err := admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: 4, PeerAddr: c.members[4]})
-	require.NoError(t, err)
-	c.startWith(4, Config{Join: []string{c.clients[lead]}})
-	eventually(t, func() error {
-		_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: 4})
-		return err
-	})
+	c.addVoter(t, 4)
 	putThroughLeader(t, c, 30)
 	f := c.leader()%3 + 1
 	initial := map[core.NodeID]string{1: c.members[1], 2: c.members[2], 3: c.members[3]}
@@ -262,18 +245,8 @@ func requireLeadsAndReaches(t *testing.T, c *testCluster, leader, member core.No
 // by kvchaos.)
 func TestJoinedMemberStartedOverAdmitsALeaderAddedAfterIt(t *testing.T) {
 	c := newTestCluster(t, 3, 10)
-	for _, id := range []core.NodeID{4, 5} {
-		lead := c.leader()
-		admin := c.admin(lead)
-		c.members[id], c.clients[id] = freeAddr(t), freeAddr(t)
-		_, err := admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: uint64(id), PeerAddr: c.members[id]})
-		require.NoError(t, err)
-		c.startWith(id, Config{Join: []string{c.clients[lead]}})
-		eventually(t, func() error {
-			_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: uint64(id)})
-			return err
-		})
-	}
+	c.addVoter(t, 4)
+	c.addVoter(t, 5)
 	putThroughLeader(t, c, 30)
 	c.stop(4)
 	delete(c.conns, 4)
@@ -290,6 +263,22 @@ func TestJoinedMemberStartedOverAdmitsALeaderAddedAfterIt(t *testing.T) {
 		if err == nil && !g.Found {
 			err = fmt.Errorf("node 4 has not caught up from leader 5")
 		}
+		return err
+	})
+}
+
+// addVoter adds node id as a learner through the leader, starts it with
+// --join, and promotes it.
+func (c *testCluster) addVoter(t *testing.T, id core.NodeID) {
+	t.Helper()
+	lead := c.leader()
+	admin := c.admin(lead)
+	c.members[id], c.clients[id] = freeAddr(t), freeAddr(t)
+	_, err := admin.MemberAddLearner(ctx(t), &apipb.MemberAddLearnerRequest{Id: uint64(id), PeerAddr: c.members[id]})
+	require.NoError(t, err)
+	c.startWith(id, Config{Join: []string{c.clients[lead]}})
+	eventually(t, func() error {
+		_, err := admin.MemberPromote(ctx(t), &apipb.MemberPromoteRequest{Id: uint64(id)})
 		return err
 	})
 }

@@ -198,7 +198,7 @@ func (s *Server) snapshotApplied(index uint64) {
 
 // followMembers brings the address book and the peer transport in line with
 // member records read from the state machine (where says whence, for the
-// log). Loop side, or at start before the transport exists.
+// log). Loop side.
 func (s *Server) followMembers(addrs, removed map[core.NodeID]string, where string) {
 	for _, id := range slices.Sorted(maps.Keys(addrs)) {
 		addr := addrs[id]
@@ -206,7 +206,7 @@ func (s *Server) followMembers(addrs, removed map[core.NodeID]string, where stri
 			continue
 		}
 		s.book.set(id, addr)
-		if id == s.cfg.ID || s.tr == nil {
+		if id == s.cfg.ID {
 			continue
 		}
 		s.log.Info("learnt a member's peer address", "member", uint64(id), "addr", addr, "from", where)
@@ -221,14 +221,10 @@ func (s *Server) followMembers(addrs, removed map[core.NodeID]string, where stri
 		}
 		s.book.remove(id, removed[id])
 		if id == s.cfg.ID {
-			if s.tr != nil {
-				s.stopRemoved(where)
-			}
+			s.stopRemoved(where)
 			continue
 		}
-		if s.tr != nil {
-			time.AfterFunc(grace, func() { _ = s.tr.RemovePeer(id) })
-		}
+		time.AfterFunc(grace, func() { _ = s.tr.RemovePeer(id) })
 	}
 }
 

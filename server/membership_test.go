@@ -282,3 +282,29 @@ func (c *testCluster) addVoter(t *testing.T, id core.NodeID) {
 		return err
 	})
 }
+
+// A member removed while it was down, and so far behind that the leader
+// can tell it of its removal only with a snapshot, learns it from the
+// snapshot's member records and stops, as it would on applying the
+// removal entry.
+func TestRemovedMemberBehindASnapshotStops(t *testing.T) {
+	c := newTestCluster(t, 3, 10)
+	lead := c.leader()
+	gone := lead%3 + 1
+	c.stop(gone)
+	eventually(t, func() error {
+		_, err := c.admin(c.leader()).MemberRemove(ctx(t), &apipb.MemberRemoveRequest{Id: uint64(gone)})
+		return err
+	})
+	putThroughLeader(t, c, 40) // the leader compacts its log past the removal
+
+	c.start(gone)
+	select {
+	case <-c.servers[gone].Done():
+		require.ErrorIs(t, c.servers[gone].Err(), ErrRemoved)
+		require.ErrorContains(t, c.servers[gone].Err(), "snapshot at log index")
+	case <-time.After(10 * time.Second):
+		t.Fatalf("node %d, removed while down, did not stop", gone)
+	}
+	delete(c.servers, gone)
+}

@@ -234,6 +234,10 @@ func (w *WAL) fail(err error) error {
 // no entry follows it).
 func (w *WAL) LastIndex() uint64 { return w.lastIndex }
 
+// Snapshot is the snapshot the log starts after (zero if none): the last
+// marker appended, installed or compacted to, synced or not.
+func (w *WAL) Snapshot() core.SnapshotMeta { return w.snap }
+
 // Durable is what a crash can no longer take back: the hard state and the
 // log's last entry as of the last successful Sync.
 type Durable struct {

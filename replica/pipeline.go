@@ -254,11 +254,16 @@ func (r *Replica) write(b *Batch) error {
 // the segments behind the snapshot before it (so a damaged newest file can
 // be replaced by the older one plus the log).
 func (r *Replica) compactTo(p *PendingSnapshot) error {
-	if err := r.wal.MarkCompacted(p.meta); err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	if err := r.wal.Sync(); err != nil {
-		return fmt.Errorf("replica: %w", err)
+	// A snapshot from the leader, installed while this one was being
+	// written, may already have replaced the log past it: then there is
+	// nothing left to compact behind it.
+	if p.meta.Index > r.wal.Snapshot().Index {
+		if err := r.wal.MarkCompacted(p.meta); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+		if err := r.wal.Sync(); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
 	}
 	if err := r.wal.ReleaseTo(p.releaseTo); err != nil {
 		return fmt.Errorf("replica: %w", err)

@@ -439,3 +439,60 @@ func TestNoCompactionBeforeTheSnapshotFileIsDurable(t *testing.T) {
 	_, err = s.rep.SnapshotWritten(pending)
 	require.NoError(t, err)
 }
+
+// A snapshot of the node's own, captured but not yet written, is overtaken
+// by a newer one from a leader, installed meanwhile: compacting behind the
+// older one afterwards has nothing left to compact and must not fail (it
+// stopped a keyvald in kvchaos: "compact to 20244: outside the log (20702,
+// 20702]"), and the node restarts from the leader's snapshot.
+func TestOwnSnapshotOvertakenByTheLeaders(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(3, 4)))
+	s, err := openSingle(t, fs, 10)
+	require.NoError(t, err)
+	s.settle()
+	var pending *PendingSnapshot
+	for id := uint64(1); pending == nil && id < 30; id++ {
+		require.NoError(t, s.rep.Propose(id, put(t, "k", "own")))
+		pending = s.runBatch()
+	}
+	require.NotNil(t, pending, "no snapshot was captured")
+
+	leaderState := kvstore.NewMemory(kvstore.Options{})
+	var batch []kvstore.Entry
+	for i := 1; i <= 100; i++ {
+		batch = append(batch, kvstore.Entry{Index: uint64(i), Data: put(t, fmt.Sprintf("k%d", i), "leader")})
+	}
+	_, err = leaderState.Apply(batch)
+	require.NoError(t, err)
+	var data bytes.Buffer
+	_, err = leaderState.Snapshot(&data)
+	require.NoError(t, err)
+	term := s.rep.Node().HardState().Term
+	m := core.Message{Type: core.MsgSnap, From: 2, To: 1, Term: term + 1,
+		Snapshot: &core.SnapshotMeta{Index: 100, Term: term + 1, Conf: core.ConfState{Voters: []core.NodeID{1, 2}}}}
+	require.NoError(t, s.rep.ReceiveSnapshot(m, bytes.NewReader(data.Bytes())))
+	installed := false
+	for s.rep.Node().HasReady() {
+		b, ok := s.rep.Ready()
+		require.True(t, ok)
+		installed = installed || b.rd.Snapshot != nil
+		require.Nil(t, s.finishBatch(b))
+	}
+	require.True(t, installed, "the core accepted the leader's snapshot")
+
+	_, err = s.rep.WriteSnapshot(pending)
+	require.NoError(t, err)
+	job, err := s.rep.SnapshotWritten(pending)
+	require.NoError(t, err)
+	_, err = s.rep.RunWAL(nil, []WALJob{job})
+	require.NoError(t, err, "compacting behind the overtaken snapshot")
+	s.rep.SnapshotDone()
+
+	fs.Crash()
+	s, err = openSingle(t, fs, 10)
+	require.NoError(t, err)
+	require.Equal(t, uint64(101), s.rep.Node().Status().FirstIndex, "the log starts after the leader's snapshot")
+	g, err := s.store.Get([]byte("k100"))
+	require.NoError(t, err)
+	require.True(t, g.Found)
+}

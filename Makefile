@@ -189,6 +189,7 @@ test-deep: fuzz
 	$(GO) run ./cmd/kvsim -swarm -repair -seed $$(( $(START) * 17 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 	$(GO) run ./cmd/kvsim -swarm -damage-all -seed $$(( $(START) * 19 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 	$(GO) run ./cmd/kvsim -swarm -lost-writes -seed $$(( $(START) * 23 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
+	$(GO) run ./cmd/kvsim -swarm -slow-snapshots -seed $$(( $(START) * 29 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 
 # A few seconds of each fuzz target, counted in executions: a time limit can
 # end a run mid-minimisation with a spurious "context deadline exceeded".

@@ -52,8 +52,8 @@ var ErrNoSnapshot = errors.New("disk: no valid snapshot")
 
 // SnapshotStore keeps snapshot files in a directory. Each is written under
 // a temporary name, synced, renamed into place and the directory synced, so
-// a snapshot either exists whole or not at all. Only the newest Keep are
-// kept. Like the WAL, a store belongs to one goroutine.
+// a snapshot either exists whole or not at all. Only the newest Keep of
+// those the log has moved past are kept (Prune). Like the WAL, a store belongs to one goroutine.
 //
 // A snapshot received from a leader is kept apart (CreateReceived) until
 // the node accepts it (Promote): the core may refuse it, and a refused
@@ -260,9 +260,9 @@ func (w *SnapshotWriter) writeOut(p []byte) error {
 }
 
 // Commit finishes the file and installs it atomically: trailer, fsync,
-// rename, directory fsync. A snapshot of the node's own then prunes the
-// snapshots beyond the newest Keep (a received one waits for Promote).
-// When Commit returns nil the snapshot is durable.
+// rename, directory fsync. When Commit returns nil the snapshot is
+// durable. It prunes nothing: older files go once the log starts after
+// this one (Prune).
 func (w *SnapshotWriter) Commit() error {
 	defer w.release()
 	if w.err != nil {
@@ -295,10 +295,7 @@ func (w *SnapshotWriter) Commit() error {
 	if err := w.s.fs.SyncDir(w.s.dir); err != nil {
 		return fmt.Errorf("snapshot: install %s: %w", w.final, err)
 	}
-	if w.received {
-		return nil
-	}
-	return w.s.Prune(w.meta.Index)
+	return nil
 }
 
 // Abort discards the snapshot being written.
@@ -315,11 +312,15 @@ func (w *SnapshotWriter) Abort() error {
 	return nil
 }
 
-// Prune removes all but the newest Keep snapshots in use, and the received
-// snapshots left apart at or below index (the node has installed or taken
-// a snapshot at index, so it will accept none of them). Call it once a
-// snapshot at index is in use: taken by the node (Commit calls it) or
-// received and installed.
+// Prune removes the snapshots in use older than the newest Keep at or
+// below index, and the received snapshots left apart at or below index.
+// Call it once the log durably starts after the snapshot at index (the
+// WAL's marker for it synced: taken by the node, or received and
+// installed), never sooner: until then a crash brings back a log that
+// starts at an older snapshot, and that file must still be there. Files
+// above index are left alone: a snapshot written just before a crash, whose
+// marker never reached the WAL, is not what the log starts from, so it must
+// not count among the Keep.
 func (s *SnapshotStore) Prune(index uint64) error {
 	s.names.Lock()
 	defer s.names.Unlock()
@@ -329,8 +330,10 @@ func (s *SnapshotStore) Prune(index uint64) error {
 	}
 	var inUse, stale []string
 	for _, n := range all {
-		if _, _, ok := parseSnapName(n); ok {
-			inUse = append(inUse, n) // fixed-width hex: name order is (index, term) order
+		if i, _, ok := parseSnapName(n); ok {
+			if i <= index {
+				inUse = append(inUse, n) // fixed-width hex: name order is (index, term) order
+			}
 		} else if i, ok := parseReceivedName(n); ok && i <= index {
 			stale = append(stale, n)
 		}

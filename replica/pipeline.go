@@ -250,9 +250,10 @@ func (r *Replica) write(b *Batch) error {
 	return nil
 }
 
-// compactTo records in the WAL that the snapshot is durable and releases
-// the segments behind the snapshot before it (so a damaged newest file can
-// be replaced by the older one plus the log).
+// compactTo records in the WAL that the snapshot is durable, prunes the
+// snapshot files the log no longer needs, and releases the segments behind
+// the snapshot before it (so a damaged newest file can be replaced by the
+// older one plus the log).
 func (r *Replica) compactTo(p *PendingSnapshot) error {
 	// A snapshot from the leader, installed while this one was being
 	// written, may already have replaced the log past it: then there is
@@ -262,6 +263,11 @@ func (r *Replica) compactTo(p *PendingSnapshot) error {
 			return fmt.Errorf("replica: %w", err)
 		}
 		if err := r.wal.Sync(); err != nil {
+			return fmt.Errorf("replica: %w", err)
+		}
+		// Only now: until the marker is synced, a crash brings back a log
+		// that needs the older files.
+		if err := r.snaps.Prune(p.meta.Index); err != nil {
 			return fmt.Errorf("replica: %w", err)
 		}
 	}

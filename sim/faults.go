@@ -65,6 +65,10 @@ type Faults struct {
 	// recover (Options.DamageAll). No other storage faults with it.
 	DamageAll      bool
 	DamageAllEvery int64
+	// SnapshotWriteTime is added to the time every snapshot of a node's
+	// own takes to write, µs (Options.SlowSnapshots): the window in which
+	// the file exists but the WAL's marker for it does not yet.
+	SnapshotWriteTime int64
 
 	// Not faults, but drawn per seed like them: flow control. Small
 	// messages make a follower catch up one entry per append, so a new
@@ -238,6 +242,7 @@ func (f Faults) String() string {
 		add(f.LostWriteProb > 0, "lostwrite=%.0f%%", f.LostWriteProb*100)
 	}
 	add(f.DamageAll, "damage-all/%dms", f.DamageAllEvery/1000)
+	add(f.SnapshotWriteTime > 0, "snapshot-write+%dms", f.SnapshotWriteTime/1000)
 	add(f.MaxMsgBytes > 0, "msg≤%dB", f.MaxMsgBytes)
 	add(f.MaxInflightMsgs > 0, "inflight≤%d", f.MaxInflightMsgs)
 	add(f.LeaderChurn > 0, "churn=%.0f%%", f.LeaderChurn*100)

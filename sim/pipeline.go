@@ -311,7 +311,7 @@ func (n *node) runSnapshot() {
 	snap := p.snapQ[0]
 	p.snapQ = p.snapQ[1:]
 	_, err := n.rep.WriteSnapshot(snap)
-	elapsed := n.diskTime()
+	elapsed := n.diskTime() + n.w.faults.SnapshotWriteTime
 	p.snapBusy = n.w.clock.now + elapsed
 	if err != nil {
 		n.storageFailure(err)

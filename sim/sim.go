@@ -55,6 +55,11 @@ type Options struct {
 	// end mark, whatever else the seed chose, and crash now and then, when
 	// the loss shows.
 	LostWrites bool
+	// SlowSnapshots makes every node's snapshot writer take a seed-chosen
+	// extra 10 ms to 1 s per snapshot (Faults.SnapshotWriteTime), as a
+	// large state machine's does, so that crashes, batches and a leader's
+	// snapshot fall inside a snapshot of the node's own in flight.
+	SlowSnapshots bool
 }
 
 // Result is what a run did and found.
@@ -320,6 +325,10 @@ func newWorld(opts Options) (*world, Result) {
 	if opts.LostWrites {
 		// Its own stream, split after every other.
 		w.stressLostWrites(split())
+	}
+	if opts.SlowSnapshots {
+		// Its own stream, split after every other.
+		w.faults.SnapshotWriteTime = []int64{10_000, 100_000, 300_000, 1_000_000}[split().IntN(4)]
 	}
 	if opts.DamageAll {
 		f := &w.faults

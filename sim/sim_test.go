@@ -56,8 +56,8 @@ func TestPinnedSeeds(t *testing.T) {
 	}
 	defer f.Close()
 	// A seed's workload follows it when it is not the default: -auth,
-	// -etcd or -repair, as kvsim takes them.
-	workloads := map[string]Options{"": {}, "-auth": {Auth: true}, "-etcd": {Etcd: true}, "-repair": {Repair: true}}
+	// -etcd, -repair or -slow-snapshots, as kvsim takes them.
+	workloads := map[string]Options{"": {}, "-auth": {Auth: true}, "-etcd": {Etcd: true}, "-repair": {Repair: true}, "-slow-snapshots": {SlowSnapshots: true}}
 	seeds := map[string][]uint64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -82,7 +82,7 @@ func TestPinnedSeeds(t *testing.T) {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"", "-auth", "-etcd", "-repair"} {
+	for _, w := range []string{"", "-auth", "-etcd", "-repair", "-slow-snapshots"} {
 		if len(seeds[w]) > 0 {
 			runSeedsAs(t, seeds[w], workloads[w])
 		}

@@ -53,7 +53,8 @@ var ErrNoSnapshot = errors.New("disk: no valid snapshot")
 // SnapshotStore keeps snapshot files in a directory. Each is written under
 // a temporary name, synced, renamed into place and the directory synced, so
 // a snapshot either exists whole or not at all. Only the newest Keep of
-// those the log has moved past are kept (Prune). Like the WAL, a store belongs to one goroutine.
+// those the log has moved past are kept (Prune). Like the WAL, a store
+// belongs to one goroutine.
 //
 // A snapshot received from a leader is kept apart (CreateReceived) until
 // the node accepts it (Promote): the core may refuse it, and a refused

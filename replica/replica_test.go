@@ -146,6 +146,66 @@ func (s *single) finishBatch(b *Batch) *PendingSnapshot {
 	return p
 }
 
+// captureSnapshot proposes writes, with ids from *id on, until one
+// captures a snapshot.
+func (s *single) captureSnapshot(id *uint64) *PendingSnapshot {
+	s.t.Helper()
+	for {
+		*id++
+		require.NoError(s.t, s.rep.Propose(*id, put(s.t, "k", fmt.Sprint(*id))))
+		if p := s.runBatch(); p != nil {
+			return p
+		}
+		require.Less(s.t, *id, uint64(200), "no snapshot was captured")
+	}
+}
+
+// compactBehind writes p's file and compacts the log and the WAL behind
+// it, as the runtime's snapshot stage does.
+func (s *single) compactBehind(p *PendingSnapshot) {
+	s.t.Helper()
+	_, err := s.rep.WriteSnapshot(p)
+	require.NoError(s.t, err)
+	job, err := s.rep.SnapshotWritten(p)
+	require.NoError(s.t, err)
+	_, err = s.rep.RunWAL(nil, []WALJob{job})
+	require.NoError(s.t, err)
+	s.rep.SnapshotDone()
+}
+
+// lead ticks the node until it leads, finishing the batches on the way,
+// and returns a snapshot one of them captured, if any.
+func (s *single) lead() *PendingSnapshot {
+	s.t.Helper()
+	var captured *PendingSnapshot
+	for i := 0; s.rep.Node().Status().Role != core.Leader; i++ {
+		require.Less(s.t, i, 200, "no leader")
+		s.rep.Node().Tick()
+		if b, ok := s.rep.Ready(); ok {
+			if p := s.finishBatch(b); p != nil {
+				captured = p
+			}
+		}
+	}
+	return captured
+}
+
+// storeSnapshot is the snapshot data of a store that applied puts of
+// k1..kn with value.
+func storeSnapshot(t *testing.T, n int, value string) []byte {
+	st := kvstore.NewMemory(kvstore.Options{})
+	var batch []kvstore.Entry
+	for i := 1; i <= n; i++ {
+		batch = append(batch, kvstore.Entry{Index: uint64(i), Data: put(t, fmt.Sprintf("k%d", i), value)})
+	}
+	_, err := st.Apply(batch)
+	require.NoError(t, err)
+	var data bytes.Buffer
+	_, err = st.Snapshot(&data)
+	require.NoError(t, err)
+	return data.Bytes()
+}
+
 // Apply only captures the state for a snapshot; batches go on
 // being applied while the snapshot waits to be written, one snapshot is in
 // flight at a time, and the file written holds the state at its index.
@@ -186,13 +246,7 @@ func TestBackgroundSnapshotHoldsTheStateAtItsIndex(t *testing.T) {
 	require.Equal(t, at+20, s.store.AppliedIndex(), "applying went on")
 	require.Less(t, s.rep.Node().Status().FirstIndex, at, "the log is not compacted before the file is written")
 
-	_, err = s.rep.WriteSnapshot(pending)
-	require.NoError(t, err)
-	job, err := s.rep.SnapshotWritten(pending)
-	require.NoError(t, err)
-	_, err = s.rep.RunWAL(nil, []WALJob{job})
-	require.NoError(t, err)
-	s.rep.SnapshotDone()
+	s.compactBehind(pending)
 	require.Equal(t, at+1, s.rep.Node().Status().FirstIndex, "the log is compacted behind the written snapshot")
 
 	snap, err := s.rep.OpenSnapshot(at)
@@ -373,16 +427,7 @@ func TestRefusedSnapshotsPruneNothing(t *testing.T) {
 // the WAL recorded a received snapshot as installed but before the state
 // machine stage put its file in use; recovery does that, and restores it.
 func TestAcceptedSnapshotSurvivesCrashBeforeInstall(t *testing.T) {
-	leaderState := kvstore.NewMemory(kvstore.Options{})
-	var batch []kvstore.Entry
-	for i := 1; i <= 50; i++ {
-		batch = append(batch, kvstore.Entry{Index: uint64(i), Data: put(t, fmt.Sprintf("k%d", i), "v")})
-	}
-	_, err := leaderState.Apply(batch)
-	require.NoError(t, err)
-	var data bytes.Buffer
-	_, err = leaderState.Snapshot(&data)
-	require.NoError(t, err)
+	data := storeSnapshot(t, 50, "v")
 
 	fs := disk.NewMemFS(rand.New(rand.NewPCG(9, 10)))
 	open := func() *single {
@@ -399,7 +444,7 @@ func TestAcceptedSnapshotSurvivesCrashBeforeInstall(t *testing.T) {
 	s := open()
 	m := core.Message{Type: core.MsgSnap, From: 2, To: 1, Term: 3,
 		Snapshot: &core.SnapshotMeta{Index: 50, Term: 2, Conf: core.ConfState{Voters: []core.NodeID{1, 2, 3}}}}
-	require.NoError(t, s.rep.ReceiveSnapshot(m, bytes.NewReader(data.Bytes())))
+	require.NoError(t, s.rep.ReceiveSnapshot(m, bytes.NewReader(data)))
 	inUse, err := s.rep.snaps.List()
 	require.NoError(t, err)
 	require.Empty(t, inUse, "not in use before the core accepts it")
@@ -450,27 +495,13 @@ func TestOwnSnapshotOvertakenByTheLeaders(t *testing.T) {
 	s, err := openSingle(t, fs, 10)
 	require.NoError(t, err)
 	s.settle()
-	var pending *PendingSnapshot
-	for id := uint64(1); pending == nil && id < 30; id++ {
-		require.NoError(t, s.rep.Propose(id, put(t, "k", "own")))
-		pending = s.runBatch()
-	}
-	require.NotNil(t, pending, "no snapshot was captured")
+	id := uint64(0)
+	pending := s.captureSnapshot(&id)
 
-	leaderState := kvstore.NewMemory(kvstore.Options{})
-	var batch []kvstore.Entry
-	for i := 1; i <= 100; i++ {
-		batch = append(batch, kvstore.Entry{Index: uint64(i), Data: put(t, fmt.Sprintf("k%d", i), "leader")})
-	}
-	_, err = leaderState.Apply(batch)
-	require.NoError(t, err)
-	var data bytes.Buffer
-	_, err = leaderState.Snapshot(&data)
-	require.NoError(t, err)
 	term := s.rep.Node().HardState().Term
 	m := core.Message{Type: core.MsgSnap, From: 2, To: 1, Term: term + 1,
 		Snapshot: &core.SnapshotMeta{Index: 100, Term: term + 1, Conf: core.ConfState{Voters: []core.NodeID{1, 2}}}}
-	require.NoError(t, s.rep.ReceiveSnapshot(m, bytes.NewReader(data.Bytes())))
+	require.NoError(t, s.rep.ReceiveSnapshot(m, bytes.NewReader(storeSnapshot(t, 100, "leader"))))
 	installed := false
 	for s.rep.Node().HasReady() {
 		b, ok := s.rep.Ready()
@@ -509,51 +540,18 @@ func TestSnapshotAheadOfItsMarkerDoesNotCountAmongTheKept(t *testing.T) {
 	require.NoError(t, err)
 	s.settle()
 	id := uint64(0)
-	capture := func() *PendingSnapshot {
-		for {
-			id++
-			require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprint(id))))
-			if p := s.runBatch(); p != nil {
-				return p
-			}
-			require.Less(t, id, uint64(200), "no snapshot was captured")
-		}
-	}
-	first := capture() // written and compacted behind: the WAL's marker
-	_, err = s.rep.WriteSnapshot(first)
-	require.NoError(t, err)
-	job, err := s.rep.SnapshotWritten(first)
-	require.NoError(t, err)
-	_, err = s.rep.RunWAL(nil, []WALJob{job})
-	require.NoError(t, err)
-	s.rep.SnapshotDone()
+	first := s.captureSnapshot(&id) // written and compacted behind: the WAL's marker
+	s.compactBehind(first)
 
 	for range 2 { // each life writes a snapshot file and crashes before its marker
-		if s.rep.Node().Status().Role == core.Leader {
-			_, err = s.rep.WriteSnapshot(capture())
-		} else {
-			var p *PendingSnapshot
-			for i := 0; p == nil && i < 200; i++ {
-				s.rep.Node().Tick()
-				if b, ok := s.rep.Ready(); ok {
-					p = s.finishBatch(b)
-				}
-				if p == nil && s.rep.Node().Status().Role == core.Leader {
-					p = capture()
-				}
-			}
-			require.NotNil(t, p)
-			_, err = s.rep.WriteSnapshot(p)
+		p := s.lead() // after a restart, replaying the log may capture one
+		if p == nil {
+			p = s.captureSnapshot(&id)
 		}
+		_, err = s.rep.WriteSnapshot(p)
 		require.NoError(t, err)
 		// A few entries more, so that the next life's snapshot falls at
 		// another index than this one's file.
-		for i := 0; s.rep.Node().Status().Role != core.Leader && i < 200; i++ {
-			s.rep.Node().Tick()
-			if b, ok := s.rep.Ready(); ok {
-				require.Nil(t, s.finishBatch(b))
-			}
-		}
 		for range 3 {
 			id++
 			require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprint(id))))

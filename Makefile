@@ -190,6 +190,7 @@ test-deep: fuzz
 	$(GO) run ./cmd/kvsim -swarm -damage-all -seed $$(( $(START) * 19 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 	$(GO) run ./cmd/kvsim -swarm -lost-writes -seed $$(( $(START) * 23 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 	$(GO) run ./cmd/kvsim -swarm -slow-snapshots -seed $$(( $(START) * 29 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
+	$(GO) run ./cmd/kvsim -swarm -gone-notices -seed $$(( $(START) * 31 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 
 # A few seconds of each fuzz target, counted in executions: a time limit can
 # end a run mid-minimisation with a spurious "context deadline exceeded".
@@ -248,10 +249,10 @@ bench-compare: etcd-benchmark etcd
 	$(GO) run ./cmd/benchcluster --steps compare $(BENCH_COMPARE_FLAGS)
 
 sim:
-	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair) $(if $(DAMAGE_ALL),-damage-all) $(if $(LOST_WRITES),-lost-writes)
+	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair) $(if $(DAMAGE_ALL),-damage-all) $(if $(LOST_WRITES),-lost-writes) $(if $(SLOW_SNAPSHOTS),-slow-snapshots) $(if $(GONE_NOTICES),-gone-notices)
 
 sim-swarm:
-	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair) $(if $(DAMAGE_ALL),-damage-all) $(if $(LOST_WRITES),-lost-writes)
+	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair) $(if $(DAMAGE_ALL),-damage-all) $(if $(LOST_WRITES),-lost-writes) $(if $(SLOW_SNAPSHOTS),-slow-snapshots) $(if $(GONE_NOTICES),-gone-notices)
 
 # Every bug planted by sim/testdata/teeth/*.patch, each in a scratch copy of
 # the working tree, must be caught by the check its header records, and

@@ -257,7 +257,11 @@ func (s *schedule) duplicate(int) error {
 
 func (s *schedule) unreachable(int) error {
 	if tn := s.c.nodes[s.pick()]; !tn.down {
-		tn.node.ReportUnreachable(s.pick())
+		gone := s.pick()
+		tn.node.ReportUnreachable(gone)
+		// The runtime's word that gone's process died, true or not:
+		// safety must not rest on it.
+		tn.node.ForgetLeader(gone)
 		tn.node.ReportSnapshot(s.pick(), false)
 	}
 	return nil

@@ -1073,6 +1073,18 @@ func (r *raft) reportUnreachable(id NodeID) {
 	}
 }
 
+func (r *raft) forgetLeader(id NodeID) {
+	if r.role != Follower || id == None || r.lead != id || r.cfg.LeaseRead {
+		return
+	}
+	r.lead = None
+	// The lease (electionElapsed < ElectionTick) is over; what is left of
+	// the randomized timeout is its random part, 1 to ElectionTick ticks,
+	// which keeps the followers that all saw the leader go from
+	// campaigning in the same tick.
+	r.electionElapsed = max(r.electionElapsed, r.cfg.ElectionTick)
+}
+
 func (r *raft) reportSnapshot(id NodeID, ok bool) {
 	if r.role != Leader {
 		return

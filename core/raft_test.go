@@ -1200,3 +1200,71 @@ func TestVoteFloorAfterRepair(t *testing.T) {
 		require.Equal(t, PreCandidate, n.Status().Role, "back at the floor, it campaigns again")
 	})
 }
+
+// A follower in its leader's lease refuses a pre-vote; once told the
+// leader's process is gone it grants one at once. Reports about another
+// node, and every report with LeaseRead, leave the lease alone.
+func TestForgetLeaderEndsTheLease(t *testing.T) {
+	preVote := Message{Type: MsgPreVote, From: 3, To: 1, Term: 3, Index: 1, LogTerm: 1}
+	granted := func(t *testing.T, n *Node) bool {
+		t.Helper()
+		require.NoError(t, n.Step(preVote))
+		resps := only(t, drain(n), MsgPreVoteResp)
+		return len(resps) == 1 && !resps[0].Reject
+	}
+	follower := func(t *testing.T, leaseRead bool) *Node {
+		n := newTestNode(t, 1, peers(3), 2, 1)
+		n.r.cfg.LeaseRead = leaseRead
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 2}))
+		drain(n)
+		require.Equal(t, NodeID(2), n.Status().Lead)
+		return n
+	}
+
+	n := follower(t, false)
+	require.False(t, granted(t, n), "in the lease a pre-vote is refused")
+	n.ForgetLeader(3) // not the leader
+	require.False(t, granted(t, n), "a report about another node must not end the lease")
+	n.ForgetLeader(2)
+	require.Equal(t, None, n.Status().Lead)
+	require.True(t, granted(t, n), "with the leader forgotten a pre-vote is granted")
+
+	n = follower(t, true)
+	n.ForgetLeader(2)
+	require.Equal(t, NodeID(2), n.Status().Lead, "LeaseRead relies on followers honouring the lease")
+	require.False(t, granted(t, n))
+}
+
+// A follower that forgot its leader campaigns within one election timeout;
+// one that did not waits more than a whole one. A leader ignores the
+// report.
+func TestForgetLeaderCampaignsWithinOneElectionTimeout(t *testing.T) {
+	campaignsWithin := func(n *Node, ticks int) bool {
+		for range ticks {
+			n.Tick()
+			if len(only(t, drain(n), MsgPreVote)) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for seed := uint64(1); seed <= 20; seed++ {
+		for _, forget := range []bool{false, true} {
+			st := PersistentState{HardState: HardState{Term: 2}, Snapshot: &SnapshotMeta{Conf: ConfState{Voters: peers(3)}}, Entries: ents(1)}
+			n, err := NewNode(Config{ID: 1, ElectionTick: 10, HeartbeatTick: 1, Seed: seed}, st)
+			require.NoError(t, err)
+			require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 2, To: 1, Term: 2}))
+			drain(n)
+			if forget {
+				n.ForgetLeader(2)
+			}
+			require.Equal(t, forget, campaignsWithin(n, 10), "seed %d, forgot the leader: %v", seed, forget)
+		}
+	}
+
+	lead := newTestNode(t, 1, peers(3), 1, 1)
+	makeLeader(t, lead)
+	lead.ForgetLeader(1)
+	require.Equal(t, Leader, lead.Status().Role)
+	require.Equal(t, NodeID(1), lead.Status().Lead)
+}

@@ -39,7 +39,10 @@ type Metrics struct {
 	members    *prometheus.GaugeVec
 	leaderChgs prometheus.Counter
 	elections  prometheus.Counter
-	confChgs   prometheus.Counter
+	// leadersGone counts leaders forgotten on the transport's word that
+	// their process was gone (ReportGone).
+	leadersGone prometheus.Counter
+	confChgs    prometheus.Counter
 
 	proposalsCommitted prometheus.Counter
 	proposalsFailed    prometheus.Counter
@@ -124,6 +127,8 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 	r.MustRegister(m.members)
 	m.leaderChgs = counter("keyval_leader_changes_total", "Times this node saw a new leader (the first one included).")
 	m.elections = counter("keyval_elections_total", "Elections this node started as a candidate (pre-votes not counted).")
+	m.leadersGone = counter("keyval_leaders_gone_total",
+		"Leaders this follower forgot because their process was seen to go (its stream broke and its address refused connections), so that it could vote for a new one at once.")
 	m.confChgs = counter("keyval_membership_changes_total", "Times the configuration this node uses changed.")
 
 	m.proposalsCommitted = counter("keyval_proposals_committed_total", "Writes proposed by this node that committed and were applied.")

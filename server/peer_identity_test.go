@@ -22,6 +22,7 @@ func (ignoreAll) Step(core.Message)                             {}
 func (ignoreAll) ReceiveSnapshot(core.Message, io.Reader) error { return io.EOF }
 func (ignoreAll) ReportUnreachable(core.NodeID)                 {}
 func (ignoreAll) ReportSnapshot(core.NodeID, bool)              {}
+func (ignoreAll) ReportGone(core.NodeID)                        {}
 
 // attack plays node claimed of cluster (showing cert, if any, over TLS
 // trusting ca) and sends target an append of a higher term than the

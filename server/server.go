@@ -631,6 +631,23 @@ func (h *peerHandler) ReportUnreachable(id core.NodeID) {
 	h.post(func() { h.rep.Node().ReportUnreachable(id) })
 }
 
+// ReportGone forgets the leader whose process the transport saw go, so
+// that this follower takes part in electing the next one at once instead
+// of first waiting out the dead leader's lease.
+func (h *peerHandler) ReportGone(id core.NodeID) {
+	h.post(func() {
+		n := h.rep.Node()
+		if st := n.SoftState(); st.Role != core.Follower || st.Lead != id {
+			return
+		}
+		n.ForgetLeader(id)
+		if n.SoftState().Lead == core.None {
+			h.obs.m.leadersGone.Inc()
+			h.log.Info("leader's process is gone; forgot it so an election can start without waiting out its lease", "leader", uint64(id))
+		}
+	})
+}
+
 func (h *peerHandler) ReportSnapshot(id core.NodeID, ok bool) {
 	h.post(func() { h.rep.Node().ReportSnapshot(id, ok) })
 }

@@ -221,6 +221,26 @@ func TestLeaderFailoverAndCatchUpBySnapshot(t *testing.T) {
 	})
 }
 
+// A stopped leader's followers see its stream break and its address
+// refuse connections; each forgets it (the counter says so), and a new
+// leader is elected.
+func TestFollowersForgetAStoppedLeader(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v")})
+	require.NoError(t, err)
+	c.stop(lead)
+	for id, s := range c.servers {
+		eventually(t, func() error {
+			if n := metricValue(t, s.obs.m.leadersGone); n != 1 {
+				return fmt.Errorf("node %d forgot %v gone leaders", id, n)
+			}
+			return nil
+		})
+	}
+	require.NotEqual(t, lead, c.leader())
+}
+
 func TestWholeClusterRestartKeepsData(t *testing.T) {
 	c := newTestCluster(t, 3, 50)
 	lead := c.leader()

@@ -69,6 +69,9 @@ type Faults struct {
 	// own takes to write, µs (Options.SlowSnapshots): the window in which
 	// the file exists but the WAL's marker for it does not yet.
 	SnapshotWriteTime int64
+	// GoneNotices: a node that crashes cleanly is known gone by the
+	// nodes it could reach (Options.GoneNotices).
+	GoneNotices bool
 
 	// Not faults, but drawn per seed like them: flow control. Small
 	// messages make a follower catch up one entry per append, so a new
@@ -243,6 +246,7 @@ func (f Faults) String() string {
 	}
 	add(f.DamageAll, "damage-all/%dms", f.DamageAllEvery/1000)
 	add(f.SnapshotWriteTime > 0, "snapshot-write+%dms", f.SnapshotWriteTime/1000)
+	add(f.GoneNotices, "gone-notices")
 	add(f.MaxMsgBytes > 0, "msg≤%dB", f.MaxMsgBytes)
 	add(f.MaxInflightMsgs > 0, "inflight≤%d", f.MaxInflightMsgs)
 	add(f.LeaderChurn > 0, "churn=%.0f%%", f.LeaderChurn*100)
@@ -276,6 +280,9 @@ type FaultCounts struct {
 	WaitedBelowFloor int
 	// HaltsBy splits Halts by reason.
 	HaltsBy [numHaltReasons]int
+	// LeadersForgotten counts followers that forgot their leader on a
+	// notice that it was gone (Faults.GoneNotices).
+	LeadersForgotten int
 }
 
 // HaltsByReason says how many halts each reason had, those with none
@@ -291,7 +298,11 @@ func (c FaultCounts) HaltsByReason() string {
 }
 
 func (c FaultCounts) String() string {
-	return fmt.Sprintf("dropped=%d duplicated=%d partitions=%d crashes=%d pauses=%d torn=%d flipped=%d misdirected=%d eio=%d enospc=%d rotted=%d isolations=%d halts=%d repairs=%d",
+	s := fmt.Sprintf("dropped=%d duplicated=%d partitions=%d crashes=%d pauses=%d torn=%d flipped=%d misdirected=%d eio=%d enospc=%d rotted=%d isolations=%d halts=%d repairs=%d",
 		c.Dropped, c.Duplicated, c.Partitions, c.Crashes, c.Pauses, c.TornWrites, c.FlippedWrites,
 		c.MisdirectedWrites, c.ReadErrors, c.NoSpace, c.Rotted, c.Isolations, c.Halts, c.Repairs)
+	if c.LeadersForgotten > 0 {
+		s += fmt.Sprintf(" leaders-forgotten=%d", c.LeadersForgotten)
+	}
+	return s
 }

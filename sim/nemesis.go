@@ -42,6 +42,7 @@ func (w *world) startNemesis(until int64) {
 			}
 			if rng.IntN(2) == 0 {
 				n.crash()
+				w.noticeGone(n)
 				w.clock.after(rng.Int64N(f.DownFor)+1, n.restart)
 				return
 			}
@@ -87,6 +88,39 @@ func (w *world) startNemesis(until int64) {
 				// term until the links heal.
 				w.isolateFor(n, pauseFor+w.extraRng.Int64N(200_000), "while paused")
 			}
+		})
+	}
+}
+
+// noticeGone tells every live node that n could reach both ways, each
+// after a link's delay, that n's process is gone: the server's transport
+// learns it when n's stream breaks and n's address refuses connections. A
+// power cut (a crash in the middle of disk work) refuses nothing, so it
+// gives no notice. Only with Faults.GoneNotices.
+func (w *world) noticeGone(n *node) {
+	if !w.faults.GoneNotices {
+		return
+	}
+	epoch := n.epoch
+	for _, o := range w.nodes {
+		if o == n || !o.alive() || !w.net.connected(n.id, o.id) || !w.net.connected(o.id, n.id) {
+			continue
+		}
+		oEpoch := o.epoch
+		delay := w.faults.MinDelay + w.goneRng.Int64N(w.faults.MaxDelay-w.faults.MinDelay+1)
+		w.clock.after(2*delay, func() {
+			if n.epoch != epoch || n.state == nodeUp || o.epoch != oEpoch || !o.alive() {
+				return
+			}
+			node := o.rep.Node()
+			before := node.SoftState().Lead
+			node.ForgetLeader(n.id)
+			if before != core.None && node.SoftState().Lead == core.None {
+				w.counts.LeadersForgotten++
+				w.logf("node %d forgot leader %d: its process is gone", o.id, n.id)
+			}
+			w.check(w.checker.Observe(node))
+			o.schedule()
 		})
 	}
 }

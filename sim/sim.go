@@ -60,6 +60,12 @@ type Options struct {
 	// large state machine's does, so that crashes, batches and a leader's
 	// snapshot fall inside a snapshot of the node's own in flight.
 	SlowSnapshots bool
+	// GoneNotices tells the nodes a crashed node could reach that its
+	// process is gone, a link's delay after the crash
+	// (Faults.GoneNotices), as the server's transport learns it from a
+	// broken stream and a refused connection: a follower that hears it
+	// of its leader forgets the leader (core.Node.ForgetLeader).
+	GoneNotices bool
 }
 
 // Result is what a run did and found.
@@ -180,6 +186,7 @@ type world struct {
 	extraRng      *rand.Rand // bit rot at crashes, isolating leaders
 	repairRng     *rand.Rand // damage in the middle of a WAL (Faults.DeepRotProb)
 	pipeRng       *rand.Rand // seeds each node's pipeline timing
+	goneRng       *rand.Rand // delays of the notices that a node is gone
 	pipeStats     PipeStats
 	faultsUntil   int64
 
@@ -329,6 +336,11 @@ func newWorld(opts Options) (*world, Result) {
 	if opts.SlowSnapshots {
 		// Its own stream, split after every other.
 		w.faults.SnapshotWriteTime = []int64{10_000, 100_000, 300_000, 1_000_000}[split().IntN(4)]
+	}
+	if opts.GoneNotices {
+		// Its own stream, split after every other.
+		w.goneRng = split()
+		w.faults.GoneNotices = true
 	}
 	if opts.DamageAll {
 		f := &w.faults

@@ -56,8 +56,9 @@ func TestPinnedSeeds(t *testing.T) {
 	}
 	defer f.Close()
 	// A seed's workload follows it when it is not the default: -auth,
-	// -etcd, -repair or -slow-snapshots, as kvsim takes them.
-	workloads := map[string]Options{"": {}, "-auth": {Auth: true}, "-etcd": {Etcd: true}, "-repair": {Repair: true}, "-slow-snapshots": {SlowSnapshots: true}}
+	// -etcd, -repair, -slow-snapshots or -gone-notices, as kvsim takes them.
+	workloads := map[string]Options{"": {}, "-auth": {Auth: true}, "-etcd": {Etcd: true}, "-repair": {Repair: true},
+		"-slow-snapshots": {SlowSnapshots: true}, "-gone-notices": {GoneNotices: true}}
 	seeds := map[string][]uint64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -82,7 +83,7 @@ func TestPinnedSeeds(t *testing.T) {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"", "-auth", "-etcd", "-repair", "-slow-snapshots"} {
+	for _, w := range []string{"", "-auth", "-etcd", "-repair", "-slow-snapshots", "-gone-notices"} {
 		if len(seeds[w]) > 0 {
 			runSeedsAs(t, seeds[w], workloads[w])
 		}
@@ -137,6 +138,22 @@ func TestRepairSeeds(t *testing.T) {
 	t.Logf("%d nodes repaired their WAL, %d halted", sum.repairs, sum.halts)
 	if sum.repairs < n/2 {
 		t.Errorf("only %d repairs in %d seeds", sum.repairs, n)
+	}
+}
+
+// TestGoneNoticeSeeds runs KEYVAL_SIM_GONE_SEEDS fresh seeds (default 100;
+// 10 with -short) in which the nodes a cleanly crashed node could reach
+// are told its process is gone (Options.GoneNotices), as the server's
+// transport tells them. Each must pass, and together they must have had
+// followers forget a crashed leader: the path must be run, not only
+// present.
+func TestGoneNoticeSeeds(t *testing.T) {
+	n, base := seedCount(t, "KEYVAL_SIM_GONE_SEEDS", 100, 10), seedBase(t)
+	t.Logf("seeds %d..%d with notices of crashed nodes", base, base+uint64(n)-1)
+	sum := runSeedsAs(t, consecutive(base, n), Options{GoneNotices: true})
+	t.Logf("%d followers forgot a crashed leader", sum.forgotten)
+	if sum.forgotten == 0 {
+		t.Errorf("no follower forgot a crashed leader in %d seeds", n)
 	}
 }
 
@@ -250,6 +267,9 @@ type swarmSummary struct {
 	lost int
 	// lostEnds counts starts that found the WAL's end lost.
 	lostEnds int
+	// forgotten counts followers that forgot a crashed leader
+	// (Options.GoneNotices).
+	forgotten int
 	// denied counts operations refused for want of permission,
 	// allowedAfterGrant those that succeeded on a key after a grant of it
 	// returned, changes the grants and revokes.
@@ -366,6 +386,12 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 					if opts.LostWrites {
 						replay += " LOST_WRITES=1"
 					}
+					if opts.SlowSnapshots {
+						replay += " SLOW_SNAPSHOTS=1"
+					}
+					if opts.GoneNotices {
+						replay += " GONE_NOTICES=1"
+					}
 					t.Errorf("%s   # %v", replay, res.Err)
 				}
 				sum.addAuth(res.History)
@@ -378,6 +404,7 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 				sum.waited += res.Counts.WaitedBelowFloor
 				sum.lost += res.Counts.LostWrites
 				sum.lostEnds += res.Counts.LostEnds
+				sum.forgotten += res.Counts.LeadersForgotten
 				if res.Membership.Committed() > 0 {
 					sum.withChanges++
 				}

@@ -35,6 +35,7 @@ func main() {
 	authWorkload := flag.Bool("auth", false, "run the auth workload: the clients work as a user whose permissions an administrator revokes and grants")
 	repair := flag.Bool("repair", false, "make nodes repair damaged WALs: a minority crash and come back with a bit flipped deep in their WAL, whatever else the seed chose")
 	damageAll := flag.Bool("damage-all", false, "crash every member at once now and then, each coming back with one entry of its WAL damaged, no two at the same index")
+	goneNotices := flag.Bool("gone-notices", false, "tell the nodes a cleanly crashed node could reach that its process is gone, as the server's transport learns from a refused connection, so its followers forget it and elect a new leader at once")
 	slowSnapshots := flag.Bool("slow-snapshots", false, "make every snapshot of a node's own take an extra 10 ms to 1 s (chosen by the seed) to write, so that crashes and a leader's snapshot fall inside one in flight")
 	lostWrites := flag.Bool("lost-writes", false, "make a minority of nodes lose synced writes (zeros after a crash, or a file's last write), with the WAL end mark on to find a lost last one, whatever else the seed chose")
 	etcdWorkload := flag.Bool("etcd", false, "run the etcd workload: multi-key transactions with compares and reads at a revision, checked by revision")
@@ -57,7 +58,7 @@ func main() {
 		os.Exit(2)
 	}
 	tuneGC()
-	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair, DamageAll: *damageAll, LostWrites: *lostWrites, SlowSnapshots: *slowSnapshots}
+	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair, DamageAll: *damageAll, LostWrites: *lostWrites, SlowSnapshots: *slowSnapshots, GoneNotices: *goneNotices}
 	if *swarm {
 		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out, *membership))
 	}

@@ -31,6 +31,7 @@ type recorder struct {
 	msgs        chan core.Message
 	unreachable chan core.NodeID
 	snapReports chan snapReport
+	gone        chan core.NodeID
 
 	// hold, if set, blocks every Step until it is closed: a slow peer.
 	hold chan struct{}
@@ -48,6 +49,7 @@ func newRecorder() *recorder {
 		msgs:        make(chan core.Message, 1<<16),
 		unreachable: make(chan core.NodeID, 1<<10),
 		snapReports: make(chan snapReport, 1<<6),
+		gone:        make(chan core.NodeID, 1<<6),
 	}
 }
 
@@ -74,6 +76,13 @@ func (r *recorder) ReportUnreachable(id core.NodeID) {
 }
 
 func (r *recorder) ReportSnapshot(id core.NodeID, ok bool) { r.snapReports <- snapReport{id, ok} }
+
+func (r *recorder) ReportGone(id core.NodeID) {
+	select {
+	case r.gone <- id:
+	default: // the test has seen enough
+	}
+}
 
 // next returns the next delivered message or fails the test.
 func (r *recorder) next(t testing.TB) core.Message {

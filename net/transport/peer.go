@@ -7,9 +7,11 @@ import (
 	"hash/crc32"
 	"io"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -151,6 +153,7 @@ func (p *peer) run() {
 		}
 		if accepted {
 			bo.reset()
+			p.probeGone()
 		}
 		p.t.unreachable(p)
 		// Log the first failure of a streak loudly, the rest quietly.
@@ -165,6 +168,35 @@ func (p *peer) run() {
 		}
 	}
 }
+
+// probeGone asks, beside the reconnecting loop, whether the peer whose
+// stream just broke is still there: a fresh TCP connection to its address
+// that is refused means its process is gone (killed, crashed or stopped).
+// Its followers can then elect a new leader without first waiting out the
+// old one's lease. Anything else (accepted, timed out, unreachable) says
+// nothing and reports nothing.
+func (p *peer) probeGone() {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(p.ctx, goneProbeTimeout)
+		defer cancel()
+		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.addr)
+		if err == nil {
+			_ = conn.Close()
+			return
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) && p.ctx.Err() == nil {
+			p.t.log.Info("peer's process is gone: its stream broke and its address refuses connections", "peer", uint64(p.id), "addr", p.addr)
+			p.t.reports.gone(p.id)
+		}
+	}()
+}
+
+// goneProbeTimeout bounds probeGone's connection attempt: a refusal comes
+// back within a round trip, so waiting longer would only mean the host is
+// not answering, which probeGone does not report.
+const goneProbeTimeout = time.Second
 
 // dropFor waits d, dropping everything queued for the peer meanwhile: those
 // messages would be stale by the time the stream is back, and Raft resends

@@ -44,6 +44,11 @@ type Handler interface {
 	ReportUnreachable(id core.NodeID)
 	// ReportSnapshot says whether a SendSnapshot to id was taken in full.
 	ReportSnapshot(id core.NodeID, ok bool)
+	// ReportGone says id's process is gone: a stream to it that was up
+	// broke, and a new connection to its address was refused (the host
+	// answers, nothing listens). A host that vanished or a partition
+	// refuses nothing, so they are never reported: only timeouts tell.
+	ReportGone(id core.NodeID)
 }
 
 // PeerStats counts one peer's traffic. Sent and Dropped are outbound
@@ -386,7 +391,7 @@ func (t *Transport) Close() error {
 	return nil
 }
 
-// reporter delivers ReportUnreachable and ReportSnapshot from a goroutine of
+// reporter delivers the Report* calls from a goroutine of
 // its own, so that Send (called by the event loop) never calls back into the
 // handler, and a slow handler never stalls a sender.
 type reporter struct {
@@ -398,10 +403,18 @@ type reporter struct {
 }
 
 type report struct {
-	id       core.NodeID
-	snapshot bool // a ReportSnapshot; otherwise ReportUnreachable
-	ok       bool
+	id   core.NodeID
+	kind reportKind
+	ok   bool // a snapshot's outcome
 }
+
+type reportKind uint8
+
+const (
+	reportUnreachable reportKind = iota
+	reportSnapshot
+	reportGone
+)
 
 func (r *reporter) start(t *Transport) {
 	r.wake = make(chan struct{}, 1)
@@ -420,11 +433,13 @@ func (r *reporter) push(ev report) {
 	}
 }
 
-func (r *reporter) unreachable(id core.NodeID) { r.push(report{id: id}) }
+func (r *reporter) unreachable(id core.NodeID) { r.push(report{id: id, kind: reportUnreachable}) }
 
 func (r *reporter) snapshot(id core.NodeID, ok bool) {
-	r.push(report{id: id, snapshot: true, ok: ok})
+	r.push(report{id: id, kind: reportSnapshot, ok: ok})
 }
+
+func (r *reporter) gone(id core.NodeID) { r.push(report{id: id, kind: reportGone}) }
 
 func (r *reporter) run(t *Transport) {
 	defer r.wg.Done()
@@ -442,9 +457,12 @@ func (r *reporter) run(t *Transport) {
 			if t.closing.Load() {
 				return
 			}
-			if ev.snapshot {
+			switch ev.kind {
+			case reportSnapshot:
 				t.h.ReportSnapshot(ev.id, ev.ok)
-			} else {
+			case reportGone:
+				t.h.ReportGone(ev.id)
+			default:
 				t.h.ReportUnreachable(ev.id)
 			}
 		}

@@ -200,6 +200,32 @@ func TestReconnectAfterPeerRestart(t *testing.T) {
 	}
 }
 
+// A peer whose process stopped (its listener closed) is reported gone once
+// its stream breaks, and only it.
+func TestStoppedPeerReportedGone(t *testing.T) {
+	nodes := cluster(t, 3, nil)
+	a, b := nodes[0], nodes[1]
+	a.tr.Send([]core.Message{app(1, 2, 0, 16), app(1, 3, 0, 16)})
+	b.h.next(t)
+	nodes[2].h.next(t)
+	b.stop()
+	select {
+	case id := <-a.h.gone:
+		if id != 2 {
+			t.Fatalf("peer %d reported gone; only 2 stopped", id)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatalf("stopped peer 2 never reported gone")
+	}
+	a.tr.Send([]core.Message{app(1, 3, 1, 16)})
+	nodes[2].h.next(t)
+	select {
+	case id := <-a.h.gone:
+		t.Fatalf("peer %d reported gone again, or a live peer reported", id)
+	default:
+	}
+}
+
 // TestPeerMembership: a peer at a dead address is reported unreachable and
 // its messages dropped; UpdatePeer moves it to a live address.
 func TestPeerMembership(t *testing.T) {

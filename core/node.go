@@ -131,13 +131,14 @@ func (n *Node) ReportUnreachable(id NodeID) { n.r.reportUnreachable(id) }
 // ForgetLeader tells a follower that the process of node id, its leader,
 // is gone: the runtime saw its connection close and nothing listening at
 // its address any more. The follower stops honouring that leader's lease,
-// so it grants (pre-)votes at once, and it campaigns within one election
-// timeout rather than first waiting out a whole one: when every follower
-// saw the leader die, the next leader is elected in the random part of the
-// timeout alone. A report about any other node, or to a node that is not a
-// follower, changes nothing (it may be late: the leader it means may be
-// gone already). With LeaseRead it is ignored: a leader answering reads
-// from its lease relies on every follower honouring that lease.
+// so it grants (pre-)votes at once, and it campaigns within a few ticks
+// instead of a whole election timeout: the voters left take turns a tick
+// apart, in id order, so that when every follower saw the leader die the
+// lowest one with an up-to-date log is elected, without split votes. A
+// report about any other node, or to a node that is not a follower,
+// changes nothing (it may be late: the leader it means may be gone
+// already). With LeaseRead it is ignored: a leader answering reads from
+// its lease relies on every follower honouring that lease.
 func (n *Node) ForgetLeader(id NodeID) { n.r.forgetLeader(id) }
 
 // ReportSnapshot tells the leader whether the snapshot it asked to send to

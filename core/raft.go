@@ -1078,11 +1078,18 @@ func (r *raft) forgetLeader(id NodeID) {
 		return
 	}
 	r.lead = None
-	// The lease (electionElapsed < ElectionTick) is over; what is left of
-	// the randomized timeout is its random part, 1 to ElectionTick ticks,
-	// which keeps the followers that all saw the leader go from
-	// campaigning in the same tick.
-	r.electionElapsed = max(r.electionElapsed, r.cfg.ElectionTick)
+	// The lease is over. The voters left campaign a tick apart, in id
+	// order: the first at its next tick, the second a tick later (in case
+	// the first's log was behind, or its pre-votes went unanswered), and
+	// so on, none later than a whole timeout. Followers that all saw the
+	// leader go then do not split their votes by campaigning together.
+	rank := 0
+	for _, v := range r.trk.conf.Voters {
+		if v != id && v < r.id {
+			rank++
+		}
+	}
+	r.electionElapsed = max(r.electionElapsed, r.randomizedElectionTimeout-min(rank+1, r.cfg.ElectionTick))
 }
 
 func (r *raft) reportSnapshot(id NodeID, ok bool) {

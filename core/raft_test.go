@@ -1235,9 +1235,9 @@ func TestForgetLeaderEndsTheLease(t *testing.T) {
 	require.False(t, granted(t, n))
 }
 
-// A follower that forgot its leader campaigns within one election timeout;
-// one that did not waits more than a whole one. A leader ignores the
-// report.
+// A follower that forgot its leader campaigns within one election timeout
+// (the voters left a tick apart, in id order); one that did not waits more
+// than a whole one. A leader ignores the report.
 func TestForgetLeaderCampaignsWithinOneElectionTimeout(t *testing.T) {
 	campaignsWithin := func(n *Node, ticks int) bool {
 		for range ticks {
@@ -1267,4 +1267,30 @@ func TestForgetLeaderCampaignsWithinOneElectionTimeout(t *testing.T) {
 	lead.ForgetLeader(1)
 	require.Equal(t, Leader, lead.Status().Role)
 	require.Equal(t, NodeID(1), lead.Status().Lead)
+}
+
+// The voters left after a leader is forgotten campaign a tick apart, in id
+// order, whatever their random timeouts: no two in the same tick.
+func TestForgottenLeadersVotersCampaignATickApart(t *testing.T) {
+	firstCampaign := func(id NodeID, seed uint64) int {
+		st := PersistentState{HardState: HardState{Term: 2}, Snapshot: &SnapshotMeta{Conf: ConfState{Voters: peers(5)}}, Entries: ents(1)}
+		n, err := NewNode(Config{ID: id, ElectionTick: 10, HeartbeatTick: 1, Seed: seed}, st)
+		require.NoError(t, err)
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeat, From: 3, To: id, Term: 2}))
+		drain(n)
+		n.ForgetLeader(3)
+		for tick := 1; tick <= 20; tick++ {
+			n.Tick()
+			if len(only(t, drain(n), MsgPreVote)) > 0 {
+				return tick
+			}
+		}
+		return 0
+	}
+	for seed := uint64(1); seed <= 10; seed++ {
+		// Leader 3 gone: 1, 2, 4 and 5 are left, in that order.
+		for rank, id := range []NodeID{1, 2, 4, 5} {
+			require.Equal(t, rank+1, firstCampaign(id, seed), "node %d, seed %d", id, seed)
+		}
+	}
 }

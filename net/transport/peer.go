@@ -170,33 +170,52 @@ func (p *peer) run() {
 }
 
 // probeGone asks, beside the reconnecting loop, whether the peer whose
-// stream just broke is still there: a fresh TCP connection to its address
-// that is refused means its process is gone (killed, crashed or stopped).
+// stream just broke is still there, and reports it gone if not (addrGone).
 // Its followers can then elect a new leader without first waiting out the
-// old one's lease. Anything else (accepted, timed out, unreachable) says
-// nothing and reports nothing.
+// old one's lease.
 func (p *peer) probeGone() {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		ctx, cancel := context.WithTimeout(p.ctx, goneProbeTimeout)
-		defer cancel()
-		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.addr)
-		if err == nil {
-			_ = conn.Close()
-			return
-		}
-		if errors.Is(err, syscall.ECONNREFUSED) && p.ctx.Err() == nil {
+		if addrGone(p.ctx, p.addr) && p.ctx.Err() == nil {
 			p.t.log.Info("peer's process is gone: its stream broke and its address refuses connections", "peer", uint64(p.id), "addr", p.addr)
 			p.t.reports.gone(p.id)
 		}
 	}()
 }
 
-// goneProbeTimeout bounds probeGone's connection attempt: a refusal comes
-// back within a round trip, so waiting longer would only mean the host is
-// not answering, which probeGone does not report.
-const goneProbeTimeout = time.Second
+// addrGone reports whether nothing listens at addr any more: a fresh TCP
+// connection is refused (the host answers, no process has the port), or
+// is accepted and then reset or closed at once. The second is a process
+// caught exiting: its connections are closed before its listener, and
+// the kernel accepts for a listener until it is closed. A live server
+// keeps a new connection open while it waits for the client to speak (or
+// speaks first). Anything else (a time-out, an unreachable network) says
+// nothing: a partition or a vanished host is left to the election timeout.
+func addrGone(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, goneProbeTimeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return errors.Is(err, syscall.ECONNREFUSED)
+	}
+	defer conn.Close()
+	if err := conn.SetReadDeadline(time.Now().Add(goneSettle)); err != nil {
+		return false
+	}
+	_, err = conn.Read(make([]byte, 1))
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
+}
+
+const (
+	// goneProbeTimeout bounds addrGone's connection attempt: a refusal
+	// comes back within a round trip, so waiting longer would only mean
+	// the host is not answering, which addrGone does not report.
+	goneProbeTimeout = time.Second
+	// goneSettle is how long an accepted probe connection is watched for
+	// a reset: the rest of an exiting process's teardown.
+	goneSettle = 100 * time.Millisecond
+)
 
 // dropFor waits d, dropping everything queued for the peer meanwhile: those
 // messages would be stale by the time the stream is back, and Raft resends

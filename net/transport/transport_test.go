@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -356,4 +357,37 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		}
 	}()
 	checkNoLeak(t, base)
+}
+
+// addrGone tells an address nobody listens at, or whose listener drops a
+// new connection at once (a process caught exiting), from a live one.
+func TestAddrGone(t *testing.T) {
+	ctx := context.Background()
+
+	closed := listen(t)
+	addr := closed.Addr().String()
+	closed.Close()
+	if !addrGone(ctx, addr) {
+		t.Errorf("an address nobody listens at is not gone")
+	}
+
+	dropping := listen(t)
+	defer dropping.Close()
+	go func() {
+		for {
+			c, err := dropping.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if !addrGone(ctx, dropping.Addr().String()) {
+		t.Errorf("an address whose listener drops new connections at once is not gone")
+	}
+
+	live := cluster(t, 1, nil)[0]
+	if addrGone(ctx, live.addr) {
+		t.Errorf("a live transport's address is gone")
+	}
 }

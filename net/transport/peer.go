@@ -186,7 +186,8 @@ func (p *peer) probeGone() {
 
 // addrGone reports whether nothing listens at addr any more: a fresh TCP
 // connection is refused (the host answers, no process has the port), or
-// is accepted and then reset or closed at once. The second is a process
+// is reset while connecting, or is accepted and then reset or closed at
+// once. The last two are a process
 // caught exiting: its connections are closed before its listener, and
 // the kernel accepts for a listener until it is closed. A live server
 // keeps a new connection open while it waits for the client to speak (or
@@ -197,7 +198,9 @@ func addrGone(ctx context.Context, addr string) bool {
 	defer cancel()
 	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return errors.Is(err, syscall.ECONNREFUSED)
+		// Reset while connecting: the listener closed in the middle of
+		// the handshake.
+		return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 	}
 	defer conn.Close()
 	if err := conn.SetReadDeadline(time.Now().Add(goneSettle)); err != nil {

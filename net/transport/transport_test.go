@@ -386,6 +386,24 @@ func TestAddrGone(t *testing.T) {
 		t.Errorf("an address whose listener drops new connections at once is not gone")
 	}
 
+	// Reset rather than closed, as the kernel resets the connections
+	// waiting on a listener that closes.
+	resetting := listen(t)
+	defer resetting.Close()
+	go func() {
+		for {
+			c, err := resetting.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	if !addrGone(ctx, resetting.Addr().String()) {
+		t.Errorf("an address whose listener resets new connections at once is not gone")
+	}
+
 	live := cluster(t, 1, nil)[0]
 	if addrGone(ctx, live.addr) {
 		t.Errorf("a live transport's address is gone")

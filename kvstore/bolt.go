@@ -86,17 +86,21 @@ const boltFormatVersion = 5
 var bucketHistoryV3 = []byte("history")
 
 // initialMmapSize is bbolt's first memory map: address space, not memory.
-const initialMmapSize = 1 << 30
+// 10 GiB, as etcd's backend maps: below it the file grows without a remap,
+// and a remap waits for every read transaction, a snapshot's included.
+const initialMmapSize = 10 << 30
 
 // OpenBolt opens (creating if needed) the store in the bbolt file at path.
 //
 // bbolt options: the freelist is not written on commit (NoFreelistSync)
 // and is kept as a hash map, which makes commits cheaper at the cost of
 // rebuilding the freelist by scanning when the file is opened; fsync on
-// every commit stays on unless opts.NoSync. The memory map starts at 1 GiB
-// of address space (not memory): a commit that must grow the map waits
+// every commit stays on unless opts.NoSync. The memory map starts at 10
+// GiB of address space (not memory): a commit that must grow the map waits
 // for every open read transaction, and a snapshot being written holds one
-// for as long as writing takes.
+// for as long as writing takes (tens of seconds with a large history), so
+// with a smaller map every apply stalled for that long each time the file
+// crossed a GiB (bbolt grows a map of a GiB or more a GiB at a time).
 //
 // An existing file is checked first (every page its trees reach is read);
 // a file bbolt refuses or that fails the check is an error wrapping

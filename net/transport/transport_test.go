@@ -371,41 +371,37 @@ func TestAddrGone(t *testing.T) {
 		t.Errorf("an address nobody listens at is not gone")
 	}
 
-	dropping := listen(t)
-	defer dropping.Close()
-	go func() {
-		for {
-			c, err := dropping.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
+	for _, reset := range []bool{false, true} {
+		// Closed, and reset: the kernel resets the connections waiting
+		// on a listener that closes.
+		l := dropEveryConnection(t, reset)
+		if !addrGone(ctx, l.Addr().String()) {
+			t.Errorf("an address whose listener drops new connections at once (reset: %v) is not gone", reset)
 		}
-	}()
-	if !addrGone(ctx, dropping.Addr().String()) {
-		t.Errorf("an address whose listener drops new connections at once is not gone")
-	}
-
-	// Reset rather than closed, as the kernel resets the connections
-	// waiting on a listener that closes.
-	resetting := listen(t)
-	defer resetting.Close()
-	go func() {
-		for {
-			c, err := resetting.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.(*net.TCPConn).SetLinger(0)
-			c.Close()
-		}
-	}()
-	if !addrGone(ctx, resetting.Addr().String()) {
-		t.Errorf("an address whose listener resets new connections at once is not gone")
 	}
 
 	live := cluster(t, 1, nil)[0]
 	if addrGone(ctx, live.addr) {
 		t.Errorf("a live transport's address is gone")
 	}
+}
+
+// dropEveryConnection listens and closes (or, with reset, resets) every
+// connection as soon as it is accepted.
+func dropEveryConnection(t *testing.T, reset bool) net.Listener {
+	l := listen(t)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if reset {
+				_ = c.(*net.TCPConn).SetLinger(0)
+			}
+			c.Close()
+		}
+	}()
+	return l
 }

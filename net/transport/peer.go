@@ -178,7 +178,7 @@ func (p *peer) probeGone() {
 	go func() {
 		defer p.wg.Done()
 		if addrGone(p.ctx, p.addr) && p.ctx.Err() == nil {
-			p.t.log.Info("peer's process is gone: its stream broke and its address refuses connections", "peer", uint64(p.id), "addr", p.addr)
+			p.t.log.Info("peer's process is gone: its stream broke and nothing listens at its address", "peer", uint64(p.id), "addr", p.addr)
 			p.t.reports.gone(p.id)
 		}
 	}()
@@ -187,12 +187,12 @@ func (p *peer) probeGone() {
 // addrGone reports whether nothing listens at addr any more: a fresh TCP
 // connection is refused (the host answers, no process has the port), or
 // is reset while connecting, or is accepted and then reset or closed at
-// once. The last two are a process
-// caught exiting: its connections are closed before its listener, and
-// the kernel accepts for a listener until it is closed. A live server
-// keeps a new connection open while it waits for the client to speak (or
-// speaks first). Anything else (a time-out, an unreachable network) says
-// nothing: a partition or a vanished host is left to the election timeout.
+// once. The last two are a process caught exiting: its connections may
+// close before its listener, and the kernel accepts for a listener until
+// it is closed. A live server keeps a new connection open while it waits
+// for the client to speak (or speaks first). Anything else (a time-out,
+// an unreachable network) says nothing: a partition or a vanished host is
+// left to the election timeout.
 func addrGone(ctx context.Context, addr string) bool {
 	ctx, cancel := context.WithTimeout(ctx, goneProbeTimeout)
 	defer cancel()

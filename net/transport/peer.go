@@ -61,6 +61,9 @@ type peer struct {
 	wg        sync.WaitGroup // the sender and any snapshot senders
 
 	lastReport atomic.Int64 // UnixNano of the last unreachable report
+	// back ends the stream loop's wait early: the peer opened a stream
+	// to us, so it is up (peerIsBack).
+	back chan struct{}
 
 	// Used by the sender goroutine only.
 	enc     raftpb.Encoder
@@ -75,14 +78,17 @@ func newPeer(t *Transport, id core.NodeID, addr string) (*peer, error) {
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		// gRPC reconnects the connection on its own; keep its pace close to
-		// the stream's, so a restarted peer is found as soon as we look.
+		// gRPC re-dials a lost connection on its own, at most
+		// redialEvery apart, so that a restarted peer is connected to
+		// soon after it is back, whatever the stream loop's own (longer,
+		// logged) wait: when the peer opens a stream to us, the loop stops
+		// waiting (peerIsBack) and finds the connection ready or nearly.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
-				BaseDelay:  t.cfg.BackoffMin,
+				BaseDelay:  min(t.cfg.BackoffMin, redialEvery),
 				Multiplier: 1.6,
 				Jitter:     0.2,
-				MaxDelay:   t.cfg.BackoffMax,
+				MaxDelay:   redialEvery,
 			},
 			MinConnectTimeout: t.cfg.DialTimeout,
 		}),
@@ -108,6 +114,7 @@ func newPeer(t *Transport, id core.NodeID, addr string) (*peer, error) {
 		c:      t.counters(id),
 		ctx:    ctx,
 		cancel: cancel,
+		back:   make(chan struct{}, 1),
 	}
 	p.streamCtx = metadata.AppendToOutgoingContext(ctx,
 		mdClusterID, strconv.FormatUint(t.cfg.ClusterID, 10),
@@ -137,8 +144,9 @@ func (p *peer) run() {
 	log := p.t.log.With("peer", uint64(p.id), "addr", p.addr)
 	bo := backoffState{min: p.t.cfg.BackoffMin, max: p.t.cfg.BackoffMax}
 	failures := 0
+	back := false // the peer just opened a stream to us: it is up
 	for {
-		accepted, err := p.session(func() {
+		accepted, err := p.session(back, func() {
 			p.c.connected.Store(true)
 			if failures > 0 {
 				log.Info("stream to peer re-established", "after_failures", failures)
@@ -163,7 +171,8 @@ func (p *peer) run() {
 			log.Debug("stream to peer still failing", "err", err, "failures", failures)
 		}
 		failures++
-		if !p.dropFor(bo.next()) {
+		var ok bool
+		if ok, back = p.dropFor(bo.next()); !ok {
 			return
 		}
 	}
@@ -220,10 +229,31 @@ const (
 	goneSettle = 100 * time.Millisecond
 )
 
-// dropFor waits d, dropping everything queued for the peer meanwhile: those
-// messages would be stale by the time the stream is back, and Raft resends
-// what matters once it learns the peer is unreachable.
-func (p *peer) dropFor(d time.Duration) bool {
+// redialEvery bounds gRPC's wait between attempts to re-dial a lost
+// connection: a refused attempt costs a round trip, and one to a host that
+// does not answer waits DialTimeout first anyway.
+const redialEvery = 250 * time.Millisecond
+
+// peerIsBack is told that the peer opened a stream to this node. If the
+// stream to the peer is down, its wait before the next attempt ends now: a
+// restarted peer would otherwise hear nothing from this node (votes and
+// acknowledgements included) for up to BackoffMax, while it can already
+// talk to us.
+func (p *peer) peerIsBack() {
+	if p.c.connected.Load() {
+		return
+	}
+	select {
+	case p.back <- struct{}{}:
+	default:
+	}
+}
+
+// dropFor waits d, or until the peer is back (peerIsBack: back is true),
+// dropping everything queued for the peer meanwhile: those messages would
+// be stale by the time the stream is back, and Raft resends what matters
+// once it learns the peer is unreachable.
+func (p *peer) dropFor(d time.Duration) (ok, back bool) {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	if p.hasHeld {
@@ -234,9 +264,11 @@ func (p *peer) dropFor(d time.Duration) bool {
 	for {
 		select {
 		case <-p.ctx.Done():
-			return false
+			return false, false
 		case <-timer.C:
-			return true
+			return true, false
+		case <-p.back:
+			return true, true
 		case <-p.queue:
 			p.c.dropped.Add(1)
 			p.t.unreachable(p)
@@ -245,14 +277,17 @@ func (p *peer) dropFor(d time.Duration) bool {
 }
 
 // session opens one stream, waits for the peer to accept it, and sends
-// batches until it breaks. accepted says the peer took the stream.
-func (p *peer) session(onAccepted func()) (accepted bool, err error) {
+// batches until it breaks. accepted says the peer took the stream. back
+// says the peer is known to be up: opening the stream then waits (within
+// DialTimeout) for the connection gRPC is re-dialling, rather than
+// failing at once because its last attempt failed.
+func (p *peer) session(back bool, onAccepted func()) (accepted bool, err error) {
 	ctx, cancel := context.WithCancel(p.streamCtx)
 	defer cancel()
 	// The peer answers a stream it accepts with response headers; one that
 	// does not answer within DialTimeout is given up.
 	timer := time.AfterFunc(p.t.cfg.DialTimeout, cancel)
-	stream, err := p.client.Messages(ctx)
+	stream, err := p.client.Messages(ctx, grpc.WaitForReady(back))
 	if err == nil {
 		err = awaitAccept(stream)
 	}

@@ -106,6 +106,7 @@ func (s *peerService) Messages(stream peerpb.Peer_MessagesServer) error {
 	if err := stream.SendHeader(metadata.Pairs(mdNodeID, strconv.FormatUint(uint64(t.cfg.ID), 10))); err != nil {
 		return err
 	}
+	t.peerIsBack(from)
 	c := t.counters(from)
 	var msgs []core.Message
 	for {

@@ -299,6 +299,17 @@ func (t *Transport) counters(id core.NodeID) *counters {
 	return c
 }
 
+// peerIsBack tells the sender to id, if there is one, that id just
+// opened a stream to this node.
+func (t *Transport) peerIsBack(id core.NodeID) {
+	t.mu.RLock()
+	p := t.peers[id]
+	t.mu.RUnlock()
+	if p != nil {
+		p.peerIsBack()
+	}
+}
+
 // unreachable reports p unreachable unless it was reported within
 // UnreachableInterval.
 func (t *Transport) unreachable(p *peer) {

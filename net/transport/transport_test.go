@@ -227,6 +227,35 @@ func TestStoppedPeerReportedGone(t *testing.T) {
 	}
 }
 
+// A peer that restarts and opens its stream to us is streamed to again at
+// once, however long the wait before our next attempt had grown (an hour
+// here): it could otherwise hear nothing from us, votes included, while
+// we hear it.
+func TestRestartedPeerIsStreamedToAtOnce(t *testing.T) {
+	hour := func(c *Config) { c.BackoffMin, c.BackoffMax = time.Hour, time.Hour }
+	nodes := cluster(t, 2, hour)
+	a, b := nodes[0], nodes[1]
+	a.tr.Send([]core.Message{app(1, 2, 0, 16)})
+	b.h.next(t)
+	b.stop()
+	a.h.waitUnreachable(t, 2)
+
+	lis, err := net.Listen("tcp", b.addr)
+	if err != nil {
+		t.Fatalf("re-listen on %s: %v", b.addr, err)
+	}
+	cfg := testConfig(2, map[core.NodeID]string{1: a.addr})
+	hour(&cfg)
+	b2 := startNode(t, cfg, newRecorder(), lis)
+	b2.tr.Send([]core.Message{app(2, 1, 0, 16)})
+	a.h.next(t)
+	eventually(t, "stream to the restarted peer", func() bool { return a.tr.Stats()[2].Connected })
+	a.tr.Send([]core.Message{app(1, 2, 1, 16)})
+	if m := b2.h.next(t); m.Index != 1 {
+		t.Fatalf("after restart: got %v", m)
+	}
+}
+
 // TestPeerMembership: a peer at a dead address is reported unreachable and
 // its messages dropped; UpdatePeer moves it to a live address.
 func TestPeerMembership(t *testing.T) {

@@ -303,15 +303,40 @@ func (s *Server) write(ctx context.Context, data []byte) (kvstore.Result, *grpc.
 }
 
 // writeSized is write for a put or compare-and-swap that may add need
-// bytes to the store, which the storage quota may refuse.
+// bytes to the store, which the storage quota may refuse. A write that
+// finds no leader known (an election under way: a follower forgets a dead
+// leader at once) waits for one, for a few election timeouts at most,
+// rather than failing while the next leader is being elected.
 func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvstore.Result, *grpc.ClientConn, error) {
 	if _, has := ctx.Deadline(); !has {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
 		defer cancel()
 	}
+	res, conn, noLeader, err := s.proposeOnce(ctx, data, need)
+	if !noLeader {
+		return res, conn, err
+	}
+	wait, cancel := context.WithTimeout(ctx, leaderWaitElections*s.cfg.ElectionTimeout)
+	defer cancel()
+	if s.awaitLeaderChange(wait, 0) != nil {
+		return res, conn, err
+	}
+	res, conn, _, err = s.proposeOnce(ctx, data, need)
+	return res, conn, err
+}
+
+// leaderWaitElections is how many election timeouts a write waits for a
+// leader when none is known: enough for an election that needs a second
+// round, short enough that a member cut off from the majority answers
+// "no leader" while the client can still try another.
+const leaderWaitElections = 4
+
+// proposeOnce is one attempt of writeSized. noLeader says the loop refused
+// it because no leader is known.
+func (s *Server) proposeOnce(ctx context.Context, data []byte, need uint64) (res kvstore.Result, conn *grpc.ClientConn, noLeader bool, err error) {
 	if s.removed.Load() {
-		return kvstore.Result{}, nil, removedStatus
+		return kvstore.Result{}, nil, false, removedStatus
 	}
 	p := proposals.Get().(*proposal)
 	p.s, p.id, p.data, p.need, p.err = s, s.nextID.Add(1), data, need, nil
@@ -320,10 +345,10 @@ func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvst
 	case s.inbox <- p.run:
 	case <-s.stopping:
 		proposals.Put(p)
-		return kvstore.Result{}, nil, toStatus(errStopping)
+		return kvstore.Result{}, nil, false, toStatus(errStopping)
 	case <-ctx.Done():
 		proposals.Put(p)
-		return kvstore.Result{}, nil, toStatus(ctx.Err())
+		return kvstore.Result{}, nil, false, toStatus(ctx.Err())
 	}
 	// From here the loop may still hold p (a waiter to answer), so it goes
 	// back to the pool only once its outcome has been taken.
@@ -333,11 +358,11 @@ func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvst
 		s.obs.writeAnswered(p.wt, out.Err, p.err)
 	case <-s.loopDone:
 		s.obs.writeAbandoned(p.wt, errStopping)
-		return kvstore.Result{}, nil, toStatus(errStopping)
+		return kvstore.Result{}, nil, false, toStatus(errStopping)
 	case <-ctx.Done():
 		s.forget(p.id)
 		s.obs.writeAbandoned(p.wt, ctx.Err())
-		return kvstore.Result{}, nil, status.Errorf(codes.DeadlineExceeded,
+		return kvstore.Result{}, nil, false, status.Errorf(codes.DeadlineExceeded,
 			"no outcome before the deadline: the write may or may not be applied; retry with the same session and seq to find out")
 	}
 	perr := p.err
@@ -347,15 +372,15 @@ func (s *Server) writeSized(ctx context.Context, data []byte, need uint64) (kvst
 		var nl *core.ErrNotLeader
 		if errors.As(perr, &nl) && nl.Leader != core.None && !forwarded(ctx) {
 			if conn, err := s.peerConn(nl.Leader); err == nil {
-				return kvstore.Result{}, conn, nil
+				return kvstore.Result{}, conn, false, nil
 			}
 		}
-		return kvstore.Result{}, nil, toStatus(perr)
+		return kvstore.Result{}, nil, nl != nil && nl.Leader == core.None, toStatus(perr)
 	}
 	if out.Err != nil {
-		return kvstore.Result{}, nil, toStatus(out.Err)
+		return kvstore.Result{}, nil, false, toStatus(out.Err)
 	}
-	return out.Result, nil, resultError(out.Result)
+	return out.Result, nil, false, resultError(out.Result)
 }
 
 // errRefused tells write that the loop refused to propose (perr says why).

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -296,9 +295,11 @@ func lostLeader(err error) bool {
 // awaitLeaderChange waits until this node knows a leader other than
 // before, or ctx ends.
 func (s *Server) awaitLeaderChange(ctx context.Context, before uint64) error {
-	t := time.NewTicker(s.cfg.HeartbeatInterval)
-	defer t.Stop()
 	for {
+		// The channel first: a change after it is taken closes it.
+		s.leaderMu.Lock()
+		changed := s.leaderChanged
+		s.leaderMu.Unlock()
 		if l := s.leader.Load(); l != before && l != 0 {
 			return nil
 		}
@@ -307,7 +308,7 @@ func (s *Server) awaitLeaderChange(ctx context.Context, before uint64) error {
 			return ctx.Err()
 		case <-s.stopping:
 			return errStopping
-		case <-t.C:
+		case <-changed:
 		}
 	}
 }

@@ -63,6 +63,10 @@ type Server struct {
 	// its term, for etcd's headers.
 	leader atomic.Uint64
 	term   atomic.Uint64
+	// leaderChanged is closed, and replaced, whenever leader changes:
+	// awaitLeaderChange waits on it.
+	leaderMu      sync.Mutex
+	leaderChanged chan struct{}
 
 	// forward holds client connections to other members' peer ports, to
 	// forward writes and membership changes to the leader.
@@ -131,7 +135,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
+		leaderChanged: make(chan struct{}),
+		cfg:           cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
 		inbox: make(chan func(), 4096), storeQ: make(chan replica.StoreJob, replica.DefaultMaxInflight+8), waiters: map[uint64]chan replica.Outcome{}, vouches: map[core.NodeID]vouchState{},
 		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}),
 		draining: make(chan struct{}), loopDone: make(chan struct{}), stopped: make(chan struct{}),
@@ -466,6 +471,12 @@ func (s *Server) noteState(last core.SoftState) core.SoftState {
 	s.term.Store(term)
 	if ss != last {
 		s.leader.Store(uint64(ss.Lead))
+		if ss.Lead != last.Lead {
+			s.leaderMu.Lock()
+			close(s.leaderChanged)
+			s.leaderChanged = make(chan struct{})
+			s.leaderMu.Unlock()
+		}
 		s.obs.stateChanged(last, ss, term)
 		if ss.Lead == s.cfg.ID && last.Lead != s.cfg.ID {
 			s.markCreation()

@@ -138,8 +138,9 @@ func (n *Node) ReportUnreachable(id NodeID) { n.r.reportUnreachable(id) }
 // report about any other node, or to a node that is not a follower,
 // changes nothing (it may be late: the leader it means may be gone
 // already). With LeaseRead it is ignored: a leader answering reads from
-// its lease relies on every follower honouring that lease.
-func (n *Node) ForgetLeader(id NodeID) { n.r.forgetLeader(id) }
+// its lease relies on every follower honouring that lease. It reports
+// whether the leader was forgotten.
+func (n *Node) ForgetLeader(id NodeID) bool { return n.r.forgetLeader(id) }
 
 // ReportSnapshot tells the leader whether the snapshot it asked to send to
 // id was delivered.

@@ -1073,9 +1073,9 @@ func (r *raft) reportUnreachable(id NodeID) {
 	}
 }
 
-func (r *raft) forgetLeader(id NodeID) {
+func (r *raft) forgetLeader(id NodeID) bool {
 	if r.role != Follower || id == None || r.lead != id || r.cfg.LeaseRead {
-		return
+		return false
 	}
 	r.lead = None
 	// The lease is over. The voters left campaign a tick apart, in id
@@ -1090,6 +1090,7 @@ func (r *raft) forgetLeader(id NodeID) {
 		}
 	}
 	r.electionElapsed = max(r.electionElapsed, r.randomizedElectionTimeout-min(rank+1, r.cfg.ElectionTick))
+	return true
 }
 
 func (r *raft) reportSnapshot(id NodeID, ok bool) {

@@ -1223,14 +1223,14 @@ func TestForgetLeaderEndsTheLease(t *testing.T) {
 
 	n := follower(t, false)
 	require.False(t, granted(t, n), "in the lease a pre-vote is refused")
-	n.ForgetLeader(3) // not the leader
+	require.False(t, n.ForgetLeader(3), "not the leader")
 	require.False(t, granted(t, n), "a report about another node must not end the lease")
-	n.ForgetLeader(2)
+	require.True(t, n.ForgetLeader(2))
 	require.Equal(t, None, n.Status().Lead)
 	require.True(t, granted(t, n), "with the leader forgotten a pre-vote is granted")
 
 	n = follower(t, true)
-	n.ForgetLeader(2)
+	require.False(t, n.ForgetLeader(2))
 	require.Equal(t, NodeID(2), n.Status().Lead, "LeaseRead relies on followers honouring the lease")
 	require.False(t, granted(t, n))
 }
@@ -1264,7 +1264,7 @@ func TestForgetLeaderCampaignsWithinOneElectionTimeout(t *testing.T) {
 
 	lead := newTestNode(t, 1, peers(3), 1, 1)
 	makeLeader(t, lead)
-	lead.ForgetLeader(1)
+	require.False(t, lead.ForgetLeader(1))
 	require.Equal(t, Leader, lead.Status().Role)
 	require.Equal(t, NodeID(1), lead.Status().Lead)
 }

@@ -128,7 +128,7 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 	m.leaderChgs = counter("keyval_leader_changes_total", "Times this node saw a new leader (the first one included).")
 	m.elections = counter("keyval_elections_total", "Elections this node started as a candidate (pre-votes not counted).")
 	m.leadersGone = counter("keyval_leaders_gone_total",
-		"Leaders this follower forgot because their process was seen to go (its stream broke and its address refused connections), so that it could vote for a new one at once.")
+		"Leaders this follower forgot because their process was seen to go (its stream broke and nothing listened at its address), so that it could vote for a new one at once.")
 	m.confChgs = counter("keyval_membership_changes_total", "Times the configuration this node uses changed.")
 
 	m.proposalsCommitted = counter("keyval_proposals_committed_total", "Writes proposed by this node that committed and were applied.")

@@ -135,10 +135,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server config: %w", err)
 	}
 	s := &Server{
-		leaderChanged: make(chan struct{}),
-		cfg:           cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
+		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
 		inbox: make(chan func(), 4096), storeQ: make(chan replica.StoreJob, replica.DefaultMaxInflight+8), waiters: map[uint64]chan replica.Outcome{}, vouches: map[core.NodeID]vouchState{},
-		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}),
+		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}), leaderChanged: make(chan struct{}),
 		draining: make(chan struct{}), loopDone: make(chan struct{}), stopped: make(chan struct{}),
 		backupSlots: make(chan struct{}, cfg.MaxConcurrentBackups),
 	}
@@ -647,12 +646,7 @@ func (h *peerHandler) ReportUnreachable(id core.NodeID) {
 // of first waiting out the dead leader's lease.
 func (h *peerHandler) ReportGone(id core.NodeID) {
 	h.post(func() {
-		n := h.rep.Node()
-		if st := n.SoftState(); st.Role != core.Follower || st.Lead != id {
-			return
-		}
-		n.ForgetLeader(id)
-		if n.SoftState().Lead == core.None {
+		if h.rep.Node().ForgetLeader(id) {
 			h.obs.m.leadersGone.Inc()
 			h.log.Info("leader's process is gone; forgot it so an election can start without waiting out its lease", "leader", uint64(id))
 		}

@@ -94,7 +94,7 @@ func (w *world) startNemesis(until int64) {
 
 // noticeGone tells every live node that n could reach both ways, each
 // after a link's delay, that n's process is gone: the server's transport
-// learns it when n's stream breaks and n's address refuses connections. A
+// learns it when n's stream breaks and nothing listens at n's address. A
 // power cut (a crash in the middle of disk work) refuses nothing, so it
 // gives no notice. Only with Faults.GoneNotices.
 func (w *world) noticeGone(n *node) {
@@ -112,14 +112,11 @@ func (w *world) noticeGone(n *node) {
 			if n.epoch != epoch || n.state == nodeUp || o.epoch != oEpoch || !o.alive() {
 				return
 			}
-			node := o.rep.Node()
-			before := node.SoftState().Lead
-			node.ForgetLeader(n.id)
-			if before != core.None && node.SoftState().Lead == core.None {
+			if o.rep.Node().ForgetLeader(n.id) {
 				w.counts.LeadersForgotten++
 				w.logf("node %d forgot leader %d: its process is gone", o.id, n.id)
 			}
-			w.check(w.checker.Observe(node))
+			w.check(w.checker.Observe(o.rep.Node()))
 			o.schedule()
 		})
 	}

@@ -45,8 +45,8 @@ type Handler interface {
 	// ReportSnapshot says whether a SendSnapshot to id was taken in full.
 	ReportSnapshot(id core.NodeID, ok bool)
 	// ReportGone says id's process is gone: a stream to it that was up
-	// broke, and a new connection to its address was refused (the host
-	// answers, nothing listens). A host that vanished or a partition
+	// broke, and nothing listens at its address (a new connection was
+	// refused, or reset at once). A host that vanished or a partition
 	// refuses nothing, so they are never reported: only timeouts tell.
 	ReportGone(id core.NodeID)
 }

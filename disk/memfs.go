@@ -59,6 +59,13 @@ func (o Op) Mutates() bool {
 // ErrCrashed is returned by a MemFS file handle opened before the last Crash.
 var ErrCrashed = errors.New("disk: file handle from before a crash")
 
+// IsInjectedError reports whether err is one of the errors MemFS's Faults
+// inject: a read error (EIO) or a full disk (ENOSPC). A simulator tells
+// these from errors its code under test made up.
+func IsInjectedError(err error) bool {
+	return errors.Is(err, syscall.EIO) || errors.Is(err, syscall.ENOSPC)
+}
+
 // MemFaults are MemFS's fault knobs. Each is independent, so a simulator can
 // switch every one on or off per seed. The zero value injects nothing: a
 // crash then loses exactly the unsynced changes.

@@ -232,9 +232,19 @@ func (r *Replica) write(b *Batch) error {
 		if rd.SnapshotKeepsLog {
 			// It filled holes in a log that goes on after it.
 			install = r.wal.MarkCompacted
+			if rd.Snapshot.Index <= r.wal.Snapshot().Index {
+				// The WAL is marked compacted past it already: the node
+				// started from an older snapshot file because its newest
+				// was damaged, and its log's holes lie between the two.
+				// The file received is the one a restart falls back to
+				// now; the marker stays.
+				install = nil
+			}
 		}
-		if err := install(*rd.Snapshot); err != nil {
-			return fmt.Errorf("replica: %w", err)
+		if install != nil {
+			if err := install(*rd.Snapshot); err != nil {
+				return fmt.Errorf("replica: %w", err)
+			}
 		}
 	}
 	if len(rd.Filled) > 0 {

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -834,4 +835,81 @@ func TestRepairRefusedWhenTheWALCannotBeReadOnAfterTheDamage(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, rep.KeptHoles())
 	require.Equal(t, uint64(200), rep.Node().Status().LastIndex)
+}
+
+// TestHoleFillingSnapshotBelowTheWALsMarker: a node whose newest snapshot
+// file (30) is damaged starts from the older one (10) and the log after it,
+// which the WAL kept (its marker at 30 released only what lay behind the
+// snapshot before). With a hole in that log below the marker, a leader's
+// snapshot at 20 fills the hole and keeps the log after it. The WAL is
+// marked compacted past 20 already and must not be asked to compact back
+// to it: it refused, and the node stopped (kvsim -seed 109
+// -slow-snapshots, once the simulator stopped taking such errors for disk
+// faults).
+func TestHoleFillingSnapshotBelowTheWALsMarker(t *testing.T) {
+	conf := core.ConfState{Voters: []core.NodeID{1, 2, 3}}
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(23, 24)))
+	writeSnapshotFile(t, fs, 10, conf)
+	w, err := disk.Create(fs, "/n/wal", disk.Options{})
+	require.NoError(t, err)
+	require.NoError(t, w.InstallSnapshot(core.SnapshotMeta{Index: 10, Term: 2, Conf: conf}))
+	walSize := func() int64 {
+		names, err := fs.ReadDir("/n/wal")
+		require.NoError(t, err)
+		require.Len(t, names, 1)
+		f, err := fs.Open("/n/wal/" + names[0])
+		require.NoError(t, err)
+		defer f.Close()
+		size, err := f.Size()
+		require.NoError(t, err)
+		return size
+	}
+	var holeFrom, holeTo int64 // entry 15's record
+	for i := uint64(11); i <= 40; i++ {
+		e := core.Entry{Index: i, Term: 2, Data: put(t, fmt.Sprintf("k%d", i), "v")}
+		require.NoError(t, w.Append(core.HardState{Term: 2, Vote: 2, Commit: i - 1}, []core.Entry{e}))
+		require.NoError(t, w.Sync())
+		switch i {
+		case 14:
+			holeFrom = walSize()
+		case 15:
+			holeTo = walSize()
+		}
+	}
+	writeSnapshotFile(t, fs, 30, conf)
+	require.NoError(t, w.MarkCompacted(core.SnapshotMeta{Index: 30, Term: 2, Conf: conf}))
+	require.NoError(t, w.Sync())
+	require.NoError(t, w.Close())
+	require.NoError(t, fs.FlipBit("/n/snap/"+fmt.Sprintf("%016x-%016x.snap", 30, 2), 100, 2))
+	names, err := fs.ReadDir("/n/wal")
+	require.NoError(t, err)
+	require.NoError(t, fs.FlipBit("/n/wal/"+names[0], holeFrom+(holeTo-holeFrom)/3, 4))
+
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.NotNil(t, rep.KeptHoles(), "the log is kept around the hole")
+	h := rep.Node().Holes()
+	require.False(t, h.Empty())
+	require.Less(t, h.First(), uint64(20))
+	require.NoError(t, rep.Process())
+	require.Less(t, rep.Store().AppliedIndex(), uint64(20), "applied up to the hole")
+
+	m := core.Message{Type: core.MsgSnap, From: 2, To: 1, Term: 2,
+		Snapshot: &core.SnapshotMeta{Index: 20, Term: 2, Conf: conf}}
+	require.NoError(t, rep.ReceiveSnapshot(m, bytes.NewReader(storeSnapshot(t, 20, "leader"))))
+	require.NoError(t, rep.Process(), "installing the snapshot that fills the hole")
+	require.True(t, rep.Node().Holes().Empty())
+	require.Equal(t, uint64(39), rep.Store().AppliedIndex(), "the kept log applied on top of it")
+	require.NoError(t, rep.Close())
+
+	// The next start falls back from the damaged file at 30 to the one
+	// received, and applies the log after it again.
+	rep, err = openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.NoError(t, rep.Process())
+	require.Equal(t, uint64(39), rep.Store().AppliedIndex())
+	g, err := rep.Store().Get([]byte("k20"))
+	require.NoError(t, err)
+	require.Equal(t, "leader", string(g.Value))
+	require.NoError(t, rep.Close())
 }

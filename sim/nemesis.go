@@ -71,7 +71,7 @@ func (w *world) startNemesis(until int64) {
 			if n == nil || !n.alive() {
 				return
 			}
-			n.paused = true
+			n.paused, n.pausedAt = true, w.clock.now
 			w.counts.Pauses++
 			w.logf("node %d paused", n.id)
 			epoch := n.epoch
@@ -137,6 +137,10 @@ func (w *world) pickPauseTarget() *node {
 func (n *node) resume() {
 	n.paused = false
 	n.w.logf("node %d resumes", n.id)
+	for _, f := range n.frozen {
+		n.working(f.left, f.fn)
+	}
+	n.frozen = n.frozen[:0]
 	n.kickAll()
 }
 

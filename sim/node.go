@@ -31,14 +31,18 @@ const (
 // node is one simulated KeyVal process: the real replica (core, WAL,
 // snapshots, state machine) over its own in-memory file system.
 type node struct {
-	w        *world
-	id       core.NodeID
-	fs       *disk.MemFS
-	rep      *replica.Replica
-	mem      *kvstore.Memory // the store under rep, read in place by checkers
-	lessor   lease.Lessor    // the etcd workload's lease deadlines (sim/lease.go)
-	state    nodeState
-	paused   bool
+	w      *world
+	id     core.NodeID
+	fs     *disk.MemFS
+	rep    *replica.Replica
+	mem    *kvstore.Memory // the store under rep, read in place by checkers
+	lessor lease.Lessor    // the etcd workload's lease deadlines (sim/lease.go)
+	state  nodeState
+	paused bool
+	// pausedAt is when the current pause began, and frozen the disk work
+	// whose end fell inside it (working): a stopped process does none.
+	pausedAt int64
+	frozen   []frozenWork
 	halt     string
 	tickStep int64 // µs between ticks (clock drift makes them differ)
 	// sessionTicker paces the session clock entries the node proposes as
@@ -370,6 +374,7 @@ func (n *node) endLife() {
 	n.epoch++
 	n.rep = nil
 	n.paused = false
+	n.frozen = nil
 	n.pipe = pipeline{}
 	n.requests = map[uint64]*request{}
 }

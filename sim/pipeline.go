@@ -1,11 +1,14 @@
 package sim
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
@@ -197,6 +200,29 @@ func (n *node) later(d int64, fn func()) {
 	})
 }
 
+// frozenWork is the end of disk work a pause stopped: left µs of it
+// remain after the resume.
+type frozenWork struct {
+	left int64
+	fn   func()
+}
+
+// working runs fn, the end of work the node's process is doing, d µs from
+// now, as later does; but a pause stops the process and its work with it
+// (SIGSTOP stops every goroutine), so work that would end during a pause
+// ends as long after the resume as it still had to go when the pause
+// began. A snapshot being written when its node is paused is then still
+// being written after the resume, when a leader's snapshot may arrive.
+func (n *node) working(d int64, fn func()) {
+	n.later(d, func() {
+		if n.paused {
+			n.frozen = append(n.frozen, frozenWork{left: n.w.clock.now - n.pausedAt, fn: fn})
+			return
+		}
+		fn()
+	})
+}
+
 // runLoop is the event loop's turn: finish the batches the state machine
 // stage handed back, then take every batch the replica has ready.
 func (n *node) runLoop() {
@@ -317,10 +343,10 @@ func (n *node) runSnapshot() {
 		n.storageFailure(err)
 		return
 	}
-	n.later(elapsed, func() {
+	n.working(elapsed, func() {
 		p.storeQ.push(replica.StoreJob{Do: n.rep.SnapshotDone})
 		n.kickStore()
-		n.later(n.stageDelay(), func() {
+		n.working(n.stageDelay(), func() {
 			job, err := n.rep.SnapshotWritten(snap)
 			if err != nil {
 				n.w.fail(fmt.Errorf("node %d: %w", n.id, err))
@@ -340,12 +366,29 @@ func (n *node) diskTime() int64 {
 }
 
 // storageFailure: the disk failed under the node (or the power went); it
-// dies, as a real process does on a failed fsync.
+// dies, as a real process does on a failed fsync. A stage may fail only
+// because the disk model failed it: any other error is the replica's
+// (a WAL refusing what the pipeline asked of it, say), which stops a
+// keyvald for good, so it fails the run.
 func (n *node) storageFailure(err error) {
+	if !n.injectedFault(err) {
+		n.w.fail(fmt.Errorf("node %d: a pipeline stage failed with no disk fault to blame: %w", n.id, err))
+		return
+	}
 	n.w.logf("node %d storage failure: %v", n.id, err)
 	n.crash()
 	n.cleanCrash = false
 	n.scheduleRestart()
+}
+
+// injectedFault reports whether err comes from a fault the simulator put
+// into the node's disk: a read error, a full disk, a power cut, or, on a
+// storage-faulty node, data the disk damaged.
+func (n *node) injectedFault(err error) bool {
+	if disk.IsInjectedError(err) || errors.Is(err, errPowerCut) {
+		return true
+	}
+	return n.storageFault && (errors.Is(err, disk.ErrCorrupt) || errors.Is(err, kvstore.ErrCorrupt))
 }
 
 // syncWAL is the WAL stage's fsync (replica.Observer.Sync): once it is

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // The simulator runs the server's pipeline, not a sequential copy of it:
@@ -83,4 +85,24 @@ func replicaCalls(t *testing.T, dir string) map[string]bool {
 		})
 	}
 	return used
+}
+
+// A pause stops the node's work in flight with the rest of its process:
+// work paused 400 µs into 1 ms ends 600 µs after the resume, and work a
+// pause did not touch ends on time.
+func TestPauseStopsTheWorkInFlight(t *testing.T) {
+	w, _ := newWorld(Options{Seed: 1, Nodes: 3, Faults: &Faults{MinDelay: 100, MaxDelay: 1000}})
+	n := w.nodes[0]
+	n.start()
+	start := w.clock.now
+	paused, untouched := int64(-1), int64(-1)
+	n.working(1000, func() { paused = w.clock.now })
+	w.clock.after(400, func() { n.paused, n.pausedAt = true, w.clock.now })
+	w.clock.after(5400, n.resume)
+	w.clock.after(6000, func() { n.working(1000, func() { untouched = w.clock.now }) })
+	for w.clock.step(start + 20_000) {
+	}
+	require.NoError(t, w.err)
+	require.Equal(t, start+5400+600, paused)
+	require.Equal(t, start+7000, untouched)
 }

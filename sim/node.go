@@ -453,7 +453,16 @@ func (n *node) sendSnapshot(m core.Message) {
 		}
 		n.w.snapshotsSent++
 		if err := to.rep.ReceiveSnapshot(m, bytes.NewReader(data)); err != nil {
-			n.w.logf("node %d: receive snapshot: %v", to.id, err)
+			switch {
+			case errors.Is(err, errPowerCut):
+				// The power went while it wrote the file: it dies.
+				to.storageFailure(err)
+			case !to.injectedFault(err):
+				n.w.fail(fmt.Errorf("node %d: receiving a snapshot failed with no disk fault to blame: %w", to.id, err))
+				return
+			default:
+				n.w.logf("node %d: receive snapshot: %v", to.id, err)
+			}
 			report(false)
 			return
 		}

@@ -436,6 +436,9 @@ func (s *Server) readBarrier(ctx context.Context) (err error) {
 	if rerr != nil {
 		return toStatus(rerr)
 	}
+	s.readsWaiting.Add(1)
+	defer s.readsWaiting.Add(-1)
+	s.wakeApply()
 	select {
 	case out := <-ch:
 		return toStatus(out.Err)

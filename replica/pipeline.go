@@ -227,24 +227,23 @@ func (r *Replica) persist(group []WALJob) error {
 // write appends the batch to the WAL without making it durable.
 func (r *Replica) write(b *Batch) error {
 	rd := &b.rd
-	if rd.Snapshot != nil {
-		install := r.wal.InstallSnapshot
-		if rd.SnapshotKeepsLog {
+	if snap := rd.Snapshot; snap != nil {
+		var err error
+		switch {
+		case !rd.SnapshotKeepsLog:
+			err = r.wal.InstallSnapshot(*snap)
+		case snap.Index > r.wal.Snapshot().Index:
 			// It filled holes in a log that goes on after it.
-			install = r.wal.MarkCompacted
-			if rd.Snapshot.Index <= r.wal.Snapshot().Index {
-				// The WAL is marked compacted past it already: the node
-				// started from an older snapshot file because its newest
-				// was damaged, and its log's holes lie between the two.
-				// The file received is the one a restart falls back to
-				// now; the marker stays.
-				install = nil
-			}
+			err = r.wal.MarkCompacted(*snap)
+		default:
+			// It filled holes below the WAL's compaction marker: the node
+			// started from an older snapshot file because its newest was
+			// damaged, and its log's holes lie between the two. The
+			// marker stays; the file received is the one a restart falls
+			// back to now.
 		}
-		if install != nil {
-			if err := install(*rd.Snapshot); err != nil {
-				return fmt.Errorf("replica: %w", err)
-			}
+		if err != nil {
+			return fmt.Errorf("replica: %w", err)
 		}
 	}
 	if len(rd.Filled) > 0 {

@@ -83,8 +83,8 @@ type Server struct {
 	// behindRepair mirrors replica.BehindRepair for the API's goroutines
 	// (set at start and after each state machine stage).
 	behindRepair atomic.Bool
-	// readsWaiting counts the linearizable reads waiting for this member's
-	// state machine. applyNow wakes a follower's state machine stage that
+	// readsWaiting counts the linearizable reads a follower serves that
+	// wait for its state machine. applyNow wakes a follower's state machine stage that
 	// is gathering work (stages.go, waitForMore) when one starts, and when
 	// this member becomes leader.
 	readsWaiting atomic.Int64

@@ -436,14 +436,6 @@ func (s *Server) readBarrier(ctx context.Context) (err error) {
 	if rerr != nil {
 		return toStatus(rerr)
 	}
-	if s.leader.Load() != uint64(s.cfg.ID) {
-		// A follower's state machine stage may be gathering work
-		// (stages.go, waitForMore); this read waits for its apply. A
-		// leader applies at once, so its reads skip this.
-		s.readsWaiting.Add(1)
-		defer s.readsWaiting.Add(-1)
-		s.wakeApply()
-	}
 	select {
 	case out := <-ch:
 		return toStatus(out.Err)

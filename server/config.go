@@ -54,15 +54,6 @@ type Config struct {
 	// SnapshotEvery applied entries, a snapshot is taken and the log
 	// compacted.
 	SnapshotEvery uint64
-	// FollowerApplyWait is how long a follower's state machine stage
-	// waits, once work arrives, to gather more before it applies: one
-	// bbolt transaction then covers several WAL batches, and rewrites each
-	// page it dirties once. A follower's applies are on no write's path
-	// (the leader answers writes), so only reads served by a follower see
-	// it: a serializable read may be that much older, and a linearizable
-	// read waiting for this member's apply ends the wait at once. 0 means
-	// DefaultFollowerApplyWait; negative, apply at once, as the leader does.
-	FollowerApplyWait time.Duration
 	// MaxLearnerLag is how many entries behind the leader a learner may be
 	// and still be promoted (0: core's default, 1000).
 	MaxLearnerLag uint64
@@ -163,7 +154,6 @@ const (
 	DefaultHeartbeatInterval    = 50 * time.Millisecond
 	DefaultElectionTimeout      = 250 * time.Millisecond
 	DefaultSnapshotEvery        = 100000
-	DefaultFollowerApplyWait    = 5 * time.Millisecond
 	DefaultMaxKeyBytes          = 8 << 10
 	DefaultMaxValueBytes        = 1536 << 10 // 1.5 MiB, etcd's request limit
 	DefaultMaxRequestBytes      = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
@@ -200,9 +190,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = DefaultSnapshotEvery
-	}
-	if c.FollowerApplyWait == 0 {
-		c.FollowerApplyWait = DefaultFollowerApplyWait
 	}
 	if c.MaxKeyBytes == 0 {
 		c.MaxKeyBytes = DefaultMaxKeyBytes

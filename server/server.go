@@ -83,12 +83,6 @@ type Server struct {
 	// behindRepair mirrors replica.BehindRepair for the API's goroutines
 	// (set at start and after each state machine stage).
 	behindRepair atomic.Bool
-	// readsWaiting counts the linearizable reads a follower serves that
-	// wait for its state machine. applyNow wakes a follower's state machine stage that
-	// is gathering work (stages.go, waitForMore) when one starts, and when
-	// this member becomes leader.
-	readsWaiting atomic.Int64
-	applyNow     chan struct{}
 	// vouches and asking are what this node's members said of peers
 	// outside its configuration (vouch.go); loop side.
 	vouches map[core.NodeID]vouchState
@@ -144,7 +138,7 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: cfg.Logger.With("node", uint64(cfg.ID)),
 		inbox: make(chan func(), 4096), storeQ: make(chan replica.StoreJob, replica.DefaultMaxInflight+8), waiters: map[uint64]chan replica.Outcome{}, vouches: map[core.NodeID]vouchState{},
 		forward: map[core.NodeID]*grpc.ClientConn{}, stopping: make(chan struct{}), leaderChanged: make(chan struct{}),
-		draining: make(chan struct{}), loopDone: make(chan struct{}), stopped: make(chan struct{}), applyNow: make(chan struct{}, 1),
+		draining: make(chan struct{}), loopDone: make(chan struct{}), stopped: make(chan struct{}),
 		backupSlots: make(chan struct{}, cfg.MaxConcurrentBackups),
 	}
 	s.obs = newObserver(s)
@@ -468,15 +462,6 @@ func (s *Server) drainInbox(p *stages) bool {
 	return true
 }
 
-// wakeApply ends the wait of a state machine stage gathering work, if it
-// is in one (stages.go, waitForMore).
-func (s *Server) wakeApply() {
-	select {
-	case s.applyNow <- struct{}{}:
-	default:
-	}
-}
-
 // noteState publishes a change of role or leader (for response headers,
 // metrics and the log) and returns the state now.
 func (s *Server) noteState(last core.SoftState) core.SoftState {
@@ -494,7 +479,6 @@ func (s *Server) noteState(last core.SoftState) core.SoftState {
 		s.obs.stateChanged(last, ss, term)
 		if ss.Lead == s.cfg.ID && last.Lead != s.cfg.ID {
 			s.markCreation()
-			s.wakeApply()
 		}
 	}
 	return ss

@@ -32,9 +32,6 @@ type testCluster struct {
 	servers map[core.NodeID]*Server
 	conns   map[core.NodeID]apipb.KVClient
 	snap    uint64
-	// base is the configuration every member starts with, before the
-	// cluster's own settings.
-	base Config
 }
 
 func freeAddr(t testing.TB) string {
@@ -45,14 +42,8 @@ func freeAddr(t testing.TB) string {
 }
 
 func newTestCluster(t testing.TB, n int, snapshotEvery uint64) *testCluster {
-	return newTestClusterWith(t, n, snapshotEvery, Config{})
-}
-
-// newTestClusterWith is newTestCluster with base's settings on every
-// member.
-func newTestClusterWith(t testing.TB, n int, snapshotEvery uint64, base Config) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir(), members: map[core.NodeID]string{}, clients: map[core.NodeID]string{},
-		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}, snap: snapshotEvery, base: base}
+		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}, snap: snapshotEvery}
 	for i := 1; i <= n; i++ {
 		c.members[core.NodeID(i)] = freeAddr(t)
 		c.clients[core.NodeID(i)] = freeAddr(t)
@@ -68,11 +59,7 @@ func newTestClusterWith(t testing.TB, n int, snapshotEvery uint64, base Config) 
 	return c
 }
 
-func (c *testCluster) start(id core.NodeID) {
-	cfg := c.base
-	cfg.InitialCluster = c.members
-	c.startWith(id, cfg)
-}
+func (c *testCluster) start(id core.NodeID) { c.startWith(id, Config{InitialCluster: c.members}) }
 
 // startWith starts node id with extra's settings (InitialCluster, Join, …)
 // and the test cluster's timing, addresses and data directory.
@@ -252,26 +239,6 @@ func TestFollowersForgetAStoppedLeader(t *testing.T) {
 		})
 	}
 	require.NotEqual(t, lead, c.leader())
-}
-
-// A follower gathers committed entries for FollowerApplyWait before it
-// applies them, but writes do not wait for that (the leader answers them),
-// and neither does a linearizable read the follower serves: with an hour's
-// wait, both finish within the test's 3 s deadline.
-func TestFollowerApplyWaitEndsForALinearizableRead(t *testing.T) {
-	c := newTestClusterWith(t, 3, 0, Config{FollowerApplyWait: time.Hour})
-	lead := c.leader()
-	follower := lead%3 + 1
-	for i := range 3 {
-		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte(fmt.Sprint(i))})
-		require.NoError(t, err)
-		g, err := c.conns[follower].Get(ctx(t), &apipb.GetRequest{Key: []byte("k")})
-		require.NoError(t, err, "a linearizable read on follower %d", follower)
-		require.Equal(t, fmt.Sprint(i), string(g.Value))
-	}
-	g, err := c.conns[follower].Get(ctx(t), &apipb.GetRequest{Key: []byte("k"), Serializable: true})
-	require.NoError(t, err)
-	require.Equal(t, "2", string(g.Value), "applied for the read before")
 }
 
 func TestWholeClusterRestartKeepsData(t *testing.T) {

@@ -109,7 +109,6 @@ func (p *stages) runStore() {
 	var jobs []replica.StoreJob
 	var applied []*replica.Batch
 	for j := range p.s.storeQ {
-		p.waitForMore()
 		jobs = gather(jobs, j, p.s.storeQ)
 		stop := false
 		if i := slices.IndexFunc(jobs, isStop); i >= 0 {
@@ -134,28 +133,6 @@ func (p *stages) runStore() {
 		if stop {
 			return
 		}
-	}
-}
-
-// waitForMore lets a follower's state machine stage gather work for
-// Config.FollowerApplyWait before it applies: no write waits for a
-// follower's apply (the leader answers writes), and one transaction over
-// more batches rewrites each page it dirties once. A leader applies at
-// once, and so does a follower with a linearizable read waiting for its
-// apply or a full group queued; a follower that becomes leader, or starts
-// a linearizable read, ends the wait (Server.wakeApply).
-func (p *stages) waitForMore() {
-	s := p.s
-	if s.cfg.FollowerApplyWait <= 0 || s.leader.Load() == uint64(s.cfg.ID) ||
-		s.readsWaiting.Load() > 0 || len(s.storeQ) >= maxGroup {
-		return
-	}
-	t := time.NewTimer(s.cfg.FollowerApplyWait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.applyNow:
-	case <-p.quit:
 	}
 }
 

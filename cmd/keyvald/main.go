@@ -72,7 +72,6 @@ Flags:
 	heartbeat := fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often the leader sends heartbeats (one Raft tick)")
 	election := fs.Duration("election-timeout", server.DefaultElectionTimeout, "how long a follower waits for the leader before starting an election")
 	snapEvery := fs.Uint64("snapshot-interval", server.DefaultSnapshotEvery, "applied entries between snapshots (the log is compacted behind each)")
-	applyWait := fs.Duration("follower-apply-wait", server.DefaultFollowerApplyWait, "how long a follower gathers committed entries before applying them in one transaction (no write waits for it; a serializable read on a follower may be that much older); 0: apply at once")
 	learnerLag := fs.Uint64("max-learner-lag", core.DefaultMaxLearnerLag, "how many entries behind the leader a learner may be and still be promoted to voter")
 	walRepair := fs.Bool("wal-repair", true, "when the WAL (or a snapshot file it no longer covers) is found damaged, repair it from the other members if that is safe (docs/disk.md, \"Repair from peers\"); false: refuse to start")
 	walRepairDistrust := fs.Bool("wal-repair-distrust-end", false, "for disks that may lose or misdirect writes: a repair does not trust where the intact WAL records say the log ended, and the repaired member votes again only once a leader of a later term has replicated to it")
@@ -150,7 +149,7 @@ Flags:
 	srv, err := setup.newServer(server.Config{
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, ClientHTTPAddr: *clientHTTPAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
-		SnapshotEvery: *snapEvery, FollowerApplyWait: followerApplyWait(*applyWait), MaxLearnerLag: *learnerLag, NoWALRepair: !*walRepair, WALRepairDistrustsEnd: *walRepairDistrust, DetectLostWrites: *detectLost, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
+		SnapshotEvery: *snapEvery, MaxLearnerLag: *learnerLag, NoWALRepair: !*walRepair, WALRepairDistrustsEnd: *walRepairDistrust, DetectLostWrites: *detectLost, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
 		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, MaxTxnOps: *maxTxnOps,
 		AutoCompactionMode: *compactMode, AutoCompactionRetention: *compactKeep,
 		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap, AuthTokenTTL: *tokenTTL, BcryptCost: *bcryptCost,
@@ -208,13 +207,4 @@ func newLogger(format, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-format %q: want text or json", format)
 	}
 	return slog.New(h), nil
-}
-
-// followerApplyWait is server.Config.FollowerApplyWait for the flag's
-// value, whose 0 means none (the config's 0 means the default).
-func followerApplyWait(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
-	}
-	return d
 }

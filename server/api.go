@@ -181,10 +181,7 @@ func (k *kvService) Get(ctx context.Context, req *apipb.GetRequest) (*apipb.GetR
 	if err := k.checkKey(req.Key); err != nil {
 		return nil, err
 	}
-	if err := k.s.readFor(ctx, req.Serializable); err != nil {
-		return nil, err
-	}
-	if _, err := k.s.require(ctx, needRead(req.Key, nil)); err != nil {
+	if err := k.s.readChecked(ctx, req.Serializable, needRead(req.Key, nil)); err != nil {
 		return nil, err
 	}
 	if err := reserveValue(ctx); err != nil {
@@ -202,10 +199,7 @@ func (k *kvService) Range(ctx context.Context, req *apipb.RangeRequest) (*apipb.
 	if limit <= 0 || limit > maxRangeLimit {
 		limit = maxRangeLimit
 	}
-	if err := k.s.readFor(ctx, req.Serializable); err != nil {
-		return nil, err
-	}
-	if _, err := k.s.require(ctx, needRead(req.Prefix, auth.PrefixEnd(req.Prefix))); err != nil {
+	if err := k.s.readChecked(ctx, req.Serializable, needRead(req.Prefix, auth.PrefixEnd(req.Prefix))); err != nil {
 		return nil, err
 	}
 	var after []byte
@@ -392,6 +386,18 @@ var errRefused = errors.New("refused")
 // so that clients try another member.
 var errBehindRepair = status.Error(codes.Unavailable,
 	"this member is catching up after repairing its disk and may hold older data than it served before; retry on another member, or read with linearizable consistency")
+
+// readChecked waits for what a read needs (readFor), then checks that the
+// caller may read what n names: a linearizable read against auth records
+// as new as itself, a serializable one against this member's, as old as
+// the data it reads and never waiting for the leader.
+func (s *Server) readChecked(ctx context.Context, serializable bool, n need) error {
+	if err := s.readFor(ctx, serializable); err != nil {
+		return err
+	}
+	_, err := s.check(ctx, n, !serializable)
+	return err
+}
 
 // readFor is the check before a read: a linearizable one waits for the
 // read barrier, a serializable one only for localRead.

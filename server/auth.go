@@ -149,13 +149,42 @@ var (
 // revocation committed before it). It returns the user to propose a
 // command as ("" with auth off). The state machine checks writes again at
 // apply; this check spares the log a command that would be refused.
+//
+// A refusal is only given against a state as new as the call: this
+// member's applied records may lag a change the caller has already seen
+// acknowledged elsewhere (auth disabled, a role granted, a password set),
+// so a call they refuse is judged again after a read barrier. Only a
+// refused call pays for the barrier.
 func (s *Server) require(ctx context.Context, n need) (string, error) {
+	user, err := s.check(ctx, n, false)
+	if err == nil || !isRefusal(err) {
+		return user, err
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return "", err
+	}
+	return s.check(ctx, n, true)
+}
+
+// isRefusal tells an auth refusal from a failure to check.
+func isRefusal(err error) bool {
+	switch status.Code(err) {
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return true
+	}
+	return false
+}
+
+// check is require's judgement against the applied records; fresh says
+// they are at least as new as the call (a read barrier was passed since
+// it began), so the caller's credentials are read again against them.
+func (s *Server) check(ctx context.Context, n need, fresh bool) (string, error) {
 	r := s.records()
 	cfg, err := s.authConfig()
 	if err != nil {
 		return "", status.Errorf(codes.Internal, "read auth records: %v", err)
 	}
-	if !cfg.Enabled && hasToken(ctx) {
+	if !cfg.Enabled && hasToken(ctx) && !fresh {
 		// The caller logged in, so auth was on somewhere: this member may
 		// not have applied the switch yet. Catch up before letting the
 		// call through unchecked (a write proposed without its user would
@@ -166,12 +195,13 @@ func (s *Server) require(ctx context.Context, n need) (string, error) {
 		if cfg, err = s.authConfig(); err != nil {
 			return "", status.Errorf(codes.Internal, "read auth records: %v", err)
 		}
+		fresh = true
 	}
 	if !cfg.Enabled {
 		return "", nil
 	}
 	c := callerOf(ctx)
-	if !c.resolved {
+	if !c.resolved || fresh {
 		c = resolve(ctx, c.port, cfg)
 	}
 	if c.err != nil {
@@ -203,7 +233,7 @@ func (s *Server) requireFresh(ctx context.Context, n need) error {
 	if err := s.readBarrier(ctx); err != nil {
 		return err
 	}
-	_, err := s.require(ctx, n)
+	_, err := s.check(ctx, n, true)
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/client"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
+	"github.com/therealutkarshpriyadarshi/keyval/replica"
 )
 
 // authCluster is a 3-member cluster with cheap password hashes, and a
@@ -312,6 +314,42 @@ func TestClientCarriesOnWhenAuthIsEnabled(t *testing.T) {
 	g, err := cl.Get(ctx(t), []byte("app/a"))
 	require.NoError(t, err)
 	require.Equal(t, "after", string(g.Value))
+}
+
+// A follower whose applied auth records lag a change acknowledged through
+// the leader does not refuse a call that the change allows: it catches up
+// before refusing. Here auth is disabled through the leader while the
+// follower's state machine is held, so the follower still has it on; an
+// AuthEnable without a token (which needs root only while auth is on)
+// must wait for the follower to apply the disable, not be refused.
+func TestFollowerCatchesUpBeforeRefusing(t *testing.T) {
+	a := newAuthCluster(t)
+	a.setUp(t)
+	lead, f := a.leader(), a.follower()
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	t.Cleanup(release)
+	a.servers[f].storeQ <- replica.StoreJob{Do: func() { <-gate }}
+
+	root := login(t, a.auth(lead), "root", "rootpw")
+	_, err := a.auth(lead).AuthDisable(as(ctx(t), root), &apipb.AuthDisableRequest{})
+	require.NoError(t, err)
+
+	// The follower cannot catch up while its state machine is held, so the
+	// call waits until its deadline instead of being refused.
+	short, cancel := context.WithTimeout(ctx(t), 500*time.Millisecond)
+	_, err = a.auth(f).AuthEnable(short, &apipb.AuthEnableRequest{})
+	cancel()
+	requireCode(t, codes.DeadlineExceeded, err, "AuthEnable on a follower that has not applied the disable")
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.auth(f).AuthEnable(ctx(t), &apipb.AuthEnableRequest{})
+		done <- err
+	}()
+	release()
+	require.NoError(t, <-done, "AuthEnable once the follower has caught up")
 }
 
 // A backup carries users, roles and the auth switch: a cluster restored

@@ -194,11 +194,7 @@ func permissionFromRecord(p *kvpb.AuthPermission) *apipb.Permission {
 // readAsRoot is what every auth query needs: root (once auth is on) and
 // a state that reflects every acknowledged change.
 func (a *authService) readAsRoot(ctx context.Context) error {
-	if err := a.s.readBarrier(ctx); err != nil {
-		return err
-	}
-	_, err := a.s.require(ctx, needRoot)
-	return err
+	return a.s.requireFresh(ctx, needRoot)
 }
 
 func (a *authService) UserGet(ctx context.Context, req *apipb.UserGetRequest) (*apipb.UserGetResponse, error) {

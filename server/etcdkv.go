@@ -33,10 +33,7 @@ func (k *etcdKV) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 	if err := checkSort(req); err != nil {
 		return nil, err
 	}
-	if err := k.s.readFor(ctx, req.Serializable); err != nil {
-		return nil, etcdError(err)
-	}
-	if _, err := k.s.require(ctx, needRead(req.Key, req.RangeEnd)); err != nil {
+	if err := k.s.readChecked(ctx, req.Serializable, needRead(req.Key, req.RangeEnd)); err != nil {
 		return nil, etcdError(err)
 	}
 	resp, err := k.s.store.EtcdRange(req, k.s.cfg.MaxRangeBytes)

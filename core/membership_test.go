@@ -469,3 +469,32 @@ func TestInformRemovedReachesNodeCutOffDuringRemoval(t *testing.T) {
 	require.GreaterOrEqual(t, c.node(victim).HardState().Commit, i)
 	require.Equal(t, other, c.leader())
 }
+
+// Status reports a change as committed only once it is: until then it is
+// in force (Conf) but a leader change may still undo it (CommittedConf).
+func TestStatusCommittedConfLeavesOutAPendingChange(t *testing.T) {
+	c, err := newCluster(3, 1, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	require.NoError(t, c.join(4))
+	for k := range 5 {
+		_, _, err := c.node(lead).Propose([]byte{byte(k)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.deliverAll(10000))
+	before := c.node(lead).Status()
+	require.Equal(t, before.Conf, before.CommittedConf)
+
+	i, err := c.changeConf(ConfAddLearner, 4)
+	require.NoError(t, err)
+	st := c.node(lead).Status()
+	require.Equal(t, []NodeID{4}, st.Conf.Learners, "in force once appended")
+	require.Empty(t, st.CommittedConf.Learners, "not committed yet")
+	require.Equal(t, before.Conf.Voters, st.CommittedConf.Voters)
+
+	require.NoError(t, c.stabilize(20, func() bool { return c.committedEverywhere(i) }))
+	st = c.node(lead).Status()
+	require.Equal(t, []NodeID{4}, st.CommittedConf.Learners)
+	require.Equal(t, st.Conf, st.CommittedConf)
+}

@@ -297,14 +297,19 @@ func (n *Node) SoftState() SoftState { return SoftState{Lead: n.r.lead, Role: n.
 
 // Status is a snapshot of a node's state, for metrics, tests and checkers.
 type Status struct {
-	ID             NodeID
-	Role           Role
-	Lead           NodeID
-	HardState      HardState
-	Applied        uint64
-	FirstIndex     uint64
-	LastIndex      uint64
+	ID         NodeID
+	Role       Role
+	Lead       NodeID
+	HardState  HardState
+	Applied    uint64
+	FirstIndex uint64
+	LastIndex  uint64
+	// Conf is the configuration in force: the newest change in the log,
+	// committed or not (see membership.go). CommittedConf is the newest
+	// committed one, which no leader change can undo: what to report as
+	// the cluster's members.
 	Conf           ConfState
+	CommittedConf  ConfState
 	LeadTransferee NodeID
 	// Progress is the leader's view of each member (including itself),
 	// ordered by ID; empty on other nodes.
@@ -326,7 +331,10 @@ func (n *Node) Status() Status {
 	s := Status{
 		ID: r.id, Role: r.role, Lead: r.lead, HardState: r.hardState(),
 		Applied: r.log.applied, FirstIndex: r.log.firstIndex(), LastIndex: r.log.lastIndex(),
-		Conf: r.trk.conf, LeadTransferee: r.leadTransferee,
+		Conf: r.trk.conf, CommittedConf: r.trk.conf, LeadTransferee: r.leadTransferee,
+	}
+	if r.confIndex > r.log.committed {
+		s.CommittedConf, _ = r.log.confAt(r.log.committed)
 	}
 	if r.role == Leader {
 		for _, id := range r.trk.ids {

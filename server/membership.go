@@ -311,8 +311,9 @@ func (s *Server) informRemoved(id core.NodeID) {
 	s.rep.Node().InformRemoved(id)
 }
 
-// members describes the membership in st with addresses and, on the
-// leader, replication progress.
+// members describes the committed membership in st with addresses and,
+// on the leader, replication progress. A change still pending is left out,
+// as etcd lists only applied members: a leader change may undo it.
 func (s *Server) members(st core.Status) []*apipb.Member {
 	progress := map[core.NodeID]core.PeerProgress{}
 	for _, p := range st.Progress {
@@ -330,10 +331,10 @@ func (s *Server) members(st core.Status) []*apipb.Member {
 		}
 		out = append(out, m)
 	}
-	for _, id := range st.Conf.Voters {
+	for _, id := range st.CommittedConf.Voters {
 		add(id, false)
 	}
-	for _, id := range st.Conf.Learners {
+	for _, id := range st.CommittedConf.Learners {
 		add(id, true)
 	}
 	return out

@@ -385,7 +385,7 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 		force = force || b.forceSnapshot
 	}
 	applied := r.store.AppliedIndex()
-	due := r.cfg.SnapshotEvery > 0 && applied >= r.lastSnapshot+r.cfg.SnapshotEvery
+	due := r.snapshotDue(applied)
 	if (due || force) && applied > 0 && r.appliedTerm > 0 {
 		meta := core.SnapshotMeta{Index: applied, Term: r.appliedTerm, Conf: r.appliedConf}
 		return r.freeze(last, meta)
@@ -393,9 +393,27 @@ func (r *Replica) applyEntries(bs []*Batch) error {
 	return nil
 }
 
+// snapshotDue reports whether a snapshot is due at applied (see
+// Config.SnapshotPhase).
+func (r *Replica) snapshotDue(applied uint64) bool {
+	return snapshotDue(applied, r.lastSnapshot, r.cfg.SnapshotEvery, r.cfg.SnapshotPhase)
+}
+
+func snapshotDue(applied, last, every, phase uint64) bool {
+	switch {
+	case every == 0 || applied <= last:
+		return false
+	case phase == 0 || phase >= every:
+		return applied-last >= every
+	}
+	// The first index at the phase at least half an interval on.
+	soonest := last + every/2
+	return applied >= soonest+(phase+every-soonest%every)%every
+}
+
 // freeze captures the state for a snapshot at meta, unless one is still
-// being written (the next batch asks again: the interval is measured from
-// the last snapshot taken).
+// being written (the next batch asks again: snapshotDue measures from the
+// last snapshot taken).
 func (r *Replica) freeze(last *Batch, meta core.SnapshotMeta) error {
 	if r.inflight != nil {
 		return nil

@@ -82,6 +82,15 @@ type Config struct {
 	// SnapshotEvery is how many applied entries trigger a snapshot and log
 	// compaction; 0 disables automatic snapshots.
 	SnapshotEvery uint64
+	// SnapshotPhase, when set (below SnapshotEvery), takes snapshots at
+	// the applied indexes that are SnapshotPhase past a multiple of
+	// SnapshotEvery, instead of SnapshotEvery entries after the last one:
+	// members given different phases then do not all spend a snapshot's
+	// CPU at once (every member applies the same entries, so without a
+	// phase they all reach the interval together). A phase point less
+	// than half an interval after the last snapshot (one received from
+	// the leader) is skipped.
+	SnapshotPhase uint64
 	// KeepSnapshots is how many snapshot files to keep (at least 2, so a
 	// damaged newest one can be skipped).
 	KeepSnapshots int

@@ -271,6 +271,65 @@ func TestBackgroundSnapshotHoldsTheStateAtItsIndex(t *testing.T) {
 	require.Greater(t, next.Index(), at)
 }
 
+// With a phase, a member takes its snapshots at the indexes that are the
+// phase past a multiple of the interval, so members with different phases
+// never take theirs together.
+func TestSnapshotsAtTheirPhase(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(1, 2)))
+	s, err := openSingleWith(t, fs, func(c *Config) { c.SnapshotEvery, c.SnapshotPhase = 10, 4 })
+	require.NoError(t, err)
+	if p := s.lead(); p != nil {
+		s.compactBehind(p)
+	}
+	var at []uint64
+	for id := uint64(1); id <= 40; id++ {
+		require.NoError(t, s.rep.Propose(id, put(t, "k", fmt.Sprint(id))))
+		for {
+			b, ok := s.rep.Ready()
+			if !ok {
+				break
+			}
+			if p := s.finishBatch(b); p != nil {
+				at = append(at, p.Index())
+				s.compactBehind(p)
+			}
+		}
+	}
+	// Index 4 is too soon after the start (less than half an interval).
+	require.Equal(t, []uint64{14, 24, 34}, at)
+}
+
+// snapshotDue: every interval after the last snapshot without a phase;
+// with one, at the next index at the phase at least half an interval on.
+func TestSnapshotDue(t *testing.T) {
+	for _, c := range []struct {
+		applied, last, every, phase uint64
+		due                         bool
+	}{
+		{applied: 99, last: 0, every: 100, due: false},
+		{applied: 100, last: 0, every: 100, due: true},
+		{applied: 150, last: 60, every: 100, due: false},
+		{applied: 160, last: 60, every: 100, due: true},
+		{applied: 500, last: 60, every: 0, due: false},
+		{applied: 32, last: 0, every: 100, phase: 33, due: false},
+		{applied: 33, last: 0, every: 100, phase: 33, due: false}, // under half an interval
+		{applied: 133, last: 0, every: 100, phase: 33, due: true},
+		{applied: 132, last: 33, every: 100, phase: 33, due: false},
+		{applied: 133, last: 33, every: 100, phase: 33, due: true},
+		{applied: 140, last: 33, every: 100, phase: 33, due: true}, // passed while a snapshot was written
+		// A snapshot received from the leader at 120: 133 is too soon, 233 is next.
+		{applied: 133, last: 120, every: 100, phase: 33, due: false},
+		{applied: 232, last: 120, every: 100, phase: 33, due: false},
+		{applied: 233, last: 120, every: 100, phase: 33, due: true},
+		// A phase point passed more than half an interval after 60.
+		{applied: 133, last: 60, every: 100, phase: 33, due: true},
+		// A phase as large as the interval is no phase.
+		{applied: 160, last: 60, every: 100, phase: 100, due: true},
+	} {
+		require.Equal(t, c.due, snapshotDue(c.applied, c.last, c.every, c.phase), "%+v", c)
+	}
+}
+
 // Batches overlap: a second batch is taken while the first is still
 // between the stages, both are persisted by one WAL run, and each is
 // applied and finished in order; every answer names its entry.

@@ -180,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 			Seed: uint64(time.Now().UnixNano()),
 		},
 		FS: disk.OSFS{}, Dir: cfg.DataDir, Store: store,
-		SnapshotEvery: cfg.SnapshotEvery, KeepSnapshots: 2,
+		SnapshotEvery: cfg.SnapshotEvery, SnapshotPhase: snapshotPhase(cfg.ID, cfg.SnapshotEvery), KeepSnapshots: 2,
 		Send: s.send, Done: s.done, ConfChanged: s.confChanged, SnapshotApplied: s.snapshotApplied,
 		Observe:   replica.Observer{Sync: s.obs.walSync, Apply: s.obs.applyGroup},
 		RepairWAL: !cfg.NoWALRepair, DistrustWALEnd: cfg.WALRepairDistrustsEnd,

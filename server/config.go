@@ -336,8 +336,8 @@ func FormatCluster(m map[core.NodeID]string) string {
 // (replica.Config.SnapshotPhase): each member's phase is its id times the
 // golden ratio, modulo one, of the interval, so any few ids land far
 // apart (ids 1, 2 and 3 at 0.62, 0.24 and 0.85 of it) with no
-// coordination. A snapshot writes the whole state, and at once on every
-// member it took a third to a half of this machine's write rate for a
+// coordination. A snapshot writes the whole state; taken on every member
+// at once, it cut this machine's write rate to a third or a half for a
 // second (docs/bench.md, "Snapshots spread over the interval").
 func snapshotPhase(id core.NodeID, every uint64) uint64 {
 	const golden = 0x9E3779B97F4A7C15 // 2^64 divided by the golden ratio

@@ -390,12 +390,17 @@ var errBehindRepair = status.Error(codes.Unavailable,
 // readChecked waits for what a read needs (readFor), then checks that the
 // caller may read what n names: a linearizable read against auth records
 // as new as itself, a serializable one against this member's, as old as
-// the data it reads and never waiting for the leader.
+// the data it reads (checkLocal).
 func (s *Server) readChecked(ctx context.Context, serializable bool, n need) error {
 	if err := s.readFor(ctx, serializable); err != nil {
 		return err
 	}
-	_, err := s.check(ctx, n, !serializable)
+	var err error
+	if serializable {
+		_, _, err = s.checkLocal(ctx, n)
+	} else {
+		_, err = s.check(ctx, n, true)
+	}
 	return err
 }
 

@@ -156,14 +156,31 @@ var (
 // so a call they refuse is judged again after a read barrier. Only a
 // refused call pays for the barrier.
 func (s *Server) require(ctx context.Context, n need) (string, error) {
-	user, err := s.check(ctx, n, false)
-	if err == nil || !isRefusal(err) {
+	user, caughtUp, err := s.checkLocal(ctx, n)
+	if err == nil || caughtUp || !isRefusal(err) {
 		return user, err
 	}
 	if err := s.readBarrier(ctx); err != nil {
 		return "", err
 	}
 	return s.check(ctx, n, true)
+}
+
+// checkLocal is check against this member's records as they stand, unless
+// they cannot be the caller's: auth looks off here but the caller logged
+// in, so auth was on somewhere and this member may not have applied the
+// switch yet. Then it catches up first (a read barrier; caughtUp says so),
+// rather than let the call through unchecked: a write proposed without its
+// user would be refused at apply, and that refusal remembered.
+func (s *Server) checkLocal(ctx context.Context, n need) (user string, caughtUp bool, err error) {
+	if cfg, err := s.authConfig(); err == nil && !cfg.Enabled && hasToken(ctx) {
+		if err := s.readBarrier(ctx); err != nil {
+			return "", false, err
+		}
+		caughtUp = true
+	}
+	user, err = s.check(ctx, n, caughtUp)
+	return user, caughtUp, err
 }
 
 // isRefusal tells an auth refusal from a failure to check.
@@ -175,27 +192,15 @@ func isRefusal(err error) bool {
 	return false
 }
 
-// check is require's judgement against the applied records; fresh says
-// they are at least as new as the call (a read barrier was passed since
-// it began), so the caller's credentials are read again against them.
+// check judges the call against the applied records, without waiting for
+// anything; fresh says they are at least as new as the call (a read
+// barrier was passed since it began), so the caller's credentials are
+// read again against them.
 func (s *Server) check(ctx context.Context, n need, fresh bool) (string, error) {
 	r := s.records()
 	cfg, err := s.authConfig()
 	if err != nil {
 		return "", status.Errorf(codes.Internal, "read auth records: %v", err)
-	}
-	if !cfg.Enabled && hasToken(ctx) && !fresh {
-		// The caller logged in, so auth was on somewhere: this member may
-		// not have applied the switch yet. Catch up before letting the
-		// call through unchecked (a write proposed without its user would
-		// be refused at apply, and that refusal remembered).
-		if err := s.readBarrier(ctx); err != nil {
-			return "", err
-		}
-		if cfg, err = s.authConfig(); err != nil {
-			return "", status.Errorf(codes.Internal, "read auth records: %v", err)
-		}
-		fresh = true
 	}
 	if !cfg.Enabled {
 		return "", nil

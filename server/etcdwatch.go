@@ -166,9 +166,9 @@ func (ws *watchStream) signal() {
 // create adds a watcher, as etcd does: refused ones are answered created
 // and canceled at once, with the reason. A watch is served from this
 // member's applied state, so it is judged by this member's records, as a
-// serializable read is, without waiting for the leader.
+// serializable read is (checkLocal).
 func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
-	if _, err := ws.s.check(ws.stream.Context(), needRead(cr.Key, cr.RangeEnd), false); err != nil {
+	if _, _, err := ws.s.checkLocal(ws.stream.Context(), needRead(cr.Key, cr.RangeEnd)); err != nil {
 		ws.refuse(progressWatchID, status.Convert(etcdError(err)).Message())
 		return
 	}

@@ -439,14 +439,14 @@ func (n *node) sendSnapshot(m core.Message) {
 			n.schedule()
 		}
 	}
-	if err != nil && !n.injectedFault(err) {
-		// The core sends the snapshot its log starts from, whose file the
-		// replica made durable before compacting; only the disk model may
-		// take it away.
-		n.w.fail(fmt.Errorf("node %d: reading its snapshot %d failed with no disk fault to blame: %w", n.id, m.Snapshot.Index, err))
-		return
-	}
 	if err != nil {
+		if !n.injectedFault(err) {
+			// The core sends the snapshot its log starts from, whose file
+			// the replica made durable before compacting; only the disk
+			// model may take it away.
+			n.w.fail(fmt.Errorf("node %d: reading its snapshot %d failed with no disk fault to blame: %w", n.id, m.Snapshot.Index, err))
+			return
+		}
 		n.w.logf("node %d cannot read snapshot %d: %v", n.id, m.Snapshot.Index, err)
 		n.rep.RequestSnapshot()
 		n.w.clock.after(1000, func() { report(false) })

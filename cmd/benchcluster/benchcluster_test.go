@@ -130,7 +130,7 @@ func TestSmokePresetsYieldToExplicitFlags(t *testing.T) {
 	if full.failoverTrials != 10 || full.catchupKeys != 1000000 || full.basePort != 3379 || len(full.steps) != len(allSteps) {
 		t.Errorf("full options %+v", full)
 	}
-	for _, bad := range [][]string{{"--steps", "writes,nope"}, {"--steps", ""}, {"--key-space", "0"}, {"--base-port", "60000"}, {"stray"}} {
+	for _, bad := range [][]string{{"--steps", "writes,nope"}, {"--steps", ""}, {"--key-space", "0"}, {"--base-port", "60000"}, {"--quota-backend-bytes", "-1"}, {"stray"}} {
 		if _, err := parseOptions(bad, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

@@ -65,6 +65,7 @@ type options struct {
 	catchupTimeout   time.Duration
 	rssDuration      time.Duration
 	snapshotInterval int
+	quotaBytes       int64
 	unary            bool
 	etcdBenchmark    string
 	etcdServer       string
@@ -194,6 +195,7 @@ Flags:
 	fs.DurationVar(&opt.catchupTimeout, "catchup-timeout", 20*time.Minute, "how long the restarted follower may take to catch up")
 	fs.DurationVar(&opt.rssDuration, "rss-duration", 2*time.Minute, "length of the sustained-overwrite run sampled for memory")
 	fs.IntVar(&opt.snapshotInterval, "snapshot-interval", 0, "keyvald --snapshot-interval (0: keyvald's default)")
+	fs.Int64Var(&opt.quotaBytes, "quota-backend-bytes", 0, "keyvald --quota-backend-bytes, for a state larger than the default quota (0: keyvald's default)")
 	fs.BoolVar(&opt.unary, "unary", false, "kvbench --unary: one gRPC call per operation, as etcd's tool makes, instead of the client's pipeline")
 	fs.StringVar(&opt.etcdBenchmark, "etcd-benchmark", defaultEtcdBenchmark, "etcd's benchmark tool for the etcd step (the default is built by make etcd-benchmark when needed)")
 	fs.StringVar(&opt.etcdServer, "etcd-server", defaultEtcdServer, "etcd's server, run beside KeyVal in the watch-lease and compare steps (the default is built by make etcd when needed; "+noEtcdServer+": KeyVal alone)")
@@ -256,6 +258,8 @@ Flags:
 		return opt, errors.New("--compare-failover-trials must not be negative")
 	case opt.failoverTrials < 0:
 		return opt, errors.New("--failover-trials must not be negative")
+	case opt.quotaBytes < 0:
+		return opt, errors.New("--quota-backend-bytes must not be negative")
 	case opt.basePort < 0 || opt.basePort+20001 > 65535:
 		return opt, fmt.Errorf("--base-port %d: members need ports up to base+20001", opt.basePort)
 	case opt.rssDuration < time.Second:
@@ -279,6 +283,9 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 	var extra []string
 	if opt.snapshotInterval > 0 {
 		extra = append(extra, "--snapshot-interval", fmt.Sprint(opt.snapshotInterval))
+	}
+	if opt.quotaBytes > 0 {
+		extra = append(extra, "--quota-backend-bytes", fmt.Sprint(opt.quotaBytes))
 	}
 	ports := fixedPorts(opt.basePort)
 	if opt.basePort == 0 {

@@ -486,6 +486,9 @@ func environment(opt options) []envLine {
 		flags = fmt.Sprintf("defaults (heartbeat %v, election timeout %v) but --snapshot-interval %d",
 			server.DefaultHeartbeatInterval, server.DefaultElectionTimeout, opt.snapshotInterval)
 	}
+	if opt.quotaBytes > 0 {
+		flags += fmt.Sprintf(", and --quota-backend-bytes %d", opt.quotaBytes)
+	}
 	out = append(out, envLine{"keyvald flags", flags})
 	return out
 }

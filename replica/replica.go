@@ -49,7 +49,8 @@
 // A Replica is not safe for concurrent use, except that the stages may run
 // concurrently with each other as above: each touches only its own part
 // (the loop: the core and the requests; the WAL stage: the WAL; the state
-// machine stage: the store and the snapshot it captures).
+// machine stage: the store and the snapshot it captures), and that
+// OpenSnapshot may be called from any goroutine.
 package replica
 
 import (
@@ -554,6 +555,9 @@ func (r *Replica) StoreSnapshot(m core.Message, data io.Reader) error {
 func (r *Replica) StepSnapshot(m core.Message) error { return r.node.Step(m) }
 
 // OpenSnapshot opens the snapshot file at index, to send to a follower.
+// It touches only the snapshot files, whose store is safe for concurrent
+// use, so any goroutine may call it: opening verifies the whole file,
+// which the loop must not wait for.
 func (r *Replica) OpenSnapshot(index uint64) (*disk.Snapshot, error) {
 	names, err := r.snaps.List()
 	if err != nil {

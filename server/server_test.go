@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +34,7 @@ type testCluster struct {
 	servers map[core.NodeID]*Server
 	conns   map[core.NodeID]apipb.KVClient
 	snap    uint64
+	hook    func(*Server) // run between New and Start, if set
 }
 
 func freeAddr(t testing.TB) string {
@@ -42,8 +45,16 @@ func freeAddr(t testing.TB) string {
 }
 
 func newTestCluster(t testing.TB, n int, snapshotEvery uint64) *testCluster {
+	return newTestClusterHooked(t, n, snapshotEvery, nil)
+}
+
+func (c *testCluster) start(id core.NodeID) { c.startWith(id, Config{InitialCluster: c.members}) }
+
+// newTestClusterHooked is newTestCluster with hook run on every server
+// between New and Start (to replace what a test holds).
+func newTestClusterHooked(t testing.TB, n int, snapshotEvery uint64, hook func(*Server)) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir(), members: map[core.NodeID]string{}, clients: map[core.NodeID]string{},
-		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}, snap: snapshotEvery}
+		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}, snap: snapshotEvery, hook: hook}
 	for i := 1; i <= n; i++ {
 		c.members[core.NodeID(i)] = freeAddr(t)
 		c.clients[core.NodeID(i)] = freeAddr(t)
@@ -59,8 +70,6 @@ func newTestCluster(t testing.TB, n int, snapshotEvery uint64) *testCluster {
 	return c
 }
 
-func (c *testCluster) start(id core.NodeID) { c.startWith(id, Config{InitialCluster: c.members}) }
-
 // startWith starts node id with extra's settings (InitialCluster, Join, …)
 // and the test cluster's timing, addresses and data directory.
 func (c *testCluster) startWith(id core.NodeID, extra Config) {
@@ -70,6 +79,9 @@ func (c *testCluster) startWith(id core.NodeID, extra Config) {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := New(cfg)
 	require.NoError(c.t, err)
+	if c.hook != nil {
+		c.hook(s)
+	}
 	s.Start()
 	c.servers[id] = s
 	conn, err := grpc.NewClient(c.clients[id], grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -216,6 +228,74 @@ func TestLeaderFailoverAndCatchUpBySnapshot(t *testing.T) {
 		}
 		if !g.Found {
 			return fmt.Errorf("k99 not yet on the restarted node")
+		}
+		return nil
+	})
+}
+
+// Opening a snapshot to send verifies the whole file, seconds for a large
+// state. The leader must go on leading meanwhile: here the opening is held
+// until the test lets it go, and a write through the leader must succeed,
+// with no election, while it is held.
+func TestLeaderKeepsLeadingWhileOpeningASnapshot(t *testing.T) {
+	var armed atomic.Bool
+	opening := make(chan struct{}, 1)
+	release := make(chan struct{})
+	c := newTestClusterHooked(t, 3, 20, func(s *Server) {
+		open := s.openSnapshot
+		s.openSnapshot = func(index uint64) (*disk.Snapshot, error) {
+			if armed.Load() {
+				select {
+				case opening <- struct{}{}:
+				default:
+				}
+				<-release
+			}
+			return open(index)
+		}
+	})
+	var once sync.Once
+	letGo := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(letGo) // before the servers stop: their transports wait for the send
+
+	lead := c.leader()
+	follower := lead%3 + 1
+	c.stop(follower)
+	for i := range 100 {
+		_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte("v")})
+		require.NoError(t, err)
+	}
+	termOf := func() uint64 {
+		st, err := c.conns[lead].Status(ctx(t), &apipb.StatusRequest{})
+		require.NoError(t, err)
+		return st.Term
+	}
+	term := termOf()
+	armed.Store(true)
+	c.start(follower)
+	select {
+	case <-opening:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the leader never opened a snapshot for the restarted follower")
+	}
+
+	// Several election timeouts while the snapshot is being opened.
+	for i := range 5 {
+		wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.conns[lead].Put(wctx, &apipb.PutRequest{Key: []byte(fmt.Sprintf("during%d", i)), Value: []byte("v")})
+		cancel()
+		require.NoError(t, err, "a write through the leader while it opens a snapshot")
+	}
+	require.Equal(t, term, termOf(), "an election while the leader opened a snapshot")
+
+	letGo()
+	eventually(t, func() error {
+		g, err := c.conns[follower].Get(ctx(t), &apipb.GetRequest{Key: []byte("during4"), Serializable: true})
+		if err != nil {
+			return err
+		}
+		if !g.Found {
+			return fmt.Errorf("during4 not yet on the restarted follower")
 		}
 		return nil
 	})

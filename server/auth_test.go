@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -326,6 +327,21 @@ func TestFollowerCatchesUpBeforeRefusing(t *testing.T) {
 	a := newAuthCluster(t)
 	a.setUp(t)
 	lead, f := a.leader(), a.follower()
+	// setUp enabled auth through some follower; f must have applied that
+	// before its state machine is held, or it sees auth off throughout and
+	// lets the AuthEnable below through.
+	leadSt, err := a.testCluster.conns[lead].Status(ctx(t), &apipb.StatusRequest{})
+	require.NoError(t, err)
+	eventually(t, func() error {
+		st, err := a.testCluster.conns[f].Status(ctx(t), &apipb.StatusRequest{})
+		if err != nil {
+			return err
+		}
+		if st.Applied < leadSt.Applied {
+			return fmt.Errorf("node %d applied %d of the leader's %d", f, st.Applied, leadSt.Applied)
+		}
+		return nil
+	})
 	gate := make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(gate) }) }
@@ -333,7 +349,7 @@ func TestFollowerCatchesUpBeforeRefusing(t *testing.T) {
 	a.servers[f].storeQ <- replica.StoreJob{Do: func() { <-gate }}
 
 	root := login(t, a.auth(lead), "root", "rootpw")
-	_, err := a.auth(lead).AuthDisable(as(ctx(t), root), &apipb.AuthDisableRequest{})
+	_, err = a.auth(lead).AuthDisable(as(ctx(t), root), &apipb.AuthDisableRequest{})
 	require.NoError(t, err)
 
 	// The follower cannot catch up while its state machine is held, so the

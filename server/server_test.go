@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -113,6 +112,22 @@ func (c *testCluster) leader() core.NodeID {
 	return 0
 }
 
+// awaitKey waits until member id has applied key (read from its own
+// state, as a serializable get).
+func (c *testCluster) awaitKey(t *testing.T, id core.NodeID, key string) {
+	t.Helper()
+	eventually(t, func() error {
+		g, err := c.conns[id].Get(ctx(t), &apipb.GetRequest{Key: []byte(key), Serializable: true})
+		if err != nil {
+			return err
+		}
+		if !g.Found {
+			return fmt.Errorf("%s not yet on node %d", key, id)
+		}
+		return nil
+	})
+}
+
 // eventually retries f until it succeeds or the deadline passes.
 func eventually(t *testing.T, f func() error) {
 	t.Helper()
@@ -221,16 +236,7 @@ func TestLeaderFailoverAndCatchUpBySnapshot(t *testing.T) {
 		})
 	}
 	c.start(lead)
-	eventually(t, func() error {
-		g, err := c.conns[lead].Get(ctx(t), &apipb.GetRequest{Key: []byte("k99"), Serializable: true})
-		if err != nil {
-			return err
-		}
-		if !g.Found {
-			return fmt.Errorf("k99 not yet on the restarted node")
-		}
-		return nil
-	})
+	c.awaitKey(t, lead, "k99")
 }
 
 // Opening a snapshot to send verifies the whole file, seconds for a large
@@ -289,16 +295,7 @@ func TestLeaderKeepsLeadingWhileOpeningASnapshot(t *testing.T) {
 	require.Equal(t, term, termOf(), "an election while the leader opened a snapshot")
 
 	letGo()
-	eventually(t, func() error {
-		g, err := c.conns[follower].Get(ctx(t), &apipb.GetRequest{Key: []byte("during4"), Serializable: true})
-		if err != nil {
-			return err
-		}
-		if !g.Found {
-			return fmt.Errorf("during4 not yet on the restarted follower")
-		}
-		return nil
-	})
+	c.awaitKey(t, follower, "during4")
 }
 
 // A stopped leader's followers see its stream break and its address
@@ -429,13 +426,7 @@ func TestLostLastWriteFoundOnRestart(t *testing.T) {
 			cfg := Config{InitialCluster: c.members, DetectLostWrites: tc.detect, Observability: Observability{MetricsAddr: "127.0.0.1:0"}}
 			c.startWith(f, cfg)
 			putThroughLeader(t, c, 200)
-			eventually(t, func() error {
-				g, err := c.conns[f].Get(ctx(t), &apipb.GetRequest{Key: []byte("k199"), Serializable: true})
-				if err == nil && !g.Found {
-					err = errors.New("k199 not applied on the follower yet")
-				}
-				return err
-			})
+			c.awaitKey(t, f, "k199")
 			c.stop(f)
 			dir := filepath.Join(c.dir, fmt.Sprint(f))
 			recs, err := disk.EntryRecords(disk.OSFS{}, filepath.Join(dir, "wal"))

@@ -123,13 +123,7 @@ func TestRepairedMemberRefusesStaleSerializableReads(t *testing.T) {
 	f := lead%3 + 1
 	// Every member has applied the last write before any stops.
 	for id := range c.servers {
-		eventually(t, func() error {
-			g, err := c.conns[id].Get(ctx(t), &apipb.GetRequest{Key: []byte("k199"), Serializable: true})
-			if err != nil || !g.Found {
-				return fmt.Errorf("k199 on %d: %v %v", id, g, err)
-			}
-			return nil
-		})
+		c.awaitKey(t, id, "k199")
 	}
 	for id := range c.members {
 		c.stop(id)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -40,6 +41,8 @@ type Bolt struct {
 	// usage is what the last commit left (Usage), for readers that must
 	// not open a transaction (metrics, the quota check).
 	usage atomic.Pointer[Usage]
+	// index is the key index of the last commit (keyindex.go).
+	index atomic.Pointer[keyIndex]
 }
 
 var _ Store = (*Bolt)(nil)
@@ -47,12 +50,10 @@ var _ Store = (*Bolt)(nil)
 // The bbolt layout; docs/kvstore.md describes it.
 var (
 	bucketMeta = []byte("meta") // the keys below
-	// user key -> its newest version's head (a tombstone if it was
-	// deleted since the last compaction), as headBytes stores it: the
-	// value itself is only in revs
-	bucketKV = []byte("kv")
 	// revision u64 | key -> the key's version at that revision: the
-	// history, in revision order (and the revision index, leases.go)
+	// history, in revision order (and the revision index, leases.go).
+	// Which version of a key is its newest is not stored: the key index
+	// (keyindex.go) is built from the history when the file is opened.
 	bucketRevs = []byte("revs")
 	// lease id u64 -> kvpb.Lease; lease id u64 | key -> nothing
 	bucketLeases    = []byte("leases")
@@ -78,9 +79,15 @@ var (
 // leases; version 3 kept the history in a second bucket ordered by key
 // (bucketHistoryV3), which cost every write a second random leaf page;
 // version 4 kept each key's newest value in kv as well as in revs, which
-// wrote every value twice. OpenBolt upgrades all four (migrateV1 to
-// migrateV4).
-const boltFormatVersion = 5
+// wrote every value twice; version 5 kept each key's head in a bucket,
+// kv, ordered by key (bucketKVV5), which cost every write a random leaf
+// page, now an index in memory. OpenBolt upgrades all five (migrateV1 to
+// migrateV5).
+const boltFormatVersion = 6
+
+// bucketKVV5 is layouts 1 to 5's key table: user key -> the key's newest
+// version (layouts 1 to 4) or its head (5: headSize bytes).
+var bucketKVV5 = []byte("kv")
 
 // bucketHistoryV3 is layout 3's history: histKey -> meta | value.
 var bucketHistoryV3 = []byte("history")
@@ -104,7 +111,9 @@ const initialMmapSize = 10 << 30
 //
 // An existing file is checked first (every page its trees reach is read);
 // a file bbolt refuses or that fails the check is an error wrapping
-// ErrDamaged, and the file is left as it was.
+// ErrDamaged, and the file is left as it was. So is one whose history
+// does not decode or does not add up to the bytes it says it holds, found
+// while the key index is built from it.
 func OpenBolt(path string, opts Options) (*Bolt, error) {
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
@@ -133,7 +142,9 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 	b := &Bolt{db: db, path: path, opts: opts}
 	err = db.Update(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
-			return initBuckets(tx, SnapshotInfo{}, 0)
+			if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
+				return err
+			}
 		}
 		if err := migrateV1(tx); err != nil {
 			return err
@@ -147,22 +158,33 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		if err := migrateV4(tx); err != nil {
 			return err
 		}
+		if err := migrateV5(tx); err != nil {
+			return err
+		}
 		st, err := loadState(tx)
 		if err != nil {
 			return err
 		}
-		if !st.hasUsed {
-			if err := st.countUsed(); err != nil {
-				return err
-			}
+		if st.index, err = st.buildIndex(); err != nil {
+			return fmt.Errorf("%w: %w", ErrDamaged, err)
+		}
+		// used_bytes was kept write by write; counted again from the
+		// index, it tells whether the history lost a key's newest version
+		// (the index would hold an older one, or none).
+		stored, hadUsed := st.used, st.hasUsed
+		if err := st.countUsed(); err != nil {
+			return fmt.Errorf("%w: %w", ErrDamaged, err)
+		}
+		if hadUsed && st.used != stored {
+			return fmt.Errorf("%w: %w: the history's live keys and the sessions come to %d bytes, and meta/%s says %d",
+				ErrDamaged, ErrCorrupt, st.used, keyUsedBytes, stored)
+		}
+		if !hadUsed {
 			if err := st.flush(); err != nil {
 				return err
 			}
 		}
-		b.applied.Store(st.applied)
-		b.rev.Store(st.rev)
-		b.compacted.Store(st.compactRev)
-		b.noteUsage(st)
+		b.publish(st)
 		return nil
 	})
 	if err != nil {
@@ -210,6 +232,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 		if st, err = loadState(tx); err != nil {
 			return err
 		}
+		st.index = b.index.Load().clone()
 		st.arena = make([]byte, 0, arenaSize(entries))
 		if results, err = applyBatch(st, entries, b.opts.maxClients()); err != nil {
 			return err
@@ -219,11 +242,19 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
 	}
+	b.publish(st)
+	return results, nil
+}
+
+// publish makes st, just committed (or opened), what readers see: its
+// key index, then the counters.
+func (b *Bolt) publish(st *boltState) {
+	st.index.applied, st.index.rev, st.index.compacted = st.applied, st.rev, st.compactRev
+	b.index.Store(st.index)
 	b.applied.Store(st.applied)
 	b.rev.Store(st.rev)
 	b.compacted.Store(st.compactRev)
 	b.noteUsage(st)
-	return results, nil
 }
 
 // Usage reports what the store holds against its limits, as of the last
@@ -252,11 +283,7 @@ func (b *Bolt) Get(key []byte) (GetResult, error) {
 		return GetResult{}, ErrClosed
 	}
 	var r GetResult
-	err := b.db.View(func(tx *bbolt.Tx) error {
-		st, err := loadState(tx)
-		if err != nil {
-			return err
-		}
+	err := b.view(func(st *boltState) error {
 		r.Revision = st.rev
 		if len(key) == 0 {
 			return nil // bbolt has no empty keys, and neither do we
@@ -283,11 +310,7 @@ func (b *Bolt) RangeBytes(prefix, after []byte, limit, maxBytes int) (RangeResul
 	}
 	var r RangeResult
 	page := rangePage{limit: limit, maxBytes: maxBytes}
-	err := b.db.View(func(tx *bbolt.Tx) error {
-		st, err := loadState(tx)
-		if err != nil {
-			return err
-		}
+	err := b.view(func(st *boltState) error {
 		r.Revision = st.rev
 		end := rangeBound(auth.PrefixEnd(prefix))
 		return st.scanLatest([]byte(rangeStart(prefix, after)), end, func(v version) bool {
@@ -364,13 +387,51 @@ func (b *Bolt) view(fn func(st *boltState) error) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	return b.db.View(func(tx *bbolt.Tx) error {
+	tx, st, err := b.begin()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	return fn(st)
+}
+
+// viewTries is how many times begin tries to pair the key index with a
+// read transaction of the same commit before it makes Apply wait.
+const viewTries = 8
+
+// begin opens a read transaction and pairs it with the key index of the
+// same commit. The index is published after its commit, so the
+// transaction begun after loading it is of that commit or a later one; a
+// later one (a commit between the two, or not yet published) is retried:
+// its history may lack a version the older index points to (compacted),
+// or hold keys the index lacks. After viewTries, it holds Apply off.
+func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
+	for try := 0; ; try++ {
+		if try == viewTries {
+			b.writeMu.Lock()
+			defer b.writeMu.Unlock()
+		}
+		ix := b.index.Load()
+		tx, err := b.db.Begin(false)
+		if err != nil {
+			return nil, nil, fmt.Errorf("begin a read transaction of %s: %w", b.path, err)
+		}
 		st, err := loadState(tx)
 		if err != nil {
-			return err
+			_ = tx.Rollback()
+			return nil, nil, err
 		}
-		return fn(st)
-	})
+		if st.applied == ix.applied && st.rev == ix.rev && st.compactRev == ix.compacted {
+			st.index = ix
+			return tx, st, nil
+		}
+		_ = tx.Rollback()
+		if try >= viewTries {
+			return nil, nil, fmt.Errorf("%w: the key index is of index %d, revision %d, and the file of index %d, revision %d",
+				ErrCorrupt, ix.applied, ix.rev, st.applied, st.rev)
+		}
+		runtime.Gosched()
+	}
 }
 
 // CompactedRevision implements Store.
@@ -396,13 +457,8 @@ func (b *Bolt) Freeze() (Frozen, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	tx, err := b.db.Begin(false)
+	tx, st, err := b.begin()
 	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", b.path, err)
-	}
-	st, err := loadState(tx)
-	if err != nil {
-		_ = tx.Rollback()
 		return nil, fmt.Errorf("snapshot %s: %w", b.path, err)
 	}
 	return &boltFrozen{b: b, tx: tx, st: st}, nil
@@ -473,16 +529,19 @@ func (b *Bolt) Restore(r io.Reader) error {
 		if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
 			return err
 		}
-		sink := &boltSink{kv: tx.Bucket(bucketKV), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU),
+		if err := tx.DeleteBucket(bucketKVV5); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return fmt.Errorf("drop bucket %s: %w", bucketKVV5, err)
+		}
+		sink := &boltSink{index: newKeyIndex(), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU),
 			revs: tx.Bucket(bucketRevs), leases: tx.Bucket(bucketLeases), leaseKeys: tx.Bucket(bucketLeaseKeys)}
 		// Snapshots arrive in key order: pack those pages full (not the
 		// history's, which arrives in key order, not revision order).
-		sink.kv.FillPercent, sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95, 0.95
+		sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95
 		var err error
 		if info, err = readSnapshot(r, sink); err != nil {
 			return err
 		}
-		st = &boltState{meta: tx.Bucket(bucketMeta), applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
+		st = &boltState{meta: tx.Bucket(bucketMeta), index: sink.index, applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
 			used: sink.used, clock: sink.clock, clockDirty: true, compactRev: sink.compactRev, compactDirty: true}
 		st.setAlarms(sink.alarms)
 		return st.flush()
@@ -490,15 +549,13 @@ func (b *Bolt) Restore(r io.Reader) error {
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", b.path, err)
 	}
-	b.applied.Store(info.AppliedIndex)
-	b.rev.Store(info.Revision)
-	b.compacted.Store(st.compactRev)
-	b.noteUsage(st)
+	b.publish(st)
 	return nil
 }
 
 type boltSink struct {
-	kv, clients, lru        *bbolt.Bucket
+	index                   *keyIndex
+	clients, lru            *bbolt.Bucket
 	revs, leases, leaseKeys *bbolt.Bucket
 	n                       uint64
 	// The key of the last history record and its revision: the previous
@@ -525,7 +582,7 @@ func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 }
 
 // history stores a version, and makes it the key's newest: a key's
-// records arrive in revision order, so its last one stays in kv.
+// records arrive in revision order, so its last one stays in the index.
 func (s *boltSink) history(kv *kvpb.KeyValue, _ []byte) error {
 	var prev uint64
 	if bytes.Equal(kv.Key, s.lastKey) {
@@ -536,7 +593,8 @@ func (s *boltSink) history(kv *kvpb.KeyValue, _ []byte) error {
 	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), v); err != nil {
 		return err
 	}
-	return s.kv.Put(kv.Key, headOf(v))
+	s.index.set(kv.Key, metaFromProto(kv), prev, len(kv.Value))
+	return nil
 }
 
 func (s *boltSink) lease(l *kvpb.Lease) error {
@@ -594,7 +652,10 @@ func (b *Bolt) Close() error {
 // cursor, and grow its stack, on every call), and an arena for the values
 // written (bbolt keeps them, without copying, until the commit).
 type boltState struct {
-	meta, kv, clients, lru *bbolt.Bucket
+	meta, clients, lru *bbolt.Bucket
+	// index is the key index: the published one for a reader, a clone
+	// being written for a batch.
+	index                  *keyIndex
 	applied, rev, nclients uint64
 	compactRev             uint64
 	compactDirty           bool
@@ -617,8 +678,8 @@ type boltState struct {
 	revs, leases, leaseKeysB *bbolt.Bucket
 	revKeyBuf                []byte
 
-	kvCur, revsCur, clientsCur, lruCur *bbolt.Cursor
-	arena                              []byte
+	revsCur, clientsCur, lruCur *bbolt.Cursor
+	arena                       []byte
 }
 
 // head is what kv holds for a key: the size of its value (-1: absent or
@@ -701,7 +762,6 @@ func remove(c **bbolt.Cursor, b *bbolt.Bucket, key []byte) error {
 func loadState(tx *bbolt.Tx) (*boltState, error) {
 	st := &boltState{
 		meta:    tx.Bucket(bucketMeta),
-		kv:      tx.Bucket(bucketKV),
 		clients: tx.Bucket(bucketClients),
 		lru:     tx.Bucket(bucketLRU),
 
@@ -709,7 +769,7 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 		leases:     tx.Bucket(bucketLeases),
 		leaseKeysB: tx.Bucket(bucketLeaseKeys),
 	}
-	if st.meta == nil || st.kv == nil || st.clients == nil || st.lru == nil ||
+	if st.meta == nil || st.clients == nil || st.lru == nil ||
 		st.revs == nil || st.leases == nil || st.leaseKeysB == nil {
 		return nil, fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
@@ -761,17 +821,13 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 // countUsed computes used_bytes for a file from a build before it.
 func (st *boltState) countUsed() error {
 	st.used = 0
-	err := st.kv.ForEach(func(k, v []byte) error {
-		meta, _, size, err := splitHead(k, v)
-		if err == nil && !meta.tombstone() {
-			st.used += KeyBytes(len(k), size)
+	st.index.ascend(nil, nil, func(e *indexEntry) bool {
+		if !e.meta.tombstone() {
+			st.used += KeyBytes(len(e.key), int(e.size))
 		}
-		return err
+		return true
 	})
-	if err != nil {
-		return err
-	}
-	err = st.clients.ForEach(func(k, v []byte) error {
+	err := st.clients.ForEach(func(k, v []byte) error {
 		rec, err := decodeClient(k, v)
 		if err != nil {
 			return err
@@ -842,25 +898,15 @@ func (st *boltState) get(key []byte) ([]byte, kvMeta, bool, error) {
 }
 
 func (st *boltState) lookup(key []byte) (kvMeta, bool, error) {
-	st.lastGet, st.last, st.haveLast = append(st.lastGet[:0], key...), head{size: -1}, true
-	v := seek(&st.kvCur, st.kv, key)
-	if v == nil {
+	e := st.index.get(key)
+	st.lastGet, st.last, st.haveLast = append(st.lastGet[:0], key...), headOf(e), true
+	if e == nil || e.meta.tombstone() {
 		return kvMeta{}, false, nil
 	}
-	meta, prev, size, err := splitHead(key, v)
-	if err != nil {
-		st.haveLast = false
-		return kvMeta{}, false, err
-	}
-	st.last.rev, st.last.prev = meta.modRev, prev
-	if meta.tombstone() {
-		return kvMeta{}, false, nil
-	}
-	st.last.size, st.last.lease = size, meta.lease
-	return meta, true, nil
+	return e.meta, true, nil
 }
 
-// head is what kv holds for key before a put or delete, from the get
+// head is the index's head of key before a put or delete, from the get
 // just before when it read key.
 func (st *boltState) head(key []byte) (head, error) {
 	if st.haveLast && bytes.Equal(st.lastGet, key) {
@@ -868,20 +914,21 @@ func (st *boltState) head(key []byte) (head, error) {
 		return st.last, nil
 	}
 	st.haveLast = false
+	return headOf(st.index.get(key)), nil
+}
+
+// headOf is what a put or delete needs of e, a key's index entry (nil:
+// none).
+func headOf(e *indexEntry) head {
 	h := head{size: -1}
-	v := seek(&st.kvCur, st.kv, key)
-	if v == nil {
-		return h, nil
+	if e == nil {
+		return h
 	}
-	meta, prev, size, err := splitHead(key, v)
-	if err != nil {
-		return h, err
+	h.rev, h.prev = e.meta.modRev, e.prev
+	if !e.meta.tombstone() {
+		h.size, h.lease = int(e.size), e.meta.lease
 	}
-	h.rev, h.prev = meta.modRev, prev
-	if !meta.tombstone() {
-		h.size, h.lease = size, meta.lease
-	}
-	return h, nil
+	return h
 }
 
 // newestValue is the value of key's newest version, whose meta kv holds:
@@ -899,18 +946,14 @@ func missingNewest(key []byte, rev uint64) error {
 	return fmt.Errorf("%w: the newest version of %q, at revision %d, is missing from the history", ErrCorrupt, key, rev)
 }
 
-// record stores key's version v, written at rev, in the history, and its
-// head in kv as the newest.
-func (st *boltState) record(key []byte, rev uint64, v []byte) error {
-	h := st.alloc(headSize)
-	putHead(h, v)
-	if err := st.kv.Put(key, h); err != nil {
-		return fmt.Errorf("write %q at revision %d: %w", key, rev, err)
-	}
-	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], rev, key)
+// record stores key's version v, written at rev over the version at prev,
+// in the history, and makes it the key's head in the index.
+func (st *boltState) record(key []byte, meta kvMeta, prev uint64, value, v []byte) error {
+	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], meta.modRev, key)
 	if err := st.revs.Put(st.revKeyBuf, v); err != nil {
-		return fmt.Errorf("record %q at revision %d: %w", key, rev, err)
+		return fmt.Errorf("record %q at revision %d: %w", key, meta.modRev, err)
 	}
+	st.index.set(key, meta, prev, len(value))
 	return nil
 }
 
@@ -940,8 +983,9 @@ func (st *boltState) put(key, value []byte, meta kvMeta) error {
 		return err
 	}
 	v := st.alloc(versionHead + len(value))
-	putVersion(v, meta, h.prevFor(meta.modRev), value)
-	if err := st.record(key, meta.modRev, v); err != nil {
+	prev := h.prevFor(meta.modRev)
+	putVersion(v, meta, prev, value)
+	if err := st.record(key, meta, prev, value, v); err != nil {
 		return err
 	}
 	if err := st.attach(key, h.lease, meta.lease); err != nil {
@@ -951,17 +995,18 @@ func (st *boltState) put(key, value []byte, meta kvMeta) error {
 	return nil
 }
 
-// del makes a live key's newest version a tombstone, which stays in kv
-// (so that reads at earlier revisions find the key's versions) until a
-// compaction drops it.
+// del makes a live key's newest version a tombstone, which stays in the
+// index (so that reads at earlier revisions find the key's versions) until
+// a compaction drops it.
 func (st *boltState) del(key []byte, rev uint64) error {
 	h, err := st.head(key)
 	if err != nil || h.size < 0 {
 		return err
 	}
 	v := st.alloc(versionHead)
-	putVersion(v, kvMeta{modRev: rev}, h.prevFor(rev), nil)
-	if err := st.record(key, rev, v); err != nil {
+	meta, prev := kvMeta{modRev: rev}, h.prevFor(rev)
+	putVersion(v, meta, prev, nil)
+	if err := st.record(key, meta, prev, nil, v); err != nil {
 		return err
 	}
 	if err := st.attach(key, h.lease, 0); err != nil {
@@ -1056,92 +1101,93 @@ func (st *boltState) setCompacted(rev uint64) {
 	st.compactRev, st.compactDirty = rev, true
 }
 
+// scanIndex calls fn with each key of the index in [start, end) and its
+// entry, in key order, until fn returns false or an error. The key is
+// valid only during the call.
+func (st *boltState) scanIndex(start, end []byte, fn func(key []byte, e *indexEntry) (bool, error)) error {
+	var (
+		key []byte
+		err error
+	)
+	st.index.ascend(start, end, func(e *indexEntry) bool {
+		key = append(key[:0], e.key...)
+		var more bool
+		more, err = fn(key, e)
+		return more && err == nil
+	})
+	return err
+}
+
 func (st *boltState) scanLatest(start, end []byte, fn func(v version) bool) error {
-	c := st.kv.Cursor()
-	for k, v := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, v = c.Next() {
-		meta, _, _, err := splitHead(k, v)
+	return st.scanIndex(start, end, func(k []byte, e *indexEntry) (bool, error) {
+		if e.meta.tombstone() {
+			return true, nil
+		}
+		value, err := st.newestValue(k, e.meta)
 		if err != nil {
-			return err
+			return false, err
 		}
-		if meta.tombstone() {
-			continue
-		}
-		value, err := st.newestValue(k, meta)
-		if err != nil {
-			return err
-		}
-		if !fn(version{key: k, value: value, meta: meta}) {
-			return nil
-		}
-	}
-	return nil
+		return fn(version{key: k, value: value, meta: e.meta}), nil
+	})
 }
 
 // scanHistory reads each key's versions by following the links from its
 // newest one back: one lookup in the history per version.
 func (st *boltState) scanHistory(start, end []byte, fn func(v version) bool) error {
 	var chain []version
-	c := st.kv.Cursor()
-	for k, v := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, v = c.Next() {
-		meta, _, _, err := splitHead(k, v)
-		if err != nil {
-			return err
-		}
-		newest := st.historyAt(k, meta.modRev)
+	return st.scanIndex(start, end, func(k []byte, e *indexEntry) (bool, error) {
+		newest := st.historyAt(k, e.meta.modRev)
 		if newest == nil {
-			return missingNewest(k, meta.modRev)
+			return false, missingNewest(k, e.meta.modRev)
 		}
+		var err error
 		if chain, err = st.versions(chain[:0], k, newest); err != nil {
-			return err
+			return false, err
 		}
 		for i := len(chain) - 1; i >= 0; i-- {
 			if !fn(chain[i]) {
-				return nil
+				return false, nil
 			}
 		}
-	}
-	return nil
+		return true, nil
+	})
 }
 
 // scanVisible is scanAt's shortcut: each key's walk back from its newest
 // version stops at the first one at or below rev.
 func (st *boltState) scanVisible(start, end []byte, rev uint64, fn func(v version) bool) error {
-	c := st.kv.Cursor()
-	for k, h := c.Seek(start); k != nil && (len(end) == 0 || bytes.Compare(k, end) < 0); k, h = c.Next() {
-		meta, prev, _, err := splitHead(k, h)
-		if err != nil {
-			return err
-		}
+	return st.scanIndex(start, end, func(k []byte, e *indexEntry) (bool, error) {
+		meta, prev := e.meta, e.prev
 		// Walk back from the head; value is read with the version it
 		// belongs to, once the walk leaves the head.
-		var value []byte
+		var (
+			value []byte
+			err   error
+		)
 		fromHead := true
 		for meta.modRev > rev {
 			v, err := st.previous(k, meta.modRev, prev)
 			if err != nil {
-				return err
+				return false, err
 			}
 			if v == nil {
 				break
 			}
 			if meta, prev, value, err = splitVersion(k, v); err != nil {
-				return err
+				return false, err
 			}
 			fromHead = false
 		}
 		if meta.modRev > rev || meta.tombstone() {
-			continue
+			return true, nil
 		}
 		if fromHead {
 			if value, err = st.newestValue(k, meta); err != nil {
-				return err
+				return false, err
 			}
 		}
-		if !fn(version{key: k, value: value, meta: meta}) {
-			return nil
-		}
-	}
-	return nil
+		return fn(version{key: k, value: value, meta: meta}), nil
+	})
 }
 
 // versions appends to dst key's versions from v, the newest as the
@@ -1208,18 +1254,16 @@ func (st *boltState) versionAround(key []byte, rev uint64) (at, before *version,
 	return at, before, nil
 }
 
-// deleteHistory removes key's version at rev, and the key from kv if that
-// version is its newest (a tombstone: compaction keeps live ones).
+// deleteHistory removes key's version at rev, and the key from the index
+// if that version is its newest (a tombstone: compaction keeps live ones).
 func (st *boltState) deleteHistory(key []byte, rev uint64) error {
 	st.haveLast = false
 	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], rev, key)
 	if err := remove(&st.revsCur, st.revs, st.revKeyBuf); err != nil {
 		return fmt.Errorf("compact %q at revision %d: %w", key, rev, err)
 	}
-	if v := seek(&st.kvCur, st.kv, key); len(v) >= metaSize && getMeta(v).modRev == rev {
-		if err := st.kvCur.Delete(); err != nil {
-			return fmt.Errorf("compact %q at revision %d: %w", key, rev, err)
-		}
+	if e := st.index.get(key); e != nil && e.meta.modRev == rev {
+		st.index.remove(key)
 	}
 	return nil
 }
@@ -1326,7 +1370,7 @@ func u64(v uint64) []byte {
 // the key's previous version (0: none), then the value.
 const versionHead = metaSize + 8
 
-// A key's head in kv is its newest version's meta and previous revision
+// A key's head in layout 5's kv was its newest version's meta and previous revision
 // (as the history stores them), then the length of that version's value,
 // a uint32: values are far below 4 GiB (MaxValueSize).
 const headSize = versionHead + 4
@@ -1338,18 +1382,12 @@ func putHead(dst, v []byte) {
 	binary.BigEndian.PutUint32(dst[versionHead:], uint32(len(v)-versionHead))
 }
 
-// headOf is the head of v, a version in its stored form, in a fresh slice.
-func headOf(v []byte) []byte {
+// headBytes is the head of v, a version in its stored form, in a fresh
+// slice.
+func headBytes(v []byte) []byte {
 	h := make([]byte, headSize)
 	putHead(h, v)
 	return h
-}
-
-func splitHead(key, h []byte) (meta kvMeta, prev uint64, size int, err error) {
-	if len(h) != headSize {
-		return kvMeta{}, 0, 0, fmt.Errorf("%w: head of key %q is %d bytes, want %d", ErrCorrupt, key, len(h), headSize)
-	}
-	return getMeta(h), binary.BigEndian.Uint64(h[metaSize:]), int(binary.BigEndian.Uint32(h[versionHead:])), nil
 }
 
 // revisionKey is where the history keeps key's version at rev.
@@ -1388,7 +1426,7 @@ func joinValueV3(value []byte, meta kvMeta) []byte {
 }
 
 // allBuckets are the store's buckets.
-var allBuckets = [][]byte{bucketMeta, bucketKV, bucketRevs, bucketLeases, bucketLeaseKeys, bucketClients, bucketLRU}
+var allBuckets = [][]byte{bucketMeta, bucketRevs, bucketLeases, bucketLeaseKeys, bucketClients, bucketLRU}
 
 // migrateV1 upgrades a file of layout version 1 in place: each value gets
 // the meta of a key written once at its version, which also becomes its
@@ -1398,7 +1436,7 @@ func migrateV1(tx *bbolt.Tx) error {
 	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 1 {
 		return nil
 	}
-	kv := tx.Bucket(bucketKV)
+	kv := tx.Bucket(bucketKVV5)
 	if kv == nil {
 		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
@@ -1513,12 +1551,12 @@ func migrateV3(tx *bbolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range [][]byte{bucketHistoryV3, bucketKV, bucketRevs} {
+	for _, name := range [][]byte{bucketHistoryV3, bucketKVV5, bucketRevs} {
 		if err := tx.DeleteBucket(name); err != nil {
 			return fmt.Errorf("upgrade: drop bucket %s: %w", name, err)
 		}
 	}
-	kv, err := tx.CreateBucket(bucketKV)
+	kv, err := tx.CreateBucket(bucketKVV5)
 	if err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
@@ -1531,11 +1569,11 @@ func migrateV3(tx *bbolt.Tx) error {
 			return fmt.Errorf("upgrade %q: %w", u.key, err)
 		}
 		// A key's versions come in revision order: the last one stays.
-		if err := kv.Put(u.key, headOf(u.v)); err != nil {
+		if err := kv.Put(u.key, headBytes(u.v)); err != nil {
 			return fmt.Errorf("upgrade %q: %w", u.key, err)
 		}
 	}
-	return meta.Put(keyFormat, u64(boltFormatVersion))
+	return meta.Put(keyFormat, u64(5))
 }
 
 // migrateV4 upgrades a file of layout version 4 in place: kv's versions,
@@ -1546,7 +1584,7 @@ func migrateV4(tx *bbolt.Tx) error {
 	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 4 {
 		return nil
 	}
-	kv := tx.Bucket(bucketKV)
+	kv := tx.Bucket(bucketKVV5)
 	if kv == nil {
 		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
@@ -1555,7 +1593,7 @@ func migrateV4(tx *bbolt.Tx) error {
 		if _, _, _, err := splitVersion(k, v); err != nil {
 			return err
 		}
-		keys, heads = append(keys, clone(k)), append(heads, headOf(v))
+		keys, heads = append(keys, clone(k)), append(heads, headBytes(v))
 		return nil
 	})
 	if err != nil {
@@ -1566,7 +1604,47 @@ func migrateV4(tx *bbolt.Tx) error {
 			return fmt.Errorf("upgrade %q: %w", k, err)
 		}
 	}
+	return meta.Put(keyFormat, u64(5))
+}
+
+// migrateV5 upgrades a file of layout version 5 in place: the key table
+// goes, since the key index is built from the history when the file is
+// opened.
+func migrateV5(tx *bbolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 5 {
+		return nil
+	}
+	if err := tx.DeleteBucket(bucketKVV5); err != nil {
+		return fmt.Errorf("upgrade: drop bucket %s: %w", bucketKVV5, err)
+	}
 	return meta.Put(keyFormat, u64(boltFormatVersion))
+}
+
+// buildIndex builds the key index from the history: each key's newest
+// version is the last of its versions in revision order. Every version is
+// checked as it is read, so a damaged history fails the opening.
+func (st *boltState) buildIndex() (*keyIndex, error) {
+	ix := newKeyIndex()
+	c := st.revs.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if len(k) <= 8 {
+			return nil, fmt.Errorf("%w: history key %x is too short", ErrCorrupt, k)
+		}
+		key := k[8:]
+		meta, prev, value, err := splitVersion(key, v)
+		if err != nil {
+			return nil, err
+		}
+		if rev := binary.BigEndian.Uint64(k); meta.modRev != rev {
+			return nil, fmt.Errorf("%w: the version of %q under revision %d says revision %d", ErrCorrupt, key, rev, meta.modRev)
+		}
+		if err := checkHistoryEntry(key, meta, st.rev); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		ix.set(key, meta, prev, len(value))
+	}
+	return ix, nil
 }
 
 func decodeClient(k, v []byte) (*kvpb.ClientRecord, error) {

@@ -136,6 +136,22 @@ func TestBoltCorruptLayoutRefused(t *testing.T) {
 	}
 }
 
+// openSeeded opens seeded's store.
+func openSeeded(t *testing.T) *Bolt {
+	t.Helper()
+	b, err := OpenBolt(seeded(t), Options{MaxClients: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// damageLive changes an open store's file under it, its counters left as
+// they were, as a disk fault would.
+func damageLive(t *testing.T, b *Bolt, fn func(tx *bbolt.Tx) error) {
+	t.Helper()
+	require.NoError(t, b.db.Update(fn))
+}
+
 // requireReadsCorrupt: every read of key k, seeded's, reports ErrCorrupt.
 func requireReadsCorrupt(t *testing.T, b *Bolt) {
 	t.Helper()
@@ -151,12 +167,21 @@ func requireReadsCorrupt(t *testing.T, b *Bolt) {
 
 // TestBoltCorruptDataReported: data the store could not have written is
 // an error (the node must stop), never a panic or a wrong answer, and a
-// failed Apply leaves the store as it was.
+// failed Apply leaves the store as it was. Found while the store runs, it
+// fails what reads it; found when the file is opened (where the key index
+// is built from the history, and the bytes it holds are counted), the file
+// is ErrDamaged, which the server rebuilds from its snapshot and log.
 func TestBoltCorruptDataReported(t *testing.T) {
+	// reopenDamaged: the closed store's file no longer opens.
+	reopenDamaged := func(t *testing.T, b *Bolt) {
+		t.Helper()
+		require.NoError(t, b.Close())
+		_, err := OpenBolt(b.Path(), Options{})
+		require.ErrorIs(t, err, ErrDamaged)
+	}
 	t.Run("short value", func(t *testing.T) {
-		path := seeded(t)
-		damage(t, path, func(tx *bbolt.Tx) error {
-			// Both the current version and its history entry.
+		b := openSeeded(t)
+		damageLive(t, b, func(tx *bbolt.Tx) error {
 			hist := tx.Bucket(bucketRevs)
 			c := hist.Cursor()
 			for hk, _ := c.First(); hk != nil; hk, _ = c.Next() {
@@ -164,20 +189,14 @@ func TestBoltCorruptDataReported(t *testing.T) {
 					return err
 				}
 			}
-			return tx.Bucket(bucketKV).Put([]byte("k"), []byte{1, 2})
+			return nil
 		})
-		b, err := OpenBolt(path, Options{})
-		require.NoError(t, err)
-		defer b.Close()
 		requireReadsCorrupt(t, b)
-		_, err = b.Apply([]Entry{{Index: 3, Data: putCmd(0, 0, "k", "new")}})
-		require.ErrorIs(t, err, ErrCorrupt)
-		require.Equal(t, uint64(2), b.AppliedIndex())
+		reopenDamaged(t, b)
 	})
 	t.Run("newest version missing from the history", func(t *testing.T) {
-		path := seeded(t)
-		damage(t, path, func(tx *bbolt.Tx) error {
-			// kv keeps the key's head; its value is only in the history.
+		b := openSeeded(t)
+		damageLive(t, b, func(tx *bbolt.Tx) error {
 			c := tx.Bucket(bucketRevs).Cursor()
 			for k, _ := c.First(); k != nil; k, _ = c.First() {
 				if err := c.Delete(); err != nil {
@@ -186,24 +205,20 @@ func TestBoltCorruptDataReported(t *testing.T) {
 			}
 			return nil
 		})
-		b, err := OpenBolt(path, Options{})
-		require.NoError(t, err)
-		defer b.Close()
 		requireReadsCorrupt(t, b)
+		reopenDamaged(t, b)
 	})
 	t.Run("bad session", func(t *testing.T) {
-		path := seeded(t)
-		damage(t, path, func(tx *bbolt.Tx) error { return tx.Bucket(bucketClients).Put(u64(2), []byte{0xff}) })
-		b, err := OpenBolt(path, Options{})
-		require.NoError(t, err)
-		defer b.Close()
-		_, err = b.Apply([]Entry{{Index: 3, Data: putCmd(2, 1, "k", "new")}})
+		b := openSeeded(t)
+		damageLive(t, b, func(tx *bbolt.Tx) error { return tx.Bucket(bucketClients).Put(u64(2), []byte{0xff}) })
+		_, err := b.Apply([]Entry{{Index: 3, Data: putCmd(2, 1, "k", "new")}})
 		require.ErrorIs(t, err, ErrCorrupt)
 		_, err = b.Snapshot(&bytes.Buffer{})
 		require.ErrorIs(t, err, ErrCorrupt)
 		got, err := b.Get([]byte("k"))
 		require.NoError(t, err)
 		require.Equal(t, "v", string(got.Value), "the failed batch changed nothing")
+		reopenDamaged(t, b)
 	})
 	t.Run("session count too high", func(t *testing.T) {
 		path := seeded(t)

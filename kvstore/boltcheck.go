@@ -10,9 +10,10 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// ErrDamaged marks a bbolt file that cannot be used: bbolt refused it, or
-// a page is not what the tree pointing at it says. The server moves such a
-// file aside and rebuilds the store from the snapshot and the log.
+// ErrDamaged marks a bbolt file that cannot be used: bbolt refused it, a
+// page is not what the tree pointing at it says, or its history does not
+// decode or add up (OpenBolt, building the key index). The server moves
+// such a file aside and rebuilds the store from the snapshot and the log.
 var ErrDamaged = errors.New("kv store file is damaged")
 
 // checkBolt reads every page reachable from the file's trees before bbolt

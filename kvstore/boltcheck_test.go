@@ -11,9 +11,9 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// manyKeys returns the path of a closed store whose key bucket spans many
-// pages, and the id of the root page of that bucket.
-func manyKeys(t *testing.T) (path string, kvRoot int64) {
+// manyKeys returns the path of a closed store whose history spans many
+// pages, and the id of the root page of its bucket.
+func manyKeys(t *testing.T) (path string, histRoot int64) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "state.db")
 	b, err := OpenBolt(path, Options{NoSync: true})
@@ -25,11 +25,11 @@ func manyKeys(t *testing.T) (path string, kvRoot int64) {
 	_, err = b.Apply(batch)
 	require.NoError(t, err)
 	require.NoError(t, b.db.View(func(tx *bbolt.Tx) error {
-		kvRoot = int64(tx.Bucket(bucketKV).Root())
+		histRoot = int64(tx.Bucket(bucketRevs).Root())
 		return nil
 	}))
 	require.NoError(t, b.Close())
-	return path, kvRoot
+	return path, histRoot
 }
 
 func zeroPages(t *testing.T, path string, pages ...int64) {
@@ -48,16 +48,16 @@ func zeroPages(t *testing.T, path string, pages ...int64) {
 // writing would panic on a goroutine of bbolt's own), and the file is left
 // as it was for the caller to move aside.
 func TestOpenBoltDamagedFile(t *testing.T) {
-	cases := map[string]func(t *testing.T, path string, kvRoot int64){
-		"zeroed root page of the key bucket": func(t *testing.T, path string, kvRoot int64) { zeroPages(t, path, kvRoot) },
-		"both meta pages zeroed":             func(t *testing.T, path string, _ int64) { zeroPages(t, path, 0, 1) },
-		"cut short":                          func(t *testing.T, path string, _ int64) { require.NoError(t, os.Truncate(path, 100)) },
+	cases := map[string]func(t *testing.T, path string, histRoot int64){
+		"zeroed root page of the history bucket": func(t *testing.T, path string, histRoot int64) { zeroPages(t, path, histRoot) },
+		"both meta pages zeroed":                 func(t *testing.T, path string, _ int64) { zeroPages(t, path, 0, 1) },
+		"cut short":                              func(t *testing.T, path string, _ int64) { require.NoError(t, os.Truncate(path, 100)) },
 	}
 	for name, damage := range cases {
 		t.Run(name, func(t *testing.T) {
-			path, kvRoot := manyKeys(t)
-			require.Greater(t, kvRoot, int64(2))
-			damage(t, path, kvRoot)
+			path, histRoot := manyKeys(t)
+			require.Greater(t, histRoot, int64(2))
+			damage(t, path, histRoot)
 			before, err := os.ReadFile(path)
 			require.NoError(t, err)
 			_, err = OpenBolt(path, Options{NoSync: true})

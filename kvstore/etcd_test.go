@@ -234,7 +234,7 @@ func TestBoltUpgradesFormat1(t *testing.T) {
 	db, err := bbolt.Open(path, 0o600, nil)
 	require.NoError(t, err)
 	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketKV, bucketClients, bucketLRU} {
+		for _, name := range [][]byte{bucketMeta, bucketKVV5, bucketClients, bucketLRU} {
 			if _, err := tx.CreateBucket(name); err != nil {
 				return err
 			}
@@ -248,7 +248,7 @@ func TestBoltUpgradesFormat1(t *testing.T) {
 		old := make([]byte, 8+1)
 		binary.BigEndian.PutUint64(old, 2)
 		old[8] = 'v'
-		return tx.Bucket(bucketKV).Put([]byte("k"), old)
+		return tx.Bucket(bucketKVV5).Put([]byte("k"), old)
 	}))
 	require.NoError(t, db.Close())
 
@@ -280,6 +280,24 @@ func TestBoltUpgradesFormat3(t *testing.T) { testBoltUpgrade(t, "layout3") }
 // byte put twice, a key deleted and put again, a tombstone), layout4.snap
 // its snapshot then.
 func TestBoltUpgradesFormat4(t *testing.T) { testBoltUpgrade(t, "layout4") }
+
+// The same for layout version 5 (each key's head in a bucket, kv, where
+// now the index is in memory): testdata/layout5.db.gz is layout4.db.gz as
+// the last build of layout 5 upgraded it and then wrote to it (a key with
+// a 0x00 byte put twice and deleted, another key put), layout5.snap its
+// snapshot then. Its file no longer has kv once opened.
+func TestBoltUpgradesFormat5(t *testing.T) {
+	testBoltUpgrade(t, "layout5")
+	path := filepath.Join(t.TempDir(), "kv.db")
+	gunzip(t, "testdata/layout5.db.gz", path)
+	b, err := OpenBolt(path, Options{})
+	require.NoError(t, err)
+	require.NoError(t, b.db.View(func(tx *bbolt.Tx) error {
+		require.Nil(t, tx.Bucket(bucketKVV5))
+		return nil
+	}))
+	require.NoError(t, b.Close())
+}
 
 func testBoltUpgrade(t *testing.T, fixture string) {
 	snap, err := os.ReadFile("testdata/" + fixture + ".snap")

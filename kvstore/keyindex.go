@@ -1,0 +1,86 @@
+package kvstore
+
+import (
+	"strings"
+
+	"github.com/google/btree"
+)
+
+// keyIndex is the Bolt store's key index, kept in memory as etcd keeps
+// its own: each key's head (its newest version's meta, the revision of the
+// version before it, and its value's size), in key order. The values and
+// every older version stay in bbolt's history (revs), which a write only
+// appends to; so an apply reads and dirties no page for the key it writes,
+// where a key-ordered bucket cost it a random leaf page to read and to
+// write back per key.
+//
+// A published index is never changed: Apply writes a copy-on-write clone
+// and publishes it once its batch has committed, so a reader holding one
+// sees exactly the state of one commit.
+type keyIndex struct {
+	tree *btree.BTreeG[*indexEntry]
+	// The commit the index is of: readers pair it with a bbolt read
+	// transaction of the same commit (Bolt.view).
+	applied, rev, compacted uint64
+}
+
+// indexEntry is one key's head. An entry in a published index is never
+// modified: a write replaces it with a new one.
+type indexEntry struct {
+	key  string
+	meta kvMeta
+	// prev is the revision of the version before the newest (0: none).
+	prev uint64
+	// size is the newest version's value length.
+	size uint32
+}
+
+// indexDegree is the B-tree's degree (etcd's, for its key index): nodes
+// of up to 63 entries, so a clone's first write to a leaf copies 63
+// pointers.
+const indexDegree = 32
+
+func newKeyIndex() *keyIndex {
+	return &keyIndex{tree: btree.NewG(indexDegree, func(a, b *indexEntry) bool { return a.key < b.key })}
+}
+
+// clone is a copy the caller may change without changing ix.
+func (ix *keyIndex) clone() *keyIndex {
+	c := *ix
+	c.tree = ix.tree.Clone()
+	return &c
+}
+
+// get is key's entry, or nil.
+func (ix *keyIndex) get(key []byte) *indexEntry {
+	e, _ := ix.tree.Get(&indexEntry{key: string(key)})
+	return e
+}
+
+// set makes h key's head, reusing the stored key when the key is there.
+func (ix *keyIndex) set(key []byte, meta kvMeta, prev uint64, size int) {
+	e := &indexEntry{meta: meta, prev: prev, size: uint32(size)}
+	if old := ix.get(key); old != nil {
+		e.key = old.key
+	} else {
+		e.key = string(key)
+	}
+	ix.tree.ReplaceOrInsert(e)
+}
+
+// remove drops key's entry.
+func (ix *keyIndex) remove(key []byte) {
+	ix.tree.Delete(&indexEntry{key: string(key)})
+}
+
+// ascend calls fn with each entry whose key is in [start, end) (end
+// empty: no bound), in key order, until fn returns false.
+func (ix *keyIndex) ascend(start, end []byte, fn func(e *indexEntry) bool) {
+	stop := string(end)
+	ix.tree.AscendGreaterOrEqual(&indexEntry{key: string(start)}, func(e *indexEntry) bool {
+		if len(end) > 0 && strings.Compare(e.key, stop) >= 0 {
+			return false
+		}
+		return fn(e)
+	})
+}

@@ -142,8 +142,8 @@ func portsOf(cmds []Command) []int {
 
 // portWait is how long a document waits for its ports: the processes of
 // the document before it may still be letting go of theirs, and a short
-// lived outbound connection can hold any port of the ephemeral range for a
-// moment (a run once found 42380 busy that way).
+// lived outbound connection can hold any port of the ephemeral range
+// (32768–60999 on Linux) for a moment: the documents' ports stay below it.
 const portWait = 15 * time.Second
 
 // portsFreeWithin polls portsFree until the ports are free or wait has

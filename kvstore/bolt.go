@@ -667,7 +667,7 @@ type boltState struct {
 	hasUsed                 bool
 	alarmList               []*kvpb.Alarm
 	clockDirty, alarmsDirty bool
-	// lastGet is the last key get looked up and what kv holds for it,
+	// lastGet is the last key get looked up and what the index holds for it,
 	// while haveLast, so that the put or delete that follows it counts
 	// the bytes it replaces, moves the key between leases and links the
 	// new version to the one before without a second lookup.
@@ -682,7 +682,7 @@ type boltState struct {
 	arena                       []byte
 }
 
-// head is what kv holds for a key: the size of its value (-1: absent or
+// head is what the index holds for a key: the size of its value (-1: absent or
 // deleted), its lease, and its newest version's revision and that
 // version's previous one (0: none).
 type head struct {
@@ -818,7 +818,8 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 	return st, nil
 }
 
-// countUsed computes used_bytes for a file from a build before it.
+// countUsed counts used_bytes from the index and the sessions: for a file
+// from a build before used_bytes, and to check the one stored.
 func (st *boltState) countUsed() error {
 	st.used = 0
 	st.index.ascend(nil, nil, func(e *indexEntry) bool {
@@ -931,7 +932,7 @@ func headOf(e *indexEntry) head {
 	return h
 }
 
-// newestValue is the value of key's newest version, whose meta kv holds:
+// newestValue is the value of key's newest version, whose meta the index holds:
 // the history has it.
 func (st *boltState) newestValue(key []byte, meta kvMeta) ([]byte, error) {
 	v := st.historyAt(key, meta.modRev)

@@ -31,17 +31,14 @@ type Bolt struct {
 	opts Options
 
 	// writeMu serializes the writers (Apply, Restore, Close) so that the
-	// cached applied index and revision follow commits in order.
+	// published index follows commits in order.
 	writeMu sync.Mutex
-	applied atomic.Uint64
-	rev     atomic.Uint64
-	// compacted is the compacted revision as of the last commit.
-	compacted atomic.Uint64
-	closed    atomic.Bool
+	closed  atomic.Bool
 	// usage is what the last commit left (Usage), for readers that must
 	// not open a transaction (metrics, the quota check).
 	usage atomic.Pointer[Usage]
-	// index is the key index of the last commit (keyindex.go).
+	// index is the key index of the last commit (keyindex.go), which also
+	// carries that commit's applied index and revisions.
 	index atomic.Pointer[keyIndex]
 }
 
@@ -81,12 +78,12 @@ var (
 // version 4 kept each key's newest value in kv as well as in revs, which
 // wrote every value twice; version 5 kept each key's head in a bucket,
 // kv, ordered by key (bucketKVV5), which cost every write a random leaf
-// page, now an index in memory. OpenBolt upgrades all five (migrateV1 to
-// migrateV5).
+// page, now an index in memory. OpenBolt upgrades all five (migrateV1,
+// migrateV2, migrateV3, migrateKeyTable).
 const boltFormatVersion = 6
 
 // bucketKVV5 is layouts 1 to 5's key table: user key -> the key's newest
-// version (layouts 1 to 4) or its head (5: headSize bytes).
+// version (layouts 1 to 4) or its head (5).
 var bucketKVV5 = []byte("kv")
 
 // bucketHistoryV3 is layout 3's history: histKey -> meta | value.
@@ -155,10 +152,7 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		if err := migrateV3(tx); err != nil {
 			return err
 		}
-		if err := migrateV4(tx); err != nil {
-			return err
-		}
-		if err := migrateV5(tx); err != nil {
+		if err := migrateKeyTable(tx); err != nil {
 			return err
 		}
 		st, err := loadState(tx)
@@ -218,10 +212,10 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	if len(entries) == 0 || entries[len(entries)-1].Index <= b.applied.Load() {
+	if ix := b.index.Load(); len(entries) == 0 || entries[len(entries)-1].Index <= ix.applied {
 		// Nothing new (replay after a restart): answer without a write
 		// transaction and its fsync.
-		return applyBatch(&replayState{applied: b.applied.Load(), rev: b.rev.Load()}, entries, 0)
+		return applyBatch(&replayState{applied: ix.applied, rev: ix.rev}, entries, 0)
 	}
 	var (
 		results []Result
@@ -247,13 +241,10 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 }
 
 // publish makes st, just committed (or opened), what readers see: its
-// key index, then the counters.
+// key index, stamped with the commit, and its usage.
 func (b *Bolt) publish(st *boltState) {
 	st.index.applied, st.index.rev, st.index.compacted = st.applied, st.rev, st.compactRev
 	b.index.Store(st.index)
-	b.applied.Store(st.applied)
-	b.rev.Store(st.rev)
-	b.compacted.Store(st.compactRev)
 	b.noteUsage(st)
 }
 
@@ -272,10 +263,10 @@ func (b *Bolt) noteUsage(st *boltState) {
 }
 
 // AppliedIndex implements Store.
-func (b *Bolt) AppliedIndex() uint64 { return b.applied.Load() }
+func (b *Bolt) AppliedIndex() uint64 { return b.index.Load().applied }
 
 // Revision implements Store.
-func (b *Bolt) Revision() uint64 { return b.rev.Load() }
+func (b *Bolt) Revision() uint64 { return b.index.Load().rev }
 
 // Get implements Store.
 func (b *Bolt) Get(key []byte) (GetResult, error) {
@@ -435,7 +426,7 @@ func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
 }
 
 // CompactedRevision implements Store.
-func (b *Bolt) CompactedRevision() uint64 { return b.compacted.Load() }
+func (b *Bolt) CompactedRevision() uint64 { return b.index.Load().compacted }
 
 // Snapshot implements Store. It reads one bbolt read transaction, so it
 // is consistent and does not block Apply.
@@ -1371,26 +1362,6 @@ func u64(v uint64) []byte {
 // the key's previous version (0: none), then the value.
 const versionHead = metaSize + 8
 
-// A key's head in layout 5's kv was its newest version's meta and previous revision
-// (as the history stores them), then the length of that version's value,
-// a uint32: values are far below 4 GiB (MaxValueSize).
-const headSize = versionHead + 4
-
-// putHead stores in dst (headSize bytes) the head of v, a version in
-// its stored form.
-func putHead(dst, v []byte) {
-	copy(dst, v[:versionHead])
-	binary.BigEndian.PutUint32(dst[versionHead:], uint32(len(v)-versionHead))
-}
-
-// headBytes is the head of v, a version in its stored form, in a fresh
-// slice.
-func headBytes(v []byte) []byte {
-	h := make([]byte, headSize)
-	putHead(h, v)
-	return h
-}
-
 // revisionKey is where the history keeps key's version at rev.
 func revisionKey(dst []byte, rev uint64, key []byte) []byte {
 	return append(binary.BigEndian.AppendUint64(dst, rev), key...)
@@ -1509,11 +1480,11 @@ func migrateV2(tx *bbolt.Tx) error {
 	return meta.Put(keyFormat, u64(3))
 }
 
-// migrateV3 upgrades a file of layout version 3 in place: the history,
-// read from its key-ordered bucket, is rewritten by revision with each
-// version linked to the one before, and kv is rebuilt with each key's
-// head from its newest version (tombstones included), as layout 5 keeps
-// it. It holds the whole history in memory once.
+// migrateV3 upgrades a file of layout version 3 in place to the current
+// layout: the history, read from its key-ordered bucket, is rewritten by
+// revision with each version linked to the one before, and kv goes (the
+// key index is built from the history). It holds the whole history in
+// memory once.
 func migrateV3(tx *bbolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 3 {
@@ -1557,10 +1528,6 @@ func migrateV3(tx *bbolt.Tx) error {
 			return fmt.Errorf("upgrade: drop bucket %s: %w", name, err)
 		}
 	}
-	kv, err := tx.CreateBucket(bucketKVV5)
-	if err != nil {
-		return fmt.Errorf("upgrade: %w", err)
-	}
 	revs, err := tx.CreateBucket(bucketRevs)
 	if err != nil {
 		return fmt.Errorf("upgrade: %w", err)
@@ -1569,51 +1536,17 @@ func migrateV3(tx *bbolt.Tx) error {
 		if err := revs.Put(revisionKey(nil, u.rev, u.key), u.v); err != nil {
 			return fmt.Errorf("upgrade %q: %w", u.key, err)
 		}
-		// A key's versions come in revision order: the last one stays.
-		if err := kv.Put(u.key, headBytes(u.v)); err != nil {
-			return fmt.Errorf("upgrade %q: %w", u.key, err)
-		}
 	}
-	return meta.Put(keyFormat, u64(5))
+	return meta.Put(keyFormat, u64(boltFormatVersion))
 }
 
-// migrateV4 upgrades a file of layout version 4 in place: kv's versions,
-// which carried each key's newest value as the history does, become
-// heads. It holds kv's keys and heads in memory once.
-func migrateV4(tx *bbolt.Tx) error {
+// migrateKeyTable upgrades a file of layout version 4 or 5 in place to
+// the current layout: its history is already the current one, and the key
+// table (each key's newest version in 4, its head in 5) goes, since the
+// key index is built from the history when the file is opened.
+func migrateKeyTable(tx *bbolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 4 {
-		return nil
-	}
-	kv := tx.Bucket(bucketKVV5)
-	if kv == nil {
-		return fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
-	}
-	var keys, heads [][]byte
-	err := kv.ForEach(func(k, v []byte) error {
-		if _, _, _, err := splitVersion(k, v); err != nil {
-			return err
-		}
-		keys, heads = append(keys, clone(k)), append(heads, headBytes(v))
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for i, k := range keys {
-		if err := kv.Put(k, heads[i]); err != nil {
-			return fmt.Errorf("upgrade %q: %w", k, err)
-		}
-	}
-	return meta.Put(keyFormat, u64(5))
-}
-
-// migrateV5 upgrades a file of layout version 5 in place: the key table
-// goes, since the key index is built from the history when the file is
-// opened.
-func migrateV5(tx *bbolt.Tx) error {
-	meta := tx.Bucket(bucketMeta)
-	if v := meta.Get(keyFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != 5 {
+	if v := meta.Get(keyFormat); len(v) != 8 || (binary.BigEndian.Uint64(v) != 4 && binary.BigEndian.Uint64(v) != 5) {
 		return nil
 	}
 	if err := tx.DeleteBucket(bucketKVV5); err != nil {

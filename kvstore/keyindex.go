@@ -20,7 +20,8 @@ import (
 type keyIndex struct {
 	tree *btree.BTreeG[*indexEntry]
 	// The commit the index is of: readers pair it with a bbolt read
-	// transaction of the same commit (Bolt.view).
+	// transaction of the same commit (Bolt.begin), and the store's
+	// AppliedIndex, Revision and CompactedRevision are these.
 	applied, rev, compacted uint64
 }
 

@@ -47,8 +47,6 @@ func newTestCluster(t testing.TB, n int, snapshotEvery uint64) *testCluster {
 	return newTestClusterHooked(t, n, snapshotEvery, nil)
 }
 
-func (c *testCluster) start(id core.NodeID) { c.startWith(id, Config{InitialCluster: c.members}) }
-
 // newTestClusterHooked is newTestCluster with hook run on every server
 // between New and Start (to replace what a test holds).
 func newTestClusterHooked(t testing.TB, n int, snapshotEvery uint64, hook func(*Server)) *testCluster {
@@ -68,6 +66,8 @@ func newTestClusterHooked(t testing.TB, n int, snapshotEvery uint64, hook func(*
 	})
 	return c
 }
+
+func (c *testCluster) start(id core.NodeID) { c.startWith(id, Config{InitialCluster: c.members}) }
 
 // startWith starts node id with extra's settings (InitialCluster, Join, …)
 // and the test cluster's timing, addresses and data directory.

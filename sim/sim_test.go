@@ -142,11 +142,11 @@ func TestRepairSeeds(t *testing.T) {
 }
 
 // TestGoneNoticeSeeds runs KEYVAL_SIM_GONE_SEEDS fresh seeds (default 100;
-// 40 with -short, as 3 of 60 sets of 10 forgot no leader) in which the nodes a cleanly crashed node could reach
-// are told its process is gone (Options.GoneNotices), as the server's
-// transport tells them. Each must pass, and together they must have had
-// followers forget a crashed leader: the path must be run, not only
-// present.
+// 40 with -short, as 3 of 60 sets of 10 forgot no leader) in which the
+// nodes a cleanly crashed node could reach are told its process is gone
+// (Options.GoneNotices), as the server's transport tells them. Each must
+// pass, and together they must have had followers forget a crashed
+// leader: the path must be run, not only present.
 func TestGoneNoticeSeeds(t *testing.T) {
 	n, base := seedCount(t, "KEYVAL_SIM_GONE_SEEDS", 100, 40), seedBase(t)
 	t.Logf("seeds %d..%d with notices of crashed nodes", base, base+uint64(n)-1)

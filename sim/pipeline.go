@@ -495,6 +495,17 @@ func (n *node) checkPromise(m core.Message) error {
 		if m.LogTerm != 0 && n.durableEnd[m.LogTerm] >= m.Index {
 			return nil
 		}
+		// Or the entry was never durable: a later leader's append
+		// replaced it in memory after the node acknowledged it, before
+		// the loop took the batch, so the acknowledgement leaves with the
+		// replacement's batch (etcd's raft does the same). That is no
+		// broken promise if the durable log is later than the entry in
+		// Raft's order (a higher last term): after a crash the node
+		// refuses every candidate it refused when it acknowledged, and
+		// until a crash the acknowledgement was true of its log.
+		if m.LogTerm != 0 && n.rep.Durable().LastTerm > m.LogTerm {
+			return nil
+		}
 		return n.checkDurableUpTo(m.Index, m.LogTerm, "acknowledged entries")
 	case m.Type == core.MsgVoteResp && !m.Reject && !votedFor(m.To):
 		return fmt.Errorf("node %d granted its vote in term %d to %d, but its WAL has made durable term %d vote %d", n.id, m.Term, m.To, hs.Term, hs.Vote)

@@ -468,13 +468,28 @@ func (f *boltFrozen) Info() SnapshotInfo {
 func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 	sw := newSnapshotWriter(w, &kvpb.SnapshotHeader{AppliedIndex: f.st.applied, Revision: f.st.rev,
 		SessionClockMs: f.st.clock, Alarms: f.st.alarmList, CompactedRevision: f.st.compactRev})
-	err := f.st.scanHistory(nil, nil, func(v version) bool {
-		sw.history(v.key, v.value, v.meta)
-		return sw.err == nil
+	// The history is kept by revision, so it is read in one pass in
+	// the format's order. Each key's newest version must be in it, as
+	// the index says: counted as they pass, since a lost one would leave
+	// a snapshot that no reader accepts.
+	var heads, live uint64
+	err := f.st.eachVersion(func(key []byte, meta kvMeta, _ uint64, value []byte) error {
+		if h := f.st.index.get(key); h != nil && h.meta.modRev == meta.modRev {
+			heads++
+			if !meta.tombstone() {
+				live++
+			}
+		}
+		sw.history(key, value, meta)
+		return sw.err
 	})
+	if err == nil && heads != uint64(f.st.index.tree.Len()) {
+		err = fmt.Errorf("%w: the history holds the newest version of %d keys, the key index has %d", ErrCorrupt, heads, f.st.index.tree.Len())
+	}
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", f.b.path, err)
 	}
+	sw.setLiveKeys(live)
 	for _, id := range f.st.leaseIDs() {
 		l, err := f.st.lease(id)
 		if err != nil {
@@ -549,37 +564,38 @@ type boltSink struct {
 	clients, lru            *bbolt.Bucket
 	revs, leases, leaseKeys *bbolt.Bucket
 	n                       uint64
-	// The key of the last history record and its revision: the previous
-	// version of the next record, if that is the same key's.
-	lastKey []byte
-	lastRev uint64
 	// What the header says and what the records count (Usage).
 	used, clock, compactRev uint64
 	alarms                  []*kvpb.Alarm
 }
 
-func (s *boltSink) begin(h *kvpb.SnapshotHeader) error {
+func (s *boltSink) begin(h *kvpb.SnapshotHeader, _ uint32) error {
 	s.clock, s.alarms, s.compactRev = h.SessionClockMs, h.Alarms, h.CompactedRevision
 	return nil
 }
 
-// keyValue counts a live key: history already stored it.
+// keyValue counts a live key: history already stored it, and its head
+// in the index has its value's size.
 func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
-	s.used += KeyBytes(len(kv.Key), len(kv.Value))
+	h := s.index.get(kv.Key)
+	if h == nil || h.meta.modRev != kv.Version {
+		return badSnapshot("key %q is live at revision %d, which its history does not end with", kv.Key, kv.Version)
+	}
+	s.used += KeyBytes(len(kv.Key), int(h.size))
 	if kv.Lease != 0 {
 		return s.leaseKeys.Put(append(u64(kv.Lease), kv.Key...), nil)
 	}
 	return nil
 }
 
-// history stores a version, and makes it the key's newest: a key's
-// records arrive in revision order, so its last one stays in the index.
+// history stores a version, and makes it the key's newest: in either
+// format a key's records arrive in revision order, so the head the index
+// has is the version before, and the last one stays.
 func (s *boltSink) history(kv *kvpb.KeyValue, _ []byte) error {
 	var prev uint64
-	if bytes.Equal(kv.Key, s.lastKey) {
-		prev = s.lastRev
+	if h := s.index.get(kv.Key); h != nil {
+		prev = h.meta.modRev
 	}
-	s.lastKey, s.lastRev = append(s.lastKey[:0], kv.Key...), kv.Version
 	v := versionBytes(kv.Value, metaFromProto(kv), prev)
 	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), v); err != nil {
 		return err
@@ -1560,25 +1576,41 @@ func migrateKeyTable(tx *bbolt.Tx) error {
 // checked as it is read, so a damaged history fails the opening.
 func (st *boltState) buildIndex() (*keyIndex, error) {
 	ix := newKeyIndex()
+	err := st.eachVersion(func(key []byte, meta kvMeta, prev uint64, value []byte) error {
+		ix.set(key, meta, prev, len(value))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ix, nil
+}
+
+// eachVersion calls fn with every version in the history, in revision
+// order (key order within a revision), checking each as it is read. The
+// slices are bbolt's: valid only during the call.
+func (st *boltState) eachVersion(fn func(key []byte, meta kvMeta, prev uint64, value []byte) error) error {
 	c := st.revs.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if len(k) <= 8 {
-			return nil, fmt.Errorf("%w: history key %x is too short", ErrCorrupt, k)
+			return fmt.Errorf("%w: history key %x is too short", ErrCorrupt, k)
 		}
 		key := k[8:]
 		meta, prev, value, err := splitVersion(key, v)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if rev := binary.BigEndian.Uint64(k); meta.modRev != rev {
-			return nil, fmt.Errorf("%w: the version of %q under revision %d says revision %d", ErrCorrupt, key, rev, meta.modRev)
+			return fmt.Errorf("%w: the version of %q under revision %d says revision %d", ErrCorrupt, key, rev, meta.modRev)
 		}
 		if err := checkHistoryEntry(key, meta, st.rev); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+			return fmt.Errorf("%w: %v", ErrCorrupt, err)
 		}
-		ix.set(key, meta, prev, len(value))
+		if err := fn(key, meta, prev, value); err != nil {
+			return err
+		}
 	}
-	return ix, nil
+	return nil
 }
 
 func decodeClient(k, v []byte) (*kvpb.ClientRecord, error) {

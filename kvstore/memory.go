@@ -315,15 +315,21 @@ type memSink struct {
 	clients []*memClient
 }
 
-func (s *memSink) begin(h *kvpb.SnapshotHeader) error {
+func (s *memSink) begin(h *kvpb.SnapshotHeader, _ uint32) error {
 	s.d.applied, s.d.rev, s.d.clock, s.d.alarmList = h.AppliedIndex, h.Revision, h.SessionClockMs, h.Alarms
 	s.d.compactRev = h.CompactedRevision
 	return nil
 }
 
+// keyValue makes a live key's current version the history's version at
+// its revision, which shares its value.
 func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
-	s.d.keys.set(string(kv.Key), clone(kv.Value), metaFromProto(kv))
-	s.d.used += KeyBytes(len(kv.Key), len(kv.Value))
+	it, ok := s.d.hist.get(string(histKey(nil, kv.Key, kv.Version)))
+	if !ok {
+		return badSnapshot("key %q is live at revision %d, which its history lacks", kv.Key, kv.Version)
+	}
+	s.d.keys.set(string(kv.Key), it.value, metaFromProto(kv))
+	s.d.used += KeyBytes(len(kv.Key), len(it.value))
 	return nil
 }
 
@@ -351,8 +357,8 @@ func (s *memSink) client(rec *kvpb.ClientRecord) error {
 }
 
 // finish builds what the stream does not hold: the LRU order (sessions
-// come sorted by id), the revision index (history comes in key order) and
-// the leases' keys.
+// come sorted by id), the revision index (a format-2 history comes in key
+// order) and the leases' keys.
 func (s *memSink) finish() {
 	slices.SortStableFunc(s.d.revs, func(a, b revKey) int { return cmp.Compare(a.rev, b.rev) })
 	s.d.keys.ascend("", func(it *item) bool {
@@ -555,24 +561,35 @@ func (d *memData) scanHistory(start, end []byte, fn func(v version) bool) error 
 // hundred entries, and re-encoding a history that only grows made each
 // snapshot cost as much as all the writes before it.
 func (d *memData) writeHistory(sw *snapshotWriter) error {
-	var err error
+	// The history is kept by key: sorted by revision for the format (the
+	// escaped keys order as the keys do).
+	var items []*item
 	d.hist.ascend("", func(it *item) bool {
-		id := it.key[:len(it.key)-8] // the escaped key: one per key
+		items = append(items, it)
+		return true
+	})
+	slices.SortFunc(items, func(a, b *item) int {
+		if c := cmp.Compare(a.meta.modRev, b.meta.modRev); c != 0 {
+			return c
+		}
+		return strings.Compare(a.key, b.key)
+	})
+	for _, it := range items {
 		if it.record == nil {
-			var key []byte
-			if key, _, err = splitHistKey([]byte(it.key)); err != nil {
-				return false
+			key, _, err := splitHistKey([]byte(it.key))
+			if err != nil {
+				return fmt.Errorf("snapshot history: %w", err)
 			}
 			if it.record, err = historyPayload(nil, key, it.value, it.meta); err != nil {
-				return false
+				return fmt.Errorf("snapshot history: %w", err)
 			}
 		}
-		sw.historyEncoded([]byte(id), it.meta, it.record)
-		return sw.err == nil
-	})
-	if err != nil {
-		return fmt.Errorf("snapshot history: %w", err)
+		sw.historyEncoded(it.record)
+		if sw.err != nil {
+			break
+		}
 	}
+	sw.setLiveKeys(uint64(d.keys.len()))
 	return nil
 }
 

@@ -37,6 +37,14 @@ func (m *orderedMap) search(key string) (ci, i int) {
 	return ci, sort.Search(len(ch), func(j int) bool { return ch[j].key >= key })
 }
 
+func (m *orderedMap) len() int {
+	n := 0
+	for _, ch := range m.chunks {
+		n += len(ch)
+	}
+	return n
+}
+
 func (m *orderedMap) get(key string) (*item, bool) {
 	ci, i := m.search(key)
 	if ci < len(m.chunks) && m.chunks[ci][i].key == key {

@@ -27,14 +27,20 @@ import (
 // payload, so damage is reported at the record where it is; the trailer
 // covers the whole stream, and the end record's counts catch a stream cut
 // exactly at a record boundary. Records come in a fixed order: one header,
-// the history in ascending (key, revision) order (from which the keys'
+// the history in ascending (revision, key) order (from which the keys'
 // current versions follow: each key's last entry, unless a tombstone), the
-// sessions in ascending id order, one end. Version 1, from before history,
-// has key records instead, in ascending key order: each key's current
-// version stands for its history.
+// leases and the sessions in ascending id order, one end. Version 2 has the
+// history in (key, revision) order instead, which a store whose history is
+// kept by revision can only write by a lookup per version; version 1, from
+// before history, has key records, in ascending key order: each key's
+// current version stands for its history. All three are read.
 const (
 	snapshotMagic         = "KVSTSNAP"
-	snapshotFormatVersion = 2
+	snapshotFormatVersion = 3
+	// snapshotFormatKeyOrder is version 2: a copy of such a stream
+	// (CopySnapshot) is written in it, since its history comes in that
+	// order.
+	snapshotFormatKeyOrder = 2
 
 	recHeader   byte = 1
 	recKeyValue byte = 2
@@ -54,6 +60,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // snapshotWriter encodes a snapshot stream. Errors stick: after the first
 // one every call is a no-op and finish reports it.
 type snapshotWriter struct {
+	// byKey: the history comes in (key, revision) order (format 2), so
+	// the writer counts the live keys itself; in format 3 the store
+	// says how many there are (setLiveKeys).
+	byKey     bool
 	bw        *bufio.Writer
 	sum       hash.Hash32 // whole-stream checksum for the trailer
 	keys      uint64      // live keys among the history records so far
@@ -63,47 +73,65 @@ type snapshotWriter struct {
 	lastKey   []byte // the key of the last history record
 	lastLive  bool   // and whether that record is not a tombstone
 	payload   []byte
+	kv        kvpb.KeyValue // history's record, reused
 	header    [recordHeaderSize]byte
 	err       error
 }
 
-// newSnapshotWriter starts a snapshot with the whole header h (the
-// session clock and alarms besides the indexes).
+// newSnapshotWriter starts a snapshot of the current format with the
+// whole header h (the session clock and alarms besides the indexes). The
+// history must come in (revision, key) order, and the caller says how
+// many keys are live before finish.
 func newSnapshotWriter(w io.Writer, h *kvpb.SnapshotHeader) *snapshotWriter {
-	sw := &snapshotWriter{bw: bufio.NewWriterSize(w, 64<<10), sum: crc32.New(castagnoli)}
+	return newSnapshotWriterFormat(w, h, snapshotFormatVersion)
+}
+
+// newSnapshotWriterFormat starts a snapshot of format 3 or, for a copy of
+// a format-2 stream, 2 (history in (key, revision) order).
+func newSnapshotWriterFormat(w io.Writer, h *kvpb.SnapshotHeader, format uint32) *snapshotWriter {
+	sw := &snapshotWriter{byKey: format == snapshotFormatKeyOrder, bw: bufio.NewWriterSize(w, 64<<10), sum: crc32.New(castagnoli)}
 	var prefix [len(snapshotMagic) + 4]byte
 	copy(prefix[:], snapshotMagic)
-	binary.BigEndian.PutUint32(prefix[len(snapshotMagic):], snapshotFormatVersion)
+	binary.BigEndian.PutUint32(prefix[len(snapshotMagic):], format)
 	sw.write(prefix[:])
 	sw.record(recHeader, h)
 	return sw
 }
 
-// history writes one history entry; they must come in (key, revision)
-// order.
+// setLiveKeys is, in format 3, the number of keys whose last history
+// entry is not a tombstone, for the end record.
+func (sw *snapshotWriter) setLiveKeys(n uint64) { sw.keys = n }
+
+// history writes one history entry, in the order the format asks.
 func (sw *snapshotWriter) history(key, value []byte, m kvMeta) {
 	sw.startHistory(key, m)
-	sw.record(recHistory, metaToProto(key, value, m))
+	// One message, refilled for each version: a snapshot writes millions.
+	kv := &sw.kv
+	kv.Key, kv.Value, kv.Version, kv.CreateRevision, kv.Count, kv.Lease, kv.Deleted = key, value, m.modRev, m.createRev, m.count, m.lease, m.tombstone()
+	sw.record(recHistory, kv)
+	kv.Key, kv.Value = nil, nil // not to pin the caller's bytes
 }
 
 // historyEncoded writes one history entry whose record payload is
-// already encoded (a store that keeps each version's payload, since a
-// version never changes once written). id stands for the entry's key: any
-// encoding of it that tells keys apart will do.
-func (sw *snapshotWriter) historyEncoded(id []byte, m kvMeta, payload []byte) {
-	sw.startHistory(id, m)
+// already encoded (the memory store keeps each version's, since a version
+// never changes once written); format 3 only.
+func (sw *snapshotWriter) historyEncoded(payload []byte) {
+	sw.histCount++
 	sw.frame(recHistory, payload)
 }
 
-// startHistory counts a history entry of key: the key before it is
-// settled when this one starts another key.
+// startHistory counts a history entry of key; in key order, the key
+// before it is settled when this one starts another key.
 func (sw *snapshotWriter) startHistory(key []byte, m kvMeta) {
+	sw.histCount++
+	if !sw.byKey {
+		return
+	}
 	if !bytes.Equal(key, sw.lastKey) {
 		sw.settleKey()
 		sw.lastKey = append(sw.lastKey[:0], key...)
 	}
 	sw.lastLive = !m.tombstone()
-	sw.histCount++
 }
 
 // historyPayload encodes a history entry's record payload, as history
@@ -185,10 +213,14 @@ func (sw *snapshotWriter) write(p []byte) {
 
 // snapshotSink receives a snapshot's records as they are read and checked.
 // Nothing read may be made visible before readSnapshot returns nil: the
-// trailer checksum is only known at the end. Each key's history entries
-// come first, then (unless it is deleted) its current version.
+// trailer checksum is only known at the end. A key's current version
+// comes after its history entries: in formats 1 and 2 right after them,
+// in format 3 once the whole history is over.
 type snapshotSink interface {
-	begin(h *kvpb.SnapshotHeader) error
+	// begin receives the header, and the stream's format version.
+	begin(h *kvpb.SnapshotHeader, format uint32) error
+	// keyValue receives a live key's current version: its meta, and its
+	// value only in formats 1 and 2 (the sink has it from the history).
 	keyValue(kv *kvpb.KeyValue) error
 	// history receives one version and, from a stream that has history
 	// records, that record's payload as read (nil otherwise). The payload
@@ -206,11 +238,11 @@ func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 
 type discardSink struct{}
 
-func (discardSink) begin(*kvpb.SnapshotHeader) error     { return nil }
-func (discardSink) keyValue(*kvpb.KeyValue) error        { return nil }
-func (discardSink) history(*kvpb.KeyValue, []byte) error { return nil }
-func (discardSink) lease(*kvpb.Lease) error              { return nil }
-func (discardSink) client(*kvpb.ClientRecord) error      { return nil }
+func (discardSink) begin(*kvpb.SnapshotHeader, uint32) error { return nil }
+func (discardSink) keyValue(*kvpb.KeyValue) error            { return nil }
+func (discardSink) history(*kvpb.KeyValue, []byte) error     { return nil }
+func (discardSink) lease(*kvpb.Lease) error                  { return nil }
+func (discardSink) client(*kvpb.ClientRecord) error          { return nil }
 
 func badSnapshot(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrBadSnapshot}, args...)...)
@@ -238,8 +270,8 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 		return SnapshotInfo{}, badSnapshot("not a kvstore snapshot (magic %q, want %q)", prefix[:len(snapshotMagic)], snapshotMagic)
 	}
 	format := binary.BigEndian.Uint32(prefix[len(snapshotMagic):])
-	if format != 1 && format != snapshotFormatVersion {
-		return SnapshotInfo{}, badSnapshot("snapshot format version %d; this build reads versions 1 and %d", format, snapshotFormatVersion)
+	if format < 1 || format > snapshotFormatVersion {
+		return SnapshotInfo{}, badSnapshot("snapshot format version %d; this build reads versions 1 to %d", format, snapshotFormatVersion)
 	}
 
 	var (
@@ -248,8 +280,9 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 		clients    uint64
 		lastKey    []byte
 		history    uint64
-		lastHist   []byte         // histKey of the last history record
-		live       *kvpb.KeyValue // the current version of the key being read
+		lastHist   []byte         // the last history record's key and revision, in the format's order
+		live       *kvpb.KeyValue // formats 1 and 2: the current version of the key being read
+		heads      keyHeads       // format 3: every key's last history record so far
 		leases     = map[int64]bool{}
 		leaseRefs  []int64 // the leases live keys are attached to
 		lastLease  int64
@@ -257,6 +290,14 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 		lastIdxs   = map[uint64]bool{} // sessions' last_index values must be distinct
 		stage      = recHeader         // the record type expected next at least
 	)
+	// settleKeys hands the sink the current versions not handed yet, once
+	// the history (or, in format 2, a key's) is over.
+	settleKeys := func() error {
+		if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
+			return err
+		}
+		return heads.settle(sink, &keys, &leaseRefs)
+	}
 	for {
 		typ, payload, at, err := sr.readRecord()
 		if err != nil {
@@ -276,7 +317,7 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			if err := checkAlarms(h.Alarms, h.AppliedIndex); err != nil {
 				return SnapshotInfo{}, badSnapshot("header record at offset %d: %v", at, err)
 			}
-			if err := sink.begin(&h); err != nil {
+			if err := sink.begin(&h, format); err != nil {
 				return SnapshotInfo{}, err
 			}
 			stage = recKeyValue
@@ -315,18 +356,27 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			if err := checkHistoryEntry(kv.Key, metaFromProto(kv), info.Revision); err != nil || kv.Deleted != (kv.Count == 0) {
 				return SnapshotInfo{}, badSnapshot("history record at offset %d: %v (deleted %v, count %d)", at, err, kv.Deleted, kv.Count)
 			}
-			hk := histKey(nil, kv.Key, kv.Version)
+			var hk []byte
+			if format == snapshotFormatKeyOrder {
+				hk = histKey(nil, kv.Key, kv.Version)
+			} else {
+				hk = revisionKey(nil, kv.Version, kv.Key)
+			}
 			if lastHist != nil && bytes.Compare(hk, lastHist) <= 0 {
 				return SnapshotInfo{}, badSnapshot("history record at offset %d: key %q at revision %d is out of order", at, kv.Key, kv.Version)
 			}
-			if live != nil && !bytes.Equal(live.Key, kv.Key) {
-				if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
-					return SnapshotInfo{}, err
+			if format == snapshotFormatKeyOrder {
+				if live != nil && !bytes.Equal(live.Key, kv.Key) {
+					if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
+						return SnapshotInfo{}, err
+					}
 				}
-			}
-			live = nil
-			if !kv.Deleted {
-				live = kv
+				live = nil
+				if !kv.Deleted {
+					live = kv
+				}
+			} else {
+				heads.note(kv)
 			}
 			lastHist = hk
 			history++
@@ -335,7 +385,7 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, err
 			}
 		case recLease:
-			if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
+			if err := settleKeys(); err != nil {
 				return SnapshotInfo{}, err
 			}
 			var l kvpb.Lease
@@ -351,7 +401,7 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, err
 			}
 		case recClient:
-			if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
+			if err := settleKeys(); err != nil {
 				return SnapshotInfo{}, err
 			}
 			var rec kvpb.ClientRecord
@@ -369,7 +419,7 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, err
 			}
 		case recEnd:
-			if err := settleLive(sink, &live, &keys, &leaseRefs); err != nil {
+			if err := settleKeys(); err != nil {
 				return SnapshotInfo{}, err
 			}
 			for _, id := range leaseRefs {
@@ -405,6 +455,57 @@ func settleLive(sink snapshotSink, live **kvpb.KeyValue, keys *uint64, leaseRefs
 		*leaseRefs = append(*leaseRefs, int64(kv.Lease))
 	}
 	return sink.keyValue(kv)
+}
+
+// keyHeads follows, in a format-3 stream, each key's last history record
+// so far: a key's current version is known only once the history is over.
+// Keys are kept in the order first seen, so that settling them does not
+// depend on a map's order, and without their values, which the sink has
+// from the history.
+type keyHeads struct {
+	at    map[string]int
+	heads []keyHead
+}
+
+type keyHead struct {
+	key                      string
+	modRev, createRev, count uint64
+	lease                    uint64
+	deleted                  bool
+}
+
+func (hs *keyHeads) note(kv *kvpb.KeyValue) {
+	h := keyHead{modRev: kv.Version, createRev: kv.CreateRevision, count: kv.Count, lease: kv.Lease, deleted: kv.Deleted}
+	if i, ok := hs.at[string(kv.Key)]; ok {
+		h.key = hs.heads[i].key
+		hs.heads[i] = h
+		return
+	}
+	if hs.at == nil {
+		hs.at = map[string]int{}
+	}
+	h.key = string(kv.Key)
+	hs.at[h.key] = len(hs.heads)
+	hs.heads = append(hs.heads, h)
+}
+
+// settle hands the sink every live key's current version, once the
+// history is over, and forgets them.
+func (hs *keyHeads) settle(sink snapshotSink, keys *uint64, leaseRefs *[]int64) error {
+	for _, h := range hs.heads {
+		if h.deleted {
+			continue
+		}
+		*keys++
+		if h.lease != 0 {
+			*leaseRefs = append(*leaseRefs, int64(h.lease))
+		}
+		if err := sink.keyValue(&kvpb.KeyValue{Key: []byte(h.key), Version: h.modRev, CreateRevision: h.createRev, Count: h.count, Lease: h.lease}); err != nil {
+			return err
+		}
+	}
+	*hs = keyHeads{}
+	return nil
 }
 
 // recordRank is the order record types come in.

@@ -63,9 +63,14 @@ func TestSnapshotDamageRefused(t *testing.T) {
 // craft writes a snapshot stream record by record, with valid checksums,
 // so the reader's checks beyond the checksums can be exercised.
 func craft(records ...func(sw *snapshotWriter)) []byte {
+	return craftFormat(snapshotFormatVersion, records...)
+}
+
+// craftFormat is craft in an older format.
+func craftFormat(format byte, records ...func(sw *snapshotWriter)) []byte {
 	var buf bytes.Buffer
 	sw := &snapshotWriter{bw: bufio.NewWriter(&buf), sum: crc32.New(castagnoli)}
-	prefix := append([]byte(snapshotMagic), 0, 0, 0, snapshotFormatVersion)
+	prefix := append([]byte(snapshotMagic), 0, 0, 0, format)
 	sw.write(prefix)
 	for _, r := range records {
 		r(sw)
@@ -131,7 +136,7 @@ func TestSnapshotReaderChecks(t *testing.T) {
 	}{
 		{"empty input", nil, "too short"},
 		{"wrong magic", append([]byte("NOTASNAP"), 0, 0, 0, 1), "not a kvstore snapshot"},
-		{"future format", append([]byte(snapshotMagic), 0, 0, 0, snapshotFormatVersion+1), "format version 3"},
+		{"future format", append([]byte(snapshotMagic), 0, 0, 0, snapshotFormatVersion+1), "format version 4"},
 		{"no header", craft(kv("a", 1), end(1, 0)), "out of order"},
 		{"two headers", craft(header(1, 1), header(1, 1), end(0, 0)), "out of order"},
 		{"key after session", craft(header(5, 5), client(&kvpb.ClientRecord{ClientId: 1, LastIndex: 1}), kv("a", 1), end(1, 1)), "out of order"},
@@ -141,7 +146,11 @@ func TestSnapshotReaderChecks(t *testing.T) {
 		{"key record in format 2", craft(header(1, 1), raw(recKeyValue, nil), end(1, 0)), "out of order"},
 		{"session undecodable", craft(header(1, 1), raw(recClient, []byte{0xff}), end(0, 1)), "session record"},
 		{"end undecodable", craft(header(1, 1), raw(recEnd, []byte{0xff})), "end record"},
-		{"keys out of order", craft(header(5, 5), kv("b", 1), kv("a", 2), end(2, 0)), "out of order"},
+		{"keys out of order in a revision", craft(header(5, 5), kv("b", 2), kv("a", 2), end(2, 0)), "out of order"},
+		{"keys in key order, not revision order", craft(header(5, 5), kv("a", 2), kv("b", 1), end(2, 0)), "out of order"},
+		{"format 2: keys out of order", craftFormat(2, header(5, 5), kv("b", 1), kv("a", 2), end(2, 0)), "out of order"},
+		{"format 2: revisions out of order", craftFormat(2, header(5, 5), kv("a", 2), kv("a", 1), end(1, 0)), "out of order"},
+		{"format 2: versions counted as keys", craftFormat(2, header(5, 5), kv("a", 1), kv("a", 2), end(2, 0)), "end record says 2 keys"},
 		{"revisions out of order", craft(header(5, 5), kv("a", 2), kv("a", 1), end(1, 0)), "out of order"},
 		{"duplicate version", craft(header(5, 5), kv("a", 1), kv("a", 1), end(1, 0)), "out of order"},
 		{"versions counted as keys", craft(header(5, 5), kv("a", 1), kv("a", 2), end(2, 0)), "end record says 2 keys"},

@@ -29,10 +29,10 @@ func SummarizeSnapshot(r io.Reader) (SnapshotSummary, error) {
 
 type countSink struct{ keys, versions, sessions uint64 }
 
-func (*countSink) begin(*kvpb.SnapshotHeader) error       { return nil }
-func (c *countSink) keyValue(*kvpb.KeyValue) error        { c.keys++; return nil }
-func (c *countSink) history(*kvpb.KeyValue, []byte) error { c.versions++; return nil }
-func (*countSink) lease(*kvpb.Lease) error                { return nil }
+func (*countSink) begin(*kvpb.SnapshotHeader, uint32) error { return nil }
+func (c *countSink) keyValue(*kvpb.KeyValue) error          { c.keys++; return nil }
+func (c *countSink) history(*kvpb.KeyValue, []byte) error   { c.versions++; return nil }
+func (*countSink) lease(*kvpb.Lease) error                  { return nil }
 func (c *countSink) client(*kvpb.ClientRecord) error {
 	c.sessions++
 	return nil
@@ -49,6 +49,9 @@ func CopySnapshot(r io.Reader, w io.Writer, drop func(key []byte) bool) (Snapsho
 		err = badSnapshot("no header")
 	}
 	if err == nil {
+		if !c.sw.byKey {
+			c.sw.setLiveKeys(c.live)
+		}
 		err = c.sw.finish()
 	}
 	if err != nil {
@@ -61,19 +64,32 @@ type copySink struct {
 	w    io.Writer
 	drop func(key []byte) bool
 	sw   *snapshotWriter
+	live uint64 // live keys kept, for a copy in format 3
 }
 
-func (c *copySink) begin(h *kvpb.SnapshotHeader) error {
+// begin starts the copy in the stream's order: format 3 for a format-3
+// stream, else 2 (a format-1 stream's keys come in key order too).
+func (c *copySink) begin(h *kvpb.SnapshotHeader, format uint32) error {
+	out := uint32(snapshotFormatVersion)
+	if format < snapshotFormatVersion {
+		out = snapshotFormatKeyOrder
+	}
 	// The session clock goes along with the sessions it dates; alarms,
 	// like the members' addresses, describe the cluster the copy came
 	// from, not the data.
-	c.sw = newSnapshotWriter(c.w, &kvpb.SnapshotHeader{AppliedIndex: h.AppliedIndex, Revision: h.Revision, SessionClockMs: h.SessionClockMs,
-		CompactedRevision: h.CompactedRevision})
+	c.sw = newSnapshotWriterFormat(c.w, &kvpb.SnapshotHeader{AppliedIndex: h.AppliedIndex, Revision: h.Revision, SessionClockMs: h.SessionClockMs,
+		CompactedRevision: h.CompactedRevision}, out)
 	return nil
 }
 
 // keyValue writes nothing: the history records carry the current versions.
-func (c *copySink) keyValue(*kvpb.KeyValue) error { return nil }
+// It counts the live keys kept, which a format-3 writer is told.
+func (c *copySink) keyValue(kv *kvpb.KeyValue) error {
+	if !c.drop(kv.Key) {
+		c.live++
+	}
+	return nil
+}
 
 func (c *copySink) history(kv *kvpb.KeyValue, _ []byte) error {
 	if !c.drop(kv.Key) {

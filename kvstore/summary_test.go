@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -48,4 +49,34 @@ func TestCopySnapshotDropsKeys(t *testing.T) {
 	damaged[len(damaged)/2] ^= 1
 	_, err = CopySnapshot(bytes.NewReader(damaged), io.Discard, func([]byte) bool { return false })
 	require.ErrorIs(t, err, ErrBadSnapshot)
+}
+
+// A copy keeps its source's history order: a format-2 snapshot (an older
+// build's backup, testdata/layout5.snap) is copied in format 2, which
+// reads back as the same state; a current one is copied in format 3.
+func TestCopySnapshotKeepsTheFormat(t *testing.T) {
+	old, err := os.ReadFile("testdata/layout5.snap")
+	require.NoError(t, err)
+	cur := sampleSnapshot(t)
+	for _, c := range []struct {
+		name   string
+		snap   []byte
+		format byte
+	}{{"format 2", old, snapshotFormatKeyOrder}, {"format 3", cur, snapshotFormatVersion}} {
+		t.Run(c.name, func(t *testing.T) {
+			require.Equal(t, c.format, c.snap[len(snapshotMagic)+3], "the source's format")
+			var out bytes.Buffer
+			sum, err := CopySnapshot(bytes.NewReader(c.snap), &out, func([]byte) bool { return false })
+			require.NoError(t, err)
+			require.Equal(t, c.format, out.Bytes()[len(snapshotMagic)+3])
+			want, err := SummarizeSnapshot(bytes.NewReader(c.snap))
+			require.NoError(t, err)
+			require.Equal(t, want, sum)
+
+			from, copied := NewMemory(Options{}), NewMemory(Options{})
+			require.NoError(t, from.Restore(bytes.NewReader(c.snap)))
+			require.NoError(t, copied.Restore(bytes.NewReader(out.Bytes())))
+			require.Equal(t, stateOf(t, from), stateOf(t, copied))
+		})
+	}
 }

@@ -537,6 +537,27 @@ func TestWALBehindItsVoteCopy(t *testing.T) {
 	require.ErrorContains(t, err, "lost synced records")
 }
 
+// TestUnreadableVoteCopyFailsTheStart: a copy of term and vote that cannot
+// be read (an I/O error, not damage) may hold a later term or vote than
+// the WAL kept, so the start fails, to be tried again, rather than going
+// on as if there were no copy; once the copy reads, the lost end is found.
+// (Simulator seed 434082418036 -lost-writes: a restart found the WAL's last
+// write lost and the copy's read failing at once, and took the WAL's older
+// term for the node's.)
+func TestUnreadableVoteCopyFailsTheStart(t *testing.T) {
+	fs, _ := writeFollowerWAL(t, 40, false)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	require.NoError(t, fs.SetReadError("/n/vote", 0, 1))
+	_, err := openRepairing(fs, 1)
+	require.ErrorContains(t, err, "read vote copy")
+	require.NoError(t, fs.ClearReadErrors("/n/vote"))
+	rep, err := openRepairing(fs, 1)
+	require.NoError(t, err)
+	require.ErrorContains(t, rep.LostTail(), "lost synced records")
+	require.Equal(t, uint64(3), rep.Node().Status().HardState.Term)
+	require.NoError(t, rep.Close())
+}
+
 // TestDamagedVoteFloorReplaced: a damaged vote floor file, with repair on,
 // is replaced by the start of the term after the newest the node knows,
 // which is at least any floor it wrote; with repair off it is refused.

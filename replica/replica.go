@@ -381,10 +381,21 @@ func Open(cfg Config) (*Replica, error) {
 			return nil, err
 		}
 	}
+	// The copy of term and vote, read once. A damaged copy is passed over
+	// (and rewritten below: the WAL is the record); one that cannot be
+	// read may hold a later term or vote than the WAL kept, so the start
+	// fails and is tried again, rather than run on as if there were none.
+	voteCopy, copyFound, err := disk.ReadVoteCopy(cfg.FS, r.voteCopyPath())
+	if ce := (*disk.CorruptionError)(nil); errors.As(err, &ce) {
+		copyFound, err = false, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
 	floor, err := r.readFloor(floorPath, func() uint64 {
 		term := st.HardState.Term
-		if cp, found, err := disk.ReadVoteCopy(cfg.FS, r.voteCopyPath()); err == nil && found {
-			term = max(term, cp.Term)
+		if copyFound {
+			term = max(term, voteCopy.Term)
 		}
 		return term
 	})
@@ -395,7 +406,7 @@ func Open(cfg Config) (*Replica, error) {
 		cfg.Core.VoteFloor = floor
 	}
 	r.voteFloor = cfg.Core.VoteFloor
-	if cp, found, err := disk.ReadVoteCopy(cfg.FS, r.voteCopyPath()); err == nil && found {
+	if cp := voteCopy; copyFound {
 		r.voteCopy = cp
 		if later := laterVote(st.HardState, cp); later != (core.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote}) {
 			// The copy is written after the WAL sync that made its term and

@@ -56,9 +56,10 @@ func TestPinnedSeeds(t *testing.T) {
 	}
 	defer f.Close()
 	// A seed's workload follows it when it is not the default: -auth,
-	// -etcd, -repair, -slow-snapshots or -gone-notices, as kvsim takes them.
+	// -etcd, -repair, -slow-snapshots, -gone-notices or -lost-writes, as kvsim
+	// takes them.
 	workloads := map[string]Options{"": {}, "-auth": {Auth: true}, "-etcd": {Etcd: true}, "-repair": {Repair: true},
-		"-slow-snapshots": {SlowSnapshots: true}, "-gone-notices": {GoneNotices: true}}
+		"-slow-snapshots": {SlowSnapshots: true}, "-gone-notices": {GoneNotices: true}, "-lost-writes": {LostWrites: true}}
 	seeds := map[string][]uint64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -83,7 +84,7 @@ func TestPinnedSeeds(t *testing.T) {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"", "-auth", "-etcd", "-repair", "-slow-snapshots", "-gone-notices"} {
+	for _, w := range []string{"", "-auth", "-etcd", "-repair", "-slow-snapshots", "-gone-notices", "-lost-writes"} {
 		if len(seeds[w]) > 0 {
 			runSeedsAs(t, seeds[w], workloads[w])
 		}

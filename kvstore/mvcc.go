@@ -16,13 +16,14 @@ import (
 // key, its newest version at or below r, unless that is a tombstone. All
 // writes of one command share one revision.
 //
-// The current versions stay where they were (the key table), so reads at
-// the current revision cost what they did before history; the history
-// holds every version, the current ones included. Memory orders it by key,
-// then revision (histKey); Bolt by revision, each version linked to the
-// key's previous one, so that a batch's writes append to it (bolt.go).
-// Either way scanHistory yields it in (key, revision) order, which is the
-// order of snapshots and of HashKV. Compacting at revision c removes what no read at c or later can see:
+// Each key's current version is found without the history: Memory keeps
+// the current versions in a key table, Bolt each key's head in an index in
+// memory (keyindex.go). The history holds every version, the current ones
+// included. Memory orders it by key, then revision (histKey); Bolt by
+// revision, each version linked to the key's previous one, so that a
+// batch's writes append to it (bolt.go). Either way scanHistory yields it
+// in (key, revision) order, the order of HashKV; snapshots take it in
+// revision order (snapshot.go). Compacting at revision c removes what no read at c or later can see:
 // every version older than the newest one at or below c, and that one too
 // if it is a tombstone.
 

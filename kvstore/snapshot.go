@@ -450,6 +450,12 @@ func settleLive(sink snapshotSink, live **kvpb.KeyValue, keys *uint64, leaseRefs
 	}
 	kv := *live
 	*live = nil
+	return handLive(sink, kv, keys, leaseRefs)
+}
+
+// handLive counts a live key, notes its lease for the check against the
+// leases the stream holds, and hands the key to the sink.
+func handLive(sink snapshotSink, kv *kvpb.KeyValue, keys *uint64, leaseRefs *[]int64) error {
 	*keys++
 	if kv.Lease != 0 {
 		*leaseRefs = append(*leaseRefs, int64(kv.Lease))
@@ -496,11 +502,8 @@ func (hs *keyHeads) settle(sink snapshotSink, keys *uint64, leaseRefs *[]int64) 
 		if h.deleted {
 			continue
 		}
-		*keys++
-		if h.lease != 0 {
-			*leaseRefs = append(*leaseRefs, int64(h.lease))
-		}
-		if err := sink.keyValue(&kvpb.KeyValue{Key: []byte(h.key), Version: h.modRev, CreateRevision: h.createRev, Count: h.count, Lease: h.lease}); err != nil {
+		kv := &kvpb.KeyValue{Key: []byte(h.key), Version: h.modRev, CreateRevision: h.createRev, Count: h.count, Lease: h.lease}
+		if err := handLive(sink, kv, keys, leaseRefs); err != nil {
 			return err
 		}
 	}

@@ -406,9 +406,9 @@ func Open(cfg Config) (*Replica, error) {
 		cfg.Core.VoteFloor = floor
 	}
 	r.voteFloor = cfg.Core.VoteFloor
-	if cp := voteCopy; copyFound {
-		r.voteCopy = cp
-		if later := laterVote(st.HardState, cp); later != (core.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote}) {
+	if copyFound {
+		r.voteCopy = voteCopy
+		if later := laterVote(st.HardState, voteCopy); later != (core.HardState{Term: st.HardState.Term, Vote: st.HardState.Vote}) {
 			// The copy is written after the WAL sync that made its term and
 			// vote durable: a WAL behind it lost synced records at its end.
 			if err := r.lostTail(floorPath, &st.HardState, later, &cfg.Core.VoteFloor); err != nil {

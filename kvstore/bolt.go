@@ -470,12 +470,16 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 		SessionClockMs: f.st.clock, Alarms: f.st.alarmList, CompactedRevision: f.st.compactRev})
 	// The history is kept by revision, so it is read in one pass in
 	// the format's order. Each key's newest version must be in it, as
-	// the index says: counted as they pass, since a lost one would leave
-	// a snapshot that no reader accepts.
-	var heads, live uint64
+	// the index says, since a lost one would leave a snapshot that no
+	// reader accepts. The index's heads, put in the same order, are
+	// matched as the versions pass: a merge, where a lookup in the index
+	// per version cost a third of the snapshot.
+	heads := f.st.index.byRevision()
+	var next int
+	var live uint64
 	err := f.st.eachVersion(func(key []byte, meta kvMeta, _ uint64, value []byte) error {
-		if h := f.st.index.get(key); h != nil && h.meta.modRev == meta.modRev {
-			heads++
+		if next < len(heads) && heads[next].rev == meta.modRev && heads[next].e.key == string(key) {
+			next++
 			if !meta.tombstone() {
 				live++
 			}
@@ -483,8 +487,8 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 		sw.history(key, value, meta)
 		return sw.err
 	})
-	if err == nil && heads != uint64(f.st.index.tree.Len()) {
-		err = fmt.Errorf("%w: the history holds the newest version of %d keys, the key index has %d", ErrCorrupt, heads, f.st.index.tree.Len())
+	if err == nil && next < len(heads) {
+		err = fmt.Errorf("%w: the newest version of %q, at revision %d, is missing from the history", ErrCorrupt, heads[next].e.key, heads[next].rev)
 	}
 	if err != nil {
 		return fmt.Errorf("snapshot %s: %w", f.b.path, err)

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -207,6 +208,31 @@ func TestBoltCorruptDataReported(t *testing.T) {
 		})
 		requireReadsCorrupt(t, b)
 		reopenDamaged(t, b)
+	})
+	t.Run("one key's newest version missing, the rest there", func(t *testing.T) {
+		// The snapshot matches the index's heads against the history
+		// in one pass: a single head lost among versions and keys that
+		// are all there must still be found, and named.
+		b := openSeeded(t)
+		a := newApplier(t, b)
+		for round := range 3 {
+			v := fmt.Sprint(round)
+			a.apply(putCmd(0, 0, "a", v), putCmd(0, 0, "b", v))
+			a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{
+				{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("c"), Value: []byte(v)}}},
+				{Request: &pb.RequestOp_RequestPut{RequestPut: &pb.PutRequest{Key: []byte("d"), Value: []byte(v)}}},
+			}}))
+		}
+		_, err := b.Snapshot(&bytes.Buffer{})
+		require.NoError(t, err)
+		c := b.index.Load().get([]byte("c"))
+		require.Equal(t, c.meta.modRev, b.index.Load().get([]byte("d")).meta.modRev, "c and d share a revision")
+		damageLive(t, b, func(tx *bbolt.Tx) error {
+			return tx.Bucket(bucketRevs).Delete(revisionKey(nil, c.meta.modRev, []byte("c")))
+		})
+		_, err = b.Snapshot(&bytes.Buffer{})
+		require.ErrorIs(t, err, ErrCorrupt)
+		require.ErrorContains(t, err, `"c"`)
 	})
 	t.Run("bad session", func(t *testing.T) {
 		b := openSeeded(t)

@@ -1,6 +1,8 @@
 package kvstore
 
 import (
+	"cmp"
+	"slices"
 	"strings"
 
 	"github.com/google/btree"
@@ -67,6 +69,32 @@ func (ix *keyIndex) set(key []byte, meta kvMeta, prev uint64, size int) {
 		e.key = string(key)
 	}
 	ix.tree.ReplaceOrInsert(e)
+}
+
+// byRevision is every entry, in the order of the history's records:
+// by revision, then by key.
+func (ix *keyIndex) byRevision() []revisionHead {
+	out := make([]revisionHead, 0, ix.tree.Len())
+	ix.tree.Ascend(func(e *indexEntry) bool {
+		out = append(out, revisionHead{rev: e.meta.modRev, e: e})
+		return true
+	})
+	// The revision sits beside the pointer so that sorting reads the
+	// entries themselves only for the keys of one revision (one
+	// transaction's), which are rare.
+	slices.SortFunc(out, func(a, b revisionHead) int {
+		if c := cmp.Compare(a.rev, b.rev); c != 0 {
+			return c
+		}
+		return strings.Compare(a.e.key, b.e.key)
+	})
+	return out
+}
+
+// revisionHead is an index entry with its revision.
+type revisionHead struct {
+	rev uint64
+	e   *indexEntry
 }
 
 // remove drops key's entry.

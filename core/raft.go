@@ -787,9 +787,13 @@ func (r *raft) handleSnapshot(m Message) {
 
 func (r *raft) handleAppendResponse(m Message, pr *Progress) {
 	if m.Reject {
-		if m.LogCut && m.RejectHint < pr.Match {
+		if m.LogCut && m.RejectHint <= pr.Match {
 			// A repair cut the follower's log below what it once
-			// acknowledged: what it matches must be learned again.
+			// acknowledged: what it matches must be learned again. At
+			// the match index itself too: the hint is the follower's
+			// last entry there or below with a term no later than the
+			// probe's, and a follower that lost the entry it
+			// acknowledged may hold an older term's entry in its place.
 			pr.forgetMatch()
 		}
 		next := m.RejectHint

@@ -1294,3 +1294,41 @@ func TestForgottenLeadersVotersCampaignATickApart(t *testing.T) {
 		}
 	}
 }
+
+// A follower whose storage lost the entry it acknowledged at the leader's
+// match index, and that holds an older term's entry there instead, rejects
+// with LogCut and its hint at that very index. The leader must learn the
+// match again and send the entry back, not keep probing past it (found by
+// simulator seed 2879106076 -lost-writes: the follower never caught up).
+func TestLogCutAtTheMatchIndexIsLearnedAgain(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 3, 1, 2, 3)
+	makeLeader(t, n) // term 4, its empty entry at 4
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 4, Index: 4}))
+	drain(n)
+	match := func() uint64 {
+		for _, pr := range n.Status().Progress {
+			if pr.ID == 2 {
+				return pr.Match
+			}
+		}
+		t.Fatal("no progress for 2")
+		return 0
+	}
+	require.Equal(t, uint64(4), match())
+
+	// Node 2 restarted without 4@4; its log ends 4@3 (a stale entry of the
+	// term-3 leader), below its vote floor: the append after 4 is refused.
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 4, Index: 4,
+		Reject: true, RejectHint: 4, LogTerm: 3, LogCut: true}))
+	require.Equal(t, uint64(0), match(), "what node 2 matches must be learned again")
+	for range 3 {
+		n.Tick()
+	}
+	var resent bool
+	for _, m := range only(t, drain(n), MsgApp) {
+		if m.To == 2 && m.Index <= 3 && len(m.Entries) > 0 && m.Entries[0].Index == m.Index+1 {
+			resent = m.Index+uint64(len(m.Entries)) >= 4
+		}
+	}
+	require.True(t, resent, "the leader sends entry 4 again")
+}

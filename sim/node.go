@@ -62,7 +62,12 @@ type node struct {
 	// requests waiting for the replica's answer, by request id.
 	requests     map[uint64]*request
 	storageFault bool
-	restarts     int
+	// mayMisdirect and mayFlip are what the node's disk was made to do
+	// when faults are on. They stay when the faults heal: an operator
+	// configures a server for the disk it has (docs/disk.md), and a
+	// restart after the heal still finds what that disk did before.
+	mayMisdirect, mayFlip bool
+	restarts              int
 	// failedStarts counts the starts in a row that failed without damage
 	// (a read error, a full disk): the third halts the node.
 	failedStarts int
@@ -130,6 +135,7 @@ func (w *world) newNode(id core.NodeID, rng *rand.Rand, storageFault bool) *node
 	if storageFault {
 		n.fs.Faults.BitFlipProb = f.BitFlipProb
 		n.fs.Faults.MisdirectProb = f.MisdirectProb
+		n.mayFlip, n.mayMisdirect = f.BitFlipProb > 0, f.MisdirectProb > 0
 		n.fs.Faults.ReadErrorProb = f.ReadErrorProb
 		n.fs.Faults.CapacityBytes = f.DiskCapacity
 	}
@@ -165,7 +171,7 @@ func (n *node) start() {
 	if n.join {
 		peers = nil
 	}
-	misdirects := n.storageFault && n.fs.Faults.MisdirectProb > 0
+	misdirects := n.storageFault && n.mayMisdirect
 	faultsBefore := n.fs.Injected()
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
@@ -196,7 +202,7 @@ func (n *node) start() {
 		// cannot be told from a torn write: it may have been acknowledged.
 		// Refuse to run rather than forget it (also when a repair took
 		// the log's end from records that ended in one).
-		mayCorrupt := n.storageFault && (n.fs.Faults.BitFlipProb > 0 || n.fs.Faults.MisdirectProb > 0)
+		mayCorrupt := n.storageFault && (n.mayFlip || n.mayMisdirect)
 		if torn, _, _ := rep.Recovery(); torn != nil && mayCorrupt {
 			err = fmt.Errorf("torn tail in %s at %d on a disk that may corrupt data", torn.File, torn.Offset)
 		} else if dmg := rep.Repaired(); dmg != nil && dmg.TornTail && mayCorrupt && !misdirects {

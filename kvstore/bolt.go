@@ -473,7 +473,7 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 	// the index says, since a lost one would leave a snapshot that no
 	// reader accepts. The index's heads, put in the same order, are
 	// matched as the versions pass: a merge, where a lookup in the index
-	// per version cost a third of the snapshot.
+	// per version took more than half of the snapshot's time.
 	heads := f.st.index.byRevision()
 	var next int
 	var live uint64

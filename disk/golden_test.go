@@ -131,7 +131,14 @@ func TestGoldenWrittenAlike(t *testing.T) {
 		for _, n := range names {
 			want, err := os.ReadFile(filepath.Join(goldenDir, sub, n))
 			must(t, err)
-			if got := contents(t, fsys, filepath.Join("/d", sub, n)); !bytes.Equal(got, want) {
+			got := contents(t, fsys, filepath.Join("/d", sub, n))
+			if sub == "wal" {
+				// The fixture's segments were written before the WAL wrote
+				// zeros ahead of its records; a segment's zeros are not part
+				// of its format.
+				got = recordsOf(got)
+			}
+			if !bytes.Equal(got, want) {
 				t.Errorf("%s/%s differs from the fixture:\ngot  %x\nwant %x", sub, n, got, want)
 			}
 		}

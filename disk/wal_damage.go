@@ -147,6 +147,9 @@ func (w *WAL) describeDamage(st *logState, seqs []uint64, off int64) *WALDamage 
 		for pos < len(b) {
 			f := decodeFrame(b[pos:], seed, int64(pos))
 			if f.status != frameOK {
+				if pos > 0 && allZero(b[pos:]) {
+					break // zeros written ahead: the segment's clean end
+				}
 				if k == len(seqs)-1 && isTornTail(b[pos:], f) {
 					d.TornTail = true
 					break

@@ -82,7 +82,7 @@ func TestWALDamageDescribed(t *testing.T) {
 		b := buildWAL(t, 1900+seed, 80, MemFaults{})
 		images := map[string][]byte{}
 		for _, name := range b.segs {
-			images[name] = readFile(t, b.fs, name)
+			images[name] = recordsOf(readFile(t, b.fs, name))
 		}
 		final := b.final()
 		for range 150 {

@@ -132,7 +132,7 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 			}
 			var more segmentScan
 			f, more, err = w.recoverSegment(&st, &buf, seq, resume, i == 0, last)
-			scan = segmentScan{end: more.end, startSize: max(scan.startSize, more.startSize),
+			scan = segmentScan{end: more.end, size: more.size, startSize: max(scan.startSize, more.startSize),
 				maxIndex: max(scan.maxIndex, more.maxIndex, before, st.last()), torn: more.torn}
 		}
 		if err != nil {
@@ -151,7 +151,7 @@ func open(fsys FS, dir string, opts Options, keepHoles bool) (*WAL, *Recovered, 
 		}
 		w.segs = append(w.segs, segment{seq: seq, maxIndex: scan.maxIndex})
 		if last {
-			w.f, w.off, w.startSize, w.seed = f, scan.end, scan.startSize, seedFor(seq)
+			w.f, w.off, w.size, w.startSize, w.seed = f, scan.end, scan.size, scan.startSize, seedFor(seq)
 			torn = scan.torn
 		}
 	}
@@ -213,7 +213,9 @@ func (w *WAL) replayFile(st *logState, f File, buf *[]byte, name string, seq uin
 	if err != nil {
 		return scan, err
 	}
-	if scan.end < int64(len(b)) {
+	scan.size = int64(len(b))
+	if scan.end < int64(len(b)) && !allZero(b[scan.end:]) {
+		scan.size = scan.end
 		scan.torn = &TornTail{File: name, Offset: scan.end, Bytes: int64(len(b)) - scan.end}
 		if err := f.Truncate(scan.end); err != nil {
 			return scan, fmt.Errorf("wal: cut torn tail of %s: %w", name, err)
@@ -273,6 +275,7 @@ func (s *logState) last() uint64 { return s.first + uint64(len(s.ents)) - 1 }
 // segmentScan is what replaySegment learned about a segment.
 type segmentScan struct {
 	end       int64  // where the last good record ends
+	size      int64  // the file's size once a torn tail is cut (zeros may follow end)
 	startSize int64  // size of the start record
 	maxIndex  uint64 // highest entry index in the segment
 	torn      *TornTail
@@ -288,6 +291,13 @@ func (s *logState) replaySegment(name string, b []byte, seq uint64, from int, fi
 	for off < len(b) {
 		f := decodeFrame(b[off:], seed, int64(off))
 		if f.status != frameOK {
+			// Zeros written ahead of the records (Options.ZeroAhead) and
+			// not yet written over: the segment's clean end. In a segment
+			// that is not the last, the next one's start record says
+			// whether anything is missing.
+			if off > 0 && allZero(b[off:]) {
+				break
+			}
 			// The start record was synced before the file got its name, so
 			// a segment is never torn inside it.
 			if last && off > 0 && isTornTail(b[off:], f) {

@@ -391,3 +391,100 @@ func TestSegmentNames(t *testing.T) {
 		t.Fatal("parse")
 	}
 }
+
+// TestWALWritesIntoZerosAhead: the WAL grows a segment only a ZeroAhead
+// at a time and writes its records into those zeros; reopened, it takes
+// the zeros for the log's clean end (no torn tail, nothing cut) and goes
+// on writing into them. A flipped bit in the zeros is damage after the
+// last record, not a clean end.
+func TestWALWritesIntoZerosAhead(t *testing.T) {
+	walFS(t, func(t *testing.T, fsys FS, dir string) {
+		opts := Options{ZeroAhead: 4096}
+		w, err := Create(fsys, dir, opts)
+		must(t, err)
+		seg := filepath.Join(dir, w.Segments()[0])
+		size := func() int64 {
+			f, err := fsys.Open(seg)
+			must(t, err)
+			defer f.Close()
+			n, err := f.Size()
+			must(t, err)
+			return n
+		}
+		grew, syncs := 0, 0
+		last := size()
+		for i := uint64(1); i <= 200; i++ {
+			must(t, w.Append(core.HardState{Term: 1, Commit: i - 1}, ents(1, i, i)))
+			must(t, w.Sync())
+			syncs++
+			if s := size(); s != last {
+				grew, last = grew+1, s
+			}
+			if last < w.off {
+				t.Fatalf("file of %d bytes holds records to %d", last, w.off)
+			}
+		}
+		// 200 records of about 50 bytes each: about 10 KiB, so the file
+		// grew three or four times, not at every sync.
+		if grew == 0 || grew > 4 {
+			t.Fatalf("the file grew at %d of %d syncs", grew, syncs)
+		}
+		must(t, w.Close())
+
+		w, rec := reopen(t, fsys, dir, opts)
+		if rec.TornTail != nil || size() != last {
+			t.Fatalf("reopened: torn tail %+v, file %d bytes (was %d)", rec.TornTail, size(), last)
+		}
+		if first, lastIdx, _ := indexes(rec.Entries); first != 1 || lastIdx != 200 {
+			t.Fatalf("recovered entries %d..%d", first, lastIdx)
+		}
+		end := w.off
+		must(t, w.Append(core.HardState{Term: 1, Commit: 200}, ents(1, 201, 210)))
+		must(t, w.Sync())
+		must(t, w.Close())
+		if size() != last {
+			t.Fatalf("appending after a reopen grew the file from %d to %d bytes", last, size())
+		}
+		_, rec = reopen(t, fsys, dir, opts)
+		if _, lastIdx, _ := indexes(rec.Entries); lastIdx != 210 || rec.TornTail != nil {
+			t.Fatalf("after appending into the zeros: last entry %d, torn tail %+v", lastIdx, rec.TornTail)
+		}
+
+		// Damage in the zeros, past the last record.
+		f, err := fsys.Open(seg)
+		must(t, err)
+		_, err = f.WriteAt([]byte{0x40}, last-100)
+		must(t, err)
+		must(t, f.Sync())
+		must(t, f.Close())
+		_, _, err = Open(fsys, dir, opts)
+		var ce *CorruptionError
+		if !errors.As(err, &ce) || ce.Offset <= end || ce.Offset >= last-100 {
+			t.Fatalf("a byte set in the zeros at %d (records end past %d): %v", last-100, end, err)
+		}
+	})
+}
+
+// TestWALClosedSegmentsEndInZeros: a segment closed for the next one keeps
+// the zeros written past its last record; reopening reads past them into
+// the next segment.
+func TestWALClosedSegmentsEndInZeros(t *testing.T) {
+	walFS(t, func(t *testing.T, fsys FS, dir string) {
+		opts := Options{SegmentSize: 1024, ZeroAhead: 4096}
+		w, err := Create(fsys, dir, opts)
+		must(t, err)
+		for i := uint64(1); i <= 100; i++ {
+			must(t, w.Append(core.HardState{Term: 1, Commit: i - 1}, ents(1, i, i)))
+			must(t, w.Sync())
+		}
+		segs := w.Segments()
+		must(t, w.Close())
+		if len(segs) < 3 {
+			t.Fatalf("%d segments, want several", len(segs))
+		}
+		_, rec := reopen(t, fsys, dir, opts)
+		if first, last, _ := indexes(rec.Entries); first != 1 || last != 100 || rec.TornTail != nil {
+			t.Fatalf("recovered entries %d..%d, torn tail %+v", first, last, rec.TornTail)
+		}
+	})
+}

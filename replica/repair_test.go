@@ -59,10 +59,24 @@ func flipNear(t *testing.T, fs *disk.MemFS, fromEnd int64) {
 	require.Len(t, names, 1)
 	f, err := fs.Open("/n/wal/" + names[0])
 	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, fs.FlipBit("/n/wal/"+names[0], recordsEnd(t, fs, "/n/wal/"+names[0])-fromEnd, 4))
+}
+
+// recordsEnd is where a WAL segment's records end: the WAL writes zeros
+// ahead of them (disk.Options.ZeroAhead), and every record's last byte is
+// non-zero.
+func recordsEnd(t *testing.T, fs *disk.MemFS, name string) int64 {
+	t.Helper()
+	f, err := fs.Open(name)
+	require.NoError(t, err)
+	defer f.Close()
 	size, err := f.Size()
 	require.NoError(t, err)
-	require.NoError(t, f.Close())
-	require.NoError(t, fs.FlipBit("/n/wal/"+names[0], size-fromEnd, 4))
+	b := make([]byte, size)
+	_, err = f.ReadAt(b, 0)
+	require.NoError(t, err)
+	return int64(len(bytes.TrimRight(b, "\x00")))
 }
 
 // changeAt is where writeWALTermChange's entries go from term 1 to term 2.
@@ -709,8 +723,7 @@ func TestLostLastWriteFoundByTheEndMark(t *testing.T) {
 		require.NoError(t, rep.Process())
 		f, err := fs.Open(segment(fs))
 		require.NoError(t, err)
-		before, err := f.Size()
-		require.NoError(t, err)
+		before := recordsEnd(t, fs, segment(fs))
 		require.NoError(t, rep.Step(appends(11, 15)))
 		require.NoError(t, rep.Process())
 		require.Equal(t, uint64(15), acked, "the follower acknowledged the second batch")
@@ -878,12 +891,7 @@ func TestHoleFillingSnapshotBelowTheWALsMarker(t *testing.T) {
 		names, err := fs.ReadDir("/n/wal")
 		require.NoError(t, err)
 		require.Len(t, names, 1)
-		f, err := fs.Open("/n/wal/" + names[0])
-		require.NoError(t, err)
-		defer f.Close()
-		size, err := f.Size()
-		require.NoError(t, err)
-		return size
+		return recordsEnd(t, fs, "/n/wal/"+names[0])
 	}
 	var holeFrom, holeTo int64 // entry 15's record
 	for i := uint64(11); i <= 40; i++ {

@@ -43,7 +43,8 @@ type Faults struct {
 	SlowSyncMax   int64   // µs added to a sync, at most
 	// RotProb is the chance that a crash of a storage-faulty node leaves
 	// one flipped bit among the last RotSpan bytes of its newest WAL
-	// segment, in data that was synced: bit rot found at restart, where a
+	// segment's records (the zeros written ahead of them not counted), in
+	// data that was synced: bit rot found at restart, where a
 	// write that landed whole can be told from a torn one only by its
 	// checksum.
 	RotProb float64

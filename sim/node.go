@@ -181,7 +181,9 @@ func (n *node) start() {
 		},
 		FS: n.fs, Dir: "/node", Store: recordingStore{Store: store, w: w},
 		SnapshotEvery: w.snapshotEvery, KeepSnapshots: 2,
-		WAL:         disk.Options{SegmentSize: 64 << 10},
+		// Small segments, and zeros written 8 KiB at a time, so that a
+		// run crosses many segment ends and writes into and past zeros.
+		WAL:         disk.Options{SegmentSize: 64 << 10, ZeroAhead: 8 << 10},
 		Send:        n.send,
 		Done:        n.done,
 		ConfChanged: n.confChanged,
@@ -546,7 +548,12 @@ func (n *node) rot() {
 	if len(segs) == 0 {
 		return
 	}
-	path, size := segs[len(segs)-1].path, segs[len(segs)-1].size
+	// The end of the records, not of the file: the zeros the WAL writes
+	// ahead of its records follow them.
+	path, size := segs[len(segs)-1].path, n.recordsEnd(segs[len(segs)-1])
+	if size == 0 {
+		return
+	}
 	off := size - 1 - n.w.extraRng.Int64N(min(f.RotSpan, size))
 	if n.fs.FlipBit(path, off, n.w.extraRng.UintN(8)) == nil {
 		n.w.counts.Rotted++
@@ -579,6 +586,21 @@ type walSegment struct {
 }
 
 // walSegments lists the node's non-empty WAL segments, oldest first.
+// recordsEnd is where a WAL segment's records end: every record's last
+// byte is non-zero, and only zeros follow the last one.
+func (n *node) recordsEnd(seg walSegment) int64 {
+	file, err := n.fs.Open(seg.path)
+	if err != nil {
+		return 0
+	}
+	defer file.Close()
+	b := make([]byte, seg.size)
+	if _, err := file.ReadAt(b, 0); err != nil && err != io.EOF {
+		return 0
+	}
+	return int64(len(bytes.TrimRight(b, "\x00")))
+}
+
 func (n *node) walSegments() []walSegment {
 	names, err := n.fs.ReadDir("/node/wal")
 	if err != nil {

@@ -134,8 +134,9 @@ func TestGoldenWrittenAlike(t *testing.T) {
 			got := contents(t, fsys, filepath.Join("/d", sub, n))
 			if sub == "wal" {
 				// The fixture's segments were written before the WAL wrote
-				// zeros ahead of its records; a segment's zeros are not part
-				// of its format.
+				// zeros ahead of its records: the newest segment's zeros
+				// (closed ones are cut back to their records) are not part
+				// of the format.
 				got = recordsOf(got)
 			}
 			if !bytes.Equal(got, want) {

@@ -440,6 +440,16 @@ func (w *WAL) rotate() error {
 	if err := w.flush(); err != nil {
 		return err
 	}
+	// A closed segment keeps no zeros after its records: it reads as one
+	// written before the WAL wrote zeros ahead, so a keyvald of that time
+	// (which took zeros only at the newest segment's end for a torn write)
+	// can still open the WAL after a downgrade.
+	if w.size > w.off {
+		if err := w.f.Truncate(w.off); err != nil {
+			return w.fail(fmt.Errorf("wal: cut the zeros after %s: %w", w.path(w.segs[len(w.segs)-1].seq), err))
+		}
+		w.size = w.off
+	}
 	if err := w.f.Sync(); err != nil {
 		return w.fail(fmt.Errorf("wal: sync %s: %w", w.path(w.segs[len(w.segs)-1].seq), err))
 	}

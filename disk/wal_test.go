@@ -465,9 +465,9 @@ func TestWALWritesIntoZerosAhead(t *testing.T) {
 	})
 }
 
-// TestWALClosedSegmentsEndInZeros: a segment closed for the next one keeps
-// the zeros written past its last record; reopening reads past them into
-// the next segment.
+// TestWALClosedSegmentsEndInZeros: a segment closed for the next one is
+// cut back to its records (so that an older keyvald reads it); one whose
+// cut a crash undid, ending in zeros, is read past them into the next.
 func TestWALClosedSegmentsEndInZeros(t *testing.T) {
 	walFS(t, func(t *testing.T, fsys FS, dir string) {
 		opts := Options{SegmentSize: 1024, ZeroAhead: 4096}
@@ -481,6 +481,23 @@ func TestWALClosedSegmentsEndInZeros(t *testing.T) {
 		must(t, w.Close())
 		if len(segs) < 3 {
 			t.Fatalf("%d segments, want several", len(segs))
+		}
+		for _, name := range segs[:len(segs)-1] {
+			b := contents(t, fsys, filepath.Join(dir, name))
+			if len(b) == 0 || b[len(b)-1] != trailerByte {
+				t.Fatalf("closed segment %s does not end at its last record", name)
+			}
+		}
+		// Zeros after every closed segment's records, as if no cut had
+		// reached the disk.
+		for _, name := range segs[:len(segs)-1] {
+			f, err := fsys.Open(filepath.Join(dir, name))
+			must(t, err)
+			size, err := f.Size()
+			must(t, err)
+			must(t, f.Truncate(size+4096))
+			must(t, f.Sync())
+			must(t, f.Close())
 		}
 		_, rec := reopen(t, fsys, dir, opts)
 		if first, last, _ := indexes(rec.Entries); first != 1 || last != 100 || rec.TornTail != nil {

@@ -132,7 +132,7 @@ func TestGoldenWrittenAlike(t *testing.T) {
 			want, err := os.ReadFile(filepath.Join(goldenDir, sub, n))
 			must(t, err)
 			got := contents(t, fsys, filepath.Join("/d", sub, n))
-			if sub == "wal" {
+			if sub == "wal" && n == names[len(names)-1] {
 				// The fixture's segments were written before the WAL wrote
 				// zeros ahead of its records: the newest segment's zeros
 				// (closed ones are cut back to their records) are not part

@@ -585,7 +585,6 @@ type walSegment struct {
 	size int64
 }
 
-// walSegments lists the node's non-empty WAL segments, oldest first.
 // recordsEnd is where a WAL segment's records end: every record's last
 // byte is non-zero, and only zeros follow the last one.
 func (n *node) recordsEnd(seg walSegment) int64 {
@@ -601,6 +600,7 @@ func (n *node) recordsEnd(seg walSegment) int64 {
 	return int64(len(bytes.TrimRight(b, "\x00")))
 }
 
+// walSegments lists the node's non-empty WAL segments, oldest first.
 func (n *node) walSegments() []walSegment {
 	names, err := n.fs.ReadDir("/node/wal")
 	if err != nil {

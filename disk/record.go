@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -200,6 +201,14 @@ func isTornTail(b []byte, f frame) bool {
 		return b[f.size-1] == 0 && allZero(b[f.size:])
 	}
 	return false
+}
+
+// RecordsEnd returns where the records of a WAL segment's image end:
+// after them the WAL writes only zeros (Options.ZeroAhead), and no record
+// ends in a zero byte. The simulator aims its bit rot there; tests cut and
+// damage segments relative to it.
+func RecordsEnd(segment []byte) int {
+	return len(bytes.TrimRight(segment, "\x00"))
 }
 
 func allZero(b []byte) bool {

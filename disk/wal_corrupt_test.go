@@ -203,8 +203,8 @@ func sameFiles(t *testing.T, a, b builtWAL) bool {
 }
 
 // recordsOf returns a segment's image without the zeros written ahead of
-// its records (every record ends in a non-zero trailer).
-func recordsOf(image []byte) []byte { return bytes.TrimRight(image, "\x00") }
+// its records.
+func recordsOf(image []byte) []byte { return image[:RecordsEnd(image)] }
 
 // TestWALTornTails cuts the last segment at every kind of point, with and
 // without a zero-filled remainder, and requires recovery to return exactly

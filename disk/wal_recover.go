@@ -213,9 +213,7 @@ func (w *WAL) replayFile(st *logState, f File, buf *[]byte, name string, seq uin
 	if err != nil {
 		return scan, err
 	}
-	scan.size = int64(len(b))
-	if scan.end < int64(len(b)) && !allZero(b[scan.end:]) {
-		scan.size = scan.end
+	if scan.size < int64(len(b)) {
 		scan.torn = &TornTail{File: name, Offset: scan.end, Bytes: int64(len(b)) - scan.end}
 		if err := f.Truncate(scan.end); err != nil {
 			return scan, fmt.Errorf("wal: cut torn tail of %s: %w", name, err)
@@ -275,17 +273,19 @@ func (s *logState) last() uint64 { return s.first + uint64(len(s.ents)) - 1 }
 // segmentScan is what replaySegment learned about a segment.
 type segmentScan struct {
 	end       int64  // where the last good record ends
-	size      int64  // the file's size once a torn tail is cut (zeros may follow end)
+	size      int64  // the file's size once a torn tail is cut (zeros ahead may follow end)
 	startSize int64  // size of the start record
 	maxIndex  uint64 // highest entry index in the segment
 	torn      *TornTail
 }
 
-// replaySegment applies the records of one segment image b to s. For the
-// last segment a torn tail ends the scan early (scan.end < len(b)); any other
-// failure is a *CorruptionError.
+// replaySegment applies the records of one segment image b to s. Zeros
+// after the last record end the scan (scan.end < len(b), scan.size ==
+// len(b)); so does, in the last segment, a torn tail (scan.size ==
+// scan.end: the file is to be cut there). Any other failure is a
+// *CorruptionError.
 func (s *logState) replaySegment(name string, b []byte, seq uint64, from int, first, last bool) (segmentScan, error) {
-	var scan segmentScan
+	scan := segmentScan{size: int64(len(b))}
 	seed := seedFor(seq)
 	off := from
 	for off < len(b) {
@@ -301,6 +301,7 @@ func (s *logState) replaySegment(name string, b []byte, seq uint64, from int, fi
 			// The start record was synced before the file got its name, so
 			// a segment is never torn inside it.
 			if last && off > 0 && isTornTail(b[off:], f) {
+				scan.size = int64(off)
 				break
 			}
 			return scan, corruptf(name, int64(off), "%s", f.reason)

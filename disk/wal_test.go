@@ -403,14 +403,7 @@ func TestWALWritesIntoZerosAhead(t *testing.T) {
 		w, err := Create(fsys, dir, opts)
 		must(t, err)
 		seg := filepath.Join(dir, w.Segments()[0])
-		size := func() int64 {
-			f, err := fsys.Open(seg)
-			must(t, err)
-			defer f.Close()
-			n, err := f.Size()
-			must(t, err)
-			return n
-		}
+		size := func() int64 { return fileSize(t, fsys, seg) }
 		grew, syncs := 0, 0
 		last := size()
 		for i := uint64(1); i <= 200; i++ {

@@ -63,9 +63,7 @@ func flipNear(t *testing.T, fs *disk.MemFS, fromEnd int64) {
 	require.NoError(t, fs.FlipBit("/n/wal/"+names[0], recordsEnd(t, fs, "/n/wal/"+names[0])-fromEnd, 4))
 }
 
-// recordsEnd is where a WAL segment's records end: the WAL writes zeros
-// ahead of them (disk.Options.ZeroAhead), and every record's last byte is
-// non-zero.
+// recordsEnd is where a WAL segment file's records end (disk.RecordsEnd).
 func recordsEnd(t *testing.T, fs *disk.MemFS, name string) int64 {
 	t.Helper()
 	f, err := fs.Open(name)
@@ -76,7 +74,7 @@ func recordsEnd(t *testing.T, fs *disk.MemFS, name string) int64 {
 	b := make([]byte, size)
 	_, err = f.ReadAt(b, 0)
 	require.NoError(t, err)
-	return int64(len(bytes.TrimRight(b, "\x00")))
+	return int64(disk.RecordsEnd(b))
 }
 
 // changeAt is where writeWALTermChange's entries go from term 1 to term 2.

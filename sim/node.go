@@ -585,8 +585,7 @@ type walSegment struct {
 	size int64
 }
 
-// recordsEnd is where a WAL segment's records end: every record's last
-// byte is non-zero, and only zeros follow the last one.
+// recordsEnd is where a WAL segment file's records end (disk.RecordsEnd).
 func (n *node) recordsEnd(seg walSegment) int64 {
 	file, err := n.fs.Open(seg.path)
 	if err != nil {
@@ -597,7 +596,7 @@ func (n *node) recordsEnd(seg walSegment) int64 {
 	if _, err := file.ReadAt(b, 0); err != nil && err != io.EOF {
 		return 0
 	}
-	return int64(len(bytes.TrimRight(b, "\x00")))
+	return int64(disk.RecordsEnd(b))
 }
 
 // walSegments lists the node's non-empty WAL segments, oldest first.

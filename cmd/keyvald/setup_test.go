@@ -68,7 +68,7 @@ func TestAWALCutShortSaysWhatHappenedAndWhatToDo(t *testing.T) {
 	dir, peer, last := nodeWithEntries(t, 50)
 	b, err := os.ReadFile(last)
 	require.NoError(t, err)
-	require.NoError(t, os.Truncate(last, recordsEnd(b)/2))
+	require.NoError(t, os.Truncate(last, int64(disk.RecordsEnd(b)/2)))
 
 	err = run([]string{"--id", "1", "--data-dir", dir, "--listen-client", "127.0.0.1:0", "--listen-peer", peer,
 		"--initial-cluster", "1=" + peer, "--listen-metrics", ""}, io.Discard)
@@ -85,7 +85,7 @@ func TestADamagedWALRecordSaysWhichEntries(t *testing.T) {
 	dir, peer, last := nodeWithEntries(t, 50)
 	b, err := os.ReadFile(last)
 	require.NoError(t, err)
-	b[recordsEnd(b)/2] ^= 0x10
+	b[disk.RecordsEnd(b)/2] ^= 0x10
 	require.NoError(t, os.WriteFile(last, b, 0o600))
 
 	err = run([]string{"--id", "1", "--data-dir", dir, "--listen-client", "127.0.0.1:0", "--listen-peer", peer,
@@ -96,13 +96,6 @@ func TestADamagedWALRecordSaysWhichEntries(t *testing.T) {
 	require.ErrorContains(t, err, "the log is final through index", "which entries")
 	require.ErrorContains(t, err, "damaged after it was written", "what happened")
 	require.ErrorContains(t, err, "kvctl member remove --id 1", "what to do")
-}
-
-// recordsEnd is where a WAL segment's records end: the WAL writes zeros
-// ahead of them (disk.Options.ZeroAhead), and every record's last byte is
-// non-zero.
-func recordsEnd(segment []byte) int64 {
-	return int64(len(bytes.TrimRight(segment, "\x00")))
 }
 
 // nodeWithEntries runs a one-node cluster long enough to apply n writes and

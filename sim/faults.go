@@ -275,9 +275,10 @@ type FaultCounts struct {
 	// Kept counts the repairs that kept the log, the lost entries as holes
 	// filled from the others (replica.Replica.KeptHoles).
 	Kept int
-	// WaitedBelowFloor counts DamageAll runs that made no progress after
-	// the faults healed because a majority of voters waited below their
-	// vote floors or on holes no one could fill (checkLiveness).
+	// WaitedBelowFloor counts runs that made no progress after the faults
+	// healed because members waited below their vote floors or on holes
+	// no one could fill, and no other member could win an election
+	// (checkLiveness, noOneCanWin).
 	WaitedBelowFloor int
 	// HaltsBy splits Halts by reason.
 	HaltsBy [numHaltReasons]int

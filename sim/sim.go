@@ -465,23 +465,70 @@ func (w *world) healAll() {
 	}
 }
 
-// waitingOnRepair lists the voters whose log is below the vote floor a
-// repair that started it over left, or has holes a repair that kept it
-// left: neither campaigns.
+// waitingOnRepair lists the up members whose log is below the vote floor
+// a repair left, or has holes a repair that kept the log left: neither
+// campaigns.
 func (w *world) waitingOnRepair() []core.NodeID {
 	var out []core.NodeID
 	for _, n := range w.active() {
-		if n.state != nodeUp || !slices.Contains(w.conf.Voters, n.id) {
-			continue
-		}
-		f := n.rep.VoteFloor()
-		st := n.rep.Node().Status()
-		t, _ := n.rep.Node().Term(st.LastIndex)
-		if f != (core.LogPosition{}) && !(core.LogPosition{Term: t, Index: st.LastIndex}).AtLeast(f) || !n.rep.Node().Holes().Empty() {
+		if n.state == nodeUp && !n.canCampaignAfterRepair() {
 			out = append(out, n.id)
 		}
 	}
 	return out
+}
+
+// lastPosition is the position of the node's last log entry.
+func (n *node) lastPosition() core.LogPosition {
+	last := n.rep.Node().Status().LastIndex
+	t, _ := n.rep.Node().Term(last)
+	return core.LogPosition{Term: t, Index: last}
+}
+
+// canCampaignAfterRepair: the node's log is at or past its vote floor and
+// has no holes.
+func (n *node) canCampaignAfterRepair() bool {
+	return n.lastPosition().AtLeast(n.rep.VoteFloor()) && n.rep.Node().Holes().Empty()
+}
+
+// noOneCanWin reports whether no up member could be elected with the
+// logs, floors and configurations the members have now: for each that
+// may campaign (a voter in the configuration in force in its own log, not
+// waiting on a repair), fewer than a quorum of that configuration's voters
+// are up, at or behind its log, and satisfied with it by their floors.
+// That is the limit docs/disk.md names: a repaired member's floor keeps
+// the others from electing a leader that lacks what only it may have
+// acknowledged, and the one member whose log is ahead may be unable to
+// campaign (below its own floor, on holes, or a learner in its log while
+// the others' logs hold its uncommitted promotion). Safe, not available.
+func (w *world) noOneCanWin() bool {
+	byID := make(map[core.NodeID]*node, len(w.nodes))
+	for _, n := range w.active() {
+		if n.state == nodeUp {
+			byID[n.id] = n
+		}
+	}
+	for _, c := range w.active() {
+		if c.state != nodeUp || !c.canCampaignAfterRepair() {
+			continue
+		}
+		voters := c.rep.Node().Status().Conf.Voters
+		if !slices.Contains(voters, c.id) {
+			continue
+		}
+		pos := c.lastPosition()
+		grants := 0
+		for _, id := range voters {
+			v, up := byID[id]
+			if up && pos.AtLeast(v.lastPosition()) && pos.AtLeast(v.rep.VoteFloor()) {
+				grants++
+			}
+		}
+		if grants >= len(voters)/2+1 {
+			return false
+		}
+	}
+	return true
 }
 
 // checkLiveness: with every fault healed, a connected majority must elect a
@@ -502,13 +549,13 @@ func (w *world) checkLiveness(start int64) {
 		return
 	}
 	if probe.opsDone < 3 {
-		if waiting := w.waitingOnRepair(); w.faults.DamageAll && len(w.conf.Voters)-len(waiting) < len(w.conf.Voters)/2+1 {
+		if waiting := w.waitingOnRepair(); len(waiting) > 0 && w.noOneCanWin() {
 			// The limits docs/disk.md names: a member whose lost entries
 			// could not be identified started its log over and waits
 			// below its floor for entries only the others had; one whose
 			// holes no member holds (entries only it had, never
-			// committed) waits with them. When the others are no
-			// quorum: safe, not available. Counted, not failed.
+			// committed) waits with them. When those left cannot elect
+			// anyone: safe, not available. Counted, not failed.
 			w.counts.WaitedBelowFloor++
 			w.logf("no progress after faults healed: members %v wait below their vote floors or on holes", waiting)
 			return

@@ -56,10 +56,11 @@ func TestPinnedSeeds(t *testing.T) {
 	}
 	defer f.Close()
 	// A seed's workload follows it when it is not the default: -auth,
-	// -etcd, -repair, -slow-snapshots, -gone-notices or -lost-writes, as kvsim
-	// takes them.
+	// -etcd, -repair, -slow-snapshots, -gone-notices, -lost-writes or
+	// -damage-all, as kvsim takes them.
 	workloads := map[string]Options{"": {}, "-auth": {Auth: true}, "-etcd": {Etcd: true}, "-repair": {Repair: true},
-		"-slow-snapshots": {SlowSnapshots: true}, "-gone-notices": {GoneNotices: true}, "-lost-writes": {LostWrites: true}}
+		"-slow-snapshots": {SlowSnapshots: true}, "-gone-notices": {GoneNotices: true}, "-lost-writes": {LostWrites: true},
+		"-damage-all": {DamageAll: true}}
 	seeds := map[string][]uint64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -84,7 +85,7 @@ func TestPinnedSeeds(t *testing.T) {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []string{"", "-auth", "-etcd", "-repair", "-slow-snapshots", "-gone-notices", "-lost-writes"} {
+	for _, w := range []string{"", "-auth", "-etcd", "-repair", "-slow-snapshots", "-gone-notices", "-lost-writes", "-damage-all"} {
 		if len(seeds[w]) > 0 {
 			runSeedsAs(t, seeds[w], workloads[w])
 		}

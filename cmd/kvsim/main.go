@@ -148,7 +148,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 		fmt.Printf("%d synced writes lost; %d starts found the WAL's last records lost\n", lost, lostEnds)
 	}
 	if waited > 0 {
-		fmt.Printf("%d seeds made no progress after healing: too few voters were left for a quorum, the others waiting below their vote floors or on holes no one could fill (docs/disk.md, \"Keeping the log\")\n", waited)
+		fmt.Printf("%d seeds made no progress after healing: members waited below their vote floors or on holes no one could fill, and no other member could win an election (docs/disk.md, \"Keeping the log\")\n", waited)
 	}
 	for _, f := range failed {
 		fmt.Println(f)

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -288,7 +289,11 @@ func fmtMsg(m Message) string {
 	case MsgReadIndexResp:
 		s += fmt.Sprintf(" index=%d", m.Index)
 	}
-	if len(m.Context) > 0 {
+	switch {
+	case (m.Type == MsgHeartbeat || m.Type == MsgHeartbeatResp) && len(m.Context) == 8:
+		// The leader numbers its read rounds (raft.ackRead).
+		s += fmt.Sprintf(" round=%d", binary.BigEndian.Uint64(m.Context))
+	case len(m.Context) > 0:
 		s += " ctx=" + string(m.Context)
 	}
 	return s

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -50,6 +51,11 @@ type readRequest struct {
 	ctx   []byte
 	from  NodeID
 	index uint64
+	// round names the read in the heartbeats sent for it. Contexts are
+	// the askers' (each member numbers its own requests), so two waiting
+	// reads can share one, and a round's acks must not be taken for those
+	// of a read that arrived after the round was sent.
+	round uint64
 	// acks are the nodes that answered a heartbeat sent after the read
 	// arrived (this leader first), each once.
 	acks []NodeID
@@ -113,6 +119,9 @@ type raft struct {
 	reads        []readRequest
 	pendingReads []readRequest
 	readRound    bool
+	// lastRound numbers the reads that wait for rounds, over the node's
+	// whole life, so a late ack from an earlier term names none of them.
+	lastRound uint64
 }
 
 func newRaft(cfg Config, st PersistentState) (*raft, error) {
@@ -940,7 +949,7 @@ func (r *raft) sendSnapshot(to NodeID, pr *Progress) {
 func (r *raft) bcastHeartbeat() {
 	var ctx []byte
 	if n := len(r.reads); n > 0 {
-		ctx = r.reads[n-1].ctx
+		ctx = binary.BigEndian.AppendUint64(nil, r.reads[n-1].round)
 	}
 	for _, id := range r.trk.ids {
 		if id == r.id {
@@ -999,17 +1008,23 @@ func (r *raft) serveRead(ctx []byte, from NodeID) {
 		r.reads = append(r.reads, readRequest{})
 	}
 	rq := &r.reads[n]
-	*rq = readRequest{ctx: ctx, from: from, index: index, acks: append(rq.acks[:0], r.id)}
+	r.lastRound++
+	*rq = readRequest{ctx: ctx, from: from, index: index, round: r.lastRound, acks: append(rq.acks[:0], r.id)}
 	r.readRound = true
 }
 
-// ackRead records a heartbeat answer for the read with ctx. Once a majority
-// answered a heartbeat sent after that read arrived, this node was still
-// leader at that moment, so that read and every earlier one may proceed.
+// ackRead records a heartbeat answer for the round of the read numbered
+// in ctx. Once a majority answered a heartbeat sent after that read
+// arrived, this node was still leader at that moment, so that read and
+// every earlier one may proceed.
 func (r *raft) ackRead(ctx []byte, from NodeID) {
+	if len(ctx) != 8 {
+		return // not a round this node numbered
+	}
+	round := binary.BigEndian.Uint64(ctx)
 	for k := len(r.reads) - 1; k >= 0; k-- {
 		rq := &r.reads[k]
-		if !bytes.Equal(rq.ctx, ctx) {
+		if rq.round != round {
 			continue
 		}
 		if !slices.Contains(rq.acks, from) {

@@ -596,26 +596,56 @@ func TestReadArrivingAfterRoundWaitsForNextRound(t *testing.T) {
 	require.NoError(t, n.ReadIndex([]byte("before")))
 	first := only(t, drain(n), MsgHeartbeat)
 	require.Len(t, first, 2)
-	require.Equal(t, []byte("before"), first[0].Context)
 	require.NoError(t, n.ReadIndex([]byte("after")))
-	ack := func(from NodeID, ctx string) {
-		require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: from, To: 1, Term: 2, Context: []byte(ctx)}))
+	ack := func(from NodeID, round Message) {
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: from, To: 1, Term: 2, Context: round.Context}))
 	}
 
 	// A majority answers the first round: only the earlier read goes.
-	ack(2, "before")
+	ack(2, first[0])
 	rd := n.Ready()
 	require.Equal(t, []ReadState{{Index: 2, Context: []byte("before")}}, rd.ReadStates)
 	second := only(t, rd.Messages, MsgHeartbeat)
 	require.Len(t, second, 2, "the later read gets a round of its own")
-	require.Equal(t, []byte("after"), second[0].Context)
+	require.NotEqual(t, first[0].Context, second[0].Context)
 	n.Advance(rd)
 
 	// The rest of the first round changes nothing for the later read.
-	ack(3, "before")
+	ack(3, first[1])
 	require.Empty(t, n.Ready().ReadStates)
-	ack(3, "after")
+	ack(3, second[1])
 	require.Equal(t, []ReadState{{Index: 2, Context: []byte("after")}}, n.Ready().ReadStates)
+}
+
+// Contexts are the askers' own, and two members can ask with the same
+// one (each numbers its requests from 1). A read that arrives after a
+// round was sent, with the context of the read that round was for, is
+// still not released by that round's acks: rounds are the leader's.
+func TestRoundIsNotTakenForALaterReadWithTheSameContext(t *testing.T) {
+	n := newTestNode(t, 1, peers(3), 1, 1)
+	makeLeader(t, n)
+	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 2}))
+	drain(n)
+
+	require.NoError(t, n.ReadIndex([]byte{0, 0, 0, 0, 0, 0, 0, 7}))
+	first := only(t, drain(n), MsgHeartbeat)
+	require.NoError(t, n.Step(Message{Type: MsgReadIndex, From: 3, To: 1, Term: 2, Context: []byte{0, 0, 0, 0, 0, 0, 0, 7}}))
+	ack := func(from NodeID, round Message) {
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: from, To: 1, Term: 2, Context: round.Context}))
+	}
+
+	ack(2, first[0])
+	rd := n.Ready()
+	require.Len(t, rd.ReadStates, 1, "only the leader's own read was confirmed by the first round")
+	require.Empty(t, only(t, rd.Messages, MsgReadIndexResp), "node 3's read arrived after the first round was sent")
+	second := only(t, rd.Messages, MsgHeartbeat)
+	require.Len(t, second, 2)
+	n.Advance(rd)
+
+	ack(2, second[0])
+	resp := only(t, drain(n), MsgReadIndexResp)
+	require.Len(t, resp, 1)
+	require.Equal(t, NodeID(3), resp[0].To)
 }
 
 // Reads waiting on rounds are released in the order they arrived, a
@@ -629,12 +659,18 @@ func TestReadsReleasedInOrderAndAckedOncePerNode(t *testing.T) {
 	}
 	drain(n)
 	require.Equal(t, uint64(2), n.HardState().Commit)
+	round := map[string][]byte{} // each read's heartbeat round
+	ask := func(ctx string) {
+		require.NoError(t, n.ReadIndex([]byte(ctx)))
+		hb := only(t, drain(n), MsgHeartbeat)
+		require.NotEmpty(t, hb)
+		round[ctx] = hb[0].Context
+	}
 	ack := func(from NodeID, ctx string) {
-		require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: from, To: 1, Term: 2, Context: []byte(ctx)}))
+		require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: from, To: 1, Term: 2, Context: round[ctx]}))
 	}
 	for _, ctx := range []string{"a", "b", "c"} {
-		require.NoError(t, n.ReadIndex([]byte(ctx)))
-		drain(n)
+		ask(ctx)
 	}
 
 	ack(2, "b")
@@ -645,8 +681,7 @@ func TestReadsReleasedInOrderAndAckedOncePerNode(t *testing.T) {
 	require.Equal(t, []ReadState{{Index: 2, Context: []byte("a")}, {Index: 2, Context: []byte("b")}}, rd.ReadStates)
 	n.Advance(rd)
 
-	require.NoError(t, n.ReadIndex([]byte("d")))
-	drain(n)
+	ask("d")
 	ack(4, "d")
 	require.Empty(t, n.Ready().ReadStates, "acks for c do not count for d")
 	ack(4, "c")
@@ -772,9 +807,8 @@ func TestReadIndexWaitsForCommitInTerm(t *testing.T) {
 	n.Advance(rd)
 	require.NoError(t, n.Step(Message{Type: MsgAppResp, From: 2, To: 1, Term: 2, Index: 3}))
 	hb := only(t, drain(n), MsgHeartbeat)
-	require.NotEmpty(t, hb)
-	require.Equal(t, []byte("early"), hb[0].Context)
-	require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: 2, To: 1, Term: 2, Context: []byte("early")}))
+	require.NotEmpty(t, hb, "the read's round once an entry of the term commits")
+	require.NoError(t, n.Step(Message{Type: MsgHeartbeatResp, From: 2, To: 1, Term: 2, Context: hb[0].Context}))
 	rd = n.Ready()
 	require.Len(t, rd.ReadStates, 1)
 	require.Equal(t, uint64(3), rd.ReadStates[0].Index)

@@ -54,6 +54,9 @@ type state interface {
 	putLease(l *kvpb.Lease) error
 	delLease(id int64) error
 	leaseKeys(id int64) ([][]byte, error)
+	// memo is where authEnabled keeps the auth switch it read (auth.go);
+	// put and del forget it when they write an auth record.
+	memo() *authMemo
 
 	// client returns the session, or nil when there is none.
 	client(id uint64) (*kvpb.ClientRecord, error)

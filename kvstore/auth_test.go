@@ -92,6 +92,39 @@ func TestAuthChecksEveryCommandAtApply(t *testing.T) {
 	})
 }
 
+// The auth switch is read once and remembered (authMemo) until an auth
+// record is written: a switch within one batch, or a batch after one
+// that changed it, is still seen by the very next command.
+func TestAuthSwitchSeenByTheNextCommand(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		var setUp [][]byte
+		for _, c := range []*kvpb.AuthChange{
+			change(kvpb.AuthChange_KIND_USER_ADD, "root", ""),
+			change(kvpb.AuthChange_KIND_USER_GRANT_ROLE, "root", "root"),
+		} {
+			setUp = append(setUp, authCmd("", c))
+		}
+		enable := authCmd("", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_ENABLE, TokenKey: tokenKey})
+		disable := authCmd("root", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_DISABLE})
+		anon := func(v string) []byte { return putCmd(0, 0, "k", v) }
+
+		res := a.apply(append(setUp, anon("1"), enable, anon("2"), disable, anon("3"), enable, anon("4"))...)
+		var got []Status
+		for _, r := range res[len(setUp):] {
+			got = append(got, r.Status)
+		}
+		require.Equal(t, []Status{StatusOK, StatusOK, StatusPermissionDenied, StatusOK, StatusOK, StatusOK, StatusPermissionDenied}, got)
+
+		// Across batches: the switch left on, then turned off alone.
+		require.Equal(t, StatusPermissionDenied, a.one(anon("5")).Status)
+		require.Equal(t, StatusOK, a.one(disable).Status)
+		require.Equal(t, StatusOK, a.one(anon("6")).Status)
+		require.Equal(t, StatusOK, a.one(enable).Status)
+		require.Equal(t, StatusPermissionDenied, a.one(anon("7")).Status)
+	})
+}
+
 func TestAuthCompareAndSwapNeedsReadAndWrite(t *testing.T) {
 	implementations(t, Options{}, func(t *testing.T, s Store) {
 		a := newApplier(t, s)

@@ -597,14 +597,15 @@ func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 // has is the version before, and the last one stays.
 func (s *boltSink) history(kv *kvpb.KeyValue, _ []byte) error {
 	var prev uint64
+	stored := ""
 	if h := s.index.get(kv.Key); h != nil {
-		prev = h.meta.modRev
+		prev, stored = h.meta.modRev, h.key
 	}
 	v := versionBytes(kv.Value, metaFromProto(kv), prev)
 	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), v); err != nil {
 		return err
 	}
-	s.index.set(kv.Key, metaFromProto(kv), prev, len(kv.Value))
+	s.index.set(kv.Key, stored, metaFromProto(kv), prev, len(kv.Value))
 	return nil
 }
 
@@ -691,6 +692,9 @@ type boltState struct {
 
 	revsCur, clientsCur, lruCur *bbolt.Cursor
 	arena                       []byte
+	auth                        authMemo
+	// probe looks keys up in the index (keyIndex.find).
+	probe indexEntry
 }
 
 // head is what the index holds for a key: the size of its value (-1: absent or
@@ -700,6 +704,8 @@ type head struct {
 	size      int
 	lease     uint64
 	rev, prev uint64
+	// key is the key as the index holds it ("" if it does not).
+	key string
 }
 
 // prevFor is the previous version of a version written at rev over h:
@@ -910,7 +916,7 @@ func (st *boltState) get(key []byte) ([]byte, kvMeta, bool, error) {
 }
 
 func (st *boltState) lookup(key []byte) (kvMeta, bool, error) {
-	e := st.index.get(key)
+	e := st.index.find(&st.probe, key)
 	st.lastGet, st.last, st.haveLast = append(st.lastGet[:0], key...), headOf(e), true
 	if e == nil || e.meta.tombstone() {
 		return kvMeta{}, false, nil
@@ -926,7 +932,7 @@ func (st *boltState) head(key []byte) (head, error) {
 		return st.last, nil
 	}
 	st.haveLast = false
-	return headOf(st.index.get(key)), nil
+	return headOf(st.index.find(&st.probe, key)), nil
 }
 
 // headOf is what a put or delete needs of e, a key's index entry (nil:
@@ -936,7 +942,7 @@ func headOf(e *indexEntry) head {
 	if e == nil {
 		return h
 	}
-	h.rev, h.prev = e.meta.modRev, e.prev
+	h.rev, h.prev, h.key = e.meta.modRev, e.prev, e.key
 	if !e.meta.tombstone() {
 		h.size, h.lease = int(e.size), e.meta.lease
 	}
@@ -958,14 +964,18 @@ func missingNewest(key []byte, rev uint64) error {
 	return fmt.Errorf("%w: the newest version of %q, at revision %d, is missing from the history", ErrCorrupt, key, rev)
 }
 
-// record stores key's version v, written at rev over the version at prev,
-// in the history, and makes it the key's head in the index.
-func (st *boltState) record(key []byte, meta kvMeta, prev uint64, value, v []byte) error {
+// record stores key's version v, written at rev over h, in the history,
+// and makes it the key's head in the index.
+func (st *boltState) record(key []byte, h head, meta kvMeta, prev uint64, value, v []byte) error {
 	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], meta.modRev, key)
 	if err := st.revs.Put(st.revKeyBuf, v); err != nil {
 		return fmt.Errorf("record %q at revision %d: %w", key, meta.modRev, err)
 	}
-	st.index.set(key, meta, prev, len(value))
+	stored := h.key
+	if stored == "" {
+		stored = string(key) // new: the index keeps a copy
+	}
+	st.index.set(key, stored, meta, prev, len(value))
 	return nil
 }
 
@@ -987,9 +997,12 @@ func (st *boltState) attach(key []byte, from, to uint64) error {
 	return nil
 }
 
+func (st *boltState) memo() *authMemo { return &st.auth }
+
 // put builds the new version in the arena: bbolt keeps values, not keys,
 // until the commit.
 func (st *boltState) put(key, value []byte, meta kvMeta) error {
+	st.auth.forget(key)
 	h, err := st.head(key)
 	if err != nil {
 		return err
@@ -997,7 +1010,7 @@ func (st *boltState) put(key, value []byte, meta kvMeta) error {
 	v := st.alloc(versionHead + len(value))
 	prev := h.prevFor(meta.modRev)
 	putVersion(v, meta, prev, value)
-	if err := st.record(key, meta, prev, value, v); err != nil {
+	if err := st.record(key, h, meta, prev, value, v); err != nil {
 		return err
 	}
 	if err := st.attach(key, h.lease, meta.lease); err != nil {
@@ -1011,6 +1024,7 @@ func (st *boltState) put(key, value []byte, meta kvMeta) error {
 // index (so that reads at earlier revisions find the key's versions) until
 // a compaction drops it.
 func (st *boltState) del(key []byte, rev uint64) error {
+	st.auth.forget(key)
 	h, err := st.head(key)
 	if err != nil || h.size < 0 {
 		return err
@@ -1018,7 +1032,7 @@ func (st *boltState) del(key []byte, rev uint64) error {
 	v := st.alloc(versionHead)
 	meta, prev := kvMeta{modRev: rev}, h.prevFor(rev)
 	putVersion(v, meta, prev, nil)
-	if err := st.record(key, meta, prev, nil, v); err != nil {
+	if err := st.record(key, h, meta, prev, nil, v); err != nil {
 		return err
 	}
 	if err := st.attach(key, h.lease, 0); err != nil {
@@ -1274,7 +1288,7 @@ func (st *boltState) deleteHistory(key []byte, rev uint64) error {
 	if err := remove(&st.revsCur, st.revs, st.revKeyBuf); err != nil {
 		return fmt.Errorf("compact %q at revision %d: %w", key, rev, err)
 	}
-	if e := st.index.get(key); e != nil && e.meta.modRev == rev {
+	if e := st.index.find(&st.probe, key); e != nil && e.meta.modRev == rev {
 		st.index.remove(key)
 	}
 	return nil
@@ -1581,7 +1595,7 @@ func migrateKeyTable(tx *bbolt.Tx) error {
 func (st *boltState) buildIndex() (*keyIndex, error) {
 	ix := newKeyIndex()
 	err := st.eachVersion(func(key []byte, meta kvMeta, prev uint64, value []byte) error {
-		ix.set(key, meta, prev, len(value))
+		ix.set(key, "", meta, prev, len(value))
 		return nil
 	})
 	if err != nil {

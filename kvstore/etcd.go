@@ -263,12 +263,11 @@ func keySpan(key, end []byte) (start, stop []byte) {
 // the transaction compares or reads and write every key it writes, in both
 // branches (as etcd does).
 func authorizeTxn(st state, user string, req *pb.TxnRequest) (Result, bool, error) {
-	r := records{st}
-	on, err := auth.Enabled(r)
+	on, err := authEnabled(st)
 	if err != nil || !on {
 		return Result{}, err == nil, err
 	}
-	return authResult(st, txnAllowed(r, user, req))
+	return authResult(st, txnAllowed(records{st}, user, req))
 }
 
 func txnAllowed(r auth.Records, user string, req *pb.TxnRequest) error {
@@ -738,7 +737,7 @@ func compact(st state, cmd *command) (Result, error) {
 	if cmd.clientID != 0 || cmd.seq != 0 {
 		return invalid(st, StatusInvalid, errAdminIDs), nil
 	}
-	if on, err := auth.Enabled(records{st}); err != nil {
+	if on, err := authEnabled(st); err != nil {
 		return Result{}, err
 	} else if on {
 		if r, ok, err := authResult(st, auth.RequireRoot(records{st}, cmd.user)); err != nil || !ok {

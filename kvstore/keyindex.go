@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"slices"
 	"strings"
+	"unsafe"
 
 	"github.com/google/btree"
 )
@@ -56,17 +57,31 @@ func (ix *keyIndex) clone() *keyIndex {
 
 // get is key's entry, or nil.
 func (ix *keyIndex) get(key []byte) *indexEntry {
-	e, _ := ix.tree.Get(&indexEntry{key: string(key)})
+	return ix.find(new(indexEntry), key)
+}
+
+// find is get with the caller's probe, for a caller that looks keys up
+// for every write and read (a store state) and would otherwise allocate a
+// probe and a copy of the key each time. The probe's key is key's own
+// bytes, only while the tree is searched: the tree keeps nothing of it.
+func (ix *keyIndex) find(probe *indexEntry, key []byte) *indexEntry {
+	probe.key = unsafe.String(unsafe.SliceData(key), len(key))
+	e, _ := ix.tree.Get(probe)
+	probe.key = ""
 	return e
 }
 
-// set makes h key's head, reusing the stored key when the key is there.
-func (ix *keyIndex) set(key []byte, meta kvMeta, prev uint64, size int) {
-	e := &indexEntry{meta: meta, prev: prev, size: uint32(size)}
-	if old := ix.get(key); old != nil {
-		e.key = old.key
-	} else {
-		e.key = string(key)
+// set makes an entry with meta key's head. stored is key as the index
+// holds it already, shared by the new entry so that an overwrite copies no
+// key; "" when the caller did not look (set looks) or the key is new.
+func (ix *keyIndex) set(key []byte, stored string, meta kvMeta, prev uint64, size int) {
+	e := &indexEntry{key: stored, meta: meta, prev: prev, size: uint32(size)}
+	if e.key == "" {
+		if old := ix.get(key); old != nil {
+			e.key = old.key
+		} else {
+			e.key = string(key)
+		}
 	}
 	ix.tree.ReplaceOrInsert(e)
 }

@@ -78,7 +78,7 @@ func revokeLease(st state, cmd *command) (Result, error) {
 		return Result{}, err
 	}
 	if cmd.user != "" {
-		if on, err := auth.Enabled(records{st}); err != nil {
+		if on, err := authEnabled(st); err != nil {
 			return Result{}, err
 		} else if on {
 			for _, k := range keys {

@@ -59,6 +59,7 @@ type memData struct {
 	clock     uint64
 	alarmList []*kvpb.Alarm
 	used      uint64
+	auth      authMemo
 }
 
 type memClient struct {
@@ -413,7 +414,10 @@ func (d *memData) lookup(key []byte) (kvMeta, bool, error) {
 	return meta, found, err
 }
 
+func (d *memData) memo() *authMemo { return &d.auth }
+
 func (d *memData) put(key, value []byte, meta kvMeta) error {
+	d.auth.forget(key)
 	old, existed := d.keys.get(string(key))
 	var oldLen int
 	if existed {
@@ -460,6 +464,7 @@ func (d *memData) attach(key string, from, to uint64) {
 }
 
 func (d *memData) del(key []byte, rev uint64) error {
+	d.auth.forget(key)
 	old, ok := d.keys.get(string(key))
 	if !ok {
 		return nil

@@ -465,9 +465,10 @@ func (s *Server) forget(id uint64) {
 	}()
 }
 
+// forwarded and the token checks read one key of the call's metadata:
+// FromIncomingContext copies all of it, on every call.
 func forwarded(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	return ok && len(md.Get(forwardedKey)) > 0
+	return len(metadata.ValueFromIncomingContext(ctx, forwardedKey)) > 0
 }
 
 // peerConn is a client connection to member id's peer port, where requests

@@ -14,14 +14,15 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/auth/credential"
-	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // tokenKey is the metadata a client sends its token in.
 const tokenKey = "token"
 
-func (s *Server) records() auth.Records { return kvstore.AuthRecords(s.store) }
+// records reads the applied auth records (made once: boxed anew, they
+// were an allocation on every call).
+func (s *Server) records() auth.Records { return s.authRecords }
 
 // appliedAuth is the auth configuration as of an applied index.
 type appliedAuth struct {
@@ -80,8 +81,8 @@ func (s *Server) identify(ctx context.Context, port string) context.Context {
 
 func resolve(ctx context.Context, port string, cfg *kvpb.AuthConfig) caller {
 	c := caller{port: port, resolved: true}
-	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(tokenKey)) > 0 {
-		c.id, c.err = credential.VerifyToken(cfg.TokenKey, md.Get(tokenKey)[0], time.Now())
+	if tok := metadata.ValueFromIncomingContext(ctx, tokenKey); len(tok) > 0 {
+		c.id, c.err = credential.VerifyToken(cfg.TokenKey, tok[0], time.Now())
 	} else if port == "client" {
 		c.id.User = certificateUser(ctx)
 	}
@@ -89,8 +90,7 @@ func resolve(ctx context.Context, port string, cfg *kvpb.AuthConfig) caller {
 }
 
 func hasToken(ctx context.Context) bool {
-	md, _ := metadata.FromIncomingContext(ctx)
-	return len(md.Get(tokenKey)) > 0
+	return len(metadata.ValueFromIncomingContext(ctx, tokenKey)) > 0
 }
 
 // certificateUser is the common name of the client's verified certificate.
@@ -271,8 +271,8 @@ func (s *Server) forwardCredentials(ctx context.Context) context.Context {
 			return metadata.AppendToOutgoingContext(ctx, tokenKey, tok)
 		}
 	}
-	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(tokenKey)) > 0 {
-		return metadata.AppendToOutgoingContext(ctx, tokenKey, md.Get(tokenKey)[0])
+	if tok := metadata.ValueFromIncomingContext(ctx, tokenKey); len(tok) > 0 {
+		return metadata.AppendToOutgoingContext(ctx, tokenKey, tok[0])
 	}
 	return ctx
 }

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
+	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/internal/flowwindow"
@@ -40,7 +41,9 @@ type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	store     *kvstore.Bolt
-	rep       *replica.Replica // owned by the event loop goroutine
+	// authRecords reads the auth records in store (Server.records).
+	authRecords auth.Records
+	rep         *replica.Replica // owned by the event loop goroutine
 	// openSnapshot opens a snapshot file to send (rep.OpenSnapshot: safe on
 	// any goroutine); tests hold it.
 	openSnapshot func(index uint64) (*disk.Snapshot, error)
@@ -154,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state machine: %w", err)
 	}
-	s.store = store
+	s.store, s.authRecords = store, kvstore.AuthRecords(store)
 	s.watches = newWatchHub(store, cfg.WatchMaxQueuedBytes, s.log)
 	if err := s.registerLimitMetrics(); err != nil {
 		store.Close()

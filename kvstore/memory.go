@@ -60,6 +60,10 @@ type memData struct {
 	alarmList []*kvpb.Alarm
 	used      uint64
 	auth      authMemo
+	// histBuf builds history keys for the writes (under Memory's write
+	// lock) and a restore (before the data is in use), so that each costs
+	// the one string the history keeps.
+	histBuf []byte
 }
 
 type memClient struct {
@@ -325,7 +329,8 @@ func (s *memSink) begin(h *kvpb.SnapshotHeader, _ uint32) error {
 // keyValue makes a live key's current version the history's version at
 // its revision, which shares its value.
 func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
-	it, ok := s.d.hist.get(string(histKey(nil, kv.Key, kv.Version)))
+	s.d.histBuf = histKey(s.d.histBuf[:0], kv.Key, kv.Version)
+	it, ok := s.d.hist.get(string(s.d.histBuf))
 	if !ok {
 		return badSnapshot("key %q is live at revision %d, which its history lacks", kv.Key, kv.Version)
 	}
@@ -339,7 +344,8 @@ func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
 // reads back the same, and re-encoding every restored version at the next
 // snapshot is what the record cache is there to avoid.
 func (s *memSink) history(kv *kvpb.KeyValue, record []byte) error {
-	s.d.hist.setRecord(string(histKey(nil, kv.Key, kv.Version)), clone(kv.Value), metaFromProto(kv), clone(record))
+	s.d.histBuf = histKey(s.d.histBuf[:0], kv.Key, kv.Version)
+	s.d.hist.setRecord(string(s.d.histBuf), clone(kv.Value), metaFromProto(kv), clone(record))
 	s.d.revs = append(s.d.revs, revKey{kv.Version, string(kv.Key)})
 	return nil
 }
@@ -429,7 +435,8 @@ func (d *memData) put(key, value []byte, meta kvMeta) error {
 		oldLease = old.meta.lease
 	}
 	d.keys.set(string(key), v, meta)
-	d.hist.set(string(histKey(nil, key, meta.modRev)), v, meta)
+	d.histBuf = histKey(d.histBuf[:0], key, meta.modRev)
+	d.hist.set(string(d.histBuf), v, meta)
 	d.indexRevision(meta.modRev, string(key))
 	d.attach(string(key), oldLease, meta.lease)
 	countPut(d, key, value, oldLen, existed)
@@ -472,7 +479,8 @@ func (d *memData) del(key []byte, rev uint64) error {
 	countDelete(d, key, len(old.value))
 	d.attach(string(key), old.meta.lease, 0)
 	d.keys.delete(string(key))
-	d.hist.set(string(histKey(nil, key, rev)), nil, kvMeta{modRev: rev})
+	d.histBuf = histKey(d.histBuf[:0], key, rev)
+	d.hist.set(string(d.histBuf), nil, kvMeta{modRev: rev})
 	d.indexRevision(rev, string(key))
 	return nil
 }
@@ -612,7 +620,8 @@ func (d *memData) versionAround(key []byte, rev uint64) (at, before *version, er
 }
 
 func (d *memData) deleteHistory(key []byte, rev uint64) error {
-	d.hist.delete(string(histKey(nil, key, rev)))
+	d.histBuf = histKey(d.histBuf[:0], key, rev)
+	d.hist.delete(string(d.histBuf))
 	return nil
 }
 

@@ -597,15 +597,17 @@ func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 // has is the version before, and the last one stays.
 func (s *boltSink) history(kv *kvpb.KeyValue, _ []byte) error {
 	var prev uint64
-	stored := ""
+	var stored string
 	if h := s.index.get(kv.Key); h != nil {
 		prev, stored = h.meta.modRev, h.key
+	} else {
+		stored = string(kv.Key)
 	}
 	v := versionBytes(kv.Value, metaFromProto(kv), prev)
 	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), v); err != nil {
 		return err
 	}
-	s.index.set(kv.Key, stored, metaFromProto(kv), prev, len(kv.Value))
+	s.index.set(stored, metaFromProto(kv), prev, len(kv.Value))
 	return nil
 }
 
@@ -975,7 +977,7 @@ func (st *boltState) record(key []byte, h head, meta kvMeta, prev uint64, value,
 	if stored == "" {
 		stored = string(key) // new: the index keeps a copy
 	}
-	st.index.set(key, stored, meta, prev, len(value))
+	st.index.set(stored, meta, prev, len(value))
 	return nil
 }
 
@@ -1595,7 +1597,7 @@ func migrateKeyTable(tx *bbolt.Tx) error {
 func (st *boltState) buildIndex() (*keyIndex, error) {
 	ix := newKeyIndex()
 	err := st.eachVersion(func(key []byte, meta kvMeta, prev uint64, value []byte) error {
-		ix.set(key, "", meta, prev, len(value))
+		ix.set(ix.keyFor(key), meta, prev, len(value))
 		return nil
 	})
 	if err != nil {

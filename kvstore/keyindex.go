@@ -71,19 +71,19 @@ func (ix *keyIndex) find(probe *indexEntry, key []byte) *indexEntry {
 	return e
 }
 
-// set makes an entry with meta key's head. stored is key as the index
-// holds it already, shared by the new entry so that an overwrite copies no
-// key; "" when the caller did not look (set looks) or the key is new.
-func (ix *keyIndex) set(key []byte, stored string, meta kvMeta, prev uint64, size int) {
-	e := &indexEntry{key: stored, meta: meta, prev: prev, size: uint32(size)}
-	if e.key == "" {
-		if old := ix.get(key); old != nil {
-			e.key = old.key
-		} else {
-			e.key = string(key)
-		}
+// set makes an entry with meta the head of key, given as the string the
+// entry is to keep: for a key the index holds, its entry's own (keyFor),
+// so that an overwrite copies no key.
+func (ix *keyIndex) set(key string, meta kvMeta, prev uint64, size int) {
+	ix.tree.ReplaceOrInsert(&indexEntry{key: key, meta: meta, prev: prev, size: uint32(size)})
+}
+
+// keyFor is key as the index holds it, or a copy if it holds none.
+func (ix *keyIndex) keyFor(key []byte) string {
+	if e := ix.get(key); e != nil {
+		return e.key
 	}
-	ix.tree.ReplaceOrInsert(e)
+	return string(key)
 }
 
 // byRevision is every entry, in the order of the history's records:

@@ -241,9 +241,10 @@ bench-cluster-smoke: etcd-benchmark
 # interval and compaction; puts at 1-256 clients, puts offered at 5,000
 # and 10,000/s (open loop) and gets at 64 from etcd's benchmark tool
 # (against both) and kvbench (pipelined and unary), then failover trials,
-# in interleaved rounds; report in
-# .benchdata/bench-compare.md. About 15 minutes; BENCH_COMPARE_FLAGS=--smoke
-# checks the tooling in well under a minute.
+# in interleaved rounds; last, both clusters' memory through ten minutes
+# of overwrites (--compare-memory 0 skips it); report in
+# .benchdata/bench-compare.md. About 25 minutes; BENCH_COMPARE_FLAGS=--smoke
+# checks the tooling in about a minute.
 BENCH_COMPARE_FLAGS ?=
 bench-compare: etcd-benchmark etcd
 	$(GO) run ./cmd/benchcluster --steps compare $(BENCH_COMPARE_FLAGS)

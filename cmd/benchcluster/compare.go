@@ -122,6 +122,7 @@ type compareResult struct {
 	ops         map[string]int // operations per row
 	runs        []compareRun
 	trials      []compareTrial
+	memory      *compareMemory // nil unless the memory phase ran
 }
 
 // rotated is xs begun at round's element (wrapping), so that each system
@@ -137,7 +138,8 @@ func rotated[T any](xs []T, round int) []T {
 // stepCompare runs issue 17's rows on KeyVal and, in the same run, an
 // etcd cluster with the same timing, snapshot interval and compaction:
 // interleaved rounds, the order of the load generators rotating from
-// round to round, then failover trials of each probe.
+// round to round, then failover trials of each probe; and last, both
+// systems' memory through a sustained overwrite.
 func (d *driver) stepCompare(ctx context.Context) error {
 	res := &compareResult{rounds: d.opt.compareRounds, loadStart: currentLoad(), ops: map[string]int{},
 		etcd: "not run (--etcd-server " + noEtcdServer + ")"}
@@ -179,6 +181,9 @@ func (d *driver) stepCompare(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	if d.opt.compareMemory > 0 && ctx.Err() == nil {
+		errs = append(errs, d.compareMemoryPhase(ctx, systems, res))
 	}
 	res.loadEnd = currentLoad()
 	return errors.Join(errs...)

@@ -184,6 +184,7 @@ func (r *report) writeCompare(b *strings.Builder) {
 	}
 	b.WriteString("\nLower is better for latency, CPU and RSS, so there a ratio below 1 is KeyVal's lead.\n\n")
 	r.writeCompareFailover(b)
+	r.writeCompareMemory(b)
 	r.writeCompareTargets(b)
 	r.writeCompareCommands(b)
 }
@@ -332,7 +333,10 @@ func (r *report) writeCompareTargets(b *strings.Builder) {
 	_, _, failed, withFailures, _ := res.failoverOf(compareProbes[2].name)
 	fmt.Fprintf(b, "| failover: no write failing longer than the election (KeyVal's Go client) | %d writes failed (%d trials with any) | %s |\n",
 		failed, withFailures, map[bool]string{true: "met", false: "**missed**"}[failed == 0])
-	fmt.Fprintf(b, "| RSS flat through a 10-minute overwrite run | | not measured by this step |\n\n")
+	for _, t := range res.memoryTargets() {
+		fmt.Fprintf(b, "| %s | %s | %s |\n", t.what, t.figure(), t.verdict())
+	}
+	b.WriteString("\n")
 }
 
 // writeCompareCommands lists how each cluster ran and each load
@@ -350,6 +354,13 @@ func (r *report) writeCompareCommands(b *strings.Builder) {
 		if key := run.row + "\x00" + run.variant; !seen[key] {
 			seen[key] = true
 			fmt.Fprintf(b, "%s\n", run.cmd)
+		}
+	}
+	if res.memory != nil {
+		for _, run := range res.memory.runs {
+			if run.cmd != "" {
+				fmt.Fprintf(b, "%s\n", run.cmd)
+			}
 		}
 	}
 	b.WriteString("```\n\n")

@@ -251,9 +251,73 @@ func TestCompareReport(t *testing.T) {
 		"| put, 10,000/s offered: p50 < 5 ms, timed from the schedule (KeyVal pipelined) | 4.50 ms | met |",
 		"| put, 10,000/s offered: p99 < 10 ms, timed from the schedule (KeyVal pipelined) | 12.00 ms | **missed by 20 %** |",
 		"| put, 10,000/s offered: p50 < 5 ms, timed from the schedule (KeyVal unary) | 900.00 ms | **missed by 17900 %** |",
-		"| RSS flat through a 10-minute overwrite run | | not measured by this step |",
+		"| RSS flat within 20 % through a 10-minute overwrite run: steady max / min, least flat member | – | not measured |",
+		"| RSS through the overwrite run: peak below etcd's | – | not measured |",
 		"coordinated omission",
 		"tool etcd\ntool KeyVal pipelined\ntool unary\n",
 		"open etcd\nopen KeyVal pipelined\nopen KeyVal unary\n",
 	)
+}
+
+// The memory phase counts only the samples after the warm-up towards
+// flatness, judges KeyVal by its least flat member, and compares the
+// largest member's peak with etcd's.
+func TestCompareMemory(t *testing.T) {
+	opt, err := parseOptions([]string{"--steps", "compare"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opt.compareMemory != 10*time.Minute || opt.compareMemoryRate != 2000 {
+		t.Errorf("memory phase defaults %v at %d/s", opt.compareMemory, opt.compareMemoryRate)
+	}
+	if _, err := parseOptions([]string{"--compare-memory-rate", "0"}, io.Discard); err == nil {
+		t.Error("a rate of 0 accepted")
+	}
+	// One sample a second, seconds 0..n-1; MiB values given, KiB kept.
+	series := func(id uint64, mib ...int64) memberMemory {
+		m := memberMemory{id: id}
+		for i, v := range mib {
+			m.rss, m.anon, m.file = append(m.rss, v<<10), append(m.anon, v<<9), append(m.file, v<<9)
+			m.seconds = append(m.seconds, int64(i)*30)
+		}
+		return m
+	}
+	// Samples at 0, 30, 60, 90, 120 s: the first two are the warm-up.
+	etcd := memoryRun{system: sysEtcd, members: []memberMemory{series(1, 50, 100, 200, 210, 220), series(2, 50, 90, 190, 200, 205)}}
+	kv := memoryRun{system: sysKeyVal, cmd: "etcd-benchmark kv", res: &benchResult{Summary: stats.Summary{RequestsPerSec: 2000, Latency: stats.Latency{P99: 12.5}}},
+		members: []memberMemory{series(1, 900, 300, 300, 330, 315), series(2, 40, 100, 300, 400, 420)}}
+	if got := kv.members[0].flatness(time.Minute); got != 1.1 {
+		t.Errorf("member 1's flatness %v, want 1.1 (the 900 MiB warm-up sample left out)", got)
+	}
+	if got := kv.worstFlatness(time.Minute); got != 1.4 {
+		t.Errorf("worst flatness %v, want 1.4 (member 2: 420 / 300)", got)
+	}
+	res := &compareResult{memory: &compareMemory{duration: 2 * time.Minute, warmup: time.Minute, rate: 2000, runs: []memoryRun{etcd, kv}}}
+	ts := res.memoryTargets()
+	if ts[0].got != 1.4 || ts[0].verdict() != "**missed by 17 %**" {
+		t.Errorf("flatness target %+v: %s", ts[0], ts[0].verdict())
+	}
+	if ts[1].got != 900.0/220 {
+		t.Errorf("peak ratio %v, want 900/220 (the warm-up counts for the peak)", ts[1].got)
+	}
+	r := &report{opt: opt, c: newCluster("bin/keyvald", "/d", fixedPorts(3379), nil), compare: res}
+	var b strings.Builder
+	r.writeCompareMemory(&b)
+	r.writeCompareTargets(&b)
+	r.writeCompareCommands(&b)
+	reportHas(t, b.String(),
+		"each offered 2,000 puts a second for 2m0s",
+		"| system | member | puts/s, p99 | RSS MiB: at 1m0s → max → last |",
+		"| etcd | 1 | – | 200 → 220 → 220 | 200–220 | 1.10 | 110 | 110 |",
+		"| KeyVal | 1 | 2,000, 12.5 ms | 300 → 900 → 315 | 300–330 | 1.10 | 450 | 450 |",
+		"| KeyVal | 2 |  | 300 → 420 → 420 | 300–420 | 1.40 | 210 | 210 |",
+		"| RSS flat within 20 % through a 2-minute overwrite run: steady max / min, least flat member | 1.40× | **missed by 17 %** |",
+		"| RSS through the overwrite run: peak below etcd's | 4.09× | **missed by 309 %** |",
+		"etcd-benchmark kv\n",
+	)
+	// A run that failed is not judged.
+	res.memory.runs[1].err = errors.New("tool failed")
+	if ts := res.memoryTargets(); ts[0].verdict() != "not measured" || ts[1].verdict() != "not measured" {
+		t.Errorf("a failed run judged: %s, %s", ts[0].verdict(), ts[1].verdict())
+	}
 }

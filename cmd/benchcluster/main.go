@@ -8,7 +8,8 @@
 // leader, and the catch-up of a member restarted behind many writes.
 // --steps compare (make bench-compare) instead runs the write (closed and
 // open loop), read and failover rows on KeyVal and etcd side by side, in
-// interleaved rounds.
+// interleaved rounds, then both systems' memory through a sustained
+// overwrite, loaded at once.
 // Everything measured goes to a markdown file with the exact commands.
 //
 // --smoke runs every step (compare only when named) with tiny counts in a
@@ -50,32 +51,34 @@ const (
 
 // options are the command line.
 type options struct {
-	smoke            bool
-	out              string
-	dir              string
-	binDir           string
-	goCmd            string
-	basePort         int
-	steps            map[string]bool
-	writeOps         int
-	readOps          int
-	keySpace         int
-	failoverTrials   int
-	catchupKeys      int
-	catchupTimeout   time.Duration
-	rssDuration      time.Duration
-	snapshotInterval int
-	quotaBytes       int64
-	unary            bool
-	etcdBenchmark    string
-	etcdServer       string
-	watchLeaseRounds int
-	compareRounds    int
-	compareTrials    int
-	keep             bool
-	quiet            bool
-	timeout          time.Duration
-	args             []string
+	smoke             bool
+	out               string
+	dir               string
+	binDir            string
+	goCmd             string
+	basePort          int
+	steps             map[string]bool
+	writeOps          int
+	readOps           int
+	keySpace          int
+	failoverTrials    int
+	catchupKeys       int
+	catchupTimeout    time.Duration
+	rssDuration       time.Duration
+	snapshotInterval  int
+	quotaBytes        int64
+	unary             bool
+	etcdBenchmark     string
+	etcdServer        string
+	watchLeaseRounds  int
+	compareRounds     int
+	compareTrials     int
+	compareMemory     time.Duration
+	compareMemoryRate int
+	keep              bool
+	quiet             bool
+	timeout           time.Duration
+	args              []string
 }
 
 // allSteps in the order they run. etcd's tool comes after KeyVal's own
@@ -202,6 +205,8 @@ Flags:
 	fs.IntVar(&opt.watchLeaseRounds, "watch-lease-rounds", 3, "rounds of the watch-lease step, each running every benchmark on both systems")
 	fs.IntVar(&opt.compareRounds, "compare-rounds", 3, "rounds of the compare step, each running every row on every system, the order rotating")
 	fs.IntVar(&opt.compareTrials, "compare-failover-trials", 5, "failover trials of the compare step per probe and round")
+	fs.DurationVar(&opt.compareMemory, "compare-memory", 10*time.Minute, "length of the compare step's last phase, both systems' memory through a sustained overwrite (0: skip it)")
+	fs.IntVar(&opt.compareMemoryRate, "compare-memory-rate", 2000, "puts a second offered to each system in the memory phase")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "give up (and fail) after this long; 0: no limit (--smoke: 3m)")
@@ -222,7 +227,7 @@ Flags:
 			"write-ops": "300", "read-ops": "300", "key-space": "1000", "failover-trials": "1",
 			"catchup-keys": "3000", "catchup-timeout": "1m", "rss-duration": "3s", "snapshot-interval": "500",
 			"quiet": "true", "base-port": "0", "timeout": "3m", "watch-lease-rounds": "1",
-			"compare-rounds": "1", "compare-failover-trials": "1",
+			"compare-rounds": "1", "compare-failover-trials": "1", "compare-memory": "3s", "compare-memory-rate": "200",
 		} {
 			if !given[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -256,6 +261,8 @@ Flags:
 		return opt, errors.New("--watch-lease-rounds and --compare-rounds must be positive")
 	case opt.compareTrials < 0:
 		return opt, errors.New("--compare-failover-trials must not be negative")
+	case opt.compareMemory < 0 || opt.compareMemoryRate < 1:
+		return opt, errors.New("--compare-memory must not be negative, --compare-memory-rate must be positive")
 	case opt.failoverTrials < 0:
 		return opt, errors.New("--failover-trials must not be negative")
 	case opt.quotaBytes < 0:

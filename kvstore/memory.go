@@ -345,7 +345,17 @@ func (s *memSink) keyValue(kv *kvpb.KeyValue) error {
 // snapshot is what the record cache is there to avoid.
 func (s *memSink) history(kv *kvpb.KeyValue, record []byte) error {
 	s.d.histBuf = histKey(s.d.histBuf[:0], kv.Key, kv.Version)
-	s.d.hist.setRecord(string(s.d.histBuf), clone(kv.Value), metaFromProto(kv), clone(record))
+	// The value and the record in one allocation: both live as long as
+	// the version.
+	both := append(append(make([]byte, 0, len(kv.Value)+len(record)), kv.Value...), record...)
+	value, rec := both[:len(kv.Value):len(kv.Value)], both[len(kv.Value):]
+	if len(value) == 0 {
+		value = nil
+	}
+	if len(rec) == 0 {
+		rec = nil
+	}
+	s.d.hist.setRecord(string(s.d.histBuf), value, metaFromProto(kv), rec)
 	s.d.revs = append(s.d.revs, revKey{kv.Version, string(kv.Key)})
 	return nil
 }
@@ -587,13 +597,14 @@ func (d *memData) writeHistory(sw *snapshotWriter) error {
 		}
 		return strings.Compare(a.key, b.key)
 	})
+	var scratch kvpb.KeyValue
 	for _, it := range items {
 		if it.record == nil {
 			key, _, err := splitHistKey([]byte(it.key))
 			if err != nil {
 				return fmt.Errorf("snapshot history: %w", err)
 			}
-			if it.record, err = historyPayload(nil, key, it.value, it.meta); err != nil {
+			if it.record, err = historyPayload(nil, &scratch, key, it.value, it.meta); err != nil {
 				return fmt.Errorf("snapshot history: %w", err)
 			}
 		}

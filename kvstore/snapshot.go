@@ -9,7 +9,9 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"slices"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -135,9 +137,14 @@ func (sw *snapshotWriter) startHistory(key []byte, m kvMeta) {
 }
 
 // historyPayload encodes a history entry's record payload, as history
-// would write it.
-func historyPayload(dst, key, value []byte, m kvMeta) ([]byte, error) {
-	return snapshotMarshal.MarshalAppend(dst, metaToProto(key, value, m))
+// would write it, through scratch (refilled each time: a snapshot encodes
+// every version new since the one before).
+func historyPayload(dst []byte, scratch *kvpb.KeyValue, key, value []byte, m kvMeta) ([]byte, error) {
+	scratch.Key, scratch.Value, scratch.Version, scratch.CreateRevision = key, value, m.modRev, m.createRev
+	scratch.Count, scratch.Lease, scratch.Deleted = m.count, m.lease, m.tombstone()
+	out, err := snapshotMarshal.MarshalAppend(dst, scratch)
+	scratch.Key, scratch.Value = nil, nil // not to pin the caller's bytes
+	return out, err
 }
 
 // snapshotMarshal is deterministic so that equal states give equal
@@ -223,8 +230,8 @@ type snapshotSink interface {
 	// value only in formats 1 and 2 (the sink has it from the history).
 	keyValue(kv *kvpb.KeyValue) error
 	// history receives one version and, from a stream that has history
-	// records, that record's payload as read (nil otherwise). The payload
-	// is only valid during the call.
+	// records, that record's payload as read (nil otherwise). The payload,
+	// and in format 3 kv too, are only valid during the call.
 	history(kv *kvpb.KeyValue, record []byte) error
 	lease(l *kvpb.Lease) error
 	client(rec *kvpb.ClientRecord) error
@@ -257,7 +264,7 @@ type snapshotReader struct {
 	br      *bufio.Reader
 	sum     hash.Hash32
 	offset  int64
-	payload bytes.Buffer
+	payload []byte // the last record's, reused
 }
 
 func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
@@ -281,6 +288,8 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 		lastKey    []byte
 		history    uint64
 		lastHist   []byte         // the last history record's key and revision, in the format's order
+		histBufs   [2][]byte      // lastHist and the one being read, in turn
+		histKV     kvpb.KeyValue  // format 3: each history record, decoded in turn (sinks keep none)
 		live       *kvpb.KeyValue // formats 1 and 2: the current version of the key being read
 		heads      keyHeads       // format 3: every key's last history record so far
 		leases     = map[int64]bool{}
@@ -346,8 +355,12 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, err
 			}
 		case recHistory:
-			kv := &kvpb.KeyValue{}
-			if err := proto.Unmarshal(payload, kv); err != nil {
+			kv, decode := &histKV, decodeHistoryRecord
+			if format == snapshotFormatKeyOrder {
+				// Kept as live past this record: a message of its own.
+				kv, decode = &kvpb.KeyValue{}, func(b []byte, kv *kvpb.KeyValue) error { return proto.Unmarshal(b, kv) }
+			}
+			if err := decode(payload, kv); err != nil {
 				return SnapshotInfo{}, badSnapshot("history record at offset %d does not decode", at)
 			}
 			if msg := checkKeyValue(kv.Key, kv.Value); msg != "" {
@@ -356,12 +369,14 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			if err := checkHistoryEntry(kv.Key, metaFromProto(kv), info.Revision); err != nil || kv.Deleted != (kv.Count == 0) {
 				return SnapshotInfo{}, badSnapshot("history record at offset %d: %v (deleted %v, count %d)", at, err, kv.Deleted, kv.Count)
 			}
-			var hk []byte
+			// Two buffers in turn: one holds the last record's key.
+			hk := histBufs[history%2][:0]
 			if format == snapshotFormatKeyOrder {
-				hk = histKey(nil, kv.Key, kv.Version)
+				hk = histKey(hk, kv.Key, kv.Version)
 			} else {
-				hk = revisionKey(nil, kv.Version, kv.Key)
+				hk = revisionKey(hk, kv.Version, kv.Key)
 			}
+			histBufs[history%2] = hk
 			if lastHist != nil && bytes.Compare(hk, lastHist) <= 0 {
 				return SnapshotInfo{}, badSnapshot("history record at offset %d: key %q at revision %d is out of order", at, kv.Key, kv.Version)
 			}
@@ -440,6 +455,68 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 			return SnapshotInfo{}, badSnapshot("unknown record type %d at offset %d", typ, at)
 		}
 	}
+}
+
+// decodeHistoryRecord decodes a history record into kv. A record in the
+// layout snapshotMarshal gives it (known fields, each at most once, in
+// number order) is read in place, so that kv's key and value point into
+// payload: a restore reads one per version, and the sinks copy what they
+// keep. Anything else goes through proto.Unmarshal.
+func decodeHistoryRecord(payload []byte, kv *kvpb.KeyValue) error {
+	if decodeHistoryInPlace(payload, kv) {
+		return nil
+	}
+	return proto.Unmarshal(payload, kv)
+}
+
+// decodeHistoryInPlace is decodeHistoryRecord's fast path; false means the
+// record is not in the writer's layout (or not valid), and kv is then
+// undefined.
+func decodeHistoryInPlace(data []byte, kv *kvpb.KeyValue) bool {
+	kv.Reset()
+	next := protowire.Number(1) // the lowest field that may come next
+	for len(data) > 0 {
+		num, typ, n := protowire.ConsumeTag(data)
+		if n < 0 || num < next || num > 7 {
+			return false
+		}
+		data = data[n:]
+		switch {
+		case num <= 2 && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(data)
+			if n < 0 {
+				return false
+			}
+			data = data[n:]
+			if num == 1 {
+				kv.Key = v
+			} else {
+				kv.Value = v
+			}
+		case num >= 3 && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(data)
+			if n < 0 {
+				return false
+			}
+			data = data[n:]
+			switch num {
+			case 3:
+				kv.Version = v
+			case 4:
+				kv.CreateRevision = v
+			case 5:
+				kv.Count = v
+			case 6:
+				kv.Lease = v
+			default:
+				kv.Deleted = protowire.DecodeBool(v)
+			}
+		default:
+			return false
+		}
+		next = num + 1
+	}
+	return true
 }
 
 // settleLive hands the sink the current version of the last key read from
@@ -590,24 +667,44 @@ func (sr *snapshotReader) readRecord() (typ byte, payload []byte, at int64, err 
 	if n > maxRecordSize {
 		return 0, nil, at, badSnapshot("record at offset %d claims %d bytes; the limit is %d", at, n, maxRecordSize)
 	}
-	// Grow the buffer only as bytes actually arrive, so a damaged length
-	// cannot make us allocate what the stream does not hold.
-	sr.payload.Reset()
-	got, err := io.CopyN(&sr.payload, sr.br, int64(n))
-	sr.offset += got
+	payload, err = sr.readPayload(int(n))
+	sr.offset += int64(len(payload))
 	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return 0, nil, at, badSnapshot("truncated: record at offset %d needs %d payload bytes, only %d remain", at, n, got)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, nil, at, badSnapshot("truncated: record at offset %d needs %d payload bytes, only %d remain", at, n, len(payload))
 		}
 		return 0, nil, at, fmt.Errorf("read snapshot at offset %d: %w", sr.offset, err)
 	}
-	payload = sr.payload.Bytes()
 	sr.sum.Write(payload)
 	crc := crc32.Update(crc32.Update(0, castagnoli, frame[:5]), castagnoli, payload)
 	if want := binary.BigEndian.Uint32(frame[5:]); crc != want {
 		return 0, nil, at, badSnapshot("checksum mismatch in record at offset %d (stored %08x, computed %08x)", at, want, crc)
 	}
 	return frame[0], payload, at, nil
+}
+
+// payloadChunk is how far ahead of the bytes that have arrived a payload's
+// buffer grows.
+const payloadChunk = 64 << 10
+
+// readPayload reads n bytes into the reader's reused buffer, which grows
+// only as bytes actually arrive, a chunk at a time, so that a damaged
+// length cannot make it allocate what the stream does not hold. On error
+// it returns what did arrive.
+func (sr *snapshotReader) readPayload(n int) ([]byte, error) {
+	buf := sr.payload[:0]
+	for len(buf) < n {
+		want := min(n-len(buf), payloadChunk)
+		buf = slices.Grow(buf, want)
+		got, err := io.ReadFull(sr.br, buf[len(buf):len(buf)+want])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			sr.payload = buf
+			return buf, err
+		}
+	}
+	sr.payload = buf
+	return buf, nil
 }
 
 // finish checks the trailer checksum and that nothing follows it.

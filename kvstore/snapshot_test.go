@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"hash/crc32"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"pgregory.net/rapid"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
@@ -391,4 +394,65 @@ func TestMemorySnapshotRecordCacheWritesTheSameBytes(t *testing.T) {
 	require.Equal(t, first, stateOf(t, restored), "the records as read, written back")
 	writes(&applier{t: t, s: restored, next: 41}, 40, 60)
 	require.Equal(t, fresh(60), stateOf(t, restored), "records as read and new versions together")
+}
+
+// A history record decodes the same in place as through proto.Unmarshal,
+// whatever the bytes, and a record as the writer encodes it takes the
+// in-place path, with its key and value pointing into the record.
+func TestDecodeHistoryRecordMatchesProto(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		kv := &kvpb.KeyValue{
+			Key:            rapid.SliceOfN(rapid.Byte(), 0, 20).Draw(rt, "key"),
+			Value:          rapid.SliceOfN(rapid.Byte(), 0, 50).Draw(rt, "value"),
+			Version:        rapid.Uint64().Draw(rt, "version"),
+			CreateRevision: rapid.Uint64().Draw(rt, "create"),
+			Count:          rapid.Uint64().Draw(rt, "count"),
+			Lease:          rapid.OneOf(rapid.Just(uint64(0)), rapid.Uint64()).Draw(rt, "lease"),
+		}
+		kv.Deleted = metaFromProto(kv).tombstone()
+		var scratch kvpb.KeyValue
+		record, err := historyPayload(nil, &scratch, kv.Key, kv.Value, metaFromProto(kv))
+		if err != nil {
+			rt.Fatal(err)
+		}
+		var got kvpb.KeyValue
+		if !decodeHistoryInPlace(record, &got) {
+			rt.Fatalf("the writer's layout %x not read in place", record)
+		}
+		if !proto.Equal(&got, kv) {
+			rt.Fatalf("in place: %v, want %v", &got, kv)
+		}
+		// Sharing record's array, the value ends where its capacity says.
+		if k := cap(record) - cap(got.Value); len(got.Value) > 0 && (k < 0 || k >= len(record) || &got.Value[0] != &record[k]) {
+			rt.Fatal("the value was copied")
+		}
+		// Any bytes at all, made by changing the record: the two decoders
+		// agree on whether they decode, and on what.
+		mutated := slices.Clone(record)
+		for range rapid.IntRange(0, 4).Draw(rt, "changes") {
+			switch {
+			case rapid.Bool().Draw(rt, "field"): // a field of any number and type, anywhere
+				i := rapid.IntRange(0, len(mutated)).Draw(rt, "at")
+				field := protowire.AppendTag(nil, protowire.Number(rapid.IntRange(1, 9).Draw(rt, "num")), protowire.Type(rapid.IntRange(0, 5).Draw(rt, "type")))
+				field = protowire.AppendVarint(field, rapid.Uint64Range(0, 300).Draw(rt, "v"))
+				mutated = slices.Insert(mutated, i, field...)
+			case len(mutated) > 0 && rapid.Bool().Draw(rt, "flip"):
+				i := rapid.IntRange(0, len(mutated)-1).Draw(rt, "at")
+				mutated[i] = rapid.Byte().Draw(rt, "byte")
+			default:
+				mutated = append(mutated, rapid.SliceOfN(rapid.Byte(), 1, 6).Draw(rt, "tail")...)
+			}
+		}
+		var want kvpb.KeyValue
+		wantErr := proto.Unmarshal(mutated, &want)
+		got.Reset()
+		got.Key = []byte("left over from an earlier record")
+		gotErr := decodeHistoryRecord(mutated, &got)
+		if (gotErr == nil) != (wantErr == nil) {
+			rt.Fatalf("%x: decodeHistoryRecord %v, proto.Unmarshal %v", mutated, gotErr, wantErr)
+		}
+		if wantErr == nil && !proto.Equal(&got, &want) {
+			rt.Fatalf("%x: decoded %v, proto.Unmarshal %v", mutated, &got, &want)
+		}
+	})
 }

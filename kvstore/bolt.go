@@ -185,6 +185,8 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open kv store %s: %w", path, err)
 	}
+	// Building the index read the whole history through the map.
+	_ = db.View(func(tx *bbolt.Tx) error { dropMapped(db, tx); return nil })
 	return b, nil
 }
 
@@ -455,6 +457,10 @@ func (b *Bolt) Freeze() (Frozen, error) {
 	return &boltFrozen{b: b, tx: tx, st: st}, nil
 }
 
+// dropMappedEvery is how many bytes of history a snapshot reads between
+// two dropMapped: the mapped pages of a scan stay below a few times this.
+const dropMappedEvery = 16 << 20
+
 type boltFrozen struct {
 	b  *Bolt
 	tx *bbolt.Tx
@@ -477,12 +483,21 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 	heads := f.st.index.byRevision()
 	var next int
 	var live uint64
+	// The scan maps in every page of the history; each time it has read
+	// a share of them, they are handed back (dropMapped), so that memory
+	// does not grow with the history.
+	var scanned int
+	defer dropMapped(f.b.db, f.tx)
 	err := f.st.eachVersion(func(key []byte, meta kvMeta, _ uint64, value []byte) error {
 		if next < len(heads) && heads[next].rev == meta.modRev && heads[next].e.key == string(key) {
 			next++
 			if !meta.tombstone() {
 				live++
 			}
+		}
+		if scanned += len(key) + len(value) + versionHead; scanned >= dropMappedEvery {
+			dropMapped(f.b.db, f.tx)
+			scanned = 0
 		}
 		sw.history(key, value, meta)
 		return sw.err

@@ -1,0 +1,84 @@
+//go:build linux
+
+package kvstore
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// mappedKiB is how much of the file at path this process has resident
+// through its memory maps, from /proc/self/smaps.
+func mappedKiB(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	require.NoError(t, err)
+	defer f.Close()
+	var total int64
+	in := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if fields := strings.Fields(line); len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			in = strings.HasSuffix(line, " "+path)
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line, "Rss:"); ok && in {
+			kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			require.NoError(t, err)
+			total += kib
+		}
+	}
+	require.NoError(t, sc.Err())
+	return total
+}
+
+// A snapshot's scan of the history leaves little of the file mapped into
+// the process, and so does opening a store (which reads the whole history
+// to build its key index): without dropMapped, every page read would stay
+// resident.
+func TestScansLeaveTheFileUnmapped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, err := OpenBolt(path, Options{NoSync: true})
+	require.NoError(t, err)
+	value := strings.Repeat("v", 1000)
+	next := uint64(1)
+	for round := range 4 {
+		batch := make([]Entry, 0, 2000)
+		for k := range 10000 {
+			batch = append(batch, Entry{Index: next, Data: putCmd(0, 0, fmt.Sprintf("%05d-%d", k*7919%10000, round), value)})
+			next++
+			if len(batch) == cap(batch) {
+				_, err := s.Apply(batch)
+				require.NoError(t, err)
+				batch = batch[:0]
+			}
+		}
+	}
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	fileKiB := st.Size() >> 10
+	require.Greater(t, fileKiB, int64(40<<10), "the history should be about 40 MB")
+
+	f, err := s.Freeze()
+	require.NoError(t, err)
+	require.NoError(t, f.WriteSnapshot(io.Discard))
+	require.NoError(t, f.Close())
+	after := mappedKiB(t, path)
+	require.Less(t, after, fileKiB/10, "resident after a snapshot: %d KiB of a %d KiB file", after, fileKiB)
+
+	require.NoError(t, s.Close())
+	s, err = OpenBolt(path, Options{NoSync: true})
+	require.NoError(t, err)
+	defer s.Close()
+	opened := mappedKiB(t, path)
+	require.Less(t, opened, fileKiB/10, "resident after opening: %d KiB of a %d KiB file", opened, fileKiB)
+}

@@ -232,10 +232,6 @@ func checkHistoryEntry(key []byte, m kvMeta, rev uint64) error {
 	return nil
 }
 
-func metaToProto(key, value []byte, m kvMeta) *kvpb.KeyValue {
-	return &kvpb.KeyValue{Key: key, Value: value, Version: m.modRev, CreateRevision: m.createRev, Count: m.count, Lease: m.lease, Deleted: m.tombstone()}
-}
-
 func metaFromProto(kv *kvpb.KeyValue) kvMeta {
 	return kvMeta{modRev: kv.Version, createRev: kv.CreateRevision, count: kv.Count, lease: kv.Lease}
 }

@@ -139,8 +139,8 @@ func (d *driver) compareMemoryPhase(ctx context.Context, systems map[string]*fai
 			"put", "--key-size", "8", "--val-size", "256", "--key-space-size", strconv.Itoa(d.opt.keySpace),
 			"--rate", strconv.Itoa(mem.rate), "--total", strconv.Itoa(total)}}
 		go func() {
-			res, cmd, _, err := runBench(ctx, b)
-			results <- finished{i, res, cmd, err}
+			out, cmd, _, err := runBench(ctx, b)
+			results <- finished{i, out, cmd, err}
 		}()
 	}
 	start := time.Now()

@@ -220,25 +220,32 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 		return applyBatch(&replayState{applied: ix.applied, rev: ix.rev}, entries, 0)
 	}
 	var (
-		results []Result
-		st      *boltState
+		results   []Result
+		st        *boltState
+		compacted bool
 	)
 	err := b.db.Update(func(tx *bbolt.Tx) error {
 		var err error
 		if st, err = loadState(tx); err != nil {
 			return err
 		}
+		before := st.compactRev
 		st.index = b.index.Load().clone()
 		st.arena = make([]byte, 0, arenaSize(entries))
 		if results, err = applyBatch(st, entries, b.opts.maxClients()); err != nil {
 			return err
 		}
+		compacted = st.compactRev != before
 		return st.flush()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
 	}
 	b.publish(st)
+	if compacted {
+		// A compaction read the whole history through the map.
+		_ = b.db.View(func(tx *bbolt.Tx) error { dropMapped(b.db, tx); return nil })
+	}
 	return results, nil
 }
 

@@ -42,9 +42,9 @@ func mappedKiB(t *testing.T, path string) int64 {
 }
 
 // A snapshot's scan of the history leaves little of the file mapped into
-// the process, and so does opening a store (which reads the whole history
-// to build its key index): without dropMapped, every page read would stay
-// resident.
+// the process, and so do opening a store (which reads the whole history
+// to build its key index) and a compaction (which reads it to plan what
+// to remove): without dropMapped, every page read would stay resident.
 func TestScansLeaveTheFileUnmapped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "kv.db")
 	s, err := OpenBolt(path, Options{NoSync: true})
@@ -81,4 +81,10 @@ func TestScansLeaveTheFileUnmapped(t *testing.T) {
 	defer s.Close()
 	opened := mappedKiB(t, path)
 	require.Less(t, opened, fileKiB/10, "resident after opening: %d KiB of a %d KiB file", opened, fileKiB)
+
+	res, err := s.Apply([]Entry{{Index: next, Data: EncodeCompact(next-1, "")}})
+	require.NoError(t, err)
+	require.Equal(t, StatusOK, res[0].Status, "compaction: %+v", res[0])
+	compacted := mappedKiB(t, path)
+	require.Less(t, compacted, fileKiB/10, "resident after a compaction: %d KiB of a %d KiB file", compacted, fileKiB)
 }

@@ -185,9 +185,15 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open kv store %s: %w", path, err)
 	}
-	// Building the index read the whole history through the map.
-	_ = db.View(func(tx *bbolt.Tx) error { dropMapped(db, tx); return nil })
+	b.handBackMapped() // building the index read the whole history through the map
 	return b, nil
+}
+
+// handBackMapped drops the database file's mapped pages (dropMapped) from
+// a read transaction of its own, after a scan of the whole history that
+// ran in a write transaction.
+func (b *Bolt) handBackMapped() {
+	_ = b.db.View(func(tx *bbolt.Tx) error { dropMapped(b.db, tx); return nil })
 }
 
 // initBuckets creates the buckets of an empty store holding info.
@@ -243,8 +249,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	}
 	b.publish(st)
 	if compacted {
-		// A compaction read the whole history through the map.
-		_ = b.db.View(func(tx *bbolt.Tx) error { dropMapped(b.db, tx); return nil })
+		b.handBackMapped() // a compaction read the whole history through the map
 	}
 	return results, nil
 }

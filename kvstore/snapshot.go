@@ -355,12 +355,17 @@ func readSnapshot(r io.Reader, sink snapshotSink) (SnapshotInfo, error) {
 				return SnapshotInfo{}, err
 			}
 		case recHistory:
-			kv, decode := &histKV, decodeHistoryRecord
+			kv := &histKV
+			var err error
 			if format == snapshotFormatKeyOrder {
-				// Kept as live past this record: a message of its own.
-				kv, decode = &kvpb.KeyValue{}, func(b []byte, kv *kvpb.KeyValue) error { return proto.Unmarshal(b, kv) }
+				// Kept as live past this record: a message with bytes of
+				// its own, not pointing into the reused payload.
+				kv = &kvpb.KeyValue{}
+				err = proto.Unmarshal(payload, kv)
+			} else {
+				err = decodeHistoryRecord(payload, kv)
 			}
-			if err := decode(payload, kv); err != nil {
+			if err != nil {
 				return SnapshotInfo{}, badSnapshot("history record at offset %d does not decode", at)
 			}
 			if msg := checkKeyValue(kv.Key, kv.Value); msg != "" {

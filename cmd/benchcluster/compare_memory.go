@@ -25,6 +25,10 @@ import (
 // steady state. A short run (--smoke) warms up for a fifth of its length.
 const memoryWarmup = time.Minute
 
+// defaultCompareMemory is the memory phase's length unless
+// --compare-memory says otherwise: the ten minutes.
+const defaultCompareMemory = 10 * time.Minute
+
 // flatBound is the target's "flat within 20 %": the largest steady sample
 // over the smallest.
 const flatBound = 1.2
@@ -251,9 +255,11 @@ func minutes(d time.Duration) string {
 	return d.String()
 }
 
+// memoryDuration is the memory phase's length, or the default's where it
+// did not run, to name the target.
 func (res *compareResult) memoryDuration() time.Duration {
 	if res.memory == nil {
-		return 10 * time.Minute
+		return defaultCompareMemory
 	}
 	return res.memory.duration
 }

@@ -205,7 +205,7 @@ Flags:
 	fs.IntVar(&opt.watchLeaseRounds, "watch-lease-rounds", 3, "rounds of the watch-lease step, each running every benchmark on both systems")
 	fs.IntVar(&opt.compareRounds, "compare-rounds", 3, "rounds of the compare step, each running every row on every system, the order rotating")
 	fs.IntVar(&opt.compareTrials, "compare-failover-trials", 5, "failover trials of the compare step per probe and round")
-	fs.DurationVar(&opt.compareMemory, "compare-memory", 10*time.Minute, "length of the compare step's last phase, both systems' memory through a sustained overwrite (0: skip it)")
+	fs.DurationVar(&opt.compareMemory, "compare-memory", defaultCompareMemory, "length of the compare step's last phase, both systems' memory through a sustained overwrite (0: skip it)")
 	fs.IntVar(&opt.compareMemoryRate, "compare-memory-rate", 2000, "puts a second offered to each system in the memory phase")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")

@@ -31,43 +31,12 @@ type keyIndex struct {
 // indexEntry is one key's head. An entry in a published index is never
 // modified: a write replaces it with a new one.
 type indexEntry struct {
-	// prefix is key's first eight bytes as a number (keyPrefix), which
-	// the tree compares first: a search then reads the entries on its
-	// path but, unless the first eight bytes tie, not their keys, which
-	// live elsewhere in the heap (a cache miss each).
-	prefix uint64
-	key    string
-	meta   kvMeta
+	key  string
+	meta kvMeta
 	// prev is the revision of the version before the newest (0: none).
 	prev uint64
 	// size is the newest version's value length.
 	size uint32
-}
-
-// keyPrefix is key's first eight bytes, big-endian, zero-padded. Keys
-// whose prefixes differ are in the order of their prefixes (a key shorter
-// than eight bytes pads with zeros, which sort before any byte, so it
-// comes before every longer key it begins); keys with equal prefixes must
-// be compared in full.
-func keyPrefix(key string) uint64 {
-	var p uint64
-	for i := range 8 {
-		p <<= 8
-		if i < len(key) {
-			p |= uint64(key[i])
-		}
-	}
-	return p
-}
-
-func entryLess(a, b *indexEntry) bool {
-	if a.prefix != b.prefix {
-		return a.prefix < b.prefix
-	}
-	if len(a.key) >= 8 && len(b.key) >= 8 { // their first eight bytes are equal
-		return a.key[8:] < b.key[8:]
-	}
-	return a.key < b.key
 }
 
 // indexDegree is the B-tree's degree (etcd's, for its key index): nodes
@@ -76,7 +45,7 @@ func entryLess(a, b *indexEntry) bool {
 const indexDegree = 32
 
 func newKeyIndex() *keyIndex {
-	return &keyIndex{tree: btree.NewG(indexDegree, entryLess)}
+	return &keyIndex{tree: btree.NewG(indexDegree, func(a, b *indexEntry) bool { return a.key < b.key })}
 }
 
 // clone is a copy the caller may change without changing ix.
@@ -97,7 +66,6 @@ func (ix *keyIndex) get(key []byte) *indexEntry {
 // bytes, only while the tree is searched: the tree keeps nothing of it.
 func (ix *keyIndex) find(probe *indexEntry, key []byte) *indexEntry {
 	probe.key = unsafe.String(unsafe.SliceData(key), len(key))
-	probe.prefix = keyPrefix(probe.key)
 	e, _ := ix.tree.Get(probe)
 	probe.key = ""
 	return e
@@ -107,7 +75,7 @@ func (ix *keyIndex) find(probe *indexEntry, key []byte) *indexEntry {
 // entry is to keep: for a key the index holds, its entry's own (keyFor),
 // so that an overwrite copies no key.
 func (ix *keyIndex) set(key string, meta kvMeta, prev uint64, size int) {
-	ix.tree.ReplaceOrInsert(&indexEntry{prefix: keyPrefix(key), key: key, meta: meta, prev: prev, size: uint32(size)})
+	ix.tree.ReplaceOrInsert(&indexEntry{key: key, meta: meta, prev: prev, size: uint32(size)})
 }
 
 // keyFor is key as the index holds it, or a copy if it holds none.
@@ -146,16 +114,14 @@ type revisionHead struct {
 
 // remove drops key's entry.
 func (ix *keyIndex) remove(key []byte) {
-	k := string(key)
-	ix.tree.Delete(&indexEntry{prefix: keyPrefix(k), key: k})
+	ix.tree.Delete(&indexEntry{key: string(key)})
 }
 
 // ascend calls fn with each entry whose key is in [start, end) (end
 // empty: no bound), in key order, until fn returns false.
 func (ix *keyIndex) ascend(start, end []byte, fn func(e *indexEntry) bool) {
 	stop := string(end)
-	from := string(start)
-	ix.tree.AscendGreaterOrEqual(&indexEntry{prefix: keyPrefix(from), key: from}, func(e *indexEntry) bool {
+	ix.tree.AscendGreaterOrEqual(&indexEntry{key: string(start)}, func(e *indexEntry) bool {
 		if len(end) > 0 && strings.Compare(e.key, stop) >= 0 {
 			return false
 		}

@@ -456,15 +456,20 @@ func (r *Replica) floorFor(end core.LogPosition, endKnown bool, promised core.Ha
 // state, when it is current (written after any damage), and otherwise the
 // later of it and the vote copy (which is rewritten after each WAL sync that
 // changes term or vote and before the messages go; a WAL hard state newer
-// than the copy was never sent on). With Config.DistrustWALEnd the copy is
-// always needed: a lost write may have taken a newer hard state away.
+// than the copy was never sent on). With Config.DistrustWALEnd or
+// Config.DetectLostWrites the copy is always needed: a lost or misdirected
+// write may have taken a newer hard state away from the WAL's end, and a
+// lost record followed only by the zeros the WAL writes ahead reads as
+// the log's clean end (simulator seed 1519831 -lost-writes: the WAL's last
+// record, a vote, lost and the copy's bit flipped in one crash, with older
+// damage before it; the kept log took the older vote for the newest).
 func (r *Replica) promisedVote(hs core.HardState, current bool) (core.HardState, error) {
 	if r.repairPromised.Term > 0 {
 		// A repair earlier in this start knew it (and wrote it into the
 		// repair segment that is now damaged).
 		return laterVote(r.repairPromised, hs), nil
 	}
-	if current && !r.cfg.DistrustWALEnd {
+	if current && !r.cfg.DistrustWALEnd && !r.cfg.DetectLostWrites {
 		return hs, nil
 	}
 	cp, found, err := disk.ReadVoteCopy(r.cfg.FS, r.voteCopyPath())

@@ -940,3 +940,41 @@ func TestHoleFillingSnapshotBelowTheWALsMarker(t *testing.T) {
 	require.Equal(t, "leader", string(g.Value))
 	require.NoError(t, rep.Close())
 }
+
+// TestKeptLogOnALostWriteDiskNeedsTheVoteCopy: on a disk that loses synced
+// writes, a WAL with damage in the middle and an intact hard state after
+// it does not show the node's newest term and vote: the record of a later
+// one may have been lost at the end, where a lost record followed by the
+// zeros the WAL writes ahead reads as the log's clean end. So the copy of
+// term and vote is needed, and with it damaged the start fails with
+// ErrVoteUnknown instead of going on with what may be an older vote.
+// (Simulator seed 1519831 -lost-writes: the WAL's last record, a vote in
+// term 21, lost and the copy's bit flipped in one crash, older damage
+// before them; the node kept its log with its term-20 vote.)
+func TestKeptLogOnALostWriteDiskNeedsTheVoteCopy(t *testing.T) {
+	open := func(fs *disk.MemFS) (*Replica, error) {
+		return Open(Config{
+			Core: core.Config{ID: 1, Seed: 1},
+			FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
+			Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
+			RepairWAL: true, DetectLostWrites: true,
+		})
+	}
+	fs, last := writeFollowerWAL(t, 40, false)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	flipNear(t, fs, 2000)
+	rep, err := open(fs)
+	require.NoError(t, err)
+	require.NotNil(t, rep.KeptHoles(), "the log is kept around the damage")
+	require.Equal(t, uint64(3), rep.Node().Status().HardState.Term, "the copy's term, not the WAL's")
+	require.Equal(t, core.NodeID(3), rep.Node().Status().HardState.Vote)
+	require.Equal(t, last.Index, rep.Node().Status().LastIndex)
+	require.NoError(t, rep.Close())
+
+	fs, _ = writeFollowerWAL(t, 40, false)
+	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
+	require.NoError(t, fs.FlipBit("/n/vote", 6, 4))
+	flipNear(t, fs, 2000)
+	_, err = open(fs)
+	require.ErrorIs(t, err, ErrVoteUnknown)
+}

@@ -131,12 +131,20 @@ func unidentified(t *testing.T, fs *disk.MemFS) {
 }
 
 func openRepairing(fs *disk.MemFS, id core.NodeID) (*Replica, error) {
-	return Open(Config{
+	return openRepairingWith(fs, id, func(*Config) {})
+}
+
+// openRepairingWith is openRepairing with set changing the Config first
+// (the disk's kind: DistrustWALEnd, DetectLostWrites).
+func openRepairingWith(fs *disk.MemFS, id core.NodeID, set func(*Config)) (*Replica, error) {
+	cfg := Config{
 		Core: core.Config{ID: id, Seed: 1},
 		FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
 		Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
 		RepairWAL: true,
-	})
+	}
+	set(&cfg)
+	return Open(cfg)
 }
 
 // TestRepairStartsOverBelowItsFloor: damage in the middle of a follower's
@@ -469,12 +477,7 @@ func TestRepairFromTheBootstrapConfiguration(t *testing.T) {
 // copy even when the newest intact hard state follows the damage.
 func TestRepairThatDistrustsTheEnd(t *testing.T) {
 	open := func(fs *disk.MemFS) (*Replica, error) {
-		return Open(Config{
-			Core: core.Config{ID: 1, Seed: 1},
-			FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
-			Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
-			RepairWAL: true, DistrustWALEnd: true,
-		})
+		return openRepairingWith(fs, 1, func(c *Config) { c.DistrustWALEnd = true })
 	}
 	fs, last := writeFollowerWAL(t, 40, true)
 	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))
@@ -953,12 +956,7 @@ func TestHoleFillingSnapshotBelowTheWALsMarker(t *testing.T) {
 // before them; the node kept its log with its term-20 vote.)
 func TestKeptLogOnALostWriteDiskNeedsTheVoteCopy(t *testing.T) {
 	open := func(fs *disk.MemFS) (*Replica, error) {
-		return Open(Config{
-			Core: core.Config{ID: 1, Seed: 1},
-			FS:   fs, Dir: "/n", Store: kvstore.NewMemory(kvstore.Options{}),
-			Send: func([]core.Message) {}, Done: func(uint64, Outcome) {},
-			RepairWAL: true, DetectLostWrites: true,
-		})
+		return openRepairingWith(fs, 1, func(c *Config) { c.DetectLostWrites = true })
 	}
 	fs, last := writeFollowerWAL(t, 40, false)
 	require.NoError(t, disk.WriteVoteCopy(fs, "/n/vote", 3, 3))

@@ -68,6 +68,26 @@ type Options struct {
 	GoneNotices bool
 }
 
+// Replay is the command that replays o's seed with its workload and fault
+// model: what a failing run prints.
+func (o Options) Replay() string {
+	replay := fmt.Sprintf("make sim SEED=%d", o.Seed)
+	if o.Auth {
+		replay += " AUTH=1"
+	} else if o.Etcd {
+		replay += " ETCD=1"
+	}
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{o.Repair, "REPAIR"}, {o.DamageAll, "DAMAGE_ALL"}, {o.LostWrites, "LOST_WRITES"}, {o.SlowSnapshots, "SLOW_SNAPSHOTS"}, {o.GoneNotices, "GONE_NOTICES"}} {
+		if f.on {
+			replay += " " + f.name + "=1"
+		}
+	}
+	return replay
+}
+
 // Result is what a run did and found.
 type Result struct {
 	Seed    uint64

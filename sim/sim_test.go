@@ -373,28 +373,7 @@ func runSeedsAs(t *testing.T, seeds []uint64, workload Options) swarmSummary {
 				res := Run(opts)
 				mu.Lock()
 				if !res.Passed() {
-					replay := fmt.Sprintf("make sim SEED=%d", s)
-					if opts.Auth {
-						replay += " AUTH=1"
-					} else if opts.Etcd {
-						replay += " ETCD=1"
-					}
-					if opts.Repair {
-						replay += " REPAIR=1"
-					}
-					if opts.DamageAll {
-						replay += " DAMAGE_ALL=1"
-					}
-					if opts.LostWrites {
-						replay += " LOST_WRITES=1"
-					}
-					if opts.SlowSnapshots {
-						replay += " SLOW_SNAPSHOTS=1"
-					}
-					if opts.GoneNotices {
-						replay += " GONE_NOTICES=1"
-					}
-					t.Errorf("%s   # %v", replay, res.Err)
+					t.Errorf("%s   # %v", opts.Replay(), res.Err)
 				}
 				sum.addAuth(res.History)
 				sum.addEtcd(res.Revisions)
@@ -426,4 +405,24 @@ func ExampleRun() {
 	res := Run(Options{Seed: 7, Nodes: 3, Duration: 2_000_000})
 	fmt.Println(res.Passed(), res.Nodes)
 	// Output: true 3
+}
+
+// TestReplayNamesTheWorkload: a failing seed's replay command carries its
+// workload and fault model, so that make sim runs the same run (a swarm
+// of -lost-writes once printed make sim SEED=n alone, which passes).
+func TestReplayNamesTheWorkload(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Seed: 7}, "make sim SEED=7"},
+		{Options{Seed: 7, LostWrites: true}, "make sim SEED=7 LOST_WRITES=1"},
+		{Options{Seed: 9, Etcd: true, Repair: true, DamageAll: true, SlowSnapshots: true, GoneNotices: true},
+			"make sim SEED=9 ETCD=1 REPAIR=1 DAMAGE_ALL=1 SLOW_SNAPSHOTS=1 GONE_NOTICES=1"},
+		{Options{Seed: 3, Auth: true}, "make sim SEED=3 AUTH=1"},
+	} {
+		if got := c.o.Replay(); got != c.want {
+			t.Errorf("Replay() = %q, want %q", got, c.want)
+		}
+	}
 }

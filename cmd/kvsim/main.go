@@ -113,7 +113,7 @@ func runSwarm(opts sim.Options, first uint64, count, workers int, budget time.Du
 				}
 				if !res.Passed() {
 					dir := writeArtifacts(out, res)
-					failed = append(failed, fmt.Sprintf("make sim SEED=%d   # %v (artifacts: %s)", s, res.Err, dir))
+					failed = append(failed, fmt.Sprintf("%s   # %v (artifacts: %s)", o.Replay(), res.Err, dir))
 				}
 				mu.Unlock()
 			}

@@ -72,15 +72,10 @@ type Options struct {
 // model: what a failing run prints.
 func (o Options) Replay() string {
 	replay := fmt.Sprintf("make sim SEED=%d", o.Seed)
-	if o.Auth {
-		replay += " AUTH=1"
-	} else if o.Etcd {
-		replay += " ETCD=1"
-	}
 	for _, f := range []struct {
 		on   bool
 		name string
-	}{{o.Repair, "REPAIR"}, {o.DamageAll, "DAMAGE_ALL"}, {o.LostWrites, "LOST_WRITES"}, {o.SlowSnapshots, "SLOW_SNAPSHOTS"}, {o.GoneNotices, "GONE_NOTICES"}} {
+	}{{o.Auth, "AUTH"}, {o.Etcd, "ETCD"}, {o.Repair, "REPAIR"}, {o.DamageAll, "DAMAGE_ALL"}, {o.LostWrites, "LOST_WRITES"}, {o.SlowSnapshots, "SLOW_SNAPSHOTS"}, {o.GoneNotices, "GONE_NOTICES"}} {
 		if f.on {
 			replay += " " + f.name + "=1"
 		}

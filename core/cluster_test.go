@@ -165,6 +165,11 @@ type cluster struct {
 	// overlap counts what the pipeline did, so tests can show that batches
 	// really overlapped.
 	overlap overlapStats
+	// logKeep, when set, has every node cut its in-memory log to logKeep
+	// entries behind its applied index after each batch (Node.CompactLog),
+	// as the replica does; a node asked for a snapshot (Ready.WantSnapshot)
+	// takes one when the batch that asked is done.
+	logKeep uint64
 }
 
 type overlapStats struct {
@@ -422,6 +427,14 @@ func (c *cluster) advanceNext(id NodeID) error {
 	tn.inflight = tn.inflight[1:]
 	tn.node.Advance(b.rd)
 	tn.advanced = b.smAfter
+	if b.rd.WantSnapshot {
+		if err := c.snapshot(id); err != nil {
+			return err
+		}
+	}
+	if applied := tn.advanced.index; c.logKeep > 0 && applied > c.logKeep {
+		tn.node.CompactLog(applied - c.logKeep)
+	}
 	return c.observe(id)
 }
 
@@ -705,7 +718,7 @@ func (c *cluster) restartHoled(id NodeID, termsLost bool, holes ...uint64) error
 func (c *cluster) snapshot(id NodeID) error {
 	tn := c.nodes[id]
 	applied := tn.node.Status().Applied
-	if tn.down || applied <= tn.node.r.log.snap.Index {
+	if tn.down || applied <= tn.node.r.log.snapFile {
 		return nil
 	}
 	if tn.advanced.index != applied {

@@ -8,10 +8,17 @@ import "slices"
 // entries[i] holds index snap.Index+1+i. Of the rest, entries up to stable are
 // on the runtime's stable storage and the ones after it still have to be
 // handed out in a Ready and persisted. The runtime keeps memory bounded by
-// taking snapshots (Node.SnapshotTaken), which drop the prefix.
+// taking snapshots (Node.SnapshotTaken), which drop the prefix, and by
+// cutting applied entries in memory alone (Node.CompactLog), with no
+// snapshot file at the cut.
 type raftLog struct {
 	snap    SnapshotMeta
 	entries []Entry
+	// snapFile is the index of the newest snapshot the runtime holds a file
+	// of (at most snap.Index): only that one can be sent to a follower, and
+	// only while it is snap itself does a follower it is sent to find the
+	// entries after it here.
+	snapFile uint64
 
 	// committed is the highest index known to be on a quorum's stable storage.
 	committed uint64
@@ -86,7 +93,7 @@ func (h *Holes) remove(i uint64) {
 }
 
 func newLog(snap SnapshotMeta, entries []Entry) *raftLog {
-	l := &raftLog{snap: snap, entries: entries}
+	l := &raftLog{snap: snap, entries: entries, snapFile: snap.Index}
 	l.stable = l.lastIndex()
 	l.persisting = l.stable
 	l.committed = snap.Index
@@ -262,7 +269,7 @@ func (l *raftLog) toApply(maxBytes uint64) []Entry {
 func (l *raftLog) restore(s SnapshotMeta) {
 	l.rewrites++
 	l.rewriteFrom = 0
-	l.snap = s
+	l.snap, l.snapFile = s, s.Index
 	l.entries = nil
 	l.holes = nil
 	l.committed = s.Index
@@ -280,7 +287,7 @@ func (l *raftLog) restoreKeeping(s SnapshotMeta) {
 	copy(rest, l.entries[s.Index-l.snap.Index:])
 	l.rewrites++
 	l.rewriteFrom = 0
-	l.snap, l.entries = s, rest
+	l.snap, l.entries, l.snapFile = s, rest, s.Index
 	l.holes.cutTo(s.Index)
 	l.committed = max(l.committed, s.Index)
 	l.applied, l.applying = s.Index, s.Index

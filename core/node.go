@@ -47,6 +47,9 @@ type Ready struct {
 
 	ReadStates []ReadState
 	MustSync   bool
+	// WantSnapshot asks the runtime to take a snapshot now (and report it
+	// with SnapshotTaken): a follower needs entries CompactLog dropped.
+	WantSnapshot bool
 }
 
 // Node is the runtime's handle on the Raft state machine. It is not safe for
@@ -152,17 +155,56 @@ func (n *Node) ReportSnapshot(id NodeID, ok bool) { n.r.reportSnapshot(id, ok) }
 // with the snapshot's bytes; later followers that need those entries are
 // sent this snapshot.
 func (n *Node) SnapshotTaken(index uint64) (SnapshotMeta, error) {
-	l := n.r.log
-	if index <= l.snap.Index {
+	r, l := n.r, n.r.log
+	switch {
+	case index == l.snap.Index && index > l.snapFile:
+		// CompactLog cut the log here already; now there is a file too.
+	case index <= l.snap.Index:
 		return SnapshotMeta{}, fmt.Errorf("snapshot at %d (latest is %d): %w", index, l.snap.Index, ErrCompacted)
-	}
-	if index > l.applied {
+	case index > l.applied:
 		return SnapshotMeta{}, fmt.Errorf("snapshot at %d beyond applied index %d: %w", index, l.applied, ErrUnavailable)
+	default:
+		conf, _ := l.confAt(index)
+		l.compact(index, conf)
+	}
+	l.snapFile = index
+	r.awaitSnapshot = false
+	return l.snap, nil
+}
+
+// CompactLog drops the in-memory log up to index, which must be applied,
+// where no snapshot file is: it bounds the memory the log holds between
+// snapshots. A follower that then needs a dropped entry cannot be sent the
+// older snapshot file (the entries after it are gone), so the leader asks
+// the runtime for a fresh one (Ready.WantSnapshot) and sends that once
+// SnapshotTaken reports it; until then it cuts no further, so that the
+// snapshot being taken cannot fall behind the log, and never past a
+// snapshot being sent (the follower goes on from there). It reports
+// whether it cut anything.
+func (n *Node) CompactLog(index uint64) bool {
+	r, l := n.r, n.r.log
+	if r.role == Leader {
+		if r.awaitSnapshot {
+			return false
+		}
+		// Nor past a snapshot on its way to a follower: the follower
+		// continues from the entries after it.
+		for _, id := range r.trk.ids {
+			if pr := r.trk.progress.get(id); pr != nil && pr.State == StateSnapshot {
+				index = min(index, pr.PendingSnapshot)
+			}
+		}
+	}
+	if index <= l.snap.Index || index > l.applied {
+		return false
 	}
 	conf, _ := l.confAt(index)
 	l.compact(index, conf)
-	return l.snap, nil
+	return true
 }
+
+// FirstIndex is the index of the first entry the in-memory log holds.
+func (n *Node) FirstIndex() uint64 { return n.r.log.firstIndex() }
 
 // Holes are the entries of the log known by index and term only, waiting
 // for their data from another member (PersistentState.Holes).
@@ -173,7 +215,7 @@ func (n *Node) HasReady() bool {
 	r := n.r
 	r.flush()
 	return len(r.msgs) > 0 || len(r.msgsAfterPersist) > 0 || len(r.readStates) > 0 ||
-		r.pendingSnapshot != nil || len(r.log.unstable()) > 0 || len(r.log.filled) > 0 ||
+		r.pendingSnapshot != nil || r.wantSnapshot || len(r.log.unstable()) > 0 || len(r.log.filled) > 0 ||
 		len(r.log.toApply(1)) > 0 ||
 		r.hardState() != n.prevHard || (SoftState{Lead: r.lead, Role: r.role}) != n.prevSoft
 }
@@ -192,6 +234,7 @@ func (n *Node) Ready() Ready {
 		Messages:             r.msgs,
 		MessagesAfterPersist: r.msgsAfterPersist,
 		ReadStates:           r.readStates,
+		WantSnapshot:         r.wantSnapshot,
 	}
 	if ss := (SoftState{Lead: r.lead, Role: r.role}); ss != n.prevSoft {
 		changed := ss // only a change costs an allocation: Ready runs for every batch
@@ -205,7 +248,7 @@ func (n *Node) Ready() Ready {
 	}
 	rd.MustSync = rd.MustSync || len(rd.Entries) > 0 || rd.Snapshot != nil
 	r.msgs, r.msgsAfterPersist, r.readStates = nil, nil, nil
-	r.pendingSnapshot, r.pendingKeepsLog, r.log.filled = nil, false, nil
+	r.pendingSnapshot, r.pendingKeepsLog, r.log.filled, r.wantSnapshot = nil, false, nil, false
 	if k := len(rd.Entries); k > 0 {
 		r.log.persisting = rd.Entries[k-1].Index
 	}

@@ -145,6 +145,9 @@ func runSchedule(rt *rapid.T, size int, mode pipelineMode) *cluster {
 	if err != nil {
 		rt.Fatal(err)
 	}
+	if rapid.Bool().Draw(rt, "trimLog") {
+		c.logKeep = rapid.Uint64Range(1, 8).Draw(rt, "logKeep")
+	}
 	s := &schedule{rt: rt, c: c, mode: mode, size: size, reads: map[string]readProbe{}}
 	s.actions = scheduleActions(rt, mode, membership)
 	// Rapid draws the seed; a PRNG draws the schedule from it. (Rapid's own

@@ -94,6 +94,10 @@ type raft struct {
 	// pendingKeepsLog: pendingSnapshot filled holes and the log after it
 	// stays (Ready.SnapshotKeepsLog).
 	pendingKeepsLog bool
+	// wantSnapshot asks the next Ready for a fresh snapshot
+	// (Ready.WantSnapshot); awaitSnapshot holds from then until
+	// SnapshotTaken reports a file the log starts from.
+	wantSnapshot, awaitSnapshot bool
 
 	votes map[NodeID]bool
 
@@ -300,6 +304,9 @@ func (r *raft) becomeLeader() {
 	r.reset(r.term)
 	r.role = Leader
 	r.lead = r.id
+	// A wait for a snapshot from an earlier leadership is over: nobody
+	// this one serves has asked yet.
+	r.awaitSnapshot = false
 	last := r.log.lastIndex()
 	// Start from the members alone: progress kept for nodes leaving under
 	// an earlier leadership is stale.
@@ -940,6 +947,18 @@ func (r *raft) oneMessage(ents []Entry) []Entry {
 }
 
 func (r *raft) sendSnapshot(to NodeID, pr *Progress) {
+	if r.log.snapFile < r.log.snap.Index {
+		// The log was cut in memory past the newest snapshot file, so
+		// that file would leave the follower short of entries. Ask for a
+		// fresh one, and try the follower again at its next heartbeat
+		// response (asking once a round, not at every Ready).
+		r.wantSnapshot, r.awaitSnapshot = true, true
+		if pr.State != StateProbe {
+			pr.becomeProbe()
+		}
+		pr.probeSent = true
+		return
+	}
 	s := r.log.snap
 	s.Conf = ConfState{Voters: append([]NodeID(nil), s.Conf.Voters...), Learners: append([]NodeID(nil), s.Conf.Learners...)}
 	pr.becomeSnapshot(s.Index)

@@ -911,6 +911,144 @@ func TestSnapshotInstallCatchesUpFollower(t *testing.T) {
 	require.Equal(t, c.nodes[lead].sm, c.nodes[lag].sm)
 }
 
+// A leader that cut its log in memory (CompactLog) past its newest
+// snapshot file does not send that file to a follower needing the entries
+// it dropped (the follower would be left short of them): it asks for a
+// fresh snapshot, cuts no further until it has one, and sends that one.
+func TestCompactedLogAsksForAFreshSnapshot(t *testing.T) {
+	c, err := newCluster(3, 10, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	lag := NodeID(1)
+	if lead == 1 {
+		lag = 2
+	}
+	require.NoError(t, c.snapshot(lead)) // a file, soon behind the cut
+	oldFile := c.nodes[lead].node.r.log.snapFile
+	require.Positive(t, oldFile)
+	c.isolate(lag)
+	c.logKeep = 3
+	var idx uint64
+	for i := 0; i < 20; i++ {
+		idx, _, err = c.propose(fmt.Sprintf("s%d", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.stabilize(10, func() bool {
+		return c.node(lead).Status().Applied == idx && c.node(lead).FirstIndex() == idx-2
+	}))
+	require.Equal(t, oldFile, c.nodes[lead].node.r.log.snapFile, "no snapshot file was taken while nobody needed one")
+
+	var sent []uint64
+	var asked int
+	c.trace = func(id NodeID, rd Ready) {
+		if id != lead {
+			return
+		}
+		if rd.WantSnapshot {
+			asked++
+			// Until it has the file, the leader cuts no further.
+			require.False(t, c.node(lead).CompactLog(idx-1))
+		}
+		for _, m := range rd.Messages {
+			if m.Type == MsgSnap {
+				sent = append(sent, m.Snapshot.Index)
+				// Nor past the snapshot on its way: the follower goes
+				// on from the entries after it.
+				c.node(lead).CompactLog(c.node(lead).Status().Applied)
+				require.LessOrEqual(t, c.node(lead).FirstIndex(), m.Snapshot.Index+1)
+			}
+		}
+	}
+	c.heal()
+	require.NoError(t, c.stabilize(50, func() bool { return c.committedEverywhere(idx) }))
+	require.Positive(t, asked, "the leader asked for a fresh snapshot")
+	require.NotEmpty(t, sent)
+	for _, i := range sent {
+		require.GreaterOrEqual(t, i, idx-2, "a snapshot older than the cut was sent")
+	}
+	require.Equal(t, c.nodes[lead].sm, c.nodes[lag].sm)
+	require.False(t, c.nodes[lead].node.r.awaitSnapshot)
+}
+
+// While a snapshot is on its way to a follower, the leader does not cut
+// its log past it: the follower goes on from the entries after it, and a
+// cut there would have it ask for another snapshot, and another, for as
+// long as writes outpace the transfer.
+func TestNoCutPastASnapshotOnItsWay(t *testing.T) {
+	c, err := newCluster(3, 10, nil)
+	require.NoError(t, err)
+	lead, err := c.electLeader()
+	require.NoError(t, err)
+	lag := NodeID(1)
+	if lead == 1 {
+		lag = 2
+	}
+	c.isolate(lag)
+	var idx uint64
+	for i := 0; i < 20; i++ {
+		idx, _, err = c.propose(fmt.Sprintf("s%d", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.deliverAll(10000))
+	require.NoError(t, c.snapshot(lead))
+	c.trace = func(id NodeID, rd Ready) {
+		for _, m := range rd.Messages {
+			if m.Type == MsgSnap && m.To == lag {
+				c.nodes[lag].stalled = true // the snapshot waits in the queue
+			}
+		}
+	}
+	c.heal()
+	pr := func() *Progress { return c.nodes[lead].node.r.trk.progress.get(lag) }
+	require.NoError(t, c.stabilize(20, func() bool { return pr().State == StateSnapshot }))
+	require.Equal(t, idx, pr().PendingSnapshot)
+	var more uint64
+	for i := 0; i < 10; i++ {
+		more, _, err = c.propose(fmt.Sprintf("t%d", i))
+		require.NoError(t, err)
+	}
+	// (Not stabilize: it delivers in order, and the held snapshot would
+	// hold up the rest.)
+	for i := 0; i < 200 && c.node(lead).Status().Applied != more; i++ {
+		require.NoError(t, c.ready())
+		require.NoError(t, c.burst())
+	}
+	require.Equal(t, more, c.node(lead).Status().Applied)
+	require.Equal(t, StateSnapshot, pr().State)
+	require.False(t, c.node(lead).CompactLog(more-1), "cut past the snapshot being sent")
+	require.Equal(t, idx+1, c.node(lead).FirstIndex())
+}
+
+// CompactLog cuts only applied entries past the log's start, and a
+// snapshot file may then be reported at exactly the cut.
+func TestCompactLogBounds(t *testing.T) {
+	c, err := newCluster(1, 1, nil)
+	require.NoError(t, err)
+	_, err = c.electLeader()
+	require.NoError(t, err)
+	n := c.node(1)
+	var idx uint64
+	for i := 0; i < 5; i++ {
+		idx, _, err = c.propose(fmt.Sprintf("x%d", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.stabilize(5, func() bool { return n.Status().Applied == idx }))
+	require.False(t, n.CompactLog(idx+1), "beyond the applied index")
+	require.True(t, n.CompactLog(idx-2))
+	require.Equal(t, idx-1, n.FirstIndex())
+	require.False(t, n.CompactLog(idx-2), "already cut there")
+	_, err = n.Entries(idx-2, idx)
+	require.ErrorIs(t, err, ErrCompacted)
+	meta, err := n.SnapshotTaken(idx - 2)
+	require.NoError(t, err, "a file at the cut")
+	require.Equal(t, idx-2, meta.Index)
+	_, err = n.SnapshotTaken(idx - 2)
+	require.ErrorIs(t, err, ErrCompacted, "the same file twice")
+	_, err = n.SnapshotTaken(idx - 3)
+	require.ErrorIs(t, err, ErrCompacted)
+}
+
 // Installing a snapshot discards a conflicting log.
 func TestSnapshotDiscardsConflictingLog(t *testing.T) {
 	n := newTestNode(t, 2, peers(3), 3, 1, 2, 2, 2)

@@ -57,6 +57,10 @@ func (b *Batch) CommittedEntries() []core.Entry { return b.rd.CommittedEntries }
 // checks of what the WAL has made durable).
 func (b *Batch) Entries() []core.Entry { return b.rd.Entries }
 
+// SnapshotAsked reports whether the core asked for a fresh snapshot in this
+// batch (core.Ready.WantSnapshot): it had cut entries a follower needs.
+func (b *Batch) SnapshotAsked() bool { return b.rd.WantSnapshot }
+
 // WALJob is one item of the WAL stage's queue: a batch to persist, or a
 // written snapshot whose WAL segments may be released.
 type WALJob struct {
@@ -106,7 +110,8 @@ func (r *Replica) Ready() (*Batch, bool) {
 		b = new(Batch)
 	}
 	// b is zero (new, or cleared by Release): only what Ready sets is written.
-	b.rd, b.seq, b.forceSnapshot = r.node.Ready(), r.taken, r.wantSnapshot
+	b.rd, b.seq = r.node.Ready(), r.taken
+	b.forceSnapshot = r.wantSnapshot || b.rd.WantSnapshot
 	r.wantSnapshot = false
 	if msgs := b.rd.Messages; len(msgs) > 0 {
 		r.cfg.Send(msgs)
@@ -512,6 +517,7 @@ func (r *Replica) Finish(b *Batch) (*PendingSnapshot, error) {
 		}
 	}
 	r.node.Advance(*rd)
+	r.cutLog(rd.CommittedEntries)
 	if msgs := rd.MessagesAfterPersist; len(msgs) > 0 {
 		// RunWAL sent them before the batch reached this stage.
 		rd.MessagesAfterPersist = nil
@@ -521,6 +527,20 @@ func (r *Replica) Finish(b *Batch) (*PendingSnapshot, error) {
 	p := b.pending
 	b.pending = nil
 	return p, nil
+}
+
+// cutLog keeps the in-memory log to about Config.CatchUpEntries behind the
+// applied index, cutting a quarter of that at a time (so that the copy of
+// the rest a cut makes is paid once per many entries).
+func (r *Replica) cutLog(applied []core.Entry) {
+	keep := r.cfg.CatchUpEntries
+	if keep == 0 || len(applied) == 0 {
+		return
+	}
+	last := applied[len(applied)-1].Index
+	if last >= r.node.FirstIndex()+keep+keep/4 {
+		r.node.CompactLog(last - keep)
+	}
 }
 
 // answerWrites answers the writes whose entries the batch applied, and

@@ -40,7 +40,10 @@
 //   - A snapshot is captured by RunStore, written off the pipeline, and the
 //     log is compacted (SnapshotWritten, then the WAL job) only after its
 //     file is durable: SnapshotWritten refuses a snapshot WriteSnapshot has
-//     not committed.
+//     not committed. Between snapshots Finish cuts the in-memory log alone
+//     (Config.CatchUpEntries; the WAL keeps the entries), and a batch whose
+//     Ready asks for a snapshot (a follower needs entries cut that way)
+//     captures one whatever the interval.
 //   - A snapshot received from the leader is written apart
 //     (StoreSnapshot) and put in use, with older files pruned, only by the
 //     RunStore that installs it: after the core accepted it and the WAL
@@ -92,6 +95,14 @@ type Config struct {
 	// than half an interval after the last snapshot (one received from
 	// the leader) is skipped.
 	SnapshotPhase uint64
+	// CatchUpEntries, when set, bounds the in-memory log between snapshots:
+	// after each batch, once more than a quarter more than this many applied
+	// entries are held, the log is cut to this many behind the applied
+	// index (core.Node.CompactLog; the WAL keeps them until the next
+	// snapshot). A follower that falls further behind is sent a snapshot,
+	// taken when the leader asks for one. 0 keeps every entry since the
+	// last snapshot.
+	CatchUpEntries uint64
 	// KeepSnapshots is how many snapshot files to keep (at least 2, so a
 	// damaged newest one can be skipped).
 	KeepSnapshots int

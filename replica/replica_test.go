@@ -623,3 +623,35 @@ func TestSnapshotAheadOfItsMarkerDoesNotCountAmongTheKept(t *testing.T) {
 		require.Equal(t, first.Index(), restored)
 	}
 }
+
+// CatchUpEntries bounds the log in memory, not the WAL: with no snapshot
+// at all, a restart still finds every write in the log.
+func TestCatchUpEntriesCutTheLogInMemoryOnly(t *testing.T) {
+	fs := disk.NewMemFS(rand.New(rand.NewPCG(5, 6)))
+	tune := func(c *Config) { c.CatchUpEntries = 8 }
+	s, err := openSingleWith(t, fs, tune)
+	require.NoError(t, err)
+	s.settle()
+	for i := 1; i <= 50; i++ {
+		require.NoError(t, s.rep.Propose(uint64(i), put(t, fmt.Sprintf("k%d", i), "v")))
+		require.NoError(t, s.rep.Process())
+		require.NoError(t, s.rep.Process())
+	}
+	st := s.rep.Node().Status()
+	require.Equal(t, st.LastIndex, st.Applied)
+	held := st.LastIndex - st.FirstIndex + 1
+	require.GreaterOrEqual(t, held, uint64(8))
+	require.LessOrEqual(t, held, uint64(8+8/4), "the log in memory holds about CatchUpEntries entries")
+	require.Empty(t, snapFiles(t, fs), "no snapshot was taken")
+
+	fs.Crash()
+	s2, err := openSingleWith(t, fs, tune)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), s2.rep.Node().Status().FirstIndex, "the WAL kept every entry")
+	s2.settle()
+	for i := 1; i <= 50; i++ {
+		g, err := s2.store.Get([]byte(fmt.Sprintf("k%d", i)))
+		require.NoError(t, err)
+		require.True(t, g.Found, "k%d after restart", i)
+	}
+}

@@ -55,6 +55,11 @@ type Config struct {
 	// SnapshotEvery applied entries, a snapshot is taken and the log
 	// compacted.
 	SnapshotEvery uint64
+	// CatchUpEntries is how many applied entries the in-memory log keeps
+	// between snapshots (replica.Config.CatchUpEntries): a follower further
+	// behind is sent a snapshot. 0 means DefaultCatchUpEntries; one at or
+	// above SnapshotEvery keeps every entry since the last snapshot.
+	CatchUpEntries uint64
 	// MaxLearnerLag is how many entries behind the leader a learner may be
 	// and still be promoted (0: core's default, 1000).
 	MaxLearnerLag uint64
@@ -155,6 +160,7 @@ const (
 	DefaultHeartbeatInterval    = 50 * time.Millisecond
 	DefaultElectionTimeout      = 250 * time.Millisecond
 	DefaultSnapshotEvery        = 100000
+	DefaultCatchUpEntries       = 10000
 	DefaultMaxKeyBytes          = 8 << 10
 	DefaultMaxValueBytes        = 1536 << 10 // 1.5 MiB, etcd's request limit
 	DefaultMaxRequestBytes      = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
@@ -191,6 +197,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.SnapshotEvery == 0 {
 		c.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if c.CatchUpEntries == 0 {
+		c.CatchUpEntries = DefaultCatchUpEntries
 	}
 	if c.MaxKeyBytes == 0 {
 		c.MaxKeyBytes = DefaultMaxKeyBytes

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,7 @@ type testCluster struct {
 	servers map[core.NodeID]*Server
 	conns   map[core.NodeID]apipb.KVClient
 	snap    uint64
+	catchUp uint64        // Config.CatchUpEntries, if set
 	hook    func(*Server) // run between New and Start, if set
 }
 
@@ -50,8 +52,15 @@ func newTestCluster(t testing.TB, n int, snapshotEvery uint64) *testCluster {
 // newTestClusterHooked is newTestCluster with hook run on every server
 // between New and Start (to replace what a test holds).
 func newTestClusterHooked(t testing.TB, n int, snapshotEvery uint64, hook func(*Server)) *testCluster {
+	return newTestClusterKeeping(t, n, snapshotEvery, 0, hook)
+}
+
+// newTestClusterKeeping is newTestClusterHooked with the members' logs
+// kept to catchUp entries in memory (Config.CatchUpEntries; 0: the
+// default).
+func newTestClusterKeeping(t testing.TB, n int, snapshotEvery, catchUp uint64, hook func(*Server)) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir(), members: map[core.NodeID]string{}, clients: map[core.NodeID]string{},
-		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}, snap: snapshotEvery, hook: hook}
+		servers: map[core.NodeID]*Server{}, conns: map[core.NodeID]apipb.KVClient{}, snap: snapshotEvery, catchUp: catchUp, hook: hook}
 	for i := 1; i <= n; i++ {
 		c.members[core.NodeID(i)] = freeAddr(t)
 		c.clients[core.NodeID(i)] = freeAddr(t)
@@ -75,6 +84,7 @@ func (c *testCluster) startWith(id core.NodeID, extra Config) {
 	cfg := extra
 	cfg.ID, cfg.DataDir, cfg.ClientAddr, cfg.PeerAddr = id, filepath.Join(c.dir, fmt.Sprint(id)), c.clients[id], c.members[id]
 	cfg.HeartbeatInterval, cfg.ElectionTimeout, cfg.SnapshotEvery = 20*time.Millisecond, 200*time.Millisecond, c.snap
+	cfg.CatchUpEntries = cmp.Or(cfg.CatchUpEntries, c.catchUp)
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	s, err := New(cfg)
 	require.NoError(c.t, err)
@@ -237,6 +247,35 @@ func TestLeaderFailoverAndCatchUpBySnapshot(t *testing.T) {
 	}
 	c.start(lead)
 	c.awaitKey(t, lead, "k99")
+}
+
+// A follower that missed entries the leader's log no longer holds in
+// memory, with no snapshot file taken since (the interval is far off), is
+// caught up by a snapshot taken for it.
+func TestCatchUpBySnapshotTakenOnDemand(t *testing.T) {
+	c := newTestClusterKeeping(t, 3, 1_000_000, 10, nil)
+	lead := c.leader()
+	var lag core.NodeID
+	for id := range c.servers {
+		if id != lead {
+			lag = id
+		}
+	}
+	c.stop(lag)
+	for i := 0; i < 100; i++ {
+		eventually(t, func() error {
+			_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte("v")})
+			return err
+		})
+	}
+	snaps, err := filepath.Glob(filepath.Join(c.dir, fmt.Sprint(lead), "snap", "*"))
+	require.NoError(t, err)
+	require.Empty(t, snaps, "no snapshot before a follower needs one")
+	c.start(lag)
+	c.awaitKey(t, lag, "k99")
+	snaps, err = filepath.Glob(filepath.Join(c.dir, fmt.Sprint(lead), "snap", "*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, snaps, "the leader took a snapshot for the follower")
 }
 
 // Opening a snapshot to send verifies the whole file, seconds for a large

@@ -180,7 +180,7 @@ func (n *node) start() {
 			MaxInflightMsgs: w.faults.MaxInflightMsgs, MaxLearnerLag: w.faults.MaxLearnerLag,
 		},
 		FS: n.fs, Dir: "/node", Store: recordingStore{Store: store, w: w},
-		SnapshotEvery: w.snapshotEvery, KeepSnapshots: 2,
+		SnapshotEvery: w.snapshotEvery, CatchUpEntries: w.catchUpEntries, KeepSnapshots: 2,
 		// Small segments, and zeros written 8 KiB at a time, so that a
 		// run crosses many segment ends and writes into and past zeros.
 		WAL:         disk.Options{SegmentSize: 64 << 10, ZeroAhead: 8 << 10},

@@ -249,6 +249,9 @@ func (n *node) runLoop() {
 		if !ok {
 			break
 		}
+		if b.SnapshotAsked() {
+			n.w.snapshotsAsked++
+		}
 		p.walQ.push(replica.WALJob{Batch: b})
 		n.w.pipeStats.noteInflight(n.rep.Inflight())
 	}

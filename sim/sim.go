@@ -99,6 +99,12 @@ type Result struct {
 	OpsUnknown    int
 	Elections     int
 	SnapshotsSent int
+	// CatchUpEntries is how many applied entries the nodes kept in memory
+	// (0: every entry since the last snapshot); SnapshotsAsked counts the
+	// times a leader asked for a fresh snapshot for a follower needing
+	// entries it had cut.
+	CatchUpEntries uint64
+	SnapshotsAsked int
 	// Pipeline says how much the nodes' pipelines overlapped.
 	Pipeline     PipeStats
 	SimTime      time.Duration
@@ -136,7 +142,11 @@ func (r Result) String() string {
 	}
 	fmt.Fprintf(&b, "operations:    ok=%d failed=%d unknown=%d\n", r.OpsOK, r.OpsFailed, r.OpsUnknown)
 	fmt.Fprintf(&b, "elections:     %d\n", r.Elections)
-	fmt.Fprintf(&b, "snapshots:     %d sent to followers\n", r.SnapshotsSent)
+	fmt.Fprintf(&b, "snapshots:     %d sent to followers", r.SnapshotsSent)
+	if r.CatchUpEntries > 0 {
+		fmt.Fprintf(&b, "; logs cut to %d entries behind applied, a fresh snapshot asked for %d times", r.CatchUpEntries, r.SnapshotsAsked)
+	}
+	b.WriteString("\n")
 	fmt.Fprintf(&b, "pipeline:      %d batches, %d taken while others were in flight, at most %d in flight\n",
 		r.Pipeline.Batches, r.Pipeline.Overlapped, r.Pipeline.MaxInflight)
 	fmt.Fprintf(&b, "simulated:     %v\n", r.SimTime)
@@ -196,14 +206,20 @@ type world struct {
 	leaseCheckFn  func()
 	lastFence     int64 // the token of the last guarded write that took effect
 	snapshotEvery uint64
-	nextRequest   uint64
-	nemesisRng    *rand.Rand
-	extraRng      *rand.Rand // bit rot at crashes, isolating leaders
-	repairRng     *rand.Rand // damage in the middle of a WAL (Faults.DeepRotProb)
-	pipeRng       *rand.Rand // seeds each node's pipeline timing
-	goneRng       *rand.Rand // delays of the notices that a node is gone
-	pipeStats     PipeStats
-	faultsUntil   int64
+	// catchUpEntries: how many applied entries a node's in-memory log
+	// keeps between snapshots (0: all since the last one).
+	catchUpEntries uint64
+	// snapshotsAsked counts the batches in which a leader asked for a
+	// fresh snapshot because it had cut the entries a follower needs.
+	snapshotsAsked int
+	nextRequest    uint64
+	nemesisRng     *rand.Rand
+	extraRng       *rand.Rand // bit rot at crashes, isolating leaders
+	repairRng      *rand.Rand // damage in the middle of a WAL (Faults.DeepRotProb)
+	pipeRng        *rand.Rand // seeds each node's pipeline timing
+	goneRng        *rand.Rand // delays of the notices that a node is gone
+	pipeStats      PipeStats
+	faultsUntil    int64
 
 	opsOK, opsFailed, opsUnknown int
 	elections                    int
@@ -238,6 +254,7 @@ func Run(opts Options) Result {
 	res.OpsOK, res.OpsFailed, res.OpsUnknown = w.opsOK, w.opsFailed, w.opsUnknown
 	res.Elections = w.elections
 	res.SnapshotsSent = w.snapshotsSent
+	res.CatchUpEntries, res.SnapshotsAsked = w.catchUpEntries, w.snapshotsAsked
 	res.Pipeline = w.pipeStats
 	res.SimTime = time.Duration(w.clock.now) * time.Microsecond
 	res.TraceHash = uint64(w.trace)
@@ -281,6 +298,11 @@ func newWorld(opts Options) (*world, Result) {
 	cfgRng, netRng, nemesisRng, clientRng := split(), split(), split(), split()
 	// The pipelines' timing, one stream per node split from this one.
 	pipeRng := split()
+	// Whether and how far the nodes cut their in-memory logs between
+	// snapshots (replica.Config.CatchUpEntries): on in half the seeds. A
+	// root of its own, so that the streams split off after this point stay
+	// what they were before it existed.
+	logRng := rand.New(rand.NewPCG(opts.Seed, 0x6c6f67637574)) // "logcut"
 
 	size := opts.Nodes
 	if size == 0 {
@@ -292,6 +314,9 @@ func newWorld(opts Options) (*world, Result) {
 		keys: 2 + cfgRng.IntN(6), snapshotEvery: uint64(20 + cfgRng.IntN(200)), pipeRng: pipeRng,
 	}
 	w.clock.w = w
+	if logRng.IntN(2) == 0 {
+		w.catchUpEntries = 1 + uint64(logRng.IntN(int(w.snapshotEvery/2)))
+	}
 	if opts.Faults != nil {
 		w.faults = *opts.Faults
 	} else {

@@ -41,6 +41,31 @@ func TestSameSeedSameTrace(t *testing.T) {
 	}
 }
 
+// Seeds that cut the nodes' logs between snapshots bring followers back
+// by snapshots taken when a leader asked for them, and pass; seeds that do
+// not cut ask for none.
+func TestLogCutSeedsAskForFreshSnapshots(t *testing.T) {
+	var cut, uncut, asked int
+	for seed := uint64(1); seed <= 8; seed++ {
+		res := Run(Options{Seed: seed})
+		if !res.Passed() {
+			t.Fatalf("seed %d: %v", seed, res.Err)
+		}
+		if res.CatchUpEntries == 0 {
+			uncut++
+			if res.SnapshotsAsked != 0 {
+				t.Errorf("seed %d: %d snapshots asked for with no cut", seed, res.SnapshotsAsked)
+			}
+			continue
+		}
+		cut++
+		asked += res.SnapshotsAsked
+	}
+	if cut == 0 || uncut == 0 || asked == 0 {
+		t.Fatalf("seeds 1-8: %d cut their logs, %d did not, %d snapshots asked for", cut, uncut, asked)
+	}
+}
+
 // Different seeds explore different runs.
 func TestDifferentSeedsDiffer(t *testing.T) {
 	if Run(Options{Seed: 5}).TraceHash == Run(Options{Seed: 6}).TraceHash {

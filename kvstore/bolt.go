@@ -40,6 +40,9 @@ type Bolt struct {
 	// index is the key index of the last commit (keyindex.go), which also
 	// carries that commit's applied index and revisions.
 	index atomic.Pointer[keyIndex]
+	// sinceHandBack counts the bytes of entries applied since the mapped
+	// pages were last handed back (handBackEvery). Guarded by writeMu.
+	sinceHandBack int
 }
 
 var _ Store = (*Bolt)(nil)
@@ -248,8 +251,16 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
 	}
 	b.publish(st)
-	if compacted {
-		b.handBackMapped() // a compaction read the whole history through the map
+	for _, e := range entries {
+		b.sinceHandBack += len(e.Data)
+	}
+	// A compaction read the whole history through the map; and every
+	// write reads, through the map, the pages it appends to, so that
+	// without a hand-back the history written since the last one would
+	// stay resident.
+	if compacted || b.sinceHandBack >= handBackEvery {
+		b.handBackMapped()
+		b.sinceHandBack = 0
 	}
 	return results, nil
 }
@@ -471,7 +482,12 @@ func (b *Bolt) Freeze() (Frozen, error) {
 
 // dropMappedEvery is how many bytes of history a snapshot reads between
 // two dropMapped: the mapped pages of a scan stay below a few times this.
-const dropMappedEvery = 16 << 20
+const dropMappedEvery = 4 << 20
+
+// handBackEvery is how many bytes of entries Apply writes between two
+// hand-backs of the mapped pages: what the writes map in stays below about
+// this much (with 256-byte values, some 15,000 writes).
+const handBackEvery = 4 << 20
 
 type boltFrozen struct {
 	b  *Bolt

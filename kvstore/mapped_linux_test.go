@@ -88,3 +88,33 @@ func TestScansLeaveTheFileUnmapped(t *testing.T) {
 	compacted := mappedKiB(t, path)
 	require.Less(t, compacted, fileKiB/10, "resident after a compaction: %d KiB of a %d KiB file", compacted, fileKiB)
 }
+
+// Writes alone, with no snapshot or compaction to hand the pages back,
+// leave no more than about handBackEvery of the file mapped, although
+// each small transaction reads, through the map, the page of history it
+// appends to (the one the one before it wrote).
+func TestWritesLeaveTheFileUnmapped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, err := OpenBolt(path, Options{NoSync: true})
+	require.NoError(t, err)
+	defer s.Close()
+	value := strings.Repeat("v", 256)
+	var most int64
+	for next := uint64(1); next <= 120_000; {
+		batch := make([]Entry, 0, 10)
+		for range cap(batch) {
+			batch = append(batch, Entry{Index: next, Data: putCmd(0, 0, fmt.Sprintf("%05d", next%5000), value)})
+			next++
+		}
+		_, err := s.Apply(batch)
+		require.NoError(t, err)
+		if next%10_000 == 1 {
+			most = max(most, mappedKiB(t, path))
+		}
+	}
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	fileKiB := st.Size() >> 10
+	require.Greater(t, fileKiB, int64(32<<10), "the history should be about 40 MB")
+	require.Less(t, most, int64(2*handBackEvery>>10), "resident at most %d KiB of a %d KiB file", most, fileKiB)
+}

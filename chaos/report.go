@@ -47,6 +47,7 @@ type Report struct {
 	Skipped          []string `json:"skipped,omitempty"`
 	Schedule         []Step   `json:"schedule"`
 	SnapshotInterval uint64   `json:"snapshot_interval"`
+	CatchUpEntries   uint64   `json:"snapshot_catchup_entries"`
 
 	Ops       OpCounts            `json:"ops"`
 	OpsByKind map[string]OpCounts `json:"ops_by_kind"`
@@ -121,7 +122,7 @@ func (r *Report) Text(w io.Writer) {
 	fmt.Fprintf(w, "\n== kvchaos: %s ==\n", verdict)
 	fmt.Fprintf(w, "seed %d, %d nodes, %v planned (%v elapsed)\n", r.Seed, r.Nodes, r.Duration, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(w, "hosts: %s\n", r.Hosts)
-	fmt.Fprintf(w, "keyvald --snapshot-interval %d\n", r.SnapshotInterval)
+	fmt.Fprintf(w, "keyvald --snapshot-interval %d --snapshot-catchup-entries %d\n", r.SnapshotInterval, r.CatchUpEntries)
 	fmt.Fprintf(w, "nemeses: %s", strings.Join(r.Nemeses, ", "))
 	if len(r.Skipped) > 0 {
 		fmt.Fprintf(w, " (skipped, need network namespaces: %s)", strings.Join(r.Skipped, ", "))

@@ -34,6 +34,9 @@ type Config struct {
 	// SnapshotInterval is passed to keyvald. Zero: the seed chooses (see
 	// SnapshotIntervalFor).
 	SnapshotInterval uint64
+	// CatchUpEntries is passed to keyvald as --snapshot-catchup-entries.
+	// Zero: the seed chooses (see CatchUpEntriesFor).
+	CatchUpEntries uint64
 	// Loopback runs on 127.0.0.1 even as root (no partitions).
 	Loopback bool
 	// CheckTimeout bounds Porcupine's search; if it runs out the run fails.
@@ -61,6 +64,9 @@ func (c *Config) defaults() {
 	if c.SnapshotInterval == 0 {
 		c.SnapshotInterval = SnapshotIntervalFor(c.Seed)
 	}
+	if c.CatchUpEntries == 0 {
+		c.CatchUpEntries = CatchUpEntriesFor(c.Seed, c.SnapshotInterval)
+	}
 	if c.CheckTimeout == 0 {
 		c.CheckTimeout = 2 * time.Minute
 	}
@@ -77,6 +83,19 @@ func SnapshotIntervalFor(seed int64) uint64 {
 		return 1000
 	}
 	return 100000
+}
+
+// CatchUpEntries is the keyvald --snapshot-catchup-entries a seed
+// chooses: with snapshots every 1,000 entries, the interval itself (the
+// in-memory log is never cut between snapshots); with snapshots every
+// 100,000, half the seeds keep the whole log in memory (members catch up
+// from it alone), half cut it to 500 entries, so that a member that falls
+// further behind is caught up by a snapshot its leader takes on demand.
+func CatchUpEntriesFor(seed int64, interval uint64) uint64 {
+	if interval < 100000 || rand.New(rand.NewPCG(uint64(seed), 0x637574)).IntN(2) == 0 { // "cut"
+		return interval
+	}
+	return 500
 }
 
 func (c *Config) validate() error {
@@ -190,13 +209,13 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 	if err != nil {
 		return nil, err
 	}
-	rep.SnapshotInterval = cfg.SnapshotInterval
-	say("seed %d: %d faults planned over %v from %s; keyvald --snapshot-interval %d", cfg.Seed, len(rep.Schedule), cfg.Duration,
-		strings.Join(rep.Nemeses, ", "), cfg.SnapshotInterval)
+	rep.SnapshotInterval, rep.CatchUpEntries = cfg.SnapshotInterval, cfg.CatchUpEntries
+	say("seed %d: %d faults planned over %v from %s; keyvald --snapshot-interval %d --snapshot-catchup-entries %d", cfg.Seed, len(rep.Schedule), cfg.Duration,
+		strings.Join(rep.Nemeses, ", "), cfg.SnapshotInterval, cfg.CatchUpEntries)
 
 	// The members talk over the test's own private bridge, without peer TLS:
 	// keyvald refuses a non-loopback peer address in plaintext unless told.
-	args := []string{"--snapshot-interval", fmt.Sprint(cfg.SnapshotInterval), "--peer-insecure"}
+	args := []string{"--snapshot-interval", fmt.Sprint(cfg.SnapshotInterval), "--snapshot-catchup-entries", fmt.Sprint(cfg.CatchUpEntries), "--peer-insecure"}
 	cl, err := newCluster(hosts, cfg.Nodes, keyvald, out, args, events)
 	if err != nil {
 		return nil, err

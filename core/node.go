@@ -150,10 +150,12 @@ func (n *Node) ForgetLeader(id NodeID) bool { return n.r.forgetLeader(id) }
 func (n *Node) ReportSnapshot(id NodeID, ok bool) { n.r.reportSnapshot(id, ok) }
 
 // SnapshotTaken tells the node that the runtime has captured its state
-// machine as of index (which must have been applied). The node drops its
-// in-memory log up to index and returns the metadata the runtime records
+// machine as of index (which must have been applied) and holds its file.
+// The node drops its in-memory log up to index (CompactLog may have cut it
+// exactly there already) and returns the metadata the runtime records
 // with the snapshot's bytes; later followers that need those entries are
-// sent this snapshot.
+// sent this snapshot. One older than the log's start (CompactLog cut past
+// it) is refused with ErrCompacted: it cannot be sent.
 func (n *Node) SnapshotTaken(index uint64) (SnapshotMeta, error) {
 	r, l := n.r, n.r.log
 	switch {

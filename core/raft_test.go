@@ -880,15 +880,19 @@ func TestTransferToNonMemberRefused(t *testing.T) {
 	require.ErrorIs(t, n.TransferLeadership(9), ErrUnknownPeer)
 }
 
-// A follower that needs compacted entries gets a snapshot and catches up.
-func TestSnapshotInstallCatchesUpFollower(t *testing.T) {
-	c, err := newCluster(3, 10, nil)
-	require.NoError(t, err)
+// leaveBehind elects a leader of c and cuts a follower off while the
+// leader commits 20 entries; before that it calls prepare, if set. It
+// returns the leader, the follower left behind and the last index.
+func leaveBehind(t *testing.T, c *cluster, prepare func(lead NodeID)) (NodeID, NodeID, uint64) {
+	t.Helper()
 	lead, err := c.electLeader()
 	require.NoError(t, err)
 	lag := NodeID(1)
 	if lead == 1 {
 		lag = 2
+	}
+	if prepare != nil {
+		prepare(lead)
 	}
 	c.isolate(lag)
 	var idx uint64
@@ -896,6 +900,14 @@ func TestSnapshotInstallCatchesUpFollower(t *testing.T) {
 		idx, _, err = c.propose(fmt.Sprintf("s%d", i))
 		require.NoError(t, err)
 	}
+	return lead, lag, idx
+}
+
+// A follower that needs compacted entries gets a snapshot and catches up.
+func TestSnapshotInstallCatchesUpFollower(t *testing.T) {
+	c, err := newCluster(3, 10, nil)
+	require.NoError(t, err)
+	lead, lag, idx := leaveBehind(t, c, nil)
 	require.NoError(t, c.deliverAll(10000))
 	require.NoError(t, c.snapshot(lead))
 	require.Greater(t, c.node(lead).Status().FirstIndex, uint64(2))
@@ -918,22 +930,13 @@ func TestSnapshotInstallCatchesUpFollower(t *testing.T) {
 func TestCompactedLogAsksForAFreshSnapshot(t *testing.T) {
 	c, err := newCluster(3, 10, nil)
 	require.NoError(t, err)
-	lead, err := c.electLeader()
-	require.NoError(t, err)
-	lag := NodeID(1)
-	if lead == 1 {
-		lag = 2
-	}
-	require.NoError(t, c.snapshot(lead)) // a file, soon behind the cut
-	oldFile := c.nodes[lead].node.r.log.snapFile
-	require.Positive(t, oldFile)
-	c.isolate(lag)
-	c.logKeep = 3
-	var idx uint64
-	for i := 0; i < 20; i++ {
-		idx, _, err = c.propose(fmt.Sprintf("s%d", i))
-		require.NoError(t, err)
-	}
+	var oldFile uint64
+	lead, lag, idx := leaveBehind(t, c, func(lead NodeID) {
+		require.NoError(t, c.snapshot(lead)) // a file, soon behind the cut
+		oldFile = c.nodes[lead].node.r.log.snapFile
+		require.Positive(t, oldFile)
+		c.logKeep = 3
+	})
 	require.NoError(t, c.stabilize(10, func() bool {
 		return c.node(lead).Status().Applied == idx && c.node(lead).FirstIndex() == idx-2
 	}))
@@ -978,18 +981,7 @@ func TestCompactedLogAsksForAFreshSnapshot(t *testing.T) {
 func TestNoCutPastASnapshotOnItsWay(t *testing.T) {
 	c, err := newCluster(3, 10, nil)
 	require.NoError(t, err)
-	lead, err := c.electLeader()
-	require.NoError(t, err)
-	lag := NodeID(1)
-	if lead == 1 {
-		lag = 2
-	}
-	c.isolate(lag)
-	var idx uint64
-	for i := 0; i < 20; i++ {
-		idx, _, err = c.propose(fmt.Sprintf("s%d", i))
-		require.NoError(t, err)
-	}
+	lead, lag, idx := leaveBehind(t, c, nil)
 	require.NoError(t, c.deliverAll(10000))
 	require.NoError(t, c.snapshot(lead))
 	c.trace = func(id NodeID, rd Ready) {

@@ -58,17 +58,33 @@ func put(t *testing.T, key, value string) []byte {
 	return b
 }
 
+// writeKeys puts k1..kn through the node, one batch each way.
+func (s *single) writeKeys(n int) {
+	s.t.Helper()
+	for i := 1; i <= n; i++ {
+		require.NoError(s.t, s.rep.Propose(uint64(i), put(s.t, fmt.Sprintf("k%d", i), "v")))
+		require.NoError(s.t, s.rep.Process())
+		require.NoError(s.t, s.rep.Process())
+	}
+}
+
+// requireKeys requires k1..kn in the node's store.
+func (s *single) requireKeys(n int) {
+	s.t.Helper()
+	for i := 1; i <= n; i++ {
+		g, err := s.store.Get([]byte(fmt.Sprintf("k%d", i)))
+		require.NoError(s.t, err)
+		require.True(s.t, g.Found, "k%d after restart", i)
+	}
+}
+
 func TestWritesSurviveCrashAndSnapshotRestore(t *testing.T) {
 	fs := disk.NewMemFS(rand.New(rand.NewPCG(1, 2)))
 	s, err := openSingle(t, fs, 10)
 	require.NoError(t, err)
 	s.settle()
 	require.Equal(t, core.Leader, s.rep.Node().Status().Role)
-	for i := 1; i <= 35; i++ {
-		require.NoError(t, s.rep.Propose(uint64(i), put(t, fmt.Sprintf("k%d", i), "v")))
-		require.NoError(t, s.rep.Process())
-		require.NoError(t, s.rep.Process())
-	}
+	s.writeKeys(35)
 	for i := 1; i <= 35; i++ {
 		out, ok := s.done[uint64(i)]
 		require.True(t, ok, "write %d answered", i)
@@ -83,11 +99,7 @@ func TestWritesSurviveCrashAndSnapshotRestore(t *testing.T) {
 	_, _, restored := s2.rep.Recovery()
 	require.Greater(t, restored, uint64(0), "the state machine was restored from a snapshot")
 	s2.settle()
-	for i := 1; i <= 35; i++ {
-		g, err := s2.store.Get([]byte(fmt.Sprintf("k%d", i)))
-		require.NoError(t, err)
-		require.True(t, g.Found, "k%d after restart", i)
-	}
+	s2.requireKeys(35)
 }
 
 func TestCorruptWALRefusesToStart(t *testing.T) {
@@ -438,11 +450,7 @@ func TestRefusedSnapshotsPruneNothing(t *testing.T) {
 	s, err := openSingle(t, fs, 10)
 	require.NoError(t, err)
 	s.settle()
-	for i := 1; i <= 35; i++ {
-		require.NoError(t, s.rep.Propose(uint64(i), put(t, fmt.Sprintf("k%d", i), "v")))
-		require.NoError(t, s.rep.Process())
-		require.NoError(t, s.rep.Process())
-	}
+	s.writeKeys(35)
 	ownSnaps := snapFiles(t, fs)
 	require.Len(t, ownSnaps, 2, "the newest two of the node's own snapshots")
 	fs.Crash() // a new election moves the term on, so that term 1 is stale
@@ -475,11 +483,7 @@ func TestRefusedSnapshotsPruneNothing(t *testing.T) {
 	require.Equal(t, uint64(30), restored)
 	require.Equal(t, ownSnaps, snapFiles(t, fs), "the refused snapshots are dropped at start")
 	s.settle() // replays the log after the snapshot
-	for i := 1; i <= 35; i++ {
-		g, err := s.store.Get([]byte(fmt.Sprintf("k%d", i)))
-		require.NoError(t, err)
-		require.True(t, g.Found, "k%d after restart", i)
-	}
+	s.requireKeys(35)
 }
 
 // TestAcceptedSnapshotSurvivesCrashBeforeInstall: the node crashes after
@@ -517,11 +521,7 @@ func TestAcceptedSnapshotSurvivesCrashBeforeInstall(t *testing.T) {
 	s = open()
 	_, _, restored := s.rep.Recovery()
 	require.Equal(t, uint64(50), restored)
-	for i := 1; i <= 50; i++ {
-		g, err := s.store.Get([]byte(fmt.Sprintf("k%d", i)))
-		require.NoError(t, err)
-		require.True(t, g.Found, "k%d after restart", i)
-	}
+	s.requireKeys(50)
 }
 
 // Nothing is compacted behind a snapshot whose file is not yet durable,
@@ -632,11 +632,7 @@ func TestCatchUpEntriesCutTheLogInMemoryOnly(t *testing.T) {
 	s, err := openSingleWith(t, fs, tune)
 	require.NoError(t, err)
 	s.settle()
-	for i := 1; i <= 50; i++ {
-		require.NoError(t, s.rep.Propose(uint64(i), put(t, fmt.Sprintf("k%d", i), "v")))
-		require.NoError(t, s.rep.Process())
-		require.NoError(t, s.rep.Process())
-	}
+	s.writeKeys(50)
 	st := s.rep.Node().Status()
 	require.Equal(t, st.LastIndex, st.Applied)
 	held := st.LastIndex - st.FirstIndex + 1
@@ -649,9 +645,5 @@ func TestCatchUpEntriesCutTheLogInMemoryOnly(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), s2.rep.Node().Status().FirstIndex, "the WAL kept every entry")
 	s2.settle()
-	for i := 1; i <= 50; i++ {
-		g, err := s2.store.Get([]byte(fmt.Sprintf("k%d", i)))
-		require.NoError(t, err)
-		require.True(t, g.Found, "k%d after restart", i)
-	}
+	s2.requireKeys(50)
 }

@@ -85,12 +85,13 @@ func SnapshotIntervalFor(seed int64) uint64 {
 	return 100000
 }
 
-// CatchUpEntries is the keyvald --snapshot-catchup-entries a seed
+// CatchUpEntriesFor is the keyvald --snapshot-catchup-entries a seed
 // chooses: with snapshots every 1,000 entries, the interval itself (the
 // in-memory log is never cut between snapshots); with snapshots every
 // 100,000, half the seeds keep the whole log in memory (members catch up
-// from it alone), half cut it to 500 entries, so that a member that falls
-// further behind is caught up by a snapshot its leader takes on demand.
+// from it alone), half cut it to 500 entries, so that a member that was
+// gone while more was written is caught up by a snapshot its leader takes
+// on demand.
 func CatchUpEntriesFor(seed int64, interval uint64) uint64 {
 	if interval < 100000 || rand.New(rand.NewPCG(uint64(seed), 0x637574)).IntN(2) == 0 { // "cut"
 		return interval

@@ -157,7 +157,7 @@ func (n *Node) ReportSnapshot(id NodeID, ok bool) { n.r.reportSnapshot(id, ok) }
 // sent this snapshot. One older than the log's start (CompactLog cut past
 // it) is refused with ErrCompacted: it cannot be sent.
 func (n *Node) SnapshotTaken(index uint64) (SnapshotMeta, error) {
-	r, l := n.r, n.r.log
+	l := n.r.log
 	switch {
 	case index == l.snap.Index && index > l.snapFile:
 		// CompactLog cut the log here already; now there is a file too.
@@ -170,34 +170,26 @@ func (n *Node) SnapshotTaken(index uint64) (SnapshotMeta, error) {
 		l.compact(index, conf)
 	}
 	l.snapFile = index
-	r.awaitSnapshot = false
 	return l.snap, nil
 }
 
 // CompactLog drops the in-memory log up to index, which must be applied,
 // where no snapshot file is: it bounds the memory the log holds between
-// snapshots. A follower that then needs a dropped entry cannot be sent the
-// older snapshot file (the entries after it are gone), so the leader asks
-// the runtime for a fresh one (Ready.WantSnapshot) and sends that once
-// SnapshotTaken reports it; until then it cuts no further, so that the
-// snapshot being taken cannot fall behind the log, and never past a
-// snapshot being sent (the follower goes on from there). It reports
-// whether it cut anything.
+// snapshots. A leader cuts nothing a follower it has heard from within an
+// election timeout still needs (past its Match), nor past a snapshot on its
+// way to a follower: a follower catching up, from entries or from a
+// snapshot, is never made to start over. A follower silent for longer does
+// not hold the log back; when it returns needing a dropped entry, the
+// older snapshot file cannot serve it (the entries after the file are
+// gone), so the leader asks the runtime for a fresh snapshot
+// (Ready.WantSnapshot), cutting no further while that follower waits, and
+// sends the snapshot once SnapshotTaken reports it. It cuts all the way
+// to index or not at all (a cut copies the log's rest, so it is not worth
+// making a little at a time behind a slow follower), and reports whether
+// it cut.
 func (n *Node) CompactLog(index uint64) bool {
 	r, l := n.r, n.r.log
-	if r.role == Leader {
-		if r.awaitSnapshot {
-			return false
-		}
-		// Nor past a snapshot on its way to a follower: the follower
-		// continues from the entries after it.
-		for _, id := range r.trk.ids {
-			if pr := r.trk.progress.get(id); pr != nil && pr.State == StateSnapshot {
-				index = min(index, pr.PendingSnapshot)
-			}
-		}
-	}
-	if index <= l.snap.Index || index > l.applied {
+	if index <= l.snap.Index || index > l.applied || (r.role == Leader && !r.followersKeepUpAfterCut(index)) {
 		return false
 	}
 	conf, _ := l.confAt(index)

@@ -95,9 +95,8 @@ type raft struct {
 	// stays (Ready.SnapshotKeepsLog).
 	pendingKeepsLog bool
 	// wantSnapshot asks the next Ready for a fresh snapshot
-	// (Ready.WantSnapshot); awaitSnapshot holds from then until
-	// SnapshotTaken reports a file the log starts from.
-	wantSnapshot, awaitSnapshot bool
+	// (Ready.WantSnapshot).
+	wantSnapshot bool
 
 	votes map[NodeID]bool
 
@@ -304,9 +303,6 @@ func (r *raft) becomeLeader() {
 	r.reset(r.term)
 	r.role = Leader
 	r.lead = r.id
-	// A wait for a snapshot from an earlier leadership is over: nobody
-	// this one serves has asked yet.
-	r.awaitSnapshot = false
 	last := r.log.lastIndex()
 	// Start from the members alone: progress kept for nodes leaving under
 	// an earlier leadership is stale.
@@ -946,13 +942,34 @@ func (r *raft) oneMessage(ents []Entry) []Entry {
 	return ents
 }
 
+// followersKeepUpAfterCut reports whether a leader may cut its log up to
+// index (Node.CompactLog): no follower heard from within an election
+// timeout has matched less, and no snapshot on its way is older.
+func (r *raft) followersKeepUpAfterCut(index uint64) bool {
+	for _, id := range r.trk.ids {
+		pr := r.trk.progress.get(id)
+		switch {
+		case id == r.id || pr == nil:
+		case pr.State == StateSnapshot:
+			if pr.PendingSnapshot < index {
+				return false
+			}
+		case r.ticks-pr.LastHeard <= uint64(r.cfg.ElectionTick):
+			if pr.Match < index {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func (r *raft) sendSnapshot(to NodeID, pr *Progress) {
 	if r.log.snapFile < r.log.snap.Index {
 		// The log was cut in memory past the newest snapshot file, so
 		// that file would leave the follower short of entries. Ask for a
 		// fresh one, and try the follower again at its next heartbeat
 		// response (asking once a round, not at every Ready).
-		r.wantSnapshot, r.awaitSnapshot = true, true
+		r.wantSnapshot = true
 		if pr.State != StateProbe {
 			pr.becomeProbe()
 		}

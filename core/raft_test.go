@@ -937,7 +937,9 @@ func TestCompactedLogAsksForAFreshSnapshot(t *testing.T) {
 		require.Positive(t, oldFile)
 		c.logKeep = 3
 	})
-	require.NoError(t, c.stabilize(10, func() bool {
+	// Cut off, the follower stops holding the log back once it has been
+	// silent for an election timeout.
+	require.NoError(t, c.stabilize(30, func() bool {
 		return c.node(lead).Status().Applied == idx && c.node(lead).FirstIndex() == idx-2
 	}))
 	require.Equal(t, oldFile, c.nodes[lead].node.r.log.snapFile, "no snapshot file was taken while nobody needed one")
@@ -971,7 +973,15 @@ func TestCompactedLogAsksForAFreshSnapshot(t *testing.T) {
 		require.GreaterOrEqual(t, i, idx-2, "a snapshot older than the cut was sent")
 	}
 	require.Equal(t, c.nodes[lead].sm, c.nodes[lag].sm)
-	require.False(t, c.nodes[lead].node.r.awaitSnapshot)
+	// Caught up, the follower no longer holds the log back.
+	var more uint64
+	for i := 0; i < 5; i++ {
+		more, _, err = c.propose(fmt.Sprintf("t%d", i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, c.stabilize(10, func() bool {
+		return c.committedEverywhere(more) && c.node(lead).FirstIndex() == more-2
+	}))
 }
 
 // While a snapshot is on its way to a follower, the leader does not cut
@@ -1007,9 +1017,39 @@ func TestNoCutPastASnapshotOnItsWay(t *testing.T) {
 		require.NoError(t, c.burst())
 	}
 	require.Equal(t, more, c.node(lead).Status().Applied)
+	// Long enough that the leader no longer counts the follower as heard
+	// from: only the snapshot on its way holds the log.
+	for i := 0; i <= c.nodes[lead].node.r.cfg.ElectionTick; i++ {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.ready())
+		require.NoError(t, c.burst())
+	}
+	require.Equal(t, lead, c.leader())
 	require.Equal(t, StateSnapshot, pr().State)
 	require.False(t, c.node(lead).CompactLog(more-1), "cut past the snapshot being sent")
 	require.Equal(t, idx+1, c.node(lead).FirstIndex())
+}
+
+// A leader does not cut entries a follower it hears from still needs,
+// however far behind it is (cut, it would need a snapshot, and behind a
+// busy leader, one snapshot after another); a follower silent for an
+// election timeout no longer holds the log back.
+func TestNoCutPastAFollowerStillHeard(t *testing.T) {
+	c, err := newCluster(3, 10, nil)
+	require.NoError(t, err)
+	lead, lag, idx := leaveBehind(t, c, nil)
+	require.NoError(t, c.deliverAll(10000))
+	require.Equal(t, idx, c.node(lead).Status().Applied)
+	matched := c.nodes[lead].node.r.trk.progress.get(lag).Match
+	require.Less(t, matched, idx-1)
+	require.False(t, c.node(lead).CompactLog(idx-1), "cut past a follower heard an election timeout ago")
+	require.True(t, c.node(lead).CompactLog(matched), "up to what it matched")
+	for i := 0; i <= c.nodes[lead].node.r.cfg.ElectionTick; i++ {
+		require.NoError(t, c.tickAll())
+		require.NoError(t, c.deliverAll(10000))
+	}
+	require.Equal(t, lead, c.leader())
+	require.True(t, c.node(lead).CompactLog(idx-1), "the silent follower holds nothing back")
 }
 
 // CompactLog cuts only applied entries past the log's start, and a

@@ -99,9 +99,10 @@ type Config struct {
 	// after each batch, once more than a quarter more than this many applied
 	// entries are held, the log is cut to this many behind the applied
 	// index (core.Node.CompactLog; the WAL keeps them until the next
-	// snapshot). A follower that falls further behind is sent a snapshot,
-	// taken when the leader asks for one. 0 keeps every entry since the
-	// last snapshot.
+	// snapshot), if no follower the leader still hears from needs them
+	// (see core.Node.CompactLog). A follower that was silent meanwhile and
+	// needs a cut entry is sent a snapshot, taken when the leader asks for
+	// one. 0 keeps every entry since the last snapshot.
 	CatchUpEntries uint64
 	// KeepSnapshots is how many snapshot files to keep (at least 2, so a
 	// damaged newest one can be skipped).

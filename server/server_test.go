@@ -250,7 +250,8 @@ func TestLeaderFailoverAndCatchUpBySnapshot(t *testing.T) {
 }
 
 // A follower that missed entries the leader's log no longer holds in
-// memory, with no snapshot file taken since (the interval is far off), is
+// memory (it was gone longer than an election timeout, so it held nothing
+// back), with no snapshot file taken since (the interval is far off), is
 // caught up by a snapshot taken for it.
 func TestCatchUpBySnapshotTakenOnDemand(t *testing.T) {
 	c := newTestClusterKeeping(t, 3, 1_000_000, 10, nil)
@@ -261,18 +262,30 @@ func TestCatchUpBySnapshotTakenOnDemand(t *testing.T) {
 			lag = id
 		}
 	}
+	st, err := c.conns[lag].Status(ctx(t), &apipb.StatusRequest{})
+	require.NoError(t, err)
 	c.stop(lag)
-	for i := 0; i < 100; i++ {
+	// Write until the leader's log starts past the stopped follower's end.
+	deadline := time.Now().Add(10 * time.Second)
+	last := ""
+	for i := 0; ; i++ {
+		last = fmt.Sprintf("k%d", i)
 		eventually(t, func() error {
-			_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte("v")})
+			_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte(last), Value: []byte("v")})
 			return err
 		})
+		ls, err := c.conns[lead].Status(ctx(t), &apipb.StatusRequest{})
+		require.NoError(t, err)
+		if ls.FirstIndex > st.LastIndex+1 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the leader's log was never cut past the stopped follower (first index %d, follower's last %d)", ls.FirstIndex, st.LastIndex)
 	}
 	snaps, err := filepath.Glob(filepath.Join(c.dir, fmt.Sprint(lead), "snap", "*"))
 	require.NoError(t, err)
 	require.Empty(t, snaps, "no snapshot before a follower needs one")
 	c.start(lag)
-	c.awaitKey(t, lag, "k99")
+	c.awaitKey(t, lag, last)
 	snaps, err = filepath.Glob(filepath.Join(c.dir, fmt.Sprint(lead), "snap", "*"))
 	require.NoError(t, err)
 	require.NotEmpty(t, snaps, "the leader took a snapshot for the follower")

@@ -72,7 +72,7 @@ Flags:
 	heartbeat := fs.Duration("heartbeat-interval", server.DefaultHeartbeatInterval, "how often the leader sends heartbeats (one Raft tick)")
 	election := fs.Duration("election-timeout", server.DefaultElectionTimeout, "how long a follower waits for the leader before starting an election")
 	snapEvery := fs.Uint64("snapshot-interval", server.DefaultSnapshotEvery, "applied entries between snapshots (the log is compacted behind each)")
-	catchUp := fs.Uint64("snapshot-catchup-entries", server.DefaultCatchUpEntries, "applied entries the in-memory Raft log keeps between snapshots; a follower further behind is sent a snapshot (at or above --snapshot-interval: every entry since the last snapshot)")
+	catchUp := fs.Uint64("snapshot-catchup-entries", server.DefaultCatchUpEntries, "applied entries the in-memory Raft log keeps between snapshots, unless a follower still heard from has not matched them; a follower silent for longer that needs a cut entry is sent a snapshot (at or above --snapshot-interval: every entry since the last snapshot)")
 	learnerLag := fs.Uint64("max-learner-lag", core.DefaultMaxLearnerLag, "how many entries behind the leader a learner may be and still be promoted to voter")
 	walRepair := fs.Bool("wal-repair", true, "when the WAL (or a snapshot file it no longer covers) is found damaged, repair it from the other members if that is safe (docs/disk.md, \"Repair from peers\"); false: refuse to start")
 	walRepairDistrust := fs.Bool("wal-repair-distrust-end", false, "for disks that may lose or misdirect writes: a repair does not trust where the intact WAL records say the log ended, and the repaired member votes again only once a leader of a later term has replicated to it")

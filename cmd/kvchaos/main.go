@@ -68,7 +68,7 @@ Nemeses (--nemeses all, or a comma-separated list):
 	fs.IntVar(&cfg.Keys, "keys", 8, "size of the key space")
 	fs.DurationVar(&cfg.Think, "think", 10*time.Millisecond, "pause between one client's operations (keeps CPU use moderate)")
 	fs.Uint64Var(&cfg.SnapshotInterval, "snapshot-interval", 0, "keyvald --snapshot-interval (0: the seed chooses 1000, so lagging members catch up by snapshot, or 100000, so they catch up from the log)")
-	fs.Uint64Var(&cfg.CatchUpEntries, "snapshot-catchup-entries", 0, "keyvald --snapshot-catchup-entries (0: the seed chooses; with snapshots every 100000, half the seeds cut the in-memory log to 500 entries, so that members further behind catch up by a snapshot taken for them)")
+	fs.Uint64Var(&cfg.CatchUpEntries, "snapshot-catchup-entries", 0, "keyvald --snapshot-catchup-entries (0: the seed chooses; with snapshots every 100000, half the seeds cut the in-memory log to 500 entries, so that members gone while more was written catch up by a snapshot taken for them)")
 	fs.BoolVar(&cfg.Loopback, "loopback", false, "run on 127.0.0.1 even as root (no partitions)")
 	fs.DurationVar(&cfg.CheckTimeout, "check-timeout", 2*time.Minute, "bound on each linearizability search (a failing history is searched twice); running out fails the run")
 	fs.BoolVar(&cfg.KeepData, "keep-data", false, "keep the members' data directories after a passing run (always kept after a failure)")

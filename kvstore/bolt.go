@@ -603,6 +603,7 @@ func (b *Bolt) Restore(r io.Reader) error {
 		return fmt.Errorf("restore %s: %w", b.path, err)
 	}
 	b.publish(st)
+	b.handBackMapped() // dropping the old buckets read every page of the old state through the map
 	return nil
 }
 

@@ -4,6 +4,7 @@ package kvstore
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -43,8 +44,10 @@ func mappedKiB(t *testing.T, path string) int64 {
 
 // A snapshot's scan of the history leaves little of the file mapped into
 // the process, and so do opening a store (which reads the whole history
-// to build its key index) and a compaction (which reads it to plan what
-// to remove): without dropMapped, every page read would stay resident.
+// to build its key index), restoring a snapshot (dropping the old state
+// reads every page of it) and a compaction (which reads the history to
+// plan what to remove): without dropMapped, every page read would stay
+// resident.
 func TestScansLeaveTheFileUnmapped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "kv.db")
 	s, err := OpenBolt(path, Options{NoSync: true})
@@ -81,6 +84,15 @@ func TestScansLeaveTheFileUnmapped(t *testing.T) {
 	defer s.Close()
 	opened := mappedKiB(t, path)
 	require.Less(t, opened, fileKiB/10, "resident after opening: %d KiB of a %d KiB file", opened, fileKiB)
+
+	var snap bytes.Buffer
+	f, err = s.Freeze()
+	require.NoError(t, err)
+	require.NoError(t, f.WriteSnapshot(&snap))
+	require.NoError(t, f.Close())
+	require.NoError(t, s.Restore(&snap))
+	restored := mappedKiB(t, path)
+	require.Less(t, restored, fileKiB/10, "resident after restoring a snapshot: %d KiB of a %d KiB file", restored, fileKiB)
 
 	res, err := s.Apply([]Entry{{Index: next, Data: EncodeCompact(next-1, "")}})
 	require.NoError(t, err)

@@ -1,8 +1,6 @@
 package server
 
 import (
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -15,7 +13,7 @@ import (
 // and the WAL, state machine and snapshot stages each run on a goroutine
 // of their own, so batches overlap. The stage functions and their ordering
 // rules are the replica's; this file moves work between queues (and,
-// after a snapshot install, hands memory back to the system).
+// after a snapshot install, hands memory back: handBackMemory).
 type stages struct {
 	s       *Server
 	walQ    chan replica.WALJob
@@ -130,14 +128,8 @@ func (p *stages) runStore() {
 		}
 		p.s.watches.notify()
 		if slices.ContainsFunc(applied, (*replica.Batch).InstallsSnapshot) {
-			// Restoring a snapshot writes the whole state in one bbolt
-			// transaction, whose page buffers bbolt then keeps in a
-			// sync.Pool: hundreds of MiB that the collector frees only in
-			// its second cycle after, and Go hands back to the system
-			// minutes later, or never on an idle member. Two collections
-			// now hand it back (the second in FreeOSMemory).
-			runtime.GC()
-			debug.FreeOSMemory()
+			// Restoring writes the whole state in one bbolt transaction.
+			handBackMemory()
 		}
 		for _, b := range applied {
 			p.finishQ <- b

@@ -161,12 +161,6 @@ Flags:
 	}
 	removePIDFile := writePIDFile(*dataDir, logger)
 	defer removePIDFile()
-	// Opening allocates several times what it keeps (the key index built
-	// from the whole history, the WAL read and decoded), and Go hands
-	// memory back to the system only minutes after it is free, or never
-	// while the member is idle: a restarted member sat at two to four
-	// times the memory it needs. One collection now hands it back.
-	debug.FreeOSMemory()
 	srv.Start()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)

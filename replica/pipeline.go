@@ -61,10 +61,6 @@ func (b *Batch) Entries() []core.Entry { return b.rd.Entries }
 // batch (core.Ready.WantSnapshot): it had cut entries a follower needs.
 func (b *Batch) SnapshotAsked() bool { return b.rd.WantSnapshot }
 
-// InstallsSnapshot says the batch carries a snapshot from the leader, which
-// the state machine stage restores before applying the batch's entries.
-func (b *Batch) InstallsSnapshot() bool { return b.rd.Snapshot != nil && b.rd.Snapshot.Index > 0 }
-
 // WALJob is one item of the WAL stage's queue: a batch to persist, or a
 // written snapshot whose WAL segments may be released.
 type WALJob struct {

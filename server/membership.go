@@ -186,7 +186,13 @@ func (s *Server) stopRemoved(where string) {
 // or rebuilt its state from an older snapshot, and the entries were
 // compacted away). Without this a node would not send to a member added
 // meanwhile — and once leader, it could never bring that member up to date.
+//
+// It also hands back the memory the restore took (handBackMemory), on a
+// goroutine of its own: each collection blocks its caller until a cycle
+// over the whole heap is done, and the loop must go on answering
+// heartbeats meanwhile.
 func (s *Server) snapshotApplied(index uint64) {
+	go handBackMemory()
 	addrs, removed, err := replica.Addresses(s.store)
 	if err != nil {
 		s.log.Error("could not read the members recorded in the snapshot; peers added or moved meanwhile stay unknown until their next change",

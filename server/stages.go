@@ -12,8 +12,7 @@ import (
 // comment) on goroutines: the event loop takes batches and finishes them,
 // and the WAL, state machine and snapshot stages each run on a goroutine
 // of their own, so batches overlap. The stage functions and their ordering
-// rules are the replica's; this file moves work between queues (and,
-// after a snapshot install, hands memory back: handBackMemory).
+// rules are the replica's; this file only moves work between queues.
 type stages struct {
 	s       *Server
 	walQ    chan replica.WALJob
@@ -127,10 +126,6 @@ func (p *stages) runStore() {
 			return
 		}
 		p.s.watches.notify()
-		if slices.ContainsFunc(applied, (*replica.Batch).InstallsSnapshot) {
-			// Restoring writes the whole state in one bbolt transaction.
-			handBackMemory()
-		}
 		for _, b := range applied {
 			p.finishQ <- b
 		}

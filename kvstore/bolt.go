@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -26,7 +28,9 @@ import (
 // after a restart the store is exactly at some batch boundary and replaying
 // entries it already has is skipped (idempotent).
 type Bolt struct {
-	db   *bbolt.DB
+	// db is the open file. A restore swaps in a new one (Restore), under
+	// writeMu; readers load it anew for each transaction.
+	db   atomic.Pointer[bbolt.DB]
 	path string
 	opts Options
 
@@ -43,6 +47,11 @@ type Bolt struct {
 	// sinceHandBack counts the bytes of entries applied since the mapped
 	// pages were last handed back (handBackEvery). Guarded by writeMu.
 	sinceHandBack int
+	// retiring counts the files a restore replaced that are still being
+	// closed (retire); retireErr is the first error closing one.
+	retiring  sync.WaitGroup
+	retireMu  sync.Mutex
+	retireErr error
 }
 
 var _ Store = (*Bolt)(nil)
@@ -115,10 +124,7 @@ const initialMmapSize = 10 << 30
 // does not decode or does not add up to the bytes it says it holds, found
 // while the key index is built from it.
 func OpenBolt(path string, opts Options) (*Bolt, error) {
-	timeout := opts.LockTimeout
-	if timeout <= 0 {
-		timeout = DefaultLockTimeout
-	}
+	timeout := opts.lockTimeout()
 	var db *bbolt.DB
 	err := checkBolt(path, timeout)
 	if err == nil {
@@ -139,7 +145,8 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open kv store %s: %w", path, err)
 	}
-	b := &Bolt{db: db, path: path, opts: opts}
+	b := &Bolt{path: path, opts: opts}
+	b.db.Store(db)
 	err = db.Update(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
@@ -189,6 +196,14 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		return nil, fmt.Errorf("open kv store %s: %w", path, err)
 	}
 	b.handBackMapped() // building the index read the whole history through the map
+	// A restore that a crash interrupted left its file behind: the store
+	// is still the one it was to replace. Removed only now that this
+	// process holds the store's lock, so that it is never another
+	// process's restore in progress.
+	if err := os.Remove(path + restoringSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		_ = db.Close()
+		return nil, fmt.Errorf("open kv store %s: remove an interrupted restore's file: %w", path, err)
+	}
 	return b, nil
 }
 
@@ -196,7 +211,7 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 // a read transaction of its own, after a scan of the whole history that
 // ran in a write transaction.
 func (b *Bolt) handBackMapped() {
-	_ = b.db.View(func(tx *bbolt.Tx) error { dropMapped(b.db, tx); return nil })
+	_ = b.db.Load().View(func(tx *bbolt.Tx) error { dropMapped(tx); return nil })
 }
 
 // initBuckets creates the buckets of an empty store holding info.
@@ -216,6 +231,23 @@ func initBuckets(tx *bbolt.Tx, info SnapshotInfo, clients uint64) error {
 // Path is the file the store lives in.
 func (b *Bolt) Path() string { return b.path }
 
+// SizeInUse is how much of the file holds pages in use, as etcd reports
+// dbSizeInUse: the pages up to the file's high-water mark less the free
+// ones (freed by compactions and overwrites), which later writes reuse
+// but only a new file (a restore) gives back to the file system.
+func (b *Bolt) SizeInUse() (int64, error) {
+	if b.closed.Load() {
+		return 0, ErrClosed
+	}
+	tx, _, err := b.begin()
+	if err != nil {
+		return 0, fmt.Errorf("size in use of %s: %w", b.path, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	db := tx.DB()
+	return tx.Size() - int64(db.Stats().FreePageN)*int64(db.Info().PageSize), nil
+}
+
 // Apply implements Store: one bbolt transaction for the whole batch.
 func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	b.writeMu.Lock()
@@ -233,7 +265,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 		st        *boltState
 		compacted bool
 	)
-	err := b.db.Update(func(tx *bbolt.Tx) error {
+	err := b.db.Load().Update(func(tx *bbolt.Tx) error {
 		var err error
 		if st, err = loadState(tx); err != nil {
 			return err
@@ -427,27 +459,42 @@ func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
 			b.writeMu.Lock()
 			defer b.writeMu.Unlock()
 		}
-		ix := b.index.Load()
-		tx, err := b.db.Begin(false)
-		if err != nil {
-			return nil, nil, fmt.Errorf("begin a read transaction of %s: %w", b.path, err)
+		db := b.db.Load()
+		tx, st, err := b.pair(db)
+		if errors.Is(err, bolterrors.ErrDatabaseNotOpen) && b.db.Load() != db && try < viewTries {
+			continue // a restore replaced the file meanwhile
 		}
-		st, err := loadState(tx)
-		if err != nil {
-			_ = tx.Rollback()
-			return nil, nil, err
-		}
-		if st.applied == ix.applied && st.rev == ix.rev && st.compactRev == ix.compacted {
-			st.index = ix
-			return tx, st, nil
-		}
-		_ = tx.Rollback()
-		if try >= viewTries {
-			return nil, nil, fmt.Errorf("%w: the key index is of index %d, revision %d, and the file of index %d, revision %d",
-				ErrCorrupt, ix.applied, ix.rev, st.applied, st.rev)
+		if err == nil || !errors.Is(err, errNotPaired) || try >= viewTries {
+			return tx, st, err
 		}
 		runtime.Gosched()
 	}
+}
+
+// errNotPaired says the key index and the read transaction begun after
+// loading it are of different commits (begin).
+var errNotPaired = errors.New("the key index and the file are of different commits")
+
+// pair opens a read transaction on db and pairs it with the key index
+// loaded before it, if they are of the same commit.
+func (b *Bolt) pair(db *bbolt.DB) (*bbolt.Tx, *boltState, error) {
+	ix := b.index.Load()
+	tx, err := db.Begin(false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("begin a read transaction of %s: %w", b.path, err)
+	}
+	st, err := loadState(tx)
+	if err != nil {
+		_ = tx.Rollback()
+		return nil, nil, err
+	}
+	if st.applied != ix.applied || st.rev != ix.rev || st.compactRev != ix.compacted {
+		_ = tx.Rollback()
+		return nil, nil, fmt.Errorf("%w: %w: the key index is of index %d, revision %d, and the file of index %d, revision %d",
+			ErrCorrupt, errNotPaired, ix.applied, ix.rev, st.applied, st.rev)
+	}
+	st.index = ix
+	return tx, st, nil
 }
 
 // CompactedRevision implements Store.
@@ -515,7 +562,7 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 	// a share of them, they are handed back (dropMapped), so that memory
 	// does not grow with the history.
 	var scanned int
-	defer dropMapped(f.b.db, f.tx)
+	defer dropMapped(f.tx)
 	err := f.st.eachVersion(func(key []byte, meta kvMeta, _ uint64, value []byte) error {
 		if next < len(heads) && heads[next].rev == meta.modRev && heads[next].e.key == string(key) {
 			next++
@@ -524,7 +571,7 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 			}
 		}
 		if scanned += len(key) + len(value) + versionHead; scanned >= dropMappedEvery {
-			dropMapped(f.b.db, f.tx)
+			dropMapped(f.tx)
 			scanned = 0
 		}
 		sw.history(key, value, meta)
@@ -560,54 +607,186 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 
 func (f *boltFrozen) Close() error { return f.tx.Rollback() }
 
-// Restore implements Store: the old buckets are dropped and the snapshot
-// loaded in one transaction, which commits only if the whole stream
-// checks out. Otherwise it rolls back and the old state stays.
+// restoringSuffix names, beside the store's file, the file a restore
+// writes before it takes the store's place.
+const restoringSuffix = ".restoring"
+
+// restoreCommitEvery is how many bytes of records a restore writes per
+// bbolt transaction: a transaction holds every page it writes in memory
+// until it commits, so this bounds what a restore holds beyond the key
+// index (which the store keeps in memory anyway). A variable, so that a
+// test's small state can span many transactions.
+var restoreCommitEvery = 64 << 20
+
+// Restore implements Store. The snapshot is written to a new file beside
+// the store's, in transactions of restoreCommitEvery bytes, synced, and
+// renamed over the store's file only once the whole stream has checked
+// out: until then readers see the old state, and a stream that fails a
+// check (or a crash) leaves the old state as it was, the new file removed
+// (or, after a crash, removed by OpenBolt). The old file is closed once
+// the read transactions still on it end (retire).
 func (b *Bolt) Restore(r io.Reader) error {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	var (
-		info SnapshotInfo
-		st   *boltState
-	)
-	err := b.db.Update(func(tx *bbolt.Tx) error {
-		for _, name := range allBuckets {
-			if err := tx.DeleteBucket(name); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
-				return fmt.Errorf("drop bucket %s: %w", name, err)
-			}
-		}
-		if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
-			return err
-		}
-		if err := tx.DeleteBucket(bucketKVV5); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
-			return fmt.Errorf("drop bucket %s: %w", bucketKVV5, err)
-		}
-		sink := &boltSink{index: newKeyIndex(), clients: tx.Bucket(bucketClients), lru: tx.Bucket(bucketLRU),
-			revs: tx.Bucket(bucketRevs), leases: tx.Bucket(bucketLeases), leaseKeys: tx.Bucket(bucketLeaseKeys)}
-		// Snapshots arrive in key order: pack those pages full (not the
-		// history's, which arrives in key order, not revision order).
-		sink.clients.FillPercent, sink.lru.FillPercent = 0.95, 0.95
-		var err error
-		if info, err = readSnapshot(r, sink); err != nil {
-			return err
-		}
-		st = &boltState{meta: tx.Bucket(bucketMeta), index: sink.index, applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
-			used: sink.used, clock: sink.clock, clockDirty: true, compactRev: sink.compactRev, compactDirty: true}
-		st.setAlarms(sink.alarms)
-		return st.flush()
-	})
+	path := b.path + restoringSuffix
+	db, st, err := b.restoreInto(path, r)
+	if err == nil {
+		err = b.install(db, st, path)
+	}
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", b.path, err)
 	}
-	b.publish(st)
-	b.handBackMapped() // dropping the old buckets read every page of the old state through the map
 	return nil
 }
 
+// Defragment rewrites the store into a new file that holds only the
+// pages in use, as etcd's defragmentation does: the state is written as a
+// snapshot straight into a new file, as a restore writes one (restoreInto),
+// which then takes the old file's place. Apply waits meanwhile (the new
+// file is the state of one commit); readers go on, on the old file.
+func (b *Bolt) Defragment() error {
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	// No commit can come between the index and the transaction while
+	// writeMu is held.
+	tx, st, err := b.pair(b.db.Load())
+	if err != nil {
+		return fmt.Errorf("defragment %s: %w", b.path, err)
+	}
+	frozen := &boltFrozen{b: b, tx: tx, st: st}
+	pr, pw := io.Pipe()
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		pw.CloseWithError(frozen.WriteSnapshot(pw))
+	}()
+	path := b.path + restoringSuffix
+	db, restored, err := b.restoreInto(path, pr)
+	pr.CloseWithError(errors.New("defragment: the new file was abandoned")) // unblocks the writer if restoreInto stopped early
+	<-wrote
+	_ = frozen.Close()
+	if err == nil {
+		err = b.install(db, restored, path)
+	}
+	if err != nil {
+		return fmt.Errorf("defragment %s: %w", b.path, err)
+	}
+	return nil
+}
+
+// restoreInto writes the snapshot in r to a new bbolt file at path and,
+// if it checks out, syncs it: the open file and its state are returned.
+// On an error no file is left at path.
+func (b *Bolt) restoreInto(path string, r io.Reader) (_ *bbolt.DB, _ *boltState, err error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("remove an earlier restore's file: %w", err)
+	}
+	// Not synced commit by commit: the file counts only once renamed,
+	// after one sync of the whole.
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: b.opts.lockTimeout(), NoSync: true,
+		NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, InitialMmapSize: initialMmapSize})
+	if err != nil {
+		return nil, nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	sink := &boltSink{db: db, index: newKeyIndex()}
+	defer func() {
+		if err != nil {
+			if sink.tx != nil {
+				_ = sink.tx.Rollback()
+			}
+			err = errors.Join(err, db.Close(), os.Remove(path))
+		}
+	}()
+	if err := sink.beginTx(); err != nil {
+		return nil, nil, err
+	}
+	if err := initBuckets(sink.tx, SnapshotInfo{}, 0); err != nil {
+		return nil, nil, err
+	}
+	sink.bind()
+	info, err := readSnapshot(r, sink)
+	if err != nil {
+		return nil, nil, err
+	}
+	tx := sink.tx
+	st := &boltState{meta: tx.Bucket(bucketMeta), index: sink.index, applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
+		used: sink.used, clock: sink.clock, clockDirty: true, compactRev: sink.compactRev, compactDirty: true}
+	st.setAlarms(sink.alarms)
+	if err := st.flush(); err != nil {
+		return nil, nil, err
+	}
+	sink.tx = nil
+	if err := tx.Commit(); err != nil {
+		return nil, nil, fmt.Errorf("commit: %w", err)
+	}
+	if err := db.Sync(); err != nil {
+		return nil, nil, fmt.Errorf("sync %s: %w", path, err)
+	}
+	return db, st, nil
+}
+
+// install renames the file restoreInto wrote at path over the store's,
+// makes it the store, with its state, and closes the old one (retire).
+func (b *Bolt) install(db *bbolt.DB, st *boltState, path string) error {
+	if err := os.Rename(path, b.path); err != nil {
+		return errors.Join(fmt.Errorf("replace the store's file: %w", err), db.Close(), os.Remove(path))
+	}
+	db.NoSync = b.opts.NoSync
+	b.retire(b.db.Swap(db))
+	b.publish(st)
+	b.handBackMapped() // the writes read pages of the new file through the map
+	// The new file is the store now, whatever the directory's sync says;
+	// a crash before the rename is durable brings back the old file,
+	// which the replica restores again from the same snapshot file.
+	return syncDir(filepath.Dir(b.path))
+}
+
+// retire closes a file a restore replaced, on a goroutine of its own:
+// bbolt's Close waits for the read transactions on it (a snapshot being
+// written, a long range), which must not hold up the restore. Close
+// waits for it.
+func (b *Bolt) retire(db *bbolt.DB) {
+	b.retiring.Add(1)
+	go func() {
+		defer b.retiring.Done()
+		if err := db.Close(); err != nil {
+			b.retireMu.Lock()
+			defer b.retireMu.Unlock()
+			if b.retireErr == nil {
+				b.retireErr = fmt.Errorf("close %s as a restore replaced it: %w", b.path, err)
+			}
+		}
+	}()
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// boltSink writes a snapshot's records into a new file, committing every
+// restoreCommitEvery bytes (written).
 type boltSink struct {
+	db                      *bbolt.DB
+	tx                      *bbolt.Tx
+	written                 int
 	index                   *keyIndex
 	clients, lru            *bbolt.Bucket
 	revs, leases, leaseKeys *bbolt.Bucket
@@ -615,6 +794,41 @@ type boltSink struct {
 	// What the header says and what the records count (Usage).
 	used, clock, compactRev uint64
 	alarms                  []*kvpb.Alarm
+}
+
+func (s *boltSink) beginTx() (err error) {
+	if s.tx, err = s.db.Begin(true); err != nil {
+		return fmt.Errorf("begin a write transaction: %w", err)
+	}
+	return nil
+}
+
+// bind takes the buckets of the transaction begun.
+func (s *boltSink) bind() {
+	tx := s.tx
+	s.clients, s.lru = tx.Bucket(bucketClients), tx.Bucket(bucketLRU)
+	s.revs, s.leases, s.leaseKeys = tx.Bucket(bucketRevs), tx.Bucket(bucketLeases), tx.Bucket(bucketLeaseKeys)
+	// Snapshots arrive in key order: pack those pages full (not the
+	// history's, which arrives in key order, not revision order).
+	s.clients.FillPercent, s.lru.FillPercent = 0.95, 0.95
+}
+
+// room makes room for a record of n bytes: once the transaction holds
+// restoreCommitEvery bytes, it is committed and the next one begun.
+func (s *boltSink) room(n int) error {
+	if s.written >= restoreCommitEvery {
+		tx := s.tx
+		s.tx, s.written = nil, 0
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		if err := s.beginTx(); err != nil {
+			return err
+		}
+		s.bind()
+	}
+	s.written += n
+	return nil
 }
 
 func (s *boltSink) begin(h *kvpb.SnapshotHeader, _ uint32) error {
@@ -631,6 +845,9 @@ func (s *boltSink) keyValue(kv *kvpb.KeyValue) error {
 	}
 	s.used += KeyBytes(len(kv.Key), int(h.size))
 	if kv.Lease != 0 {
+		if err := s.room(8 + len(kv.Key)); err != nil {
+			return err
+		}
 		return s.leaseKeys.Put(append(u64(kv.Lease), kv.Key...), nil)
 	}
 	return nil
@@ -648,6 +865,9 @@ func (s *boltSink) history(kv *kvpb.KeyValue, _ []byte) error {
 		stored = string(kv.Key)
 	}
 	v := versionBytes(kv.Value, metaFromProto(kv), prev)
+	if err := s.room(8 + len(kv.Key) + len(v)); err != nil {
+		return err
+	}
 	if err := s.revs.Put(revisionKey(nil, kv.Version, kv.Key), v); err != nil {
 		return err
 	}
@@ -660,6 +880,9 @@ func (s *boltSink) lease(l *kvpb.Lease) error {
 	if err != nil {
 		return fmt.Errorf("encode lease %d: %w", l.Id, err)
 	}
+	if err := s.room(8 + len(data)); err != nil {
+		return err
+	}
 	return s.leases.Put(u64(uint64(l.Id)), data)
 }
 
@@ -668,6 +891,9 @@ func (s *boltSink) client(rec *kvpb.ClientRecord) error {
 	data, err := proto.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode session %d: %w", rec.ClientId, err)
+	}
+	if err := s.room(24 + len(data)); err != nil {
+		return err
 	}
 	if err := s.clients.Put(u64(rec.ClientId), data); err != nil {
 		return err
@@ -681,7 +907,7 @@ func (b *Bolt) Sync() error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	if err := b.db.Sync(); err != nil {
+	if err := b.db.Load().Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", b.path, err)
 	}
 	return nil
@@ -694,10 +920,14 @@ func (b *Bolt) Close() error {
 	if b.closed.Swap(true) {
 		return ErrClosed
 	}
-	if err := b.db.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", b.path, err)
+	err := b.db.Load().Close()
+	if err != nil {
+		err = fmt.Errorf("close %s: %w", b.path, err)
 	}
-	return nil
+	b.retiring.Wait()
+	b.retireMu.Lock()
+	defer b.retireMu.Unlock()
+	return errors.Join(err, b.retireErr)
 }
 
 // boltState is the shared apply logic's view of one bbolt transaction.

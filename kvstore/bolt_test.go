@@ -150,7 +150,7 @@ func openSeeded(t *testing.T) *Bolt {
 // they were, as a disk fault would.
 func damageLive(t *testing.T, b *Bolt, fn func(tx *bbolt.Tx) error) {
 	t.Helper()
-	require.NoError(t, b.db.Update(fn))
+	require.NoError(t, b.db.Load().Update(fn))
 }
 
 // requireReadsCorrupt: every read of key k, seeded's, reports ErrCorrupt.
@@ -256,4 +256,32 @@ func TestBoltCorruptDataReported(t *testing.T) {
 		require.ErrorIs(t, err, ErrCorrupt)
 		require.Equal(t, uint64(2), b.AppliedIndex())
 	})
+}
+
+// TestBoltSizeInUse: what a compaction frees stays in the file but is no
+// longer counted in use, as etcd's dbSizeInUse; writes that follow reuse it.
+func TestBoltSizeInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	b, err := OpenBolt(path, Options{NoSync: true})
+	require.NoError(t, err)
+	defer b.Close()
+	a := newApplier(t, b)
+	overwrite(a, 5)
+	fileSize := func() int64 {
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		return fi.Size()
+	}
+	before, err := b.SizeInUse()
+	require.NoError(t, err)
+	require.LessOrEqual(t, before, fileSize())
+	require.Greater(t, before, int64(5*400*1000), "every version is in use before the compaction")
+
+	require.Equal(t, StatusOK, a.one(EncodeCompact(b.Revision(), "")).Status)
+	a.one(putCmd(0, 0, "one-more", "write")) // frees what the compaction's commit left pending
+	after, err := b.SizeInUse()
+	require.NoError(t, err)
+	require.Less(t, after, before/2, "four versions of five are free after the compaction")
+	require.Greater(t, after, int64(400*1000), "the newest versions are still in use")
+	require.Greater(t, fileSize()-after, int64(3*400*1000), "the file keeps the free pages")
 }

@@ -283,6 +283,14 @@ var (
 	ErrCorrupt = errors.New("kvstore: corrupt store")
 )
 
+// lockTimeout is how long opening waits for the file's lock.
+func (o Options) lockTimeout() time.Duration {
+	if o.LockTimeout <= 0 {
+		return DefaultLockTimeout
+	}
+	return o.LockTimeout
+}
+
 func (o Options) maxClients() uint64 {
 	if o.MaxClients <= 0 {
 		return DefaultMaxClients

@@ -16,8 +16,8 @@ import (
 // although no write touches those pages again. It must be called inside
 // tx, which keeps bbolt from remapping the file meanwhile. A failure only
 // leaves the pages mapped, so it is not reported.
-func dropMapped(db *bbolt.DB, tx *bbolt.Tx) {
+func dropMapped(tx *bbolt.Tx) {
 	if size := tx.Size(); size > 0 {
-		_, _, _ = unix.Syscall(unix.SYS_MADVISE, db.Info().Data, uintptr(size), unix.MADV_DONTNEED)
+		_, _, _ = unix.Syscall(unix.SYS_MADVISE, tx.DB().Info().Data, uintptr(size), unix.MADV_DONTNEED)
 	}
 }

@@ -5,4 +5,4 @@ package kvstore
 import "go.etcd.io/bbolt"
 
 // dropMapped does nothing here: see mapped_linux.go.
-func dropMapped(*bbolt.DB, *bbolt.Tx) {}
+func dropMapped(*bbolt.Tx) {}

@@ -546,6 +546,21 @@ func TestDeterministicSnapshots(t *testing.T) {
 	require.Equal(t, snaps[0], snaps[2])
 }
 
+// readUntil runs read over and over until the writer sends its result on
+// done (once more after it), which must be no error.
+func readUntil(t *testing.T, done <-chan error, read func()) {
+	t.Helper()
+	for finished := false; !finished; {
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+			finished = true
+		default:
+		}
+		read()
+	}
+}
+
 // TestConcurrentReadsDuringApply reads while another goroutine applies
 // (run with -race): every read sees a whole batch, never half of one.
 func TestConcurrentReadsDuringApply(t *testing.T) {
@@ -564,13 +579,7 @@ func TestConcurrentReadsDuringApply(t *testing.T) {
 			}
 			done <- nil
 		}()
-		for finished := false; !finished; {
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-				finished = true
-			default:
-			}
+		readUntil(t, done, func() {
 			r, err := s.Range(nil, nil, 0)
 			require.NoError(t, err)
 			if len(r.Entries) == 2 {
@@ -581,7 +590,7 @@ func TestConcurrentReadsDuringApply(t *testing.T) {
 			info, err := s.Snapshot(&buf)
 			require.NoError(t, err)
 			require.Equal(t, uint64(0), info.AppliedIndex%2, "a snapshot saw half a batch")
-		}
+		})
 		require.Equal(t, uint64(2*batches), s.AppliedIndex())
 	})
 }

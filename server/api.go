@@ -235,7 +235,7 @@ func (k *kvService) Status(ctx context.Context, _ *apipb.StatusRequest) (*apipb.
 	}
 	resp := &apipb.StatusResponse{
 		Header: k.header(k.s.store.Revision()), Id: uint64(st.ID), Role: st.Role.String(),
-		Term: st.HardState.Term, Commit: st.HardState.Commit, Applied: st.Applied, LeaderId: uint64(st.Lead),
+		Term: st.HardState.Term, Commit: st.HardState.Commit, Applied: k.s.appliedIndex(st), LeaderId: uint64(st.Lead),
 		FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, ClusterId: fmt.Sprintf("%016x", k.s.clusterID),
 	}
 	resp.Members = k.s.members(st)

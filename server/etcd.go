@@ -85,6 +85,14 @@ func (s *Server) coreStatus(ctx context.Context) (core.Status, error) {
 	return st, nil
 }
 
+// appliedIndex is the applied index a status reports: the state
+// machine's. The core counts a snapshot's index as applied as soon as it
+// takes the snapshot in, while the store is still being restored from it
+// (and the store runs a batch ahead of the core otherwise).
+func (s *Server) appliedIndex(st core.Status) uint64 {
+	return min(st.Applied, s.store.AppliedIndex())
+}
+
 // etcdURL is an address as etcd writes it, with the scheme the port uses.
 func etcdURL(addr string, tls bool) string {
 	if tls {

@@ -161,7 +161,8 @@ func TestMarkdownReport(t *testing.T) {
 		{killed: 3, err: errors.New("no write acknowledged")},
 	}}
 	r.catchup = &catchupResult{keys: 3000, follower: 2, target: 4000, toAnswer: 50 * time.Millisecond, toCaughtUp: 1500 * time.Millisecond,
-		snapshots: 1, dataBytes: 3 << 20, walBytes: 1 << 20, snapBytes: 1 << 20, stateBytes: 1 << 20}
+		snapshots: 1, dataBytes: 3 << 20, walBytes: 1 << 20, snapBytes: 1 << 20, stateBytes: 1 << 20,
+		mem: residentKiB{rss: 102400, anon: 81920, file: 20480, peak: 409600}}
 	r.rss = &rssResult{duration: 3 * time.Second, nodes: []rssSeries{{id: 1, samples: []int64{20480, 30720, 25600},
 		anon: []int64{10240, 20480, 15360}, file: []int64{10240, 10240, 10240}, compactions: 2, compactedAt: []int{0, 2}}}}
 	r.etcd = []benchRow{{label: "put, 64 / 8", cmd: "bin/etcd-benchmark --target-leader put", res: res,
@@ -184,7 +185,7 @@ func TestMarkdownReport(t *testing.T) {
 		"bin/etcd-benchmark --target-leader put\n",
 		"| 3 | 3 | failed: no write acknowledged |",
 		"| kill → ack | 1000 | 1000 | 800 | 1200 |",
-		"| 4000 | 0.05 s | 1.50 s | 1 | 3.0 MiB (WAL 1.0, snapshots 1.0, bbolt 1.0) |",
+		"| 4000 | 0.05 s | 1.50 s | 1 | 400 MiB · 100 MiB (anonymous 80) | 3.0 MiB (WAL 1.0, snapshots 1.0, bbolt 1.0) |",
 		"| 1 | 3 | 20.0 | 20.0 | 30.0 | 25.0 | 1.50 | 1.25 | 2 |",
 		"| 1 | 1 | 30 | 1.00 | 25 | 1.00 |",
 		"| 1 | 20 | 1.00 | 10 | 1.00 |",

@@ -392,8 +392,9 @@ func (c *cluster) checkRunningOf(nodes []*node) error {
 
 // residentKiB is a process's resident memory, from /proc/PID/status: the
 // whole set, and its anonymous (Go heap, stacks) and file-backed (bbolt's
-// memory map, the binary) parts.
-type residentKiB struct{ rss, anon, file int64 }
+// memory map, the binary) parts; and the whole set's peak over the
+// process's life (VmHWM).
+type residentKiB struct{ rss, anon, file, peak int64 }
 
 func memKiB(pid int) (residentKiB, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -404,7 +405,7 @@ func memKiB(pid int) (residentKiB, error) {
 	for _, f := range []struct {
 		name string
 		v    *int64
-	}{{"VmRSS", &m.rss}, {"RssAnon", &m.anon}, {"RssFile", &m.file}} {
+	}{{"VmRSS", &m.rss}, {"RssAnon", &m.anon}, {"RssFile", &m.file}, {"VmHWM", &m.peak}} {
 		if *f.v, err = parseStatusKiB(string(raw), f.name); err != nil {
 			return residentKiB{}, err
 		}

@@ -351,21 +351,25 @@ func (r *report) writeCatchup(b *strings.Builder) {
 	fmt.Fprintf(b, "## Restart catch-up\n\n")
 	fmt.Fprintf(b, "Follower %d stopped with SIGTERM; %d distinct keys (256-byte values) written through the other two "+
 		"by kvbench at 256 clients; the follower restarted and its Status polled every 20 ms (a fresh connection each "+
-		"time) until its applied index reached the leader's commit index at the restart.\n\n", res.follower, res.keys)
+		"time) until its applied index reached the leader's commit index at the restart, and its store's revision the leader's "+
+		"(a member counts a snapshot's index as applied once it takes the snapshot in, before its store is restored from it).\n\n", res.follower, res.keys)
 	if res.load.res != nil {
 		l := res.load.res.Latency
 		fmt.Fprintf(b, "Load: %d writes in %.1f s, %s/s, p50 %.2f ms, p99 %.2f ms, errors %s, elections %s.\n\n",
 			res.load.res.Requests, res.load.res.TotalSeconds, thousands(res.load.res.RequestsPerSec), l.P50, l.P99,
 			errorCell(res.load), electionCell(res.load))
 	}
-	fmt.Fprintf(b, "| leader commit | restart → answering Status | restart → caught up | snapshots received | leader data dir |\n")
-	fmt.Fprintf(b, "|---|---|---|---|---|\n")
-	caught := "not reached"
+	fmt.Fprintf(b, "| leader commit | restart → answering Status | restart → caught up | snapshots received | follower's peak RSS since the restart · RSS caught up | leader data dir |\n")
+	fmt.Fprintf(b, "|---|---|---|---|---|---|\n")
+	caught, memory := "not reached", "not read"
 	if res.toCaughtUp > 0 {
 		caught = fmt.Sprintf("%.2f s", res.toCaughtUp.Seconds())
 	}
-	fmt.Fprintf(b, "| %d | %.2f s | %s | %d | %.1f MiB (WAL %.1f, snapshots %.1f, bbolt %.1f) |\n\n", res.target,
-		res.toAnswer.Seconds(), caught, res.snapshots, mib(res.dataBytes>>10), mib(res.walBytes>>10),
+	if res.mem.rss > 0 {
+		memory = fmt.Sprintf("%.0f MiB · %.0f MiB (anonymous %.0f)", mib(res.mem.peak), mib(res.mem.rss), mib(res.mem.anon))
+	}
+	fmt.Fprintf(b, "| %d | %.2f s | %s | %d | %s | %.1f MiB (WAL %.1f, snapshots %.1f, bbolt %.1f) |\n\n", res.target,
+		res.toAnswer.Seconds(), caught, res.snapshots, memory, mib(res.dataBytes>>10), mib(res.walBytes>>10),
 		mib(res.snapBytes>>10), mib(res.stateBytes>>10))
 	fmt.Fprintf(b, "```\n%s\n```\n\n", res.load.cmd)
 }

@@ -587,9 +587,13 @@ type catchupResult struct {
 	follower   uint64
 	load       benchRow
 	target     uint64        // the leader's commit index when the follower restarted
+	targetRev  uint64        // and its store's revision
 	toAnswer   time.Duration // restart → first Status answer
 	toCaughtUp time.Duration // restart → applied ≥ target
 	snapshots  int           // "received snapshot" lines in its log after the restart
+	// The follower's memory once caught up, with its peak since the
+	// restart (opening, and a snapshot's restore if it got one).
+	mem residentKiB
 	// The leader's data directory after the load: in all, and its WAL,
 	// snapshots and bbolt file.
 	dataBytes, walBytes, snapBytes, stateBytes int64
@@ -637,7 +641,7 @@ func (d *driver) stepCatchup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	res.target = st.Commit
+	res.target, res.targetRev = st.Commit, st.Revision
 	res.dataBytes = dirSize(leader.dataDir)
 	res.walBytes = dirSize(filepath.Join(leader.dataDir, "wal"))
 	res.snapBytes = dirSize(filepath.Join(leader.dataDir, "snap"))
@@ -658,14 +662,20 @@ func (d *driver) stepCatchup(ctx context.Context) error {
 			if res.toAnswer == 0 {
 				res.toAnswer = time.Since(restarted)
 			}
-			if st.Applied >= res.target {
+			// The revision too: a member reports the snapshot's index as
+			// applied as soon as it takes the snapshot in, before its
+			// store is restored from it.
+			if st.Applied >= res.target && st.Revision >= res.targetRev {
 				res.toCaughtUp = time.Since(restarted)
+				if m, err := memKiB(follower.pid()); err == nil {
+					res.mem = m
+				}
 				break
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("node %d had not caught up %v after restarting (applied %d of %d; last error %v)",
-				follower.id, d.opt.catchupTimeout, st.Applied, res.target, err)
+			return fmt.Errorf("node %d had not caught up %v after restarting (applied %d of %d, revision %d of %d; last error %v)",
+				follower.id, d.opt.catchupTimeout, st.Applied, res.target, st.Revision, res.targetRev, err)
 		}
 		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
 			return err

@@ -231,21 +231,23 @@ func initBuckets(tx *bbolt.Tx, info SnapshotInfo, clients uint64) error {
 // Path is the file the store lives in.
 func (b *Bolt) Path() string { return b.path }
 
-// SizeInUse is how much of the file holds pages in use, as etcd reports
-// dbSizeInUse: the pages up to the file's high-water mark less the free
-// ones (freed by compactions and overwrites), which later writes reuse
-// but only a new file (a restore) gives back to the file system.
-func (b *Bolt) SizeInUse() (int64, error) {
+// Sizes reports the file's size as etcd reports dbSize and dbSizeInUse:
+// its pages up to their high-water mark (bbolt grows the file itself in
+// steps of up to 16 MiB beyond that), and those less the free ones (freed
+// by compactions and overwrites), which later writes reuse but only a new
+// file (Defragment, a restore) gives back to the file system.
+func (b *Bolt) Sizes() (size, inUse int64, err error) {
 	if b.closed.Load() {
-		return 0, ErrClosed
+		return 0, 0, ErrClosed
 	}
 	tx, _, err := b.begin()
 	if err != nil {
-		return 0, fmt.Errorf("size in use of %s: %w", b.path, err)
+		return 0, 0, fmt.Errorf("size of %s: %w", b.path, err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	db := tx.DB()
-	return tx.Size() - int64(db.Stats().FreePageN)*int64(db.Info().PageSize), nil
+	size = tx.Size()
+	return size, size - int64(db.Stats().FreePageN)*int64(db.Info().PageSize), nil
 }
 
 // Apply implements Store: one bbolt transaction for the whole batch.

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.etcd.io/bbolt"
 )
 
 // smallRestoreSteps makes a restore commit every few hundred bytes, so
@@ -182,14 +181,12 @@ func TestBoltDefragment(t *testing.T) {
 	overwrite(a, 5)
 	a.one(EncodeCompact(b.Revision(), ""))
 	a.one(registerCmd())
-	// The file's pages up to its high-water mark (bbolt grows the file
-	// itself in steps of 16 MiB).
-	fileSize := func() (size int64) {
-		require.NoError(t, b.db.Load().View(func(tx *bbolt.Tx) error { size = tx.Size(); return nil }))
+	fileSize := func() int64 {
+		size, _, err := b.Sizes()
+		require.NoError(t, err)
 		return size
 	}
-	sizeBefore := fileSize()
-	inUse, err := b.SizeInUse()
+	sizeBefore, inUse, err := b.Sizes()
 	require.NoError(t, err)
 	require.Less(t, inUse, sizeBefore/2, "the compaction freed most of the file")
 	state := stateOf(t, b)

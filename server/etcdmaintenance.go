@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"os"
 	"slices"
 	"time"
 
@@ -42,12 +41,7 @@ func (m *etcdMaintenance) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.
 		DbSizeQuota: s.cfg.QuotaBackendBytes,
 		IsLearner:   slices.Contains(st.Conf.Learners, s.cfg.ID),
 	}
-	if resp.DbSizeInUse, err = s.store.SizeInUse(); err != nil {
-		resp.Errors = append(resp.Errors, fmt.Sprintf("size in use of the state database: %v", err))
-	}
-	if fi, err := os.Stat(s.store.Path()); err == nil {
-		resp.DbSize = fi.Size()
-	} else {
+	if resp.DbSize, resp.DbSizeInUse, err = s.store.Sizes(); err != nil {
 		resp.Errors = append(resp.Errors, fmt.Sprintf("size of the state database: %v", err))
 	}
 	for _, a := range usage.Alarms {

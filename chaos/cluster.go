@@ -13,6 +13,10 @@ import (
 	"syscall"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/therealutkarshpriyadarshi/keyval/client"
 )
 
@@ -107,6 +111,19 @@ func newCluster(hosts Hosts, n int, keyvald, dir string, args []string, events *
 }
 
 func (c *cluster) Size() int { return len(c.nodes) }
+
+// Defragment implements Env.
+func (c *cluster) Defragment(ctx context.Context, i int) error {
+	conn, err := grpc.NewClient(c.hosts.ClientAddr(i), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("defragment %s: %w", nodeName(i), err)
+	}
+	defer conn.Close()
+	if _, err := pb.NewMaintenanceClient(conn).Defragment(ctx, &pb.DefragmentRequest{}); err != nil {
+		return fmt.Errorf("defragment %s: %w", nodeName(i), err)
+	}
+	return nil
+}
 
 func (c *cluster) Note(format string, args ...any) { c.events.note(format, args...) }
 

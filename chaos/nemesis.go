@@ -50,6 +50,9 @@ type Env interface {
 	// and flips one bit in the middle of each of its snapshot files, and
 	// says how many it damaged.
 	DamageSnapshots(i int) (string, error)
+	// Defragment asks node i, through etcd's Maintenance API, to rewrite
+	// its state database into a new file.
+	Defragment(ctx context.Context, i int) error
 	// Note records an event for the log and the report.
 	Note(format string, args ...any)
 }
@@ -153,6 +156,13 @@ var Nemeses = []Nemesis{
 		// The restart, the repair and fetching the log again.
 		Takes:  func(f Fault, _ int) time.Duration { return 3*time.Second + f.Hold },
 		Inject: injectCorrupt,
+	},
+	{
+		Name:   "defrag",
+		Doc:    "defragment the leader or another node while the clients write (etcd's Defragment: its state database rewritten into a new file that replaces the old one); or kill -9 it 0-15ms into the defragmentation (a small state takes about 10ms), restart it and wait until it has caught up",
+		Plan:   planDefrag,
+		Takes:  func(f Fault, _ int) time.Duration { return 2*time.Second + f.Hold },
+		Inject: injectDefrag,
 	},
 }
 
@@ -352,6 +362,61 @@ func injectCorrupt(ctx context.Context, env Env, f Fault) error {
 		return err
 	}
 	env.Note("%s started with damaged %s, repaired and caught up", nodeName(i), what)
+	return nil
+}
+
+// Defrag variants.
+const (
+	defragNode       = "node"
+	defragLeader     = "leader"
+	defragKillDuring = "kill-during"
+)
+
+func planDefrag(rng *rand.Rand, n int) Fault {
+	f := Fault{Kind: "defrag", Variant: defragNode, Nodes: someNodes(rng, n, 1)}
+	switch rng.IntN(3) {
+	case 0:
+		f.Variant, f.Leader = defragLeader, true
+	case 1:
+		f.Variant, f.Hold = defragKillDuring, between(rng, 0, 15*time.Millisecond)
+	}
+	return f
+}
+
+// injectDefrag defragments a node while the clients go on: the member
+// applies nothing meanwhile and swaps its state database for a new file,
+// which must lose nothing and serve on. kill-during kills the node f.Hold
+// into the defragmentation (it may or may not have finished): whichever
+// file the restart finds must be whole, the other's leftovers removed.
+func injectDefrag(ctx context.Context, env Env, f Fault) error {
+	i := resolve(ctx, env, f)[0]
+	if f.Variant != defragKillDuring {
+		if err := env.Defragment(ctx, i); err != nil {
+			return err
+		}
+		env.Note("defragmented %s", nodeName(i))
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- env.Defragment(ctx, i) }()
+	if err := hold(ctx, f.Hold); err != nil {
+		return err
+	}
+	if err := env.Kill(i); err != nil {
+		return err
+	}
+	outcome := "it had finished"
+	if err := <-done; err != nil {
+		outcome = "it had not finished: " + err.Error()
+	}
+	env.Note("kill -9 %s %v into its defragmentation (%s)", nodeName(i), f.Hold.Round(time.Millisecond), outcome)
+	if err := env.Start(ctx, i); err != nil {
+		return fmt.Errorf("restart %s killed while defragmenting: %w", nodeName(i), err)
+	}
+	if err := env.WaitCaughtUp(ctx, i); err != nil {
+		return err
+	}
+	env.Note("%s restarted and caught up", nodeName(i))
 	return nil
 }
 

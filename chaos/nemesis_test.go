@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,16 +46,16 @@ func TestSchedulePinned(t *testing.T) {
 	for _, s := range steps {
 		got = append(got, fmt.Sprintf("%v %v", s.At, s.Fault))
 	}
-	// (Adding the membership nemesis, then the corrupt one, changed every
-	// schedule drawn from all.)
+	// (Adding the membership nemesis, then the corrupt one, then the
+	// defrag one, changed every schedule drawn from all.)
 	require.Equal(t, []string{
-		"3s partition/split n1 hold 5.036s",
-		"10.688s partition/isolate leader hold 6.031s",
-		"18.615s pause/node n2 hold 2.878s",
-		"24.412s rolling-restart/graceful n1,n2,n3 hold 848ms",
-		"34.804s rolling-restart/graceful n1,n2,n3 hold 170ms",
-		"43.261s partition/split leader hold 5.989s",
-		"51.906s rolling-restart/crash n1,n3,n2 hold 927ms",
+		"3s rolling-restart/graceful n3,n1,n2 hold 604ms",
+		"13.767s corrupt/wal-leader leader hold 987ms",
+		"19.65s pause/node n2 hold 2.878s",
+		"25.447s membership/leader leader",
+		"31.621s partition/bridge n3,n1,n2 hold 5.589s",
+		"39.696s rolling-restart/crash n1,n3,n2 hold 435ms",
+		"48.956s membership/node n1",
 	}, got)
 }
 
@@ -197,6 +198,7 @@ func TestSelectNemeses(t *testing.T) {
 type fakeEnv struct {
 	n      int
 	leader int
+	mu     sync.Mutex // a nemesis may call from two goroutines (defrag's kill-during)
 	calls  []string
 }
 
@@ -208,6 +210,8 @@ func (e *fakeEnv) Leader(context.Context) (int, error) {
 	return e.leader, nil
 }
 func (e *fakeEnv) record(f string, args ...any) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	e.calls = append(e.calls, fmt.Sprintf(f, args...))
 	return nil
 }
@@ -222,6 +226,9 @@ func (e *fakeEnv) Cut(from, to int) error                  { return e.record("cu
 func (e *fakeEnv) HealNetwork() error                      { return e.record("heal") }
 func (e *fakeEnv) Replace(_ context.Context, i int) error  { return e.record("replace n%d", i+1) }
 func (e *fakeEnv) Note(string, ...any)                     {}
+func (e *fakeEnv) Defragment(_ context.Context, i int) error {
+	return e.record("defragment n%d", i+1)
+}
 func (e *fakeEnv) DamageWAL(i int, at float64) (string, error) {
 	return "", e.record("damage n%d at %.2f", i+1, at)
 }
@@ -246,6 +253,18 @@ func TestInjectCorruptDamagesAStoppedNode(t *testing.T) {
 	env = &fakeEnv{n: 3, leader: 1}
 	require.Equal(t, []string{"kill n3", "damage snapshots n3", "start n3"},
 		inject(t, env, Fault{Kind: "corrupt", Variant: "snapshots-node", Nodes: []int{2}, Hold: time.Millisecond}))
+}
+
+// The defrag nemesis defragments the node planned or the leader; killed
+// during it, the node is restarted after the kill.
+func TestInjectDefrag(t *testing.T) {
+	env := &fakeEnv{n: 3, leader: 1}
+	require.Equal(t, []string{"defragment n2"},
+		inject(t, env, Fault{Kind: "defrag", Variant: defragLeader, Nodes: []int{0}, Leader: true}))
+	env = &fakeEnv{n: 3, leader: 1}
+	calls := inject(t, env, Fault{Kind: "defrag", Variant: defragKillDuring, Nodes: []int{2}, Hold: time.Millisecond})
+	require.ElementsMatch(t, []string{"defragment n3", "kill n3", "start n3"}, calls)
+	require.Less(t, slices.Index(calls, "kill n3"), slices.Index(calls, "start n3"))
 }
 
 func TestInjectTargetsTheLeader(t *testing.T) {

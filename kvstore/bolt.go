@@ -20,6 +20,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/therealutkarshpriyadarshi/keyval/auth"
+	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
@@ -672,6 +673,10 @@ func (b *Bolt) Defragment() error {
 	db, restored, err := b.restoreInto(path, pr)
 	pr.CloseWithError(errors.New("defragment: the new file was abandoned")) // unblocks the writer if restoreInto stopped early
 	<-wrote
+	// Closed before install: bbolt's Close of the old file holds its meta
+	// lock while it waits for every read transaction, and a rollback needs
+	// that lock, so this one ending after it began would wait for any
+	// other reader (a snapshot being written) to end first.
 	_ = frozen.Close()
 	if err == nil {
 		err = b.install(db, restored, path)
@@ -746,7 +751,7 @@ func (b *Bolt) install(db *bbolt.DB, st *boltState, path string) error {
 	// The new file is the store now, whatever the directory's sync says;
 	// a crash before the rename is durable brings back the old file,
 	// which the replica restores again from the same snapshot file.
-	return syncDir(filepath.Dir(b.path))
+	return (disk.OSFS{}).SyncDir(filepath.Dir(b.path))
 }
 
 // retire closes a file a restore replaced, on a goroutine of its own:
@@ -765,22 +770,6 @@ func (b *Bolt) retire(db *bbolt.DB) {
 			}
 		}
 	}()
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open directory %s: %w", dir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // boltSink writes a snapshot's records into a new file, committing every

@@ -204,7 +204,7 @@ func BenchmarkBoltApplyServer(b *testing.B) {
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*batch), "cpu-ns/entry")
 			// Pages written per entry, whatever the machine's load: the
 			// store's write amplification.
-			stats := s.db.Load().Stats()
+			stats := s.file.Load().db.Stats()
 			b.ReportMetric(float64(stats.TxStats.GetWrite())/float64(b.N*batch), "pages/entry")
 		})
 	}

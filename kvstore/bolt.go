@@ -29,9 +29,9 @@ import (
 // after a restart the store is exactly at some batch boundary and replaying
 // entries it already has is skipped (idempotent).
 type Bolt struct {
-	// db is the open file. A restore swaps in a new one (Restore), under
-	// writeMu; readers load it anew for each transaction.
-	db   atomic.Pointer[bbolt.DB]
+	// file is the open file. A restore or defragmentation swaps in a new
+	// one, under writeMu; readers load it anew for each transaction.
+	file atomic.Pointer[boltFile]
 	path string
 	opts Options
 
@@ -48,11 +48,37 @@ type Bolt struct {
 	// sinceHandBack counts the bytes of entries applied since the mapped
 	// pages were last handed back (handBackEvery). Guarded by writeMu.
 	sinceHandBack int
-	// retiring counts the files a restore replaced that are still being
-	// closed (retire); retireErr is the first error closing one.
+	// retiring counts the files retired and not yet closed (retire);
+	// retireErr is the first error closing one.
 	retiring  sync.WaitGroup
 	retireMu  sync.Mutex
 	retireErr error
+}
+
+// boltFile is one open bbolt file and the read transactions on it. A file
+// that was replaced (or the store closed) is closed by whichever of
+// retire and the end of its last read transaction comes last, never with
+// a read transaction still on it: bbolt's Close waits for those holding
+// the meta lock that ending any transaction takes, so a short read begun
+// before the swap would end only after the longest (a snapshot being
+// written, a backup).
+type boltFile struct {
+	db      *bbolt.DB
+	mu      sync.Mutex
+	readers int
+	retired string // why the file is no longer the store's ("" while it is)
+}
+
+// enter counts a read transaction about to begin on f; false if f was
+// retired, when the caller should load the store's file anew.
+func (f *boltFile) enter() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.retired != "" {
+		return false
+	}
+	f.readers++
+	return true
 }
 
 var _ Store = (*Bolt)(nil)
@@ -147,7 +173,7 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		return nil, fmt.Errorf("open kv store %s: %w", path, err)
 	}
 	b := &Bolt{path: path, opts: opts}
-	b.db.Store(db)
+	b.file.Store(&boltFile{db: db})
 	err = db.Update(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
@@ -212,7 +238,7 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 // a read transaction of its own, after a scan of the whole history that
 // ran in a write transaction.
 func (b *Bolt) handBackMapped() {
-	_ = b.db.Load().View(func(tx *bbolt.Tx) error { dropMapped(tx); return nil })
+	_ = b.file.Load().db.View(func(tx *bbolt.Tx) error { dropMapped(tx); return nil })
 }
 
 // initBuckets creates the buckets of an empty store holding info.
@@ -241,11 +267,11 @@ func (b *Bolt) Sizes() (size, inUse int64, err error) {
 	if b.closed.Load() {
 		return 0, 0, ErrClosed
 	}
-	tx, _, err := b.begin()
+	tx, st, err := b.begin()
 	if err != nil {
 		return 0, 0, fmt.Errorf("size of %s: %w", b.path, err)
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer b.endRead(tx, st)
 	db := tx.DB()
 	size = tx.Size()
 	return size, size - int64(db.Stats().FreePageN)*int64(db.Info().PageSize), nil
@@ -268,7 +294,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 		st        *boltState
 		compacted bool
 	)
-	err := b.db.Load().Update(func(tx *bbolt.Tx) error {
+	err := b.file.Load().db.Update(func(tx *bbolt.Tx) error {
 		var err error
 		if st, err = loadState(tx); err != nil {
 			return err
@@ -442,7 +468,7 @@ func (b *Bolt) view(fn func(st *boltState) error) error {
 	if err != nil {
 		return err
 	}
-	defer func() { _ = tx.Rollback() }()
+	defer b.endRead(tx, st)
 	return fn(st)
 }
 
@@ -462,11 +488,14 @@ func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
 			b.writeMu.Lock()
 			defer b.writeMu.Unlock()
 		}
-		db := b.db.Load()
-		tx, st, err := b.pair(db)
-		if errors.Is(err, bolterrors.ErrDatabaseNotOpen) && b.db.Load() != db && try < viewTries {
-			continue // a restore replaced the file meanwhile
+		f := b.file.Load()
+		if !f.enter() {
+			if b.closed.Load() {
+				return nil, nil, ErrClosed
+			}
+			continue // replaced meanwhile: the store's file is a new one
 		}
+		tx, st, err := b.pair(f)
 		if err == nil || !errors.Is(err, errNotPaired) || try >= viewTries {
 			return tx, st, err
 		}
@@ -478,21 +507,24 @@ func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
 // loading it are of different commits (begin).
 var errNotPaired = errors.New("the key index and the file are of different commits")
 
-// pair opens a read transaction on db and pairs it with the key index
-// loaded before it, if they are of the same commit.
-func (b *Bolt) pair(db *bbolt.DB) (*bbolt.Tx, *boltState, error) {
+// pair opens a read transaction on f, which the caller has entered, and
+// pairs it with the key index loaded before it, if they are of the same
+// commit. The transaction ends with endRead; on an error, pair ends it.
+func (b *Bolt) pair(f *boltFile) (*bbolt.Tx, *boltState, error) {
 	ix := b.index.Load()
-	tx, err := db.Begin(false)
+	tx, err := f.db.Begin(false)
 	if err != nil {
+		b.leave(f)
 		return nil, nil, fmt.Errorf("begin a read transaction of %s: %w", b.path, err)
 	}
 	st, err := loadState(tx)
 	if err != nil {
-		_ = tx.Rollback()
+		b.endRead(tx, &boltState{file: f})
 		return nil, nil, err
 	}
+	st.file = f
 	if st.applied != ix.applied || st.rev != ix.rev || st.compactRev != ix.compacted {
-		_ = tx.Rollback()
+		b.endRead(tx, st)
 		return nil, nil, fmt.Errorf("%w: %w: the key index is of index %d, revision %d, and the file of index %d, revision %d",
 			ErrCorrupt, errNotPaired, ix.applied, ix.rev, st.applied, st.rev)
 	}
@@ -540,9 +572,10 @@ const dropMappedEvery = 4 << 20
 const handBackEvery = 4 << 20
 
 type boltFrozen struct {
-	b  *Bolt
-	tx *bbolt.Tx
-	st *boltState
+	b      *Bolt
+	tx     *bbolt.Tx
+	st     *boltState
+	closed atomic.Bool
 }
 
 func (f *boltFrozen) Info() SnapshotInfo {
@@ -608,7 +641,36 @@ func (f *boltFrozen) WriteSnapshot(w io.Writer) error {
 	return nil
 }
 
-func (f *boltFrozen) Close() error { return f.tx.Rollback() }
+// Close ends the read transaction; closing again does nothing (the
+// replica may close a snapshot from two places).
+func (f *boltFrozen) Close() error {
+	if f.closed.Swap(true) {
+		return nil
+	}
+	return f.b.endRead(f.tx, f.st)
+}
+
+// endRead ends a read transaction that begin or pair began, and closes
+// its file if that was retired and this was its last reader.
+func (b *Bolt) endRead(tx *bbolt.Tx, st *boltState) error {
+	err := tx.Rollback()
+	if errors.Is(err, bolterrors.ErrTxClosed) {
+		return err // ended before: counted out then
+	}
+	b.leave(st.file)
+	return err
+}
+
+// leave uncounts a read transaction of f (enter).
+func (b *Bolt) leave(f *boltFile) {
+	f.mu.Lock()
+	f.readers--
+	last := f.retired != "" && f.readers == 0
+	f.mu.Unlock()
+	if last {
+		b.closeFile(f)
+	}
+}
 
 // restoringSuffix names, beside the store's file, the file a restore
 // writes before it takes the store's place.
@@ -658,7 +720,13 @@ func (b *Bolt) Defragment() error {
 	}
 	// No commit can come between the index and the transaction while
 	// writeMu is held.
-	tx, st, err := b.pair(b.db.Load())
+	file := b.file.Load()
+	if !file.enter() {
+		// Not while writeMu is held: Close and install, which retire the
+		// store's file, hold it too.
+		return fmt.Errorf("defragment %s: %w", b.path, ErrClosed)
+	}
+	tx, st, err := b.pair(file)
 	if err != nil {
 		return fmt.Errorf("defragment %s: %w", b.path, err)
 	}
@@ -673,10 +741,6 @@ func (b *Bolt) Defragment() error {
 	db, restored, err := b.restoreInto(path, pr)
 	pr.CloseWithError(errors.New("defragment: the new file was abandoned")) // unblocks the writer if restoreInto stopped early
 	<-wrote
-	// Closed before install: bbolt's Close of the old file holds its meta
-	// lock while it waits for every read transaction, and a rollback needs
-	// that lock, so this one ending after it began would wait for any
-	// other reader (a snapshot being written) to end first.
 	_ = frozen.Close()
 	if err == nil {
 		err = b.install(db, restored, path)
@@ -745,7 +809,7 @@ func (b *Bolt) install(db *bbolt.DB, st *boltState, path string) error {
 		return errors.Join(fmt.Errorf("replace the store's file: %w", err), db.Close(), os.Remove(path))
 	}
 	db.NoSync = b.opts.NoSync
-	b.retire(b.db.Swap(db))
+	b.retire(b.file.Swap(&boltFile{db: db}), "a restore or defragmentation replaced it")
 	b.publish(st)
 	b.handBackMapped() // the writes read pages of the new file through the map
 	// The new file is the store now, whatever the directory's sync says;
@@ -754,22 +818,31 @@ func (b *Bolt) install(db *bbolt.DB, st *boltState, path string) error {
 	return (disk.OSFS{}).SyncDir(filepath.Dir(b.path))
 }
 
-// retire closes a file a restore replaced, on a goroutine of its own:
-// bbolt's Close waits for the read transactions on it (a snapshot being
-// written, a long range), which must not hold up the restore. Close
-// waits for it.
-func (b *Bolt) retire(db *bbolt.DB) {
+// retire marks f as no longer the store's file, for the reason why, and
+// closes it now if no read transaction is on it, or else when the last
+// one ends (leave): a restore is not held up by the readers of the file
+// it replaced. Close waits for every retired file to be closed.
+func (b *Bolt) retire(f *boltFile, why string) {
 	b.retiring.Add(1)
-	go func() {
-		defer b.retiring.Done()
-		if err := db.Close(); err != nil {
-			b.retireMu.Lock()
-			defer b.retireMu.Unlock()
-			if b.retireErr == nil {
-				b.retireErr = fmt.Errorf("close %s as a restore replaced it: %w", b.path, err)
-			}
+	f.mu.Lock()
+	f.retired = why
+	last := f.readers == 0
+	f.mu.Unlock()
+	if last {
+		b.closeFile(f)
+	}
+}
+
+// closeFile closes a retired file with no reader left.
+func (b *Bolt) closeFile(f *boltFile) {
+	defer b.retiring.Done()
+	if err := f.db.Close(); err != nil {
+		b.retireMu.Lock()
+		defer b.retireMu.Unlock()
+		if b.retireErr == nil {
+			b.retireErr = fmt.Errorf("close %s as %s: %w", b.path, f.retired, err)
 		}
-	}()
+	}
 }
 
 // boltSink writes a snapshot's records into a new file, committing every
@@ -898,7 +971,7 @@ func (b *Bolt) Sync() error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	if err := b.db.Load().Sync(); err != nil {
+	if err := b.file.Load().db.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", b.path, err)
 	}
 	return nil
@@ -911,14 +984,13 @@ func (b *Bolt) Close() error {
 	if b.closed.Swap(true) {
 		return ErrClosed
 	}
-	err := b.db.Load().Close()
-	if err != nil {
-		err = fmt.Errorf("close %s: %w", b.path, err)
-	}
+	// Waits, as bbolt's own Close would, for the read transactions still
+	// open.
+	b.retire(b.file.Load(), "the store was closed")
 	b.retiring.Wait()
 	b.retireMu.Lock()
 	defer b.retireMu.Unlock()
-	return errors.Join(err, b.retireErr)
+	return b.retireErr
 }
 
 // boltState is the shared apply logic's view of one bbolt transaction.
@@ -931,6 +1003,8 @@ func (b *Bolt) Close() error {
 // cursor, and grow its stack, on every call), and an arena for the values
 // written (bbolt keeps them, without copying, until the commit).
 type boltState struct {
+	// file is, for a read transaction (begin), the file it is on.
+	file               *boltFile
 	meta, clients, lru *bbolt.Bucket
 	// index is the key index: the published one for a reader, a clone
 	// being written for a batch.

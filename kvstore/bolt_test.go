@@ -150,7 +150,7 @@ func openSeeded(t *testing.T) *Bolt {
 // they were, as a disk fault would.
 func damageLive(t *testing.T, b *Bolt, fn func(tx *bbolt.Tx) error) {
 	t.Helper()
-	require.NoError(t, b.db.Load().Update(fn))
+	require.NoError(t, b.file.Load().db.Update(fn))
 }
 
 // requireReadsCorrupt: every read of key k, seeded's, reports ErrCorrupt.

@@ -293,7 +293,7 @@ func TestBoltUpgradesFormat5(t *testing.T) {
 	gunzip(t, "testdata/layout5.db.gz", path)
 	b, err := OpenBolt(path, Options{})
 	require.NoError(t, err)
-	require.NoError(t, b.db.Load().View(func(tx *bbolt.Tx) error {
+	require.NoError(t, b.file.Load().db.View(func(tx *bbolt.Tx) error {
 		require.Nil(t, tx.Bucket(bucketKVV5))
 		return nil
 	}))

@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // smallRestoreSteps makes a restore commit every few hundred bytes, so
@@ -209,4 +211,67 @@ func TestBoltDefragment(t *testing.T) {
 	require.NoError(t, err)
 	defer b.Close()
 	require.Equal(t, after, stateOf(t, b))
+}
+
+// TestBoltReplacedFileReadersEndAlone: a short read begun on a file a
+// restore then replaced ends at once, while a long one (a snapshot being
+// written) is still open on that file; the file is closed when the long
+// one ends, and Close waits for that.
+func TestBoltReplacedFileReadersEndAlone(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{NoSync: true})
+	require.NoError(t, err)
+	a := newApplier(t, b)
+	a.one(putCmd(0, 0, "k", "old"))
+	long, err := b.Freeze()
+	require.NoError(t, err)
+	shortTx, shortSt, err := b.begin()
+	require.NoError(t, err)
+	old := shortSt.file
+
+	require.NoError(t, b.Restore(bytes.NewReader(largerSnapshot(t))))
+	ended := make(chan error, 1)
+	go func() { ended <- b.endRead(shortTx, shortSt) }()
+	select {
+	case err := <-ended:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a short read of the replaced file did not end while a long one was open on it")
+	}
+	var snap bytes.Buffer
+	require.NoError(t, long.WriteSnapshot(&snap), "the long read goes on, on the replaced file")
+	require.NoError(t, long.Close())
+	_, err = old.db.Begin(false)
+	require.ErrorIs(t, err, bolterrors.ErrDatabaseNotOpen, "the replaced file is closed when its last reader ends")
+	got, err := b.Get([]byte("k"))
+	require.NoError(t, err)
+	require.False(t, got.Found, "reads after the restore see the snapshot's state")
+	require.NoError(t, b.Close())
+}
+
+// TestBoltSnapshotClosedTwice: a snapshot closed twice (the replica may)
+// counts its file's reader out once, so the store still closes.
+func TestBoltSnapshotClosedTwice(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{NoSync: true})
+	require.NoError(t, err)
+	newApplier(t, b).one(putCmd(0, 0, "k", "v"))
+	for _, restoreBetween := range []bool{false, true} {
+		kept, err := b.Freeze() // open across the second's closes
+		require.NoError(t, err)
+		twice, err := b.Freeze()
+		require.NoError(t, err)
+		require.NoError(t, twice.Close())
+		require.NoError(t, twice.Close())
+		if restoreBetween {
+			require.NoError(t, b.Restore(bytes.NewReader(largerSnapshot(t))))
+		}
+		require.NoError(t, kept.Close())
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the store did not close")
+	}
 }

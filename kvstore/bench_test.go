@@ -143,11 +143,11 @@ func BenchmarkMemoryApply(b *testing.B) {
 // load: no fsync (the WAL is the durable record), a session on every put,
 // overwrites in random order over a 100,000-key space already written
 // once, and the batch sizes a loaded leader and follower see (tens to a
-// few hundred entries per transaction).
+// few hundred entries per transaction) and one client's (one).
 func BenchmarkBoltApplyServer(b *testing.B) {
 	const keys, sessions = 100000, 256
 	value := string(make([]byte, benchValueSize))
-	for _, batch := range []int{32, 128} {
+	for _, batch := range []int{1, 32, 128} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			s, err := OpenBolt(filepath.Join(benchDir(b), "kv.db"), Options{NoSync: true})
 			if err != nil {

@@ -968,6 +968,10 @@ func (s *boltSink) client(rec *kvpb.ClientRecord) error {
 
 // Sync implements Store: it flushes commits made under NoSync.
 func (b *Bolt) Sync() error {
+	// Under writeMu: a restore or Close would otherwise close the file
+	// mid-sync.
+	b.writeMu.Lock()
+	defer b.writeMu.Unlock()
 	if b.closed.Load() {
 		return ErrClosed
 	}

@@ -70,7 +70,7 @@ type boltFile struct {
 }
 
 // enter counts a read transaction about to begin on f; false if f was
-// retired, when the caller should load the store's file anew.
+// retired.
 func (f *boltFile) enter() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -271,7 +271,7 @@ func (b *Bolt) Sizes() (size, inUse int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("size of %s: %w", b.path, err)
 	}
-	defer b.endRead(tx, st)
+	defer b.endRead(tx, st.file)
 	db := tx.DB()
 	size = tx.Size()
 	return size, size - int64(db.Stats().FreePageN)*int64(db.Info().PageSize), nil
@@ -468,7 +468,7 @@ func (b *Bolt) view(fn func(st *boltState) error) error {
 	if err != nil {
 		return err
 	}
-	defer b.endRead(tx, st)
+	defer b.endRead(tx, st.file)
 	return fn(st)
 }
 
@@ -488,14 +488,13 @@ func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
 			b.writeMu.Lock()
 			defer b.writeMu.Unlock()
 		}
-		f := b.file.Load()
-		if !f.enter() {
+		tx, st, err := b.pair(b.file.Load())
+		if errors.Is(err, errRetired) {
 			if b.closed.Load() {
 				return nil, nil, ErrClosed
 			}
 			continue // replaced meanwhile: the store's file is a new one
 		}
-		tx, st, err := b.pair(f)
 		if err == nil || !errors.Is(err, errNotPaired) || try >= viewTries {
 			return tx, st, err
 		}
@@ -507,10 +506,17 @@ func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
 // loading it are of different commits (begin).
 var errNotPaired = errors.New("the key index and the file are of different commits")
 
-// pair opens a read transaction on f, which the caller has entered, and
+// errRetired says the file was no longer the store's when a read
+// transaction was to begin on it.
+var errRetired = errors.New("the file was replaced or closed")
+
+// pair opens a read transaction on f, counted as its reader (enter), and
 // pairs it with the key index loaded before it, if they are of the same
 // commit. The transaction ends with endRead; on an error, pair ends it.
 func (b *Bolt) pair(f *boltFile) (*bbolt.Tx, *boltState, error) {
+	if !f.enter() {
+		return nil, nil, fmt.Errorf("begin a read transaction of %s: %w", b.path, errRetired)
+	}
 	ix := b.index.Load()
 	tx, err := f.db.Begin(false)
 	if err != nil {
@@ -519,12 +525,12 @@ func (b *Bolt) pair(f *boltFile) (*bbolt.Tx, *boltState, error) {
 	}
 	st, err := loadState(tx)
 	if err != nil {
-		b.endRead(tx, &boltState{file: f})
+		_ = b.endRead(tx, f)
 		return nil, nil, err
 	}
 	st.file = f
 	if st.applied != ix.applied || st.rev != ix.rev || st.compactRev != ix.compacted {
-		b.endRead(tx, st)
+		_ = b.endRead(tx, f)
 		return nil, nil, fmt.Errorf("%w: %w: the key index is of index %d, revision %d, and the file of index %d, revision %d",
 			ErrCorrupt, errNotPaired, ix.applied, ix.rev, st.applied, st.rev)
 	}
@@ -647,17 +653,14 @@ func (f *boltFrozen) Close() error {
 	if f.closed.Swap(true) {
 		return nil
 	}
-	return f.b.endRead(f.tx, f.st)
+	return f.b.endRead(f.tx, f.st.file)
 }
 
-// endRead ends a read transaction that begin or pair began, and closes
-// its file if that was retired and this was its last reader.
-func (b *Bolt) endRead(tx *bbolt.Tx, st *boltState) error {
+// endRead ends a read transaction that pair began on f, and closes f if
+// it was retired and this was its last reader.
+func (b *Bolt) endRead(tx *bbolt.Tx, f *boltFile) error {
 	err := tx.Rollback()
-	if errors.Is(err, bolterrors.ErrTxClosed) {
-		return err // ended before: counted out then
-	}
-	b.leave(st.file)
+	b.leave(f)
 	return err
 }
 
@@ -720,13 +723,7 @@ func (b *Bolt) Defragment() error {
 	}
 	// No commit can come between the index and the transaction while
 	// writeMu is held.
-	file := b.file.Load()
-	if !file.enter() {
-		// Not while writeMu is held: Close and install, which retire the
-		// store's file, hold it too.
-		return fmt.Errorf("defragment %s: %w", b.path, ErrClosed)
-	}
-	tx, st, err := b.pair(file)
+	tx, st, err := b.pair(b.file.Load())
 	if err != nil {
 		return fmt.Errorf("defragment %s: %w", b.path, err)
 	}

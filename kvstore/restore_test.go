@@ -230,7 +230,7 @@ func TestBoltReplacedFileReadersEndAlone(t *testing.T) {
 
 	require.NoError(t, b.Restore(bytes.NewReader(largerSnapshot(t))))
 	ended := make(chan error, 1)
-	go func() { ended <- b.endRead(shortTx, shortSt) }()
+	go func() { ended <- b.endRead(shortTx, shortSt.file) }()
 	select {
 	case err := <-ended:
 		require.NoError(t, err)

@@ -45,9 +45,10 @@ type Bolt struct {
 	// index is the key index of the last commit (keyindex.go), which also
 	// carries that commit's applied index and revisions.
 	index atomic.Pointer[keyIndex]
-	// sinceHandBack counts the bytes of entries applied since the mapped
-	// pages were last handed back (handBackEvery). Guarded by writeMu.
-	sinceHandBack int
+	// sinceHandBack counts the bytes of entries applied, and commitsSince
+	// the write transactions committed, since the mapped pages were last
+	// handed back (handBackEvery, handBackCommits). Guarded by writeMu.
+	sinceHandBack, commitsSince int
 	// retiring counts the files retired and not yet closed (retire);
 	// retireErr is the first error closing one.
 	retiring  sync.WaitGroup
@@ -315,13 +316,14 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	for _, e := range entries {
 		b.sinceHandBack += len(e.Data)
 	}
+	b.commitsSince++
 	// A compaction read the whole history through the map; and every
 	// write reads, through the map, the pages it appends to, so that
 	// without a hand-back the history written since the last one would
 	// stay resident.
-	if compacted || b.sinceHandBack >= handBackEvery {
+	if compacted || b.sinceHandBack >= handBackEvery || b.commitsSince >= handBackCommits {
 		b.handBackMapped()
-		b.sinceHandBack = 0
+		b.sinceHandBack, b.commitsSince = 0, 0
 	}
 	return results, nil
 }
@@ -570,12 +572,22 @@ func (b *Bolt) Freeze() (Frozen, error) {
 
 // dropMappedEvery is how many bytes of history a snapshot reads between
 // two dropMapped: the mapped pages of a scan stay below a few times this.
-const dropMappedEvery = 4 << 20
+const dropMappedEvery = 1 << 20
 
-// handBackEvery is how many bytes of entries Apply writes between two
-// hand-backs of the mapped pages: what the writes map in stays below about
-// this much (with 256-byte values, some 15,000 writes).
-const handBackEvery = 4 << 20
+// handBackEvery and handBackCommits bound what Apply's commits map in
+// between two hand-backs of the mapped pages. Bytes of entries alone do
+// not: each commit reads, through the map, the pages the commit before it
+// wrote (the history's last leaf, the branches above it, the small
+// buckets), at new places in the file each time (bbolt copies on write),
+// so what stays mapped grows by a few pages a commit however small the
+// commit. With a bound of 4 MiB of entries alone, members offered 2,000
+// small puts a second after a compaction mapped some 20 MB of the file
+// between hand-backs (docs/bench.md). A hand-back costs one madvise over
+// the file and the next commit a few page faults.
+const (
+	handBackEvery   = 1 << 20
+	handBackCommits = 16
+)
 
 type boltFrozen struct {
 	b      *Bolt

@@ -130,3 +130,43 @@ func TestWritesLeaveTheFileUnmapped(t *testing.T) {
 	require.Greater(t, fileKiB, int64(32<<10), "the history should be about 40 MB")
 	require.Less(t, most, int64(2*handBackEvery>>10), "resident at most %d KiB of a %d KiB file", most, fileKiB)
 }
+
+// Small commits into a file whose history a compaction freed map little
+// of it: each commit reads, through the map, the pages the one before it
+// wrote, somewhere in the freed space, so that a hand-back counted in
+// bytes of entries alone (a few hundred a commit here) would come many
+// thousands of commits and thousands of mapped pages apart. With 4 MiB of
+// entries as the only bound, 3.4 MiB of the file was mapped here.
+func TestSmallCommitsAfterACompactionLeaveTheFileUnmapped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, err := OpenBolt(path, Options{NoSync: true})
+	require.NoError(t, err)
+	defer s.Close()
+	value := strings.Repeat("v", 256)
+	next := uint64(1)
+	for range 40 {
+		batch := make([]Entry, 0, 2000)
+		for range cap(batch) {
+			batch = append(batch, Entry{Index: next, Data: putCmd(0, 0, fmt.Sprintf("%05d", next*7919%5000), value)})
+			next++
+		}
+		_, err := s.Apply(batch)
+		require.NoError(t, err)
+	}
+	res, err := s.Apply([]Entry{{Index: next, Data: EncodeCompact(next-1, "")}})
+	require.NoError(t, err)
+	require.Equal(t, StatusOK, res[0].Status, "compaction: %+v", res[0])
+	next++
+	var most int64
+	for i := range 8000 {
+		_, err := s.Apply([]Entry{{Index: next, Data: putCmd(0, 0, fmt.Sprintf("%05d", next*7919%5000), value)}})
+		require.NoError(t, err)
+		next++
+		if i%100 == 99 {
+			most = max(most, mappedKiB(t, path))
+		}
+	}
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Less(t, most, int64(2<<10), "resident at most %d KiB of a %d KiB file", most, st.Size()>>10)
+}

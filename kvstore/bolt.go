@@ -318,9 +318,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	}
 	b.commitsSince++
 	// A compaction read the whole history through the map; and every
-	// write reads, through the map, the pages it appends to, so that
-	// without a hand-back the history written since the last one would
-	// stay resident.
+	// commit maps the pages the one before it wrote (handBackCommits).
 	if compacted || b.sinceHandBack >= handBackEvery || b.commitsSince >= handBackCommits {
 		b.handBackMapped()
 		b.sinceHandBack, b.commitsSince = 0, 0

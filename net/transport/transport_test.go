@@ -128,6 +128,8 @@ func TestBatching(t *testing.T) {
 			t.Fatalf("message %d arrived as %d", seq, m.Index)
 		}
 	}
+	// The receiver counts a batch after handing its last message over.
+	eventually(t, "the receiver to count every message", func() bool { return slow.tr.Stats()[1].Received == n })
 	sent, got := sender.tr.Stats()[2], slow.tr.Stats()[1]
 	if sent.Sent != n || sent.Dropped != 0 || got.Received != n {
 		t.Fatalf("sender %+v, receiver %+v", sent, got)

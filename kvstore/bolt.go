@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -24,10 +25,15 @@ import (
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
-// Bolt is the Store of the real server, kept in one bbolt file. Each Apply
-// is one bbolt write transaction that also records the applied index, so
-// after a restart the store is exactly at some batch boundary and replaying
-// entries it already has is skipped (idempotent).
+// Bolt is the Store of the real server, kept in one bbolt file. Batches
+// are applied into a bbolt write transaction that also records the applied
+// index, so after a restart the store is exactly at some batch boundary
+// and replaying entries it already has is skipped (idempotent).
+//
+// Opened with NoSync, Bolt leaves that transaction open across Apply calls
+// and commits it later (boltpending.go): at once when anything reads the
+// state, otherwise after commitInterval or commitEntries entries. Without
+// NoSync every Apply commits, durably, before it returns.
 type Bolt struct {
 	// file is the open file. A restore or defragmentation swaps in a new
 	// one, under writeMu; readers load it anew for each transaction.
@@ -45,6 +51,17 @@ type Bolt struct {
 	// index is the key index of the last commit (keyindex.go), which also
 	// carries that commit's applied index and revisions.
 	index atomic.Pointer[keyIndex]
+	// applied is where Apply has brought the state, committed or not.
+	applied atomic.Pointer[appliedMark]
+	// pending is the write transaction Apply left open (nil: everything
+	// applied is committed), guarded by writeMu; hasPending says whether
+	// there is one without the lock. commitTimer commits it when nothing
+	// else has within commitInterval. failed is set once applies whose
+	// results were returned could not be committed (boltpending.go).
+	pending     *pendingTx
+	hasPending  atomic.Bool
+	commitTimer *time.Timer
+	failed      atomic.Pointer[error]
 	// sinceHandBack counts the bytes of entries applied, and commitsSince
 	// the write transactions committed, since the mapped pages were last
 	// handed back (handBackEvery, handBackCommits). Guarded by writeMu.
@@ -175,6 +192,8 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 	}
 	b := &Bolt{path: path, opts: opts}
 	b.file.Store(&boltFile{db: db})
+	b.commitTimer = time.AfterFunc(time.Hour, b.commitIdle)
+	b.commitTimer.Stop()
 	err = db.Update(func(tx *bbolt.Tx) error {
 		if tx.Bucket(bucketMeta) == nil {
 			if err := initBuckets(tx, SnapshotInfo{}, 0); err != nil {
@@ -278,51 +297,62 @@ func (b *Bolt) Sizes() (size, inUse int64, err error) {
 	return size, size - int64(db.Stats().FreePageN)*int64(db.Info().PageSize), nil
 }
 
-// Apply implements Store: one bbolt transaction for the whole batch.
+// Apply implements Store: the batch is applied into the open write
+// transaction (begun if there is none), which is committed now unless the
+// store was opened with NoSync (see Bolt and boltpending.go).
 func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	if ix := b.index.Load(); len(entries) == 0 || entries[len(entries)-1].Index <= ix.applied {
+	if err := b.failure(); err != nil {
+		return nil, err
+	}
+	at := b.applied.Load()
+	if len(entries) == 0 || entries[len(entries)-1].Index <= at.index {
 		// Nothing new (replay after a restart): answer without a write
 		// transaction and its fsync.
-		return applyBatch(&replayState{applied: ix.applied, rev: ix.rev}, entries, 0)
+		return applyBatch(&replayState{applied: at.index, rev: at.rev}, entries, 0)
 	}
-	var (
-		results   []Result
-		st        *boltState
-		compacted bool
-	)
-	err := b.file.Load().db.Update(func(tx *bbolt.Tx) error {
-		var err error
-		if st, err = loadState(tx); err != nil {
-			return err
-		}
-		before := st.compactRev
-		st.index = b.index.Load().clone()
-		st.arena = make([]byte, 0, arenaSize(entries))
-		if results, err = applyBatch(st, entries, b.opts.maxClients()); err != nil {
-			return err
-		}
-		compacted = st.compactRev != before
-		return st.flush()
-	})
+	// Refused before the open transaction is touched: a refused batch
+	// must not cost the batches applied into it before.
+	if err := checkContiguous(entries, at.index); err != nil {
+		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+	}
+	p, err := b.openPending()
 	if err != nil {
 		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
 	}
-	b.publish(st)
+	st := p.st
+	before := st.compactRev
+	// bbolt keeps the values written, without copying, until the commit:
+	// each batch has an arena of its own.
+	st.arena = make([]byte, 0, arenaSize(entries))
+	results, err := applyBatch(st, entries, b.opts.maxClients())
+	if err != nil {
+		b.abandon(p, err)
+		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+	}
 	for _, e := range entries {
-		b.sinceHandBack += len(e.Data)
+		p.bytes += len(e.Data)
 	}
-	b.commitsSince++
-	// A compaction read the whole history through the map; and every
-	// commit maps the pages the one before it wrote (handBackCommits).
-	if compacted || b.sinceHandBack >= handBackEvery || b.commitsSince >= handBackCommits {
-		b.handBackMapped()
-		b.sinceHandBack, b.commitsSince = 0, 0
+	p.entries += len(entries)
+	p.compacted = p.compacted || st.compactRev != before
+	if !b.opts.NoSync || p.commitDue() {
+		if err := b.commitLocked(); err != nil {
+			return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+		}
+		return results, nil
 	}
+	if !p.returned {
+		// Left open for the first time: committed within commitInterval
+		// even if nothing else comes.
+		p.returned = true
+		b.commitTimer.Reset(commitInterval)
+	}
+	b.applied.Store(&appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev})
+	b.noteUsage(st)
 	return results, nil
 }
 
@@ -331,11 +361,12 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 func (b *Bolt) publish(st *boltState) {
 	st.index.applied, st.index.rev, st.index.compacted = st.applied, st.rev, st.compactRev
 	b.index.Store(st.index)
+	b.applied.Store(&appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev})
 	b.noteUsage(st)
 }
 
 // Usage reports what the store holds against its limits, as of the last
-// commit.
+// Apply.
 func (b *Bolt) Usage() Usage {
 	if u := b.usage.Load(); u != nil {
 		return *u
@@ -349,10 +380,10 @@ func (b *Bolt) noteUsage(st *boltState) {
 }
 
 // AppliedIndex implements Store.
-func (b *Bolt) AppliedIndex() uint64 { return b.index.Load().applied }
+func (b *Bolt) AppliedIndex() uint64 { return b.applied.Load().index }
 
 // Revision implements Store.
-func (b *Bolt) Revision() uint64 { return b.index.Load().rev }
+func (b *Bolt) Revision() uint64 { return b.applied.Load().rev }
 
 // Get implements Store.
 func (b *Bolt) Get(key []byte) (GetResult, error) {
@@ -476,17 +507,27 @@ func (b *Bolt) view(fn func(st *boltState) error) error {
 // read transaction of the same commit before it makes Apply wait.
 const viewTries = 8
 
-// begin opens a read transaction and pairs it with the key index of the
-// same commit. The index is published after its commit, so the
-// transaction begun after loading it is of that commit or a later one; a
-// later one (a commit between the two, or not yet published) is retried:
-// its history may lack a version the older index points to (compacted),
-// or hold keys the index lacks. After viewTries, it holds Apply off.
+// begin commits what Apply left open, so that a read sees everything
+// applied before it, then opens a read transaction and pairs it with the
+// key index of the same commit. The index is published after its commit,
+// so the transaction begun after loading it is of that commit or a later
+// one; a later one (a commit between the two, or not yet published) is
+// retried: its history may lack a version the older index points to
+// (compacted), or hold keys the index lacks. After viewTries, it holds
+// Apply off.
 func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
+	if err := b.commitPending(); err != nil {
+		return nil, nil, err
+	}
 	for try := 0; ; try++ {
 		if try == viewTries {
 			b.writeMu.Lock()
 			defer b.writeMu.Unlock()
+			if b.pending != nil {
+				if err := b.commitLocked(); err != nil {
+					return nil, nil, err
+				}
+			}
 		}
 		tx, st, err := b.pair(b.file.Load())
 		if errors.Is(err, errRetired) {
@@ -539,7 +580,7 @@ func (b *Bolt) pair(f *boltFile) (*bbolt.Tx, *boltState, error) {
 }
 
 // CompactedRevision implements Store.
-func (b *Bolt) CompactedRevision() uint64 { return b.index.Load().compacted }
+func (b *Bolt) CompactedRevision() uint64 { return b.applied.Load().compacted }
 
 // Snapshot implements Store. It reads one bbolt read transaction, so it
 // is consistent and does not block Apply.
@@ -709,6 +750,9 @@ func (b *Bolt) Restore(r io.Reader) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
+	if err := b.commitHeld(); err != nil {
+		return fmt.Errorf("restore %s: %w", b.path, err)
+	}
 	path := b.path + restoringSuffix
 	db, st, err := b.restoreInto(path, r)
 	if err == nil {
@@ -730,6 +774,9 @@ func (b *Bolt) Defragment() error {
 	defer b.writeMu.Unlock()
 	if b.closed.Load() {
 		return ErrClosed
+	}
+	if err := b.commitHeld(); err != nil {
+		return fmt.Errorf("defragment %s: %w", b.path, err)
 	}
 	// No commit can come between the index and the transaction while
 	// writeMu is held.
@@ -982,6 +1029,9 @@ func (b *Bolt) Sync() error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
+	if err := b.commitHeld(); err != nil {
+		return fmt.Errorf("sync %s: %w", b.path, err)
+	}
 	if err := b.file.Load().db.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", b.path, err)
 	}
@@ -995,13 +1045,18 @@ func (b *Bolt) Close() error {
 	if b.closed.Swap(true) {
 		return ErrClosed
 	}
+	b.commitTimer.Stop()
+	var commitErr error
+	if b.pending != nil {
+		commitErr = b.commitLocked()
+	}
 	// Waits, as bbolt's own Close would, for the read transactions still
 	// open.
 	b.retire(b.file.Load(), "the store was closed")
 	b.retiring.Wait()
 	b.retireMu.Lock()
 	defer b.retireMu.Unlock()
-	return b.retireErr
+	return errors.Join(commitErr, b.retireErr)
 }
 
 // boltState is the shared apply logic's view of one bbolt transaction.

@@ -24,6 +24,7 @@ func manyKeys(t *testing.T) (path string, histRoot int64) {
 	}
 	_, err = b.Apply(batch)
 	require.NoError(t, err)
+	require.NoError(t, b.Sync()) // commits the batch: Apply may leave it open
 	require.NoError(t, b.file.Load().db.View(func(tx *bbolt.Tx) error {
 		histRoot = int64(tx.Bucket(bucketRevs).Root())
 		return nil

@@ -141,7 +141,7 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 
 	m.walFsync = histogram("keyval_wal_fsync_duration_seconds", "Duration of one WAL fsync (one per group of Ready batches; with --wal-detect-lost-writes, the end mark's write and fsync after it too).", fastBuckets)
 	m.apply = histogram("keyval_apply_duration_seconds",
-		"Duration of applying one group of batches that carried committed entries to the state machine (one bbolt transaction).", fastBuckets)
+		"Duration of applying one group of batches that carried committed entries to the state machine (into the open bbolt transaction, and its commit when one is due).", fastBuckets)
 	m.snapshots = counter("keyval_snapshots_total", "Snapshots this node took of its state machine.")
 	m.snapshotDur = histogram("keyval_snapshot_duration_seconds",
 		"Duration of writing one snapshot file (data and fsync), on its own goroutine.", snapshotBuckets)

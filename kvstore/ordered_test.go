@@ -40,6 +40,16 @@ func TestOrderedMapAgainstSortedModel(t *testing.T) {
 			}
 		}
 	}
+	// Half the keys first, built at once in shuffled order (as a restore
+	// builds the history), then inserts and deletes around them.
+	var built []item
+	for _, k := range rng.Perm(5000)[:2500] {
+		key := fmt.Sprintf("k%05d", k)
+		built = append(built, item{key: key, meta: kvMeta{modRev: uint64(k)}})
+		model[key] = uint64(k)
+	}
+	m.build(built)
+	check(-1)
 	for step := 0; step < 30000; step++ {
 		key := fmt.Sprintf("k%05d", rng.IntN(5000))
 		if rng.IntN(3) == 0 {

@@ -32,8 +32,9 @@ import (
 //
 // Opened with NoSync, Bolt leaves that transaction open across Apply calls
 // and commits it later (boltpending.go): at once when anything reads the
-// state, otherwise after commitInterval or commitEntries entries. Without
-// NoSync every Apply commits, durably, before it returns.
+// state, otherwise after commitInterval, commitEntries entries or
+// commitBytes of them. Without NoSync every Apply commits, durably, before
+// it returns.
 type Bolt struct {
 	// file is the open file. A restore or defragmentation swaps in a new
 	// one, under writeMu; readers load it anew for each transaction.
@@ -301,6 +302,15 @@ func (b *Bolt) Sizes() (size, inUse int64, err error) {
 // transaction (begun if there is none), which is committed now unless the
 // store was opened with NoSync (see Bolt and boltpending.go).
 func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
+	results, err := b.apply(entries)
+	if err != nil && len(entries) > 0 && !errors.Is(err, ErrClosed) {
+		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+	}
+	return results, err
+}
+
+// apply is Apply, under writeMu.
+func (b *Bolt) apply(entries []Entry) ([]Result, error) {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	if b.closed.Load() {
@@ -318,11 +328,11 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	// Refused before the open transaction is touched: a refused batch
 	// must not cost the batches applied into it before.
 	if err := checkContiguous(entries, at.index); err != nil {
-		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+		return nil, err
 	}
 	p, err := b.openPending()
 	if err != nil {
-		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+		return nil, err
 	}
 	st := p.st
 	before := st.compactRev
@@ -332,7 +342,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	results, err := applyBatch(st, entries, b.opts.maxClients())
 	if err != nil {
 		b.abandon(p, err)
-		return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+		return nil, err
 	}
 	for _, e := range entries {
 		p.bytes += len(e.Data)
@@ -341,7 +351,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 	p.compacted = p.compacted || st.compactRev != before
 	if !b.opts.NoSync || p.commitDue() {
 		if err := b.commitLocked(); err != nil {
-			return nil, fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err)
+			return nil, err
 		}
 		return results, nil
 	}
@@ -351,7 +361,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 		p.returned = true
 		b.commitTimer.Reset(commitInterval)
 	}
-	b.applied.Store(&appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev})
+	b.applied.Store(markOf(st))
 	b.noteUsage(st)
 	return results, nil
 }
@@ -361,7 +371,7 @@ func (b *Bolt) Apply(entries []Entry) ([]Result, error) {
 func (b *Bolt) publish(st *boltState) {
 	st.index.applied, st.index.rev, st.index.compacted = st.applied, st.rev, st.compactRev
 	b.index.Store(st.index)
-	b.applied.Store(&appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev})
+	b.applied.Store(markOf(st))
 	b.noteUsage(st)
 }
 
@@ -523,10 +533,8 @@ func (b *Bolt) begin() (*bbolt.Tx, *boltState, error) {
 		if try == viewTries {
 			b.writeMu.Lock()
 			defer b.writeMu.Unlock()
-			if b.pending != nil {
-				if err := b.commitLocked(); err != nil {
-					return nil, nil, err
-				}
+			if err := b.commitHeld(); err != nil {
+				return nil, nil, err
 			}
 		}
 		tx, st, err := b.pair(b.file.Load())

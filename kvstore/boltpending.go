@@ -54,6 +54,11 @@ type appliedMark struct {
 	index, rev, compacted uint64
 }
 
+// markOf is where st stands.
+func markOf(st *boltState) *appliedMark {
+	return &appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev}
+}
+
 func (p *pendingTx) commitDue() bool {
 	return p.compacted || p.entries >= commitEntries || p.bytes >= commitBytes || time.Since(p.began) >= commitInterval
 }
@@ -123,7 +128,7 @@ func (b *Bolt) abandon(p *pendingTx, why error) {
 // have reached clients, so the state must not be read or written without
 // them until a reopen replays them from the WAL. Under writeMu.
 func (b *Bolt) lose(p *pendingTx, err error) {
-	ix := b.index.Load()
+	ix := b.index.Load() // stamped with the last commit (publish)
 	b.applied.Store(&appliedMark{index: ix.applied, rev: ix.rev, compacted: ix.compacted})
 	if p.returned {
 		failed := fmt.Errorf("the store lost batches it had answered, which were not committed (reopen it to replay them from the log): %w", err)

@@ -93,16 +93,10 @@ func (m *orderedMap) setRecord(key string, value []byte, meta kvMeta, record []b
 	}
 }
 
-// build puts items, with distinct keys in any order, into the map, which
-// must be empty (otherwise they are inserted one by one): one sort instead
-// of moving part of a chunk for every item.
+// build makes the map hold exactly items, with distinct keys in any
+// order: one sort instead of moving part of a chunk for every item.
 func (m *orderedMap) build(items []item) {
-	if len(m.chunks) > 0 {
-		for _, it := range items {
-			m.setRecord(it.key, it.value, it.meta, it.record)
-		}
-		return
-	}
+	m.chunks = m.chunks[:0]
 	slices.SortFunc(items, func(a, b item) int { return strings.Compare(a.key, b.key) })
 	for len(items) > 0 {
 		n := min(len(items), maxChunk/2)

@@ -256,3 +256,22 @@ func reportHas(t *testing.T, md string, wants ...string) {
 		t.Log(md)
 	}
 }
+
+// enoughDisk refuses a run when the file system has less free than asked,
+// naming the flag, and makes no check at 0.
+func TestEnoughDisk(t *testing.T) {
+	dir := t.TempDir() + "/cluster"
+	if err := enoughDisk(dir, 0); err != nil {
+		t.Fatalf("no check asked: %v", err)
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("free space is read only on Linux")
+	}
+	err := enoughDisk(dir, 1<<30) // an exbibyte
+	if err == nil || !strings.Contains(err.Error(), "--min-free-disk-gib") {
+		t.Fatalf("an exbibyte asked for: got %v, want a refusal naming the flag", err)
+	}
+	if err := enoughDisk(dir, 1); err != nil {
+		t.Fatalf("one GiB asked for: %v", err)
+	}
+}

@@ -75,6 +75,7 @@ type options struct {
 	compareTrials     int
 	compareMemory     time.Duration
 	compareMemoryRate int
+	minFreeGiB        int
 	keep              bool
 	quiet             bool
 	timeout           time.Duration
@@ -207,6 +208,7 @@ Flags:
 	fs.IntVar(&opt.compareTrials, "compare-failover-trials", 5, "failover trials of the compare step per probe and round")
 	fs.DurationVar(&opt.compareMemory, "compare-memory", defaultCompareMemory, "length of the compare step's last phase, both systems' memory through a sustained overwrite (0: skip it)")
 	fs.IntVar(&opt.compareMemoryRate, "compare-memory-rate", 2000, "puts a second offered to each system in the memory phase")
+	fs.IntVar(&opt.minFreeGiB, "min-free-disk-gib", 20, "refuse to start unless the file system of --dir has this many GiB free (a full disk stops members mid-run and spoils the figures; the compare step's memory phase alone writes several GiB; 0: no check)")
 	fs.BoolVar(&opt.keep, "keep", false, "keep the members' data directories afterwards (logs are always kept)")
 	fs.BoolVar(&opt.quiet, "quiet", false, "no kvbench progress lines")
 	fs.DurationVar(&opt.timeout, "timeout", 0, "give up (and fail) after this long; 0: no limit (--smoke: 3m)")
@@ -228,6 +230,7 @@ Flags:
 			"catchup-keys": "3000", "catchup-timeout": "1m", "rss-duration": "3s", "snapshot-interval": "500",
 			"quiet": "true", "base-port": "0", "timeout": "3m", "watch-lease-rounds": "1",
 			"compare-rounds": "1", "compare-failover-trials": "1", "compare-memory": "3s", "compare-memory-rate": "200",
+			"min-free-disk-gib": "0",
 		} {
 			if !given[name] {
 				if err := fs.Set(name, v); err != nil {
@@ -286,6 +289,9 @@ func run(ctx context.Context, opt options, stderr io.Writer) error {
 	}
 	if err := os.RemoveAll(opt.dir); err != nil {
 		return fmt.Errorf("emptying %s: %w", opt.dir, err)
+	}
+	if err := enoughDisk(opt.dir, opt.minFreeGiB); err != nil {
+		return err
 	}
 	var extra []string
 	if opt.snapshotInterval > 0 {
@@ -381,6 +387,26 @@ func build(ctx context.Context, opt options, stderr io.Writer) error {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("building %s: %w", pkg, err)
 		}
+	}
+	return nil
+}
+
+// enoughDisk makes dir and checks that its file system has at least
+// minGiB free (0: no check).
+func enoughDisk(dir string, minGiB int) error {
+	if minGiB <= 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("making %s: %w", dir, err)
+	}
+	free, ok, err := freeBytes(dir)
+	if err != nil {
+		return fmt.Errorf("free space under %s: %w", dir, err)
+	}
+	if ok && free < int64(minGiB)<<30 {
+		return fmt.Errorf("only %.1f GiB free under %s, fewer than --min-free-disk-gib %d: free some space (old clusters in /tmp?) or lower the flag",
+			float64(free)/(1<<30), dir, minGiB)
 	}
 	return nil
 }

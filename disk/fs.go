@@ -32,6 +32,14 @@ type FS interface {
 	SyncDir(dir string) error
 }
 
+// StreamFS is an FS that can also create a file meant to be written once,
+// front to back, and then synced (a snapshot), cheaper to write than
+// Create's. Reading it, or writing it in another order, must still work.
+type StreamFS interface {
+	FS
+	CreateStream(name string) (File, error)
+}
+
 // File is an open file. Reads and writes take explicit offsets; there is no
 // file position.
 type File interface {

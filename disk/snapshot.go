@@ -197,7 +197,11 @@ func (s *SnapshotStore) create(meta core.SnapshotMeta, received bool) (*Snapshot
 	w := &SnapshotWriter{s: s, meta: meta, tmp: final + tmpExt, final: final, buf: make([]byte, 0, 4<<10), received: received}
 	s.writing.Lock()
 	w.held = true
-	if w.f, err = s.fs.Create(w.tmp); err != nil {
+	create := s.fs.Create
+	if sfs, ok := s.fs.(StreamFS); ok {
+		create = sfs.CreateStream
+	}
+	if w.f, err = create(w.tmp); err != nil {
 		w.release()
 		return nil, fmt.Errorf("snapshot: create: %w", err)
 	}

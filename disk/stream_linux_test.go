@@ -1,0 +1,107 @@
+package disk
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// A stream file keeps the FS contract whatever order it is used in.
+func TestFSContractOSStream(t *testing.T) {
+	testFSContract(t, func(t *testing.T) (FS, string) { return streamCreates{}, t.TempDir() })
+}
+
+// streamCreates is OSFS with Create making stream files.
+type streamCreates struct{ OSFS }
+
+func (streamCreates) Create(name string) (File, error) { return OSFS{}.CreateStream(name) }
+
+// Sequential writes of any sizes, across the direct chunks, read back as
+// written, after Sync and after a reopen; the file holds nothing more.
+// Where the file system takes direct I/O, the file is opened with it until
+// the first thing other than an append.
+func TestStreamFileSequentialWrites(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, total := range []int{0, 1, streamAlign, streamChunk - 1, streamChunk, 3*streamChunk + 12345} {
+		name := filepath.Join(t.TempDir(), "s")
+		f, err := OSFS{}.CreateStream(name)
+		must(t, err)
+		sf, direct := f.(*streamFile)
+		if direct && !hasODirect(t, sf) {
+			t.Fatal("a stream file is not opened for direct I/O")
+		}
+		want := make([]byte, total)
+		for i := range want {
+			want[i] = byte(rng.Uint32())
+		}
+		for off := 0; off < total; {
+			n := min(1+rng.IntN(300_000), total-off)
+			if k, err := f.WriteAt(want[off:off+n], int64(off)); k != n || err != nil {
+				t.Fatalf("WriteAt(%d bytes at %d) = %d, %v", n, off, k, err)
+			}
+			off += n
+		}
+		must(t, f.Sync())
+		if direct && hasODirect(t, sf) {
+			t.Fatal("direct I/O still on after Sync")
+		}
+		if size, err := f.Size(); size != int64(total) || err != nil {
+			t.Fatalf("Size = %d, %v; want %d", size, err, total)
+		}
+		got := make([]byte, total)
+		if total > 0 {
+			_, err = f.ReadAt(got, 0)
+			must(t, err)
+		}
+		must(t, f.Close())
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: read back differs", total)
+		}
+		g, err := OSFS{}.Open(name)
+		must(t, err)
+		if size, _ := g.Size(); size != int64(total) {
+			t.Fatalf("reopened: size %d, want %d", size, total)
+		}
+		if total > 0 {
+			_, err = g.ReadAt(got, 0)
+			must(t, err)
+		}
+		must(t, g.Close())
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: reopened file differs", total)
+		}
+	}
+}
+
+// What a stream file gathered is written out by Close, as by any file.
+func TestStreamFileCloseWritesOut(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "s")
+	f, err := OSFS{}.CreateStream(name)
+	must(t, err)
+	_, err = f.WriteAt([]byte("gathered"), 0)
+	must(t, err)
+	must(t, f.Close())
+	g, err := OSFS{}.Open(name)
+	must(t, err)
+	defer g.Close()
+	p := make([]byte, 8)
+	_, err = g.ReadAt(p, 0)
+	must(t, err)
+	if string(p) != "gathered" {
+		t.Fatalf("read %q", p)
+	}
+}
+
+func hasODirect(t *testing.T, s *streamFile) bool {
+	t.Helper()
+	raw, err := s.f.SyscallConn()
+	must(t, err)
+	var fl int
+	var ferr error
+	must(t, raw.Control(func(fd uintptr) { fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }))
+	must(t, ferr)
+	return fl&unix.O_DIRECT != 0
+}

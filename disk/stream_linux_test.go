@@ -48,31 +48,12 @@ func TestStreamFileSequentialWrites(t *testing.T) {
 		if direct && hasODirect(t, sf) {
 			t.Fatal("direct I/O still on after Sync")
 		}
-		if size, err := f.Size(); size != int64(total) || err != nil {
-			t.Fatalf("Size = %d, %v; want %d", size, err, total)
-		}
-		got := make([]byte, total)
-		if total > 0 {
-			_, err = f.ReadAt(got, 0)
-			must(t, err)
-		}
+		requireContents(t, f, want, "after Sync")
 		must(t, f.Close())
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%d bytes: read back differs", total)
-		}
 		g, err := OSFS{}.Open(name)
 		must(t, err)
-		if size, _ := g.Size(); size != int64(total) {
-			t.Fatalf("reopened: size %d, want %d", size, total)
-		}
-		if total > 0 {
-			_, err = g.ReadAt(got, 0)
-			must(t, err)
-		}
+		requireContents(t, g, want, "reopened")
 		must(t, g.Close())
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%d bytes: reopened file differs", total)
-		}
 	}
 }
 
@@ -92,6 +73,22 @@ func TestStreamFileCloseWritesOut(t *testing.T) {
 	must(t, err)
 	if string(p) != "gathered" {
 		t.Fatalf("read %q", p)
+	}
+}
+
+// requireContents requires f to hold exactly want.
+func requireContents(t *testing.T, f File, want []byte, when string) {
+	t.Helper()
+	if size, err := f.Size(); size != int64(len(want)) || err != nil {
+		t.Fatalf("%s: Size = %d, %v; want %d", when, size, err, len(want))
+	}
+	got := make([]byte, len(want))
+	if len(want) > 0 {
+		_, err := f.ReadAt(got, 0)
+		must(t, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: %d bytes read back differ", when, len(want))
 	}
 }
 

@@ -14,11 +14,17 @@ var _ FS = OSFS{}
 
 // Create implements FS.
 func (OSFS) Create(name string) (File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := createFile(name, 0)
 	if err != nil {
 		return nil, err
 	}
 	return &osFile{f: f}, nil
+}
+
+// createFile creates or truncates name, the owner's alone, opened
+// read/write with the extra open flags given.
+func createFile(name string, extra int) (*os.File, error) {
+	return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC|extra, 0o600)
 }
 
 // Open implements FS.

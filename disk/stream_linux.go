@@ -3,7 +3,6 @@ package disk
 import (
 	"errors"
 	"fmt"
-	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -25,7 +24,7 @@ const (
 // (docs/bench.md). A file system that refuses direct I/O (tmpfs) gets a
 // plain file.
 func (OSFS) CreateStream(name string) (File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC|unix.O_DIRECT, 0o600)
+	f, err := createFile(name, unix.O_DIRECT)
 	if errors.Is(err, unix.EINVAL) {
 		return OSFS{}.Create(name)
 	}

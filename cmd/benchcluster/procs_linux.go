@@ -9,13 +9,3 @@ import "syscall"
 func childAttrs() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 }
-
-// freeBytes is how many bytes an unprivileged writer may still put on the
-// file system holding path.
-func freeBytes(path string) (int64, bool, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, false, err
-	}
-	return int64(st.Bavail) * st.Bsize, true, nil
-}

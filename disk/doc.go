@@ -6,7 +6,8 @@
 // MemFS lives in memory and is driven by the deterministic simulator, which
 // uses it to lose unsynced writes, tear writes, rot bits, misdirect writes,
 // fail reads, fill the disk and charge latency to its virtual clock. The WAL
-// and the snapshot store run unchanged on either.
+// and the snapshot store run unchanged on either; on OSFS a snapshot file
+// is a stream file (StreamFS), written with direct I/O on Linux.
 //
 // Recovery tells a crash from corruption: a torn record at the very end of the
 // log is cut off, while damage anywhere else is reported as a

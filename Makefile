@@ -178,11 +178,13 @@ test: lint
 # The longer searches, kept out of the inner loop (CI runs them too): the
 # fuzz targets, deeper property runs, and a timed simulator swarm over every
 # fault model (each seed draws its own; half of them change the membership),
+# a quarter of its time at the server's default election timeout (5 ticks),
 # then one over membership seeds only, the auth and etcd workloads, and WAL
 # repair. A fresh base seed each run.
 test-deep: fuzz
 	RAPID_CHECKS=$(PROPERTY_SCHEDULES) KEYVAL_PROPERTY_BUDGET=$(DEEP_PROPERTY_BUDGET) $(GO) test -count=1 -run 'TestProperty' ./core/
-	$(GO) run ./cmd/kvsim -swarm -seed $(START) -count 1000000 -budget $(DEEP_SWARM_BUDGET)s
+	$(GO) run ./cmd/kvsim -swarm -seed $(START) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) * 3 / 4 ))s
+	$(GO) run ./cmd/kvsim -swarm -election-ticks 5 -seed $$(( $(START) * 37 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 	$(GO) run ./cmd/kvsim -swarm -membership -seed $$(( $(START) * 7 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 2 ))s
 	$(GO) run ./cmd/kvsim -swarm -auth -seed $$(( $(START) * 11 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
 	$(GO) run ./cmd/kvsim -swarm -etcd -seed $$(( $(START) * 13 )) -count 1000000 -budget $$(( $(DEEP_SWARM_BUDGET) / 4 ))s
@@ -250,10 +252,10 @@ bench-compare: etcd-benchmark etcd
 	$(GO) run ./cmd/benchcluster --steps compare $(BENCH_COMPARE_FLAGS)
 
 sim:
-	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair) $(if $(DAMAGE_ALL),-damage-all) $(if $(LOST_WRITES),-lost-writes) $(if $(SLOW_SNAPSHOTS),-slow-snapshots) $(if $(GONE_NOTICES),-gone-notices)
+	@$(GO) run ./cmd/kvsim -seed $(SEED) $(if $(VIS),-vis) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair) $(if $(DAMAGE_ALL),-damage-all) $(if $(LOST_WRITES),-lost-writes) $(if $(SLOW_SNAPSHOTS),-slow-snapshots) $(if $(GONE_NOTICES),-gone-notices) $(if $(ELECTION_TICKS),-election-ticks $(ELECTION_TICKS))
 
 sim-swarm:
-	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair) $(if $(DAMAGE_ALL),-damage-all) $(if $(LOST_WRITES),-lost-writes) $(if $(SLOW_SNAPSHOTS),-slow-snapshots) $(if $(GONE_NOTICES),-gone-notices)
+	@$(GO) run ./cmd/kvsim -swarm -seed $(START) -count $(SEEDS) -budget $(BUDGET)s $(if $(MEMBERSHIP),-membership) $(if $(AUTH),-auth) $(if $(ETCD),-etcd) $(if $(REPAIR),-repair) $(if $(DAMAGE_ALL),-damage-all) $(if $(LOST_WRITES),-lost-writes) $(if $(SLOW_SNAPSHOTS),-slow-snapshots) $(if $(GONE_NOTICES),-gone-notices) $(if $(ELECTION_TICKS),-election-ticks $(ELECTION_TICKS))
 
 # Every bug planted by sim/testdata/teeth/*.patch, each in a scratch copy of
 # the working tree, must be caught by the check its header records, and

@@ -534,7 +534,7 @@ func (n *node) arrangeLeave() {
 		n.stop()
 		return
 	}
-	linger := 1 + w.mem.rng.Int64N(2*electionTicks*tickMicros)
+	linger := 1 + w.mem.rng.Int64N(2*int64(w.electionTicks)*tickMicros)
 	w.logf("node %d applied its own removal (entry %d); stops in %v", n.id, n.removedAt, time.Duration(linger)*time.Microsecond)
 	w.clock.after(linger, n.stop)
 }

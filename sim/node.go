@@ -175,7 +175,7 @@ func (n *node) start() {
 	faultsBefore := n.fs.Injected()
 	rep, err := replica.Open(replica.Config{
 		Core: core.Config{
-			ID: n.id, Peers: peers, Join: n.join, ElectionTick: electionTicks, HeartbeatTick: 1,
+			ID: n.id, Peers: peers, Join: n.join, ElectionTick: n.w.electionTicks, HeartbeatTick: 1,
 			Seed: w.seed ^ uint64(n.id)<<32 ^ uint64(n.restarts), MaxMsgBytes: cmp.Or(w.faults.MaxMsgBytes, 64<<10),
 			MaxInflightMsgs: w.faults.MaxInflightMsgs, MaxLearnerLag: w.faults.MaxLearnerLag,
 		},

@@ -7,6 +7,7 @@
 package sim
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
@@ -21,8 +22,12 @@ import (
 )
 
 const (
-	tickMicros    = 10_000 // one Raft tick: 10 ms
-	electionTicks = 10     // so a 100–200 ms election timeout
+	tickMicros = 10_000 // one Raft tick: 10 ms
+	// defaultElectionTicks is etcd's ratio of election timeout to
+	// heartbeat, so a 100–200 ms election timeout; the server's defaults
+	// (50 ms heartbeat, 250 ms election timeout) make it 5, and its
+	// flags allow as few as 2 (Options.ElectionTicks).
+	defaultElectionTicks = 10
 )
 
 // Options configure a run. Zero values let the seed choose.
@@ -66,6 +71,11 @@ type Options struct {
 	// broken stream and a refused connection: a follower that hears it
 	// of its leader forgets the leader (core.Node.ForgetLeader).
 	GoneNotices bool
+	// ElectionTicks is the election timeout in ticks (a node's timeout is
+	// drawn from (ElectionTicks, 2*ElectionTicks]; the heartbeat is one
+	// tick). 0 means 10, etcd's ratio; the server's defaults make it 5,
+	// and 2 is the least it accepts. At least 2.
+	ElectionTicks int
 }
 
 // Replay is the command that replays o's seed with its workload and fault
@@ -80,6 +90,9 @@ func (o Options) Replay() string {
 			replay += " " + f.name + "=1"
 		}
 	}
+	if o.ElectionTicks != 0 {
+		replay += fmt.Sprintf(" ELECTION_TICKS=%d", o.ElectionTicks)
+	}
 	return replay
 }
 
@@ -88,8 +101,10 @@ type Result struct {
 	Seed    uint64
 	Nodes   int
 	Clients int
-	Faults  Faults
-	Counts  FaultCounts
+	// ElectionTicks is the election timeout the nodes ran with, in ticks.
+	ElectionTicks int
+	Faults        Faults
+	Counts        FaultCounts
 	// Joined is how many fresh nodes the membership nemesis started, and
 	// Membership what it did (see sim/membership.go).
 	Joined        int
@@ -134,7 +149,8 @@ func (r Result) String() string {
 		verdict = "FAIL: " + r.Err.Error()
 	}
 	fmt.Fprintf(&b, "seed:          %d\n", r.Seed)
-	fmt.Fprintf(&b, "cluster:       %d nodes (+%d joined), %d clients\n", r.Nodes, r.Joined, r.Clients)
+	fmt.Fprintf(&b, "cluster:       %d nodes (+%d joined), %d clients, election timeout %d–%d ticks of %v\n",
+		r.Nodes, r.Joined, r.Clients, r.ElectionTicks, 2*r.ElectionTicks, time.Duration(tickMicros)*time.Microsecond)
 	fmt.Fprintf(&b, "faults on:     %s\n", r.Faults)
 	fmt.Fprintf(&b, "faults fired:  %s\n", r.Counts)
 	if r.Faults.Membership {
@@ -164,12 +180,14 @@ func (r Result) String() string {
 
 // world is one simulated cluster and everything around it.
 type world struct {
-	seed   uint64
-	clock  clock
-	faults Faults
-	counts FaultCounts
-	ids    []core.NodeID // the bootstrap members
-	nodes  []*node       // every node ever started, nodes[id-1]
+	seed uint64
+	// electionTicks is every node's core.Config.ElectionTick.
+	electionTicks int
+	clock         clock
+	faults        Faults
+	counts        FaultCounts
+	ids           []core.NodeID // the bootstrap members
+	nodes         []*node       // every node ever started, nodes[id-1]
 	// conf is the latest committed membership any node has applied, at
 	// entry confIndex.
 	conf core.ConfState
@@ -237,6 +255,9 @@ type world struct {
 // caller measures wall time and saves the artifacts (see WriteArtifacts in
 // cmd/kvsim).
 func Run(opts Options) Result {
+	if opts.ElectionTicks < 0 || opts.ElectionTicks == 1 {
+		return Result{Seed: opts.Seed, Err: fmt.Errorf("election timeout of %d ticks: it must be at least 2 (the heartbeat is one tick)", opts.ElectionTicks)}
+	}
 	w, res := newWorld(opts)
 	w.run(opts)
 	res.Counts = w.counts
@@ -314,6 +335,7 @@ func newWorld(opts Options) (*world, Result) {
 		keys: 2 + cfgRng.IntN(6), snapshotEvery: uint64(20 + cfgRng.IntN(200)), pipeRng: pipeRng,
 	}
 	w.clock.w = w
+	w.electionTicks = cmp.Or(opts.ElectionTicks, defaultElectionTicks)
 	if logRng.IntN(2) == 0 {
 		w.catchUpEntries = 1 + uint64(logRng.IntN(int(w.snapshotEvery/2)))
 	}
@@ -391,7 +413,7 @@ func newWorld(opts Options) (*world, Result) {
 			n.storageFault = true
 		}
 	}
-	return w, Result{Seed: opts.Seed, Nodes: size, Clients: nclients, Faults: w.faults}
+	return w, Result{Seed: opts.Seed, Nodes: size, Clients: nclients, ElectionTicks: w.electionTicks, Faults: w.faults}
 }
 
 // stressRepair turns on what Options.Repair asks for.

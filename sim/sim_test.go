@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"os"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/therealutkarshpriyadarshi/keyval/internal/detguard"
 	lin "github.com/therealutkarshpriyadarshi/keyval/linearizability"
@@ -181,6 +184,18 @@ func TestGoneNoticeSeeds(t *testing.T) {
 	t.Logf("%d followers forgot a crashed leader", sum.forgotten)
 	if sum.forgotten == 0 {
 		t.Errorf("no follower forgot a crashed leader in %d seeds", n)
+	}
+}
+
+// TestServerElectionTimeoutSeeds runs KEYVAL_SIM_TIMING_SEEDS fresh seeds
+// (default 40; 10 with -short) at the server's default ratio of election
+// timeout to heartbeat (5 ticks) and as many at the least it accepts (2),
+// where the rest of the simulator runs etcd's 10. Each must pass.
+func TestServerElectionTimeoutSeeds(t *testing.T) {
+	n, base := seedCount(t, "KEYVAL_SIM_TIMING_SEEDS", 40, 10), seedBase(t)
+	for _, ticks := range []int{5, 2} {
+		t.Logf("seeds %d..%d with an election timeout of %d ticks", base, base+uint64(n)-1, ticks)
+		runSeedsAs(t, consecutive(base, n), Options{ElectionTicks: ticks})
 	}
 }
 
@@ -445,9 +460,41 @@ func TestReplayNamesTheWorkload(t *testing.T) {
 		{Options{Seed: 9, Etcd: true, Repair: true, DamageAll: true, SlowSnapshots: true, GoneNotices: true},
 			"make sim SEED=9 ETCD=1 REPAIR=1 DAMAGE_ALL=1 SLOW_SNAPSHOTS=1 GONE_NOTICES=1"},
 		{Options{Seed: 3, Auth: true}, "make sim SEED=3 AUTH=1"},
+		{Options{Seed: 4, ElectionTicks: 5}, "make sim SEED=4 ELECTION_TICKS=5"},
 	} {
 		if got := c.o.Replay(); got != c.want {
 			t.Errorf("Replay() = %q, want %q", got, c.want)
 		}
 	}
+}
+
+// TestElectionTicksSetTheTimeout: the first leader of a quiet cluster is
+// elected only after the chosen election timeout has run out somewhere,
+// and, with fewer ticks than the default, before the default's shortest
+// timeout could have run out: the option reaches the nodes' cores.
+func TestElectionTicksSetTheTimeout(t *testing.T) {
+	for _, ticks := range []int{2, 5, 0} {
+		w, res := newWorld(Options{Seed: 1, Nodes: 3, Faults: &Faults{MinDelay: 100, MaxDelay: 1000}, ElectionTicks: ticks})
+		want := cmp.Or(ticks, defaultElectionTicks)
+		require.Equal(t, want, res.ElectionTicks)
+		for _, n := range w.nodes {
+			n.start()
+		}
+		start := w.clock.now
+		for w.leader() == nil && w.clock.step(start+1_000_000) {
+		}
+		require.NoError(t, w.err)
+		require.NotNil(t, w.leader(), "no leader within 1 s with %d election ticks", want)
+		took := w.clock.now - start
+		require.Greater(t, took, int64(want)*tickMicros, "elected before any timeout ran out (%d ticks)", want)
+		if want < defaultElectionTicks {
+			require.Less(t, took, int64(defaultElectionTicks)*tickMicros, "no sooner than the default allows (%d ticks)", want)
+		}
+	}
+}
+
+// An election timeout of one tick (the heartbeat's) is refused, not run.
+func TestElectionTicksBelowTwoRefused(t *testing.T) {
+	res := Run(Options{Seed: 1, ElectionTicks: 1})
+	require.ErrorContains(t, res.Err, "election timeout")
 }

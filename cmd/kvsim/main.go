@@ -38,6 +38,7 @@ func main() {
 	goneNotices := flag.Bool("gone-notices", false, "tell the nodes a cleanly crashed node could reach that its process is gone, as the server's transport learns from a refused connection, so its followers forget it and elect a new leader at once")
 	slowSnapshots := flag.Bool("slow-snapshots", false, "make every snapshot of a node's own take an extra 10 ms to 1 s (chosen by the seed) to write, so that crashes and a leader's snapshot fall inside one in flight")
 	lostWrites := flag.Bool("lost-writes", false, "make a minority of nodes lose synced writes (zeros after a crash, or a file's last write), with the WAL end mark on to find a lost last one, whatever else the seed chose")
+	electionTicks := flag.Int("election-ticks", 0, "the election timeout in 10 ms ticks, at least 2 (0: 10, etcd's ratio to the heartbeat; the server's defaults make it 5)")
 	etcdWorkload := flag.Bool("etcd", false, "run the etcd workload: multi-key transactions with compares and reads at a revision, checked by revision")
 	showVersion := version.AddFlag(flag.CommandLine)
 	flag.Parse()
@@ -53,12 +54,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "kvsim: -nodes must be 3 or 5")
 		os.Exit(2)
 	}
+	if *electionTicks != 0 && *electionTicks < 2 {
+		fmt.Fprintf(os.Stderr, "kvsim: -election-ticks must be at least 2 (the heartbeat is one tick), not %d\n", *electionTicks)
+		os.Exit(2)
+	}
 	if *authWorkload && *etcdWorkload {
 		fmt.Fprintln(os.Stderr, "kvsim: -auth and -etcd are two workloads; choose one")
 		os.Exit(2)
 	}
 	tuneGC()
-	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair, DamageAll: *damageAll, LostWrites: *lostWrites, SlowSnapshots: *slowSnapshots, GoneNotices: *goneNotices}
+	opts := sim.Options{Nodes: *nodes, Duration: duration.Microseconds(), Auth: *authWorkload, Etcd: *etcdWorkload, Repair: *repair, DamageAll: *damageAll, LostWrites: *lostWrites, SlowSnapshots: *slowSnapshots, GoneNotices: *goneNotices, ElectionTicks: *electionTicks}
 	if *swarm {
 		os.Exit(runSwarm(opts, *seed, *count, *workers, *budget, *out, *membership))
 	}

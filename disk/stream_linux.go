@@ -21,8 +21,8 @@ const (
 // a copy into the page cache. A snapshot is written once, front to back,
 // and read back rarely (to send it, or at a restart); under load the copy
 // into the page cache cost a member more CPU than encoding the snapshot
-// (docs/bench.md). A file system that refuses direct I/O (tmpfs) gets a
-// plain file.
+// (docs/bench.md). A file system that refuses direct I/O (tmpfs before
+// Linux 6.6) gets a plain file.
 func (OSFS) CreateStream(name string) (File, error) {
 	f, err := createFile(name, unix.O_DIRECT)
 	if errors.Is(err, unix.EINVAL) {
@@ -64,7 +64,9 @@ func (s *streamFile) WriteAt(p []byte, off int64) (int, error) {
 		}
 		at := s.off + int64(len(s.buf))
 		if err := s.writeChunk(); err != nil {
-			return n - len(p) - len(s.buf), err
+			// What of p is still gathered was not written; the chunk may
+			// hold more of it than this call brought.
+			return max(0, n-len(p)-len(s.buf)), err
 		}
 		if !s.direct { // refused: the rest goes plainly
 			k, err := s.osFile.WriteAt(p, at)
@@ -90,24 +92,25 @@ func (s *streamFile) writeChunk() error {
 	return nil
 }
 
-// plain turns direct I/O off and writes out what was gathered.
+// plain turns direct I/O off and writes out what was gathered. Each part
+// is marked done only once it succeeded, so that after a failure the next
+// call tries it again: a later Sync must not report a tail it never wrote.
 func (s *streamFile) plain() error {
-	if !s.direct {
-		return nil
-	}
-	s.direct = false
-	raw, err := s.f.SyscallConn()
-	if err != nil {
-		return fmt.Errorf("end direct I/O on %s: %w", s.f.Name(), err)
-	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		var fl int
-		if fl, serr = unix.FcntlInt(fd, unix.F_GETFL, 0); serr == nil {
-			_, serr = unix.FcntlInt(fd, unix.F_SETFL, fl&^unix.O_DIRECT)
+	if s.direct {
+		raw, err := s.f.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("end direct I/O on %s: %w", s.f.Name(), err)
 		}
-	}); err != nil || serr != nil {
-		return fmt.Errorf("end direct I/O on %s: %w", s.f.Name(), errors.Join(err, serr))
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			var fl int
+			if fl, serr = unix.FcntlInt(fd, unix.F_GETFL, 0); serr == nil {
+				_, serr = unix.FcntlInt(fd, unix.F_SETFL, fl&^unix.O_DIRECT)
+			}
+		}); err != nil || serr != nil {
+			return fmt.Errorf("end direct I/O on %s: %w", s.f.Name(), errors.Join(err, serr))
+		}
+		s.direct = false
 	}
 	if len(s.buf) > 0 {
 		if _, err := s.f.WriteAt(s.buf, s.off); err != nil {

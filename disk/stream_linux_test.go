@@ -3,7 +3,9 @@ package disk
 import (
 	"bytes"
 	"math/rand/v2"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -101,4 +103,39 @@ func hasODirect(t *testing.T, s *streamFile) bool {
 	must(t, raw.Control(func(fd uintptr) { fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }))
 	must(t, ferr)
 	return fl&unix.O_DIRECT != 0
+}
+
+// A tail whose write failed is written by the next Sync, not taken for
+// written: the write fails here because the process may not grow a file
+// past 100 KiB (RLIMIT_FSIZE), until the limit is lifted.
+func TestStreamFileRetriesAFailedTail(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "s")
+	f, err := OSFS{}.CreateStream(name)
+	must(t, err)
+	defer f.Close()
+	if _, ok := f.(*streamFile); !ok {
+		t.Skip("this file system refuses direct I/O: a plain file, nothing gathered")
+	}
+	want := make([]byte, 300<<10)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	_, err = f.WriteAt(want, 0)
+	must(t, err)
+
+	var lim unix.Rlimit
+	must(t, unix.Getrlimit(unix.RLIMIT_FSIZE, &lim))
+	signal.Ignore(syscall.SIGXFSZ) // EFBIG instead of the signal's kill
+	defer signal.Reset(syscall.SIGXFSZ)
+	small := lim
+	small.Cur = 100 << 10
+	must(t, unix.Setrlimit(unix.RLIMIT_FSIZE, &small))
+	err = f.Sync()
+	must(t, unix.Setrlimit(unix.RLIMIT_FSIZE, &lim))
+	if err == nil {
+		t.Fatal("Sync wrote 300 KiB past a 100 KiB file size limit")
+	}
+
+	must(t, f.Sync())
+	requireContents(t, f, want, "after the second Sync")
 }

@@ -80,7 +80,6 @@ func (b *Bolt) openPending() (*pendingTx, error) {
 	}
 	st.index = b.index.Load().clone()
 	b.pending = &pendingTx{tx: tx, st: st, began: time.Now()}
-	b.hasPending.Store(true)
 	return b.pending, nil
 }
 
@@ -168,11 +167,15 @@ func (b *Bolt) commitHeld() error {
 
 // commitIdle is commitTimer's: it commits a transaction that no Apply
 // and no reader has committed within commitInterval. An error is kept
-// for the next call (lose).
+// for the next call (lose) and told to Options.OnFailure at once: on an
+// idle member the next call may be a read, or nothing for a long time,
+// while the member looked healthy.
 func (b *Bolt) commitIdle() {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	if b.pending != nil && !b.closed.Load() {
-		_ = b.commitLocked()
+		if err := b.commitLocked(); err != nil && b.opts.OnFailure != nil {
+			b.opts.OnFailure(err)
+		}
 	}
 }

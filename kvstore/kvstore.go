@@ -35,6 +35,10 @@ type Store interface {
 	// not line up; nothing of the batch was applied.
 	Apply(entries []Entry) ([]Result, error)
 	// AppliedIndex is the index of the last applied entry (0 if none).
+	// Every read the store serves afterwards sees that entry, whether or
+	// not the store has made it visible in its files yet (Bolt commits
+	// what Apply left open before any read): the replica releases
+	// ReadIndex reads by this index.
 	AppliedIndex() uint64
 	// Revision is the store revision: the number of successful mutations.
 	Revision() uint64
@@ -248,6 +252,14 @@ type Options struct {
 	// LockTimeout (bbolt only) is how long OpenBolt waits for another
 	// process's lock on the file. 0 means DefaultLockTimeout.
 	LockTimeout time.Duration
+	// OnFailure (bbolt only), if set, is called with the error that failed
+	// the store when no caller was there to get it: a commit of batches
+	// Apply had answered, made by the store's timer because no Apply or
+	// read came within the commit interval (NoSync). The store answers
+	// every later call with that error; a server stops, as it does when
+	// Apply fails. It is called from the store's own goroutine, with the
+	// store locked: it must not call the store.
+	OnFailure func(error)
 }
 
 // Defaults for Options.

@@ -27,7 +27,7 @@ func (s *Server) openStateDB() (*kvstore.Bolt, error) {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	path := filepath.Join(s.cfg.DataDir, "state.db")
-	opts := kvstore.Options{NoSync: true}
+	opts := kvstore.Options{NoSync: true, OnFailure: func(err error) { s.fatal(fmt.Errorf("state machine: %w", err)) }}
 	store, err := kvstore.OpenBolt(path, opts)
 	if !errors.Is(err, kvstore.ErrDamaged) {
 		return store, err

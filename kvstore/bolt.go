@@ -55,9 +55,11 @@ type Bolt struct {
 	// applied is where Apply has brought the state, committed or not.
 	applied atomic.Pointer[appliedMark]
 	// pending is the write transaction Apply left open (nil: everything
-	// applied is committed), guarded by writeMu; hasPending says, without
-	// the lock, whether it holds batches Apply answered, which a reader
-	// must commit to see. commitTimer commits it when nothing
+	// applied is committed), guarded by writeMu; hasPending says whether
+	// there is one without the lock (set when the transaction begins, so a
+	// read that comes during an Apply waits for it and commits: letting
+	// such reads go to the last commit instead was slower under mixed
+	// load, docs/bench.md). commitTimer commits it when nothing
 	// else has within commitInterval. failed is set once applies whose
 	// results were returned could not be committed (boltpending.go).
 	pending     *pendingTx
@@ -358,14 +360,8 @@ func (b *Bolt) apply(entries []Entry) ([]Result, error) {
 	}
 	if !p.returned {
 		// Left open for the first time: committed within commitInterval
-		// even if nothing else comes, and by any reader from now on. Set
-		// before the applied index moves past the last commit, so that a
-		// reader that sees the new index sees this too; not when the
-		// transaction began, so that a read arriving during an Apply (a
-		// compaction's can take seconds) reads the last commit, which
-		// holds everything answered, instead of waiting for the Apply.
+		// even if nothing else comes.
 		p.returned = true
-		b.hasPending.Store(true)
 		b.commitTimer.Reset(commitInterval)
 	}
 	b.applied.Store(markOf(st))

@@ -283,38 +283,3 @@ func TestBoltSizes(t *testing.T) {
 	require.Greater(t, after, int64(400*1000), "the newest versions are still in use")
 	require.Greater(t, sizeAfter-after, int64(3*400*1000), "the file keeps the free pages")
 }
-
-// A read during an Apply whose transaction holds nothing answered yet
-// reads the last commit at once, instead of waiting for the Apply (a
-// compaction's can take seconds). The Apply is stood for by holding its
-// lock with a fresh transaction open, as Apply does before applying.
-func TestBoltReadDoesNotWaitForAnApplyInProgress(t *testing.T) {
-	b, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{NoSync: true})
-	require.NoError(t, err)
-	defer b.Close()
-	newApplier(t, b).apply(putCmd(0, 0, "k", "v1"))
-	require.NoError(t, b.Sync()) // committed: nothing answered is open
-
-	b.writeMu.Lock()
-	_, err = b.openPending()
-	require.NoError(t, err)
-	read := make(chan GetResult, 1)
-	go func() {
-		got, err := b.Get([]byte("k"))
-		if err == nil {
-			read <- got
-		}
-		close(read)
-	}()
-	select {
-	case got, ok := <-read:
-		require.True(t, ok, "the read failed")
-		require.True(t, got.Found)
-		require.Equal(t, "v1", string(got.Value))
-	case <-time.After(10 * time.Second):
-		t.Error("the read waited for the Apply in progress")
-	}
-	require.NoError(t, b.commitHeld())
-	b.writeMu.Unlock()
-	<-read
-}

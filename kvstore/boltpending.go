@@ -80,6 +80,7 @@ func (b *Bolt) openPending() (*pendingTx, error) {
 	}
 	st.index = b.index.Load().clone()
 	b.pending = &pendingTx{tx: tx, st: st, began: time.Now()}
+	b.hasPending.Store(true)
 	return b.pending, nil
 }
 

@@ -3,12 +3,12 @@ package disk
 import (
 	"bytes"
 	"math/rand/v2"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/therealutkarshpriyadarshi/keyval/internal/fsizelimit"
 )
 
 // A stream file keeps the FS contract whatever order it is used in.
@@ -123,15 +123,9 @@ func TestStreamFileRetriesAFailedTail(t *testing.T) {
 	_, err = f.WriteAt(want, 0)
 	must(t, err)
 
-	var lim unix.Rlimit
-	must(t, unix.Getrlimit(unix.RLIMIT_FSIZE, &lim))
-	signal.Ignore(syscall.SIGXFSZ) // EFBIG instead of the signal's kill
-	defer signal.Reset(syscall.SIGXFSZ)
-	small := lim
-	small.Cur = 100 << 10
-	must(t, unix.Setrlimit(unix.RLIMIT_FSIZE, &small))
+	lift := fsizelimit.Set(t, 100<<10)
 	err = f.Sync()
-	must(t, unix.Setrlimit(unix.RLIMIT_FSIZE, &lim))
+	lift()
 	if err == nil {
 		t.Fatal("Sync wrote 300 KiB past a 100 KiB file size limit")
 	}

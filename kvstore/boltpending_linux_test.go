@@ -1,14 +1,13 @@
 package kvstore
 
 import (
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
+
+	"github.com/therealutkarshpriyadarshi/keyval/internal/fsizelimit"
 )
 
 // A commit of answered batches that fails on the store's timer, with no
@@ -21,30 +20,15 @@ func TestBoltIdleCommitFailureReported(t *testing.T) {
 	require.NoError(t, err)
 	defer b.Close()
 
-	var lim unix.Rlimit
-	require.NoError(t, unix.Getrlimit(unix.RLIMIT_FSIZE, &lim))
-	signal.Ignore(syscall.SIGXFSZ) // EFBIG instead of the signal's kill
-	defer signal.Reset(syscall.SIGXFSZ)
-	small := lim
-	small.Cur = 4096
-	require.NoError(t, unix.Setrlimit(unix.RLIMIT_FSIZE, &small))
-	restored := false
-	restore := func() {
-		if !restored {
-			require.NoError(t, unix.Setrlimit(unix.RLIMIT_FSIZE, &lim))
-			restored = true
-		}
-	}
-	defer restore()
+	lift := fsizelimit.Set(t, 4096)
 
 	// Left open and answered (NoSync), so committed by the timer.
 	newApplier(t, b).apply(putCmd(0, 0, "k", "v"))
 	select {
 	case err := <-failed:
-		restore()
+		lift()
 		require.ErrorContains(t, err, "commit entries up to 1")
 	case <-time.After(10 * time.Second):
-		restore()
 		t.Fatal("the timer's failed commit was not reported")
 	}
 	_, err = b.Get([]byte("k"))

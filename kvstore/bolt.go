@@ -1107,6 +1107,9 @@ type boltState struct {
 
 	revs, leases, leaseKeysB *bbolt.Bucket
 	revKeyBuf                []byte
+	// historyDeleted counts the history entries deleteHistory removed in
+	// this transaction.
+	historyDeleted int
 
 	revsCur, clientsCur, lruCur *bbolt.Cursor
 	arena                       []byte
@@ -1706,6 +1709,7 @@ func (st *boltState) deleteHistory(key []byte, rev uint64) error {
 	if err := remove(&st.revsCur, st.revs, st.revKeyBuf); err != nil {
 		return fmt.Errorf("compact %q at revision %d: %w", key, rev, err)
 	}
+	st.historyDeleted++
 	if e := st.index.find(&st.probe, key); e != nil && e.meta.modRev == rev {
 		st.index.remove(key)
 	}

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -111,8 +112,25 @@ func (b *Bolt) commitLocked() error {
 		b.handBackMapped()
 		b.sinceHandBack, b.commitsSince = 0, 0
 	}
+	if p.st.historyDeleted >= freeAfterDeleting {
+		// The transaction held every leaf the compaction touched: some
+		// hundred MB after a million entries, which the collector would
+		// give back to the system only over minutes.
+		giveMemoryBack()
+	}
 	return nil
 }
+
+// freeAfterDeleting is how many history entries a commit must have
+// deleted (compacted) for the memory its transaction held to be given back
+// to the system at once: below it, what a full collection costs is not
+// worth the memory. Variables, so that a test can see the call.
+var (
+	freeAfterDeleting = 100_000
+	// Not on the committing goroutine: the next batch need not wait
+	// for a full collection.
+	giveMemoryBack = func() { go debug.FreeOSMemory() }
+)
 
 // abandon rolls back the open transaction after a batch failed in it.
 // Under writeMu.

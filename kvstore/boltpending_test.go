@@ -184,3 +184,30 @@ func TestBoltReadsSeeAnsweredWrites(t *testing.T) {
 	require.NoError(t, applyErr)
 	require.Equal(t, uint64(writes), b.AppliedIndex())
 }
+
+// TestBoltLargeCompactionGivesMemoryBack: the commit of a compaction that
+// deleted at least freeAfterDeleting history entries gives the memory its
+// transaction held back to the system; a smaller one, and a commit without
+// one, do not pay for a full collection.
+func TestBoltLargeCompactionGivesMemoryBack(t *testing.T) {
+	was, wasGive := freeAfterDeleting, giveMemoryBack
+	t.Cleanup(func() { freeAfterDeleting, giveMemoryBack = was, wasGive })
+	freeAfterDeleting = 5
+	calls := 0
+	giveMemoryBack = func() { calls++ }
+
+	// Synced: every Apply commits before it returns.
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	a := newApplier(t, b)
+	for i := range 10 {
+		a.one(etcdPut(t, "k", fmt.Sprint(i))) // revisions 1-10
+	}
+	require.Equal(t, StatusOK, a.one(EncodeCompact(4, "")).Status) // deletes revisions 1-3
+	require.Zero(t, calls, "three entries deleted, under the threshold")
+	require.Equal(t, StatusOK, a.one(EncodeCompact(10, "")).Status) // deletes revisions 4-9
+	require.Equal(t, 1, calls, "six entries deleted in one commit")
+	a.one(etcdPut(t, "k", "after"))
+	require.Equal(t, 1, calls, "the count starts again with each transaction")
+}

@@ -751,14 +751,23 @@ func compact(st state, cmd *command) (Result, error) {
 	case rev <= st.compacted():
 		return invalid(st, StatusCompacted, errEtcdCompacted), nil
 	}
-	doomed, err := compactPlan(st, rev)
-	if err != nil {
-		return Result{}, err
-	}
-	for _, v := range doomed {
-		if err := st.deleteHistory(v.key, v.meta.modRev); err != nil {
+	// A chunk at a time: the scan must not run over the entries being
+	// deleted, and the whole plan at once would hold them all.
+	var start []byte
+	for {
+		doomed, next, err := compactPlan(st, start, rev, compactChunk)
+		if err != nil {
 			return Result{}, err
 		}
+		for _, v := range doomed {
+			if err := st.deleteHistory(v.key, v.rev); err != nil {
+				return Result{}, err
+			}
+		}
+		if next == nil {
+			break
+		}
+		start = next
 	}
 	if err := st.compactRevisions(rev + 1); err != nil { // Events reads from rev+1 on
 		return Result{}, err

@@ -187,37 +187,60 @@ func scanAt(h history, start, end []byte, rev uint64, fn func(v version) bool) e
 	return nil
 }
 
-// compactPlan lists the history entries compacting at rev removes, by
-// scanning the whole history: for each key, the versions older than its
-// newest one at or below rev, and that one too if it is a tombstone.
-func compactPlan(h history, rev uint64) ([]version, error) {
+// compactChunk bounds how many history entries compact plans before it
+// deletes them. Planning the whole history at once held every doomed
+// entry in memory: compacting 1.2 million overwrites took a member's heap
+// from about 40 to about 190 MB (docs/bench.md, "A compaction's plan, a
+// chunk at a time"). A variable, so that a test's small history can span
+// many chunks.
+var compactChunk = 4096
+
+// doomedVersion is a history entry a compaction removes.
+type doomedVersion struct {
+	key []byte
+	rev uint64
+}
+
+// compactPlan lists the history entries compacting at rev removes, scanning
+// the history from key start (nil: the first): for each key, the versions
+// older than its newest one at or below rev, and that one too if it is a
+// tombstone. It stops at the first key after at least limit entries and
+// returns that key as next, to scan from once these are deleted; next is
+// nil when the scan reached the end.
+func compactPlan(h history, start []byte, rev uint64, limit int) (doomed []doomedVersion, next []byte, err error) {
 	var (
-		doomed []version
 		key    []byte
-		newest *version // the key's newest version at or below rev so far
+		newest kvMeta // the key's newest version at or below rev so far
+		have   bool
 	)
 	settle := func() {
-		if newest != nil && newest.meta.tombstone() {
-			doomed = append(doomed, *newest)
+		if have && newest.tombstone() {
+			doomed = append(doomed, doomedVersion{key, newest.modRev})
 		}
-		newest = nil
+		have = false
 	}
-	err := h.scanHistory(nil, nil, func(v version) bool {
+	err = h.scanHistory(start, nil, func(v version) bool {
 		if !bytes.Equal(v.key, key) {
 			settle()
-			key = append([]byte(nil), v.key...)
+			if len(doomed) >= limit {
+				next = clone(v.key)
+				return false
+			}
+			key = clone(v.key)
 		}
 		if v.meta.modRev > rev {
 			return true
 		}
-		if newest != nil {
-			doomed = append(doomed, *newest)
+		if have {
+			doomed = append(doomed, doomedVersion{key, newest.modRev})
 		}
-		newest = &version{key: key, meta: v.meta, value: nil}
+		newest, have = v.meta, true
 		return true
 	})
-	settle()
-	return doomed, err
+	if next == nil {
+		settle()
+	}
+	return doomed, next, err
 }
 
 // checkHistoryEntry checks a history entry read from storage or a

@@ -637,7 +637,9 @@ func TestEvents(t *testing.T) {
 
 // Compacting a chunk of the plan at a time leaves exactly the state one
 // plan of the whole history leaves, whatever the chunk's size and however
-// the keys' histories and tombstones fall across the chunks' edges.
+// the keys' histories and tombstones fall across the chunks' edges; and
+// either way every read at or after the compacted revision answers as it
+// did before, and one below it is refused.
 func TestEtcdCompactInChunks(t *testing.T) {
 	was := compactChunk
 	t.Cleanup(func() { compactChunk = was })
@@ -669,9 +671,32 @@ func TestEtcdCompactInChunks(t *testing.T) {
 				_, err := s.Apply(entries)
 				require.NoError(rt, err)
 				rev := 1 + pick%s.Revision()
+				all := func(at uint64) (string, error) {
+					resp, err := s.EtcdRange(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: int64(at)}, 0)
+					if err != nil {
+						return "", err
+					}
+					return fmt.Sprint(resp.Kvs), nil
+				}
+				seen := map[uint64]string{}
+				for at := rev; at <= s.Revision(); at++ {
+					seen[at], err = all(at)
+					require.NoError(rt, err)
+				}
 				res, err := s.Apply([]Entry{{Index: uint64(len(cmds) + 1), Data: EncodeCompact(rev, "")}})
 				require.NoError(rt, err)
 				require.Equal(rt, StatusOK, res[0].Status)
+				for at := rev; at <= s.Revision(); at++ {
+					got, err := all(at)
+					require.NoError(rt, err)
+					require.Equal(rt, seen[at], got, "%s: read at %d after compacting at %d in chunks of %d", name, at, rev, c)
+				}
+				if rev > 1 {
+					_, err := all(rev - 1)
+					var re *RangeError
+					require.ErrorAs(rt, err, &re, "%s: a read below the compacted revision", name)
+					require.Equal(rt, StatusCompacted, re.Status)
+				}
 				var buf bytes.Buffer
 				_, err = s.Snapshot(&buf)
 				require.NoError(rt, err)

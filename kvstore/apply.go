@@ -35,9 +35,11 @@ type state interface {
 	// false; the slices are valid only during the call.
 	scanLatest(start, end []byte, fn func(v version) bool) error
 	// The history (mvcc.go): scanHistory, and deleteHistory removing one
-	// entry; compacted is the revision it was last compacted at.
+	// entry (newest: it may be the key's newest version, a tombstone, which
+	// takes the key out of the index too); compacted is the revision it was
+	// last compacted at.
 	history
-	deleteHistory(key []byte, rev uint64) error
+	deleteHistory(key []byte, rev uint64, newest bool) error
 	compacted() uint64
 	setCompacted(rev uint64)
 	// The revision index (leases.go): scanRevisions calls fn with each

@@ -1701,15 +1701,110 @@ func (st *boltState) versionAround(key []byte, rev uint64) (at, before *version,
 	return at, before, nil
 }
 
+// compactPlanner plans a compaction at rev (compact's chunks) in revision
+// order: one pass over the history bucket, whose keys begin with their
+// revision, up to rev, where compactPlan walks every key's versions back
+// through their links, looking each one up in the tree and reading its
+// value. It dooms what compactPlan does: for each key the index holds,
+// the versions older than its newest at or below rev, and that one too if
+// it is a tombstone. A chunk's start and next are history keys; a chunk
+// holds at most limit entries.
+func (st *boltState) compactPlanner(rev uint64) func(start []byte, limit int) ([]doomedVersion, []byte, error) {
+	type kept struct {
+		rev       uint64 // 0: the key has no version at or below rev
+		tombstone bool
+	}
+	// The keys written since rev, whose head is above it: their newest
+	// version at or below rev, found once by walking back from the head.
+	walked := map[string]kept{}
+	// Every key's head, looked up by hash: a lookup in the index's tree
+	// for every entry of the history was half of a large compaction's
+	// time. The index's entries are never modified, and a compaction only
+	// takes keys out of it (whose heads no later entry can name).
+	var heads map[string]*indexEntry
+	keep := func(key []byte, e *indexEntry) (kept, error) {
+		if e.meta.modRev <= rev {
+			return kept{e.meta.modRev, e.meta.tombstone()}, nil
+		}
+		if k, ok := walked[string(key)]; ok {
+			return k, nil
+		}
+		meta, prev := e.meta, e.prev
+		var k kept
+		for {
+			v, err := st.previous(key, meta.modRev, prev)
+			if err != nil {
+				return kept{}, err
+			}
+			if v == nil {
+				break
+			}
+			if meta, prev, _, err = splitVersion(key, v); err != nil {
+				return kept{}, err
+			}
+			if meta.modRev <= rev {
+				k = kept{meta.modRev, meta.tombstone()}
+				break
+			}
+		}
+		walked[string(key)] = k
+		return k, nil
+	}
+	return func(start []byte, limit int) (doomed []doomedVersion, next []byte, err error) {
+		limit = max(limit, 1)
+		if heads == nil {
+			heads = make(map[string]*indexEntry, st.index.tree.Len())
+			st.index.ascend(nil, nil, func(e *indexEntry) bool {
+				heads[e.key] = e
+				return true
+			})
+		}
+		c := st.revs.Cursor()
+		k, _ := c.First()
+		if start != nil {
+			k, _ = c.Seek(start)
+		}
+		for ; k != nil; k, _ = c.Next() {
+			if len(k) < 8 {
+				return nil, nil, fmt.Errorf("%w: history key %x is shorter than a revision", ErrCorrupt, k)
+			}
+			r := binary.BigEndian.Uint64(k)
+			if r > rev {
+				return doomed, nil, nil
+			}
+			if len(doomed) >= limit {
+				return doomed, clone(k), nil
+			}
+			key := k[8:]
+			e := heads[string(key)]
+			if e == nil {
+				continue // no key's versions: compactPlan would not reach it either
+			}
+			kp, err := keep(key, e)
+			if err != nil {
+				return nil, nil, err
+			}
+			if r < kp.rev || r == kp.rev && kp.tombstone {
+				doomed = append(doomed, doomedVersion{clone(key), r, r == kp.rev})
+			}
+		}
+		return doomed, nil, nil
+	}
+}
+
 // deleteHistory removes key's version at rev, and the key from the index
-// if that version is its newest (a tombstone: compaction keeps live ones).
-func (st *boltState) deleteHistory(key []byte, rev uint64) error {
+// if that version is its newest (a tombstone: compaction keeps live ones),
+// which only one the plan calls newest can be.
+func (st *boltState) deleteHistory(key []byte, rev uint64, newest bool) error {
 	st.haveLast = false
 	st.revKeyBuf = revisionKey(st.revKeyBuf[:0], rev, key)
 	if err := remove(&st.revsCur, st.revs, st.revKeyBuf); err != nil {
 		return fmt.Errorf("compact %q at revision %d: %w", key, rev, err)
 	}
 	st.historyDeleted++
+	if !newest {
+		return nil
+	}
 	if e := st.index.find(&st.probe, key); e != nil && e.meta.modRev == rev {
 		st.index.remove(key)
 	}

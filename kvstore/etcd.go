@@ -753,14 +753,20 @@ func compact(st state, cmd *command) (Result, error) {
 	}
 	// A chunk at a time: the scan must not run over the entries being
 	// deleted, and the whole plan at once would hold them all.
+	plan := func(start []byte, limit int) ([]doomedVersion, []byte, error) {
+		return compactPlan(st, start, rev, limit)
+	}
+	if p, ok := st.(revisionPlanner); ok {
+		plan = p.compactPlanner(rev)
+	}
 	var start []byte
 	for {
-		doomed, next, err := compactPlan(st, start, rev, compactChunk)
+		doomed, next, err := plan(start, compactChunk)
 		if err != nil {
 			return Result{}, err
 		}
 		for _, v := range doomed {
-			if err := st.deleteHistory(v.key, v.rev); err != nil {
+			if err := st.deleteHistory(v.key, v.rev, v.newest); err != nil {
 				return Result{}, err
 			}
 		}

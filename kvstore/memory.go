@@ -651,7 +651,7 @@ func (d *memData) versionAround(key []byte, rev uint64) (at, before *version, er
 	return at, before, nil
 }
 
-func (d *memData) deleteHistory(key []byte, rev uint64) error {
+func (d *memData) deleteHistory(key []byte, rev uint64, _ bool) error {
 	d.histBuf = histKey(d.histBuf[:0], key, rev)
 	d.hist.delete(string(d.histBuf))
 	return nil

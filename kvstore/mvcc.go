@@ -196,10 +196,21 @@ func scanAt(h history, start, end []byte, rev uint64, fn func(v version) bool) e
 // can span many chunks.
 var compactChunk = 4096
 
-// doomedVersion is a history entry a compaction removes.
+// revisionPlanner is a history that plans a compaction at rev its own way
+// (Bolt's, in revision order), dooming what compactPlan would, a chunk at
+// a time: each call returns the chunk from start (nil: the beginning) and
+// where the next begins (nil: done), in the planner's own terms.
+type revisionPlanner interface {
+	compactPlanner(rev uint64) func(start []byte, limit int) ([]doomedVersion, []byte, error)
+}
+
+// doomedVersion is a history entry a compaction removes; newest says it
+// is the key's newest version at or below the compacted revision (a
+// tombstone), which may be its head.
 type doomedVersion struct {
-	key []byte
-	rev uint64
+	key    []byte
+	rev    uint64
+	newest bool
 }
 
 // compactPlan lists the history entries compacting at rev removes, scanning
@@ -216,7 +227,7 @@ func compactPlan(h history, start []byte, rev uint64, limit int) (doomed []doome
 	)
 	settle := func() {
 		if have && newest.tombstone() {
-			doomed = append(doomed, doomedVersion{key, newest.modRev})
+			doomed = append(doomed, doomedVersion{key, newest.modRev, true})
 		}
 		have = false
 	}
@@ -234,7 +245,7 @@ func compactPlan(h history, start []byte, rev uint64, limit int) (doomed []doome
 			return true
 		}
 		if have {
-			doomed = append(doomed, doomedVersion{key, newest.modRev})
+			doomed = append(doomed, doomedVersion{key, newest.modRev, false})
 		}
 		newest, have = v.meta, true
 		return true

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,6 +71,16 @@ type Bolt struct {
 	// the write transactions committed, since the mapped pages were last
 	// handed back (handBackEvery, handBackCommits). Guarded by writeMu.
 	sinceHandBack, commitsSince int
+	// pruner plans the pruning of the compaction in progress, kept from
+	// one chunk to the next; prunedSince counts the history entries
+	// deleted since a pruning last finished. Guarded by writeMu. The
+	// pruning goroutine is woken by pruneKick, stopped by pruneQuit
+	// (closed once, by pruneStop), and closes pruneDone when it ends
+	// (boltcompact.go).
+	pruner                          *boltPruner
+	prunedSince                     int
+	pruneKick, pruneQuit, pruneDone chan struct{}
+	pruneStop                       sync.Once
 	// retiring counts the files retired and not yet closed (retire);
 	// retireErr is the first error closing one.
 	retiring  sync.WaitGroup
@@ -129,6 +140,9 @@ var (
 	keySessionClock = []byte("session_clock")
 	keyAlarms       = []byte("alarms") // kvpb.SnapshotHeader holding only alarms
 	keyCompacted    = []byte("compacted_revision")
+	// Present while a compaction's pruning is not done: a zero byte, then
+	// the history key it goes on from (none: the first).
+	keyCompacting = []byte("compacting_from")
 )
 
 // boltFormatVersion is the layout version stored under meta/format.
@@ -247,12 +261,13 @@ func OpenBolt(path string, opts Options) (*Bolt, error) {
 		return nil, fmt.Errorf("open kv store %s: %w", path, err)
 	}
 	b.handBackMapped() // building the index read the whole history through the map
+	b.startPruning()
 	// A restore that a crash interrupted left its file behind: the store
 	// is still the one it was to replace. Removed only now that this
 	// process holds the store's lock, so that it is never another
 	// process's restore in progress.
 	if err := os.Remove(path + restoringSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		_ = db.Close()
+		_ = b.Close()
 		return nil, fmt.Errorf("open kv store %s: remove an interrupted restore's file: %w", path, err)
 	}
 	return b, nil
@@ -338,7 +353,6 @@ func (b *Bolt) apply(entries []Entry) ([]Result, error) {
 		return nil, err
 	}
 	st := p.st
-	before := st.compactRev
 	// bbolt keeps the values written, without copying, until the commit:
 	// each batch has an arena of its own.
 	st.arena = make([]byte, 0, arenaSize(entries))
@@ -351,7 +365,7 @@ func (b *Bolt) apply(entries []Entry) ([]Result, error) {
 		p.bytes += len(e.Data)
 	}
 	p.entries += len(entries)
-	p.compacted = p.compacted || st.compactRev != before
+	defer b.kickPruning()
 	if !b.opts.NoSync || p.commitDue() {
 		if err := b.commitLocked(); err != nil {
 			return nil, err
@@ -373,6 +387,7 @@ func (b *Bolt) apply(entries []Entry) ([]Result, error) {
 // key index, stamped with the commit, and its usage.
 func (b *Bolt) publish(st *boltState) {
 	st.index.applied, st.index.rev, st.index.compacted = st.applied, st.rev, st.compactRev
+	st.index.pruning, st.index.pruneFrom = st.compacting, string(st.compactFrom)
 	b.index.Store(st.index)
 	b.applied.Store(markOf(st))
 	b.noteUsage(st)
@@ -462,10 +477,20 @@ func (b *Bolt) EtcdRange(req *pb.RangeRequest, maxBytes int) (resp *pb.RangeResp
 
 // HashKV implements Store, on one read transaction.
 func (b *Bolt) HashKV(rev int64) (h KVHash, err error) {
-	err = b.view(func(st *boltState) error {
-		h, err = hashKV(st, rev)
-		return err
-	})
+	// Every version is hashed, and how far pruning has got differs from
+	// member to member: hashed once it is done, again if a compaction
+	// applied meanwhile left some to do.
+	for pruned := false; err == nil && !pruned; {
+		if err = b.FinishCompaction(context.Background()); err != nil {
+			break
+		}
+		err = b.view(func(st *boltState) error {
+			if pruned = !st.compacting; pruned {
+				h, err = hashKV(st, rev)
+			}
+			return err
+		})
+	}
 	if err != nil {
 		return KVHash{}, fmt.Errorf("hash the history at revision %d: %w", rev, err)
 	}
@@ -581,7 +606,8 @@ func (b *Bolt) pair(f *boltFile) (*bbolt.Tx, *boltState, error) {
 		return nil, nil, err
 	}
 	st.file = f
-	if st.applied != ix.applied || st.rev != ix.rev || st.compactRev != ix.compacted {
+	if st.applied != ix.applied || st.rev != ix.rev || st.compactRev != ix.compacted ||
+		st.compacting != ix.pruning || string(st.compactFrom) != ix.pruneFrom {
 		_ = b.endRead(tx, f)
 		return nil, nil, fmt.Errorf("%w: %w: the key index is of index %d, revision %d, and the file of index %d, revision %d",
 			ErrCorrupt, errNotPaired, ix.applied, ix.rev, st.applied, st.rev)
@@ -852,7 +878,10 @@ func (b *Bolt) restoreInto(path string, r io.Reader) (_ *bbolt.DB, _ *boltState,
 	}
 	tx := sink.tx
 	st := &boltState{meta: tx.Bucket(bucketMeta), index: sink.index, applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
-		used: sink.used, clock: sink.clock, clockDirty: true, compactRev: sink.compactRev, compactDirty: true}
+		used: sink.used, clock: sink.clock, clockDirty: true, compactRev: sink.compactRev, compactDirty: true,
+		// A snapshot may hold versions its compaction doomed that its
+		// member had not pruned yet (boltcompact.go): pruned here.
+		compacting: sink.compactRev > 0, compactingDirty: true}
 	st.setAlarms(sink.alarms)
 	if err := st.flush(); err != nil {
 		return nil, nil, err
@@ -875,7 +904,9 @@ func (b *Bolt) install(db *bbolt.DB, st *boltState, path string) error {
 	}
 	db.NoSync = b.opts.NoSync
 	b.retire(b.file.Swap(&boltFile{db: db}), "a restore or defragmentation replaced it")
+	b.pruner = nil // of the old file's index
 	b.publish(st)
+	b.kickPruning()
 	b.handBackMapped() // the writes read pages of the new file through the map
 	// The new file is the store now, whatever the directory's sync says;
 	// a crash before the rename is durable brings back the old file,
@@ -1051,6 +1082,7 @@ func (b *Bolt) Sync() error {
 
 // Close implements Store.
 func (b *Bolt) Close() error {
+	b.stopPruning()
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	if b.closed.Swap(true) {
@@ -1089,6 +1121,11 @@ type boltState struct {
 	applied, rev, nclients uint64
 	compactRev             uint64
 	compactDirty           bool
+	// compacting says the history below compactRev is still to be pruned
+	// (boltcompact.go), from history key compactFrom on (nil: its start).
+	compacting      bool
+	compactFrom     []byte
+	compactingDirty bool
 
 	// used, the session clock and the alarms (Usage); hasUsed says the
 	// file holds used_bytes. The clock and alarms are written back only
@@ -1240,6 +1277,15 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 	if st.compactRev, err = st.metaU64(keyCompacted); err != nil {
 		return nil, err
 	}
+	if from := st.meta.Get(keyCompacting); from != nil {
+		if len(from) == 0 || from[0] != 0 {
+			return nil, fmt.Errorf("%w: meta/%s is %x", ErrCorrupt, keyCompacting, from)
+		}
+		st.compacting = true
+		if len(from) > 1 {
+			st.compactFrom = clone(from[1:])
+		}
+	}
 	if st.meta.Get(keySessionClock) != nil {
 		if st.clock, err = st.metaU64(keySessionClock); err != nil {
 			return nil, err
@@ -1298,6 +1344,22 @@ func (st *boltState) flush() error {
 	if st.compactDirty {
 		if err := st.meta.Put(keyCompacted, st.u64(st.compactRev)); err != nil {
 			return fmt.Errorf("write meta/%s: %w", keyCompacted, err)
+		}
+	}
+	if st.compactingDirty {
+		var err error
+		if st.compacting {
+			// A zero byte first: bbolt may not tell an empty value from
+			// none. In the arena: bbolt keeps a value until the commit.
+			v := st.alloc(1 + len(st.compactFrom))
+			v[0] = 0
+			copy(v[1:], st.compactFrom)
+			err = st.meta.Put(keyCompacting, v)
+		} else {
+			err = st.meta.Delete(keyCompacting)
+		}
+		if err != nil {
+			return fmt.Errorf("write meta/%s: %w", keyCompacting, err)
 		}
 	}
 	if st.clockDirty {
@@ -1699,97 +1761,6 @@ func (st *boltState) versionAround(key []byte, rev uint64) (at, before *version,
 		before = &version{key: clone(key), value: clone(value), meta: meta}
 	}
 	return at, before, nil
-}
-
-// compactPlanner plans a compaction at rev (compact's chunks) in revision
-// order: one pass over the history bucket, whose keys begin with their
-// revision, up to rev, where compactPlan walks every key's versions back
-// through their links, looking each one up in the tree and reading its
-// value. It dooms what compactPlan does: for each key the index holds,
-// the versions older than its newest at or below rev, and that one too if
-// it is a tombstone. A chunk's start and next are history keys; a chunk
-// holds at most limit entries.
-func (st *boltState) compactPlanner(rev uint64) func(start []byte, limit int) ([]doomedVersion, []byte, error) {
-	type kept struct {
-		rev       uint64 // 0: the key has no version at or below rev
-		tombstone bool
-	}
-	// The keys written since rev, whose head is above it: their newest
-	// version at or below rev, found once by walking back from the head.
-	walked := map[string]kept{}
-	// Every key's head, looked up by hash: a lookup in the index's tree
-	// for every entry of the history was half of a large compaction's
-	// time. The index's entries are never modified, and a compaction only
-	// takes keys out of it (whose heads no later entry can name).
-	var heads map[string]*indexEntry
-	keep := func(key []byte, e *indexEntry) (kept, error) {
-		if e.meta.modRev <= rev {
-			return kept{e.meta.modRev, e.meta.tombstone()}, nil
-		}
-		if k, ok := walked[string(key)]; ok {
-			return k, nil
-		}
-		meta, prev := e.meta, e.prev
-		var k kept
-		for {
-			v, err := st.previous(key, meta.modRev, prev)
-			if err != nil {
-				return kept{}, err
-			}
-			if v == nil {
-				break
-			}
-			if meta, prev, _, err = splitVersion(key, v); err != nil {
-				return kept{}, err
-			}
-			if meta.modRev <= rev {
-				k = kept{meta.modRev, meta.tombstone()}
-				break
-			}
-		}
-		walked[string(key)] = k
-		return k, nil
-	}
-	return func(start []byte, limit int) (doomed []doomedVersion, next []byte, err error) {
-		limit = max(limit, 1)
-		if heads == nil {
-			heads = make(map[string]*indexEntry, st.index.tree.Len())
-			st.index.ascend(nil, nil, func(e *indexEntry) bool {
-				heads[e.key] = e
-				return true
-			})
-		}
-		c := st.revs.Cursor()
-		k, _ := c.First()
-		if start != nil {
-			k, _ = c.Seek(start)
-		}
-		for ; k != nil; k, _ = c.Next() {
-			if len(k) < 8 {
-				return nil, nil, fmt.Errorf("%w: history key %x is shorter than a revision", ErrCorrupt, k)
-			}
-			r := binary.BigEndian.Uint64(k)
-			if r > rev {
-				return doomed, nil, nil
-			}
-			if len(doomed) >= limit {
-				return doomed, clone(k), nil
-			}
-			key := k[8:]
-			e := heads[string(key)]
-			if e == nil {
-				continue // no key's versions: compactPlan would not reach it either
-			}
-			kp, err := keep(key, e)
-			if err != nil {
-				return nil, nil, err
-			}
-			if r < kp.rev || r == kp.rev && kp.tombstone {
-				doomed = append(doomed, doomedVersion{clone(key), r, r == kp.rev})
-			}
-		}
-		return doomed, nil, nil
-	}
 }
 
 // deleteHistory removes key's version at rev, and the key from the index

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -276,6 +277,7 @@ func TestBoltSizes(t *testing.T) {
 	require.Greater(t, before, int64(5*400*1000), "every version is in use before the compaction")
 
 	require.Equal(t, StatusOK, a.one(EncodeCompact(b.Revision(), "")).Status)
+	require.NoError(t, b.FinishCompaction(context.Background()))
 	a.one(putCmd(0, 0, "one-more", "write")) // frees what the compaction's commit left pending
 	sizeAfter, after, err := b.Sizes()
 	require.NoError(t, err)

@@ -23,8 +23,8 @@ import (
 //   - it holds commitEntries entries or commitBytes bytes of them, or
 //     was begun commitInterval ago (checked by Apply, and by commitTimer
 //     when no Apply comes);
-//   - a batch compacted the history (which reads it all through the map,
-//     handed back after the commit).
+//   - a chunk of a compaction's pruning ran in it (boltcompact.go): a
+//     transaction holds every page it deletes from until its commit.
 //
 // What Apply answered from an open transaction is lost from the file if
 // the process dies before the commit, and found again in the WAL when the
@@ -42,8 +42,9 @@ type pendingTx struct {
 	tx    *bbolt.Tx
 	st    *boltState
 	began time.Time
-	// entries and bytes count what was applied into it; compacted says a
-	// batch compacted the history; returned says Apply has answered from
+	// entries and bytes count what was applied into it; compacted says
+	// the last chunk of a compaction's pruning ran in it (which read the
+	// history through the map, handed back after the commit); returned says Apply has answered from
 	// it (so losing it would lose answered batches from the store).
 	entries, bytes      int
 	compacted, returned bool
@@ -53,11 +54,13 @@ type pendingTx struct {
 // compacted revision.
 type appliedMark struct {
 	index, rev, compacted uint64
+	// compacting: a compaction's pruning is not done (boltcompact.go).
+	compacting bool
 }
 
 // markOf is where st stands.
 func markOf(st *boltState) *appliedMark {
-	return &appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev}
+	return &appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev, compacting: st.compacting}
 }
 
 func (p *pendingTx) commitDue() bool {
@@ -112,11 +115,16 @@ func (b *Bolt) commitLocked() error {
 		b.handBackMapped()
 		b.sinceHandBack, b.commitsSince = 0, 0
 	}
-	if p.st.historyDeleted >= freeAfterDeleting {
-		// The transaction held every leaf the compaction touched: some
-		// hundred MB after a million entries, which the collector would
-		// give back to the system only over minutes.
-		giveMemoryBack()
+	b.prunedSince += p.st.historyDeleted
+	if p.compacted {
+		// Pruning held every leaf it touched, a chunk at a time, and the
+		// key index's map of heads: some hundred MB after a million
+		// entries, which the collector would give back to the system only
+		// over minutes.
+		if b.prunedSince >= freeAfterDeleting {
+			giveMemoryBack()
+		}
+		b.prunedSince = 0
 	}
 	return nil
 }
@@ -147,7 +155,8 @@ func (b *Bolt) abandon(p *pendingTx, why error) {
 // them until a reopen replays them from the WAL. Under writeMu.
 func (b *Bolt) lose(p *pendingTx, err error) {
 	ix := b.index.Load() // stamped with the last commit (publish)
-	b.applied.Store(&appliedMark{index: ix.applied, rev: ix.rev, compacted: ix.compacted})
+	b.applied.Store(&appliedMark{index: ix.applied, rev: ix.rev, compacted: ix.compacted, compacting: ix.pruning})
+	b.pruner = nil // it may have seen heads p held
 	if p.returned {
 		failed := fmt.Errorf("the store lost batches it had answered, which were not committed (reopen it to replay them from the log): %w", err)
 		b.failed.CompareAndSwap(nil, &failed)

@@ -185,14 +185,17 @@ func TestBoltReadsSeeAnsweredWrites(t *testing.T) {
 	require.Equal(t, uint64(writes), b.AppliedIndex())
 }
 
-// TestBoltLargeCompactionGivesMemoryBack: the commit of a compaction that
-// deleted at least freeAfterDeleting history entries gives the memory its
-// transaction held back to the system; a smaller one, and a commit without
-// one, do not pay for a full collection.
+// TestBoltLargeCompactionGivesMemoryBack: the commit that finishes the
+// pruning of a compaction that deleted at least freeAfterDeleting history
+// entries, over however many chunks, gives the memory pruning held back to
+// the system; a smaller one, a chunk that does not finish, and a commit
+// without pruning do not pay for a full collection.
 func TestBoltLargeCompactionGivesMemoryBack(t *testing.T) {
-	was, wasGive := freeAfterDeleting, giveMemoryBack
-	t.Cleanup(func() { freeAfterDeleting, giveMemoryBack = was, wasGive })
-	freeAfterDeleting = 5
+	was, wasGive, wasChunk, wasBackground := freeAfterDeleting, giveMemoryBack, pruneChunk, backgroundPruning
+	t.Cleanup(func() {
+		freeAfterDeleting, giveMemoryBack, pruneChunk, backgroundPruning = was, wasGive, wasChunk, wasBackground
+	})
+	freeAfterDeleting, pruneChunk, backgroundPruning = 5, 2, false
 	calls := 0
 	giveMemoryBack = func() { calls++ }
 
@@ -204,10 +207,21 @@ func TestBoltLargeCompactionGivesMemoryBack(t *testing.T) {
 	for i := range 10 {
 		a.one(etcdPut(t, "k", fmt.Sprint(i))) // revisions 1-10
 	}
-	require.Equal(t, StatusOK, a.one(EncodeCompact(4, "")).Status) // deletes revisions 1-3
+	step := func() bool {
+		more, err := b.pruneStep(pruneChunk)
+		require.NoError(t, err)
+		return more
+	}
+	require.Equal(t, StatusOK, a.one(EncodeCompact(4, "")).Status) // dooms revisions 1-3
+	require.True(t, step(), "two of three entries deleted")
+	require.False(t, step(), "the third deleted")
 	require.Zero(t, calls, "three entries deleted, under the threshold")
-	require.Equal(t, StatusOK, a.one(EncodeCompact(10, "")).Status) // deletes revisions 4-9
-	require.Equal(t, 1, calls, "six entries deleted in one commit")
+	require.Equal(t, StatusOK, a.one(EncodeCompact(10, "")).Status) // dooms revisions 4-9
+	for step() {
+		require.Zero(t, calls, "the pruning goes on")
+	}
+	require.Equal(t, 1, calls, "six entries deleted in chunks of two")
 	a.one(etcdPut(t, "k", "after"))
-	require.Equal(t, 1, calls, "the count starts again with each transaction")
+	require.False(t, step(), "nothing to prune")
+	require.Equal(t, 1, calls, "the count starts again with each compaction")
 }

@@ -751,29 +751,17 @@ func compact(st state, cmd *command) (Result, error) {
 	case rev <= st.compacted():
 		return invalid(st, StatusCompacted, errEtcdCompacted), nil
 	}
-	// A chunk at a time: the scan must not run over the entries being
-	// deleted, and the whole plan at once would hold them all.
-	plan := func(start []byte, limit int) ([]doomedVersion, []byte, error) {
-		return compactPlan(st, start, rev, limit)
-	}
-	if p, ok := st.(revisionPlanner); ok {
-		plan = p.compactPlanner(rev)
-	}
-	var start []byte
-	for {
-		doomed, next, err := plan(start, compactChunk)
-		if err != nil {
+	if p, ok := st.(laterPruner); ok {
+		if err := p.schedulePrune(rev); err != nil {
 			return Result{}, err
 		}
-		for _, v := range doomed {
-			if err := st.deleteHistory(v.key, v.rev, v.newest); err != nil {
-				return Result{}, err
-			}
+	} else {
+		plan := func(start []byte, limit int) ([]doomedVersion, []byte, error) {
+			return compactPlan(st, start, rev, limit)
 		}
-		if next == nil {
-			break
+		if err := prune(st, plan, nil); err != nil {
+			return Result{}, err
 		}
-		start = next
 	}
 	if err := st.compactRevisions(rev + 1); err != nil { // Events reads from rev+1 on
 		return Result{}, err

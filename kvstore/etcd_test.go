@@ -213,6 +213,7 @@ func TestEtcdCompact(t *testing.T) {
 		require.ErrorAs(t, err, &re)
 		require.Equal(t, StatusCompacted, re.Status)
 
+		finishCompaction(t, s)
 		var buf bytes.Buffer
 		_, err = s.Snapshot(&buf)
 		require.NoError(t, err)
@@ -641,13 +642,14 @@ func TestEvents(t *testing.T) {
 // Compacting a chunk of the plan at a time leaves exactly the state one
 // plan of the whole history leaves, whatever the chunk's size and however
 // the keys' histories and tombstones fall across the chunks' edges; the
-// Bolt store, which plans in revision order (compactPlanner), leaves the
+// Bolt store, which plans in revision order (boltPruner), leaves the
 // state the memory store's walk of each key's versions does; and every
 // read at or after the compacted revision answers as it did before, and
 // one below it is refused.
 func TestEtcdCompactInChunks(t *testing.T) {
-	was := compactChunk
-	t.Cleanup(func() { compactChunk = was })
+	was, wasBackground := compactChunk, backgroundPruning
+	t.Cleanup(func() { compactChunk, backgroundPruning = was, wasBackground })
+	backgroundPruning = false
 	rapid.Check(t, func(rt *rapid.T) {
 		keys := []string{"a", "b", "c", "d", "e"}
 		cmds := [][]byte{etcdPut(rt, "a", "first")} // so that there is a revision to compact at
@@ -702,6 +704,7 @@ func TestEtcdCompactInChunks(t *testing.T) {
 					require.ErrorAs(rt, err, &re, "%s: a read below the compacted revision", name)
 					require.Equal(rt, StatusCompacted, re.Status)
 				}
+				finishCompaction(rt, s) // in chunks of compactChunk: the Bolt store's goroutine is off
 				var buf bytes.Buffer
 				_, err = s.Snapshot(&buf)
 				require.NoError(rt, err)

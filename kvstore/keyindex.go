@@ -24,8 +24,13 @@ type keyIndex struct {
 	tree *btree.BTreeG[*indexEntry]
 	// The commit the index is of: readers pair it with a bbolt read
 	// transaction of the same commit (Bolt.begin), and the store's
-	// AppliedIndex, Revision and CompactedRevision are these.
+	// AppliedIndex, Revision and CompactedRevision are these. A chunk
+	// of pruning changes none of those, only the marker of how far it got
+	// (pruning, pruneFrom), which the pairing compares too: an index from
+	// before a chunk holds tombstones whose versions the chunk deleted.
 	applied, rev, compacted uint64
+	pruning                 bool
+	pruneFrom               string
 }
 
 // indexEntry is one key's head. An entry in a published index is never

@@ -252,13 +252,16 @@ type Options struct {
 	// LockTimeout (bbolt only) is how long OpenBolt waits for another
 	// process's lock on the file. 0 means DefaultLockTimeout.
 	LockTimeout time.Duration
-	// OnFailure (bbolt only), if set, is called with the error that failed
-	// the store when no caller was there to get it: a commit of batches
-	// Apply had answered, made by the store's timer because no Apply or
-	// read came within the commit interval (NoSync). The store answers
-	// every later call with that error; a server stops, as it does when
-	// Apply fails. It is called from the store's own goroutine, with the
-	// store locked: it must not call the store.
+	// OnFailure (bbolt only), if set, is called with an error no caller
+	// was there to get: a failed commit of batches Apply had answered,
+	// made by the store's timer because no Apply or read came within the
+	// commit interval (NoSync), which fails the store (it answers every
+	// later call with that error), called with the store locked; or a
+	// failed chunk of the pruning after a compaction (boltcompact.go),
+	// called from the pruning goroutine without the lock, which fails the
+	// store only if the chunk's transaction held answered batches. A
+	// server stops on either, as it does when Apply fails. It must not
+	// call the store.
 	OnFailure func(error)
 }
 

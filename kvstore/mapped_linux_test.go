@@ -5,6 +5,7 @@ package kvstore
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -156,6 +157,7 @@ func TestSmallCommitsAfterACompactionLeaveTheFileUnmapped(t *testing.T) {
 	res, err := s.Apply([]Entry{{Index: next, Data: EncodeCompact(next-1, "")}})
 	require.NoError(t, err)
 	require.Equal(t, StatusOK, res[0].Status, "compaction: %+v", res[0])
+	require.NoError(t, s.FinishCompaction(context.Background()))
 	next++
 	var most int64
 	for i := range 8000 {

@@ -197,12 +197,32 @@ func scanAt(h history, start, end []byte, rev uint64, fn func(v version) bool) e
 // can span many chunks.
 var compactChunk = 4096
 
-// revisionPlanner is a history that plans a compaction at rev its own way
-// (Bolt's, in revision order), dooming what compactPlan would, a chunk at
-// a time: each call returns the chunk from start (nil: the beginning) and
-// where the next begins (nil: done), in the planner's own terms.
-type revisionPlanner interface {
-	compactPlanner(rev uint64) func(start []byte, limit int) ([]doomedVersion, []byte, error)
+// laterPruner is a history that deletes what a compaction dooms after
+// the command (the Bolt store, boltcompact.go): schedulePrune marks the
+// history below rev as to be pruned.
+type laterPruner interface {
+	schedulePrune(rev uint64) error
+}
+
+// prune deletes, a chunk at a time, the versions plan dooms from start
+// (in plan's terms) on: the scan must not run over the entries being
+// deleted, and planning the whole history at once would hold them all.
+func prune(st state, plan func(start []byte, limit int) ([]doomedVersion, []byte, error), start []byte) error {
+	for {
+		doomed, next, err := plan(start, compactChunk)
+		if err != nil {
+			return err
+		}
+		for _, v := range doomed {
+			if err := st.deleteHistory(v.key, v.rev, v.newest); err != nil {
+				return err
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		start = next
+	}
 }
 
 // doomedVersion is a history entry a compaction removes; newest says it

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -185,6 +186,7 @@ func TestBoltDefragment(t *testing.T) {
 	// pages they took (a transaction frees its own without a trace).
 	require.NoError(t, b.Sync())
 	a.one(EncodeCompact(b.Revision(), ""))
+	require.NoError(t, b.FinishCompaction(context.Background()))
 	a.one(registerCmd())
 	fileSize := func() int64 {
 		size, _, err := b.Sizes()

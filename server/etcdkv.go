@@ -205,8 +205,14 @@ func (k *etcdKV) Compact(ctx context.Context, req *pb.CompactionRequest) (*pb.Co
 	if err != nil {
 		return nil, k.resultError(res, err)
 	}
-	// Compaction is applied with the command (there is no separate
-	// physical step): Physical needs no more waiting.
+	// The command moved the compacted revision; this member's store
+	// deletes what it dooms after it (kvstore's boltcompact.go), which
+	// Physical waits for, as etcd's does.
+	if req.Physical {
+		if err := k.s.store.FinishCompaction(ctx); err != nil {
+			return nil, etcdError(err)
+		}
+	}
 	return &pb.CompactionResponse{Header: k.s.etcdHeaderAt(res.Revision)}, nil
 }
 

@@ -140,8 +140,9 @@ var (
 	keySessionClock = []byte("session_clock")
 	keyAlarms       = []byte("alarms") // kvpb.SnapshotHeader holding only alarms
 	keyCompacted    = []byte("compacted_revision")
-	// Present while a compaction's pruning is not done: a zero byte, then
-	// the history key it goes on from (none: the first).
+	// Present while a compaction's pruning is not done: a zero byte, the
+	// revision the pass under way prunes for (8 bytes), then the history
+	// key it goes on from (none: the first).
 	keyCompacting = []byte("compacting_from")
 )
 
@@ -387,7 +388,7 @@ func (b *Bolt) apply(entries []Entry) ([]Result, error) {
 // key index, stamped with the commit, and its usage.
 func (b *Bolt) publish(st *boltState) {
 	st.index.applied, st.index.rev, st.index.compacted = st.applied, st.rev, st.compactRev
-	st.index.pruning, st.index.pruneFrom = st.compacting, string(st.compactFrom)
+	st.index.pruning, st.index.pruneRev, st.index.pruneFrom = st.compacting, st.pruneRev, string(st.compactFrom)
 	b.index.Store(st.index)
 	b.applied.Store(markOf(st))
 	b.noteUsage(st)
@@ -475,12 +476,19 @@ func (b *Bolt) EtcdRange(req *pb.RangeRequest, maxBytes int) (resp *pb.RangeResp
 	return resp, nil
 }
 
+// hashTries is how many times HashKV prunes and looks again before it
+// gives up on a member that compactions keep giving more to prune.
+const hashTries = 3
+
 // HashKV implements Store, on one read transaction.
 func (b *Bolt) HashKV(rev int64) (h KVHash, err error) {
 	// Every version is hashed, and how far pruning has got differs from
 	// member to member: hashed once it is done, again if a compaction
-	// applied meanwhile left some to do.
-	for pruned := false; err == nil && !pruned; {
+	// applied meanwhile left some to do, a few times.
+	for try, pruned := 0, false; err == nil && !pruned; try++ {
+		if try == hashTries {
+			return KVHash{}, fmt.Errorf("hash the history at revision %d: compactions kept coming while it was pruned; try again", rev)
+		}
 		if err = b.FinishCompaction(context.Background()); err != nil {
 			break
 		}
@@ -607,7 +615,7 @@ func (b *Bolt) pair(f *boltFile) (*bbolt.Tx, *boltState, error) {
 	}
 	st.file = f
 	if st.applied != ix.applied || st.rev != ix.rev || st.compactRev != ix.compacted ||
-		st.compacting != ix.pruning || string(st.compactFrom) != ix.pruneFrom {
+		st.compacting != ix.pruning || st.pruneRev != ix.pruneRev || string(st.compactFrom) != ix.pruneFrom {
 		_ = b.endRead(tx, f)
 		return nil, nil, fmt.Errorf("%w: %w: the key index is of index %d, revision %d, and the file of index %d, revision %d",
 			ErrCorrupt, errNotPaired, ix.applied, ix.rev, st.applied, st.rev)
@@ -791,7 +799,7 @@ func (b *Bolt) Restore(r io.Reader) error {
 		return fmt.Errorf("restore %s: %w", b.path, err)
 	}
 	path := b.path + restoringSuffix
-	db, st, err := b.restoreInto(path, r)
+	db, st, err := b.restoreInto(path, r, false)
 	if err == nil {
 		err = b.install(db, st, path)
 	}
@@ -812,6 +820,17 @@ func (b *Bolt) Defragment() error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
+	if err := b.failure(); err != nil {
+		return fmt.Errorf("defragment %s: %w", b.path, err)
+	}
+	// Pruned first (at full speed, as Apply waits anyway): the new file
+	// is to hold only what the state needs, and is written with no mark.
+	for more := b.applied.Load().compacting; more; {
+		var err error
+		if more, err = b.pruneStepLocked(pruneChunk); err != nil {
+			return fmt.Errorf("defragment %s: %w", b.path, err)
+		}
+	}
 	if err := b.commitHeld(); err != nil {
 		return fmt.Errorf("defragment %s: %w", b.path, err)
 	}
@@ -829,7 +848,7 @@ func (b *Bolt) Defragment() error {
 		pw.CloseWithError(frozen.WriteSnapshot(pw))
 	}()
 	path := b.path + restoringSuffix
-	db, restored, err := b.restoreInto(path, pr)
+	db, restored, err := b.restoreInto(path, pr, true)
 	pr.CloseWithError(errors.New("defragment: the new file was abandoned")) // unblocks the writer if restoreInto stopped early
 	<-wrote
 	_ = frozen.Close()
@@ -845,7 +864,7 @@ func (b *Bolt) Defragment() error {
 // restoreInto writes the snapshot in r to a new bbolt file at path and,
 // if it checks out, syncs it: the open file and its state are returned.
 // On an error no file is left at path.
-func (b *Bolt) restoreInto(path string, r io.Reader) (_ *bbolt.DB, _ *boltState, err error) {
+func (b *Bolt) restoreInto(path string, r io.Reader, pruned bool) (_ *bbolt.DB, _ *boltState, err error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("remove an earlier restore's file: %w", err)
 	}
@@ -880,8 +899,12 @@ func (b *Bolt) restoreInto(path string, r io.Reader) (_ *bbolt.DB, _ *boltState,
 	st := &boltState{meta: tx.Bucket(bucketMeta), index: sink.index, applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
 		used: sink.used, clock: sink.clock, clockDirty: true, compactRev: sink.compactRev, compactDirty: true,
 		// A snapshot may hold versions its compaction doomed that its
-		// member had not pruned yet (boltcompact.go): pruned here.
-		compacting: sink.compactRev > 0, compactingDirty: true}
+		// member had not pruned yet (boltcompact.go): pruned here,
+		// unless the caller knows it has none.
+		compacting: !pruned && sink.compactRev > 0, pruneRev: sink.compactRev, compactingDirty: true}
+	if !st.compacting {
+		st.pruneRev = 0
+	}
 	st.setAlarms(sink.alarms)
 	if err := st.flush(); err != nil {
 		return nil, nil, err
@@ -1121,9 +1144,12 @@ type boltState struct {
 	applied, rev, nclients uint64
 	compactRev             uint64
 	compactDirty           bool
-	// compacting says the history below compactRev is still to be pruned
-	// (boltcompact.go), from history key compactFrom on (nil: its start).
+	// compacting says the history is still to be pruned (boltcompact.go):
+	// the pass under way, for revision pruneRev (compactRev, or one
+	// before it that the pass began with), goes on from history key
+	// compactFrom (nil: its start).
 	compacting      bool
+	pruneRev        uint64
 	compactFrom     []byte
 	compactingDirty bool
 
@@ -1277,13 +1303,16 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 	if st.compactRev, err = st.metaU64(keyCompacted); err != nil {
 		return nil, err
 	}
-	if from := st.meta.Get(keyCompacting); from != nil {
-		if len(from) == 0 || from[0] != 0 {
-			return nil, fmt.Errorf("%w: meta/%s is %x", ErrCorrupt, keyCompacting, from)
+	if mark := st.meta.Get(keyCompacting); mark != nil {
+		if len(mark) < 9 || mark[0] != 0 {
+			return nil, fmt.Errorf("%w: meta/%s is %x", ErrCorrupt, keyCompacting, mark)
 		}
-		st.compacting = true
-		if len(from) > 1 {
-			st.compactFrom = clone(from[1:])
+		st.compacting, st.pruneRev = true, binary.BigEndian.Uint64(mark[1:9])
+		if len(mark) > 9 {
+			st.compactFrom = clone(mark[9:])
+		}
+		if st.pruneRev == 0 || st.pruneRev > st.compactRev {
+			return nil, fmt.Errorf("%w: meta/%s prunes for revision %d, compacted at %d", ErrCorrupt, keyCompacting, st.pruneRev, st.compactRev)
 		}
 	}
 	if st.meta.Get(keySessionClock) != nil {
@@ -1349,11 +1378,11 @@ func (st *boltState) flush() error {
 	if st.compactingDirty {
 		var err error
 		if st.compacting {
-			// A zero byte first: bbolt may not tell an empty value from
-			// none. In the arena: bbolt keeps a value until the commit.
-			v := st.alloc(1 + len(st.compactFrom))
-			v[0] = 0
-			copy(v[1:], st.compactFrom)
+			// In the arena: bbolt keeps a value until the commit.
+			v := st.alloc(9 + len(st.compactFrom))
+			v[0] = 0 // the layout's version
+			binary.BigEndian.PutUint64(v[1:9], st.pruneRev)
+			copy(v[9:], st.compactFrom)
 			err = st.meta.Put(keyCompacting, v)
 		} else {
 			err = st.meta.Delete(keyCompacting)

@@ -25,7 +25,7 @@ import (
 // A snapshot holds what its state still had to prune, so its bytes differ
 // from member to member with their progress (the restored store prunes
 // it: restoreInto sets the marker); HashKV, which hashes every version,
-// finishes the pruning first. A restart resumes from the marker; what a
+// and Defragment finish the pruning first. A restart resumes from the marker; what a
 // chunk dooms depends only on the history and the revision, so a chunk
 // redone after a crash deletes the same entries.
 //
@@ -51,12 +51,20 @@ var prunePause = 10 * time.Millisecond
 var backgroundPruning = true
 
 // schedulePrune implements laterPruner: the history below rev is to be
-// pruned, from its start. A compaction whose pruning is not done (one
-// asked for soon after another, or before a restart let it finish) needs
-// no finishing first: a later revision dooms every version an earlier one
-// did, so pruning for rev from the start deletes what is left of it.
-func (st *boltState) schedulePrune(uint64) error {
-	st.compacting, st.compactFrom, st.compactingDirty = true, nil, true
+// pruned, from its start. A pass under way for an earlier compaction goes
+// on for its own revision and the next pass prunes for the latest one
+// (pruneStepLocked): an earlier revision dooms no version a later one
+// keeps. Starting again from the start instead would never finish a pass
+// over a history longer than what pruning covers between two
+// compactions (etcd's revision mode compacts every 5 s); and a pass that
+// went on from where it was with the new revision, wrapping round to
+// where it began, would take a key out of the index (its tombstone
+// deleted) while older versions of it, before that point, were still to
+// be deleted: versions no pass reaches again.
+func (st *boltState) schedulePrune(rev uint64) error {
+	if !st.compacting {
+		st.compacting, st.pruneRev, st.compactFrom, st.compactingDirty = true, rev, nil, true
+	}
 	return nil
 }
 
@@ -86,8 +94,8 @@ func (b *Bolt) pruneStepLocked(limit int) (bool, error) {
 	}
 	st := p.st
 	if st.compacting {
-		if b.pruner == nil || b.pruner.rev != st.compactRev {
-			b.pruner = newBoltPruner(st.compactRev)
+		if b.pruner == nil || b.pruner.rev != st.pruneRev {
+			b.pruner = newBoltPruner(st.pruneRev)
 		}
 		doomed, next, err := b.pruner.plan(st, st.compactFrom, limit)
 		for i := 0; err == nil && i < len(doomed); i++ {
@@ -96,11 +104,15 @@ func (b *Bolt) pruneStepLocked(limit int) (bool, error) {
 		if err != nil {
 			b.pruner = nil
 			b.abandon(p, err)
-			return false, fmt.Errorf("prune the history below revision %d: %w", st.compactRev, err)
+			return false, fmt.Errorf("prune the history below revision %d: %w", st.pruneRev, err)
 		}
 		st.compactFrom, st.compactingDirty = next, true
-		if next == nil {
-			st.compacting, b.pruner, p.compacted = false, nil, true
+		switch {
+		case next != nil:
+		case st.pruneRev < st.compactRev: // compacted again meanwhile: a pass for the latest
+			st.pruneRev, b.pruner = st.compactRev, nil
+		default:
+			st.compacting, st.pruneRev, b.pruner, p.compacted = false, 0, nil, true
 		}
 	}
 	// Committed at once, even with batches in it that Apply left open: a
@@ -116,7 +128,7 @@ func (b *Bolt) FinishCompaction(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("finish a compaction: %w", err)
 		}
-		if _, err := b.pruneStep(compactChunk); err != nil {
+		if _, err := b.pruneStep(pruneChunk); err != nil {
 			return fmt.Errorf("finish a compaction: %w", err)
 		}
 	}

@@ -201,6 +201,7 @@ func TestBoltPruningInterleaved(t *testing.T) {
 				require.NoError(rt, r.Close())
 			case 7:
 				require.NoError(rt, b.Defragment())
+				require.False(rt, b.Pruning(), "a defragmented file holds only what the state needs")
 			}
 		}
 		require.Equal(rt, reads(m), reads(b))
@@ -250,4 +251,51 @@ func TestBoltPairingSeesPruning(t *testing.T) {
 	}
 	_, found := b.index.Load().tree.Get(&indexEntry{key: "gone"})
 	require.False(t, found, "the tombstone was pruned")
+}
+
+// TestBoltCompactionDuringPruning: a compaction applied while a pass of
+// pruning is under way leaves the pass going on for its own revision,
+// from where it was, and the next pass prunes for the new one: starting
+// again from the beginning at every compaction would never finish a pass
+// longer than the time between compactions.
+func TestBoltCompactionDuringPruning(t *testing.T) {
+	was, wasChunk := backgroundPruning, pruneChunk
+	t.Cleanup(func() { backgroundPruning, pruneChunk = was, wasChunk })
+	backgroundPruning, pruneChunk = false, 4
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	a := newApplier(t, b)
+	for i := range 60 {
+		a.one(etcdPut(t, fmt.Sprint(i%10), fmt.Sprint(i))) // revisions 1-60, six versions of ten keys
+	}
+	mark := func() (rev uint64, from string) {
+		require.NoError(t, b.view(func(st *boltState) error {
+			require.True(t, st.compacting)
+			rev, from = st.pruneRev, string(st.compactFrom)
+			return nil
+		}))
+		return rev, from
+	}
+	step := func() bool {
+		more, err := b.pruneStep(pruneChunk)
+		require.NoError(t, err)
+		return more
+	}
+	a.one(EncodeCompact(30, ""))
+	require.True(t, step())
+	rev, from := mark()
+	require.EqualValues(t, 30, rev)
+	a.one(EncodeCompact(50, ""))
+	gotRev, gotFrom := mark()
+	require.Equal(t, [2]any{rev, from}, [2]any{gotRev, gotFrom}, "the pass goes on for its revision, from where it was")
+	for {
+		require.True(t, step())
+		if rev, _ := mark(); rev == 50 {
+			break
+		}
+	}
+	for step() {
+	}
+	require.Equal(t, 10+10, historyEntries(t, b), "each key's newest version at or below 50, and the ones after it")
 }

@@ -30,6 +30,7 @@ type keyIndex struct {
 	// before a chunk holds tombstones whose versions the chunk deleted.
 	applied, rev, compacted uint64
 	pruning                 bool
+	pruneRev                uint64
 	pruneFrom               string
 }
 

@@ -187,14 +187,14 @@ func scanAt(h history, start, end []byte, rev uint64, fn func(v version) bool) e
 	return nil
 }
 
-// compactChunk is how many history entries compact plans before it deletes
-// them: compactPlan's chunk ends at the first key after that many, so it
-// holds them plus one key's history at most (the Bolt store's planner, in
-// revision order, holds at most that many). Planning the whole history at
-// once held every doomed entry in memory: compacting 600,000 overwrites took the
-// leader's live heap from 37 to 174 MB (docs/bench.md, "A compaction's
-// plan, a chunk at a time"). A variable, so that a test's small history
-// can span many chunks.
+// compactChunk is how many history entries the memory store's compact
+// plans before it deletes them: compactPlan's chunk ends at the first key
+// after that many, so it holds them plus one key's history at most (the
+// Bolt store prunes after the command, pruneChunk at a time). Planning the
+// whole history at once held every doomed entry in memory: compacting
+// 600,000 overwrites took the leader's live heap from 37 to 174 MB
+// (docs/bench.md, "A compaction's plan, a chunk at a time"). A variable,
+// so that a test's small history can span many chunks.
 var compactChunk = 4096
 
 // laterPruner is a history that deletes what a compaction dooms after

@@ -476,20 +476,19 @@ func (b *Bolt) EtcdRange(req *pb.RangeRequest, maxBytes int) (resp *pb.RangeResp
 	return resp, nil
 }
 
-// hashTries is how many times HashKV prunes and looks again before it
-// gives up on a member that compactions keep giving more to prune.
-const hashTries = 3
+// hashPruneTimeout bounds how long HashKV prunes before it gives up on a
+// member that compactions keep giving more to prune.
+var hashPruneTimeout = 10 * time.Second
 
 // HashKV implements Store, on one read transaction.
 func (b *Bolt) HashKV(rev int64) (h KVHash, err error) {
 	// Every version is hashed, and how far pruning has got differs from
 	// member to member: hashed once it is done, again if a compaction
-	// applied meanwhile left some to do, a few times.
-	for try, pruned := 0, false; err == nil && !pruned; try++ {
-		if try == hashTries {
-			return KVHash{}, fmt.Errorf("hash the history at revision %d: compactions kept coming while it was pruned; try again", rev)
-		}
-		if err = b.FinishCompaction(context.Background()); err != nil {
+	// applied meanwhile left some to do.
+	ctx, cancel := context.WithTimeout(context.Background(), hashPruneTimeout)
+	defer cancel()
+	for pruned := false; err == nil && !pruned; {
+		if err = b.FinishCompaction(ctx); err != nil {
 			break
 		}
 		err = b.view(func(st *boltState) error {

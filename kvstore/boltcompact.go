@@ -11,7 +11,8 @@ import (
 // The Bolt store compacts in two steps, as etcd does. The Compact command
 // only moves the compacted revision (reads below it are refused from then
 // on) and marks the history below it as to be pruned (meta/compacting_from:
-// the history key pruning has reached). The versions the compaction dooms
+// the revision a pass prunes for, and the history key it has reached).
+// The versions the compaction dooms
 // are deleted afterwards by a goroutine of the store's, a chunk at a time
 // with a pause between chunks; each chunk's transaction is committed at
 // once, with whatever batches Apply had left open in it. Deleting them
@@ -23,19 +24,20 @@ import (
 // revision, or is that newest and a tombstone, so a read at or after the
 // compacted revision never returns one, and reads below it are refused.
 // A snapshot holds what its state still had to prune, so its bytes differ
-// from member to member with their progress (the restored store prunes
-// it: restoreInto sets the marker); HashKV, which hashes every version,
-// and Defragment finish the pruning first. A restart resumes from the marker; what a
-// chunk dooms depends only on the history and the revision, so a chunk
-// redone after a crash deletes the same entries.
+// from member to member with their progress (the store it is restored
+// into prunes it: Restore sets the marker); HashKV, which hashes every
+// version, and Defragment finish the pruning first. A restart resumes
+// from the marker; what a chunk dooms depends only on the history and the
+// pass's revision, so a chunk redone after a crash deletes the same
+// entries.
 //
 // The memory store still prunes inside the command: it has no writer to
 // hold up but the simulator's, whose schedules stay as they were.
 
 // pruneChunk is how many history entries one pruning transaction deletes
 // at most (boltPruner.plan also bounds what it scans): what a write
-// arriving meanwhile waits for (writeMu), with, for the first chunk, the
-// map of every key's head.
+// arriving meanwhile waits for (writeMu), with, for a pass's first chunk,
+// the map of every key's head.
 var pruneChunk = 1024
 
 // prunePause is how long the pruning goroutine rests between chunks, as
@@ -51,7 +53,7 @@ var prunePause = 10 * time.Millisecond
 var backgroundPruning = true
 
 // schedulePrune implements laterPruner: the history below rev is to be
-// pruned, from its start. A pass under way for an earlier compaction goes
+// pruned, by a pass from its start. A pass under way for an earlier compaction goes
 // on for its own revision and the next pass prunes for the latest one
 // (pruneStepLocked): an earlier revision dooms no version a later one
 // keeps. Starting again from the start instead would never finish a pass
@@ -110,7 +112,7 @@ func (b *Bolt) pruneStepLocked(limit int) (bool, error) {
 		switch {
 		case next != nil:
 		case st.pruneRev < st.compactRev: // compacted again meanwhile: a pass for the latest
-			st.pruneRev, b.pruner = st.compactRev, nil
+			st.pruneRev, b.pruner, p.compacted = st.compactRev, nil, true
 		default:
 			st.compacting, st.pruneRev, b.pruner, p.compacted = false, 0, nil, true
 		}

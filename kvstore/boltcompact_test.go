@@ -299,3 +299,35 @@ func TestBoltCompactionDuringPruning(t *testing.T) {
 	}
 	require.Equal(t, 10+10, historyEntries(t, b), "each key's newest version at or below 50, and the ones after it")
 }
+
+// TestBoltHashKVPrunesFirst: HashKV hashes every version, so it prunes
+// what is left first, and gives up, rather than hash a history whose
+// pruning is not done, once its time is out.
+func TestBoltHashKVPrunesFirst(t *testing.T) {
+	was, wasTimeout := backgroundPruning, hashPruneTimeout
+	t.Cleanup(func() { backgroundPruning, hashPruneTimeout = was, wasTimeout })
+	backgroundPruning = false
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{})
+	require.NoError(t, err)
+	defer b.Close()
+	m := NewMemory(Options{})
+	for _, s := range []Store{b, m} {
+		a := newApplier(t, s)
+		for j := range 20 {
+			a.one(etcdPut(t, fmt.Sprint(j%3), fmt.Sprint(j)))
+		}
+		a.one(EncodeCompact(15, ""))
+	}
+	require.True(t, b.Pruning())
+	hashPruneTimeout = 0
+	_, err = b.HashKV(0)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.True(t, b.Pruning(), "nothing hashed, nothing pruned")
+	hashPruneTimeout = wasTimeout
+	got, err := b.HashKV(0)
+	require.NoError(t, err)
+	want, err := m.HashKV(0)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	require.False(t, b.Pruning())
+}

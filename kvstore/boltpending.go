@@ -43,7 +43,7 @@ type pendingTx struct {
 	st    *boltState
 	began time.Time
 	// entries and bytes count what was applied into it; compacted says
-	// the last chunk of a compaction's pruning ran in it (which read the
+	// the last chunk of a pass of pruning ran in it (which read the
 	// history through the map, handed back after the commit); returned says Apply has answered from
 	// it (so losing it would lose answered batches from the store).
 	entries, bytes      int

@@ -26,7 +26,7 @@ type keyIndex struct {
 	// transaction of the same commit (Bolt.begin), and the store's
 	// AppliedIndex, Revision and CompactedRevision are these. A chunk
 	// of pruning changes none of those, only the marker of how far it got
-	// (pruning, pruneFrom), which the pairing compares too: an index from
+	// (pruning, pruneRev, pruneFrom), which the pairing compares too: an index from
 	// before a chunk holds tombstones whose versions the chunk deleted.
 	applied, rev, compacted uint64
 	pruning                 bool

@@ -388,7 +388,7 @@ func (b *Bolt) apply(entries []Entry) ([]Result, error) {
 // key index, stamped with the commit, and its usage.
 func (b *Bolt) publish(st *boltState) {
 	st.index.applied, st.index.rev, st.index.compacted = st.applied, st.rev, st.compactRev
-	st.index.pruning, st.index.pruneRev, st.index.pruneFrom = st.compacting, st.pruneRev, string(st.compactFrom)
+	st.index.pruneRev, st.index.pruneFrom = st.pruneRev, string(st.pruneFrom)
 	b.index.Store(st.index)
 	b.applied.Store(markOf(st))
 	b.noteUsage(st)
@@ -492,7 +492,7 @@ func (b *Bolt) HashKV(rev int64) (h KVHash, err error) {
 			break
 		}
 		err = b.view(func(st *boltState) error {
-			if pruned = !st.compacting; pruned {
+			if pruned = !st.pruning(); pruned {
 				h, err = hashKV(st, rev)
 			}
 			return err
@@ -614,7 +614,7 @@ func (b *Bolt) pair(f *boltFile) (*bbolt.Tx, *boltState, error) {
 	}
 	st.file = f
 	if st.applied != ix.applied || st.rev != ix.rev || st.compactRev != ix.compacted ||
-		st.compacting != ix.pruning || st.pruneRev != ix.pruneRev || string(st.compactFrom) != ix.pruneFrom {
+		st.pruneRev != ix.pruneRev || string(st.pruneFrom) != ix.pruneFrom {
 		_ = b.endRead(tx, f)
 		return nil, nil, fmt.Errorf("%w: %w: the key index is of index %d, revision %d, and the file of index %d, revision %d",
 			ErrCorrupt, errNotPaired, ix.applied, ix.rev, st.applied, st.rev)
@@ -824,7 +824,7 @@ func (b *Bolt) Defragment() error {
 	}
 	// Pruned first (at full speed, as Apply waits anyway): the new file
 	// is to hold only what the state needs, and is written with no mark.
-	for more := b.applied.Load().compacting; more; {
+	for more := true; more; {
 		var err error
 		if more, err = b.pruneStepLocked(pruneChunk); err != nil {
 			return fmt.Errorf("defragment %s: %w", b.path, err)
@@ -897,12 +897,12 @@ func (b *Bolt) restoreInto(path string, r io.Reader, pruned bool) (_ *bbolt.DB, 
 	tx := sink.tx
 	st := &boltState{meta: tx.Bucket(bucketMeta), index: sink.index, applied: info.AppliedIndex, rev: info.Revision, nclients: sink.n,
 		used: sink.used, clock: sink.clock, clockDirty: true, compactRev: sink.compactRev, compactDirty: true,
+		pruneDirty: true}
+	if !pruned {
 		// A snapshot may hold versions its compaction doomed that its
-		// member had not pruned yet (boltcompact.go): pruned here,
-		// unless the caller knows it has none.
-		compacting: !pruned && sink.compactRev > 0, pruneRev: sink.compactRev, compactingDirty: true}
-	if !st.compacting {
-		st.pruneRev = 0
+		// member had not pruned yet (boltcompact.go): pruned here (a
+		// compacted revision of 0 leaves nothing to prune).
+		st.pruneRev = sink.compactRev
 	}
 	st.setAlarms(sink.alarms)
 	if err := st.flush(); err != nil {
@@ -1143,14 +1143,13 @@ type boltState struct {
 	applied, rev, nclients uint64
 	compactRev             uint64
 	compactDirty           bool
-	// compacting says the history is still to be pruned (boltcompact.go):
-	// the pass under way, for revision pruneRev (compactRev, or one
-	// before it that the pass began with), goes on from history key
-	// compactFrom (nil: its start).
-	compacting      bool
-	pruneRev        uint64
-	compactFrom     []byte
-	compactingDirty bool
+	// pruneRev is the revision the pass of pruning under way prunes for
+	// (boltcompact.go; compactRev, or one before it that the pass began
+	// with; 0: none), which goes on from history key pruneFrom (nil: its
+	// start).
+	pruneRev   uint64
+	pruneFrom  []byte
+	pruneDirty bool
 
 	// used, the session clock and the alarms (Usage); hasUsed says the
 	// file holds used_bytes. The clock and alarms are written back only
@@ -1306,9 +1305,9 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 		if len(mark) < 9 || mark[0] != 0 {
 			return nil, fmt.Errorf("%w: meta/%s is %x", ErrCorrupt, keyCompacting, mark)
 		}
-		st.compacting, st.pruneRev = true, binary.BigEndian.Uint64(mark[1:9])
+		st.pruneRev = binary.BigEndian.Uint64(mark[1:9])
 		if len(mark) > 9 {
-			st.compactFrom = clone(mark[9:])
+			st.pruneFrom = clone(mark[9:])
 		}
 		if st.pruneRev == 0 || st.pruneRev > st.compactRev {
 			return nil, fmt.Errorf("%w: meta/%s prunes for revision %d, compacted at %d", ErrCorrupt, keyCompacting, st.pruneRev, st.compactRev)
@@ -1374,14 +1373,14 @@ func (st *boltState) flush() error {
 			return fmt.Errorf("write meta/%s: %w", keyCompacted, err)
 		}
 	}
-	if st.compactingDirty {
+	if st.pruneDirty {
 		var err error
-		if st.compacting {
+		if st.pruning() {
 			// In the arena: bbolt keeps a value until the commit.
-			v := st.alloc(9 + len(st.compactFrom))
+			v := st.alloc(9 + len(st.pruneFrom))
 			v[0] = 0 // the layout's version
 			binary.BigEndian.PutUint64(v[1:9], st.pruneRev)
-			copy(v[9:], st.compactFrom)
+			copy(v[9:], st.pruneFrom)
 			err = st.meta.Put(keyCompacting, v)
 		} else {
 			err = st.meta.Delete(keyCompacting)
@@ -1634,6 +1633,9 @@ func (st *boltState) leaseIDs() []int64 {
 }
 
 func (st *boltState) compacted() uint64 { return st.compactRev }
+
+// pruning says a compaction's pruning is not done (boltcompact.go).
+func (st *boltState) pruning() bool { return st.pruneRev != 0 }
 func (st *boltState) setCompacted(rev uint64) {
 	st.compactRev, st.compactDirty = rev, true
 }

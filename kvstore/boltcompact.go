@@ -64,8 +64,8 @@ var backgroundPruning = true
 // deleted) while older versions of it, before that point, were still to
 // be deleted: versions no pass reaches again.
 func (st *boltState) schedulePrune(rev uint64) error {
-	if !st.compacting {
-		st.compacting, st.pruneRev, st.compactFrom, st.compactingDirty = true, rev, nil, true
+	if !st.pruning() {
+		st.pruneRev, st.pruneFrom, st.pruneDirty = rev, nil, true
 	}
 	return nil
 }
@@ -87,7 +87,7 @@ func (b *Bolt) pruneStep(limit int) (more bool, err error) {
 
 // pruneStepLocked is pruneStep, under writeMu.
 func (b *Bolt) pruneStepLocked(limit int) (bool, error) {
-	if !b.applied.Load().compacting {
+	if !b.applied.Load().pruning {
 		return false, nil
 	}
 	p, err := b.openPending()
@@ -95,11 +95,11 @@ func (b *Bolt) pruneStepLocked(limit int) (bool, error) {
 		return false, err
 	}
 	st := p.st
-	if st.compacting {
+	if st.pruning() {
 		if b.pruner == nil || b.pruner.rev != st.pruneRev {
 			b.pruner = newBoltPruner(st.pruneRev)
 		}
-		doomed, next, err := b.pruner.plan(st, st.compactFrom, limit)
+		doomed, next, err := b.pruner.plan(st, st.pruneFrom, limit)
 		for i := 0; err == nil && i < len(doomed); i++ {
 			err = st.deleteHistory(doomed[i].key, doomed[i].rev, doomed[i].newest)
 		}
@@ -108,25 +108,26 @@ func (b *Bolt) pruneStepLocked(limit int) (bool, error) {
 			b.abandon(p, err)
 			return false, fmt.Errorf("prune the history below revision %d: %w", st.pruneRev, err)
 		}
-		st.compactFrom, st.compactingDirty = next, true
-		switch {
-		case next != nil:
-		case st.pruneRev < st.compactRev: // compacted again meanwhile: a pass for the latest
-			st.pruneRev, b.pruner, p.compacted = st.compactRev, nil, true
-		default:
-			st.compacting, st.pruneRev, b.pruner, p.compacted = false, 0, nil, true
+		st.pruneFrom, st.pruneDirty = next, true
+		if next == nil {
+			b.pruner, p.passEnded = nil, true
+			if st.pruneRev == st.compactRev {
+				st.pruneRev = 0 // done
+			} else {
+				st.pruneRev = st.compactRev // compacted again meanwhile: a pass for the latest
+			}
 		}
 	}
 	// Committed at once, even with batches in it that Apply left open: a
 	// transaction holds every page it deletes from until its commit.
-	return st.compacting, b.commitLocked()
+	return st.pruning(), b.commitLocked()
 }
 
 // FinishCompaction waits until this member has deleted what its last
 // compaction dooms (etcd's Compact with physical set), pruning on the
 // caller's goroutine rather than waiting for the store's.
 func (b *Bolt) FinishCompaction(ctx context.Context) error {
-	for b.applied.Load().compacting {
+	for b.applied.Load().pruning {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("finish a compaction: %w", err)
 		}
@@ -139,7 +140,7 @@ func (b *Bolt) FinishCompaction(ctx context.Context) error {
 
 // Pruning says whether this member has yet to delete some of what its
 // last compaction doomed.
-func (b *Bolt) Pruning() bool { return b.applied.Load().compacting }
+func (b *Bolt) Pruning() bool { return b.applied.Load().pruning }
 
 // startPruning starts the store's pruning goroutine, and has it resume a
 // compaction a restart interrupted.
@@ -153,7 +154,7 @@ func (b *Bolt) startPruning() {
 
 // kickPruning wakes the pruning goroutine if there is pruning to do.
 func (b *Bolt) kickPruning() {
-	if backgroundPruning && b.applied.Load().compacting {
+	if backgroundPruning && b.applied.Load().pruning {
 		select {
 		case b.pruneKick <- struct{}{}:
 		default: // already woken

@@ -210,7 +210,7 @@ func TestBoltPruningInterleaved(t *testing.T) {
 		gotHash, err := b.HashKV(0)
 		require.NoError(rt, err)
 		require.Equal(rt, wantHash, gotHash)
-		require.False(rt, b.applied.Load().compacting, "HashKV finishes the pruning")
+		require.False(rt, b.Pruning(), "HashKV finishes the pruning")
 		require.Equal(rt, snapshot(m), snapshot(b))
 	})
 }
@@ -271,8 +271,8 @@ func TestBoltCompactionDuringPruning(t *testing.T) {
 	}
 	mark := func() (rev uint64, from string) {
 		require.NoError(t, b.view(func(st *boltState) error {
-			require.True(t, st.compacting)
-			rev, from = st.pruneRev, string(st.compactFrom)
+			require.True(t, st.pruning())
+			rev, from = st.pruneRev, string(st.pruneFrom)
 			return nil
 		}))
 		return rev, from

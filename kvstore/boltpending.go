@@ -42,29 +42,30 @@ type pendingTx struct {
 	tx    *bbolt.Tx
 	st    *boltState
 	began time.Time
-	// entries and bytes count what was applied into it; compacted says
+	// entries and bytes count what was applied into it; passEnded says
 	// the last chunk of a pass of pruning ran in it (which read the
-	// history through the map, handed back after the commit); returned says Apply has answered from
-	// it (so losing it would lose answered batches from the store).
+	// history through the map, handed back after the commit); returned
+	// says Apply has answered from it (so losing it would lose answered
+	// batches from the store).
 	entries, bytes      int
-	compacted, returned bool
+	passEnded, returned bool
 }
 
 // appliedMark is where the state stands: its applied index, revision and
 // compacted revision.
 type appliedMark struct {
 	index, rev, compacted uint64
-	// compacting: a compaction's pruning is not done (boltcompact.go).
-	compacting bool
+	// pruning: a compaction's pruning is not done (boltcompact.go).
+	pruning bool
 }
 
 // markOf is where st stands.
 func markOf(st *boltState) *appliedMark {
-	return &appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev, compacting: st.compacting}
+	return &appliedMark{index: st.applied, rev: st.rev, compacted: st.compactRev, pruning: st.pruning()}
 }
 
 func (p *pendingTx) commitDue() bool {
-	return p.compacted || p.entries >= commitEntries || p.bytes >= commitBytes || time.Since(p.began) >= commitInterval
+	return p.entries >= commitEntries || p.bytes >= commitBytes || time.Since(p.began) >= commitInterval
 }
 
 // openPending returns the open write transaction, beginning one if there
@@ -111,12 +112,12 @@ func (b *Bolt) commitLocked() error {
 	b.commitsSince++
 	// A compaction read the whole history through the map; and every
 	// commit maps the pages the one before it wrote (handBackCommits).
-	if p.compacted || b.sinceHandBack >= handBackEvery || b.commitsSince >= handBackCommits {
+	if p.passEnded || b.sinceHandBack >= handBackEvery || b.commitsSince >= handBackCommits {
 		b.handBackMapped()
 		b.sinceHandBack, b.commitsSince = 0, 0
 	}
 	b.prunedSince += p.st.historyDeleted
-	if p.compacted {
+	if p.passEnded {
 		// Pruning held every leaf it touched, a chunk at a time, and the
 		// key index's map of heads: some hundred MB after a million
 		// entries, which the collector would give back to the system only
@@ -155,7 +156,7 @@ func (b *Bolt) abandon(p *pendingTx, why error) {
 // them until a reopen replays them from the WAL. Under writeMu.
 func (b *Bolt) lose(p *pendingTx, err error) {
 	ix := b.index.Load() // stamped with the last commit (publish)
-	b.applied.Store(&appliedMark{index: ix.applied, rev: ix.rev, compacted: ix.compacted, compacting: ix.pruning})
+	b.applied.Store(&appliedMark{index: ix.applied, rev: ix.rev, compacted: ix.compacted, pruning: ix.pruneRev != 0})
 	b.pruner = nil // it may have seen heads p held
 	if p.returned {
 		failed := fmt.Errorf("the store lost batches it had answered, which were not committed (reopen it to replay them from the log): %w", err)

@@ -755,13 +755,8 @@ func compact(st state, cmd *command) (Result, error) {
 		if err := p.schedulePrune(rev); err != nil {
 			return Result{}, err
 		}
-	} else {
-		plan := func(start []byte, limit int) ([]doomedVersion, []byte, error) {
-			return compactPlan(st, start, rev, limit)
-		}
-		if err := prune(st, plan, nil); err != nil {
-			return Result{}, err
-		}
+	} else if err := pruneNow(st, rev); err != nil {
+		return Result{}, err
 	}
 	if err := st.compactRevisions(rev + 1); err != nil { // Events reads from rev+1 on
 		return Result{}, err

@@ -26,10 +26,10 @@ type keyIndex struct {
 	// transaction of the same commit (Bolt.begin), and the store's
 	// AppliedIndex, Revision and CompactedRevision are these. A chunk
 	// of pruning changes none of those, only the marker of how far it got
-	// (pruning, pruneRev, pruneFrom), which the pairing compares too: an index from
-	// before a chunk holds tombstones whose versions the chunk deleted.
+	// (pruneRev, pruneFrom), which the pairing compares too: an index
+	// from before a chunk holds tombstones whose versions the chunk
+	// deleted.
 	applied, rev, compacted uint64
-	pruning                 bool
 	pruneRev                uint64
 	pruneFrom               string
 }

@@ -204,12 +204,13 @@ type laterPruner interface {
 	schedulePrune(rev uint64) error
 }
 
-// prune deletes, a chunk at a time, the versions plan dooms from start
-// (in plan's terms) on: the scan must not run over the entries being
-// deleted, and planning the whole history at once would hold them all.
-func prune(st state, plan func(start []byte, limit int) ([]doomedVersion, []byte, error), start []byte) error {
+// pruneNow deletes what compacting at rev dooms, a chunk at a time: the
+// scan must not run over the entries being deleted, and planning the
+// whole history at once would hold them all.
+func pruneNow(st state, rev uint64) error {
+	var start []byte
 	for {
-		doomed, next, err := plan(start, compactChunk)
+		doomed, next, err := compactPlan(st, start, rev, compactChunk)
 		if err != nil {
 			return err
 		}

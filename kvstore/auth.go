@@ -17,13 +17,14 @@ type records struct{ st state }
 // authMemo is whether auth is enabled, as read from the records and until
 // one of them is written: every write is checked against it, and reading
 // and decoding the configuration for each one was a fifth of what the
-// apply path allocated (BenchmarkBoltApplyServer).
-type authMemo struct{ known, on bool }
+// apply path allocated (BenchmarkBoltApplyServer). changed says an auth
+// record was written since the store last counted it (Bolt.AuthGeneration).
+type authMemo struct{ known, on, changed bool }
 
 // forget drops what the memo knows if key is an auth record.
 func (m *authMemo) forget(key []byte) {
-	if m.known && bytes.HasPrefix(key, authPrefix) {
-		m.known = false
+	if bytes.HasPrefix(key, authPrefix) {
+		m.known, m.changed = false, true
 	}
 }
 

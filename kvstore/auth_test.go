@@ -2,10 +2,12 @@ package kvstore
 
 import (
 	"bytes"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
@@ -262,4 +264,43 @@ func TestAuthSessionsBelongToTheirUser(t *testing.T) {
 		// alice's session is untouched: her next seq is applied.
 		require.Equal(t, StatusCASFailed, a.one(cas("alice", 2)).Status)
 	})
+}
+
+// The server keeps the auth configuration while AuthGeneration stands
+// still, so it must move with every applied change to an auth record and
+// every restore, and a read once it has moved must see the change.
+func TestBoltAuthGeneration(t *testing.T) {
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{NoSync: true})
+	require.NoError(t, err)
+	defer s.Close()
+	a := newApplier(t, s)
+	enabled := func() bool {
+		on, err := auth.Enabled(AuthRecords(s))
+		require.NoError(t, err)
+		return on
+	}
+
+	g := s.AuthGeneration()
+	a.apply(putCmd(0, 0, "k", "v"), putCmd(0, 0, "k2", "v"))
+	require.Equal(t, g, s.AuthGeneration(), "plain writes changed no auth record")
+
+	a.one(authCmd("", change(kvpb.AuthChange_KIND_USER_ADD, "root", "")))
+	require.Greater(t, s.AuthGeneration(), g, "a user added")
+	g = s.AuthGeneration()
+	a.one(authCmd("", change(kvpb.AuthChange_KIND_USER_GRANT_ROLE, "root", "root")))
+	require.Greater(t, s.AuthGeneration(), g, "a role granted")
+	require.False(t, enabled())
+
+	g = s.AuthGeneration()
+	var off bytes.Buffer
+	_, err = s.Snapshot(&off)
+	require.NoError(t, err)
+	a.apply(putCmd(0, 0, "k3", "v"), authCmd("", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_ENABLE, TokenKey: tokenKey}))
+	require.Greater(t, s.AuthGeneration(), g, "auth enabled within a batch")
+	require.True(t, enabled(), "read after the generation moved")
+
+	g = s.AuthGeneration()
+	require.NoError(t, s.Restore(&off))
+	require.Greater(t, s.AuthGeneration(), g, "a restore")
+	require.False(t, enabled(), "the restored state's records")
 }

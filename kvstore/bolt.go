@@ -50,6 +50,9 @@ type Bolt struct {
 	// usage is what the last commit left (Usage), for readers that must
 	// not open a transaction (metrics, the quota check).
 	usage atomic.Pointer[Usage]
+	// authGen counts the applies and restores that changed an auth record
+	// (AuthGeneration).
+	authGen atomic.Uint64
 	// index is the key index of the last commit (keyindex.go), which also
 	// carries that commit's applied index and revisions.
 	index atomic.Pointer[keyIndex]
@@ -367,6 +370,7 @@ func (b *Bolt) apply(entries []Entry) ([]Result, error) {
 	}
 	p.entries += len(entries)
 	defer b.kickPruning()
+	b.countAuthChange(st)
 	if !b.opts.NoSync || p.commitDue() {
 		if err := b.commitLocked(); err != nil {
 			return nil, err
@@ -410,6 +414,24 @@ func (b *Bolt) noteUsage(st *boltState) {
 
 // AppliedIndex implements Store.
 func (b *Bolt) AppliedIndex() uint64 { return b.applied.Load().index }
+
+// AuthGeneration moves whenever an applied batch or a restore changes an
+// auth record, and only once a read would see the change, so what a
+// caller read of the auth records while it stood still is still current
+// (the server keeps the auth configuration so, where keeping it per
+// applied index made every request read it again under writes, and each
+// read commit what Apply had left open).
+func (b *Bolt) AuthGeneration() uint64 { return b.authGen.Load() }
+
+// countAuthChange moves AuthGeneration if the batch just applied into st
+// changed an auth record. Under writeMu, with the batch's transaction
+// open: a read begun from now on waits for it (hasPending) and sees it.
+func (b *Bolt) countAuthChange(st *boltState) {
+	if st.auth.changed {
+		st.auth.changed = false
+		b.authGen.Add(1)
+	}
+}
 
 // Revision implements Store.
 func (b *Bolt) Revision() uint64 { return b.applied.Load().rev }
@@ -928,6 +950,7 @@ func (b *Bolt) install(db *bbolt.DB, st *boltState, path string) error {
 	b.retire(b.file.Swap(&boltFile{db: db}), "a restore or defragmentation replaced it")
 	b.pruner = nil // of the old file's index
 	b.publish(st)
+	b.authGen.Add(1) // the restored state may have other auth records
 	b.kickPruning()
 	b.handBackMapped() // the writes read pages of the new file through the map
 	// The new file is the store now, whatever the directory's sync says;

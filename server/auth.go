@@ -24,25 +24,29 @@ const tokenKey = "token"
 // were an allocation on every call).
 func (s *Server) records() auth.Records { return s.authRecords }
 
-// appliedAuth is the auth configuration as of an applied index.
-type appliedAuth struct {
-	index uint64
-	cfg   *kvpb.AuthConfig
+// cachedAuth is the auth configuration as of an auth generation.
+type cachedAuth struct {
+	gen uint64
+	cfg *kvpb.AuthConfig
 }
 
 // authConfig is the auth configuration of the applied state. Every call
 // checks it (twice: identify and require), so it is read from the store
-// once per applied index rather than once per check: a configuration read
-// while the applied index stood still is that index's, and one read
-// across an apply is not kept. The result is shared: do not modify it.
+// once per auth generation (kvstore.Bolt.AuthGeneration) rather than once
+// per check: one read while the generation stood still is current until
+// it moves, and one read across a change is not kept. Keyed by the applied
+// index instead, it was read again for nearly every request under writes,
+// and each read committed the store's open write transaction (a CPU
+// profile of the leader under 256 writers had 7 % in it). The result is
+// shared: do not modify it.
 func (s *Server) authConfig() (*kvpb.AuthConfig, error) {
-	before := s.store.AppliedIndex()
-	if c := s.authCache.Load(); c != nil && c.index == before {
+	gen := s.store.AuthGeneration()
+	if c := s.authCache.Load(); c != nil && c.gen == gen {
 		return c.cfg, nil
 	}
 	cfg, err := auth.Config(s.records())
-	if err == nil && s.store.AppliedIndex() == before {
-		s.authCache.Store(&appliedAuth{index: before, cfg: cfg})
+	if err == nil && s.store.AuthGeneration() == gen {
+		s.authCache.Store(&cachedAuth{gen: gen, cfg: cfg})
 	}
 	return cfg, err
 }

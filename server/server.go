@@ -37,8 +37,8 @@ import (
 
 // Server is one running KeyVal node.
 type Server struct {
-	// authCache is the auth configuration of an applied index (auth.go).
-	authCache atomic.Pointer[appliedAuth]
+	// authCache is the auth configuration of an auth generation (auth.go).
+	authCache atomic.Pointer[cachedAuth]
 	cfg       Config
 	log       *slog.Logger
 	store     *kvstore.Bolt

@@ -274,11 +274,21 @@ func TestBoltAuthGeneration(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	a := newApplier(t, s)
+	// Through the view the server reads: each read once per generation.
 	enabled := func() bool {
+		cfg, err := s.AuthView().Config()
+		require.NoError(t, err)
+		_, root, err := s.AuthView().Get([]byte(auth.UserKey("root")))
+		require.NoError(t, err)
 		on, err := auth.Enabled(AuthRecords(s))
 		require.NoError(t, err)
+		require.Equal(t, on, cfg.Enabled, "the view's configuration and the store's")
+		require.True(t, !on || root, "enabled without root")
 		return on
 	}
+	require.False(t, enabled())
+	v := s.AuthView()
+	require.Same(t, v, s.AuthView(), "one view while the generation stands")
 
 	g := s.AuthGeneration()
 	a.apply(putCmd(0, 0, "k", "v"), putCmd(0, 0, "k2", "v"))
@@ -286,6 +296,10 @@ func TestBoltAuthGeneration(t *testing.T) {
 
 	a.one(authCmd("", change(kvpb.AuthChange_KIND_USER_ADD, "root", "")))
 	require.Greater(t, s.AuthGeneration(), g, "a user added")
+	require.NotSame(t, v, s.AuthView(), "a new view once it moved")
+	_, found, err := s.AuthView().Get([]byte(auth.UserKey("root")))
+	require.NoError(t, err)
+	require.True(t, found, "the new view reads the user added")
 	g = s.AuthGeneration()
 	a.one(authCmd("", change(kvpb.AuthChange_KIND_USER_GRANT_ROLE, "root", "root")))
 	require.Greater(t, s.AuthGeneration(), g, "a role granted")

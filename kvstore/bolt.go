@@ -51,8 +51,9 @@ type Bolt struct {
 	// not open a transaction (metrics, the quota check).
 	usage atomic.Pointer[Usage]
 	// authGen counts the applies and restores that changed an auth record
-	// (AuthGeneration).
-	authGen atomic.Uint64
+	// (AuthGeneration); authView is the records read at one (authview.go).
+	authGen  atomic.Uint64
+	authView atomic.Pointer[AuthView]
 	// index is the key index of the last commit (keyindex.go), which also
 	// carries that commit's applied index and revisions.
 	index atomic.Pointer[keyIndex]
@@ -418,9 +419,7 @@ func (b *Bolt) AppliedIndex() uint64 { return b.applied.Load().index }
 // AuthGeneration moves whenever an applied batch or a restore changes an
 // auth record, and only once a read would see the change, so what a
 // caller read of the auth records while it stood still is still current
-// (the server keeps the auth configuration so, where keeping it per
-// applied index made every request read it again under writes, and each
-// read commit what Apply had left open).
+// (AuthView keeps them so).
 func (b *Bolt) AuthGeneration() uint64 { return b.authGen.Load() }
 
 // countAuthChange moves AuthGeneration if the batch just applied into st

@@ -14,42 +14,24 @@ import (
 
 	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/auth/credential"
+	"github.com/therealutkarshpriyadarshi/keyval/kvstore"
 	"github.com/therealutkarshpriyadarshi/keyval/kvstore/kvpb"
 )
 
 // tokenKey is the metadata a client sends its token in.
 const tokenKey = "token"
 
-// records reads the applied auth records (made once: boxed anew, they
-// were an allocation on every call).
-func (s *Server) records() auth.Records { return s.authRecords }
+// records reads the applied auth records, each once per auth generation
+// (kvstore.AuthView): every call is checked against them, twice
+// (identify and require). Read from the store each time, under writes
+// they committed the store's open write transaction for nearly every
+// request (7 % of a busy leader's CPU, with auth off, for the
+// configuration alone).
+func (s *Server) records() *kvstore.AuthView { return s.store.AuthView() }
 
-// cachedAuth is the auth configuration as of an auth generation.
-type cachedAuth struct {
-	gen uint64
-	cfg *kvpb.AuthConfig
-}
-
-// authConfig is the auth configuration of the applied state. Every call
-// checks it (twice: identify and require), so it is read from the store
-// once per auth generation (kvstore.Bolt.AuthGeneration) rather than once
-// per check: one read while the generation stood still is current until
-// it moves, and one read across a change is not kept. Keyed by the applied
-// index instead, it was read again for nearly every request under writes,
-// and each read committed the store's open write transaction (a CPU
-// profile of the leader under 256 writers had 7 % in it). The result is
-// shared: do not modify it.
-func (s *Server) authConfig() (*kvpb.AuthConfig, error) {
-	gen := s.store.AuthGeneration()
-	if c := s.authCache.Load(); c != nil && c.gen == gen {
-		return c.cfg, nil
-	}
-	cfg, err := auth.Config(s.records())
-	if err == nil && s.store.AuthGeneration() == gen {
-		s.authCache.Store(&cachedAuth{gen: gen, cfg: cfg})
-	}
-	return cfg, err
-}
+// authConfig is the auth configuration of the applied state. The result
+// is shared: do not modify it.
+func (s *Server) authConfig() (*kvpb.AuthConfig, error) { return s.records().Config() }
 
 // caller is who a request comes from, as its credentials say, resolved
 // once per call (once per stream for a stream) and kept in its context.

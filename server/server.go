@@ -26,7 +26,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
-	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 	"github.com/therealutkarshpriyadarshi/keyval/disk"
 	"github.com/therealutkarshpriyadarshi/keyval/internal/flowwindow"
@@ -37,14 +36,10 @@ import (
 
 // Server is one running KeyVal node.
 type Server struct {
-	// authCache is the auth configuration of an auth generation (auth.go).
-	authCache atomic.Pointer[cachedAuth]
-	cfg       Config
-	log       *slog.Logger
-	store     *kvstore.Bolt
-	// authRecords reads the auth records in store (Server.records).
-	authRecords auth.Records
-	rep         *replica.Replica // owned by the event loop goroutine
+	cfg   Config
+	log   *slog.Logger
+	store *kvstore.Bolt
+	rep   *replica.Replica // owned by the event loop goroutine
 	// openSnapshot opens a snapshot file to send (rep.OpenSnapshot: safe on
 	// any goroutine); tests hold it.
 	openSnapshot func(index uint64) (*disk.Snapshot, error)
@@ -158,7 +153,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state machine: %w", err)
 	}
-	s.store, s.authRecords = store, kvstore.AuthRecords(store)
+	s.store = store
 	s.watches = newWatchHub(store, cfg.WatchMaxQueuedBytes, s.log)
 	if err := s.registerLimitMetrics(); err != nil {
 		store.Close()

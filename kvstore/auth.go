@@ -72,8 +72,9 @@ func (r records) Delete(key []byte) error {
 	return nil
 }
 
-// AuthRecords reads the auth records of s's applied state, for the checks
-// a member makes outside apply (reads, logins). It cannot change them:
+// AuthRecords reads the auth records of s's applied state, for checks
+// made outside apply (the simulator's reads; the server reads through
+// Bolt.AuthView, which keeps what it read). It cannot change them:
 // changes go through the log.
 func AuthRecords(s Store) auth.Records { return storeRecords{s} }
 

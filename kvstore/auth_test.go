@@ -266,25 +266,39 @@ func TestAuthSessionsBelongToTheirUser(t *testing.T) {
 	})
 }
 
-// The server keeps the auth configuration while AuthGeneration stands
-// still, so it must move with every applied change to an auth record and
-// every restore, and a read once it has moved must see the change.
+// The server reads the auth records through AuthView, which keeps what it
+// read while AuthGeneration stands still, so the generation must move with
+// every applied change to an auth record and every restore, and a view
+// taken once it has moved must read the change, even of a record an
+// earlier view kept.
 func TestBoltAuthGeneration(t *testing.T) {
 	s, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{NoSync: true})
 	require.NoError(t, err)
 	defer s.Close()
 	a := newApplier(t, s)
-	// Through the view the server reads: each read once per generation.
+	ok := func(c *kvpb.AuthChange) {
+		t.Helper()
+		r := a.one(authCmd("", c))
+		require.Equal(t, StatusOK, r.Status, "%v: %s", c.Kind, r.Err)
+	}
+	rootKey := []byte(auth.UserKey("root"))
+	// The view's answers, against the store's.
 	enabled := func() bool {
 		cfg, err := s.AuthView().Config()
-		require.NoError(t, err)
-		_, root, err := s.AuthView().Get([]byte(auth.UserKey("root")))
 		require.NoError(t, err)
 		on, err := auth.Enabled(AuthRecords(s))
 		require.NoError(t, err)
 		require.Equal(t, on, cfg.Enabled, "the view's configuration and the store's")
-		require.True(t, !on || root, "enabled without root")
 		return on
+	}
+	rootRecord := func() []byte {
+		got, found, err := s.AuthView().Get(rootKey)
+		require.NoError(t, err)
+		want, err := s.Get(rootKey)
+		require.NoError(t, err)
+		require.Equal(t, want.Found, found)
+		require.Equal(t, want.Value, got, "the view's record of root and the store's")
+		return got
 	}
 	require.False(t, enabled())
 	v := s.AuthView()
@@ -293,28 +307,43 @@ func TestBoltAuthGeneration(t *testing.T) {
 	g := s.AuthGeneration()
 	a.apply(putCmd(0, 0, "k", "v"), putCmd(0, 0, "k2", "v"))
 	require.Equal(t, g, s.AuthGeneration(), "plain writes changed no auth record")
+	// Neither a record not found nor a key outside the auth records is kept.
+	_, found, err := v.Get(rootKey)
+	require.NoError(t, err)
+	require.False(t, found)
+	_, _, err = v.Get([]byte("k"))
+	require.NoError(t, err)
+	v.read.Range(func(k, _ any) bool { t.Errorf("the view kept %q", k); return true })
 
-	a.one(authCmd("", change(kvpb.AuthChange_KIND_USER_ADD, "root", "")))
+	ok(change(kvpb.AuthChange_KIND_USER_ADD, "root", ""))
 	require.Greater(t, s.AuthGeneration(), g, "a user added")
 	require.NotSame(t, v, s.AuthView(), "a new view once it moved")
-	_, found, err := s.AuthView().Get([]byte(auth.UserKey("root")))
-	require.NoError(t, err)
-	require.True(t, found, "the new view reads the user added")
+	before := rootRecord()
+	require.NotNil(t, before, "the new view reads the user added")
 	g = s.AuthGeneration()
-	a.one(authCmd("", change(kvpb.AuthChange_KIND_USER_GRANT_ROLE, "root", "root")))
+	ok(change(kvpb.AuthChange_KIND_USER_GRANT_ROLE, "root", "root"))
 	require.Greater(t, s.AuthGeneration(), g, "a role granted")
+	require.NotEqual(t, before, rootRecord(), "the record an earlier view kept, changed")
 	require.False(t, enabled())
 
 	g = s.AuthGeneration()
 	var off bytes.Buffer
 	_, err = s.Snapshot(&off)
 	require.NoError(t, err)
-	a.apply(putCmd(0, 0, "k3", "v"), authCmd("", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_ENABLE, TokenKey: tokenKey}))
+	res := a.apply(putCmd(0, 0, "k3", "v"), authCmd("", &kvpb.AuthChange{Kind: kvpb.AuthChange_KIND_ENABLE, TokenKey: tokenKey}))
+	require.Equal(t, StatusOK, res[1].Status, res[1].Err)
 	require.Greater(t, s.AuthGeneration(), g, "auth enabled within a batch")
 	require.True(t, enabled(), "read after the generation moved")
+
+	g = s.AuthGeneration()
+	require.NoError(t, s.Defragment())
+	require.Greater(t, s.AuthGeneration(), g, "a defragmentation puts a new file in place")
+	require.True(t, enabled())
+	rootRecord()
 
 	g = s.AuthGeneration()
 	require.NoError(t, s.Restore(&off))
 	require.Greater(t, s.AuthGeneration(), g, "a restore")
 	require.False(t, enabled(), "the restored state's records")
+	rootRecord()
 }

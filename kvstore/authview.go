@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"bytes"
 	"sync"
 	"sync/atomic"
 
@@ -13,18 +14,16 @@ import (
 // checked against them, and a read of the store commits what Apply left
 // open (begin), so reading them for every request cost a commit per
 // request under writes. A record read while the generation stood still
-// is kept; one read across a change is not. Its methods may be called
-// concurrently; what Get returns is shared and must not be modified.
+// is kept; one read across a change is not. Only records found are kept:
+// what is kept is then bounded by the records the store holds, where
+// keeping misses would let anyone grow it with logins as names that do
+// not exist. Its methods may be called concurrently; what Get returns is
+// shared and must not be modified.
 type AuthView struct {
 	b    *Bolt
 	gen  uint64
-	read sync.Map // string key → authRecord
+	read sync.Map // string key → its value
 	cfg  atomic.Pointer[kvpb.AuthConfig]
-}
-
-type authRecord struct {
-	value []byte
-	found bool
 }
 
 var _ auth.Records = (*AuthView)(nil)
@@ -40,18 +39,18 @@ func (b *Bolt) AuthView() *AuthView {
 	return v
 }
 
-// Get implements auth.Records.
+// Get implements auth.Records. A key outside the auth records is read
+// and not kept: the generation does not follow its changes.
 func (v *AuthView) Get(key []byte) ([]byte, bool, error) {
-	if r, ok := v.read.Load(string(key)); ok {
-		rec := r.(authRecord)
-		return rec.value, rec.found, nil
+	if value, ok := v.read.Load(string(key)); ok {
+		return value.([]byte), true, nil
 	}
 	g, err := v.b.Get(key)
 	if err != nil {
 		return nil, false, err
 	}
-	if v.b.AuthGeneration() == v.gen {
-		v.read.Store(string(key), authRecord{g.Value, g.Found})
+	if g.Found && bytes.HasPrefix(key, authPrefix) && v.b.AuthGeneration() == v.gen {
+		v.read.Store(string(key), g.Value)
 	}
 	return g.Value, g.Found, nil
 }

@@ -417,14 +417,19 @@ func (b *Bolt) noteUsage(st *boltState) {
 func (b *Bolt) AppliedIndex() uint64 { return b.applied.Load().index }
 
 // AuthGeneration moves whenever an applied batch or a restore changes an
-// auth record, and only once a read would see the change, so what a
-// caller read of the auth records while it stood still is still current
-// (AuthView keeps them so).
+// auth record: before Apply or Restore returns, and never before a read
+// begun once it has moved would see the change. So what a caller read of
+// the auth records while it stood still is current until it moves
+// (AuthView keeps them so). A read that began before a restore's new
+// file was put in place and checks the generation before it moves may
+// keep an old record: a check concurrent with the restore, ordered
+// before it, and forgotten once Restore returns.
 func (b *Bolt) AuthGeneration() uint64 { return b.authGen.Load() }
 
 // countAuthChange moves AuthGeneration if the batch just applied into st
 // changed an auth record. Under writeMu, with the batch's transaction
-// open: a read begun from now on waits for it (hasPending) and sees it.
+// open: a read begun from now on waits for it (hasPending) and sees it,
+// whether Apply then commits it or leaves it open.
 func (b *Bolt) countAuthChange(st *boltState) {
 	if st.auth.changed {
 		st.auth.changed = false

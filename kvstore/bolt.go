@@ -543,6 +543,33 @@ func (b *Bolt) Events(key, end []byte, from, to uint64, prev bool, limit int) (e
 	return evs, more, nil
 }
 
+// EventsApplied is Events read from what Apply has applied, committed or
+// not: inside the write transaction Apply left open, under writeMu, where
+// Events commits it first (begin). It is for the watch dispatcher, which
+// reads each batch's changes as soon as it is applied: committing for
+// each of those reads undid leaving the transaction open whenever a
+// watcher was synced. It holds Apply off while it reads, so it is for
+// small reads; with nothing left open it is Events.
+func (b *Bolt) EventsApplied(key, end []byte, from, to uint64, prev bool, limit int) (evs []*Event, more bool, err error) {
+	b.writeMu.Lock()
+	if b.pending == nil {
+		b.writeMu.Unlock()
+		return b.Events(key, end, from, to, prev, limit)
+	}
+	defer b.writeMu.Unlock()
+	if b.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	if err := b.failure(); err != nil {
+		return nil, false, err
+	}
+	start, stop := keySpan(key, end)
+	if evs, more, err = events(b.pending.st, start, stop, from, to, prev, limit); err != nil {
+		return nil, false, fmt.Errorf("events of %q from revision %d: %w", key, from, err)
+	}
+	return evs, more, nil
+}
+
 // Leases implements Store.
 func (b *Bolt) Leases() (infos []LeaseInfo, err error) {
 	err = b.view(func(st *boltState) error {

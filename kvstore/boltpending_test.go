@@ -73,6 +73,37 @@ func TestBoltAnswersBeforeTheCommit(t *testing.T) {
 	require.NoError(t, f.Close())
 }
 
+// TestBoltEventsAppliedLeavesItOpen: the watch dispatcher's read sees the
+// batches Apply left open without committing them, and reads what Events
+// (which commits them) reads.
+func TestBoltEventsAppliedLeavesItOpen(t *testing.T) {
+	b, _ := openNoSync(t)
+	defer b.Close()
+	a := newApplier(t, b)
+	a.apply(putCmd(0, 0, "k", "v1"), putCmd(0, 0, "j", "w"))
+	require.NoError(t, b.Sync())
+	a.apply(putCmd(0, 0, "k", "v2"), delCmd(0, 0, "j"), putCmd(0, 0, "i", "x"))
+	all := []byte{0}
+	got, more, err := b.EventsApplied(all, all, 2, b.Revision(), true, 2)
+	require.NoError(t, err)
+	require.True(t, more, "cut at the limit")
+	require.Equal(t, uint64(2), committedIndex(t, b), "nothing committed")
+	require.Len(t, got, 2)
+	rest, _, err := b.EventsApplied(all, all, 4, b.Revision(), true, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), committedIndex(t, b), "nothing committed")
+	got = append(got, rest...)
+
+	want, _, err := b.Events(all, all, 2, b.Revision(), true, 0)
+	require.NoError(t, err)
+	require.Equal(t, uint64(5), committedIndex(t, b), "Events committed them")
+	require.Len(t, want, 4)
+	require.Equal(t, want, got)
+	again, _, err := b.EventsApplied(all, all, 2, b.Revision(), true, 0)
+	require.NoError(t, err)
+	require.Equal(t, want, again, "with nothing open")
+}
+
 // TestBoltCommitsWhenIdle: a transaction no read and no Apply commits is
 // committed by the store's timer.
 func TestBoltCommitsWhenIdle(t *testing.T) {

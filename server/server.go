@@ -154,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("open state machine: %w", err)
 	}
 	s.store = store
-	s.watches = newWatchHub(store, cfg.WatchMaxQueuedBytes, s.log)
+	s.watches = newWatchHub(store, appliedEvents{store}, cfg.WatchMaxQueuedBytes, s.log)
 	if err := s.registerLimitMetrics(); err != nil {
 		store.Close()
 		return nil, fmt.Errorf("register metrics: %w", err)

@@ -48,7 +48,13 @@ type eventSource interface {
 
 // watchHub holds the synced watchers of every stream of this member.
 type watchHub struct {
+	// store is what catching-up watchers read; applied is what the
+	// dispatcher reads each applied batch from (the store's applied state,
+	// committed or not: kvstore.Bolt.EventsApplied), since a read of the
+	// store commits the write transaction Apply left open, and one per
+	// batch while any watcher was synced undid leaving it open.
 	store     eventSource
+	applied   eventSource
 	log       *slog.Logger
 	maxQueued int
 	wake      chan struct{}
@@ -63,11 +69,11 @@ type watchHub struct {
 	watchers   atomic.Int64
 }
 
-func newWatchHub(store eventSource, maxQueued int, log *slog.Logger) *watchHub {
+func newWatchHub(store, applied eventSource, maxQueued int, log *slog.Logger) *watchHub {
 	if maxQueued <= 0 {
 		maxQueued = DefaultWatchMaxQueuedBytes
 	}
-	h := &watchHub{store: store, log: log, maxQueued: maxQueued, wake: make(chan struct{}, 1),
+	h := &watchHub{store: store, applied: applied, log: log, maxQueued: maxQueued, wake: make(chan struct{}, 1),
 		keys: map[string]map[*watcher]struct{}{}, ranges: map[*watcher]struct{}{}}
 	h.dispatched.Store(store.Revision())
 	return h
@@ -116,7 +122,7 @@ func (h *watchHub) dispatch() {
 		// Previous versions are always read: a watcher that wants them may
 		// become synced while the page is read, and the store finds them
 		// on the way to the change anyway.
-		evs, through, err := readPage(h.store, []byte{0}, []byte{0}, from, to, true)
+		evs, through, err := readPage(h.applied, []byte{0}, []byte{0}, from, to, true)
 		h.mu.Lock()
 		if err != nil {
 			h.failSynced(err)
@@ -127,6 +133,13 @@ func (h *watchHub) dispatch() {
 		h.dispatched.Store(through)
 		h.mu.Unlock()
 	}
+}
+
+// appliedEvents is the Bolt store's applied state as an eventSource.
+type appliedEvents struct{ *kvstore.Bolt }
+
+func (a appliedEvents) Events(key, end []byte, from, to uint64, prev bool, limit int) ([]*kvstore.Event, bool, error) {
+	return a.EventsApplied(key, end, from, to, prev, limit)
 }
 
 // readPage reads the changes to [key, end) at revisions from..to, about a

@@ -548,9 +548,13 @@ func (b *Bolt) Events(key, end []byte, from, to uint64, prev bool, limit int) (e
 // Events commits it first (begin). It is for the watch dispatcher, which
 // reads each batch's changes as soon as it is applied: committing for
 // each of those reads undid leaving the transaction open whenever a
-// watcher was synced. It holds Apply off while it reads, so it is for
-// small reads; with nothing left open it is Events.
+// watcher was synced. It holds Apply off while it reads, so only a read
+// with a limit is made so; with no limit (a revision of more changes than
+// a page), or with nothing left open, it is Events.
 func (b *Bolt) EventsApplied(key, end []byte, from, to uint64, prev bool, limit int) (evs []*Event, more bool, err error) {
+	if limit <= 0 {
+		return b.Events(key, end, from, to, prev, limit)
+	}
 	b.writeMu.Lock()
 	if b.pending == nil {
 		b.writeMu.Unlock()

@@ -56,6 +56,7 @@ func TestBoltAnswersBeforeTheCommit(t *testing.T) {
 	a := newApplier(t, b)
 	a.apply(putCmd(0, 0, "k", "v1"))
 	a.apply(putCmd(0, 0, "k", "v2"), putCmd(0, 0, "j", "w"))
+	b.commitTimer.Stop() // so that only the read below commits them
 	require.Equal(t, uint64(3), b.AppliedIndex())
 	require.Equal(t, uint64(3), b.Revision())
 	require.Equal(t, KeyBytes(1, 2)+KeyBytes(1, 1), b.Usage().Bytes)
@@ -83,13 +84,14 @@ func TestBoltEventsAppliedLeavesItOpen(t *testing.T) {
 	a.apply(putCmd(0, 0, "k", "v1"), putCmd(0, 0, "j", "w"))
 	require.NoError(t, b.Sync())
 	a.apply(putCmd(0, 0, "k", "v2"), delCmd(0, 0, "j"), putCmd(0, 0, "i", "x"))
+	b.commitTimer.Stop() // so that only a read commits what is open
 	all := []byte{0}
 	got, more, err := b.EventsApplied(all, all, 2, b.Revision(), true, 2)
 	require.NoError(t, err)
 	require.True(t, more, "cut at the limit")
 	require.Equal(t, uint64(2), committedIndex(t, b), "nothing committed")
 	require.Len(t, got, 2)
-	rest, _, err := b.EventsApplied(all, all, 4, b.Revision(), true, 0)
+	rest, _, err := b.EventsApplied(all, all, 4, b.Revision(), true, 10)
 	require.NoError(t, err)
 	require.Equal(t, uint64(2), committedIndex(t, b), "nothing committed")
 	got = append(got, rest...)
@@ -99,9 +101,18 @@ func TestBoltEventsAppliedLeavesItOpen(t *testing.T) {
 	require.Equal(t, uint64(5), committedIndex(t, b), "Events committed them")
 	require.Len(t, want, 4)
 	require.Equal(t, want, got)
-	again, _, err := b.EventsApplied(all, all, 2, b.Revision(), true, 0)
+	again, _, err := b.EventsApplied(all, all, 2, b.Revision(), true, 10)
 	require.NoError(t, err)
 	require.Equal(t, want, again, "with nothing open")
+
+	// A read with no limit may be long: it does not hold Apply off, and
+	// commits as Events does.
+	a.apply(putCmd(0, 0, "k", "v3"))
+	b.commitTimer.Stop()
+	whole, _, err := b.EventsApplied(all, all, 2, b.Revision(), true, 0)
+	require.NoError(t, err)
+	require.Len(t, whole, 5)
+	require.Equal(t, uint64(6), committedIndex(t, b), "read as Events")
 }
 
 // TestBoltCommitsWhenIdle: a transaction no read and no Apply commits is

@@ -54,6 +54,8 @@ type Bolt struct {
 	// (AuthGeneration); authView is the records read at one (authview.go).
 	authGen  atomic.Uint64
 	authView atomic.Pointer[AuthView]
+	// commits counts the write transactions committed (Commits).
+	commits atomic.Uint64
 	// index is the key index of the last commit (keyindex.go), which also
 	// carries that commit's applied index and revisions.
 	index atomic.Pointer[keyIndex]
@@ -425,6 +427,12 @@ func (b *Bolt) AppliedIndex() uint64 { return b.applied.Load().index }
 // keep an old record: a check concurrent with the restore, ordered
 // before it, and forgotten once Restore returns.
 func (b *Bolt) AuthGeneration() uint64 { return b.authGen.Load() }
+
+// Commits is how many write transactions the store has committed since
+// it was opened. Under NoSync, Apply leaves its transaction open and any
+// read commits it, so a count near the number of requests says something
+// reads the store for each of them.
+func (b *Bolt) Commits() uint64 { return b.commits.Load() }
 
 // countAuthChange moves AuthGeneration if the batch just applied into st
 // changed an auth record. Under writeMu, with the batch's transaction

@@ -108,6 +108,7 @@ func (b *Bolt) commitLocked() error {
 		return err
 	}
 	b.publish(p.st)
+	b.commits.Add(1)
 	b.sinceHandBack += p.bytes
 	b.commitsSince++
 	// A compaction read the whole history through the map; and every

@@ -139,6 +139,9 @@ func (s *Server) registerLimitMetrics() error {
 			func() float64 { return float64(s.cfg.QuotaBackendBytes) }),
 		gauge("keyval_store_bytes_in_use", "The store's size as the quota counts it: keys, values and sessions (docs/kvstore.md).", nil,
 			func() float64 { return float64(s.store.Usage().Bytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keyval_store_commits_total",
+			Help: "bbolt write transactions the state machine committed: about ten a second under load, more only if something reads the store for each request or batch (docs/kvstore.md, Commits left open)."},
+			func() float64 { return float64(s.store.Commits()) }),
 		gauge("keyval_alarm_active", "1 while the alarm is raised in the replicated state.", prometheus.Labels{"type": "nospace"},
 			func() float64 {
 				if s.store.Usage().Raised(kvstore.AlarmNoSpace) {

@@ -184,7 +184,7 @@ func isRefusal(err error) bool {
 // read again against them.
 func (s *Server) check(ctx context.Context, n need, fresh bool) (string, error) {
 	r := s.records()
-	cfg, err := s.authConfig()
+	cfg, err := r.Config() // the configuration of the same view
 	if err != nil {
 		return "", status.Errorf(codes.Internal, "read auth records: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -226,13 +227,26 @@ func waitAlarm(t *testing.T, c *testCluster, raised bool) {
 // gaugeValue reads one of a member's metrics by name.
 func gaugeValue(t *testing.T, s *Server, name string) float64 {
 	t.Helper()
+	return scraped(t, s, name).GetGauge().GetValue()
+}
+
+// counterValue is the node's counter name, as a scrape reads it.
+func counterValue(t *testing.T, s *Server, name string) float64 {
+	t.Helper()
+	return scraped(t, s, name).GetCounter().GetValue()
+}
+
+// scraped is the node's metric name (its first series), as a scrape
+// reads it.
+func scraped(t *testing.T, s *Server, name string) *dto.Metric {
+	t.Helper()
 	mfs, err := s.obs.m.Registry().Gather()
 	require.NoError(t, err)
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
+			return mf.GetMetric()[0]
 		}
 	}
 	t.Fatalf("no metric %s", name)
-	return 0
+	return nil
 }

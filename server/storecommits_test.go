@@ -36,17 +36,3 @@ func TestWritesLeaveTheStoreOpen(t *testing.T) {
 	require.GreaterOrEqual(t, counterValue(t, s, "keyval_store_commits_total"), float64(before+commits),
 		"the metric counts the commits")
 }
-
-// counterValue is the node's counter name, as a scrape reads it.
-func counterValue(t *testing.T, s *Server, name string) float64 {
-	t.Helper()
-	mfs, err := s.obs.m.Registry().Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}

@@ -1056,9 +1056,12 @@ func (s *boltSink) bind() {
 	tx := s.tx
 	s.clients, s.lru = tx.Bucket(bucketClients), tx.Bucket(bucketLRU)
 	s.revs, s.leases, s.leaseKeys = tx.Bucket(bucketRevs), tx.Bucket(bucketLeases), tx.Bucket(bucketLeaseKeys)
-	// Snapshots arrive in key order: pack those pages full (not the
-	// history's, which arrives in key order, not revision order).
+	// Sessions arrive in key order: pack those pages full. The history
+	// arrives in revision order (format 3), its keys' order, and packs as
+	// it does in Apply; a format 2 stream's comes by key, and fills pages
+	// as random writes would.
 	s.clients.FillPercent, s.lru.FillPercent = 0.95, 0.95
+	s.revs.FillPercent = historyFill
 }
 
 // room makes room for a record of n bytes: once the transaction holds
@@ -1338,10 +1341,7 @@ func loadState(tx *bbolt.Tx) (*boltState, error) {
 		st.revs == nil || st.leases == nil || st.leaseKeysB == nil {
 		return nil, fmt.Errorf("%w: a bucket is missing", ErrCorrupt)
 	}
-	// The history grows at its end (revisions only increase): pages split
-	// full rather than half full, or appends would leave every page half
-	// empty and write twice as many.
-	st.revs.FillPercent = 0.9
+	st.revs.FillPercent = historyFill
 	format, err := st.metaU64(keyFormat)
 	if err != nil {
 		return nil, err
@@ -1981,6 +1981,13 @@ func u64(v uint64) []byte {
 const versionHead = metaSize + 8
 
 // revisionKey is where the history keeps key's version at rev.
+// historyFill is how full the history's pages are split. The history
+// grows at its end (revisions only increase), in Apply and in a restore
+// alike: split half full, bbolt's default for random writes, every page
+// would stay half empty, and a restored or defragmented file would be
+// twice the size of the one it copies.
+const historyFill = 0.9
+
 func revisionKey(dst []byte, rev uint64, key []byte) []byte {
 	return append(binary.BigEndian.AppendUint64(dst, rev), key...)
 }

@@ -218,6 +218,45 @@ func TestBoltDefragment(t *testing.T) {
 	require.Equal(t, after, stateOf(t, b))
 }
 
+// TestBoltRestoredHistoryIsPacked: a defragmented or restored store's
+// file is no larger than the one Apply wrote with the same history. The
+// history arrives in revision order, as Apply appends it; split half full
+// (bbolt's default) its pages would take twice the room, and a
+// defragmentation would double the file it was to shrink.
+func TestBoltRestoredHistoryIsPacked(t *testing.T) {
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{NoSync: true})
+	require.NoError(t, err)
+	defer b.Close()
+	a := newApplier(t, b)
+	value := string(bytes.Repeat([]byte("v"), 100))
+	for round := range 25 {
+		var cmds [][]byte
+		for k := range 400 {
+			cmds = append(cmds, putCmd(0, 0, fmt.Sprintf("key-%03d-%d", k, round%3), value))
+		}
+		a.apply(cmds...)
+	}
+	require.NoError(t, b.Sync())
+	_, written, err := b.Sizes()
+	require.NoError(t, err)
+	state := stateOf(t, b)
+
+	require.NoError(t, b.Defragment())
+	_, defragmented, err := b.Sizes()
+	require.NoError(t, err)
+	require.Equal(t, state, stateOf(t, b))
+	require.LessOrEqual(t, defragmented, written*11/10, "defragmented %d bytes in use, Apply wrote %d", defragmented, written)
+
+	r, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{NoSync: true})
+	require.NoError(t, err)
+	defer r.Close()
+	require.NoError(t, r.Restore(bytes.NewReader(state)))
+	_, restored, err := r.Sizes()
+	require.NoError(t, err)
+	require.Equal(t, state, stateOf(t, r))
+	require.LessOrEqual(t, restored, written*11/10, "restored %d bytes in use, Apply wrote %d", restored, written)
+}
+
 // TestBoltReplacedFileReadersEndAlone: a short read begun on a file a
 // restore then replaced ends at once, while a long one (a snapshot being
 // written) is still open on that file; the file is closed when the long

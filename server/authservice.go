@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -253,7 +254,10 @@ func (a *authService) RoleList(ctx context.Context, _ *apipb.RoleListRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return &apipb.RoleListResponse{Header: a.header(a.s.store.Revision()), Roles: append([]string{auth.RootRole}, names...)}, nil
+	// The built-in root role in its place among the others, as etcd
+	// lists roles: by name.
+	at, _ := slices.BinarySearch(names, auth.RootRole)
+	return &apipb.RoleListResponse{Header: a.header(a.s.store.Revision()), Roles: slices.Insert(names, at, auth.RootRole)}, nil
 }
 
 // names lists the records under prefix by name, in order.

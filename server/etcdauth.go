@@ -130,8 +130,15 @@ func (a *etcdAuth) UserRevokeRole(ctx context.Context, req *pb.AuthUserRevokeRol
 	return &pb.AuthUserRevokeRoleResponse{Header: a.s.etcdHeader()}, nil
 }
 
+// RoleAdd of the root role succeeds without a change: KeyVal's root role
+// is built in, but etcd's has to be added, and etcdctl's auth enable adds
+// it (then grants it to user root) when AuthEnable answers that root lacks
+// it. Only a caller allowed to add roles gets that answer.
 func (a *etcdAuth) RoleAdd(ctx context.Context, req *pb.AuthRoleAddRequest) (*pb.AuthRoleAddResponse, error) {
 	if _, err := a.native.RoleAdd(ctx, &apipb.RoleAddRequest{Name: req.Name}); err != nil {
+		if req.Name == auth.RootRole && status.Code(err) == codes.InvalidArgument {
+			return &pb.AuthRoleAddResponse{Header: a.s.etcdHeader()}, nil
+		}
 		return nil, a.refused(ctx, err, reason{nameEmpty(req.Name), rpctypes.ErrGRPCRoleEmpty},
 			reason{roleIs(req.Name, true), rpctypes.ErrGRPCRoleAlreadyExist})
 	}

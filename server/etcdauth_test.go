@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/authpb"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -38,6 +39,9 @@ func TestEtcdAuth(t *testing.T) {
 	_, err = admin.AuthEnable(ctx(t))
 	require.ErrorIs(t, err, rpctypes.ErrRootRoleNotExist)
 	for _, step := range []func() error{
+		// etcdctl's auth enable, answered that root lacks the root role,
+		// adds the role and grants it: the built-in role's add succeeds.
+		func() error { _, err := admin.RoleAdd(ctx(t), "root"); return err },
 		func() error { _, err := admin.UserGrantRole(ctx(t), "root", "root"); return err },
 		func() error { _, err := admin.UserAdd(ctx(t), "alice", "alicepw"); return err },
 		func() error { _, err := admin.RoleAdd(ctx(t), "app"); return err },
@@ -82,7 +86,7 @@ func TestEtcdAuth(t *testing.T) {
 	require.Equal(t, []string{"alice", "root"}, users.Users)
 	roles, err := root.RoleList(ctx(t))
 	require.NoError(t, err)
-	require.Equal(t, []string{"root", "app"}, roles.Roles)
+	require.Equal(t, []string{"app", "root"}, roles.Roles, "by name, as etcd lists them")
 	role, err := root.RoleGet(ctx(t), "app")
 	require.NoError(t, err)
 	require.Equal(t, []*authpb.Permission{{PermType: authpb.READWRITE, Key: []byte("app/"), RangeEnd: []byte("app0")}}, role.Perm)
@@ -100,6 +104,13 @@ func TestEtcdAuth(t *testing.T) {
 	_, err = admin.UserAdd(ctx(t), "mallory", "pw")
 	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
 	_, err = alice.MemberAddAsLearner(ctx(t), []string{"http://127.0.0.1:1"})
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	_, err = alice.AlarmDisarm(ctx(t), &clientv3.AlarmMember{Alarm: pb.AlarmType_NOSPACE})
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	// But any user may list the alarms, as etcdctl endpoint health does.
+	_, err = alice.AlarmList(ctx(t))
+	require.NoError(t, err)
+	_, err = admin.AlarmList(ctx(t))
 	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
 
 	// clientv3's connection carries its token to KeyVal's own API too.

@@ -296,9 +296,14 @@ func Check(r Records, user string, want kvpb.AuthPermission_Type, key, rangeEnd 
 
 // existing reads the record of the user a request runs as, refusing a
 // request with no user or a user that does not exist.
+// NoUser is the denial of a call that names no user while auth is on:
+// etcd's API answers it with etcd's ErrUserEmpty, on which clientv3 logs in
+// and retries (a client with a password, started while auth was off).
+const NoUser = "authentication required: auth is enabled and the request carries no token or client certificate"
+
 func existing(r Records, user string) (*kvpb.AuthUser, error) {
 	if user == "" {
-		return nil, denied("authentication required: auth is enabled and the request carries no token or client certificate")
+		return nil, denied("%s", NoUser)
 	}
 	u, err := User(r, user)
 	if err == nil && u == nil {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/therealutkarshpriyadarshi/keyval/auth"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 )
 
@@ -63,6 +64,8 @@ func etcdError(err error) error {
 		return err
 	}
 	switch {
+	case st.Code() == codes.PermissionDenied && strings.HasSuffix(st.Message(), auth.NoUser):
+		return rpctypes.ErrGRPCUserEmpty
 	case st.Code() == codes.PermissionDenied:
 		return rpctypes.ErrGRPCPermissionDenied
 	case st.Code() == codes.Unauthenticated:

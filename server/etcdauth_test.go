@@ -38,6 +38,8 @@ func TestEtcdAuth(t *testing.T) {
 	require.NoError(t, err)
 	_, err = admin.AuthEnable(ctx(t))
 	require.ErrorIs(t, err, rpctypes.ErrRootRoleNotExist)
+	// A client given a password while auth was off sends no token.
+	early := etcdClient(t, endpoint, "alice", "alicepw")
 	for _, step := range []func() error{
 		// etcdctl's auth enable, answered that root lacks the root role,
 		// adds the role and grants it: the built-in role's add succeeds.
@@ -102,7 +104,7 @@ func TestEtcdAuth(t *testing.T) {
 	_, err = alice.UserList(ctx(t))
 	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
 	_, err = admin.UserAdd(ctx(t), "mallory", "pw")
-	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	require.ErrorIs(t, err, rpctypes.ErrUserEmpty, "a call without a user gets etcd's answer")
 	_, err = alice.MemberAddAsLearner(ctx(t), []string{"http://127.0.0.1:1"})
 	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
 	_, err = alice.AlarmDisarm(ctx(t), &clientv3.AlarmMember{Alarm: pb.AlarmType_NOSPACE})
@@ -111,7 +113,13 @@ func TestEtcdAuth(t *testing.T) {
 	_, err = alice.AlarmList(ctx(t))
 	require.NoError(t, err)
 	_, err = admin.AlarmList(ctx(t))
-	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	require.ErrorIs(t, err, rpctypes.ErrUserEmpty)
+	_, err = admin.Get(ctx(t), "app/x")
+	require.ErrorIs(t, err, rpctypes.ErrUserEmpty)
+	// On that answer clientv3 logs in and retries: the client that had
+	// no token before auth was enabled goes on, as with etcd.
+	_, err = early.Put(ctx(t), "app/early", "1")
+	require.NoError(t, err)
 
 	// clientv3's connection carries its token to KeyVal's own API too.
 	aliceKV := apipb.NewKVClient(alice.ActiveConnection())

@@ -241,7 +241,7 @@ func TestEtcdLeaseAuth(t *testing.T) {
 	anonymous := etcdClient(t, endpoint, "", "")
 
 	_, err := anonymous.Grant(ctx(t), 60)
-	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied, "a grant needs a user once auth is on")
+	require.ErrorIs(t, err, rpctypes.ErrUserEmpty, "a grant needs a user once auth is on")
 	mine, err := alice.Grant(ctx(t), 60)
 	require.NoError(t, err)
 	_, err = alice.Put(ctx(t), "app/a", "1", clientv3.WithLease(mine.ID))

@@ -663,7 +663,7 @@ func etcdRange(rd reader, req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse
 			cut = true
 			return true
 		}
-		taken += len(v.key) + len(v.value)
+		taken += answerBytes(v, req.KeysOnly)
 		all = append(all, version{key: clone(v.key), value: clone(v.value), meta: v.meta})
 		return true
 	}
@@ -688,16 +688,25 @@ func etcdRange(rd reader, req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse
 		if req.Limit > 0 && int64(len(resp.Kvs)) >= req.Limit {
 			break
 		}
-		if maxBytes > 0 && len(resp.Kvs) > 0 && size+len(v.key)+len(v.value) > maxBytes {
+		if maxBytes > 0 && len(resp.Kvs) > 0 && size+answerBytes(v, req.KeysOnly) > maxBytes {
 			break
 		}
-		size += len(v.key) + len(v.value)
+		size += answerBytes(v, req.KeysOnly)
 		resp.Kvs = append(resp.Kvs, toMVCC(v, req.KeysOnly))
 	}
 	// More says the limit or the byte budget left keys out, as etcd's
 	// does (not the filters).
 	resp.More = cut || len(resp.Kvs) < len(all)
 	return resp, nil
+}
+
+// answerBytes is what v adds to an answer's byte budget: its key, and its
+// value unless the answer carries keys only.
+func answerBytes(v version, keysOnly bool) int {
+	if keysOnly {
+		return len(v.key)
+	}
+	return len(v.key) + len(v.value)
 }
 
 func sortVersions(all []version, target pb.RangeRequest_SortTarget, order pb.RangeRequest_SortOrder) {

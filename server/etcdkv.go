@@ -40,6 +40,16 @@ func (k *etcdKV) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 	if err != nil {
 		return nil, etcdReadError(err, "range %q", req.Key)
 	}
+	if req.Limit == 0 && resp.More {
+		// Only the byte budget cuts an answer without a limit. etcd
+		// would send it whole, and a caller that set no limit need not
+		// look at more (etcdctl get does not): part of the range would
+		// pass for all of it. Refused instead, saying how to read it.
+		k.s.obs.m.rangesRefused.Inc()
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"range %q holds more than --max-range-bytes (%d bytes) of keys and values: read it in pages with a limit (etcdctl get --limit), each from the key after the last one read, or raise --max-range-bytes",
+			req.Key, k.s.cfg.MaxRangeBytes)
+	}
 	resp.Header = k.s.etcdHeaderAt(uint64(resp.Header.Revision))
 	return resp, nil
 }

@@ -60,6 +60,7 @@ type Metrics struct {
 	pipelinesHeld prometheus.Gauge
 	pipelineHolds prometheus.Counter
 	rangesCut     prometheus.Counter
+	rangesRefused prometheus.Counter
 	// Limits on what clients and peers can make a node write to disk.
 	backupsRunning   prometheus.Gauge
 	backupsRefused   prometheus.Counter
@@ -151,6 +152,7 @@ func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Tran
 		"Pipeline streams held back (not read further, or their Gets waiting to read values) because the replies their clients have not read reached --max-pipeline-reply-bytes (or 4096 calls).")
 	m.pipelineHolds = counter("keyval_pipeline_holds_total", "Times a pipeline stream was held back by --max-pipeline-reply-bytes (or 4096 calls).")
 	m.rangesCut = counter("keyval_range_truncated_total", "Range answers that stopped at --max-range-bytes, with more set, before their key limit.")
+	m.rangesRefused = counter("keyval_range_refused_total", "etcd Range requests with no limit refused because their answer would pass --max-range-bytes.")
 
 	m.backupsRunning = gauge("keyval_backups_running", "Snapshot (backup) calls this node is serving now, at most --max-concurrent-backups.")
 	m.backupsRefused = counter("keyval_backups_refused_total", "Snapshot (backup) calls refused because --max-concurrent-backups were running.")

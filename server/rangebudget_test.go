@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/client"
@@ -64,4 +67,55 @@ func TestRangeStopsAtByteBudget(t *testing.T) {
 		require.Equal(t, fmt.Sprintf("r/%02d", i), string(e.Key))
 		require.Equal(t, value, e.Value)
 	}
+}
+
+// An etcd Range with no limit whose answer would pass --max-range-bytes is
+// refused, not cut: etcdctl get (and any caller that set no limit) does not
+// look at more, and would take part of the range for all of it. With a
+// limit the answer stops within the budget with more set, and paging from
+// the last key returns every key.
+func TestEtcdRangeWithoutLimitPastBudget(t *testing.T) {
+	const keys, valueBytes, budget = 20, 16 << 10, 100 << 10 // 6 values fit in a page
+	c := newTestCluster(t, 0, 0)
+	c.members[1], c.clients[1] = freeAddr(t), freeAddr(t)
+	c.startWith(1, Config{InitialCluster: c.members, MaxRangeBytes: budget})
+	c.leader()
+	cli := etcdClient(t, c.clients[1], "", "")
+	value := string(bytes.Repeat([]byte("v"), valueBytes))
+	for i := range keys {
+		_, err := cli.Put(ctx(t), fmt.Sprintf("r/%02d", i), value)
+		require.NoError(t, err)
+	}
+
+	one, err := cli.Get(ctx(t), "r/05")
+	require.NoError(t, err)
+	require.Len(t, one.Kvs, 1)
+	_, err = cli.Get(ctx(t), "r/", clientv3.WithPrefix())
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	require.ErrorContains(t, err, "--max-range-bytes")
+	require.Equal(t, 1.0, metricValue(t, c.servers[1].obs.m.rangesRefused))
+	counted, err := cli.Get(ctx(t), "r/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	require.NoError(t, err, "a count carries no values")
+	require.EqualValues(t, keys, counted.Count)
+	names, err := cli.Get(ctx(t), "r/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	require.NoError(t, err, "nor do keys alone")
+	require.Len(t, names.Kvs, keys)
+	require.False(t, names.More)
+
+	var got []string
+	from := "r/"
+	for {
+		resp, err := cli.Get(ctx(t), from, clientv3.WithRange(clientv3.GetPrefixRangeEnd("r/")), clientv3.WithLimit(keys))
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(resp.Kvs), 6)
+		for _, kv := range resp.Kvs {
+			require.Equal(t, value, string(kv.Value))
+			got = append(got, string(kv.Key))
+		}
+		if !resp.More {
+			break
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+	require.Len(t, got, keys)
 }

@@ -198,8 +198,27 @@ func (a *authService) readAsRoot(ctx context.Context) error {
 	return a.s.requireFresh(ctx, needRoot)
 }
 
+// readOwn is readAsRoot, except that a user may read what is theirs (its
+// own record, a role it holds), as etcd lets them: mine says whether the
+// caller's record makes it so.
+func (a *authService) readOwn(ctx context.Context, mine func(caller *kvpb.AuthUser) bool) error {
+	err := a.readAsRoot(ctx)
+	if status.Code(err) != codes.PermissionDenied {
+		return err
+	}
+	user, uerr := a.s.check(ctx, needUser, true) // the barrier is passed
+	if uerr != nil {
+		return err
+	}
+	caller, rerr := auth.User(a.s.records(), user)
+	if rerr != nil || caller == nil || !mine(caller) {
+		return err
+	}
+	return nil
+}
+
 func (a *authService) UserGet(ctx context.Context, req *apipb.UserGetRequest) (*apipb.UserGetResponse, error) {
-	if err := a.readAsRoot(ctx); err != nil {
+	if err := a.readOwn(ctx, func(caller *kvpb.AuthUser) bool { return caller.Name == req.Name }); err != nil {
 		return nil, err
 	}
 	u, err := auth.User(a.s.records(), req.Name)
@@ -213,7 +232,7 @@ func (a *authService) UserGet(ctx context.Context, req *apipb.UserGetRequest) (*
 }
 
 func (a *authService) RoleGet(ctx context.Context, req *apipb.RoleGetRequest) (*apipb.RoleGetResponse, error) {
-	if err := a.readAsRoot(ctx); err != nil {
+	if err := a.readOwn(ctx, func(caller *kvpb.AuthUser) bool { return slices.Contains(caller.Roles, req.Role) }); err != nil {
 		return nil, err
 	}
 	resp := &apipb.RoleGetResponse{Header: a.header(a.s.store.Revision())}

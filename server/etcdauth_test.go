@@ -109,6 +109,16 @@ func TestEtcdAuth(t *testing.T) {
 	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
 	_, err = alice.AlarmDisarm(ctx(t), &clientv3.AlarmMember{Alarm: pb.AlarmType_NOSPACE})
 	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	// A user may read its own record and the roles it holds, as in etcd.
+	self, err := alice.UserGet(ctx(t), "alice")
+	require.NoError(t, err)
+	require.Equal(t, []string{"app"}, self.Roles)
+	_, err = alice.RoleGet(ctx(t), "app")
+	require.NoError(t, err)
+	_, err = alice.UserGet(ctx(t), "root")
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+	_, err = alice.RoleGet(ctx(t), "root")
+	require.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
 	// But any user may list the alarms, as etcdctl endpoint health does.
 	_, err = alice.AlarmList(ctx(t))
 	require.NoError(t, err)

@@ -600,6 +600,24 @@ func TestLeases(t *testing.T) {
 	})
 }
 
+// TestLeaseGrantRefusedUnderNoSpace: while the NOSPACE alarm is raised no
+// lease is granted (a lease is a record, as etcd refuses it too); revokes
+// go on, and grants again once the alarm is disarmed.
+func TestLeaseGrantRefusedUnderNoSpace(t *testing.T) {
+	implementations(t, Options{}, func(t *testing.T, s Store) {
+		a := newApplier(t, s)
+		require.Equal(t, StatusOK, a.one(EncodeLeaseGrant(1, 10, "")).Status)
+		require.Equal(t, StatusOK, a.one(EncodeAlarm(AlarmNoSpace, false, 1)).Status)
+		require.Equal(t, StatusNoSpace, a.one(EncodeLeaseGrant(2, 10, "")).Status)
+		require.Equal(t, StatusOK, a.one(EncodeLeaseRevoke(1, "")).Status, "revokes go on")
+		leases, err := s.Leases()
+		require.NoError(t, err)
+		require.Empty(t, leases)
+		require.Equal(t, StatusOK, a.one(EncodeAlarm(AlarmNoSpace, true, 1)).Status)
+		require.Equal(t, StatusOK, a.one(EncodeLeaseGrant(2, 10, "")).Status)
+	})
+}
+
 // Events replays the changes since a revision in revision order, key
 // order within one, with the previous versions when asked, and refuses a
 // revision compacted away.

@@ -9,6 +9,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -164,6 +165,8 @@ func TestQuotaRefusesWritesButNotDeletes(t *testing.T) {
 	require.Equal(t, codes.ResourceExhausted, status.Code(err), "refused while the alarm is raised, even when it would fit: %v", err)
 	_, err = kv.CompareAndSwap(ctx(t), &apipb.CompareAndSwapRequest{Key: []byte("small"), Value: []byte("x")})
 	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	_, err = etcdClient(t, c.clients[follower], "", "").Grant(ctx(t), 60)
+	require.ErrorIs(t, err, rpctypes.ErrNoSpace, "nor a lease, as etcd")
 	for _, s := range c.servers {
 		require.EqualValues(t, 1, gaugeValue(t, s, "keyval_alarm_active"))
 	}

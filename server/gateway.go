@@ -69,8 +69,13 @@ func (s *Server) listenGateway() error {
 	// A body is read whole before its call is made: bound it by what the
 	// client port would take, as JSON (base64 makes bytes a third longer).
 	limit := int64(s.cfg.MaxRequestBytes)*2 + 64<<10
+	// etcd's probes answer on its client URL too.
+	top := http.NewServeMux()
+	s.handleEtcdProbes(top)
+	top.HandleFunc("GET /readyz", s.obs.serveReady)
+	top.Handle("/", mux)
 	s.gw = &gateway{lis: lis, conn: conn,
-		srv: &http.Server{Handler: http.MaxBytesHandler(mux, limit), ReadHeaderTimeout: 10 * time.Second}}
+		srv: &http.Server{Handler: http.MaxBytesHandler(top, limit), ReadHeaderTimeout: 10 * time.Second}}
 	return nil
 }
 

@@ -211,3 +211,35 @@ func TestGatewayDialsLoopbackForAnUnspecifiedHost(t *testing.T) {
 	require.Equal(t, "[::1]:2379", dialable("[::]:2379"))
 	require.Equal(t, "127.0.0.1:2379", dialable("127.0.0.1:2379"))
 }
+
+// TestGatewayServesEtcdProbes: the gateway's port answers etcd's probes,
+// as etcd's client URL does, beside the /v3 paths.
+func TestGatewayServesEtcdProbes(t *testing.T) {
+	_, gw := gatewayCluster(t)
+	eventually(t, func() error {
+		resp, err := http.Get("http://" + gw + "/health")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var h etcdHealth
+		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || h.Health != "true" {
+			return fmt.Errorf("/health: %d %+v", resp.StatusCode, h)
+		}
+		return nil
+	})
+	for path, want := range map[string]string{"/livez": "ok\n", "/readyz": "ready\n"} {
+		resp, err := http.Get("http://" + gw + path)
+		require.NoError(t, err)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode, path)
+		require.Equal(t, want, string(b), path)
+	}
+	code, out := post(t, gw, "/v3/kv/put", map[string]any{"key": "YQ==", "value": "MQ=="}, "")
+	require.Equal(t, http.StatusOK, code, "%v", out)
+}

@@ -35,6 +35,7 @@ func (o *observer) listenHTTP() error {
 //	/metrics       Prometheus text format, this node's registry only
 //	/healthz       200 while the process serves HTTP
 //	/readyz        200 when ready (see observer.ready), else 503 and why
+//	/health, /livez, /version   as etcd serves them (handleEtcdProbes)
 //	/debug/pprof/  Go's profiler, with EnablePprof only
 func (o *observer) httpHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -46,19 +47,24 @@ func (o *observer) httpHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if o.ready() {
-			fmt.Fprintln(w, "ready")
-			return
-		}
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, "not ready:", o.notReadyReason())
-	})
+	mux.HandleFunc("GET /readyz", o.serveReady)
+	o.s.handleEtcdProbes(mux)
 	if o.s.cfg.EnablePprof {
 		handlePprof(mux)
 	}
 	return mux
+}
+
+// serveReady is /readyz: 200 when ready (see observer.ready), else 503
+// and why.
+func (o *observer) serveReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if o.ready() {
+		fmt.Fprintln(w, "ready")
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintln(w, "not ready:", o.notReadyReason())
 }
 
 func handlePprof(mux *http.ServeMux) {

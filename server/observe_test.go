@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -421,4 +422,53 @@ func TestObservabilityOffByDefault(t *testing.T) {
 	require.Empty(t, s.MetricsAddr())
 	require.Nil(t, s.obs.tr)
 	require.NotNil(t, s.Metrics().Registry())
+}
+
+// TestEtcdHealthProbes: /health answers as etcd's does, on the metrics
+// port: unhealthy while no leader is known, healthy once one is (with or
+// without a linearizable read), unhealthy while an alarm is raised unless
+// the probe excludes it; /livez and /version answer too.
+func TestEtcdHealthProbes(t *testing.T) {
+	c := newObservedCluster(t, 3, 0, nil, 2, 3) // node 1 alone cannot elect a leader
+	addr := c.servers[1].MetricsAddr()
+	health := func(query string) (int, etcdHealth) {
+		code, body := httpGet(t, addr, "/health"+query)
+		var h etcdHealth
+		require.NoError(t, json.Unmarshal([]byte(body), &h), "%s", body)
+		return code, h
+	}
+	code, h := health("")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, etcdHealth{Health: "false", Reason: "RAFT NO LEADER"}, h)
+	code, body := httpGet(t, addr, "/livez")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok\n", body)
+	code, body = httpGet(t, addr, "/version")
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"etcdserver":"3.6.0","etcdcluster":"3.6.0","storage":""}`, body)
+
+	startObserved(c, 2, nil)
+	startObserved(c, 3, nil)
+	eventually(t, func() error {
+		for _, q := range []string{"", "?serializable=true"} {
+			if code, h := health(q); code != http.StatusOK || h != (etcdHealth{Health: "true"}) {
+				return fmt.Errorf("/health%s: %d %+v", q, code, h)
+			}
+		}
+		return nil
+	})
+
+	conn, err := grpc.NewClient(c.clients[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = pb.NewMaintenanceClient(conn).Alarm(ctx(t), &pb.AlarmRequest{Action: pb.AlarmRequest_ACTIVATE, Alarm: pb.AlarmType_NOSPACE})
+	require.NoError(t, err)
+	eventually(t, func() error {
+		if code, h := health(""); code != http.StatusServiceUnavailable || h.Reason != "ALARM NOSPACE" {
+			return fmt.Errorf("/health under NOSPACE: %d %+v", code, h)
+		}
+		return nil
+	})
+	code, h = health("?exclude=NOSPACE&serializable=true") // kubeadm's probe
+	require.Equal(t, http.StatusOK, code, "%+v", h)
 }

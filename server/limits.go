@@ -3,11 +3,15 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
 	"github.com/therealutkarshpriyadarshi/keyval/core"
@@ -223,4 +227,35 @@ func limitError(r kvstore.Result) error {
 		return status.Error(codes.ResourceExhausted, r.Err)
 	}
 	return nil
+}
+
+// requestAllowance is how far past MaxRequestBytes a client's message may
+// go before gRPC itself refuses it: etcd's (its grpcOverheadBytes).
+const requestAllowance = 512 << 10
+
+// refuseOversized refuses a unary request larger than MaxRequestBytes:
+// etcd's calls with etcd's ErrRequestTooLarge, as etcd does, KeyVal's own
+// with RESOURCE_EXHAUSTED naming the limit.
+func (s *Server) refuseOversized(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+	if n, ok := messageSize(req); ok {
+		if n > s.cfg.MaxRequestBytes {
+			if strings.HasPrefix(info.FullMethod, "/etcdserverpb.") {
+				return nil, rpctypes.ErrGRPCRequestTooLarge
+			}
+			return nil, status.Errorf(codes.ResourceExhausted, "the request is %d bytes; the limit is %d (--max-key-bytes plus --max-value-bytes plus 1 KiB)", n, s.cfg.MaxRequestBytes)
+		}
+	}
+	return next(ctx, req)
+}
+
+// messageSize is req's encoded size: etcd's messages (gogo protobuf)
+// compute it themselves, KeyVal's through the protobuf runtime.
+func messageSize(req any) (int, bool) {
+	switch m := req.(type) {
+	case interface{ Size() int }:
+		return m.Size(), true
+	case proto.Message:
+		return proto.Size(m), true
+	}
+	return 0, false
 }

@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -252,4 +253,28 @@ func scraped(t *testing.T, s *Server, name string) *dto.Metric {
 	}
 	t.Fatalf("no metric %s", name)
 	return nil
+}
+
+// TestOversizedRequestGetsEtcdsError: a request a little past the request
+// limit is refused by KeyVal's check, not by gRPC's: etcd's clients get
+// etcd's ErrRequestTooLarge (a put of too large a value, a transaction
+// whose values add up past it), KeyVal's own API RESOURCE_EXHAUSTED naming
+// the limit; and the member goes on.
+func TestOversizedRequestGetsEtcdsError(t *testing.T) {
+	c := newTestCluster(t, 1, 0)
+	lead := c.leader()
+	cli := etcdClient(t, c.clients[lead], "", "")
+	big := strings.Repeat("v", DefaultMaxRequestBytes+100<<10)
+	_, err := cli.Put(ctx(t), "k", big)
+	require.ErrorIs(t, err, rpctypes.ErrRequestTooLarge)
+	third := strings.Repeat("v", DefaultMaxRequestBytes/3+1)
+	_, err = cli.Txn(ctx(t)).Then(clientv3.OpPut("a", third), clientv3.OpPut("b", third), clientv3.OpPut("c", third)).Commit()
+	require.ErrorIs(t, err, rpctypes.ErrRequestTooLarge, "each value fits, the three do not")
+
+	_, err = c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte(big)})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err), "%v", err)
+	require.Contains(t, status.Convert(err).Message(), "the limit is")
+
+	_, err = cli.Put(ctx(t), "k", "v")
+	require.NoError(t, err)
 }

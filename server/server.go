@@ -351,7 +351,12 @@ func (s *Server) listen() error {
 	pb.RegisterKVServer(s.peerSrv, &etcdKV{s: s})
 	pb.RegisterMaintenanceServer(s.peerSrv, &etcdMaintenance{s: s, native: &maintenanceService{s: s}})
 	pb.RegisterLeaseServer(s.peerSrv, &etcdLease{s: s})
-	opts := append([]grpc.ServerOption{maxMsg}, flowwindow.ServerOptions()...)
+	// Clients' messages may pass the request limit by etcd's allowance,
+	// as etcd's client port takes them, so that one a little too large
+	// meets refuseOversized (etcd's ErrRequestTooLarge) rather than gRPC's
+	// own refusal, which etcd's clients do not recognize.
+	clientMax := grpc.MaxRecvMsgSize(s.cfg.MaxRequestBytes + requestAllowance)
+	opts := append([]grpc.ServerOption{clientMax, grpc.ChainUnaryInterceptor(s.refuseOversized)}, flowwindow.ServerOptions()...)
 	opts = append(opts, s.obs.clientServerOptions()...)
 	opts = append(opts, s.authInterceptors("client")...)
 	if s.cfg.ClientTLS != nil {

@@ -294,13 +294,13 @@ func Check(r Records, user string, want kvpb.AuthPermission_Type, key, rangeEnd 
 	return Allowed(r, user, want, key, rangeEnd)
 }
 
-// existing reads the record of the user a request runs as, refusing a
-// request with no user or a user that does not exist.
 // NoUser is the denial of a call that names no user while auth is on:
 // etcd's API answers it with etcd's ErrUserEmpty, on which clientv3 logs in
 // and retries (a client with a password, started while auth was off).
 const NoUser = "authentication required: auth is enabled and the request carries no token or client certificate"
 
+// existing reads the record of the user a request runs as, refusing a
+// request with no user or a user that does not exist.
 func existing(r Records, user string) (*kvpb.AuthUser, error) {
 	if user == "" {
 		return nil, denied("%s", NoUser)

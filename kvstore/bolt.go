@@ -1041,7 +1041,9 @@ type boltSink struct {
 	n                       uint64
 	// What the header says and what the records count (Usage).
 	used, clock, compactRev uint64
-	alarms                  []*kvpb.Alarm
+	// byKey: the stream's history comes in key order (format 2).
+	byKey  bool
+	alarms []*kvpb.Alarm
 }
 
 func (s *boltSink) beginTx() (err error) {
@@ -1058,10 +1060,12 @@ func (s *boltSink) bind() {
 	s.revs, s.leases, s.leaseKeys = tx.Bucket(bucketRevs), tx.Bucket(bucketLeases), tx.Bucket(bucketLeaseKeys)
 	// Sessions arrive in key order: pack those pages full. The history
 	// arrives in revision order (format 3), its keys' order, and packs as
-	// it does in Apply; a format 2 stream's comes by key, and fills pages
-	// as random writes would.
+	// it does in Apply; a format 2 stream's comes by key, in no revision
+	// order, and keeps bbolt's default for random writes.
 	s.clients.FillPercent, s.lru.FillPercent = 0.95, 0.95
-	s.revs.FillPercent = historyFill
+	if !s.byKey {
+		s.revs.FillPercent = historyFill
+	}
 }
 
 // room makes room for a record of n bytes: once the transaction holds
@@ -1082,8 +1086,11 @@ func (s *boltSink) room(n int) error {
 	return nil
 }
 
-func (s *boltSink) begin(h *kvpb.SnapshotHeader, _ uint32) error {
+func (s *boltSink) begin(h *kvpb.SnapshotHeader, format uint32) error {
 	s.clock, s.alarms, s.compactRev = h.SessionClockMs, h.Alarms, h.CompactedRevision
+	if s.byKey = format == snapshotFormatKeyOrder; s.byKey {
+		s.revs.FillPercent = bbolt.DefaultFillPercent
+	}
 	return nil
 }
 
@@ -1980,7 +1987,6 @@ func u64(v uint64) []byte {
 // the key's previous version (0: none), then the value.
 const versionHead = metaSize + 8
 
-// revisionKey is where the history keeps key's version at rev.
 // historyFill is how full the history's pages are split. The history
 // grows at its end (revisions only increase), in Apply and in a restore
 // alike: split half full, bbolt's default for random writes, every page
@@ -1988,6 +1994,7 @@ const versionHead = metaSize + 8
 // twice the size of the one it copies.
 const historyFill = 0.9
 
+// revisionKey is where the history keeps key's version at rev.
 func revisionKey(dst []byte, rev uint64, key []byte) []byte {
 	return append(binary.BigEndian.AppendUint64(dst, rev), key...)
 }

@@ -642,6 +642,8 @@ func etcdRange(rd reader, req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse
 			(req.MaxCreateRevision == 0 || int64(m.createRev) <= req.MaxCreateRevision)
 	}
 	sorted := req.SortOrder != pb.RangeRequest_NONE || req.SortTarget != pb.RangeRequest_KEY
+	// A keys-only answer holds no value, unless values order it.
+	keepValues := !req.KeysOnly || req.SortTarget == pb.RangeRequest_VALUE
 	var (
 		all   []version
 		count int64 // every key in the range, as etcd counts (filters aside)
@@ -657,14 +659,21 @@ func etcdRange(rd reader, req *pb.RangeRequest, maxBytes int) (*pb.RangeResponse
 			return true
 		}
 		// Unsorted, the answer is the first keys in order: stop
-		// copying once it is full (the count goes on).
-		full := !sorted && ((req.Limit > 0 && int64(len(all)) >= req.Limit) || (maxBytes > 0 && taken >= maxBytes))
+		// copying once it is full (the count goes on). Sorted, every key
+		// is a candidate, but not past the byte budget when there is no
+		// limit: such an answer is cut anyway.
+		full := (!sorted && req.Limit > 0 && int64(len(all)) >= req.Limit) ||
+			((!sorted || req.Limit <= 0) && maxBytes > 0 && taken >= maxBytes)
 		if full {
 			cut = true
 			return true
 		}
 		taken += answerBytes(v, req.KeysOnly)
-		all = append(all, version{key: clone(v.key), value: clone(v.value), meta: v.meta})
+		kept := version{key: clone(v.key), meta: v.meta}
+		if keepValues {
+			kept.value = clone(v.value)
+		}
+		all = append(all, kept)
 		return true
 	}
 	var err error

@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -600,139 +602,30 @@ func TestLeases(t *testing.T) {
 	})
 }
 
-// TestLeaseGrantRefusedUnderNoSpace: while the NOSPACE alarm is raised no
-// lease is granted (a lease is a record, as etcd refuses it too); revokes
-// go on, and grants again once the alarm is disarmed.
-func TestLeaseGrantRefusedUnderNoSpace(t *testing.T) {
+// TestKeysOnlyRangeHoldsNoValues: a keys-only Range copies the keys, not
+// the values it passes over (unless they order the answer), so its memory
+// is bounded by the keys, as its byte budget counts them.
+func TestKeysOnlyRangeHoldsNoValues(t *testing.T) {
 	implementations(t, Options{}, func(t *testing.T, s Store) {
 		a := newApplier(t, s)
-		require.Equal(t, StatusOK, a.one(EncodeLeaseGrant(1, 10, "")).Status)
-		require.Equal(t, StatusOK, a.one(EncodeAlarm(AlarmNoSpace, false, 1)).Status)
-		require.Equal(t, StatusNoSpace, a.one(EncodeLeaseGrant(2, 10, "")).Status)
-		require.Equal(t, StatusOK, a.one(EncodeLeaseRevoke(1, "")).Status, "revokes go on")
-		leases, err := s.Leases()
-		require.NoError(t, err)
-		require.Empty(t, leases)
-		require.Equal(t, StatusOK, a.one(EncodeAlarm(AlarmNoSpace, true, 1)).Status)
-		require.Equal(t, StatusOK, a.one(EncodeLeaseGrant(2, 10, "")).Status)
-	})
-}
-
-// Events replays the changes since a revision in revision order, key
-// order within one, with the previous versions when asked, and refuses a
-// revision compacted away.
-func TestEvents(t *testing.T) {
-	implementations(t, Options{}, func(t *testing.T, s Store) {
-		a := newApplier(t, s)
-		a.one(etcdPut(t, "b", "1"))                                                                  // 1
-		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{putOp("c", "2"), putOp("a", "2")}})) // 2
-		a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{delOp("b", "")}}))                   // 3
-		a.one(putCmd(0, 0, "a", "4"))                                                                // 4
-		a.one(putCmd(0, 0, "zz", "outside"))                                                         // 5
-		evs, more, err := s.Events([]byte("a"), []byte("d"), 2, 10, true, 0)
-		require.NoError(t, err)
-		require.False(t, more)
-		var got []string
-		for _, ev := range evs {
-			prev := "-"
-			if ev.PrevKv != nil {
-				prev = string(ev.PrevKv.Value)
-			}
-			got = append(got, fmt.Sprintf("%s %s=%s@%d prev %s", ev.Type, ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision, prev))
+		value := strings.Repeat("v", 256<<10)
+		for i := range 20 {
+			a.one(etcdPut(t, fmt.Sprintf("big/%02d", i), value))
 		}
-		require.Equal(t, []string{"PUT a=2@2 prev -", "PUT c=2@2 prev -", "DELETE b=@3 prev 1", "PUT a=4@4 prev 2"}, got)
-
-		evs, more, err = s.Events([]byte("a"), []byte{0}, 1, 10, false, 2)
+		req := &pb.RangeRequest{Key: []byte("big/"), RangeEnd: []byte("big0"), KeysOnly: true}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		resp, err := s.EtcdRange(req, 1<<20)
+		runtime.ReadMemStats(&after)
 		require.NoError(t, err)
-		require.True(t, more)
-		require.Len(t, evs, 2)
+		require.Len(t, resp.Kvs, 20)
+		require.False(t, resp.More, "20 keys are far under the budget")
+		require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "5 MiB of values passed over")
 
-		a.one(EncodeCompact(3, ""))
-		_, _, err = s.Events([]byte("a"), []byte{0}, 3, 10, false, 0)
-		var re *RangeError
-		require.ErrorAs(t, err, &re, "the deletion at 3 is compacted away")
-		evs, _, err = s.Events([]byte("a"), []byte{0}, 4, 10, false, 0)
+		req.SortTarget, req.SortOrder = pb.RangeRequest_VALUE, pb.RangeRequest_ASCEND
+		resp, err = s.EtcdRange(req, 0)
 		require.NoError(t, err)
-		require.Len(t, evs, 2, "after the compacted revision: a at 4, zz at 5")
-	})
-}
-
-// Compacting a chunk of the plan at a time leaves exactly the state one
-// plan of the whole history leaves, whatever the chunk's size and however
-// the keys' histories and tombstones fall across the chunks' edges; the
-// Bolt store, which plans in revision order (boltPruner), leaves the
-// state the memory store's walk of each key's versions does; and every
-// read at or after the compacted revision answers as it did before, and
-// one below it is refused.
-func TestEtcdCompactInChunks(t *testing.T) {
-	was, wasBackground := compactChunk, backgroundPruning
-	t.Cleanup(func() { compactChunk, backgroundPruning = was, wasBackground })
-	backgroundPruning = false
-	rapid.Check(t, func(rt *rapid.T) {
-		keys := []string{"a", "b", "c", "d", "e"}
-		cmds := [][]byte{etcdPut(rt, "a", "first")} // so that there is a revision to compact at
-		for range rapid.IntRange(0, 40).Draw(rt, "writes") {
-			k := rapid.SampledFrom(keys).Draw(rt, "key")
-			if rapid.IntRange(0, 3).Draw(rt, "op") == 0 {
-				cmds = append(cmds, txnCmd(rt, &pb.TxnRequest{Success: []*pb.RequestOp{delOp(k, "")}}))
-			} else {
-				cmds = append(cmds, etcdPut(rt, k, rapid.StringMatching(`[a-z]{0,3}`).Draw(rt, "value")))
-			}
-		}
-		chunk := rapid.IntRange(1, 4).Draw(rt, "chunk")
-		pick := rapid.Uint64().Draw(rt, "compact at")
-		snapshots := map[string][]byte{}
-		for _, c := range []int{chunk, 1 << 30} {
-			compactChunk = c
-			stores := map[string]Store{"memory": NewMemory(Options{})}
-			b, err := OpenBolt(filepath.Join(t.TempDir(), "kv.db"), Options{})
-			require.NoError(rt, err)
-			stores["bolt"] = b
-			for name, s := range stores {
-				var entries []Entry
-				for i, d := range cmds {
-					entries = append(entries, Entry{Index: uint64(i + 1), Data: d})
-				}
-				_, err := s.Apply(entries)
-				require.NoError(rt, err)
-				rev := 1 + pick%s.Revision()
-				all := func(at uint64) (string, error) {
-					resp, err := s.EtcdRange(&pb.RangeRequest{Key: []byte{0}, RangeEnd: []byte{0}, Revision: int64(at)}, 0)
-					if err != nil {
-						return "", err
-					}
-					return fmt.Sprint(resp.Kvs), nil
-				}
-				seen := map[uint64]string{}
-				for at := rev; at <= s.Revision(); at++ {
-					seen[at], err = all(at)
-					require.NoError(rt, err)
-				}
-				res, err := s.Apply([]Entry{{Index: uint64(len(cmds) + 1), Data: EncodeCompact(rev, "")}})
-				require.NoError(rt, err)
-				require.Equal(rt, StatusOK, res[0].Status)
-				for at := rev; at <= s.Revision(); at++ {
-					got, err := all(at)
-					require.NoError(rt, err)
-					require.Equal(rt, seen[at], got, "%s: read at %d after compacting at %d in chunks of %d", name, at, rev, c)
-				}
-				if rev > 1 {
-					_, err := all(rev - 1)
-					var re *RangeError
-					require.ErrorAs(rt, err, &re, "%s: a read below the compacted revision", name)
-					require.Equal(rt, StatusCompacted, re.Status)
-				}
-				finishCompaction(rt, s) // in chunks of compactChunk: the Bolt store's goroutine is off
-				var buf bytes.Buffer
-				_, err = s.Snapshot(&buf)
-				require.NoError(rt, err)
-				if want, ok := snapshots[name]; ok {
-					require.Equal(rt, want, buf.Bytes(), "%s: compacted at %d in chunks of %d", name, rev, chunk)
-				}
-				snapshots[name] = buf.Bytes()
-				require.NoError(rt, s.Close())
-			}
-			require.Equal(rt, snapshots["memory"], snapshots["bolt"], "the two stores compacted in chunks of %d", c)
-		}
+		require.Len(t, resp.Kvs, 20, "values that order the answer are kept to sort it")
+		require.Empty(t, resp.Kvs[0].Value)
 	})
 }

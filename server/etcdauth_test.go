@@ -133,6 +133,8 @@ func TestEtcdAuth(t *testing.T) {
 
 	// clientv3's connection carries its token to KeyVal's own API too.
 	aliceKV := apipb.NewKVClient(alice.ActiveConnection())
+	_, err = apipb.NewMaintenanceClient(alice.ActiveConnection()).AlarmList(ctx(t), &apipb.AlarmListRequest{})
+	require.Equal(t, codes.PermissionDenied, etcdCode(err), "KeyVal's own list shows the store's use: root's: %v", err)
 	_, err = aliceKV.Put(ctx(t), &apipb.PutRequest{Key: []byte("app/x"), Value: []byte("1")})
 	require.NoError(t, err)
 	_, err = aliceKV.Put(ctx(t), &apipb.PutRequest{Key: []byte("other"), Value: []byte("1")})

@@ -40,7 +40,7 @@ func (k *etcdKV) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResp
 	if err != nil {
 		return nil, etcdReadError(err, "range %q", req.Key)
 	}
-	if req.Limit == 0 && resp.More {
+	if req.Limit <= 0 && resp.More {
 		// Only the byte budget cuts an answer without a limit. etcd
 		// would send it whole, and a caller that set no limit need not
 		// look at more (etcdctl get does not): part of the range would

@@ -43,6 +43,14 @@ func (e *etcdLease) LeaseGrant(ctx context.Context, req *pb.LeaseGrantRequest) (
 	if err != nil {
 		return nil, etcdError(err)
 	}
+	// No lease is granted while the NOSPACE alarm is raised, as etcd
+	// refuses it: a lease is a record past the quota. Judged on the
+	// alarms this member has applied, before the log, as the quota is:
+	// a grant that races the alarm goes through. (At apply, a member of
+	// an older build would still grant what this one refused.)
+	if e.s.store.Usage().Raised(kvstore.AlarmNoSpace) {
+		return nil, rpctypes.ErrGRPCNoSpace
+	}
 	ttl := max(req.TTL, e.s.minLeaseTTL())
 	for range maxIDPicks {
 		id := req.ID

@@ -58,7 +58,7 @@ func (m *etcdMaintenance) Alarm(ctx context.Context, req *pb.AlarmRequest) (*pb.
 	}
 	switch req.Action {
 	case pb.AlarmRequest_GET:
-		list, err := m.native.AlarmList(ctx, &apipb.AlarmListRequest{})
+		list, err := m.native.alarmList(ctx, needUser)
 		if err != nil {
 			return nil, etcdError(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/version"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
@@ -39,9 +40,10 @@ type etcdHealth struct {
 }
 
 // serveHealth answers as etcd's /health: unhealthy while an alarm is
-// raised (unless ?exclude= names it), while no leader is known, or when
-// a linearizable read cannot be made within --request-timeout (skipped
-// with ?serializable=true).
+// raised (unless ?exclude= names it), or when a read fails: a
+// linearizable one (no leader known, or none reached within
+// --request-timeout), or with ?serializable=true one from this member's
+// own store.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	h := s.health(r.Context(), q["exclude"], q.Get("serializable") == "true")
@@ -58,16 +60,24 @@ func (s *Server) health(ctx context.Context, exclude []string, serializable bool
 			return etcdHealth{Health: "false", Reason: "ALARM " + name}
 		}
 	}
-	if s.leader.Load() == uint64(core.None) {
+	// A serializable probe asks only that this member serves from what it
+	// has: a liveness probe must not fail, and restart the member, while
+	// the cluster has lost its quorum.
+	if !serializable && s.leader.Load() == uint64(core.None) {
 		return etcdHealth{Health: "false", Reason: "RAFT NO LEADER"}
 	}
+	// etcd reads one key, linearizably unless the probe is serializable:
+	// the read barrier (bounded by --request-timeout) says a leader that a
+	// quorum follows still answers this member, the read that its store
+	// answers.
 	if !serializable {
-		// The read barrier a linearizable read waits for (etcd reads a
-		// key): this member can still reach a leader that a quorum
-		// follows. It bounds itself by --request-timeout.
 		if err := s.readBarrier(ctx); err != nil {
-			return etcdHealth{Health: "false", Reason: fmt.Sprintf("QGET ERROR: %v", err)}
+			return etcdHealth{Health: "false", Reason: fmt.Sprintf("RANGE ERROR:%v", err)}
 		}
+	}
+	every := []byte{0}
+	if _, err := s.store.EtcdRange(&pb.RangeRequest{Key: every, RangeEnd: every, KeysOnly: true, Limit: 1}, 0); err != nil {
+		return etcdHealth{Health: "false", Reason: fmt.Sprintf("RANGE ERROR:%v", err)}
 	}
 	return etcdHealth{Health: "true"}
 }

@@ -440,6 +440,8 @@ func TestEtcdHealthProbes(t *testing.T) {
 	code, h := health("")
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, etcdHealth{Health: "false", Reason: "RAFT NO LEADER"}, h)
+	code, h = health("?serializable=true")
+	require.Equal(t, http.StatusOK, code, "a serializable probe, as kubeadm's liveness probe, passes without a quorum: %+v", h)
 	code, body := httpGet(t, addr, "/livez")
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "ok\n", body)

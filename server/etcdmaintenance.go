@@ -230,8 +230,12 @@ func (m *etcdMaintenance) HashKV(ctx context.Context, req *pb.HashKVRequest) (*p
 	if err != nil {
 		return nil, etcdReadError(err, "hash the history at revision %d", req.Revision)
 	}
+	compacted := int64(h.CompactedRevision)
+	if compacted == 0 {
+		compacted = -1 // never compacted, as etcd says it
+	}
 	return &pb.HashKVResponse{Header: m.s.etcdHeader(), Hash: h.Hash,
-		CompactRevision: int64(h.CompactedRevision), HashRevision: int64(h.Revision)}, nil
+		CompactRevision: compacted, HashRevision: int64(h.Revision)}, nil
 }
 
 func (m *etcdMaintenance) Downgrade(context.Context, *pb.DowngradeRequest) (*pb.DowngradeResponse, error) {

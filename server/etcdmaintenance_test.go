@@ -141,8 +141,11 @@ func TestEtcdHashKV(t *testing.T) {
 			return err
 		})
 	}
+	never, err := cli.HashKV(ctx(t), c.clients[lead], 0)
+	require.NoError(t, err)
+	require.EqualValues(t, -1, never.CompactRevision, "never compacted, as etcd says it")
 	compactAt := revs[1]
-	_, err := cli.Compact(ctx(t), compactAt)
+	_, err = cli.Compact(ctx(t), compactAt)
 	require.NoError(t, err)
 	last := revs[len(revs)-1]
 

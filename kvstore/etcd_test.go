@@ -627,5 +627,18 @@ func TestKeysOnlyRangeHoldsNoValues(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, resp.Kvs, 20, "values that order the answer are kept to sort it")
 		require.Empty(t, resp.Kvs[0].Value)
+
+		// Sorted, with no limit (or a negative one, which is none), values
+		// are copied only up to the budget: the answer is cut anyway.
+		for _, limit := range []int64{0, -1} {
+			sorted := &pb.RangeRequest{Key: []byte("big/"), RangeEnd: []byte("big0"), Limit: limit,
+				SortTarget: pb.RangeRequest_MOD, SortOrder: pb.RangeRequest_DESCEND}
+			runtime.ReadMemStats(&before)
+			resp, err = s.EtcdRange(sorted, 1<<20)
+			runtime.ReadMemStats(&after)
+			require.NoError(t, err)
+			require.True(t, resp.More, "limit %d", limit)
+			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(3<<20), "limit %d: 5 MiB of values in the range", limit)
+		}
 	})
 }

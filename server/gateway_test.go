@@ -217,28 +217,15 @@ func TestGatewayDialsLoopbackForAnUnspecifiedHost(t *testing.T) {
 func TestGatewayServesEtcdProbes(t *testing.T) {
 	_, gw := gatewayCluster(t)
 	eventually(t, func() error {
-		resp, err := http.Get("http://" + gw + "/health")
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		var h etcdHealth
-		if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
-			return err
-		}
-		if resp.StatusCode != http.StatusOK || h.Health != "true" {
-			return fmt.Errorf("/health: %d %+v", resp.StatusCode, h)
+		if code, h := getHealth(t, gw, ""); code != http.StatusOK || h.Health != "true" {
+			return fmt.Errorf("/health: %d %+v", code, h)
 		}
 		return nil
 	})
 	for path, want := range map[string]string{"/livez": "ok\n", "/readyz": "ready\n"} {
-		resp, err := http.Get("http://" + gw + path)
-		require.NoError(t, err)
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, resp.StatusCode, path)
-		require.Equal(t, want, string(b), path)
+		code, body := httpGet(t, gw, path)
+		require.Equal(t, http.StatusOK, code, path)
+		require.Equal(t, want, body, path)
 	}
 	code, out := post(t, gw, "/v3/kv/put", map[string]any{"key": "YQ==", "value": "MQ=="}, "")
 	require.Equal(t, http.StatusOK, code, "%v", out)

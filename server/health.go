@@ -60,17 +60,15 @@ func (s *Server) health(ctx context.Context, exclude []string, serializable bool
 			return etcdHealth{Health: "false", Reason: "ALARM " + name}
 		}
 	}
-	// A serializable probe asks only that this member serves from what it
-	// has: a liveness probe must not fail, and restart the member, while
-	// the cluster has lost its quorum.
-	if !serializable && s.leader.Load() == uint64(core.None) {
-		return etcdHealth{Health: "false", Reason: "RAFT NO LEADER"}
-	}
 	// etcd reads one key, linearizably unless the probe is serializable:
 	// the read barrier (bounded by --request-timeout) says a leader that a
 	// quorum follows still answers this member, the read that its store
-	// answers.
+	// answers. A serializable probe asks only the latter: a liveness probe
+	// must not fail, and restart the member, while the quorum is lost.
 	if !serializable {
+		if s.leader.Load() == uint64(core.None) {
+			return etcdHealth{Health: "false", Reason: "RAFT NO LEADER"}
+		}
 		if err := s.readBarrier(ctx); err != nil {
 			return etcdHealth{Health: "false", Reason: fmt.Sprintf("RANGE ERROR:%v", err)}
 		}

@@ -87,6 +87,15 @@ func httpGet(t *testing.T, addr, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// getHealth asks addr for etcd's /health with query.
+func getHealth(t *testing.T, addr, query string) (int, etcdHealth) {
+	t.Helper()
+	code, body := httpGet(t, addr, "/health"+query)
+	var h etcdHealth
+	require.NoError(t, json.Unmarshal([]byte(body), &h), "%s", body)
+	return code, h
+}
+
 // scrape is one parsed /metrics page.
 type scrape map[string]*dto.MetricFamily
 
@@ -431,12 +440,7 @@ func TestObservabilityOffByDefault(t *testing.T) {
 func TestEtcdHealthProbes(t *testing.T) {
 	c := newObservedCluster(t, 3, 0, nil, 2, 3) // node 1 alone cannot elect a leader
 	addr := c.servers[1].MetricsAddr()
-	health := func(query string) (int, etcdHealth) {
-		code, body := httpGet(t, addr, "/health"+query)
-		var h etcdHealth
-		require.NoError(t, json.Unmarshal([]byte(body), &h), "%s", body)
-		return code, h
-	}
+	health := func(query string) (int, etcdHealth) { return getHealth(t, addr, query) }
 	code, h := health("")
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, etcdHealth{Health: "false", Reason: "RAFT NO LEADER"}, h)

@@ -21,8 +21,9 @@ import (
 //
 // Nothing a client reads depends on how far pruning has got: a doomed
 // version is older than its key's newest at or below the compacted
-// revision, or is that newest and a tombstone, so a read at or after the
-// compacted revision never returns one, and reads below it are refused.
+// revision, or is that newest and a tombstone below it, so a read at or
+// after the compacted revision never returns one, and reads below it are
+// refused.
 // A snapshot holds what its state still had to prune, so its bytes differ
 // from member to member with their progress (the store it is restored
 // into prunes it: Restore sets the marker); HashKV, which hashes every
@@ -312,7 +313,7 @@ func (p *boltPruner) plan(st *boltState, start []byte, limit int) (doomed []doom
 		if err != nil {
 			return nil, nil, err
 		}
-		if r < kv.rev || r == kv.rev && kv.tombstone {
+		if r < kv.rev || r == kv.rev && kv.tombstone && r < p.rev {
 			doomed = append(doomed, doomedVersion{clone(key), r, r == kv.rev})
 		}
 	}

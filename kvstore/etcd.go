@@ -776,7 +776,7 @@ func compact(st state, cmd *command) (Result, error) {
 	} else if err := pruneNow(st, rev); err != nil {
 		return Result{}, err
 	}
-	if err := st.compactRevisions(rev + 1); err != nil { // Events reads from rev+1 on
+	if err := st.compactRevisions(rev); err != nil { // Events reads from rev on
 		return Result{}, err
 	}
 	st.setCompacted(rev)

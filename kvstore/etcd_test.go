@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"pgregory.net/rapid"
 )
 
@@ -222,11 +223,36 @@ func TestEtcdCompact(t *testing.T) {
 		sum, err := SummarizeSnapshot(bytes.NewReader(buf.Bytes()))
 		require.NoError(t, err)
 		require.Equal(t, uint64(1), sum.Keys)
-		require.Equal(t, uint64(2), sum.History, "k at revisions 2 and 5; older versions and the deleted key are gone")
+		require.Equal(t, uint64(3), sum.History, "k at revisions 2 and 5 and the deletion at 4, the compacted revision itself; older versions are gone")
 		restored := NewMemory(Options{})
 		require.NoError(t, restored.Restore(&buf))
 		require.Equal(t, uint64(4), restored.CompactedRevision())
 		require.Equal(t, "2", string(get(t, restored, "k", 4).Kvs[0].Value))
+
+		// Watching from the compacted revision sees the change made at
+		// it, a deletion too; from before it is refused.
+		for _, st := range []Store{s, restored} {
+			evs, _, err := st.Events([]byte("a"), []byte("z"), 4, 5, false, 0)
+			require.NoError(t, err)
+			require.Len(t, evs, 2)
+			require.Equal(t, mvccpb.DELETE, evs[0].Type)
+			require.Equal(t, "gone", string(evs[0].Kv.Key))
+			require.EqualValues(t, 4, evs[0].Kv.ModRevision)
+			require.Equal(t, "5", string(evs[1].Kv.Value))
+			_, _, err = st.Events([]byte("a"), []byte("z"), 3, 5, false, 0)
+			require.ErrorAs(t, err, &re)
+			require.Equal(t, StatusCompacted, re.Status)
+		}
+
+		// The next compaction takes the deleted key out.
+		require.Equal(t, StatusOK, a.one(EncodeCompact(5, "")).Status)
+		finishCompaction(t, s)
+		buf.Reset()
+		_, err = s.Snapshot(&buf)
+		require.NoError(t, err)
+		sum, err = SummarizeSnapshot(bytes.NewReader(buf.Bytes()))
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), sum.History, "k at revision 5")
 	})
 }
 

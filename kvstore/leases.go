@@ -117,9 +117,10 @@ type Event = mvccpb.Event
 // (both included), in revision order and key order within a revision, at
 // most limit of them (<= 0: all); more says the limit cut the list.
 func events(rd reader, start, stop []byte, from, to uint64, prev bool, limit int) (evs []*Event, more bool, err error) {
-	// Compaction at c may drop a tombstone at c itself, so the changes
-	// are complete only from c+1.
-	if c := rd.compacted(); c > 0 && from <= c {
+	// Compaction at c keeps every key's version at c, a tombstone
+	// too, so the changes are complete from c on, as etcd's clients
+	// expect of a watch started at the compact revision it reported.
+	if c := rd.compacted(); c > 0 && from < c {
 		return nil, false, &RangeError{Status: StatusCompacted, Msg: errEtcdCompacted}
 	}
 	var readErr error

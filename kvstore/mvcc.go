@@ -238,7 +238,9 @@ type doomedVersion struct {
 // compactPlan lists the history entries compacting at rev removes, scanning
 // the history from key start (nil: the first): for each key, the versions
 // older than its newest one at or below rev, and that one too if it is a
-// tombstone. It stops at the first key after at least limit entries and
+// tombstone below rev (one at rev stays until a later compaction, so a
+// watch from rev, the first revision clients may watch from, still sees
+// the deletion). It stops at the first key after at least limit entries and
 // returns that key as next, to scan from once these are deleted; next is
 // nil when the scan reached the end.
 func compactPlan(h history, start []byte, rev uint64, limit int) (doomed []doomedVersion, next []byte, err error) {
@@ -248,7 +250,7 @@ func compactPlan(h history, start []byte, rev uint64, limit int) (doomed []doome
 		have   bool
 	)
 	settle := func() {
-		if have && newest.tombstone() {
+		if have && newest.tombstone() && newest.modRev < rev {
 			doomed = append(doomed, doomedVersion{key, newest.modRev, true})
 		}
 		have = false

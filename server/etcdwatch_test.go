@@ -177,9 +177,10 @@ func TestEtcdWatch(t *testing.T) {
 	})
 }
 
-// TestEtcdWatchCompacted checks a start revision at or below the compacted
-// one gets clientv3's ErrCompacted with the first revision it may ask for,
-// and that one works.
+// TestEtcdWatchCompacted checks a start revision below the compacted one
+// gets clientv3's ErrCompacted with the compacted revision, the first one
+// it may ask for, and that a watch from it gets every change from there,
+// the deletion made at the compacted revision itself included.
 func TestEtcdWatchCompacted(t *testing.T) {
 	c := newTestCluster(t, 1, 0)
 	cli := etcdClient(t, c.clients[1], "", "")
@@ -193,16 +194,23 @@ func TestEtcdWatchCompacted(t *testing.T) {
 	})
 	_, err := cli.Put(ctx(t), "k", "2")
 	require.NoError(t, err)
-	_, err = cli.Compact(ctx(t), rev)
+	del, err := cli.Delete(ctx(t), "k")
+	require.NoError(t, err)
+	_, err = cli.Put(ctx(t), "k", "4")
+	require.NoError(t, err)
+	compactAt := del.Header.Revision
+	_, err = cli.Compact(ctx(t), compactAt)
 	require.NoError(t, err)
 
 	r := next(t, cli.Watch(watchCtx(t), "k", clientv3.WithRev(rev)))
 	require.ErrorIs(t, r.Err(), rpctypes.ErrCompacted)
-	require.Equal(t, rev+1, r.CompactRevision)
+	require.Equal(t, compactAt, r.CompactRevision)
 	require.True(t, r.Canceled)
 
-	evs := collect(t, cli.Watch(watchCtx(t), "k", clientv3.WithRev(r.CompactRevision)), 1, nil)
-	require.Equal(t, "2", string(evs[0].Kv.Value))
+	evs := collect(t, cli.Watch(watchCtx(t), "k", clientv3.WithRev(r.CompactRevision)), 2, nil)
+	require.Equal(t, clientv3.EventTypeDelete, evs[0].Type)
+	require.Equal(t, compactAt, evs[0].Kv.ModRevision)
+	require.Equal(t, "4", string(evs[1].Kv.Value))
 }
 
 // TestEtcdWatchProgress checks periodic progress notifications and one

@@ -241,7 +241,7 @@ func (h *watchHub) removeLocked(w *watcher) {
 func compactedBelow(err error, st eventSource) (uint64, bool) {
 	var re *kvstore.RangeError
 	if errors.As(err, &re) && re.Status == kvstore.StatusCompacted {
-		return st.CompactedRevision() + 1, true
+		return st.CompactedRevision(), true
 	}
 	return 0, false
 }

@@ -34,7 +34,9 @@ import (
 // reference's events of its keys over those revisions: none missing,
 // none extra or uncommitted, in revision order, each revision whole (a
 // read stops only at a revision boundary), with the same previous
-// versions.
+// versions — but at a revision a read started at while it was the
+// compacted one, where the previous versions are gone (as in etcd) and an
+// event must come without one.
 
 // watcher is one simulated watch.
 type watcher struct {
@@ -46,8 +48,12 @@ type watcher struct {
 	stretches []watchStretch
 	compacted int // how often compaction moved the watcher on
 	resumed   int // how often it moved to another member
-	pollFn    func()
-	rng       *rand.Rand
+	// compactedPrev marks, beside got, the events at a revision a read
+	// started at while it was the member's compacted revision: their
+	// previous versions were compacted away.
+	compactedPrev []bool
+	pollFn        func()
+	rng           *rand.Rand
 }
 
 // watchStretch is a run of revisions a watcher read without a gap: from
@@ -135,13 +141,14 @@ func (w *world) poll(wt *watcher) {
 	if to < wt.next {
 		return
 	}
+	atCompacted := st.CompactedRevision() == wt.next
 	evs, more, err := st.Events(wt.key, wt.end, wt.next, to, true, 0)
 	var re *kvstore.RangeError
 	if errors.As(err, &re) && re.Status == kvstore.StatusCompacted {
-		// The revisions up to the compaction are gone here: the watch
-		// (as etcd's client would) starts again after it.
+		// The revisions before the compaction are gone here: the watch
+		// (as etcd's client would) starts again at it.
 		wt.compacted++
-		wt.next = st.CompactedRevision() + 1
+		wt.next = st.CompactedRevision()
 		return
 	}
 	if err != nil || more {
@@ -152,6 +159,9 @@ func (w *world) poll(wt *watcher) {
 	if last < 0 || wt.stretches[last].to+1 != wt.next {
 		wt.stretches = append(wt.stretches, watchStretch{from: wt.next, first: len(wt.got)})
 		last++
+	}
+	for _, ev := range evs {
+		wt.compactedPrev = append(wt.compactedPrev, atCompacted && uint64(ev.Kv.ModRevision) == wt.next)
 	}
 	wt.got = append(wt.got, evs...)
 	wt.stretches[last].to, wt.stretches[last].last = to, len(wt.got)
@@ -243,7 +253,7 @@ func (w *world) checkWatchers() {
 				w.fail(fmt.Errorf("watcher %d: reference events %d..%d: %w", wt.id, s.from, s.to, err))
 				return
 			}
-			if err := sameEvents(wt.got[s.first:s.last], want); err != nil {
+			if err := sameEvents(wt.got[s.first:s.last], withoutCompactedPrev(want, wt.compactedPrev[s.first:s.last])); err != nil {
 				w.fail(fmt.Errorf("watcher %d on %q..%q, revisions %d..%d: %w", wt.id, wt.key, wt.end, s.from, s.to, err))
 				return
 			}
@@ -301,6 +311,23 @@ func eventsOf(evs []*kvstore.Event, writes []lin.RevWrite) error {
 		}
 	}
 	return nil
+}
+
+// withoutCompactedPrev is want with the previous versions taken off the
+// events marked in compacted (the watcher's marks beside the events it
+// got): those it read at the compacted revision, whose earlier versions
+// compaction had dropped.
+func withoutCompactedPrev(want []*kvstore.Event, compacted []bool) []*kvstore.Event {
+	out := make([]*kvstore.Event, len(want))
+	for i, ev := range want {
+		out[i] = ev
+		if i < len(compacted) && compacted[i] && ev.PrevKv != nil {
+			bare := *ev
+			bare.PrevKv = nil
+			out[i] = &bare
+		}
+	}
+	return out
 }
 
 // sameEvents says where got first differs from want.

@@ -13,6 +13,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	etcdgw "go.etcd.io/etcd/api/v3/etcdserverpb/gw"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -21,12 +22,15 @@ import (
 )
 
 // gateway serves etcd's JSON gateway (the grpc-gateway handlers etcd
-// publishes, etcdserverpb/gw) at ClientHTTPAddr. Each HTTP call is made as
-// the same gRPC call on this member's own client port, so it meets the same
-// auth checks, limits, forwarding to the leader and errors as a gRPC client
-// does, and nothing here has to keep up with them.
+// publishes, etcdserverpb/gw) and etcd's HTTP probes and /metrics on the
+// plaintext client port, beside gRPC, as etcd does, and at ClientHTTPAddr
+// if set. Each HTTP call is made as the same gRPC call on this member's own
+// client port, so it meets the same auth checks, limits, forwarding to the
+// leader and errors as a gRPC client does, and nothing here has to keep up
+// with them.
 type gateway struct {
-	lis  net.Listener
+	port net.Listener // the client port's HTTP/1 side
+	own  net.Listener // ClientHTTPAddr's; nil when not set
 	srv  *http.Server
 	conn *grpc.ClientConn
 }
@@ -38,45 +42,65 @@ type gateway struct {
 var errGatewayTLS = errors.New("the JSON gateway (--listen-client-http) is not available with client TLS (--client-cert-file) yet: " +
 	"it would serve plaintext HTTP beside the TLS client port; use gRPC, or leave client TLS off on a trusted network")
 
-// listenGateway binds ClientHTTPAddr, if set; Start serves it. (setDefaults
-// has refused it with ClientTLS.)
-func (s *Server) listenGateway() error {
-	addr := s.cfg.ClientHTTPAddr
-	if addr == "" {
-		return nil
-	}
-	// Created before any call, a client connection dials lazily: the
-	// client port need not serve yet.
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// A Range answer may be as large as --max-range-bytes.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
-	}, flowwindow.DialOptions()...)
-	conn, err := grpc.NewClient("passthrough:///"+dialable(s.ClientAddr()), opts...)
-	if err != nil {
-		return fmt.Errorf("JSON gateway: connect to the client port %s: %w", s.ClientAddr(), err)
-	}
-	mux, err := etcdGatewayMux(conn)
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		conn.Close()
-		return fmt.Errorf("listen for the JSON gateway on %s: %w", addr, err)
+// listenGateway makes what serves the client port's HTTP side, port, and
+// binds ClientHTTPAddr, if set (setDefaults has refused it with
+// ClientTLS); Start serves them. A TLS client port answers the probes and
+// /metrics over HTTPS but not the JSON gateway: its calls are made on the
+// client port with no certificate, where the caller may have been named by
+// its own.
+func (s *Server) listenGateway(port net.Listener) error {
+	// etcd's probes and metrics answer on its client URL too.
+	top := http.NewServeMux()
+	s.handleEtcdProbes(top)
+	top.HandleFunc("GET /readyz", s.obs.serveReady)
+	top.Handle("GET /metrics", s.obs.metricsHandler())
+	g := &gateway{port: port}
+	if s.cfg.ClientTLS != nil {
+		top.HandleFunc("/v3/", refuseGatewayOverTLS)
+	} else {
+		// Created before any call, a client connection dials lazily: the
+		// client port need not serve yet.
+		opts := append([]grpc.DialOption{
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// A Range answer may be as large as --max-range-bytes.
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)),
+		}, flowwindow.DialOptions()...)
+		conn, err := grpc.NewClient("passthrough:///"+dialable(s.ClientAddr()), opts...)
+		if err != nil {
+			return fmt.Errorf("JSON gateway: connect to the client port %s: %w", s.ClientAddr(), err)
+		}
+		mux, err := etcdGatewayMux(conn)
+		if err != nil {
+			conn.Close()
+			return err
+		}
+		if addr := s.cfg.ClientHTTPAddr; addr != "" {
+			if g.own, err = net.Listen("tcp", addr); err != nil {
+				conn.Close()
+				return fmt.Errorf("listen for the JSON gateway on %s: %w", addr, err)
+			}
+		}
+		g.conn = conn
+		top.Handle("/", mux)
 	}
 	// A body is read whole before its call is made: bound it by what the
 	// client port would take, as JSON (base64 makes bytes a third longer).
 	limit := int64(s.cfg.MaxRequestBytes)*2 + 64<<10
-	// etcd's probes answer on its client URL too.
-	top := http.NewServeMux()
-	s.handleEtcdProbes(top)
-	top.HandleFunc("GET /readyz", s.obs.serveReady)
-	top.Handle("/", mux)
-	s.gw = &gateway{lis: lis, conn: conn,
-		srv: &http.Server{Handler: http.MaxBytesHandler(top, limit), ReadHeaderTimeout: 10 * time.Second}}
+	var h http.Handler = http.MaxBytesHandler(top, limit)
+	if s.cfg.ClientTLS != nil {
+		h = grpcOrHTTP(s.clientSrv, h)
+	}
+	g.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.gw = g
 	return nil
+}
+
+// refuseGatewayOverTLS answers a JSON gateway call on a TLS client port as
+// the gateway answers an unimplemented call.
+func refuseGatewayOverTLS(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusNotImplemented)
+	fmt.Fprintf(w, `{"code":%d,"message":"etcd's JSON gateway is not served on a TLS client port: use gRPC (docs/gateway.md)"}`+"\n", codes.Unimplemented)
 }
 
 // etcdGatewayMux routes etcd's /v3/... paths to conn with etcd's JSON
@@ -138,12 +162,21 @@ func (g *gateway) start(log *slog.Logger) {
 	if g == nil {
 		return
 	}
-	log.Info("serving etcd's JSON gateway", "addr", g.lis.Addr().String())
-	go func() {
-		if err := g.srv.Serve(g.lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("JSON gateway stopped", "addr", g.lis.Addr().String(), "err", err)
-		}
-	}()
+	for _, lis := range g.listeners() {
+		log.Info("serving etcd's JSON gateway", "addr", lis.Addr().String())
+		go func() {
+			if err := g.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				log.Error("JSON gateway stopped", "addr", lis.Addr().String(), "err", err)
+			}
+		}()
+	}
+}
+
+func (g *gateway) listeners() []net.Listener {
+	if g.own == nil {
+		return []net.Listener{g.port}
+	}
+	return []net.Listener{g.port, g.own}
 }
 
 // stop lets the calls under way finish (for at most wait, or until ctx
@@ -158,14 +191,18 @@ func (g *gateway) stop(ctx context.Context, wait time.Duration) {
 	if err := g.srv.Shutdown(ctx); err != nil {
 		g.srv.Close()
 	}
-	g.lis.Close() // in case it never served (Stop without Start)
-	g.conn.Close()
+	for _, lis := range g.listeners() {
+		lis.Close() // in case it never served (Stop without Start)
+	}
+	if g.conn != nil {
+		g.conn.Close()
+	}
 }
 
 // ClientHTTPAddr is the bound address of the JSON gateway ("" when off).
 func (s *Server) ClientHTTPAddr() string {
-	if s.gw == nil {
+	if s.gw == nil || s.gw.own == nil {
 		return ""
 	}
-	return s.gw.lis.Addr().String()
+	return s.gw.own.Addr().String()
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -229,4 +230,41 @@ func TestGatewayServesEtcdProbes(t *testing.T) {
 	}
 	code, out := post(t, gw, "/v3/kv/put", map[string]any{"key": "YQ==", "value": "MQ=="}, "")
 	require.Equal(t, http.StatusOK, code, "%v", out)
+}
+
+// TestClientPortServesHTTP checks the plaintext client port serves, beside
+// gRPC, what etcd serves there over HTTP/1: the JSON gateway, the probes,
+// /version and /metrics; and that a connection that has sent nothing yet
+// holds up neither kind.
+func TestClientPortServesHTTP(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	follower := c.leader()%3 + 1
+	addr := c.clients[follower]
+	require.Empty(t, c.servers[follower].ClientHTTPAddr())
+
+	silent, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer silent.Close()
+
+	ok(t, addr, "/v3/kv/put", map[string]any{"key": b64("a"), "value": b64("1")}, "")
+	out := ok(t, addr, "/v3/kv/range", map[string]any{"key": b64("a")}, "")
+	require.Equal(t, b64("1"), field(t, out, "kvs", 0, "value"))
+
+	cli := etcdClient(t, addr, "", "")
+	got, err := cli.Get(ctx(t), "a")
+	require.NoError(t, err)
+	require.Len(t, got.Kvs, 1)
+	require.Equal(t, "1", string(got.Kvs[0].Value))
+
+	code, h := getHealth(t, addr, "")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "true", h.Health)
+	code, body := httpGet(t, addr, "/version")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `"etcdserver"`)
+	code, body = httpGet(t, addr, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "keyval_")
+	code, _ = httpGet(t, addr, "/no/such/path")
+	require.Equal(t, http.StatusNotFound, code)
 }

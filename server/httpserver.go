@@ -39,10 +39,7 @@ func (o *observer) listenHTTP() error {
 //	/debug/pprof/  Go's profiler, with EnablePprof only
 func (o *observer) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.m.reg, promhttp.HandlerOpts{
-		ErrorHandling: promhttp.ContinueOnError,
-		ErrorLog:      slogPrinter{o},
-	}))
+	mux.Handle("GET /metrics", o.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -53,6 +50,14 @@ func (o *observer) httpHandler() http.Handler {
 		handlePprof(mux)
 	}
 	return mux
+}
+
+// metricsHandler serves this node's registry in Prometheus' text format.
+func (o *observer) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(o.m.reg, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      slogPrinter{o},
+	})
 }
 
 // serveReady is /readyz: 200 when ready (see observer.ready), else 503

@@ -22,7 +22,6 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/therealutkarshpriyadarshi/keyval/api/apipb"
@@ -48,6 +47,7 @@ type Server struct {
 	clientSrv *grpc.Server
 	peerSrv   *grpc.Server
 	clientLis net.Listener
+	clientMux *portMux // splits the client port between gRPC and HTTP
 	peerLis   net.Listener
 	gw        *gateway // nil: no ClientHTTPAddr
 
@@ -360,7 +360,8 @@ func (s *Server) listen() error {
 	opts = append(opts, s.obs.clientServerOptions()...)
 	opts = append(opts, s.authInterceptors("client")...)
 	if s.cfg.ClientTLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(s.cfg.ClientTLS)))
+		// The port's mux has done the handshake (portMux).
+		opts = append(opts, grpc.Creds(handshakenTLS{}))
 	}
 	s.clientSrv = grpc.NewServer(opts...)
 	apipb.RegisterKVServer(s.clientSrv, &kvService{s: s, port: "client"})
@@ -374,7 +375,8 @@ func (s *Server) listen() error {
 		s.clientLis.Close()
 		return err
 	}
-	if err := s.listenGateway(); err != nil {
+	s.clientMux = newPortMux(s.clientLis, s.cfg.ClientTLS)
+	if err := s.listenGateway(s.clientMux.http); err != nil {
 		s.peerLis.Close()
 		s.clientLis.Close()
 		if s.obs.httpLis != nil {
@@ -398,7 +400,8 @@ func (s *Server) Start() {
 	go s.watches.run(s.stopping)
 	go s.expireLeases()
 	go func() { _ = s.peerSrv.Serve(s.peerLis) }()
-	go func() { _ = s.clientSrv.Serve(s.clientLis) }()
+	go s.clientMux.serve()
+	go func() { _ = s.clientSrv.Serve(s.clientMux.grpc) }()
 	s.gw.start(s.log)
 	s.log.Info("node started", "client", s.ClientAddr(), "peer", s.PeerAddr(),
 		"cluster", FormatCluster(s.cfg.InitialCluster), "data_dir", s.cfg.DataDir)
@@ -653,6 +656,7 @@ func (s *Server) Stop(ctx context.Context) {
 		case <-time.After(s.cfg.RequestTimeout):
 			s.clientSrv.Stop()
 		}
+		s.clientLis.Close() // in case it never served (Stop without Start)
 		close(s.stopping)
 		<-s.loopDone
 		s.peerSrv.Stop()

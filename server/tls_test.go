@@ -4,13 +4,19 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -290,4 +296,82 @@ func TestJoinWithMutualTLS(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// TestTLSClientPortServesHTTPS checks a TLS client port answers HTTP/1.1
+// over TLS beside gRPC: etcd's probes and /metrics to a client with a
+// certificate (an HTTP client that also offers h2, as curl does, included),
+// none without one, and the JSON gateway refused; and that gRPC calls there
+// still see the client's certificate: with auth on, it names the user,
+// also for a gRPC client that offers http/1.1 too (whose calls come by
+// way of the HTTP server).
+func TestTLSClientPortServesHTTPS(t *testing.T) {
+	p := newPKI(t)
+	c := startClusterWith(t, 3, p.secure(t), tlsDial(t, p.ca.File, p.appCert, p.appKey))
+	c.leader()
+	addr := c.clients[1]
+
+	get := func(cfg *tls.Config, h2 bool, method, path string) (int, string, error) {
+		tr := &http.Transport{TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: h2}
+		defer tr.CloseIdleConnections()
+		req, err := http.NewRequestWithContext(ctx(t), method, "https://"+addr+path, strings.NewReader("{}"))
+		require.NoError(t, err)
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	withCert := mustTLS(t, p.ca.File, p.appCert, p.appKey)
+	for _, h2 := range []bool{false, true} {
+		code, body, err := get(withCert, h2, http.MethodGet, "/health")
+		require.NoError(t, err, "h2 offered: %v", h2)
+		require.Equal(t, http.StatusOK, code, body)
+		require.Contains(t, body, `"health":"true"`)
+	}
+	code, body, err := get(withCert, false, http.MethodGet, "/metrics")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "keyval_")
+	code, body, err = get(withCert, false, http.MethodPost, "/v3/kv/range")
+	require.NoError(t, err)
+	require.Equal(t, http.StatusNotImplemented, code, body)
+	_, _, err = get(mustTLS(t, p.ca.File, "", ""), false, http.MethodGet, "/health")
+	require.Error(t, err, "a client without a certificate")
+
+	// With auth on, the certificate's common name ("app") is the user.
+	root, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, TLS: withCert, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
+	require.NoError(t, err)
+	defer root.Close()
+	_, err = root.UserAdd(ctx(t), "root", "rootpw")
+	require.NoError(t, err)
+	_, err = root.UserGrantRole(ctx(t), "root", "root")
+	require.NoError(t, err)
+	_, err = root.UserAddWithOptions(ctx(t), "app", "", &clientv3.UserAddOptions{NoPassword: true})
+	require.NoError(t, err)
+	_, err = root.RoleAdd(ctx(t), "apps")
+	require.NoError(t, err)
+	_, err = root.RoleGrantPermission(ctx(t), "apps", "app/", clientv3.GetPrefixRangeEnd("app/"), clientv3.PermissionType(clientv3.PermReadWrite))
+	require.NoError(t, err)
+	_, err = root.UserGrantRole(ctx(t), "app", "apps")
+	require.NoError(t, err)
+	_, err = root.AuthEnable(ctx(t))
+	require.NoError(t, err)
+
+	both := withCert.Clone()
+	both.NextProtos = []string{"h2", "http/1.1"}
+	for _, cfg := range []*tls.Config{withCert, both} {
+		app, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, TLS: cfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		require.NoError(t, err)
+		defer app.Close()
+		eventually(t, func() error {
+			_, err := app.Put(ctx(t), "app/x", "1")
+			return err
+		})
+		_, err = app.Put(ctx(t), "other", "1")
+		require.ErrorIs(t, err, rpctypes.ErrPermissionDenied, "offering %v", cfg.NextProtos)
+	}
 }

@@ -20,7 +20,8 @@ import (
 // several nodes in one process do not collide). Every series carries the
 // label node="<id>" and is named keyval_…, except the Go runtime's and the
 // process's, which keep their standard go_… and process_… names so that
-// ready-made dashboards for Go programs work as they are.
+// ready-made dashboards for Go programs work as they are, and the etcd_…
+// ones etcd's monitoring reads (etcdCollector).
 //
 // The event loop only sets gauges and bumps counters (atomic operations);
 // what can be read at scrape time instead (the applied index, the
@@ -73,6 +74,11 @@ type Metrics struct {
 	// allocates on every call, a map lookup does not.
 	reqMu  sync.RWMutex
 	reqObs map[requestLabels]prometheus.Observer
+
+	// Read at scrape time: the applied index, and the transport (nil
+	// while the node is being built).
+	applied   func() uint64
+	transport func() *transport.Transport
 }
 
 type requestLabels struct {
@@ -92,7 +98,7 @@ var (
 func newMetrics(id core.NodeID, applied func() uint64, tr func() *transport.Transport) *Metrics {
 	reg := prometheus.NewRegistry()
 	r := prometheus.WrapRegistererWith(prometheus.Labels{"node": strconv.FormatUint(uint64(id), 10)}, reg)
-	m := &Metrics{reg: reg, wrapped: r, reqObs: map[requestLabels]prometheus.Observer{}}
+	m := &Metrics{reg: reg, wrapped: r, reqObs: map[requestLabels]prometheus.Observer{}, applied: applied, transport: tr}
 	gauge := func(name, help string) prometheus.Gauge {
 		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
 		r.MustRegister(g)

@@ -85,6 +85,7 @@ func newObserver(s *Server) *observer {
 		}
 		return s.store.AppliedIndex()
 	}, func() *transport.Transport { return s.tr })
+	o.m.reg.MustRegister(&etcdCollector{s: s, m: o.m})
 	return o
 }
 

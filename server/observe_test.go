@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,11 +221,38 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		require.Positive(t, a.value("keyval_term"))
 		require.Positive(t, a.value("go_goroutines"), "Go runtime metrics, by their standard names")
 		require.Positive(t, a.value("process_resident_memory_bytes"), "process metrics, by their standard names")
+		// etcd's names for what etcd's alerts and dashboards read, the
+		// same values.
+		require.Equal(t, 1.0, a.value("etcd_server_has_leader"))
+		require.Equal(t, b2f(id == lead), a.value("etcd_server_is_leader"), "node %d", id)
+		require.Equal(t, a.value("keyval_leader_changes_total"), a.value("etcd_server_leader_changes_seen_total"))
+		// (One scrape reads the two apart: a few fsyncs or applies may
+		// fall between.)
+		require.InDelta(t, a.value("keyval_wal_fsync_duration_seconds"), a.value("etcd_disk_wal_fsync_duration_seconds"), 3, "fsyncs counted")
+		require.Positive(t, a.value("etcd_disk_wal_fsync_duration_seconds"))
+		require.InDelta(t, a.value("keyval_apply_duration_seconds"), a.value("etcd_disk_backend_commit_duration_seconds"), 3)
+		require.GreaterOrEqual(t, a.value("etcd_server_proposals_committed_total"), float64(puts+forwarded))
+		require.GreaterOrEqual(t, a.value("etcd_server_proposals_applied_total"), float64(puts+forwarded))
+		require.Positive(t, a.value("etcd_mvcc_db_total_size_in_bytes"))
+		require.Positive(t, a.value("etcd_mvcc_db_total_size_in_use_in_bytes"))
+		require.Equal(t, float64(c.servers[id].cfg.QuotaBackendBytes), a.value("etcd_server_quota_backend_bytes"))
+		for peer := range c.servers {
+			if peer == id || (id != lead && peer != lead) {
+				continue
+			}
+			hex := strconv.FormatUint(uint64(peer), 16)
+			require.InEpsilon(t, a.value("keyval_peer_bytes_sent_total", "peer", fmt.Sprint(peer)), a.value("etcd_network_peer_sent_bytes_total", "To", hex), 0.1)
+			require.Positive(t, a.value("etcd_network_peer_received_bytes_total", "From", hex))
+		}
 		for name, fam := range a {
-			require.True(t, strings.HasPrefix(name, "keyval_") || strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_"),
-				"series %s", name)
+			require.True(t, strings.HasPrefix(name, "keyval_") || strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") ||
+				strings.HasPrefix(name, "etcd_"), "series %s", name)
 			for _, m := range fam.Metric {
-				if strings.HasPrefix(name, "keyval_") {
+				if strings.HasPrefix(name, "etcd_") {
+					for _, l := range m.Label {
+						require.NotEqual(t, "node", l.GetName(), "series %s: etcd's names carry etcd's labels only", name)
+					}
+				} else if strings.HasPrefix(name, "keyval_") {
 					require.Contains(t, m.Label, &dto.LabelPair{Name: strPtr("node"), Value: strPtr(fmt.Sprint(id))}, "series %s", name)
 				} else if name == "process_resident_memory_bytes" || name == "go_goroutines" {
 					require.Empty(t, m.Label, "series %s: no labels, as any Go program's (etcdctl check datascale reads it so)", name)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -26,6 +27,7 @@ var etcdDescs = struct {
 	walFsync, backendCommit                                        *prometheus.Desc
 	dbSize, dbInUse, quota                                         *prometheus.Desc
 	peerSentBytes, peerRecvBytes, peerSentFailures                 *prometheus.Desc
+	grpcHandled, grpcHandling                                      *prometheus.Desc
 }{
 	hasLeader:        etcdDesc("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."),
 	isLeader:         etcdDesc("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."),
@@ -41,14 +43,23 @@ var etcdDescs = struct {
 	peerSentBytes:    prometheus.NewDesc("etcd_network_peer_sent_bytes_total", "The total number of bytes sent to peers.", []string{"To"}, nil),
 	peerRecvBytes:    prometheus.NewDesc("etcd_network_peer_received_bytes_total", "The total number of bytes received from peers.", []string{"From"}, nil),
 	peerSentFailures: prometheus.NewDesc("etcd_network_peer_sent_failures_total", "The total number of send failures to peers (KeyVal: messages dropped).", []string{"To"}, nil),
+	// The names go-grpc-prometheus gives, as etcd serves them, for the
+	// client port's unary calls.
+	grpcHandled: prometheus.NewDesc("grpc_server_handled_total", "Total number of RPCs completed on the server, regardless of success or failure.",
+		grpcLabels, nil),
+	grpcHandling: prometheus.NewDesc("grpc_server_handling_seconds", "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+		grpcLabels[:3], nil),
 }
+
+var grpcLabels = []string{"grpc_type", "grpc_service", "grpc_method", "grpc_code"}
 
 func etcdDesc(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
 
 func (c *etcdCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{etcdDescs.hasLeader, etcdDescs.isLeader, etcdDescs.leaderChanges, etcdDescs.committed,
 		etcdDescs.applied, etcdDescs.failed, etcdDescs.walFsync, etcdDescs.backendCommit, etcdDescs.dbSize, etcdDescs.dbInUse,
-		etcdDescs.quota, etcdDescs.peerSentBytes, etcdDescs.peerRecvBytes, etcdDescs.peerSentFailures} {
+		etcdDescs.quota, etcdDescs.peerSentBytes, etcdDescs.peerRecvBytes, etcdDescs.peerSentFailures,
+		etcdDescs.grpcHandled, etcdDescs.grpcHandling} {
 		ch <- d
 	}
 }
@@ -82,6 +93,57 @@ func (c *etcdCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(etcdDescs.peerSentFailures, prometheus.CounterValue, float64(st.Dropped), peer)
 		}
 	}
+	c.collectRequests(ch)
+}
+
+// collectRequests re-exports keyval_request_duration_seconds of the
+// client port as go-grpc-prometheus's series: a count per method and code,
+// and a latency histogram per method (its codes merged).
+func (c *etcdCollector) collectRequests(ch chan<- prometheus.Metric) {
+	series := make(chan prometheus.Metric, 64)
+	go func() {
+		c.m.requests.Collect(series)
+		close(series)
+	}()
+	type method struct{ service, name string }
+	merged := map[method]*dto.Histogram{}
+	var order []method
+	for s := range series {
+		d := read(s)
+		l := map[string]string{}
+		for _, p := range d.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		i := strings.LastIndexByte(l["method"], '/')
+		if l["port"] != "client" || i < 0 {
+			continue
+		}
+		k := method{l["method"][:i], l["method"][i+1:]}
+		h := d.GetHistogram()
+		ch <- prometheus.MustNewConstMetric(etcdDescs.grpcHandled, prometheus.CounterValue, float64(h.GetSampleCount()),
+			"unary", k.service, k.name, l["code"])
+		if have := merged[k]; have != nil {
+			addHistogram(have, h)
+		} else {
+			merged[k] = h
+			order = append(order, k)
+		}
+	}
+	for _, k := range order {
+		histogram(ch, etcdDescs.grpcHandling, merged[k], "unary", k.service, k.name)
+	}
+}
+
+// addHistogram adds b's counts and sum into a (the same buckets).
+func addHistogram(a, b *dto.Histogram) {
+	count, sum := a.GetSampleCount()+b.GetSampleCount(), a.GetSampleSum()+b.GetSampleSum()
+	a.SampleCount, a.SampleSum = &count, &sum
+	for i, bb := range b.GetBucket() {
+		if i < len(a.Bucket) {
+			n := a.Bucket[i].GetCumulativeCount() + bb.GetCumulativeCount()
+			a.Bucket[i].CumulativeCount = &n
+		}
+	}
 }
 
 // read is one series' current value.
@@ -91,11 +153,11 @@ func read(m prometheus.Metric) *dto.Metric {
 	return &out
 }
 
-// histogram re-exports h under d.
-func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h *dto.Histogram) {
+// histogram re-exports h under d, with labels.
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, h *dto.Histogram, labels ...string) {
 	buckets := make(map[float64]uint64, len(h.GetBucket()))
 	for _, b := range h.GetBucket() {
 		buckets[b.GetUpperBound()] = b.GetCumulativeCount()
 	}
-	ch <- prometheus.MustNewConstHistogram(d, h.GetSampleCount(), h.GetSampleSum(), buckets)
+	ch <- prometheus.MustNewConstHistogram(d, h.GetSampleCount(), h.GetSampleSum(), buckets, labels...)
 }

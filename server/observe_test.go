@@ -233,6 +233,13 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		require.InDelta(t, a.value("keyval_apply_duration_seconds"), a.value("etcd_disk_backend_commit_duration_seconds"), 3)
 		require.GreaterOrEqual(t, a.value("etcd_server_proposals_committed_total"), float64(puts+forwarded))
 		require.GreaterOrEqual(t, a.value("etcd_server_proposals_applied_total"), float64(puts+forwarded))
+		clientPuts := a.value("keyval_request_duration_seconds", "port", "client", "method", "keyval.api.KV/Put", "code", "OK")
+		if id == lead {
+			require.Positive(t, clientPuts)
+		}
+		require.Equal(t, clientPuts, a.value("grpc_server_handled_total", "grpc_type", "unary", "grpc_service", "keyval.api.KV",
+			"grpc_method", "Put", "grpc_code", "OK"), "node %d: the client port's calls under go-grpc-prometheus's names", id)
+		require.Equal(t, clientPuts, a.value("grpc_server_handling_seconds", "grpc_service", "keyval.api.KV", "grpc_method", "Put"))
 		require.Positive(t, a.value("etcd_mvcc_db_total_size_in_bytes"))
 		require.Positive(t, a.value("etcd_mvcc_db_total_size_in_use_in_bytes"))
 		require.Equal(t, float64(c.servers[id].cfg.QuotaBackendBytes), a.value("etcd_server_quota_backend_bytes"))
@@ -246,9 +253,9 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		}
 		for name, fam := range a {
 			require.True(t, strings.HasPrefix(name, "keyval_") || strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") ||
-				strings.HasPrefix(name, "etcd_"), "series %s", name)
+				strings.HasPrefix(name, "etcd_") || strings.HasPrefix(name, "grpc_server_"), "series %s", name)
 			for _, m := range fam.Metric {
-				if strings.HasPrefix(name, "etcd_") {
+				if strings.HasPrefix(name, "etcd_") || strings.HasPrefix(name, "grpc_server_") {
 					for _, l := range m.Label {
 						require.NotEqual(t, "node", l.GetName(), "series %s: etcd's names carry etcd's labels only", name)
 					}

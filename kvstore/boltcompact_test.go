@@ -153,7 +153,7 @@ func TestBoltPruningInterleaved(t *testing.T) {
 				require.NoError(rt, err)
 				out = append(out, fmt.Sprint(at, resp.Kvs, resp.Count))
 			}
-			evs, _, err := s.Events([]byte{0}, []byte{0}, s.CompactedRevision()+1, s.Revision(), true, 0)
+			evs, _, err := s.Events([]byte{0}, []byte{0}, s.CompactedRevision(), s.Revision(), true, 0)
 			require.NoError(rt, err)
 			for _, ev := range evs {
 				out = append(out, fmt.Sprintf("%+v", *ev))

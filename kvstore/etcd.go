@@ -818,7 +818,10 @@ type KVHash struct {
 }
 
 // hashKV hashes every history entry at or below rev (0: the current
-// revision): its key, revision, meta and value, in (key, revision) order.
+// revision): its key, revision, meta and value, in (key, revision) order;
+// but a tombstone at the compacted revision, which builds before
+// 2026-12-07 pruned and later ones keep (as etcd's hash leaves it out for
+// the same reason), so that members of both give the same hash.
 func hashKV(rd reader, rev int64) (KVHash, error) {
 	if status, msg := checkReadRevision(rd, rev); status != 0 {
 		return KVHash{}, &RangeError{Status: status, Msg: msg}
@@ -830,7 +833,7 @@ func hashKV(rd reader, rev int64) (KVHash, error) {
 	sum := crc32.New(castagnoli)
 	var buf []byte
 	err := rd.scanHistory(nil, nil, func(v version) bool {
-		if v.meta.modRev > h.Revision {
+		if v.meta.modRev > h.Revision || v.meta.modRev == h.CompactedRevision && v.meta.tombstone() {
 			return true
 		}
 		buf = histKey(buf[:0], v.key, v.meta.modRev)

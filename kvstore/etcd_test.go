@@ -197,6 +197,9 @@ func TestEtcdRangeOptions(t *testing.T) {
 // compacted revision still answer, earlier ones are refused, and a key
 // deleted before it leaves no trace.
 func TestEtcdCompact(t *testing.T) {
+	was := backgroundPruning
+	t.Cleanup(func() { backgroundPruning = was })
+	backgroundPruning = false // bbolt's pruning waits for finishCompaction
 	implementations(t, Options{}, func(t *testing.T, s Store) {
 		a := newApplier(t, s)
 		a.one(etcdPut(t, "k", "1"))                                                   // 1
@@ -209,9 +212,19 @@ func TestEtcdCompact(t *testing.T) {
 		require.Equal(t, StatusCompacted, a.one(EncodeCompact(4, "")).Status)
 		require.Equal(t, uint64(4), s.CompactedRevision())
 
+		// The event at the compacted revision comes without the version
+		// before it, compacted, however far pruning has got (here, not
+		// necessarily finished); one after it comes with its own.
+		evs, _, err := s.Events([]byte("a"), []byte("z"), 4, 5, true, 0)
+		require.NoError(t, err)
+		require.Len(t, evs, 2)
+		require.Nil(t, evs[0].PrevKv, "the deletion of gone at 4")
+		require.NotNil(t, evs[1].PrevKv, "the put of k at 5")
+		require.Equal(t, "2", string(evs[1].PrevKv.Value))
+
 		require.Equal(t, "2", string(get(t, s, "k", 4).Kvs[0].Value))
 		require.Equal(t, "5", string(get(t, s, "k", 0).Kvs[0].Value))
-		_, err := s.EtcdRange(&pb.RangeRequest{Key: []byte("k"), Revision: 3}, 0)
+		_, err = s.EtcdRange(&pb.RangeRequest{Key: []byte("k"), Revision: 3}, 0)
 		var re *RangeError
 		require.ErrorAs(t, err, &re)
 		require.Equal(t, StatusCompacted, re.Status)
@@ -232,7 +245,7 @@ func TestEtcdCompact(t *testing.T) {
 		// Watching from the compacted revision sees the change made at
 		// it, a deletion too; from before it is refused.
 		for _, st := range []Store{s, restored} {
-			evs, _, err := st.Events([]byte("a"), []byte("z"), 4, 5, false, 0)
+			evs, _, err = st.Events([]byte("a"), []byte("z"), 4, 5, false, 0)
 			require.NoError(t, err)
 			require.Len(t, evs, 2)
 			require.Equal(t, mvccpb.DELETE, evs[0].Type)
@@ -508,9 +521,9 @@ func TestEtcdHistoryProperty(t *testing.T) {
 			}
 			require.Equal(rt, uint64(len(model.states)-1), mem.Revision())
 		}
-		em, _, err := mem.Events([]byte{0}, []byte{0}, mem.CompactedRevision()+1, mem.Revision(), true, 0)
+		em, _, err := mem.Events([]byte{0}, []byte{0}, mem.CompactedRevision(), mem.Revision(), true, 0)
 		require.NoError(rt, err)
-		eb, _, err := bolt.Events([]byte{0}, []byte{0}, bolt.CompactedRevision()+1, bolt.Revision(), true, 0)
+		eb, _, err := bolt.Events([]byte{0}, []byte{0}, bolt.CompactedRevision(), bolt.Revision(), true, 0)
 		require.NoError(rt, err)
 		require.Equal(rt, fmt.Sprint(em), fmt.Sprint(eb), "both implementations replay the same events")
 		hm, err := mem.HashKV(0)
@@ -667,4 +680,27 @@ func TestKeysOnlyRangeHoldsNoValues(t *testing.T) {
 			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(3<<20), "limit %d: 5 MiB of values in the range", limit)
 		}
 	})
+}
+
+// TestHashKVLeavesOutTheDeletionAtTheCompactedRevision: builds before
+// 2026-12-07 pruned a deletion made at the compacted revision, later ones
+// keep it; HashKV gives the same hash either way, so members of both agree.
+func TestHashKVLeavesOutTheDeletionAtTheCompactedRevision(t *testing.T) {
+	s := NewMemory(Options{})
+	a := newApplier(t, s)
+	a.one(etcdPut(t, "k", "1"))                                                   // 1
+	a.one(etcdPut(t, "gone", "x"))                                                // 2
+	a.one(txnCmd(t, &pb.TxnRequest{Success: []*pb.RequestOp{delOp("gone", "")}})) // 3
+	a.one(etcdPut(t, "k", "4"))                                                   // 4
+	require.Equal(t, StatusOK, a.one(EncodeCompact(3, "")).Status)
+	kept, err := s.HashKV(0)
+	require.NoError(t, err)
+	require.NoError(t, s.data.deleteHistory([]byte("gone"), 3, true)) // as an older build pruned
+	pruned, err := s.HashKV(0)
+	require.NoError(t, err)
+	require.Equal(t, kept.Hash, pruned.Hash)
+	require.NoError(t, s.data.deleteHistory([]byte("k"), 4, false))
+	changed, err := s.HashKV(0)
+	require.NoError(t, err)
+	require.NotEqual(t, kept.Hash, changed.Hash, "the hash covers the other versions")
 }

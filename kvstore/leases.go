@@ -158,7 +158,11 @@ func eventAt(rd reader, key []byte, rev uint64, prev bool) (*Event, error) {
 	if now.meta.tombstone() {
 		ev.Type, ev.Kv = mvccpb.DELETE, &mvccpb.KeyValue{Key: clone(key), ModRevision: int64(rev)}
 	}
-	if prev && before != nil && !before.meta.tombstone() {
+	// An event at the compacted revision has no previous version to give:
+	// the compaction dooms it (bbolt's pruning may not have reached it
+	// yet, and what a read answers must not depend on that), as etcd,
+	// which reads it at the revision before, finds it compacted.
+	if prev && before != nil && !before.meta.tombstone() && rev > rd.compacted() {
 		ev.PrevKv = toMVCC(*before, false)
 	}
 	return ev, nil

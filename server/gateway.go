@@ -90,7 +90,7 @@ func (s *Server) listenGateway(port net.Listener) error {
 	if s.cfg.ClientTLS != nil {
 		h = grpcOrHTTP(s.clientSrv, h)
 	}
-	g.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	g.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	s.gw = g
 	return nil
 }
@@ -163,7 +163,11 @@ func (g *gateway) start(log *slog.Logger) {
 		return
 	}
 	for _, lis := range g.listeners() {
-		log.Info("serving etcd's JSON gateway", "addr", lis.Addr().String())
+		what := "etcd's JSON gateway"
+		if g.conn == nil {
+			what = "etcd's probes and metrics over HTTPS"
+		}
+		log.Info("serving "+what, "addr", lis.Addr().String())
 		go func() {
 			if err := g.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				log.Error("JSON gateway stopped", "addr", lis.Addr().String(), "err", err)

@@ -60,17 +60,17 @@ func (m *portMux) serve() {
 	for {
 		c, err := m.root.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: back off and
-				// try again, as net/http's server does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				m.grpc.fail(err)
+				m.http.fail(err)
+				return
 			}
-			m.grpc.fail(err)
-			m.http.fail(err)
-			return
+			// Out of file descriptors and the like: back off and try
+			// again, as net/http's and gRPC's servers do, rather than
+			// give the port up for good.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		go m.route(c)

@@ -642,8 +642,11 @@ func (s *Server) done(id uint64, out replica.Outcome) {
 func (s *Server) Stop(ctx context.Context) {
 	s.closeOnce.Do(func() {
 		s.obs.shuttingDown()
-		s.gw.stop(ctx, s.cfg.RequestTimeout)
+		// Streams end on draining, those that come by way of the HTTP
+		// side too (the gateway's watches, gRPC over HTTPS), so that the
+		// HTTP server's shutdown does not wait for them.
 		close(s.draining)
+		s.gw.stop(ctx, s.cfg.RequestTimeout)
 		graceful := make(chan struct{})
 		go func() {
 			s.clientSrv.GracefulStop()

@@ -311,6 +311,7 @@ func TestTLSClientPortServesHTTPS(t *testing.T) {
 	c.leader()
 	addr := c.clients[1]
 
+	proto := 0 // the HTTP major version of the last answer
 	get := func(cfg *tls.Config, h2 bool, method, path string) (int, string, error) {
 		tr := &http.Transport{TLSClientConfig: cfg.Clone(), ForceAttemptHTTP2: h2}
 		defer tr.CloseIdleConnections()
@@ -321,6 +322,7 @@ func TestTLSClientPortServesHTTPS(t *testing.T) {
 			return 0, "", err
 		}
 		defer resp.Body.Close()
+		proto = resp.ProtoMajor
 		b, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), err
 	}
@@ -330,6 +332,7 @@ func TestTLSClientPortServesHTTPS(t *testing.T) {
 		require.NoError(t, err, "h2 offered: %v", h2)
 		require.Equal(t, http.StatusOK, code, body)
 		require.Contains(t, body, `"health":"true"`)
+		require.Equal(t, map[bool]int{false: 1, true: 2}[h2], proto, "HTTP/2 when offered")
 	}
 	code, body, err := get(withCert, false, http.MethodGet, "/metrics")
 	require.NoError(t, err)

@@ -91,6 +91,11 @@ type Config struct {
 	// one etcd transaction; a nested transaction gets what its enclosing
 	// one leaves over, as in etcd (0: DefaultMaxTxnOps).
 	MaxTxnOps int
+	// MaxLearners bounds the learners an etcd MemberAdd with isLearner may
+	// leave in the configuration, as etcd's --max-learners does (0:
+	// DefaultMaxLearners). Learners KeyVal makes of voters being added,
+	// until they catch up, count too.
+	MaxLearners int
 
 	// AutoCompactionMode (periodic or revision) and AutoCompactionRetention
 	// bound the history the store keeps (compaction.go); "" means periodic
@@ -166,6 +171,7 @@ const (
 	DefaultMaxRequestBytes      = DefaultMaxValueBytes + DefaultMaxKeyBytes + 1<<10
 	DefaultMaxRangeBytes        = 32 << 20
 	DefaultMaxTxnOps            = 128 // etcd's --max-txn-ops
+	DefaultMaxLearners          = 1   // etcd's --max-learners
 	DefaultMaxConcurrentBackups = 2
 	SnapshotBytesPerQuota       = 4
 	DefaultRequestTimeout       = 5 * time.Second
@@ -209,6 +215,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxTxnOps == 0 {
 		c.MaxTxnOps = DefaultMaxTxnOps
+	}
+	if c.MaxLearners == 0 {
+		c.MaxLearners = DefaultMaxLearners
+	}
+	if c.MaxLearners < 0 {
+		return fmt.Errorf("--max-learners is %d; it must be positive", c.MaxLearners)
 	}
 	if c.MaxTxnOps < 0 {
 		return fmt.Errorf("--max-txn-ops is %d; it must be positive", c.MaxTxnOps)

@@ -121,6 +121,18 @@ func (c *etcdCluster) MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (
 			return nil, rpctypes.ErrGRPCPeerURLExist
 		}
 	}
+	if req.IsLearner {
+		// As etcd's --max-learners, judged on the configuration after the
+		// barrier (two adds at once may both pass it; etcd judges each
+		// as it applies it).
+		var conf core.ConfState
+		if err := c.s.do(ctx, func() { conf = c.s.rep.Node().Conf() }); err != nil {
+			return nil, etcdError(err)
+		}
+		if len(conf.Learners) >= c.s.cfg.MaxLearners {
+			return nil, rpctypes.ErrGRPCTooManyLearners
+		}
+	}
 	id := c.s.book.nextID()
 	resp, err := c.native.MemberAddLearner(ctx, &apipb.MemberAddLearnerRequest{Id: uint64(id), PeerAddr: addr})
 	if err != nil {

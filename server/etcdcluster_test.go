@@ -85,6 +85,11 @@ func TestEtcdMembership(t *testing.T) {
 	require.Equal(t, uint64(4), added.Member.ID, "the next id above every member's")
 	require.True(t, added.Member.IsLearner)
 	require.Len(t, added.Members, 4)
+	// etcd's --max-learners, 1 by default.
+	c.members[6] = freeAddr(t)
+	_, err = cli.MemberAddAsLearner(ctx(t), []string{"http://" + c.members[6]})
+	require.ErrorIs(t, err, rpctypes.ErrTooManyLearners)
+	delete(c.members, 6)
 	list, err = cli.MemberList(ctx(t))
 	require.NoError(t, err)
 	require.Empty(t, memberByID(list.Members, 4).Name, "etcd's clients show a member without a name as unstarted")

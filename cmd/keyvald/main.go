@@ -89,6 +89,8 @@ Flags:
 		"how the leader compacts the history: periodic (keep --auto-compaction-retention of time) or revision (keep that many revisions)")
 	compactKeep := fs.String("auto-compaction-retention", server.DefaultAutoCompactionRetention,
 		"history to keep: a duration (5m, 1h) or hours in periodic mode, a number of revisions in revision mode; 0 turns automatic compaction off")
+	maxLearners := fs.Int("max-learners", server.DefaultMaxLearners,
+		"learners etcd's MemberAdd with isLearner may leave in the cluster, as etcd's flag (a voter being added is a learner until caught up, and counts)")
 	maxBackups := fs.Int("max-concurrent-backups", server.DefaultMaxConcurrentBackups,
 		"Snapshot (backup) calls served at once; more are refused with ResourceExhausted (each holds a read transaction of the state open while its client reads)")
 	maxSnap := fs.Int64("max-snapshot-bytes", 0,
@@ -151,7 +153,7 @@ Flags:
 		ID: core.NodeID(*id), DataDir: *dataDir, ClientAddr: *clientAddr, ClientHTTPAddr: *clientHTTPAddr, PeerAddr: *peerAddr,
 		InitialCluster: members, Join: joinAddrs, ClusterToken: *token, HeartbeatInterval: *heartbeat, ElectionTimeout: *election,
 		SnapshotEvery: *snapEvery, CatchUpEntries: *catchUp, MaxLearnerLag: *learnerLag, NoWALRepair: !*walRepair, WALRepairDistrustsEnd: *walRepairDistrust, DetectLostWrites: *detectLost, MaxKeyBytes: *maxKey, MaxValueBytes: *maxValue, RequestTimeout: *reqTimeout,
-		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, MaxTxnOps: *maxTxnOps,
+		MaxPipelineReplyBytes: *maxPipeReplies, MaxRangeBytes: *maxRange, MaxTxnOps: *maxTxnOps, MaxLearners: *maxLearners,
 		AutoCompactionMode: *compactMode, AutoCompactionRetention: *compactKeep,
 		MaxConcurrentBackups: *maxBackups, MaxSnapshotBytes: *maxSnap, AuthTokenTTL: *tokenTTL, BcryptCost: *bcryptCost,
 		MaxSessions: *maxSessions, SessionTTL: *sessionTTL, QuotaBackendBytes: *quota, Logger: logger, Observability: obs,

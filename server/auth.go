@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -68,7 +69,10 @@ func (s *Server) identify(ctx context.Context, port string) context.Context {
 func resolve(ctx context.Context, port string, cfg *kvpb.AuthConfig) caller {
 	c := caller{port: port, resolved: true}
 	if tok := metadata.ValueFromIncomingContext(ctx, tokenKey); len(tok) > 0 {
-		c.id, c.err = credential.VerifyToken(cfg.TokenKey, tok[0], time.Now())
+		// "Bearer <token>" is taken as the token, as etcd takes it (an
+		// HTTP client's Authorization header comes here through the
+		// gateway).
+		c.id, c.err = credential.VerifyToken(cfg.TokenKey, strings.TrimPrefix(tok[0], "Bearer "), time.Now())
 	} else if port == "client" {
 		c.id.User = certificateUser(ctx)
 	}

@@ -47,6 +47,9 @@ func (m *etcdMaintenance) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.
 	for _, a := range usage.Alarms {
 		resp.Errors = append(resp.Errors, fmt.Sprintf("memberID:%d alarm:%s", a.MemberID, etcdAlarmType(a.Type)))
 	}
+	if st.Lead == core.None {
+		resp.Errors = append(resp.Errors, rpctypes.ErrNoLeader.Error()) // as etcd says it
+	}
 	return resp, nil
 }
 

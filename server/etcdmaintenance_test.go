@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -236,4 +237,31 @@ func TestStatusAppliedIsTheStoresApplied(t *testing.T) {
 	s := &Server{store: store}
 	require.Equal(t, uint64(2), s.appliedIndex(core.Status{Applied: 9}), "a snapshot at 9 taken in, not yet restored")
 	require.Equal(t, uint64(1), s.appliedIndex(core.Status{Applied: 1}), "the store a batch ahead of the core")
+}
+
+// TestEtcdStatusWithoutLeader: a member that knows no leader says so in
+// Status's errors, as etcd's does (etcdctl endpoint status shows it).
+func TestEtcdStatusWithoutLeader(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	alone := lead%3 + 1
+	st, err := etcdClient(t, c.clients[alone], "", "").Status(ctx(t), c.clients[alone])
+	require.NoError(t, err)
+	require.NotContains(t, st.Errors, "etcdserver: no leader")
+	for id := range c.servers {
+		if id != alone {
+			c.stop(id)
+		}
+	}
+	cli := etcdClient(t, c.clients[alone], "", "")
+	eventually(t, func() error {
+		st, err := cli.Status(ctx(t), c.clients[alone])
+		if err != nil {
+			return err
+		}
+		if st.Leader != 0 || !slices.Contains(st.Errors, "etcdserver: no leader") {
+			return fmt.Errorf("leader %d, errors %v", st.Leader, st.Errors)
+		}
+		return nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc/codes"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
 )
@@ -98,7 +99,9 @@ func (c *etcdCollector) Collect(ch chan<- prometheus.Metric) {
 
 // collectRequests re-exports keyval_request_duration_seconds of the
 // client port as go-grpc-prometheus's series: a count per method and code,
-// and a latency histogram per method (its codes merged).
+// and a latency histogram per method (its codes merged). As etcd's, every
+// unary method of the port has a count for every code, 0 until one ends
+// so, and a histogram: an alert on a rate of failures sees the first one.
 func (c *etcdCollector) collectRequests(ch chan<- prometheus.Metric) {
 	series := make(chan prometheus.Metric, 64)
 	go func() {
@@ -106,7 +109,12 @@ func (c *etcdCollector) collectRequests(ch chan<- prometheus.Metric) {
 		close(series)
 	}()
 	type method struct{ service, name string }
+	type handled struct {
+		m    method
+		code string
+	}
 	merged := map[method]*dto.Histogram{}
+	seen := map[handled]bool{}
 	var order []method
 	for s := range series {
 		d := read(s)
@@ -122,6 +130,7 @@ func (c *etcdCollector) collectRequests(ch chan<- prometheus.Metric) {
 		h := d.GetHistogram()
 		ch <- prometheus.MustNewConstMetric(etcdDescs.grpcHandled, prometheus.CounterValue, float64(h.GetSampleCount()),
 			"unary", k.service, k.name, l["code"])
+		seen[handled{k, l["code"]}] = true
 		if have := merged[k]; have != nil {
 			addHistogram(have, h)
 		} else {
@@ -132,7 +141,36 @@ func (c *etcdCollector) collectRequests(ch chan<- prometheus.Metric) {
 	for _, k := range order {
 		histogram(ch, etcdDescs.grpcHandling, merged[k], "unary", k.service, k.name)
 	}
+	if c.s.clientSrv == nil {
+		return
+	}
+	for service, info := range c.s.clientSrv.GetServiceInfo() {
+		for _, mi := range info.Methods {
+			if mi.IsClientStream || mi.IsServerStream {
+				continue
+			}
+			k := method{service, mi.Name}
+			for code := range codes.Code(17) { // OK to Unauthenticated, as grpc-prometheus counts them
+				if !seen[handled{k, code.String()}] {
+					ch <- prometheus.MustNewConstMetric(etcdDescs.grpcHandled, prometheus.CounterValue, 0,
+						"unary", k.service, k.name, code.String())
+				}
+			}
+			if merged[k] == nil {
+				ch <- prometheus.MustNewConstHistogram(etcdDescs.grpcHandling, 0, 0, emptyBuckets, "unary", k.service, k.name)
+			}
+		}
+	}
 }
+
+// emptyBuckets are a histogram of requests with none observed.
+var emptyBuckets = func() map[float64]uint64 {
+	b := make(map[float64]uint64, len(fastBuckets))
+	for _, upper := range fastBuckets {
+		b[upper] = 0
+	}
+	return b
+}()
 
 // addHistogram adds b's counts and sum into a (the same buckets).
 func addHistogram(a, b *dto.Histogram) {

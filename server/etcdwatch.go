@@ -214,13 +214,14 @@ func (ws *watchStream) create(cr *pb.WatchCreateRequest) {
 }
 
 // watchID is the id the client asked for, or the next free one (ws.mu
-// held); reason says why an id asked for cannot be had.
+// held); reason says why an id asked for cannot be had, with the id to
+// answer under (for one in use, -1 and etcd's words, as etcd answers).
 func (ws *watchStream) watchID(asked int64) (int64, string) {
 	switch {
 	case asked < 0:
 		return asked, fmt.Sprintf("watch id %d is negative", asked)
 	case asked > 0 && ws.watchers[asked] != nil:
-		return asked, fmt.Sprintf("watch id %d is in use on this stream", asked)
+		return -1, "mvcc: duplicate watch ID provided on the WatchStream"
 	case asked > 0:
 		return asked, ""
 	}
@@ -303,8 +304,9 @@ func (ws *watchStream) fail(w *watcher, err error) {
 func (ws *watchStream) failure(w *watcher, err error) *pb.WatchResponse {
 	resp := &pb.WatchResponse{Header: ws.s.etcdHeader(), WatchId: w.id, Canceled: true}
 	if rev, ok := compactedBelow(err, ws.hub.store); ok {
+		// No reason, as etcd gives none: its clients take the
+		// compact revision for one (clientv3: ErrCompacted).
 		resp.CompactRevision = int64(rev)
-		resp.CancelReason = "etcdserver: mvcc: required revision has been compacted"
 		return resp
 	}
 	resp.CancelReason = fmt.Sprintf("watch canceled: this member could not read its history (%v)", err)

@@ -701,6 +701,10 @@ func TestEtcdWatchIDs(t *testing.T) {
 		r = recv()
 		require.True(t, r.Created && r.Canceled, "id %d", id)
 		require.NotEmpty(t, r.CancelReason)
+		if id == 1 { // in use: etcd's answer
+			require.EqualValues(t, -1, r.WatchId)
+			require.Equal(t, "mvcc: duplicate watch ID provided on the WatchStream", r.CancelReason)
+		}
 	}
 	require.NoError(t, stream.Send(&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CancelRequest{CancelRequest: &pb.WatchCancelRequest{WatchId: 1}}}))
 	r = recv()

@@ -52,8 +52,8 @@ func (s *Server) listenGateway(port net.Listener) error {
 	// etcd's probes and metrics answer on its client URL too.
 	top := http.NewServeMux()
 	s.handleEtcdProbes(top)
-	top.HandleFunc("GET /readyz", s.obs.serveReady)
-	top.Handle("GET /metrics", s.obs.metricsHandler())
+	top.HandleFunc("/readyz", getOnly(s.obs.serveReady))
+	top.Handle("/metrics", s.obs.metricsHandler())
 	g := &gateway{port: port}
 	if s.cfg.ClientTLS != nil {
 		top.HandleFunc("/v3/", refuseGatewayOverTLS)

@@ -191,6 +191,8 @@ func TestGatewayAuth(t *testing.T) {
 	ok(t, gw, "/v3/kv/put", map[string]any{"key": b64("k"), "value": b64("v")}, token)
 	got := ok(t, gw, "/v3/kv/range", map[string]any{"key": b64("k")}, token)
 	require.Equal(t, b64("v"), field(t, got, "kvs", 0, "value"))
+	got = ok(t, gw, "/v3/kv/range", map[string]any{"key": b64("k")}, "Bearer "+token)
+	require.Equal(t, b64("v"), field(t, got, "kvs", 0, "value"), "as a bearer token, as etcd takes it")
 
 	code, _ = post(t, gw, "/v3/kv/range", map[string]any{"key": b64("k")}, "")
 	require.NotEqual(t, http.StatusOK, code, "no token, no read")
@@ -267,4 +269,10 @@ func TestClientPortServesHTTP(t *testing.T) {
 	require.Contains(t, body, "keyval_")
 	code, _ = httpGet(t, addr, "/no/such/path")
 	require.Equal(t, http.StatusNotFound, code)
+	for _, path := range []string{"/health", "/livez", "/readyz", "/version"} {
+		resp, err := http.Post("http://"+addr+path, "application/json", strings.NewReader("{}"))
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s: GET only, as etcd's", path)
+	}
 }

@@ -22,15 +22,30 @@ import (
 //	/health   {"health":"true","reason":""}, or 503 with "false" and why
 //	/livez    200 "ok" while the process serves HTTP
 //	/version  etcd's version JSON, with the etcd API version KeyVal speaks
+//
+// Any other method than GET gets 405, as from etcd.
 func (s *Server) handleEtcdProbes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /health", s.serveHealth)
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/health", getOnly(s.serveHealth))
+	mux.HandleFunc("/livez", getOnly(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+	}))
+	mux.HandleFunc("/version", getOnly(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, version.Versions{Server: etcdVersion, Cluster: etcdVersion})
-	})
+	}))
+}
+
+// getOnly answers any other method than GET with 405, as etcd's probes
+// do (a HEAD included).
+func getOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // etcdHealth is etcd's /health answer.

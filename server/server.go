@@ -49,7 +49,7 @@ type Server struct {
 	clientLis net.Listener
 	clientMux *portMux // splits the client port between gRPC and HTTP
 	peerLis   net.Listener
-	gw        *gateway // nil: no ClientHTTPAddr
+	gw        *gateway // the client port's HTTP side, and ClientHTTPAddr's
 
 	// inbox carries work into the event loop: every touch of rep happens
 	// there, so the replica needs no locks.

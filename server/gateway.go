@@ -52,7 +52,7 @@ func (s *Server) listenGateway(port net.Listener) error {
 	// etcd's probes and metrics answer on its client URL too.
 	top := http.NewServeMux()
 	s.handleEtcdProbes(top)
-	top.HandleFunc("/readyz", getOnly(s.obs.serveReady))
+	s.handleEtcdReadyz(top)
 	top.Handle("/metrics", s.obs.metricsHandler())
 	g := &gateway{port: port}
 	if s.cfg.ClientTLS != nil {

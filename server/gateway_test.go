@@ -225,7 +225,8 @@ func TestGatewayServesEtcdProbes(t *testing.T) {
 		}
 		return nil
 	})
-	for path, want := range map[string]string{"/livez": "ok\n", "/readyz": "ready\n"} {
+	for path, want := range map[string]string{"/livez": "ok\n", "/readyz": "ok\n",
+		"/readyz?verbose": "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\n[+]non_learner ok\nok\n"} {
 		code, body := httpGet(t, gw, path)
 		require.Equal(t, http.StatusOK, code, path)
 		require.Equal(t, want, body, path)

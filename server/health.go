@@ -3,11 +3,14 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/api/v3/version"
 
 	"github.com/therealutkarshpriyadarshi/keyval/core"
@@ -20,19 +23,113 @@ import (
 // client URL:
 //
 //	/health   {"health":"true","reason":""}, or 503 with "false" and why
-//	/livez    200 "ok" while the process serves HTTP
+//	/livez    etcd's liveness checks (serializable_read)
 //	/version  etcd's version JSON, with the etcd API version KeyVal speaks
 //
 // Any other method than GET gets 405, as from etcd.
 func (s *Server) handleEtcdProbes(mux *http.ServeMux) {
 	mux.HandleFunc("/health", getOnly(s.serveHealth))
-	mux.HandleFunc("/livez", getOnly(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	}))
+	s.handleEtcdChecks(mux, "/livez", []etcdCheck{{"serializable_read", s.serializableRead}})
 	mux.HandleFunc("/version", getOnly(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, version.Versions{Server: etcdVersion, Cluster: etcdVersion})
 	}))
+}
+
+// handleEtcdReadyz serves etcd's /readyz, where etcd's users look for it
+// (the client port and the JSON gateway's; the metrics address keeps
+// KeyVal's own readiness, observer.serveReady): no CORRUPT alarm (KeyVal
+// raises none), a read of this member's store, a linearizable read, and
+// the member not a learner.
+func (s *Server) handleEtcdReadyz(mux *http.ServeMux) {
+	s.handleEtcdChecks(mux, "/readyz", []etcdCheck{
+		{"data_corruption", func(context.Context) error { return nil }},
+		{"serializable_read", s.serializableRead},
+		{"linearizable_read", s.linearizableRead},
+		{"non_learner", s.nonLearner},
+	})
+}
+
+// etcdCheck is one of the named checks of etcd's /livez and /readyz.
+type etcdCheck struct {
+	name  string
+	check func(context.Context) error
+}
+
+// handleEtcdChecks serves root as etcd serves /livez and /readyz: every
+// check but those ?exclude= names, 200 "ok" when all pass (with
+// ?verbose, each check's line first), else 503 with each check's line
+// ("[+]name ok", "[-]name failed: why"); and root/name, one check alone.
+func (s *Server) handleEtcdChecks(mux *http.ServeMux, root string, checks []etcdCheck) {
+	mux.HandleFunc(root, getOnly(func(w http.ResponseWriter, r *http.Request) {
+		excluded := r.URL.Query()["exclude"]
+		run := make([]etcdCheck, 0, len(checks))
+		for _, c := range checks {
+			if !slices.Contains(excluded, c.name) {
+				run = append(run, c)
+			}
+		}
+		answerChecks(w, r, run)
+	}))
+	for _, c := range checks {
+		mux.HandleFunc(root+"/"+c.name, getOnly(func(w http.ResponseWriter, r *http.Request) {
+			answerChecks(w, r, []etcdCheck{c})
+		}))
+	}
+}
+
+func answerChecks(w http.ResponseWriter, r *http.Request, checks []etcdCheck) {
+	var lines strings.Builder
+	failed := false
+	for _, c := range checks {
+		if err := c.check(r.Context()); err != nil {
+			failed = true
+			fmt.Fprintf(&lines, "[-]%s failed: %v\n", c.name, err)
+		} else {
+			fmt.Fprintf(&lines, "[+]%s ok\n", c.name)
+		}
+	}
+	if failed {
+		http.Error(w, lines.String(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if _, verbose := r.URL.Query()["verbose"]; verbose {
+		fmt.Fprint(w, lines.String())
+	}
+	fmt.Fprint(w, "ok\n")
+}
+
+// serializableRead reads one key of this member's own store, as etcd's
+// serializable_read check does.
+func (s *Server) serializableRead(context.Context) error {
+	every := []byte{0}
+	_, err := s.store.EtcdRange(&pb.RangeRequest{Key: every, RangeEnd: every, KeysOnly: true, Limit: 1}, 0)
+	return err
+}
+
+// linearizableRead is serializableRead after a read barrier (bounded by
+// --request-timeout), as etcd's linearizable_read check reads.
+func (s *Server) linearizableRead(ctx context.Context) error {
+	if s.leader.Load() == uint64(core.None) {
+		return rpctypes.ErrNoLeader
+	}
+	if err := s.readBarrier(ctx); err != nil {
+		return err
+	}
+	return s.serializableRead(ctx)
+}
+
+// nonLearner fails while this member is a learner.
+func (s *Server) nonLearner(ctx context.Context) error {
+	var conf core.ConfState
+	if err := s.do(ctx, func() { conf = s.rep.Node().Conf() }); err != nil {
+		return err
+	}
+	if slices.Contains(conf.Learners, s.cfg.ID) {
+		return errors.New("this member is a learner")
+	}
+	return nil
 }
 
 // getOnly answers any other method than GET with 405, as etcd's probes
@@ -88,8 +185,7 @@ func (s *Server) health(ctx context.Context, exclude []string, serializable bool
 			return etcdHealth{Health: "false", Reason: fmt.Sprintf("RANGE ERROR:%v", err)}
 		}
 	}
-	every := []byte{0}
-	if _, err := s.store.EtcdRange(&pb.RangeRequest{Key: every, RangeEnd: every, KeysOnly: true, Limit: 1}, 0); err != nil {
+	if err := s.serializableRead(ctx); err != nil {
 		return etcdHealth{Health: "false", Reason: fmt.Sprintf("RANGE ERROR:%v", err)}
 	}
 	return etcdHealth{Health: "true"}

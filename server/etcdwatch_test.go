@@ -716,3 +716,43 @@ func TestEtcdWatchIDs(t *testing.T) {
 	require.Equal(t, rev, r.Header.Revision)
 	require.Empty(t, r.Events)
 }
+
+// TestLeaderStopKeepsWatchesThatRequireALeader: a leader that stops hands
+// leadership over first, as etcd's does, so that a watch requiring a
+// leader (as etcdctl's do), moved to another member when the stop ends
+// its stream, finds a leader there and goes on, rather than meeting the
+// election's gap and ending with "no leader".
+func TestLeaderStopKeepsWatchesThatRequireALeader(t *testing.T) {
+	c := newTestCluster(t, 3, 0)
+	lead := c.leader()
+	cli := etcdClient(t, c.clients[lead], "", "")
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	defer cancel()
+	w := cli.Watch(ctx, "k", clientv3.WithCreatedNotify())
+	created := next(t, w)
+	require.True(t, created.Created, "%+v", created)
+	var others []string
+	for id, addr := range c.clients {
+		if id != lead {
+			others = append(others, addr)
+		}
+	}
+	cli.SetEndpoints(append([]string{c.clients[lead]}, others...)...)
+
+	start := time.Now()
+	c.stop(lead)
+	t.Logf("the leader stopped in %v", time.Since(start))
+	writer := etcdClient(t, others[0], "", "")
+	eventually(t, func() error {
+		_, err := writer.Put(ctx, "k", "after")
+		return err
+	})
+	for {
+		r := next(t, w)
+		require.NoError(t, r.Err(), "the watch ended")
+		if len(r.Events) > 0 {
+			require.Equal(t, "after", string(r.Events[0].Kv.Value))
+			return
+		}
+	}
+}

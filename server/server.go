@@ -642,6 +642,7 @@ func (s *Server) done(id uint64, out replica.Outcome) {
 func (s *Server) Stop(ctx context.Context) {
 	s.closeOnce.Do(func() {
 		s.obs.shuttingDown()
+		s.handOverLeadership(ctx)
 		// Streams end on draining, those that come by way of the HTTP
 		// side too (the gateway's watches, gRPC over HTTPS), so that the
 		// HTTP server's shutdown does not wait for them.
@@ -677,6 +678,53 @@ func (s *Server) Stop(ctx context.Context) {
 		s.log.Info("node stopped")
 		close(s.stopped)
 	})
+}
+
+// handOverLeadership, on a leader that stops, hands leadership to its
+// most caught-up voter and waits, at most an election timeout, until
+// another member leads (this one has heard from it), as etcd's leader
+// does when it stops: the clients that
+// move to the other members then find a leader there, not an election's
+// gap without one (etcd's clients take "no leader" as the end of a watch
+// that requires a leader, as etcdctl's do).
+//
+// A Stop whose context is already done hands nothing over.
+func (s *Server) handOverLeadership(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ElectionTimeout)
+	defer cancel()
+	target := core.None
+	err := s.do(ctx, func() {
+		n := s.rep.Node()
+		if n.SoftState().Role != core.Leader {
+			return
+		}
+		var best uint64
+		for _, id := range n.Conf().Voters {
+			if m := n.Match(id); id != s.cfg.ID && (target == core.None || m > best) {
+				target, best = id, m
+			}
+		}
+		if target != core.None && n.TransferLeadership(target) != nil {
+			target = core.None
+		}
+	})
+	if err != nil || target == core.None {
+		return
+	}
+	tick := time.NewTicker(s.cfg.HeartbeatInterval / 5)
+	defer tick.Stop()
+	for l := core.NodeID(s.leader.Load()); l == s.cfg.ID || l == core.None; l = core.NodeID(s.leader.Load()) {
+		select {
+		case <-ctx.Done():
+			s.log.Warn("stopping: leadership not handed over within an election timeout", "to", target)
+			return
+		case <-tick.C: // the loop publishes the leader it sees (noteState)
+		}
+	}
+	s.log.Info("stopping: handed leadership over", "to", target, "leader", s.leader.Load())
 }
 
 func (s *Server) closeStorage() {

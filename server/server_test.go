@@ -358,7 +358,11 @@ func TestFollowersForgetAStoppedLeader(t *testing.T) {
 	lead := c.leader()
 	_, err := c.conns[lead].Put(ctx(t), &apipb.PutRequest{Key: []byte("k"), Value: []byte("v")})
 	require.NoError(t, err)
-	c.stop(lead)
+	// As a crash: a Stop whose context is done hands nothing over.
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	c.servers[lead].Stop(done)
+	delete(c.servers, lead)
 	for id, s := range c.servers {
 		eventually(t, func() error {
 			if n := metricValue(t, s.obs.m.leadersGone); n != 1 {

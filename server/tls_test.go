@@ -307,7 +307,11 @@ func TestJoinWithMutualTLS(t *testing.T) {
 // way of the HTTP server).
 func TestTLSClientPortServesHTTPS(t *testing.T) {
 	p := newPKI(t)
-	c := startClusterWith(t, 3, p.secure(t), tlsDial(t, p.ca.File, p.appCert, p.appKey))
+	secure := p.secure(t)
+	c := startClusterWith(t, 3, func(id core.NodeID, cfg *Config) {
+		secure(id, cfg)
+		cfg.BcryptCost = 4 // the least, for a test's passwords
+	}, tlsDial(t, p.ca.File, p.appCert, p.appKey))
 	c.leader()
 	addr := c.clients[1]
 
@@ -345,23 +349,27 @@ func TestTLSClientPortServesHTTPS(t *testing.T) {
 	require.Error(t, err, "a client without a certificate")
 
 	// With auth on, the certificate's common name ("app") is the user.
+	// (Setting it up takes several writes, each a bcrypt hash or a
+	// proposal: a loaded machine may need more than ctx's 3 s for one.)
+	setup, cancelSetup := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelSetup()
 	root, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, TLS: withCert, DialTimeout: 5 * time.Second,
 		Logger: zap.NewNop()})
 	require.NoError(t, err)
 	defer root.Close()
-	_, err = root.UserAdd(ctx(t), "root", "rootpw")
+	_, err = root.UserAdd(setup, "root", "rootpw")
 	require.NoError(t, err)
-	_, err = root.UserGrantRole(ctx(t), "root", "root")
+	_, err = root.UserGrantRole(setup, "root", "root")
 	require.NoError(t, err)
-	_, err = root.UserAddWithOptions(ctx(t), "app", "", &clientv3.UserAddOptions{NoPassword: true})
+	_, err = root.UserAddWithOptions(setup, "app", "", &clientv3.UserAddOptions{NoPassword: true})
 	require.NoError(t, err)
-	_, err = root.RoleAdd(ctx(t), "apps")
+	_, err = root.RoleAdd(setup, "apps")
 	require.NoError(t, err)
-	_, err = root.RoleGrantPermission(ctx(t), "apps", "app/", clientv3.GetPrefixRangeEnd("app/"), clientv3.PermissionType(clientv3.PermReadWrite))
+	_, err = root.RoleGrantPermission(setup, "apps", "app/", clientv3.GetPrefixRangeEnd("app/"), clientv3.PermissionType(clientv3.PermReadWrite))
 	require.NoError(t, err)
-	_, err = root.UserGrantRole(ctx(t), "app", "apps")
+	_, err = root.UserGrantRole(setup, "app", "apps")
 	require.NoError(t, err)
-	_, err = root.AuthEnable(ctx(t))
+	_, err = root.AuthEnable(setup)
 	require.NoError(t, err)
 
 	both := withCert.Clone()

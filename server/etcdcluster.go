@@ -125,11 +125,11 @@ func (c *etcdCluster) MemberAdd(ctx context.Context, req *pb.MemberAddRequest) (
 		// As etcd's --max-learners, judged on the configuration after the
 		// barrier (two adds at once may both pass it; etcd judges each
 		// as it applies it).
-		var conf core.ConfState
-		if err := c.s.do(ctx, func() { conf = c.s.rep.Node().Conf() }); err != nil {
-			return nil, etcdError(err)
+		st, err := c.s.coreStatus(ctx)
+		if err != nil {
+			return nil, err
 		}
-		if len(conf.Learners) >= c.s.cfg.MaxLearners {
+		if len(st.Conf.Learners) >= c.s.cfg.MaxLearners {
 			return nil, rpctypes.ErrGRPCTooManyLearners
 		}
 	}

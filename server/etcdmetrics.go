@@ -2,7 +2,6 @@ package server
 
 import (
 	"strconv"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -103,44 +102,6 @@ func (c *etcdCollector) Collect(ch chan<- prometheus.Metric) {
 // unary method of the port has a count for every code, 0 until one ends
 // so, and a histogram: an alert on a rate of failures sees the first one.
 func (c *etcdCollector) collectRequests(ch chan<- prometheus.Metric) {
-	series := make(chan prometheus.Metric, 64)
-	go func() {
-		c.m.requests.Collect(series)
-		close(series)
-	}()
-	type method struct{ service, name string }
-	type handled struct {
-		m    method
-		code string
-	}
-	merged := map[method]*dto.Histogram{}
-	seen := map[handled]bool{}
-	var order []method
-	for s := range series {
-		d := read(s)
-		l := map[string]string{}
-		for _, p := range d.GetLabel() {
-			l[p.GetName()] = p.GetValue()
-		}
-		i := strings.LastIndexByte(l["method"], '/')
-		if l["port"] != "client" || i < 0 {
-			continue
-		}
-		k := method{l["method"][:i], l["method"][i+1:]}
-		h := d.GetHistogram()
-		ch <- prometheus.MustNewConstMetric(etcdDescs.grpcHandled, prometheus.CounterValue, float64(h.GetSampleCount()),
-			"unary", k.service, k.name, l["code"])
-		seen[handled{k, l["code"]}] = true
-		if have := merged[k]; have != nil {
-			addHistogram(have, h)
-		} else {
-			merged[k] = h
-			order = append(order, k)
-		}
-	}
-	for _, k := range order {
-		histogram(ch, etcdDescs.grpcHandling, merged[k], "unary", k.service, k.name)
-	}
 	if c.s.clientSrv == nil {
 		return
 	}
@@ -149,15 +110,26 @@ func (c *etcdCollector) collectRequests(ch chan<- prometheus.Metric) {
 			if mi.IsClientStream || mi.IsServerStream {
 				continue
 			}
-			k := method{service, mi.Name}
-			for code := range codes.Code(17) { // OK to Unauthenticated, as grpc-prometheus counts them
-				if !seen[handled{k, code.String()}] {
-					ch <- prometheus.MustNewConstMetric(etcdDescs.grpcHandled, prometheus.CounterValue, 0,
-						"unary", k.service, k.name, code.String())
+			// Every code from OK to Unauthenticated, as grpc-prometheus
+			// counts them; all is the method's, every code's merged.
+			var all *dto.Histogram
+			for code := range codes.Code(17) {
+				var n uint64
+				if h := c.m.requestHistogram("client", service+"/"+mi.Name, code); h != nil {
+					n = h.GetSampleCount()
+					if all == nil {
+						all = h
+					} else {
+						addHistogram(all, h)
+					}
 				}
+				ch <- prometheus.MustNewConstMetric(etcdDescs.grpcHandled, prometheus.CounterValue, float64(n),
+					"unary", service, mi.Name, code.String())
 			}
-			if merged[k] == nil {
-				ch <- prometheus.MustNewConstHistogram(etcdDescs.grpcHandling, 0, 0, emptyBuckets, "unary", k.service, k.name)
+			if all == nil {
+				ch <- prometheus.MustNewConstHistogram(etcdDescs.grpcHandling, 0, 0, emptyBuckets, "unary", service, mi.Name)
+			} else {
+				histogram(ch, etcdDescs.grpcHandling, all, "unary", service, mi.Name)
 			}
 		}
 	}

@@ -122,11 +122,11 @@ func (s *Server) linearizableRead(ctx context.Context) error {
 
 // nonLearner fails while this member is a learner.
 func (s *Server) nonLearner(ctx context.Context) error {
-	var conf core.ConfState
-	if err := s.do(ctx, func() { conf = s.rep.Node().Conf() }); err != nil {
+	st, err := s.coreStatus(ctx)
+	if err != nil {
 		return err
 	}
-	if slices.Contains(conf.Learners, s.cfg.ID) {
+	if slices.Contains(st.Conf.Learners, s.cfg.ID) {
 		return errors.New("this member is a learner")
 	}
 	return nil
@@ -177,15 +177,14 @@ func (s *Server) health(ctx context.Context, exclude []string, serializable bool
 	// quorum follows still answers this member, the read that its store
 	// answers. A serializable probe asks only the latter: a liveness probe
 	// must not fail, and restart the member, while the quorum is lost.
-	if !serializable {
-		if s.leader.Load() == uint64(core.None) {
-			return etcdHealth{Health: "false", Reason: "RAFT NO LEADER"}
-		}
-		if err := s.readBarrier(ctx); err != nil {
-			return etcdHealth{Health: "false", Reason: fmt.Sprintf("RANGE ERROR:%v", err)}
-		}
+	read := s.linearizableRead
+	if serializable {
+		read = s.serializableRead
 	}
-	if err := s.serializableRead(ctx); err != nil {
+	switch err := read(ctx); {
+	case errors.Is(err, rpctypes.ErrNoLeader):
+		return etcdHealth{Health: "false", Reason: "RAFT NO LEADER"}
+	case err != nil:
 		return etcdHealth{Health: "false", Reason: fmt.Sprintf("RANGE ERROR:%v", err)}
 	}
 	return etcdHealth{Health: "true"}

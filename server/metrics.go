@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -246,6 +247,19 @@ func (m *Metrics) observeRequest(port, fullMethod string, code codes.Code, d tim
 		m.reqMu.Unlock()
 	}
 	o.Observe(d.Seconds())
+}
+
+// requestHistogram is the current state of the request histogram of
+// port, method (service/Method) and code; nil if no such request has
+// been timed.
+func (m *Metrics) requestHistogram(port, method string, code codes.Code) *dto.Histogram {
+	m.reqMu.RLock()
+	o, ok := m.reqObs[requestLabels{port: port, method: method, code: code}]
+	m.reqMu.RUnlock()
+	if !ok {
+		return nil
+	}
+	return read(o.(prometheus.Metric)).GetHistogram()
 }
 
 // unaryInterceptor times every unary request served on port ("client" or
